@@ -1,0 +1,5 @@
+import sys
+
+from netemu.cli import main
+
+sys.exit(main())

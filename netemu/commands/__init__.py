@@ -1,0 +1,1 @@
+"""Subcommands of ``netemu``: one module each, each with ``register(subparsers)``."""

@@ -1,0 +1,435 @@
+"""The contact plan: the one schedule that links, routing and reports all read.
+
+A :class:`Contact` is one direction of a link being up: from ``src`` to ``dst`` during
+[``start_s``, ``end_s``) in seconds from the plan's epoch, at ``rate_bps`` bits per
+second, with the one-way light time sampled through the contact. The orbital schedule
+produces these; an ION contact plan can be read back into the same objects, so routing
+work needs no orbits.
+
+Formats written and read here:
+
+- ION contact-plan lines (``a contact +START +END FROM TO RATE_BYTES_PER_S`` and
+  ``a range +START +END A B OWLT_S``), node numbers as ``ipn`` node numbers;
+- HDTN's contact-plan JSON (rates in bits/s);
+- netemu's own JSON, ``{"epoch", "nodes": {name: ipn}, "contacts": [...]}``, exact to the
+  microsecond and carrying the light-time samples.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import math
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from netemu.errors import InputError
+
+C_KM_S = 299_792.458
+"""Speed of light in vacuum, km/s (exact)."""
+
+
+@dataclass(frozen=True)
+class Node:
+    """A node of the plan: a satellite or a ground station.
+
+    ``ipn`` is its ``ipn`` node number (DTN endpoint ``ipn:<ipn>.<service>``);
+    ``kind`` is ``"satellite"``, ``"ground"`` or ``"other"`` (plans read from ION);
+    ``max_links`` is how many links of kind GSL it can hold at once (a ground station's
+    antennas), 0 meaning no limit.
+    """
+
+    name: str
+    ipn: int
+    kind: str = "other"
+    max_links: int = 0
+
+
+@dataclass(frozen=True)
+class Contact:
+    """One direction of a link being up.
+
+    Times are seconds from the plan epoch; ``rate_bps`` is bits per second;
+    ``owlt_s`` is the one-way light time used for planning (the largest over the
+    contact, as ION expects a bound); ``owlt_samples`` are ``(t_s, owlt_s)`` pairs through
+    the contact, for the emulator to follow the true range; ``loss`` is the frame loss
+    probability in [0, 1]; ``kind`` is ``"isl"``, ``"gsl"`` or ``"plan"`` (read from a
+    plan file); ``confidence`` is ION's contact confidence in (0, 1].
+    """
+
+    src: str
+    dst: str
+    start_s: float
+    end_s: float
+    rate_bps: float
+    owlt_s: float
+    kind: str = "plan"
+    loss: float = 0.0
+    confidence: float = 1.0
+    owlt_samples: tuple[tuple[float, float], ...] = field(default=(), compare=False, repr=False)
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+    @property
+    def volume_bytes(self) -> float:
+        """Bytes the contact can carry: rate × duration."""
+        return self.rate_bps / 8.0 * self.duration_s
+
+    def active_at(self, t_s: float) -> bool:
+        return self.start_s <= t_s < self.end_s
+
+    def owlt_at(self, t_s: float) -> float:
+        """One-way light time at ``t_s`` (s), interpolated linearly between samples;
+        ``owlt_s`` when the contact carries no samples."""
+        samples = self.owlt_samples
+        if not samples:
+            return self.owlt_s
+        times = [s[0] for s in samples]
+        i = bisect.bisect_right(times, t_s)
+        if i == 0:
+            return samples[0][1]
+        if i >= len(samples):
+            return samples[-1][1]
+        (t0, d0), (t1, d1) = samples[i - 1], samples[i]
+        if t1 <= t0:
+            return d1
+        return d0 + (d1 - d0) * (t_s - t0) / (t1 - t0)
+
+
+@dataclass
+class ContactPlan:
+    """Nodes and their contacts, times relative to ``epoch`` (UTC)."""
+
+    epoch: datetime
+    nodes: dict[str, Node]
+    contacts: list[Contact]
+
+    def __post_init__(self) -> None:
+        self.contacts.sort(key=lambda c: (c.start_s, c.src, c.dst, c.end_s))
+
+    # --- queries -------------------------------------------------------------------
+
+    def active_at(self, t_s: float) -> list[Contact]:
+        """Contacts up at ``t_s``."""
+        return [c for c in self.contacts if c.start_s <= t_s < c.end_s]
+
+    def between(self, src: str, dst: str) -> list[Contact]:
+        return [c for c in self.contacts if c.src == src and c.dst == dst]
+
+    def node_by_ipn(self, ipn: int) -> Node:
+        for n in self.nodes.values():
+            if n.ipn == ipn:
+                return n
+        raise KeyError(ipn)
+
+    def __iter__(self) -> Iterator[Contact]:
+        return iter(self.contacts)
+
+    def __len__(self) -> int:
+        return len(self.contacts)
+
+    # --- netemu JSON -----------------------------------------------------------------
+
+    def to_json_obj(self, *, samples: bool = True) -> dict:
+        """netemu's JSON contact plan (the documented contract plus extra keys)."""
+        out: list[dict] = []
+        for c in self.contacts:
+            d = {
+                "from": c.src,
+                "to": c.dst,
+                "start_s": round(c.start_s, 6),
+                "end_s": round(c.end_s, 6),
+                "rate_bps": c.rate_bps,
+                "owlt_s": round(c.owlt_s, 9),
+                "kind": c.kind,
+                "loss": c.loss,
+                "confidence": c.confidence,
+            }
+            if samples and c.owlt_samples:
+                d["owlt_samples"] = [[round(t, 6), round(o, 9)] for t, o in c.owlt_samples]
+            out.append(d)
+        return {
+            "epoch": _iso(self.epoch),
+            "nodes": {n.name: n.ipn for n in self.nodes.values()},
+            "node_info": {
+                n.name: {"kind": n.kind, "max_links": n.max_links} for n in self.nodes.values()
+            },
+            "contacts": out,
+        }
+
+    def to_json(self, *, samples: bool = True) -> str:
+        return json.dumps(self.to_json_obj(samples=samples), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str, *, source: str = "<json>") -> ContactPlan:
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise InputError(f"not valid JSON: {e.msg}", source=source, line=e.lineno) from e
+        if not isinstance(obj, dict):
+            raise InputError("a contact plan is a JSON object", source=source)
+        for key in ("epoch", "nodes", "contacts"):
+            if key not in obj:
+                raise InputError("missing key", source=source, field=key)
+        epoch = _parse_epoch(obj["epoch"], source=source)
+        info = obj.get("node_info", {})
+        nodes: dict[str, Node] = {}
+        if not isinstance(obj["nodes"], dict):
+            raise InputError("expected an object {name: ipn_number}", source=source, field="nodes")
+        for name, ipn in obj["nodes"].items():
+            if not isinstance(ipn, int) or ipn < 1:
+                raise InputError("ipn node number must be a positive integer", source=source,
+                                 field=f"nodes.{name}")
+            extra = info.get(name, {})
+            nodes[name] = Node(name, ipn, extra.get("kind", "other"), int(extra.get("max_links", 0)))
+        contacts = []
+        for i, d in enumerate(obj["contacts"]):
+            where = f"contacts[{i}]"
+            try:
+                src, dst = d["from"], d["to"]
+                c = Contact(
+                    src=src,
+                    dst=dst,
+                    start_s=float(d["start_s"]),
+                    end_s=float(d["end_s"]),
+                    rate_bps=float(d["rate_bps"]),
+                    owlt_s=float(d["owlt_s"]),
+                    kind=str(d.get("kind", "plan")),
+                    loss=float(d.get("loss", 0.0)),
+                    confidence=float(d.get("confidence", 1.0)),
+                    owlt_samples=tuple((float(t), float(o)) for t, o in d.get("owlt_samples", ())),
+                )
+            except KeyError as e:
+                raise InputError(f"missing key {e.args[0]!r}", source=source, field=where) from e
+            except (TypeError, ValueError) as e:
+                raise InputError(f"bad value: {e}", source=source, field=where) from e
+            for n in (src, dst):
+                if n not in nodes:
+                    raise InputError(f"node {n!r} is not in 'nodes'", source=source, field=where)
+            _check_contact(c, source=source, field_=where)
+            contacts.append(c)
+        return cls(epoch, nodes, contacts)
+
+    # --- ION -------------------------------------------------------------------------
+
+    def to_ion(self) -> str:
+        """ION contact-plan lines: relative whole seconds, rates in bytes/s, ranges in
+        whole seconds rounded up (ION's ``a range`` takes an integer OWLT).
+
+        Contacts are shrunk to whole seconds inside their true window (start rounded up,
+        end rounded down) so a router never plans on a second the link is down.
+        """
+        lines = [f"# netemu contact plan, epoch {_iso(self.epoch)}"]
+        for n in sorted(self.nodes.values(), key=lambda n: n.ipn):
+            lines.append(f"# node {n.ipn} {n.name} {n.kind}")
+        ranges: list[str] = []
+        for c in self.contacts:
+            start, end = math.ceil(c.start_s - 1e-9), math.floor(c.end_s + 1e-9)
+            if end <= start:
+                continue
+            a, b = self.nodes[c.src].ipn, self.nodes[c.dst].ipn
+            rate = c.rate_bps / 8.0
+            rate_s = str(int(rate)) if rate == int(rate) else f"{rate:.3f}"
+            conf = "" if c.confidence == 1.0 else f" {c.confidence:g}"
+            lines.append(f"a contact +{start} +{end} {a} {b} {rate_s}{conf}")
+            ranges.append(f"a range +{start} +{end} {a} {b} {max(1, math.ceil(c.owlt_s - 1e-9))}")
+        return "\n".join(lines + ranges) + "\n"
+
+    @classmethod
+    def from_ion(
+        cls,
+        text: str,
+        *,
+        epoch: datetime | None = None,
+        names: dict[int, str] | None = None,
+        source: str = "<ion>",
+    ) -> ContactPlan:
+        """Read ION contact-plan lines (``a contact`` and ``a range``).
+
+        Node names come from ``names`` (ipn → name), else from ``# node N NAME`` comments
+        that netemu writes, else ``ipn:N``. Times are ``+seconds`` relative to ``epoch``
+        (default: the ``# netemu contact plan, epoch …`` comment, else 2000-01-01) or
+        absolute ``yyyy/mm/dd-hh:mm:ss``. A range declared once for A B applies both ways
+        unless B A is declared too, as in ION. Other ionadmin commands are ignored.
+        """
+        names = dict(names or {})
+        kinds: dict[int, str] = {}
+        raw_contacts: list[tuple[int, float, float, int, int, float, float]] = []
+        raw_ranges: list[tuple[float, float, int, int, float]] = []
+        for lineno, line in enumerate(text.splitlines(), 1):
+            s = line.strip()
+            if not s:
+                continue
+            if s.startswith("#"):
+                m = re.match(r"#\s*netemu contact plan, epoch (\S+)", s)
+                if m and epoch is None:
+                    epoch = _parse_epoch(m.group(1), source=source, line=lineno)
+                m = re.match(r"#\s*node (\d+) (\S+)(?: (\S+))?", s)
+                if m:
+                    names.setdefault(int(m.group(1)), m.group(2))
+                    if m.group(3):
+                        kinds[int(m.group(1))] = m.group(3)
+                continue
+            parts = s.split()
+            if parts[0] != "a" or len(parts) < 2 or parts[1] not in ("contact", "range"):
+                if parts[0] in ("a", "d", "i", "l", "m", "s", "x", "1", "@", "h", "?", "e", "r", "q"):
+                    continue  # other ionadmin commands: not part of the plan
+                raise InputError(f"unrecognised line {s!r}", source=source, line=lineno)
+            kind = parts[1]
+            want = 7 if kind == "contact" else 7
+            if len(parts) < want or (kind == "contact" and len(parts) > 8) or (
+                kind == "range" and len(parts) > 7
+            ):
+                usage = (
+                    "a contact +START +END FROM TO RATE_BYTES_PER_S [CONFIDENCE]"
+                    if kind == "contact"
+                    else "a range +START +END A B OWLT_S"
+                )
+                raise InputError(f"expected '{usage}', got {s!r}", source=source, line=lineno)
+            try:
+                t0 = _ion_time(parts[2], epoch)
+                t1 = _ion_time(parts[3], epoch)
+                a, b = int(parts[4]), int(parts[5])
+                val = float(parts[6])
+                conf = float(parts[7]) if len(parts) == 8 else 1.0
+            except ValueError as e:
+                raise InputError(f"bad number in {s!r}: {e}", source=source, line=lineno) from e
+            if a < 1 or b < 1:
+                raise InputError("node numbers must be positive", source=source, line=lineno)
+            if t1 < t0:
+                raise InputError("end before start", source=source, line=lineno)
+            if val < 0 or not math.isfinite(val):
+                raise InputError("rate and range must be non-negative", source=source, line=lineno)
+            if not 0 < conf <= 1:
+                raise InputError("confidence must be in (0, 1]", source=source, line=lineno)
+            if kind == "contact":
+                raw_contacts.append((lineno, t0, t1, a, b, val, conf))
+            else:
+                raw_ranges.append((t0, t1, a, b, val))
+        if epoch is None:
+            epoch = datetime(2000, 1, 1, tzinfo=timezone.utc)
+        ipns = sorted({x for c in raw_contacts for x in (c[3], c[4])} | {x for r in raw_ranges for x in (r[2], r[3])})
+        nodes = {}
+        for ipn in ipns:
+            name = names.get(ipn, f"ipn:{ipn}")
+            nodes[name] = Node(name, ipn, kinds.get(ipn, "other"))
+        directed = {(r[2], r[3]) for r in raw_ranges}
+
+        def owlt_for(t0: float, t1: float, a: int, b: int) -> float:
+            best = None
+            for r0, r1, ra, rb, owlt in raw_ranges:
+                fwd = ra == a and rb == b
+                rev = ra == b and rb == a and (a, b) not in directed
+                if (fwd or rev) and r0 <= t0 and t1 <= r1:
+                    best = owlt if best is None else max(best, owlt)
+            return best if best is not None else 0.0
+
+        contacts = [
+            Contact(
+                src=names.get(a, f"ipn:{a}"),
+                dst=names.get(b, f"ipn:{b}"),
+                start_s=t0,
+                end_s=t1,
+                rate_bps=rate * 8.0,
+                owlt_s=owlt_for(t0, t1, a, b),
+                confidence=conf,
+            )
+            for _, t0, t1, a, b, rate, conf in raw_contacts
+        ]
+        return cls(epoch, nodes, contacts)
+
+    # --- HDTN ------------------------------------------------------------------------
+
+    def to_hdtn_obj(self) -> dict:
+        """HDTN's contact-plan JSON: ``{"contacts": [...]}`` with node numbers, whole
+        seconds, ``rateBitsPerSec`` and ``owlt`` in seconds."""
+        out = []
+        for i, c in enumerate(self.contacts):
+            start, end = math.ceil(c.start_s - 1e-9), math.floor(c.end_s + 1e-9)
+            if end <= start:
+                continue
+            dst_ipn = self.nodes[c.dst].ipn
+            out.append(
+                {
+                    "contact": i,
+                    "source": self.nodes[c.src].ipn,
+                    "dest": dst_ipn,
+                    "startTime": start,
+                    "endTime": end,
+                    "rateBitsPerSec": int(round(c.rate_bps)),
+                    "owlt": max(1, math.ceil(c.owlt_s - 1e-9)),
+                    "finalDestination": dst_ipn,
+                }
+            )
+        return {"contacts": out}
+
+    def to_hdtn(self) -> str:
+        return json.dumps(self.to_hdtn_obj(), indent=1)
+
+    # --- files -----------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: str | Path, *, epoch: datetime | None = None) -> ContactPlan:
+        """Read a plan file: netemu JSON (``.json``) or ION lines (anything else)."""
+        p = Path(path)
+        try:
+            text = p.read_text()
+        except OSError as e:
+            raise InputError(f"cannot read: {e.strerror}", source=str(p)) from e
+        if p.suffix == ".json" or text.lstrip().startswith("{"):
+            return cls.from_json(text, source=str(p))
+        return cls.from_ion(text, epoch=epoch, source=str(p))
+
+
+def _check_contact(c: Contact, *, source: str, field_: str) -> None:
+    if not (math.isfinite(c.start_s) and math.isfinite(c.end_s)) or c.end_s < c.start_s:
+        raise InputError("end_s must be ≥ start_s (finite)", source=source, field=field_)
+    if c.rate_bps < 0 or c.owlt_s < 0:
+        raise InputError("rate_bps and owlt_s must be ≥ 0", source=source, field=field_)
+    if not 0.0 <= c.loss <= 1.0:
+        raise InputError("loss must be in [0, 1]", source=source, field=field_)
+
+
+def _iso(t: datetime) -> str:
+    return t.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _parse_epoch(s: object, *, source: str, line: int | None = None) -> datetime:
+    if isinstance(s, datetime):
+        return s if s.tzinfo else s.replace(tzinfo=timezone.utc)
+    try:
+        t = datetime.fromisoformat(str(s).replace("Z", "+00:00"))
+    except ValueError as e:
+        raise InputError(f"epoch {s!r} is not an ISO 8601 UTC time", source=source, line=line,
+                         field="epoch") from e
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+def _ion_time(tok: str, epoch: datetime | None) -> float:
+    if tok.startswith("+"):
+        return float(tok[1:])
+    t = datetime.strptime(tok, "%Y/%m/%d-%H:%M:%S").replace(tzinfo=timezone.utc)
+    base = epoch or datetime(2000, 1, 1, tzinfo=timezone.utc)
+    return (t - base).total_seconds()
+
+
+def merge(plans: Iterable[ContactPlan]) -> ContactPlan:
+    """One plan holding every node and contact of ``plans`` (the first one's epoch)."""
+    plans = list(plans)
+    nodes: dict[str, Node] = {}
+    contacts: list[Contact] = []
+    for p in plans:
+        shift = (p.epoch - plans[0].epoch).total_seconds()
+        nodes.update(p.nodes)
+        for c in p.contacts:
+            if shift:
+                c = Contact(c.src, c.dst, c.start_s + shift, c.end_s + shift, c.rate_bps,
+                            c.owlt_s, c.kind, c.loss, c.confidence,
+                            tuple((t + shift, o) for t, o in c.owlt_samples))
+            contacts.append(c)
+    return ContactPlan(plans[0].epoch, nodes, contacts)

@@ -1,0 +1,40 @@
+"""Errors a user sees: each names what was wrong and where."""
+
+from __future__ import annotations
+
+
+class NetemuError(Exception):
+    """Base class for every error netemu reports to a user (the CLI prints these
+    without a traceback and exits non-zero)."""
+
+
+class InputError(NetemuError):
+    """Bad input: a file, a field or a value that cannot be used.
+
+    ``source`` is the file (or other origin) and ``line`` its 1-based line number, when
+    known; ``field`` is the dotted path of the offending field, when there is one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        source: str | None = None,
+        line: int | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.message = message
+        self.source = source
+        self.line = line
+        self.field = field
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = ""
+        if self.source:
+            where = self.source
+            if self.line is not None:
+                where += f":{self.line}"
+            where += ": "
+        what = f"{self.field}: " if self.field else ""
+        return f"{where}{what}{self.message}"

@@ -1,0 +1,1 @@
+"""DTN routing algorithms and IP route computation, installed as ``netemu.routing``."""

@@ -1,0 +1,112 @@
+"""The router interface: how a bundle agent asks where a bundle goes.
+
+Routers are pure decision logic, without sockets or clocks: the agent (or a simulator)
+tells a router the time, the neighbours it has now and what happened, and the router
+answers with :class:`Decision` objects. The same router object therefore runs in an
+emulated host on the wall clock and in tests on a virtual clock.
+
+Node names are those of the contact plan (:class:`netemu.contacts.Node.name`). Times are
+seconds from the plan epoch (scenario time).
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+from netemu.contacts import ContactPlan
+
+
+@dataclass(frozen=True)
+class BundleInfo:
+    """What a router needs to know of a bundle.
+
+    ``bundle_id`` is unique per bundle (source, creation time, sequence, fragment);
+    ``size_bytes`` is the encoded bundle size; ``priority`` is 0 bulk, 1 normal,
+    2 expedited; ``deadline_s`` is when the bundle expires (scenario seconds, creation
+    plus lifetime); ``previous_hop`` is the node it came from (None when local);
+    ``copies`` is the number of copies this node holds the right to spread
+    (spray-and-wait), 1 otherwise.
+    """
+
+    bundle_id: str
+    source: str
+    destination: str
+    size_bytes: int
+    priority: int = 1
+    deadline_s: float = math.inf
+    previous_hop: str | None = None
+    copies: int = 1
+
+
+@dataclass(frozen=True)
+class Hop:
+    """Send a copy to ``node``, handing it ``copies`` copy rights (spray-and-wait)."""
+
+    node: str
+    copies: int = 1
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A router's answer for one bundle.
+
+    ``hops`` empty means: no usable next hop now, keep the bundle and ask again at the
+    next event (contact start, new plan). ``keep`` says whether this node keeps its copy
+    after sending (epidemic, spray-and-wait keep theirs; CGR forwards and lets go).
+    ``projected_arrival_s`` is CGR's expected delivery time at the destination (None for
+    routers that don't predict); ``reason`` is a short human explanation for logs.
+    """
+
+    hops: tuple[Hop, ...] = ()
+    keep: bool = False
+    projected_arrival_s: float | None = None
+    reason: str = ""
+    route: tuple[str, ...] = field(default=(), compare=False)
+
+
+class Router(ABC):
+    """Decides where bundles go from one node.
+
+    Subclasses set ``name`` (what a scenario's ``routing: {algorithm: …}`` selects).
+    """
+
+    name: str = "base"
+
+    def __init__(self, node: str, plan: ContactPlan, **params: object) -> None:
+        self.node = node
+        self.plan = plan
+        self.params = params
+
+    @abstractmethod
+    def route(self, bundle: BundleInfo, now_s: float, neighbours: frozenset[str]) -> Decision:
+        """Where ``bundle`` goes now; ``neighbours`` are the nodes with a contact up."""
+
+    # Events: the default is to ignore them; routers that learn override.
+    def contact_started(self, neighbour: str, now_s: float) -> None:
+        """A contact to ``neighbour`` came up."""
+
+    def contact_ended(self, neighbour: str, now_s: float) -> None:
+        """A contact to ``neighbour`` went down."""
+
+    def sent(self, bundle: BundleInfo, neighbour: str, now_s: float) -> None:
+        """``bundle`` was handed to ``neighbour`` (convergence layer acknowledged it)."""
+
+    def failed(self, bundle: BundleInfo, neighbour: str, now_s: float) -> None:
+        """Sending ``bundle`` to ``neighbour`` failed or was refused: undo any reservation."""
+
+    def delivered(self, bundle: BundleInfo, now_s: float) -> None:
+        """``bundle`` reached its destination (for routers that track acknowledgements)."""
+
+    # Metadata exchanged with a neighbour at contact start (PRoPHET's predictabilities,
+    # epidemic summary vectors). Plain JSON-able values; the agent carries them.
+    def metadata_for(self, neighbour: str, now_s: float) -> dict | None:
+        return None
+
+    def metadata_from(self, neighbour: str, metadata: dict, now_s: float) -> None:
+        """Metadata that ``neighbour`` sent at contact start."""
+
+    def update_plan(self, plan: ContactPlan) -> None:
+        """A new contact plan replaces the old one (caches must be dropped)."""
+        self.plan = plan
