@@ -1,0 +1,324 @@
+"""What every netemu app needs, in one small module: its environment, the scenario clock,
+telemetry, a DTN port and its result file.
+
+Apps are standalone scripts; each puts ``apps/_shared`` on ``sys.path`` and imports this.
+Only public netemu pieces are used (``netemu.clock``, ``netemu.telemetry``, the
+``netemu.dtn`` client); each is optional, so an app's logic also runs (and is unit tested)
+outside an emulated host:
+
+- no clock variables → scenario time is wall time since the app started;
+- no MQTT variables → telemetry goes to ``telemetry.jsonl`` in the app directory only;
+- DTN I/O goes through a :class:`DtnPort`: the node's bundle agent when
+  ``NETEMU_DTN_SOCKET`` is set, a spool directory (``--dtn-spool DIR``, every node one
+  sub-folder; for demos without the emulator), or an in-memory port in tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+# Service numbers of the apps' endpoints (ipn:<node>.<service>).
+SERVICE_DOWNLINK = 10
+"""Ground stations receive tiles and summaries here."""
+SERVICE_EO_FILTER = 11
+"""eo-filter's own endpoint on a satellite (source of tile and summary bundles)."""
+SERVICE_QUERY = 20
+"""Satellites answer vessel queries here."""
+SERVICE_QUERY_REPLY = 21
+"""Ground query clients receive answers here."""
+
+
+# --------------------------------------------------------------------------- environment
+
+
+@dataclass
+class AppEnv:
+    """Where the app runs: node, run, output directory, the run directory (for plan.json)."""
+
+    app: str
+    node: str
+    run: str
+    app_dir: Path
+    run_dir: Path | None
+    env: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, app: str, env: dict[str, str] | None = None) -> AppEnv:
+        env = dict(os.environ if env is None else env)
+        node = env.get("NETEMU_NODE") or "local"
+        app_dir = Path(env.get("NETEMU_APP_DIR") or Path.cwd() / "apps-out" / app / node)
+        app_dir.mkdir(parents=True, exist_ok=True)
+        run_dir: Path | None = None
+        if env.get("NETEMU_RUN_DIR"):
+            run_dir = Path(env["NETEMU_RUN_DIR"])
+        elif env.get("NETEMU_APP_DIR"):
+            run_dir = app_dir.resolve().parents[2]  # <run>/apps/<app>/<node>
+        return cls(app, node, env.get("NETEMU_RUN", "local"), app_dir, run_dir, env)
+
+    def plan_nodes(self) -> dict[str, dict[str, Any]]:
+        """Nodes of the run's plan.json: {name: {"ipn": n, "kind": ...}} ({} without one)."""
+        if self.run_dir is None:
+            return {}
+        p = self.run_dir / "plan.json"
+        if not p.exists():
+            return {}
+        try:
+            obj = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError):
+            return {}
+        info = obj.get("node_info", {})
+        return {
+            name: {"ipn": ipn, "kind": info.get(name, {}).get("kind", "other")}
+            for name, ipn in obj.get("nodes", {}).items()
+        }
+
+    def eid(self, node: str, service: int) -> str:
+        """``ipn:<n>.<service>`` of a node by name (plan.json), or ``dtn://node/service``."""
+        nodes = self.plan_nodes()
+        if node in nodes:
+            return f"ipn:{nodes[node]['ipn']}.{service}"
+        if node.startswith("ipn:"):
+            return f"{node.split('.')[0]}.{service}"
+        return f"dtn://{node}/{service}"
+
+    def node_of(self, eid: str) -> str:
+        """Node name of an endpoint (inverse of :meth:`eid`)."""
+        if eid.startswith("ipn:"):
+            num = int(eid[4:].split(".")[0])
+            for name, n in self.plan_nodes().items():
+                if n["ipn"] == num:
+                    return name
+            return eid.split(".")[0]
+        if eid.startswith("dtn://"):
+            return eid[6:].split("/")[0]
+        return eid
+
+
+def make_clock(env: dict[str, str]) -> Callable[[], float]:
+    """Scenario seconds now: netemu's clock from the environment, else (scaled) time since
+    the app started."""
+    try:
+        from netemu.clock import ScenarioClock
+
+        if env.get("NETEMU_T0_WALL"):
+            return ScenarioClock.from_env(env).now_s
+    except ImportError:
+        pass
+    t0, scale = time.time(), time_scale(env)
+    return lambda: (time.time() - t0) * scale
+
+
+def time_scale(env: dict[str, str]) -> float:
+    """Scenario seconds per wall second (``NETEMU_TIME_SCALE``, default 1)."""
+    try:
+        return max(1e-6, float(env.get("NETEMU_TIME_SCALE") or 1.0))
+    except ValueError:
+        return 1.0
+
+
+async def sleep_scenario(seconds_s: float, env: dict[str, str]) -> None:
+    """Sleep ``seconds_s`` of scenario time."""
+    await asyncio.sleep(max(0.0, seconds_s) / time_scale(env))
+
+
+# --------------------------------------------------------------------------- telemetry
+
+
+class AppTelemetry:
+    """Publishes ``app/<app>/<node>`` events over MQTT when the run provides a broker, and
+    always appends them to ``telemetry.jsonl`` in the app directory."""
+
+    def __init__(self, appenv: AppEnv, clock: Callable[[], float]) -> None:
+        self.appenv = appenv
+        self.clock = clock
+        self._mqtt: Any = None
+        self._log = open(appenv.app_dir / "telemetry.jsonl", "a", buffering=1)  # noqa: SIM115
+        if appenv.env.get("NETEMU_MQTT_SOCKET"):
+            try:
+                from netemu.telemetry import Telemetry
+
+                self._mqtt = Telemetry.from_env(appenv.env)
+            except Exception as e:  # noqa: BLE001 - telemetry must never stop the app
+                print(f"telemetry: MQTT unavailable ({e}); logging to file only", flush=True)
+
+    async def publish(self, event: str, **payload: Any) -> None:
+        body = {"event": event, "t_s": round(self.clock(), 3), **payload}
+        self._log.write(json.dumps(body) + "\n")
+        if self._mqtt is not None:
+            try:
+                await self._mqtt.publish(f"app/{self.appenv.app}/{self.appenv.node}", body)
+            except Exception as e:  # noqa: BLE001
+                print(f"telemetry: publish failed ({e}); continuing", flush=True)
+                self._mqtt = None
+
+    async def close(self) -> None:
+        if self._mqtt is not None:
+            with contextlib.suppress(Exception):
+                await self._mqtt.close()
+        self._log.close()
+
+
+# --------------------------------------------------------------------------- DTN
+
+
+@dataclass
+class Delivery:
+    """A bundle handed to the app: its source endpoint, payload and id."""
+
+    source: str
+    payload: bytes
+    bundle_id: str = ""
+
+
+class DtnPort(Protocol):
+    """The app's one door to DTN: send payloads to endpoints, receive payloads."""
+
+    local_eid: str
+
+    async def send(self, dest_eid: str, payload: bytes, *, lifetime_s: float) -> str: ...
+
+    async def receive(self) -> Delivery: ...
+
+    async def close(self) -> None: ...
+
+
+class MemoryNetwork:
+    """In-process bundle delivery between :class:`MemoryPort` s (tests, no delay)."""
+
+    def __init__(self) -> None:
+        self.queues: dict[str, asyncio.Queue[Delivery]] = defaultdict(asyncio.Queue)
+        self.sent: list[tuple[str, str, int]] = []
+        self._seq = 0
+
+    def port(self, local_eid: str) -> MemoryPort:
+        return MemoryPort(self, local_eid)
+
+
+class MemoryPort:
+    def __init__(self, net: MemoryNetwork, local_eid: str) -> None:
+        self.net = net
+        self.local_eid = local_eid
+
+    async def send(self, dest_eid: str, payload: bytes, *, lifetime_s: float) -> str:
+        self.net._seq += 1
+        bid = f"{self.local_eid},{self.net._seq}"
+        self.net.sent.append((self.local_eid, dest_eid, len(payload)))
+        await self.net.queues[dest_eid].put(Delivery(self.local_eid, bytes(payload), bid))
+        return bid
+
+    async def receive(self) -> Delivery:
+        return await self.net.queues[self.local_eid].get()
+
+    async def close(self) -> None:
+        pass
+
+
+class SpoolPort:
+    """File-spool DTN stand-in: ``send`` drops a file in ``<spool>/<dest-eid>/``,
+    ``receive`` polls ``<spool>/<local-eid>/``. Lets the apps run end to end on one
+    machine with no emulator (``--dtn-spool DIR``)."""
+
+    def __init__(self, spool: Path, local_eid: str, poll_s: float = 0.2) -> None:
+        self.spool = Path(spool)
+        self.local_eid = local_eid
+        self.poll_s = poll_s
+        self._seq = 0
+
+    @staticmethod
+    def _dir_name(eid: str) -> str:
+        return eid.replace(":", "_").replace("/", "_")
+
+    async def send(self, dest_eid: str, payload: bytes, *, lifetime_s: float) -> str:
+        self._seq += 1
+        d = self.spool / self._dir_name(dest_eid)
+        d.mkdir(parents=True, exist_ok=True)
+        name = f"{time.time():.6f}-{os.getpid()}-{self._seq}"
+        tmp = d / (name + ".tmp")
+        tmp.write_bytes(json.dumps({"source": self.local_eid}).encode() + b"\n" + payload)
+        tmp.rename(d / (name + ".bundle"))
+        return f"{self.local_eid},{name}"
+
+    async def receive(self) -> Delivery:
+        d = self.spool / self._dir_name(self.local_eid)
+        while True:
+            files = sorted(d.glob("*.bundle")) if d.exists() else []
+            if files:
+                f = files[0]
+                raw = f.read_bytes()
+                f.unlink()
+                head, _, payload = raw.partition(b"\n")
+                return Delivery(json.loads(head)["source"], payload, f.stem)
+            await asyncio.sleep(self.poll_s)
+
+    async def close(self) -> None:
+        pass
+
+
+class AgentPort:
+    """The node's bundle agent, through the ``netemu.dtn`` async client."""
+
+    def __init__(self, client: Any, local_eid: str) -> None:
+        self.client = client
+        self.local_eid = local_eid
+
+    @classmethod
+    async def connect(cls, socket_path: str, service: int | str) -> AgentPort:
+        from netemu.dtn import client as dtn_client  # the agent engineer's public client
+
+        client = await dtn_client.connect(socket_path, service)
+        return cls(client, str(getattr(client, "local_eid", getattr(client, "eid", ""))))
+
+    async def send(self, dest_eid: str, payload: bytes, *, lifetime_s: float) -> str:
+        bid = await self.client.send(dest_eid, payload, lifetime_s=lifetime_s)
+        return str(bid or "")
+
+    async def receive(self) -> Delivery:
+        got = await self.client.receive()
+        source = str(getattr(got, "source", ""))
+        payload = bytes(getattr(got, "payload", b""))
+        bid = str(getattr(got, "bundle_id", getattr(got, "id", "")))
+        return Delivery(source, payload, bid)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.client.close()
+
+
+async def open_port(appenv: AppEnv, service: int, spool: str | None = None) -> DtnPort:
+    """The DTN port for this app: the agent if the host has one, else a spool dir."""
+    if spool:
+        return SpoolPort(Path(spool), appenv.eid(appenv.node, service))
+    sock = appenv.env.get("NETEMU_DTN_SOCKET")
+    if sock:
+        return await AgentPort.connect(sock, service)
+    raise RuntimeError(
+        "no DTN: NETEMU_DTN_SOCKET is not set (run under netemu) and no --dtn-spool given"
+    )
+
+
+# --------------------------------------------------------------------------- results
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON so that a reader never sees half a file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
+    tmp.replace(path)
+
+
+def install_stop(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """SIGTERM / SIGINT set ``stop`` so the app can write its results and exit 0."""
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
