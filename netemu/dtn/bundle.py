@@ -1,0 +1,806 @@
+"""BPv7 bundles (RFC 9171): the primary block, canonical blocks, encode and decode.
+
+A :class:`Bundle` is a primary block and a list of canonical blocks, the payload block
+last. Decoding is strict (see :mod:`netemu.dtn.cbor`) and checks every CRC; every refusal
+is a :class:`~netemu.dtn.errors.BundleError` naming block, field and byte offset. Blocks
+decoded from the wire keep their exact bytes, so forwarding a bundle re-encodes only the
+blocks that changed (hop count, bundle age, previous node).
+
+Times are DTN time: milliseconds since 2000-01-01 00:00:00 UTC (:data:`DTN_EPOCH`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from enum import IntFlag
+
+from netemu.dtn import cbor
+from netemu.dtn import crc as _crc
+from netemu.dtn.eid import EID
+from netemu.dtn.errors import BundleError
+
+DTN_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)
+#: Unix time (ms) of the DTN epoch: DTN ms = Unix ms - this.
+DTN_EPOCH_UNIX_MS = 946_684_800_000
+
+# Block type codes (RFC 9171 section 9.1, RFC 9172).
+BLOCK_PRIMARY = 0
+BLOCK_PAYLOAD = 1
+BLOCK_PREVIOUS_NODE = 6
+BLOCK_BUNDLE_AGE = 7
+BLOCK_HOP_COUNT = 10
+BLOCK_BIB = 11
+BLOCK_BCB = 12
+
+BLOCK_NAMES = {
+    BLOCK_PRIMARY: "primary", BLOCK_PAYLOAD: "payload", BLOCK_PREVIOUS_NODE: "previous node",
+    BLOCK_BUNDLE_AGE: "bundle age", BLOCK_HOP_COUNT: "hop count", BLOCK_BIB: "BIB",
+    BLOCK_BCB: "BCB",
+}
+
+_CRC_NAMES = {"none": _crc.CRC_NONE, "crc16": _crc.CRC16_X25, "crc32c": _crc.CRC32C,
+              None: _crc.CRC_NONE}
+_UNIQUE_TYPES = (BLOCK_PAYLOAD, BLOCK_PREVIOUS_NODE, BLOCK_BUNDLE_AGE, BLOCK_HOP_COUNT)
+
+
+class BundleFlags(IntFlag):
+    """Bundle processing control flags (RFC 9171 section 4.2.3)."""
+
+    IS_FRAGMENT = 0x000001
+    ADMIN_RECORD = 0x000002
+    MUST_NOT_FRAGMENT = 0x000004
+    ACK_REQUESTED = 0x000020
+    STATUS_TIME_REQUESTED = 0x000040
+    REPORT_RECEPTION = 0x004000
+    REPORT_FORWARDING = 0x010000
+    REPORT_DELIVERY = 0x020000
+    REPORT_DELETION = 0x040000
+
+
+REPORT_FLAGS = (BundleFlags.REPORT_RECEPTION | BundleFlags.REPORT_FORWARDING
+                | BundleFlags.REPORT_DELIVERY | BundleFlags.REPORT_DELETION)
+
+
+class BlockFlags(IntFlag):
+    """Block processing control flags (RFC 9171 section 4.2.4)."""
+
+    REPLICATE_IN_FRAGMENTS = 0x01
+    REPORT_IF_UNPROCESSED = 0x02
+    DELETE_IF_UNPROCESSED = 0x04
+    DISCARD_IF_UNPROCESSED = 0x10
+
+
+def crc_type_of(value: int | str | None) -> int:
+    """``"crc32c"``, ``"crc16"``, ``"none"`` (or 2, 1, 0) as the CRC type code."""
+    if isinstance(value, int) and value in _crc.CRC_SIZE:
+        return value
+    try:
+        return _CRC_NAMES[value]  # type: ignore[index]
+    except (KeyError, TypeError):
+        raise BundleError(f"unknown CRC type {value!r} (use crc32c, crc16 or none)",
+                          field="crc_type") from None
+
+
+def unix_ms_to_dtn_ms(unix_ms: int) -> int:
+    return unix_ms - DTN_EPOCH_UNIX_MS
+
+
+def datetime_to_dtn_ms(t: datetime) -> int:
+    """DTN time (ms since 2000-01-01 UTC) of an aware datetime."""
+    if t.tzinfo is None:
+        raise ValueError("datetime must be timezone-aware (UTC)")
+    delta = t - DTN_EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+def _with_crc(crc_type: int, body_zero_crc: bytes) -> bytes:
+    """Fill the zeroed CRC at the end of an encoded block with its real value."""
+    if crc_type == _crc.CRC_NONE:
+        return body_zero_crc
+    n = _crc.CRC_SIZE[crc_type]
+    return body_zero_crc[:-n] + _crc.compute(crc_type, body_zero_crc)
+
+
+_ZERO_CRC = {_crc.CRC16_X25: b"\x42\x00\x00", _crc.CRC32C: b"\x44\x00\x00\x00\x00"}
+
+
+@dataclass(frozen=True, init=False)
+class PrimaryBlock:
+    """The primary block (RFC 9171 section 4.3.1). ``creation_ms`` is DTN time (0: the
+    source had no clock; a bundle age block then carries the age)."""
+
+    destination: EID
+    source: EID
+    report_to: EID
+    creation_ms: int
+    sequence: int
+    lifetime_ms: int
+    flags: int = 0
+    crc_type: int = _crc.CRC32C
+    fragment_offset: int | None = None
+    total_adu_length: int | None = None
+    version: int = 7
+    # ``raw`` (the exact encoded bytes, or None) is an attribute but not a dataclass
+    # field, so dataclasses.replace() makes a copy without the stale encoding.
+
+    def __init__(  # hand-written: the frozen dataclass __init__ costs 3 us per bundle
+        self, destination: EID, source: EID, report_to: EID, creation_ms: int,
+        sequence: int, lifetime_ms: int, flags: int = 0, crc_type: int = _crc.CRC32C,
+        fragment_offset: int | None = None, total_adu_length: int | None = None,
+        version: int = 7, raw: bytes | None = None,
+    ) -> None:
+        self.__dict__.update(
+            destination=destination, source=source, report_to=report_to,
+            creation_ms=creation_ms, sequence=sequence, lifetime_ms=lifetime_ms, flags=flags,
+            crc_type=crc_type, fragment_offset=fragment_offset,
+            total_adu_length=total_adu_length, version=version, raw=raw)
+
+    @property
+    def is_fragment(self) -> bool:
+        return bool(self.flags & BundleFlags.IS_FRAGMENT)
+
+    @property
+    def is_admin_record(self) -> bool:
+        return bool(self.flags & BundleFlags.ADMIN_RECORD)
+
+    def encode(self) -> bytes:
+        if self.raw is not None:
+            return self.raw
+        frag = self.is_fragment
+        n = 8 + (2 if frag else 0) + (1 if self.crc_type else 0)
+        h = cbor.head
+        parts = [
+            h(4, n), h(0, self.version), h(0, self.flags), h(0, self.crc_type),
+            self.destination.to_cbor(), self.source.to_cbor(), self.report_to.to_cbor(),
+            b"\x82", h(0, self.creation_ms), h(0, self.sequence), h(0, self.lifetime_ms),
+        ]
+        if frag:
+            if self.fragment_offset is None or self.total_adu_length is None:
+                raise BundleError("a fragment needs fragment_offset and total_adu_length",
+                                  block=0, block_name="primary", field="fragment_offset")
+            parts += [h(0, self.fragment_offset), h(0, self.total_adu_length)]
+        if self.crc_type:
+            parts.append(_ZERO_CRC[self.crc_type])
+        raw = _with_crc(self.crc_type, b"".join(parts))
+        object.__setattr__(self, "raw", raw)
+        return raw
+
+
+@dataclass(frozen=True, init=False)
+class CanonicalBlock:
+    """A canonical block (RFC 9171 section 4.3.2): type code, number, flags, CRC type and
+    the block-type-specific data (a byte string)."""
+
+    type: int
+    number: int
+    data: bytes
+    flags: int = 0
+    crc_type: int = _crc.CRC32C
+    # ``raw``: as in PrimaryBlock, an attribute outside the dataclass fields.
+
+    def __init__(self, type: int, number: int, data: bytes, flags: int = 0,  # noqa: A002
+                 crc_type: int = _crc.CRC32C, raw: bytes | None = None) -> None:
+        self.__dict__.update(type=type, number=number, data=data, flags=flags,
+                             crc_type=crc_type, raw=raw)
+
+    @property
+    def name(self) -> str:
+        return BLOCK_NAMES.get(self.type, f"type {self.type}")
+
+    def encode(self) -> bytes:
+        if self.raw is not None:
+            return self.raw
+        h = cbor.head
+        body = b"".join((
+            b"\x86" if self.crc_type else b"\x85", h(0, self.type), h(0, self.number),
+            h(0, self.flags), h(0, self.crc_type), h(2, len(self.data)), self.data,
+            _ZERO_CRC[self.crc_type] if self.crc_type else b"",
+        ))
+        raw = _with_crc(self.crc_type, body)
+        object.__setattr__(self, "raw", raw)
+        return raw
+
+
+@dataclass
+class Bundle:
+    """A bundle: primary block and canonical blocks (the payload block last)."""
+
+    primary: PrimaryBlock
+    blocks: list[CanonicalBlock]
+
+    # --- construction -------------------------------------------------------------
+    @classmethod
+    def new(
+        cls,
+        source: EID | str,
+        destination: EID | str,
+        payload: bytes,
+        *,
+        lifetime_ms: int,
+        creation_ms: int,
+        seq: int = 0,
+        report_to: EID | str | None = None,
+        crc: int | str | None = "crc32c",
+        flags: int = 0,
+        hop_limit: int | None = None,
+        age_ms: int | None = None,
+    ) -> Bundle:
+        """A new bundle from a local application or the agent itself.
+
+        ``creation_ms`` is DTN time; if it is 0 (no clock) a bundle age block is added
+        (``age_ms``, 0 by default), as RFC 9171 section 4.4.2 requires. ``hop_limit`` adds
+        a hop count block. ``report_to`` defaults to dtn:none.
+        """
+        src = source if isinstance(source, EID) else EID.parse(source)
+        dst = destination if isinstance(destination, EID) else EID.parse(destination)
+        rpt = (EID.parse("dtn:none") if report_to is None
+               else report_to if isinstance(report_to, EID) else EID.parse(report_to))
+        ct = crc_type_of(crc)
+        for name, v in (("lifetime_ms", lifetime_ms), ("creation_ms", creation_ms),
+                        ("seq", seq), ("flags", flags)):
+            if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 1 << 64:
+                raise BundleError(f"{name} must be an unsigned 64-bit integer, got {v!r}",
+                                  field=name)
+        if flags & BundleFlags.IS_FRAGMENT:
+            raise BundleError("Bundle.new makes whole bundles; the fragment flag is not "
+                              "allowed here", field="flags")
+        primary = PrimaryBlock(dst, src, rpt, creation_ms, seq, lifetime_ms, flags, ct)
+        blocks: list[CanonicalBlock] = []
+        number = 2
+        if hop_limit is not None:
+            blocks.append(CanonicalBlock(BLOCK_HOP_COUNT, number,
+                                         cbor.dumps([hop_limit, 0]), 0, ct))
+            number += 1
+        if creation_ms == 0 or age_ms is not None:
+            blocks.append(CanonicalBlock(BLOCK_BUNDLE_AGE, number,
+                                         cbor.uint(age_ms or 0), 0, ct))
+        blocks.append(CanonicalBlock(BLOCK_PAYLOAD, 1, bytes(payload), 0, ct))
+        return cls(primary, blocks)
+
+    # --- identity -----------------------------------------------------------------
+    @property
+    def id(self) -> str:
+        """Stable unique key: source, creation time, sequence (and for a fragment its
+        offset and length), e.g. ``ipn:2.1,0,40`` or ``ipn:2.1,0,40,1000,500``."""
+        p = self.primary
+        key = f"{p.source},{p.creation_ms},{p.sequence}"
+        if p.flags & 1:  # BundleFlags.IS_FRAGMENT
+            key += f",{p.fragment_offset},{len(self.payload)}"
+        return key
+
+    @property
+    def source(self) -> EID:
+        return self.primary.source
+
+    @property
+    def destination(self) -> EID:
+        return self.primary.destination
+
+    # --- blocks -------------------------------------------------------------------
+    @property
+    def payload_block(self) -> CanonicalBlock:
+        return self.blocks[-1]
+
+    @property
+    def payload(self) -> bytes:
+        return self.blocks[-1].data
+
+    def block_by_type(self, block_type: int) -> CanonicalBlock | None:
+        for b in self.blocks:
+            if b.type == block_type:
+                return b
+        return None
+
+    def block_by_number(self, number: int) -> CanonicalBlock | None:
+        for b in self.blocks:
+            if b.number == number:
+                return b
+        return None
+
+    def replace_block(self, new: CanonicalBlock) -> None:
+        """Put ``new`` in place of the block with its number, or insert it before the
+        payload block if there is none."""
+        for i, b in enumerate(self.blocks):
+            if b.number == new.number:
+                self.blocks[i] = new
+                return
+        self.blocks.insert(len(self.blocks) - 1, new)
+
+    def remove_block(self, number: int) -> None:
+        self.blocks = [b for b in self.blocks if b.number != number]
+
+    def next_block_number(self) -> int:
+        return max([1] + [b.number for b in self.blocks]) + 1
+
+    def _set_ext(self, block_type: int, data: bytes) -> None:
+        old = self.block_by_type(block_type)
+        if old is not None:
+            self.replace_block(dataclasses.replace(old, data=data))
+        else:
+            ct = self.payload_block.crc_type if self.blocks else _crc.CRC32C
+            self.replace_block(CanonicalBlock(block_type, self.next_block_number(), data,
+                                              0, ct))
+
+    @property
+    def previous_node(self) -> EID | None:
+        b = self.block_by_type(BLOCK_PREVIOUS_NODE)
+        return None if b is None else EID.decode(b.data, 0)[0]
+
+    def set_previous_node(self, node: EID) -> None:
+        self._set_ext(BLOCK_PREVIOUS_NODE, node.to_cbor())
+
+    @property
+    def bundle_age_ms(self) -> int | None:
+        b = self.block_by_type(BLOCK_BUNDLE_AGE)
+        return None if b is None else cbor.expect_uint(b.data, 0, "bundle_age")[0]
+
+    def set_bundle_age(self, age_ms: int) -> None:
+        self._set_ext(BLOCK_BUNDLE_AGE, cbor.uint(age_ms))
+
+    @property
+    def hop_count(self) -> tuple[int, int] | None:
+        """(hop limit, hop count) from the hop count block, if any."""
+        b = self.block_by_type(BLOCK_HOP_COUNT)
+        if b is None:
+            return None
+        limit, count = cbor.loads(b.data)  # type: ignore[misc]
+        return limit, count
+
+    def set_hop_count(self, limit: int, count: int) -> None:
+        self._set_ext(BLOCK_HOP_COUNT, cbor.head(4, 2) + cbor.uint(limit) + cbor.uint(count))
+
+    # --- time ---------------------------------------------------------------------
+    def age_ms(self, now_ms: int, received_ms: int | None = None,
+               age_at_receipt_ms: int | None = None) -> int:
+        """The bundle's age at DTN time ``now_ms``.
+
+        With a creation time, the age is ``now - creation``. Without (creation time 0),
+        it is the bundle age block's value at reception plus the time held here
+        (``received_ms``; the age block's current value if not given).
+        """
+        if self.primary.creation_ms:
+            return max(0, now_ms - self.primary.creation_ms)
+        base = age_at_receipt_ms if age_at_receipt_ms is not None else (self.bundle_age_ms or 0)
+        held = 0 if received_ms is None else max(0, now_ms - received_ms)
+        return base + held
+
+    def expiry_ms(self, received_ms: int | None = None,
+                  age_at_receipt_ms: int | None = None) -> int:
+        """DTN time at which the bundle expires (creation + lifetime, or for a bundle
+        without creation time: reception + lifetime - age at reception)."""
+        p = self.primary
+        if p.creation_ms:
+            return p.creation_ms + p.lifetime_ms
+        base = age_at_receipt_ms if age_at_receipt_ms is not None else (self.bundle_age_ms or 0)
+        return (received_ms or 0) + p.lifetime_ms - base
+
+    def expired(self, now_ms: int, received_ms: int | None = None,
+                age_at_receipt_ms: int | None = None) -> bool:
+        return self.age_ms(now_ms, received_ms, age_at_receipt_ms) >= self.primary.lifetime_ms
+
+    # --- wire ---------------------------------------------------------------------
+    def encode(self) -> bytes:
+        """The bundle as bytes: an indefinite-length CBOR array of its blocks."""
+        parts = [b"\x9f", self.primary.encode()]
+        for b in self.blocks:
+            parts.append(b.encode())
+        parts.append(b"\xff")
+        return b"".join(parts)
+
+    def __len__(self) -> int:
+        return len(self.encode())
+
+
+# --- decoding ---------------------------------------------------------------------------
+
+def _check_crc(data: bytes, start: int, end: int, crc_type: int, block: int,
+               name: str) -> None:
+    n = _crc.CRC_SIZE[crc_type]
+    got = data[end - n:end]
+    if crc_type == _crc.CRC32C:
+        value = _crc.crc32c_continue(b"\x00\x00\x00\x00",
+                                     _crc.crc32c_continue(memoryview(data)[start:end - 4]))
+        want = value.to_bytes(4, "big")
+    else:
+        want = _crc.compute(crc_type, data[start:end - n] + b"\x00" * n)
+    if got != want:
+        kind = "CRC-32C" if crc_type == _crc.CRC32C else "CRC-16"
+        raise BundleError(f"{kind} mismatch (block carries {got.hex()}, computed "
+                          f"{want.hex()})", offset=end - n, block=block, block_name=name,
+                          field="crc")
+
+
+def _crc_field(data: bytes, pos: int, crc_type: int, block: int, name: str) -> int:
+    s, e = cbor.expect_bstr(data, pos, "crc")
+    size = _crc.CRC_SIZE[crc_type]
+    if e - s != size:
+        raise BundleError(f"CRC is {e - s} bytes, CRC type {crc_type} needs {size}",
+                          offset=pos, block=block, block_name=name, field="crc")
+    return e
+
+
+def _decode_primary(data: bytes, pos: int) -> tuple[PrimaryBlock, int]:
+    start = pos
+    fieldname = "array"
+    try:
+        n, p = cbor.expect_array(data, pos, "primary block")
+        if n not in (8, 9, 10, 11):
+            raise BundleError(f"primary block has {n} items, expected 8 to 11", offset=pos)
+        fieldname = "version"
+        version, p = cbor.expect_uint(data, p, fieldname)
+        if version != 7:
+            raise BundleError(f"bundle protocol version {version}, only 7 is supported",
+                              offset=p - 1)
+        fieldname = "flags"
+        flags, p = cbor.expect_uint(data, p, fieldname)
+        fieldname = "crc_type"
+        q = p
+        crc_type, p = cbor.expect_uint(data, p, fieldname)
+        if crc_type not in _crc.CRC_SIZE:
+            raise BundleError(f"unknown CRC type {crc_type}", offset=q)
+        frag = bool(flags & 1)  # BundleFlags.IS_FRAGMENT (plain int: hot path)
+        want_n = 8 + (2 if frag else 0) + (1 if crc_type else 0)
+        if n != want_n:
+            raise BundleError(
+                f"primary block has {n} items but flags/CRC type say {want_n} "
+                f"(fragment={frag}, CRC type {crc_type})", offset=start)
+        fieldname = "destination"
+        dst, p = EID.decode(data, p, fieldname)
+        fieldname = "source"
+        src, p = EID.decode(data, p, fieldname)
+        fieldname = "report_to"
+        rpt, p = EID.decode(data, p, fieldname)
+        fieldname = "creation_timestamp"
+        q = p
+        k, p = cbor.expect_array(data, p, fieldname)
+        if k != 2:
+            raise BundleError(f"creation timestamp has {k} items, expected 2", offset=q)
+        ctime, p = cbor.expect_uint(data, p, fieldname)
+        seq, p = cbor.expect_uint(data, p, fieldname)
+        fieldname = "lifetime"
+        lifetime, p = cbor.expect_uint(data, p, fieldname)
+        off = total = None
+        if frag:
+            fieldname = "fragment_offset"
+            off, p = cbor.expect_uint(data, p, fieldname)
+            fieldname = "total_adu_length"
+            total, p = cbor.expect_uint(data, p, fieldname)
+            if off >= total:
+                raise BundleError(f"fragment offset {off} not below total ADU length "
+                                  f"{total}", offset=p - 1)
+        if crc_type:
+            fieldname = "crc"
+            p = _crc_field(data, p, crc_type, 0, "primary")
+    except BundleError as e:
+        raise e.within(block=0, block_name="primary", field=fieldname) from None
+    if crc_type:
+        _check_crc(data, start, p, crc_type, 0, "primary")
+    pb = PrimaryBlock(dst, src, rpt, ctime, seq, lifetime, flags, crc_type, off, total,
+                      version)
+    object.__setattr__(pb, "raw", bytes(data[start:p]))
+    return pb, p
+
+
+def _decode_canonical(data: bytes, pos: int, index: int) -> tuple[CanonicalBlock, int]:
+    start = pos
+    fieldname = "array"
+    name = None
+    try:
+        n, p = cbor.expect_array(data, pos, "canonical block")
+        if n not in (5, 6):
+            raise BundleError(f"canonical block has {n} items, expected 5 or 6", offset=pos)
+        fieldname = "type"
+        btype, p = cbor.expect_uint(data, p, fieldname)
+        name = BLOCK_NAMES.get(btype, f"type {btype}")
+        if btype == BLOCK_PRIMARY:
+            raise BundleError("block type 0 is reserved (only the primary block is block 0)",
+                              offset=p - 1)
+        fieldname = "number"
+        q = p
+        number, p = cbor.expect_uint(data, p, fieldname)
+        if number == 0:
+            raise BundleError("block number 0 is reserved for the primary block", offset=q)
+        if (btype == BLOCK_PAYLOAD) != (number == 1):
+            raise BundleError("the payload block, and only it, has block number 1",
+                              offset=q)
+        fieldname = "flags"
+        flags, p = cbor.expect_uint(data, p, fieldname)
+        fieldname = "crc_type"
+        q = p
+        crc_type, p = cbor.expect_uint(data, p, fieldname)
+        if crc_type not in _crc.CRC_SIZE:
+            raise BundleError(f"unknown CRC type {crc_type}", offset=q)
+        if n != (6 if crc_type else 5):
+            raise BundleError(f"block has {n} items but CRC type {crc_type} needs "
+                              f"{6 if crc_type else 5}", offset=start)
+        fieldname = "data"
+        ds, de = cbor.expect_bstr(data, p, fieldname)
+        p = de
+        if crc_type:
+            fieldname = "crc"
+            p = _crc_field(data, p, crc_type, index, name)
+    except BundleError as e:
+        raise e.within(block=index, block_name=name, field=fieldname) from None
+    if crc_type:
+        _check_crc(data, start, p, crc_type, index, name)
+    payload = bytes(data[ds:de])
+    _check_ext_data(btype, payload, ds, index, name)
+    blk = CanonicalBlock(btype, number, payload, flags, crc_type)
+    object.__setattr__(blk, "raw", bytes(data[start:p]))
+    return blk, p
+
+
+def _check_ext_data(btype: int, payload: bytes, base: int, index: int, name: str) -> None:
+    """The data of the extension blocks RFC 9171 defines must be well-formed."""
+    if btype not in (BLOCK_PREVIOUS_NODE, BLOCK_BUNDLE_AGE, BLOCK_HOP_COUNT):
+        return
+    try:
+        if btype == BLOCK_PREVIOUS_NODE:
+            _, end = EID.decode(payload, 0, "data")
+        elif btype == BLOCK_BUNDLE_AGE:
+            _, end = cbor.expect_uint(payload, 0, "data")
+        else:
+            k, q = cbor.expect_array(payload, 0, "data")
+            if k != 2:
+                raise BundleError(f"hop count is [limit, count], found {k} items", offset=0)
+            _, q = cbor.expect_uint(payload, q, "hop limit")
+            _, end = cbor.expect_uint(payload, q, "hop count")
+        if end != len(payload):
+            raise BundleError(f"{len(payload) - end} trailing byte(s) in block data",
+                              offset=end)
+    except BundleError as e:
+        raise e.within(block=index, block_name=name, field="data",
+                       base_offset=base) from None
+
+
+class _Slow(Exception):
+    """Internal: the fast decoder met something unusual; the strict decoder takes over."""
+
+
+def _u(d: bytes, q: int) -> tuple[int, int]:
+    """Fast canonical unsigned integer read (raises _Slow/IndexError when unusual)."""
+    b = d[q]
+    if b < 24:
+        return b, q + 1
+    if b == 24:
+        v = d[q + 1]
+        if v >= 24:
+            return v, q + 2
+    elif b == 25:
+        v = d[q + 1] << 8 | d[q + 2]
+        if v >= 0x100:
+            return v, q + 3
+    elif b == 26:
+        v = int.from_bytes(d[q + 1:q + 5], "big")
+        if v >= 0x10000 and q + 5 <= len(d):
+            return v, q + 5
+    elif b == 27:
+        v = int.from_bytes(d[q + 1:q + 9], "big")
+        if v >= 0x100000000 and q + 9 <= len(d):
+            return v, q + 9
+    raise _Slow
+
+
+def _bstr_len(d: bytes, q: int) -> tuple[int, int]:
+    b = d[q]
+    if 0x40 <= b <= 0x5B:
+        if b < 0x58:
+            return b - 0x40, q + 1
+        size = 1 << (b - 0x58)
+        if q + 1 + size > len(d):
+            raise _Slow
+        n = int.from_bytes(d[q + 1:q + 1 + size], "big")
+        if n >= (24 if size == 1 else 1 << (4 * size)):
+            return n, q + 1 + size
+    raise _Slow
+
+
+def _eid_fast(d: bytes, q: int) -> tuple[EID, int]:
+    if d[q] == 0x82 and d[q + 1] == 0x02 and d[q + 2] == 0x82:
+        node, q = _u(d, q + 3)
+        svc, q = _u(d, q)
+        return EID(2, (node, svc)), q
+    if d[q] == 0x82 and d[q + 1] == 0x01 and d[q + 2] == 0x00:
+        return EID(1, 0), q + 3
+    raise _Slow
+
+
+def _crc_ok(raw: bytes | memoryview, crc_type: int) -> bool:
+    if crc_type == _crc.CRC32C:
+        value = _crc.crc32c_continue(b"\x00\x00\x00\x00",
+                                     _crc.crc32c_continue(raw[:-4]))
+        return value.to_bytes(4, "big") == raw[-4:]
+    return _crc.compute(crc_type, bytes(raw[:-2]) + b"\x00\x00") == raw[-2:]
+
+
+def _primary_fast(d: bytes, p: int) -> tuple[PrimaryBlock, int]:
+    n = d[p] - 0x80
+    if not 8 <= n <= 11 or d[p + 1] != 7:
+        raise _Slow
+    flags, q = _u(d, p + 2)
+    crc_type, q = _u(d, q)
+    if n != 8 + (2 if flags & 1 else 0) + (1 if crc_type else 0) or crc_type > 2:
+        raise _Slow
+    dst, q = _eid_fast(d, q)
+    src, q = _eid_fast(d, q)
+    rpt, q = _eid_fast(d, q)
+    if d[q] != 0x82:
+        raise _Slow
+    ctime, q = _u(d, q + 1)
+    seq, q = _u(d, q)
+    lifetime, q = _u(d, q)
+    off = total = None
+    if flags & 1:
+        off, q = _u(d, q)
+        total, q = _u(d, q)
+        if off >= total:
+            raise _Slow
+    if crc_type == 2:
+        if d[q] != 0x44:
+            raise _Slow
+        q += 5
+    elif crc_type == 1:
+        if d[q] != 0x42:
+            raise _Slow
+        q += 3
+    if q > len(d):
+        raise _Slow
+    raw = d[p:q]
+    if crc_type and not _crc_ok(raw, crc_type):
+        raise _Slow
+    pb = object.__new__(PrimaryBlock)
+    pb.__dict__.update(destination=dst, source=src, report_to=rpt, creation_ms=ctime,
+                       sequence=seq, lifetime_ms=lifetime, flags=flags, crc_type=crc_type,
+                       fragment_offset=off, total_adu_length=total, version=7, raw=raw)
+    return pb, q
+
+
+def _canonical_fast(d: bytes, p: int) -> tuple[CanonicalBlock, int]:
+    h = d[p]
+    if h != 0x85 and h != 0x86:
+        raise _Slow
+    btype, q = _u(d, p + 1)
+    number, q = _u(d, q)
+    flags, q = _u(d, q)
+    crc_type, q = _u(d, q)
+    if (btype == 0 or number == 0 or (btype == 1) != (number == 1) or crc_type > 2
+            or h != (0x86 if crc_type else 0x85)):
+        raise _Slow
+    n, q = _bstr_len(d, q)
+    ds = q
+    q += n
+    if crc_type == 2:
+        if d[q] != 0x44:
+            raise _Slow
+        q += 5
+    elif crc_type == 1:
+        if d[q] != 0x42:
+            raise _Slow
+        q += 3
+    if q > len(d):
+        raise _Slow
+    raw = d[p:q]
+    if crc_type and not _crc_ok(raw, crc_type):
+        raise _Slow
+    data = d[ds:ds + n]
+    if btype in (BLOCK_PREVIOUS_NODE, BLOCK_BUNDLE_AGE, BLOCK_HOP_COUNT):
+        try:
+            _check_ext_data(btype, data, 0, 0, "")
+        except BundleError:
+            raise _Slow from None
+    blk = object.__new__(CanonicalBlock)
+    blk.__dict__.update(type=btype, number=number, data=data, flags=flags,
+                        crc_type=crc_type, raw=raw)
+    return blk, q
+
+
+def _decode_fast(d: bytes) -> Bundle | None:
+    """Decode the common shapes of bundle quickly; None means: something is unusual,
+    let the strict decoder decide (and name the problem). Both agree where this one
+    answers (tested)."""
+    try:
+        if d[0] != 0x9F:
+            return None
+        primary, p = _primary_fast(d, 1)
+        blocks = []
+        numbers = set()
+        uniq: set[int] = set()
+        while d[p] != 0xFF:
+            blk, p = _canonical_fast(d, p)
+            if blk.number in numbers or (blocks and blocks[-1].type == BLOCK_PAYLOAD):
+                return None
+            if blk.type in _UNIQUE_TYPES:
+                if blk.type in uniq:
+                    return None
+                uniq.add(blk.type)
+            numbers.add(blk.number)
+            blocks.append(blk)
+    except (_Slow, IndexError):
+        return None
+    if p + 1 != len(d) or not blocks or blocks[-1].type != BLOCK_PAYLOAD:
+        return None
+    return Bundle(primary, blocks)
+
+
+def decode_bundle(data: bytes) -> Bundle:
+    """Decode and check one bundle (exactly: no bytes may follow it).
+
+    Checks: indefinite outer array, strict canonical CBOR, version 7, item counts that
+    match flags and CRC types, every CRC, unique block numbers, at most one payload /
+    previous node / bundle age / hop count block, the payload block last, well-formed
+    data in the RFC 9171 extension blocks.
+    """
+    if not isinstance(data, bytes):
+        data = bytes(data)
+    if not data:
+        raise BundleError("empty input", offset=0)
+    fast = _decode_fast(data)
+    if fast is not None:
+        return fast
+    return decode_bundle_strict(data)
+
+
+def decode_bundle_strict(data: bytes) -> Bundle:
+    """:func:`decode_bundle` by the strict decoder alone (it names every problem; the
+    fast path defers to it whenever anything is unusual)."""
+    if not data:
+        raise BundleError("empty input", offset=0)
+    if data[0] != 0x9F:
+        raise BundleError(f"a bundle starts with 0x9f (indefinite-length array), found "
+                          f"0x{data[0]:02x}", offset=0)
+    primary, p = _decode_primary(data, 1)
+    blocks: list[CanonicalBlock] = []
+    numbers: set[int] = set()
+    types_seen: set[int] = set()
+    n = len(data)
+    while True:
+        if p >= n:
+            raise BundleError("truncated: bundle ends without the 0xff break byte",
+                              offset=p)
+        if data[p] == 0xFF:
+            break
+        if blocks and blocks[-1].type == BLOCK_PAYLOAD:
+            raise BundleError("a block follows the payload block (it must be last)",
+                              offset=p, block=len(blocks) + 1)
+        blk, q = _decode_canonical(data, p, len(blocks) + 1)
+        if blk.number in numbers:
+            raise BundleError(f"duplicate block number {blk.number}", offset=p,
+                              block=len(blocks) + 1, block_name=blk.name, field="number")
+        if blk.type in _UNIQUE_TYPES and blk.type in types_seen:
+            raise BundleError(f"more than one {blk.name} block", offset=p,
+                              block=len(blocks) + 1, block_name=blk.name, field="type")
+        numbers.add(blk.number)
+        types_seen.add(blk.type)
+        blocks.append(blk)
+        p = q
+    if not blocks or blocks[-1].type != BLOCK_PAYLOAD:
+        raise BundleError("bundle has no payload block", offset=p)
+    if p + 1 != n:
+        raise BundleError(f"{n - p - 1} trailing byte(s) after the bundle", offset=p + 1)
+    return Bundle(primary, blocks)
+
+
+def bundle_length(data: bytes) -> int | None:
+    """Length of the first complete bundle in ``data`` (None if more bytes are needed).
+
+    For stream framing by convergence layers; it walks the CBOR structure without
+    checking CRCs. Raises :class:`BundleError` on input that can never become a bundle.
+    """
+    if not data:
+        return None
+    if data[0] != 0x9F:
+        raise BundleError(f"a bundle starts with 0x9f, found 0x{data[0]:02x}", offset=0)
+    p = 1
+    try:
+        while True:
+            if p >= len(data):
+                return None
+            if data[p] == 0xFF:
+                return p + 1
+            _, p = cbor.decode_item(data, p)
+    except BundleError as e:
+        if e.reason.startswith("truncated") or "cannot fit" in e.reason:
+            return None
+        raise
