@@ -41,8 +41,9 @@ from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from netemu.contacts import Contact, ContactPlan
 from netemu.routing.base import BundleInfo, Decision, Hop, Router
+
+from netemu.contacts import Contact, ContactPlan
 
 INF = math.inf
 STACK_OVERHEAD_BYTES = 36
@@ -505,7 +506,7 @@ class CGRRouter(Router):
         if claims > 0:
             # Part of the queue leaves during earlier contacts with the same neighbour.
             cids, starts, _ = g.pair[(self._me, nb)]
-            for c, st in zip(cids, starts):
+            for c, st in zip(cids, starts, strict=True):
                 if st >= g.start[c0] or claims <= 0:
                     break
                 if g.end[c] <= now_s:
@@ -521,10 +522,8 @@ class CGRRouter(Router):
         acq = now_s
         for k, c in enumerate(r.cids):
             rate = g.rate_Bps[c]
-            if k == 0:
-                first = max(now_s, g.start[c]) + claims / rate
-            else:
-                first = max(acq, g.start[c])
+            # The first hop waits for the queue ahead of it; later hops for the bundle.
+            first = max(now_s, g.start[c]) + claims / rate if k == 0 else max(acq, g.start[c])
             if g.end[c] <= first:
                 return None, "contact ends before the bundle can be sent" if k else \
                     "queue to first hop outlasts its contact"
@@ -610,7 +609,12 @@ class CGRRouter(Router):
             before = rl.searches
             nxt = rl.next_route()
             self.searches += rl.searches - before
-            if nxt is None:
+            if nxt is None or nxt.arrival_s > bundle.deadline_s:
+                # Yen hands routes out by best-case arrival: none after this one is
+                # in time either.
+                if nxt is not None:
+                    i += 1
+                    why["arrives after the deadline"] = why.get("arrives after the deadline", 0) + 1
                 break
         if best_route is None or best is None:
             if not rl.selected:
