@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import os
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -101,6 +102,32 @@ class AppEnv:
         if eid.startswith("dtn://"):
             return eid[6:].split("/")[0]
         return eid
+
+
+def argv_with_params(argv: list[str] | None) -> list[str]:
+    """Command-line arguments with the scenario's ``params`` (``NETEMU_APP_PARAMS``, JSON)
+    in front as options (``interval_s: 5`` → ``--interval-s 5``), so that explicit
+    arguments, which come later, win."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    raw = os.environ.get("NETEMU_APP_PARAMS")
+    if not raw:
+        return argv
+    try:
+        params = json.loads(raw)
+    except json.JSONDecodeError:
+        return argv
+    front: list[str] = []
+    for k, v in (params or {}).items():
+        opt = "--" + str(k).replace("_", "-")
+        if v is True:
+            front.append(opt)
+        elif v is False or v is None:
+            continue
+        elif isinstance(v, list):
+            front += [opt, ",".join(str(x) for x in v)]
+        else:
+            front += [opt, str(v)]
+    return front + argv
 
 
 def make_clock(env: dict[str, str]) -> Callable[[], float]:
@@ -264,29 +291,27 @@ class SpoolPort:
 
 
 class AgentPort:
-    """The node's bundle agent, through the ``netemu.dtn`` async client."""
+    """The node's bundle agent, through the ``netemu.dtn`` async client (BpClient)."""
 
     def __init__(self, client: Any, local_eid: str) -> None:
         self.client = client
         self.local_eid = local_eid
 
     @classmethod
-    async def connect(cls, socket_path: str, service: int | str) -> AgentPort:
-        from netemu.dtn import client as dtn_client  # the agent engineer's public client
+    async def connect(cls, socket_path: str, local_eid: str) -> AgentPort:
+        from netemu.dtn.client import BpClient  # the agent engineer's public client
 
-        client = await dtn_client.connect(socket_path, service)
-        return cls(client, str(getattr(client, "local_eid", getattr(client, "eid", ""))))
+        client = await BpClient.connect(socket_path, timeout_s=60.0)
+        await client.register(local_eid)
+        return cls(client, local_eid)
 
     async def send(self, dest_eid: str, payload: bytes, *, lifetime_s: float) -> str:
-        bid = await self.client.send(dest_eid, payload, lifetime_s=lifetime_s)
-        return str(bid or "")
+        return str(await self.client.send(dest_eid, payload, lifetime_s=lifetime_s,
+                                          src=self.local_eid))
 
     async def receive(self) -> Delivery:
-        got = await self.client.receive()
-        source = str(getattr(got, "source", ""))
-        payload = bytes(getattr(got, "payload", b""))
-        bid = str(getattr(got, "bundle_id", getattr(got, "id", "")))
-        return Delivery(source, payload, bid)
+        got = await self.client.recv()
+        return Delivery(str(got.src), bytes(got.payload), str(got.id))
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -294,12 +319,14 @@ class AgentPort:
 
 
 async def open_port(appenv: AppEnv, service: int, spool: str | None = None) -> DtnPort:
-    """The DTN port for this app: the agent if the host has one, else a spool dir."""
+    """The DTN port for this app: a spool dir if asked, else the node's bundle agent
+    (``NETEMU_DTN_SOCKET`` or ``NETEMU_BP_SOCKET``), endpoint ``ipn:<node>.<service>``."""
+    local = appenv.eid(appenv.node, service)
     if spool:
-        return SpoolPort(Path(spool), appenv.eid(appenv.node, service))
-    sock = appenv.env.get("NETEMU_DTN_SOCKET")
+        return SpoolPort(Path(spool), local)
+    sock = appenv.env.get("NETEMU_DTN_SOCKET") or appenv.env.get("NETEMU_BP_SOCKET")
     if sock:
-        return await AgentPort.connect(sock, service)
+        return await AgentPort.connect(sock, local)
     raise RuntimeError(
         "no DTN: NETEMU_DTN_SOCKET is not set (run under netemu) and no --dtn-spool given"
     )

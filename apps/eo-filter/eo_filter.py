@@ -271,7 +271,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--raan-deg", type=float, default=0.0)
     ap.add_argument("--phase-deg", type=float, default=None)
     ap.add_argument("--ring-size", type=int, default=12)
-    return ap.parse_args(argv)
+    return ap.parse_args(appkit.argv_with_params(argv))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,302 @@
+"""orbit-query: "vessels seen in region R over the last T minutes?", asked from the ground,
+answered in orbit.
+
+Two roles in one app (``--role``; ``auto`` picks by the node's kind in the run's plan.json):
+
+- ``service`` (satellites): listens on ``ipn:<sat>.20``; answers each query from this
+  node's own detections, the store eo-filter keeps in
+  ``<run>/apps/eo-filter/<node>/detections.jsonl`` (``--store`` to change), filtered by
+  region and by the window [now − T, now] of scenario time;
+- ``client`` (ground): every ``--interval-s`` scenario seconds sends a query bundle to the
+  next of ``--targets`` (default: every satellite of the plan, round robin) and listens on
+  ``ipn:<ground>.21`` for answers. Query → answer latency (scenario seconds) goes to
+  telemetry (``app/orbit-query/<node>``, event ``answer``) and to ``result.json``.
+
+Query payload (JSON): ``{"type": "vessel-query", "query_id", "sent_t_s", "region":
+{"lat_min", "lat_max", "lon_min", "lon_max"}, "window_s", "reply_to"}``; answer:
+``{"type": "vessel-answer", "query_id", "sent_t_s", "answered_t_s", "node", "count",
+"detections": [... at most --max-items ...]}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "_shared"))
+
+import appkit  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Region:
+    lat_min: float = -90.0
+    lat_max: float = 90.0
+    lon_min: float = -180.0
+    lon_max: float = 180.0
+
+    @classmethod
+    def parse(cls, text: str) -> Region:
+        """``LAT_MIN,LAT_MAX,LON_MIN,LON_MAX`` in degrees (a box crossing 180° has
+        lon_min > lon_max)."""
+        parts = [float(x) for x in text.split(",")]
+        if len(parts) != 4:
+            raise ValueError(f"region {text!r}: expected LAT_MIN,LAT_MAX,LON_MIN,LON_MAX")
+        return cls(*parts)
+
+    def contains(self, lat: float, lon: float) -> bool:
+        if not self.lat_min <= lat <= self.lat_max:
+            return False
+        if self.lon_min <= self.lon_max:
+            return self.lon_min <= lon <= self.lon_max
+        return lon >= self.lon_min or lon <= self.lon_max
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def read_detections(path: Path) -> list[dict]:
+    """Detections from an eo-filter store (skips a half-written last line)."""
+    out = []
+    if not path.exists():
+        return out
+    with open(path) as f:
+        for line in f:
+            with contextlib.suppress(json.JSONDecodeError):
+                out.append(json.loads(line))
+    return out
+
+
+def answer_query(query: dict, detections: list[dict], node: str, now_s: float, max_items: int) -> dict:
+    """The service's answer to one query, from ``detections`` (pure function)."""
+    reg = Region(**query.get("region", {}))
+    window = float(query.get("window_s", 1800.0))
+    hits = [
+        d
+        for d in detections
+        if now_s - window <= float(d.get("t_s", -1e18)) <= now_s
+        and reg.contains(float(d["lat_deg"]), float(d["lon_deg"]))
+    ]
+    return {
+        "type": "vessel-answer",
+        "query_id": query.get("query_id"),
+        "sent_t_s": query.get("sent_t_s"),
+        "answered_t_s": round(now_s, 3),
+        "node": node,
+        "count": len(hits),
+        "detections": [
+            {k: d.get(k) for k in ("t_s", "lat_deg", "lon_deg", "score")} for d in hits[-max_items:]
+        ],
+    }
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    v = sorted(values)
+    pos = (len(v) - 1) * q / 100.0
+    lo = int(pos)
+    hi = min(lo + 1, len(v) - 1)
+    return v[lo] + (v[hi] - v[lo]) * (pos - lo)
+
+
+@dataclass
+class QueryLog:
+    """The client's book of queries sent and answers received (no I/O)."""
+
+    node: str
+    queries: dict[str, dict] = field(default_factory=dict)
+
+    def sent(self, query_id: str, target: str, t_s: float) -> None:
+        self.queries[query_id] = {"query_id": query_id, "target": target, "sent_t_s": round(t_s, 3),
+                                  "answered_t_s": None, "latency_s": None, "count": None}
+
+    def answered(self, answer: dict, t_s: float) -> dict | None:
+        q = self.queries.get(str(answer.get("query_id")))
+        if q is None or q["answered_t_s"] is not None:
+            return None  # unknown or duplicate
+        q["answered_t_s"] = round(t_s, 3)
+        q["latency_s"] = round(t_s - q["sent_t_s"], 3)
+        q["count"] = answer.get("count")
+        q["answered_by"] = answer.get("node")
+        return q
+
+    def result(self) -> dict:
+        lat = [q["latency_s"] for q in self.queries.values() if q["latency_s"] is not None]
+        return {
+            "app": "orbit-query",
+            "role": "client",
+            "node": self.node,
+            "queries_sent": len(self.queries),
+            "answers_received": len(lat),
+            "latency_p50_s": percentile(lat, 50),
+            "latency_p95_s": percentile(lat, 95),
+            "latency_max_s": max(lat) if lat else None,
+            "latencies_s": lat,
+            "queries": list(self.queries.values()),
+        }
+
+
+async def _receive_until(port: appkit.DtnPort, stop: asyncio.Event):
+    """Yield deliveries until ``stop`` is set."""
+    stop_task = asyncio.ensure_future(stop.wait())
+    try:
+        while not stop.is_set():
+            recv = asyncio.ensure_future(port.receive())
+            done, _ = await asyncio.wait({recv, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+            if recv not in done:
+                recv.cancel()
+                with contextlib.suppress(BaseException):
+                    await recv
+                return
+            yield recv.result()
+    finally:
+        stop_task.cancel()
+
+
+async def run_service(args, appenv, clock, tel, port, stop) -> dict:
+    store = Path(args.store) if args.store else (
+        (appenv.run_dir or appenv.app_dir.parents[2]) / "apps" / "eo-filter" / appenv.node / "detections.jsonl"
+    )
+    answered = 0
+    await tel.publish("start", role="service", store=str(store), eid=port.local_eid)
+    async for got in _receive_until(port, stop):
+        try:
+            query = json.loads(got.payload)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        if query.get("type") != "vessel-query":
+            continue
+        now = clock()
+        ans = answer_query(query, read_detections(store), appenv.node, now, args.max_items)
+        reply_to = str(query.get("reply_to") or got.source)
+        await port.send(reply_to, json.dumps(ans).encode(), lifetime_s=args.lifetime_s)
+        answered += 1
+        await tel.publish("answered", query_id=ans["query_id"], count=ans["count"], reply_to=reply_to)
+    return {"app": "orbit-query", "role": "service", "node": appenv.node, "queries_answered": answered,
+            "store": str(store)}
+
+
+async def run_client(args, appenv, clock, tel, port, stop) -> dict:
+    log = QueryLog(appenv.node)
+    if args.targets:
+        targets = [t for t in args.targets.split(",") if t]
+    else:
+        nodes = appenv.plan_nodes()
+        targets = sorted((n for n, i in nodes.items() if i["kind"] == "satellite"),
+                         key=lambda n: nodes[n]["ipn"])
+    if not targets:
+        raise SystemExit("orbit-query: no targets (give --targets or run with a plan.json)")
+    region = Region.parse(args.region)
+    reply_to = port.local_eid
+    result_path = appenv.app_dir / "result.json"
+    await tel.publish("start", role="client", targets=targets, eid=reply_to)
+
+    async def listen() -> None:
+        async for got in _receive_until(port, stop):
+            try:
+                ans = json.loads(got.payload)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue
+            q = log.answered(ans, clock())
+            if q is not None:
+                await tel.publish("answer", query_id=q["query_id"], target=q["target"],
+                                  latency_s=q["latency_s"], count=q["count"])
+                appkit.write_json_atomic(result_path, log.result())
+
+    listener = asyncio.ensure_future(listen())
+    start_s = clock()
+    first_s = max(start_s, args.start_s)
+    n = 0
+    try:
+        while not stop.is_set() and (not args.count or n < args.count):
+            due = first_s + n * args.interval_s
+            if args.duration_s and due - start_s >= args.duration_s:
+                break
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), max(0.0, due - clock()) / appkit.time_scale(appenv.env))
+            if stop.is_set():
+                break
+            target = targets[n % len(targets)]
+            qid = f"{appenv.node}-{n}"
+            now = clock()
+            query = {"type": "vessel-query", "query_id": qid, "sent_t_s": round(now, 3),
+                     "region": region.as_dict(), "window_s": args.window_s, "reply_to": reply_to}
+            dest = appenv.eid(target, appkit.SERVICE_QUERY)
+            try:
+                bid = await port.send(dest, json.dumps(query).encode(), lifetime_s=args.lifetime_s)
+            except Exception as e:  # noqa: BLE001
+                print(f"orbit-query: send to {dest} failed: {e}", flush=True)
+                bid = None
+            log.sent(qid, target, now)
+            await tel.publish("query", query_id=qid, target=target, dest=dest, bundle_id=bid)
+            appkit.write_json_atomic(result_path, log.result())
+            n += 1
+        # wait for late answers (up to --drain-s scenario seconds), unless stopped
+        if not stop.is_set() and args.drain_s > 0:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), args.drain_s / appkit.time_scale(appenv.env))
+    finally:
+        stop.set()
+        with contextlib.suppress(BaseException):
+            await listener
+    return log.result()
+
+
+async def run(args: argparse.Namespace, port: appkit.DtnPort | None = None) -> dict:
+    appenv = appkit.AppEnv.from_env("orbit-query")
+    clock = appkit.make_clock(appenv.env)
+    tel = appkit.AppTelemetry(appenv, clock)
+    role = args.role
+    if role == "auto":
+        kind = appenv.plan_nodes().get(appenv.node, {}).get("kind")
+        role = "service" if kind == "satellite" else "client"
+    service = appkit.SERVICE_QUERY if role == "service" else appkit.SERVICE_QUERY_REPLY
+    if port is None:
+        port = await appkit.open_port(appenv, service, args.dtn_spool)
+    stop = asyncio.Event()
+    appkit.install_stop(asyncio.get_running_loop(), stop)
+    try:
+        runner = run_service if role == "service" else run_client
+        out = await runner(args, appenv, clock, tel, port, stop)
+    finally:
+        await port.close()
+    appkit.write_json_atomic(appenv.app_dir / "result.json", out)
+    await tel.publish("stop", **{k: v for k, v in out.items() if not isinstance(v, list)})
+    await tel.close()
+    return out
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description="ground-to-orbit vessel queries")
+    ap.add_argument("--role", choices=("auto", "client", "service"), default="auto")
+    ap.add_argument("--targets", help="satellites to query, comma-separated (default: all)")
+    ap.add_argument("--region", default="-90,90,-180,180", help="LAT_MIN,LAT_MAX,LON_MIN,LON_MAX")
+    ap.add_argument("--window-s", type=float, default=1800.0, help="T: look back this long")
+    ap.add_argument("--interval-s", type=float, default=300.0, help="scenario s between queries")
+    ap.add_argument("--start-s", type=float, default=60.0, help="first query at this scenario time")
+    ap.add_argument("--count", type=int, default=0, help="queries to send (0: until stopped)")
+    ap.add_argument("--duration-s", type=float, default=0.0)
+    ap.add_argument("--drain-s", type=float, default=0.0, help="after the last query, wait this long")
+    ap.add_argument("--lifetime-s", type=float, default=3600.0)
+    ap.add_argument("--max-items", type=int, default=50)
+    ap.add_argument("--store", help="service: detections.jsonl to answer from")
+    ap.add_argument("--dtn-spool", default=os.environ.get("EO_DTN_SPOOL"))
+    return ap.parse_args(appkit.argv_with_params(argv))
+
+
+def main(argv: list[str] | None = None) -> int:
+    out = asyncio.run(run(parse_args(argv)))
+    print(json.dumps({k: v for k, v in out.items() if k != "queries"}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
