@@ -1,0 +1,219 @@
+"""The application interface: a local Unix socket per node, length-prefixed CBOR frames.
+
+Each frame is a 4-byte big-endian length followed by one CBOR map (CBOR rather than JSON
+so payloads travel as bytes, not base64). A request carries ``op`` and a request id
+``rid``; its answer carries the same ``rid`` and ``ok`` (with ``error`` when false).
+Frames the agent pushes unasked carry ``ev`` instead.
+
+Requests:
+
+``{"op": "register", "endpoint": "ipn:5.1"}``
+    receive bundles for that endpoint on this connection (stored ones first);
+``{"op": "send", "dst": EID, "payload": bytes, "lifetime_s": 86400, "src": EID?,
+"priority": 1, "reports": false}``
+    create and send a bundle; the answer carries its ``id``;
+``{"op": "send_many", "bundles": [ {dst, payload, …}, … ]}``
+    the same for a batch (one store commit), answer ``ids``;
+``{"op": "ack", "ids": [...]}``
+    the app has consumed these delivered bundles (the agent may forget them);
+``{"op": "status"}``
+    node, neighbours, sessions, store and counters;
+``{"op": "watch"}``
+    stream the agent's log events (``{"ev": "log", ...}``) on this connection.
+
+Pushed: ``{"ev": "bundle", "id", "src", "dst", "created_ms", "payload"}``.
+
+Delivery is at least once from the agent (a bundle stays in the store until the app
+acks it, so a crash between delivery and ack re-delivers it); the client drops bundle
+IDs it has already handed to the application, which makes delivery exactly once for the
+life of the application process.
+
+Framing (:func:`encode_frame`, :class:`FrameDecoder`) is pure; :class:`AppServer` is the
+asyncio edge that the agent runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import struct
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import cbor2
+
+from netemu.errors import NetemuError
+
+MAX_FRAME_BYTES = 256 * 1024 * 1024
+ENV_SOCKET = "NETEMU_BP_SOCKET"
+DEFAULT_RUN_DIR = "/run/netemu"
+
+
+class AppIfError(NetemuError):
+    """A malformed frame or request on the application socket."""
+
+
+def default_socket_path(node: str) -> str:
+    """Where node ``node``'s agent listens unless its config says otherwise."""
+    run_dir = os.environ.get("NETEMU_RUN_DIR", DEFAULT_RUN_DIR)
+    return str(Path(run_dir) / node / "bp.sock")
+
+
+def encode_frame(obj: dict[str, Any]) -> bytes:
+    body = cbor2.dumps(obj)
+    return struct.pack("!I", len(body)) + body
+
+
+class FrameDecoder:
+    """Incremental decoder: bytes in, CBOR maps out."""
+
+    def __init__(self, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
+        self.max_frame_bytes = max_frame_bytes
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[dict[str, Any]]:
+        buf = self._buf
+        buf += data
+        out: list[dict[str, Any]] = []
+        off = 0
+        while len(buf) - off >= 4:
+            (n,) = struct.unpack_from("!I", buf, off)
+            if n > self.max_frame_bytes:
+                raise AppIfError(f"frame of {n} bytes exceeds the limit of "
+                                 f"{self.max_frame_bytes}")
+            if len(buf) - off - 4 < n:
+                break
+            body = bytes(buf[off + 4 : off + 4 + n])
+            off += 4 + n
+            try:
+                obj = cbor2.loads(body)
+            except Exception as e:  # cbor2 raises several types
+                raise AppIfError(f"frame is not valid CBOR: {e}") from None
+            if not isinstance(obj, dict):
+                raise AppIfError(f"frame must be a CBOR map, got {type(obj).__name__}")
+            out.append(obj)
+        if off:
+            del buf[:off]
+        return out
+
+
+class AppConnection:
+    """One application connected to the agent."""
+
+    def __init__(self, transport: asyncio.WriteTransport) -> None:
+        self.transport = transport
+        self.endpoints: set[str] = set()
+        self.watching = False
+        self.closed = False
+
+    def push(self, obj: dict[str, Any]) -> None:
+        if not self.closed:
+            self.transport.write(encode_frame(obj))
+
+    def write_buffer_size(self) -> int:
+        return self.transport.get_write_buffer_size()
+
+
+Handler = Callable[[AppConnection, dict[str, Any]], Awaitable[dict[str, Any]] | dict[str, Any]]
+
+
+class _AppProtocol(asyncio.Protocol):
+    def __init__(self, server: AppServer) -> None:
+        self.server = server
+        self.decoder = FrameDecoder()
+        self.conn: AppConnection | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        self.conn = AppConnection(transport)
+        self.server.connections.add(self.conn)
+
+    def data_received(self, data: bytes) -> None:
+        assert self.conn is not None
+        try:
+            frames = self.decoder.feed(data)
+        except AppIfError as e:
+            self.conn.push({"ev": "error", "error": str(e)})
+            self.conn.transport.close()
+            return
+        for req in frames:
+            self.server.dispatch(self.conn, req)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.conn is not None:
+            self.conn.closed = True
+            self.server.connections.discard(self.conn)
+            self.server.on_disconnect(self.conn)
+
+
+class AppServer:
+    """Serves the app socket. ``handlers`` maps an ``op`` to a function of
+    (connection, request) returning the answer fields (sync or async)."""
+
+    def __init__(self, path: str, handlers: dict[str, Handler],
+                 on_disconnect: Callable[[AppConnection], None] | None = None) -> None:
+        self.path = path
+        self.handlers = handlers
+        self.connections: set[AppConnection] = set()
+        self._on_disconnect = on_disconnect
+        self._server: asyncio.AbstractServer | None = None
+        self._tasks: set[asyncio.Task] = set()
+
+    async def start(self) -> None:
+        p = Path(self.path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()  # a stale socket from a killed agent
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_unix_server(lambda: _AppProtocol(self), str(p))
+        os.chmod(p, 0o666)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for c in list(self.connections):
+                c.transport.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+        with contextlib.suppress(FileNotFoundError):
+            Path(self.path).unlink()
+
+    def on_disconnect(self, conn: AppConnection) -> None:
+        if self._on_disconnect is not None:
+            self._on_disconnect(conn)
+
+    def dispatch(self, conn: AppConnection, req: dict[str, Any]) -> None:
+        rid = req.get("rid")
+        op = req.get("op")
+        handler = self.handlers.get(op) if isinstance(op, str) else None
+        if handler is None:
+            conn.push({"rid": rid, "ok": False,
+                       "error": f"unknown op {op!r}; expected one of {sorted(self.handlers)}"})
+            return
+        try:
+            result = handler(conn, req)
+        except NetemuError as e:
+            conn.push({"rid": rid, "ok": False, "error": str(e)})
+            return
+        except (KeyError, TypeError, ValueError) as e:
+            conn.push({"rid": rid, "ok": False, "error": f"bad {op} request: {e!r}"})
+            return
+        if isinstance(result, dict):
+            conn.push({"rid": rid, "ok": True, **result})
+            return
+        task = asyncio.ensure_future(self._finish(conn, rid, op, result))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _finish(self, conn: AppConnection, rid: Any, op: str, aw: Awaitable) -> None:
+        try:
+            result = await aw
+        except NetemuError as e:
+            conn.push({"rid": rid, "ok": False, "error": str(e)})
+            return
+        except (KeyError, TypeError, ValueError) as e:
+            conn.push({"rid": rid, "ok": False, "error": f"bad {op} request: {e!r}"})
+            return
+        conn.push({"rid": rid, "ok": True, **result})
