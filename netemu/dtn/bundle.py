@@ -226,12 +226,15 @@ class Bundle:
         flags: int = 0,
         hop_limit: int | None = None,
         age_ms: int | None = None,
+        age_block: bool | None = None,
     ) -> Bundle:
         """A new bundle from a local application or the agent itself.
 
         ``creation_ms`` is DTN time; if it is 0 (no clock) a bundle age block is added
         (``age_ms``, 0 by default), as RFC 9171 section 4.4.2 requires. ``hop_limit`` adds
-        a hop count block. ``report_to`` defaults to dtn:none.
+        a hop count block. ``report_to`` defaults to dtn:none. ``age_block`` forces the
+        bundle age block on (True) or off (False; RFC 9173's examples have creation time
+        0 and no age block).
         """
         src = source if isinstance(source, EID) else EID.parse(source)
         dst = destination if isinstance(destination, EID) else EID.parse(destination)
@@ -253,7 +256,9 @@ class Bundle:
             blocks.append(CanonicalBlock(BLOCK_HOP_COUNT, number,
                                          cbor.dumps([hop_limit, 0]), 0, ct))
             number += 1
-        if creation_ms == 0 or age_ms is not None:
+        if age_block is None:
+            age_block = creation_ms == 0 or age_ms is not None
+        if age_block:
             blocks.append(CanonicalBlock(BLOCK_BUNDLE_AGE, number,
                                          cbor.uint(age_ms or 0), 0, ct))
         blocks.append(CanonicalBlock(BLOCK_PAYLOAD, 1, bytes(payload), 0, ct))
