@@ -1,1 +1,44 @@
-"""DTN routing algorithms and IP route computation, installed as ``netemu.routing``."""
+"""DTN routing algorithms and IP route computation, installed as ``netemu.routing``.
+
+Routers are chosen by name (a scenario's ``routing: {algorithm: NAME, ...}``)::
+
+    from netemu.routing import get_router
+    router = get_router("cgr")(node, plan, **params)
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from netemu.routing.base import BundleInfo, Decision, Hop, Router
+
+from netemu.errors import InputError
+
+__all__ = ["BundleInfo", "Decision", "Hop", "Router", "available_routers", "get_router"]
+
+_ROUTERS = {
+    "cgr": ("netemu.routing.cgr", "CGRRouter"),
+    "epidemic": ("netemu.routing.epidemic", "EpidemicRouter"),
+    "spray-and-wait": ("netemu.routing.spray", "SprayAndWaitRouter"),
+    "prophet": ("netemu.routing.prophet", "ProphetRouter"),
+    "static": ("netemu.routing.static", "StaticRouter"),
+    "first-contact": ("netemu.routing.first_contact", "FirstContactRouter"),
+}
+_ALIASES = {"spray": "spray-and-wait", "snw": "spray-and-wait", "contact-graph": "cgr"}
+
+
+def available_routers() -> list[str]:
+    """Names ``get_router`` accepts (aliases aside)."""
+    return sorted(_ROUTERS)
+
+
+def get_router(name: str) -> type[Router]:
+    """The router class called ``name`` (case and ``_``/``-`` do not matter)."""
+    key = str(name).strip().lower().replace("_", "-")
+    key = _ALIASES.get(key, key)
+    if key not in _ROUTERS:
+        raise InputError(f"unknown routing algorithm {name!r}; "
+                         f"choose one of: {', '.join(available_routers())}",
+                         field="routing.algorithm")
+    module, cls = _ROUTERS[key]
+    return getattr(importlib.import_module(module), cls)
