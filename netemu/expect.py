@@ -1,0 +1,204 @@
+"""A scenario's ``expect:`` list, checked against a run's metrics; JUnit XML for CI.
+
+Each expectation is ``{metric: NAME, op: OP, value: NUMBER}`` with OP one of ``>=``,
+``<=``, ``>``, ``<``, ``==``, ``!=``. NAME is a key of ``metrics.json`` (see
+:data:`netemu.metrics.METRIC_DOCS`) or a dotted path into it
+(``link_use.sat-1->gs-a.utilisation``). An expectation whose metric was not measured in
+the run (no data: ``null``) fails, saying so. A name that is not a metric at all is a
+user error, reported with the closest known names, before anything runs when
+:func:`validate` is used.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import operator
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from xml.sax.saxutils import escape, quoteattr
+
+from netemu.errors import InputError
+from netemu.metrics import METRIC_DOCS
+
+OPS: dict[str, Callable[[float, float], bool]] = {
+    ">=": operator.ge,
+    "<=": operator.le,
+    ">": operator.gt,
+    "<": operator.lt,
+    "==": lambda a, b: math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9),
+    "!=": lambda a, b: not math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9),
+}
+_DETAIL_ROOTS = ("link_use", "apps", "eo_filter_by_node")
+
+
+@dataclass(frozen=True)
+class Expectation:
+    metric: str
+    op: str
+    value: float
+    source: str | None = None
+    line: int | None = None
+    field: str | None = None
+
+    @property
+    def text(self) -> str:
+        return f"{self.metric} {self.op} {self.value:g}"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    expectation: Expectation
+    measured: float | None
+    passed: bool
+    message: str
+
+
+def _err(message: str, source: str | None, line: int | None, field: str) -> InputError:
+    return InputError(message, source=source, line=line, field=field)
+
+
+def parse(
+    raw: Any,
+    *,
+    source: str | None = None,
+    lines: Mapping[tuple, int] | None = None,
+    base: tuple = ("expect",),
+) -> list[Expectation]:
+    """Validate the YAML ``expect:`` value (a list of mappings); errors name the item.
+
+    ``lines`` maps YAML paths (tuples) to line numbers, as
+    :func:`netemu.apprunner.load_yaml_with_lines` gives, so errors can point at a line.
+    """
+    lines = lines or {}
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise _err("must be a list of {metric, op, value}", source, lines.get(base), ".".join(base))
+    out = []
+    for i, item in enumerate(raw):
+        path = base + (i,)
+        where = f"{'.'.join(map(str, base))}[{i}]"
+        line = lines.get(path)
+        if not isinstance(item, dict):
+            raise _err("must be a mapping {metric, op, value}", source, line, where)
+        unknown = set(item) - {"metric", "op", "value", "name"}
+        if unknown:
+            k = sorted(unknown)[0]
+            raise _err(f"unknown key {k!r} (expected metric, op, value)", source,
+                       lines.get(path + (k,), line), where)
+        for k in ("metric", "op", "value"):
+            if k not in item:
+                raise _err(f"missing key {k!r}", source, line, where)
+        metric, op, value = item["metric"], item["op"], item["value"]
+        if not isinstance(metric, str) or not metric:
+            raise _err("metric must be a name", source, lines.get(path + ("metric",), line), where + ".metric")
+        if op not in OPS:
+            raise _err(f"op {op!r} is not one of {', '.join(OPS)}", source,
+                       lines.get(path + ("op",), line), where + ".op")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _err(f"value must be a number, got {value!r}", source,
+                       lines.get(path + ("value",), line), where + ".value")
+        out.append(Expectation(metric, op, float(value), source, line, where))
+    return out
+
+
+def _suggest(name: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    if not close:
+        close = [k for k in known if name.split("_")[0] in k][:3]
+    return f"; did you mean {', '.join(close)}?" if close else ""
+
+
+def unknown_metric(exp: Expectation, known: Sequence[str]) -> InputError:
+    return InputError(
+        f"unknown metric {exp.metric!r}{_suggest(exp.metric, known)} "
+        f"(known metrics: see docs/report.md or metrics.json)",
+        source=exp.source, line=exp.line, field=f"{exp.field}.metric" if exp.field else "metric",
+    )
+
+
+def validate(expectations: Sequence[Expectation]) -> None:
+    """Refuse names that can never be metrics, before a run starts."""
+    for e in expectations:
+        if e.metric in METRIC_DOCS or e.metric.split(".")[0] in _DETAIL_ROOTS:
+            continue
+        raise unknown_metric(e, sorted(METRIC_DOCS))
+
+
+def _lookup(metrics: Mapping[str, Any], name: str) -> tuple[bool, Any]:
+    if name in metrics:
+        return True, metrics[name]
+    root, _, rest = name.partition(".")
+    node: Any = metrics.get(root)
+    if node is None or not rest:
+        return False, None
+    # keys may contain dots? link keys do not; walk greedily, longest key first
+    while rest:
+        if not isinstance(node, Mapping):
+            return False, None
+        for k in sorted(node, key=len, reverse=True):
+            if rest == k or rest.startswith(k + "."):
+                node = node[k]
+                rest = rest[len(k) + 1 :]
+                break
+        else:
+            return False, None
+    return True, node
+
+
+def evaluate(expectations: Sequence[Expectation], metrics: Mapping[str, Any]) -> list[Outcome]:
+    """Check each expectation; an unknown metric raises :class:`InputError`."""
+    known = sorted(set(METRIC_DOCS) | {k for k, v in metrics.items() if not isinstance(v, (dict, list))})
+    out = []
+    for e in expectations:
+        found, v = _lookup(metrics, e.metric)
+        if not found and e.metric not in METRIC_DOCS:
+            raise unknown_metric(e, known)
+        if v is None:
+            out.append(Outcome(e, None, False, f"{e.text}: not measured in this run (no data)"))
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            out.append(Outcome(e, None, False, f"{e.text}: {e.metric} is not a number ({v!r})"))
+            continue
+        ok = OPS[e.op](float(v), e.value)
+        verdict = "ok" if ok else "FAILED"
+        out.append(Outcome(e, float(v), ok, f"{e.text}: measured {v:.6g} — {verdict}"))
+    return out
+
+
+def summary(outcomes: Sequence[Outcome]) -> str:
+    """Human summary, one line per expectation, then a count."""
+    lines = [("PASS  " if o.passed else "FAIL  ") + o.message for o in outcomes]
+    failed = sum(not o.passed for o in outcomes)
+    lines.append(f"{len(outcomes) - failed} passed, {failed} failed")
+    return "\n".join(lines)
+
+
+def junit_xml(outcomes: Sequence[Outcome], *, suite: str, time_s: float = 0.0,
+              errors: Sequence[str] = ()) -> str:
+    """JUnit XML (one testsuite, one testcase per expectation); ``errors`` adds error
+    test cases (the run itself failed)."""
+    failures = sum(not o.passed for o in outcomes)
+    cases = []
+    for o in outcomes:
+        name = quoteattr(o.expectation.text)
+        body = ""
+        if not o.passed:
+            body = (f"<failure message={quoteattr(o.message)} type=\"expectation\">"
+                    f"{escape(o.message)}</failure>")
+        measured = "" if o.measured is None else f"<system-out>measured {o.measured:.6g}</system-out>"
+        cases.append(f'  <testcase classname={quoteattr(suite)} name={name} time="0">'
+                     f"{body}{measured}</testcase>")
+    for i, msg in enumerate(errors):
+        cases.append(f'  <testcase classname={quoteattr(suite)} name="run-{i}" time="0">'
+                     f"<error message={quoteattr(msg)}>{escape(msg)}</error></testcase>")
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f"<testsuites tests=\"{len(cases)}\" failures=\"{failures}\" errors=\"{len(errors)}\">\n"
+        f" <testsuite name={quoteattr(suite)} tests=\"{len(cases)}\" failures=\"{failures}\" "
+        f"errors=\"{len(errors)}\" time=\"{time_s:.3f}\">\n"
+        + "\n".join(cases)
+        + "\n </testsuite>\n</testsuites>\n"
+    )

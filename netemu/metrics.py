@@ -1,0 +1,398 @@
+"""Figures of a run, computed from its directory: ``metrics.json``.
+
+Sources (all optional; a figure whose source is missing is ``null``, never invented):
+
+- ``events.jsonl`` — telemetry as recorded: ``bundle/<node>`` events (sent, received,
+  forwarded, delivered, deleted, expired), ``link/<a>/<b>`` events (up, down, update) and
+  ``app/<app>/<node>`` events;
+- ``plan.json`` — the contact plan the run used (link capacity, when each link was up);
+- ``apps/<app>/<node>/result.json`` and ``usage.json`` — what each app measured itself
+  and what the runner measured of it;
+- ``captures/*.pcap`` with ``captures/*.json`` sidecars — packets seen on links
+  (``netemu capture``), for traffic outside contacts.
+
+Top-level keys with scalar values are the metrics that ``expect:`` can test
+(:data:`METRIC_DOCS` lists them with their meaning); ``link_use``, ``apps`` and
+``query_latencies_s`` carry the detail the report draws.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from netemu.errors import InputError
+
+METRIC_DOCS: dict[str, str] = {
+    "duration_s": "scenario seconds covered by the recorded events",
+    "bundles_created": "distinct bundles seen in bundle events",
+    "bundles_delivered": "distinct bundles delivered at their destination",
+    "bundles_expired": "distinct bundles that expired before delivery",
+    "bundles_deleted": "distinct bundles deleted (other reasons) before delivery",
+    "bundles_in_flight": "bundles neither delivered, expired nor deleted at the end",
+    "delivery_ratio": "bundles_delivered / bundles_created",
+    "bundle_latency_p50_s": "median first-seen → delivered time of delivered bundles",
+    "bundle_latency_p95_s": "95th percentile first-seen → delivered time",
+    "queries_sent": "orbit-query queries sent by ground clients",
+    "queries_answered": "orbit-query answers received",
+    "query_answer_ratio": "queries_answered / queries_sent",
+    "query_latency_p50_s": "median query → answer latency (scenario s)",
+    "query_latency_p95_s": "95th percentile query → answer latency (scenario s)",
+    "query_latency_max_s": "largest query → answer latency (scenario s)",
+    "tiles_captured": "tiles eo-filter captured on all satellites",
+    "tiles_detected": "tiles eo-filter flagged as containing a vessel",
+    "bytes_captured": "raw tile bytes captured onboard",
+    "bytes_sent": "bundle payload bytes eo-filter handed to DTN",
+    "bytes_saved": "bytes_captured - bytes_sent",
+    "downlink_saved_fraction": "1 - bytes_sent / bytes_captured",
+    "tiles_received": "tiles stored by downlink on ground stations",
+    "downlink_bytes_received": "payload bytes downlink received",
+    "link_bytes_total": "bytes forwarded over all links (bundle events)",
+    "link_utilisation_max": "largest bytes / capacity over one link's up time",
+    "traffic_outside_contacts_bytes": "bytes seen on a link while its contact was down",
+    "apps_failed": "app instances that exited with an error status",
+    "apps_max_rss_bytes": "largest resident memory of one app instance",
+}
+
+CONTACT_SLACK_S = 1.0
+"""Tolerance at contact edges when judging whether traffic was inside a contact: the
+link driver applies changes on its own tick, and packet timestamps carry clock jitter."""
+
+
+def percentile(values: Iterable[float], q: float) -> float | None:
+    """Linear-interpolated percentile (``q`` in 0..100); None for no values."""
+    v = sorted(values)
+    if not v:
+        return None
+    pos = (len(v) - 1) * q / 100.0
+    lo = int(math.floor(pos))
+    hi = min(lo + 1, len(v) - 1)
+    return v[lo] + (v[hi] - v[lo]) * (pos - lo)
+
+
+def read_events(path: Path) -> list[dict[str, Any]]:
+    """events.jsonl, skipping blank and truncated lines (a run may end mid-write)."""
+    out: list[dict[str, Any]] = []
+    if not path.exists():
+        return out
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                ev = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(ev, dict) and isinstance(ev.get("payload"), dict):
+                out.append(ev)
+    return out
+
+
+def _t(ev: dict[str, Any]) -> float | None:
+    t = ev["payload"].get("t_s", ev.get("t_s"))
+    return float(t) if isinstance(t, (int, float)) else None
+
+
+def _topic_parts(ev: dict[str, Any]) -> list[str]:
+    """Topic levels after ``netemu/<run>/``."""
+    parts = str(ev.get("topic", "")).split("/")
+    return parts[2:] if len(parts) > 2 and parts[0] == "netemu" else parts
+
+
+def load_plan(run_dir: Path) -> dict[str, Any] | None:
+    p = run_dir / "plan.json"
+    if not p.exists():
+        return None
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise InputError(f"not valid JSON: {e.msg}", source=str(p), line=e.lineno) from e
+
+
+def app_files(run_dir: Path, app: str | None, name: str) -> dict[tuple[str, str], dict]:
+    """{(app, node): parsed JSON} of ``apps/<app>/<node>/<name>`` files."""
+    out: dict[tuple[str, str], dict] = {}
+    base = run_dir / "apps"
+    if not base.is_dir():
+        return out
+    for f in sorted(base.glob(f"{app or '*'}/*/{name}")):
+        try:
+            obj = json.loads(f.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(obj, dict):
+            out[(f.parent.parent.name, f.parent.name)] = obj
+    return out
+
+
+# --------------------------------------------------------------------------- bundles
+
+
+def bundle_metrics(events: list[dict[str, Any]]) -> dict[str, Any]:
+    first_seen: dict[str, float] = {}
+    delivered: dict[str, float] = {}
+    expired: set[str] = set()
+    deleted: set[str] = set()
+    for ev in events:
+        parts = _topic_parts(ev)
+        if not parts or parts[0] != "bundle":
+            continue
+        p = ev["payload"]
+        bid = p.get("bundle_id")
+        if not bid:
+            continue
+        t = _t(ev)
+        if bid not in first_seen or (t is not None and t < first_seen[bid]):
+            first_seen[bid] = t if t is not None else first_seen.get(bid, 0.0)
+        kind = p.get("event")
+        if kind == "delivered":
+            delivered.setdefault(bid, t if t is not None else 0.0)
+        elif kind == "expired":
+            expired.add(bid)
+        elif kind == "deleted":
+            deleted.add(bid)
+    created = len(first_seen)
+    lat = [delivered[b] - first_seen[b] for b in delivered]
+    exp = expired - set(delivered)
+    dele = deleted - set(delivered) - exp
+    return {
+        "bundles_created": created,
+        "bundles_delivered": len(delivered),
+        "bundles_expired": len(exp),
+        "bundles_deleted": len(dele),
+        "bundles_in_flight": created - len(delivered) - len(exp) - len(dele),
+        "delivery_ratio": (len(delivered) / created) if created else None,
+        "bundle_latency_p50_s": percentile(lat, 50),
+        "bundle_latency_p95_s": percentile(lat, 95),
+    }
+
+
+# --------------------------------------------------------------------------- links
+
+
+def _plan_windows(plan: dict[str, Any] | None) -> dict[str, list[tuple[float, float, float]]]:
+    """{"a->b": [(start_s, end_s, rate_bps)]} from plan.json."""
+    out: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
+    for c in (plan or {}).get("contacts", []):
+        out[f"{c['from']}->{c['to']}"].append(
+            (float(c["start_s"]), float(c["end_s"]), float(c.get("rate_bps", 0.0)))
+        )
+    return out
+
+
+def _event_windows(events: list[dict[str, Any]], end_s: float) -> dict[str, list[tuple[float, float, float]]]:
+    """Up intervals per direction from ``link/<a>/<b>`` events (both directions)."""
+    open_: dict[str, tuple[float, float]] = {}
+    out: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
+    for ev in events:
+        parts = _topic_parts(ev)
+        if len(parts) < 3 or parts[0] != "link":
+            continue
+        a, b = parts[1], parts[2]
+        p = ev["payload"]
+        t = _t(ev)
+        if t is None:
+            continue
+        for key in (f"{a}->{b}", f"{b}->{a}"):
+            kind = p.get("event")
+            if kind == "up" and key not in open_:
+                open_[key] = (t, float(p.get("rate_bps") or 0.0))
+            elif kind == "update" and key in open_ and p.get("rate_bps") is not None:
+                t0, r0 = open_[key]
+                out[key].append((t0, t, r0))
+                open_[key] = (t, float(p["rate_bps"]))
+            elif kind == "down" and key in open_:
+                t0, r0 = open_.pop(key)
+                out[key].append((t0, t, r0))
+    for key, (t0, r0) in open_.items():
+        out[key].append((t0, max(t0, end_s), r0))
+    return out
+
+
+def _inside(windows: list[tuple[float, float, float]], t: float, slack_s: float) -> bool:
+    return any(s - slack_s <= t <= e + slack_s for s, e, _ in windows)
+
+
+def link_metrics(
+    events: list[dict[str, Any]], plan: dict[str, Any] | None, end_s: float
+) -> tuple[dict[str, dict[str, Any]], int]:
+    """Per directed link: bytes and bundles forwarded, up time, capacity, utilisation; and
+    the bytes forwarded at a time the link was down (by the plan)."""
+    windows = _plan_windows(plan) or _event_windows(events, end_s)
+    use: dict[str, dict[str, Any]] = {}
+    outside = 0
+    for ev in events:
+        parts = _topic_parts(ev)
+        p = ev["payload"]
+        if not parts or parts[0] != "bundle" or p.get("event") != "forwarded":
+            continue
+        node = parts[1] if len(parts) > 1 else p.get("node")
+        nh = p.get("next_hop")
+        if not node or not nh:
+            continue
+        key = f"{node}->{nh}"
+        u = use.setdefault(key, {"bytes": 0, "bundles": 0})
+        size = int(p.get("size_bytes") or 0)
+        u["bytes"] += size
+        u["bundles"] += 1
+        t = _t(ev)
+        if windows and t is not None and not _inside(windows.get(key, []), t, CONTACT_SLACK_S):
+            outside += size
+    for key, w in windows.items():
+        u = use.setdefault(key, {"bytes": 0, "bundles": 0})
+        up = sum(max(0.0, min(e, end_s) - s) for s, e, _ in w if s < end_s) if end_s > 0 else 0.0
+        cap = sum(max(0.0, min(e, end_s) - s) * r / 8 for s, e, r in w if s < end_s) if end_s > 0 else 0.0
+        u["up_s"] = round(up, 3)
+        u["capacity_bytes"] = round(cap)
+    for u in use.values():
+        cap = u.get("capacity_bytes")
+        u["utilisation"] = (u["bytes"] / cap) if cap else None
+    return dict(sorted(use.items())), outside
+
+
+# --------------------------------------------------------------------------- apps
+
+
+def app_metrics(run_dir: Path, events: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    eo = app_files(run_dir, "eo-filter", "result.json")
+    if not eo:  # fall back to the last stats event of each satellite
+        for ev in events:
+            parts = _topic_parts(ev)
+            if parts[:2] == ["app", "eo-filter"] and ev["payload"].get("event") == "stats":
+                eo[("eo-filter", parts[2] if len(parts) > 2 else "?")] = ev["payload"]
+    if eo:
+        cap = sum(int(r.get("bytes_captured", 0)) for r in eo.values())
+        sent = sum(int(r.get("bytes_sent", 0)) for r in eo.values())
+        out.update(
+            tiles_captured=sum(int(r.get("tiles", 0)) for r in eo.values()),
+            tiles_detected=sum(int(r.get("detections", 0)) for r in eo.values()),
+            bytes_captured=cap,
+            bytes_sent=sent,
+            bytes_saved=cap - sent,
+            downlink_saved_fraction=(1 - sent / cap) if cap else None,
+        )
+        out["eo_filter_by_node"] = {node: r for (_, node), r in eo.items()}
+    dl = app_files(run_dir, "downlink", "result.json")
+    if dl:
+        out["tiles_received"] = sum(int(r.get("tiles_received", 0)) for r in dl.values())
+        out["downlink_bytes_received"] = sum(int(r.get("bytes_received", 0)) for r in dl.values())
+    lat: list[float] = []
+    sent_q = answered = 0
+    clients = {k: r for k, r in app_files(run_dir, "orbit-query", "result.json").items()
+               if r.get("role") == "client"}
+    if clients:
+        for r in clients.values():
+            sent_q += int(r.get("queries_sent", 0))
+            got = [float(x) for x in r.get("latencies_s", []) if x is not None]
+            answered += len(got)
+            lat += got
+    else:
+        for ev in events:
+            parts = _topic_parts(ev)
+            if parts[:2] != ["app", "orbit-query"]:
+                continue
+            p = ev["payload"]
+            if p.get("event") == "query":
+                sent_q += 1
+            elif p.get("event") == "answer" and isinstance(p.get("latency_s"), (int, float)):
+                answered += 1
+                lat.append(float(p["latency_s"]))
+    if sent_q or lat:
+        out.update(
+            queries_sent=sent_q,
+            queries_answered=answered,
+            query_answer_ratio=(answered / sent_q) if sent_q else None,
+            query_latency_p50_s=percentile(lat, 50),
+            query_latency_p95_s=percentile(lat, 95),
+            query_latency_max_s=max(lat) if lat else None,
+        )
+        out["query_latencies_s"] = sorted(lat)
+    usage = app_files(run_dir, None, "usage.json")
+    if usage:
+        apps: dict[str, dict[str, Any]] = {}
+        failed = 0
+        for (app, node), u in usage.items():
+            status = u.get("exit_status", u.get("returncode"))
+            ok = status in (0, None, -15, 143) or u.get("stopped_by_runner")
+            failed += 0 if ok else 1
+            apps[f"{app}/{node}"] = {
+                "exit_status": status,
+                "cpu_s": u.get("cpu_s"),
+                "max_rss_bytes": u.get("max_rss_bytes"),
+                "limits": u.get("limits"),
+                "ok": bool(ok),
+            }
+        out["apps"] = apps
+        out["apps_failed"] = failed
+        rss = [a["max_rss_bytes"] for a in apps.values() if isinstance(a["max_rss_bytes"], (int, float))]
+        out["apps_max_rss_bytes"] = max(rss) if rss else None
+    return out
+
+
+# --------------------------------------------------------------------------- all
+
+
+def compute(run_dir: str | Path) -> dict[str, Any]:
+    """Every metric of the run in ``run_dir`` (see :data:`METRIC_DOCS`)."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise InputError("not a run directory", source=str(run))
+    events = read_events(run / "events.jsonl")
+    plan = load_plan(run)
+    times = [t for t in (_t(e) for e in events) if t is not None]
+    end_s = max(times) if times else 0.0
+    m: dict[str, Any] = {"run": run.name, "duration_s": round(end_s - min(times), 3) if times else 0.0,
+                         "events": len(events)}
+    m.update(bundle_metrics(events))
+    links, outside = link_metrics(events, plan, end_s)
+    m["link_use"] = links
+    m["link_bytes_total"] = sum(u["bytes"] for u in links.values())
+    utils = [u["utilisation"] for u in links.values() if u.get("utilisation") is not None]
+    m["link_utilisation_max"] = max(utils) if utils else None
+    m["traffic_outside_contacts_bytes"] = outside if (plan or links) else None
+    m["traffic_outside_contacts_source"] = "bundle events"
+    try:
+        from netemu.capture import outside_contacts_from_captures
+
+        cap = outside_contacts_from_captures(run, plan)
+    except ImportError:
+        cap = None
+    if cap is not None:
+        m["traffic_outside_contacts_bytes"] = cap
+        m["traffic_outside_contacts_source"] = "captures"
+    m.update(app_metrics(run, events))
+    for key in METRIC_DOCS:
+        m.setdefault(key, None)
+    return m
+
+
+def write(run_dir: str | Path) -> Path:
+    """Compute the metrics and write ``<run>/metrics.json``; returns its path."""
+    run = Path(run_dir)
+    m = compute(run)
+    out = run / "metrics.json"
+    out.write_text(json.dumps(m, indent=1, sort_keys=True, default=_json_default) + "\n")
+    return out
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    return str(o)
+
+
+def load(run_dir: str | Path) -> dict[str, Any]:
+    """``metrics.json`` of a run, computed first when missing."""
+    p = Path(run_dir) / "metrics.json"
+    if not p.exists():
+        write(run_dir)
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise InputError(f"not valid JSON: {e.msg}", source=str(p), line=e.lineno) from e
