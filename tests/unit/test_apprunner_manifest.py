@@ -1,0 +1,109 @@
+"""Manifests and the scenario's apps: section: what users write, and the errors they see."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from netemu.apprunner import NodeInfo, load_manifest, plan_apps, select_nodes
+from netemu.errors import InputError
+
+NODES = [
+    NodeInfo("sat-1", "satellite"),
+    NodeInfo("sat-2", "satellite"),
+    NodeInfo("sat-3", "satellite"),
+    NodeInfo("gs-kashi", "ground"),
+    NodeInfo("gs-svalbard", "ground"),
+]
+
+
+def _app(tmp_path: Path, name: str, text: str) -> Path:
+    d = tmp_path / "apps" / name
+    d.mkdir(parents=True)
+    (d / "manifest.yaml").write_text(text)
+    return d
+
+
+def test_manifest_defaults_and_fields(tmp_path: Path) -> None:
+    d = _app(
+        tmp_path,
+        "probe",
+        "name: probe\ncommand: [python, main.py, --x]\nresources: {cpus: 0.5, memory_mb: 64}\n"
+        "nodes: satellites\nenvironment: {A: 1, B: hello}\n",
+    )
+    m = load_manifest(d)
+    assert m.command == ("python", "main.py", "--x")
+    assert m.resources.cpus == 0.5 and m.resources.memory_bytes == 64 << 20
+    assert m.nodes == ("satellites",)
+    assert m.environment == {"A": "1", "B": "hello"}
+    assert m.mode == "process"
+
+
+@pytest.mark.parametrize(
+    "text, line, field, words",
+    [
+        ("name: x\n", None, None, "command is required"),
+        ("command: [a]\nresources:\n  cpus: -1\n", 3, "resources.cpus", "number of CPUs"),
+        ("command: [a]\nresources: {memory_mb: 1.5}\n", 2, "resources.memory_mb", "whole number"),
+        ("command: [a]\nmode: vm\n", 2, "mode", "process, container"),
+        ("command: [a]\ncomand: [b]\n", 2, "comand", "unknown key"),
+        ("command: [a]\ncontainerfile: nope\n", 2, "containerfile", "not found"),
+        ("command: [a\n", 2, None, "not valid YAML"),
+        ("command: [a]\nenvironment: {1BAD: x}\n", 2, "environment.1BAD", "variable name"),
+    ],
+)
+def test_manifest_errors_name_file_line_field(tmp_path, text, line, field, words) -> None:
+    d = _app(tmp_path, "bad", text)
+    with pytest.raises(InputError) as e:
+        load_manifest(d)
+    msg = str(e.value)
+    assert str(d / "manifest.yaml") in msg
+    assert words in msg
+    if line is not None:
+        assert e.value.line == line
+    if field is not None:
+        assert e.value.field == field
+
+
+def test_selectors() -> None:
+    assert select_nodes(["satellites"], NODES) == ["sat-1", "sat-2", "sat-3"]
+    assert select_nodes(["ground"], NODES) == ["gs-kashi", "gs-svalbard"]
+    assert select_nodes(["sat-[12]", "gs-kashi"], NODES) == ["sat-1", "sat-2", "gs-kashi"]
+    assert len(select_nodes(["all"], NODES)) == 5
+    with pytest.raises(KeyError):
+        select_nodes(["moon-*"], NODES)
+
+
+def test_scenario_overrides_and_params(tmp_path: Path) -> None:
+    _app(
+        tmp_path,
+        "probe",
+        "command: [python, main.py]\nnodes: [satellites]\nargs: {sat-2: [--special]}\n"
+        "resources: {cpus: 1, memory_mb: 128}\n",
+    )
+    section = [{"name": "probe", "nodes": ["sat-*"], "resources": {"cpus": 0.25},
+                "params": {"rate": 3}}]
+    inst = plan_apps(section, NODES, apps_dir=tmp_path / "apps")
+    assert [i.node for i in inst] == ["sat-1", "sat-2", "sat-3"]
+    assert inst[1].argv == ("python", "main.py", "--special")
+    assert inst[0].argv == ("python", "main.py")
+    assert inst[0].resources.cpus == 0.25 and inst[0].resources.memory_mb == 128
+    assert json.loads(inst[0].environment["NETEMU_APP_PARAMS"]) == {"rate": 3}
+    # mapping form
+    inst = plan_apps({"probe": {"nodes": "gs-kashi"}}, NODES, apps_dir=tmp_path / "apps")
+    assert [i.key for i in inst] == ["probe.gs-kashi"]
+
+
+def test_scenario_errors_name_the_entry(tmp_path: Path) -> None:
+    _app(tmp_path, "probe", "command: [x]\nnodes: satellites\n")
+    with pytest.raises(InputError, match="no app named 'nope'"):
+        plan_apps(["nope"], NODES, apps_dir=tmp_path / "apps", source="s.yaml")
+    with pytest.raises(InputError) as e:
+        plan_apps([{"name": "probe", "nodes": ["moon"]}], NODES, apps_dir=tmp_path / "apps",
+                  source="s.yaml", lines={("apps", 0, "nodes"): 7})
+    assert "matches no node" in str(e.value) and e.value.line == 7
+    assert e.value.field == "apps.0.nodes"
+    with pytest.raises(InputError, match="unknown key"):
+        plan_apps([{"name": "probe", "cpu": 1}], NODES, apps_dir=tmp_path / "apps")

@@ -1,0 +1,40 @@
+"""The broker's generated configuration and the environment contract for clients."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from netemu.telemetry import Broker, BrokerAccess, TelemetryError, check_run_name
+
+
+def test_config_requires_auth_and_listens_on_a_unix_socket(tmp_path: Path) -> None:
+    text = Broker("demo-1", tcp_port=18831).config_text(tmp_path, "mosquitto")
+    lines = text.splitlines()
+    assert "allow_anonymous false" in lines
+    assert f"password_file {tmp_path / 'passwd'}" in lines
+    assert f"acl_file {tmp_path / 'acl'}" in lines
+    assert f"listener 0 {tmp_path / 'mqtt.sock'}" in lines
+    assert "listener 18831 127.0.0.1" in lines  # dashboards: loopback only
+    assert "user mosquitto" in lines
+
+
+def test_access_round_trips_through_the_environment() -> None:
+    a = BrokerAccess("/tmp/x/mqtt.sock", "netemu", "s3cret", "run-7", tcp_port=1883)
+    env = a.env()
+    assert env["NETEMU_MQTT_SOCKET"] == "/tmp/x/mqtt.sock"
+    assert BrokerAccess.from_env(env) == a
+    assert a.topic_prefix == "netemu/run-7"
+
+
+def test_missing_environment_is_a_clear_error() -> None:
+    with pytest.raises(TelemetryError, match="NETEMU_MQTT_PASSWORD"):
+        BrokerAccess.from_env({"NETEMU_RUN": "r", "NETEMU_MQTT_SOCKET": "/s",
+                               "NETEMU_MQTT_USER": "u"})
+
+
+@pytest.mark.parametrize("bad", ["", "a/b", "a+b", "#", "x" * 65, "-lead"])
+def test_run_names_that_would_break_topics_are_refused(bad: str) -> None:
+    with pytest.raises(TelemetryError, match="run name"):
+        check_run_name(bad)
