@@ -1,0 +1,750 @@
+"""The bundle agent process: an asyncio shell around the BPA core and the CL state machines.
+
+Everything protocol-shaped lives elsewhere, without I/O: bundle processing, store and
+routing in :mod:`netemu.dtn.bpa` (the core), the TCPCLv4 session in
+:mod:`netemu.dtn.tcpcl`, framing in :mod:`netemu.dtn.udpcl` / :mod:`netemu.dtn.mtcp` /
+:mod:`netemu.dtn.appif`. This module owns the sockets, the timers and the clock:
+
+- listeners: TCPCLv4 and UDP CL on port 4556 (configurable), optional MTCP;
+- one outgoing session per neighbour while a contact is up — "up" means the contact plan
+  says so (when the agent has a plan and ``follow_plan``) *and* the neighbour answers;
+  connects are retried with exponential backoff (0.2 s doubling to 5 s);
+- a bundle handed to a CL stays in the store until the peer has acknowledged its full
+  length (XFER_ACK); only then is the core told "transmission done". A transfer cut by a
+  lost connection is re-sent whole on the next session (TCPCL cannot resume a
+  transfer); the receiving agent drops the duplicate by bundle ID, so the application
+  gets it once;
+- received bundles are stored in groups (one commit for everything that arrived in one
+  event-loop turn) and only then acknowledged to the sender;
+- JSON-lines logs (stderr or a file, and streamed to ``netemu bp watch``);
+- SIGTERM / SIGINT: orderly SESS_TERM on every session, store closed, socket removed.
+
+Scenario time comes from :class:`netemu.clock.ScenarioClock` (``NETEMU_EPOCH`` /
+``NETEMU_TIME_SCALE`` / ``NETEMU_T0_WALL``), else the wall clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, TextIO
+
+from netemu.clock import ScenarioClock
+from netemu.contacts import ContactPlan
+from netemu.dtn import mtcp, tcpcl, udpcl
+from netemu.dtn.agentconfig import AgentConfig, Neighbour, split_host_port
+from netemu.dtn.appif import AppConnection, AppServer
+from netemu.errors import NetemuError
+
+BACKOFF_MIN_S = 0.2
+BACKOFF_MAX_S = 5.0
+WINDOW_TRANSFERS = 1024  # unacknowledged transfers per session
+WINDOW_BYTES = 64 * 1024 * 1024  # unacknowledged bytes per session
+HOUSEKEEPING_S = 0.5
+
+
+def make_clock(plan: ContactPlan | None) -> ScenarioClock:
+    """The scenario clock from the environment, else wall time against the plan epoch."""
+    if "NETEMU_EPOCH" in os.environ and "NETEMU_T0_WALL" in os.environ:
+        return ScenarioClock.from_env()
+    now = time.time()
+    if plan is not None:
+        return ScenarioClock(plan.epoch, 1.0, now, now - plan.epoch.timestamp())
+    return ScenarioClock(datetime.fromtimestamp(now, timezone.utc), 1.0, now, 0.0)
+
+
+class JsonLog:
+    """Structured log: one JSON object per line, also offered to watchers."""
+
+    def __init__(self, node: str, clock: ScenarioClock, stream: TextIO) -> None:
+        self.node = node
+        self.clock = clock
+        self.stream = stream
+        self.watchers: set[AppConnection] = set()
+        self.quiet_events: set[str] = set()
+
+    def __call__(self, event: str, **fields: Any) -> None:
+        wall = time.time()
+        rec = {"t": round(wall, 6), "ts": round(self.clock.now_s(wall), 6), "node": self.node,
+               "event": event, **fields}
+        if event not in self.quiet_events:
+            self.stream.write(json.dumps(rec, default=str) + "\n")
+            self.stream.flush()
+        for w in list(self.watchers):
+            if w.closed:
+                self.watchers.discard(w)
+            else:
+                w.push({"ev": "log", **rec})
+
+
+# ------------------------------------------------------------------------------------
+# Outgoing queues and CL channels
+
+
+@dataclass
+class OutItem:
+    """A bundle the core asked to send to a neighbour, waiting for or in transmission."""
+
+    key: str  # the core's handle for it (bundle ID)
+    data: bytes
+
+
+@dataclass
+class NeighbourState:
+    cfg: Neighbour
+    queue: deque[OutItem] = field(default_factory=deque)
+    sessions: list[Channel] = field(default_factory=list)
+    plan_up: bool = True
+    up: bool = False  # told the core "contact started"
+    backoff_s: float = BACKOFF_MIN_S
+    connecting: asyncio.Task | None = None
+    next_try: float = 0.0
+    failures: int = 0
+
+
+class Channel:
+    """A CL connection that can carry bundles to one neighbour."""
+
+    neighbour: str | None = None
+    established = False
+
+    def can_take(self) -> bool:
+        raise NotImplementedError
+
+    def send(self, item: OutItem) -> None:
+        raise NotImplementedError
+
+    def close(self, reason: tcpcl.TermReason = tcpcl.TermReason.UNKNOWN) -> None:
+        raise NotImplementedError
+
+
+class TcpclChannel(asyncio.Protocol, Channel):
+    """A TCPCLv4 session on an asyncio transport."""
+
+    def __init__(self, agent: Agent, role: tcpcl.Role, neighbour: str | None = None) -> None:
+        self.agent = agent
+        cfg = agent.cfg
+        self.session = tcpcl.Session(role, cfg.node_eid, keepalive_s=cfg.keepalive_s,
+                                     segment_mru=cfg.segment_mru, transfer_mru=cfg.transfer_mru)
+        self.neighbour = neighbour
+        self.transport: asyncio.Transport | None = None
+        self.inflight: dict[int, OutItem] = {}
+        self.inflight_bytes = 0
+        self.paused = False
+        self.last_rx = self.last_tx = time.monotonic()
+        self.peer = ""
+        self.closed = asyncio.get_event_loop().create_future()
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self.agent.channels.add(self)
+        self.flush()
+
+    def data_received(self, data: bytes) -> None:
+        self.last_rx = time.monotonic()
+        try:
+            events = self.session.receive_data(data)
+        except tcpcl.TcpclError as e:
+            self.agent.log("tcpcl_error", peer=self.peer, neighbour=self.neighbour, error=str(e))
+            self.flush()
+            if self.transport:
+                self.transport.close()
+            return
+        for ev in events:
+            self._event(ev)
+        self.flush()
+
+    def _event(self, ev: tcpcl.Event) -> None:
+        if isinstance(ev, tcpcl.TransferReceived):
+            self.agent.cl_received(ev.data, self, ev.transfer_id, self.neighbour)
+        elif isinstance(ev, tcpcl.TransferCompleted):
+            item = self.inflight.pop(ev.transfer_id, None)
+            if item is not None:
+                self.inflight_bytes -= len(item.data)
+                self.agent.cl_sent(self.neighbour, item)
+        elif isinstance(ev, tcpcl.TransferRefused):
+            item = self.inflight.pop(ev.transfer_id, None)
+            if item is not None:
+                self.inflight_bytes -= len(item.data)
+                self.agent.cl_refused(self.neighbour, item, str(ev.reason))
+        elif isinstance(ev, tcpcl.SessionStarted):
+            self.established = True
+            self.agent.session_started(self, ev)
+        elif isinstance(ev, tcpcl.SessionClosed):
+            if self.transport:
+                self.transport.close()
+        elif isinstance(ev, tcpcl.SessionTerminating):
+            self.agent.log("session_terminating", neighbour=self.neighbour, peer=self.peer,
+                           reason=str(ev.reason), by_peer=ev.by_peer)
+        elif isinstance(ev, tcpcl.MessageRejected):
+            self.agent.log("msg_rejected", neighbour=self.neighbour, reason=str(ev.reason),
+                           type=ev.rejected_type)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.session.connection_lost()
+        self.established = False
+        self.agent.channels.discard(self)
+        unacked = list(self.inflight.values())
+        self.inflight.clear()
+        self.inflight_bytes = 0
+        if not self.closed.done():
+            self.closed.set_result(None)
+        self.agent.channel_lost(self, unacked, exc)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        if self.neighbour:
+            self.agent.pump(self.neighbour)
+
+    # Channel
+    def can_take(self) -> bool:
+        return (self.established and not self.paused and self.session.can_send
+                and len(self.inflight) < WINDOW_TRANSFERS and self.inflight_bytes < WINDOW_BYTES)
+
+    def send(self, item: OutItem) -> None:
+        tid = self.session.send_transfer(item.data)
+        self.inflight[tid] = item
+        self.inflight_bytes += len(item.data)
+
+    def flush(self) -> None:
+        out = self.session.data_to_send()
+        if out and self.transport is not None and not self.transport.is_closing():
+            self.transport.writelines(out)
+            self.last_tx = time.monotonic()
+
+    def close(self, reason: tcpcl.TermReason = tcpcl.TermReason.UNKNOWN) -> None:
+        for ev in self.session.terminate(reason):
+            self._event(ev)
+        self.flush()
+        if self.transport is not None and self.session.state is tcpcl.State.CLOSED:
+            self.transport.close()
+
+    def housekeeping(self, now: float) -> None:
+        ka = self.session.keepalive_s
+        if not ka or not self.established:
+            return
+        if now - self.last_rx > 2 * ka:
+            self.agent.log("session_idle", neighbour=self.neighbour, peer=self.peer)
+            self.close(tcpcl.TermReason.IDLE_TIMEOUT)
+            if self.transport:
+                self.transport.close()
+        elif now - self.last_tx >= ka:
+            self.session.send_keepalive()
+            self.flush()
+
+
+class MtcpChannel(asyncio.Protocol, Channel):
+    """An MTCP connection (µD3TN): bundles as CBOR byte strings, no acknowledgements.
+
+    A bundle counts as sent once the kernel has taken it (the write buffer drained)."""
+
+    def __init__(self, agent: Agent, neighbour: str | None = None) -> None:
+        self.agent = agent
+        self.neighbour = neighbour
+        self.decoder = mtcp.MtcpDecoder(agent.cfg.transfer_mru)
+        self.transport: asyncio.Transport | None = None
+        self.paused = False
+        self.unconfirmed: list[OutItem] = []
+        self.established = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.established = True
+        self.agent.channels.add(self)
+        if self.neighbour:
+            self.agent.channel_up(self)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            bundles = self.decoder.feed(data)
+        except mtcp.MtcpError as e:
+            self.agent.log("mtcp_error", error=str(e))
+            assert self.transport is not None
+            self.transport.close()
+            return
+        for b in bundles:
+            self.agent.cl_received(b, None, None, self.neighbour)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.established = False
+        self.agent.channels.discard(self)
+        self.agent.channel_lost(self, self.unconfirmed, exc)
+        self.unconfirmed = []
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        self._confirm()
+        if self.neighbour:
+            self.agent.pump(self.neighbour)
+
+    def can_take(self) -> bool:
+        return self.established and not self.paused
+
+    def send(self, item: OutItem) -> None:
+        assert self.transport is not None
+        self.transport.writelines([mtcp.frame(len(item.data)), item.data])
+        self.unconfirmed.append(item)
+        if not self.paused:
+            asyncio.get_event_loop().call_soon(self._confirm)
+
+    def _confirm(self) -> None:
+        if self.transport is None or self.paused:
+            return
+        if self.transport.get_write_buffer_size() == 0:
+            done, self.unconfirmed = self.unconfirmed, []
+            for item in done:
+                self.agent.cl_sent(self.neighbour, item)
+
+    def close(self, reason: tcpcl.TermReason = tcpcl.TermReason.UNKNOWN) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def housekeeping(self, now: float) -> None:
+        self._confirm()
+
+
+class UdpclEndpoint(asyncio.DatagramProtocol):
+    """The UDP CL socket: bundles in from anyone, out to udpcl neighbours."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            bundle = udpcl.decode(data)
+        except udpcl.UdpclError as e:
+            self.agent.log("udpcl_error", peer=f"{addr[0]}:{addr[1]}", error=str(e))
+            return
+        if bundle is not None:
+            self.agent.cl_received(bundle, None, None, self.agent.neighbour_by_addr(addr))
+
+    def error_received(self, exc: Exception) -> None:
+        self.agent.log("udpcl_error", error=str(exc))
+
+
+class UdpChannel(Channel):
+    """Sending side of the UDP CL towards one neighbour: fire and forget."""
+
+    def __init__(self, agent: Agent, endpoint: UdpclEndpoint, nb: Neighbour) -> None:
+        self.agent = agent
+        self.endpoint = endpoint
+        self.nb = nb
+        self.neighbour = nb.name
+        self.addr = nb.host_port
+        self.established = True
+
+    def can_take(self) -> bool:
+        return self.endpoint.transport is not None
+
+    def send(self, item: OutItem) -> None:
+        try:
+            dgram = udpcl.encode(item.data, path_mtu=self.nb.path_mtu,
+                                 ipv6=":" in self.addr[0])
+        except udpcl.UdpclError as e:
+            self.agent.cl_refused(self.neighbour, item, str(e), permanent=True)
+            return
+        assert self.endpoint.transport is not None
+        self.endpoint.transport.sendto(dgram, self.addr)
+        asyncio.get_event_loop().call_soon(self.agent.cl_sent, self.neighbour, item)
+
+    def close(self, reason: tcpcl.TermReason = tcpcl.TermReason.UNKNOWN) -> None:
+        pass
+
+    def housekeeping(self, now: float) -> None:
+        pass
+
+
+# ------------------------------------------------------------------------------------
+# The agent
+
+
+class Agent:
+    """One node's bundle agent. ``core`` is the BPA state machine (see :mod:`.bpa`)."""
+
+    def __init__(self, cfg: AgentConfig, *, log_stream: TextIO | None = None,
+                 clock: ScenarioClock | None = None,
+                 core_factory: Callable[[Agent], Any] | None = None) -> None:
+        self.cfg = cfg
+        self.plan = ContactPlan.load(cfg.contact_plan) if cfg.contact_plan else None
+        self.clock = clock or make_clock(self.plan)
+        self._log_file: TextIO | None = None
+        if log_stream is None and cfg.log:
+            os.makedirs(os.path.dirname(os.path.abspath(cfg.log)), exist_ok=True)
+            self._log_file = open(cfg.log, "a", buffering=1)  # noqa: SIM115
+            log_stream = self._log_file
+        self.log = JsonLog(cfg.node, self.clock, log_stream or sys.stderr)
+        self.neighbours: dict[str, NeighbourState] = {
+            n.name: NeighbourState(n) for n in cfg.neighbours}
+        self._by_ipn = {n.ipn: n.name for n in cfg.neighbours}
+        if self.plan is not None:
+            for node in self.plan.nodes.values():
+                self._by_ipn.setdefault(node.ipn, node.name)
+        self.channels: set[Any] = set()
+        self.servers: list[asyncio.AbstractServer] = []
+        self.udp: UdpclEndpoint | None = None
+        self.app: AppServer | None = None
+        self._stop = asyncio.Event()
+        self._rx_batch: list[tuple[bytes, TcpclChannel | None, int | None, str | None]] = []
+        self._rx_scheduled = False
+        self._tasks: set[asyncio.Task] = set()
+        self.counters: dict[str, int] = {
+            "received": 0, "sent": 0, "refused": 0, "requeued": 0, "sessions": 0}
+        self.core = (core_factory or _default_core)(self)
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        cfg = self.cfg
+        for addr in cfg.listen_tcpcl:
+            host, port = split_host_port(addr)
+            srv = await loop.create_server(
+                lambda: TcpclChannel(self, tcpcl.Role.PASSIVE), host, port, reuse_address=True)
+            self.servers.append(srv)
+        for addr in cfg.listen_mtcp:
+            host, port = split_host_port(addr, default_port=mtcp.DEFAULT_PORT)
+            srv = await loop.create_server(lambda: MtcpChannel(self), host, port,
+                                           reuse_address=True)
+            self.servers.append(srv)
+        if cfg.listen_udpcl:
+            host, port = split_host_port(cfg.listen_udpcl[0])
+            _, proto = await loop.create_datagram_endpoint(
+                lambda: UdpclEndpoint(self), local_addr=(host, port))
+            self.udp = proto
+        for st in self.neighbours.values():
+            if st.cfg.cl == "udpcl" and self.udp is not None:
+                st.sessions.append(UdpChannel(self, self.udp, st.cfg))
+        self.app = AppServer(cfg.app_socket, self.core.app_handlers(),
+                             on_disconnect=self.core.app_disconnected)
+        await self.app.start()
+        self.core.start()
+        self._spawn(self._housekeeping())
+        self.log("agent_started", ipn=cfg.ipn, tcpcl=cfg.listen_tcpcl, udpcl=cfg.listen_udpcl,
+                 mtcp=cfg.listen_mtcp, app_socket=cfg.app_socket, store=cfg.store,
+                 neighbours=[n.name for n in cfg.neighbours],
+                 plan=cfg.contact_plan, pid=os.getpid())
+
+    async def run(self) -> None:
+        """Start, run until SIGTERM/SIGINT (or :meth:`stop`), then shut down cleanly."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.stop)
+        await self.start()
+        await self._stop.wait()
+        await self.shutdown()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def shutdown(self) -> None:
+        self.log("agent_stopping")
+        for srv in self.servers:
+            srv.close()
+        for ch in list(self.channels):
+            ch.close(tcpcl.TermReason.UNKNOWN)
+        waits = [ch.closed for ch in self.channels if isinstance(ch, TcpclChannel)]
+        if waits:
+            await asyncio.wait(waits, timeout=2.0)
+        for ch in list(self.channels):
+            if getattr(ch, "transport", None) is not None:
+                ch.transport.abort()
+        self._process_rx()
+        for t in list(self._tasks):
+            t.cancel()
+        if self.app is not None:
+            await self.app.close()
+        if self.udp is not None and self.udp.transport is not None:
+            self.udp.transport.close()
+        self.core.close()
+        self.log("agent_stopped")
+        if self._log_file is not None:
+            self._log_file.close()
+
+    def _spawn(self, coro: Any) -> asyncio.Task:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # --- contacts and connections -------------------------------------------------------
+
+    def now_s(self) -> float:
+        return self.clock.now_s()
+
+    def _plan_up(self, name: str, t_s: float) -> bool:
+        if self.plan is None or not self.cfg.follow_plan:
+            return True
+        for c in self.plan.contacts:
+            if c.start_s > t_s:
+                break
+            if c.src == self.cfg.node and c.dst == name and t_s < c.end_s:
+                return True
+        return False
+
+    async def _housekeeping(self) -> None:
+        while True:
+            now = time.monotonic()
+            t_s = self.now_s()
+            for name, st in self.neighbours.items():
+                was = st.plan_up
+                st.plan_up = self._plan_up(name, t_s)
+                if was != st.plan_up:
+                    self.log("plan_contact", neighbour=name, up=st.plan_up)
+                    if not st.plan_up:
+                        for ch in list(st.sessions):
+                            if not isinstance(ch, UdpChannel):
+                                ch.close(tcpcl.TermReason.UNKNOWN)
+                self._update_up(st)
+                if (st.plan_up and st.cfg.address and st.cfg.cl in ("tcpcl", "mtcp")
+                        and not self._has_stream(st) and st.connecting is None
+                        and now >= st.next_try):
+                    st.connecting = self._spawn(self._connect(st))
+            for ch in list(self.channels):
+                ch.housekeeping(now)
+            for st in self.neighbours.values():
+                for ch in st.sessions:
+                    if isinstance(ch, UdpChannel):
+                        continue
+            self.core.tick()
+            await asyncio.sleep(HOUSEKEEPING_S)
+
+    def _has_stream(self, st: NeighbourState) -> bool:
+        return any(not isinstance(ch, UdpChannel) for ch in st.sessions)
+
+    async def _connect(self, st: NeighbourState) -> None:
+        loop = asyncio.get_running_loop()
+        host, port = st.cfg.host_port
+        try:
+            if st.cfg.cl == "tcpcl":
+                _, proto = await asyncio.wait_for(loop.create_connection(
+                    lambda: TcpclChannel(self, tcpcl.Role.ACTIVE, st.cfg.name), host, port), 5.0)
+            else:
+                host, port = split_host_port(st.cfg.address, default_port=mtcp.DEFAULT_PORT)
+                _, proto = await asyncio.wait_for(loop.create_connection(
+                    lambda: MtcpChannel(self, st.cfg.name), host, port), 5.0)
+            st.sessions.append(proto)
+        except (OSError, asyncio.TimeoutError) as e:
+            st.failures += 1
+            if st.failures == 1 or st.failures % 20 == 0:
+                self.log("connect_failed", neighbour=st.cfg.name, address=st.cfg.address,
+                         error=str(e) or type(e).__name__, attempts=st.failures,
+                         retry_in_s=st.backoff_s)
+            st.next_try = time.monotonic() + st.backoff_s
+            st.backoff_s = min(st.backoff_s * 2, BACKOFF_MAX_S)
+        finally:
+            st.connecting = None
+
+    def neighbour_by_addr(self, addr: tuple[str, int]) -> str | None:
+        for st in self.neighbours.values():
+            if st.cfg.address and st.cfg.host_port[0] == addr[0]:
+                return st.cfg.name
+        return None
+
+    def session_started(self, ch: TcpclChannel, ev: tcpcl.SessionStarted) -> None:
+        name = ch.neighbour
+        peer_name = self._name_of_node_id(ev.peer_node_id)
+        if name is None:
+            name = ch.neighbour = peer_name
+        self.counters["sessions"] += 1
+        self.log("session_up", neighbour=name, peer=ch.peer, peer_node_id=ev.peer_node_id,
+                 keepalive_s=ev.keepalive_s, peer_segment_mru=ev.peer_segment_mru,
+                 role=ch.session.role.value)
+        st = self.neighbours.get(name)
+        if st is None:
+            st = self.neighbours[name] = NeighbourState(Neighbour(name, _ipn_of(ev.peer_node_id)))
+        if ch not in st.sessions:
+            st.sessions.append(ch)
+        st.backoff_s = BACKOFF_MIN_S
+        st.failures = 0
+        self._update_up(st)
+        self.pump(name)
+
+    def channel_up(self, ch: Channel) -> None:
+        st = self.neighbours.get(ch.neighbour or "")
+        if st is not None:
+            if ch not in st.sessions:
+                st.sessions.append(ch)
+            st.backoff_s = BACKOFF_MIN_S
+            self._update_up(st)
+            self.pump(st.cfg.name)
+
+    def _name_of_node_id(self, node_id: str) -> str:
+        ipn = _ipn_of(node_id)
+        if ipn is not None and ipn in self._by_ipn:
+            return self._by_ipn[ipn]
+        return node_id
+
+    def channel_lost(self, ch: Channel, unacked: list[OutItem], exc: Exception | None) -> None:
+        name = ch.neighbour
+        st = self.neighbours.get(name or "")
+        if st is not None and ch in st.sessions:
+            st.sessions.remove(ch)
+            st.next_try = time.monotonic() + st.backoff_s
+        if getattr(ch, "established", False) or unacked or name:
+            self.log("session_down", neighbour=name, peer=getattr(ch, "peer", ""),
+                     unacked=len(unacked), error=str(exc) if exc else None)
+        if st is not None:
+            # Cut transfers go back to the head of the queue, in order: re-sent whole on
+            # the next session; the receiver's dedupe drops any copy it already stored.
+            for item in reversed(unacked):
+                st.queue.appendleft(item)
+            self.counters["requeued"] += len(unacked)
+            self._update_up(st)
+            self.pump(st.cfg.name)
+
+    def _update_up(self, st: NeighbourState) -> None:
+        up = st.plan_up and any(ch.established for ch in st.sessions)
+        if up != st.up:
+            st.up = up
+            self.log("contact_up" if up else "contact_down", neighbour=st.cfg.name)
+            if up:
+                self.core.contact_started(st.cfg.name)
+            else:
+                self.core.contact_ended(st.cfg.name)
+
+    # --- sending --------------------------------------------------------------------
+
+    def enqueue(self, neighbour: str, key: str, data: bytes) -> None:
+        """The core asks to send bundle ``key`` to ``neighbour`` (kept until acked)."""
+        st = self.neighbours.get(neighbour)
+        if st is None:
+            st = self.neighbours[neighbour] = NeighbourState(Neighbour(neighbour, 0))
+        st.queue.append(OutItem(key, data))
+        self.pump(neighbour)
+
+    def pump(self, neighbour: str) -> None:
+        st = self.neighbours.get(neighbour)
+        if st is None or not st.queue or not st.plan_up:
+            return
+        touched = set()
+        for ch in st.sessions:
+            while st.queue and ch.can_take():
+                item = st.queue.popleft()
+                try:
+                    ch.send(item)
+                except tcpcl.TcpclError as e:
+                    self.cl_refused(neighbour, item, str(e), permanent=True)
+                    continue
+                touched.add(ch)
+            if not st.queue:
+                break
+        for ch in touched:
+            if isinstance(ch, TcpclChannel):
+                ch.flush()
+
+    def queued(self, neighbour: str) -> int:
+        st = self.neighbours.get(neighbour)
+        if st is None:
+            return 0
+        return len(st.queue) + sum(len(getattr(ch, "inflight", ())) for ch in st.sessions)
+
+    def cl_sent(self, neighbour: str | None, item: OutItem) -> None:
+        self.counters["sent"] += 1
+        self.core.transmitted(item.key, neighbour)
+
+    def cl_refused(self, neighbour: str | None, item: OutItem, reason: str,
+                   permanent: bool = False) -> None:
+        self.counters["refused"] += 1
+        self.log("transfer_refused", neighbour=neighbour, bundle=item.key, reason=reason)
+        self.core.transmit_failed(item.key, neighbour, reason)
+
+    # --- receiving --------------------------------------------------------------------
+
+    def cl_received(self, data: bytes, ch: TcpclChannel | None, tid: int | None,
+                    neighbour: str | None) -> None:
+        """A bundle arrived; it is stored with the others of this loop turn, then acked."""
+        self._rx_batch.append((data, ch, tid, neighbour))
+        if not self._rx_scheduled:
+            self._rx_scheduled = True
+            asyncio.get_event_loop().call_soon(self._process_rx)
+
+    def _process_rx(self) -> None:
+        self._rx_scheduled = False
+        batch, self._rx_batch = self._rx_batch, []
+        if not batch:
+            return
+        self.counters["received"] += len(batch)
+        results = self.core.receive_many([(d, n) for d, _, _, n in batch])
+        touched: set[TcpclChannel] = set()
+        for (_, ch, tid, _), ok in zip(batch, results, strict=True):
+            if ch is None or tid is None or ch.session.state in (tcpcl.State.CLOSED,
+                                                                   tcpcl.State.ERROR):
+                continue
+            try:
+                if ok:
+                    ch.session.ack_transfer(tid)
+                else:
+                    ch.session.refuse_transfer(tid, tcpcl.RefuseReason.NO_RESOURCES)
+            except tcpcl.TcpclError:
+                continue
+            touched.add(ch)
+        for ch in touched:
+            ch.flush()
+
+    # --- status -----------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "node": self.cfg.node, "ipn": self.cfg.ipn, "t_s": self.now_s(),
+            "neighbours": {
+                name: {"up": st.up, "plan_up": st.plan_up, "cl": st.cfg.cl,
+                       "address": st.cfg.address, "queued": len(st.queue),
+                       "in_flight": sum(len(getattr(c, "inflight", ())) for c in st.sessions),
+                       "sessions": len([c for c in st.sessions if c.established])}
+                for name, st in self.neighbours.items()
+            },
+            "counters": dict(self.counters),
+        }
+
+
+def _ipn_of(node_id: str) -> int | None:
+    if node_id.startswith("ipn:"):
+        try:
+            return int(node_id[4:].split(".")[0])
+        except ValueError:
+            return None
+    return None
+
+
+def _default_core(agent: Agent) -> Any:
+    from netemu.dtn.agentcore import AgentCore
+
+    return AgentCore(agent)
+
+
+async def run_agent(cfg: AgentConfig) -> None:
+    agent = Agent(cfg)
+    await agent.run()
+
+
+def main_from_config(cfg: AgentConfig) -> int:
+    try:
+        asyncio.run(run_agent(cfg))
+    except NetemuError:
+        raise
+    return 0

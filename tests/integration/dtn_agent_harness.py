@@ -1,0 +1,198 @@
+"""Helpers for the agent integration tests and the benchmark: configs for agents on
+loopback, agent subprocesses, and a TCP proxy that can cut a link and bring it back."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_pair(tmp: Path, *, port_a: int, port_b: int, a_to_b: str | None = None,
+               b_to_a: str | None = None, routing: str = "cgr", extra: dict | None = None,
+               rate_bps: float = 1e11) -> dict[str, Path]:
+    """Configs for agents A (ipn:1) and B (ipn:2) on loopback with a plan that keeps the
+    A–B contact up for a day. ``a_to_b``/``b_to_a`` override the address each side dials
+    (to put a proxy in between)."""
+    epoch = datetime.now(timezone.utc) - timedelta(seconds=30)
+    plan = {
+        "epoch": epoch.isoformat().replace("+00:00", "Z"),
+        "nodes": {"A": 1, "B": 2},
+        "contacts": [
+            {"from": "A", "to": "B", "start_s": 0, "end_s": 86400, "rate_bps": rate_bps,
+             "owlt_s": 0.001},
+            {"from": "B", "to": "A", "start_s": 0, "end_s": 86400, "rate_bps": rate_bps,
+             "owlt_s": 0.001},
+        ],
+    }
+    (tmp / "plan.json").write_text(json.dumps(plan))
+    out = {}
+    for name, ipn, port, peer, peer_ipn, dial in (
+        ("A", 1, port_a, "B", 2, a_to_b or f"127.0.0.1:{port_b}"),
+        ("B", 2, port_b, "A", 1, b_to_a or f"127.0.0.1:{port_a}"),
+    ):
+        cfg = {
+            "node": name, "ipn": ipn,
+            "listen": {"tcpcl": [f"127.0.0.1:{port}"], "udpcl": [f"127.0.0.1:{port}"]},
+            "app_socket": str(tmp / name / "bp.sock"),
+            "store": str(tmp / name / "store.sqlite"),
+            "contact_plan": str(tmp / "plan.json"),
+            "routing": {"algorithm": routing},
+            "neighbours": [{"name": peer, "ipn": peer_ipn, "cl": "tcpcl", "address": dial}],
+            "log": str(tmp / f"{name}.log"),
+            **(extra or {}),
+        }
+        p = tmp / f"{name}.json"
+        p.write_text(json.dumps(cfg, indent=1))
+        out[name] = p
+    return out
+
+
+class AgentProc:
+    """``netemu agent`` in a subprocess."""
+
+    def __init__(self, node: str, config: Path, *, env: dict | None = None,
+                 prefix: list[str] | None = None) -> None:
+        self.node = node
+        self.config = config
+        self.env = env
+        self.prefix = prefix or []
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> AgentProc:
+        cmd = [*self.prefix, sys.executable, "-m", "netemu", "agent", "--node", self.node,
+               "--config", str(self.config)]
+        env = {**os.environ, "PYTHONPATH": str(ROOT), **(self.env or {})}
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
+                                     stderr=open(str(self.config) + ".stderr", "ab"))  # noqa: SIM115
+        return self
+
+    def kill9(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self, timeout_s: float = 10.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+    def stderr_tail(self) -> str:
+        p = Path(str(self.config) + ".stderr")
+        return p.read_text(errors="replace")[-3000:] if p.exists() else ""
+
+
+class CutProxy:
+    """A TCP relay on loopback that can cut every connection (the link goes down) and
+    refuse new ones until :meth:`link_up` (the link returns).
+
+    ``cut_after_bytes``: cut automatically once that many client→server bytes have been
+    relayed on a connection (mid-bundle), then stay down for ``down_s`` seconds.
+    """
+
+    def __init__(self, target: tuple[str, int], *, cut_after_bytes: int | None = None,
+                 down_s: float = 1.0) -> None:
+        self.target = target
+        self.cut_after_bytes = cut_after_bytes
+        self.down_s = down_s
+        self.up = True
+        self.cuts = 0
+        self.port = 0
+        self._server: asyncio.AbstractServer | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> CutProxy:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def close(self) -> None:
+        if self._server:
+            self._server.close()
+        self.cut()
+
+    def cut(self) -> None:
+        self.up = False
+        self.cuts += 1
+        for w in list(self._writers):
+            with contextlib.suppress(Exception):
+                w.transport.abort()
+        self._writers.clear()
+
+    def link_up(self) -> None:
+        self.up = True
+
+    async def _serve(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        if not self.up:
+            w.transport.abort()
+            return
+        try:
+            ur, uw = await asyncio.open_connection(*self.target)
+        except OSError:
+            w.transport.abort()
+            return
+        self._writers |= {w, uw}
+        relayed = [0]
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, count: bool):
+            try:
+                while True:
+                    data = await src.read(65536)
+                    if not data:
+                        break
+                    if count and self.cut_after_bytes is not None:
+                        room = self.cut_after_bytes - relayed[0]
+                        if len(data) >= room:
+                            dst.write(data[:max(room, 0)])
+                            await dst.drain()
+                            self.cut_after_bytes = None  # only once
+                            self.cut()
+                            asyncio.get_running_loop().call_later(self.down_s, self.link_up)
+                            return
+                        relayed[0] += len(data)
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                with contextlib.suppress(Exception):
+                    dst.transport.abort()
+
+        await asyncio.gather(pipe(r, uw, True), pipe(ur, w, False))
+        self._writers -= {w, uw}
+
+
+async def wait_for(pred, timeout_s: float, what: str, step_s: float = 0.05):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        v = pred()
+        if asyncio.iscoroutine(v):
+            v = await v
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(step_s)
