@@ -204,6 +204,34 @@ class AgentConfig:
             source=source,
         )
 
+    @classmethod
+    def for_plan_node(cls, plan: Any, node: str, addresses: dict[str, str], *,
+                      plan_path: str | None = None, run_dir: str | None = None,
+                      routing: dict[str, Any] | None = None, cl: str = "tcpcl",
+                      **overrides: Any) -> AgentConfig:
+        """The config of ``node`` in an emulation: its neighbours are the nodes it has a
+        contact with in ``plan`` (a :class:`netemu.contacts.ContactPlan`), dialled at
+        ``addresses[name]`` (``"10.0.0.2"`` or ``"10.0.0.2:4556"``; a neighbour without
+        an address only connects to us). ``run_dir`` holds the app socket and store."""
+        if node not in plan.nodes:
+            raise InputError(f"node {node!r} is not in the contact plan", field="node")
+        peers = sorted({c.dst for c in plan.contacts if c.src == node}
+                       | {c.src for c in plan.contacts if c.dst == node})
+        neighbours = []
+        for name in peers:
+            addr = addresses.get(name, "")
+            if addr and ":" not in addr.strip("[]").split("]")[-1] and not addr.startswith("["):
+                addr = f"{addr}:4556"
+            neighbours.append(Neighbour(name, plan.nodes[name].ipn, cl, addr))
+        base = Path(run_dir) if run_dir else None
+        return cls(
+            node=node, ipn=plan.nodes[node].ipn, neighbours=neighbours,
+            contact_plan=plan_path, routing=routing or {"algorithm": "cgr"},
+            app_socket=str(base / "bp.sock") if base else "",
+            store=str(base / "store.sqlite") if base else "",
+            **overrides,
+        )
+
     def to_obj(self) -> dict[str, Any]:
         """The config as a plain mapping (what :meth:`from_obj` reads)."""
         return {

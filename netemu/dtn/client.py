@@ -71,6 +71,7 @@ class BpClient:
         self._deliveries: asyncio.Queue[Delivery] = asyncio.Queue()
         self._events: asyncio.Queue[dict] = asyncio.Queue()
         self._seen: set[str] = set()
+        self.duplicates_dropped = 0  # re-deliveries after an agent restart, not shown to the app
         self._acks: list[str] = []
         self._ack_scheduled = False
         self._task: asyncio.Task | None = None
@@ -138,6 +139,7 @@ class BpClient:
         if ev == "bundle":
             bid = msg["id"]
             if bid in self._seen:
+                self.duplicates_dropped += 1
                 self._ack([bid])  # already handed to the app: just confirm again
                 return
             self._seen.add(bid)

@@ -168,3 +168,22 @@ def test_config_yaml_and_errors(tmp_path):
         with pytest.raises(InputError, match=match) as ei:
             AgentConfig.load(bad)
         assert str(bad) in str(ei.value)
+
+
+def test_config_for_plan_node(tmp_path):
+    from datetime import datetime, timezone
+
+    from netemu.contacts import Contact, ContactPlan, Node
+
+    plan = ContactPlan(datetime(2026, 1, 1, tzinfo=timezone.utc),
+                       {"s1": Node("s1", 1), "s2": Node("s2", 2), "g": Node("g", 9)},
+                       [Contact("s1", "s2", 0, 10, 1e6, 0.01), Contact("g", "s1", 5, 9, 1e6, 0.01)])
+    cfg = AgentConfig.for_plan_node(plan, "s1", {"s2": "10.0.0.2", "g": "10.0.9.1:4600"},
+                                    plan_path="/x/plan.json", run_dir=str(tmp_path))
+    assert [(n.name, n.ipn, n.address) for n in cfg.neighbours] == [
+        ("g", 9, "10.0.9.1:4600"), ("s2", 2, "10.0.0.2:4556")]
+    assert cfg.app_socket == str(tmp_path / "bp.sock") and cfg.routing["algorithm"] == "cgr"
+    again = AgentConfig.from_obj(cfg.to_obj())
+    assert again.neighbours == cfg.neighbours
+    with pytest.raises(InputError, match="not in the contact plan"):
+        AgentConfig.for_plan_node(plan, "zz", {})
