@@ -12,10 +12,12 @@ user error, reported with the closest known names, before anything runs when
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
@@ -202,3 +204,27 @@ def junit_xml(outcomes: Sequence[Outcome], *, suite: str, time_s: float = 0.0,
         + "\n".join(cases)
         + "\n </testsuite>\n</testsuites>\n"
     )
+
+
+def results_obj(outcomes: Sequence[Outcome]) -> dict[str, Any]:
+    """Outcomes as JSON (``<run>/expect.json``, which the report shows)."""
+    return {
+        "passed": all(o.passed for o in outcomes),
+        "outcomes": [
+            {"expectation": o.expectation.text, "metric": o.expectation.metric,
+             "op": o.expectation.op, "value": o.expectation.value, "measured": o.measured,
+             "passed": o.passed, "message": o.message}
+            for o in outcomes
+        ],
+    }
+
+
+def write_results(run_dir: str | Path, outcomes: Sequence[Outcome], *, suite: str,
+                  time_s: float = 0.0) -> tuple[Path, Path]:
+    """Write ``<run>/expect.json`` and ``<run>/junit.xml``; returns both paths."""
+    run = Path(run_dir)
+    j = run / "expect.json"
+    j.write_text(json.dumps(results_obj(outcomes), indent=1) + "\n")
+    x = run / "junit.xml"
+    x.write_text(junit_xml(outcomes, suite=suite, time_s=time_s))
+    return j, x

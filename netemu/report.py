@@ -1,0 +1,506 @@
+"""The run report: ``<run>/report/index.html`` and the PNG figures it shows.
+
+Everything comes from the run directory (metrics.json — computed when missing —,
+plan.json, scenario.yaml, app results), so a report can be rebuilt at any time with
+``netemu report RUN``. Figures are drawn with matplotlib's Agg backend; the map is a
+plain latitude/longitude grid (no coastline data ships offline), with ground tracks,
+ground stations and the ground links of the run's contacts.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from netemu import metrics as metrics_mod
+
+# Colours that stay apart for colour-blind readers (Okabe-Ito).
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
+MAX_TRACK_S = 6 * 3600.0
+TRACK_STEP_S = 30.0
+
+
+def _colors(n: int) -> list[str]:
+    """``n`` distinguishable colours: Okabe-Ito up to 8, else matplotlib's tab20."""
+    if n <= len(PALETTE):
+        return PALETTE[:n]
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab20"]
+    return [cmap(i % 20) for i in range(n)]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"figure.dpi": 100, "font.size": 10, "axes.grid": True,
+                         "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False})
+    return plt
+
+
+def _fmt_bytes(n: float | None) -> str:
+    if n is None:
+        return "—"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000.0
+    return f"{n:.1f} TB"
+
+
+def _fmt(v: Any, unit: str = "", digits: int = 3) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        if unit == "%":
+            return f"{100 * v:.1f} %"
+        if abs(v) >= 1000:
+            txt = f"{v:,.0f}"
+        elif abs(v) >= 10:
+            txt = f"{v:.1f}"
+        else:
+            txt = f"{v:.{digits}g}"
+        return f"{txt}{(' ' + unit) if unit else ''}"
+    return f"{v}{(' ' + unit) if unit else ''}"
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _plan(run: Path) -> dict[str, Any] | None:
+    return metrics_mod.load_plan(run)
+
+
+def ground_tracks(run: Path, duration_s: float) -> tuple[dict[str, list[tuple[float, float, float]]],
+                                                         dict[str, tuple[float, float]]]:
+    """Sub-satellite points ``{sat: [(t_s, lat, lon)]}`` and stations ``{name: (lat,
+    lon)}`` from the run's scenario.yaml (empty when it cannot be read)."""
+    path = run / "scenario.yaml"
+    if not path.exists():
+        return {}, {}
+    try:
+        import numpy as np
+
+        from netemu import orbit
+        from netemu.scenario import load_scenario
+
+        sc = load_scenario(path)
+    except Exception:  # noqa: BLE001 - a report without a map beats no report
+        return {}, {}
+    stations = {g.name: (g.lat_deg, g.lon_deg) for g in sc.ground_stations}
+    sats = sc.satellites
+    if not sats:
+        return {}, stations
+    span = min(max(duration_s, 2 * TRACK_STEP_S), MAX_TRACK_S)
+    t = np.arange(0.0, span + TRACK_STEP_S, TRACK_STEP_S)
+    r, _v, _e = orbit.propagate_direct([s.satrec for s in sats], sc.epoch, t)
+    ecef = orbit.teme_to_ecef(r, orbit.theta_gmst(sc.epoch, t)[:, None])
+    lat = np.degrees(np.arctan2(ecef[..., 2], np.hypot(ecef[..., 0], ecef[..., 1])))
+    lon = np.degrees(np.arctan2(ecef[..., 1], ecef[..., 0]))
+    tracks = {s.name: [(float(t[k]), float(lat[k, i]), float(lon[k, i])) for k in range(len(t))]
+              for i, s in enumerate(sats)}
+    return tracks, stations
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def fig_map(out: Path, tracks, stations, plan) -> str | None:
+    if not tracks and not stations:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(11, 5.6))
+    ax.set_xlim(-180, 180)
+    ax.set_ylim(-90, 90)
+    ax.set_xticks(range(-180, 181, 30))
+    ax.set_yticks(range(-90, 91, 30))
+    ax.set_xlabel("longitude (°)")
+    ax.set_ylabel("latitude (°)")
+    ax.set_aspect("equal")
+    cols = _colors(len(tracks))
+    for i, (name, pts) in enumerate(sorted(tracks.items(), key=lambda kv: _natural(kv[0]))):
+        color = cols[i]
+        seg_lon: list[float] = []
+        seg_lat: list[float] = []
+        for _, la, lo in pts:
+            if seg_lon and abs(lo - seg_lon[-1]) > 180:  # wrap at the date line
+                ax.plot(seg_lon, seg_lat, color=color, lw=0.9, alpha=0.7)
+                seg_lon, seg_lat = [], []
+            seg_lon.append(lo)
+            seg_lat.append(la)
+        ax.plot(seg_lon, seg_lat, color=color, lw=0.9, alpha=0.7,
+                label=name if i < 12 else None)
+        ax.plot(pts[0][2], pts[0][1], "o", color=color, ms=3)
+    # ground links: a line from the station to the satellite at mid-contact
+    if plan and tracks:
+        for c in plan.get("contacts", []):
+            if c.get("kind") != "gsl" or c["to"] not in stations or c["from"] not in tracks:
+                continue
+            mid = (c["start_s"] + c["end_s"]) / 2
+            pts = tracks[c["from"]]
+            k = min(range(len(pts)), key=lambda j: abs(pts[j][0] - mid))
+            if abs(pts[k][0] - mid) > 2 * TRACK_STEP_S:
+                continue
+            la, lo = stations[c["to"]]
+            if abs(pts[k][2] - lo) < 180:
+                ax.plot([lo, pts[k][2]], [la, pts[k][1]], color="#555555", lw=0.6, alpha=0.6)
+    for name, (la, lo) in stations.items():
+        ax.plot(lo, la, marker="^", color="#D55E00", ms=9, mec="black", mew=0.6)
+        ax.annotate(name, (lo, la), xytext=(5, 5), textcoords="offset points", fontsize=9,
+                    weight="bold")
+    ax.set_title("Ground tracks (coloured), ground stations (▲) and ground links at mid-contact (grey)")
+    if tracks:
+        ax.legend(loc="lower left", fontsize=7, ncol=6, framealpha=0.8)
+    fig.tight_layout()
+    fig.savefig(out / "map.png")
+    plt.close(fig)
+    return "map.png"
+
+
+def _natural(name: str) -> tuple:
+    import re
+
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))
+
+
+def fig_timeline(out: Path, plan, stations: dict, end_s: float | None) -> str | None:
+    if not plan:
+        return None
+    info = plan.get("node_info", {})
+    grounds = sorted({n for n, i in info.items() if i.get("kind") == "ground"} | set(stations),
+                     key=_natural)
+    gsl = [c for c in plan.get("contacts", []) if c["to"] in grounds and c["from"] not in grounds]
+    if not grounds or not gsl:
+        return None
+    sats = sorted({c["from"] for c in gsl}, key=_natural)
+    color = dict(zip(sats, _colors(len(sats)), strict=True))
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(11, 0.6 * len(grounds) + 2.0))
+    for row, g in enumerate(grounds):
+        for c in gsl:
+            if c["to"] != g:
+                continue
+            ax.broken_barh([(c["start_s"] / 60, (c["end_s"] - c["start_s"]) / 60)], (row - 0.35, 0.7),
+                           color=color[c["from"]], alpha=0.85)
+    ax.set_yticks(range(len(grounds)))
+    ax.set_yticklabels(grounds)
+    ax.set_xlabel("scenario time (minutes from the epoch)")
+    if end_s:
+        ax.axvline(end_s / 60, color="black", ls="--", lw=1)
+        ax.annotate("end of run", (end_s / 60, len(grounds) - 0.5), fontsize=8)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=color[s]) for s in sats[:24]]
+    ax.legend(handles, sats[:24], loc="upper center", fontsize=7, ncol=min(12, len(sats)),
+              bbox_to_anchor=(0.5, -0.28), frameon=False)
+    ax.set_title("Contacts per ground station (colour = satellite)", loc="left")
+    fig.tight_layout()
+    fig.savefig(out / "timeline.png")
+    plt.close(fig)
+    return "timeline.png"
+
+
+def fig_query_cdf(out: Path, m: dict) -> str | None:
+    lat = m.get("query_latencies_s") or []
+    if not lat:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    xs = sorted(lat)
+    ys = [(i + 1) / len(xs) for i in range(len(xs))]
+    ax.step(xs, ys, where="post", color=PALETTE[0], lw=2)
+    for q, key, col in ((0.5, "query_latency_p50_s", PALETTE[2]), (0.95, "query_latency_p95_s", PALETTE[3])):
+        v = m.get(key)
+        if v is not None:
+            ax.axvline(v, color=col, ls="--", lw=1)
+            ax.annotate(f"p{int(q * 100)} = {v:.1f} s", (v, q), xytext=(4, -12),
+                        textcoords="offset points", color=col, fontsize=9)
+    ax.axvline(120, color="grey", ls=":", lw=1)
+    ax.annotate("2 min", (120, 0.05), xytext=(3, 0), textcoords="offset points", color="grey", fontsize=8)
+    ax.set_xlabel("query → answer latency (scenario seconds)")
+    ax.set_ylabel("fraction of answered queries")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(f"Query latency CDF ({len(xs)} answers)")
+    fig.tight_layout()
+    fig.savefig(out / "query_cdf.png")
+    plt.close(fig)
+    return "query_cdf.png"
+
+
+def fig_bytes(out: Path, m: dict) -> str | None:
+    by = m.get("eo_filter_by_node") or {}
+    if not by:
+        return None
+    plt = _plt()
+    nodes = sorted(by, key=_natural)
+    cap = [by[n].get("bytes_captured", 0) / 1e6 for n in nodes]
+    sent = [by[n].get("bytes_sent", 0) / 1e6 for n in nodes]
+    fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(nodes) + 2), 4))
+    x = range(len(nodes))
+    ax.bar([i - 0.2 for i in x], cap, width=0.4, color=PALETTE[5], label="captured (raw tiles)")
+    ax.bar([i + 0.2 for i in x], sent, width=0.4, color=PALETTE[3], label="sent (bundles)")
+    ax.set_xticks(list(x))
+    ax.set_xticklabels(nodes, rotation=45 if len(nodes) > 6 else 0, ha="right" if len(nodes) > 6 else "center")
+    ax.set_ylabel("MB")
+    frac = m.get("downlink_saved_fraction")
+    ax.set_title("Onboard filtering: bytes captured vs sent"
+                 + (f" — {100 * frac:.1f} % of downlink saved" if frac is not None else ""))
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "bytes.png")
+    plt.close(fig)
+    return "bytes.png"
+
+
+def fig_bundles(out: Path, m: dict) -> str | None:
+    keys = [("bundles_delivered", "delivered", PALETTE[2]), ("bundles_in_flight", "in flight at end", PALETTE[1]),
+            ("bundles_expired", "expired", PALETTE[3]), ("bundles_deleted", "deleted", PALETTE[7])]
+    vals = [(label, m.get(k) or 0, col) for k, label, col in keys]
+    if not m.get("bundles_created"):
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.barh([v[0] for v in vals], [v[1] for v in vals], color=[v[2] for v in vals])
+    for i, v in enumerate(vals):
+        ax.annotate(str(v[1]), (v[1], i), xytext=(4, -3), textcoords="offset points")
+    ax.invert_yaxis()
+    ax.set_xlabel("bundles")
+    ratio = m.get("delivery_ratio")
+    ax.set_title(f"Bundles: {m['bundles_created']} created, delivery ratio {_fmt(ratio, '%')}")
+    fig.tight_layout()
+    fig.savefig(out / "bundles.png")
+    plt.close(fig)
+    return "bundles.png"
+
+
+def fig_links(out: Path, m: dict, top: int = 20) -> str | None:
+    lu = {k: v for k, v in (m.get("link_use") or {}).items() if v.get("bytes")}
+    if not lu:
+        return None
+    plt = _plt()
+    items = sorted(lu.items(), key=lambda kv: -kv[1]["bytes"])[:top]
+    fig, ax = plt.subplots(figsize=(8, 0.32 * len(items) + 1.4))
+    ax.barh([k for k, _ in items], [v["bytes"] / 1e3 for _, v in items], color=PALETTE[0])
+    for i, (_, v) in enumerate(items):
+        u = v.get("utilisation")
+        note = f"{v['bundles']} bundles" + (f", {100 * u:.3g} % of capacity" if u is not None else "")
+        ax.annotate(note, (v["bytes"] / 1e3, i), xytext=(4, -3), textcoords="offset points", fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("kB forwarded")
+    ax.set_title(f"Link use (top {len(items)} directed links by bytes)")
+    ax.margins(x=0.35)
+    fig.tight_layout()
+    fig.savefig(out / "links.png")
+    plt.close(fig)
+    return "links.png"
+
+
+def fig_apps(out: Path, m: dict) -> str | None:
+    apps = m.get("apps") or {}
+    rows = [(k, a) for k, a in apps.items() if isinstance(a.get("cpu_s"), (int, float))]
+    if not rows:
+        return None
+    rows.sort(key=lambda kv: _natural(kv[0]))
+    plt = _plt()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 0.28 * len(rows) + 1.6), sharey=True)
+    names = [k for k, _ in rows]
+    colors = [PALETTE[0] if a.get("ok", True) else PALETTE[3] for _, a in rows]
+    a1.barh(names, [a["cpu_s"] for _, a in rows], color=colors)
+    a1.set_xlabel("CPU seconds")
+    a2.barh(names, [(a.get("max_rss_bytes") or 0) / 2**20 for _, a in rows], color=colors)
+    a2.set_xlabel("peak memory (MiB)")
+    a1.invert_yaxis()
+    a1.tick_params(axis="y", labelsize=8)
+    fig.suptitle("App resource use (red: exited with an error)", x=0.01, ha="left")
+    fig.tight_layout()
+    fig.savefig(out / "apps.png")
+    plt.close(fig)
+    return "apps.png"
+
+
+# --------------------------------------------------------------------------- HTML
+
+CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;max-width:1150px;margin:24px auto;
+padding:0 16px;color:#1b1b1b;line-height:1.45}
+h1{margin-bottom:2px}.sub{color:#555;margin-top:0}
+.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(200px,1fr));gap:10px;margin:16px 0}
+.card{border:1px solid #ddd;border-radius:8px;padding:10px 12px;background:#fafafa}
+.card .v{font-size:1.5em;font-weight:600}.card .k{color:#555;font-size:.85em}
+.ok{color:#0a7d3b}.bad{color:#b3261e}
+img{max-width:100%;border:1px solid #eee;border-radius:6px;margin:6px 0}
+table{border-collapse:collapse;margin:8px 0;font-size:.9em}
+td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}th{background:#f1f1f1}
+td.n{text-align:right;font-variant-numeric:tabular-nums}
+section{margin-top:26px}.note{color:#666;font-size:.85em}
+"""
+
+
+def _card(label: str, value: str, cls: str = "") -> str:
+    return (f'<div class="card"><div class="v {cls}">{html.escape(value)}</div>'
+            f'<div class="k">{html.escape(label)}</div></div>')
+
+
+def headline(m: dict) -> list[tuple[str, str]]:
+    """The figures a reader wants first, as (label, text) pairs (also printed by CLIs)."""
+    return [
+        ("delivery ratio", _fmt(m.get("delivery_ratio"), "%")),
+        ("query latency p50", _fmt(m.get("query_latency_p50_s"), "s")),
+        ("query latency p95", _fmt(m.get("query_latency_p95_s"), "s")),
+        ("queries answered / sent", f"{m.get('queries_answered') or 0} / {m.get('queries_sent') or '?'}"),
+        ("downlink saved by filtering", _fmt(m.get("downlink_saved_fraction"), "%")),
+        ("bytes captured → sent", f"{_fmt_bytes(m.get('bytes_captured'))} → {_fmt_bytes(m.get('bytes_sent'))}"),
+        ("bundles delivered / expired", f"{m.get('bundles_delivered') or 0} / {m.get('bundles_expired') or 0}"),
+        ("tiles received on the ground", _fmt(m.get("tiles_received"))),
+    ]
+
+
+def _expect_html(run: Path) -> str:
+    p = run / "expect.json"
+    if not p.exists():
+        return ""
+    try:
+        res = json.loads(p.read_text())
+    except json.JSONDecodeError:
+        return ""
+    rows = "".join(
+        f"<tr><td class='{'ok' if r['passed'] else 'bad'}'>{'pass' if r['passed'] else 'FAIL'}</td>"
+        f"<td>{html.escape(r['expectation'])}</td><td class='n'>{_fmt(r.get('measured'))}</td></tr>"
+        for r in res.get("outcomes", [])
+    )
+    return ("<section><h2>Expectations</h2><table><tr><th></th><th>expectation</th>"
+            f"<th>measured</th></tr>{rows}</table></section>")
+
+
+def _apps_table(m: dict) -> str:
+    apps = m.get("apps") or {}
+    if not apps:
+        return ""
+    rows = []
+    for k in sorted(apps, key=_natural):
+        a = apps[k]
+        lim = a.get("limits") or {}
+        lim_s = ", ".join(f"{kk} {vv}" for kk, vv in lim.items()) if isinstance(lim, dict) else str(lim)
+        rss = a.get("max_rss_bytes")
+        rows.append(
+            f"<tr><td>{html.escape(k)}</td><td class='{'ok' if a.get('ok', True) else 'bad'}'>"
+            f"{html.escape(str(a.get('exit_status')))}</td><td class='n'>{_fmt(a.get('cpu_s'), 's')}</td>"
+            f"<td class='n'>{(rss or 0) / 2**20:.1f} MiB</td><td>{html.escape(lim_s)}</td>"
+            f"<td><a href='../apps/{html.escape(k)}/stdout.log'>stdout</a> · "
+            f"<a href='../apps/{html.escape(k)}/stderr.log'>stderr</a></td></tr>"
+        )
+    return ("<table><tr><th>app/node</th><th>exit</th><th>CPU</th><th>peak memory</th><th>limits</th>"
+            f"<th>logs</th></tr>{''.join(rows)}</table>")
+
+
+def _paths_html(run: Path) -> str:
+    try:
+        from netemu.capture import bundle_paths_from_run
+    except ImportError:
+        return ""
+    try:
+        paths = bundle_paths_from_run(run)
+    except Exception:  # noqa: BLE001
+        return ""
+    if not paths:
+        return ""
+    rows = []
+    for bid, hops in list(paths.items())[:20]:
+        desc = " → ".join(
+            f"{html.escape(h['link'])} at {h['first_t_s']:.1f} s"
+            + (f" (waited {h['waited_s']:.1f} s)" if h.get("waited_s") else "")
+            for h in hops
+        )
+        rows.append(f"<tr><td>{html.escape(bid)}</td><td>{desc}</td></tr>")
+    return ("<section><h2>Bundle paths from captures</h2><p class='note'>Reconstructed from the "
+            "pcaps under captures/ (TCPCLv4 transfers decoded as BPv7 bundles).</p>"
+            f"<table><tr><th>bundle</th><th>hops</th></tr>{''.join(rows)}</table></section>")
+
+
+def build(run_dir: str | Path, *, log: Callable[[str], None] | None = None) -> Path:
+    """Write ``<run>/report/index.html`` and its PNGs; returns the HTML path."""
+    run = Path(run_dir)
+    m = metrics_mod.load(run) if (run / "metrics.json").exists() else metrics_mod.compute(run)
+    if not (run / "metrics.json").exists():
+        metrics_mod.write(run)
+    out = run / "report"
+    out.mkdir(exist_ok=True)
+    plan = _plan(run)
+    duration = float(m.get("duration_s") or 0.0)
+    end_s = None
+    if plan and plan.get("contacts"):
+        end_s = duration or None
+    tracks, stations = ground_tracks(run, duration or 3600.0)
+    figs: dict[str, str | None] = {}
+    for key, fn in (
+        ("map", lambda: fig_map(out, tracks, stations, plan)),
+        ("timeline", lambda: fig_timeline(out, plan, stations, end_s)),
+        ("query", lambda: fig_query_cdf(out, m)),
+        ("bytes", lambda: fig_bytes(out, m)),
+        ("bundles", lambda: fig_bundles(out, m)),
+        ("links", lambda: fig_links(out, m)),
+        ("apps", lambda: fig_apps(out, m)),
+    ):
+        try:
+            figs[key] = fn()
+        except Exception as e:  # noqa: BLE001 - one broken figure must not lose the report
+            figs[key] = None
+            if log:
+                log(f"report: figure {key} skipped: {e}")
+
+    def img(key: str, alt: str, missing: str) -> str:
+        f = figs.get(key)
+        if f:
+            return f'<img src="{f}" alt="{html.escape(alt)}">'
+        return f'<p class="note">{html.escape(missing)}</p>'
+
+    title = f"netemu run {run.name}"
+    scen = ""
+    if (run / "scenario.yaml").exists():
+        scen = ' — scenario <a href="../scenario.yaml">scenario.yaml</a>'
+    made = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    cards = "".join(
+        _card(label, value, "bad" if label == "delivery ratio" and m.get("delivery_ratio") is not None
+              and m["delivery_ratio"] < 0.99 else "")
+        for label, value in headline(m)
+    )
+    body = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{html.escape(title)}</title><style>{CSS}</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p class="sub">{_fmt(duration, 's', 6)} of scenario time, {m.get('events', 0)} telemetry events{scen} · report made {made}</p>
+<div class="cards">{cards}</div>
+{_expect_html(run)}
+<section><h2>Where the satellites went</h2>
+{img('map', 'ground tracks map', 'No map: the run has no readable scenario.yaml.')}</section>
+<section><h2>Contacts per ground station</h2>
+{img('timeline', 'contact timeline', 'No contact plan (plan.json) in this run.')}</section>
+<section><h2>Ground-to-orbit queries</h2>
+{img('query', 'query latency CDF', 'No query answers recorded.')}
+<p class="note">Latency from the query leaving the ground client to the answer arriving back, in scenario seconds.
+{_fmt(m.get('queries_answered'))} of {_fmt(m.get('queries_sent'))} queries answered; max {_fmt(m.get('query_latency_max_s'), 's')}.</p></section>
+<section><h2>Downlink saved by onboard filtering</h2>
+{img('bytes', 'bytes captured vs sent', 'No eo-filter results in this run.')}
+<p class="note">{_fmt(m.get('tiles_captured'))} tiles captured, {_fmt(m.get('tiles_detected'))} flagged with a vessel and sent;
+{_fmt_bytes(m.get('bytes_saved'))} never needed the downlink.</p></section>
+<section><h2>Bundles</h2>
+{img('bundles', 'bundles delivered and expired', 'No bundle events recorded.')}
+<p class="note">Bundle latency (first seen → delivered): p50 {_fmt(m.get('bundle_latency_p50_s'), 's')}, p95 {_fmt(m.get('bundle_latency_p95_s'), 's')}.
+Traffic outside contacts: {_fmt_bytes(m.get('traffic_outside_contacts_bytes'))} (from {html.escape(str(m.get('traffic_outside_contacts_source')))}).</p></section>
+<section><h2>Link use</h2>
+{img('links', 'link use', 'No forwarded bundles recorded.')}</section>
+{_paths_html(run)}
+<section><h2>Apps</h2>
+{img('apps', 'app resource use', 'No app usage recorded.')}
+{_apps_table(m)}</section>
+<p class="note">All figures: <a href="../metrics.json">metrics.json</a> · events: <a href="../events.jsonl">events.jsonl</a></p>
+</body></html>
+"""
+    page = out / "index.html"
+    page.write_text(body)
+    return page

@@ -1,0 +1,70 @@
+"""netemu report: a readable page with every figure the run has data for."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from t6b_runfixture import make_run
+
+from netemu import expect, report
+from netemu.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def run(tmp_path):
+    return make_run(tmp_path)
+
+
+def _png_ok(p: Path) -> bool:
+    return p.exists() and p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
+
+
+def test_report_writes_page_and_figures(run):
+    page = report.build(run)
+    html = page.read_text()
+    for fig in ("timeline.png", "query_cdf.png", "bytes.png", "bundles.png", "links.png", "apps.png"):
+        assert _png_ok(run / "report" / fig), fig
+        assert f'src="{fig}"' in html
+    assert "66.7 %" in html  # delivery ratio 2/3 in a headline card
+    assert "orbit-query/sat-1" in html  # apps table, with the failed service
+    assert (run / "metrics.json").exists()
+
+
+def test_report_map_from_scenario(run):
+    shutil.copy(ROOT / "topologies" / "three-body-12.yaml", run / "scenario.yaml")
+    page = report.build(run)
+    assert _png_ok(run / "report" / "map.png")
+    assert 'src="map.png"' in page.read_text()
+
+
+def test_report_shows_expectations(run):
+    from netemu import metrics
+
+    outs = expect.evaluate(expect.parse([{"metric": "delivery_ratio", "op": ">=", "value": 0.99}]),
+                           metrics.compute(run))
+    expect.write_results(run, outs, suite="r1")
+    html = report.build(run).read_text()
+    assert "FAIL" in html and "delivery_ratio &gt;= 0.99" in html
+    assert json.loads((run / "expect.json").read_text())["passed"] is False
+
+
+def test_empty_run_still_gets_a_page(tmp_path):
+    (tmp_path / "e").mkdir()
+    html = report.build(tmp_path / "e").read_text()
+    assert "No query answers recorded" in html
+
+
+def test_cli_report(run, capsys):
+    assert main(["report", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "delivery ratio" in out and "report:" in out and "index.html" in out
+
+
+def test_cli_report_missing_run(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nope")]) == 2
+    assert "no such run directory" in capsys.readouterr().err
