@@ -446,6 +446,7 @@ class CGRRouter(Router):
         self._lists: dict[int, RouteList] = {}
         self._consumed: dict[int, float] = {}  # contact id -> bytes reserved on it
         self._depleted: set[int] = set()
+        self._lost: set[int] = set()  # planned contacts that went down early
         self._backlog: dict[int, list[float]] = {}  # neighbour -> bytes queued by priority
         self._reservations: dict[str, _Reservation] = {}
         self.searches = 0
@@ -483,7 +484,7 @@ class CGRRouter(Router):
             rl = None
         if rl is None:
             self._prune(now_s)
-            rl = RouteList(self.graph, self._me, d, now_s, self._depleted)
+            rl = RouteList(self.graph, self._me, d, now_s, self._depleted | self._lost)
             self._lists[d] = rl
         return rl
 
@@ -560,6 +561,8 @@ class CGRRouter(Router):
     def _check(self, r: Route, bundle: BundleInfo, eccc: float, now_s: float) -> tuple[float | None, str]:
         if r.to_time_s <= now_s:
             return None, "route has ended"
+        if self._lost and self._lost.intersection(r.cids):
+            return None, "a contact of the route went down"
         if r.arrival_s > bundle.deadline_s:
             return None, "arrives after the deadline"
         g = self.graph
@@ -680,3 +683,35 @@ class CGRRouter(Router):
     def failed(self, bundle: BundleInfo, neighbour: str, now_s: float) -> None:
         """Sending failed: give back the volume reserved on every contact of its route."""
         self._release(bundle.bundle_id, restore=True)
+
+    def contact_ended(self, neighbour: str, now_s: float) -> None:
+        """A contact went down. If the plan says it should still be up (a failure: a
+        ground station dropped out), the rest of it is left out of every route until the
+        plan is replaced; route lists through it are recomputed."""
+        g = self.graph
+        nb = g.index.get(neighbour)
+        if nb is None or self._me < 0:
+            return
+        entry = g.pair.get((self._me, nb))
+        if entry is None:
+            return
+        lost = [c for c in entry[0] if g.start[c] <= now_s < g.end[c] - 1e-3]
+        if not lost:
+            return
+        self._lost.update(lost)
+        for d, rl in list(self._lists.items()):
+            if rl.contact_set.intersection(lost):
+                del self._lists[d]
+
+    def contact_started(self, neighbour: str, now_s: float) -> None:
+        """A contact came (back) up: planned contacts to it that were marked lost and
+        are still running become usable again."""
+        g = self.graph
+        nb = g.index.get(neighbour)
+        entry = g.pair.get((self._me, nb)) if nb is not None else None
+        if not entry or not self._lost:
+            return
+        back = {c for c in entry[0] if c in self._lost and g.end[c] > now_s}
+        if back:
+            self._lost -= back
+            self._lists.clear()

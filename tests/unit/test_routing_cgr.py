@@ -360,3 +360,13 @@ def test_exhaustive_yen_enumerates_every_simple_route_in_order(raw, t0, dest_i):
     assert got == want
     arrivals = [(r.arrival_s, r.n_hops) for r in routes]
     assert [a for a, _ in arrivals] == sorted(a for a, _ in arrivals)
+
+
+def test_contact_lost_early_is_routed_around_until_it_comes_back():
+    router = CGRRouter("a", two_paths())
+    assert router.route(bundle("b", 100, bid="1"), 0.0, frozenset()).hops[0].node == "b"
+    router.failed(bundle("b", 100, bid="1"), "b", 0.2)
+    router.contact_ended("b", 0.2)  # planned until t=1: a failure
+    assert router.route(bundle("b", 100, bid="2"), 0.3, frozenset()).route == ("a", "c", "b")
+    router.contact_started("b", 0.4)
+    assert router.route(bundle("b", 100, bid="3"), 0.4, frozenset()).hops[0].node == "b"
