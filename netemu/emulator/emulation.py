@@ -1,0 +1,530 @@
+"""The emulation: a network built from a contact plan, with links driven in real time.
+
+    from netemu.emulator import Emulation
+
+    with Emulation(plan, time_scale=10, run_name="x3demo") as emu:
+        emu.popen("gs-kashi", ["ping", "-c", "3", emu.node_addr("sat3")])
+        emu.host("sat3").cmd("ip -br addr")
+        emu.subscribe(print)          # LinkEvent objects from the driver thread
+        emu.wait(until_s=600)         # scenario seconds
+
+Bring-up: plan → layout (refused here if the kernel cannot realise it) → run registry →
+namespaces and veth pairs in bulk → shaper (probed: netem or relay) → the state at the
+start time applied (links, addresses, neighbours, IP routes) → scenario clock started →
+driver thread ticking every ``tick_s`` wall seconds. ``stop()`` (or leaving the ``with``)
+tears it all down, and also runs at interpreter exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import random
+import string
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from netemu.clock import ScenarioClock
+from netemu.contacts import ContactPlan
+from netemu.emulator.events import LinkEvent, Neighbour
+from netemu.emulator.layout import Layout, check_run_name, estimate_memory_bytes, plan_layout
+from netemu.emulator.network import Network
+from netemu.emulator.registry import RUN_ROOT, Registry
+from netemu.emulator.shaper import Shaper, make_shaper
+from netemu.emulator.timeline import Changes, Timeline
+from netemu.errors import InputError, NetemuError
+
+
+@dataclass
+class DriverStats:
+    """What the driver did; lateness and cost in seconds."""
+
+    ticks: int = 0
+    missed_ticks: int = 0
+    updates: int = 0
+    last_updates: int = 0
+    route_changes: int = 0
+    lateness_s: list[float] = field(default_factory=list)
+    cost_s: list[float] = field(default_factory=list)
+    links_up: int = 0
+    t_s: float = 0.0
+
+    def p99(self, xs: list[float]) -> float:
+        if not xs:
+            return 0.0
+        s = sorted(xs)
+        return s[min(len(s) - 1, int(0.99 * len(s)))]
+
+
+def _mem_available() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 1 << 62
+
+
+def new_run_name(prefix: str = "n") -> str:
+    for _ in range(100):
+        name = prefix + "".join(random.choices(string.ascii_lowercase + string.digits, k=4))
+        if not (RUN_ROOT / name).exists():
+            return name
+    raise NetemuError("no free run name")
+
+
+class Emulation:
+    """A running emulated network for ``plan`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        plan: ContactPlan,
+        *,
+        shaper: str = "auto",
+        time_scale: float = 1.0,
+        ip_routing: bool = True,
+        run_name: str | None = None,
+        start_s: float = 0.0,
+        duration_s: float | None = None,
+        tick_s: float = 0.1,
+        relay_workers: int | None = None,
+        relay_gso: bool = False,
+        queue_limit_s: float = 0.1,
+        delay_step_s: float = 100e-6,
+        ground: Sequence[str] | None = None,
+    ) -> None:
+        if not time_scale > 0:
+            raise InputError("time scale must be > 0", field="time_scale")
+        if not tick_s > 0:
+            raise InputError("tick must be > 0", field="tick_s")
+        self.plan = plan
+        self.shaper_kind = shaper
+        self.time_scale = float(time_scale)
+        self.ip_routing = ip_routing
+        self.run = check_run_name(run_name) if run_name else new_run_name()
+        self.start_s = float(start_s)
+        self.tick_s = float(tick_s)
+        self.relay_opts = {"workers": relay_workers, "gso": relay_gso, "qlimit_s": queue_limit_s}
+        self.layout: Layout = plan_layout(plan)
+        end = max((c.end_s for c in plan.contacts), default=self.start_s)
+        self.end_s = self.start_s + duration_s if duration_s is not None else end
+        self.ground = set(ground) if ground is not None else {
+            n.name for n in plan.nodes.values() if n.kind == "ground"}
+        need = estimate_memory_bytes(self.layout, ip_routing=ip_routing)
+        avail = _mem_available()
+        if need > 0.8 * avail:
+            raise InputError(
+                f"{len(self.layout.nodes)} nodes and {len(self.layout.endpoints)} interfaces need "
+                f"about {need / 2**30:.1f} GiB; only {avail / 2**30:.1f} GiB is available")
+        self.timeline = Timeline(plan, self.layout, delay_step_s=delay_step_s)
+        self.clock: ScenarioClock | None = None
+        self.net: Network | None = None
+        self.shaper: Shaper | None = None
+        self.shaper_reason = ""
+        self.registry = Registry(self.run)
+        self.stats = DriverStats()
+        self.timings: dict[str, float] = {}
+        self._subs: list[Callable[[LinkEvent], None]] = []
+        self._hosts: dict[str, object] = {}
+        self._procs: list[subprocess.Popen] = []
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self._lock = threading.RLock()
+        self._up: set[int] = set()
+        self._routes = None
+        self._started = False
+        self._stopped = False
+        self.driver_error: BaseException | None = None
+
+    # --- life cycle ------------------------------------------------------------------
+
+    def start(self) -> Emulation:
+        if self._started:
+            return self
+        self._started = True
+        if os.geteuid() != 0:
+            raise NetemuError("the emulator builds network namespaces: run it as root")
+        try:
+            self.registry.create({"shm": f"netemu-{self.run}", "nodes": len(self.layout.nodes),
+                                  "endpoints": len(self.layout.endpoints)})
+        except FileExistsError:
+            raise NetemuError(f"a run named {self.run!r} exists ({self.registry.path}); pick "
+                              "another name, or `netemu clean` if it crashed") from None
+        atexit.register(self.stop)
+        try:
+            self._bring_up()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _bring_up(self) -> None:
+        t0 = time.monotonic()
+        self.net = Network(self.layout, self.run, self.registry,
+                           tx_offload=bool(self.relay_opts.get("gso")))
+        self.net.build()
+        t1 = time.monotonic()
+        self.shaper, self.shaper_reason = make_shaper(self.shaper_kind, self.net,
+                                                      **self.relay_opts)
+        self.shaper.start()
+        t2 = time.monotonic()
+        if self.ip_routing:
+            from netemu.emulator.iproute import RouteComputer, RouteInstaller
+
+            self._routes = (RouteComputer(self.layout, self.ground),
+                            RouteInstaller(self.layout, self.net.nl, self.net.ifindex))
+        self._apply(self.timeline.advance(self.start_s))
+        # The kernel activates a device's queue shortly after carrier-on (linkwatch); let
+        # the first links settle so the first packets of a run are not lost.
+        time.sleep(0.1 if self._up else 0.0)
+        t3 = time.monotonic()
+        self.clock = ScenarioClock.start(self.plan.epoch, time_scale=self.time_scale,
+                                         t0_s=self.start_s)
+        self.timings.update(self.net.timings)
+        self.timings.update(build_s=t1 - t0, shaper_s=t2 - t1, initial_state_s=t3 - t2,
+                            up_s=t3 - t0)
+        self._thread = threading.Thread(target=self._drive, name=f"netemu-driver-{self.run}",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> dict[str, float]:
+        """Tear everything down (idempotent); returns timings."""
+        if self._stopped or not self._started:
+            return {}
+        self._stopped = True
+        t0 = time.monotonic()
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        out: dict[str, float] = {}
+        for h in list(self._hosts.values()):
+            with contextlib.suppress(Exception):
+                h.terminate()  # type: ignore[attr-defined]
+        pids = [p.pid for p in self._procs if p.poll() is None]
+        if self.shaper is not None:
+            with contextlib.suppress(Exception):
+                self.shaper.stop()
+        if self.net is not None:
+            with contextlib.suppress(Exception):
+                out.update(self.net.teardown(pids))
+        for p in self._procs:
+            with contextlib.suppress(Exception):
+                p.wait(timeout=1)
+        self.registry.remove()
+        with contextlib.suppress(Exception):
+            atexit.unregister(self.stop)
+        out["down_s"] = time.monotonic() - t0
+        self.timings.update(out)
+        self._done.set()
+        return out
+
+    def __enter__(self) -> Emulation:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- the driver --------------------------------------------------------------------
+
+    def _drive(self) -> None:
+        assert self.clock is not None
+        period = self.tick_s
+        next_wall = time.time() + period
+        st = self.stats
+        try:
+            while not self._stop.is_set():
+                delay = next_wall - time.time()
+                if delay > 0 and self._stop.wait(delay):
+                    break
+                wake = time.time()
+                st.lateness_s.append(wake - next_wall)
+                t_s = self.clock.now_s(wake)
+                if t_s >= self.end_s:
+                    t_s = self.end_s
+                c0 = time.perf_counter()
+                ch = self.timeline.advance(t_s)
+                self._apply(ch)
+                st.cost_s.append(time.perf_counter() - c0)
+                st.ticks += 1
+                st.last_updates = len(ch)
+                st.updates += len(ch)
+                st.t_s = t_s
+                if len(st.lateness_s) > 100_000:
+                    del st.lateness_s[:50_000], st.cost_s[:50_000]
+                if t_s >= self.end_s:
+                    break
+                next_wall += period
+                now = time.time()
+                if now > next_wall + period:
+                    skipped = int((now - next_wall) / period)
+                    st.missed_ticks += skipped
+                    next_wall += skipped * period
+        except BaseException as e:  # surfaced through driver_error / wait()
+            self.driver_error = e
+        finally:
+            self._done.set()
+
+    def _apply(self, ch: Changes) -> None:
+        net, sh, lay = self.net, self.shaper, self.layout
+        assert net is not None and sh is not None
+        events: list[LinkEvent] = []
+        eps = lay.endpoints
+        with self._lock:
+            sh.begin()
+            touched: set[str] = set()
+            for pi in ch.down:
+                p = lay.periods[pi]
+                self._up.discard(pi)
+                sh.clear_dir(p.ep_a)
+                sh.clear_dir(p.ep_b)
+                net.set_carrier([p.ep_a, p.ep_b], False)
+                self._neighbours(p.a, p.ep_a, p.b, p.ep_b, up=False)
+                self._neighbours(p.b, p.ep_b, p.a, p.ep_a, up=False)
+                touched.update((p.a, p.b))
+                events.append(LinkEvent("down", ch.t_s, p.a, p.b, eps[p.ep_a].ifname,
+                                        eps[p.ep_b].ifname, p.kind))
+            for e in ch.stopped:
+                sh.clear_dir(e)
+            for dp in ch.params:
+                sh.set_dir(dp.src, dp.dst, dp.delay_s, dp.rate_bps, dp.loss)
+            for pi in ch.up:
+                p = lay.periods[pi]
+                self._up.add(pi)
+                net.set_carrier([p.ep_a, p.ep_b], True)
+                self._neighbours(p.a, p.ep_a, p.b, p.ep_b, up=True)
+                self._neighbours(p.b, p.ep_b, p.a, p.ep_a, up=True)
+                touched.update((p.a, p.b))
+                events.append(LinkEvent("up", ch.t_s, p.a, p.b, eps[p.ep_a].ifname,
+                                        eps[p.ep_b].ifname, p.kind))
+            sh.commit()
+            assert net.nl_shaper is not None
+            net.nl_shaper.flush()
+            for n in touched:
+                net.nl[n].flush()
+            if ch.topology_changed and self._routes is not None:
+                comp, inst = self._routes
+                self.stats.route_changes += inst.install(comp.compute(self._route_links()))
+            self.stats.links_up = len(self._up)
+        for e in ch.stopped:
+            ep = eps[e]
+            peer = self._peer_of(e)
+            events.append(LinkEvent("stopped", ch.t_s, ep.node, peer[0] if peer else "",
+                                    ep.ifname, peer[1] if peer else "", ep.kind))
+        for dp in ch.params:
+            s, d = eps[dp.src], eps[dp.dst]
+            events.append(LinkEvent("params", ch.t_s, s.node, d.node, s.ifname, d.ifname, s.kind,
+                                    dp.delay_s, dp.rate_bps, dp.loss))
+        if self._subs and events:
+            for cb in list(self._subs):
+                for ev in events:
+                    with contextlib.suppress(Exception):
+                        cb(ev)
+
+    def _neighbours(self, node: str, ep: int, peer: str, peer_ep: int, *, up: bool) -> None:
+        """Permanent neighbour entries and a host route to the peer's link address."""
+        net, lay = self.net, self.layout
+        assert net is not None
+        nl = net.nl[node]
+        oif = net.ifindex[ep]
+        pe = lay.endpoints[peer_ep]
+        if up:
+            nl.neigh_replace(oif, pe.addr, pe.mac)
+            nl.neigh_replace(oif, lay.node_addr[peer], pe.mac)
+            nl.route_replace(pe.addr, 32, oif=oif, src=lay.endpoints[ep].addr)
+        else:
+            nl.route_del(pe.addr, 32)
+            nl.neigh_del(oif, pe.addr)
+            nl.neigh_del(oif, lay.node_addr[peer])
+
+    def _route_links(self) -> dict[tuple[int, int], tuple[float, int, int]]:
+        comp = self._routes[0]  # type: ignore[index]
+        delay: dict[int, float] = {}
+        for ci, (d, _r, _l) in self.timeline.applied.items():
+            pi = self.layout.contact_period[ci]
+            delay[pi] = min(d, delay.get(pi, d))
+        out: dict[tuple[int, int], tuple[float, int, int]] = {}
+        for pi in self._up:
+            p = self.layout.periods[pi]
+            u, v = comp.index[p.a], comp.index[p.b]
+            w = delay.get(pi, 0.0)
+            if u < v:
+                key, val = (u, v), (w, p.ep_a, p.ep_b)
+            else:
+                key, val = (v, u), (w, p.ep_b, p.ep_a)
+            if key not in out or w < out[key][0]:
+                out[key] = val
+        return out
+
+    def _peer_of(self, e: int) -> tuple[str, str] | None:
+        for pi in self._up:
+            p = self.layout.periods[pi]
+            if p.ep_a == e:
+                return p.b, self.layout.endpoints[p.ep_b].ifname
+            if p.ep_b == e:
+                return p.a, self.layout.endpoints[p.ep_a].ifname
+        return None
+
+    # --- the Python API ------------------------------------------------------------------
+
+    def now_s(self) -> float:
+        """Scenario time now (seconds from the plan epoch)."""
+        if self.clock is None:
+            return self.start_s
+        return min(self.clock.now_s(), self.end_s)
+
+    def wait(self, until_s: float | None = None, *, timeout: float | None = None) -> bool:
+        """Block until scenario time ``until_s`` (default: the end); False on timeout."""
+        assert self.clock is not None, "start() first"
+        target = self.end_s if until_s is None else min(until_s, self.end_s)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.clock.now_s() < target and not self._done.is_set():
+            left = (target - self.clock.now_s()) / self.time_scale
+            if deadline is not None:
+                left = min(left, deadline - time.monotonic())
+                if left <= 0:
+                    return False
+            self._done.wait(max(0.0, min(left, 0.5)))
+        if self.driver_error is not None:
+            raise NetemuError(f"link driver failed: {self.driver_error!r}")
+        return True
+
+    @property
+    def finished(self) -> bool:
+        return self._done.is_set()
+
+    def subscribe(self, callback: Callable[[LinkEvent], None]) -> Callable[[], None]:
+        """Call ``callback(LinkEvent)`` for every link change (from the driver thread;
+        keep it quick). Returns a function that unsubscribes."""
+        self._subs.append(callback)
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                self._subs.remove(callback)
+
+        return unsubscribe
+
+    def env(self, node: str) -> dict[str, str]:
+        """Environment for processes in ``node``: the clock and who/where they are."""
+        assert self.clock is not None, "start() first"
+        env = self.clock.to_env()
+        env.update(NETEMU_RUN=self.run, NETEMU_NODE=node,
+                   NETEMU_NODE_ADDR=self.layout.node_addr[node])
+        return env
+
+    def popen(self, node: str, argv: Sequence[str], *, env: dict[str, str] | None = None,
+              **kwargs: object) -> subprocess.Popen:
+        """Start ``argv`` inside ``node``'s namespace with the clock variables set (and
+        ``env`` on top of this process's environment). Killed at ``stop()``."""
+        self._check_node(node)
+        assert self.net is not None, "start() first"
+        full = dict(os.environ)
+        full.update(self.env(node))
+        if env:
+            full.update(env)
+        p = subprocess.Popen(self.net.exec_argv(node, list(argv)), env=full,  # type: ignore[call-overload]
+                             **kwargs)
+        self._procs.append(p)
+        self.registry.add_pid(p.pid, f"popen:{node}")
+        return p
+
+    def run_cmd(self, node: str, argv: Sequence[str], *, timeout: float | None = 60,
+                **kwargs: object) -> subprocess.CompletedProcess:
+        """Run ``argv`` in ``node`` to completion (output captured as text)."""
+        self._check_node(node)
+        assert self.net is not None, "start() first"
+        full = dict(os.environ)
+        full.update(self.env(node))
+        return subprocess.run(self.net.exec_argv(node, list(argv)), env=full,  # type: ignore[call-overload]
+                              capture_output=True, text=True, timeout=timeout, **kwargs)
+
+    def host(self, node: str):  # -> EmuHost
+        """The Mininet host of ``node`` (its shell starts on first use)."""
+        self._check_node(node)
+        h = self._hosts.get(node)
+        if h is None:
+            from netemu.emulator.hosts import EmuHost
+
+            assert self.net is not None, "start() first"
+            h = EmuHost(node, netns=self.net.host_ns[node], node_ip=self.layout.node_addr[node],
+                        env=self.env(node))
+            self._hosts[node] = h
+            self.registry.add_pid(h.pid, f"shell:{node}")  # type: ignore[attr-defined]
+        return h
+
+    def cli(self) -> None:
+        """Mininet's CLI over every host (``sat3 ping gs-kashi``)."""
+        from mininet.cli import CLI
+
+        from netemu.emulator.hosts import EmuHost, EmuNet
+
+        assert self.net is not None, "start() first"
+        missing = [n for n in self.layout.nodes if n not in self._hosts]
+        started = [EmuHost(n, netns=self.net.host_ns[n], node_ip=self.layout.node_addr[n],
+                           env=self.env(n), wait=False) for n in missing]
+        for h in started:
+            h.finish_start()
+            self._hosts[h.name] = h
+            self.registry.add_pid(h.pid, f"shell:{h.name}")
+        CLI(EmuNet([self._hosts[n] for n in self.layout.nodes]))  # type: ignore[misc]
+
+    def node_addr(self, node: str) -> str:
+        """The node's address: on its loopback, reachable over any path (IP routing)."""
+        self._check_node(node)
+        return self.layout.node_addr[node]
+
+    def addresses(self, node: str) -> dict[str, str]:
+        """``{"node": node address, <ifname>: interface address, …}``."""
+        self._check_node(node)
+        out = {"node": self.layout.node_addr[node]}
+        for e in self.layout.node_endpoints[node]:
+            ep = self.layout.endpoints[e]
+            out[ep.ifname] = ep.addr
+        return out
+
+    def neighbours(self, node: str) -> list[Neighbour]:
+        """Nodes linked to ``node`` now."""
+        self._check_node(node)
+        out = []
+        lay = self.layout
+        with self._lock:
+            up = list(self._up)
+        for pi in up:
+            p = lay.periods[pi]
+            if node not in (p.a, p.b):
+                continue
+            me, other, pe = (p.ep_a, p.b, p.ep_b) if p.a == node else (p.ep_b, p.a, p.ep_a)
+            out.append(Neighbour(other, lay.node_addr[other], lay.endpoints[pe].addr,
+                                 lay.endpoints[me].ifname, lay.endpoints[pe].ifname, p.kind))
+        return sorted(out, key=lambda n: n.node)
+
+    def link_counters(self, src: str, dst: str) -> dict[str, float]:
+        """Relay counters of frames ``src`` sent toward ``dst`` over the links between them."""
+        from netemu.emulator.shaper import RelayShaper
+
+        out = {"frames": 0.0, "bytes": 0.0, "lost": 0.0, "queue_drops": 0.0}
+        if not isinstance(self.shaper, RelayShaper):
+            return out
+        seen = set()
+        for p in self.layout.periods:
+            if {p.a, p.b} == {src, dst}:
+                e = p.ep_a if p.a == src else p.ep_b
+                if e in seen:
+                    continue
+                seen.add(e)
+                f, b, lo, q = self.shaper.endpoint_counters(e)
+                out["frames"] += f
+                out["bytes"] += b
+                out["lost"] += lo
+                out["queue_drops"] += q
+        return out
+
+    def _check_node(self, node: str) -> None:
+        if node not in self.layout.node_addr:
+            raise InputError(f"no node named {node!r} in this emulation")

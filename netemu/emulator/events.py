@@ -1,0 +1,40 @@
+"""Link events the driver publishes to subscribers (telemetry, logs, tests)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class LinkEvent:
+    """Something changed on a link at scenario time ``t_s``.
+
+    ``kind``: ``"up"`` / ``"down"`` — carrier of the link between ``a`` and ``b`` (on
+    interfaces ``if_a``/``if_b``); ``"params"`` — the direction ``a`` → ``b`` now has
+    ``delay_s``, ``rate_bps``, ``loss``; ``"stopped"`` — the direction ``a`` → ``b`` no
+    longer carries frames (its contact ended while the reverse one goes on).
+    ``link`` is ``"isl"`` or ``"gsl"``.
+    """
+
+    kind: str
+    t_s: float
+    a: str
+    b: str
+    if_a: str
+    if_b: str
+    link: str
+    delay_s: float | None = None
+    rate_bps: float | None = None
+    loss: float | None = None
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    """A node reachable over a link that is up now."""
+
+    node: str
+    node_addr: str  # its node address (loopback /32)
+    link_addr: str  # the address of its interface on this link
+    ifname: str  # our interface toward it
+    peer_ifname: str
+    link: str  # "isl" or "gsl"

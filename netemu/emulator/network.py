@@ -1,0 +1,185 @@
+"""Bulk bring-up and teardown of the emulated network: namespaces, veth pairs, addresses.
+
+Plain Mininet runs a shell command per link end and per address, and tears each link
+down one by one; with thousands of links that is most of its start and stop time. Here:
+
+- all namespaces come from one ``ip -batch`` (``<run>-<node>`` for hosts, ``<run>+sw``
+  for the shaper), all veth pairs from another (created in the shaper namespace with the
+  host end placed straight into its host, MAC set);
+- addresses, links up and routes go through one netlink socket per namespace, opened by
+  entering the namespace from this process (no helper process per host);
+- teardown kills what runs in the namespaces and deletes them in one batch: deleting the
+  shaper namespace removes every veth pair with it.
+
+Every host interface is one end of a veth pair whose twin ``e<index>`` sits in the shaper
+namespace; a link's carrier is the twin's admin state (down twin = NO-CARRIER in the host).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import os
+import socket
+import subprocess
+import time
+
+from netemu.emulator.layout import Layout
+from netemu.emulator.netlink import Netlink
+from netemu.emulator.netns import entered, ip_batch, ns_path, raise_fd_limit
+from netemu.emulator.registry import Registry, kill_pids, pids_in_namespaces, proc_start_time
+
+SIOCETHTOOL = 0x8946
+ETHTOOL_STXCSUM = 0x17
+ETHTOOL_STSO = 0x1F
+ETHTOOL_SGSO = 0x24
+
+HOST_SYSCTLS = {
+    "net/ipv4/ip_forward": "1",
+    "net/ipv4/conf/all/rp_filter": "0",
+    "net/ipv4/conf/default/rp_filter": "0",
+    "net/ipv6/conf/all/disable_ipv6": "1",
+    "net/ipv6/conf/default/disable_ipv6": "1",
+}
+SHAPER_SYSCTLS = {
+    "net/ipv6/conf/all/disable_ipv6": "1",
+    "net/ipv6/conf/default/disable_ipv6": "1",
+    "net/ipv4/conf/all/arp_ignore": "8",
+    "net/ipv4/conf/default/arp_ignore": "8",
+}
+
+
+class _EthtoolValue(ctypes.Structure):
+    _fields_ = [("cmd", ctypes.c_uint32), ("data", ctypes.c_uint32)]
+
+
+class _IfReq(ctypes.Structure):
+    _fields_ = [("ifr_name", ctypes.c_char * 16), ("ifr_data", ctypes.c_void_p),
+                ("pad", ctypes.c_char * 16)]
+
+
+def ethtool_set(sock: socket.socket, ifname: str, cmd: int, value: int) -> None:
+    ev = _EthtoolValue(cmd, value)
+    req = _IfReq(ifname.encode(), ctypes.addressof(ev))
+    fcntl.ioctl(sock.fileno(), SIOCETHTOOL, req)
+
+
+class Network:
+    """The namespaces and veth pairs of one run."""
+
+    def __init__(self, layout: Layout, run: str, registry: Registry, *,
+                 tx_offload: bool = False) -> None:
+        self.layout = layout
+        self.run = run
+        self.registry = registry
+        self.tx_offload = tx_offload
+        self.shaper_ns = f"{run}+sw"
+        self.host_ns = {n: f"{run}-{n}" for n in layout.nodes}
+        self.ns_fd: dict[str, int] = {}
+        self.nl: dict[str, Netlink] = {}  # node -> netlink socket in its namespace
+        self.nl_shaper: Netlink | None = None
+        self.ifindex: dict[int, int] = {}  # endpoint -> ifindex in its host
+        self.shaper_ifindex: dict[int, int] = {}  # endpoint -> ifindex of its twin
+        self.built = False
+        self.timings: dict[str, float] = {}
+
+    # --- bring-up --------------------------------------------------------------------
+
+    def build(self) -> None:
+        lay = self.layout
+        raise_fd_limit(4 * len(lay.nodes) + 4 * len(lay.endpoints) + 1024)
+        t0 = time.monotonic()
+        ip_batch([f"netns add {self.shaper_ns}"] + [f"netns add {ns}" for ns in
+                                                    self.host_ns.values()])
+        t1 = time.monotonic()
+        for node, ns in list(self.host_ns.items()) + [("", self.shaper_ns)]:
+            fd = os.open(ns_path(ns), os.O_RDONLY | os.O_CLOEXEC)
+            self.ns_fd[node] = fd
+            with entered(fd):
+                for key, val in (SHAPER_SYSCTLS if node == "" else HOST_SYSCTLS).items():
+                    with open(f"/proc/sys/{key}", "w") as f:
+                        f.write(val)
+                nl = Netlink(label=ns)
+            if node == "":
+                self.nl_shaper = nl
+            else:
+                self.nl[node] = nl
+        t2 = time.monotonic()
+        lines = [
+            f"link add {ep.shaper_name} type veth peer name {ep.ifname} address {ep.mac} "
+            f"netns {self.host_ns[ep.node]}"
+            for ep in lay.endpoints
+        ]
+        if lines:
+            ip_batch(lines, netns=self.shaper_ns)
+        t3 = time.monotonic()
+        self._configure_hosts()
+        t4 = time.monotonic()
+        self.built = True
+        self.timings.update(netns_s=t1 - t0, sysctl_s=t2 - t1, veth_s=t3 - t2, config_s=t4 - t3)
+
+    def _configure_hosts(self) -> None:
+        lay = self.layout
+        assert self.nl_shaper is not None
+        sh = self.nl_shaper.links()
+        for ep in lay.endpoints:
+            self.shaper_ifindex[ep.index] = sh[ep.shaper_name]
+        for node in lay.nodes:
+            nl = self.nl[node]
+            idx = nl.links()
+            nl.link_set(idx["lo"], up=True)
+            nl.addr_add(idx["lo"], lay.node_addr[node], 32)
+            eps = lay.node_endpoints[node]
+            if eps and not self.tx_offload:
+                with entered(self.ns_fd[node]):
+                    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                try:
+                    for e in eps:
+                        ethtool_set(s, lay.endpoints[e].ifname, ETHTOOL_STXCSUM, 0)
+                finally:
+                    s.close()
+            for e in eps:
+                ep = lay.endpoints[e]
+                i = idx[ep.ifname]
+                self.ifindex[e] = i
+                nl.addr_add(i, ep.addr, 32)
+                nl.link_set(i, up=True)
+            nl.flush()
+
+    # --- carrier ---------------------------------------------------------------------
+
+    def set_carrier(self, endpoints: list[int], up: bool) -> None:
+        """Carrier of host interfaces: the shaper twin's admin state (queued)."""
+        nl = self.nl_shaper
+        assert nl is not None
+        for e in endpoints:
+            nl.link_set(self.shaper_ifindex[e], up=up)
+
+    # --- processes ---------------------------------------------------------------------
+
+    def exec_argv(self, node: str, argv: list[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.host_ns[node], *argv]
+
+    def track(self, proc: subprocess.Popen, kind: str) -> None:
+        self.registry.add_pid(proc.pid, kind)
+
+    # --- teardown --------------------------------------------------------------------
+
+    def teardown(self, extra_pids: list[int] = ()) -> dict[str, float]:  # type: ignore[assignment]
+        t0 = time.monotonic()
+        names = [self.shaper_ns, *self.host_ns.values()]
+        pids = [(p, proc_start_time(p)) for p in extra_pids]
+        pids += [(p, None) for p in pids_in_namespaces(names)]
+        kill_pids(pids, grace_s=1.0)
+        t1 = time.monotonic()
+        for nl in list(self.nl.values()) + ([self.nl_shaper] if self.nl_shaper else []):
+            nl.close()
+        self.nl.clear()
+        self.nl_shaper = None
+        for fd in self.ns_fd.values():
+            os.close(fd)
+        self.ns_fd.clear()
+        ip_batch([f"netns del {n}" for n in names], force=True)
+        t2 = time.monotonic()
+        self.built = False
+        return {"kill_s": t1 - t0, "netns_del_s": t2 - t1}

@@ -1,0 +1,172 @@
+"""The run registry: what each run built, so ``netemu clean`` can undo a crashed run.
+
+``/run/netemu/<run>/`` holds ``run.json`` (owner pid, namespaces, shared-memory name) and
+``pids`` (one ``PID STARTTIME KIND`` line per process the run started: relay workers,
+host shells, processes started in hosts). Start times guard against killing a recycled
+pid. The directory is created before anything is built, so even a run that dies half-way
+through bring-up leaves enough to clean it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from netemu.emulator.netns import NETNS_DIR, ip_batch, list_netns
+
+RUN_ROOT = Path(os.environ.get("NETEMU_RUN_DIR", "/run/netemu"))
+
+
+def proc_start_time(pid: int) -> int | None:
+    """Start time of ``pid`` in clock ticks since boot (field 22 of /proc/PID/stat)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    rest = data[data.rindex(b")") + 2:].split()
+    return int(rest[19])
+
+
+def pid_alive(pid: int, start: int | None = None) -> bool:
+    st = proc_start_time(pid)
+    return st is not None and (start is None or st == start)
+
+
+@dataclass
+class RunInfo:
+    run: str
+    path: Path
+    meta: dict
+
+    @property
+    def owner_alive(self) -> bool:
+        pid = self.meta.get("pid")
+        return bool(pid) and pid_alive(int(pid), self.meta.get("pid_start"))
+
+
+class Registry:
+    def __init__(self, run: str) -> None:
+        self.run = run
+        self.path = RUN_ROOT / run
+
+    def create(self, meta: dict) -> None:
+        """Claim the run name; raises FileExistsError when a run of that name exists."""
+        RUN_ROOT.mkdir(parents=True, exist_ok=True)
+        self.path.mkdir()
+        meta = dict(meta, run=self.run, pid=os.getpid(), pid_start=proc_start_time(os.getpid()),
+                    started=time.time())
+        self.write_meta(meta)
+        (self.path / "pids").touch()
+
+    def write_meta(self, meta: dict) -> None:
+        tmp = self.path / "run.json.tmp"
+        tmp.write_text(json.dumps(meta, indent=1))
+        tmp.replace(self.path / "run.json")
+
+    def add_pid(self, pid: int, kind: str) -> None:
+        with open(self.path / "pids", "a") as f:
+            f.write(f"{pid} {proc_start_time(pid) or 0} {kind}\n")
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def list_runs() -> list[RunInfo]:
+    out = []
+    if not RUN_ROOT.is_dir():
+        return out
+    for d in sorted(RUN_ROOT.iterdir()):
+        try:
+            meta = json.loads((d / "run.json").read_text())
+        except (OSError, ValueError):
+            meta = {"run": d.name}
+        out.append(RunInfo(d.name, d, meta))
+    return out
+
+
+def _read_pids(path: Path) -> list[tuple[int, int, str]]:
+    out = []
+    try:
+        for line in (path / "pids").read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 2:
+                out.append((int(parts[0]), int(parts[1]), parts[2] if len(parts) > 2 else ""))
+    except OSError:
+        pass
+    return out
+
+
+def run_namespaces(run: str) -> list[str]:
+    """Namespaces of ``run``: ``<run>-<node>`` and the shaper's ``<run>+sw``."""
+    return [n for n in list_netns() if n.startswith(run + "-") or n == run + "+sw"]
+
+
+def pids_in_namespaces(names: list[str]) -> list[int]:
+    """Processes whose network namespace is one of ``names`` (one pass over /proc)."""
+    inodes = set()
+    for n in names:
+        with contextlib.suppress(OSError):
+            inodes.add(os.stat(f"{NETNS_DIR}/{n}").st_ino)
+    if not inodes:
+        return []
+    me = os.getpid()
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            ino = os.stat(f"/proc/{entry}/ns/net").st_ino
+        except OSError:
+            continue
+        if ino in inodes:
+            out.append(int(entry))
+    return out
+
+
+def kill_pids(pids: list[tuple[int, int | None]], *, grace_s: float = 1.0) -> int:
+    """SIGTERM, wait up to ``grace_s``, then SIGKILL; returns how many were alive."""
+    alive = [(p, s) for p, s in pids if pid_alive(p, s)]
+    for p, _s in alive:
+        with contextlib.suppress(OSError):
+            os.kill(p, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    rest = alive
+    while rest and time.monotonic() < deadline:
+        time.sleep(0.02)
+        rest = [(p, s) for p, s in rest if pid_alive(p, s) and not _zombie(p)]
+    for p, _s in rest:
+        with contextlib.suppress(OSError):
+            os.kill(p, signal.SIGKILL)
+    return len(alive)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        return data[data.rindex(b")") + 2:][:1] == b"Z"
+    except OSError:
+        return True
+
+
+def clean_run(info: RunInfo) -> dict[str, int]:
+    """Kill the run's processes, delete its namespaces and shared memory, drop its entry."""
+    names = run_namespaces(info.run)
+    tracked = [(p, s or None) for p, s, _k in _read_pids(info.path)]
+    inside = [(p, None) for p in pids_in_namespaces(names)]
+    killed = kill_pids(tracked + inside)
+    if names:
+        ip_batch([f"netns del {n}" for n in names], force=True)
+    shm = info.meta.get("shm")
+    if shm:
+        with contextlib.suppress(OSError):
+            os.unlink(f"/dev/shm/{shm}")
+    shutil.rmtree(info.path, ignore_errors=True)
+    return {"processes": killed, "namespaces": len(names)}
