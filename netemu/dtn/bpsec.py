@@ -435,7 +435,9 @@ class SecurityPolicy:
     (None: no BIB). ``verify_keys``: keys per security source (EID or node ID text, or
     ``"*"``). ``require_bib_from``: sources (node ID text, or ``"*"``) whose bundles must
     carry a verifying BIB over the payload; a bundle that lacks one or fails is dropped
-    with a status report (reason 12 missing, 15 failed).
+    with a status report (reason 12 missing, 15 failed). ``decrypt_keys``: BCB keys per
+    security source (or key-encryption keys for wrapped keys), used for bundles delivered
+    here.
     """
 
     node_id: EID | None = None
@@ -443,6 +445,7 @@ class SecurityPolicy:
     sha_variant: int = 7
     verify_keys: dict[str, bytes] = field(default_factory=dict)
     require_bib_from: frozenset[str] = frozenset()
+    decrypt_keys: dict[str, bytes] = field(default_factory=dict)
 
     def apply_outbound(self, bundle: Bundle) -> None:
         """Sign a bundle this node originates (if the policy has a key)."""

@@ -1,0 +1,632 @@
+"""The bundle protocol agent's core (RFC 9171 section 5) as a pure state machine.
+
+Events go in (:meth:`BundleAgent.handle`), actions come out; no sockets, no clock, no
+disk. The asyncio agent feeds it real convergence layers, the wall clock and a
+:class:`~netemu.dtn.store.BundleStore`; tests and a simulator feed it a virtual clock.
+
+The shell's contract, per list of actions returned by one or more events:
+
+1. execute :class:`Store` / :class:`SetState` / :class:`Delete` against the store, then
+   ``store.commit()`` (group commit: many events, one commit);
+2. only then answer the convergence layer (:class:`Accept` = acknowledge the transfer,
+   :class:`Refuse` = refuse it) and start :class:`Forward` / :class:`Deliver`;
+3. report back :class:`TransmissionDone` / :class:`TransmissionFailed` for each Forward
+   and :class:`AppDelivered` when the application has taken a bundle;
+4. make sure a :class:`Tick` arrives by each :class:`ScheduleRetry` time (and now and then
+   anyway: ticks expire bundles).
+
+Times are DTN time in ms (``now_ms`` on every event). The router is asked in scenario
+seconds: ``(now_ms - plan_epoch_ms) / 1000``.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from netemu.dtn.bpsec import SecurityPolicy, bcb_decrypt
+from netemu.dtn.bundle import (
+    BLOCK_BCB,
+    BLOCK_BIB,
+    BLOCK_BUNDLE_AGE,
+    BLOCK_HOP_COUNT,
+    BLOCK_PAYLOAD,
+    BLOCK_PREVIOUS_NODE,
+    BlockFlags,
+    Bundle,
+    decode_bundle,
+)
+from netemu.dtn.eid import EID
+from netemu.dtn.errors import BundleError
+from netemu.dtn.status import Reason, make_report
+from netemu.dtn.store import State, StoredBundle
+from netemu.routing.base import BundleInfo, Router
+
+_KNOWN_BLOCKS = {BLOCK_PAYLOAD, BLOCK_PREVIOUS_NODE, BLOCK_BUNDLE_AGE, BLOCK_HOP_COUNT,
+                 BLOCK_BIB, BLOCK_BCB}
+
+
+# --- events ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BundleReceived:
+    """A convergence layer received ``data`` from ``neighbour`` (a plan node name)."""
+
+    data: bytes
+    neighbour: str | None
+    now_ms: int
+
+
+@dataclass(frozen=True)
+class AppSend:
+    """A local application sends ``payload`` from its endpoint ``source``."""
+
+    source: EID | str
+    destination: EID | str
+    payload: bytes
+    lifetime_ms: int
+    now_ms: int
+    flags: int = 0
+    report_to: EID | str | None = None
+    hop_limit: int | None = None
+
+
+@dataclass(frozen=True)
+class AppDelivered:
+    """The application has taken (and acknowledged) local bundle ``bundle_id``."""
+
+    bundle_id: str
+    now_ms: int
+
+
+@dataclass(frozen=True)
+class ContactUp:
+    neighbour: str
+    now_ms: int
+
+
+@dataclass(frozen=True)
+class ContactDown:
+    neighbour: str
+    now_ms: int
+
+
+@dataclass(frozen=True)
+class TransmissionDone:
+    """The convergence layer to ``neighbour`` acknowledged the whole bundle."""
+
+    bundle_id: str
+    neighbour: str
+    now_ms: int
+
+
+@dataclass(frozen=True)
+class TransmissionFailed:
+    """Sending to ``neighbour`` failed or was refused (it will be retried)."""
+
+    bundle_id: str
+    neighbour: str
+    now_ms: int
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Tick:
+    """Time passes: expire bundles, retry waiting ones."""
+
+    now_ms: int
+
+
+Event = (BundleReceived | AppSend | AppDelivered | ContactUp | ContactDown | TransmissionDone
+         | TransmissionFailed | Tick)
+
+
+# --- actions -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Accept:
+    """Acknowledge the transfer / app send of ``bundle_id`` (after the store commit).
+    ``duplicate``: it was known already and was dropped (still acknowledged)."""
+
+    bundle_id: str
+    duplicate: bool = False
+
+
+@dataclass(frozen=True)
+class Refuse:
+    """Refuse a received bundle or an app send (``reason`` is a status report code)."""
+
+    bundle_id: str | None
+    reason: int
+    message: str
+
+
+@dataclass(frozen=True)
+class Store:
+    """Write a bundle to the store (arguments of :meth:`BundleStore.add`)."""
+
+    bundle_id: str
+    data: bytes
+    destination: str
+    expiry_ms: int
+    received_ms: int
+    state: State
+    age_at_receipt_ms: int = 0
+    previous_hop: str | None = None
+
+    def row(self) -> tuple:
+        """The row for :meth:`BundleStore.add_many`."""
+        return (self.bundle_id, self.data, self.destination, self.expiry_ms,
+                self.received_ms, self.state, self.age_at_receipt_ms, self.previous_hop)
+
+
+@dataclass(frozen=True)
+class SetState:
+    """Move a stored bundle to ``state`` (FORWARDED, DELIVERED: the bytes are dropped)."""
+
+    bundle_id: str
+    state: State
+
+
+@dataclass(frozen=True)
+class Delete:
+    """The bundle is deleted (store: state DELETED); log ``message``."""
+
+    bundle_id: str
+    reason: int
+    message: str
+
+
+@dataclass(frozen=True)
+class Forward:
+    """Send ``data`` (the bundle with updated previous node / age / hop count) to
+    ``neighbour``; answer with TransmissionDone or TransmissionFailed."""
+
+    bundle_id: str
+    neighbour: str
+    data: bytes
+    route: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Deliver:
+    """Hand ``bundle`` to the application registered at ``endpoint`` (or keep it until
+    one registers); answer with AppDelivered once it is taken."""
+
+    bundle_id: str
+    endpoint: str
+    bundle: Bundle
+
+
+@dataclass(frozen=True)
+class StatusReportSent:
+    """For logs: a status report about ``subject_id`` was generated (the report bundle
+    itself travels through the usual Store / Forward / Deliver actions)."""
+
+    subject_id: str
+    status: str
+    reason: int
+    report_id: str
+
+
+@dataclass(frozen=True)
+class ScheduleRetry:
+    """Send a Tick no later than ``at_ms``."""
+
+    at_ms: int
+
+
+Action = (Accept | Refuse | Store | SetState | Delete | Forward | Deliver | StatusReportSent
+          | ScheduleRetry)
+
+
+# --- configuration -----------------------------------------------------------------------
+
+@dataclass
+class AgentConfig:
+    """One node's agent settings.
+
+    ``node_id``: the node ID (``ipn:N.0`` or ``dtn://name/``); ``node_name``: the node's
+    name in the contact plan; ``plan_epoch_ms``: DTN time of the plan epoch;
+    ``node_of``: EID -> plan node name (default: ipn numbers through the router's plan,
+    dtn node names as they are); ``max_bytes`` / ``max_bundles``: store quota;
+    ``retry_ms``: how long to wait before asking the router again for a bundle with no
+    next hop; ``status_reports``: False pares all status reports.
+    """
+
+    node_id: EID
+    node_name: str
+    plan_epoch_ms: int = 0
+    node_of: Callable[[EID], str | None] | None = None
+    max_bytes: int | None = None
+    max_bundles: int | None = None
+    policy: SecurityPolicy | None = None
+    status_reports: bool = True
+    status_lifetime_ms: int = 3_600_000
+    retry_ms: int = 1_000
+    crc: str = "crc32c"
+
+
+@dataclass
+class _Held:
+    bundle: Bundle
+    info: BundleInfo
+    state: State
+    received_ms: int
+    age_at_receipt_ms: int
+    expiry_ms: int
+    size: int
+    keep: bool = False
+    in_flight: set[str] = field(default_factory=set)
+    sent_to: set[str] = field(default_factory=set)
+    waiting: bool = True
+
+
+class BundleAgent:
+    """The agent core of one node. See the module docstring for the shell's contract."""
+
+    def __init__(self, config: AgentConfig, router: Router) -> None:
+        self.cfg = config
+        self.router = router
+        self.node_id = config.node_id.node_id()
+        self.neighbours: set[str] = set()
+        self.held: dict[str, _Held] = {}
+        self.known: dict[str, int] = {}       # every bundle ID seen -> expiry (dedupe)
+        self._expiry: list[tuple[int, str]] = []
+        self.held_bytes = 0
+        self._seq = 0
+        self._retry_at: int | None = None
+        self.counters = {"received": 0, "duplicates": 0, "forwarded": 0, "delivered": 0,
+                         "deleted": 0, "refused": 0, "originated": 0}
+
+    # --- helpers --------------------------------------------------------------------
+    def node_of(self, eid: EID) -> str | None:
+        """The contact-plan node name of an endpoint (None if unknown)."""
+        if self.cfg.node_of is not None:
+            return self.cfg.node_of(eid)
+        if eid.node_id() == self.node_id:
+            return self.cfg.node_name
+        n = eid.node_number
+        if n is not None:
+            for node in self.router.plan.nodes.values():
+                if node.ipn == n:
+                    return node.name
+            return None
+        return eid.node_name or None
+
+    def is_local(self, eid: EID) -> bool:
+        return eid.node_id() == self.node_id
+
+    def _now_s(self, now_ms: int) -> float:
+        return (now_ms - self.cfg.plan_epoch_ms) / 1000.0
+
+    def _info(self, b: Bundle, size: int, expiry_ms: int, previous_hop: str | None
+              ) -> BundleInfo:
+        return BundleInfo(
+            bundle_id=b.id, source=self.node_of(b.source) or str(b.source.node_id()),
+            destination=self.node_of(b.destination) or str(b.destination.node_id()),
+            size_bytes=size, deadline_s=self._now_s(expiry_ms), previous_hop=previous_hop)
+
+    def _fits(self, size: int) -> bool:
+        if self.cfg.max_bytes is not None and self.held_bytes + size > self.cfg.max_bytes:
+            return False
+        return self.cfg.max_bundles is None or len(self.held) < self.cfg.max_bundles
+
+    def _remember(self, bundle_id: str, expiry_ms: int) -> None:
+        self.known[bundle_id] = expiry_ms
+        heapq.heappush(self._expiry, (expiry_ms, bundle_id))
+
+    def _next_seq(self) -> int:
+        s = self._seq
+        self._seq += 1
+        return s
+
+    def _drop(self, h: _Held) -> None:
+        if self.held.pop(h.bundle.id, None) is not None:
+            self.held_bytes -= h.size
+
+    def _report(self, subject: Bundle, status: str, reason: int, now_ms: int,
+                out: list, force: bool = False) -> None:
+        if not self.cfg.status_reports:
+            return
+        rb = make_report(subject, status, reason=reason, node_id=self.node_id, now_ms=now_ms,
+                         seq=self._next_seq(), lifetime_ms=self.cfg.status_lifetime_ms,
+                         force=force, crc=self.cfg.crc)
+        if rb is None:
+            return
+        out.append(StatusReportSent(subject.id, status, int(reason), rb.id))
+        self._admit_local(rb, now_ms, out, bypass_quota=True)
+
+    def _delete(self, b: Bundle, reason: int, message: str, now_ms: int, out: list,
+                h: _Held | None = None) -> None:
+        if h is not None:
+            self._drop(h)
+        self.counters["deleted"] += 1
+        out.append(Delete(b.id, int(reason), message))
+        self._report(b, "deleted", reason, now_ms, out)
+
+    # --- the event loop -------------------------------------------------------------
+    def handle(self, event: Event) -> list[Action]:
+        """Process one event; return the actions for the shell, in order."""
+        out: list[Action] = []
+        if isinstance(event, BundleReceived):
+            self._received(event, out)
+        elif isinstance(event, AppSend):
+            self._app_send(event, out)
+        elif isinstance(event, TransmissionDone):
+            self._done(event, out)
+        elif isinstance(event, TransmissionFailed):
+            self._failed(event, out)
+        elif isinstance(event, AppDelivered):
+            self._app_delivered(event, out)
+        elif isinstance(event, ContactUp):
+            self.neighbours.add(event.neighbour)
+            self.router.contact_started(event.neighbour, self._now_s(event.now_ms))
+            self._route_waiting(event.now_ms, out)
+        elif isinstance(event, ContactDown):
+            self.neighbours.discard(event.neighbour)
+            self.router.contact_ended(event.neighbour, self._now_s(event.now_ms))
+        elif isinstance(event, Tick):
+            self._tick(event.now_ms, out)
+        else:
+            raise TypeError(f"unknown event {event!r}")
+        return out
+
+    def _received(self, ev: BundleReceived, out: list) -> None:
+        now = ev.now_ms
+        try:
+            b = decode_bundle(ev.data)
+        except BundleError as e:
+            self.counters["refused"] += 1
+            out.append(Refuse(None, Reason.BLOCK_UNINTELLIGIBLE, str(e)))
+            return
+        bid = b.id
+        if bid in self.known:
+            self.counters["duplicates"] += 1
+            out.append(Accept(bid, duplicate=True))
+            return
+        self.counters["received"] += 1
+        age0 = b.bundle_age_ms or 0
+        expiry = b.expiry_ms(received_ms=now, age_at_receipt_ms=age0)
+        # Unknown blocks: obey their processing flags (RFC 9171 section 4.2.4).
+        changed = False
+        for blk in list(b.blocks):
+            if blk.type in _KNOWN_BLOCKS:
+                continue
+            if blk.flags & BlockFlags.DELETE_IF_UNPROCESSED:
+                self._remember(bid, expiry)
+                out.append(Accept(bid))
+                self._delete(b, Reason.BLOCK_UNSUPPORTED,
+                             f"block {blk.number} of unknown type {blk.type} asks for "
+                             "deletion", now, out)
+                return
+            if blk.flags & BlockFlags.DISCARD_IF_UNPROCESSED:
+                b.remove_block(blk.number)
+                changed = True
+        hop = b.hop_count
+        reason = None
+        if hop is not None and hop[1] > hop[0]:
+            reason, msg = Reason.HOP_LIMIT_EXCEEDED, f"hop count {hop[1]} over limit {hop[0]}"
+        elif expiry <= now:
+            reason, msg = Reason.LIFETIME_EXPIRED, "lifetime expired before arrival"
+        elif self.cfg.policy is not None:
+            verdict = self.cfg.policy.check_inbound(b)
+            if verdict is not None:
+                reason, msg = verdict
+        if reason is not None:
+            self._remember(bid, expiry)
+            out.append(Accept(bid))
+            self._delete(b, reason, msg, now, out)
+            return
+        data = b.encode() if changed else ev.data
+        if not self._fits(len(data)):
+            self.counters["refused"] += 1
+            out.append(Refuse(bid, Reason.DEPLETED_STORAGE,
+                              f"store full ({self.held_bytes} bytes, {len(self.held)} "
+                              f"bundles held): {bid} refused"))
+            self._report(b, "deleted", Reason.DEPLETED_STORAGE, now, out, force=True)
+            return
+        self._admit(b, data, now, age0, expiry, ev.neighbour, out)
+        out.append(Accept(bid))
+        self._report(b, "received", Reason.NO_INFO, now, out)
+        self._dispatch(self.held[bid], now, out)
+
+    def _admit(self, b: Bundle, data: bytes, now: int, age0: int, expiry: int,
+               previous_hop: str | None, out: list) -> _Held:
+        local = self.is_local(b.destination)
+        state = State.LOCAL if local else State.PENDING
+        h = _Held(b, self._info(b, len(data), expiry, previous_hop), state, now, age0, expiry,
+                  len(data))
+        self.held[b.id] = h
+        self.held_bytes += len(data)
+        self._remember(b.id, expiry)
+        out.append(Store(b.id, data, str(b.destination), expiry, now, state, age0,
+                         previous_hop))
+        return h
+
+    def _admit_local(self, b: Bundle, now: int, out: list, bypass_quota: bool = False
+                     ) -> str | None:
+        """Admit a bundle this node originates; None if the store is full."""
+        if self.cfg.policy is not None:
+            self.cfg.policy.apply_outbound(b)
+        data = b.encode()
+        if not bypass_quota and not self._fits(len(data)):
+            return None
+        self.counters["originated"] += 1
+        age0 = b.bundle_age_ms or 0
+        h = self._admit(b, data, now, age0, b.expiry_ms(received_ms=now, age_at_receipt_ms=age0),
+                        None, out)
+        self._dispatch(h, now, out)
+        return b.id
+
+    def _app_send(self, ev: AppSend, out: list) -> None:
+        try:
+            src = ev.source if isinstance(ev.source, EID) else EID.parse(ev.source)
+            if src.node_id() != self.node_id:
+                raise BundleError(f"source {src} is not an endpoint of this node "
+                                  f"({self.node_id})", field="source")
+            b = Bundle.new(src, ev.destination, ev.payload, lifetime_ms=ev.lifetime_ms,
+                           creation_ms=ev.now_ms, seq=self._next_seq(),
+                           report_to=ev.report_to, crc=self.cfg.crc, flags=ev.flags,
+                           hop_limit=ev.hop_limit)
+        except BundleError as e:
+            out.append(Refuse(None, Reason.DESTINATION_UNINTELLIGIBLE, str(e)))
+            return
+        if self._admit_local(b, ev.now_ms, out) is None:
+            self.counters["refused"] += 1
+            out.append(Refuse(b.id, Reason.DEPLETED_STORAGE,
+                              f"store full ({self.held_bytes} bytes held): send refused"))
+            return
+        out.append(Accept(b.id))
+
+    def _dispatch(self, h: _Held, now: int, out: list) -> None:
+        if h.state == State.LOCAL:
+            b = h.bundle
+            if self.cfg.policy is not None and self.cfg.policy.decrypt_keys and any(
+                    blk.type == BLOCK_BCB for blk in b.blocks):
+                try:
+                    bcb_decrypt(b, self.cfg.policy.decrypt_keys)
+                except BundleError as e:
+                    self._delete(b, Reason.FAILED_SECURITY, str(e), now, out, h)
+                    return
+            out.append(Deliver(b.id, str(b.destination), b))
+        else:
+            self._route(h, now, out)
+
+    def _outbound(self, h: _Held, now: int) -> bytes | None:
+        """The bytes to send: previous node = this node, age and hop count brought up to
+        date. None when the hop limit forbids another hop."""
+        src = h.bundle
+        b = Bundle(src.primary, list(src.blocks))
+        hop = b.hop_count
+        if hop is not None:
+            if hop[1] + 1 > hop[0]:
+                return None
+            b.set_hop_count(hop[0], hop[1] + 1)
+        b.set_previous_node(self.node_id)
+        if src.primary.creation_ms == 0 or b.block_by_type(BLOCK_BUNDLE_AGE) is not None:
+            b.set_bundle_age(h.age_at_receipt_ms + max(0, now - h.received_ms))
+        return b.encode()
+
+    def _route(self, h: _Held, now: int, out: list) -> None:
+        if h.in_flight:
+            return
+        decision = self.router.route(h.info, self._now_s(now), frozenset(self.neighbours))
+        hops = [hop for hop in decision.hops
+                if hop.node in self.neighbours and hop.node not in h.sent_to]
+        if not hops:
+            h.waiting = True
+            self._schedule(now + self.cfg.retry_ms, out)
+            return
+        data = self._outbound(h, now)
+        if data is None:
+            self._delete(h.bundle, Reason.HOP_LIMIT_EXCEEDED, "hop limit reached", now, out,
+                         h)
+            return
+        h.waiting = False
+        h.keep = decision.keep
+        for hop in hops:
+            h.in_flight.add(hop.node)
+            out.append(Forward(h.bundle.id, hop.node, data, decision.route))
+
+    def _schedule(self, at_ms: int, out: list) -> None:
+        if self._retry_at is None or at_ms < self._retry_at:
+            self._retry_at = at_ms
+            out.append(ScheduleRetry(at_ms))
+
+    def _route_waiting(self, now: int, out: list) -> None:
+        for h in list(self.held.values()):
+            if h.state == State.PENDING and h.waiting and not h.in_flight:
+                self._route(h, now, out)
+
+    def _done(self, ev: TransmissionDone, out: list) -> None:
+        h = self.held.get(ev.bundle_id)
+        if h is None:
+            return
+        h.in_flight.discard(ev.neighbour)
+        h.sent_to.add(ev.neighbour)
+        self.router.sent(h.info, ev.neighbour, self._now_s(ev.now_ms))
+        self.counters["forwarded"] += 1
+        self._report(h.bundle, "forwarded", Reason.NO_INFO, ev.now_ms, out)
+        if h.in_flight:
+            return
+        if h.keep:
+            h.waiting = True  # more copies may go to other neighbours
+            self._route(h, ev.now_ms, out)
+        else:
+            self._drop(h)
+            out.append(SetState(ev.bundle_id, State.FORWARDED))
+
+    def _failed(self, ev: TransmissionFailed, out: list) -> None:
+        h = self.held.get(ev.bundle_id)
+        if h is None:
+            return
+        h.in_flight.discard(ev.neighbour)
+        self.router.failed(h.info, ev.neighbour, self._now_s(ev.now_ms))
+        h.waiting = True
+        self._schedule(ev.now_ms + self.cfg.retry_ms, out)
+
+    def _app_delivered(self, ev: AppDelivered, out: list) -> None:
+        h = self.held.get(ev.bundle_id)
+        if h is None or h.state != State.LOCAL:
+            return
+        self._drop(h)
+        self.counters["delivered"] += 1
+        out.append(SetState(ev.bundle_id, State.DELIVERED))
+        self.router.delivered(h.info, self._now_s(ev.now_ms))
+        self._report(h.bundle, "delivered", Reason.NO_INFO, ev.now_ms, out)
+
+    def _tick(self, now: int, out: list) -> None:
+        while self._expiry and self._expiry[0][0] <= now:
+            exp, bid = heapq.heappop(self._expiry)
+            if self.known.get(bid) == exp:
+                del self.known[bid]
+            h = self.held.get(bid)
+            if h is not None and h.expiry_ms <= now:
+                self._delete(h.bundle, Reason.LIFETIME_EXPIRED, "lifetime expired", now, out, h)
+        if self._retry_at is not None and now >= self._retry_at:
+            self._retry_at = None
+            self._route_waiting(now, out)
+
+    # --- restart --------------------------------------------------------------------
+    def restore(self, records: Iterable[StoredBundle], now_ms: int) -> list[Action]:
+        """Rebuild the in-memory state from the store after a restart: every stored ID is
+        known again (dedupe), held bundles are held again, local ones are delivered again
+        and pending ones routed when contacts come up."""
+        out: list[Action] = []
+        max_seq = -1
+        todo: list[_Held] = []
+        for r in records:
+            self._remember(r.id, r.expiry_ms)
+            parts = r.id.split(",")
+            if len(parts) >= 3 and parts[0] and EID.parse(parts[0]).node_id() == self.node_id:
+                max_seq = max(max_seq, int(parts[2]))
+            if r.data is None or r.state not in (State.PENDING, State.LOCAL):
+                continue
+            try:
+                b = decode_bundle(r.data)
+            except BundleError as e:
+                out.append(Delete(r.id, Reason.BLOCK_UNINTELLIGIBLE, f"stored copy: {e}"))
+                continue
+            h = _Held(b, self._info(b, r.size, r.expiry_ms, r.previous_hop), r.state,
+                      r.received_ms, r.age_at_receipt_ms, r.expiry_ms, r.size)
+            self.held[r.id] = h
+            self.held_bytes += r.size
+            todo.append(h)
+        self._seq = max(self._seq, max_seq + 1)
+        for h in todo:
+            if h.expiry_ms <= now_ms:
+                self._delete(h.bundle, Reason.LIFETIME_EXPIRED, "lifetime expired", now_ms,
+                             out, h)
+            else:
+                self._dispatch(h, now_ms, out)
+        return out
+
+    def status(self) -> dict:
+        """Counters and holdings, for the app interface's status query."""
+        pending = sum(1 for h in self.held.values() if h.state == State.PENDING)
+        return {"node": str(self.node_id), "neighbours": sorted(self.neighbours),
+                "held_bundles": len(self.held), "held_bytes": self.held_bytes,
+                "pending": pending, "local": len(self.held) - pending,
+                "known_ids": len(self.known), **self.counters}
