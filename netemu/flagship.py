@@ -1,0 +1,624 @@
+"""The end-to-end run: scenario → plan → emulation → agents → apps → metrics → report.
+
+    run = FlagshipRun(FlagshipOptions(Path("topologies/three-body-12.yaml")))
+    result = run.execute()          # needs root: builds namespaces
+    print(result.report_path)
+
+Everything a run needs is checked before anything is built (scenario, ``apps:``,
+``expect:``, ``emulation:``), so a typo costs seconds, not a run. Whatever happens after
+that (an error, Ctrl-C, SIGTERM), everything started is stopped in reverse order and the
+run directory keeps what was measured so far; metrics and the report are still written.
+
+The scenario's ``emulation:`` section picks the window and speed::
+
+    emulation:
+      start_s: 0          # scenario seconds from the epoch
+      duration_s: 3000
+      time_scale: 10      # scenario seconds per wall second
+      quick: {duration_s: 600, time_scale: 10}   # netemu demo --quick
+      test: {duration_s: 300, time_scale: 10}    # netemu test
+      isl: true           # false: drop every ISL (the "ISLs disabled" comparison)
+
+``routing:`` (``cgr`` by default, or ``{algorithm: NAME, ...}``) is what every node's
+agent routes with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from netemu.apprunner import AppInstance, AppRunner, NodeInfo, find_apps_dir, plan_apps
+from netemu.errors import InputError, NetemuError
+
+EMULATION_KEYS = {"start_s", "duration_s", "time_scale", "quick", "test", "isl", "tick_s",
+                  "shaper", "agents"}
+PROFILE_KEYS = {"start_s", "duration_s", "time_scale"}
+DEFAULT_DURATION_S = 600.0
+AGENT_READY_TIMEOUT_S = 90.0
+
+
+class RunInterrupted(NetemuError):
+    """Ctrl-C or SIGTERM during a run (the run was stopped cleanly)."""
+
+
+# --------------------------------------------------------------------------- window
+
+
+@dataclass(frozen=True)
+class Window:
+    """What part of the scenario to emulate and how fast."""
+
+    start_s: float
+    duration_s: float
+    time_scale: float
+    isl: bool = True
+    tick_s: float = 0.1
+    shaper: str = "auto"
+    agents: bool = True
+
+    @property
+    def end_s(self) -> float:
+        return self.start_s + self.duration_s
+
+    @property
+    def wall_s(self) -> float:
+        return self.duration_s / self.time_scale
+
+
+def _num(v: Any, where: str, source: str, line: int | None, *, lo: float = 0.0,
+         lo_open: bool = False) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise InputError(f"must be a number, got {v!r}", source=source, line=line, field=where)
+    if v < lo or (lo_open and v == lo):
+        raise InputError(f"must be {'>' if lo_open else '>='} {lo:g}, got {v!r}", source=source,
+                         line=line, field=where)
+    return float(v)
+
+
+def emulation_window(
+    section: Any,
+    *,
+    scenario_duration_s: float,
+    scenario_time_scale: float = 1.0,
+    profile: str | None = None,
+    source: str = "scenario",
+    line: int | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Window:
+    """The window from the ``emulation:`` section, a profile (``quick``, ``test``) and
+    command-line overrides, checked against the scenario's own duration."""
+    sec = section or {}
+    if not isinstance(sec, dict):
+        raise InputError("must be a mapping (start_s, duration_s, time_scale, ...)",
+                         source=source, line=line, field="emulation")
+    for k in sec:
+        if k not in EMULATION_KEYS:
+            raise InputError(f"unknown key (expected {', '.join(sorted(EMULATION_KEYS))})",
+                             source=source, line=line, field=f"emulation.{k}")
+    vals: dict[str, Any] = {
+        "start_s": 0.0,
+        "duration_s": min(DEFAULT_DURATION_S, scenario_duration_s),
+        "time_scale": scenario_time_scale,
+    }
+    for k in PROFILE_KEYS:
+        if k in sec:
+            vals[k] = sec[k]
+    if profile is not None:
+        prof = sec.get(profile)
+        if prof is not None:
+            if not isinstance(prof, dict) or set(prof) - PROFILE_KEYS:
+                raise InputError(f"must be a mapping with {', '.join(sorted(PROFILE_KEYS))}",
+                                 source=source, line=line, field=f"emulation.{profile}")
+            vals.update(prof)
+    for k, v in (overrides or {}).items():
+        if v is not None:
+            vals[k] = v
+    start = _num(vals["start_s"], "emulation.start_s", source, line)
+    dur = _num(vals["duration_s"], "emulation.duration_s", source, line, lo_open=True)
+    scale = _num(vals["time_scale"], "emulation.time_scale", source, line, lo_open=True)
+    if start + dur > scenario_duration_s + 1e-6:
+        raise InputError(
+            f"window {start:g} s + {dur:g} s ends after the scenario's duration_s "
+            f"({scenario_duration_s:g} s)", source=source, line=line, field="emulation.duration_s")
+    isl = sec.get("isl", True)
+    if "isl" in (overrides or {}) and overrides["isl"] is not None:  # type: ignore[index]
+        isl = overrides["isl"]  # type: ignore[index]
+    if not isinstance(isl, bool):
+        raise InputError("must be true or false", source=source, line=line, field="emulation.isl")
+    tick = _num(sec.get("tick_s", 0.1), "emulation.tick_s", source, line, lo_open=True)
+    shaper = (overrides or {}).get("shaper") or sec.get("shaper", "auto")
+    agents = sec.get("agents", True)
+    if not isinstance(agents, bool):
+        raise InputError("must be true or false", source=source, line=line,
+                         field="emulation.agents")
+    return Window(start, dur, scale, isl, tick, str(shaper), agents)
+
+
+def routing_config(section: Any, *, source: str, line: int | None) -> dict[str, Any]:
+    """The agents' routing from the scenario's ``routing:`` section (default CGR)."""
+    if section is None:
+        return {"algorithm": "cgr"}
+    if isinstance(section, str):
+        section = {"algorithm": section}
+    if not isinstance(section, dict) or not isinstance(section.get("algorithm"), str):
+        raise InputError("must be an algorithm name or {algorithm: NAME, ...}", source=source,
+                         line=line, field="routing")
+    try:
+        from netemu.routing import get_router
+
+        get_router(section["algorithm"])
+    except ImportError:
+        pass
+    except Exception as e:  # noqa: BLE001 - the registry's own error text is the message
+        raise InputError(str(getattr(e, "message", e)), source=source, line=line,
+                         field="routing.algorithm") from None
+    return dict(section)
+
+
+# --------------------------------------------------------------------------- options
+
+
+@dataclass
+class FlagshipOptions:
+    """What ``netemu demo`` / ``netemu test`` ask for."""
+
+    scenario: Path
+    out: Path | None = None
+    profile: str | None = None  # "quick" or "test"
+    start_s: float | None = None
+    duration_s: float | None = None
+    time_scale: float | None = None
+    isl: bool | None = None
+    shaper: str | None = None
+    apps: bool = True
+    report: bool = True
+    run_name: str | None = None
+    echo: Callable[[str], None] = field(default=lambda s: print(s, flush=True))
+
+
+@dataclass
+class FlagshipResult:
+    run_dir: Path
+    run: str
+    metrics: dict[str, Any] | None = None
+    report_path: Path | None = None
+    errors: list[str] = field(default_factory=list)
+    interrupted: bool = False
+    wall_s: float = 0.0
+    headline: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class Prepared:
+    """Everything checked before anything is built."""
+
+    scenario: Any
+    window: Window
+    plan: Any
+    apps: list[AppInstance]
+    expectations: list[Any]
+    routing: dict[str, Any]
+    source: str
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def _short_run_name() -> str:
+    import secrets
+    import string
+
+    alphabet = string.ascii_lowercase + string.digits
+    return "f" + "".join(secrets.choice(alphabet) for _ in range(5))
+
+
+def _section_lines(scenario: Any) -> dict[tuple, int]:
+    """YAML paths → lines for the sections this module reads (for error messages)."""
+    from netemu.apprunner import load_yaml_with_lines
+
+    if scenario.path is None:
+        return {}
+    try:
+        _, lines = load_yaml_with_lines(Path(scenario.path).read_text(), str(scenario.path))
+    except InputError:
+        return {}
+    return lines
+
+
+class FlagshipRun:
+    def __init__(self, opts: FlagshipOptions) -> None:
+        self.opts = opts
+        self.echo = opts.echo
+        self.prepared: Prepared | None = None
+        self._stop = threading.Event()
+        self._interrupted = False
+
+    # --- checks (no root needed) -----------------------------------------------------
+
+    def prepare(self) -> Prepared:
+        from netemu import expect as expect_mod
+        from netemu.scenario import load_scenario
+        from netemu.schedule import compute_plan
+
+        path = Path(self.opts.scenario)
+        if not path.is_file():
+            raise InputError("scenario file not found", source=str(path))
+        sc = load_scenario(path)
+        src = str(path)
+        lines = _section_lines(sc)
+        sl = sc.section_lines
+        window = emulation_window(
+            sc.sections.get("emulation"),
+            scenario_duration_s=sc.duration_s,
+            scenario_time_scale=sc.time_scale,
+            profile=self.opts.profile,
+            source=src,
+            line=sl.get("emulation"),
+            overrides={"start_s": self.opts.start_s, "duration_s": self.opts.duration_s,
+                       "time_scale": self.opts.time_scale, "isl": self.opts.isl,
+                       "shaper": self.opts.shaper},
+        )
+        routing = routing_config(sc.sections.get("routing"), source=src, line=sl.get("routing"))
+        expectations = expect_mod.parse(sc.sections.get("expect"), source=src, lines=lines)
+        expect_mod.validate(expectations)
+        # every node of the scenario, for app selectors
+        nodes = [NodeInfo(s.name, "satellite") for s in sc.satellites]
+        nodes += [NodeInfo(g.name, "ground") for g in sc.ground_stations]
+        instances: list[AppInstance] = []
+        if self.opts.apps and sc.sections.get("apps"):
+            apps_dir = find_apps_dir(path.parent)
+            instances = plan_apps(sc.sections["apps"], nodes, apps_dir=apps_dir, source=src,
+                                  lines=lines)
+        self.echo(f"netemu: computing the contact plan for {sc.name} "
+                  f"[{window.start_s:g} s, {window.end_s:g} s] ...")
+        # a little margin past the end so contacts running at the end keep their true end
+        margin = min(120.0, sc.duration_s - window.end_s)
+        plan = compute_plan(sc, start_s=window.start_s, duration_s=window.duration_s + margin)
+        if not window.isl:
+            from netemu.contacts import ContactPlan
+
+            plan = ContactPlan(plan.epoch, plan.nodes,
+                               [c for c in plan.contacts if c.kind != "isl"])
+        self.prepared = Prepared(sc, window, plan, instances, expectations, routing, src)
+        return self.prepared
+
+    # --- the run itself --------------------------------------------------------------
+
+    def _run_dir(self, sc: Any) -> Path:
+        if self.opts.out is not None:
+            d = Path(self.opts.out)
+        else:
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+            d = Path.cwd() / "runs" / f"{sc.name}-{stamp}"
+        if d.exists() and any(d.iterdir()):
+            raise InputError("output directory exists and is not empty; pick another with --out",
+                             source=str(d))
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def execute(self) -> FlagshipResult:
+        p = self.prepared or self.prepare()
+        if os.geteuid() != 0:
+            raise NetemuError("the emulation builds network namespaces: run as root (sudo)")
+        t_wall0 = time.monotonic()
+        run = self.opts.run_name or _short_run_name()
+        run_dir = self._run_dir(p.scenario).resolve()
+        result = FlagshipResult(run_dir=run_dir, run=run)
+        (run_dir / "logs").mkdir(exist_ok=True)
+        if p.scenario.path is not None:
+            shutil.copyfile(p.scenario.path, run_dir / "scenario.yaml")
+        (run_dir / "plan.json").write_text(p.plan.to_json())
+        meta: dict[str, Any] = {
+            "run": run, "scenario": p.scenario.name, "scenario_path": p.source,
+            "window": {"start_s": p.window.start_s, "duration_s": p.window.duration_s,
+                       "time_scale": p.window.time_scale, "isl": p.window.isl},
+            "routing": p.routing, "apps": [i.key for i in p.apps],
+            "started_utc": datetime.now(timezone.utc).isoformat(),
+            "argv": sys.argv,
+        }
+        self._write_meta(run_dir, meta)
+
+        old_int = signal.getsignal(signal.SIGINT)
+        old_term = signal.getsignal(signal.SIGTERM)
+
+        def on_signal(signum: int, _frame: Any) -> None:
+            self._interrupted = True
+            self._stop.set()
+            raise RunInterrupted(f"stopped by {signal.Signals(signum).name}")
+
+        in_main = threading.current_thread() is threading.main_thread()
+        if in_main:
+            signal.signal(signal.SIGINT, on_signal)
+            signal.signal(signal.SIGTERM, on_signal)
+        stack = contextlib.ExitStack()
+        try:
+            with stack:
+                self._run(p, run, run_dir, stack, meta)
+        except RunInterrupted as e:
+            result.interrupted = True
+            result.errors.append(str(e))
+            self.echo(f"netemu: {e}; stopped cleanly, keeping what was measured")
+        except NetemuError as e:
+            result.errors.append(str(e))
+            self.echo(f"netemu: error: {e}")
+        except Exception as e:  # noqa: BLE001 - recorded in the run, then re-raised below
+            result.errors.append(f"{type(e).__name__}: {e}")
+            raise
+        finally:
+            if in_main:
+                signal.signal(signal.SIGINT, old_int)
+                signal.signal(signal.SIGTERM, old_term)
+            meta["errors"] = result.errors
+            meta["interrupted"] = result.interrupted
+            meta["finished_utc"] = datetime.now(timezone.utc).isoformat()
+            meta["wall_s"] = round(time.monotonic() - t_wall0, 1)
+            self._write_meta(run_dir, meta)
+        self._finish(result, p)
+        result.wall_s = time.monotonic() - t_wall0
+        return result
+
+    @staticmethod
+    def _write_meta(run_dir: Path, meta: dict[str, Any]) -> None:
+        (run_dir / "run.json").write_text(json.dumps(meta, indent=1, default=str) + "\n")
+
+    def _cleanup_step(self, what: str, fn: Callable[[], Any]) -> Callable[[], None]:
+        """A teardown step that cannot be interrupted by Ctrl-C and never raises."""
+
+        def step() -> None:
+            prev = None
+            if threading.current_thread() is threading.main_thread():
+                prev = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                fn()
+            except Exception as e:  # noqa: BLE001 - teardown goes on
+                self.echo(f"netemu: while stopping {what}: {e}")
+            finally:
+                if prev is not None:
+                    signal.signal(signal.SIGINT, prev)
+
+        return step
+
+    def _run(self, p: Prepared, run: str, run_dir: Path, stack: contextlib.ExitStack,
+             meta: dict[str, Any]) -> None:
+        from netemu.emulator import Emulation
+        from netemu.telemetry import Broker, Recorder, SyncPublisher
+
+        w = p.window
+        echo = self.echo
+        # 1. telemetry: broker + recorder (before anything publishes)
+        broker = Broker(run, log_path=run_dir / "logs" / "mosquitto.log")
+        access = broker.start()
+        stack.callback(self._cleanup_step("the MQTT broker", broker.stop))
+        clock_box: dict[str, Any] = {}
+
+        def clock() -> float:
+            c = clock_box.get("clock")
+            return c.now_s() if c is not None else w.start_s
+
+        recorder = Recorder(access, run_dir / "events.jsonl", clock=clock)
+        recorder.start()
+        stack.callback(self._cleanup_step("the telemetry recorder", recorder.stop))
+        publisher = SyncPublisher(access, client_id=f"netemu-emulator-{run}", clock=clock)
+        stack.callback(self._cleanup_step("the link-event publisher", publisher.close))
+        echo(f"netemu: telemetry on {access.socket_path} (MQTT, user {access.username}, "
+             f"per-run password; topics {access.topic_prefix}/#)")
+
+        # 2. images for container apps, before the clock starts
+        runner = AppRunner(run, run_dir)
+        if any(i.mode == "container" for i in p.apps):
+            echo("netemu: preparing container images (cached by content) ...")
+            runner.prepare_images(p.apps)
+
+        # 3. the emulation
+        emu = Emulation(p.plan, shaper=w.shaper, time_scale=w.time_scale, ip_routing=True,
+                        run_name=run, start_s=w.start_s, duration_s=w.duration_s,
+                        tick_s=w.tick_s)
+
+        def on_link(ev: Any) -> None:
+            publisher.publish(*_link_message(ev))
+
+        emu.subscribe(on_link)
+        echo(f"netemu: building {len(p.plan.nodes)} hosts and their links ...")
+        emu.start()
+        stack.callback(self._cleanup_step("the emulation", emu.stop))
+        clock_box["clock"] = emu.clock
+        meta["emulation"] = {"shaper": type(emu.shaper).__name__ if emu.shaper else None,
+                             "shaper_reason": emu.shaper_reason,
+                             "timings": {k: round(v, 3) for k, v in emu.timings.items()}}
+        echo(f"netemu: emulation up in {emu.timings.get('up_s', 0):.1f} s "
+             f"(shaper: {emu.shaper_reason or type(emu.shaper).__name__}); scenario clock at "
+             f"{w.start_s:g} s, x{w.time_scale:g}")
+
+        sock_root = Path(tempfile.mkdtemp(prefix=f"netemu-{run}-"))
+        stack.callback(lambda: shutil.rmtree(sock_root, ignore_errors=True))
+        base_env = {**access.env(), "NETEMU_RUN": run}
+
+        # 4. agents
+        agents: dict[str, subprocess.Popen[bytes]] = {}
+        dtn_sockets: dict[str, str] = {}
+        if w.agents:
+            agents, dtn_sockets = self._start_agents(p, emu, run_dir, sock_root, base_env)
+            stack.callback(self._cleanup_step("the bundle agents",
+                                              lambda: _stop_procs(agents.values(), 10.0)))
+
+        # 5. apps
+        stack.callback(self._cleanup_step("the apps", runner.close))
+        for inst in p.apps:
+            env = {**base_env, **emu.env(inst.node)}
+            if inst.node in dtn_sockets:
+                env["NETEMU_DTN_SOCKET"] = dtn_sockets[inst.node]
+            runner.start(inst, _netns_path(emu, inst.node), env)
+        if p.apps:
+            echo(f"netemu: started {len(p.apps)} app instances "
+                 f"({', '.join(sorted({i.manifest.name for i in p.apps}))})")
+
+        # 6. run the window
+        self._watch(emu, runner, agents, recorder, w)
+        # the with-block's exit stops apps → agents → emulation → telemetry
+
+    def _start_agents(self, p: Prepared, emu: Any, run_dir: Path, sock_root: Path,
+                      base_env: dict[str, str]) -> tuple[dict[str, subprocess.Popen[bytes]],
+                                                         dict[str, str]]:
+        from netemu.dtn.agentconfig import AgentConfig
+
+        plan_path = str(run_dir / "plan.json")
+        addresses = {n: emu.node_addr(n) for n in p.plan.nodes}
+        procs: dict[str, subprocess.Popen[bytes]] = {}
+        sockets: dict[str, str] = {}
+        self.echo(f"netemu: starting {len(p.plan.nodes)} bundle agents "
+                  f"(routing: {p.routing['algorithm']}) ...")
+        for node in p.plan.nodes:
+            adir = run_dir / "agents" / node
+            adir.mkdir(parents=True, exist_ok=True)
+            sdir = sock_root / node
+            sdir.mkdir(parents=True, exist_ok=True)
+            cfg = AgentConfig.for_plan_node(p.plan, node, addresses, plan_path=plan_path,
+                                            run_dir=str(sdir), routing=p.routing)
+            cfg.store = str(adir / "store.sqlite")
+            cfg.log = str(adir / "agent.jsonl")
+            cfg_path = adir / "agent.json"
+            cfg.write(cfg_path)
+            sockets[node] = cfg.app_socket
+            env = {**base_env, "NETEMU_DTN_SOCKET": cfg.app_socket, "PYTHONUNBUFFERED": "1"}
+            out = open(adir / "agent.out", "wb")  # noqa: SIM115 - the child holds it
+            procs[node] = emu.popen(node, [sys.executable, "-m", "netemu", "agent", "--node",
+                                           node, "--config", str(cfg_path)],
+                                    env=env, stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+            out.close()
+        deadline = time.monotonic() + AGENT_READY_TIMEOUT_S
+        waiting = set(procs)
+        while waiting and time.monotonic() < deadline and not self._stop.is_set():
+            for node in list(waiting):
+                if os.path.exists(sockets[node]):
+                    waiting.discard(node)
+                elif procs[node].poll() is not None:
+                    tail = (run_dir / "agents" / node / "agent.out").read_text(errors="replace")
+                    raise NetemuError(f"the bundle agent of {node} exited with status "
+                                      f"{procs[node].returncode}:\n{tail[-1500:]}")
+            time.sleep(0.1)
+        if waiting:
+            raise NetemuError(f"bundle agents not ready after {AGENT_READY_TIMEOUT_S:.0f} s: "
+                              f"{', '.join(sorted(waiting))} (see {run_dir}/agents/*/agent.out)")
+        self.echo(f"netemu: {len(procs)} agents ready")
+        return procs, sockets
+
+    def _watch(self, emu: Any, runner: AppRunner, agents: dict[str, Any], recorder: Any,
+               w: Window) -> None:
+        """Wait for the end of the window, printing a status line now and then."""
+        last = 0.0
+        dead_agents: set[str] = set()
+        while not emu.finished:
+            emu.wait(timeout=1.0)
+            for ra in runner.poll():
+                st = ra.exit_status
+                self.echo(f"netemu: app {ra.instance.key} ended with status {st}"
+                          + ("" if st == 0 else f" (see {ra.out_dir}/stderr.log)"))
+            for node, proc in agents.items():
+                if node not in dead_agents and proc.poll() is not None:
+                    dead_agents.add(node)
+                    self.echo(f"netemu: WARNING: the bundle agent of {node} exited with status "
+                              f"{proc.returncode}")
+            now = time.monotonic()
+            if now - last >= 15.0 or emu.finished:
+                last = now
+                t = emu.now_s()
+                done = (t - w.start_s) / w.duration_s if w.duration_s else 1.0
+                running = sum(1 for ra in runner.apps if not ra.finished)
+                self.echo(f"netemu: t={t:8.0f} s ({100 * min(1.0, done):3.0f}%)  links up "
+                          f"{emu.stats.links_up:3d}  events {recorder.count:6d}  apps running "
+                          f"{running}/{len(runner.apps)}")
+
+    # --- after the run -----------------------------------------------------------------
+
+    def _finish(self, result: FlagshipResult, p: Prepared) -> None:
+        from netemu import metrics as metrics_mod
+
+        try:
+            metrics_mod.write(result.run_dir)
+            result.metrics = metrics_mod.load(result.run_dir)
+        except Exception as e:  # noqa: BLE001 - a run without metrics still has its files
+            result.errors.append(f"metrics: {e}")
+            self.echo(f"netemu: could not compute metrics: {e}")
+            return
+        if self.opts.report:
+            try:
+                from netemu import report as report_mod
+
+                result.report_path = report_mod.build(result.run_dir)
+                result.headline = list(report_mod.headline(result.metrics))
+            except Exception as e:  # noqa: BLE001
+                result.errors.append(f"report: {e}")
+                self.echo(f"netemu: could not write the report: {e}")
+
+
+def _netns_path(emu: Any, node: str) -> str:
+    from netemu.emulator.netns import ns_path
+
+    return ns_path(emu.net.host_ns[node])
+
+
+def _link_message(ev: Any) -> tuple[str, dict[str, Any]]:
+    """A driver LinkEvent as the telemetry contract's ``link/<a>/<b>`` message."""
+    kind = {"up": "up", "down": "down", "params": "update", "stopped": "down"}.get(ev.kind, ev.kind)
+    payload: dict[str, Any] = {"event": kind, "t_s": ev.t_s, "link": ev.link,
+                               "if_a": ev.if_a, "if_b": ev.if_b}
+    if ev.kind == "stopped":
+        payload["direction"] = f"{ev.a}->{ev.b}"
+    for k in ("delay_s", "rate_bps", "loss"):
+        v = getattr(ev, k, None)
+        if v is not None:
+            payload[k] = v
+    return f"link/{ev.a}/{ev.b or '-'}", payload
+
+
+def _stop_procs(procs: Any, grace_s: float) -> None:
+    procs = [p for p in procs if p.poll() is None]
+    for p in procs:
+        with contextlib.suppress(ProcessLookupError):
+            p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for p in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            p.wait(max(0.1, deadline - time.monotonic()))
+    for p in procs:
+        if p.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
+def format_headline(result: FlagshipResult) -> str:
+    """The lines ``netemu demo`` ends with: where the report is and what it says."""
+    lines = []
+    if result.report_path is not None:
+        lines.append(f"report: {result.report_path}")
+    lines.append(f"run directory: {result.run_dir}")
+    if result.headline:
+        width = max(len(k) for k, _ in result.headline)
+        lines += [f"  {k:<{width}}  {v}" for k, v in result.headline]
+    elif result.metrics:
+        for k in ("delivery_ratio", "query_latency_p50_s", "query_latency_p95_s", "bytes_saved"):
+            if result.metrics.get(k) is not None:
+                lines.append(f"  {k}: {result.metrics[k]}")
+    for e in result.errors:
+        lines.append(f"  problem: {e}")
+    return "\n".join(lines)
+
+
+__all__ = ["FlagshipOptions", "FlagshipResult", "FlagshipRun", "Window", "emulation_window",
+           "format_headline"]
