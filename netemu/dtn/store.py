@@ -124,7 +124,7 @@ class BundleStore:
             row = self._db.execute(
                 "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM bundles WHERE data IS NOT NULL"
             ).fetchone()
-        except sqlite3.Error as e:
+        except (sqlite3.Error, OSError) as e:
             raise StoreError(f"{self.path}: cannot open bundle store: {e}") from None
         self.held_bundles, self.held_bytes = int(row[0]), int(row[1])
         self._in_tx = False
