@@ -39,11 +39,18 @@ from datetime import datetime, timezone
 from typing import Any, TextIO
 
 from netemu.clock import ScenarioClock
-from netemu.contacts import ContactPlan
-from netemu.dtn import mtcp, tcpcl, udpcl
+from netemu.contacts import ContactPlan, Node
+from netemu.dtn import bpa, mtcp, tcpcl, udpcl
 from netemu.dtn.agentconfig import AgentConfig, Neighbour, split_host_port
 from netemu.dtn.appif import AppConnection, AppServer
-from netemu.errors import NetemuError
+from netemu.dtn.bpsec import SecurityPolicy
+from netemu.dtn.bundle import REPORT_FLAGS, datetime_to_dtn_ms
+from netemu.dtn.eid import EID
+from netemu.dtn.errors import BundleError
+from netemu.dtn.store import BundleStore
+from netemu.dtn.store import State as StoreState
+from netemu.errors import InputError, NetemuError
+from netemu.routing.base import BundleInfo, Decision, Hop, Router
 
 BACKOFF_MIN_S = 0.2
 BACKOFF_MAX_S = 5.0
@@ -184,6 +191,7 @@ class TcpclChannel(asyncio.Protocol, Channel):
             self.established = True
             self.agent.session_started(self, ev)
         elif isinstance(ev, tcpcl.SessionClosed):
+            self.flush()  # the SESS_TERM reply goes out before the close
             if self.transport:
                 self.transport.close()
         elif isinstance(ev, tcpcl.SessionTerminating):
@@ -732,9 +740,328 @@ def _ipn_of(node_id: str) -> int | None:
 
 
 def _default_core(agent: Agent) -> Any:
-    from netemu.dtn.agentcore import AgentCore
-
     return AgentCore(agent)
+
+
+# ------------------------------------------------------------------------------------
+# The glue between the shell and the BPA core (netemu.dtn.bpa): events in, actions out.
+
+
+class DirectRouter(Router):
+    """Routing without a plan: a bundle goes straight to its destination when that node
+    is a neighbour, else to ``default`` (a neighbour name) if given. ``algorithm: direct``."""
+
+    name = "direct"
+
+    def route(self, bundle: BundleInfo, now_s: float, neighbours: frozenset[str]) -> Decision:
+        if bundle.destination in neighbours:
+            return Decision((Hop(bundle.destination),), reason="neighbour")
+        default = self.params.get("default")
+        if isinstance(default, str) and default in neighbours:
+            return Decision((Hop(default),), reason="default route")
+        return Decision(reason="destination not a neighbour")
+
+
+def make_router(cfg: AgentConfig, plan: ContactPlan) -> Router:
+    params = {k: v for k, v in cfg.routing.items() if k != "algorithm"}
+    algo = cfg.routing.get("algorithm", "cgr")
+    if str(algo).lower() == "direct":
+        return DirectRouter(cfg.node, plan, **params)
+    from netemu.routing import get_router
+
+    return get_router(algo)(cfg.node, plan, **params)
+
+
+def security_policy(cfg: AgentConfig) -> SecurityPolicy | None:
+    """BPSec policy from the config's ``keys``: ``sign_key`` (hex), ``verify`` {source:
+    hex}, ``require_bib_from`` [sources or "*"], ``decrypt`` {source: hex}."""
+    keys = cfg.keys
+    if not keys:
+        return None
+
+    def hexkey(v: Any, f: str) -> bytes:
+        try:
+            return bytes.fromhex(str(v))
+        except ValueError:
+            raise InputError("not a hex key", source=cfg.source, field=f"keys.{f}") from None
+
+    return SecurityPolicy(
+        node_id=EID.ipn(cfg.ipn, 0),
+        sign_key=hexkey(keys["sign_key"], "sign_key") if keys.get("sign_key") else None,
+        verify_keys={k: hexkey(v, f"verify.{k}") for k, v in (keys.get("verify") or {}).items()},
+        require_bib_from=frozenset(keys.get("require_bib_from") or ()),
+        decrypt_keys={k: hexkey(v, f"decrypt.{k}")
+                      for k, v in (keys.get("decrypt") or {}).items()},
+    )
+
+
+class AgentCore:
+    """Runs :class:`netemu.dtn.bpa.BundleAgent` against the store, the CLs and the apps,
+    following the BPA's contract: store writes, one commit per batch, then acks,
+    forwards and deliveries. Events arriving in one event-loop turn share the batch."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        cfg = agent.cfg
+        plan = agent.plan
+        if plan is None:
+            nodes = {cfg.node: Node(cfg.node, cfg.ipn)}
+            for n in cfg.neighbours:
+                nodes[n.name] = Node(n.name, n.ipn)
+            plan = ContactPlan(agent.clock.epoch, nodes, [])
+        self.plan = plan
+        self.router = make_router(cfg, plan)
+        self.store = BundleStore(cfg.store, max_bytes=cfg.store_max_bytes,
+                                 durability=cfg.durability)
+        self.bpa = bpa.BundleAgent(
+            bpa.AgentConfig(node_id=EID.ipn(cfg.ipn, 0), node_name=cfg.node,
+                            plan_epoch_ms=datetime_to_dtn_ms(plan.epoch),
+                            max_bytes=cfg.store_max_bytes, policy=security_policy(cfg)),
+            self.router)
+        self._events: list[tuple[Any, Callable[[Any], None] | None]] = []
+        self._flush_scheduled = False
+        self._retry_handle: asyncio.TimerHandle | None = None
+        # Deliveries: endpoint -> connections; bundles waiting for / pushed to an app.
+        self.endpoints: dict[str, list[AppConnection]] = {}
+        self.waiting: dict[str, dict[str, Any]] = {}  # endpoint -> {bundle_id: Bundle}
+        self.pushed: dict[AppConnection, dict[str, tuple[str, Any]]] = {}
+
+    def now_ms(self) -> int:
+        return self.agent.clock.dtn_time_ms()
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    def start(self) -> None:
+        records = list(self.store.by_state(*StoreState))
+        actions = self.bpa.restore(records, self.now_ms())
+        held = sum(1 for r in records if r.data is not None)
+        self.agent.log("store_restored", path=self.store.path, records=len(records), held=held)
+        self._execute([(actions, None)])
+
+    def close(self) -> None:
+        self._flush()
+        self.store.close()
+
+    def tick(self) -> None:
+        self.submit(bpa.Tick(self.now_ms()))
+
+    # --- events -----------------------------------------------------------------------
+
+    def submit(self, event: Any, cb: Callable[[Any], None] | None = None) -> None:
+        """Queue an event for this loop turn's batch; ``cb(result)`` runs after commit."""
+        self._events.append((event, cb))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_event_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if not self._events:
+            return
+        events, self._events = self._events, []
+        handle = self.bpa.handle
+        self._execute([(handle(ev), cb) for ev, cb in events])
+
+    def _execute(self, batch: list[tuple[list, Callable[[Any], None] | None]]) -> None:
+        store = self.store
+        rows: list[tuple] = []
+        later: list[Any] = []
+        log = self.agent.log
+        for actions, _ in batch:
+            for a in actions:
+                t = type(a)
+                if t is bpa.Store:
+                    rows.append(a.row())
+                    continue
+                if rows and t in (bpa.SetState, bpa.Delete):
+                    store.add_many(rows)
+                    rows = []
+                if t is bpa.SetState:
+                    store.set_state(a.bundle_id, a.state)
+                elif t is bpa.Delete:
+                    store.set_state(a.bundle_id, StoreState.DELETED, reason=a.reason)
+                    log("bundle_deleted", bundle=a.bundle_id, reason=a.reason, message=a.message)
+                elif t is bpa.Forward or t is bpa.Deliver:
+                    later.append(a)
+                elif t is bpa.ScheduleRetry:
+                    self._schedule_tick(a.at_ms)
+                elif t is bpa.StatusReportSent:
+                    log("status_report", subject=a.subject_id, status=a.status,
+                        reason=a.reason, report=a.report_id)
+                elif t is bpa.Refuse:
+                    log("bundle_refused", bundle=a.bundle_id, reason=a.reason,
+                        message=a.message)
+        if rows:
+            store.add_many(rows)
+        store.commit()  # durable before any ack, forward or delivery
+        for actions, cb in batch:
+            if cb is None:
+                continue
+            result: Any = None
+            for a in actions:
+                if type(a) is bpa.Accept or type(a) is bpa.Refuse:
+                    result = a
+                    break
+            cb(result)
+        for a in later:
+            if type(a) is bpa.Forward:
+                self.agent.enqueue(a.neighbour, a.bundle_id, a.data)
+            else:
+                self._deliver(a.bundle_id, a.endpoint, a.bundle)
+        for ch in list(self.agent.channels):
+            if isinstance(ch, TcpclChannel):
+                ch.flush()
+
+    def _schedule_tick(self, at_ms: int) -> None:
+        delay_s = max(0.0, (at_ms - self.now_ms()) / 1000.0 / self.agent.clock.time_scale)
+        if delay_s >= HOUSEKEEPING_S:
+            return  # the housekeeping tick comes first
+        if self._retry_handle is not None:
+            self._retry_handle.cancel()
+        self._retry_handle = asyncio.get_event_loop().call_later(delay_s, self.tick)
+
+    # --- from the convergence layers ----------------------------------------------------
+
+    def receive_many(self, items: list[tuple[bytes, str | None]]) -> list[bool]:
+        """Bundles received by the CLs: processed and committed now; True = acknowledge."""
+        now = self.now_ms()
+        results: list[bool] = [False] * len(items)
+
+        def setter(i: int) -> Callable[[Any], None]:
+            def cb(r: Any) -> None:
+                results[i] = type(r) is bpa.Accept
+            return cb
+
+        for i, (data, nb) in enumerate(items):
+            self._events.append((bpa.BundleReceived(data, nb, now), setter(i)))
+        self._flush()
+        return results
+
+    def transmitted(self, key: str, neighbour: str | None) -> None:
+        self.submit(bpa.TransmissionDone(key, neighbour or "", self.now_ms()))
+
+    def transmit_failed(self, key: str, neighbour: str | None, reason: str) -> None:
+        self.submit(bpa.TransmissionFailed(key, neighbour or "", self.now_ms(), reason))
+
+    def contact_started(self, neighbour: str) -> None:
+        self.submit(bpa.ContactUp(neighbour, self.now_ms()))
+
+    def contact_ended(self, neighbour: str) -> None:
+        self.submit(bpa.ContactDown(neighbour, self.now_ms()))
+
+    # --- applications -----------------------------------------------------------------
+
+    def app_handlers(self) -> dict[str, Any]:
+        return {"register": self._app_register, "send": self._app_send,
+                "send_many": self._app_send_many, "ack": self._app_ack,
+                "status": self._app_status, "watch": self._app_watch}
+
+    def _local_endpoint(self, text: Any) -> str:
+        try:
+            eid = EID.parse(str(text))
+        except BundleError as e:
+            raise InputError(str(e), field="endpoint") from None
+        if not self.bpa.is_local(eid):
+            raise InputError(f"{eid} is not an endpoint of this node ({self.bpa.node_id})",
+                             field="endpoint")
+        return str(eid)
+
+    def _app_register(self, conn: AppConnection, req: dict) -> dict:
+        ep = self._local_endpoint(req["endpoint"])
+        conn.endpoints.add(ep)
+        conns = self.endpoints.setdefault(ep, [])
+        if conn not in conns:
+            conns.append(conn)
+        waiting = self.waiting.pop(ep, {})
+        asyncio.get_event_loop().call_soon(self._push_many, conn, ep, waiting)
+        self.agent.log("app_registered", endpoint=ep, waiting=len(waiting))
+        return {"endpoint": ep}
+
+    def _push_many(self, conn: AppConnection, ep: str, bundles: dict[str, Any]) -> None:
+        for bid, b in bundles.items():
+            self._deliver(bid, ep, b)
+
+    def _deliver(self, bid: str, ep: str, bundle: Any) -> None:
+        conns = [c for c in self.endpoints.get(ep, ()) if not c.closed]
+        if not conns:
+            self.waiting.setdefault(ep, {})[bid] = bundle
+            return
+        conn = conns[0]
+        self.pushed.setdefault(conn, {})[bid] = (ep, bundle)
+        p = bundle.primary
+        conn.push({"ev": "bundle", "id": bid, "src": str(p.source), "dst": ep,
+                   "created_ms": p.creation_ms, "payload": bundle.payload})
+
+    def app_disconnected(self, conn: AppConnection) -> None:
+        for ep in conn.endpoints:
+            conns = self.endpoints.get(ep, [])
+            if conn in conns:
+                conns.remove(conn)
+        for bid, (ep, b) in self.pushed.pop(conn, {}).items():
+            self._deliver(bid, ep, b)  # to another app on the endpoint, or wait
+
+    def _app_ack(self, conn: AppConnection, req: dict) -> dict:
+        pushed = self.pushed.get(conn, {})
+        now = self.now_ms()
+        for bid in req["ids"]:
+            if pushed.pop(bid, None) is not None:
+                self.submit(bpa.AppDelivered(bid, now))
+        return {}
+
+    def _send_event(self, conn: AppConnection, item: dict, now: int) -> Any:
+        src = item.get("src") or (sorted(conn.endpoints)[0] if conn.endpoints
+                                  else f"ipn:{self.agent.cfg.ipn}.0")
+        lifetime_s = float(item.get("lifetime_s", self.agent.cfg.default_lifetime_s))
+        if not lifetime_s > 0:
+            raise InputError("lifetime_s must be > 0", field="lifetime_s")
+        flags = 0
+        if item.get("reports"):
+            flags |= int(REPORT_FLAGS)
+        payload = item["payload"]
+        if not isinstance(payload, bytes | bytearray):
+            raise InputError("payload must be bytes", field="payload")
+        return bpa.AppSend(src, str(item["dst"]), bytes(payload), int(lifetime_s * 1000), now,
+                           flags=flags, report_to=item.get("report_to"))
+
+    async def _app_send(self, conn: AppConnection, req: dict) -> dict:
+        return {"id": (await self._sends(conn, [req]))[0]}
+
+    async def _app_send_many(self, conn: AppConnection, req: dict) -> dict:
+        items = req["bundles"]
+        if not isinstance(items, list):
+            raise InputError("bundles must be a list", field="bundles")
+        return {"ids": await self._sends(conn, items)}
+
+    async def _sends(self, conn: AppConnection, items: list[dict]) -> list[str]:
+        now = self.now_ms()
+        events = [self._send_event(conn, it, now) for it in items]
+        loop = asyncio.get_event_loop()
+        futs = []
+        for ev in events:
+            fut = loop.create_future()
+            self.submit(ev, fut.set_result)
+            futs.append(fut)
+        ids = []
+        for r in await asyncio.gather(*futs):
+            if type(r) is not bpa.Accept:
+                raise InputError(r.message if r is not None else "send not accepted",
+                                 field="send")
+            ids.append(r.bundle_id)
+        return ids
+
+    def _app_status(self, conn: AppConnection, req: dict) -> dict:
+        st = self.agent.status()
+        st["bpa"] = self.bpa.status()
+        st["store"] = {"path": self.store.path, "held_bundles": self.store.held_bundles,
+                       "held_bytes": self.store.held_bytes}
+        st["apps"] = {ep: len(c) for ep, c in self.endpoints.items()}
+        st["waiting_for_app"] = {ep: len(w) for ep, w in self.waiting.items() if w}
+        return st
+
+    def _app_watch(self, conn: AppConnection, req: dict) -> dict:
+        conn.watching = True
+        self.agent.log.watchers.add(conn)
+        return {}
 
 
 async def run_agent(cfg: AgentConfig) -> None:

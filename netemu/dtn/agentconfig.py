@@ -59,13 +59,14 @@ class AgentConfig:
     store: str = ""
     contact_plan: str | None = None
     follow_plan: bool = True  # open sessions only while the plan has a contact up
-    routing: dict[str, Any] = field(default_factory=lambda: {"algorithm": "static"})
+    routing: dict[str, Any] = field(default_factory=lambda: {"algorithm": "cgr"})
     neighbours: list[Neighbour] = field(default_factory=list)
     keys: dict[str, Any] = field(default_factory=dict)
     keepalive_s: int = 15
     segment_mru: int = 16 * 1024 * 1024
     transfer_mru: int = 1 << 32
     store_max_bytes: int = 1 << 30
+    durability: str = "disk"  # store: "disk" (fsync per group commit) or "process"
     default_lifetime_s: float = 86400.0
     log: str | None = None
     source: str = "<config>"
@@ -125,7 +126,7 @@ class AgentConfig:
             raise InputError("agent config must be a mapping", source=source)
         known = {"node", "ipn", "listen", "app_socket", "store", "contact_plan", "follow_plan",
                  "routing", "neighbours", "keys", "keepalive_s", "segment_mru",
-                 "transfer_mru", "store_max_bytes", "default_lifetime_s", "log"}
+                 "transfer_mru", "store_max_bytes", "durability", "default_lifetime_s", "log"}
         for k in obj:
             if k not in known:
                 raise InputError(f"unknown key (known: {', '.join(sorted(known))})",
@@ -174,7 +175,7 @@ class AgentConfig:
         if dup:
             raise InputError(f"neighbour listed twice: {', '.join(sorted(dup))}", source=source,
                              field="neighbours")
-        routing = obj.get("routing", {"algorithm": "static"})
+        routing = obj.get("routing", {"algorithm": "cgr"})
         if isinstance(routing, str):
             routing = {"algorithm": routing}
         if not isinstance(routing, dict) or not isinstance(routing.get("algorithm"), str):
@@ -199,6 +200,8 @@ class AgentConfig:
             segment_mru=g.int("segment_mru", 16 * 1024 * 1024, minimum=64),
             transfer_mru=g.int("transfer_mru", 1 << 32, minimum=64),
             store_max_bytes=g.int("store_max_bytes", 1 << 30, minimum=1024),
+            durability=_choice(g.str("durability", "disk"), ("disk", "process"), source,
+                               "durability"),
             default_lifetime_s=g.float("default_lifetime_s", 86400.0),
             log=g.str("log", "") or None,
             source=source,
@@ -247,12 +250,19 @@ class AgentConfig:
             ],
             "keys": self.keys, "keepalive_s": self.keepalive_s,
             "segment_mru": self.segment_mru, "transfer_mru": self.transfer_mru,
-            "store_max_bytes": self.store_max_bytes,
+            "store_max_bytes": self.store_max_bytes, "durability": self.durability,
             "default_lifetime_s": self.default_lifetime_s, "log": self.log,
         }
 
     def write(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_obj(), indent=1) + "\n")
+
+
+def _choice(v: str, options: tuple[str, ...], source: str, field_: str) -> str:
+    if v not in options:
+        raise InputError(f"must be one of {', '.join(options)}, got {v!r}", source=source,
+                         field=field_)
+    return v
 
 
 def split_host_port(text: str, *, default_port: int = 4556) -> tuple[str, int]:
