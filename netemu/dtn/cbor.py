@@ -6,7 +6,9 @@ decoder must know byte offsets and must refuse what cbor2 accepts silently (inde
 lengths, integers not in their shortest form, tags, floats, unsorted or duplicate map
 keys). This module is that decoder: small, no recursion without a depth limit, every
 refusal a :class:`BundleError` with the byte offset. cbor2 serves as the outside reference
-in the tests (``cbor2.dumps(x, canonical=True)`` equals :func:`dumps`).
+in the tests (``cbor2.dumps(x, canonical=True)`` equals :func:`dumps` for every value
+without maps; map keys sort bytewise here, RFC 8949 section 4.2.1, where cbor2's
+canonical mode sorts length-first as RFC 7049 did; bundles contain no maps).
 
 Values: ``int`` (major types 0 and 1), ``bytes``, ``str``, ``list`` (arrays; tuples encode
 as arrays too), ``dict`` (maps), ``bool`` and ``None``.
