@@ -117,13 +117,13 @@ def emulation_window(
     for k in PROFILE_KEYS:
         if k in sec:
             vals[k] = sec[k]
-    if profile is not None:
-        prof = sec.get(profile)
-        if prof is not None:
-            if not isinstance(prof, dict) or set(prof) - PROFILE_KEYS:
-                raise InputError(f"must be a mapping with {', '.join(sorted(PROFILE_KEYS))}",
-                                 source=source, line=line, field=f"emulation.{profile}")
-            vals.update(prof)
+    for name in ("quick", "test"):
+        prof = sec.get(name)
+        if prof is not None and (not isinstance(prof, dict) or set(prof) - PROFILE_KEYS):
+            raise InputError(f"must be a mapping with {', '.join(sorted(PROFILE_KEYS))}",
+                             source=source, line=line, field=f"emulation.{name}")
+    if profile is not None and sec.get(profile):
+        vals.update(sec[profile])
     for k, v in (overrides or {}).items():
         if v is not None:
             vals[k] = v
@@ -466,8 +466,13 @@ class FlagshipRun:
             echo(f"netemu: started {len(p.apps)} app instances "
                  f"({', '.join(sorted({i.manifest.name for i in p.apps}))})")
 
-        # 6. run the window
+        # 6. run the window (bracketed by run events, so the record covers all of it)
+        publisher.publish("run", {"event": "started", "t_s": emu.now_s(),
+                                  "window": [w.start_s, w.end_s], "time_scale": w.time_scale,
+                                  "apps": len(p.apps), "agents": len(agents)})
         self._watch(emu, runner, agents, recorder, w)
+        publisher.publish("run", {"event": "ended", "t_s": emu.now_s(),
+                                  "interrupted": self._interrupted})
         # the with-block's exit stops apps → agents → emulation → telemetry
 
     def _start_agents(self, p: Prepared, emu: Any, run_dir: Path, sock_root: Path,
