@@ -370,3 +370,14 @@ def test_contact_lost_early_is_routed_around_until_it_comes_back():
     assert router.route(bundle("b", 100, bid="2"), 0.3, frozenset()).route == ("a", "c", "b")
     router.contact_started("b", 0.4)
     assert router.route(bundle("b", 100, bid="3"), 0.4, frozenset()).hops[0].node == "b"
+
+
+def test_reservations_of_expired_bundles_are_given_back():
+    plan = plan_of([("a", "b", 0, 1000, 100, 0.5)])
+    router = CGRRouter("a", plan)
+    router.route(bundle("b", 1600, bid="old", deadline=30), 0.0, frozenset())
+    assert router.backlog_bytes("b") == pytest.approx(1700)
+    d = router.route(bundle("b", 1600, bid="new"), 40.0, frozenset({"b"}))
+    assert router.backlog_bytes("b") == pytest.approx(1700)  # only the new one
+    assert router.residual_volume(0) == pytest.approx(100 * 1000 - 1700)
+    assert d.projected_arrival_s == pytest.approx(40 + 17 + 0.5)
