@@ -57,6 +57,7 @@ BACKOFF_MAX_S = 5.0
 WINDOW_TRANSFERS = 1024  # unacknowledged transfers per session
 WINDOW_BYTES = 64 * 1024 * 1024  # unacknowledged bytes per session
 HOUSEKEEPING_S = 0.5
+DIAL_GRACE_S = 3.0
 
 
 def make_clock(plan: ContactPlan | None) -> ScenarioClock:
@@ -116,6 +117,7 @@ class NeighbourState:
     connecting: asyncio.Task | None = None
     next_try: float = 0.0
     failures: int = 0
+    plan_up_since: float = 0.0
 
 
 class Channel:
@@ -528,9 +530,11 @@ class Agent:
                             if not isinstance(ch, UdpChannel):
                                 ch.close(tcpcl.TermReason.UNKNOWN)
                 self._update_up(st)
+                if was != st.plan_up or not st.plan_up_since:
+                    st.plan_up_since = now
                 if (st.plan_up and st.cfg.address and st.cfg.cl in ("tcpcl", "mtcp")
                         and not self._has_stream(st) and st.connecting is None
-                        and now >= st.next_try):
+                        and now >= st.next_try and self._should_dial(st, now)):
                     st.connecting = self._spawn(self._connect(st))
             for ch in list(self.channels):
                 ch.housekeeping(now)
@@ -540,6 +544,14 @@ class Agent:
                         continue
             self.core.tick()
             await asyncio.sleep(HOUSEKEEPING_S)
+
+    def _should_dial(self, st: NeighbourState, now: float) -> bool:
+        """Between two agents that know each other's address only the lower ipn dials, so
+        they share one session; the other dials too if none came within DIAL_GRACE_S
+        (the peer may be software that never dials)."""
+        if st.cfg.cl != "tcpcl" or not st.cfg.ipn or self.cfg.ipn < st.cfg.ipn:
+            return True
+        return now - st.plan_up_since >= DIAL_GRACE_S
 
     def _has_stream(self, st: NeighbourState) -> bool:
         return any(not isinstance(ch, UdpChannel) for ch in st.sessions)
