@@ -385,6 +385,36 @@ class Ephemeris:
         """Earth-fixed positions (N,3) km."""
         return teme_to_ecef(self.teme(sat, t_s), self.theta_at(t_s))
 
+    def local(self, sat: np.ndarray, k: np.ndarray) -> LocalTrack:
+        """The Hermite cubic of satellites ``sat`` over grid intervals [k, k+1], gathered
+        once so that repeated evaluations (root finding) are cheap."""
+        return LocalTrack(self, np.asarray(sat), np.asarray(k))
+
+
+class LocalTrack:
+    """Positions of N satellites, each over its own grid interval [t_k, t_k+1]:
+    ``r(τ) = c0 + c1·τ + c2·τ² + c3·τ³`` with τ = (t − t_k)/h (cubic Hermite)."""
+
+    def __init__(self, eph: Ephemeris, sat: np.ndarray, k: np.ndarray) -> None:
+        h = eph.step_s
+        r0, r1 = eph.r[k, sat], eph.r[k + 1, sat]
+        v0, v1 = eph.v[k, sat] * h, eph.v[k + 1, sat] * h
+        self.c0, self.c1 = r0, v0
+        self.c2 = 3.0 * (r1 - r0) - 2.0 * v0 - v1
+        self.c3 = 2.0 * (r0 - r1) + v0 + v1
+        self.t0 = eph.t0_s + h * k
+        self.inv_h = 1.0 / h
+        self.th0 = eph.theta[k]
+        self.dth = np.mod(eph.theta[k + 1] - eph.theta[k], 2 * math.pi)
+
+    def teme(self, t_s: np.ndarray) -> np.ndarray:
+        tau = ((t_s - self.t0) * self.inv_h)[:, None]
+        return ((self.c3 * tau + self.c2) * tau + self.c1) * tau + self.c0
+
+    def ecef(self, t_s: np.ndarray) -> np.ndarray:
+        tau = (t_s - self.t0) * self.inv_h
+        return teme_to_ecef(self.teme(t_s), self.th0 + tau * self.dth)
+
 
 def build_ephemeris(
     satrecs: Sequence[Satrec],

@@ -219,7 +219,7 @@ class ScheduleConfig:
     """
 
     step_s: float = 20.0
-    gsl_sample_s: float = 10.0
+    gsl_sample_s: float = 20.0
     isl_sample_s: float = 60.0
 
 
@@ -663,7 +663,7 @@ def scenario_from_dict(doc: Any, *, path: Path | None = None) -> Scenario:
         sm = _check_keys(ctx, m["schedule"], SCHEDULE_KEYS, "schedule", m.line_of("schedule"))
         sched = ScheduleConfig(
             step_s=_number(ctx, sm, "step_s", "schedule", default=20.0, lo=1, hi=60),  # type: ignore[arg-type]
-            gsl_sample_s=_number(ctx, sm, "gsl_sample_s", "schedule", default=10.0, lo=0.1, lo_open=True),  # type: ignore[arg-type]
+            gsl_sample_s=_number(ctx, sm, "gsl_sample_s", "schedule", default=20.0, lo=0.1, lo_open=True),  # type: ignore[arg-type]
             isl_sample_s=_number(ctx, sm, "isl_sample_s", "schedule", default=60.0, lo=0.1, lo_open=True),  # type: ignore[arg-type]
         )
 

@@ -42,6 +42,10 @@ REFINE_TOL_S = 2.5e-4
 MIN_CONTACT_S = 1e-3
 """Contacts shorter than this are dropped."""
 
+OWLT_TOL_S = 20e-6
+"""Light-time samples are spaced so that linear interpolation between them is within
+this of the true one-way light time (20 µs ≈ 6 km of range)."""
+
 FLAT_TOL_KM = 0.3
 """An ISL whose range deviates less than this from a straight line over the contact
 keeps only its two end samples (0.3 km ≈ 1 µs of light time)."""
@@ -54,10 +58,11 @@ Evaluator = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """f(pair indices (N,), times (N,)) → values (N,); a link is up where f ≥ 0."""
 
 
-def _bisect(fn: Evaluator, pair: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+def _bisect(fn: Callable[[np.ndarray], np.ndarray], lo: np.ndarray, hi: np.ndarray,
             up_at_lo: np.ndarray, tol_s: float = REFINE_TOL_S) -> np.ndarray:
-    """Refine crossings in [lo, hi]; return the end of the final bracket on the 'up' side
-    (so a contact never claims time the link is down, by more than interpolation error)."""
+    """Refine crossings of ``fn`` (times → values, one per crossing) in [lo, hi]; return
+    the end of the final bracket on the 'up' side (so a contact never claims time the
+    link is down, beyond interpolation error)."""
     lo = lo.astype(float).copy()
     hi = hi.astype(float).copy()
     if len(lo) == 0:
@@ -66,8 +71,7 @@ def _bisect(fn: Evaluator, pair: np.ndarray, lo: np.ndarray, hi: np.ndarray,
     n_iter = max(1, int(math.ceil(math.log2(max(width, tol_s) / tol_s))))
     for _ in range(n_iter):
         mid = 0.5 * (lo + hi)
-        up_mid = fn(pair, mid) >= 0
-        same = up_mid == up_at_lo
+        same = (fn(mid) >= 0) == up_at_lo
         lo = np.where(same, mid, lo)
         hi = np.where(same, hi, mid)
     return np.where(up_at_lo, lo, hi)
@@ -114,42 +118,40 @@ class _Scan:
 
 
 def _scan_rows(F: np.ndarray, k0: int, k_first: int, k_last: int, n_times: int,
-               margin: float, scan: _Scan) -> None:
-    """Look at rows of sampled values ``F`` (rows are grid indices k0, k0+1, …) for
-    sign changes in intervals [k, k+1] with k in [k_first, k_last) and near-zero local
-    extrema at k in [k_first, k_last)."""
+               margin: float, scan: _Scan, pid: np.ndarray | None = None) -> None:
+    """Look at rows of sampled values ``F`` (row i is grid index k0 + i; column j is pair
+    ``pid[j]``, or j) for sign changes in intervals [k, k+1] and near-zero local extrema
+    at k, for k in [k_first, k_last)."""
     rows = F.shape[0]
-    up = F >= 0
-    ok = np.isfinite(F)
-    # sign changes
     a = k_first - k0
     b = min(k_last, n_times - 1) - k0
     if b > a:
-        ch = (up[a:b] != up[a + 1:b + 1]) & ok[a:b] & ok[a + 1:b + 1]
+        f0, f1 = F[a:b], F[a + 1:b + 1]
+        ch = (f0 >= 0) != (f1 >= 0)
+        ch &= np.isfinite(f0) & np.isfinite(f1)
         kk, pp = np.nonzero(ch)
         scan.cross_k.append(kk + k_first)
-        scan.cross_pair.append(pp)
-        scan.cross_up0.append(up[a:b][kk, pp])
-    # extrema
-    for k in range(k_first, k_last):
-        i = k - k0
-        f = F[i]
-        prev = F[i - 1] if i - 1 >= 0 and k - 1 >= 0 else None
-        nxt = F[i + 1] if i + 1 < rows and k + 1 < n_times else None
-        lo_max = (f < 0) & (f > -margin)
-        lo_min = (f >= 0) & (f < margin)
-        if prev is not None:
-            lo_max &= f >= prev
-            lo_min &= f <= prev
-        if nxt is not None:
-            lo_max &= f >= nxt
-            lo_min &= f <= nxt
-        for mask, sgn in ((lo_max, 1), (lo_min, -1)):
-            pp = np.nonzero(mask)[0]
-            if len(pp):
-                scan.ext_k.append(np.full(len(pp), k))
-                scan.ext_pair.append(pp)
-                scan.ext_sign.append(np.full(len(pp), sgn))
+        scan.cross_pair.append(pp if pid is None else pid[pp])
+        scan.cross_up0.append(f0[kk, pp] >= 0)
+    # near-zero discrete local extrema (a link up or down only between two samples)
+    lo, hi = k_first - k0, k_last - k0
+    ii, pp = np.nonzero(np.abs(F[lo:hi]) < margin)
+    if len(ii) == 0:
+        return
+    ii = ii + lo
+    f = F[ii, pp]
+    has_prev = (ii - 1 >= 0) & (ii + k0 - 1 >= 0)
+    has_next = (ii + 1 < rows) & (ii + k0 + 1 < n_times)
+    prev = np.where(has_prev, F[np.maximum(ii - 1, 0), pp], np.nan)
+    nxt = np.where(has_next, F[np.minimum(ii + 1, rows - 1), pp], np.nan)
+    is_max = (f < 0) & (~has_prev | (f >= prev)) & (~has_next | (f >= nxt))
+    is_min = (f >= 0) & (~has_prev | (f <= prev)) & (~has_next | (f <= nxt))
+    for mask, sgn in ((is_max, 1), (is_min, -1)):
+        if mask.any():
+            scan.ext_k.append(ii[mask] + k0)
+            q = pp[mask]
+            scan.ext_pair.append(q if pid is None else pid[q])
+            scan.ext_sign.append(np.full(int(mask.sum()), sgn))
 
 
 def _cat(xs: list, dtype) -> np.ndarray:
@@ -164,7 +166,11 @@ def _windows(fn: Evaluator, scan: _Scan, up_first: np.ndarray, eph: Ephemeris, n
     ck = _cat(scan.cross_k, np.int64)
     cp = _cat(scan.cross_pair, np.int64)
     cu = _cat(scan.cross_up0, bool)
-    tc = _bisect(fn, cp, t[ck], t[ck + 1], cu)
+    tc = np.empty(len(ck))
+    step = 500_000  # bound memory: crossings refined in batches
+    for a in range(0, len(ck), step):
+        sl = slice(a, a + step)
+        tc[sl] = _bisect(fn.local(cp[sl], ck[sl]), t[ck[sl]], t[ck[sl] + 1], cu[sl])
     ev_pair = [cp]
     ev_t = [tc]
     ev_dir = [np.where(cu, -1, 1)]  # up at lo → the link goes down
@@ -180,8 +186,8 @@ def _windows(fn: Evaluator, scan: _Scan, up_first: np.ndarray, eph: Ephemeris, n
         if flips.any():
             ep2, lo2, hi2, tx2, es2 = ep[flips], lo[flips], hi[flips], tx[flips], es[flips]
             up_lo = es2 < 0  # a dip: up at lo
-            t1 = _bisect(fn, ep2, lo2, tx2, up_lo)
-            t2 = _bisect(fn, ep2, tx2, hi2, ~up_lo)
+            t1 = _bisect(lambda x, p=ep2: fn(p, x), lo2, tx2, up_lo)
+            t2 = _bisect(lambda x, p=ep2: fn(p, x), tx2, hi2, ~up_lo)
             ev_pair += [ep2, ep2]
             ev_t += [t1, t2]
             ev_dir += [np.where(up_lo, -1, 1), np.where(up_lo, 1, -1)]
@@ -195,32 +201,39 @@ def _windows(fn: Evaluator, scan: _Scan, up_first: np.ndarray, eph: Ephemeris, n
     dd = np.concatenate(ev_dir)
     order = np.lexsort((-dd, tt, pair))  # at equal times a rise sorts before a set
     pair, tt, dd = pair[order], tt[order], dd[order]
-    out_p: list[int] = []
-    out_a: list[float] = []
-    out_b: list[float] = []
-    # walk events pair by pair (a rise opens a window, a set closes it)
-    bounds = np.nonzero(np.diff(pair))[0] + 1
-    starts = np.concatenate([[0], bounds])
-    ends = np.concatenate([bounds, [len(pair)]])
-    for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
-        if s == e:
-            continue
-        p = int(pair[s])
+    # consistent pairs alternate rise/set: a rise closes at the next event (a set of the
+    # same pair) or at t_end; pairs with two rises or two sets in a row (numerical
+    # corner cases) are walked one event at a time instead.
+    n_ev = len(pair)
+    same_next = np.zeros(n_ev, dtype=bool)
+    if n_ev > 1:
+        same_next[:-1] = pair[1:] == pair[:-1]
+    bad_pairs = np.unique(pair[:-1][same_next[:-1] & (dd[1:] == dd[:-1])]) if n_ev > 1 else []
+    bad = np.isin(pair, bad_pairs)
+    rise = (dd > 0) & ~bad
+    nxt = np.minimum(np.arange(n_ev) + 1, max(n_ev - 1, 0))
+    closes = rise & same_next
+    out_p = [pair[closes], pair[rise & ~same_next]]
+    out_a = [tt[closes], tt[rise & ~same_next]]
+    out_b = [tt[nxt[closes]], np.full(int((rise & ~same_next).sum()), t_end)]
+    for p in np.asarray(bad_pairs).tolist():
+        sel = np.nonzero(pair == p)[0]
         open_t: float | None = None
-        for t_ev, d_ev in zip(tt[s:e].tolist(), dd[s:e].tolist(), strict=True):
+        for t_ev, d_ev in zip(tt[sel].tolist(), dd[sel].tolist(), strict=True):
             if d_ev > 0:
                 if open_t is None:
                     open_t = t_ev
             elif open_t is not None:
-                out_p.append(p)
-                out_a.append(open_t)
-                out_b.append(t_ev)
+                out_p.append(np.array([p]))
+                out_a.append(np.array([open_t]))
+                out_b.append(np.array([t_ev]))
                 open_t = None
         if open_t is not None:
-            out_p.append(p)
-            out_a.append(open_t)
-            out_b.append(t_end)
-    return np.asarray(out_p, dtype=np.int64), np.asarray(out_a), np.asarray(out_b)
+            out_p.append(np.array([p]))
+            out_a.append(np.array([open_t]))
+            out_b.append(np.array([t_end]))
+    return (np.concatenate(out_p).astype(np.int64), np.concatenate(out_a).astype(float),
+            np.concatenate(out_b).astype(float))
 
 
 # --------------------------------------------------------------------------------------
@@ -249,56 +262,99 @@ class _Gsl:
         d = self.eph.ecef(pair // self.n_st, t) - self.pos[pair % self.n_st]
         return np.sqrt(np.einsum("ij,ij->i", d, d))
 
-    def grid_values(self, k0: int, k1: int) -> np.ndarray:
-        """f on grid rows k0..k1−1 for every pair: (rows, S·G), pair = sat·G + g."""
+    def local(self, pair: np.ndarray, k: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        """f of each pair restricted to its own grid interval [k, k+1] (t → values)."""
+        g = pair % self.n_st
+        track = self.eph.local(pair // self.n_st, k)
+        pos, up, sm = self.pos[g], self.up[g], self.sin_mask[g]
+
+        def f(t: np.ndarray) -> np.ndarray:
+            d = track.ecef(t) - pos
+            return np.einsum("ij,ij->i", d, up) / np.sqrt(np.einsum("ij,ij->i", d, d)) - sm
+
+        return f
+
+    def candidate_values(self, k0: int, k1: int, cos_thr: np.ndarray, cull_every: int
+                         ) -> tuple[np.ndarray, np.ndarray]:
+        """f on grid rows k0..k1−1 for the pairs that can possibly be near visibility in
+        that span: (values (rows, n), pair ids (n,), pair = sat·G + g).
+
+        The cull compares the geocentric angle between satellite and station with a
+        threshold (``cos_thr``) that includes the motion between the rows it looks at;
+        a pair it drops is below the mask with room to spare for the whole span."""
         r = teme_to_ecef(self.eph.r[k0:k1], self.eph.theta[k0:k1, None])
         rows, S, _ = r.shape
-        flat = r.reshape(-1, 3)
-        both = flat @ np.concatenate([self.up, self.pos], axis=0).T  # (rows·S, 2G)
         G = self.n_st
-        ru, rp = both[:, :G], both[:, G:]
-        rr = np.einsum("ij,ij->i", flat, flat)[:, None]
-        pu = np.einsum("ij,ij->i", self.pos, self.up)[None, :]
-        pp = np.einsum("ij,ij->i", self.pos, self.pos)[None, :]
-        d2 = rr + pp - 2.0 * rp
-        np.maximum(d2, 1e-6, out=d2)
-        f = (ru - pu) / np.sqrt(d2) - self.sin_mask[None, :]
-        return f.reshape(rows, S * G)
+        look = sorted(set(range(0, rows, cull_every)) | {rows - 1})
+        rl = r[look]
+        rl = rl / np.linalg.norm(rl, axis=-1, keepdims=True)
+        gu = self.pos / np.linalg.norm(self.pos, axis=1, keepdims=True)
+        cosang = (rl.reshape(-1, 3) @ gu.T).reshape(len(look), S, G)
+        cand = np.zeros((S, G), dtype=bool)
+        for c in cosang:
+            cand |= c >= cos_thr
+        sat_i, st_i = np.nonzero(cand)
+        d = r[:, sat_i, :] - self.pos[st_i][None]
+        du = np.einsum("rnk,nk->rn", d, self.up[st_i])
+        dd = np.einsum("rnk,rnk->rn", d, d)
+        f = du / np.sqrt(dd) - self.sin_mask[st_i][None]
+        return f, sat_i * G + st_i
 
 
 def gsl_windows(scenario: Scenario, eph: Ephemeris, *, t_end: float,
                 progress: Callable[[float], None] | None = None,
-                chunk_rows: int | None = None) -> list[tuple[int, int, float, float]]:
+                chunk_rows: int = 32, cull_every: int = 4) -> list[tuple[int, int, float, float]]:
     """Every interval a satellite is above a station's elevation mask:
     (station index, satellite index, rise_s, set_s), before tracking limits."""
     stations = scenario.ground_stations
     if not stations or eph.r.shape[1] == 0:
         return []
     pos, up = stations_ecef(stations)
-    sin_mask = np.sin(np.radians([s.min_elevation_deg for s in stations]))
+    mask_deg = np.array([s.min_elevation_deg for s in stations])
+    sin_mask = np.sin(np.radians(mask_deg))
     fn = _Gsl(eph, pos, up, sin_mask)
     S, G = eph.r.shape[1], len(stations)
     n = eph.n_times
-    if chunk_rows is None:
-        chunk_rows = max(4, min(256, int(4e6 // max(1, S * G))))
+    # cull threshold: Earth-central angle of the visibility circle for a mask 5° lower
+    # (covers the near-miss passes the extremum search looks at and the geodetic/
+    # geocentric difference), plus how far a satellite moves between two looked-at rows.
+    r0 = eph.r[0]
+    ok = np.isfinite(r0[:, 0])
+    rad = np.linalg.norm(r0[ok], axis=1)
+    r_max = float(np.nanmax(np.linalg.norm(eph.r[:, ok], axis=-1))) if ok.any() else 1e9
+    omega = float(np.max(np.linalg.norm(eph.v[0][ok], axis=1) / rad)) + 7.3e-5 if ok.any() else 0.0
+    e = np.radians(mask_deg - 5.0)
+    lam = np.arccos(np.clip(np.linalg.norm(pos, axis=1) * np.cos(e) / r_max, -1, 1)) - e
+    lam += 1.1 * omega * cull_every * eph.step_s / 2.0 + np.radians(0.5)
+    cos_thr = np.cos(np.minimum(lam, math.pi))
     margin = 0.05 * (eph.step_s / 20.0) ** 2
     scan = _Scan.new()
-    up_first = None
+    up_first = np.zeros(S * G, dtype=bool)
     for a in range(0, n, chunk_rows):
         b = min(n, a + chunk_rows)
         k0, k1 = max(0, a - 1), min(n, b + 1)
-        F = fn.grid_values(k0, k1)
+        F, pid = fn.candidate_values(k0, k1, cos_thr, cull_every)
         if a == 0:
-            up_first = (F[0] >= 0) & np.isfinite(F[0])
-        _scan_rows(F, k0, a, b, n, margin, scan)
+            up_first[pid] = (F[0] >= 0) & np.isfinite(F[0])
+        _scan_rows(F, k0, a, b, n, margin, scan, pid)
         if progress:
             progress(b / n)
-    assert up_first is not None
     pairs, t0, t1 = _windows(fn, scan, up_first, eph, S * G, t_end)
     return [
         (int(p % G), int(p // G), float(a), float(b))
         for p, a, b in zip(pairs.tolist(), t0.tolist(), t1.tolist(), strict=True)
     ]
+
+
+def _max_overlap(ws: list[tuple[int, float, float]]) -> int:
+    """Most windows open at once (a window closing at t and one opening at t overlap
+    for no time)."""
+    a = np.array([w[1] for w in ws])
+    b = np.array([w[2] for w in ws])
+    t = np.concatenate([a, b])
+    d = np.concatenate([np.ones(len(a), dtype=np.int64), -np.ones(len(b), dtype=np.int64)])
+    order = np.lexsort((d, t))  # closes before opens at equal times
+    return int(np.max(np.cumsum(d[order])))
 
 
 def apply_tracking_limits(
@@ -314,7 +370,7 @@ def apply_tracking_limits(
     out: list[tuple[int, int, float, float]] = []
     for g, ws in by_station.items():
         cap = capacity[g]
-        if cap <= 0:
+        if cap <= 0 or len(ws) <= cap or _max_overlap(ws) <= cap:
             out += [(g, s, a, b) for s, a, b in ws]
             continue
         ws.sort(key=lambda w: (w[1], w[0]))
@@ -415,17 +471,22 @@ class _Isl:
     max_lat_rad: np.ndarray  # +inf where no cutoff
 
     def values(self, ra: np.ndarray, rb: np.ndarray, p: np.ndarray | slice) -> np.ndarray:
-        d = rb - ra
-        dd = np.sum(d * d, axis=-1)
-        rng = np.sqrt(dd)
-        s = np.clip(-np.sum(ra * d, axis=-1) / np.maximum(dd, 1e-9), 0.0, 1.0)
-        closest = ra + s[..., None] * d
-        clear = np.sqrt(np.sum(closest * closest, axis=-1)) - self.min_radius[p]
-        f = np.minimum(self.max_range[p] - rng, clear)
+        """f for satellite positions ``ra``, ``rb`` (…, 3) of pairs ``p``: the smallest of
+        the range margin, the line of sight's clearance margin and the latitude margin
+        (km; ≥ 0 while the link is possible)."""
+        aa = np.einsum("...k,...k->...", ra, ra)
+        bb = np.einsum("...k,...k->...", rb, rb)
+        ab = np.einsum("...k,...k->...", ra, rb)
+        dd = np.maximum(aa + bb - 2.0 * ab, 1e-9)
+        ad = ab - aa  # ra·(rb − ra)
+        s = np.clip(-ad / dd, 0.0, 1.0)
+        closest2 = aa + 2.0 * s * ad + s * s * dd
+        f = np.minimum(self.max_range[p] - np.sqrt(dd),
+                       np.sqrt(np.maximum(closest2, 0.0)) - self.min_radius[p])
         lat_lim = self.max_lat_rad[p]
         if np.isfinite(lat_lim).any():
-            za = np.abs(np.arcsin(np.clip(ra[..., 2] / np.linalg.norm(ra, axis=-1), -1, 1)))
-            zb = np.abs(np.arcsin(np.clip(rb[..., 2] / np.linalg.norm(rb, axis=-1), -1, 1)))
+            za = np.abs(np.arcsin(np.clip(ra[..., 2] / np.sqrt(aa), -1, 1)))
+            zb = np.abs(np.arcsin(np.clip(rb[..., 2] / np.sqrt(bb), -1, 1)))
             lat_margin_km = (lat_lim - np.maximum(za, zb)) * R_EARTH_KM
             f = np.minimum(f, np.where(np.isfinite(lat_margin_km), lat_margin_km, np.inf))
         return f
@@ -436,6 +497,10 @@ class _Isl:
     def range_km(self, pair: np.ndarray, t: np.ndarray) -> np.ndarray:
         d = self.eph.teme(self.b[pair], t) - self.eph.teme(self.a[pair], t)
         return np.sqrt(np.einsum("ij,ij->i", d, d))
+
+    def local(self, pair: np.ndarray, k: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        ta, tb = self.eph.local(self.a[pair], k), self.eph.local(self.b[pair], k)
+        return lambda t: self.values(ta.teme(t), tb.teme(t), pair)
 
 
 def isl_windows(scenario: Scenario, eph: Ephemeris, pairs: list[IslPair], *, t_end: float,
@@ -499,34 +564,57 @@ def _sample_times(starts: np.ndarray, ends: np.ndarray, every_s: float
 
 
 def _owlt_samples(range_fn: Callable[[np.ndarray, np.ndarray], np.ndarray], pairs: np.ndarray,
-                  starts: np.ndarray, ends: np.ndarray, every_s: float, flatten: bool
-                  ) -> list[tuple[tuple[tuple[float, float], ...], float]]:
-    """(samples, max range km) per contact."""
+                  starts: np.ndarray, ends: np.ndarray, every_s: float, max_every_s: float,
+                  flatten: bool) -> list[tuple[tuple[tuple[float, float], ...], float]]:
+    """(light-time samples, max range km) per contact.
+
+    Range is sampled ``every_s`` apart plus both ends; each contact then keeps only every
+    q-th interior sample, q chosen from the largest second divided difference of its
+    range (a) so that linear interpolation stays within OWLT_TOL_S (error ≤ a·h²/8),
+    with spacing at most ``max_every_s``. With ``flatten``, a contact whose range stays
+    within FLAT_TOL_KM of a straight line keeps its two ends only."""
     if len(pairs) == 0:
         return []
     times, off = _sample_times(starts, ends, every_s)
-    idx = np.repeat(np.arange(len(pairs)), np.diff(off))
+    counts = np.diff(off)
+    idx = np.repeat(np.arange(len(pairs)), counts)
     rng = np.empty(len(times))
-    step = 2_000_000
+    step = 1_000_000
     for a in range(0, len(times), step):
         b = min(len(times), a + step)
         rng[a:b] = range_fn(pairs[idx[a:b]], times[a:b])
-    owlt = rng / C_KM_S
-    out = []
-    tl = times.tolist()
-    ol = owlt.tolist()
-    for i in range(len(pairs)):
-        a, b = int(off[i]), int(off[i + 1])
-        r = rng[a:b]
-        rmax = float(r.max())
-        if flatten and b - a > 2:
-            t = times[a:b]
-            lin = r[0] + (r[-1] - r[0]) * (t - t[0]) / max(t[-1] - t[0], 1e-9)
-            if float(np.max(np.abs(r - lin))) < FLAT_TOL_KM:
-                out.append((((tl[a], ol[a]), (tl[b - 1], ol[b - 1])), rmax))
-                continue
-        out.append((tuple(zip(tl[a:b], ol[a:b], strict=True)), rmax))
-    return out
+    # curvature per contact (second divided differences of triples inside one contact)
+    a_max = np.zeros(len(pairs))
+    if len(times) >= 3:
+        t0, t1, t2 = times[:-2], times[1:-1], times[2:]
+        r0, r1, r2 = rng[:-2], rng[1:-1], rng[2:]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            dd2 = 2.0 * np.abs((r2 - r1) / np.maximum(t2 - t1, 1e-9) - (r1 - r0) / np.maximum(t1 - t0, 1e-9)) / np.maximum(t2 - t0, 1e-9)
+        same = idx[:-2] == idx[2:]
+        dd2 = np.where(same & np.isfinite(dd2), dd2, 0.0)
+        np.maximum.at(a_max, idx[1:-1], dd2)
+    tol_km = OWLT_TOL_S * C_KM_S
+    with np.errstate(divide="ignore"):
+        h_ok = np.sqrt(8.0 * tol_km / np.maximum(a_max, 1e-12))
+    q = np.clip(np.floor(h_ok / every_s), 1, max(1, int(max_every_s // every_s))).astype(np.int64)
+    j = np.arange(len(times)) - off[idx]
+    keep = (j == 0) | (j == counts[idx] - 1) | (j % q[idx] == 0)
+    rmax_all = np.maximum.reduceat(rng, off[:-1])
+    # flat contacts (ISLs whose range barely changes) keep their two ends only
+    if flatten:
+        t_first, t_last = times[off[:-1]], times[off[1:] - 1]
+        r_first, r_last = rng[off[:-1]], rng[off[1:] - 1]
+        span = np.maximum(t_last - t_first, 1e-9)
+        lin = r_first[idx] + (r_last - r_first)[idx] * (times - t_first[idx]) / span[idx]
+        dev = np.zeros(len(pairs))
+        np.maximum.at(dev, idx, np.abs(rng - lin))
+        flat = dev < FLAT_TOL_KM
+        keep &= ~flat[idx] | (j == 0) | (j == counts[idx] - 1)
+    kept = np.nonzero(keep)[0]
+    samples = list(zip(times[kept].tolist(), (rng[kept] / C_KM_S).tolist(), strict=True))
+    koff = np.searchsorted(kept, off).tolist()
+    rmax_l = rmax_all.tolist()
+    return [(tuple(samples[koff[i]:koff[i + 1]]), rmax_l[i]) for i in range(len(pairs))]
 
 
 # --------------------------------------------------------------------------------------
@@ -573,6 +661,7 @@ def compute_plan(
         def cb(frac: float) -> None:
             progress(name, min(1.0, base + w * frac))
 
+        cb(0.0)
         return cb
 
     def finish(w: float) -> None:
@@ -586,6 +675,8 @@ def compute_plan(
                      progress=phase("ground-station visibility", weights["gsl"]))
     finish(weights["gsl"])
     cap = [g.max_links for g in scenario.ground_stations]
+    if progress:
+        progress("tracking limits", done["v"])
     gw = apply_tracking_limits(gw, cap)
 
     pairs = isl_pairs(scenario)
@@ -595,6 +686,7 @@ def compute_plan(
 
     if progress:
         progress("light-time samples", done["v"])
+    # (contacts are built below: both directions share one samples tuple)
     contacts: list[Contact] = []
     stations = scenario.ground_stations
     G = len(stations)
@@ -607,7 +699,7 @@ def compute_plan(
         gfn = _Gsl(eph, pos, up, sin_mask)
         pr = np.array([s * G + g for g, s, _, _ in gw], dtype=np.int64)
         samples = _owlt_samples(gfn.range_km, pr, np.array([w[2] for w in gw]),
-                                np.array([w[3] for w in gw]), scenario.schedule.gsl_sample_s, False)
+                                np.array([w[3] for w in gw]), scenario.schedule.gsl_sample_s, 120.0, False)
         for (g, s, a, b), (smp, rmax) in zip(gw, samples, strict=True):
             rate = gsl_model.contact_rate(rmax)
             owlt = rmax / C_KM_S
@@ -618,7 +710,7 @@ def compute_plan(
     if iw:
         pr = np.array([w[0] for w in iw], dtype=np.int64)
         samples = _owlt_samples(isl_fn.range_km, pr, np.array([w[1] for w in iw]),
-                                np.array([w[2] for w in iw]), scenario.schedule.isl_sample_s, True)
+                                np.array([w[2] for w in iw]), scenario.schedule.isl_sample_s, 600.0, True)
         for (p, a, b), (smp, rmax) in zip(iw, samples, strict=True):
             rate = isl_model.contact_rate(rmax)
             owlt = rmax / C_KM_S
