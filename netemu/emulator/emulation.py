@@ -292,8 +292,11 @@ class Emulation:
                                         eps[p.ep_b].ifname, p.kind))
             for e in ch.stopped:
                 sh.clear_dir(e)
+            scale = self.time_scale
             for dp in ch.params:
-                sh.set_dir(dp.src, dp.dst, dp.delay_s, dp.rate_bps, dp.loss)
+                # Wall-clock values: at time scale k, scenario seconds pass k times faster,
+                # so delays shrink and rates grow by k (a contact still carries its volume).
+                sh.set_dir(dp.src, dp.dst, dp.delay_s / scale, dp.rate_bps * scale, dp.loss)
             for pi in ch.up:
                 p = lay.periods[pi]
                 self._up.add(pi)

@@ -8,7 +8,7 @@ it. Several workers split the endpoints (endpoint ``e`` belongs to worker ``e % 
 the two directions of a link run on different cores.
 
 Per frame: loss draw; rate as a virtual transmit clock (``busy_until += bits / rate``,
-dropping a frame when the emulated queue already holds more than ``qlimit_s`` of
+counting IP bytes, dropping a frame when the emulated queue already holds more than ``qlimit_s`` of
 backlog); due time = transmit end + propagation delay, never earlier than the previous
 frame's (a link does not reorder). Due frames wait in a per-endpoint FIFO; a heap keyed
 by each FIFO's head gives the next wake-up (``select`` on the epoll descriptor, which
@@ -54,6 +54,7 @@ PACKET_IGNORE_OUTGOING = 23
 SO_RCVBUFFORCE = 33
 SO_SNDBUFFORCE = 32
 VNET_HDR_LEN = 10
+ETH_HLEN = 14
 BATCH = 64
 
 
@@ -105,7 +106,8 @@ def run_worker(netns_path: str, shm_name: str, n_endpoints: int, workers: int, i
     mine = list(range(index, n_endpoints, workers))
     rcvbuf = (8 << 20) if len(mine) <= 64 else (1 << 20)
     bufsize = 65536 + VNET_HDR_LEN if gso else 2048
-    overhead = VNET_HDR_LEN if gso else 0
+    # rates count IP packet bytes: not the Ethernet header (nor the virtio header)
+    overhead = ETH_HLEN + (VNET_HDR_LEN if gso else 0)
 
     ep = select.epoll()
     rx: dict[int, socket.socket] = {}

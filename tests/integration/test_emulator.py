@@ -1,0 +1,287 @@
+"""The emulator on real namespaces: what a user of ping, iperf3 and routes would notice.
+
+This machine has no sch_netem, so the userspace relay shapes the links here. Plans are
+hand-made (short passes, light-time samples computed from a range profile) so each test
+takes seconds. Run names start with ``t3``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+
+import pytest
+
+from netemu.contacts import C_KM_S, Contact, ContactPlan, Node
+from netemu.emulator import Emulation
+from netemu.emulator.netns import list_netns
+from netemu.emulator.registry import RUN_ROOT, pid_alive
+
+pytestmark = pytest.mark.integration
+EPOCH = datetime(2026, 3, 1, tzinfo=timezone.utc)
+
+
+def pair(a: str, b: str, start: float, end: float, *, owlt_s: float = 0.005, rate_bps: float = 1e9,
+         kind: str = "gsl", loss: float = 0.0, samples=()) -> list[Contact]:
+    return [Contact(x, y, start, end, rate_bps, owlt_s, kind, loss, owlt_samples=tuple(samples))
+            for x, y in ((a, b), (b, a))]
+
+
+def nodes(*names: str) -> dict[str, Node]:
+    return {n: Node(n, i + 1, "ground" if n.startswith("gs") else "satellite",
+                    1 if n.startswith("gs") else 0) for i, n in enumerate(names)}
+
+
+def assert_clean(run: str, pids: list[int] = ()) -> None:  # type: ignore[assignment]
+    left = [n for n in list_netns() if n.startswith(run + "-") or n.startswith(run + "+")]
+    assert left == [], f"namespaces left: {left}"
+    assert not (RUN_ROOT / run).exists(), "run registry entry left"
+    assert not os.path.exists(f"/dev/shm/netemu-{run}"), "shared memory left"
+    alive = [p for p in pids if pid_alive(p) and not _zombie(p)]
+    assert alive == [], f"processes left: {alive}"
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def ping_rtts_ms(emu: Emulation, src: str, dst: str, count: int = 5,
+                 interval: float = 0.05) -> list[float]:
+    r = emu.run_cmd(src, ["ping", "-n", "-c", str(count), "-i", str(interval), "-W", "2",
+                          emu.node_addr(dst)], timeout=30)
+    return [float(x) for x in re.findall(r"time=([\d.]+) ms", r.stdout)]
+
+
+@pytest.fixture
+def cleanup_check():
+    """Yields a list to put Emulations in; after the test (pass or fail) they are stopped
+    and nothing of theirs may remain."""
+    emus: list[Emulation] = []
+    yield emus
+    for emu in emus:
+        pids = emu.shaper.pids() if emu.shaper else []
+        emu.stop()
+        assert_clean(emu.run, pids)
+
+
+# --- delay follows the range ---------------------------------------------------------
+
+
+def pass_profile(t_s: float) -> float:
+    """Slant range (km) of a made-up pass: 3,000 km overhead at t=5 s, 7,000 km at ends."""
+    return math.hypot(3000.0, 800.0 * (t_s - 5.0))
+
+
+def test_ping_rtt_follows_range(cleanup_check):
+    samples = [(t / 2, pass_profile(t / 2) / C_KM_S) for t in range(0, 25)]
+    plan = ContactPlan(EPOCH, nodes("gs1", "sat1"),
+                       pair("gs1", "sat1", 0, 12, owlt_s=max(o for _t, o in samples),
+                            samples=samples))
+    emu = Emulation(plan, run_name="t3rtt", time_scale=1.0)
+    cleanup_check.append(emu)
+    emu.start()
+    for moment in (1.0, 5.0, 9.0):
+        emu.wait(until_s=moment)
+        t_a = emu.now_s()
+        rtts = ping_rtts_ms(emu, "gs1", "sat1", count=3, interval=0.05)
+        t_b = emu.now_s()
+        expected = [2 * pass_profile(t) / C_KM_S * 1e3 for t in (t_a, t_b)]
+        got = statistics.median(rtts)
+        lo, hi = min(expected) - 1.0, max(expected) + 1.0
+        assert lo <= got <= hi, f"t={t_a:.2f}..{t_b:.2f}: RTT {got:.2f} ms, expected {expected}"
+
+
+# --- contacts end and start ----------------------------------------------------------
+
+
+def test_contact_end_stops_traffic_and_next_contact_resumes(cleanup_check):
+    plan = ContactPlan(EPOCH, nodes("gs1", "sat1"),
+                       pair("gs1", "sat1", 0, 4, owlt_s=0.02) + pair("gs1", "sat1", 8, 12,
+                                                                     owlt_s=0.03))
+    emu = Emulation(plan, run_name="t3gap", time_scale=2.0)
+    cleanup_check.append(emu)
+    events = []
+    emu.subscribe(events.append)
+    emu.start()
+    assert ping_rtts_ms(emu, "gs1", "sat1", count=3), "no traffic during the first contact"
+    emu.wait(until_s=5.0)
+    assert ping_rtts_ms(emu, "gs1", "sat1", count=3, interval=0.1) == []
+    link = emu.run_cmd("gs1", ["ip", "link", "show", "gs1-eth0"]).stdout
+    assert "NO-CARRIER" in link, link
+    assert emu.neighbours("gs1") == []
+    emu.wait(until_s=9.0)
+    rtts = ping_rtts_ms(emu, "gs1", "sat1", count=3)
+    assert rtts, "traffic did not resume at the next contact"
+    # time scale 2: a 30 ms light time is 15 ms of wall time each way
+    assert abs(statistics.median(rtts) - 30.0) < 1.0
+    kinds = [(e.kind, round(e.t_s)) for e in events if e.kind in ("up", "down")]
+    assert ("down", 4) in kinds and ("up", 8) in kinds
+
+
+# --- handover --------------------------------------------------------------------------
+
+
+def test_ground_to_ground_route_moves_at_handover(cleanup_check):
+    n = nodes("gs1", "gs2", "sata", "satb")
+    contacts = (pair("gs1", "sata", 0, 5, owlt_s=0.004) + pair("gs2", "sata", 0, 5, owlt_s=0.004)
+                + pair("gs1", "satb", 5, 12, owlt_s=0.008)
+                + pair("gs2", "satb", 5, 12, owlt_s=0.008)
+                + pair("sata", "satb", 0, 12, owlt_s=0.002, kind="isl"))
+    emu = Emulation(ContactPlan(EPOCH, n, contacts), run_name="t3ho", time_scale=2.0)
+    cleanup_check.append(emu)
+    emu.start()
+
+    def via() -> str:
+        out = emu.run_cmd("gs1", ["ip", "route", "get", emu.node_addr("gs2")]).stdout
+        return re.search(r"via (\S+)", out).group(1)
+
+    assert via() == emu.node_addr("sata")
+    before = statistics.median(ping_rtts_ms(emu, "gs1", "gs2", count=3))
+    emu.wait(until_s=6.5)
+    assert via() == emu.node_addr("satb")
+    after = statistics.median(ping_rtts_ms(emu, "gs1", "gs2", count=3))
+    # 4 hops of 4 ms, then 4 hops of 8 ms, at time scale 2: the RTT grows by 8 ms
+    assert abs((after - before) - 8.0) < 1.0, (before, after)
+    assert 8.0 <= before < 10.0, before
+    # the station kept one antenna interface: the same slot now reaches satb
+    assert [x.node for x in emu.neighbours("gs1")] == ["satb"]
+    assert emu.neighbours("gs1")[0].ifname == "gs1-eth0"
+
+
+# --- rate and loss ----------------------------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("iperf3") is None, reason="iperf3 not installed")
+def test_iperf3_throughput_within_5_percent_of_link_rate(cleanup_check):
+    rate = 20e6
+    plan = ContactPlan(EPOCH, nodes("gs1", "sat1"),
+                       pair("gs1", "sat1", 0, 60, owlt_s=0.005, rate_bps=rate))
+    emu = Emulation(plan, run_name="t3tcp")
+    cleanup_check.append(emu)
+    emu.start()
+    server = emu.popen("sat1", ["iperf3", "-s", "-1"], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    r = emu.run_cmd("gs1", ["iperf3", "-c", emu.node_addr("sat1"), "-t", "5", "-O", "1", "-J"],
+                    timeout=30)
+    server.wait(timeout=10)
+    got = json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"]
+    assert abs(got - rate) / rate <= 0.05, f"{got / 1e6:.2f} Mbit/s through a 20 Mbit/s link"
+
+
+def test_configured_loss_is_observed(cleanup_check):
+    loss, n = 0.2, 400
+    contacts = [Contact("gs1", "sat1", 0, 60, 1e9, 0.001, "gsl", loss),
+                Contact("sat1", "gs1", 0, 60, 1e9, 0.001, "gsl", 0.0)]
+    emu = Emulation(ContactPlan(EPOCH, nodes("gs1", "sat1"), contacts), run_name="t3loss")
+    cleanup_check.append(emu)
+    emu.start()
+    got = len(ping_rtts_ms(emu, "gs1", "sat1", count=n, interval=0.005))
+    sigma = math.sqrt(n * loss * (1 - loss))
+    assert abs(got - n * (1 - loss)) <= 4 * sigma, f"{got}/{n} echoes with 20 % loss one way"
+    time.sleep(0.4)  # relay counters are published a few times a second
+    c = emu.link_counters("gs1", "sat1")
+    assert c["lost"] > 0 and c["frames"] > 0
+
+
+# --- hosts, addresses, Mininet ------------------------------------------------------------
+
+
+def test_mininet_host_and_popen_see_clock_and_addresses(cleanup_check):
+    plan = ContactPlan(EPOCH, nodes("gs1", "sat1", "gs2"),
+                       pair("gs1", "sat1", 0, 60) + pair("gs2", "sat1", 0, 60))
+    emu = Emulation(plan, run_name="t3host", time_scale=10.0)
+    cleanup_check.append(emu)
+    emu.start()
+    h = emu.host("gs1")
+    out = h.cmd(f"ping -c 1 -W 2 {emu.node_addr('gs2')}")
+    assert "1 received" in out, out
+    assert h.IP() == emu.node_addr("gs1")
+    env = emu.run_cmd("sat1", ["env"]).stdout
+    assert "NETEMU_TIME_SCALE=10.0" in env and "NETEMU_NODE=sat1" in env
+    code = ("from netemu.clock import ScenarioClock; print(ScenarioClock.from_env().now_s())")
+    r = emu.run_cmd("sat1", [sys.executable, "-c", code])
+    assert abs(float(r.stdout) - emu.now_s()) < 1.0
+    addrs = emu.addresses("sat1")
+    ips = emu.run_cmd("sat1", ["ip", "-4", "-o", "addr"]).stdout
+    assert all(a in ips for a in addrs.values())
+    nb = {x.node: x for x in emu.neighbours("sat1")}
+    assert set(nb) == {"gs1", "gs2"}
+    r = emu.run_cmd("sat1", ["ping", "-c", "1", "-W", "2", nb["gs2"].link_addr])
+    assert r.returncode == 0
+
+
+# --- refusals and leftovers --------------------------------------------------------------
+
+
+def test_netem_shaper_refused_clearly_on_this_kernel_and_nothing_left():
+    from netemu.emulator.shaper import probe_netem
+
+    plan = ContactPlan(EPOCH, nodes("gs1", "sat1"), pair("gs1", "sat1", 0, 10))
+    emu = Emulation(plan, run_name="t3netem", shaper="netem")
+    try:
+        emu.start()
+    except Exception as e:  # the kernel has no netem here
+        assert "netem" in str(e)
+    else:
+        emu.stop()
+        pytest.skip("this kernel has sch_netem")
+    assert_clean("t3netem")
+    assert probe_netem is not None
+
+
+def test_failing_test_body_leaves_nothing():
+    plan = ContactPlan(EPOCH, nodes("gs1", "sat1"), pair("gs1", "sat1", 0, 10))
+    pids: list[int] = []
+    with pytest.raises(RuntimeError), Emulation(plan, run_name="t3fail") as emu:
+        emu.popen("gs1", ["sleep", "60"])
+        pids = emu.shaper.pids() + [p.pid for p in emu._procs]
+        raise RuntimeError("test body failed")
+    assert_clean("t3fail", pids)
+
+
+def test_netemu_clean_removes_a_crashed_run(tmp_path):
+    script = tmp_path / "crash.py"
+    script.write_text(
+        "import os, sys, time\n"
+        "from datetime import datetime, timezone\n"
+        "from netemu.contacts import Contact, ContactPlan, Node\n"
+        "from netemu.emulator import Emulation\n"
+        "n = {'gs1': Node('gs1', 1, 'ground', 1), 'sat1': Node('sat1', 2, 'satellite')}\n"
+        "c = [Contact('gs1', 'sat1', 0, 600, 1e9, 0.01, 'gsl'),"
+        " Contact('sat1', 'gs1', 0, 600, 1e9, 0.01, 'gsl')]\n"
+        "emu = Emulation(ContactPlan(datetime(2026, 1, 1, tzinfo=timezone.utc), n, c),"
+        " run_name='t3crash').start()\n"
+        "emu.popen('sat1', ['sleep', '600'])\n"
+        "print('up', flush=True)\n"
+        "time.sleep(600)\n")
+    p = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE)
+    try:
+        assert p.stdout.readline().strip() == b"up"
+        pids = [int(x.split()[0]) for x in (RUN_ROOT / "t3crash" / "pids").read_text().splitlines()]
+        p.kill()  # SIGKILL: no cleanup code runs
+        p.wait()
+        assert any(n.startswith("t3crash-") for n in list_netns())
+        r = subprocess.run([sys.executable, "-m", "netemu", "clean"], capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert "t3crash" in r.stdout
+        assert_clean("t3crash", pids)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        subprocess.run([sys.executable, "-m", "netemu", "clean", "--quiet", "--run", "t3crash"],
+                       capture_output=True)
