@@ -35,6 +35,7 @@ from netemu.dtn.bundle import (
     BLOCK_PREVIOUS_NODE,
     BlockFlags,
     Bundle,
+    BundleFlags,
     decode_bundle,
 )
 from netemu.dtn.eid import EID
@@ -43,6 +44,10 @@ from netemu.dtn.status import Reason, make_report
 from netemu.dtn.store import State, StoredBundle
 from netemu.routing.base import BundleInfo, Router
 
+_REPORT_FLAG = {"received": BundleFlags.REPORT_RECEPTION.value,
+                "forwarded": BundleFlags.REPORT_FORWARDING.value,
+                "delivered": BundleFlags.REPORT_DELIVERY.value,
+                "deleted": BundleFlags.REPORT_DELETION.value}
 _KNOWN_BLOCKS = {BLOCK_PAYLOAD, BLOCK_PREVIOUS_NODE, BLOCK_BUNDLE_AGE, BLOCK_HOP_COUNT,
                  BLOCK_BIB, BLOCK_BCB}
 
@@ -277,6 +282,12 @@ class BundleAgent:
         self.held_bytes = 0
         self._seq = 0
         self._retry_at: int | None = None
+        self._handlers: dict[type, Callable[[object, list], None]] = {
+            BundleReceived: self._received, AppSend: self._app_send,
+            TransmissionDone: self._done, TransmissionFailed: self._failed,
+            AppDelivered: self._app_delivered}
+        self._ipn_plan: object = None
+        self._ipn_names: dict[int, str] = {}
         self.counters = {"received": 0, "duplicates": 0, "forwarded": 0, "delivered": 0,
                          "deleted": 0, "refused": 0, "originated": 0}
 
@@ -289,10 +300,11 @@ class BundleAgent:
             return self.cfg.node_name
         n = eid.node_number
         if n is not None:
-            for node in self.router.plan.nodes.values():
-                if node.ipn == n:
-                    return node.name
-            return None
+            plan = self.router.plan
+            if self._ipn_plan is not plan:  # (re)build the index when the plan changes
+                self._ipn_names = {node.ipn: node.name for node in plan.nodes.values()}
+                self._ipn_plan = plan
+            return self._ipn_names.get(n)
         return eid.node_name or None
 
     def is_local(self, eid: EID) -> bool:
@@ -330,6 +342,8 @@ class BundleAgent:
                 out: list, force: bool = False) -> None:
         if not self.cfg.status_reports:
             return
+        if not force and not subject.primary.flags & _REPORT_FLAG[status]:
+            return  # cheap exit: most bundles ask for no reports
         rb = make_report(subject, status, reason=reason, node_id=self.node_id, now_ms=now_ms,
                          seq=self._next_seq(), lifetime_ms=self.cfg.status_lifetime_ms,
                          force=force, crc=self.cfg.crc)
@@ -350,16 +364,9 @@ class BundleAgent:
     def handle(self, event: Event) -> list[Action]:
         """Process one event; return the actions for the shell, in order."""
         out: list[Action] = []
-        if isinstance(event, BundleReceived):
-            self._received(event, out)
-        elif isinstance(event, AppSend):
-            self._app_send(event, out)
-        elif isinstance(event, TransmissionDone):
-            self._done(event, out)
-        elif isinstance(event, TransmissionFailed):
-            self._failed(event, out)
-        elif isinstance(event, AppDelivered):
-            self._app_delivered(event, out)
+        fast = self._handlers.get(type(event))
+        if fast is not None:
+            fast(event, out)
         elif isinstance(event, ContactUp):
             self.neighbours.add(event.neighbour)
             self.router.contact_started(event.neighbour, self._now_s(event.now_ms))

@@ -103,6 +103,10 @@ def _with_crc(crc_type: int, body_zero_crc: bytes) -> bytes:
     return body_zero_crc[:-n] + _crc.compute(crc_type, body_zero_crc)
 
 
+_U8 = [bytes([i]) for i in range(24)]
+_ARRAY_HEADS = [bytes([0x80 | i]) for i in range(24)]
+_uint = cbor.uint
+
 _ZERO_CRC = {_crc.CRC16_X25: b"\x42\x00\x00", _crc.CRC32C: b"\x44\x00\x00\x00\x00"}
 
 
@@ -148,19 +152,19 @@ class PrimaryBlock:
     def encode(self) -> bytes:
         if self.raw is not None:
             return self.raw
-        frag = self.is_fragment
+        frag = self.flags & 1
         n = 8 + (2 if frag else 0) + (1 if self.crc_type else 0)
-        h = cbor.head
+        u = _uint
         parts = [
-            h(4, n), h(0, self.version), h(0, self.flags), h(0, self.crc_type),
+            _ARRAY_HEADS[n], u(self.version), u(self.flags), u(self.crc_type),
             self.destination.to_cbor(), self.source.to_cbor(), self.report_to.to_cbor(),
-            b"\x82", h(0, self.creation_ms), h(0, self.sequence), h(0, self.lifetime_ms),
+            b"\x82", u(self.creation_ms), u(self.sequence), u(self.lifetime_ms),
         ]
         if frag:
             if self.fragment_offset is None or self.total_adu_length is None:
                 raise BundleError("a fragment needs fragment_offset and total_adu_length",
                                   block=0, block_name="primary", field="fragment_offset")
-            parts += [h(0, self.fragment_offset), h(0, self.total_adu_length)]
+            parts += [u(self.fragment_offset), u(self.total_adu_length)]
         if self.crc_type:
             parts.append(_ZERO_CRC[self.crc_type])
         raw = _with_crc(self.crc_type, b"".join(parts))
@@ -192,11 +196,12 @@ class CanonicalBlock:
     def encode(self) -> bytes:
         if self.raw is not None:
             return self.raw
-        h = cbor.head
+        u = _uint
+        t, num, fl, ct = self.type, self.number, self.flags, self.crc_type
         body = b"".join((
-            b"\x86" if self.crc_type else b"\x85", h(0, self.type), h(0, self.number),
-            h(0, self.flags), h(0, self.crc_type), h(2, len(self.data)), self.data,
-            _ZERO_CRC[self.crc_type] if self.crc_type else b"",
+            b"\x86" if ct else b"\x85", _U8[t] if t < 24 else u(t),
+            _U8[num] if num < 24 else u(num), _U8[fl] if fl < 24 else u(fl), _U8[ct],
+            cbor.head(2, len(self.data)), self.data, _ZERO_CRC[ct] if ct else b"",
         ))
         raw = _with_crc(self.crc_type, body)
         object.__setattr__(self, "raw", raw)
@@ -270,9 +275,13 @@ class Bundle:
         """Stable unique key: source, creation time, sequence (and for a fragment its
         offset and length), e.g. ``ipn:2.1,0,40`` or ``ipn:2.1,0,40,1000,500``."""
         p = self.primary
+        cached = self.__dict__.get("_id")
+        if cached is not None and cached[0] is p and not p.flags & 1:
+            return cached[1]
         key = f"{p.source},{p.creation_ms},{p.sequence}"
         if p.flags & 1:  # BundleFlags.IS_FRAGMENT
             key += f",{p.fragment_offset},{len(self.payload)}"
+        self.__dict__["_id"] = (p, key)
         return key
 
     @property

@@ -48,7 +48,12 @@ def head(major: int, arg: int) -> bytes:
     raise ValueError(f"CBOR argument {arg} does not fit in 64 bits")
 
 
+_UINT_SMALL = _SMALL_HEADS[0]
+
+
 def uint(value: int) -> bytes:
+    if 0 <= value < 24:
+        return _UINT_SMALL[value]
     return head(0, value)
 
 

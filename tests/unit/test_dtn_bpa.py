@@ -260,6 +260,7 @@ def test_bib_policy(tmp_path):
         # B forges a bundle in A's name without a BIB: C drops it, reports, logs.
         net.agents["B"].cfg.policy = None
         net.agents["B"].node_id = EID.parse("ipn:1.0")
+        net.now += 1  # (B's sequence numbers would otherwise repeat A's bundle ID)
         net.run("B", AppSend("ipn:1.1", "ipn:3.1", b"forged", 60_000, net.now,
                              flags=BundleFlags.REPORT_DELETION, report_to="ipn:1.7"))
         deletes = [a for n, a in net.log if n == "C" and isinstance(a, Delete)]
