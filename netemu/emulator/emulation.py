@@ -463,9 +463,7 @@ class Emulation:
 
     def cli(self) -> None:
         """Mininet's CLI over every host (``sat3 ping gs-kashi``)."""
-        from mininet.cli import CLI
-
-        from netemu.emulator.hosts import EmuHost, EmuNet
+        from netemu.emulator.hosts import EmuCLI, EmuHost, EmuNet
 
         assert self.net is not None, "start() first"
         missing = [n for n in self.layout.nodes if n not in self._hosts]
@@ -475,7 +473,7 @@ class Emulation:
             h.finish_start()
             self._hosts[h.name] = h
             self.registry.add_pid(h.pid, f"shell:{h.name}")
-        CLI(EmuNet([self._hosts[n] for n in self.layout.nodes]))  # type: ignore[misc]
+        EmuCLI(EmuNet([self._hosts[n] for n in self.layout.nodes]))  # type: ignore[misc]
 
     def node_addr(self, node: str) -> str:
         """The node's address: on its loopback, reachable over any path (IP routing)."""

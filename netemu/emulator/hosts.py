@@ -15,7 +15,9 @@ from __future__ import annotations
 import os
 import pty
 import select
+import string
 
+from mininet.cli import CLI
 from mininet.net import Mininet
 from mininet.node import Host
 
@@ -120,3 +122,9 @@ class EmuNet(Mininet):
 
     def stop(self) -> None:  # the Emulation tears the network down, not Mininet
         pass
+
+
+class EmuCLI(CLI):
+    """Mininet's CLI, reading node names with '-' and '.' (``sat-0 ping gs-kashi``)."""
+
+    identchars = string.ascii_letters + string.digits + "_-."

@@ -3,6 +3,8 @@
 Pure planning, no I/O, so it is unit-tested and runs before anything is built (a plan the
 kernel cannot realise is refused here).
 
+- Interfaces are named ``<node>-eth<k>`` as in Mininet when that fits the kernel's 15
+  characters, ``eth<k>`` otherwise.
 - Every node gets a *node address* (a /32 on its loopback, 10.0.0.0/16) that stays the
   same whatever links are up; every interface gets its own /32 *interface address*
   (10.128.0.0/9).
@@ -26,6 +28,7 @@ from netemu.contacts import ContactPlan
 from netemu.errors import InputError
 
 IFNAMSIZ = 15
+MAX_NAME_LEN = 200  # /run/netns/<run>-<node> must fit NAME_MAX (255)
 NODE_NET = 0x0A000000  # 10.0.0.0/16: node addresses
 IFACE_NET = 0x0A800000  # 10.128.0.0/9: interface addresses
 MAX_NODES = 65_534
@@ -109,6 +112,9 @@ def plan_layout(plan: ContactPlan) -> Layout:
         raise InputError(f"{len(nodes)} nodes: at most {MAX_NODES} fit the address plan",
                          field="nodes")
     for n in nodes:
+        if len(n) > MAX_NAME_LEN:
+            raise InputError(f"node name {n!r} is {len(n)} characters: at most {MAX_NAME_LEN} "
+                             "(it names the host's network namespace)", field=f"nodes.{n}")
         if not NAME_RE.match(n):
             raise InputError(f"node name {n!r}: use letters, digits, '-', '_' and '.', "
                              "starting with a letter or digit (it names a host and its "
@@ -141,17 +147,10 @@ def plan_layout(plan: ContactPlan) -> Layout:
     node_eps: dict[str, list[int]] = {n: [] for n in nodes}
 
     def new_ep(node: str, kind: str) -> int:
-        k = iface_count[node]
         iface_count[node] += 1
-        ifname = f"{node}-eth{k}"
-        if len(ifname) > IFNAMSIZ:
-            raise InputError(
-                f"node name {node!r} is too long: its interface {ifname!r} exceeds the "
-                f"kernel's {IFNAMSIZ}-character limit (keep node names ≤ {IFNAMSIZ - 5} "
-                "characters)", field=f"nodes.{node}")
         i = len(endpoints)
-        mac = f"02:6e:{i >> 24 & 255:02x}:{i >> 16 & 255:02x}:{i >> 8 & 255:02x}:{i & 255:02x}"
-        endpoints.append(Endpoint(i, node, ifname, kind, mac, ip4(IFACE_NET + 1 + i)))
+        mac = "02:6e:" + ":".join(f"{i >> s & 255:02x}" for s in (24, 16, 8, 0))
+        endpoints.append(Endpoint(i, node, "", kind, mac, ip4(IFACE_NET + 1 + i)))
         node_eps[node].append(i)
         return i
 
@@ -186,6 +185,14 @@ def plan_layout(plan: ContactPlan) -> Layout:
             slot_ep[(n, k)] = new_ep(n, "gsl")
     if len(endpoints) > MAX_ENDPOINTS:
         raise InputError(f"{len(endpoints)} interfaces: too many for the address plan")
+    # Interface names: Mininet's <node>-eth<k> where it fits the kernel's 15 characters,
+    # else eth<k> (names are per namespace, so eth<k> is unique too).
+    for n, eps in node_eps.items():
+        mininet_style = len(f"{n}-eth{max(0, len(eps) - 1)}") <= IFNAMSIZ
+        for k, e in enumerate(eps):
+            ep = endpoints[e]
+            endpoints[e] = Endpoint(ep.index, n, f"{n}-eth{k}" if mininet_style else f"eth{k}",
+                                    ep.kind, ep.mac, ep.addr)
 
     periods: list[Period] = []
     gsl_i = 0

@@ -1,0 +1,129 @@
+"""``netemu run SCENARIO``: build the emulated network and drive its links in real time.
+
+One host per satellite and ground station; every link's delay, rate, loss and state follow
+the scenario's schedule at its time scale. Shows a live status (scenario time, links up,
+updates per tick, tick lateness) until the end of the duration or Ctrl-C, then tears the
+network down. ``--cli`` gives Mininet's CLI instead (``sat3 ping gs-kashi``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+
+from netemu.errors import InputError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("run", help="emulate a scenario: Mininet hosts, links follow the "
+                              "orbits in real time", description=__doc__)
+    p.add_argument("scenario", type=Path, help="scenario YAML (topologies/*.yaml) or a contact "
+                   "plan (.json / ION)")
+    p.add_argument("--shaper", choices=("auto", "relay", "netem"), default="auto",
+                   help="link shaper: kernel netem, userspace relay, or probe (default)")
+    p.add_argument("--time-scale", type=float, help="scenario seconds per wall second "
+                   "(default: the scenario's)")
+    p.add_argument("--start-s", type=float, default=0.0, help="scenario time to start at")
+    p.add_argument("--duration-s", type=float, help="scenario seconds to run (default: all)")
+    p.add_argument("--tick-s", type=float, default=0.1, help="driver tick, wall seconds")
+    p.add_argument("--no-ip-routing", action="store_true",
+                   help="install no routes (run your own routing daemon in the hosts)")
+    p.add_argument("--run-name", help="name of this run (namespaces <run>-<node>); default random")
+    p.add_argument("--cli", action="store_true", help="open Mininet's CLI on the running network")
+    p.add_argument("--relay-workers", type=int, help="relay processes (default: CPUs, max 4)")
+    p.add_argument("--relay-gso", action="store_true",
+                   help="relay carries GSO super-frames (faster TCP; loss applies per burst)")
+    p.add_argument("--quiet", action="store_true", help="no live status")
+    p.set_defaults(func=run)
+
+
+def load_plan(path: Path, *, start_s: float, duration_s: float | None):
+    """(plan, time scale, ground station names) from a scenario or a contact plan file."""
+    from netemu.contacts import ContactPlan
+
+    if not path.exists():
+        raise InputError("no such file", source=str(path))
+    if path.suffix in (".yaml", ".yml"):
+        from netemu.scenario import load_scenario
+        from netemu.schedule import compute_plan
+
+        sc = load_scenario(path)
+        plan = compute_plan(sc, start_s=start_s, duration_s=duration_s)
+        return plan, sc.time_scale, None
+    return ContactPlan.load(path), 1.0, None
+
+
+def run(args: argparse.Namespace) -> int:
+    from netemu.emulator import Emulation
+
+    t0 = time.monotonic()
+    plan, scale, ground = load_plan(args.scenario, start_s=args.start_s,
+                                    duration_s=args.duration_s)
+    t_plan = time.monotonic() - t0
+    scale = args.time_scale or scale
+    emu = Emulation(plan, shaper=args.shaper, time_scale=scale,
+                    ip_routing=not args.no_ip_routing, run_name=args.run_name,
+                    start_s=args.start_s, duration_s=args.duration_s, tick_s=args.tick_s,
+                    relay_workers=args.relay_workers, relay_gso=args.relay_gso, ground=ground)
+    lay = emu.layout
+    print(f"netemu run {emu.run}: {len(lay.nodes)} hosts, {len(lay.endpoints)} interfaces, "
+          f"{len(lay.periods)} link periods (plan computed in {t_plan:.1f} s)", flush=True)
+
+    def on_term(*_a: object) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, on_term)
+    try:
+        emu.start()
+        print(f"shaper: {emu.shaper_reason}; up in {emu.timings['up_s']:.1f} s; time scale "
+              f"{scale:g}; IP routing {'on' if emu.ip_routing else 'off'}", flush=True)
+        if args.cli:
+            emu.cli()
+        elif args.quiet or not sys.stdout.isatty():
+            emu.wait()
+        else:
+            _live(emu)
+    except KeyboardInterrupt:
+        print("\ninterrupted: tearing down", file=sys.stderr)
+    finally:
+        down = emu.stop()
+        signal.signal(signal.SIGTERM, old)
+        if down:
+            st = emu.stats
+            print(f"down in {down.get('down_s', 0):.1f} s; {st.ticks} ticks, {st.updates} link "
+                  f"updates, p99 tick lateness {st.p99(st.lateness_s) * 1e3:.1f} ms, "
+                  f"{st.missed_ticks} missed ticks")
+    return 1 if emu.driver_error else 0
+
+
+def _live(emu) -> None:
+    from rich.live import Live
+    from rich.table import Table
+
+    def render() -> Table:
+        st = emu.stats
+        t = emu.now_s()
+        tab = Table(title=f"netemu run {emu.run} — {emu.shaper_reason}", show_header=False)
+        tab.add_row("scenario time", f"{emu.clock.utc_at(t):%Y-%m-%d %H:%M:%S} UTC "
+                    f"(t+{t:,.1f} s of {emu.end_s:,.0f})")
+        tab.add_row("links up", f"{st.links_up:,} of {len(emu.layout.periods):,} periods")
+        tab.add_row("updates", f"{st.last_updates} last tick, {st.updates:,} total, "
+                    f"{st.route_changes:,} route changes")
+        recent = st.lateness_s[-100:]
+        tab.add_row("tick lateness", f"p99 {st.p99(recent) * 1e3:.2f} ms (last 100), "
+                    f"{st.missed_ticks} missed")
+        cost = st.cost_s[-100:]
+        tab.add_row("tick cost", f"p99 {st.p99(cost) * 1e3:.2f} ms")
+        c = emu.shaper.counters() if emu.shaper else {}
+        if c:
+            tab.add_row("relay", f"{c['frames']:,.0f} frames, {c['lost']:,.0f} lost, "
+                        f"{c['queue_drops']:,.0f} queue drops")
+        return tab
+
+    with Live(render(), refresh_per_second=4) as live:
+        while not emu.finished:
+            time.sleep(0.25)
+            live.update(render())
