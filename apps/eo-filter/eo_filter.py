@@ -35,7 +35,13 @@ sys.path.insert(0, str(HERE.parent / "_shared"))
 import appkit  # noqa: E402
 import numpy as np  # noqa: E402
 from detector import DEFAULT_MODEL, Detector  # noqa: E402
-from geo import CircularOrbit, TleOrbit, default_phase_deg, offset_latlon  # noqa: E402
+from geo import (  # noqa: E402
+    CircularOrbit,
+    TleOrbit,
+    default_phase_deg,
+    offset_latlon,
+    orbit_from_scenario,
+)
 from tiles import TILE_BYTES, TILE_PX, make_tile  # noqa: E402
 
 
@@ -141,11 +147,18 @@ class EoFilter:
         return json.dumps(body, separators=(",", ":")).encode() + b"\n"
 
 
-def make_orbit(args: argparse.Namespace, node: str, env: dict[str, str]) -> CircularOrbit | TleOrbit:
+def make_orbit(args: argparse.Namespace, node: str, env: dict[str, str],
+               run_dir: Path | None = None) -> CircularOrbit | TleOrbit:
+    """The satellite's orbit: TLE if given, else its walker group in the run's
+    scenario.yaml, else the circular orbit of the command-line options (see geo.py)."""
     l1 = args.tle1 or env.get("NETEMU_TLE_LINE1")
     l2 = args.tle2 or env.get("NETEMU_TLE_LINE2")
     if l1 and l2:
         return TleOrbit(l1, l2)
+    if run_dir is not None and args.phase_deg is None:
+        orbit = orbit_from_scenario(run_dir / "scenario.yaml", node)
+        if orbit is not None:
+            return orbit
     phase = args.phase_deg if args.phase_deg is not None else default_phase_deg(node, args.ring_size)
     return CircularOrbit(args.altitude_km, args.inclination_deg, args.raan_deg, phase)
 
@@ -175,7 +188,7 @@ async def run(args: argparse.Namespace, port: appkit.DtnPort | None = None) -> d
     app = EoFilter(
         appenv.node,
         Detector.load(args.model),
-        make_orbit(args, appenv.node, env),
+        make_orbit(args, appenv.node, env, appenv.run_dir),
         epoch_from_env(env),
         seed=args.seed,
         vessel_prob=args.vessel_prob,

@@ -9,7 +9,11 @@ Two sources for the orbit, in order:
 1. a TLE (``--tle1/--tle2`` or ``NETEMU_TLE_LINE1``/``NETEMU_TLE_LINE2``), propagated with
    ``sgp4``; TEME → Earth-fixed by rotating through Greenwich mean sidereal time (polar
    motion and the TEME/ECI nutation terms are neglected: < 1 km at LEO);
-2. a circular orbit (``--altitude-km``, ``--inclination-deg``, ``--raan-deg``,
+2. the run's ``scenario.yaml`` when the satellite belongs to a ``walker:`` group there
+   (read as plain YAML, following the Walker conventions of docs/scenarios.md: satellite
+   ``s`` of plane ``p`` at argument of latitude ``arg_lat0 + span·s/S + 360·F·p/(P·S)``,
+   node ``raan0 + spread·p/P``), flown as a circular orbit;
+3. a circular orbit (``--altitude-km``, ``--inclination-deg``, ``--raan-deg``,
    ``--phase-deg``), by default the three-body ring: 535 km, 97.5°, the satellite's phase
    30° × its index (``sat-3`` → 90°).
 """
@@ -20,6 +24,7 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 EARTH_RADIUS_KM = 6378.137
 MU_KM3_S2 = 398_600.4418
@@ -76,6 +81,36 @@ class TleOrbit:
         if err:
             raise ValueError(f"sgp4 error {err} at {t.isoformat()}")
         return _latlon_from_eci(*r, t)
+
+
+def orbit_from_scenario(path: Path, node: str) -> CircularOrbit | None:
+    """The circular orbit of ``node`` from a scenario's ``walker:`` groups (None when the
+    file or the node is not there)."""
+    try:
+        import yaml
+
+        doc = yaml.safe_load(Path(path).read_text())
+    except (OSError, ValueError, ImportError):
+        return None
+    except Exception:  # noqa: BLE001 - yaml.YAMLError: no orbit from a broken file
+        return None
+    for group in (doc or {}).get("satellites") or []:
+        w = group.get("walker") if isinstance(group, dict) else None
+        if not isinstance(w, dict):
+            continue
+        pfx = group.get("name_prefix") or "sat"
+        planes, per = int(w.get("planes", 1)), int(w.get("sats_per_plane", 1))
+        m = re.fullmatch(re.escape(pfx) + (r"-(\d+)-(\d+)" if planes > 1 else r"-(\d+)"), node)
+        if not m:
+            continue
+        p, sl = (int(m.group(1)), int(m.group(2))) if planes > 1 else (0, int(m.group(1)))
+        spread = 180.0 if w.get("pattern") == "star" else 360.0
+        phase = (float(w.get("arg_lat0_deg", 0.0)) + float(w.get("phase_span_deg", 360.0)) * sl / per
+                 + 360.0 * int(w.get("phasing", 0)) * p / (planes * per))
+        raan = float(w.get("raan0_deg", 0.0)) + spread * p / planes
+        return CircularOrbit(float(w["altitude_km"]), float(w["inclination_deg"]), raan % 360.0,
+                             phase % 360.0)
+    return None
 
 
 def default_phase_deg(node: str, count: int = 12) -> float:
