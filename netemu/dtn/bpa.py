@@ -236,8 +236,9 @@ class AgentConfig:
     name in the contact plan; ``plan_epoch_ms``: DTN time of the plan epoch;
     ``node_of``: EID -> plan node name (default: ipn numbers through the router's plan,
     dtn node names as they are); ``max_bytes`` / ``max_bundles``: store quota;
-    ``retry_ms``: how long to wait before asking the router again for a bundle with no
-    next hop; ``status_reports``: False pares all status reports.
+    ``retry_ms``: how long to wait before retrying a failed transmission;
+    ``reroute_ms``: how often to ask the router again about bundles it had no next hop for
+    (they are asked at every contact start too); ``status_reports``: False pares all status reports.
     """
 
     node_id: EID
@@ -250,6 +251,7 @@ class AgentConfig:
     status_reports: bool = True
     status_lifetime_ms: int = 3_600_000
     retry_ms: int = 1_000
+    reroute_ms: int = 5_000
     crc: str = "crc32c"
 
 
@@ -523,8 +525,8 @@ class BundleAgent:
         hops = [hop for hop in decision.hops
                 if hop.node in self.neighbours and hop.node not in h.sent_to]
         if not hops:
-            h.waiting = True
-            self._schedule(now + self.cfg.retry_ms, out)
+            h.waiting = True  # asked again at the next contact start, or after reroute_ms
+            self._schedule(now + self.cfg.reroute_ms, out)
             return
         data = self._outbound(h, now)
         if data is None:
@@ -607,8 +609,11 @@ class BundleAgent:
         for r in records:
             self._remember(r.id, r.expiry_ms)
             parts = r.id.split(",")
-            if len(parts) >= 3 and parts[0] and EID.parse(parts[0]).node_id() == self.node_id:
-                max_seq = max(max_seq, int(parts[2]))
+            try:
+                if EID.parse(parts[0]).node_id() == self.node_id:
+                    max_seq = max(max_seq, int(parts[2]))
+            except (BundleError, IndexError, ValueError):
+                pass  # a dtn EID with commas: its sequence cannot clash (later time)
             if r.data is None or r.state not in (State.PENDING, State.LOCAL):
                 continue
             try:

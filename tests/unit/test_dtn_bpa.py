@@ -327,3 +327,46 @@ def test_restart_resumes_from_store_without_duplicates(tmp_path):
     acc = [a for a in net.send(payload=b"three") if isinstance(a, Accept)][0]
     assert acc.bundle_id not in ids
     net.close()
+
+
+def test_unknown_blocks_obey_their_flags(net):
+    from netemu.dtn.bundle import Bundle, CanonicalBlock
+
+    b = Bundle.new("ipn:1.1", "ipn:3.1", b"x", lifetime_ms=60_000, creation_ms=net.now)
+    b.replace_block(CanonicalBlock(200, 5, b"opaque", 0x10))        # discard if unknown
+    b.replace_block(CanonicalBlock(201, 6, b"kept", 0x00))          # forward as is
+    net.up("B", "C")
+    net.run("B", BundleReceived(b.encode(), "A", net.now))
+    got = net.delivered["C"][0]
+    assert [blk.type for blk in got.blocks if blk.type >= 200] == [201]
+    d = Bundle.new("ipn:1.1", "ipn:3.1", b"y", lifetime_ms=60_000, creation_ms=net.now, seq=1)
+    d.replace_block(CanonicalBlock(202, 5, b"must understand", 0x04))
+    acts = net.run("B", BundleReceived(d.encode(), "A", net.now))
+    assert [a.reason for a in acts if isinstance(a, Delete)] == [Reason.BLOCK_UNSUPPORTED]
+
+
+def test_bcb_payload_decrypted_for_the_local_app(tmp_path):
+    from netemu.dtn.bpsec import bcb_encrypt
+    from netemu.dtn.bundle import Bundle
+
+    key = b"K" * 16
+    net = Net(tmp_path, policies={"C": SecurityPolicy(decrypt_keys={"ipn:1.0": key})})
+    try:
+        b = Bundle.new("ipn:1.1", "ipn:3.1", b"secret", lifetime_ms=60_000,
+                       creation_ms=net.now)
+        bcb_encrypt(b, key, source="ipn:1.0", iv=b"\x01" * 12)
+        assert b"secret" not in b.encode()
+        net.up("A", "B")
+        net.up("B", "C")
+        net.run("A", BundleReceived(b.encode(), None, net.now))
+        assert net.app_payloads("C") == [b"secret"]
+    finally:
+        net.close()
+
+
+def test_reception_report(net):
+    net.up("A", "B")
+    net.send(flags=BundleFlags.REPORT_RECEPTION, report_to="ipn:1.7")
+    reps = net.reports("A")
+    assert [next(iter(r.status)) for r in reps] == ["received"]  # B received it from A
+    assert [str(b.source) for b in net.delivered["A"]] == ["ipn:2.0"]
