@@ -90,28 +90,36 @@ def pct(xs: list[float], q: float) -> float:
 def bench_cgr(plan: ContactPlan, qs) -> dict:
     ContactGraph._cache.clear()
     gc.collect()
-    tracemalloc.start()
     t = time.perf_counter()
     graph = ContactGraph.for_plan(plan)
     build_s = time.perf_counter() - t
-    index_bytes = tracemalloc.get_traced_memory()[0]
+    # Memory of the index: build it once more under tracemalloc (which slows it down).
+    tracemalloc.start()
+    again = ContactGraph(plan)
+    index_bytes = tracemalloc.get_traced_memory()[0]  # what the index keeps
     tracemalloc.stop()
-    first, cached, arrivals, found = [], [], [], 0
+    del again
+    gc.collect()
+    first, cached, first_cpu, cached_cpu, arrivals, found = [], [], [], [], [], 0
+    wall, cpu = time.perf_counter, time.process_time
     for i, (a, b, t0) in enumerate(qs):
         router = CGRRouter(a, plan)
         b1 = BundleInfo(f"q{i}a", a, b, BUNDLE_BYTES)
-        s = time.perf_counter()
+        s, sc = wall(), cpu()
         d = router.route(b1, t0, frozenset())
-        first.append(time.perf_counter() - s)
+        first.append(wall() - s)
+        first_cpu.append(cpu() - sc)
         b2 = BundleInfo(f"q{i}b", a, b, BUNDLE_BYTES)
-        s = time.perf_counter()
+        s, sc = wall(), cpu()
         router.route(b2, t0 + 0.001, frozenset())
-        cached.append(time.perf_counter() - s)
+        cached.append(wall() - s)
+        cached_cpu.append(cpu() - sc)
         rl = router._lists.get(graph.index[b])
         arrivals.append(rl.selected[0].arrival_s if rl and rl.selected else None)
         found += bool(d.hops)
     return {"build_s": build_s, "index_mib": index_bytes / 2**20, "first": first,
-            "cached": cached, "arrivals": arrivals, "found": found}
+            "cached": cached, "first_cpu": first_cpu, "cached_cpu": cached_cpu,
+            "arrivals": arrivals, "found": found}
 
 
 def teg_events(plan: ContactPlan, qs) -> dict[str, list[float]]:
@@ -164,17 +172,18 @@ def bench_baseline(plan: ContactPlan, qs) -> dict | None:
                     g.add_edge((c.src, ts), ("sink", c.dst), weight=w)
             i += 1
     build_s = time.perf_counter() - t
-    times, arrivals = [], []
+    times, times_cpu, arrivals = [], [], []
     for a, b, t0 in qs:
-        s = time.perf_counter()
+        s, sc = time.perf_counter(), time.process_time()
         try:
             dist = nx.dijkstra_path_length(g, (a, t0), ("sink", b))
             arrivals.append(t0 + dist)
         except (nx.NetworkXNoPath, nx.NodeNotFound):
             arrivals.append(None)
         times.append(time.perf_counter() - s)
+        times_cpu.append(time.process_time() - sc)
     return {"build_s": build_s, "edges": g.number_of_edges(), "vertices": g.number_of_nodes(),
-            "times": times, "arrivals": arrivals}
+            "times": times, "times_cpu": times_cpu, "arrivals": arrivals}
 
 
 def ms(x: float) -> str:
@@ -194,17 +203,18 @@ def main() -> int:
     except ImportError:  # pragma: no cover
         proc = None
     print(f"# bench_cgr: {args.queries} queries per plan, bundle {BUNDLE_BYTES} B, "
-          f"seed {args.seed}, python {sys.version.split()[0]}")
+          f"seed {args.seed}, python {sys.version.split()[0]}, "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     for name, plan in load_plans():
         qs = queries(plan, args.queries, args.seed)
         r = bench_cgr(plan, qs)
         print(f"\n## {name}: {len(plan.contacts)} contacts, {len(plan.nodes)} nodes")
-        print(f"contact index: built in {r['build_s'] * 1e3:.0f} ms, {r['index_mib']:.1f} MiB "
+        print(f"contact index: built in {r['build_s'] * 1e3:.0f} ms, holds {r['index_mib']:.1f} MiB "
               f"(shared by every router on the plan)")
-        print(f"first decision : median {ms(statistics.median(r['first']))}, "
-              f"p99 {ms(pct(r['first'], 0.99))}, max {ms(max(r['first']))}")
-        print(f"cached decision: median {ms(statistics.median(r['cached']))}, "
-              f"p99 {ms(pct(r['cached'], 0.99))}, max {ms(max(r['cached']))}")
+        for label, key in (("first decision ", "first"), ("cached decision", "cached")):
+            w, c = r[key], r[key + "_cpu"]
+            print(f"{label}: CPU median {ms(statistics.median(c))}, p99 {ms(pct(c, 0.99))}; "
+                  f"wall median {ms(statistics.median(w))}, p99 {ms(pct(w, 0.99))}")
         print(f"routes found: {r['found']}/{len(qs)}")
         if proc is not None:
             print(f"process RSS: {proc.memory_info().rss / 2**20:.0f} MiB")
@@ -214,17 +224,17 @@ def main() -> int:
         if base is None or "skipped" in base:
             print(f"baseline: skipped — {base['skipped'] if base else 'n/a'}")
             continue
-        med_b = statistics.median(base["times"])
-        med_c = statistics.median(r["first"])
+        med_b = statistics.median(base["times_cpu"])
+        med_c = statistics.median(r["first_cpu"])
         same = sum(1 for x, y in zip(base["arrivals"], r["arrivals"], strict=True)
                    if (x is None and y is None) or (x is not None and y is not None
                                                     and abs(x - y) < 1e-6))
         later = sum(1 for x, y in zip(base["arrivals"], r["arrivals"], strict=True)
                     if x is not None and y is not None and x > y + 1e-6)
         print(f"baseline networkx time-expanded graph: {base['vertices']:,} vertices, "
-              f"{base['edges']:,} edges, built in {base['build_s']:.1f} s; Dijkstra "
-              f"median {ms(med_b)}, p99 {ms(pct(base['times'], 0.99))}")
-        print(f"ratio baseline / CGR first decision (medians): {med_b / med_c:.1f}x; "
+              f"{base['edges']:,} edges, built in {base['build_s']:.1f} s; Dijkstra CPU "
+              f"median {ms(med_b)}, p99 {ms(pct(base['times_cpu'], 0.99))}")
+        print(f"ratio baseline / CGR first decision (CPU medians): {med_b / med_c:.1f}x; "
               f"same arrival {same}/{len(qs)}, baseline later (event rounding) {later}")
         if proc is not None:
             print(f"process RSS after baseline: {proc.memory_info().rss / 2**20:.0f} MiB")
