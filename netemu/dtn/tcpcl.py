@@ -72,6 +72,13 @@ XFER_EXT_TRANSFER_LENGTH = 0x0001
 
 U64_MAX = 2**64 - 1
 
+# Fast-path layouts: a single-segment XFER_SEGMENT header carrying the transfer-length
+# extension (type, flags, id, ext-list length 13, item flags, item type, item length,
+# total length, data length), and an XFER_ACK.
+_ONE_SEGMENT = struct.Struct("!BBQIBHHQQ")
+_ACK = struct.Struct("!BBQQ")
+_ACK_BODY = struct.Struct("!BQQ")
+
 
 class RefuseReason(enum.IntEnum):
     """XFER_REFUSE reason codes (RFC 9174 §5.2.4)."""
@@ -539,6 +546,7 @@ class Session:
         self._in: _InTransfer | None = None
         self._awaiting_ack: dict[int, int] = {}  # received transfers waiting for final ACK
         self._awaiting_first: dict[int, int] = {}  # ...of those, the single-segment ones
+        self._last_in_tid = -1
         self._sent_init = False
         self._sent_term = False
         self._got_term = False
@@ -596,6 +604,14 @@ class Session:
         self._next_tid += 1
         self._out_transfers[tid] = _OutTransfer(tid, total)
         seg_max = max(1, min(self.peer_segment_mru, self.max_segment_out))
+        out = self._out
+        if total <= seg_max:
+            # One segment (the common case): one header with the transfer-length item.
+            out.append(_ONE_SEGMENT.pack(XFER_SEGMENT, SEG_START | SEG_END, tid, 13, 0,
+                                         XFER_EXT_TRANSFER_LENGTH, 8, total, total))
+            if total:
+                out.append(bundle)
+            return tid
         view = memoryview(bundle)
         off = 0
         first = True
@@ -605,9 +621,9 @@ class Session:
             flags = (SEG_START if first else 0) | (SEG_END if off >= total else 0)
             exts = (transfer_length_item(total),) if first else ()
             seg = XferSegment(flags, tid, chunk, exts)
-            self._out.append(seg.header())
+            out.append(seg.header())
             if len(chunk):
-                self._out.append(chunk)
+                out.append(chunk)
             first = False
             if off >= total:
                 break
@@ -620,9 +636,12 @@ class Session:
             raise TcpclError(f"transfer {transfer_id} is not awaiting an acknowledgement")
         if self.state in (State.CLOSED, State.ERROR):
             return
-        flags = SEG_END | (SEG_START if length == self._awaiting_first.pop(transfer_id, 0) else 0)
-        self._out.append(XferAck(flags, transfer_id, length).encode())
-        self._maybe_closed_after_term()
+        flags = SEG_END
+        if self._awaiting_first.pop(transfer_id, None) is not None:
+            flags |= SEG_START
+        self._out.append(_ACK.pack(XFER_ACK, flags, transfer_id, length))
+        if self.state is State.ENDING:
+            self._maybe_closed_after_term()
 
     def refuse_transfer(self, transfer_id: int, reason: RefuseReason) -> None:
         """Refuse a received (or still arriving) transfer, e.g. store full."""
@@ -708,7 +727,34 @@ class Session:
                     continue
                 if self.state in (State.CLOSED, State.ERROR):
                     break
-                if off < len(buf) and buf[off] == XFER_SEGMENT:
+                typ = buf[off] if off < len(buf) else -1
+                if (typ == XFER_ACK and self.state is not State.INIT
+                        and len(buf) - off >= 18):
+                    flags, tid, length = _ACK_BODY.unpack_from(buf, off + 1)
+                    if flags & ~(SEG_START | SEG_END):
+                        raise TcpclError(f"XFER_ACK transfer {tid}: reserved flag bits set "
+                                         f"(0x{flags:02x})")
+                    off += 18
+                    self._acked(flags, tid, length, events)
+                    continue
+                if (typ == XFER_SEGMENT and self._in is None and len(buf) - off >= _ONE_SEGMENT.size
+                        and buf[off + 1] == SEG_START | SEG_END
+                        and self.state is State.ESTABLISHED):
+                    # A whole bundle in one segment with only the transfer-length item.
+                    (_, _, tid, elen, iflags, itype, ilen, total,
+                     dlen) = _ONE_SEGMENT.unpack_from(buf, off)
+                    if (elen == 13 and itype == XFER_EXT_TRANSFER_LENGTH and ilen == 8
+                            and not iflags & ~EXT_CRITICAL and total == dlen
+                            and dlen <= self.segment_mru and dlen <= self.transfer_mru
+                            and len(buf) - off - _ONE_SEGMENT.size >= dlen):
+                        self._check_new_tid(tid)
+                        start = off + _ONE_SEGMENT.size
+                        off = start + dlen
+                        self._awaiting_ack[tid] = dlen
+                        self._awaiting_first[tid] = dlen
+                        events.append(TransferReceived(tid, bytes(buf[start:off])))
+                        continue
+                if typ == XFER_SEGMENT:
                     got = self._segment_header(buf, off, events)
                     if got is None:
                         break
@@ -780,6 +826,7 @@ class Session:
         if flags & SEG_START:
             if cur is not None:
                 raise TcpclError(f"{where}: START while transfer {cur.transfer_id} is unfinished")
+            self._check_new_tid(tid)
             cur = self._in = _InTransfer(tid)
             for item in exts:
                 if item.type == XFER_EXT_TRANSFER_LENGTH:
@@ -879,20 +926,7 @@ class Session:
                 return
             self._reject_unexpected(_type_of(msg), f"{MESSAGE_NAMES[_type_of(msg)]}")
         if isinstance(msg, XferAck):
-            t = self._out_transfers.get(msg.transfer_id)
-            if t is None:
-                return  # late ACK for a finished/refused transfer: harmless
-            if msg.length > t.length:
-                self._fail(TermReason.UNKNOWN)
-                raise TcpclError(f"XFER_ACK transfer {msg.transfer_id}: acknowledges "
-                                 f"{msg.length} bytes of a {t.length}-byte transfer")
-            t.acked = max(t.acked, msg.length)
-            if msg.flags & SEG_END and t.acked == t.length:
-                del self._out_transfers[msg.transfer_id]
-                events.append(TransferCompleted(msg.transfer_id, t.length))
-                events.extend(self._maybe_closed_after_term())
-            else:
-                events.append(TransferProgress(msg.transfer_id, t.acked))
+            self._acked(msg.flags, msg.transfer_id, msg.length, events)
         elif isinstance(msg, XferRefuse):
             if self._out_transfers.pop(msg.transfer_id, None) is not None:
                 events.append(TransferRefused(msg.transfer_id, _reason(RefuseReason, msg.reason)))
@@ -911,6 +945,31 @@ class Session:
             events.extend(self._maybe_closed_after_term())
         elif isinstance(msg, MsgReject):
             events.append(MessageRejected(_reason(RejectReason, msg.reason), msg.rejected_type))
+
+    def _check_new_tid(self, tid: int) -> None:
+        if tid <= self._last_in_tid:
+            self._fail(TermReason.UNKNOWN)
+            raise TcpclError(f"XFER_SEGMENT transfer {tid}: transfer ID not above the previous "
+                             f"one ({self._last_in_tid}); RFC 9174 5.2.2 makes them increase")
+        self._last_in_tid = tid
+
+    def _acked(self, flags: int, tid: int, length: int, events: list[Event]) -> None:
+        t = self._out_transfers.get(tid)
+        if t is None:
+            return  # late ACK for a finished/refused transfer: harmless
+        if length > t.length:
+            self._fail(TermReason.UNKNOWN)
+            raise TcpclError(f"XFER_ACK transfer {tid}: acknowledges {length} bytes of a "
+                             f"{t.length}-byte transfer")
+        if length > t.acked:
+            t.acked = length
+        if flags & SEG_END and t.acked == t.length:
+            del self._out_transfers[tid]
+            events.append(TransferCompleted(tid, t.length))
+            if self.state is State.ENDING:
+                events.extend(self._maybe_closed_after_term())
+        else:
+            events.append(TransferProgress(tid, t.acked))
 
     def _maybe_closed_after_term(self) -> list[Event]:
         """After SESS_TERM both ways, close once no transfer is in either direction."""

@@ -239,3 +239,19 @@ def test_decoder_waits_for_more_bytes():
     for i in range(len(raw)):
         assert t.decode_message(raw[:i]) is None
     assert t.decode_message(raw) == (t.XferAck(3, 9, 100), len(raw))
+
+
+def test_repeated_transfer_id_is_protocol_error():
+    a, p = establish()
+    seg = t.XferSegment(t.SEG_START | t.SEG_END, 5, b"x", (t.transfer_length_item(1),))
+    assert p.receive_data(seg.encode()) == [t.TransferReceived(5, b"x")]
+    with pytest.raises(t.TcpclError, match="transfer ID not above the previous one"):
+        p.receive_data(seg.encode())
+
+
+def test_single_segment_fast_path_matches_general_encoding():
+    a, p = establish()
+    a.send_transfer(b"abc")
+    raw = b"".join(bytes(x) for x in a.data_to_send())
+    assert raw == t.XferSegment(t.SEG_START | t.SEG_END, 0, b"abc",
+                                (t.transfer_length_item(3),)).encode()
