@@ -813,7 +813,7 @@ def bundle_length(data: bytes) -> int | None:
                 return None
             if data[p] == 0xFF:
                 return p + 1
-            _, p = cbor.decode_item(data, p)
+            p = cbor.skip_item(data, p)
     except BundleError as e:
         if e.reason.startswith("truncated") or "cannot fit" in e.reason:
             return None

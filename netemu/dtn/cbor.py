@@ -223,6 +223,29 @@ def decode_item(data: bytes, pos: int, depth: int = 0) -> tuple[object, int]:
     raise BundleError(f"CBOR simple value {arg} not allowed in a bundle", offset=pos)
 
 
+def skip_item(data: bytes, pos: int, depth: int = 0) -> int:
+    """The position after the strict CBOR item at ``pos``, without building values or
+    copying strings (stream framing of large bundles)."""
+    major, arg, p = read_head(data, pos)
+    if major in (2, 3):
+        end = p + arg
+        if end > len(data):
+            raise BundleError(f"truncated string: {arg} bytes announced, {len(data) - p} "
+                              "left", offset=pos)
+        return end
+    if major in (4, 5):
+        if depth >= MAX_DEPTH:
+            raise BundleError(f"CBOR nested deeper than {MAX_DEPTH} levels", offset=pos)
+        for _ in range(arg * (2 if major == 5 else 1)):
+            p = skip_item(data, p, depth + 1)
+        return p
+    if major == 6:
+        raise BundleError(f"CBOR tag {arg} not allowed in a bundle", offset=pos)
+    if major == 7 and arg not in (20, 21, 22):
+        raise BundleError(f"CBOR simple value {arg} not allowed in a bundle", offset=pos)
+    return p
+
+
 def expect_uint(data: bytes, pos: int, what: str) -> tuple[int, int]:
     """Read an unsigned integer at ``pos`` or fail naming ``what``."""
     if pos < len(data) and data[pos] < 24:  # fast path: small integer in the head

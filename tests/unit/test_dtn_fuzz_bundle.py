@@ -16,6 +16,7 @@ from netemu.dtn.bundle import (
     BundleFlags,
     CanonicalBlock,
     PrimaryBlock,
+    bundle_length,
     decode_bundle,
     decode_bundle_strict,
 )
@@ -89,6 +90,8 @@ def test_random_valid_bundles_round_trip(b):
     assert d.encode() == data
     assert decode_bundle_strict(data) == d
     assert cbor2.loads(data)[0][0] == 7   # an outside decoder reads it too
+    assert bundle_length(data + data) == len(data)
+    assert bundle_length(data[:-1]) is None
 
 
 @FUZZ
