@@ -140,7 +140,7 @@ def _print_table(args, src, dst, router, checks, chosen, n_contacts) -> None:
     eccc = router.estimated_size(args.size_bytes)
     dl = "none" if args.deadline_s is None else f"t={_t(args.at_s + args.deadline_s)} s"
     print(f"CGR from {src} to {dst}, bundle sent at t={_t(args.at_s)} s "
-          f"({args.size_bytes} B, estimated {eccc:g} B), deadline {dl}; "
+          f"({args.size_bytes} B, estimated {eccc:.10g} B), deadline {dl}; "
           f"plan of {n_contacts} contacts")
     if not checks:
         print(f"no route from {src} to {dst} after t={_t(args.at_s)} s")
