@@ -381,3 +381,18 @@ def test_reservations_of_expired_bundles_are_given_back():
     assert router.backlog_bytes("b") == pytest.approx(1700)  # only the new one
     assert router.residual_volume(0) == pytest.approx(100 * 1000 - 1700)
     assert d.projected_arrival_s == pytest.approx(40 + 17 + 0.5)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(contact_st, max_size=12), st.lists(st.integers(1, 400), min_size=1, max_size=12),
+       st.integers(1, 4))
+def test_reservations_never_overbook_a_contact(raw, sizes, dest_i):
+    plan, _ = random_plan(raw)
+    # 8000 bit/s = 1,000 bytes/s: a few bundles fill a contact
+    router = CGRRouter("n0", plan)
+    for i, size in enumerate(sizes):
+        d = router.route(bundle(f"n{dest_i}", size, bid=str(i), deadline=40), 0.0, frozenset())
+        if d.hops:
+            assert d.projected_arrival_s <= 40
+    for c in range(len(plan.contacts)):
+        assert router.residual_volume(c) >= -1e-9
