@@ -420,6 +420,7 @@ class Agent:
         self._stop = asyncio.Event()
         self._rx_batch: list[tuple[bytes, TcpclChannel | None, int | None, str | None]] = []
         self._rx_scheduled = False
+        self._pump_scheduled = False
         self._tasks: set[asyncio.Task] = set()
         self.counters: dict[str, int] = {
             "received": 0, "sent": 0, "refused": 0, "requeued": 0, "sessions": 0}
@@ -655,7 +656,16 @@ class Agent:
         if st is None:
             st = self.neighbours[neighbour] = NeighbourState(Neighbour(neighbour, 0))
         st.queue.append(OutItem(key, data))
-        self.pump(neighbour)
+        if not self._pump_scheduled:
+            self._pump_scheduled = True
+            asyncio.get_event_loop().call_soon(self._pump_all)
+
+    def _pump_all(self) -> None:
+        """Send what the last loop turn queued: one write per session, not per bundle."""
+        self._pump_scheduled = False
+        for name, st in self.neighbours.items():
+            if st.queue:
+                self.pump(name)
 
     def pump(self, neighbour: str) -> None:
         st = self.neighbours.get(neighbour)
@@ -837,6 +847,7 @@ class AgentCore:
         self.endpoints: dict[str, list[AppConnection]] = {}
         self.waiting: dict[str, dict[str, Any]] = {}  # endpoint -> {bundle_id: Bundle}
         self.pushed: dict[AppConnection, dict[str, tuple[str, Any]]] = {}
+        self._outbox: dict[AppConnection, list[dict]] = {}
 
     def now_ms(self) -> int:
         return self.agent.clock.dtn_time_ms()
@@ -1001,8 +1012,23 @@ class AgentCore:
         conn = conns[0]
         self.pushed.setdefault(conn, {})[bid] = (ep, bundle)
         p = bundle.primary
-        conn.push({"ev": "bundle", "id": bid, "src": str(p.source), "dst": ep,
-                   "created_ms": p.creation_ms, "payload": bundle.payload})
+        item = {"id": bid, "src": str(p.source), "dst": ep, "created_ms": p.creation_ms,
+                "payload": bundle.payload}
+        pending = self._outbox.get(conn)
+        if pending is None:
+            pending = self._outbox[conn] = []
+            if len(self._outbox) == 1:
+                asyncio.get_event_loop().call_soon(self._flush_outbox)
+        pending.append(item)
+
+    def _flush_outbox(self) -> None:
+        """One frame per app connection and loop turn: ``{"ev": "bundles", "items": [...]}``."""
+        outbox, self._outbox = self._outbox, {}
+        for conn, items in outbox.items():
+            if len(items) == 1:
+                conn.push({"ev": "bundle", **items[0]})
+            else:
+                conn.push({"ev": "bundles", "items": items})
 
     def app_disconnected(self, conn: AppConnection) -> None:
         for ep in conn.endpoints:

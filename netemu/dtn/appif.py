@@ -21,7 +21,8 @@ Requests:
 ``{"op": "watch"}``
     stream the agent's log events (``{"ev": "log", ...}``) on this connection.
 
-Pushed: ``{"ev": "bundle", "id", "src", "dst", "created_ms", "payload"}``.
+Pushed: ``{"ev": "bundle", "id", "src", "dst", "created_ms", "payload"}``, or several at
+once as ``{"ev": "bundles", "items": [{id, src, dst, created_ms, payload}, …]}``.
 
 Delivery is at least once from the agent (a bundle stays in the store until the app
 acks it, so a crash between delivery and ack re-delivers it); the client drops bundle

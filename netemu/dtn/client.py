@@ -136,16 +136,12 @@ class BpClient:
 
     def _on_message(self, msg: dict[str, Any]) -> None:
         ev = msg.get("ev")
+        if ev == "bundles":
+            for item in msg.get("items", ()):
+                self._on_bundle(item)
+            return
         if ev == "bundle":
-            bid = msg["id"]
-            if bid in self._seen:
-                self.duplicates_dropped += 1
-                self._ack([bid])  # already handed to the app: just confirm again
-                return
-            self._seen.add(bid)
-            self._deliveries.put_nowait(Delivery(bid, msg.get("src", ""), msg.get("dst", ""),
-                                                 int(msg.get("created_ms", 0)),
-                                                 bytes(msg.get("payload", b""))))
+            self._on_bundle(msg)
             return
         if ev is not None:
             self._events.put_nowait(msg)
@@ -153,6 +149,17 @@ class BpClient:
         fut = self._pending.pop(msg.get("rid"), None)  # type: ignore[arg-type]
         if fut is not None and not fut.done():
             fut.set_result(msg)
+
+    def _on_bundle(self, msg: dict[str, Any]) -> None:
+        bid = msg["id"]
+        if bid in self._seen:
+            self.duplicates_dropped += 1
+            self._ack([bid])  # already handed to the app: just confirm again
+            return
+        self._seen.add(bid)
+        self._deliveries.put_nowait(Delivery(bid, msg.get("src", ""), msg.get("dst", ""),
+                                             int(msg.get("created_ms", 0)),
+                                             bytes(msg.get("payload", b""))))
 
     def _next_rid(self) -> int:
         self._rid += 1
