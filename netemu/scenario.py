@@ -648,9 +648,12 @@ def scenario_from_dict(doc: Any, *, path: Path | None = None) -> Scenario:
     ]
 
     stations: list[GroundStation] = []
+    station_lines: list[int] = []
     if "ground_stations" in m and m["ground_stations"] is not None:
         st_raw = _list(ctx, m["ground_stations"], "ground_stations", m.line_of("ground_stations"))
         stations = [_parse_station(ctx, s, i, st_raw.item_lines[i]) for i, s in enumerate(st_raw)]
+        station_lines = [s.line_of("name") if isinstance(s, LineMap) else st_raw.item_lines[i]
+                         for i, s in enumerate(st_raw)]
 
     links = dict(DEFAULT_LINK_MODELS)
     if "links" in m:
@@ -680,7 +683,8 @@ def scenario_from_dict(doc: Any, *, path: Path | None = None) -> Scenario:
             seen[s.name] = "satellite"
     for i, st in enumerate(stations):
         if st.name in seen:
-            raise ctx.error(f"node name {st.name!r} is used twice", None, f"ground_stations[{i}].name")
+            raise ctx.error(f"node name {st.name!r} is used twice", station_lines[i],
+                            f"ground_stations[{i}].name")
         seen[st.name] = "ground"
     ipn: dict[str, int] = {}
     explicit = {st.ipn for st in stations if st.ipn is not None}
@@ -693,7 +697,8 @@ def scenario_from_dict(doc: Any, *, path: Path | None = None) -> Scenario:
     for i, st in enumerate(stations):
         if st.ipn is not None:
             if st.ipn in ipn.values():
-                raise ctx.error(f"ipn {st.ipn} is used twice", None, f"ground_stations[{i}].ipn")
+                raise ctx.error(f"ipn {st.ipn} is used twice", station_lines[i],
+                                f"ground_stations[{i}].ipn")
             ipn[st.name] = st.ipn
         else:
             n += 1

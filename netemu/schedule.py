@@ -563,40 +563,73 @@ def _sample_times(starts: np.ndarray, ends: np.ndarray, every_s: float
     return times, offsets
 
 
+def _divided_2nd(times: np.ndarray, rng: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """|second divided difference| of range at each sample (0 where a neighbour belongs to
+    another contact): twice the local range acceleration estimate, halved here."""
+    out = np.zeros(len(times))
+    if len(times) < 3:
+        return out
+    t0, t1, t2 = times[:-2], times[1:-1], times[2:]
+    r0, r1, r2 = rng[:-2], rng[1:-1], rng[2:]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d = 2.0 * np.abs((r2 - r1) / np.maximum(t2 - t1, 1e-9)
+                         - (r1 - r0) / np.maximum(t1 - t0, 1e-9)) / np.maximum(t2 - t0, 1e-9)
+    ok = (idx[:-2] == idx[2:]) & np.isfinite(d)
+    out[1:-1] = np.where(ok, d, 0.0)
+    return out
+
+
 def _owlt_samples(range_fn: Callable[[np.ndarray, np.ndarray], np.ndarray], pairs: np.ndarray,
                   starts: np.ndarray, ends: np.ndarray, every_s: float, max_every_s: float,
                   flatten: bool) -> list[tuple[tuple[tuple[float, float], ...], float]]:
     """(light-time samples, max range km) per contact.
 
-    Range is sampled ``every_s`` apart plus both ends; each contact then keeps only every
-    q-th interior sample, q chosen from the largest second divided difference of its
-    range (a) so that linear interpolation stays within OWLT_TOL_S (error ≤ a·h²/8),
-    with spacing at most ``max_every_s``. With ``flatten``, a contact whose range stays
+    Range is sampled ``every_s`` apart plus both ends. Where the range bends too fast
+    for that spacing (local acceleration a from second divided differences, linear
+    interpolation error a·h²/8 > OWLT_TOL_S·c) midpoints are added, repeatedly. Contacts
+    that needed none keep only every q-th sample, q as large as their largest a allows
+    (spacing at most ``max_every_s``). With ``flatten``, a contact whose range stays
     within FLAT_TOL_KM of a straight line keeps its two ends only."""
     if len(pairs) == 0:
         return []
-    times, off = _sample_times(starts, ends, every_s)
-    counts = np.diff(off)
-    idx = np.repeat(np.arange(len(pairs)), counts)
-    rng = np.empty(len(times))
-    step = 1_000_000
-    for a in range(0, len(times), step):
-        b = min(len(times), a + step)
-        rng[a:b] = range_fn(pairs[idx[a:b]], times[a:b])
-    # curvature per contact (second divided differences of triples inside one contact)
-    a_max = np.zeros(len(pairs))
-    if len(times) >= 3:
-        t0, t1, t2 = times[:-2], times[1:-1], times[2:]
-        r0, r1, r2 = rng[:-2], rng[1:-1], rng[2:]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            dd2 = 2.0 * np.abs((r2 - r1) / np.maximum(t2 - t1, 1e-9) - (r1 - r0) / np.maximum(t1 - t0, 1e-9)) / np.maximum(t2 - t0, 1e-9)
-        same = idx[:-2] == idx[2:]
-        dd2 = np.where(same & np.isfinite(dd2), dd2, 0.0)
-        np.maximum.at(a_max, idx[1:-1], dd2)
+    n = len(pairs)
     tol_km = OWLT_TOL_S * C_KM_S
+    times, off = _sample_times(starts, ends, every_s)
+    idx = np.repeat(np.arange(n), np.diff(off))
+
+    def evaluate(ii: np.ndarray, tt: np.ndarray) -> np.ndarray:
+        out = np.empty(len(tt))
+        step = 1_000_000
+        for a in range(0, len(tt), step):
+            out[a:a + step] = range_fn(pairs[ii[a:a + step]], tt[a:a + step])
+        return out
+
+    rng = evaluate(idx, times)
+    refined = np.zeros(n, dtype=bool)
+    for _ in range(10):
+        d2 = _divided_2nd(times, rng, idx)
+        h = np.diff(times)
+        a_iv = np.maximum(d2[:-1], d2[1:])
+        need = (idx[:-1] == idx[1:]) & (a_iv * h * h / 8.0 > tol_km) & (h > 0.5)
+        if not need.any():
+            break
+        new_t = 0.5 * (times[:-1] + times[1:])[need]
+        new_i = idx[:-1][need]
+        refined[new_i] = True
+        new_r = evaluate(new_i, new_t)
+        times = np.concatenate([times, new_t])
+        idx = np.concatenate([idx, new_i])
+        rng = np.concatenate([rng, new_r])
+        order = np.lexsort((times, idx))
+        times, idx, rng = times[order], idx[order], rng[order]
+    off = np.searchsorted(idx, np.arange(n + 1))
+    counts = np.diff(off)
+    a_max = np.zeros(n)
+    np.maximum.at(a_max, idx, _divided_2nd(times, rng, idx))
     with np.errstate(divide="ignore"):
         h_ok = np.sqrt(8.0 * tol_km / np.maximum(a_max, 1e-12))
     q = np.clip(np.floor(h_ok / every_s), 1, max(1, int(max_every_s // every_s))).astype(np.int64)
+    q[refined] = 1
     j = np.arange(len(times)) - off[idx]
     keep = (j == 0) | (j == counts[idx] - 1) | (j % q[idx] == 0)
     rmax_all = np.maximum.reduceat(rng, off[:-1])
