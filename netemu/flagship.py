@@ -455,16 +455,21 @@ class FlagshipRun:
             stack.callback(self._cleanup_step("the bundle agents",
                                               lambda: _stop_procs(agents.values(), 10.0)))
 
-        # 5. apps
+        # 5. apps, started while the agents come up (their DTN client waits for the
+        # agent's socket), so that start-up eats less of the window
         stack.callback(self._cleanup_step("the apps", runner.close))
+        window_env = {"NETEMU_WINDOW_START_S": repr(w.start_s),
+                      "NETEMU_WINDOW_END_S": repr(w.end_s)}
         for inst in p.apps:
-            env = {**base_env, **emu.env(inst.node)}
+            env = {**base_env, **emu.env(inst.node), **window_env}
             if inst.node in dtn_sockets:
                 env["NETEMU_DTN_SOCKET"] = dtn_sockets[inst.node]
             runner.start(inst, _netns_path(emu, inst.node), env)
         if p.apps:
             echo(f"netemu: started {len(p.apps)} app instances "
                  f"({', '.join(sorted({i.manifest.name for i in p.apps}))})")
+        if agents:
+            self._wait_agents(agents, dtn_sockets, run_dir)
 
         # 6. run the window (bracketed by run events, so the record covers all of it)
         publisher.publish("run", {"event": "started", "t_s": emu.now_s(),
@@ -505,6 +510,11 @@ class FlagshipRun:
                                     env=env, stdout=out, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True)
             out.close()
+        return procs, sockets
+
+    def _wait_agents(self, procs: dict[str, subprocess.Popen[bytes]], sockets: dict[str, str],
+                     run_dir: Path) -> None:
+        """Until every agent's app socket exists; an agent that dies is an error."""
         deadline = time.monotonic() + AGENT_READY_TIMEOUT_S
         waiting = set(procs)
         while waiting and time.monotonic() < deadline and not self._stop.is_set():
@@ -520,7 +530,6 @@ class FlagshipRun:
             raise NetemuError(f"bundle agents not ready after {AGENT_READY_TIMEOUT_S:.0f} s: "
                               f"{', '.join(sorted(waiting))} (see {run_dir}/agents/*/agent.out)")
         self.echo(f"netemu: {len(procs)} agents ready")
-        return procs, sockets
 
     def _watch(self, emu: Any, runner: AppRunner, agents: dict[str, Any], recorder: Any,
                w: Window) -> None:
