@@ -133,7 +133,86 @@ def app_files(run_dir: Path, app: str | None, name: str) -> dict[tuple[str, str]
 # --------------------------------------------------------------------------- bundles
 
 
-def bundle_metrics(events: list[dict[str, Any]]) -> dict[str, Any]:
+def _app_bundle_events(events: list[dict[str, Any]]) -> list[tuple[float | None, str, str]]:
+    """(t_s, "sent" | "delivered", bundle_id) from the apps' own telemetry: bundles the
+    apps handed to DTN and bundles DTN handed to them (ids are the agents' bundle ids)."""
+    out: list[tuple[float | None, str, str]] = []
+    for ev in events:
+        parts = _topic_parts(ev)
+        if not parts or parts[0] != "app":
+            continue
+        p = ev["payload"]
+        kind, t = p.get("event"), _t(ev)
+        if kind in ("sent", "query") and p.get("bundle_id"):
+            out.append((t, "sent", str(p["bundle_id"])))
+        elif kind in ("arrived", "answer") and p.get("bundle_id"):
+            out.append((t, "delivered", str(p["bundle_id"])))
+        elif kind == "answered":
+            if p.get("bundle_id"):
+                out.append((t, "delivered", str(p["bundle_id"])))
+            if p.get("answer_bundle_id"):
+                out.append((t, "sent", str(p["answer_bundle_id"])))
+    return out
+
+
+def _agent_expired(run_dir: Path | None) -> set[str]:
+    """Bundles the agents' logs say were deleted because their lifetime expired."""
+    out: set[str] = set()
+    if run_dir is None:
+        return out
+    for f in sorted(run_dir.glob("agents/*/agent.jsonl")):
+        try:
+            lines = f.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            if '"bundle_deleted"' not in line:
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            reason = str(rec.get("reason", "")).upper()
+            if "LIFETIME" in reason or "EXPIRED" in reason or reason == "1" or "expired" in str(rec.get("message", "")):
+                out.add(str(rec.get("bundle")))
+    return out
+
+
+def bundle_metrics(events: list[dict[str, Any]], run_dir: Path | None = None) -> dict[str, Any]:
+    """Bundle figures from ``bundle/<node>`` events; when the agents published none, from
+    the apps' own events (bundles sent by apps vs delivered to apps) and the agents'
+    logs (expiries). ``bundle_source`` says which."""
+    if not any(_topic_parts(e)[:1] == ["bundle"] for e in events):
+        app = _app_bundle_events(events)
+        if app:
+            return _bundle_metrics_from_apps(app, _agent_expired(run_dir))
+    return _bundle_metrics_from_bundle_events(events)
+
+
+def _bundle_metrics_from_apps(app: list[tuple[float | None, str, str]], expired_ids: set[str]) -> dict[str, Any]:
+    sent: dict[str, float] = {}
+    delivered: dict[str, float] = {}
+    for t, kind, bid in app:
+        target = sent if kind == "sent" else delivered
+        target.setdefault(bid, t if t is not None else 0.0)
+    created = set(sent) | set(delivered)
+    lat = [delivered[b] - sent[b] for b in delivered if b in sent]
+    exp = (expired_ids & created) - set(delivered)
+    n_created = len(created)
+    return {
+        "bundles_created": n_created,
+        "bundles_delivered": len(delivered),
+        "bundles_expired": len(exp),
+        "bundles_deleted": 0,
+        "bundles_in_flight": n_created - len(delivered) - len(exp),
+        "delivery_ratio": (len(delivered) / n_created) if n_created else None,
+        "bundle_latency_p50_s": percentile(lat, 50),
+        "bundle_latency_p95_s": percentile(lat, 95),
+        "bundle_source": "app events",
+    }
+
+
+def _bundle_metrics_from_bundle_events(events: list[dict[str, Any]]) -> dict[str, Any]:
     first_seen: dict[str, float] = {}
     delivered: dict[str, float] = {}
     expired: set[str] = set()
@@ -169,6 +248,7 @@ def bundle_metrics(events: list[dict[str, Any]]) -> dict[str, Any]:
         "delivery_ratio": (len(delivered) / created) if created else None,
         "bundle_latency_p50_s": percentile(lat, 50),
         "bundle_latency_p95_s": percentile(lat, 95),
+        "bundle_source": "bundle events" if created else None,
     }
 
 
@@ -349,7 +429,7 @@ def compute(run_dir: str | Path) -> dict[str, Any]:
     end_s = max(times) if times else 0.0
     m: dict[str, Any] = {"run": run.name, "duration_s": round(end_s - min(times), 3) if times else 0.0,
                          "events": len(events)}
-    m.update(bundle_metrics(events))
+    m.update(bundle_metrics(events, run))
     links, outside = link_metrics(events, plan, end_s)
     m["link_use"] = links
     m["link_bytes_total"] = sum(u["bytes"] for u in links.values())

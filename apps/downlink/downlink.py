@@ -91,7 +91,7 @@ class DownlinkStore:
             self.latest_summary[sat] = head
             with open(self.out_dir / "summaries.jsonl", "a") as f:
                 f.write(json.dumps({"arrived_t_s": round(now_s, 3), **head}) + "\n")
-            return {"arrived_t_s": round(now_s, 3), "source": sat, "type": "summary"}
+            return {"arrived_t_s": round(now_s, 3), "source": sat, "type": "summary", "bundle_id": bundle_id}
         self.malformed += 1
         return None
 

@@ -177,9 +177,10 @@ async def run_service(args, appenv, clock, tel, port, stop) -> dict:
         now = clock()
         ans = answer_query(query, read_detections(store), appenv.node, now, args.max_items)
         reply_to = str(query.get("reply_to") or got.source)
-        await port.send(reply_to, json.dumps(ans).encode(), lifetime_s=args.lifetime_s)
+        answer_id = await port.send(reply_to, json.dumps(ans).encode(), lifetime_s=args.lifetime_s)
         answered += 1
-        await tel.publish("answered", query_id=ans["query_id"], count=ans["count"], reply_to=reply_to)
+        await tel.publish("answered", query_id=ans["query_id"], count=ans["count"], reply_to=reply_to,
+                          bundle_id=got.bundle_id, answer_bundle_id=answer_id)
     return {"app": "orbit-query", "role": "service", "node": appenv.node, "queries_answered": answered,
             "store": str(store)}
 
@@ -208,7 +209,8 @@ async def run_client(args, appenv, clock, tel, port, stop) -> dict:
             q = log.answered(ans, clock())
             if q is not None:
                 await tel.publish("answer", query_id=q["query_id"], target=q["target"],
-                                  latency_s=q["latency_s"], count=q["count"])
+                                  latency_s=q["latency_s"], count=q["count"],
+                                  bundle_id=got.bundle_id)
                 appkit.write_json_atomic(result_path, log.result())
 
     listener = asyncio.ensure_future(listen())
