@@ -2,7 +2,7 @@
 
 For a time ``t_s`` the links up are the plan's contacts active at ``t_s``, each weighted
 by its one-way delay at that time. Next hops come from one Dijkstra per *destination* on
-the reversed graph: every node's next hop toward ``d`` is its parent in the same
+the reversed graph (scipy's compiled Dijkstra, or a pure-Python one): every node's next hop toward ``d`` is its parent in the same
 shortest-path tree, so hop-by-hop forwarding can never loop, even where several paths
 tie (ties go to fewer hops, then to the lower node name).
 """
@@ -37,12 +37,15 @@ def ip_next_hops(
     t_s: float = 0.0,
     *,
     destinations: Iterable[str] | None = None,
+    method: str = "auto",
 ) -> dict[str, dict[str, str]]:
     """``{src: {dst: next_hop}}`` for every pair with a path, on the snapshot at ``t_s``.
 
     ``plan_or_edges`` is a contact plan (its contacts active at ``t_s``) or directed
     edges ``(from, to, delay_s)`` (``t_s`` is then unused). ``destinations`` limits the
-    work to routes toward those nodes (e.g. only ground stations).
+    work to routes toward those nodes (e.g. only ground stations). ``method``: "scipy"
+    (compiled Dijkstra, ~0.4 s for all pairs of 1,600 nodes), "python" (no scipy, ~30×
+    slower), "auto" (scipy when installed).
     """
     if isinstance(plan_or_edges, ContactPlan):
         edges = snapshot_edges(plan_or_edges, t_s)
@@ -55,25 +58,72 @@ def ip_next_hops(
         names.add(b)
     order = sorted(names)
     index = {n: i for i, n in enumerate(order)}
-    n = len(order)
-    # Reversed adjacency: rev[v] = [(u, delay)] for every edge u → v.
-    best_in: dict[tuple[int, int], float] = {}
+    best: dict[tuple[int, int], float] = {}
     for a, b, d in edges:
         if a == b:
             continue
         if d < 0 or not math.isfinite(d):
             raise ValueError(f"link {a}→{b}: delay must be finite and ≥ 0, got {d}")
         k = (index[a], index[b])
-        if d < best_in.get(k, math.inf):
-            best_in[k] = d
+        if d < best.get(k, math.inf):
+            best[k] = d
+    targets = order if destinations is None else [x for x in destinations if x in index]
+    if method == "auto":
+        try:
+            import scipy.sparse.csgraph  # noqa: F401
+
+            method = "scipy"
+        except ImportError:  # pragma: no cover - scipy is a dependency
+            method = "python"
+    if method == "scipy":
+        return _next_hops_scipy(order, best, [index[x] for x in targets])
+    if method == "python":
+        return _next_hops_python(order, best, [index[x] for x in targets])
+    raise ValueError(f"method must be 'auto', 'scipy' or 'python', not {method!r}")
+
+
+HOP_EPSILON_S = 1e-9
+"""Added to every link's delay in the scipy path so that, between paths of equal delay,
+the one with fewer hops wins (as in the Python path); 1 ns a hop changes no real choice."""
+
+
+def _next_hops_scipy(order: list[str], best: dict[tuple[int, int], float],
+                     targets: list[int]) -> dict[str, dict[str, str]]:
+    import numpy as np
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import dijkstra
+
+    n = len(order)
+    out: dict[str, dict[str, str]] = {name: {} for name in order}
+    if not best or not targets:
+        return out
+    keys = sorted(best)
+    rows = np.fromiter((v for _, v in keys), dtype=np.int64, count=len(keys))
+    cols = np.fromiter((u for u, _ in keys), dtype=np.int64, count=len(keys))
+    w = np.fromiter((best[k] + HOP_EPSILON_S for k in keys), dtype=float, count=len(keys))
+    reverse = csr_matrix((w, (rows, cols)), shape=(n, n))  # edge v → u for every u → v
+    _, pred = dijkstra(reverse, directed=True, indices=targets, return_predecessors=True)
+    # pred[i, s]: the node after s on the shortest path from s to targets[i].
+    names = np.array(order, dtype=object)
+    for i, d in enumerate(targets):
+        nh = pred[i]
+        ok = np.flatnonzero(nh >= 0)
+        dname = order[d]
+        for s, h in zip(names[ok], names[nh[ok]], strict=True):
+            out[s][dname] = h
+    return out
+
+
+def _next_hops_python(order: list[str], best: dict[tuple[int, int], float],
+                      targets: list[int]) -> dict[str, dict[str, str]]:
+    n = len(order)
     rev: list[list[tuple[int, float]]] = [[] for _ in range(n)]
-    for (u, v), d in sorted(best_in.items()):
+    for (u, v), d in sorted(best.items()):
         rev[v].append((u, d))
     out: dict[str, dict[str, str]] = {name: {} for name in order}
-    targets = order if destinations is None else [x for x in destinations if x in index]
     pop, push = heapq.heappop, heapq.heappush
-    for dname in targets:
-        d = index[dname]
+    for d in targets:
+        dname = order[d]
         dist = [math.inf] * n
         hops = [0] * n
         parent = [-1] * n
