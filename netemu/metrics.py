@@ -435,8 +435,10 @@ def compute(run_dir: str | Path) -> dict[str, Any]:
     m["link_bytes_total"] = sum(u["bytes"] for u in links.values())
     utils = [u["utilisation"] for u in links.values() if u.get("utilisation") is not None]
     m["link_utilisation_max"] = max(utils) if utils else None
+    forwarded = any(u.get("bundles") for u in links.values())
     m["traffic_outside_contacts_bytes"] = outside if (plan or links) else None
-    m["traffic_outside_contacts_source"] = "bundle events"
+    m["traffic_outside_contacts_source"] = (
+        "bundle events" if forwarded else "none seen (no forwarded-bundle events, no captures)")
     try:
         from netemu.capture import outside_contacts_from_captures
 

@@ -240,7 +240,7 @@ def fig_bytes(out: Path, m: dict) -> str | None:
     nodes = sorted(by, key=_natural)
     cap = [by[n].get("bytes_captured", 0) / 1e6 for n in nodes]
     sent = [by[n].get("bytes_sent", 0) / 1e6 for n in nodes]
-    fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(nodes) + 2), 4))
+    fig, ax = plt.subplots(figsize=(max(7.5, 0.55 * len(nodes) + 2), 4))
     x = range(len(nodes))
     ax.bar([i - 0.2 for i in x], cap, width=0.4, color=PALETTE[5], label="captured (raw tiles)")
     ax.bar([i + 0.2 for i in x], sent, width=0.4, color=PALETTE[3], label="sent (bundles)")
@@ -248,8 +248,8 @@ def fig_bytes(out: Path, m: dict) -> str | None:
     ax.set_xticklabels(nodes, rotation=45 if len(nodes) > 6 else 0, ha="right" if len(nodes) > 6 else "center")
     ax.set_ylabel("MB")
     frac = m.get("downlink_saved_fraction")
-    ax.set_title("Onboard filtering: bytes captured vs sent"
-                 + (f" — {100 * frac:.1f} % of downlink saved" if frac is not None else ""))
+    ax.set_title("Bytes captured vs sent"
+                 + (f": {100 * frac:.1f} % of downlink saved" if frac is not None else ""))
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / "bytes.png")
@@ -493,7 +493,7 @@ def build(run_dir: str | Path, *, log: Callable[[str], None] | None = None) -> P
 <p class="note">Bundle latency (first seen → delivered): p50 {_fmt(m.get('bundle_latency_p50_s'), 's')}, p95 {_fmt(m.get('bundle_latency_p95_s'), 's')}.
 Traffic outside contacts: {_fmt_bytes(m.get('traffic_outside_contacts_bytes'))} (from {html.escape(str(m.get('traffic_outside_contacts_source')))}).</p></section>
 <section><h2>Link use</h2>
-{img('links', 'link use', 'No forwarded bundles recorded.')}</section>
+{img('links', 'link use', 'No per-link traffic recorded (the agents published no forwarded-bundle events and the run has no captures).')}</section>
 {_paths_html(run)}
 <section><h2>Apps</h2>
 {img('apps', 'app resource use', 'No app usage recorded.')}
