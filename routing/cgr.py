@@ -107,18 +107,12 @@ class ContactGraph:
             self.confidence[i] = c.confidence
             if c.rate_bps > 0 and c.end_s > c.start_s and s != d:
                 pairs.setdefault((s, d), []).append(i)
-        # Per sender→receiver pair: contact ids by start, their starts, running max end.
-        self.pair: dict[tuple[int, int], tuple[list[int], list[float], list[float]]] = {}
+        # Per sender→receiver pair: contact ids by start, and their starts.
+        self.pair: dict[tuple[int, int], tuple[list[int], list[float]]] = {}
         out_by_node: list[list[int]] = [[] for _ in self.names]
         for (s, d), cids in sorted(pairs.items()):
             cids.sort(key=lambda i: (self.start[i], self.end[i], i))
-            starts = [self.start[i] for i in cids]
-            pmax: list[float] = []
-            m = -INF
-            for i in cids:
-                m = max(m, self.end[i])
-                pmax.append(m)
-            self.pair[(s, d)] = (cids, starts, pmax)
+            self.pair[(s, d)] = (cids, [self.start[i] for i in cids])
             out_by_node[s].extend(cids)
         # Per sender, for the search:
         # - bounds[u], active[u]: the times where u's set of running outgoing contacts
@@ -553,7 +547,7 @@ class CGRRouter(Router):
         claims = sum(q[priority:]) if q else 0.0
         if claims > 0:
             # Part of the queue leaves during earlier contacts with the same neighbour.
-            cids, starts, _ = g.pair[(self._me, nb)]
+            cids, starts = g.pair[(self._me, nb)]
             for c, st in zip(cids, starts, strict=True):
                 if st >= g.start[c0] or claims <= 0:
                     break
