@@ -339,7 +339,8 @@ def propagate_direct(
 @dataclass
 class Ephemeris:
     """Satellite states on a uniform grid ``t0_s + k·step_s`` (k = 0..T−1), seconds from
-    ``epoch``: TEME r (T,S,3) km, v (T,S,3) km/s, and the Earth rotation angle (T,)."""
+    ``epoch``: TEME r (S,T,3) km, v (S,T,3) km/s (each satellite's track contiguous, as
+    SatrecArray returns it), and the Earth rotation angle (T,)."""
 
     epoch: datetime
     t0_s: float
@@ -350,7 +351,7 @@ class Ephemeris:
 
     @property
     def n_times(self) -> int:
-        return self.r.shape[0]
+        return self.r.shape[1]
 
     @property
     def t_s(self) -> np.ndarray:
@@ -373,8 +374,8 @@ class Ephemeris:
         h10 = ((t3 - 2 * t2 + tau) * h)[:, None]
         h01 = (-2 * t3 + 3 * t2)[:, None]
         h11 = ((t3 - t2) * h)[:, None]
-        return (h00 * self.r[k, sat] + h10 * self.v[k, sat]
-                + h01 * self.r[k + 1, sat] + h11 * self.v[k + 1, sat])
+        return (h00 * self.r[sat, k] + h10 * self.v[sat, k]
+                + h01 * self.r[sat, k + 1] + h11 * self.v[sat, k + 1])
 
     def theta_at(self, t_s: np.ndarray) -> np.ndarray:
         k, tau = self._locate(t_s)
@@ -397,8 +398,8 @@ class LocalTrack:
 
     def __init__(self, eph: Ephemeris, sat: np.ndarray, k: np.ndarray) -> None:
         h = eph.step_s
-        r0, r1 = eph.r[k, sat], eph.r[k + 1, sat]
-        v0, v1 = eph.v[k, sat] * h, eph.v[k + 1, sat] * h
+        r0, r1 = eph.r[sat, k], eph.r[sat, k + 1]
+        v0, v1 = eph.v[sat, k] * h, eph.v[sat, k + 1] * h
         self.c0, self.c1 = r0, v0
         self.c2 = 3.0 * (r1 - r0) - 2.0 * v0 - v1
         self.c3 = 2.0 * (r0 - r1) + v0 + v1
@@ -407,13 +408,21 @@ class LocalTrack:
         self.th0 = eph.theta[k]
         self.dth = np.mod(eph.theta[k + 1] - eph.theta[k], 2 * math.pi)
 
-    def teme(self, t_s: np.ndarray) -> np.ndarray:
-        tau = ((t_s - self.t0) * self.inv_h)[:, None]
-        return ((self.c3 * tau + self.c2) * tau + self.c1) * tau + self.c0
+    def teme(self, t_s: np.ndarray, sel: np.ndarray | None = None) -> np.ndarray:
+        """TEME positions at ``t_s`` of all tracks, or of tracks ``sel`` (then ``t_s``
+        has one time per selected track)."""
+        if sel is None:
+            tau = ((t_s - self.t0) * self.inv_h)[:, None]
+            return ((self.c3 * tau + self.c2) * tau + self.c1) * tau + self.c0
+        tau = ((t_s - self.t0[sel]) * self.inv_h)[:, None]
+        return ((self.c3[sel] * tau + self.c2[sel]) * tau + self.c1[sel]) * tau + self.c0[sel]
 
-    def ecef(self, t_s: np.ndarray) -> np.ndarray:
-        tau = (t_s - self.t0) * self.inv_h
-        return teme_to_ecef(self.teme(t_s), self.th0 + tau * self.dth)
+    def ecef(self, t_s: np.ndarray, sel: np.ndarray | None = None) -> np.ndarray:
+        if sel is None:
+            tau = (t_s - self.t0) * self.inv_h
+            return teme_to_ecef(self.teme(t_s), self.th0 + tau * self.dth)
+        tau = (t_s - self.t0[sel]) * self.inv_h
+        return teme_to_ecef(self.teme(t_s, sel), self.th0[sel] + tau * self.dth[sel])
 
 
 def build_ephemeris(
@@ -432,8 +441,8 @@ def build_ephemeris(
     step = duration_s / (n - 1)
     t = t0_s + step * np.arange(n)
     S = len(satrecs)
-    r = np.empty((n, S, 3))
-    v = np.empty((n, S, 3))
+    r = np.empty((S, n, 3))
+    v = np.empty((S, n, 3))
     whole, frac = jd_utc(epoch)
     arr = SatrecArray(list(satrecs))
     for a in range(0, n, chunk):
@@ -441,12 +450,12 @@ def build_ephemeris(
         jd = np.full(b - a, whole)
         fr = frac + t[a:b] / DAY_S
         e, rr, vv = arr.sgp4(jd, fr)
-        r[a:b] = np.transpose(rr, (1, 0, 2))
-        v[a:b] = np.transpose(vv, (1, 0, 2))
-        bad = (e != 0).T
+        r[:, a:b] = rr
+        v[:, a:b] = vv
+        bad = e != 0
         if bad.any():
-            r[a:b][bad] = np.nan
-            v[a:b][bad] = np.nan
+            r[:, a:b][bad] = np.nan
+            v[:, a:b][bad] = np.nan
         if progress:
             progress(b / n)
     theta = theta_gmst(epoch, t)

@@ -218,7 +218,7 @@ class ScheduleConfig:
     ``gsl_sample_s`` / ``isl_sample_s``: spacing of the light-time samples in a contact.
     """
 
-    step_s: float = 20.0
+    step_s: float = 30.0
     gsl_sample_s: float = 20.0
     isl_sample_s: float = 60.0
 
@@ -665,7 +665,7 @@ def scenario_from_dict(doc: Any, *, path: Path | None = None) -> Scenario:
     if "schedule" in m:
         sm = _check_keys(ctx, m["schedule"], SCHEDULE_KEYS, "schedule", m.line_of("schedule"))
         sched = ScheduleConfig(
-            step_s=_number(ctx, sm, "step_s", "schedule", default=20.0, lo=1, hi=60),  # type: ignore[arg-type]
+            step_s=_number(ctx, sm, "step_s", "schedule", default=30.0, lo=1, hi=60),  # type: ignore[arg-type]
             gsl_sample_s=_number(ctx, sm, "gsl_sample_s", "schedule", default=20.0, lo=0.1, lo_open=True),  # type: ignore[arg-type]
             isl_sample_s=_number(ctx, sm, "isl_sample_s", "schedule", default=60.0, lo=0.1, lo_open=True),  # type: ignore[arg-type]
         )

@@ -58,23 +58,48 @@ Evaluator = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """f(pair indices (N,), times (N,)) → values (N,); a link is up where f ≥ 0."""
 
 
-def _bisect(fn: Callable[[np.ndarray], np.ndarray], lo: np.ndarray, hi: np.ndarray,
+def _bisect(fn: Callable[..., np.ndarray], lo: np.ndarray, hi: np.ndarray,
             up_at_lo: np.ndarray, tol_s: float = REFINE_TOL_S) -> np.ndarray:
-    """Refine crossings of ``fn`` (times → values, one per crossing) in [lo, hi]; return
-    the end of the final bracket on the 'up' side (so a contact never claims time the
-    link is down, beyond interpolation error)."""
-    lo = lo.astype(float).copy()
-    hi = hi.astype(float).copy()
-    if len(lo) == 0:
-        return lo
-    width = float(np.max(hi - lo))
-    n_iter = max(1, int(math.ceil(math.log2(max(width, tol_s) / tol_s))))
-    for _ in range(n_iter):
-        mid = 0.5 * (lo + hi)
-        same = (fn(mid) >= 0) == up_at_lo
-        lo = np.where(same, mid, lo)
-        hi = np.where(same, hi, mid)
-    return np.where(up_at_lo, lo, hi)
+    """Refine the crossing of ``fn`` in each bracket [lo, hi] until the bracket is
+    narrower than ``tol_s``; return its end on the 'up' side (so a contact never claims
+    time the link is down, beyond interpolation error).
+
+    ``fn(t, sel)`` evaluates the functions with indices ``sel`` (all when None) at times
+    ``t``. Illinois false position (a few evaluations for these smooth functions), steps
+    kept ``tol_s/2`` inside the bracket so it closes quickly, bisection after 12 rounds."""
+    a = lo.astype(float).copy()
+    b = hi.astype(float).copy()
+    n = len(a)
+    if n == 0:
+        return a
+    fa = fn(a, None)
+    fb = fn(b, None)
+    side = np.zeros(n, dtype=np.int8)
+    active = np.arange(n)
+    for it in range(80):
+        active = active[(b[active] - a[active]) > tol_s]
+        if len(active) == 0:
+            break
+        A, B, FA, FB = a[active], b[active], fa[active], fb[active]
+        mid = 0.5 * (A + B)
+        if it < 12:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                x = (A * FB - B * FA) / (FB - FA)
+            x = np.where(np.isfinite(x), x, mid)
+            x = np.clip(x, A + 0.5 * tol_s, B - 0.5 * tol_s)
+        else:
+            x = mid
+        fx = fn(x, active)
+        repl_a = (fx >= 0) == up_at_lo[active]
+        sd = side[active]
+        FB = np.where(repl_a & (sd == 1), 0.5 * FB, FB)
+        FA = np.where(~repl_a & (sd == -1), 0.5 * FA, FA)
+        a[active] = np.where(repl_a, x, A)
+        fa[active] = np.where(repl_a, fx, FA)
+        b[active] = np.where(repl_a, B, x)
+        fb[active] = np.where(repl_a, FB, fx)
+        side[active] = np.where(repl_a, 1, -1)
+    return np.where(up_at_lo, a, b)
 
 
 def _golden_extremum(fn: Evaluator, pair: np.ndarray, lo: np.ndarray, hi: np.ndarray,
@@ -146,6 +171,15 @@ def _scan_rows(F: np.ndarray, k0: int, k_first: int, k_last: int, n_times: int,
     nxt = np.where(has_next, F[np.minimum(ii + 1, rows - 1), pp], np.nan)
     is_max = (f < 0) & (~has_prev | (f >= prev)) & (~has_next | (f >= nxt))
     is_min = (f >= 0) & (~has_prev | (f <= prev)) & (~has_next | (f <= nxt))
+    # with both neighbours, a parabola through the three samples estimates the extremum;
+    # keep only candidates whose estimate comes within a tenth of the margin of zero
+    both = has_prev & has_next
+    with np.errstate(divide="ignore", invalid="ignore"):
+        curv = nxt - 2.0 * f + prev
+        vertex = f - (nxt - prev) ** 2 / (8.0 * curv)
+    vertex = np.where(both & np.isfinite(vertex), vertex, f)
+    is_max &= ~both | (vertex > -0.1 * margin)
+    is_min &= ~both | (vertex < 0.1 * margin)
     for mask, sgn in ((is_max, 1), (is_min, -1)):
         if mask.any():
             scan.ext_k.append(ii[mask] + k0)
@@ -186,8 +220,11 @@ def _windows(fn: Evaluator, scan: _Scan, up_first: np.ndarray, eph: Ephemeris, n
         if flips.any():
             ep2, lo2, hi2, tx2, es2 = ep[flips], lo[flips], hi[flips], tx[flips], es[flips]
             up_lo = es2 < 0  # a dip: up at lo
-            t1 = _bisect(lambda x, p=ep2: fn(p, x), lo2, tx2, up_lo)
-            t2 = _bisect(lambda x, p=ep2: fn(p, x), tx2, hi2, ~up_lo)
+            def sub(x: np.ndarray, sel: np.ndarray | None, p: np.ndarray = ep2) -> np.ndarray:
+                return fn(p if sel is None else p[sel], x)
+
+            t1 = _bisect(sub, lo2, tx2, up_lo)
+            t2 = _bisect(sub, tx2, hi2, ~up_lo)
             ev_pair += [ep2, ep2]
             ev_t += [t1, t2]
             ev_dir += [np.where(up_lo, -1, 1), np.where(up_lo, 1, -1)]
@@ -268,9 +305,14 @@ class _Gsl:
         track = self.eph.local(pair // self.n_st, k)
         pos, up, sm = self.pos[g], self.up[g], self.sin_mask[g]
 
-        def f(t: np.ndarray) -> np.ndarray:
-            d = track.ecef(t) - pos
-            return np.einsum("ij,ij->i", d, up) / np.sqrt(np.einsum("ij,ij->i", d, d)) - sm
+        def f(t: np.ndarray, sel: np.ndarray | None = None) -> np.ndarray:
+            d = track.ecef(t, sel)
+            if sel is None:
+                d -= pos
+                return np.einsum("ij,ij->i", d, up) / np.sqrt(np.einsum("ij,ij->i", d, d)) - sm
+            d -= pos[sel]
+            return (np.einsum("ij,ij->i", d, up[sel]) / np.sqrt(np.einsum("ij,ij->i", d, d))
+                    - sm[sel])
 
         return f
 
@@ -282,7 +324,7 @@ class _Gsl:
         The cull compares the geocentric angle between satellite and station with a
         threshold (``cos_thr``) that includes the motion between the rows it looks at;
         a pair it drops is below the mask with room to spare for the whole span."""
-        r = teme_to_ecef(self.eph.r[k0:k1], self.eph.theta[k0:k1, None])
+        r = teme_to_ecef(self.eph.r[:, k0:k1].swapaxes(0, 1), self.eph.theta[k0:k1, None])
         rows, S, _ = r.shape
         G = self.n_st
         look = sorted(set(range(0, rows, cull_every)) | {rows - 1})
@@ -307,22 +349,22 @@ def gsl_windows(scenario: Scenario, eph: Ephemeris, *, t_end: float,
     """Every interval a satellite is above a station's elevation mask:
     (station index, satellite index, rise_s, set_s), before tracking limits."""
     stations = scenario.ground_stations
-    if not stations or eph.r.shape[1] == 0:
+    if not stations or eph.r.shape[0] == 0:
         return []
     pos, up = stations_ecef(stations)
     mask_deg = np.array([s.min_elevation_deg for s in stations])
     sin_mask = np.sin(np.radians(mask_deg))
     fn = _Gsl(eph, pos, up, sin_mask)
-    S, G = eph.r.shape[1], len(stations)
+    S, G = eph.r.shape[0], len(stations)
     n = eph.n_times
     # cull threshold: Earth-central angle of the visibility circle for a mask 5° lower
     # (covers the near-miss passes the extremum search looks at and the geodetic/
     # geocentric difference), plus how far a satellite moves between two looked-at rows.
-    r0 = eph.r[0]
+    r0 = eph.r[:, 0]
     ok = np.isfinite(r0[:, 0])
     rad = np.linalg.norm(r0[ok], axis=1)
-    r_max = float(np.nanmax(np.linalg.norm(eph.r[:, ok], axis=-1))) if ok.any() else 1e9
-    omega = float(np.max(np.linalg.norm(eph.v[0][ok], axis=1) / rad)) + 7.3e-5 if ok.any() else 0.0
+    r_max = float(np.nanmax(np.linalg.norm(eph.r[ok], axis=-1))) if ok.any() else 1e9
+    omega = float(np.max(np.linalg.norm(eph.v[ok, 0], axis=1) / rad)) + 7.3e-5 if ok.any() else 0.0
     e = np.radians(mask_deg - 5.0)
     lam = np.arccos(np.clip(np.linalg.norm(pos, axis=1) * np.cos(e) / r_max, -1, 1)) - e
     lam += 1.1 * omega * cull_every * eph.step_s / 2.0 + np.radians(0.5)
@@ -500,7 +542,11 @@ class _Isl:
 
     def local(self, pair: np.ndarray, k: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
         ta, tb = self.eph.local(self.a[pair], k), self.eph.local(self.b[pair], k)
-        return lambda t: self.values(ta.teme(t), tb.teme(t), pair)
+
+        def f(t: np.ndarray, sel: np.ndarray | None = None) -> np.ndarray:
+            return self.values(ta.teme(t, sel), tb.teme(t, sel), pair if sel is None else pair[sel])
+
+        return f
 
 
 def isl_windows(scenario: Scenario, eph: Ephemeris, pairs: list[IslPair], *, t_end: float,
@@ -527,7 +573,8 @@ def isl_windows(scenario: Scenario, eph: Ephemeris, pairs: list[IslPair], *, t_e
     for a in range(0, n, chunk_rows):
         b = min(n, a + chunk_rows)
         k0, k1 = max(0, a - 1), min(n, b + 1)
-        F = fn.values(eph.r[k0:k1][:, fn.a], eph.r[k0:k1][:, fn.b], slice(None))
+        F = np.ascontiguousarray(
+            fn.values(eph.r[fn.a, k0:k1], eph.r[fn.b, k0:k1], (slice(None), None)).T)
         if a == 0:
             up_first = (F[0] >= 0) & np.isfinite(F[0])
         _scan_rows(F, k0, a, b, n, margin, scan)

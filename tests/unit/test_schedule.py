@@ -86,7 +86,7 @@ def _assert_boundaries_match(fn, windows, t_end: float) -> None:
 
 def test_gsl_boundaries_within_1ms_of_brute_force() -> None:
     sc = _unlimited(load_scenario(TOPO / "tiny.yaml"))
-    eph = build_ephemeris([s.satrec for s in sc.satellites], sc.epoch, 0.0, sc.duration_s, 20.0)
+    eph = build_ephemeris([s.satrec for s in sc.satellites], sc.epoch, 0.0, sc.duration_s, sc.schedule.step_s)
     wins: dict[tuple[int, int], list[float]] = {}
     for g, s, a, b in gsl_windows(sc, eph, t_end=sc.duration_s):
         wins.setdefault((s, g), [])
@@ -162,7 +162,7 @@ def test_gsl_rise_set_match_skyfield_find_events(three_body) -> None:
     e = sc.epoch
     t0 = ts.utc(e.year, e.month, e.day, e.hour, e.minute, e.second)
     t1 = ts.utc(e.year, e.month, e.day, e.hour, e.minute, e.second + sc.duration_s)
-    eph = build_ephemeris([s.satrec for s in sc.satellites], e, 0.0, sc.duration_s, 20.0)
+    eph = build_ephemeris([s.satrec for s in sc.satellites], e, 0.0, sc.duration_s, sc.schedule.step_s)
     mine: dict[tuple[int, int], list[tuple[float, int]]] = {}
     for g, s, a, b in gsl_windows(sc, eph, t_end=sc.duration_s):
         if a > 0:
@@ -194,9 +194,9 @@ def test_short_passes_between_samples_are_found(three_body) -> None:
     el_max = np.degrees(np.arcsin(f.max() + np.sin(np.radians(10.0))))
     st = replace(sc.ground_stations[0], min_elevation_deg=float(el_max) - 0.1, max_links=0)
     sc = replace(sc, ground_stations=[st], duration_s=700.0)
-    eph = build_ephemeris([s.satrec for s in sc.satellites], sc.epoch, 0.0, 700.0, 20.0)
+    eph = build_ephemeris([s.satrec for s in sc.satellites], sc.epoch, 0.0, 700.0, sc.schedule.step_s)
     wins = [w for w in gsl_windows(sc, eph, t_end=700.0) if w[1] == 2]
-    assert len(wins) == 1 and wins[0][3] - wins[0][2] < 20.0
+    assert len(wins) == 1 and wins[0][3] - wins[0][2] < sc.schedule.step_s
     _assert_boundaries_match(lambda k, tt: _elev_f(sc, 2, 0, tt), {(2, 0): list(wins[0][2:])}, 700.0)
 
     sc = _unlimited(three_body)
