@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import os
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -162,12 +163,19 @@ async def sleep_scenario(seconds_s: float, env: dict[str, str]) -> None:
 
 class AppTelemetry:
     """Publishes ``app/<app>/<node>`` events over MQTT when the run provides a broker, and
-    always appends them to ``telemetry.jsonl`` in the app directory."""
+    always appends them to ``telemetry.jsonl`` in the app directory.
+
+    ``publish`` never waits for the broker: MQTT messages go through a queue drained by a
+    background task, so a slow or busy broker cannot stall the app's own work. The event's
+    ``t_s`` is taken when ``publish`` is called.
+    """
 
     def __init__(self, appenv: AppEnv, clock: Callable[[], float]) -> None:
         self.appenv = appenv
         self.clock = clock
         self._mqtt: Any = None
+        self._queue: asyncio.Queue[dict[str, Any] | None] | None = None
+        self._task: asyncio.Task[None] | None = None
         self._log = open(appenv.app_dir / "telemetry.jsonl", "a", buffering=1)  # noqa: SIM115
         if appenv.env.get("NETEMU_MQTT_SOCKET"):
             try:
@@ -177,21 +185,105 @@ class AppTelemetry:
             except Exception as e:  # noqa: BLE001 - telemetry must never stop the app
                 print(f"telemetry: MQTT unavailable ({e}); logging to file only", flush=True)
 
+    async def _drain(self) -> None:
+        assert self._queue is not None
+        topic = f"app/{self.appenv.app}/{self.appenv.node}"
+        while True:
+            body = await self._queue.get()
+            if body is None:
+                return
+            if self._mqtt is None:
+                continue
+            try:
+                await self._mqtt.publish(topic, body)
+            except Exception as e:  # noqa: BLE001
+                print(f"telemetry: publish failed ({e}); logging to file only", flush=True)
+                self._mqtt = None
+
     async def publish(self, event: str, **payload: Any) -> None:
         body = {"event": event, "t_s": round(self.clock(), 3), **payload}
         self._log.write(json.dumps(body) + "\n")
-        if self._mqtt is not None:
-            try:
-                await self._mqtt.publish(f"app/{self.appenv.app}/{self.appenv.node}", body)
-            except Exception as e:  # noqa: BLE001
-                print(f"telemetry: publish failed ({e}); continuing", flush=True)
-                self._mqtt = None
+        if self._mqtt is None:
+            return
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+            self._task = asyncio.ensure_future(self._drain())
+        self._queue.put_nowait(body)
 
-    async def close(self) -> None:
+    async def close(self, timeout_s: float = 5.0) -> None:
+        """Flush what is queued (at most ``timeout_s`` wall seconds), then disconnect."""
+        if self._task is not None and self._queue is not None:
+            self._queue.put_nowait(None)
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
+            except (asyncio.TimeoutError, Exception):  # noqa: BLE001
+                self._task.cancel()
         if self._mqtt is not None:
             with contextlib.suppress(Exception):
-                await self._mqtt.close()
+                await asyncio.wait_for(self._mqtt.close(), timeout_s)
         self._log.close()
+
+
+class Sender:
+    """Hands payloads to a DTN port in the background, in order.
+
+    The port may still be opening (the node's agent comes up while apps start): payloads
+    queue until it is ready, and the app's own loop never waits for DTN. ``on_sent`` is
+    called with (payload, kind, bundle id) once the agent has taken a bundle, ``on_error``
+    with (payload, kind, exception) when it refused it.
+    """
+
+    def __init__(self, port: Awaitable[DtnPort] | DtnPort, *, lifetime_s: float,
+                 on_sent: Callable[[bytes, str, str], Awaitable[None]],
+                 on_error: Callable[[bytes, str, Exception], Awaitable[None]]) -> None:
+        self._port_src = port
+        self.port: DtnPort | None = None
+        self.lifetime_s = lifetime_s
+        self.on_sent = on_sent
+        self.on_error = on_error
+        self._queue: asyncio.Queue[tuple[str, bytes, str] | None] = asyncio.Queue()
+        self._task = asyncio.ensure_future(self._run())
+
+    async def _get_port(self) -> DtnPort:
+        if self.port is None:
+            src = self._port_src
+            self.port = await src if inspect.isawaitable(src) else src  # type: ignore[assignment]
+        assert self.port is not None
+        return self.port
+
+    async def _run(self) -> None:
+        port = await self._get_port()
+        while True:
+            item = await self._queue.get()
+            if item is None:
+                return
+            dest, payload, kind = item
+            try:
+                bid = await port.send(dest, payload, lifetime_s=self.lifetime_s)
+            except Exception as e:  # noqa: BLE001 - report and go on with the next one
+                await self.on_error(payload, kind, e)
+                continue
+            await self.on_sent(payload, kind, bid)
+
+    def send(self, dest: str, payload: bytes, kind: str) -> None:
+        self._queue.put_nowait((dest, payload, kind))
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    async def close(self, timeout_s: float = 10.0) -> None:
+        """Send what is queued (at most ``timeout_s`` wall seconds), then close the port."""
+        self._queue.put_nowait(None)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
+        except (asyncio.TimeoutError, Exception):  # noqa: BLE001
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+        if self.port is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.port.close(), timeout_s)
 
 
 # --------------------------------------------------------------------------- DTN

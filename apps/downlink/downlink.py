@@ -147,7 +147,8 @@ async def run(args: argparse.Namespace, port: appkit.DtnPort | None = None) -> d
         appkit.write_json_atomic(result_path, out)
         await tel.publish("stop", tiles_received=store.tiles, bytes_received=store.bytes_received)
         await tel.close()
-        await port.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(port.close(), 5.0)
     return out
 
 

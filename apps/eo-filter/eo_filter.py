@@ -195,8 +195,6 @@ async def run(args: argparse.Namespace, port: appkit.DtnPort | None = None) -> d
     )
     ground = pick_ground(appenv, args.ground)
     dest = appenv.eid(ground, appkit.SERVICE_DOWNLINK)
-    if port is None:
-        port = await appkit.open_port(appenv, appkit.SERVICE_EO_FILTER, args.dtn_spool)
     stop = asyncio.Event()
     appkit.install_stop(asyncio.get_running_loop(), stop)
     store = open(appenv.app_dir / "detections.jsonl", "a", buffering=1)  # noqa: SIM115
@@ -205,19 +203,23 @@ async def run(args: argparse.Namespace, port: appkit.DtnPort | None = None) -> d
     next_summary = start_s + args.summary_every_s
     await tel.publish("start", ground=ground, dest=dest, model=str(args.model))
 
-    async def send(payload: bytes, kind: str, t_s: float) -> None:
-        try:
-            bid = await port.send(dest, payload, lifetime_s=args.lifetime_s)
-        except Exception as e:  # noqa: BLE001 - keep capturing; count the failure
-            app.stats.send_errors += 1
-            print(f"eo-filter: send failed: {e}", flush=True)
-            return
+    async def on_sent(payload: bytes, kind: str, bid: str) -> None:
         app.stats.bytes_sent += len(payload)
         if kind == "tile":
             app.stats.tile_bundles += 1
         else:
             app.stats.summary_bundles += 1
         await tel.publish("sent", kind=kind, bundle_id=bid, size_bytes=len(payload), dest=dest)
+
+    async def on_error(payload: bytes, kind: str, e: Exception) -> None:
+        app.stats.send_errors += 1  # keep capturing; count the failure
+        print(f"eo-filter: send failed: {e}", flush=True)
+
+    # capture starts now; bundles queue until the node's agent is ready
+    sender = appkit.Sender(
+        port if port is not None else appkit.open_port(appenv, appkit.SERVICE_EO_FILTER, args.dtn_spool),
+        lifetime_s=args.lifetime_s, on_sent=on_sent, on_error=on_error,
+    )
 
     def result() -> dict:
         return {
@@ -226,6 +228,7 @@ async def run(args: argparse.Namespace, port: appkit.DtnPort | None = None) -> d
             "ground": ground,
             "start_t_s": round(start_s, 3),
             "end_t_s": round(clock(), 3),
+            "unsent_at_end": sender.pending,
             **app.stats.as_dict(),
         }
 
@@ -243,24 +246,24 @@ async def run(args: argparse.Namespace, port: appkit.DtnPort | None = None) -> d
                 rec = app.detection_record(cap)
                 store.write(json.dumps(rec) + "\n")
                 await tel.publish("detection", **{k: rec[k] for k in ("tile", "lat_deg", "lon_deg", "score")})
-                await send(app.tile_payload(cap), "tile", t_s)
+                sender.send(dest, app.tile_payload(cap), "tile")
             if t_s >= next_summary:
                 next_summary += args.summary_every_s
-                await send(app.summary_payload(t_s), "summary", t_s)
+                sender.send(dest, app.summary_payload(t_s), "summary")
                 await tel.publish("stats", **app.stats.as_dict())
                 appkit.write_json_atomic(result_path, result())
             wait_s = start_s + index * args.interval_s - clock()  # no drift over a run
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), max(0.0, wait_s) / appkit.time_scale(env))
-        await send(app.summary_payload(clock()), "summary", clock())
+        sender.send(dest, app.summary_payload(clock()), "summary")
     finally:
+        await sender.close(timeout_s=args.drain_wall_s)
         out = result()
         appkit.write_json_atomic(result_path, out)
         await tel.publish("stats", **app.stats.as_dict())
         await tel.publish("stop")
         store.close()
         await tel.close()
-        await port.close()
     return out
 
 
@@ -274,6 +277,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--lifetime-s", type=float, default=7200.0, help="bundle lifetime")
     ap.add_argument("--duration-s", type=float, default=0.0, help="stop after (0: until SIGTERM)")
     ap.add_argument("--max-tiles", type=int, default=0)
+    ap.add_argument("--drain-wall-s", type=float, default=5.0,
+                    help="on stop, wait at most this long (wall) for queued bundles to be taken")
     ap.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     ap.add_argument("--dtn-spool", default=os.environ.get("EO_DTN_SPOOL"),
                     help="spool directory instead of the DTN agent (demos without emulator)")

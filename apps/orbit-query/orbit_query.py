@@ -269,7 +269,8 @@ async def run(args: argparse.Namespace, port: appkit.DtnPort | None = None) -> d
         runner = run_service if role == "service" else run_client
         out = await runner(args, appenv, clock, tel, port, stop)
     finally:
-        await port.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(port.close(), 5.0)
     appkit.write_json_atomic(appenv.app_dir / "result.json", out)
     await tel.publish("stop", **{k: v for k, v in out.items() if not isinstance(v, list)})
     await tel.close()
