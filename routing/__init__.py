@@ -14,7 +14,8 @@ from netemu.routing.base import BundleInfo, Decision, Hop, Router
 
 from netemu.errors import InputError
 
-__all__ = ["BundleInfo", "Decision", "Hop", "Router", "available_routers", "get_router"]
+__all__ = ["BundleInfo", "Decision", "Hop", "Router", "available_routers", "check_router_params",
+           "get_router"]
 
 _ROUTERS = {
     "cgr": ("netemu.routing.cgr", "CGRRouter"),
@@ -42,3 +43,14 @@ def get_router(name: str) -> type[Router]:
                          field="routing.algorithm")
     module, cls = _ROUTERS[key]
     return getattr(importlib.import_module(module), cls)
+
+
+def check_router_params(name: str, params: dict) -> None:
+    """Check a scenario's routing section before any router is built: the algorithm
+    exists and every parameter is one it knows (``InputError`` otherwise)."""
+    from netemu.routing.params import check_params
+
+    cls = get_router(name)
+    allowed = getattr(cls, "PARAMS", None)
+    if allowed is not None:
+        check_params(cls.name, {k: v for k, v in params.items() if k != "algorithm"}, allowed)

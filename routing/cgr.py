@@ -45,8 +45,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from netemu.routing.base import BundleInfo, Decision, Hop, Router
+from netemu.routing.params import check_params, number
 
 from netemu.contacts import Contact, ContactPlan
+from netemu.errors import InputError
 
 INF = math.inf
 STACK_OVERHEAD_BYTES = 36
@@ -470,14 +472,29 @@ class CGRRouter(Router):
     """
 
     name = "cgr"
+    PARAMS = {
+        "max_routes": "routes kept per destination (Yen's K), default 10",
+        "min_first_confidence": "least confidence of a route's first contact, default 1.0",
+        "overhead_fraction": "proportional part of the size estimate, default 1/16",
+        "stack_overhead_bytes": "least overhead in the size estimate, default 36",
+        "excluded": "nodes never used as next hop",
+    }
 
     def __init__(self, node: str, plan: ContactPlan, **params: object) -> None:
         super().__init__(node, plan, **params)
-        self.max_routes = int(params.get("max_routes", 10))  # type: ignore[arg-type]
-        self.min_first_confidence = float(params.get("min_first_confidence", 1.0))  # type: ignore[arg-type]
-        self.overhead_fraction = float(params.get("overhead_fraction", OVERHEAD_FRACTION))  # type: ignore[arg-type]
-        self.stack_overhead_bytes = float(params.get("stack_overhead_bytes", STACK_OVERHEAD_BYTES))  # type: ignore[arg-type]
-        self.excluded = frozenset(params.get("excluded", ()) or ())  # type: ignore[arg-type]
+        check_params(self.name, params, self.PARAMS)
+        n = self.name
+        self.max_routes = int(number(n, params, "max_routes", 10, minimum=1, integer=True))
+        self.min_first_confidence = number(n, params, "min_first_confidence", 1.0,
+                                           minimum=0.0, maximum=1.0)
+        self.overhead_fraction = number(n, params, "overhead_fraction", OVERHEAD_FRACTION,
+                                        minimum=0.0)
+        self.stack_overhead_bytes = number(n, params, "stack_overhead_bytes",
+                                           STACK_OVERHEAD_BYTES, minimum=0.0)
+        excluded = params.get("excluded", ()) or ()
+        if isinstance(excluded, str) or not all(isinstance(x, str) for x in excluded):  # type: ignore[union-attr]
+            raise InputError("cgr: 'excluded' is a list of node names", field="routing.excluded")
+        self.excluded = frozenset(excluded)  # type: ignore[arg-type]
         self._reset(plan)
 
     def _reset(self, plan: ContactPlan) -> None:

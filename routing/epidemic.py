@@ -11,6 +11,7 @@ came from, and always keeps its own copy.
 from __future__ import annotations
 
 from netemu.routing.base import BundleInfo, Decision, Hop, Router
+from netemu.routing.params import check_params
 from netemu.routing.summary import SummaryVectors, expired
 
 from netemu.contacts import ContactPlan
@@ -20,9 +21,11 @@ class EpidemicRouter(Router):
     """Flood to every neighbour that does not have the bundle yet."""
 
     name = "epidemic"
+    PARAMS: dict[str, str] = {}
 
     def __init__(self, node: str, plan: ContactPlan, **params: object) -> None:
         super().__init__(node, plan, **params)
+        check_params(self.name, params, self.PARAMS)
         self.vectors = SummaryVectors()
 
     def route(self, bundle: BundleInfo, now_s: float, neighbours: frozenset[str]) -> Decision:

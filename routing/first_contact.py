@@ -8,12 +8,20 @@ the first neighbour by name that is not the node the bundle came from.
 from __future__ import annotations
 
 from netemu.routing.base import BundleInfo, Decision, Hop, Router
+from netemu.routing.params import check_params
+
+from netemu.contacts import ContactPlan
 
 
 class FirstContactRouter(Router):
     """Forward the only copy to the first available neighbour."""
 
     name = "first-contact"
+    PARAMS: dict[str, str] = {}
+
+    def __init__(self, node: str, plan: ContactPlan, **params: object) -> None:
+        super().__init__(node, plan, **params)
+        check_params(self.name, params, self.PARAMS)
 
     def route(self, bundle: BundleInfo, now_s: float, neighbours: frozenset[str]) -> Decision:
         if bundle.destination == self.node:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 
 from netemu.routing.base import BundleInfo, Decision, Hop, Router
+from netemu.routing.params import check_params, number
 from netemu.routing.summary import SummaryVectors, expired
 
 from netemu.contacts import ContactPlan
@@ -46,14 +47,17 @@ class ProphetRouter(Router):
     """PRoPHET with the GRTR forwarding strategy."""
 
     name = "prophet"
+    PARAMS = {k: f"default {v:g}" for k, v in DEFAULTS.items()}
 
     def __init__(self, node: str, plan: ContactPlan, **params: object) -> None:
         super().__init__(node, plan, **params)
-        unknown = set(params) - set(DEFAULTS)
-        if unknown:
-            raise ValueError(f"prophet: unknown parameter(s) {sorted(unknown)}; "
-                             f"known: {sorted(DEFAULTS)}")
-        cfg = {k: float(params.get(k, v)) for k, v in DEFAULTS.items()}  # type: ignore[arg-type]
+        check_params(self.name, params, self.PARAMS)
+        cfg = {}
+        for k, v in DEFAULTS.items():
+            if k.endswith("_s"):
+                cfg[k] = number(self.name, params, k, v, minimum=1e-9)
+            else:
+                cfg[k] = number(self.name, params, k, v, minimum=0.0, maximum=1.0)
         self.cfg = cfg
         self.p: dict[str, float] = {}
         self.peer_p: dict[str, dict[str, float]] = {}

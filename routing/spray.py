@@ -11,6 +11,7 @@ per bundle and lowers it when the agent reports a send (``sent``).
 from __future__ import annotations
 
 from netemu.routing.base import BundleInfo, Decision, Hop, Router
+from netemu.routing.params import check_params, number
 from netemu.routing.summary import SummaryVectors, expired
 
 from netemu.contacts import ContactPlan
@@ -20,12 +21,12 @@ class SprayAndWaitRouter(Router):
     """Binary spray-and-wait with ``copies`` = L."""
 
     name = "spray-and-wait"
+    PARAMS = {"copies": "L, the copies a source starts with, default 8"}
 
     def __init__(self, node: str, plan: ContactPlan, **params: object) -> None:
         super().__init__(node, plan, **params)
-        self.initial_copies = int(params.get("copies", 8))  # type: ignore[arg-type]
-        if self.initial_copies < 1:
-            raise ValueError("spray-and-wait: copies must be ≥ 1")
+        check_params(self.name, params, self.PARAMS)
+        self.initial_copies = int(number(self.name, params, "copies", 8, minimum=1, integer=True))
         self.vectors = SummaryVectors()
         self._copies: dict[str, int] = {}
         self._offered: dict[str, dict[str, int]] = {}  # bundle -> neighbour -> copies

@@ -9,8 +9,10 @@ reached directly. With no next hop in contact the bundle waits.
 from __future__ import annotations
 
 from netemu.routing.base import BundleInfo, Decision, Hop, Router
+from netemu.routing.params import check_params
 
 from netemu.contacts import ContactPlan
+from netemu.errors import InputError
 
 
 def _as_list(v: object) -> list[str]:
@@ -20,19 +22,24 @@ def _as_list(v: object) -> list[str]:
         return [v]
     if isinstance(v, (list, tuple)):
         return [str(x) for x in v]
-    raise ValueError(f"static: a next hop must be a node name or a list of them, got {v!r}")
+    raise InputError(f"static: a next hop is a node name or a list of them, got {v!r}",
+                     field="routing.routes")
 
 
 class StaticRouter(Router):
     """Next hop from a fixed table."""
 
     name = "static"
+    PARAMS = {"routes": "{destination: next hop or [next hops]}",
+              "default": "next hop (or list) for other destinations"}
 
     def __init__(self, node: str, plan: ContactPlan, **params: object) -> None:
         super().__init__(node, plan, **params)
+        check_params(self.name, params, self.PARAMS)
         routes = params.get("routes", {}) or {}
         if not isinstance(routes, dict):
-            raise ValueError("static: 'routes' must map destination → next hop")
+            raise InputError("static: 'routes' maps destination → next hop",
+                             field="routing.routes")
         self.table = {str(d): _as_list(nh) for d, nh in routes.items()}
         self.default = _as_list(params.get("default"))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import pytest
-from netemu.routing import available_routers, get_router
+from netemu.routing import available_routers, check_router_params, get_router
 from netemu.routing.base import BundleInfo, Router
 from netemu.routing.epidemic import EpidemicRouter
 from netemu.routing.first_contact import FirstContactRouter
@@ -168,9 +168,25 @@ def test_prophet_metadata_carries_predictabilities():
     assert r.metadata_for("b", 0.0)["p"] == {"b": 0.5}
 
 
-def test_prophet_rejects_unknown_params():
-    with pytest.raises(ValueError, match="unknown"):
+def test_unknown_or_bad_params_are_clear_errors():
+    with pytest.raises(InputError, match="did you mean 'gamma'") as e:
         ProphetRouter("a", PLAN, gama=0.9)
+    assert e.value.field == "routing.gama"
+    with pytest.raises(InputError, match="unknown parameter 'copy'"):
+        SprayAndWaitRouter("a", PLAN, copy=4)
+    with pytest.raises(InputError, match="≥ 1"):
+        SprayAndWaitRouter("a", PLAN, copies=0)
+    with pytest.raises(InputError, match="max_routes"):
+        get_router("cgr")("a", PLAN, max_route=3)
+    with pytest.raises(InputError, match="whole number"):
+        get_router("cgr")("a", PLAN, max_routes=2.5)
+    with pytest.raises(InputError, match="expected a number"):
+        ProphetRouter("a", PLAN, beta="high")
+    with pytest.raises(InputError):
+        EpidemicRouter("a", PLAN, copies=3)
+    with pytest.raises(InputError, match="unknown parameter"):
+        check_router_params("static", {"algorithm": "static", "route": {}})
+    check_router_params("cgr", {"algorithm": "cgr", "max_routes": 3})
 
 
 # --- static, first contact ---------------------------------------------------------------
