@@ -491,3 +491,58 @@ def find_netns(node: str, prefix: str | None = None) -> str:
                          "is the run still up?", field="TARGET")
     raise InputError(f"several runs have a host {node!r} ({', '.join(cands)}): pass --netns",
                      field="TARGET")
+
+
+# --------------------------------------------------------------------------- scenarios
+
+
+def clock_from_env(env: dict[str, str]) -> dict[str, Any] | None:
+    """The sidecar clock from the ``NETEMU_*`` clock variables (see netemu.clock)."""
+    if "NETEMU_T0_WALL" not in env:
+        return None
+    return {"epoch": env.get("NETEMU_EPOCH"), "time_scale": float(env.get("NETEMU_TIME_SCALE", 1)),
+            "t0_wall": float(env["NETEMU_T0_WALL"]), "t0_s": float(env.get("NETEMU_T0_S", 0))}
+
+
+def parse_capture_section(section: Any, *, source: str = "scenario") -> list[tuple[str, str]]:
+    """A scenario's ``capture:`` section → links (A, B) to capture for the whole run.
+
+    Accepted: ``capture: [tb-1:sanya, tb-1:tb-2]`` or ``capture: {links: [...]}``.
+    """
+    if section is None:
+        return []
+    links = section.get("links") if isinstance(section, dict) else section
+    if isinstance(section, dict) and set(section) - {"links"}:
+        bad = sorted(set(section) - {"links"})[0]
+        raise InputError(f"unknown key {bad!r} (expected links)", source=source, field=f"capture.{bad}")
+    if not isinstance(links, list) or not all(isinstance(x, str) for x in links):
+        raise InputError("expected a list of links A:B", source=source, field="capture")
+    out = []
+    for i, text in enumerate(links):
+        try:
+            out.append(parse_link(text))
+        except InputError as e:
+            raise InputError(e.message, source=source, field=f"capture[{i}]") from None
+    return out
+
+
+def start_scenario_captures(
+    links: list[tuple[str, str]], run_dir: Path, netns_of: Callable[[str], str],
+    clock_env: dict[str, str] | None = None,
+) -> list[LinkCapture]:
+    """Start one capture per link into ``<run>/captures/A_B.pcap`` (for the runner: call
+    after the emulation is up, ``stop()`` each before it goes down). ``netns_of`` maps a
+    node to its host's namespace name."""
+    plan_path = Path(run_dir) / "plan.json"
+    clock = clock_from_env(clock_env or {})
+    started: list[LinkCapture] = []
+    try:
+        for a, b in links:
+            iface, bpf = resolve_link(plan_path, a, b)
+            spec = CaptureSpec(a, b, netns_of(a), iface, bpf, clock)
+            started.append(LinkCapture(spec, Path(run_dir) / "captures" / f"{a}_{b}.pcap").start())
+    except BaseException:
+        for c in started:
+            c.stop()
+        raise
+    return started

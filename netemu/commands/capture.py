@@ -69,7 +69,7 @@ def handler(args: argparse.Namespace) -> int:
             except json.JSONDecodeError:
                 meta = {}
         clock = meta.get("clock") if isinstance(meta.get("clock"), dict) else None
-        netns = args.netns or capture.find_netns(a, meta.get("emulator_run"))
+        netns = args.netns or capture.find_netns(a, meta.get("run"))
         out = args.output or run_dir / "captures" / f"{a}_{b}.pcap"
     else:
         node = args.target

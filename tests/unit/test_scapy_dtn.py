@@ -205,3 +205,16 @@ def test_tcpdump_command_enters_namespace(tmp_path):
     argv = capture.tcpdump_argv("r1-sat-1", "sat-1-eth0", tmp_path / "x.pcap", "host 10.0.0.2")
     assert argv[:4] == ["ip", "netns", "exec", "r1-sat-1"]
     assert argv[4:7] == ["tcpdump", "-i", "sat-1-eth0"] and argv[-2:] == ["host", "10.0.0.2"]
+
+
+def test_capture_section_and_clock():
+    assert capture.parse_capture_section(["tb-1:sanya"]) == [("tb-1", "sanya")]
+    assert capture.parse_capture_section({"links": ["a:b"]}) == [("a", "b")]
+    from netemu.errors import InputError
+
+    with pytest.raises(InputError, match="capture"):
+        capture.parse_capture_section({"link": ["a:b"]})
+    with pytest.raises(InputError, match=r"capture\[0\]"):
+        capture.parse_capture_section(["ab"])
+    c = capture.clock_from_env({"NETEMU_T0_WALL": "100.5", "NETEMU_TIME_SCALE": "10"})
+    assert capture.wall_to_scenario(c, None)(101.5) == pytest.approx(10.0)
