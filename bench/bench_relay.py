@@ -86,7 +86,10 @@ def bench_delay(seconds: float, rate_pps: float = 1000.0, owlt_s: float = 0.020)
         rx = emu.popen("b", [sys.executable, "-c", UDP_RECEIVER, str(seconds)],
                        stdout=subprocess.PIPE, text=True)
         time.sleep(0.5)
-        emu.run_cmd("a", [sys.executable, "-c", UDP_SENDER, emu.addresses("b")["b-eth0"],
+        # the sender runs at a real-time priority too, so that its own scheduling delay
+        # between timestamping and sending (a loaded machine) is not counted as relay error
+        emu.run_cmd("a", ["chrt", "-f", "20", sys.executable, "-c", UDP_SENDER,
+                          emu.addresses("b")["b-eth0"],
                           str(rate_pps), str(seconds)], timeout=seconds + 30)
         out, _ = rx.communicate(timeout=30)
     owd = [float(x) for x in out.split()]

@@ -288,7 +288,7 @@ class Emulation:
                 self._neighbours(p.a, p.ep_a, p.b, p.ep_b, up=False)
                 self._neighbours(p.b, p.ep_b, p.a, p.ep_a, up=False)
                 touched.update((p.a, p.b))
-                events.append(LinkEvent("down", ch.t_s, p.a, p.b, eps[p.ep_a].ifname,
+                events.append(LinkEvent("down", p.end_s, p.a, p.b, eps[p.ep_a].ifname,
                                         eps[p.ep_b].ifname, p.kind))
             for e in ch.stopped:
                 sh.clear_dir(e)
@@ -304,7 +304,7 @@ class Emulation:
                 self._neighbours(p.a, p.ep_a, p.b, p.ep_b, up=True)
                 self._neighbours(p.b, p.ep_b, p.a, p.ep_a, up=True)
                 touched.update((p.a, p.b))
-                events.append(LinkEvent("up", ch.t_s, p.a, p.b, eps[p.ep_a].ifname,
+                events.append(LinkEvent("up", max(p.start_s, self.start_s), p.a, p.b, eps[p.ep_a].ifname,
                                         eps[p.ep_b].ifname, p.kind))
             sh.commit()
             assert net.nl_shaper is not None
@@ -349,9 +349,12 @@ class Emulation:
     def _route_links(self) -> dict[tuple[int, int], tuple[float, int, int]]:
         comp = self._routes[0]  # type: ignore[index]
         delay: dict[int, float] = {}
-        for ci, (d, _r, _l) in self.timeline.applied.items():
+        tl = self.timeline
+        for ci in tl.active:
+            d = tl.delay_of(ci)
             pi = self.layout.contact_period[ci]
-            delay[pi] = min(d, delay.get(pi, d))
+            if d == d:  # not NaN
+                delay[pi] = min(d, delay.get(pi, d))
         out: dict[tuple[int, int], tuple[float, int, int]] = {}
         for pi in self._up:
             p = self.layout.periods[pi]

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class LinkEvent:
-    """Something changed on a link at scenario time ``t_s``.
+    """Something changed on a link at scenario time ``t_s`` (for up/down: the scheduled
+    time of the change; the driver applies it at the next tick).
 
     ``kind``: ``"up"`` / ``"down"`` — carrier of the link between ``a`` and ``b`` (on
     interfaces ``if_a``/``if_b``); ``"params"`` — the direction ``a`` → ``b`` now has

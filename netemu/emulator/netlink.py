@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import ipaddress
 import os
 import socket
@@ -60,12 +61,14 @@ def _attr(kind: int, data: bytes) -> bytes:
     return _RTA.pack(n, kind) + data + b"\0" * ((4 - n % 4) % 4)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _ip4(addr: str) -> bytes:
     return socket.inet_aton(addr)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def mac_bytes(mac: str) -> bytes:
-    return bytes(int(x, 16) for x in mac.split(":"))
+    return bytes.fromhex(mac.replace(":", ""))
 
 
 class NetlinkError(OSError):

@@ -2,10 +2,12 @@
 
 For kernels without sch_netem. Every host interface is one end of a veth pair whose other
 end sits in the run's shaper namespace; a relay worker reads each frame that a host sends
-(AF_PACKET on the shaper end), decides its fate from the shared link table, and writes
-it, at its due time, to the shaper end of the peer interface — so the peer host receives
-it. Several workers split the endpoints (endpoint ``e`` belongs to worker ``e % W``), so
-the two directions of a link run on different cores.
+(one AF_PACKET socket for the whole namespace), decides its fate from the shared link
+table, and writes it, at its due time, to the shaper end of the peer interface — so the
+peer host receives it. A frame's source endpoint is read from its source MAC
+(``02:6e:<index>``, set at build). Several workers split the endpoints (endpoint ``e``
+is served by one worker, chosen in the kernel by a fanout BPF program), so the two
+directions of a link run on different cores.
 
 Per frame: loss draw; rate as a virtual transmit clock (``busy_until += bits / rate``,
 counting IP bytes, dropping a frame when the emulated queue already holds more than ``qlimit_s`` of
@@ -24,16 +26,18 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import ctypes
 import heapq
 import os
 import random
 import select
 import signal
 import socket
+import struct
 import sys
 import time
 
-from netemu.emulator.netns import enter_path, raise_fd_limit
+from netemu.emulator.netns import enter_path
 from netemu.emulator.table import (
     C_BYTES,
     C_FWD,
@@ -51,33 +55,60 @@ SOL_PACKET = 263
 PACKET_VNET_HDR = 15
 PACKET_QDISC_BYPASS = 20
 PACKET_IGNORE_OUTGOING = 23
+PACKET_FANOUT = 18
+PACKET_FANOUT_DATA = 22
+PACKET_FANOUT_CBPF = 6
+FANOUT_GROUP = 0x6E3
+MAC_PREFIX = b"\x02\x6e"
 SO_RCVBUFFORCE = 33
 SO_SNDBUFFORCE = 32
 VNET_HDR_LEN = 10
 ETH_HLEN = 14
-BATCH = 64
+BATCH = 256
 
 
-def open_rx(ifname: str, *, gso: bool, rcvbuf: int) -> socket.socket:
+def fanout_program(workers: int, offset: int) -> tuple[bytes, ctypes.Array]:
+    """Classic BPF for PACKET_FANOUT_CBPF: socket = endpoint index % workers, the endpoint
+    index being the last 4 bytes of the frame's source MAC (02:6e:<index>)."""
+    # The fanout hook sees skb data at the network header: address the MAC header with
+    # the link-layer base SKF_LL_OFF (-0x200000).
+    ins = [
+        (0x20, 0, 0, (-0x200000 + offset) & 0xFFFFFFFF),  # ld [ll + offset]
+        (0x94, 0, 0, workers),  # mod #workers (BPF_ALU | BPF_MOD | BPF_K)
+        (0x16, 0, 0, 0),  # ret a          (BPF_RET | BPF_A)
+    ]
+    buf = ctypes.create_string_buffer(b"".join(struct.pack("=HBBI", *i) for i in ins))
+    return struct.pack("=HxxxxxxQ", len(ins), ctypes.addressof(buf)), buf
+
+
+def open_rx(*, gso: bool, rcvbuf: int, workers: int, group: int) -> socket.socket:
+    """One socket for every shaper interface in the namespace. Unbound, so creating and
+    closing it costs one hook, not one per interface: each AF_PACKET close waits for an
+    RCU grace period, which over thousands of per-interface sockets took a minute."""
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
     if gso:
         s.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
     with contextlib.suppress(OSError):
         s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
-    s.bind((ifname, ETH_P_ALL))
+    if workers > 1:
+        s.setsockopt(SOL_PACKET, PACKET_FANOUT, group | (PACKET_FANOUT_CBPF << 16))
+        prog, keep = fanout_program(workers, 8)
+        s.setsockopt(SOL_PACKET, PACKET_FANOUT_DATA, prog)  # the kernel copies the program
+        del keep
     s.setblocking(False)
     return s
 
 
-def open_tx(ifname: str, *, gso: bool) -> socket.socket:
-    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # protocol 0: receives nothing
+def open_tx(*, gso: bool) -> socket.socket:
+    """A send-only socket (protocol 0 receives nothing); frames are sent with sendto()
+    naming the shaper interface."""
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     if gso:
         s.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
     s.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
     with contextlib.suppress(OSError):
         s.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, 4 << 20)
-    s.bind((ifname, 0))
     s.setblocking(False)
     return s
 
@@ -98,32 +129,25 @@ def run_worker(netns_path: str, shm_name: str, n_endpoints: int, workers: int, i
                *, gso: bool = False, realtime: bool = True) -> None:
     enter_path(netns_path)
     _tune(realtime)
-    raise_fd_limit(4 * n_endpoints // max(1, workers) + n_endpoints + 256)
     table = LinkTable(shm_name, n_endpoints)
     mv = table.mv
     hdr = 8
     ccol0 = hdr + n_endpoints * COLS
-    mine = list(range(index, n_endpoints, workers))
-    rcvbuf = (8 << 20) if len(mine) <= 64 else (1 << 20)
+    # The fanout program sends each source endpoint's frames to one worker, but which
+    # worker is the kernel's choice (join order): a worker serves the endpoints it sees.
+    mine: list[int] = []
+    seen = bytearray(n_endpoints)
     bufsize = 65536 + VNET_HDR_LEN if gso else 2048
     # rates count IP packet bytes: not the Ethernet header (nor the virtio header)
     overhead = ETH_HLEN + (VNET_HDR_LEN if gso else 0)
+    mac_at = 6 + (VNET_HDR_LEN if gso else 0)  # source MAC: 02:6e:<endpoint index>
 
+    rx = open_rx(gso=gso, rcvbuf=32 << 20, workers=workers, group=FANOUT_GROUP)
+    tx = open_tx(gso=gso)
     ep = select.epoll()
-    rx: dict[int, socket.socket] = {}
-    fd_ep: dict[int, int] = {}
-    for e in mine:
-        s = open_rx(f"e{e}", gso=gso, rcvbuf=rcvbuf)
-        rx[e] = s
-        fd_ep[s.fileno()] = e
-        ep.register(s.fileno(), select.EPOLLIN)
-    tx: dict[int, socket.socket] = {}
-
-    def tx_sock(e: int) -> socket.socket:
-        s = tx.get(e)
-        if s is None:
-            s = tx[e] = open_tx(f"e{e}", gso=gso)
-        return s
+    ep.register(rx.fileno(), select.EPOLLIN)
+    ifnames = [(f"e{e}", 0) for e in range(n_endpoints)]
+    unpack_idx = struct.Struct(">I").unpack_from
 
     n = n_endpoints
     peer = [-1] * n
@@ -144,7 +168,7 @@ def run_worker(netns_path: str, shm_name: str, n_endpoints: int, workers: int, i
     def reload() -> None:
         nonlocal gen, qlimit
         g, flat = table.snapshot()
-        for e in mine:
+        for e in range(n):
             b = e * COLS
             peer[e] = int(flat[b])
             delay[e] = flat[b + 1]
@@ -166,6 +190,8 @@ def run_worker(netns_path: str, shm_name: str, n_endpoints: int, workers: int, i
     push = heapq.heappush
     pop = heapq.heappop
     poll = ep.poll
+    recv = rx.recv
+    send = tx.sendto
     sel = select.select
     epl = [ep.fileno()]
     parent = os.getppid()
@@ -204,17 +230,23 @@ def run_worker(netns_path: str, shm_name: str, n_endpoints: int, workers: int, i
                 timed = True
         else:
             events = poll(0.25)
-        for fd, _ev in events:
-            src = fd_ep[fd]
-            recv = rx[src].recv
-            dst = peer[src]
+        if events:
             for _ in range(BATCH):
                 try:
                     frame = recv(bufsize)
                 except BlockingIOError:
                     break
                 except OSError:
-                    break  # ENETDOWN after carrier loss: keep going
+                    break  # ENETDOWN after a carrier change: keep going
+                if frame[mac_at:mac_at + 2] != MAC_PREFIX:
+                    continue  # not from a host interface of ours
+                src = unpack_idx(frame, mac_at + 2)[0]
+                if src >= n:
+                    continue
+                if not seen[src]:
+                    seen[src] = 1
+                    mine.append(src)
+                dst = peer[src]
                 if dst < 0:
                     continue
                 p = loss[src]
@@ -256,7 +288,7 @@ def run_worker(netns_path: str, shm_name: str, n_endpoints: int, workers: int, i
                 while q and q[0][0] <= limit:
                     _, dst, frame = q.popleft()
                     try:
-                        tx_sock(dst).send(frame)
+                        send(frame, ifnames[dst])
                         fwd[src] += 1
                         nbytes[src] += len(frame) - overhead
                     except OSError:
@@ -264,8 +296,8 @@ def run_worker(netns_path: str, shm_name: str, n_endpoints: int, workers: int, i
                 if q:
                     push(heap, (q[0][0], src))
     write_counters()
-    for s in list(rx.values()) + list(tx.values()):
-        s.close()
+    rx.close()
+    tx.close()
     table.close()
 
 

@@ -8,8 +8,9 @@ the real-time driver feeds it the scenario clock, tests feed it chosen times.
 
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from netemu.contacts import ContactPlan
 from netemu.emulator.layout import Layout
@@ -45,42 +46,12 @@ class Changes:
         return len(self.up) + len(self.down) + len(self.params) + len(self.stopped)
 
 
-class _Track:
-    """Interpolates one contact's light time with a moving cursor (time goes forward)."""
-
-    __slots__ = ("times", "vals", "i", "const")
-
-    def __init__(self, samples: tuple[tuple[float, float], ...], owlt_s: float) -> None:
-        self.times = [s[0] for s in samples]
-        self.vals = [s[1] for s in samples]
-        self.const = owlt_s if len(samples) == 0 else None
-        self.i = 0
-
-    def at(self, t: float) -> float:
-        if self.const is not None:
-            return self.const
-        times, vals = self.times, self.vals
-        n = len(times)
-        i = self.i
-        if i + 1 < n and t >= times[i + 1]:
-            if i + 2 < n and t >= times[i + 2]:
-                i = max(0, bisect.bisect_right(times, t) - 1)
-            else:
-                i += 1
-        elif t < times[i]:
-            i = max(0, bisect.bisect_right(times, t) - 1)
-        self.i = i
-        if t <= times[0]:
-            return vals[0]
-        if i + 1 >= n:
-            return vals[-1]
-        t0, t1 = times[i], times[i + 1]
-        if t1 <= t0:
-            return vals[i + 1]
-        return vals[i] + (vals[i + 1] - vals[i]) * (t - t0) / (t1 - t0)
-
-
 class Timeline:
+    """Light times of every contact are kept as one flat array of samples; the active
+    contacts' delays are interpolated together with numpy each tick (a Starlink shell has
+    thousands of links up at once), and only those that moved by ``delay_step_s`` are
+    reported."""
+
     def __init__(self, plan: ContactPlan, layout: Layout, *,
                  delay_step_s: float = DELAY_STEP_S) -> None:
         self.plan = plan
@@ -91,7 +62,18 @@ class Timeline:
         for p in layout.periods:
             ev.append((p.end_s, 0, p.index))
             ev.append((p.start_s, 2, p.index))
+        n = len(plan.contacts)
+        lo = np.zeros(n, dtype=np.int64)
+        hi = np.zeros(n, dtype=np.int64)
+        times: list[float] = []
+        vals: list[float] = []
         for i, c in enumerate(plan.contacts):
+            lo[i] = len(times)
+            samples = c.owlt_samples or ((c.start_s, c.owlt_s),)
+            for t, v in samples:
+                times.append(t)
+                vals.append(v)
+            hi[i] = len(times)
             if layout.contact_period[i] < 0:
                 continue
             ev.append((c.end_s, 1, i))
@@ -100,16 +82,37 @@ class Timeline:
         self.events = ev
         self.cursor = 0
         self.t_s = float("-inf")
+        self._T = np.array(times + [np.inf])
+        self._V = np.array(vals + [0.0])
+        self._last = hi - 1  # index of each contact's last sample
+        self._cur = lo.copy()  # each contact's current sample index
+        self._applied = np.full(n, np.nan)  # delay last reported per contact
+        self._rate = np.array([c.rate_bps for c in plan.contacts])
+        self._loss = np.array([c.loss for c in plan.contacts])
+        self._src = np.array([layout.endpoint_of(i, c.src) if layout.contact_period[i] >= 0
+                              else -1 for i, c in enumerate(plan.contacts)], dtype=np.int64)
+        self._dst = np.array([layout.endpoint_of(i, c.dst) if layout.contact_period[i] >= 0
+                              else -1 for i, c in enumerate(plan.contacts)], dtype=np.int64)
         self.up_periods: set[int] = set()
-        self.active: dict[int, tuple[int, int, _Track]] = {}  # contact -> (src ep, dst ep, track)
-        self.applied: dict[int, tuple[float, float, float]] = {}  # contact -> delay, rate, loss
+        self.active: set[int] = set()
+        self._ids = np.zeros(0, dtype=np.int64)
+
+    @property
+    def applied(self) -> dict[int, tuple[float, float, float]]:
+        """contact → (delay_s, rate_bps, loss) as last reported, for active contacts."""
+        return {int(i): (float(self._applied[i]), float(self._rate[i]), float(self._loss[i]))
+                for i in self._ids}
+
+    def delay_of(self, contact: int) -> float:
+        return float(self._applied[contact])
 
     def advance(self, t_s: float) -> Changes:
         """Move to scenario time ``t_s`` (not earlier than the last call)."""
         ch = Changes(t_s)
         ev = self.events
-        plan, layout = self.plan, self.layout
-        new_contacts: list[int] = []
+        layout = self.layout
+        dirty = False
+        stopped: list[int] = []
         while self.cursor < len(ev) and ev[self.cursor][0] <= t_s:
             _t, kind, idx = ev[self.cursor]
             self.cursor += 1
@@ -122,29 +125,51 @@ class Timeline:
                     self.up_periods.add(idx)
                     ch.up.append(idx)
             elif kind == 1:
-                if self.active.pop(idx, None) is not None:
-                    self.applied.pop(idx, None)
-                    ch.stopped.append(layout.endpoint_of(idx, plan.contacts[idx].src))
-            else:
-                c = plan.contacts[idx]
-                if c.end_s > t_s:
-                    src = layout.endpoint_of(idx, c.src)
-                    dst = layout.endpoint_of(idx, c.dst)
-                    self.active[idx] = (src, dst, _Track(c.owlt_samples, c.owlt_s))
-                    new_contacts.append(idx)
+                if idx in self.active:
+                    self.active.discard(idx)
+                    self._applied[idx] = np.nan
+                    stopped.append(int(self._src[idx]))
+                    dirty = True
+            elif self.plan.contacts[idx].end_s > t_s:
+                self.active.add(idx)
+                self._applied[idx] = np.nan
+                dirty = True
+        if dirty:
+            self._ids = np.array(sorted(self.active), dtype=np.int64)
         # A direction that stopped and restarted in the same step is not stopped.
-        if ch.stopped:
-            live = {s for s, _d, _t in self.active.values()}
-            ch.stopped = [e for e in ch.stopped if e not in live]
-        contacts = plan.contacts
-        step = self.delay_step_s
-        for idx, (src, dst, track) in self.active.items():
-            c = contacts[idx]
-            d = track.at(t_s)
-            old = self.applied.get(idx)
-            if old is None or abs(d - old[0]) >= step or old[1] != c.rate_bps or old[2] != c.loss:
-                self.applied[idx] = (d, c.rate_bps, c.loss)
-                ch.params.append(DirParams(src, dst, d, c.rate_bps, c.loss, idx))
+        if stopped:
+            live = set(self._src[self._ids].tolist())
+            ch.stopped = [e for e in stopped if e not in live]
+        ids = self._ids
+        if len(ids):
+            T, V = self._T, self._V
+            cur = self._cur[ids]
+            last = self._last[ids]
+            while True:
+                m = (cur < last) & (T[cur + 1] <= t_s)
+                if not m.any():
+                    break
+                cur[m] += 1
+            self._cur[ids] = cur
+            t0, v0 = T[cur], V[cur]
+            has = cur < last
+            t1 = np.where(has, T[cur + 1], t0 + 1.0)
+            v1 = np.where(has, V[cur + 1], v0)
+            span = np.where(t1 > t0, t1 - t0, 1.0)
+            frac = np.clip((t_s - t0) / span, 0.0, 1.0)
+            d = v0 + (v1 - v0) * frac
+            old = self._applied[ids]
+            changed = np.isnan(old) | (np.abs(d - old) >= self.delay_step_s)
+            if changed.any():
+                sel = ids[changed]
+                dsel = d[changed]
+                self._applied[sel] = dsel
+                src, dst = self._src[sel], self._dst[sel]
+                rate, loss = self._rate[sel], self._loss[sel]
+                ch.params = [DirParams(int(a), int(b), float(x), float(r), float(lo), int(c))
+                             for a, b, x, r, lo, c in zip(src.tolist(), dst.tolist(),
+                                                           dsel.tolist(), rate.tolist(),
+                                                           loss.tolist(), sel.tolist(), strict=True)]
         self.t_s = t_s
         return ch
 
