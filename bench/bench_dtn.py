@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import socket
 import subprocess
 import sys
@@ -58,9 +59,9 @@ c.sendall(b"k")
     return dt
 
 
-async def agent_run(tmp: Path, size: int, count: int, batch: int) -> float:
+async def agent_run(tmp: Path, size: int, count: int, batch: int, durability: str) -> float:
     pa, pb = free_port(), free_port()
-    cfgs = write_pair(tmp, port_a=pa, port_b=pb)
+    cfgs = write_pair(tmp, port_a=pa, port_b=pb, extra={"durability": durability})
     a = AgentProc("A", cfgs["A"]).start()
     b = AgentProc("B", cfgs["B"]).start()
     try:
@@ -106,22 +107,113 @@ def main() -> int:
     ap.add_argument("--small", type=int, default=20000, help="number of 1 KB bundles")
     ap.add_argument("--large", type=int, default=200, help="number of 1 MB bundles")
     ap.add_argument("--batch", type=int, default=500, help="bundles per app send_many")
+    ap.add_argument("--durability", choices=("disk", "process", "both"), default="both",
+                    help="store durability: disk = fsync per group commit (default config), "
+                         "process = survives kill -9 only")
     args = ap.parse_args()
+    print(f"load average before: {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)")
+    costs = core_costs()
+    print("per-bundle costs in one process (no I/O): " + ", ".join(
+        f"{k} {v:.0f} µs" for k, v in costs.items()))
     rows = []
+    modes = ("disk", "process") if args.durability == "both" else (args.durability,)
     for label, size, count, batch in (("1 KB", 1000, args.small, args.batch),
                                       ("1 MB", 1_000_000, args.large, max(1, args.batch // 100))):
-        with tempfile.TemporaryDirectory(prefix="t4b-bench-") as d:
-            dt = asyncio.run(agent_run(Path(d), size, count, batch))
         tcp = plain_tcp_s(size, count)
-        rows.append((label, size, count, dt, tcp))
-    print(f"{'payload':>8} {'bundles':>8} {'agent s':>8} {'bundles/s':>10} {'Gbit/s':>7} "
-          f"{'TCP s':>7} {'TCP Gbit/s':>10} {'agent/TCP':>9}")
-    for label, size, count, dt, tcp in rows:
+        for mode in modes:
+            with tempfile.TemporaryDirectory(prefix="t4b-bench-") as d:
+                dt = asyncio.run(agent_run(Path(d), size, count, batch, mode))
+            rows.append((label, mode, size, count, dt, tcp))
+    print(f"{'payload':>8} {'store':>8} {'bundles':>8} {'agent s':>8} {'bundles/s':>10} "
+          f"{'Gbit/s':>7} {'TCP s':>7} {'TCP Gbit/s':>10} {'agent/TCP':>9}")
+    for label, mode, size, count, dt, tcp in rows:
         gbps = size * count * 8 / dt / 1e9
         tgbps = size * count * 8 / tcp / 1e9
-        print(f"{label:>8} {count:>8} {dt:>8.2f} {count / dt:>10.0f} {gbps:>7.2f} "
+        print(f"{label:>8} {mode:>8} {count:>8} {dt:>8.2f} {count / dt:>10.0f} {gbps:>7.2f} "
               f"{tcp:>7.3f} {tgbps:>10.2f} {tcp / dt:>9.3f}")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
     return 0
+
+
+def core_costs(n: int = 3000) -> dict[str, float]:
+    """µs per 1 KB bundle of the pieces, in one process: the BPA core on each side (CGR),
+    the store writes, the TCPCL session both ways — to show where agent time goes."""
+    import json
+    from datetime import datetime, timedelta, timezone
+
+    from netemu.routing import get_router
+
+    from netemu.contacts import ContactPlan
+    from netemu.dtn import bpa
+    from netemu.dtn import tcpcl as t
+    from netemu.dtn.bundle import datetime_to_dtn_ms
+    from netemu.dtn.eid import EID
+    from netemu.dtn.store import BundleStore, State
+
+    epoch = datetime.now(timezone.utc) - timedelta(seconds=30)
+    plan = ContactPlan.from_json(json.dumps({
+        "epoch": epoch.isoformat().replace("+00:00", "Z"), "nodes": {"A": 1, "B": 2},
+        "contacts": [{"from": x, "to": y, "start_s": 0, "end_s": 86400, "rate_bps": 1e11,
+                      "owlt_s": 0.001} for x, y in (("A", "B"), ("B", "A"))]}))
+
+    def mk(node: str, ipn: int) -> bpa.BundleAgent:
+        return bpa.BundleAgent(bpa.AgentConfig(node_id=EID.ipn(ipn, 0), node_name=node,
+                                               plan_epoch_ms=datetime_to_dtn_ms(epoch)),
+                               get_router("cgr")(node, plan))
+
+    a, b = mk("A", 1), mk("B", 2)
+    now = datetime_to_dtn_ms(datetime.now(timezone.utc))
+    a.handle(bpa.ContactUp("B", now))
+    b.handle(bpa.ContactUp("A", now))
+    out: dict[str, float] = {}
+    t0 = time.perf_counter()
+    fw = [x for i in range(n) for x in a.handle(bpa.AppSend("ipn:1.1", "ipn:2.1", b"x" * 1000,
+                                                            3_600_000, now))
+          if isinstance(x, bpa.Forward)]
+    t1 = time.perf_counter()
+    for f in fw:
+        a.handle(bpa.TransmissionDone(f.bundle_id, "B", now))
+    t2 = time.perf_counter()
+    dl = [x for f in fw for x in b.handle(bpa.BundleReceived(f.data, "A", now))
+          if isinstance(x, bpa.Deliver)]
+    t3 = time.perf_counter()
+    for d in dl:
+        b.handle(bpa.AppDelivered(d.bundle_id, now))
+    t4 = time.perf_counter()
+    out["BPA send side"] = ((t1 - t0) + (t2 - t1)) / n * 1e6
+    out["BPA receive side"] = ((t3 - t2) + (t4 - t3)) / n * 1e6
+    with tempfile.TemporaryDirectory(prefix="t4b-bench-") as d:
+        st = BundleStore(Path(d) / "s.sqlite", durability="process")
+        rows = [(f.bundle_id, f.data, "ipn:2.1", 10**13, now, State.PENDING, 0, None) for f in fw]
+        t0 = time.perf_counter()
+        for i in range(0, n, 100):
+            st.add_many(rows[i:i + 100])
+            st.commit()
+        for i, r in enumerate(rows):
+            st.set_state(r[0], State.FORWARDED)
+            if i % 100 == 99:
+                st.commit()
+        st.commit()
+        out["store add+set_state"] = (time.perf_counter() - t0) / n * 1e6
+        st.close()
+    sa, sp = t.Session(t.Role.ACTIVE, "ipn:1.0"), t.Session(t.Role.PASSIVE, "ipn:2.0")
+
+    def pump(x: t.Session, y: t.Session) -> list:
+        data = b"".join(bytes(z) for z in x.data_to_send())
+        return y.receive_data(data) if data else []
+
+    for _ in range(3):
+        pump(sa, sp)
+        pump(sp, sa)
+    t0 = time.perf_counter()
+    for i in range(0, n, 100):
+        for f in fw[i:i + 100]:
+            sa.send_transfer(f.data)
+        for e in pump(sa, sp):
+            sp.ack_transfer(e.transfer_id)
+        pump(sp, sa)
+    out["TCPCL both sides"] = (time.perf_counter() - t0) / n * 1e6
+    return out
 
 
 if __name__ == "__main__":

@@ -26,8 +26,10 @@ Scenario time comes from :class:`netemu.clock.ScenarioClock` (``NETEMU_EPOCH`` /
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import json
+import math
 import os
 import signal
 import sys
@@ -57,7 +59,7 @@ BACKOFF_MAX_S = 5.0
 WINDOW_TRANSFERS = 1024  # unacknowledged transfers per session
 WINDOW_BYTES = 64 * 1024 * 1024  # unacknowledged bytes per session
 HOUSEKEEPING_S = 0.5
-DIAL_GRACE_S = 3.0
+DIAL_GRACE_S = 10.0
 
 
 def make_clock(plan: ContactPlan | None) -> ScenarioClock:
@@ -160,6 +162,9 @@ class TcpclChannel(asyncio.Protocol, Channel):
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.agent.channels.add(self)
+        st = self.agent.neighbours.get(self.neighbour or "")
+        if st is not None and self not in st.sessions:
+            st.sessions.append(self)  # dialled: counts as the neighbour's stream from now
         self.flush()
 
     def data_received(self, data: bytes) -> None:
@@ -413,6 +418,20 @@ class Agent:
         if self.plan is not None:
             for node in self.plan.nodes.values():
                 self._by_ipn.setdefault(node.ipn, node.name)
+        # Per neighbour: (starts, running max of ends) of this node's contacts to it.
+        self._windows: dict[str, tuple[list[float], list[float]]] = {}
+        if self.plan is not None:
+            per: dict[str, list[tuple[float, float]]] = {}
+            for c in self.plan.contacts:
+                if c.src == cfg.node:
+                    per.setdefault(c.dst, []).append((c.start_s, c.end_s))
+            for name, iv in per.items():
+                iv.sort()
+                ends, hi = [], -math.inf
+                for _, e in iv:
+                    hi = max(hi, e)
+                    ends.append(hi)
+                self._windows[name] = ([a for a, _ in iv], ends)
         self.channels: set[Any] = set()
         self.servers: list[asyncio.AbstractServer] = []
         self.udp: UdpclEndpoint | None = None
@@ -508,43 +527,46 @@ class Agent:
         return self.clock.now_s()
 
     def _plan_up(self, name: str, t_s: float) -> bool:
+        """Whether the plan has a contact from this node to ``name`` at ``t_s``."""
         if self.plan is None or not self.cfg.follow_plan:
             return True
-        for c in self.plan.contacts:
-            if c.start_s > t_s:
-                break
-            if c.src == self.cfg.node and c.dst == name and t_s < c.end_s:
-                return True
-        return False
+        windows = self._windows.get(name)
+        if not windows:
+            return False
+        i = bisect.bisect_right(windows[0], t_s) - 1
+        return i >= 0 and t_s < windows[1][i]
 
     async def _housekeeping(self) -> None:
         while True:
-            now = time.monotonic()
-            t_s = self.now_s()
-            for name, st in self.neighbours.items():
-                was = st.plan_up
-                st.plan_up = self._plan_up(name, t_s)
-                if was != st.plan_up:
-                    self.log("plan_contact", neighbour=name, up=st.plan_up)
-                    if not st.plan_up:
-                        for ch in list(st.sessions):
-                            if not isinstance(ch, UdpChannel):
-                                ch.close(tcpcl.TermReason.UNKNOWN)
-                self._update_up(st)
-                if was != st.plan_up or not st.plan_up_since:
-                    st.plan_up_since = now
-                if (st.plan_up and st.cfg.address and st.cfg.cl in ("tcpcl", "mtcp")
-                        and not self._has_stream(st) and st.connecting is None
-                        and now >= st.next_try and self._should_dial(st, now)):
-                    st.connecting = self._spawn(self._connect(st))
-            for ch in list(self.channels):
-                ch.housekeeping(now)
-            for st in self.neighbours.values():
-                for ch in st.sessions:
-                    if isinstance(ch, UdpChannel):
-                        continue
-            self.core.tick()
+            try:
+                self._housekeeping_round()
+            except Exception as e:  # keep the agent alive; the log says what broke
+                self.log("housekeeping_error", error=repr(e))
             await asyncio.sleep(HOUSEKEEPING_S)
+
+    def _housekeeping_round(self) -> None:
+        """Plan contacts, dialling, keepalives, the BPA tick."""
+        now = time.monotonic()
+        t_s = self.now_s()
+        for name, st in self.neighbours.items():
+            was = st.plan_up
+            st.plan_up = self._plan_up(name, t_s)
+            if was != st.plan_up:
+                self.log("plan_contact", neighbour=name, up=st.plan_up)
+                if not st.plan_up:
+                    for ch in list(st.sessions):
+                        if not isinstance(ch, UdpChannel):
+                            ch.close(tcpcl.TermReason.UNKNOWN)
+            self._update_up(st)
+            if was != st.plan_up or not st.plan_up_since:
+                st.plan_up_since = now
+            if (st.plan_up and st.cfg.address and st.cfg.cl in ("tcpcl", "mtcp")
+                    and not self._has_stream(st) and st.connecting is None
+                    and now >= st.next_try and self._should_dial(st, now)):
+                st.connecting = self._spawn(self._connect(st))
+        for ch in list(self.channels):
+            ch.housekeeping(now)
+        self.core.tick()
 
     def _should_dial(self, st: NeighbourState, now: float) -> bool:
         """Between two agents that know each other's address only the lower ipn dials, so
@@ -568,7 +590,8 @@ class Agent:
                 host, port = split_host_port(st.cfg.address, default_port=mtcp.DEFAULT_PORT)
                 _, proto = await asyncio.wait_for(loop.create_connection(
                     lambda: MtcpChannel(self, st.cfg.name), host, port), 5.0)
-            st.sessions.append(proto)
+            # (the channel adds itself to st.sessions in connection_made and removes
+            # itself in connection_lost, so a connection that dies at once leaves nothing)
         except (OSError, asyncio.TimeoutError) as e:
             st.failures += 1
             if st.failures == 1 or st.failures % 20 == 0:

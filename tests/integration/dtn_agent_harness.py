@@ -29,7 +29,7 @@ def write_pair(tmp: Path, *, port_a: int, port_b: int, a_to_b: str | None = None
                rate_bps: float = 1e11) -> dict[str, Path]:
     """Configs for agents A (ipn:1) and B (ipn:2) on loopback with a plan that keeps the
     A–B contact up for a day. ``a_to_b``/``b_to_a`` override the address each side dials
-    (to put a proxy in between)."""
+    (to put a proxy in between; "" = never dial)."""
     epoch = datetime.now(timezone.utc) - timedelta(seconds=30)
     plan = {
         "epoch": epoch.isoformat().replace("+00:00", "Z"),
@@ -44,8 +44,8 @@ def write_pair(tmp: Path, *, port_a: int, port_b: int, a_to_b: str | None = None
     (tmp / "plan.json").write_text(json.dumps(plan))
     out = {}
     for name, ipn, port, peer, peer_ipn, dial in (
-        ("A", 1, port_a, "B", 2, a_to_b or f"127.0.0.1:{port_b}"),
-        ("B", 2, port_b, "A", 1, b_to_a or f"127.0.0.1:{port_a}"),
+        ("A", 1, port_a, "B", 2, f"127.0.0.1:{port_b}" if a_to_b is None else a_to_b),
+        ("B", 2, port_b, "A", 1, f"127.0.0.1:{port_a}" if b_to_a is None else b_to_a),
     ):
         cfg = {
             "node": name, "ipn": ipn,

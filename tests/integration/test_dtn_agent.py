@@ -102,7 +102,7 @@ def test_transfer_cut_mid_bundle_completes_once_link_returns(tmp_path):
         pa, pb = free_port(), free_port()
         proxy = await CutProxy(("127.0.0.1", pb), cut_after_bytes=2_500_000, down_s=2.0).start()
         cfgs = write_pair(tmp_path, port_a=pa, port_b=pb, a_to_b=f"127.0.0.1:{proxy.port}",
-                          extra={"segment_mru": 65536})
+                          b_to_a="", extra={"segment_mru": 65536})  # only A dials, via proxy
         b = AgentProc("B", cfgs["B"]).start()
         a = AgentProc("A", cfgs["A"]).start()
         try:
