@@ -218,3 +218,27 @@ def test_garbage_peer_is_logged_and_dropped(tmp_path, junk):
             await b.shutdown()
 
     asyncio.run(asyncio.wait_for(go(), 30))
+
+
+def test_mtcp_neighbour_outgoing(tmp_path):
+    """A sends to a µD3TN-style MTCP peer (here agent B's MTCP listener)."""
+
+    async def go():
+        pm = free_port()
+        b = Agent(_cfg(tmp_path, "B", 2, free_port(), "A", 1, None, mtcp=[f"127.0.0.1:{pm}"]),
+                  core_factory=StubCore)
+        a = Agent(_cfg(tmp_path, "A", 1, free_port(), "B", 2, f"127.0.0.1:{pm}", cl="mtcp"),
+                  core_factory=StubCore)
+        await b.start()
+        await a.start()
+        try:
+            await wait_for(lambda: a.neighbours["B"].up, 10, "mtcp neighbour up")
+            for i in range(5):
+                a.core.send("B", b"\x9f" + bytes([i]) * 3000)
+            await wait_for(lambda: len(b.core.stored) == 5 and len(a.core.sent) == 5, 10,
+                           "mtcp delivery")
+        finally:
+            await a.shutdown()
+            await b.shutdown()
+
+    asyncio.run(asyncio.wait_for(go(), 60))
