@@ -116,7 +116,7 @@ def fig_map(out: Path, tracks, stations, plan) -> str | None:
     if not tracks and not stations:
         return None
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(11, 5.6))
+    fig, ax = plt.subplots(figsize=(11, 6.0))
     ax.set_xlim(-180, 180)
     ax.set_ylim(-90, 90)
     ax.set_xticks(range(-180, 181, 30))
@@ -157,7 +157,8 @@ def fig_map(out: Path, tracks, stations, plan) -> str | None:
                     weight="bold")
     ax.set_title("Ground tracks (coloured), ground stations (▲) and ground links at mid-contact (grey)")
     if tracks:
-        ax.legend(loc="lower left", fontsize=7, ncol=6, framealpha=0.8)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.11), fontsize=7,
+                  ncol=min(12, len(tracks)), frameon=False)
     fig.tight_layout()
     fig.savefig(out / "map.png")
     plt.close(fig)
