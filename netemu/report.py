@@ -361,13 +361,36 @@ def headline(m: dict) -> list[tuple[str, str]]:
     ]
 
 
+def _expect_from_junit(path: Path) -> dict | None:
+    """Outcomes from a run's junit.xml (written by ``netemu test``)."""
+    import re
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError):
+        return None
+    outs = []
+    for case in root.iter("testcase"):
+        fail = case.find("failure")
+        text = (fail.get("message") if fail is not None else None) or (case.findtext("system-out") or "")
+        m = re.search(r"measured ([-+0-9.eE]+)", text)
+        outs.append({"expectation": case.get("name", "?"), "passed": fail is None and case.find("error") is None,
+                     "measured": float(m.group(1)) if m else None})
+    return {"outcomes": outs}
+
+
 def _expect_html(run: Path) -> str:
     p = run / "expect.json"
-    if not p.exists():
-        return ""
-    try:
-        res = json.loads(p.read_text())
-    except json.JSONDecodeError:
+    res: dict | None = None
+    if p.exists():
+        try:
+            res = json.loads(p.read_text())
+        except json.JSONDecodeError:
+            res = None
+    if res is None and (run / "junit.xml").exists():
+        res = _expect_from_junit(run / "junit.xml")
+    if not res:
         return ""
     rows = "".join(
         f"<tr><td class='{'ok' if r['passed'] else 'bad'}'>{'pass' if r['passed'] else 'FAIL'}</td>"

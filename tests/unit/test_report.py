@@ -68,3 +68,13 @@ def test_cli_report(run, capsys):
 def test_cli_report_missing_run(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nope")]) == 2
     assert "no such run directory" in capsys.readouterr().err
+
+
+def test_report_reads_junit_when_no_expect_json(run):
+    from netemu import metrics
+
+    outs = expect.evaluate(expect.parse([{"metric": "bytes_saved", "op": ">", "value": 0}]),
+                           metrics.compute(run))
+    (run / "junit.xml").write_text(expect.junit_xml(outs, suite="r1"))
+    html = report.build(run).read_text()
+    assert "bytes_saved &gt; 0" in html and ">pass<" in html and "756,200" in html
