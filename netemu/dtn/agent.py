@@ -1094,16 +1094,27 @@ class AgentCore:
         return {"ids": await self._sends(conn, items)}
 
     async def _sends(self, conn: AppConnection, items: list[dict]) -> list[str]:
+        """Create bundles; answered after the batch's store commit (one future per batch)."""
         now = self.now_ms()
         events = [self._send_event(conn, it, now) for it in items]
-        loop = asyncio.get_event_loop()
-        futs = []
-        for ev in events:
-            fut = loop.create_future()
-            self.submit(ev, fut.set_result)
-            futs.append(fut)
+        done = asyncio.get_event_loop().create_future()
+        results: list[Any] = [None] * len(events)
+        left = [len(events)]
+
+        def setter(i: int) -> Callable[[Any], None]:
+            def cb(r: Any) -> None:
+                results[i] = r
+                left[0] -= 1
+                if not left[0] and not done.done():
+                    done.set_result(None)
+            return cb
+
+        for i, ev in enumerate(events):
+            self.submit(ev, setter(i))
+        if events:
+            await done
         ids = []
-        for r in await asyncio.gather(*futs):
+        for r in results:
             if type(r) is not bpa.Accept:
                 raise InputError(r.message if r is not None else "send not accepted",
                                  field="send")

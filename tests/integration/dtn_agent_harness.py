@@ -88,7 +88,7 @@ class AgentProc:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
 
-    def stop(self, timeout_s: float = 10.0) -> int | None:
+    def stop(self, timeout_s: float = 30.0) -> int | None:
         if self.proc is None:
             return None
         if self.proc.poll() is None:
