@@ -50,6 +50,7 @@ class DriverStats:
     route_changes: int = 0
     lateness_s: list[float] = field(default_factory=list)
     cost_s: list[float] = field(default_factory=list)
+    route_s: list[float] = field(default_factory=list)
     links_up: int = 0
     t_s: float = 0.0
 
@@ -139,6 +140,9 @@ class Emulation:
         self._lock = threading.RLock()
         self._up: set[int] = set()
         self._routes = None
+        self._router: threading.Thread | None = None
+        self._route_wake = threading.Event()
+        self._route_gen = 0
         self._started = False
         self._stopped = False
         self.driver_error: BaseException | None = None
@@ -193,6 +197,10 @@ class Emulation:
         self._thread = threading.Thread(target=self._drive, name=f"netemu-driver-{self.run}",
                                         daemon=True)
         self._thread.start()
+        if self._routes is not None:
+            self._router = threading.Thread(target=self._route_loop, daemon=True,
+                                            name=f"netemu-routes-{self.run}")
+            self._router.start()
 
     def stop(self) -> dict[str, float]:
         """Tear everything down (idempotent); returns timings."""
@@ -201,8 +209,9 @@ class Emulation:
         self._stopped = True
         t0 = time.monotonic()
         self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5)
+        for th in (self._thread, self._router):
+            if th is not None and th is not threading.current_thread():
+                th.join(timeout=5)
         out: dict[str, float] = {}
         for h in list(self._hosts.values()):
             with contextlib.suppress(Exception):
@@ -312,8 +321,11 @@ class Emulation:
             for n in touched:
                 net.nl[n].flush()
             if ch.topology_changed and self._routes is not None:
-                comp, inst = self._routes
-                self.stats.route_changes += inst.install(comp.compute(self._route_links()))
+                if self._router is None:  # bring-up: routes in place before the clock starts
+                    self._install_routes()
+                else:
+                    self._route_gen += 1
+                    self._route_wake.set()
             self.stats.links_up = len(self._up)
         for e in ch.stopped:
             ep = eps[e]
@@ -329,6 +341,30 @@ class Emulation:
                 for ev in events:
                     with contextlib.suppress(Exception):
                         cb(ev)
+
+    def _install_routes(self) -> None:
+        comp, inst = self._routes  # type: ignore[misc]
+        with self._lock:
+            links = self._route_links()
+        self.stats.route_changes += inst.install(comp.compute(links))
+
+    def _route_loop(self) -> None:
+        """Routes are recomputed off the driver thread, so a topology change never
+        delays a tick; changes that arrive meanwhile are coalesced into the next run."""
+        done = 0
+        while not self._stop.is_set():
+            self._route_wake.wait(0.5)
+            self._route_wake.clear()
+            gen = self._route_gen
+            if gen == done:
+                continue
+            try:
+                t0 = time.perf_counter()
+                self._install_routes()
+                self.stats.route_s.append(time.perf_counter() - t0)
+            except Exception as e:  # keep the emulation going; report it
+                self.driver_error = e
+            done = gen
 
     def _neighbours(self, node: str, ep: int, peer: str, peer_ep: int, *, up: bool) -> None:
         """Permanent neighbour entries and a host route to the peer's link address."""

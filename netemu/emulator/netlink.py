@@ -206,6 +206,35 @@ class Netlink:
                 if ln == 0:
                     break
 
+    def send_raw(self, block: bytes, msg_size: int, *, ignore: tuple[int, ...] = ()) -> int:
+        """Send a block of ready-made messages of ``msg_size`` bytes each; returns how many
+        failed (errno not in ``ignore``)."""
+        failed = 0
+        step = max(1, 60_000 // msg_size) * msg_size
+        for off in range(0, len(block), step):
+            self.sock.send(block[off:off + step])
+            failed += self._count_errors(ignore)
+        self.sent += len(block) // msg_size
+        return failed
+
+    def _count_errors(self, ignore: tuple[int, ...]) -> int:
+        n = 0
+        while True:
+            try:
+                data = self.sock.recv(1 << 20, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return n
+            off = 0
+            while off + 20 <= len(data):
+                ln, mtype = _HDR.unpack_from(data, off)[:2]
+                if mtype == NLMSG_ERROR:
+                    (code,) = _I32.unpack_from(data, off + 16)
+                    if code and -code not in ignore:
+                        n += 1
+                off += (ln + 3) & ~3
+                if ln == 0:
+                    break
+
     # --- queries -------------------------------------------------------------------
 
     def links(self) -> dict[str, int]:

@@ -12,7 +12,6 @@ import math
 import os
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -95,10 +94,10 @@ def test_ping_rtt_follows_range(cleanup_check):
     for moment in (1.0, 5.0, 9.0):
         emu.wait(until_s=moment)
         t_a = emu.now_s()
-        rtts = ping_rtts_ms(emu, "gs1", "sat1", count=3, interval=0.05)
+        rtts = ping_rtts_ms(emu, "gs1", "sat1", count=5, interval=0.05)
         t_b = emu.now_s()
         expected = [2 * pass_profile(t) / C_KM_S * 1e3 for t in (t_a, t_b)]
-        got = statistics.median(rtts)
+        got = min(rtts)  # scheduling noise on a busy machine only ever adds delay
         lo, hi = min(expected) - 1.0, max(expected) + 1.0
         assert lo <= got <= hi, f"t={t_a:.2f}..{t_b:.2f}: RTT {got:.2f} ms, expected {expected}"
 
@@ -122,10 +121,10 @@ def test_contact_end_stops_traffic_and_next_contact_resumes(cleanup_check):
     assert "NO-CARRIER" in link, link
     assert emu.neighbours("gs1") == []
     emu.wait(until_s=9.0)
-    rtts = ping_rtts_ms(emu, "gs1", "sat1", count=3)
+    rtts = ping_rtts_ms(emu, "gs1", "sat1", count=5)
     assert rtts, "traffic did not resume at the next contact"
     # time scale 2: a 30 ms light time is 15 ms of wall time each way
-    assert abs(statistics.median(rtts) - 30.0) < 1.0
+    assert abs(min(rtts) - 30.0) < 1.0
     kinds = [(e.kind, round(e.t_s)) for e in events if e.kind in ("up", "down")]
     assert ("down", 4) in kinds and ("up", 8) in kinds
 
@@ -148,10 +147,10 @@ def test_ground_to_ground_route_moves_at_handover(cleanup_check):
         return re.search(r"via (\S+)", out).group(1)
 
     assert via() == emu.node_addr("sata")
-    before = statistics.median(ping_rtts_ms(emu, "gs1", "gs2", count=3))
+    before = min(ping_rtts_ms(emu, "gs1", "gs2", count=5))
     emu.wait(until_s=6.5)
     assert via() == emu.node_addr("satb")
-    after = statistics.median(ping_rtts_ms(emu, "gs1", "gs2", count=3))
+    after = min(ping_rtts_ms(emu, "gs1", "gs2", count=5))
     # 4 hops of 4 ms, then 4 hops of 8 ms, at time scale 2: the RTT grows by 8 ms
     assert abs((after - before) - 8.0) < 1.0, (before, after)
     assert 8.0 <= before < 10.0, before
