@@ -215,12 +215,13 @@ class ScheduleConfig:
     """How the schedule is computed (``schedule`` section, all optional).
 
     ``step_s``: coarse sampling step (contacts are then refined to < 1 ms);
-    ``gsl_sample_s`` / ``isl_sample_s``: spacing of the light-time samples in a contact.
+    ``gsl_sample_s`` / ``isl_sample_s``: longest spacing of the light-time samples in a
+    contact (they are placed where linear interpolation needs them, see docs/schedule.md).
     """
 
     step_s: float = 30.0
-    gsl_sample_s: float = 20.0
-    isl_sample_s: float = 60.0
+    gsl_sample_s: float = 120.0
+    isl_sample_s: float = 600.0
 
 
 @dataclass
@@ -666,8 +667,8 @@ def scenario_from_dict(doc: Any, *, path: Path | None = None) -> Scenario:
         sm = _check_keys(ctx, m["schedule"], SCHEDULE_KEYS, "schedule", m.line_of("schedule"))
         sched = ScheduleConfig(
             step_s=_number(ctx, sm, "step_s", "schedule", default=30.0, lo=1, hi=60),  # type: ignore[arg-type]
-            gsl_sample_s=_number(ctx, sm, "gsl_sample_s", "schedule", default=20.0, lo=0.1, lo_open=True),  # type: ignore[arg-type]
-            isl_sample_s=_number(ctx, sm, "isl_sample_s", "schedule", default=60.0, lo=0.1, lo_open=True),  # type: ignore[arg-type]
+            gsl_sample_s=_number(ctx, sm, "gsl_sample_s", "schedule", default=120.0, lo=0.1, lo_open=True),  # type: ignore[arg-type]
+            isl_sample_s=_number(ctx, sm, "isl_sample_s", "schedule", default=600.0, lo=0.1, lo_open=True),  # type: ignore[arg-type]
         )
 
     sections = {k: m[k] for k in RESERVED_SECTIONS if k in m}

@@ -22,6 +22,7 @@ Method (argued in docs/schedule.md):
 
 from __future__ import annotations
 
+import gc
 import heapq
 import math
 from collections.abc import Callable
@@ -299,6 +300,12 @@ class _Gsl:
         d = self.eph.ecef(pair // self.n_st, t) - self.pos[pair % self.n_st]
         return np.sqrt(np.einsum("ij,ij->i", d, d))
 
+    def range_grid(self, pair: np.ndarray, k: np.ndarray) -> np.ndarray:
+        """Range at grid points ``k`` (no interpolation)."""
+        r = teme_to_ecef(self.eph.r[pair // self.n_st, k], self.eph.theta[k])
+        d = r - self.pos[pair % self.n_st]
+        return np.sqrt(np.einsum("ij,ij->i", d, d))
+
     def local(self, pair: np.ndarray, k: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
         """f of each pair restricted to its own grid interval [k, k+1] (t → values)."""
         g = pair % self.n_st
@@ -417,23 +424,27 @@ def apply_tracking_limits(
             continue
         ws.sort(key=lambda w: (w[1], w[0]))
         busy: list[float] = []  # heap of end times of held links
-        waiting: list[tuple[float, int, float]] = []  # heap of (-set, sat, rise)
-        i = 0
-        times = sorted({w[1] for w in ws} | {w[2] for w in ws})
-        for t in times:
+        waiting: list[tuple[float, int]] = []  # heap of (-set, sat): in view, not held
+        i, n_ws = 0, len(ws)
+        inf = math.inf
+        while True:
+            t_rise = ws[i][1] if i < n_ws else inf
+            t_free = busy[0] if busy and waiting else inf
+            t = min(t_rise, t_free)
+            if t == inf:
+                break
             while busy and busy[0] <= t:
                 heapq.heappop(busy)
-            while i < len(ws) and ws[i][1] <= t:
-                s, a, b = ws[i]
-                heapq.heappush(waiting, (-b, s, a))
+            while i < n_ws and ws[i][1] <= t:
+                s_, _a, b_ = ws[i]
+                heapq.heappush(waiting, (-b_, s_))
                 i += 1
             while len(busy) < cap and waiting:
-                nb, s, _a = heapq.heappop(waiting)
-                b = -nb
-                if b - t < MIN_CONTACT_S:
-                    continue
-                out.append((g, s, t, b))
-                heapq.heappush(busy, b)
+                nb, s_ = heapq.heappop(waiting)
+                if -nb - t < MIN_CONTACT_S:
+                    continue  # set already (or about to)
+                out.append((g, s_, t, -nb))
+                heapq.heappush(busy, -nb)
     out.sort(key=lambda w: (w[2], w[0], w[1]))
     return out
 
@@ -540,6 +551,10 @@ class _Isl:
         d = self.eph.teme(self.b[pair], t) - self.eph.teme(self.a[pair], t)
         return np.sqrt(np.einsum("ij,ij->i", d, d))
 
+    def range_grid(self, pair: np.ndarray, k: np.ndarray) -> np.ndarray:
+        d = self.eph.r[self.b[pair], k] - self.eph.r[self.a[pair], k]
+        return np.sqrt(np.einsum("ij,ij->i", d, d))
+
     def local(self, pair: np.ndarray, k: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
         ta, tb = self.eph.local(self.a[pair], k), self.eph.local(self.b[pair], k)
 
@@ -589,25 +604,26 @@ def isl_windows(scenario: Scenario, eph: Ephemeris, pairs: list[IslPair], *, t_e
 # Light-time samples
 
 
-def _sample_times(starts: np.ndarray, ends: np.ndarray, every_s: float
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Sample times through each [start, end]: both ends plus the multiples of
-    ``every_s`` strictly inside. Returns (times, offsets) with contact i's samples at
-    times[offsets[i]:offsets[i+1]]."""
-    first = np.floor(starts / every_s) + 1
-    last = np.ceil(ends / every_s) - 1
+def _sample_times(starts: np.ndarray, ends: np.ndarray, every_s: float, origin_s: float = 0.0
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sample times through each [start, end]: both ends plus the points
+    ``origin_s + m·every_s`` strictly inside. Returns (times, offsets, m) with contact i's
+    samples at times[offsets[i]:offsets[i+1]]; m is −1 at the ends."""
+    first = np.floor((starts - origin_s) / every_s) + 1
+    last = np.ceil((ends - origin_s) / every_s) - 1
     inner = np.maximum(0, last - first + 1).astype(np.int64)
     counts = inner + 2
     offsets = np.concatenate([[0], np.cumsum(counts)])
     total = int(offsets[-1])
     idx = np.repeat(np.arange(len(starts)), counts)
     j = np.arange(total) - offsets[idx]
-    times = (first[idx] + j - 1) * every_s
-    is_first = j == 0
-    is_last = j == counts[idx] - 1
-    times = np.where(is_first, starts[idx], times)
-    times = np.where(is_last, ends[idx], times)
-    return times, offsets
+    m = (first[idx] + j - 1).astype(np.int64)
+    times = origin_s + m * every_s
+    is_end = (j == 0) | (j == counts[idx] - 1)
+    times = np.where(j == 0, starts[idx], times)
+    times = np.where(j == counts[idx] - 1, ends[idx], times)
+    m = np.where(is_end, -1, m)
+    return times, offsets, m
 
 
 def _divided_2nd(times: np.ndarray, rng: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -626,23 +642,27 @@ def _divided_2nd(times: np.ndarray, rng: np.ndarray, idx: np.ndarray) -> np.ndar
     return out
 
 
-def _owlt_samples(range_fn: Callable[[np.ndarray, np.ndarray], np.ndarray], pairs: np.ndarray,
-                  starts: np.ndarray, ends: np.ndarray, every_s: float, max_every_s: float,
+def _owlt_samples(range_fn: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                  grid_fn: Callable[[np.ndarray, np.ndarray], np.ndarray], eph: Ephemeris,
+                  pairs: np.ndarray, starts: np.ndarray, ends: np.ndarray, max_every_s: float,
                   flatten: bool) -> list[tuple[tuple[tuple[float, float], ...], float]]:
     """(light-time samples, max range km) per contact.
 
-    Range is sampled ``every_s`` apart plus both ends. Where the range bends too fast
-    for that spacing (local acceleration a from second divided differences, linear
-    interpolation error a·h²/8 > OWLT_TOL_S·c) midpoints are added, repeatedly. Contacts
-    that needed none keep only every q-th sample, q as large as their largest a allows
+    Range is sampled at the ephemeris grid points inside each contact (``grid_fn``, no
+    interpolation) plus both ends. Where the range bends too fast for that spacing
+    (local acceleration a from second divided differences, linear-interpolation error
+    a·h²/8 > OWLT_TOL_S·c) midpoints are added (``range_fn``), repeatedly. Contacts that
+    needed none keep only every q-th sample, q as large as their largest a allows
     (spacing at most ``max_every_s``). With ``flatten``, a contact whose range stays
     within FLAT_TOL_KM of a straight line keeps its two ends only."""
     if len(pairs) == 0:
         return []
     n = len(pairs)
     tol_km = OWLT_TOL_S * C_KM_S
-    times, off = _sample_times(starts, ends, every_s)
+    every_s = eph.step_s
+    times, off, grid_k = _sample_times(starts, ends, every_s, eph.t0_s)
     idx = np.repeat(np.arange(n), np.diff(off))
+    grid_k = np.clip(grid_k, -1, eph.n_times - 1)
 
     def evaluate(ii: np.ndarray, tt: np.ndarray) -> np.ndarray:
         out = np.empty(len(tt))
@@ -651,7 +671,10 @@ def _owlt_samples(range_fn: Callable[[np.ndarray, np.ndarray], np.ndarray], pair
             out[a:a + step] = range_fn(pairs[ii[a:a + step]], tt[a:a + step])
         return out
 
-    rng = evaluate(idx, times)
+    rng = np.empty(len(times))
+    on = grid_k >= 0
+    rng[on] = grid_fn(pairs[idx[on]], grid_k[on])
+    rng[~on] = evaluate(idx[~on], times[~on])
     refined = np.zeros(n, dtype=bool)
     for _ in range(10):
         d2 = _divided_2nd(times, rng, idx)
@@ -725,6 +748,19 @@ def compute_plan(
         duration_s = scenario.duration_s - start_s
     if duration_s <= 0:
         raise ValueError("duration_s must be > 0")
+    # millions of small tuples and Contacts, none in a reference cycle: the cyclic
+    # garbage collector would only rescan them again and again
+    gc_was_on = gc.isenabled()
+    gc.disable()
+    try:
+        return _compute_plan(scenario, start_s, duration_s, progress, step_s)
+    finally:
+        if gc_was_on:
+            gc.enable()
+
+
+def _compute_plan(scenario: Scenario, start_s: float, duration_s: float,
+                  progress: Progress | None, step_s: float | None) -> ContactPlan:
     t_end = start_s + duration_s
     step = step_s or scenario.schedule.step_s
     sats = scenario.satellites
@@ -778,8 +814,9 @@ def compute_plan(
         sin_mask = np.sin(np.radians([s.min_elevation_deg for s in stations]))
         gfn = _Gsl(eph, pos, up, sin_mask)
         pr = np.array([s * G + g for g, s, _, _ in gw], dtype=np.int64)
-        samples = _owlt_samples(gfn.range_km, pr, np.array([w[2] for w in gw]),
-                                np.array([w[3] for w in gw]), scenario.schedule.gsl_sample_s, 120.0, False)
+        samples = _owlt_samples(gfn.range_km, gfn.range_grid, eph, pr,
+                                np.array([w[2] for w in gw]), np.array([w[3] for w in gw]),
+                                scenario.schedule.gsl_sample_s, False)
         for (g, s, a, b), (smp, rmax) in zip(gw, samples, strict=True):
             rate = gsl_model.contact_rate(rmax)
             owlt = rmax / C_KM_S
@@ -789,8 +826,9 @@ def compute_plan(
     iw = [w for w in iw if w[2] - w[1] >= MIN_CONTACT_S]
     if iw:
         pr = np.array([w[0] for w in iw], dtype=np.int64)
-        samples = _owlt_samples(isl_fn.range_km, pr, np.array([w[1] for w in iw]),
-                                np.array([w[2] for w in iw]), scenario.schedule.isl_sample_s, 600.0, True)
+        samples = _owlt_samples(isl_fn.range_km, isl_fn.range_grid, eph, pr,
+                                np.array([w[1] for w in iw]), np.array([w[2] for w in iw]),
+                                scenario.schedule.isl_sample_s, True)
         for (p, a, b), (smp, rmax) in zip(iw, samples, strict=True):
             rate = isl_model.contact_rate(rmax)
             owlt = rmax / C_KM_S

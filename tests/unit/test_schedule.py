@@ -292,3 +292,15 @@ def test_export_round_trips(three_body_plan, tmp_path: Path) -> None:
     hd = plan.to_hdtn_obj()["contacts"]
     first = next(c for c in plan.contacts if c.kind == "isl")
     assert any(h["rateBitsPerSec"] == int(first.rate_bps) for h in hd)
+
+
+def test_a_window_of_the_plan_is_the_plan_clipped() -> None:
+    sc = load_scenario(TOPO / "tiny.yaml")
+    full = compute_plan(sc)
+    part = compute_plan(sc, start_s=300.0, duration_s=600.0)
+
+    def key(c, lo=-np.inf, hi=np.inf):
+        return (c.src, c.dst, round(max(c.start_s, lo), 4), round(min(c.end_s, hi), 4))
+
+    want = sorted(key(c, 300.0, 900.0) for c in full.contacts if c.end_s > 300 and c.start_s < 900)
+    assert sorted(key(c) for c in part.contacts) == want
