@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
                 raise InputError(f"{args.epoch!r} is not an ISO 8601 time", field="--epoch") from None
             if epoch.tzinfo is None:
                 epoch = epoch.replace(tzinfo=timezone.utc)
-        plan = ContactPlan.load(path, epoch=epoch)
+        plan = _with_kinds(ContactPlan.load(path, epoch=epoch))
         if args.start or args.duration is not None:
             end = args.start + args.duration if args.duration is not None else float("inf")
             plan.contacts = [c for c in plan.contacts if c.end_s > args.start and c.start_s < end]
@@ -120,3 +120,23 @@ def _compute(path: Path, args: argparse.Namespace):
             bar.update(task, description=phase, completed=frac)
 
         return compute_plan(scenario, start_s=args.start, duration_s=duration, progress=progress)
+
+
+def _with_kinds(plan):
+    """Contacts read from ION carry no link kind; where the nodes' kinds are known (netemu
+    writes them as comments) a satellite–satellite contact is an ISL, satellite–ground a
+    GSL."""
+    from dataclasses import replace
+
+    kinds = {n.name: n.kind for n in plan.nodes.values()}
+    out = []
+    for c in plan.contacts:
+        if c.kind == "plan":
+            pair = {kinds.get(c.src), kinds.get(c.dst)}
+            if pair == {"satellite"}:
+                c = replace(c, kind="isl")
+            elif pair == {"satellite", "ground"}:
+                c = replace(c, kind="gsl")
+        out.append(c)
+    plan.contacts = out
+    return plan

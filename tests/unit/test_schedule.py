@@ -304,3 +304,61 @@ def test_a_window_of_the_plan_is_the_plan_clipped() -> None:
 
     want = sorted(key(c, 300.0, 900.0) for c in full.contacts if c.end_s > 300 and c.start_s < 900)
     assert sorted(key(c) for c in part.contacts) == want
+
+
+def test_isl_topologies_and_the_seam() -> None:
+    from netemu.schedule import isl_pairs
+
+    sl = load_scenario(TOPO / "starlink-shell1.yaml")
+    pairs = isl_pairs(sl)
+    assert len(pairs) == 2 * 1584  # +Grid: 4 neighbours each
+    degree = np.bincount([p.a for p in pairs] + [p.b for p in pairs], minlength=1584)
+    assert set(degree.tolist()) == {4}
+    # across the wrap from plane 71 to plane 0 the slot shifts by the phasing (39)
+    sats = sl.satellites
+    wrap = [(sats[p.a], sats[p.b]) for p in pairs
+            if {sats[p.a].plane, sats[p.b].plane} == {0, 71}]
+    assert len(wrap) == 22
+    for a, b in wrap:
+        last, first = (a, b) if a.plane == 71 else (b, a)
+        assert first.slot == (last.slot + 39) % 22
+
+    ir = load_scenario(TOPO / "iridium-next.yaml")
+    pairs = isl_pairs(ir)
+    sats = ir.satellites
+    planes = [{sats[p.a].plane, sats[p.b].plane} for p in pairs]
+    assert {0, 5} not in planes  # no link across the counter-rotating seam
+    assert sum(len(x) == 1 for x in planes) == 66 and sum(len(x) == 2 for x in planes) == 55
+    # cross-plane links are down above 68° latitude
+    plan = compute_plan(ir, duration_s=6000)
+    names = [s.name for s in sats]
+    eph = build_ephemeris([s.satrec for s in sats], ir.epoch, 0.0, 6000.0, 30.0)
+    cross = 0
+    for c in plan.contacts:
+        if c.kind != "isl":
+            continue
+        a, b = names.index(c.src), names.index(c.dst)
+        if sats[a].plane != sats[b].plane:
+            cross += 1
+            t = np.linspace(c.start_s + 0.01, c.end_s - 0.01, 7)
+            for i in (a, b):
+                r = eph.teme(np.full(7, i), t)
+                lat = np.degrees(np.arcsin(r[:, 2] / np.linalg.norm(r, axis=1)))
+                assert np.all(np.abs(lat) <= 68.0 + 1e-3)
+    assert cross > 0
+
+
+def test_link_budget_rates() -> None:
+    from netemu.linkmodel import LinkBudget, LinkModel
+
+    b = LinkBudget(frequency_hz=8.2e9, eirp_dbw=10, gt_dbk=25, bandwidth_hz=3e8,
+                   other_losses_db=3, efficiency=0.6)
+    # FSPL at 1000 km, 8.2 GHz: 20·log10(4π·1e6·8.2e9/c) = 170.73 dB
+    assert b.fspl_db(1000.0) == pytest.approx(170.73, abs=0.01)
+    snr_db = 10 + 25 - 170.73 - 3 + 228.60 - 10 * np.log10(3e8)
+    assert b.snr_db(1000.0) == pytest.approx(snr_db, abs=0.01)
+    assert b.rate_bps(1000.0) == pytest.approx(0.6 * 3e8 * np.log2(1 + 10 ** (snr_db / 10)), rel=1e-3)
+    assert b.rate_bps(500.0) > b.rate_bps(1000.0) > b.rate_bps(2000.0)
+    capped = LinkModel(budget=LinkBudget(8.2e9, 60, 25, 3e8, max_rate_bps=1e9))
+    assert capped.contact_rate(500.0) == 1e9
+    assert LinkModel(rate_bps=5e6).contact_rate(3000.0) == 5e6

@@ -45,6 +45,7 @@ def test_plan_ion_and_hdtn_on_three_body(tmp_path: Path, capsys) -> None:
     obj = json.loads(capsys.readouterr().out)
     assert obj["nodes"]["tb-0"] == 1 and obj["nodes"]["kashi"] == 13
     assert len(obj["contacts"]) == len(contacts)
+    assert {c["kind"] for c in obj["contacts"]} == {"isl", "gsl"}
 
 
 def test_plan_errors(tmp_path: Path, capsys) -> None:
