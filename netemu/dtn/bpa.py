@@ -298,7 +298,7 @@ class BundleAgent:
         """The contact-plan node name of an endpoint (None if unknown)."""
         if self.cfg.node_of is not None:
             return self.cfg.node_of(eid)
-        if eid.node_id() == self.node_id:
+        if self.is_local(eid):
             return self.cfg.node_name
         n = eid.node_number
         if n is not None:
@@ -310,6 +310,8 @@ class BundleAgent:
         return eid.node_name or None
 
     def is_local(self, eid: EID) -> bool:
+        if eid.scheme == 2 and self.node_id.scheme == 2:  # fast path: ipn node numbers
+            return eid.ssp[0] == self.node_id.ssp[0]  # type: ignore[index]
         return eid.node_id() == self.node_id
 
     def _now_s(self, now_ms: int) -> float:

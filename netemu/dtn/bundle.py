@@ -97,6 +97,8 @@ def datetime_to_dtn_ms(t: datetime) -> int:
 
 def _with_crc(crc_type: int, body_zero_crc: bytes) -> bytes:
     """Fill the zeroed CRC at the end of an encoded block with its real value."""
+    if crc_type == _crc.CRC32C:
+        return body_zero_crc[:-4] + _crc.crc32c(body_zero_crc).to_bytes(4, "big")
     if crc_type == _crc.CRC_NONE:
         return body_zero_crc
     n = _crc.CRC_SIZE[crc_type]

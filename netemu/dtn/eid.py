@@ -43,6 +43,16 @@ class EID:
     @staticmethod
     def parse(text: str) -> EID:
         """Parse ``ipn:N.S``, ``dtn://node/demux`` or ``dtn:none``."""
+        hit = _PARSED.get(text) if isinstance(text, str) else None
+        if hit is not None:
+            return hit
+        eid = EID._parse(text)
+        if len(_PARSED) < 4096:  # agents see few distinct endpoints; bound the cache
+            _PARSED[text] = eid
+        return eid
+
+    @staticmethod
+    def _parse(text: str) -> EID:
         if not isinstance(text, str):
             raise BundleError(f"endpoint ID must be text, got {type(text).__name__}",
                               field="eid")
@@ -181,3 +191,4 @@ def _check_dtn_ssp(ssp: str) -> None:
 
 
 NONE = EID(SCHEME_DTN, 0)
+_PARSED: dict[str, EID] = {}
