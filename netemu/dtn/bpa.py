@@ -54,7 +54,7 @@ _KNOWN_BLOCKS = {BLOCK_PAYLOAD, BLOCK_PREVIOUS_NODE, BLOCK_BUNDLE_AGE, BLOCK_HOP
 
 # --- events ------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class BundleReceived:
     """A convergence layer received ``data`` from ``neighbour`` (a plan node name)."""
 
@@ -63,7 +63,7 @@ class BundleReceived:
     now_ms: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class AppSend:
     """A local application sends ``payload`` from its endpoint ``source``."""
 
@@ -77,7 +77,7 @@ class AppSend:
     hop_limit: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class AppDelivered:
     """The application has taken (and acknowledged) local bundle ``bundle_id``."""
 
@@ -85,19 +85,19 @@ class AppDelivered:
     now_ms: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ContactUp:
     neighbour: str
     now_ms: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ContactDown:
     neighbour: str
     now_ms: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class TransmissionDone:
     """The convergence layer to ``neighbour`` acknowledged the whole bundle."""
 
@@ -106,7 +106,7 @@ class TransmissionDone:
     now_ms: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class TransmissionFailed:
     """Sending to ``neighbour`` failed or was refused (it will be retried)."""
 
@@ -116,7 +116,7 @@ class TransmissionFailed:
     reason: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Tick:
     """Time passes: expire bundles, retry waiting ones."""
 
@@ -129,7 +129,7 @@ Event = (BundleReceived | AppSend | AppDelivered | ContactUp | ContactDown | Tra
 
 # --- actions -----------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Accept:
     """Acknowledge the transfer / app send of ``bundle_id`` (after the store commit).
     ``duplicate``: it was known already and was dropped (still acknowledged)."""
@@ -138,7 +138,7 @@ class Accept:
     duplicate: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Refuse:
     """Refuse a received bundle or an app send (``reason`` is a status report code)."""
 
@@ -147,7 +147,7 @@ class Refuse:
     message: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Store:
     """Write a bundle to the store (arguments of :meth:`BundleStore.add`)."""
 
@@ -166,7 +166,7 @@ class Store:
                 self.received_ms, self.state, self.age_at_receipt_ms, self.previous_hop)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class SetState:
     """Move a stored bundle to ``state`` (FORWARDED, DELIVERED: the bytes are dropped)."""
 
@@ -174,7 +174,7 @@ class SetState:
     state: State
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Delete:
     """The bundle is deleted (store: state DELETED); log ``message``."""
 
@@ -183,7 +183,7 @@ class Delete:
     message: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Forward:
     """Send ``data`` (the bundle with updated previous node / age / hop count) to
     ``neighbour``; answer with TransmissionDone or TransmissionFailed."""
@@ -194,7 +194,7 @@ class Forward:
     route: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Deliver:
     """Hand ``bundle`` to the application registered at ``endpoint`` (or keep it until
     one registers); answer with AppDelivered once it is taken."""
@@ -204,7 +204,7 @@ class Deliver:
     bundle: Bundle
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class StatusReportSent:
     """For logs: a status report about ``subject_id`` was generated (the report bundle
     itself travels through the usual Store / Forward / Deliver actions)."""
@@ -215,7 +215,7 @@ class StatusReportSent:
     report_id: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ScheduleRetry:
     """Send a Tick no later than ``at_ms``."""
 
@@ -255,7 +255,7 @@ class AgentConfig:
     crc: str = "crc32c"
 
 
-@dataclass
+@dataclass(slots=True)
 class _Held:
     bundle: Bundle
     info: BundleInfo
