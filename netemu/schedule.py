@@ -338,9 +338,11 @@ class _Gsl:
         rl = r[look]
         rl = rl / np.linalg.norm(rl, axis=-1, keepdims=True)
         gu = self.pos / np.linalg.norm(self.pos, axis=1, keepdims=True)
-        cosang = (rl.reshape(-1, 3) @ gu.T).reshape(len(look), S, G)
+        # plain broadcasting, not a BLAS matrix product: OpenBLAS threads only add
+        # contention on a shared machine for products this thin
         cand = np.zeros((S, G), dtype=bool)
-        for c in cosang:
+        for row in rl:
+            c = row[:, 0:1] * gu[:, 0] + row[:, 1:2] * gu[:, 1] + row[:, 2:3] * gu[:, 2]
             cand |= c >= cos_thr
         sat_i, st_i = np.nonzero(cand)
         d = r[:, sat_i, :] - self.pos[st_i][None]
