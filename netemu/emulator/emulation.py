@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import gc
 import os
 import random
 import string
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -194,6 +196,14 @@ class Emulation:
         self.timings.update(self.net.timings)
         self.timings.update(build_s=t1 - t0, shaper_s=t2 - t1, initial_state_s=t3 - t2,
                             up_s=t3 - t0)
+        # Everything built so far lives as long as the run: keep the garbage collector from
+        # rescanning it (a full collection over a large plan stalls the driver for tens of ms).
+        gc.collect()
+        gc.freeze()
+        # A waiting thread gets the interpreter lock after this long (default 5 ms): the
+        # driver's ticks should not wait behind route computations or user code.
+        if sys.getswitchinterval() > 0.001:
+            sys.setswitchinterval(0.001)
         self._thread = threading.Thread(target=self._drive, name=f"netemu-driver-{self.run}",
                                         daemon=True)
         self._thread.start()

@@ -177,8 +177,12 @@ def probe_netem(scratch_ns: str) -> str | None:
 
 def make_shaper(kind: str, net: Network, **opts: object) -> tuple[Shaper, str]:
     """The shaper for ``kind`` ("auto", "relay", "netem") and a line saying why."""
-    if kind not in ("auto", "relay", "netem"):
+    if kind not in ("auto", "relay", "netem", "mirred"):
         raise ShaperError(f"unknown shaper {kind!r}: use auto, relay or netem")
+    if kind == "mirred":  # tests: the kernel backend's wiring, without netem
+        from netemu.emulator.netem import NetemShaper
+
+        return NetemShaper(net, netem=False), "mirred (kernel wiring only: no delay, loss, rate)"
     if kind == "relay":
         return RelayShaper(net, **opts), "relay (requested)"  # type: ignore[arg-type]
     why = probe_netem(net.shaper_ns)

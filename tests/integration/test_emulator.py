@@ -284,3 +284,19 @@ def test_netemu_clean_removes_a_crashed_run(tmp_path):
             p.wait()
         subprocess.run([sys.executable, "-m", "netemu", "clean", "--quiet", "--run", "t3crash"],
                        capture_output=True)
+
+
+def test_kernel_backend_wiring_follows_handover(cleanup_check):
+    """The netem backend's mirred wiring (testable without sch_netem): the station's one
+    antenna interface reaches sata, then satb after the handover."""
+    contacts = pair("gs1", "sata", 0, 3) + pair("gs1", "satb", 3, 60)
+    emu = Emulation(ContactPlan(EPOCH, nodes("gs1", "sata", "satb"), contacts),
+                    run_name="t3mir", shaper="mirred", time_scale=2.0)
+    cleanup_check.append(emu)
+    emu.start()
+    assert ping_rtts_ms(emu, "gs1", "sata", count=3)
+    emu.wait(until_s=4.0)
+    assert ping_rtts_ms(emu, "gs1", "satb", count=3)
+    r = emu.run_cmd("sata", ["ping", "-c", "2", "-i", "0.1", "-W", "1",
+                             emu.addresses("gs1")["gs1-eth0"]])
+    assert r.returncode != 0  # sata is no longer linked to the station
