@@ -37,6 +37,7 @@ from netemu.dtn.bundle import (
     BlockFlags,
     Bundle,
     BundleFlags,
+    datetime_to_dtn_ms,
     decode_bundle,
 )
 from netemu.dtn.eid import EID
@@ -293,6 +294,21 @@ class BundleAgent:
         self._ipn_names: dict[int, str] = {}
         self.counters = {"received": 0, "duplicates": 0, "forwarded": 0, "delivered": 0,
                          "deleted": 0, "refused": 0, "originated": 0}
+
+    @classmethod
+    def for_plan_node(cls, node_name: str, router: Router, **config: object) -> BundleAgent:
+        """The core of plan node ``node_name``: node ID ``ipn:<its ipn>.0`` and the plan's
+        epoch as router time 0 (``router.plan``); ``config`` sets other AgentConfig
+        fields (``max_bytes=...``, ``policy=...``)."""
+        plan = router.plan
+        node = plan.nodes.get(node_name)
+        if node is None:
+            raise BundleError(f"node {node_name!r} is not in the contact plan "
+                              f"(nodes: {', '.join(sorted(plan.nodes)) or 'none'})",
+                              field="node")
+        cfg = AgentConfig(EID.ipn(node.ipn, 0), node_name,
+                          plan_epoch_ms=datetime_to_dtn_ms(plan.epoch), **config)  # type: ignore[arg-type]
+        return cls(cfg, router)
 
     # --- helpers --------------------------------------------------------------------
     def node_of(self, eid: EID) -> str | None:

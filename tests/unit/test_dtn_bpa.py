@@ -370,3 +370,16 @@ def test_reception_report(net):
     reps = net.reports("A")
     assert [next(iter(r.status)) for r in reps] == ["received"]  # B received it from A
     assert [str(b.source) for b in net.delivered["A"]] == ["ipn:2.0"]
+
+
+def test_for_plan_node_uses_plan_numbers_and_epoch():
+    from netemu.dtn.bundle import datetime_to_dtn_ms
+    from netemu.dtn.errors import BundleError
+
+    core = BundleAgent.for_plan_node("B", StaticRouter("B", PLAN, ROUTES["B"]), max_bytes=10)
+    assert str(core.node_id) == "ipn:2.0" and core.cfg.max_bytes == 10
+    assert core.cfg.plan_epoch_ms == datetime_to_dtn_ms(PLAN.epoch)
+    assert core.node_of(EID.parse("ipn:3.5")) == "C"
+    with pytest.raises(BundleError) as e:
+        BundleAgent.for_plan_node("Z", StaticRouter("Z", PLAN, {}))
+    assert "not in the contact plan" in str(e.value)
