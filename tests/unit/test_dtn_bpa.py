@@ -68,8 +68,11 @@ class Net:
     """A synchronous shell: a CL that hands bundles over at once, a store per node, apps
     that take every delivery at once (unless ``auto_ack`` is off)."""
 
-    def __init__(self, tmp_path, *, quotas=None, policies=None, auto_ack=True):
+    def __init__(self, tmp_path, *, quotas=None, policies=None, auto_ack=True,
+                 router_factory=None, plan_epoch_ms=0):
         self.tmp = tmp_path
+        self.router_factory = router_factory or (lambda n: StaticRouter(n, PLAN, ROUTES[n]))
+        self.plan_epoch_ms = plan_epoch_ms
         self.now = 1_000_000
         self.agents, self.stores, self.log = {}, {}, []
         self.delivered: dict[str, list] = {n: [] for n in "ABC"}
@@ -81,8 +84,9 @@ class Net:
             self.agents[n] = self._agent(n, i, (quotas or {}).get(n), (policies or {}).get(n))
 
     def _agent(self, n, i, quota=None, policy=None):
-        cfg = AgentConfig(EID.ipn(i, 0), n, max_bytes=quota, policy=policy, retry_ms=500)
-        return BundleAgent(cfg, StaticRouter(n, PLAN, ROUTES[n]))
+        cfg = AgentConfig(EID.ipn(i, 0), n, max_bytes=quota, policy=policy, retry_ms=500,
+                          plan_epoch_ms=self.plan_epoch_ms)
+        return BundleAgent(cfg, self.router_factory(n))
 
     def run(self, node, event):
         acts = self.agents[node].handle(event)
@@ -383,3 +387,34 @@ def test_for_plan_node_uses_plan_numbers_and_epoch():
     with pytest.raises(BundleError) as e:
         BundleAgent.for_plan_node("Z", StaticRouter("Z", PLAN, {}))
     assert "not in the contact plan" in str(e.value)
+
+
+@pytest.mark.parametrize("algorithm", ["cgr", "epidemic", "first-contact"])
+def test_project_routers_carry_a_bundle_across_two_contacts(tmp_path, algorithm):
+    """The routers of netemu.routing behind the core: A-B is up 0-100 s, B-C 200-300 s
+    (plan time); a bundle sent at 10 s reaches C once, at 200 s."""
+    from netemu.routing import get_router
+
+    from netemu.contacts import Contact
+
+    contacts = [Contact(a, b, s0, s1, 1e6, 0.01) for a, b, s0, s1 in
+                (("A", "B", 0, 100), ("B", "A", 0, 100), ("B", "C", 200, 300),
+                 ("C", "B", 200, 300))]
+    plan = ContactPlan(PLAN.epoch, dict(PLAN.nodes), contacts)
+    cls = get_router(algorithm)
+    net = Net(tmp_path, router_factory=lambda n: cls(n, plan), plan_epoch_ms=1_000_000)
+    try:
+        net.now = 1_000_000 + 10_000
+        net.up("A", "B")
+        net.send(payload=b"over two contacts", lifetime_ms=3_600_000)
+        assert net.agents["B"].status()["pending"] == 1
+        net.now = 1_000_000 + 100_000
+        net.down("A", "B")
+        net.now = 1_000_000 + 200_000
+        net.up("B", "C")
+        net.tick(0)
+        assert net.app_payloads("C") == [b"over two contacts"]
+        net.tick(5_000)
+        assert net.app_payloads("C") == [b"over two contacts"]     # once
+    finally:
+        net.close()
