@@ -719,12 +719,21 @@ class Agent:
     def cl_sent(self, neighbour: str | None, item: OutItem) -> None:
         self.counters["sent"] += 1
         self.core.transmitted(item.key, neighbour)
+        self._window_opened(neighbour)
+
+    def _window_opened(self, neighbour: str | None) -> None:
+        """An acknowledgement freed room in a session window: send what is queued."""
+        st = self.neighbours.get(neighbour or "")
+        if st is not None and st.queue and not self._pump_scheduled:
+            self._pump_scheduled = True
+            asyncio.get_event_loop().call_soon(self._pump_all)
 
     def cl_refused(self, neighbour: str | None, item: OutItem, reason: str,
                    permanent: bool = False) -> None:
         self.counters["refused"] += 1
         self.log("transfer_refused", neighbour=neighbour, bundle=item.key, reason=reason)
         self.core.transmit_failed(item.key, neighbour, reason)
+        self._window_opened(neighbour)
 
     # --- receiving --------------------------------------------------------------------
 

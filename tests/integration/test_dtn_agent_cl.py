@@ -242,3 +242,22 @@ def test_mtcp_neighbour_outgoing(tmp_path):
             await b.shutdown()
 
     asyncio.run(asyncio.wait_for(go(), 60))
+
+
+def test_queue_longer_than_session_window_drains(tmp_path):
+    """More bundles than the session window (1,024 unacknowledged transfers) queued at
+    once: acknowledgements reopen the window and the whole queue goes."""
+
+    async def go():
+        a, b, _ = await _pair(tmp_path)
+        try:
+            await wait_for(lambda: a.neighbours["B"].up, 10, "session")
+            for i in range(2500):
+                a.core.send("B", b"\x9f%05d" % i)
+            await wait_for(lambda: len(a.core.sent) == 2500, 60, "2,500 acknowledgements")
+            assert len(b.core.stored) == 2500 and a.queued("B") == 0
+        finally:
+            await a.shutdown()
+            await b.shutdown()
+
+    asyncio.run(asyncio.wait_for(go(), 90))
