@@ -122,3 +122,15 @@ def test_route_messages_are_valid_rtnetlink():
     assert ln == len(blob) == 60 and mtype == 24
     assert blob[-4:] == socket.inet_aton("10.0.0.1")
     assert socket.inet_aton("10.0.0.5") in blob and socket.inet_aton("10.0.0.2") in blob
+
+
+def test_plan_too_big_for_memory_is_refused_before_building(monkeypatch):
+    from netemu.emulator import emulation
+
+    plan = ContactPlan(EPOCH, nodes("gs1", "s1"), both("gs1", "s1", 0, 10))
+    monkeypatch.setattr(emulation, "_mem_available", lambda: 1_000_000)
+    with pytest.raises(InputError, match="GiB"):
+        emulation.Emulation(plan, run_name="t3mem")
+    monkeypatch.undo()
+    e = emulation.Emulation(plan, run_name="t3mem")  # constructing builds nothing
+    assert not e._started
