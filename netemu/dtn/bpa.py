@@ -260,12 +260,13 @@ class AgentConfig:
 @dataclass(slots=True)
 class _Held:
     bundle: Bundle
-    info: BundleInfo
+    info: BundleInfo | None  # built when a router first needs it (local bundles: never)
     state: State
     received_ms: int
     age_at_receipt_ms: int
     expiry_ms: int
     size: int
+    previous_hop: str | None = None
     keep: bool = False
     in_flight: set[str] = field(default_factory=set)
     sent_to: set[str] = field(default_factory=set)
@@ -340,6 +341,11 @@ class BundleAgent:
             bundle_id=b.id, source=self.node_of(b.source) or str(b.source.node_id()),
             destination=self.node_of(b.destination) or str(b.destination.node_id()),
             size_bytes=size, deadline_s=self._now_s(expiry_ms), previous_hop=previous_hop)
+
+    def _info_of(self, h: _Held) -> BundleInfo:
+        if h.info is None:
+            h.info = self._info(h.bundle, h.size, h.expiry_ms, h.previous_hop)
+        return h.info
 
     def _fits(self, size: int) -> bool:
         if self.cfg.max_bytes is not None and self.held_bytes + size > self.cfg.max_bytes:
@@ -464,8 +470,7 @@ class BundleAgent:
                previous_hop: str | None, out: list) -> _Held:
         local = self.is_local(b.destination)
         state = State.LOCAL if local else State.PENDING
-        h = _Held(b, self._info(b, len(data), expiry, previous_hop), state, now, age0, expiry,
-                  len(data))
+        h = _Held(b, None, state, now, age0, expiry, len(data), previous_hop)
         self.held[b.id] = h
         self.held_bytes += len(data)
         self._remember(b.id, expiry)
@@ -540,7 +545,7 @@ class BundleAgent:
     def _route(self, h: _Held, now: int, out: list) -> None:
         if h.in_flight:
             return
-        decision = self.router.route(h.info, self._now_s(now), frozenset(self.neighbours))
+        decision = self.router.route(self._info_of(h), self._now_s(now), frozenset(self.neighbours))
         hops = [hop for hop in decision.hops
                 if hop.node in self.neighbours and hop.node not in h.sent_to]
         if not hops:
@@ -574,7 +579,7 @@ class BundleAgent:
             return
         h.in_flight.discard(ev.neighbour)
         h.sent_to.add(ev.neighbour)
-        self.router.sent(h.info, ev.neighbour, self._now_s(ev.now_ms))
+        self.router.sent(self._info_of(h), ev.neighbour, self._now_s(ev.now_ms))
         self.counters["forwarded"] += 1
         self._report(h.bundle, "forwarded", Reason.NO_INFO, ev.now_ms, out)
         if h.in_flight:
@@ -591,7 +596,7 @@ class BundleAgent:
         if h is None:
             return
         h.in_flight.discard(ev.neighbour)
-        self.router.failed(h.info, ev.neighbour, self._now_s(ev.now_ms))
+        self.router.failed(self._info_of(h), ev.neighbour, self._now_s(ev.now_ms))
         h.waiting = True
         self._schedule(ev.now_ms + self.cfg.retry_ms, out)
 
@@ -602,7 +607,7 @@ class BundleAgent:
         self._drop(h)
         self.counters["delivered"] += 1
         out.append(SetState(ev.bundle_id, State.DELIVERED))
-        self.router.delivered(h.info, self._now_s(ev.now_ms))
+        self.router.delivered(self._info_of(h), self._now_s(ev.now_ms))
         self._report(h.bundle, "delivered", Reason.NO_INFO, ev.now_ms, out)
 
     def _tick(self, now: int, out: list) -> None:
@@ -640,8 +645,8 @@ class BundleAgent:
             except BundleError as e:
                 out.append(Delete(r.id, Reason.BLOCK_UNINTELLIGIBLE, f"stored copy: {e}"))
                 continue
-            h = _Held(b, self._info(b, r.size, r.expiry_ms, r.previous_hop), r.state,
-                      r.received_ms, r.age_at_receipt_ms, r.expiry_ms, r.size)
+            h = _Held(b, None, r.state, r.received_ms, r.age_at_receipt_ms, r.expiry_ms,
+                      r.size, r.previous_hop)
             self.held[r.id] = h
             self.held_bytes += r.size
             todo.append(h)

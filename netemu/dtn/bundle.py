@@ -626,7 +626,7 @@ def _eid_fast(d: bytes, q: int) -> tuple[EID, int]:
 def _crc_ok(raw: bytes | memoryview, crc_type: int) -> bool:
     if crc_type == _crc.CRC32C:
         value = _crc.crc32c_continue(b"\x00\x00\x00\x00",
-                                     _crc.crc32c_continue(raw[:-4]))
+                                     _crc.crc32c_continue(memoryview(raw)[:-4]))
         return value.to_bytes(4, "big") == raw[-4:]
     return _crc.compute(crc_type, bytes(raw[:-2]) + b"\x00\x00") == raw[-2:]
 
