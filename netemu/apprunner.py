@@ -986,8 +986,10 @@ class AppRunner:
 
     def _podman_run(self, inst, name, image, netns_path, env, cg, argv, out) -> list[str]:
         venv = str(_venv_root())
-        mounts = {str(PROJECT_ROOT): "ro", venv: "ro", str(out.resolve()): "rw",
-                  str(inst.manifest.directory): "ro"}
+        # the run directory read-only (plan.json, other apps' outputs), the app's own
+        # output folder writable on top of it
+        mounts = {str(PROJECT_ROOT): "ro", venv: "ro", str(self.run_dir.resolve()): "ro",
+                  str(out.resolve()): "rw", str(inst.manifest.directory): "ro"}
         for m in self.mounts:
             mounts[m] = "rw"
         for k in ("NETEMU_MQTT_SOCKET", "NETEMU_DTN_SOCKET"):

@@ -37,11 +37,19 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from dataclasses import replace as dc_replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from netemu.apprunner import AppInstance, AppRunner, NodeInfo, find_apps_dir, plan_apps
+from netemu.apprunner import (
+    AppError,
+    AppInstance,
+    AppRunner,
+    NodeInfo,
+    find_apps_dir,
+    plan_apps,
+)
 from netemu.errors import InputError, NetemuError
 
 EMULATION_KEYS = {"start_s", "duration_s", "time_scale", "quick", "test", "isl", "tick_s",
@@ -420,8 +428,20 @@ class FlagshipRun:
         # 2. images for container apps, before the clock starts
         runner = AppRunner(run, run_dir)
         if any(i.mode == "container" for i in p.apps):
-            echo("netemu: preparing container images (cached by content) ...")
-            runner.prepare_images(p.apps)
+            echo("netemu: preparing container images (built locally, cached by content) ...")
+            t0 = time.monotonic()
+            try:
+                tags = runner.prepare_images(p.apps)
+                echo(f"netemu: images ready in {time.monotonic() - t0:.1f} s: "
+                     f"{', '.join(sorted(set(tags.values())))}")
+            except AppError as e:
+                # a demo should still run where podman cannot: say so loudly, record it
+                names = sorted({i.manifest.name for i in p.apps if i.mode == "container"})
+                echo(f"netemu: WARNING: container images unavailable ({e}); running "
+                     f"{', '.join(names)} as plain processes instead")
+                meta["container_fallback"] = str(e)
+                p.apps = [dc_replace(i, mode="process") if i.mode == "container" else i
+                          for i in p.apps]
 
         # 3. the emulation
         emu = Emulation(p.plan, shaper=w.shaper, time_scale=w.time_scale, ip_routing=True,

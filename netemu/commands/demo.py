@@ -74,6 +74,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     result = run.execute()
     print("", flush=True)
     print(format_headline(result), flush=True)
+    if p.expectations and result.metrics is not None:
+        from netemu import expect as expect_mod
+
+        outcomes = expect_mod.evaluate(p.expectations, result.metrics)
+        print("expectations of the scenario (netemu test checks these):")
+        print("\n".join("  " + line for line in expect_mod.summary(outcomes).splitlines()))
     if result.interrupted:
         return 130
     return 1 if result.errors else 0

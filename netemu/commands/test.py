@@ -92,8 +92,8 @@ def _cmd_test(args: argparse.Namespace) -> int:
         failed_total += failed
         problems += len(errors)
         docs.append(expect_mod.junit_xml(outcomes, suite=name, time_s=dt, errors=errors))
-        if run.opts.out is not None:
-            (run.opts.out / "junit.xml").write_text(docs[-1]) if run.opts.out.exists() else None
+        if run.opts.out is not None and run.opts.out.is_dir():
+            (run.opts.out / "junit.xml").write_text(docs[-1])
     merged = _merge_junit(docs)
     if args.junit:
         args.junit.parent.mkdir(parents=True, exist_ok=True)
