@@ -873,6 +873,16 @@ def base_environment() -> dict[str, str]:
 _JOIN_SH = 'while [ "$1" != "--" ]; do echo $$ > "$1" || exit 126; shift; done; shift; exec "$@"'
 
 
+# PID 1 of a container gets no default signal actions: an app that relies on SIGTERM's
+# default would ignore `podman stop` and be killed 137. This shim (no init binary needed)
+# passes SIGTERM/SIGINT on and exits with the app's own status.
+_INIT_SH = (
+    '"$@" & child=$!; trap \'kill -TERM $child 2>/dev/null\' TERM INT; '
+    'wait $child; status=$?; '
+    'while kill -0 $child 2>/dev/null; do wait $child; status=$?; done; exit $status'
+)
+
+
 @dataclass
 class RunningApp:
     instance: AppInstance
@@ -1012,7 +1022,7 @@ class AppRunner:
         for k, v in env.items():
             if k not in ("HOME",):
                 cmd += ["-e", f"{k}={v}"]
-        return [*cmd, image, *argv]
+        return [*cmd, image, "/bin/sh", "-c", _INIT_SH, "netemu-init", *argv]
 
     def container_pid(self, ra: RunningApp, timeout_s: float = 30.0) -> int:
         """The host pid of a container's main process (waits for it to start)."""

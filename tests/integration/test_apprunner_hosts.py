@@ -23,7 +23,8 @@ pytestmark = pytest.mark.integration
 
 APP = r'''
 import json, os, signal, sys, time
-signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+if not os.environ.get("DEFAULT_SIGTERM"):
+    signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
 out = os.environ["NETEMU_APP_DIR"]
 if os.environ.get("HOG_MB"):
     blocks = [bytearray(1 << 20) for _ in range(int(os.environ["HOG_MB"]))]
@@ -157,7 +158,10 @@ def test_memory_limit_is_enforced_and_exit_status_recorded(tmp_path, netns) -> N
 def test_container_app_is_a_podman_container_in_the_host_netns(tmp_path, netns) -> None:
     run = f"t6a-{uuid.uuid4().hex[:6]}"
     nodes = [NodeInfo("h1", "satellite")]
-    inst = plan_apps(["probe"], nodes, apps_dir=_apps(tmp_path, "container"))[0]
+    # the app keeps SIGTERM's default action: as PID 1 of a container it would ignore
+    # `podman stop` without the runner's init shim, and be killed (137) after the grace time
+    inst = plan_apps([{"name": "probe", "environment": {"DEFAULT_SIGTERM": 1}}], nodes,
+                     apps_dir=_apps(tmp_path, "container"))[0]
     runner = AppRunner(run, tmp_path / "run")
     try:
         runner.prepare_images([inst])  # cached by content hash after the first build
@@ -182,6 +186,7 @@ def test_container_app_is_a_podman_container_in_the_host_netns(tmp_path, netns) 
         usage = json.loads((ra.out_dir / "usage.json").read_text())
         assert usage["mode"] == "container" and usage["container"] == ra.container
         assert usage["cpu_s"] > 0 and usage["ok"], usage
+        assert usage["exit_status"] == 128 + 15  # ended by the SIGTERM, not killed
     finally:
         runner.close()
     gone = subprocess.run(["podman", "container", "exists", ra.container])
