@@ -128,7 +128,7 @@ def _cmd_watch(args: argparse.Namespace) -> int:
     async def go() -> int:
         bp = await _client(args)
         try:
-            async for ev in bp.watch():
+            async for ev in await bp.watch():
                 ev.pop("ev", None)
                 print(json.dumps(ev, default=str), flush=True)
         finally:

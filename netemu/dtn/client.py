@@ -239,9 +239,13 @@ class BpClient:
         return {k: v for k, v in msg.items() if k not in ("rid", "ok")}
 
     async def watch(self) -> AsyncIterator[dict[str, Any]]:
-        """Stream the agent's log events (dicts with ``event``, ``t`` …)."""
+        """Subscribe to the agent's log events now; returns an async iterator over them
+        (dicts with ``event``, ``t``, ``ts``, ``node`` …): ``async for e in await bp.watch()``."""
         await self.request("watch")
         self._watching = True
+        return self._event_stream()
+
+    async def _event_stream(self) -> AsyncIterator[dict[str, Any]]:
         while True:
             yield await self._events.get()
 

@@ -226,7 +226,7 @@ def test_agent_follows_contact_plan(tmp_path):
         cfgs = write_pair(tmp_path, port_a=pa, port_b=pb)
         plan = json.loads((tmp_path / "plan.json").read_text())
         for c in plan["contacts"]:
-            c["start_s"] = 4.0  # scenario seconds: the contact starts 4 s after t0
+            c["start_s"] = 10.0  # scenario seconds: the contact starts 10 s after t0
         (tmp_path / "plan.json").write_text(json.dumps(plan))
         env = {"NETEMU_EPOCH": plan["epoch"], "NETEMU_TIME_SCALE": "1",
                "NETEMU_T0_WALL": f"{time.time():.6f}", "NETEMU_T0_S": "0"}
@@ -236,6 +236,8 @@ def test_agent_follows_contact_plan(tmp_path):
             rx = await BpClient.connect(_sock(tmp_path, "B"), timeout_s=20)
             tx = await BpClient.connect(_sock(tmp_path, "A"), timeout_s=20)
             await rx.register("ipn:2.1")
+            watcher = await BpClient.connect(_sock(tmp_path, "A"), timeout_s=20)
+            events = await watcher.watch()
             await tx.send("ipn:2.1", b"wait for the pass")
             st = await tx.status()
             assert st["neighbours"]["B"]["plan_up"] is False
@@ -244,7 +246,11 @@ def test_agent_follows_contact_plan(tmp_path):
             assert d.payload == b"wait for the pass"
             log = [json.loads(x) for x in (tmp_path / "A.log").read_text().splitlines()]
             up = next(e for e in log if e["event"] == "session_up")
-            assert up["ts"] >= 4.0  # not before the contact
+            assert up["ts"] >= 10.0  # not before the contact
+            seen = []  # what `netemu bp watch` streams: the same log events, live
+            while "contact_up" not in seen:
+                seen.append((await asyncio.wait_for(events.__anext__(), 10))["event"])
+            await watcher.close()
             await tx.close()
             await rx.close()
         finally:
