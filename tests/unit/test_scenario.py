@@ -217,3 +217,31 @@ def test_cli_reports_bad_scenario_without_traceback(tmp_path: Path, capsys) -> N
     err = capsys.readouterr().err
     assert f"{p}:6: ground_stations[0].lat_dg: unknown key 'lat_dg'; did you mean 'lat_deg'?" in err
     assert "Traceback" not in err
+
+
+def test_links_schedule_and_group_isl(tmp_path: Path) -> None:
+    p = write(tmp_path, """
+        epoch: 2026-06-01
+        duration_s: 600
+        satellites:
+          - walker: {planes: 2, sats_per_plane: 12, altitude_km: 550, inclination_deg: 53}
+            isl: {topology: plus-grid, max_range_km: 4000}
+          - walker: {planes: 1, sats_per_plane: 3, altitude_km: 600, inclination_deg: 97.5}
+            name_prefix: other
+        isl: {topology: ring}
+        links:
+          isl: {rate_bps: 1e9}
+          gsl:
+            loss: 0.01
+            budget: {frequency_hz: 8.2e+9, eirp_dbw: 10, gt_dbk: 25, bandwidth_hz: 3.0e+8}
+        schedule: {step_s: 20}
+        """)
+    sc = load_scenario(p)
+    assert sc.epoch == datetime(2026, 6, 1, tzinfo=timezone.utc)
+    assert sc.links["isl"].rate_bps == 1e9
+    assert sc.links["gsl"].loss == 0.01 and sc.links["gsl"].budget.bandwidth_hz == 3e8
+    assert sc.schedule.step_s == 20
+    g0, g1 = sc.groups
+    assert g0.isl.topology == "plus-grid" and g0.isl.max_range_km == 4000
+    assert g1.isl.topology == "ring" and g1.isl.max_range_km == 5000
+    assert sc.node_names()[-3:] == ["other-0", "other-1", "other-2"]
