@@ -3,21 +3,22 @@
 Method (argued in docs/schedule.md):
 
 1. Propagate every satellite with SGP4 on a coarse uniform grid (``schedule.step_s``,
-   20 s by default) and keep TEME positions and velocities (:mod:`netemu.orbit`).
+   30 s by default) and keep TEME positions and velocities (:mod:`netemu.orbit`).
 2. Evaluate a link function on the grid for every candidate pair, vectorised:
-   GSL ``f = sin(elevation) − sin(mask)``; ISL ``f = min(max_range − range,
-   line-of-sight clearance − (R_E + clearance_km), latitude margin)``. A link is up
-   while ``f ≥ 0``.
-3. Every sign change between two grid points is refined by bisection to < 1 ms, with
-   positions between grid points from cubic Hermite interpolation (mm-accurate).
+   GSL ``f = sin(elevation) − sin(mask)`` (station–satellite pairs culled by
+   Earth-central angle first); ISL ``f = min(max_range − range, line-of-sight
+   clearance − (R_E + clearance_km), latitude margin)``. A link is up while ``f ≥ 0``.
+3. Every sign change between two grid points is refined to < 1 ms (Illinois false
+   position on the interval's cubic Hermite interpolant, which is mm-accurate).
 4. A link that comes up and goes down again between two grid points shows as a sampled
    local extremum of ``f`` close to zero; each such candidate is searched (golden
    section) and, when ``f`` does cross, both crossings are refined.
 5. Ground stations that can track only N satellites at once get at most N GSLs: when a
    slot is free the station takes the visible satellite whose pass lasts longest (latest
    set time), and keeps it until it sets (no pre-emption).
-6. One-way light time is sampled through each contact (``gsl_sample_s`` / ``isl_sample_s``
-   apart, plus both ends); ``owlt_s`` is the largest sample.
+6. One-way light time is sampled through each contact (grid points and both ends, plus
+   midpoints where the range bends, thinned where it is straight) so that linear
+   interpolation is within OWLT_TOL_S; ``owlt_s`` is the largest sample.
 """
 
 from __future__ import annotations
