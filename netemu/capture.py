@@ -223,11 +223,12 @@ def _wall_at(times: list[tuple[int, float]], offset: int) -> float:
 
 
 def read_transfers(pcap: str | Path, *, names: dict[int, str] | None = None,
-                   port: int = TCPCL_PORT) -> list[Transfer]:
+                   port: int = TCPCL_PORT, ip_names: dict[str, str] | None = None) -> list[Transfer]:
     """Complete TCPCL transfers in a capture, in order of their last byte.
 
     ``names`` maps ipn node numbers to node names (from plan.json), so a link reads
-    ``sat-1->gs-a``; the sender is known from its SESS_INIT node ID.
+    ``sat-1->gs-a``; the sender is known from its SESS_INIT node ID, or, for a session
+    that started before the capture, from ``ip_names`` (address → node).
     """
     from netemu.dtn import tcpcl
     from netemu.scapy_dtn import decode_bundle_summary
@@ -261,8 +262,9 @@ def read_transfers(pcap: str | Path, *, names: dict[int, str] | None = None,
     for key, msgs in parsed.items():
         src, sport, dst, dport = key
         rev = (dst, dport, src, sport)
-        sender = node_of.get(key, f"{src}:{sport}")
-        receiver = node_of.get(rev, f"{dst}:{dport}")
+        ipn_ = ip_names or {}
+        sender = node_of.get(key) or ipn_.get(src) or f"{src}:{sport}"
+        receiver = node_of.get(rev) or ipn_.get(dst) or f"{dst}:{dport}"
         pending: dict[int, tuple[bytearray, float]] = {}
         for msg, w0, w1 in msgs:
             if not isinstance(msg, tcpcl.XferSegment):
@@ -351,17 +353,33 @@ def _plan_names(plan: dict[str, Any] | None) -> dict[int, str]:
     return {int(n): name for name, n in ((plan or {}).get("nodes") or {}).items()}
 
 
+def plan_ip_names(plan_path: Path) -> dict[str, str]:
+    """Address → node for every node and interface address the emulator gives a plan
+    (the layout is a pure function of the plan); {} when it cannot be computed."""
+    try:
+        from netemu.contacts import ContactPlan
+        from netemu.emulator.layout import plan_layout
+
+        lay = plan_layout(ContactPlan.load(plan_path))
+    except Exception:  # noqa: BLE001 - names are a nicety; addresses still identify hops
+        return {}
+    out = {addr: node for node, addr in lay.node_addr.items()}
+    out.update({e.addr: e.node for e in lay.endpoints})
+    return out
+
+
 def run_transfers(run: Path, plan: dict[str, Any] | None = None) -> list[Transfer]:
     """Every transfer in ``<run>/captures/*.pcap``, times in scenario seconds; a transfer
     seen in two captures of the same link (both ends) counts once."""
     if plan is None and (run / "plan.json").exists():
         plan = json.loads((run / "plan.json").read_text())
     names = _plan_names(plan)
+    ip_names = plan_ip_names(run / "plan.json") if (run / "plan.json").exists() else {}
     seen: set[tuple] = set()
     out: list[Transfer] = []
     for pcap, side in _captures(run):
         to_s = wall_to_scenario(side.get("clock"), run / "events.jsonl")
-        for t in read_transfers(pcap, names=names):
+        for t in read_transfers(pcap, names=names, ip_names=ip_names):
             key = (t.link, t.bundle_id, t.transfer_id, round(t.first_wall, 3))
             if key in seen:
                 continue
