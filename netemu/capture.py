@@ -297,24 +297,58 @@ def _node_name(node_id: str, names: dict[int, str]) -> str:
 # --------------------------------------------------------------------------- clocks
 
 
-def wall_to_scenario(clock: dict[str, Any] | None, events_path: Path | None) -> Callable[[float], float]:
-    """Wall → scenario seconds: the sidecar clock, else a least-squares fit of
-    (wall, t_s) pairs of events.jsonl, else identity."""
+def _agent_clock_pairs(run_dir: Path, per_file: int = 50) -> list[tuple[float, float]]:
+    """(wall, scenario) pairs from the agents' logs: each line carries both readings of
+    the one scenario clock at the same instant (``t``, ``ts``)."""
+    pairs: list[tuple[float, float]] = []
+    for f in sorted(run_dir.glob("agents/*/agent.jsonl")):
+        try:
+            with open(f) as fh:
+                for i, line in enumerate(fh):
+                    if i >= per_file:
+                        break
+                    try:
+                        rec = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue
+                    if isinstance(rec.get("t"), (int, float)) and isinstance(rec.get("ts"), (int, float)):
+                        pairs.append((float(rec["t"]), float(rec["ts"])))
+        except OSError:
+            continue
+    return pairs
+
+
+def _event_clock_pairs(events_path: Path) -> list[tuple[float, float]]:
+    """(wall at receipt, t_s) pairs of events.jsonl (receipt lags the event a little)."""
+    pairs: list[tuple[float, float]] = []
+    if not events_path.exists():
+        return pairs
+    with open(events_path) as f:
+        for line in f:
+            try:
+                ev = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(ev.get("wall"), (int, float)) and isinstance(ev.get("t_s"), (int, float)):
+                pairs.append((float(ev["wall"]), float(ev["t_s"])))
+    return pairs
+
+
+def wall_to_scenario(clock: dict[str, Any] | None, events_path: Path | None,
+                     run_dir: Path | None = None) -> Callable[[float], float]:
+    """Wall → scenario seconds: the sidecar clock; else a least-squares fit of the
+    agents' (wall, scenario) log stamps (exact); else of events.jsonl (wall at receipt);
+    else identity."""
     if clock and "t0_wall" in clock:
         t0w = float(clock["t0_wall"])
         t0s = float(clock.get("t0_s", 0.0))
         scale = float(clock.get("time_scale", 1.0))
         return lambda w: t0s + (w - t0w) * scale
     pairs: list[tuple[float, float]] = []
-    if events_path is not None and events_path.exists():
-        with open(events_path) as f:
-            for line in f:
-                try:
-                    ev = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if isinstance(ev.get("wall"), (int, float)) and isinstance(ev.get("t_s"), (int, float)):
-                    pairs.append((float(ev["wall"]), float(ev["t_s"])))
+    if run_dir is not None:
+        pairs = _agent_clock_pairs(run_dir)
+    if len(pairs) < 2 and events_path is not None:
+        pairs = _event_clock_pairs(events_path)
     if len(pairs) >= 2 and max(p[0] for p in pairs) - min(p[0] for p in pairs) > 1e-3:
         import numpy as np
 
@@ -378,7 +412,7 @@ def run_transfers(run: Path, plan: dict[str, Any] | None = None) -> list[Transfe
     seen: set[tuple] = set()
     out: list[Transfer] = []
     for pcap, side in _captures(run):
-        to_s = wall_to_scenario(side.get("clock"), run / "events.jsonl")
+        to_s = wall_to_scenario(side.get("clock"), run / "events.jsonl", run)
         for t in read_transfers(pcap, names=names, ip_names=ip_names):
             key = (t.link, t.bundle_id, t.transfer_id, round(t.first_wall, 3))
             if key in seen:
@@ -441,7 +475,7 @@ def outside_contacts_from_captures(run: Path, plan: dict[str, Any] | None) -> in
     total = 0
     for pcap, side in caps:
         w = windows.get(frozenset((side["a"], side["b"])), [])
-        to_s = wall_to_scenario(side.get("clock"), Path(run) / "events.jsonl")
+        to_s = wall_to_scenario(side.get("clock"), Path(run) / "events.jsonl", Path(run))
         for wall, _s, sport, _d, dport, _seq, _f, payload in _packets(pcap):
             if not payload or TCPCL_PORT not in (sport, dport):
                 continue

@@ -218,3 +218,15 @@ def test_capture_section_and_clock():
         capture.parse_capture_section(["ab"])
     c = capture.clock_from_env({"NETEMU_T0_WALL": "100.5", "NETEMU_TIME_SCALE": "10"})
     assert capture.wall_to_scenario(c, None)(101.5) == pytest.approx(10.0)
+
+
+def test_clock_from_agent_logs_beats_event_receipt_times(tmp_path):
+    run = tmp_path / "run"
+    (run / "agents" / "n1").mkdir(parents=True)
+    (run / "agents" / "n1" / "agent.jsonl").write_text("\n".join(
+        json.dumps({"t": 1000.0 + k, "ts": 10.0 * k, "event": "x"}) for k in range(5)))
+    # events received 0.5 s late: a fit on them alone would be 5 scenario seconds off
+    (run / "events.jsonl").write_text("\n".join(
+        json.dumps({"t_s": 10.0 * k, "wall": 1000.5 + k}) for k in range(5)))
+    assert capture.wall_to_scenario(None, run / "events.jsonl", run)(1002.0) == pytest.approx(20.0)
+    assert capture.wall_to_scenario(None, run / "events.jsonl")(1002.0) == pytest.approx(15.0)
