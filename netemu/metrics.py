@@ -415,6 +415,27 @@ def app_metrics(run_dir: Path, events: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _link_use_from_captures(run: Path, plan: dict[str, Any] | None, links: dict[str, dict[str, Any]]) -> None:
+    """Bundle bytes per directed link from ``captures/*.pcap`` (complete TCPCL transfers),
+    for runs whose agents publish no forwarded-bundle events. Updates ``links``."""
+    if not (run / "captures").is_dir():
+        return
+    try:
+        from netemu.capture import run_transfers
+
+        transfers = run_transfers(run, plan)
+    except Exception:  # noqa: BLE001 - unreadable captures: no link use rather than no metrics
+        return
+    for t in transfers:
+        u = links.setdefault(t.link, {"bytes": 0, "bundles": 0})
+        u["bytes"] += t.size_bytes
+        u["bundles"] += 1
+        u["source"] = "captures"
+    for u in links.values():
+        cap = u.get("capacity_bytes")
+        u["utilisation"] = (u["bytes"] / cap) if cap else None
+
+
 # --------------------------------------------------------------------------- all
 
 
@@ -436,6 +457,11 @@ def compute(run_dir: str | Path) -> dict[str, Any]:
     utils = [u["utilisation"] for u in links.values() if u.get("utilisation") is not None]
     m["link_utilisation_max"] = max(utils) if utils else None
     forwarded = any(u.get("bundles") for u in links.values())
+    if not forwarded:
+        _link_use_from_captures(run, plan, links)
+        m["link_bytes_total"] = sum(u["bytes"] for u in links.values())
+        utils = [u["utilisation"] for u in links.values() if u.get("utilisation") is not None]
+        m["link_utilisation_max"] = max(utils) if utils else None
     m["traffic_outside_contacts_bytes"] = outside if (plan or links) else None
     m["traffic_outside_contacts_source"] = (
         "bundle events" if forwarded else "none seen (no forwarded-bundle events, no captures)")

@@ -293,7 +293,9 @@ def fig_links(out: Path, m: dict, top: int = 20) -> str | None:
         ax.annotate(note, (v["bytes"] / 1e3, i), xytext=(4, -3), textcoords="offset points", fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("kB forwarded")
-    ax.set_title(f"Link use (top {len(items)} directed links by bytes)")
+    src = " — from captures, covering only the time they ran" if any(
+        v.get("source") == "captures" for _, v in items) else ""
+    ax.set_title(f"Link use (top {len(items)} directed links by bytes){src}", fontsize=10)
     ax.margins(x=0.35)
     fig.tight_layout()
     fig.savefig(out / "links.png")
@@ -517,7 +519,7 @@ def build(run_dir: str | Path, *, log: Callable[[str], None] | None = None) -> P
 <p class="note">Bundle latency (first seen → delivered): p50 {_fmt(m.get('bundle_latency_p50_s'), 's')}, p95 {_fmt(m.get('bundle_latency_p95_s'), 's')}.
 Traffic outside contacts: {_fmt_bytes(m.get('traffic_outside_contacts_bytes'))} (from {html.escape(str(m.get('traffic_outside_contacts_source')))}).</p></section>
 <section><h2>Link use</h2>
-{img('links', 'link use', 'No per-link traffic recorded (the agents published no forwarded-bundle events and the run has no captures).')}</section>
+{img('links', 'link use', 'No per-link traffic recorded (no forwarded-bundle events from the agents, no captures under captures/).')}</section>
 {_paths_html(run)}
 <section><h2>Apps</h2>
 {img('apps', 'app resource use', 'No app usage recorded.')}

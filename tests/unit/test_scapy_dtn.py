@@ -173,6 +173,10 @@ def test_traffic_outside_contacts_from_captures(tmp_path):
     m = metrics.compute(run)
     assert m["traffic_outside_contacts_bytes"] == stray
     assert m["traffic_outside_contacts_source"] == "captures"
+    # no forwarded-bundle events: link use comes from the captured transfers
+    assert m["link_use"]["sat-2->sat-1"]["bundles"] == 1
+    assert m["link_use"]["sat-1->gs-a"]["bundles"] == 2  # the bundle and the stray one
+    assert m["link_use"]["sat-2->sat-1"]["bytes"] == len(_bundle(seq=1, size=200, t_s=40.0).encode())
 
 
 def test_parse_and_resolve_links(tmp_path):
