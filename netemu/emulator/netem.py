@@ -117,8 +117,10 @@ class NetemShaper(Shaper):
                 kw: dict[str, object] = {"delay": int(round(delay_s * 1e6)),
                                          "loss": loss * 100.0}
                 pkts = 1000
+                # always send the rate: an absent TCA_NETEM_RATE would keep the old one;
+                # 0 means unlimited
+                kw["rate"] = f"{int(min(max(rate_bps, 0.0), 8 * (2**32 - 1)))}bit"
                 if rate_bps > 0:
-                    kw["rate"] = f"{int(min(rate_bps, 8 * (2**32 - 1)))}bit"
                     pkts += int(rate_bps * (delay_s + self.qlimit_s) / 8 / 1500)
                 kw["limit"] = min(pkts, 1_000_000)
                 self._ipr(net.host_ns[ep.node]).tc("change", "netem", net.ifindex[src], "1:",
