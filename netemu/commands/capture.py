@@ -54,6 +54,8 @@ def handler(args: argparse.Namespace) -> int:
         return 0
     if not args.link:
         raise InputError("give the link to capture (A:B)", field="LINK")
+    if not target.is_dir() and ("/" in args.target or args.target.startswith(".")):
+        raise InputError("no such run directory", source=args.target)
     run_dir = target if target.is_dir() else None
     clock = None
     if run_dir is not None:
