@@ -557,6 +557,8 @@ class Agent:
                     for ch in list(st.sessions):
                         if not isinstance(ch, UdpChannel):
                             ch.close(tcpcl.TermReason.UNKNOWN)
+                    self._give_back(st, list(st.queue), "contact ended")
+                    st.queue.clear()
             self._update_up(st)
             if was != st.plan_up or not st.plan_up_since:
                 st.plan_up_since = now
@@ -653,13 +655,25 @@ class Agent:
             self.log("session_down", neighbour=name, peer=getattr(ch, "peer", ""),
                      unacked=len(unacked), error=str(exc) if exc else None)
         if st is not None:
-            # Cut transfers go back to the head of the queue, in order: re-sent whole on
-            # the next session; the receiver's dedupe drops any copy it already stored.
-            for item in reversed(unacked):
-                st.queue.appendleft(item)
-            self.counters["requeued"] += len(unacked)
+            if st.plan_up:
+                # Cut transfers go back to the head of the queue, in order: re-sent whole
+                # on the next session; the receiver's dedupe drops a copy it already has.
+                for item in reversed(unacked):
+                    st.queue.appendleft(item)
+                self.counters["requeued"] += len(unacked)
+            else:
+                # The contact is over: let the router find another way.
+                self._give_back(st, unacked, "contact ended during transfer")
             self._update_up(st)
             self.pump(st.cfg.name)
+
+    def _give_back(self, st: NeighbourState, items: list[OutItem], reason: str) -> None:
+        """Hand bundles that will not go to this neighbour back to the core (it re-routes)."""
+        if items:
+            self.log("returned_to_router", neighbour=st.cfg.name, bundles=len(items),
+                     reason=reason)
+        for item in items:
+            self.core.transmit_failed(item.key, st.cfg.name, reason)
 
     def _update_up(self, st: NeighbourState) -> None:
         up = st.plan_up and any(ch.established for ch in st.sessions)
@@ -678,6 +692,9 @@ class Agent:
         st = self.neighbours.get(neighbour)
         if st is None:
             st = self.neighbours[neighbour] = NeighbourState(Neighbour(neighbour, 0))
+        if not st.plan_up:  # decided just as the contact ended
+            self._give_back(st, [OutItem(key, data)], "no contact")
+            return
         st.queue.append(OutItem(key, data))
         if not self._pump_scheduled:
             self._pump_scheduled = True

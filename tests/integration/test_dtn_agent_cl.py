@@ -261,3 +261,37 @@ def test_queue_longer_than_session_window_drains(tmp_path):
             await b.shutdown()
 
     asyncio.run(asyncio.wait_for(go(), 90))
+
+
+def test_contact_end_hands_queued_bundles_back_to_the_router(tmp_path):
+    """A bundle queued for a neighbour that never answered goes back to the core when the
+    plan's contact ends (so the router can pick another way), not kept forever."""
+    import json
+    import time
+    from datetime import datetime, timedelta, timezone
+
+    from netemu.clock import ScenarioClock
+
+    async def go():
+        epoch = datetime.now(timezone.utc) - timedelta(seconds=10)
+        plan = {"epoch": epoch.isoformat().replace("+00:00", "Z"), "nodes": {"A": 1, "B": 2},
+                "contacts": [{"from": "A", "to": "B", "start_s": 0, "end_s": 12,
+                              "rate_bps": 1e9, "owlt_s": 0.001}]}
+        (tmp_path / "plan.json").write_text(json.dumps(plan))
+        cfg = _cfg(tmp_path, "A", 1, free_port(), "B", 2, f"127.0.0.1:{free_port()}",
+                   contact_plan=str(tmp_path / "plan.json"))
+        clock = ScenarioClock(epoch, 1.0, time.time(), 10.0)
+        a = Agent(cfg, core_factory=StubCore, clock=clock)
+        await a.start()
+        try:
+            await asyncio.sleep(0.6)
+            assert a.neighbours["B"].plan_up
+            key = a.core.send("B", b"\x9fnobody home")  # B never listens
+            await wait_for(lambda: a.core.failed, 10, "bundle handed back at contact end")
+            assert a.core.failed == [key] and a.queued("B") == 0
+            assert not a.neighbours["B"].plan_up
+            assert "returned_to_router" in (tmp_path / "A.log").read_text()
+        finally:
+            await a.shutdown()
+
+    asyncio.run(asyncio.wait_for(go(), 60))
