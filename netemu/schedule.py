@@ -337,14 +337,15 @@ class _Gsl:
         G = self.n_st
         look = sorted(set(range(0, rows, cull_every)) | {rows - 1})
         rl = r[look]
-        rl = rl / np.linalg.norm(rl, axis=-1, keepdims=True)
-        gu = self.pos / np.linalg.norm(self.pos, axis=1, keepdims=True)
-        # plain broadcasting, not a BLAS matrix product: OpenBLAS threads only add
-        # contention on a shared machine for products this thin
+        rl = (rl / np.linalg.norm(rl, axis=-1, keepdims=True)).astype(np.float32)
+        gu = (self.pos / np.linalg.norm(self.pos, axis=1, keepdims=True)).astype(np.float32)
+        thr = cos_thr.astype(np.float32)
+        # plain broadcasting in float32 (the threshold has degrees of slack), not a BLAS
+        # matrix product: OpenBLAS threads only add contention on a shared machine
         cand = np.zeros((S, G), dtype=bool)
         for row in rl:
             c = row[:, 0:1] * gu[:, 0] + row[:, 1:2] * gu[:, 1] + row[:, 2:3] * gu[:, 2]
-            cand |= c >= cos_thr
+            cand |= c >= thr
         sat_i, st_i = np.nonzero(cand)
         d = r[:, sat_i, :] - self.pos[st_i][None]
         du = np.einsum("rnk,nk->rn", d, self.up[st_i])
