@@ -295,3 +295,30 @@ def test_contact_end_hands_queued_bundles_back_to_the_router(tmp_path):
             await a.shutdown()
 
     asyncio.run(asyncio.wait_for(go(), 60))
+
+
+def test_silent_peer_is_ended_with_idle_timeout(tmp_path):
+    """A peer that negotiates a 1 s keepalive and then says nothing gets SESS_TERM
+    (IDLE_TIMEOUT) after 2 × keepalive, and the agent keeps sending KEEPALIVEs itself."""
+    from netemu.dtn import tcpcl
+
+    async def go():
+        pb = free_port()
+        b = Agent(_cfg(tmp_path, "B", 2, pb, "A", 1, None, keepalive_s=1),
+                  core_factory=StubCore)
+        await b.start()
+        try:
+            r, w = await asyncio.open_connection("127.0.0.1", pb)
+            w.write(b"dtn!\x04\x00" + tcpcl.SessInit(1, 1 << 20, 1 << 20, "ipn:1.0").encode())
+            await w.drain()
+            data = await asyncio.wait_for(r.read(), 15)  # until the agent closes
+            s = tcpcl.Session(tcpcl.Role.ACTIVE, "ipn:1.0")
+            events = s.receive_data(data)
+            kinds = [type(e).__name__ for e in events]
+            assert "KeepaliveReceived" in kinds
+            assert tcpcl.SessionTerminating(tcpcl.TermReason.IDLE_TIMEOUT, by_peer=True) in events
+            assert "session_idle" in (tmp_path / "B.log").read_text()
+        finally:
+            await b.shutdown()
+
+    asyncio.run(asyncio.wait_for(go(), 60))
