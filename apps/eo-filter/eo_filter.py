@@ -185,9 +185,12 @@ async def run(args: argparse.Namespace, port: appkit.DtnPort | None = None) -> d
     env = appenv.env
     clock = appkit.make_clock(env)
     tel = appkit.AppTelemetry(appenv, clock)
+    detector = Detector.load(args.model)
+    if args.threshold is not None:
+        detector.threshold = args.threshold
     app = EoFilter(
         appenv.node,
-        Detector.load(args.model),
+        detector,
         make_orbit(args, appenv.node, env, appenv.run_dir),
         epoch_from_env(env),
         seed=args.seed,
@@ -280,6 +283,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--drain-wall-s", type=float, default=5.0,
                     help="on stop, wait at most this long (wall) for queued bundles to be taken")
     ap.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    ap.add_argument("--threshold", type=float, default=None,
+                    help="score at or above which a tile is sent (default: the model's, 0.5)")
     ap.add_argument("--dtn-spool", default=os.environ.get("EO_DTN_SPOOL"),
                     help="spool directory instead of the DTN agent (demos without emulator)")
     ap.add_argument("--tle1")
