@@ -48,6 +48,10 @@ OWLT_TOL_S = 20e-6
 """Light-time samples are spaced so that linear interpolation between them is within
 this of the true one-way light time (20 µs ≈ 6 km of range)."""
 
+ISL_BASE_SAMPLE_S = 300.0
+"""ISL ranges change slowly: they are first sampled about this far apart (then refined
+where they bend, like GSLs)."""
+
 FLAT_TOL_KM = 0.3
 """An ISL whose range deviates less than this from a straight line over the contact
 keeps only its two end samples (0.3 km ≈ 1 µs of light time)."""
@@ -649,11 +653,13 @@ def _divided_2nd(times: np.ndarray, rng: np.ndarray, idx: np.ndarray) -> np.ndar
 def _owlt_samples(range_fn: Callable[[np.ndarray, np.ndarray], np.ndarray],
                   grid_fn: Callable[[np.ndarray, np.ndarray], np.ndarray], eph: Ephemeris,
                   pairs: np.ndarray, starts: np.ndarray, ends: np.ndarray, max_every_s: float,
-                  flatten: bool) -> list[tuple[tuple[tuple[float, float], ...], float]]:
+                  flatten: bool, base_every_s: float = 0.0
+                  ) -> list[tuple[tuple[tuple[float, float], ...], float]]:
     """(light-time samples, max range km) per contact.
 
     Range is sampled at the ephemeris grid points inside each contact (``grid_fn``, no
-    interpolation) plus both ends. Where the range bends too fast for that spacing
+    interpolation; every m-th grid point when ``base_every_s`` asks for m steps) plus
+    both ends. Where the range bends too fast for that spacing
     (local acceleration a from second divided differences, linear-interpolation error
     a·h²/8 > OWLT_TOL_S·c) midpoints are added (``range_fn``), repeatedly. Contacts that
     needed none keep only every q-th sample, q as large as their largest a allows
@@ -663,8 +669,10 @@ def _owlt_samples(range_fn: Callable[[np.ndarray, np.ndarray], np.ndarray],
         return []
     n = len(pairs)
     tol_km = OWLT_TOL_S * C_KM_S
-    every_s = eph.step_s
+    m = max(1, int(round(base_every_s / eph.step_s)))
+    every_s = eph.step_s * m
     times, off, grid_k = _sample_times(starts, ends, every_s, eph.t0_s)
+    grid_k = np.where(grid_k >= 0, grid_k * m, -1)
     idx = np.repeat(np.arange(n), np.diff(off))
     grid_k = np.clip(grid_k, -1, eph.n_times - 1)
 
@@ -832,7 +840,7 @@ def _compute_plan(scenario: Scenario, start_s: float, duration_s: float,
         pr = np.array([w[0] for w in iw], dtype=np.int64)
         samples = _owlt_samples(isl_fn.range_km, isl_fn.range_grid, eph, pr,
                                 np.array([w[1] for w in iw]), np.array([w[2] for w in iw]),
-                                scenario.schedule.isl_sample_s, True)
+                                scenario.schedule.isl_sample_s, True, ISL_BASE_SAMPLE_S)
         for (p, a, b), (smp, rmax) in zip(iw, samples, strict=True):
             rate = isl_model.contact_rate(rmax)
             owlt = rmax / C_KM_S
