@@ -448,6 +448,13 @@ class Agent:
     # --- lifecycle --------------------------------------------------------------------
 
     async def start(self) -> None:
+        try:
+            await self._start()
+        except OSError as e:
+            raise NetemuError(f"agent {self.cfg.node}: cannot listen: {e.strerror or e} "
+                              f"(config {self.cfg.source})") from None
+
+    async def _start(self) -> None:
         loop = asyncio.get_running_loop()
         cfg = self.cfg
         for addr in cfg.listen_tcpcl:
@@ -1168,8 +1175,6 @@ async def run_agent(cfg: AgentConfig) -> None:
 
 
 def main_from_config(cfg: AgentConfig) -> int:
-    try:
-        asyncio.run(run_agent(cfg))
-    except NetemuError:
-        raise
+    """Run the agent until SIGTERM/SIGINT; user errors surface as NetemuError."""
+    asyncio.run(run_agent(cfg))
     return 0
