@@ -399,7 +399,8 @@ def app_metrics(run_dir: Path, events: list[dict[str, Any]]) -> dict[str, Any]:
         failed = 0
         for (app, node), u in usage.items():
             status = u.get("exit_status", u.get("returncode"))
-            ok = status in (0, None, -15, 143) or u.get("stopped_by_runner")
+            # the runner's own verdict when it gives one
+            ok = u["ok"] if isinstance(u.get("ok"), bool) else status in (0, None, -15, 143)
             failed += 0 if ok else 1
             apps[f"{app}/{node}"] = {
                 "exit_status": status,
