@@ -1178,3 +1178,26 @@ def main_from_config(cfg: AgentConfig) -> int:
     """Run the agent until SIGTERM/SIGINT; user errors surface as NetemuError."""
     asyncio.run(run_agent(cfg))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m netemu.dtn.agent --node N --config F``: the same as ``netemu agent`` but
+    without loading every netemu command first (faster start for many agents)."""
+    import argparse
+
+    from netemu.commands.agent import register
+
+    parser = argparse.ArgumentParser(prog="python -m netemu.dtn.agent")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["agent", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return int(args.func(args) or 0)
+    except NetemuError as e:
+        print(f"netemu agent: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

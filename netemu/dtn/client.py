@@ -46,12 +46,13 @@ class Delivery:
 
 
 def resolve_socket(path: str | None = None, node: str | None = None) -> str:
-    """The app socket: explicit path, else the node's default, else $NETEMU_BP_SOCKET."""
+    """The app socket: explicit path, else the node's default, else $NETEMU_BP_SOCKET
+    (or $NETEMU_DTN_SOCKET, which the flagship sets)."""
     if path:
         return path
     if node:
         return default_socket_path(node)
-    env = os.environ.get(ENV_SOCKET)
+    env = os.environ.get(ENV_SOCKET) or os.environ.get("NETEMU_DTN_SOCKET")
     if env:
         return env
     raise NetemuError(f"no agent socket: give --socket, --node, or set ${ENV_SOCKET}")
