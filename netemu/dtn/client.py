@@ -29,6 +29,8 @@ from typing import Any
 from netemu.dtn.appif import ENV_SOCKET, FrameDecoder, default_socket_path, encode_frame
 from netemu.errors import NetemuError
 
+SEEN_MAX = 1_000_000  # delivered IDs remembered for dropping re-deliveries
+
 
 class BpError(NetemuError):
     """The agent refused a request (the message is the agent's)."""
@@ -71,7 +73,9 @@ class BpClient:
         self._watching = False
         self._deliveries: asyncio.Queue[Delivery] = asyncio.Queue()
         self._events: asyncio.Queue[dict] = asyncio.Queue()
-        self._seen: set[str] = set()
+        # IDs handed to the app, oldest first; only recent ones can come again (bundles
+        # pushed but not yet acknowledged when the agent died), so the memory is bounded.
+        self._seen: dict[str, None] = {}
         self.duplicates_dropped = 0  # re-deliveries after an agent restart, not shown to the app
         self._acks: list[str] = []
         self._ack_scheduled = False
@@ -157,7 +161,9 @@ class BpClient:
             self.duplicates_dropped += 1
             self._ack([bid])  # already handed to the app: just confirm again
             return
-        self._seen.add(bid)
+        self._seen[bid] = None
+        if len(self._seen) > SEEN_MAX:
+            del self._seen[next(iter(self._seen))]
         self._deliveries.put_nowait(Delivery(bid, msg.get("src", ""), msg.get("dst", ""),
                                              int(msg.get("created_ms", 0)),
                                              bytes(msg.get("payload", b""))))
