@@ -840,6 +840,10 @@ class Session:
             if not cur.refused and cur.total is not None and cur.total > self.transfer_mru:
                 cur.refused = True
                 self._out.append(XferRefuse(RefuseReason.NO_RESOURCES, tid).encode())
+            if not cur.refused and self.state is State.ENDING:
+                # RFC 9174 6.1: no new transfers once the session is terminating.
+                cur.refused = True
+                self._out.append(XferRefuse(RefuseReason.SESSION_TERMINATING, tid).encode())
         else:
             if cur is None or cur.transfer_id != tid:
                 raise TcpclError(f"{where}: segment without START for a transfer not in progress")

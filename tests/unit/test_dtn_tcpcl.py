@@ -255,3 +255,13 @@ def test_single_segment_fast_path_matches_general_encoding():
     raw = b"".join(bytes(x) for x in a.data_to_send())
     assert raw == t.XferSegment(t.SEG_START | t.SEG_END, 0, b"abc",
                                 (t.transfer_length_item(3),)).encode()
+
+
+def test_new_transfer_after_sess_term_is_refused():
+    a, p = establish()
+    p.terminate(t.TermReason.BUSY)
+    pump(p, a)  # a now knows; a peer ignoring it starts a transfer anyway
+    seg = t.XferSegment(t.SEG_START | t.SEG_END, 0, b"late", (t.transfer_length_item(4),))
+    assert p.receive_data(seg.encode()) == []
+    assert b"".join(bytes(x) for x in p.data_to_send()) == t.XferRefuse(
+        t.RefuseReason.SESSION_TERMINATING, 0).encode()
