@@ -112,3 +112,44 @@ def test_teme_to_ecef_is_a_rotation() -> None:
     r = np.array([[7000.0, 0.0, 100.0]])
     out = teme_to_ecef(r, np.array([math.pi / 2]))
     assert np.allclose(out, [[0.0, -7000.0, 100.0]])
+
+
+def test_element_file_planes_match_walker(tmp_path: Path) -> None:
+    """A Walker constellation written out as TLEs (shuffled) is split back into the same
+    planes and slot order, so ring/+Grid ISLs work for element files too."""
+    import random
+
+    from sgp4.exporter import export_tle
+
+    from netemu.schedule import isl_pairs
+
+    (tmp_path / "w.yaml").write_text(
+        "epoch: 2026-06-01T00:00:00Z\nduration_s: 600\nsatellites:\n"
+        "  - walker: {planes: 4, sats_per_plane: 10, altitude_km: 550, inclination_deg: 53, phasing: 1}\n"
+        "isl: {topology: plus-grid}\n")
+    walker = load_scenario(tmp_path / "w.yaml")
+    recs = [(s.name, export_tle(s.satrec)) for s in walker.satellites]
+    random.Random(5).shuffle(recs)
+    (tmp_path / "w.tle").write_text("".join(f"{n}\n{a}\n{b}\n" for n, (a, b) in recs))
+    (tmp_path / "t.yaml").write_text(
+        "epoch: 2026-06-01T00:00:00Z\nduration_s: 600\nsatellites:\n  - tle: w.tle\n"
+        "isl: {topology: plus-grid}\n")
+    tle = load_scenario(tmp_path / "t.yaml")
+    assert tle.groups[0].planes == 4
+    by_name = {s.name: s for s in tle.satellites}
+    # same plane membership and in-plane order (up to which plane/slot is numbered first)
+    for p in range(4):
+        members = [s for s in walker.satellites if s.plane == p]
+        planes = {by_name[s.name].plane for s in members}
+        assert len(planes) == 1
+        slots = [by_name[s.name].slot for s in members]
+        assert [(x - slots[0]) % 10 for x in slots] == list(range(10))
+
+    def named(sc):
+        names = [s.name for s in sc.satellites]
+        return {frozenset((names[p.a], names[p.b])) for p in isl_pairs(sc)}
+
+    in_plane = {e for e in named(walker)
+                if len({walker.satellites[[s.name for s in walker.satellites].index(n)].plane
+                        for n in e}) == 1}
+    assert in_plane <= named(tle)
