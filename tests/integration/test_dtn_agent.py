@@ -284,3 +284,43 @@ def test_udpcl_between_agents(tmp_path):
             b.stop()
 
     asyncio.run(asyncio.wait_for(go(), 60))
+
+
+def test_bpsec_keys_from_config(tmp_path):
+    """A signs (BIB-HMAC-SHA2) with its configured key; B requires a BIB and checks it:
+    a bundle signed with the right key is delivered, one with another key is dropped and
+    logged."""
+    key, wrong = "11" * 32, "22" * 32
+
+    async def go(b_key: str) -> tuple[bool, str]:
+        d = tmp_path / b_key[:2]
+        d.mkdir()
+        pa, pb = free_port(), free_port()
+        cfgs = write_pair(d, port_a=pa, port_b=pb)
+        for n, keys in (("A", {"sign_key": key}),
+                        ("B", {"verify": {"ipn:1.0": b_key}, "require_bib_from": ["*"]})):
+            cfg = json.loads(cfgs[n].read_text())
+            cfg["keys"] = keys
+            cfgs[n].write_text(json.dumps(cfg))
+        b = AgentProc("B", cfgs["B"]).start()
+        a = AgentProc("A", cfgs["A"]).start()
+        try:
+            rx = await BpClient.connect(_sock(d, "B"), timeout_s=20)
+            tx = await BpClient.connect(_sock(d, "A"), timeout_s=20)
+            await rx.register("ipn:2.1")
+            await tx.send("ipn:2.1", b"signed")
+            try:
+                got = (await rx.recv(timeout_s=8)).payload == b"signed"
+            except asyncio.TimeoutError:
+                got = False
+            await tx.close()
+            await rx.close()
+        finally:
+            a.stop()
+            b.stop()
+        return got, (d / "B.log").read_text()
+
+    ok, _ = asyncio.run(go(key))
+    assert ok
+    ok, log = asyncio.run(go(wrong))
+    assert not ok and '"bundle_deleted"' in log
