@@ -221,6 +221,7 @@ class Prepared:
     expectations: list[Any]
     routing: dict[str, Any]
     source: str
+    captures: list[tuple[str, str]] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- the run
@@ -283,6 +284,17 @@ class FlagshipRun:
         routing = routing_config(sc.sections.get("routing"), source=src, line=sl.get("routing"))
         expectations = expect_mod.parse(sc.sections.get("expect"), source=src, lines=lines)
         expect_mod.validate(expectations)
+        captures: list[tuple[str, str]] = []
+        if sc.sections.get("capture") is not None:
+            from netemu.capture import parse_capture_section
+
+            captures = parse_capture_section(sc.sections["capture"], source=src)
+            known = set(sc.node_names())
+            for a, b in captures:
+                for n in (a, b):
+                    if n not in known:
+                        raise InputError(f"no node named {n!r}", source=src,
+                                         line=sl.get("capture"), field="capture")
         # every node of the scenario, for app selectors
         nodes = [NodeInfo(s.name, "satellite") for s in sc.satellites]
         nodes += [NodeInfo(g.name, "ground") for g in sc.ground_stations]
@@ -301,7 +313,8 @@ class FlagshipRun:
 
             plan = ContactPlan(plan.epoch, plan.nodes,
                                [c for c in plan.contacts if c.kind != "isl"])
-        self.prepared = Prepared(sc, window, plan, instances, expectations, routing, src)
+        self.prepared = Prepared(sc, window, plan, instances, expectations, routing, src,
+                                 captures)
         return self.prepared
 
     # --- the run itself --------------------------------------------------------------
@@ -462,6 +475,17 @@ class FlagshipRun:
         echo(f"netemu: emulation up in {emu.timings.get('up_s', 0):.1f} s "
              f"(shaper: {emu.shaper_reason or type(emu.shaper).__name__}); scenario clock at "
              f"{w.start_s:g} s, x{w.time_scale:g}")
+
+        if p.captures:
+            from netemu.capture import start_scenario_captures
+
+            caps = start_scenario_captures(p.captures, run_dir,
+                                           netns_of=lambda n: emu.net.host_ns[n],
+                                           clock_env=emu.clock.to_env())
+            stack.callback(self._cleanup_step("the captures",
+                                              lambda: [c.stop() for c in caps]))
+            echo(f"netemu: capturing {', '.join(f'{a}:{b}' for a, b in p.captures)} "
+                 f"into {run_dir / 'captures'}")
 
         sock_root = Path(tempfile.mkdtemp(prefix=f"netemu-{run}-"))
         stack.callback(lambda: shutil.rmtree(sock_root, ignore_errors=True))
