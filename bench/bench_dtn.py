@@ -92,7 +92,12 @@ async def agent_run(tmp: Path, size: int, count: int, batch: int, durability: st
             if len(inflight) >= 4:
                 await inflight.pop(0)
         await asyncio.gather(*inflight)
-        await recv_task
+        try:
+            await recv_task
+        except asyncio.TimeoutError:
+            print(f"stalled after {got} of {count} deliveries; A: {await tx.status()}\n"
+                  f"B: {await rx.status()}", file=sys.stderr)
+            raise
         dt = time.perf_counter() - t0
         await tx.close()
         await rx.close()
