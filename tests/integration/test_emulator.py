@@ -300,3 +300,29 @@ def test_kernel_backend_wiring_follows_handover(cleanup_check):
     r = emu.run_cmd("sata", ["ping", "-c", "2", "-i", "0.1", "-W", "1",
                              emu.addresses("gs1")["gs1-eth0"]])
     assert r.returncode != 0  # sata is no longer linked to the station
+
+
+def test_netemu_run_cli_pings_by_host_name(tmp_path):
+    """`netemu run plan --cli`: Mininet's CLI, where `sat-1 ping gs-a` uses node names."""
+    plan = ContactPlan(EPOCH, nodes("gs-a", "sat-1"), pair("gs-a", "sat-1", 0, 120))
+    path = tmp_path / "plan.json"
+    path.write_text(plan.to_json())
+    r = subprocess.run([sys.executable, "-m", "netemu", "run", str(path), "--cli", "--run-name",
+                        "t3cli"], input="sat-1 ping -c 1 -W 2 gs-a\n", capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "shaper: relay" in r.stdout or "shaper: netem" in r.stdout
+    assert "1 received" in r.stdout + r.stderr, (r.stdout + r.stderr)[-800:]  # Mininet logs to stderr
+    assert_clean("t3cli")
+
+
+def test_netemu_run_ends_with_the_duration(tmp_path):
+    plan = ContactPlan(EPOCH, nodes("gs1", "sat1"), pair("gs1", "sat1", 0, 4) + pair("gs1", "sat1", 6, 9))
+    path = tmp_path / "plan.json"
+    path.write_text(plan.to_json())
+    r = subprocess.run([sys.executable, "-m", "netemu", "run", str(path), "--time-scale", "4",
+                        "--run-name", "t3dur", "--quiet"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "down in" in r.stdout and "0 missed ticks" in r.stdout
+    assert_clean("t3dur")
