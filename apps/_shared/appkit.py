@@ -210,7 +210,7 @@ class AppTelemetry:
             self._task = asyncio.ensure_future(self._drain())
         self._queue.put_nowait(body)
 
-    async def close(self, timeout_s: float = 5.0) -> None:
+    async def close(self, timeout_s: float = 1.0) -> None:
         """Flush what is queued (at most ``timeout_s`` wall seconds), then disconnect."""
         if self._task is not None and self._queue is not None:
             self._queue.put_nowait(None)
@@ -283,7 +283,7 @@ class Sender:
                 await self._task
         if self.port is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.port.close(), timeout_s)
+                await asyncio.wait_for(self.port.close(), 1.5)
 
 
 # --------------------------------------------------------------------------- DTN

@@ -146,9 +146,9 @@ async def run(args: argparse.Namespace, port: appkit.DtnPort | None = None) -> d
         out = store.result(appenv.node)
         appkit.write_json_atomic(result_path, out)
         await tel.publish("stop", tiles_received=store.tiles, bytes_received=store.bytes_received)
-        await tel.close()
+        await tel.close(timeout_s=1.0)
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(port.close(), 5.0)
+            await asyncio.wait_for(port.close(), 1.5)
     return out
 
 
@@ -167,4 +167,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    rc = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # results are written: leave at once, so that a loaded machine's slow interpreter
+    # teardown cannot outlast the runner's stop grace period and turn into a SIGKILL
+    os._exit(rc)

@@ -270,7 +270,7 @@ async def run(args: argparse.Namespace, port: appkit.DtnPort | None = None) -> d
         out = await runner(args, appenv, clock, tel, port, stop)
     finally:
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(port.close(), 5.0)
+            await asyncio.wait_for(port.close(), 1.5)
     appkit.write_json_atomic(appenv.app_dir / "result.json", out)
     await tel.publish("stop", **{k: v for k, v in out.items() if not isinstance(v, list)})
     await tel.close()
@@ -302,4 +302,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    rc = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # results are written: leave at once, so that a loaded machine's slow interpreter
+    # teardown cannot outlast the runner's stop grace period and turn into a SIGKILL
+    os._exit(rc)
