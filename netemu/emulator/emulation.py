@@ -35,7 +35,7 @@ from netemu.contacts import ContactPlan
 from netemu.emulator.events import LinkEvent, Neighbour
 from netemu.emulator.layout import Layout, check_run_name, estimate_memory_bytes, plan_layout
 from netemu.emulator.network import Network
-from netemu.emulator.registry import RUN_ROOT, Registry
+from netemu.emulator.registry import RUN_ROOT, Registry, clean_run, list_runs
 from netemu.emulator.shaper import Shaper, make_shaper
 from netemu.emulator.timeline import Changes, Timeline
 from netemu.errors import InputError, NetemuError
@@ -157,12 +157,17 @@ class Emulation:
         self._started = True
         if os.geteuid() != 0:
             raise NetemuError("the emulator builds network namespaces: run it as root")
+        meta = {"shm": f"netemu-{self.run}", "nodes": len(self.layout.nodes),
+                "endpoints": len(self.layout.endpoints)}
         try:
-            self.registry.create({"shm": f"netemu-{self.run}", "nodes": len(self.layout.nodes),
-                                  "endpoints": len(self.layout.endpoints)})
+            self.registry.create(meta)
         except FileExistsError:
-            raise NetemuError(f"a run named {self.run!r} exists ({self.registry.path}); pick "
-                              "another name, or `netemu clean` if it crashed") from None
+            stale = next((r for r in list_runs() if r.run == self.run), None)
+            if stale is None or stale.owner_alive:
+                raise NetemuError(f"a run named {self.run!r} is running "
+                                  f"({self.registry.path}); pick another name") from None
+            clean_run(stale)  # left by a run that crashed: take the name over
+            self.registry.create(meta)
         atexit.register(self.stop)
         try:
             self._bring_up()
