@@ -117,3 +117,37 @@ def test_walker_orbit_from_scenario_matches_sgp4():
             assert abs(la - lat[k]) < 1.0
             assert abs((lo - lon[k] + 180) % 360 - 180) < 1.0
     assert orbit_from_scenario(path, "sanya") is None
+
+
+def test_sender_queues_until_the_agent_is_up_and_keeps_order():
+    """Capture must not wait for DTN: bundles handed over before the port exists are sent,
+    in order, once it opens."""
+
+    async def go():
+        net = appkit.MemoryNetwork()
+        opened = asyncio.Event()
+
+        async def late_port():
+            await opened.wait()
+            return net.port("ipn:1.11")
+
+        sent, errors = [], []
+
+        async def on_sent(payload, kind, bid):
+            sent.append((payload, kind))
+
+        async def on_error(payload, kind, e):
+            errors.append(e)
+
+        s = appkit.Sender(late_port(), lifetime_s=60, on_sent=on_sent, on_error=on_error)
+        for i in range(3):
+            s.send("ipn:2.10", bytes([i]), "tile")  # returns at once
+        await asyncio.sleep(0.01)
+        assert sent == [] and s.pending == 3
+        opened.set()
+        await s.close(timeout_s=2)
+        got = [net.queues["ipn:2.10"].get_nowait().payload for _ in range(3)]
+        return sent, errors, got
+
+    sent, errors, got = asyncio.run(go())
+    assert [p for p, _ in sent] == [b"\x00", b"\x01", b"\x02"] == got and errors == []
