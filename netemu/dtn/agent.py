@@ -193,7 +193,7 @@ class TcpclChannel(asyncio.Protocol, Channel):
             item = self.inflight.pop(ev.transfer_id, None)
             if item is not None:
                 self.inflight_bytes -= len(item.data)
-                self.agent.cl_refused(self.neighbour, item, str(ev.reason))
+                self.agent.cl_refused(self.neighbour, item, _name(ev.reason))
         elif isinstance(ev, tcpcl.SessionStarted):
             self.established = True
             self.agent.session_started(self, ev)
@@ -203,9 +203,9 @@ class TcpclChannel(asyncio.Protocol, Channel):
                 self.transport.close()
         elif isinstance(ev, tcpcl.SessionTerminating):
             self.agent.log("session_terminating", neighbour=self.neighbour, peer=self.peer,
-                           reason=str(ev.reason), by_peer=ev.by_peer)
+                           reason=_name(ev.reason), by_peer=ev.by_peer)
         elif isinstance(ev, tcpcl.MessageRejected):
-            self.agent.log("msg_rejected", neighbour=self.neighbour, reason=str(ev.reason),
+            self.agent.log("msg_rejected", neighbour=self.neighbour, reason=_name(ev.reason),
                            type=ev.rejected_type)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -806,6 +806,11 @@ class Agent:
             },
             "counters": dict(self.counters),
         }
+
+
+def _name(code: Any) -> str:
+    """A reason code for the log: its RFC name when it has one (``IDLE_TIMEOUT``)."""
+    return getattr(code, "name", None) or str(code)
 
 
 def _ipn_of(node_id: str) -> int | None:
