@@ -944,9 +944,45 @@ class AgentCore:
             return
         events, self._events = self._events, []
         handle = self.bpa.handle
-        self._execute([(handle(ev), cb) for ev, cb in events])
+        batch: list[tuple[list, Callable[[Any], None] | None]] = []
+        for ev, cb in events:
+            try:
+                batch.append((handle(ev), cb))
+            except Exception as e:  # a core bug must not leave a CL or an app waiting
+                self.agent.log("core_error", on=type(ev).__name__, error=repr(e))
+                batch.append(([bpa.Refuse(None, 0, f"internal error: {e!r}")], cb))
+        self._execute(batch)
 
     def _execute(self, batch: list[tuple[list, Callable[[Any], None] | None]]) -> None:
+        try:
+            later = self._store_actions(batch)
+        except Exception as e:  # e.g. disk full: nothing is acknowledged as stored
+            self.agent.log("store_error", error=repr(e), events=len(batch))
+            for _, cb in batch:
+                if cb is not None:
+                    cb(bpa.Refuse(None, 0, f"store error: {e!r}"))
+            return
+        for actions, cb in batch:
+            if cb is None:
+                continue
+            result: Any = None
+            for a in actions:
+                if type(a) is bpa.Accept or type(a) is bpa.Refuse:
+                    result = a
+                    break
+            cb(result)
+        for a in later:
+            if type(a) is bpa.Forward:
+                self.agent.enqueue(a.neighbour, a.bundle_id, a.data)
+            else:
+                self._deliver(a.bundle_id, a.endpoint, a.bundle)
+        for ch in list(self.agent.channels):
+            if isinstance(ch, TcpclChannel):
+                ch.flush()
+
+    def _store_actions(self, batch: list[tuple[list, Any]]) -> list[Any]:
+        """Apply the batch's store writes and commit; return the Forward/Deliver actions,
+        which may only start after the commit."""
         store = self.store
         rows: list[tuple] = []
         later: list[Any] = []
@@ -978,23 +1014,7 @@ class AgentCore:
         if rows:
             store.add_many(rows)
         store.commit()  # durable before any ack, forward or delivery
-        for actions, cb in batch:
-            if cb is None:
-                continue
-            result: Any = None
-            for a in actions:
-                if type(a) is bpa.Accept or type(a) is bpa.Refuse:
-                    result = a
-                    break
-            cb(result)
-        for a in later:
-            if type(a) is bpa.Forward:
-                self.agent.enqueue(a.neighbour, a.bundle_id, a.data)
-            else:
-                self._deliver(a.bundle_id, a.endpoint, a.bundle)
-        for ch in list(self.agent.channels):
-            if isinstance(ch, TcpclChannel):
-                ch.flush()
+        return later
 
     def _schedule_tick(self, at_ms: int) -> None:
         delay_s = max(0.0, (at_ms - self.now_ms()) / 1000.0 / self.agent.clock.time_scale)

@@ -322,3 +322,31 @@ def test_silent_peer_is_ended_with_idle_timeout(tmp_path):
             await b.shutdown()
 
     asyncio.run(asyncio.wait_for(go(), 60))
+
+
+def test_core_failure_is_an_answer_not_a_hang(tmp_path):
+    """If the BPA core raises on an event, the app gets an error answer (and the agent
+    logs it) instead of waiting forever."""
+    from netemu.dtn import BpClient, BpError
+
+    async def go():
+        a = Agent(_cfg(tmp_path, "A", 1, free_port(), "B", 2, None))  # the real core
+        await a.start()
+        real = a.core.bpa.handle
+
+        def broken(ev):
+            if type(ev).__name__ == "AppSend":
+                raise RuntimeError("boom")
+            return real(ev)
+
+        a.core.bpa.handle = broken
+        try:
+            bp = await BpClient.connect(str(tmp_path / "A" / "bp.sock"), timeout_s=10)
+            with pytest.raises(BpError, match="internal error.*boom"):
+                await asyncio.wait_for(bp.send("ipn:2.1", b"x"), 10)
+            await bp.close()
+            assert '"core_error"' in (tmp_path / "A.log").read_text()
+        finally:
+            await a.shutdown()
+
+    asyncio.run(asyncio.wait_for(go(), 60))
