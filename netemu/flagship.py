@@ -195,6 +195,7 @@ class FlagshipOptions:
     apps: bool = True
     report: bool = True
     run_name: str | None = None
+    mqtt_port: int | None = None  # also serve MQTT on 127.0.0.1:PORT (dashboards)
     echo: Callable[[str], None] = field(default=lambda s: print(s, flush=True))
 
 
@@ -421,7 +422,8 @@ class FlagshipRun:
         w = p.window
         echo = self.echo
         # 1. telemetry: broker + recorder (before anything publishes)
-        broker = Broker(run, log_path=run_dir / "logs" / "mosquitto.log")
+        broker = Broker(run, log_path=run_dir / "logs" / "mosquitto.log",
+                        tcp_port=self.opts.mqtt_port)
         access = broker.start()
         stack.callback(self._cleanup_step("the MQTT broker", broker.stop))
         clock_box: dict[str, Any] = {}
@@ -436,7 +438,11 @@ class FlagshipRun:
         publisher = SyncPublisher(access, client_id=f"netemu-emulator-{run}", clock=clock)
         stack.callback(self._cleanup_step("the link-event publisher", publisher.close))
         echo(f"netemu: telemetry on {access.socket_path} (MQTT, user {access.username}, "
-             f"per-run password; topics {access.topic_prefix}/#)")
+             f"per-run password; topics {access.topic_prefix}/#); watch it live with")
+        where = (f"-h 127.0.0.1 -p {access.tcp_port}" if access.tcp_port
+                 else f"--unix {access.socket_path}")
+        echo(f"  mosquitto_sub {where} -u {access.username} -P '{access.password}' "
+             f"-t '{access.topic_prefix}/#' -v")
 
         # 2. images for container apps, before the clock starts
         runner = AppRunner(run, run_dir)

@@ -34,6 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--shaper", choices=("auto", "netem", "relay"), help="link shaping backend")
     p.add_argument("--no-apps", action="store_true", help="agents and links only")
     p.add_argument("--no-report", action="store_true", help="metrics only, no HTML report")
+    p.add_argument("--mqtt-port", type=int, metavar="PORT",
+                   help="also serve the run's MQTT on 127.0.0.1:PORT (same credentials)")
     p.add_argument("--run-name", help="short run name (1-8 lowercase letters/digits; names the "
                    "namespaces and MQTT topics); default: random")
     p.set_defaults(func=_cmd_demo)
@@ -63,6 +65,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         apps=not args.no_apps,
         report=not args.no_report,
         run_name=args.run_name,
+        mqtt_port=args.mqtt_port,
     )
     run = FlagshipRun(opts)
     p = run.prepare()
