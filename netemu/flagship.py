@@ -475,6 +475,9 @@ class FlagshipRun:
         emu.start()
         stack.callback(self._cleanup_step("the emulation", emu.stop))
         clock_box["clock"] = emu.clock
+        if broker.pid is not None:  # so that `netemu clean` stops it after a crash too
+            with contextlib.suppress(Exception):
+                emu.registry.add_pid(broker.pid, "mosquitto")
         meta["emulation"] = {"shaper": type(emu.shaper).__name__ if emu.shaper else None,
                              "shaper_reason": emu.shaper_reason,
                              "timings": {k: round(v, 3) for k, v in emu.timings.items()}}
