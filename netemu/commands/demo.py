@@ -9,7 +9,10 @@ prints its path and headline figures.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
+
+from netemu.errors import NetemuError
 
 DEFAULT_SCENARIO = "topologies/three-body-12.yaml"
 
@@ -52,6 +55,9 @@ def find_default_scenario() -> Path:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from netemu.flagship import FlagshipOptions, FlagshipRun, format_headline
 
+    if os.geteuid() != 0:
+        raise NetemuError("the emulation builds network namespaces: run as root "
+                   "(sudo .venv/bin/netemu ..., or sudo scripts/dev run)")
     scenario = Path(args.scenario) if args.scenario else find_default_scenario()
     opts = FlagshipOptions(
         scenario=scenario,

@@ -9,9 +9,12 @@ is 1 when any expectation failed or a run failed, 0 when all passed.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
+
+from netemu.errors import NetemuError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,9 +52,11 @@ def _merge_junit(docs: list[str]) -> str:
 
 def _cmd_test(args: argparse.Namespace) -> int:
     from netemu import expect as expect_mod
-    from netemu.errors import NetemuError
     from netemu.flagship import FlagshipOptions, FlagshipRun
 
+    if os.geteuid() != 0:
+        raise NetemuError("the emulation builds network namespaces: run as root "
+                   "(sudo .venv/bin/netemu ..., or sudo scripts/dev run)")
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     parent = args.out or Path.cwd() / "runs" / f"test-{stamp}"
     # check every scenario before running any: a typo in the third should not cost two runs
