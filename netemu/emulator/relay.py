@@ -28,6 +28,7 @@ import collections
 import contextlib
 import ctypes
 import heapq
+import mmap
 import os
 import random
 import select
@@ -56,6 +57,9 @@ PACKET_VNET_HDR = 15
 PACKET_QDISC_BYPASS = 20
 PACKET_IGNORE_OUTGOING = 23
 PACKET_FANOUT = 18
+PACKET_RX_RING = 5
+PACKET_VERSION = 10
+TPACKET_V2 = 1
 PACKET_FANOUT_DATA = 22
 PACKET_FANOUT_CBPF = 6
 FANOUT_GROUP = 0x6E3
@@ -98,6 +102,42 @@ def open_rx(*, gso: bool, rcvbuf: int, workers: int, group: int) -> socket.socke
         del keep
     s.setblocking(False)
     return s
+
+
+class RxRing:
+    """A TPACKET_V2 receive ring on the worker's socket: frames arrive in shared memory
+    with the kernel's arrival timestamp — no system call per frame, and the delay is
+    counted from when the frame reached the shaper, not from when the worker got to it."""
+
+    HDR = struct.Struct("=IIIHHII")  # status, len, snaplen, mac, net, sec, nsec
+
+    def __init__(self, sock: socket.socket, *, frame_size: int = 2048,
+                 block_size: int = 1 << 22, blocks: int = 8) -> None:
+        sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V2)
+        self.frames = block_size // frame_size * blocks
+        sock.setsockopt(SOL_PACKET, PACKET_RX_RING,
+                        struct.pack("=IIII", block_size, blocks, frame_size, self.frames))
+        self.mm = mmap.mmap(sock.fileno(), block_size * blocks, mmap.MAP_SHARED,
+                            mmap.PROT_READ | mmap.PROT_WRITE)
+        self.fs = frame_size
+        self.i = 0
+
+    def read(self, limit: int, mono_minus_real: float) -> list[tuple[bytes, float]]:
+        """Up to ``limit`` frames as (frame, arrival on the monotonic clock)."""
+        out = []
+        mm, fs, n, unpack = self.mm, self.fs, self.frames, self.HDR.unpack_from
+        i = self.i
+        for _ in range(limit):
+            base = i * fs
+            status, length, snap, mac, _net, sec, nsec = unpack(mm, base)
+            if not status & 1:  # TP_STATUS_USER
+                break
+            if length == snap:  # a truncated frame cannot be forwarded
+                out.append((mm[base + mac:base + mac + snap], sec + nsec * 1e-9 + mono_minus_real))
+            mm[base:base + 4] = b"\0\0\0\0"  # back to the kernel
+            i = (i + 1) % n
+        self.i = i
+        return out
 
 
 def open_tx(*, gso: bool) -> socket.socket:
@@ -143,6 +183,10 @@ def run_worker(netns_path: str, shm_name: str, n_endpoints: int, workers: int, i
     mac_at = 6 + (VNET_HDR_LEN if gso else 0)  # source MAC: 02:6e:<endpoint index>
 
     rx = open_rx(gso=gso, rcvbuf=32 << 20, workers=workers, group=FANOUT_GROUP)
+    ring: RxRing | None = None
+    if not gso:  # GSO frames (64 KB) go through recv()
+        with contextlib.suppress(OSError):
+            ring = RxRing(rx)
     tx = open_tx(gso=gso)
     ep = select.epoll()
     ep.register(rx.fileno(), select.EPOLLIN)
@@ -231,13 +275,24 @@ def run_worker(netns_path: str, shm_name: str, n_endpoints: int, workers: int, i
         else:
             events = poll(0.25)
         if events:
-            for _ in range(BATCH):
-                try:
-                    frame = recv(bufsize)
-                except BlockingIOError:
-                    break
-                except OSError:
-                    break  # ENETDOWN after a carrier change: keep going
+            if ring is not None:
+                now = mono()
+                batch = ring.read(BATCH, now - time.time())
+                # Trust a kernel timestamp only if it is a plausible arrival time: a TCP
+                # frame may carry its sender's departure time on another clock instead.
+                for k, (fr, ts) in enumerate(batch):
+                    if not now - 0.05 < ts <= now:
+                        batch[k] = (fr, now)
+            else:
+                batch = []
+                for _ in range(BATCH):
+                    try:
+                        batch.append((recv(bufsize), mono()))
+                    except BlockingIOError:
+                        break
+                    except OSError:
+                        break  # ENETDOWN after a carrier change: keep going
+            for frame, t in batch:
                 if frame[mac_at:mac_at + 2] != MAC_PREFIX:
                     continue  # not from a host interface of ours
                 src = unpack_idx(frame, mac_at + 2)[0]
@@ -253,7 +308,6 @@ def run_worker(netns_path: str, shm_name: str, n_endpoints: int, workers: int, i
                 if p and rnd() < p:
                     lost[src] += 1
                     continue
-                t = mono()
                 r = rate[src]
                 if r:
                     start = busy[src]
@@ -274,14 +328,14 @@ def run_worker(netns_path: str, shm_name: str, n_endpoints: int, workers: int, i
                 if not q:
                     push(heap, (due, src))
                 q.append((due, dst, frame))
-        # Send what is due. ``early`` tracks how late timed wake-ups run (scheduler and
-        # timer latency) so the next ones aim that much ahead.
+        # Send what is due. ``early`` is how far ahead of a frame's due time the worker
+        # aims: a feedback loop on the measured delivery error of timed wake-ups (the time
+        # the send returned — the peer's stack runs inside it — minus the due time)
+        # cancels the wake-up and delivery latency on average.
         if heap:
             now = mono()
-            if timed:
-                ov = now - (heap[0][0] - early)
-                early += 0.1 * (min(max(ov, 0.0), 0.0005) - early)
             limit = now + early
+            head_due = heap[0][0] if timed else 0.0
             while heap and heap[0][0] <= limit:
                 _, src = pop(heap)
                 q = queues[src]
@@ -293,6 +347,11 @@ def run_worker(netns_path: str, shm_name: str, n_endpoints: int, workers: int, i
                         nbytes[src] += len(frame) - overhead
                     except OSError:
                         pass  # peer down or its queue full: the frame is lost
+                    if head_due:
+                        err = mono() - head_due
+                        head_due = 0.0
+                        early += 0.05 * max(-0.0005, min(0.0005, err))
+                        early = min(max(early, 0.0), 0.001)
                 if q:
                     push(heap, (q[0][0], src))
     write_counters()
