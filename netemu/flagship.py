@@ -256,6 +256,12 @@ class FlagshipRun:
         self.prepared: Prepared | None = None
         self._stop = threading.Event()
         self._interrupted = False
+        self._t0 = time.monotonic()
+        self.phases_s: dict[str, float] = {}
+
+    def _mark(self, phase: str) -> None:
+        """Wall seconds from the start of execute() to the end of ``phase`` (run.json)."""
+        self.phases_s[phase] = round(time.monotonic() - self._t0, 2)
 
     # --- checks (no root needed) -----------------------------------------------------
 
@@ -336,7 +342,7 @@ class FlagshipRun:
         p = self.prepared or self.prepare()
         if os.geteuid() != 0:
             raise NetemuError("the emulation builds network namespaces: run as root (sudo)")
-        t_wall0 = time.monotonic()
+        t_wall0 = self._t0 = time.monotonic()
         run = self.opts.run_name or _short_run_name()
         run_dir = self._run_dir(p.scenario).resolve()
         result = FlagshipResult(run_dir=run_dir, run=run)
@@ -387,10 +393,15 @@ class FlagshipRun:
             meta["errors"] = result.errors
             meta["interrupted"] = result.interrupted
             meta["finished_utc"] = datetime.now(timezone.utc).isoformat()
+            self._mark("stopped")
             meta["wall_s"] = round(time.monotonic() - t_wall0, 1)
+            meta["phases_s"] = self.phases_s
             self._write_meta(run_dir, meta)
         self._finish(result, p)
         result.wall_s = time.monotonic() - t_wall0
+        meta["wall_s"] = round(result.wall_s, 1)
+        meta["phases_s"] = self.phases_s
+        self._write_meta(run_dir, meta)
         return result
 
     @staticmethod
@@ -425,6 +436,7 @@ class FlagshipRun:
         broker = Broker(run, log_path=run_dir / "logs" / "mosquitto.log",
                         tcp_port=self.opts.mqtt_port)
         access = broker.start()
+        self._mark("broker_up")
         stack.callback(self._cleanup_step("the MQTT broker", broker.stop))
         clock_box: dict[str, Any] = {}
 
@@ -451,6 +463,7 @@ class FlagshipRun:
             t0 = time.monotonic()
             try:
                 tags = runner.prepare_images(p.apps)
+                self._mark("images_ready")
                 echo(f"netemu: images ready in {time.monotonic() - t0:.1f} s: "
                      f"{', '.join(sorted(set(tags.values())))}")
             except AppError as e:
@@ -473,6 +486,7 @@ class FlagshipRun:
         emu.subscribe(on_link)
         echo(f"netemu: building {len(p.plan.nodes)} hosts and their links ...")
         emu.start()
+        self._mark("emulation_up")
         stack.callback(self._cleanup_step("the emulation", emu.stop))
         clock_box["clock"] = emu.clock
         if broker.pid is not None:  # so that `netemu clean` stops it after a crash too
@@ -521,14 +535,17 @@ class FlagshipRun:
         if p.apps:
             echo(f"netemu: started {len(p.apps)} app instances "
                  f"({', '.join(sorted({i.manifest.name for i in p.apps}))})")
+        self._mark("apps_started")
         if agents:
             self._wait_agents(agents, dtn_sockets, run_dir)
+            self._mark("agents_ready")
 
         # 6. run the window (bracketed by run events, so the record covers all of it)
         publisher.publish("run", {"event": "started", "t_s": emu.now_s(),
                                   "window": [w.start_s, w.end_s], "time_scale": w.time_scale,
                                   "apps": len(p.apps), "agents": len(agents)})
         self._watch(emu, runner, agents, recorder, w)
+        self._mark("window_done")
         publisher.publish("run", {"event": "ended", "t_s": emu.now_s(),
                                   "interrupted": self._interrupted})
         # the with-block's exit stops apps → agents → emulation → telemetry
@@ -618,6 +635,7 @@ class FlagshipRun:
         try:
             metrics_mod.write(result.run_dir)
             result.metrics = metrics_mod.load(result.run_dir)
+            self._mark("metrics_written")
         except Exception as e:  # noqa: BLE001 - a run without metrics still has its files
             result.errors.append(f"metrics: {e}")
             self.echo(f"netemu: could not compute metrics: {e}")
@@ -627,6 +645,7 @@ class FlagshipRun:
                 from netemu import report as report_mod
 
                 result.report_path = report_mod.build(result.run_dir)
+                self._mark("report_written")
                 result.headline = list(report_mod.headline(result.metrics))
             except Exception as e:  # noqa: BLE001
                 result.errors.append(f"report: {e}")
