@@ -972,7 +972,6 @@ class AppRunner:
             if image is None:
                 image = self.prepare_images([inst])[inst.manifest.name]
             container = f"netemu-{self.run}-{inst.manifest.name}-{inst.node}"[:120]
-            subprocess.run(_podman("rm", "-f", container), capture_output=True)
             cmd = self._podman_run(inst, container, image, netns_path, full_env, cg, argv, out)
         try:
             proc = subprocess.Popen(
@@ -1006,7 +1005,7 @@ class AppRunner:
             if env.get(k):
                 mounts[str(Path(env[k]).parent)] = "rw"
         cmd = _podman(
-            "run", "--rm", "--name", name,
+            "run", "--rm", "--replace", "--name", name,
             "--cgroup-parent", cg.parent_path,
             "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
             "--network", f"ns:{netns_path}",
