@@ -38,3 +38,20 @@ def test_missing_environment_is_a_clear_error() -> None:
 def test_run_names_that_would_break_topics_are_refused(bad: str) -> None:
     with pytest.raises(TelemetryError, match="run name"):
         check_run_name(bad)
+
+
+def test_scenario_time_comes_from_the_hosts_clock_variables() -> None:
+    import time
+    from datetime import datetime
+
+    from netemu.clock import ScenarioClock
+    from netemu.telemetry import scenario_clock_from_env
+
+    clk = ScenarioClock.start(datetime(2026, 6, 1), time_scale=10,
+                                t0_s=500, wall=time.time() - 2)
+    now_s = scenario_clock_from_env(clk.to_env())()
+    assert 515 <= now_s <= 560  # 2 wall seconds at x10 after scenario second 500
+    # without NETEMU_EPOCH the same variables still give scenario time
+    env = {"NETEMU_T0_WALL": str(time.time() - 1), "NETEMU_T0_S": "100",
+           "NETEMU_TIME_SCALE": "5"}
+    assert 104 <= scenario_clock_from_env(env)() <= 130
