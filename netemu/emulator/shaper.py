@@ -87,6 +87,7 @@ class RelayShaper(Shaper):
         self.shm_name = f"netemu-{net.run}"
         self.table: LinkTable | None = None
         self.procs: list[subprocess.Popen] = []
+        self._ops: list[tuple[int, int, float, float, float]] = []
 
     def start(self) -> None:
         n_ep = len(self.net.layout.endpoints)
@@ -114,22 +115,33 @@ class RelayShaper(Shaper):
                                   f"(exit status {p.poll()})")
 
     def begin(self) -> None:
-        assert self.table is not None
-        self.table.begin()
+        self._ops = []
 
     def set_dir(self, src: int, dst: int, delay_s: float, rate_bps: float, loss: float) -> None:
-        row = self.table.links[src]  # type: ignore[union-attr]
-        row[PEER] = dst
-        row[DELAY] = delay_s
-        row[RATE] = rate_bps
-        row[LOSS] = loss
+        self._ops.append((src, dst, delay_s, rate_bps, loss))
 
     def clear_dir(self, src: int) -> None:
-        self.table.links[src, PEER] = -1  # type: ignore[union-attr]
+        self._ops.append((src, -1, 0.0, 0.0, 0.0))
 
     def commit(self) -> None:
+        """Write the buffered changes in one short seqlock section (workers skip a reload
+        while it is open, so it must not span the driver's netlink work)."""
         assert self.table is not None
-        self.table.commit()
+        ops, self._ops = self._ops, []
+        if not ops:
+            return
+        links = self.table.links
+        self.table.begin()
+        try:
+            for src, dst, delay_s, rate_bps, loss in ops:
+                row = links[src]
+                row[PEER] = dst
+                if dst >= 0:
+                    row[DELAY] = delay_s
+                    row[RATE] = rate_bps
+                    row[LOSS] = loss
+        finally:
+            self.table.commit()
 
     def counters(self) -> dict[str, float]:
         if self.table is None:

@@ -77,15 +77,18 @@ class LinkTable:
     def generation(self) -> float:
         return self.mv[H_GEN]
 
-    def snapshot(self) -> tuple[float, list[float]]:
-        """(generation, flat link table) read consistently."""
+    def snapshot(self) -> tuple[float, list[float]] | None:
+        """(generation, flat link table) read consistently, or None while the driver is
+        writing (the caller tries again later: a worker at real-time priority must not
+        spin waiting for a writer it may be keeping off the CPU)."""
         mv = self.mv
-        while True:
-            g1 = mv[H_GEN]
-            if int(g1) % 2 == 0:
-                flat = mv[HDR:HDR + self.n * COLS].tolist()
-                if mv[H_GEN] == g1:
-                    return g1, flat
+        g1 = mv[H_GEN]
+        if int(g1) % 2:
+            return None
+        flat = mv[HDR:HDR + self.n * COLS].tolist()
+        if mv[H_GEN] != g1:
+            return None
+        return g1, flat
 
     def close(self, *, unlink: bool = False) -> None:
         self.hdr = self.links = self.counters = self.raw = None  # type: ignore[assignment]
