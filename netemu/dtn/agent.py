@@ -47,6 +47,7 @@ from netemu.dtn.agentconfig import AgentConfig, Neighbour, split_host_port
 from netemu.dtn.appif import AppConnection, AppServer
 from netemu.dtn.bpsec import SecurityPolicy
 from netemu.dtn.bundle import REPORT_FLAGS, datetime_to_dtn_ms
+from netemu.dtn.bundletelemetry import BundlePublisher
 from netemu.dtn.eid import EID
 from netemu.dtn.errors import BundleError
 from netemu.dtn.store import BundleStore
@@ -443,6 +444,8 @@ class Agent:
         self._tasks: set[asyncio.Task] = set()
         self.counters: dict[str, int] = {
             "received": 0, "sent": 0, "refused": 0, "requeued": 0, "sessions": 0}
+        # bundle/<node> telemetry when the run's MQTT variables are set (else None)
+        self.telemetry: BundlePublisher | None = BundlePublisher.from_env(cfg.node)
         self.core = (core_factory or _default_core)(self)
 
     # --- lifecycle --------------------------------------------------------------------
@@ -478,6 +481,8 @@ class Agent:
         self.app = AppServer(cfg.app_socket, self.core.app_handlers(),
                              on_disconnect=self.core.app_disconnected)
         await self.app.start()
+        if self.telemetry is not None:
+            self.telemetry.start()
         self.core.start()
         self._spawn(self._housekeeping())
         self.log("agent_started", ipn=cfg.ipn, tcpcl=cfg.listen_tcpcl, udpcl=cfg.listen_udpcl,
@@ -518,6 +523,9 @@ class Agent:
         if self.udp is not None and self.udp.transport is not None:
             self.udp.transport.close()
         self.core.close()
+        if self.telemetry is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.telemetry.stop)
+            self.log("telemetry_stopped", **self.telemetry.status())
         self.log("agent_stopped")
         if self._log_file is not None:
             self._log_file.close()
@@ -805,6 +813,7 @@ class Agent:
                 for name, st in self.neighbours.items()
             },
             "counters": dict(self.counters),
+            "telemetry": self.telemetry.status() if self.telemetry is not None else None,
         }
 
 
@@ -899,9 +908,11 @@ class AgentCore:
         self.bpa = bpa.BundleAgent(
             bpa.AgentConfig(node_id=EID.ipn(cfg.ipn, 0), node_name=cfg.node,
                             plan_epoch_ms=datetime_to_dtn_ms(plan.epoch),
-                            max_bytes=cfg.store_max_bytes, policy=security_policy(cfg)),
+                            max_bytes=cfg.store_max_bytes, policy=security_policy(cfg),
+                            bundle_events=agent.telemetry is not None),
             self.router)
         self._events: list[tuple[Any, Callable[[Any], None] | None]] = []
+        self._notes: list[bpa.BundleEvent] = []  # telemetry, published after the commit
         self._flush_scheduled = False
         self._retry_handle: asyncio.TimerHandle | None = None
         # Deliveries: endpoint -> connections; bundles waiting for / pushed to an app.
@@ -958,6 +969,7 @@ class AgentCore:
             later = self._store_actions(batch)
         except Exception as e:  # e.g. disk full: nothing is acknowledged as stored
             self.agent.log("store_error", error=repr(e), events=len(batch))
+            self._notes = []
             for _, cb in batch:
                 if cb is not None:
                     cb(bpa.Refuse(None, 0, f"store error: {e!r}"))
@@ -971,6 +983,8 @@ class AgentCore:
                     result = a
                     break
             cb(result)
+        if self._notes:
+            self._publish_notes()
         for a in later:
             if type(a) is bpa.Forward:
                 self.agent.enqueue(a.neighbour, a.bundle_id, a.data)
@@ -1003,6 +1017,8 @@ class AgentCore:
                     log("bundle_deleted", bundle=a.bundle_id, reason=a.reason, message=a.message)
                 elif t is bpa.Forward or t is bpa.Deliver:
                     later.append(a)
+                elif t is bpa.BundleEvent:
+                    self._notes.append(a)
                 elif t is bpa.ScheduleRetry:
                     self._schedule_tick(a.at_ms)
                 elif t is bpa.StatusReportSent:
@@ -1015,6 +1031,21 @@ class AgentCore:
             store.add_many(rows)
         store.commit()  # durable before any ack, forward or delivery
         return later
+
+    def _publish_notes(self) -> None:
+        notes, self._notes = self._notes, []
+        pub = self.agent.telemetry
+        if pub is None:
+            return
+        t_s = round(self.agent.clock.now_s(), 6)
+        for n in notes:
+            p = {"event": n.event, "t_s": t_s, "bundle_id": n.bundle_id, "source": n.source,
+                 "destination": n.destination, "size_bytes": n.size_bytes}
+            if n.next_hop is not None:
+                p["next_hop"] = n.next_hop
+            if n.reason is not None:
+                p["reason"] = n.reason
+            pub.emit(p)
 
     def _schedule_tick(self, at_ms: int) -> None:
         delay_s = max(0.0, (at_ms - self.now_ms()) / 1000.0 / self.agent.clock.time_scale)

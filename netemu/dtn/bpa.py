@@ -50,6 +50,7 @@ _REPORT_FLAG = {"received": BundleFlags.REPORT_RECEPTION.value,
                 "forwarded": BundleFlags.REPORT_FORWARDING.value,
                 "delivered": BundleFlags.REPORT_DELIVERY.value,
                 "deleted": BundleFlags.REPORT_DELETION.value}
+_ADMIN_FLAG = BundleFlags.ADMIN_RECORD.value
 _KNOWN_BLOCKS = {BLOCK_PAYLOAD, BLOCK_PREVIOUS_NODE, BLOCK_BUNDLE_AGE, BLOCK_HOP_COUNT,
                  BLOCK_BIB, BLOCK_BCB}
 
@@ -218,6 +219,24 @@ class StatusReportSent:
 
 
 @dataclass(slots=True)
+class BundleEvent:
+    """For telemetry (``bundle/<node>`` events, docs/dtn-agent.md): something happened to
+    a bundle at this node. Only emitted with ``AgentConfig.bundle_events``; never for
+    administrative records (status reports), so delivery figures count user bundles.
+
+    ``event``: received | sent (originated by a local app) | forwarded (the CL to
+    ``next_hop`` acknowledged it) | delivered (the app took it) | deleted | expired."""
+
+    event: str
+    bundle_id: str
+    source: str
+    destination: str
+    size_bytes: int
+    next_hop: str | None = None
+    reason: str | None = None
+
+
+@dataclass(slots=True)
 class ScheduleRetry:
     """Send a Tick no later than ``at_ms``."""
 
@@ -225,7 +244,7 @@ class ScheduleRetry:
 
 
 Action = (Accept | Refuse | Store | SetState | Delete | Forward | Deliver | StatusReportSent
-          | ScheduleRetry)
+          | ScheduleRetry | BundleEvent)
 
 
 # --- configuration -----------------------------------------------------------------------
@@ -240,7 +259,8 @@ class AgentConfig:
     dtn node names as they are); ``max_bytes`` / ``max_bundles``: store quota;
     ``retry_ms``: how long to wait before retrying a failed transmission;
     ``reroute_ms``: how often to ask the router again about bundles it had no next hop for
-    (they are asked at every contact start too); ``status_reports``: False pares all status reports.
+    (they are asked at every contact start too); ``status_reports``: False pares all status reports;
+    ``bundle_events``: emit :class:`BundleEvent` actions (telemetry).
     """
 
     node_id: EID
@@ -255,6 +275,7 @@ class AgentConfig:
     retry_ms: int = 1_000
     reroute_ms: int = 5_000
     crc: str = "crc32c"
+    bundle_events: bool = False
 
 
 @dataclass(slots=True)
@@ -379,12 +400,23 @@ class BundleAgent:
         out.append(StatusReportSent(subject.id, status, int(reason), rb.id))
         self._admit_local(rb, now_ms, out, bypass_quota=True)
 
+    def _event(self, kind: str, b: Bundle, size: int, out: list, next_hop: str | None = None,
+               reason: int | None = None) -> None:
+        if not self.cfg.bundle_events or b.primary.flags & _ADMIN_FLAG:
+            return
+        out.append(BundleEvent(kind, b.id, str(b.source), str(b.destination), size, next_hop,
+                               _reason_name(reason) if reason is not None else None))
+
     def _delete(self, b: Bundle, reason: int, message: str, now_ms: int, out: list,
-                h: _Held | None = None) -> None:
+                h: _Held | None = None, size: int = 0) -> None:
         if h is not None:
             self._drop(h)
+            size = h.size
         self.counters["deleted"] += 1
         out.append(Delete(b.id, int(reason), message))
+        if self.cfg.bundle_events:
+            self._event("expired" if reason == Reason.LIFETIME_EXPIRED else "deleted", b, size,
+                        out, reason=reason)
         self._report(b, "deleted", reason, now_ms, out)
 
     # --- the event loop -------------------------------------------------------------
@@ -431,9 +463,10 @@ class BundleAgent:
             if blk.flags & BlockFlags.DELETE_IF_UNPROCESSED:
                 self._remember(bid, expiry)
                 out.append(Accept(bid))
+                self._event("received", b, len(ev.data), out)
                 self._delete(b, Reason.BLOCK_UNSUPPORTED,
                              f"block {blk.number} of unknown type {blk.type} asks for "
-                             "deletion", now, out)
+                             "deletion", now, out, size=len(ev.data))
                 return
             if blk.flags & BlockFlags.DISCARD_IF_UNPROCESSED:
                 b.remove_block(blk.number)
@@ -451,7 +484,8 @@ class BundleAgent:
         if reason is not None:
             self._remember(bid, expiry)
             out.append(Accept(bid))
-            self._delete(b, reason, msg, now, out)
+            self._event("received", b, len(ev.data), out)
+            self._delete(b, reason, msg, now, out, size=len(ev.data))
             return
         data = b.encode() if changed else ev.data
         if not self._fits(len(data)):
@@ -460,9 +494,14 @@ class BundleAgent:
                               f"store full ({self.held_bytes} bytes, {len(self.held)} "
                               f"bundles held): {bid} refused"))
             self._report(b, "deleted", Reason.DEPLETED_STORAGE, now, out, force=True)
+            if self.cfg.bundle_events:
+                self._event("received", b, len(data), out)
+                self._event("deleted", b, len(data), out, reason=Reason.DEPLETED_STORAGE)
             return
         self._admit(b, data, now, age0, expiry, ev.neighbour, out)
         out.append(Accept(bid))
+        if self.cfg.bundle_events:
+            self._event("received", b, len(data), out)
         self._report(b, "received", Reason.NO_INFO, now, out)
         self._dispatch(self.held[bid], now, out)
 
@@ -506,12 +545,18 @@ class BundleAgent:
         except BundleError as e:
             out.append(Refuse(None, Reason.DESTINATION_UNINTELLIGIBLE, str(e)))
             return
+        mark = len(out)  # "sent" goes before the routing events it may cause
         if self._admit_local(b, ev.now_ms, out) is None:
             self.counters["refused"] += 1
             out.append(Refuse(b.id, Reason.DEPLETED_STORAGE,
                               f"store full ({self.held_bytes} bytes held): send refused"))
             return
         out.append(Accept(b.id))
+        if self.cfg.bundle_events:
+            h = self.held.get(b.id)
+            ev_out: list = []
+            self._event("sent", b, h.size if h is not None else len(ev.payload), ev_out)
+            out[mark:mark] = ev_out
 
     def _dispatch(self, h: _Held, now: int, out: list) -> None:
         if h.state == State.LOCAL:
@@ -581,6 +626,8 @@ class BundleAgent:
         h.sent_to.add(ev.neighbour)
         self.router.sent(self._info_of(h), ev.neighbour, self._now_s(ev.now_ms))
         self.counters["forwarded"] += 1
+        if self.cfg.bundle_events:
+            self._event("forwarded", h.bundle, h.size, out, next_hop=ev.neighbour)
         self._report(h.bundle, "forwarded", Reason.NO_INFO, ev.now_ms, out)
         if h.in_flight:
             return
@@ -607,6 +654,8 @@ class BundleAgent:
         self._drop(h)
         self.counters["delivered"] += 1
         out.append(SetState(ev.bundle_id, State.DELIVERED))
+        if self.cfg.bundle_events:
+            self._event("delivered", h.bundle, h.size, out)
         self.router.delivered(self._info_of(h), self._now_s(ev.now_ms))
         self._report(h.bundle, "delivered", Reason.NO_INFO, ev.now_ms, out)
 
@@ -666,6 +715,14 @@ class BundleAgent:
                 "held_bundles": len(self.held), "held_bytes": self.held_bytes,
                 "pending": pending, "local": len(self.held) - pending,
                 "known_ids": len(self.known), **self.counters}
+
+
+def _reason_name(reason: int) -> str:
+    """``lifetime_expired`` for 1: status report reason codes by name, for telemetry."""
+    try:
+        return Reason(reason).name.lower()
+    except ValueError:
+        return str(int(reason))
 
 
 def tune_gc(gen0_threshold: int = 100_000) -> None:

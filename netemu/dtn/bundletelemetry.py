@@ -1,0 +1,147 @@
+"""``bundle/<node>`` telemetry for the agent: a bounded queue drained by a publisher thread.
+
+Bundle processing must never wait for, or fail because of, the MQTT broker. The agent's
+event loop only appends a small dict to a bounded deque (:meth:`BundlePublisher.emit`,
+about a microsecond); a daemon thread turns queued events into JSON and publishes them
+with paho-mqtt (QoS 1) on the run's Unix socket, connecting, and reconnecting after a
+lost connection, with backoff. When the queue is full (broker down or too slow) new
+events are dropped and counted (``dropped``); the count shows in ``netemu bp status``
+and in the agent's ``telemetry_stopped`` log line.
+
+Enabled when the environment has ``NETEMU_RUN``, ``NETEMU_MQTT_SOCKET``,
+``NETEMU_MQTT_USER`` and ``NETEMU_MQTT_PASSWORD`` (what ``netemu flagship`` gives every
+process in a host); see :mod:`netemu.telemetry`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+from netemu.telemetry import BrokerAccess, TelemetryError, _connect_sync, _paho_client
+
+QUEUE_MAX = 100_000  # events waiting for the broker
+RECONNECT_MIN_S = 0.2
+RECONNECT_MAX_S = 5.0
+PAHO_QUEUE_MAX = 10_000  # messages paho may hold unacknowledged/unsent
+
+
+class BundlePublisher:
+    """Publishes ``bundle/<node>`` events without ever blocking the caller."""
+
+    def __init__(self, access: BrokerAccess, node: str, *, queue_max: int = QUEUE_MAX,
+                 client_id: str | None = None) -> None:
+        self.access = access
+        self.node = node
+        self.topic = f"{access.topic_prefix}/bundle/{node}"
+        self.queue_max = queue_max
+        self.client_id = client_id or f"agent-{node}-{os.getpid()}-{secrets.token_hex(3)}"
+        self._q: deque[dict[str, Any]] = deque()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.published = 0
+        self.dropped = 0
+        self.connects = 0
+        self.last_error: str | None = None
+
+    @classmethod
+    def from_env(cls, node: str, env: Mapping[str, str] | None = None,
+                 **kw: Any) -> BundlePublisher | None:
+        """A publisher when the telemetry variables are set, else None."""
+        env = os.environ if env is None else env
+        try:
+            access = BrokerAccess.from_env(env)
+        except TelemetryError:
+            return None
+        return cls(access, node, **kw)
+
+    # --- the agent's side (event loop thread) ----------------------------------------
+    def emit(self, payload: dict[str, Any]) -> None:
+        """Queue one event; drop (and count) it when the queue is full."""
+        if len(self._q) >= self.queue_max:
+            self.dropped += 1
+            return
+        self._q.append(payload)
+        if len(self._q) == 1:
+            self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"telemetry-{self.node}",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self, drain_s: float = 2.0) -> None:
+        """Publish what is queued (at most ``drain_s``), then disconnect."""
+        deadline = time.monotonic() + drain_s
+        while self._q and time.monotonic() < deadline and self._thread is not None \
+                and self._thread.is_alive():
+            self._wake.set()
+            time.sleep(0.02)
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=max(0.5, deadline - time.monotonic() + 1.0))
+
+    def status(self) -> dict[str, Any]:
+        return {"queued": len(self._q), "published": self.published, "dropped": self.dropped,
+                "connects": self.connects, "last_error": self.last_error}
+
+    # --- the publisher thread -----------------------------------------------------------
+    def _run(self) -> None:
+        backoff_s = RECONNECT_MIN_S
+        client = None
+        try:
+            while not self._stop.is_set():
+                if client is None:
+                    try:
+                        client = _paho_client(self.access, self.client_id)
+                        client.max_queued_messages_set(PAHO_QUEUE_MAX)
+                        client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
+                        _connect_sync(client, self.access, 5.0)
+                        self.connects += 1
+                        backoff_s = RECONNECT_MIN_S
+                    except Exception as e:  # noqa: BLE001 - broker absent: retry later
+                        self.last_error = str(e)
+                        with contextlib.suppress(Exception):
+                            client.loop_stop()  # type: ignore[union-attr]
+                        client = None
+                        self._stop.wait(backoff_s)
+                        backoff_s = min(backoff_s * 2, RECONNECT_MAX_S)
+                        continue
+                if not client.is_connected():  # paho's loop thread reconnects
+                    self._stop.wait(0.1)
+                    continue
+                if not self._q:
+                    self._wake.clear()
+                    if not self._q:
+                        self._wake.wait(0.5)
+                    continue
+                self._drain(client)
+        finally:
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    client.disconnect()
+                with contextlib.suppress(Exception):
+                    client.loop_stop()
+
+    def _drain(self, client: Any) -> None:
+        q = self._q
+        dumps = json.dumps
+        while q and client.is_connected():
+            payload = q[0]
+            info = client.publish(self.topic, dumps(payload, separators=(",", ":")), qos=1)
+            if info.rc not in (0, 4):  # 4 = NO_CONN: paho keeps QoS 1 and sends it later
+                # (paho's own queue is full)
+                self.last_error = f"publish rc {info.rc}"
+                self._stop.wait(0.05)
+                return
+            q.popleft()
+            self.published += 1
