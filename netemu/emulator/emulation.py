@@ -264,14 +264,21 @@ class Emulation:
         st = self.stats
         try:
             while not self._stop.is_set():
-                delay = next_wall - time.time()
+                # Wake at the next tick, or earlier at the next contact start/end, so
+                # carrier changes happen on time rather than up to a tick late.
+                target = next_wall
+                ev = self.timeline.next_event_s()
+                if ev is not None and ev < self.end_s:
+                    target = min(target, self.clock.wall_at(ev))
+                delay = target - time.time()
                 if delay > 0 and self._stop.wait(delay):
                     break
                 wake = time.time()
-                st.lateness_s.append(wake - next_wall)
+                st.lateness_s.append(max(0.0, wake - target))
                 t_s = self.clock.now_s(wake)
-                if t_s >= self.end_s:
-                    t_s = self.end_s
+                if ev is not None and target < next_wall:
+                    t_s = max(t_s, ev)  # rounding must not leave the event unapplied
+                t_s = min(t_s, self.end_s)
                 c0 = time.perf_counter()
                 ch = self.timeline.advance(t_s)
                 self._apply(ch)
@@ -284,6 +291,8 @@ class Emulation:
                     del st.lateness_s[:50_000], st.cost_s[:50_000]
                 if t_s >= self.end_s:
                     break
+                if target < next_wall:
+                    continue  # an event wake-up: the regular tick is still ahead
                 next_wall += period
                 now = time.time()
                 if now > next_wall + period:
