@@ -20,8 +20,10 @@ from netemu.errors import InputError
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("run", help="emulate a scenario: Mininet hosts, links follow the "
                               "orbits in real time", description=__doc__)
-    p.add_argument("scenario", type=Path, help="scenario YAML (topologies/*.yaml) or a contact "
-                   "plan (.json / ION)")
+    p.add_argument("scenario", type=Path, nargs="?", help="scenario YAML (topologies/*.yaml) "
+                   "or a contact plan (.json / ION)")
+    p.add_argument("--attach", metavar="RUN", help="open Mininet's CLI on a running emulation "
+                   "(another process's run) instead of starting one")
     p.add_argument("--shaper", choices=("auto", "relay", "netem"), default="auto",
                    help="link shaper: kernel netem, userspace relay, or probe (default)")
     p.add_argument("--time-scale", type=float, help="scenario seconds per wall second "
@@ -59,6 +61,10 @@ def load_plan(path: Path, *, start_s: float, duration_s: float | None):
 def run(args: argparse.Namespace) -> int:
     from netemu.emulator import Emulation
 
+    if args.attach:
+        return attach(args.attach)
+    if args.scenario is None:
+        raise InputError("give a scenario file (or --attach RUN)")
     t0 = time.monotonic()
     plan, scale, ground = load_plan(args.scenario, start_s=args.start_s,
                                     duration_s=args.duration_s)
@@ -127,3 +133,33 @@ def _live(emu) -> None:
         while not emu.finished:
             time.sleep(0.25)
             live.update(render())
+
+
+def attach(run_name: str) -> int:
+    """Mininet's CLI over the hosts of a live run (its shells are ours; its network is not:
+    leaving the CLI leaves the run as it was)."""
+    from netemu.emulator.hosts import EmuCLI, EmuHost, EmuNet
+    from netemu.emulator.registry import Registry, list_runs, proc_start_time
+
+    info = next((r for r in list_runs() if r.run == run_name), None)
+    if info is None or not info.owner_alive:
+        raise InputError(f"no live run named {run_name!r} (see /run/netemu)")
+    addrs = info.meta.get("node_addr")
+    if not addrs:
+        raise InputError(f"run {run_name!r} is still starting; try again in a moment")
+    env = dict(info.meta.get("clock", {}), NETEMU_RUN=run_name)
+    hosts = [EmuHost(n, netns=f"{run_name}-{n}", node_ip=a, env=dict(env, NETEMU_NODE=n,
+                                                                     NETEMU_NODE_ADDR=a),
+                     wait=False) for n, a in addrs.items()]
+    reg = Registry(run_name)
+    try:
+        for h in hosts:
+            h.finish_start()
+            if proc_start_time(h.pid):
+                reg.add_pid(h.pid, f"shell:{h.name}")
+        print(f"attached to {run_name} ({info.meta.get('shaper', '')}): {len(hosts)} hosts")
+        EmuCLI(EmuNet(hosts))
+    finally:
+        for h in hosts:
+            h.terminate()
+    return 0

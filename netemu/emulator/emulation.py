@@ -198,6 +198,11 @@ class Emulation:
         t3 = time.monotonic()
         self.clock = ScenarioClock.start(self.plan.epoch, time_scale=self.time_scale,
                                          t0_s=self.start_s)
+        # What `netemu run --attach` needs to open a CLI on this run from another process.
+        meta = self.registry.read_meta()
+        meta.update(clock=self.clock.to_env(), node_addr=self.layout.node_addr,
+                    shaper=self.shaper_reason)
+        self.registry.write_meta(meta)
         self.timings.update(self.net.timings)
         self.timings.update(build_s=t1 - t0, shaper_s=t2 - t1, initial_state_s=t3 - t2,
                             up_s=t3 - t0)

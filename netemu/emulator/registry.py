@@ -65,6 +65,12 @@ class Registry:
         self.write_meta(meta)
         (self.path / "pids").touch()
 
+    def read_meta(self) -> dict:
+        try:
+            return json.loads((self.path / "run.json").read_text())
+        except (OSError, ValueError):
+            return {"run": self.run}
+
     def write_meta(self, meta: dict) -> None:
         tmp = self.path / "run.json.tmp"
         tmp.write_text(json.dumps(meta, indent=1))

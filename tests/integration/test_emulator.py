@@ -326,3 +326,16 @@ def test_netemu_run_ends_with_the_duration(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "down in" in r.stdout and "0 missed ticks" in r.stdout
     assert_clean("t3dur")
+
+
+def test_cli_attaches_to_a_running_emulation(cleanup_check):
+    plan = ContactPlan(EPOCH, nodes("gs1", "sat1"), pair("gs1", "sat1", 0, 120))
+    emu = Emulation(plan, run_name="t3att")
+    cleanup_check.append(emu)
+    emu.start()
+    r = subprocess.run([sys.executable, "-m", "netemu", "run", "--attach", "t3att"],
+                       input="gs1 ping -c 1 -W 2 sat1\n", capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "1 received" in r.stdout + r.stderr
+    assert emu.run_cmd("gs1", ["true"]).returncode == 0  # the run goes on
