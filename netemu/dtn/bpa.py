@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import gc
 import heapq
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from netemu.dtn import cbor
 from netemu.dtn.bpsec import SecurityPolicy, bcb_decrypt
 from netemu.dtn.bundle import (
     BLOCK_BCB,
@@ -37,6 +39,7 @@ from netemu.dtn.bundle import (
     BlockFlags,
     Bundle,
     BundleFlags,
+    CanonicalBlock,
     datetime_to_dtn_ms,
     decode_bundle,
 )
@@ -46,13 +49,29 @@ from netemu.dtn.status import Reason, make_report
 from netemu.dtn.store import State, StoredBundle
 from netemu.routing.base import BundleInfo, Router
 
+# netemu-private extensions (docs/dtn-bundles.md, "netemu extensions"):
+#: Extension block carrying spray-and-wait copy rights: block-type-specific data is one
+#: CBOR unsigned integer (the copies the receiver may spread). Type 192 is in RFC 9171's
+#: experimental range (192-255); the block goes with "discard if unprocessed" so other
+#: implementations drop it rather than forward a stale count.
+BLOCK_COPIES = 192
+#: Administrative record type of router metadata (PRoPHET predictabilities, summary
+#: vectors) that an agent sends its neighbour at each contact start: the record content
+#: is a CBOR text string holding JSON. Sent as an ADMIN_RECORD bundle from ipn:N.0 to the
+#: neighbour's ipn:M.0, never stored, never delivered to applications.
+RECORD_ROUTER_METADATA = 0xFF00
+METADATA_LIFETIME_MS = 60_000
+#: How long after a contact start bundles wait for the neighbour's metadata (a peer that
+#: is not netemu sends none); routers without metadata never wait.
+METADATA_WAIT_MS = 1_000
+
 _REPORT_FLAG = {"received": BundleFlags.REPORT_RECEPTION.value,
                 "forwarded": BundleFlags.REPORT_FORWARDING.value,
                 "delivered": BundleFlags.REPORT_DELIVERY.value,
                 "deleted": BundleFlags.REPORT_DELETION.value}
 _ADMIN_FLAG = BundleFlags.ADMIN_RECORD.value
 _KNOWN_BLOCKS = {BLOCK_PAYLOAD, BLOCK_PREVIOUS_NODE, BLOCK_BUNDLE_AGE, BLOCK_HOP_COUNT,
-                 BLOCK_BIB, BLOCK_BCB}
+                 BLOCK_BIB, BLOCK_BCB, BLOCK_COPIES}
 
 
 # --- events ------------------------------------------------------------------------------
@@ -315,7 +334,13 @@ class BundleAgent:
         self._ipn_plan: object = None
         self._ipn_names: dict[int, str] = {}
         self.counters = {"received": 0, "duplicates": 0, "forwarded": 0, "delivered": 0,
-                         "deleted": 0, "refused": 0, "originated": 0}
+                         "deleted": 0, "refused": 0, "originated": 0, "metadata_sent": 0,
+                         "metadata_received": 0}
+        # router metadata that arrived before the core saw that neighbour's ContactUp
+        self._early_metadata: dict[str, tuple[dict, int]] = {}
+        # neighbour -> DTN time until which routing waits for its metadata
+        self._awaiting_md: dict[str, int] = {}
+        self._ready: frozenset[str] = frozenset()  # neighbours routing may use now
 
     @classmethod
     def for_plan_node(cls, node_name: str, router: Router, **config: object) -> BundleAgent:
@@ -361,7 +386,40 @@ class BundleAgent:
         return BundleInfo(
             bundle_id=b.id, source=self.node_of(b.source) or str(b.source.node_id()),
             destination=self.node_of(b.destination) or str(b.destination.node_id()),
-            size_bytes=size, deadline_s=self._now_s(expiry_ms), previous_hop=previous_hop)
+            size_bytes=size, deadline_s=self._now_s(expiry_ms), previous_hop=previous_hop,
+            copies=copies_of(b))
+
+    # --- router metadata (netemu-private administrative record) --------------------
+    def _send_metadata(self, nb: str, now: int, out: list) -> None:
+        md = self.router.metadata_for(nb, self._now_s(now))
+        node = self.router.plan.nodes.get(nb)
+        if md is None or node is None or self.node_id.scheme != 2:
+            return
+        record = cbor.head(4, 2) + cbor.uint(RECORD_ROUTER_METADATA) + cbor.dumps(
+            json.dumps(md, separators=(",", ":"), default=str))
+        b = Bundle.new(self.node_id, EID.ipn(node.ipn, 0), record,
+                       lifetime_ms=METADATA_LIFETIME_MS, creation_ms=now,
+                       seq=self._next_seq(), crc=self.cfg.crc,
+                       flags=BundleFlags.ADMIN_RECORD.value)
+        if self.cfg.policy is not None:
+            self.cfg.policy.apply_outbound(b)
+        self.counters["metadata_sent"] += 1
+        self._awaiting_md[nb] = now + METADATA_WAIT_MS
+        self._schedule(now + METADATA_WAIT_MS, out)
+        # Not stored: a lost metadata bundle is simply sent again at the next contact.
+        out.append(Forward(b.id, nb, b.encode()))
+
+    def _metadata_record(self, b: Bundle) -> dict | None:
+        """The router metadata of a netemu metadata record addressed here, else None."""
+        data = b.payload
+        if len(data) < 4 or data[0] != 0x82 or data[1:4] != b"\x19\xff\x00":
+            return None
+        try:
+            text = cbor.loads(data)[1]  # type: ignore[index]
+            md = json.loads(text)
+        except (BundleError, ValueError, TypeError, IndexError):
+            return None
+        return md if isinstance(md, dict) else None
 
     def _info_of(self, h: _Held) -> BundleInfo:
         if h.info is None:
@@ -427,11 +485,21 @@ class BundleAgent:
         if fast is not None:
             fast(event, out)
         elif isinstance(event, ContactUp):
-            self.neighbours.add(event.neighbour)
-            self.router.contact_started(event.neighbour, self._now_s(event.now_ms))
-            self._route_waiting(event.now_ms, out)
+            nb, now = event.neighbour, event.now_ms
+            self.neighbours.add(nb)
+            self._update_ready()
+            self.router.contact_started(nb, self._now_s(now))
+            self._send_metadata(nb, now, out)
+            early = self._early_metadata.pop(nb, None)
+            if early is not None:
+                self.router.metadata_from(nb, early[0], self._now_s(now))
+                self._awaiting_md.pop(nb, None)
+            self._update_ready()
+            self._route_waiting(now, out)
         elif isinstance(event, ContactDown):
             self.neighbours.discard(event.neighbour)
+            self._awaiting_md.pop(event.neighbour, None)
+            self._update_ready()
             self.router.contact_ended(event.neighbour, self._now_s(event.now_ms))
         elif isinstance(event, Tick):
             self._tick(event.now_ms, out)
@@ -448,6 +516,11 @@ class BundleAgent:
             out.append(Refuse(None, Reason.BLOCK_UNINTELLIGIBLE, str(e)))
             return
         bid = b.id
+        if b.primary.flags & _ADMIN_FLAG and self.is_local(b.destination):
+            md = self._metadata_record(b)
+            if md is not None:
+                self._metadata_received(b, md, ev, out)
+                return
         if bid in self.known:
             self.counters["duplicates"] += 1
             out.append(Accept(bid, duplicate=True))
@@ -504,6 +577,26 @@ class BundleAgent:
             self._event("received", b, len(data), out)
         self._report(b, "received", Reason.NO_INFO, now, out)
         self._dispatch(self.held[bid], now, out)
+
+    def _metadata_received(self, b: Bundle, md: dict, ev: BundleReceived, out: list) -> None:
+        if self.cfg.policy is not None and self.cfg.policy.check_inbound(b) is not None:
+            out.append(Accept(b.id))  # failed the node's security policy: ignored
+            return
+        nb = self.node_of(b.source) or ev.neighbour
+        out.append(Accept(b.id))
+        if nb is None:
+            return
+        self.counters["metadata_received"] += 1
+        if nb not in self.neighbours:  # apply after the router has seen the contact start
+            self._early_metadata[nb] = (md, ev.now_ms)
+            return
+        self.router.metadata_from(nb, md, self._now_s(ev.now_ms))
+        self._awaiting_md.pop(nb, None)
+        self._update_ready()
+        self._route_waiting(ev.now_ms, out)  # what the neighbour lacks / can carry better
+
+    def _update_ready(self) -> None:
+        self._ready = frozenset(self.neighbours.difference(self._awaiting_md))
 
     def _admit(self, b: Bundle, data: bytes, now: int, age0: int, expiry: int,
                previous_hop: str | None, out: list) -> _Held:
@@ -572,8 +665,8 @@ class BundleAgent:
         else:
             self._route(h, now, out)
 
-    def _outbound(self, h: _Held, now: int) -> bytes | None:
-        """The bytes to send: previous node = this node, age and hop count brought up to
+    def _outbound(self, h: _Held, now: int) -> Bundle | None:
+        """The bundle to send: previous node = this node, age and hop count brought up to
         date. None when the hop limit forbids another hop."""
         src = h.bundle
         b = Bundle(src.primary, list(src.blocks))
@@ -585,28 +678,36 @@ class BundleAgent:
         b.set_previous_node(self.node_id)
         if src.primary.creation_ms == 0 or b.block_by_type(BLOCK_BUNDLE_AGE) is not None:
             b.set_bundle_age(h.age_at_receipt_ms + max(0, now - h.received_ms))
-        return b.encode()
+        return b
 
     def _route(self, h: _Held, now: int, out: list) -> None:
         if h.in_flight:
             return
-        decision = self.router.route(self._info_of(h), self._now_s(now), frozenset(self.neighbours))
-        hops = [hop for hop in decision.hops
-                if hop.node in self.neighbours and hop.node not in h.sent_to]
+        ready = self._ready
+        decision = self.router.route(self._info_of(h), self._now_s(now), ready)
+        hops = [hop for hop in decision.hops if hop.node in ready and hop.node not in h.sent_to]
         if not hops:
             h.waiting = True  # asked again at the next contact start, or after reroute_ms
             self._schedule(now + self.cfg.reroute_ms, out)
             return
-        data = self._outbound(h, now)
-        if data is None:
+        ob = self._outbound(h, now)
+        if ob is None:
             self._delete(h.bundle, Reason.HOP_LIMIT_EXCEEDED, "hop limit reached", now, out,
                          h)
             return
         h.waiting = False
         h.keep = decision.keep
+        # Copy rights travel in the netemu copies block when the router hands out more
+        # than one, or the bundle already carries a count (spray-and-wait).
+        per_hop = any(hop.copies != 1 for hop in hops) or ob.block_by_type(
+            BLOCK_COPIES) is not None
+        data = None if per_hop else ob.encode()
         for hop in hops:
             h.in_flight.add(hop.node)
-            out.append(Forward(h.bundle.id, hop.node, data, decision.route))
+            if per_hop:
+                set_copies(ob, hop.copies)
+                data = ob.encode()
+            out.append(Forward(h.bundle.id, hop.node, data, decision.route))  # type: ignore[arg-type]
 
     def _schedule(self, at_ms: int, out: list) -> None:
         if self._retry_at is None or at_ms < self._retry_at:
@@ -667,6 +768,12 @@ class BundleAgent:
             h = self.held.get(bid)
             if h is not None and h.expiry_ms <= now:
                 self._delete(h.bundle, Reason.LIFETIME_EXPIRED, "lifetime expired", now, out, h)
+        if self._awaiting_md:
+            late = [nb for nb, t in self._awaiting_md.items() if t <= now]
+            for nb in late:  # no metadata came: route to it without
+                del self._awaiting_md[nb]
+            if late:
+                self._update_ready()
         if self._retry_at is not None and now >= self._retry_at:
             self._retry_at = None
             self._route_waiting(now, out)
@@ -715,6 +822,31 @@ class BundleAgent:
                 "held_bundles": len(self.held), "held_bytes": self.held_bytes,
                 "pending": pending, "local": len(self.held) - pending,
                 "known_ids": len(self.known), **self.counters}
+
+
+def copies_of(b: Bundle) -> int:
+    """Spray-and-wait copy rights carried in the netemu copies block (1 without)."""
+    blk = b.block_by_type(BLOCK_COPIES)
+    if blk is None:
+        return 1
+    try:
+        n = cbor.expect_uint(blk.data, 0, "copies")[0]
+    except BundleError:
+        return 1
+    return max(1, n)
+
+
+def set_copies(b: Bundle, copies: int) -> None:
+    """Put ``copies`` in the bundle's copies block (added before the payload if absent)."""
+    old = b.block_by_type(BLOCK_COPIES)
+    data = cbor.uint(max(1, int(copies)))
+    if old is not None:
+        b.replace_block(CanonicalBlock(BLOCK_COPIES, old.number, data, old.flags,
+                                       old.crc_type))
+    else:
+        b.replace_block(CanonicalBlock(BLOCK_COPIES, b.next_block_number(), data,
+                                       BlockFlags.DISCARD_IF_UNPROCESSED.value,
+                                       b.payload_block.crc_type))
 
 
 def _reason_name(reason: int) -> str:
