@@ -60,6 +60,7 @@ BACKOFF_MAX_S = 5.0
 WINDOW_TRANSFERS = 1024  # unacknowledged transfers per session
 WINDOW_BYTES = 64 * 1024 * 1024  # unacknowledged bytes per session
 HOUSEKEEPING_S = 0.5
+PURGE_EVERY_S = 30.0  # wall seconds between sweeps of expired tombstones from the store
 DIAL_GRACE_S = 10.0
 
 
@@ -441,6 +442,7 @@ class Agent:
         self._rx_batch: list[tuple[bytes, TcpclChannel | None, int | None, str | None]] = []
         self._rx_scheduled = False
         self._pump_scheduled = False
+        self._next_purge = 0.0  # monotonic time of the next tombstone sweep
         self._tasks: set[asyncio.Task] = set()
         self.counters: dict[str, int] = {
             "received": 0, "sent": 0, "refused": 0, "requeued": 0, "sessions": 0}
@@ -584,6 +586,11 @@ class Agent:
         for ch in list(self.channels):
             ch.housekeeping(now)
         self.core.tick()
+        if now >= self._next_purge:
+            self._next_purge = now + PURGE_EVERY_S
+            purge = getattr(self.core, "purge", None)  # (stand-in cores in tests have none)
+            if purge is not None:
+                purge()
 
     def _should_dial(self, st: NeighbourState, now: float) -> bool:
         """Between two agents that know each other's address only the lower ipn dials, so
@@ -913,6 +920,7 @@ class AgentCore:
             self.router)
         self._events: list[tuple[Any, Callable[[Any], None] | None]] = []
         self._notes: list[bpa.BundleEvent] = []  # telemetry, published after the commit
+        self.purged = 0  # tombstones swept from the store
         self._flush_scheduled = False
         self._retry_handle: asyncio.TimerHandle | None = None
         # Deliveries: endpoint -> connections; bundles waiting for / pushed to an app.
@@ -939,6 +947,22 @@ class AgentCore:
 
     def tick(self) -> None:
         self.submit(bpa.Tick(self.now_ms()))
+
+    def purge(self) -> int:
+        """Drop tombstones (forwarded / delivered / deleted rows) of expired bundles from the
+        store: no valid copy of them can arrive any more, so dedupe no longer needs them
+        (the core forgets their IDs at expiry too)."""
+        self._flush()  # the batch in progress first: its commit must not wait for the sweep
+        try:
+            n = self.store.purge_tombstones(self.now_ms())
+            self.store.commit()
+        except Exception as e:  # a failed sweep loses nothing; the next one retries
+            self.agent.log("store_error", error=repr(e), during="purge_tombstones")
+            return 0
+        self.purged += n
+        if n:
+            self.agent.log("tombstones_purged", rows=n, total=self.purged)
+        return n
 
     # --- events -----------------------------------------------------------------------
 
@@ -1214,7 +1238,7 @@ class AgentCore:
         st = self.agent.status()
         st["bpa"] = self.bpa.status()
         st["store"] = {"path": self.store.path, "held_bundles": self.store.held_bundles,
-                       "held_bytes": self.store.held_bytes}
+                       "held_bytes": self.store.held_bytes, "tombstones_purged": self.purged}
         st["apps"] = {ep: len(c) for ep, c in self.endpoints.items()}
         st["waiting_for_app"] = {ep: len(w) for ep, w in self.waiting.items() if w}
         return st
@@ -1225,8 +1249,10 @@ class AgentCore:
         return {}
 
 
-async def run_agent(cfg: AgentConfig) -> None:
+async def run_agent(cfg: AgentConfig, *, tune_gc: bool = True) -> None:
     agent = Agent(cfg)
+    if tune_gc:  # an agent process: rarer cyclic-GC passes (see bpa.tune_gc)
+        bpa.tune_gc()
     await agent.run()
 
 
