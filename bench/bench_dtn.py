@@ -59,7 +59,16 @@ c.sendall(b"k")
     return dt
 
 
-async def agent_run(tmp: Path, size: int, count: int, batch: int, durability: str) -> float:
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def agent_run(tmp: Path, size: int, count: int, batch: int, durability: str
+                    ) -> tuple[float, float, float]:
+    """(wall s, CPU s of agent A, CPU s of agent B) for the timed part."""
     pa, pb = free_port(), free_port()
     cfgs = write_pair(tmp, port_a=pa, port_b=pb, extra={"durability": durability})
     a = AgentProc("A", cfgs["A"]).start()
@@ -80,6 +89,8 @@ async def agent_run(tmp: Path, size: int, count: int, batch: int, durability: st
                 await rx.recv(timeout_s=120)
                 got += 1
 
+        assert a.proc is not None and b.proc is not None
+        c0 = (cpu_s(a.proc.pid), cpu_s(b.proc.pid))
         t0 = time.perf_counter()
         recv_task = asyncio.ensure_future(receive())
         sent = 0
@@ -99,9 +110,10 @@ async def agent_run(tmp: Path, size: int, count: int, batch: int, durability: st
                   f"B: {await rx.status()}", file=sys.stderr)
             raise
         dt = time.perf_counter() - t0
+        c1 = (cpu_s(a.proc.pid), cpu_s(b.proc.pid))
         await tx.close()
         await rx.close()
-        return dt
+        return dt, c1[0] - c0[0], c1[1] - c0[1]
     finally:
         a.stop()
         b.stop()
@@ -112,14 +124,17 @@ def main() -> int:
     ap.add_argument("--small", type=int, default=20000, help="number of 1 KB bundles")
     ap.add_argument("--large", type=int, default=200, help="number of 1 MB bundles")
     ap.add_argument("--batch", type=int, default=500, help="bundles per app send_many")
+    ap.add_argument("--no-core-costs", action="store_true",
+                    help="skip the in-process per-piece costs")
     ap.add_argument("--durability", choices=("disk", "process", "both"), default="both",
                     help="store durability: disk = fsync per group commit (default config), "
                          "process = survives kill -9 only")
     args = ap.parse_args()
     print(f"load average before: {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)")
-    costs = core_costs()
-    print("per-bundle costs in one process (no I/O): " + ", ".join(
-        f"{k} {v:.0f} µs" for k, v in costs.items()))
+    if not args.no_core_costs:
+        costs = core_costs()
+        print("per-bundle costs in one process (no I/O): " + ", ".join(
+            f"{k} {v:.0f} µs" for k, v in costs.items()))
     rows = []
     modes = ("disk", "process") if args.durability == "both" else (args.durability,)
     for label, size, count, batch in (("1 KB", 1000, args.small, args.batch),
@@ -127,15 +142,22 @@ def main() -> int:
         tcp = plain_tcp_s(size, count)
         for mode in modes:
             with tempfile.TemporaryDirectory(prefix="t4b-bench-") as d:
-                dt = asyncio.run(agent_run(Path(d), size, count, batch, mode))
-            rows.append((label, mode, size, count, dt, tcp))
+                dt, ca, cb = asyncio.run(agent_run(Path(d), size, count, batch, mode))
+            rows.append((label, mode, size, count, dt, tcp, ca, cb))
+    # CPU columns: CPU seconds each agent process used per bundle (µs), and the rate one
+    # core per agent would allow (count / max(CPU A, CPU B)): robust on a busy machine,
+    # where wall time mostly measures the other jobs.
     print(f"{'payload':>8} {'store':>8} {'bundles':>8} {'agent s':>8} {'bundles/s':>10} "
-          f"{'Gbit/s':>7} {'TCP s':>7} {'TCP Gbit/s':>10} {'agent/TCP':>9}")
-    for label, mode, size, count, dt, tcp in rows:
+          f"{'Gbit/s':>7} {'TCP s':>7} {'TCP Gbit/s':>10} {'agent/TCP':>9} "
+          f"{'CPU A µs':>9} {'CPU B µs':>9} {'CPU-bound/s':>11} {'CPU Gbit/s':>10}")
+    for label, mode, size, count, dt, tcp, ca, cb in rows:
         gbps = size * count * 8 / dt / 1e9
         tgbps = size * count * 8 / tcp / 1e9
+        cmax = max(ca, cb, 1e-9)
         print(f"{label:>8} {mode:>8} {count:>8} {dt:>8.2f} {count / dt:>10.0f} {gbps:>7.2f} "
-              f"{tcp:>7.3f} {tgbps:>10.2f} {tcp / dt:>9.3f}")
+              f"{tcp:>7.3f} {tgbps:>10.2f} {tcp / dt:>9.3f} {ca / count * 1e6:>9.0f} "
+              f"{cb / count * 1e6:>9.0f} {count / cmax:>11.0f} "
+              f"{size * count * 8 / cmax / 1e9:>10.2f}")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     return 0
 

@@ -50,6 +50,7 @@ from netemu.dtn.bundle import REPORT_FLAGS, datetime_to_dtn_ms
 from netemu.dtn.bundletelemetry import BundlePublisher
 from netemu.dtn.eid import EID
 from netemu.dtn.errors import BundleError
+from netemu.dtn.store import HELD_STATES as _HELD_STATES
 from netemu.dtn.store import BundleStore
 from netemu.dtn.store import State as StoreState
 from netemu.errors import InputError, NetemuError
@@ -1023,6 +1024,7 @@ class AgentCore:
         which may only start after the commit."""
         store = self.store
         rows: list[tuple] = []
+        drops: list[tuple[str, StoreState]] = []  # held -> tombstone, one executemany
         later: list[Any] = []
         log = self.agent.log
         for actions, _ in batch:
@@ -1031,9 +1033,13 @@ class AgentCore:
                 if t is bpa.Store:
                     rows.append(a.row())
                     continue
-                if rows and t in (bpa.SetState, bpa.Delete):
+                if t is bpa.SetState and a.state not in _HELD_STATES:
+                    drops.append((a.bundle_id, a.state))
+                    continue
+                if (rows or drops) and t in (bpa.SetState, bpa.Delete):
                     store.add_many(rows)
-                    rows = []
+                    store.drop_many(drops)
+                    rows, drops = [], []
                 if t is bpa.SetState:
                     store.set_state(a.bundle_id, a.state)
                 elif t is bpa.Delete:
@@ -1053,6 +1059,8 @@ class AgentCore:
                         message=a.message)
         if rows:
             store.add_many(rows)
+        if drops:
+            store.drop_many(drops)
         store.commit()  # durable before any ack, forward or delivery
         return later
 

@@ -311,6 +311,9 @@ class _Held:
     in_flight: set[str] = field(default_factory=set)
     sent_to: set[str] = field(default_factory=set)
     waiting: bool = True
+    # A bundle created here: its bytes as they go out (previous node = this node), kept
+    # from admission until its first routing so it is encoded once, not twice.
+    wire: bytes | None = None
 
 
 class BundleAgent:
@@ -615,6 +618,14 @@ class BundleAgent:
         """Admit a bundle this node originates; None if the store is full."""
         if self.cfg.policy is not None:
             self.cfg.policy.apply_outbound(b)
+        # Bound elsewhere and nothing to update per hop (no hop count, no age block): store
+        # the bundle in the form it is sent in, previous node included, and send those
+        # very bytes (what _outbound would produce, byte for byte).
+        ready = (b.primary.creation_ms != 0 and not self.is_local(b.destination)
+                 and b.block_by_type(BLOCK_HOP_COUNT) is None
+                 and b.block_by_type(BLOCK_BUNDLE_AGE) is None)
+        if ready:
+            b.set_previous_node(self.node_id)
         data = b.encode()
         if not bypass_quota and not self._fits(len(data)):
             return None
@@ -622,6 +633,8 @@ class BundleAgent:
         age0 = b.bundle_age_ms or 0
         h = self._admit(b, data, now, age0, b.expiry_ms(received_ms=now, age_at_receipt_ms=age0),
                         None, out)
+        if ready:
+            h.wire = data
         self._dispatch(h, now, out)
         return b.id
 
@@ -688,7 +701,16 @@ class BundleAgent:
         hops = [hop for hop in decision.hops if hop.node in ready and hop.node not in h.sent_to]
         if not hops:
             h.waiting = True  # asked again at the next contact start, or after reroute_ms
+            h.wire = None  # may wait long: do not hold the bytes twice
             self._schedule(now + self.cfg.reroute_ms, out)
+            return
+        wire, h.wire = h.wire, None
+        if wire is not None and all(hop.copies == 1 for hop in hops):
+            h.waiting = False
+            h.keep = decision.keep
+            for hop in hops:
+                h.in_flight.add(hop.node)
+                out.append(Forward(h.bundle.id, hop.node, wire, decision.route))
             return
         ob = self._outbound(h, now)
         if ob is None:

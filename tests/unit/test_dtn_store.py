@@ -23,7 +23,7 @@ WRITER = textwrap.dedent("""
     while True:                       # until SIGKILL
         batch = []
         for _ in range(25):
-            b = Bundle.new("ipn:1.1", "ipn:2.1", b"payload %d " % i * 40,
+            b = Bundle.new("ipn:1.1", "ipn:2.1", b"payload %d " % i * int(sys.argv[3]),
                            lifetime_ms=10**9, creation_ms=1000 + i, seq=i)
             store.add(b.id, b.encode(), destination="ipn:2.1", expiry_ms=10**12,
                       received_ms=i)
@@ -35,14 +35,17 @@ WRITER = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("durability", ["disk", "process"])
-def test_survives_kill_9_of_the_writer(tmp_path, durability):
+@pytest.mark.parametrize("durability,repeat", [("disk", 40), ("process", 40),
+                                               ("disk", 8000), ("process", 8000)])
+def test_survives_kill_9_of_the_writer(tmp_path, durability, repeat):
+    """Small bundles (rows) and ~100 KB bundles (payload files beside the index)."""
     path = tmp_path / "store.db"
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), durability],
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), durability, str(repeat)],
                             stdout=subprocess.PIPE, text=True)
     acked: list[str] = []
+    want = 500 if repeat < 1000 else 150
     try:
-        while len(acked) < 500:
+        while len(acked) < want:
             line = proc.stdout.readline()
             assert line, "writer died early"
             acked.append(line.strip())
@@ -141,3 +144,46 @@ def test_unusable_path_is_a_clear_error(tmp_path):
     with pytest.raises(StoreError) as e:
         BundleStore(bad / "store.db")
     assert "store.db" in str(e.value)
+
+
+def test_large_payloads_live_in_files_dropped_after_commit(tmp_path):
+    path = tmp_path / "s.db"
+    big = Bundle.new("ipn:1.1", "ipn:2.1", b"L" * 200_000, lifetime_ms=10**9,
+                     creation_ms=1000, seq=1)
+    small = _b(0)
+    with BundleStore(path) as store:
+        assert store.add_many([(big.id, big.encode(), "ipn:2.1", 10**12, 0, State.PENDING,
+                                0, None)]) == 1
+        _add(store, small)
+        store.commit()
+        files = os.listdir(store.blob_dir)
+        assert len(files) == 1  # only the large one
+        assert store.held_bytes == len(big.encode()) + len(small.encode())
+        assert decode_bundle(store.get(big.id).data).payload == b"L" * 200_000
+    with BundleStore(path) as store:  # reopened: held from the file
+        assert store.held_bundles == 2
+        rows = {r.id: r for r in store.by_state(State.PENDING)}
+        assert decode_bundle(rows[big.id].data).id == big.id
+        store.drop_many([(big.id, State.FORWARDED)])
+        assert len(os.listdir(store.blob_dir)) == 1  # not before the commit
+        store.commit()
+        assert os.listdir(store.blob_dir) == []
+        assert store.get(big.id).data is None and store.contains(big.id)  # tombstone
+        assert store.held_bundles == 1 and store.held_bytes == len(small.encode())
+        assert store.add(big.id, big.encode(), destination="ipn:2.1", expiry_ms=1,
+                         received_ms=0) == DUPLICATE
+
+
+def test_orphan_payload_file_is_removed_at_open(tmp_path):
+    """A file written for a row whose commit never happened (kill -9 in between)."""
+    path = tmp_path / "s.db"
+    big = Bundle.new("ipn:1.1", "ipn:2.1", b"L" * 100_000, lifetime_ms=10**9,
+                     creation_ms=1000, seq=1)
+    store = BundleStore(path)
+    store.add(big.id, big.encode(), destination="ipn:2.1", expiry_ms=10**12, received_ms=0)
+    assert len(os.listdir(store.blob_dir)) == 1
+    store._db.execute("ROLLBACK")  # what a crash before COMMIT leaves
+    store._db.close()
+    with BundleStore(path) as again:
+        assert again.held_bundles == 0 and again.get(big.id) is None
+        assert os.listdir(again.blob_dir) == []
