@@ -89,6 +89,11 @@ def _cmd_test(args: argparse.Namespace) -> int:
                 errors.append("no metrics: the run did not produce any")
         except NetemuError as e:
             errors.append(str(e))
+        except Exception as e:  # noqa: BLE001 - one broken run must not hide the others' verdicts
+            import traceback
+
+            traceback.print_exc()
+            errors.append(f"{type(e).__name__}: {e}")
         dt = time.monotonic() - t0
         print(expect_mod.summary(outcomes) if outcomes else "(no expectations checked)")
         for e in errors:
