@@ -44,7 +44,7 @@ from netemu.clock import ScenarioClock
 from netemu.contacts import ContactPlan, Node
 from netemu.dtn import bpa, mtcp, tcpcl, udpcl
 from netemu.dtn.agentconfig import AgentConfig, Neighbour, split_host_port
-from netemu.dtn.appif import AppConnection, AppServer
+from netemu.dtn.appif import AppConnection, AppServer, big_send_buffer
 from netemu.dtn.bpsec import SecurityPolicy
 from netemu.dtn.bundle import REPORT_FLAGS, datetime_to_dtn_ms
 from netemu.dtn.bundletelemetry import BundlePublisher
@@ -162,6 +162,7 @@ class TcpclChannel(asyncio.Protocol, Channel):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        big_send_buffer(transport)  # a 1 MB bundle in one send(2), not asyncio's buffer
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.agent.channels.add(self)

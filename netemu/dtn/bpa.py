@@ -322,6 +322,7 @@ class BundleAgent:
     def __init__(self, config: AgentConfig, router: Router) -> None:
         self.cfg = config
         self.router = router
+        self._router_delivered = type(router).delivered is not Router.delivered
         self.node_id = config.node_id.node_id()
         self.neighbours: set[str] = set()
         self.held: dict[str, _Held] = {}
@@ -605,11 +606,12 @@ class BundleAgent:
                previous_hop: str | None, out: list) -> _Held:
         local = self.is_local(b.destination)
         state = State.LOCAL if local else State.PENDING
+        bid = b.id
         h = _Held(b, None, state, now, age0, expiry, len(data), previous_hop)
-        self.held[b.id] = h
+        self.held[bid] = h
         self.held_bytes += len(data)
-        self._remember(b.id, expiry)
-        out.append(Store(b.id, data, str(b.destination), expiry, now, state, age0,
+        self._remember(bid, expiry)
+        out.append(Store(bid, data, str(b.destination), expiry, now, state, age0,
                          previous_hop))
         return h
 
@@ -652,14 +654,15 @@ class BundleAgent:
             out.append(Refuse(None, Reason.DESTINATION_UNINTELLIGIBLE, str(e)))
             return
         mark = len(out)  # "sent" goes before the routing events it may cause
-        if self._admit_local(b, ev.now_ms, out) is None:
+        bid = self._admit_local(b, ev.now_ms, out)
+        if bid is None:
             self.counters["refused"] += 1
             out.append(Refuse(b.id, Reason.DEPLETED_STORAGE,
                               f"store full ({self.held_bytes} bytes held): send refused"))
             return
-        out.append(Accept(b.id))
+        out.append(Accept(bid))
         if self.cfg.bundle_events:
-            h = self.held.get(b.id)
+            h = self.held.get(bid)
             ev_out: list = []
             self._event("sent", b, h.size if h is not None else len(ev.payload), ev_out)
             out[mark:mark] = ev_out
@@ -708,9 +711,10 @@ class BundleAgent:
         if wire is not None and all(hop.copies == 1 for hop in hops):
             h.waiting = False
             h.keep = decision.keep
+            bid = h.bundle.id
             for hop in hops:
                 h.in_flight.add(hop.node)
-                out.append(Forward(h.bundle.id, hop.node, wire, decision.route))
+                out.append(Forward(bid, hop.node, wire, decision.route))
             return
         ob = self._outbound(h, now)
         if ob is None:
@@ -779,7 +783,8 @@ class BundleAgent:
         out.append(SetState(ev.bundle_id, State.DELIVERED))
         if self.cfg.bundle_events:
             self._event("delivered", h.bundle, h.size, out)
-        self.router.delivered(self._info_of(h), self._now_s(ev.now_ms))
+        if self._router_delivered:  # (most routers ignore it: spare the BundleInfo)
+            self.router.delivered(self._info_of(h), self._now_s(ev.now_ms))
         self._report(h.bundle, "delivered", Reason.NO_INFO, ev.now_ms, out)
 
     def _tick(self, now: int, out: list) -> None:

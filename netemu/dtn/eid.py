@@ -113,12 +113,19 @@ class EID:
 
     # --- CBOR ---------------------------------------------------------------------
     def to_cbor(self) -> bytes:
+        hit = _CBOR.get(self)  # every bundle encodes its three EIDs: cache the few in use
+        if hit is not None:
+            return hit
         if self.scheme == SCHEME_IPN:
             n, s = self.ssp  # type: ignore[misc]
-            return b"\x82\x02\x82" + cbor.head(0, n) + cbor.head(0, s)
-        if self.ssp == 0:
-            return b"\x82\x01\x00"
-        return b"\x82\x01" + cbor.dumps(self.ssp)
+            out = b"\x82\x02\x82" + cbor.head(0, n) + cbor.head(0, s)
+        elif self.ssp == 0:
+            out = b"\x82\x01\x00"
+        else:
+            out = b"\x82\x01" + cbor.dumps(self.ssp)
+        if len(_CBOR) < 4096:
+            _CBOR[self] = out
+        return out
 
     def to_obj(self) -> list:
         if self.scheme == SCHEME_IPN:
@@ -191,4 +198,5 @@ def _check_dtn_ssp(ssp: str) -> None:
 
 
 NONE = EID(SCHEME_DTN, 0)
+_CBOR: dict[EID, bytes] = {}
 _PARSED: dict[str, EID] = {}
