@@ -15,7 +15,8 @@ Requests:
 ``{"op": "send_many", "bundles": [ {dst, payload, …}, … ]}``
     the same for a batch (one store commit), answer ``ids``;
 ``{"op": "ack", "ids": [...]}``
-    the app has consumed these delivered bundles (the agent may forget them);
+    the app has consumed these delivered bundles (the agent may forget them); with
+    ``"rid": 0`` no answer is sent unless the request is bad (the client's acks);
 ``{"op": "status"}``
     node, neighbours, sessions, store and counters;
 ``{"op": "watch"}``
@@ -226,7 +227,8 @@ class AppServer:
             conn.push({"rid": rid, "ok": False, "error": f"bad {op} request: {e!r}"})
             return
         if isinstance(result, dict):
-            conn.push({"rid": rid, "ok": True, **result})
+            if not (rid == 0 and op == "ack"):  # acks with rid 0 want no answer
+                conn.push({"rid": rid, "ok": True, **result})
             return
         task = asyncio.ensure_future(self._finish(conn, rid, op, result))
         self._tasks.add(task)

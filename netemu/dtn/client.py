@@ -231,7 +231,10 @@ class BpClient:
 
     async def recv(self, timeout_s: float | None = None) -> Delivery:
         """The next delivered bundle (acknowledged to the agent once returned)."""
-        d = await asyncio.wait_for(self._deliveries.get(), timeout_s)
+        q = self._deliveries
+        # One already here: no wait_for task and no loop turn per bundle (the acks of a
+        # whole batch then go to the agent in one request).
+        d = q.get_nowait() if not q.empty() else await asyncio.wait_for(q.get(), timeout_s)
         if isinstance(d, Exception):
             raise d
         self._ack([d.id])
