@@ -187,3 +187,22 @@ def test_config_for_plan_node(tmp_path):
     assert again.neighbours == cfg.neighbours
     with pytest.raises(InputError, match="not in the contact plan"):
         AgentConfig.for_plan_node(plan, "zz", {})
+
+
+def test_client_acks_are_answered_only_when_asked():
+    """The client's acks (rid 0) get no answer frame: one request per batch of deliveries
+    and nothing back; an ack with a request id is answered as any request."""
+    pushed: list[dict] = []
+
+    class Conn:
+        def push(self, obj: dict) -> None:
+            pushed.append(obj)
+
+    acked: list[list[str]] = []
+    srv = AppServer("/nonexistent/bp.sock", {"ack": lambda c, r: acked.append(r["ids"]) or {}})
+    srv.dispatch(Conn(), {"op": "ack", "ids": ["a", "b"], "rid": 0})
+    assert acked == [["a", "b"]] and pushed == []
+    srv.dispatch(Conn(), {"op": "ack", "ids": ["c"], "rid": 7})
+    assert pushed == [{"rid": 7, "ok": True}]
+    srv.dispatch(Conn(), {"op": "ack", "rid": 0})  # bad request: still an error answer
+    assert pushed[-1]["ok"] is False
