@@ -24,17 +24,6 @@ sys.path.insert(0, str(HERE.parent / "_shared"))
 import appkit  # noqa: E402
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    """Linear-interpolated percentile (q in 0..100) of ``values``; None when empty."""
-    if not values:
-        return None
-    v = sorted(values)
-    pos = (len(v) - 1) * q / 100.0
-    lo = int(pos)
-    hi = min(lo + 1, len(v) - 1)
-    return v[lo] + (v[hi] - v[lo]) * (pos - lo)
-
-
 @dataclass
 class DownlinkStore:
     """Stores arrivals under ``out_dir``; pure file I/O, no DTN, no clock."""
@@ -103,8 +92,8 @@ class DownlinkStore:
             "summaries_received": self.summaries,
             "bytes_received": self.bytes_received,
             "tiles_by_source": dict(sorted(self.by_source.items())),
-            "delay_p50_s": percentile(self.delays_s, 50),
-            "delay_p95_s": percentile(self.delays_s, 95),
+            "delay_p50_s": appkit.percentile(self.delays_s, 50),
+            "delay_p95_s": appkit.percentile(self.delays_s, 95),
             "malformed": self.malformed,
             "latest_summaries": self.latest_summary,
         }
@@ -167,9 +156,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    rc = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # results are written: leave at once, so that a loaded machine's slow interpreter
-    # teardown cannot outlast the runner's stop grace period and turn into a SIGKILL
-    os._exit(rc)
+    appkit.exit_after(main)

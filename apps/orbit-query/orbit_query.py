@@ -97,16 +97,6 @@ def answer_query(query: dict, detections: list[dict], node: str, now_s: float, m
     }
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    v = sorted(values)
-    pos = (len(v) - 1) * q / 100.0
-    lo = int(pos)
-    hi = min(lo + 1, len(v) - 1)
-    return v[lo] + (v[hi] - v[lo]) * (pos - lo)
-
-
 @dataclass
 class QueryLog:
     """The client's book of queries sent and answers received (no I/O)."""
@@ -136,8 +126,8 @@ class QueryLog:
             "node": self.node,
             "queries_sent": len(self.queries),
             "answers_received": len(lat),
-            "latency_p50_s": percentile(lat, 50),
-            "latency_p95_s": percentile(lat, 95),
+            "latency_p50_s": appkit.percentile(lat, 50),
+            "latency_p95_s": appkit.percentile(lat, 95),
             "latency_max_s": max(lat) if lat else None,
             "latencies_s": lat,
             "queries": list(self.queries.values()),
@@ -302,9 +292,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    rc = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # results are written: leave at once, so that a loaded machine's slow interpreter
-    # teardown cannot outlast the runner's stop grace period and turn into a SIGKILL
-    os._exit(rc)
+    appkit.exit_after(main)
