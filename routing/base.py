@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from netemu.contacts import ContactPlan
@@ -82,6 +83,15 @@ class Router(ABC):
     @abstractmethod
     def route(self, bundle: BundleInfo, now_s: float, neighbours: frozenset[str]) -> Decision:
         """Where ``bundle`` goes now; ``neighbours`` are the nodes with a contact up."""
+
+    def route_many(self, bundles: Iterable[BundleInfo], now_s: float,
+                   neighbours: frozenset[str]) -> list[Decision]:
+        """Decisions for several bundles at one time, in order: the same as calling
+        :meth:`route` for each in turn (reservations of earlier ones count for later
+        ones). Routers override it when a batch can share work (CGR: one route list
+        look-up and the route checks that do not depend on the bundle)."""
+        route = self.route
+        return [route(b, now_s, neighbours) for b in bundles]
 
     # Events: the default is to ignore them; routers that learn override.
     def contact_started(self, neighbour: str, now_s: float) -> None:

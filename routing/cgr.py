@@ -706,6 +706,138 @@ class CGRRouter(Router):
             route=best_route.nodes,
         )
 
+    def route_many(self, bundles: Iterable[BundleInfo], now_s: float,
+                   neighbours: frozenset[str]) -> list[Decision]:
+        """:meth:`route` for a batch at one time, with the same results as calling it
+        bundle by bundle (``tests/unit/test_routing_cgr.py`` checks that on random plans).
+
+        What the batch shares: expiry of old reservations (once), the route list of each
+        destination and, per route, the checks that do not depend on the bundle (route
+        ended, contact lost, first contact uncertain, first hop excluded) and the figures
+        the projected arrival needs (first neighbour, earliest end from each hop on).
+        Per bundle, as before: deadline and previous hop, the projected arrival against
+        the current queue and volume, the choice, the reservation (so a batch moves to
+        the next route when the first runs out of volume). A bundle with no usable route
+        among those already selected is handed to :meth:`route`, which may search more.
+        """
+        self._expire(now_s)
+        g = self.graph
+        index = g.index
+        me = self._me
+        lists = self._lists
+        consumed = self._consumed
+        backlog = self._backlog
+        volume, rate_Bps, start, end, owlt = g.volume, g.rate_Bps, g.start, g.end, g.owlt
+        # dest index -> (route list, routes selected when cached, per-route statics)
+        cache: dict[int, tuple[RouteList, int, list[tuple]]] = {}
+        eccc_of: dict[float, float] = {}
+        out: list[Decision] = []
+        for b in bundles:
+            if b.bundle_id in self._reservations:
+                self._release(b.bundle_id, restore=True)
+            d = index.get(b.destination)
+            if d is None or me < 0 or d == me:
+                out.append(self.route(b, now_s, neighbours))
+                continue
+            hit = cache.get(d)
+            if hit is None or lists.get(d) is not hit[0] or len(hit[0].selected) != hit[1]:
+                rl = self.route_list(b.destination, now_s)
+                if rl is None or not rl.selected:
+                    out.append(self.route(b, now_s, neighbours))
+                    continue
+                hit = (rl, len(rl.selected), [self._statics(r, now_s) for r in rl.selected])
+                cache[d] = hit
+            size = b.size_bytes
+            eccc = eccc_of.get(size)
+            if eccc is None:
+                eccc = eccc_of[size] = self.estimated_size(size)
+            prio = max(0, min(2, b.priority))
+            deadline = b.deadline_s
+            prev = b.previous_hop
+            best: tuple | None = None
+            best_st: tuple | None = None
+            for st in hit[2]:
+                r, static_why, nb, nh, stop, pair, rank_tail = st
+                if static_why or r.arrival_s > deadline or nh == prev:
+                    continue
+                # ION's computePBAT, as _pbat computes it (same operations, same order).
+                q = backlog.get(nb)
+                claims = sum(q[prio:]) if q else 0.0
+                cids = r.cids
+                c0 = cids[0]
+                if claims > 0:
+                    for c, s in zip(pair[0], pair[1], strict=True):
+                        if s >= start[c0] or claims <= 0:
+                            break
+                        if end[c] <= now_s:
+                            continue
+                        claims -= rate_Bps[c] * (end[c] - max(now_s, start[c]))
+                    claims = max(claims, 0.0)
+                acq = now_s
+                ok = True
+                for k, c in enumerate(cids):
+                    rate = rate_Bps[c]
+                    first = max(now_s, start[c]) + claims / rate if k == 0 else \
+                        max(acq, start[c])
+                    if end[c] <= first:
+                        ok = False
+                        break
+                    residual = volume[c] - consumed.get(c, 0.0)
+                    if residual <= 0 or min(residual, (stop[k] - first) * rate) < eccc:
+                        ok = False
+                        break
+                    acq = first + eccc / rate + owlt[c]
+                if not ok or acq > deadline:
+                    continue
+                key = (acq, *rank_tail)
+                if best is None or key < best:
+                    best, best_st = key, st
+            if best is None or best_st is None:
+                # Nothing usable among the routes selected: route() gives the reasons
+                # and computes further routes (its own checks find the same state).
+                out.append(self.route(b, now_s, neighbours))
+                continue
+            r = best_st[0]
+            self._reserve(b, r, eccc)
+            nh = best_st[3]
+            c0 = r.hops[0]
+            when = "now" if c0.start_s <= now_s else f"at t={c0.start_s:g}"
+            out.append(Decision(
+                hops=(Hop(nh),),
+                keep=False,
+                projected_arrival_s=best[0],
+                reason=f"CGR: via {nh} ({when}), {r.n_hops} hops, "
+                       f"projected arrival t={best[0]:.6g}",
+                route=r.nodes,
+            ))
+        return out
+
+    def _statics(self, r: Route, now_s: float) -> tuple:
+        """What :meth:`route_many` needs of route ``r`` at ``now_s`` that no bundle
+        changes: (route, why it is unusable or "", first neighbour index, its name,
+        earliest end from each hop on, the contacts to that neighbour, rank tail)."""
+        g = self.graph
+        c0 = r.cids[0]
+        nb = g.dst[c0]
+        nh = g.names[nb]
+        why = ""
+        if r.to_time_s <= now_s:
+            why = "route has ended"
+        elif self._lost and self._lost.intersection(r.cids):
+            why = "a contact of the route went down"
+        elif g.confidence[c0] < self.min_first_confidence:
+            why = "first contact is not certain"
+        elif nh in self.excluded:
+            why = "first hop is excluded"
+        n = len(r.cids)
+        stop = [0.0] * n
+        m = INF
+        for k in range(n - 1, -1, -1):
+            m = min(m, g.end[r.cids[k]])
+            stop[k] = m
+        pair = g.pair.get((self._me, nb), ((), ()))
+        return (r, why, nb, nh, stop, pair, (r.n_hops, -r.to_time_s, g.ipn[nb], r.cids))
+
     def _reserve(self, bundle: BundleInfo, r: Route, eccc: float) -> None:
         g = self.graph
         prio = max(0, min(2, bundle.priority))

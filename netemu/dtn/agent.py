@@ -980,15 +980,14 @@ class AgentCore:
         if not self._events:
             return
         events, self._events = self._events, []
-        handle = self.bpa.handle
-        batch: list[tuple[list, Callable[[Any], None] | None]] = []
-        for ev, cb in events:
-            try:
-                batch.append((handle(ev), cb))
-            except Exception as e:  # a core bug must not leave a CL or an app waiting
-                self.agent.log("core_error", on=type(ev).__name__, error=repr(e))
-                batch.append(([bpa.Refuse(None, 0, f"internal error: {e!r}")], cb))
-        self._execute(batch)
+        # One handle_many per loop turn: bundles the apps sent in it are routed together.
+        outs = self.bpa.handle_many([ev for ev, _ in events], self._core_error)
+        self._execute([(out, cb) for out, (_, cb) in zip(outs, events, strict=True)])
+
+    def _core_error(self, ev: Any, e: Exception) -> list:
+        """A core bug must not leave a CL or an app waiting: log it, refuse the event."""
+        self.agent.log("core_error", on=type(ev).__name__, error=repr(e))
+        return [bpa.Refuse(None, 0, f"internal error: {e!r}")]
 
     def _execute(self, batch: list[tuple[list, Callable[[Any], None] | None]]) -> None:
         try:

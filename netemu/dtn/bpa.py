@@ -47,7 +47,7 @@ from netemu.dtn.eid import EID
 from netemu.dtn.errors import BundleError
 from netemu.dtn.status import Reason, make_report
 from netemu.dtn.store import State, StoredBundle
-from netemu.routing.base import BundleInfo, Router
+from netemu.routing.base import BundleInfo, Decision, Router
 
 # netemu-private extensions (docs/dtn-bundles.md, "netemu extensions"):
 #: Extension block carrying spray-and-wait copy rights: block-type-specific data is one
@@ -345,6 +345,10 @@ class BundleAgent:
         # neighbour -> DTN time until which routing waits for its metadata
         self._awaiting_md: dict[str, int] = {}
         self._ready: frozenset[str] = frozenset()  # neighbours routing may use now
+        # While handle_many runs a stretch of AppSend events: the bundles they admitted,
+        # waiting to be routed together (held, its event's action list), and their time.
+        self._batch: list[tuple[_Held, list]] | None = None
+        self._batch_ms = 0
 
     @classmethod
     def for_plan_node(cls, node_name: str, router: Router, **config: object) -> BundleAgent:
@@ -510,6 +514,58 @@ class BundleAgent:
         else:
             raise TypeError(f"unknown event {event!r}")
         return out
+
+    def handle_many(self, events: Iterable[Event],
+                    on_error: Callable[[Event, Exception], list[Action]] | None = None
+                    ) -> list[list[Action]]:
+        """:meth:`handle` for each event in turn; one action list per event.
+
+        Why: bundles that applications send in a row (a stretch of :class:`AppSend`
+        events at one time) are routed together, with one ``router.route_many`` call,
+        after the stretch; their Forward actions come at the end of their events' lists.
+        Any other event first routes the stretch so far, so it sees the same state as with
+        :meth:`handle`. ``on_error``: turns an exception while handling one event into
+        that event's actions and goes on (None: the exception propagates)."""
+        outs: list[list[Action]] = []
+        handle = self.handle
+        try:
+            for ev in events:
+                batch = self._batch
+                if type(ev) is AppSend:
+                    if batch is None or (batch and ev.now_ms != self._batch_ms):
+                        self._route_batch()
+                        self._batch = []
+                    self._batch_ms = ev.now_ms
+                elif batch is not None:
+                    self._route_batch()
+                if on_error is None:
+                    outs.append(handle(ev))
+                    continue
+                try:
+                    outs.append(handle(ev))
+                except Exception as e:  # noqa: BLE001 - the shell decides (logs, refuses)
+                    outs.append(on_error(ev, e))
+        finally:
+            self._route_batch()
+        return outs
+
+    def _route_batch(self) -> None:
+        """Route the bundles of the AppSend stretch (see :meth:`handle_many`)."""
+        batch, self._batch = self._batch, None
+        if not batch:
+            return
+        now = self._batch_ms
+        todo = [(h, out) for h, out in batch if not h.in_flight]
+        if not todo:
+            return
+        if len(todo) == 1:
+            self._route(todo[0][0], now, todo[0][1])
+            return
+        ready = self._ready
+        decisions = self.router.route_many([self._info_of(h) for h, _ in todo],
+                                           self._now_s(now), ready)
+        for (h, out), decision in zip(todo, decisions, strict=True):
+            self._apply(h, decision, ready, now, out)
 
     def _received(self, ev: BundleReceived, out: list) -> None:
         now = ev.now_ms
@@ -699,8 +755,17 @@ class BundleAgent:
     def _route(self, h: _Held, now: int, out: list) -> None:
         if h.in_flight:
             return
+        batch = self._batch
+        if batch is not None:  # an AppSend stretch of handle_many: routed at its end
+            batch.append((h, out))
+            return
         ready = self._ready
-        decision = self.router.route(self._info_of(h), self._now_s(now), ready)
+        self._apply(h, self.router.route(self._info_of(h), self._now_s(now), ready), ready,
+                    now, out)
+
+    def _apply(self, h: _Held, decision: Decision, ready: frozenset[str], now: int,
+               out: list) -> None:
+        """Carry out the router's ``decision`` for ``h``: Forward actions, or wait."""
         hops = [hop for hop in decision.hops if hop.node in ready and hop.node not in h.sent_to]
         if not hops:
             h.waiting = True  # asked again at the next contact start, or after reroute_ms

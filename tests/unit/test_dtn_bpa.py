@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 import pytest
 from netemu.routing.base import Decision, Hop, Router
 
-from netemu.contacts import ContactPlan, Node
+from netemu.contacts import Contact, ContactPlan, Node
 from netemu.dtn.bpa import (
     Accept,
     AgentConfig,
@@ -418,3 +418,44 @@ def test_project_routers_carry_a_bundle_across_two_contacts(tmp_path, algorithm)
         assert net.app_payloads("C") == [b"over two contacts"]     # once
     finally:
         net.close()
+
+
+# --- handle_many: bundles sent in a row are routed together, with handle()'s results ---
+
+CGR_PLAN = ContactPlan(
+    datetime(2026, 1, 1, tzinfo=timezone.utc),
+    {n: Node(n, i) for i, n in ((1, "A"), (2, "B"), (3, "C"))},
+    # 1,000 bytes/s for 10 s to B, then C: a batch of 1 KB bundles fills the first contact
+    [Contact("A", "B", 0, 10, 8000.0, 0.1), Contact("A", "C", 0, 100, 8000.0, 0.1),
+     Contact("C", "B", 0, 100, 8000.0, 0.1)])
+
+
+def _cgr_agent():
+    from netemu.routing.cgr import CGRRouter
+
+    return BundleAgent(AgentConfig(EID.ipn(1, 0), "A", retry_ms=500, plan_epoch_ms=0),
+                       CGRRouter("A", CGR_PLAN))
+
+
+def _comparable(a):
+    return (type(a).__name__, getattr(a, "bundle_id", None), getattr(a, "neighbour", None),
+            getattr(a, "data", None), getattr(a, "route", None), getattr(a, "at_ms", None))
+
+
+def test_handle_many_routes_a_stretch_of_sends_like_handle_one_by_one():
+    events = [ContactUp("B", 1000), ContactUp("C", 1000)]
+    events += [AppSend("ipn:1.1", "ipn:2.1", bytes([i]) * 1000, 60_000, 2000)
+               for i in range(14)]
+    events += [TransmissionDone("ipn:1.0-2000-0-", "B", 2100)]  # (unknown id: ignored)
+    events += [AppSend("ipn:1.1", "ipn:2.1", b"y" * 1000, 60_000, 2500 + i // 3)
+               for i in range(6)]
+    one, many = _cgr_agent(), _cgr_agent()
+    want = [one.handle(ev) for ev in events]
+    got = many.handle_many(events)
+    assert len(got) == len(want)
+    for g, w in zip(got, want, strict=True):  # Forwards come last in a batch: same set
+        assert sorted(map(_comparable, g), key=repr) == sorted(map(_comparable, w), key=repr)
+    hops = [a.neighbour for out in got for a in out if isinstance(a, Forward)]
+    assert hops.count("B") >= 5 and hops.count("C") >= 5  # B filled up, then via C
+    assert one.router._consumed == many.router._consumed
+    assert set(one.held) == set(many.held)

@@ -3,6 +3,7 @@ per-bundle checks, and random plans against an independent brute-force search.""
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime, timezone
 from pathlib import Path
@@ -396,3 +397,51 @@ def test_reservations_never_overbook_a_contact(raw, sizes, dest_i):
             assert d.projected_arrival_s <= 40
     for c in range(len(plan.contacts)):
         assert router.residual_volume(c) >= -1e-9
+
+
+# --- route_many: a batch gives exactly what route() gives bundle by bundle ---------------
+
+batch_bundle_st = st.tuples(
+    st.sampled_from(["n0", "n1", "n2", "n3", "n4", "elsewhere"]),  # destination
+    st.integers(1, 3000),  # size: a few fill a 1,000 B/s contact
+    st.integers(0, 2),  # priority
+    st.sampled_from([math.inf, 8.0, 20.0, 45.0]),  # deadline
+    st.sampled_from([None, "n1", "n2", "n3"]),  # previous hop
+    st.integers(0, 15),  # bundle id: repeats re-route a bundle holding a reservation
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.tuples(contact_st, st.sampled_from([800.0, 8000.0, 80000.0])), max_size=12),
+    st.lists(st.tuples(st.integers(0, 3), st.lists(batch_bundle_st, max_size=12)),
+             min_size=1, max_size=4),
+    st.integers(1, 4),
+    st.sampled_from([(), ("n2",)]),
+    st.lists(st.tuples(st.integers(0, 15), st.booleans()), max_size=4),
+)
+def test_route_many_equals_route_one_by_one(raw, steps, max_routes, excluded, events):
+    contacts = [Contact(f"n{a}", f"n{b}", s, s + d, rate, o)
+                for (a, b, s, d, o), rate in raw if a != b]
+    nodes = {f"n{i}": Node(f"n{i}", i + 1) for i in range(5)}
+    plan = ContactPlan(EPOCH, nodes, contacts)
+    params = {"max_routes": max_routes, "excluded": list(excluded)}
+    one, many = CGRRouter("n0", plan, **params), CGRRouter("n0", plan, **params)
+    t = 0.0
+    for dt, raw_batch in steps:
+        t += dt
+        batch = [BundleInfo(f"b{i}", "n0", dest, size, priority=prio, deadline_s=deadline,
+                            previous_hop=prev)
+                 for dest, size, prio, deadline, prev, i in raw_batch]
+        want = [one.route(b, t, frozenset()) for b in batch]
+        got = many.route_many(batch, t, frozenset())
+        assert got == want
+        assert [d.route for d in got] == [d.route for d in want]
+        assert many._consumed == one._consumed
+        assert many._backlog == one._backlog
+        assert many._reservations == one._reservations
+        # between batches: some sent, some failed (volume given back)
+        for i, ok in events:
+            b = BundleInfo(f"b{i}", "n0", "n1", 1)
+            for r in (one, many):
+                (r.sent if ok else r.failed)(b, "n1", t)
