@@ -757,7 +757,7 @@ class CGRRouter(Router):
             best: tuple | None = None
             best_st: tuple | None = None
             for st in hit[2]:
-                r, static_why, nb, nh, stop, pair, rank_tail = st
+                r, static_why, nb, nh, stop, pair, rank_tail = st[:7]
                 if static_why or r.arrival_s > deadline or nh == prev:
                     continue
                 # ION's computePBAT, as _pbat computes it (same operations, same order).
@@ -797,25 +797,17 @@ class CGRRouter(Router):
                 # and computes further routes (its own checks find the same state).
                 out.append(self.route(b, now_s, neighbours))
                 continue
-            r = best_st[0]
-            self._reserve(b, r, eccc)
-            nh = best_st[3]
-            c0 = r.hops[0]
-            when = "now" if c0.start_s <= now_s else f"at t={c0.start_s:g}"
-            out.append(Decision(
-                hops=(Hop(nh),),
-                keep=False,
-                projected_arrival_s=best[0],
-                reason=f"CGR: via {nh} ({when}), {r.n_hops} hops, "
-                       f"projected arrival t={best[0]:.6g}",
-                route=r.nodes,
-            ))
+            self._reserve(b, best_st[0], eccc)
+            # (route() writes the same reason: f"CGR: via … projected arrival t={x:.6g}")
+            out.append(Decision(best_st[7], False, best[0], best_st[8] + format(best[0], ".6g"),
+                                best_st[9]))
         return out
 
     def _statics(self, r: Route, now_s: float) -> tuple:
         """What :meth:`route_many` needs of route ``r`` at ``now_s`` that no bundle
         changes: (route, why it is unusable or "", first neighbour index, its name,
-        earliest end from each hop on, the contacts to that neighbour, rank tail)."""
+        earliest end from each hop on, the contacts to that neighbour, rank tail, and the
+        decision's hops, reason up to the projected arrival, and node sequence)."""
         g = self.graph
         c0 = r.cids[0]
         nb = g.dst[c0]
@@ -836,15 +828,22 @@ class CGRRouter(Router):
             m = min(m, g.end[r.cids[k]])
             stop[k] = m
         pair = g.pair.get((self._me, nb), ((), ()))
-        return (r, why, nb, nh, stop, pair, (r.n_hops, -r.to_time_s, g.ipn[nb], r.cids))
+        c0s = r.hops[0].start_s
+        when = "now" if c0s <= now_s else f"at t={c0s:g}"
+        return (r, why, nb, nh, stop, pair, (r.n_hops, -r.to_time_s, g.ipn[nb], r.cids),
+                (Hop(nh),), f"CGR: via {nh} ({when}), {r.n_hops} hops, projected arrival t=",
+                r.nodes)
 
     def _reserve(self, bundle: BundleInfo, r: Route, eccc: float) -> None:
         g = self.graph
         prio = max(0, min(2, bundle.priority))
-        nb = g.dst[r.cids[0]]
-        for c in r.cids:
-            left = g.volume[c] - self._consumed.get(c, 0.0) - eccc
-            self._consumed[c] = self._consumed.get(c, 0.0) + eccc
+        cids = r.cids
+        nb = g.dst[cids[0]]
+        consumed, volume = self._consumed, g.volume
+        for c in cids:
+            used = consumed.get(c, 0.0)
+            left = volume[c] - used - eccc
+            consumed[c] = used + eccc
             if left <= 0 and c not in self._depleted:
                 self._depleted.add(c)
                 # A contact ran out of volume: routes through it are recomputed.

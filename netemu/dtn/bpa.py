@@ -314,6 +314,7 @@ class _Held:
     # A bundle created here: its bytes as they go out (previous node = this node), kept
     # from admission until its first routing so it is encoded once, not twice.
     wire: bytes | None = None
+    bid: str = ""  # the bundle's ID, computed once (Bundle.id builds it on each call)
 
 
 class BundleAgent:
@@ -389,10 +390,10 @@ class BundleAgent:
     def _now_s(self, now_ms: int) -> float:
         return (now_ms - self.cfg.plan_epoch_ms) / 1000.0
 
-    def _info(self, b: Bundle, size: int, expiry_ms: int, previous_hop: str | None
-              ) -> BundleInfo:
+    def _info(self, b: Bundle, size: int, expiry_ms: int, previous_hop: str | None,
+              bid: str | None = None) -> BundleInfo:
         return BundleInfo(
-            bundle_id=b.id, source=self.node_of(b.source) or str(b.source.node_id()),
+            bundle_id=bid or b.id, source=self.node_of(b.source) or str(b.source.node_id()),
             destination=self.node_of(b.destination) or str(b.destination.node_id()),
             size_bytes=size, deadline_s=self._now_s(expiry_ms), previous_hop=previous_hop,
             copies=copies_of(b))
@@ -431,7 +432,7 @@ class BundleAgent:
 
     def _info_of(self, h: _Held) -> BundleInfo:
         if h.info is None:
-            h.info = self._info(h.bundle, h.size, h.expiry_ms, h.previous_hop)
+            h.info = self._info(h.bundle, h.size, h.expiry_ms, h.previous_hop, h.bid)
         return h.info
 
     def _fits(self, size: int) -> bool:
@@ -449,7 +450,7 @@ class BundleAgent:
         return s
 
     def _drop(self, h: _Held) -> None:
-        if self.held.pop(h.bundle.id, None) is not None:
+        if self.held.pop(h.bid, None) is not None:
             self.held_bytes -= h.size
 
     def _report(self, subject: Bundle, status: str, reason: int, now_ms: int,
@@ -663,7 +664,7 @@ class BundleAgent:
         local = self.is_local(b.destination)
         state = State.LOCAL if local else State.PENDING
         bid = b.id
-        h = _Held(b, None, state, now, age0, expiry, len(data), previous_hop)
+        h = _Held(b, None, state, now, age0, expiry, len(data), previous_hop, bid=bid)
         self.held[bid] = h
         self.held_bytes += len(data)
         self._remember(bid, expiry)
@@ -694,7 +695,7 @@ class BundleAgent:
         if ready:
             h.wire = data
         self._dispatch(h, now, out)
-        return b.id
+        return h.bid
 
     def _app_send(self, ev: AppSend, out: list) -> None:
         try:
@@ -776,7 +777,7 @@ class BundleAgent:
         if wire is not None and all(hop.copies == 1 for hop in hops):
             h.waiting = False
             h.keep = decision.keep
-            bid = h.bundle.id
+            bid = h.bid
             for hop in hops:
                 h.in_flight.add(hop.node)
                 out.append(Forward(bid, hop.node, wire, decision.route))
@@ -798,7 +799,7 @@ class BundleAgent:
             if per_hop:
                 set_copies(ob, hop.copies)
                 data = ob.encode()
-            out.append(Forward(h.bundle.id, hop.node, data, decision.route))  # type: ignore[arg-type]
+            out.append(Forward(h.bid, hop.node, data, decision.route))  # type: ignore[arg-type]
 
     def _schedule(self, at_ms: int, out: list) -> None:
         if self._retry_at is None or at_ms < self._retry_at:
@@ -894,7 +895,7 @@ class BundleAgent:
                 out.append(Delete(r.id, Reason.BLOCK_UNINTELLIGIBLE, f"stored copy: {e}"))
                 continue
             h = _Held(b, None, r.state, r.received_ms, r.age_at_receipt_ms, r.expiry_ms,
-                      r.size, r.previous_hop)
+                      r.size, r.previous_hop, bid=r.id)
             self.held[r.id] = h
             self.held_bytes += r.size
             todo.append(h)
