@@ -9,10 +9,15 @@ kernel crash (the WAL is fsynced only at checkpoints). ``synchronous=FULL`` fsyn
 at every commit and survives those too, at one fsync per commit (about 4 ms on this
 project's machines; group commit makes that a cost per batch, not per bundle).
 
-The default is ``durability="process"`` (WAL + NORMAL): it survives ``kill -9`` of the
-agent, which is the failure issue 4 asks about, and every agent of an emulation shares one
-kernel, whose crash ends the emulation anyway. ``durability="disk"`` (WAL + FULL) is there
-for agents that must survive power loss. Both are tested under ``kill -9``
+Two defaults, on purpose. ``BundleStore(durability=...)`` defaults to ``"process"``
+(WAL + NORMAL): it survives ``kill -9`` of the process, which is the failure issue 4 asks
+about, and it is what tests, tools and simulators that open a store directly want (no
+fsync per commit). The agent's configuration (``netemu.dtn.agentconfig.AgentConfig``,
+``durability:`` in an agent config) defaults to ``"disk"`` (WAL + FULL) and passes it
+here: an agent is the thing that promises a bundle it acknowledged is not lost, and on a
+real machine (not only in an emulation whose agents share one kernel) that promise must
+hold across power loss or a kernel crash too. An agent config can choose ``process`` for
+speed (docs/dtn-agent.md has both in the benchmark). Both are tested under ``kill -9``
 (tests/unit/test_dtn_store.py).
 
 Deduplication: the primary key is the bundle ID (source, creation time, sequence, and for
