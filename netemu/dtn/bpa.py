@@ -350,6 +350,8 @@ class BundleAgent:
         # waiting to be routed together (held, its event's action list), and their time.
         self._batch: list[tuple[_Held, list]] | None = None
         self._batch_ms = 0
+        self._router_names: dict[EID, str] = {}
+        self._router_names_plan: object = None
 
     @classmethod
     def for_plan_node(cls, node_name: str, router: Router, **config: object) -> BundleAgent:
@@ -390,11 +392,25 @@ class BundleAgent:
     def _now_s(self, now_ms: int) -> float:
         return (now_ms - self.cfg.plan_epoch_ms) / 1000.0
 
+    def _router_name(self, eid: EID) -> str:
+        """The node name the router is told for ``eid``: its plan node, else its node ID.
+        Cached per EID (EIDs are interned by ``EID.parse``) while the plan stays."""
+        names = self._router_names
+        if self._router_names_plan is not self.router.plan:
+            names.clear()
+            self._router_names_plan = self.router.plan
+        name = names.get(eid)
+        if name is None:
+            name = self.node_of(eid) or str(eid.node_id())
+            if self.cfg.node_of is None and len(names) < 4096:
+                names[eid] = name
+        return name
+
     def _info(self, b: Bundle, size: int, expiry_ms: int, previous_hop: str | None,
               bid: str | None = None) -> BundleInfo:
         return BundleInfo(
-            bundle_id=bid or b.id, source=self.node_of(b.source) or str(b.source.node_id()),
-            destination=self.node_of(b.destination) or str(b.destination.node_id()),
+            bundle_id=bid or b.id, source=self._router_name(b.source),
+            destination=self._router_name(b.destination),
             size_bytes=size, deadline_s=self._now_s(expiry_ms), previous_hop=previous_hop,
             copies=copies_of(b))
 
