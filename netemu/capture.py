@@ -45,8 +45,12 @@ class CaptureError(NetemuError):
 
 def tcpdump_argv(netns: str | None, iface: str, out: Path, bpf: str = "") -> list[str]:
     """The command that captures ``iface`` inside namespace ``netns`` into ``out``
-    (whole frames, written packet by packet so a killed capture is still readable)."""
-    cmd = ["tcpdump", "-i", iface, "-n", "-U", "-s", "0", "-w", str(out)]
+    (whole frames, written packet by packet so a killed capture is still readable).
+
+    ``--immediate-mode`` hands each frame to tcpdump at once: otherwise frames wait in
+    the kernel's TPACKET_V3 ring until a block times out, and whatever still waits there
+    when the capture is stopped is lost (seen here: the last second of a link missing)."""
+    cmd = ["tcpdump", "--immediate-mode", "-i", iface, "-n", "-U", "-s", "0", "-w", str(out)]
     if bpf:
         cmd += bpf.split()
     if netns:

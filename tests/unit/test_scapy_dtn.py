@@ -210,7 +210,10 @@ def test_parse_and_resolve_links(tmp_path):
 def test_tcpdump_command_enters_namespace(tmp_path):
     argv = capture.tcpdump_argv("r1-sat-1", "sat-1-eth0", tmp_path / "x.pcap", "host 10.0.0.2")
     assert argv[:4] == ["ip", "netns", "exec", "r1-sat-1"]
-    assert argv[4:7] == ["tcpdump", "-i", "sat-1-eth0"] and argv[-2:] == ["host", "10.0.0.2"]
+    assert argv[4] == "tcpdump" and argv[argv.index("-i") + 1] == "sat-1-eth0"
+    assert argv[-2:] == ["host", "10.0.0.2"]
+    # frames reach the file as they come, so stopping the capture loses none
+    assert "--immediate-mode" in argv and "-U" in argv
 
 
 def test_capture_section_and_clock():
