@@ -16,24 +16,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 
-APPS = """
-emulation: {start_s: 0, duration_s: 900, time_scale: 10}
-routing: cgr
-apps:
-  eo-filter:
-    params: {interval_s: 10, vessel_prob: 0.3, ground: kashi, summary_every_s: 300}
-  downlink: {}
-  orbit-query:
-    params: {interval_s: 60, start_s: 30, window_s: 900}
-expect:
-  - {metric: query_answer_ratio, op: ">=", value: 0.5}
-  - {metric: downlink_saved_fraction, op: ">", value: 0.3}
-"""
-
 
 def test_apps_over_real_dtn(tmp_path):
-    sc = tmp_path / "tiny-apps.yaml"
-    sc.write_text((ROOT / "topologies" / "tiny.yaml").read_text() + APPS)
+    sc = ROOT / "topologies" / "regression" / "tiny-dtn.yaml"
     out = tmp_path / "runs"
     r = subprocess.run(
         [sys.executable, "-m", "netemu", "test", str(sc), "--out", str(out),
