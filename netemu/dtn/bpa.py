@@ -716,7 +716,7 @@ class BundleAgent:
     def _app_send(self, ev: AppSend, out: list) -> None:
         try:
             src = ev.source if isinstance(ev.source, EID) else EID.parse(ev.source)
-            if src.node_id() != self.node_id:
+            if not self.is_local(src):  # (= src.node_id() != node_id, without a new EID)
                 raise BundleError(f"source {src} is not an endpoint of this node "
                                   f"({self.node_id})", field="source")
             b = Bundle.new(src, ev.destination, ev.payload, lifetime_ms=ev.lifetime_ms,
