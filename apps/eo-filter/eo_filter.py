@@ -304,9 +304,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    rc = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # results are written: leave at once, so that a loaded machine's slow interpreter
-    # teardown cannot outlast the runner's stop grace period and turn into a SIGKILL
-    os._exit(rc)
+    appkit.exit_after(main)
