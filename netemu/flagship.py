@@ -640,6 +640,16 @@ class FlagshipRun:
             result.errors.append(f"metrics: {e}")
             self.echo(f"netemu: could not compute metrics: {e}")
             return
+        if p.expectations:
+            # before the report, so that it shows them (netemu test rewrites junit.xml
+            # with its timing; the outcomes are the same)
+            try:
+                from netemu import expect as expect_mod
+
+                outcomes = expect_mod.evaluate(p.expectations, result.metrics)
+                expect_mod.write_results(result.run_dir, outcomes, suite=p.scenario.name)
+            except Exception as e:  # noqa: BLE001
+                result.errors.append(f"expectations: {e}")
         if self.opts.report:
             try:
                 from netemu import report as report_mod
