@@ -63,6 +63,9 @@ WINDOW_BYTES = 64 * 1024 * 1024  # unacknowledged bytes per session
 HOUSEKEEPING_S = 0.5
 PURGE_EVERY_S = 30.0  # wall seconds between sweeps of expired tombstones from the store
 DIAL_GRACE_S = 10.0
+# A connection whose TCPCL session has not started this long after it opened is dropped,
+# so the neighbour is dialled again (wall seconds, like the connect timeout).
+SESSION_SETUP_TIMEOUT_S = 5.0
 
 
 def make_clock(plan: ContactPlan | None) -> ScenarioClock:
@@ -154,7 +157,7 @@ class TcpclChannel(asyncio.Protocol, Channel):
         self.inflight: dict[int, OutItem] = {}
         self.inflight_bytes = 0
         self.paused = False
-        self.last_rx = self.last_tx = time.monotonic()
+        self.last_rx = self.last_tx = self.opened = time.monotonic()
         self.peer = ""
         self.closed = asyncio.get_event_loop().create_future()
 
@@ -162,6 +165,7 @@ class TcpclChannel(asyncio.Protocol, Channel):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        self.opened = time.monotonic()
         big_send_buffer(transport)  # a 1 MB bundle in one send(2), not asyncio's buffer
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
@@ -256,7 +260,17 @@ class TcpclChannel(asyncio.Protocol, Channel):
 
     def housekeeping(self, now: float) -> None:
         ka = self.session.keepalive_s
-        if not ka or not self.established:
+        if not self.established:
+            # A dialled connection counts as the neighbour's stream from connection_made:
+            # one whose session never starts (peer silent, return path lost right after
+            # the TCP handshake) would block every further dial until the contact ends.
+            if (self.transport is not None and not self.transport.is_closing()
+                    and now - self.opened > SESSION_SETUP_TIMEOUT_S):
+                self.agent.log("session_setup_timeout", neighbour=self.neighbour, peer=self.peer,
+                               after_s=round(now - self.opened, 3))
+                self.transport.abort()  # not close(): unsent bytes must not keep it open
+            return
+        if not ka:
             return
         if now - self.last_rx > 2 * ka:
             self.agent.log("session_idle", neighbour=self.neighbour, peer=self.peer)
@@ -620,7 +634,7 @@ class Agent:
             # itself in connection_lost, so a connection that dies at once leaves nothing)
         except (OSError, asyncio.TimeoutError) as e:
             st.failures += 1
-            if st.failures == 1 or st.failures % 20 == 0:
+            if st.failures <= 5 or st.failures % 20 == 0:
                 self.log("connect_failed", neighbour=st.cfg.name, address=st.cfg.address,
                          error=str(e) or type(e).__name__, attempts=st.failures,
                          retry_in_s=st.backoff_s)
