@@ -459,6 +459,7 @@ class Agent:
         self._rx_scheduled = False
         self._pump_scheduled = False
         self._next_purge = 0.0  # monotonic time of the next tombstone sweep
+        self._end_checks: set[float] = set()  # contact ends with a timer set
         self._tasks: set[asyncio.Task] = set()
         self.counters: dict[str, int] = {
             "received": 0, "sent": 0, "refused": 0, "requeued": 0, "sessions": 0}
@@ -587,9 +588,16 @@ class Agent:
             if was != st.plan_up:
                 self.log("plan_contact", neighbour=name, up=st.plan_up)
                 if not st.plan_up:
+                    # Abort, not SESS_TERM: a graceful close lets in-flight transfers finish,
+                    # and with IP routing on the emulation would carry them over other
+                    # links after this contact ended (seen: a bundle acked 68 s late).
                     for ch in list(st.sessions):
                         if not isinstance(ch, UdpChannel):
-                            ch.close(tcpcl.TermReason.UNKNOWN)
+                            transport = getattr(ch, "transport", None)
+                            if transport is not None:
+                                transport.abort()
+                            else:
+                                ch.close(tcpcl.TermReason.UNKNOWN)
                     self._give_back(st, list(st.queue), "contact ended")
                     st.queue.clear()
             self._update_up(st)
@@ -599,6 +607,8 @@ class Agent:
                     and not self._has_stream(st) and st.connecting is None
                     and now >= st.next_try and self._should_dial(st, now)):
                 st.connecting = self._spawn(self._connect(st))
+            if st.plan_up:
+                self._check_at_contact_end(name, t_s)
         for ch in list(self.channels):
             ch.housekeeping(now)
         self.core.tick()
@@ -607,6 +617,31 @@ class Agent:
             purge = getattr(self.core, "purge", None)  # (stand-in cores in tests have none)
             if purge is not None:
                 purge()
+
+    def _check_at_contact_end(self, name: str, t_s: float) -> None:
+        """Run housekeeping right at the end of ``name``'s contact when it comes before the
+        next round: the session must stop when the plan says, not up to a round later
+        (at time scale 10 a round is 5 scenario seconds)."""
+        windows = self._windows.get(name) if self.plan is not None and self.cfg.follow_plan else None
+        if not windows:
+            return
+        i = bisect.bisect_right(windows[0], t_s) - 1
+        if i < 0:
+            return
+        end_s = windows[1][i]
+        scale = getattr(self.clock, "time_scale", 1.0) or 1.0
+        delay = (end_s - t_s) / scale
+        if 0 <= delay < HOUSEKEEPING_S and end_s not in self._end_checks:
+            self._end_checks.add(end_s)
+            loop = asyncio.get_running_loop()
+            loop.call_later(delay + 0.0005, self._end_check, end_s)
+
+    def _end_check(self, end_s: float) -> None:
+        self._end_checks.discard(end_s)
+        try:
+            self._housekeeping_round()
+        except Exception as e:  # keep the agent alive; the log says what broke
+            self.log("housekeeping_error", error=repr(e))
 
     def _should_dial(self, st: NeighbourState, now: float) -> bool:
         """Between two agents that know each other's address only the lower ipn dials, so
