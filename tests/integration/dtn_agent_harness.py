@@ -1,10 +1,12 @@
 """Helpers for the agent integration tests and the benchmark: configs for agents on
-loopback, agent subprocesses, and a TCP proxy that can cut a link and bring it back."""
+loopback, agent subprocesses, a TCP proxy that can cut a link and bring it back, and a
+stand-in core for testing the convergence-layer shell alone."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -14,6 +16,10 @@ import sys
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from netemu.dtn.agent import Agent
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -196,3 +202,53 @@ async def wait_for(pred, timeout_s: float, what: str, step_s: float = 0.05):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         await asyncio.sleep(step_s)
+
+
+class StubCore:
+    """Stores every bundle by content hash (dedupe), forwards what the test sends."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.stored: dict[str, bytes] = {}
+        self.arrivals = 0
+        self.sent: list[str] = []
+        self.failed: list[str] = []
+        self.contacts: list[tuple[str, str]] = []
+
+    def app_handlers(self):
+        return {}
+
+    def app_disconnected(self, conn) -> None:
+        pass
+
+    def start(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def tick(self) -> None:
+        pass
+
+    def contact_started(self, nb: str) -> None:
+        self.contacts.append(("up", nb))
+
+    def contact_ended(self, nb: str) -> None:
+        self.contacts.append(("down", nb))
+
+    def receive_many(self, items):
+        for data, _nb in items:
+            self.arrivals += 1
+            self.stored.setdefault(hashlib.sha256(data).hexdigest(), data)
+        return [True] * len(items)
+
+    def transmitted(self, key: str, nb) -> None:
+        self.sent.append(key)
+
+    def transmit_failed(self, key: str, nb, reason: str) -> None:
+        self.failed.append(key)
+
+    def send(self, nb: str, data: bytes) -> str:
+        key = hashlib.sha256(data).hexdigest()
+        self.agent.enqueue(nb, key, data)
+        return key

@@ -5,65 +5,14 @@ the real BPA core is tested in test_dtn_agent.py.)"""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import socket
 
 import pytest
-from dtn_agent_harness import CutProxy, free_port, wait_for
+from dtn_agent_harness import CutProxy, StubCore, free_port, wait_for
 
 from netemu.dtn import mtcp
 from netemu.dtn.agent import Agent
 from netemu.dtn.agentconfig import AgentConfig
-
-
-class StubCore:
-    """Stores every bundle by content hash (dedupe), forwards what the test sends."""
-
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
-        self.stored: dict[str, bytes] = {}
-        self.arrivals = 0
-        self.sent: list[str] = []
-        self.failed: list[str] = []
-        self.contacts: list[tuple[str, str]] = []
-
-    def app_handlers(self):
-        return {}
-
-    def app_disconnected(self, conn) -> None:
-        pass
-
-    def start(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def tick(self) -> None:
-        pass
-
-    def contact_started(self, nb: str) -> None:
-        self.contacts.append(("up", nb))
-
-    def contact_ended(self, nb: str) -> None:
-        self.contacts.append(("down", nb))
-
-    def receive_many(self, items):
-        for data, _nb in items:
-            self.arrivals += 1
-            self.stored.setdefault(hashlib.sha256(data).hexdigest(), data)
-        return [True] * len(items)
-
-    def transmitted(self, key: str, nb) -> None:
-        self.sent.append(key)
-
-    def transmit_failed(self, key: str, nb, reason: str) -> None:
-        self.failed.append(key)
-
-    def send(self, nb: str, data: bytes) -> str:
-        key = hashlib.sha256(data).hexdigest()
-        self.agent.enqueue(nb, key, data)
-        return key
 
 
 def _cfg(tmp, name, ipn, port, peer, peer_ipn, dial, cl="tcpcl", **kw) -> AgentConfig:

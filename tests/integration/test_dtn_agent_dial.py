@@ -14,50 +14,13 @@ import asyncio
 import json
 
 import pytest
-from dtn_agent_harness import free_port, wait_for
+from dtn_agent_harness import StubCore, free_port, wait_for
 
 from netemu.dtn import tcpcl
 from netemu.dtn.agent import Agent
 from netemu.dtn.agentconfig import AgentConfig
 
 pytestmark = pytest.mark.integration
-
-
-class _NullCore:
-    """A stand-in core: the test only watches the convergence layer."""
-
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
-
-    def app_handlers(self):
-        return {}
-
-    def app_disconnected(self, conn) -> None:
-        pass
-
-    def start(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def tick(self) -> None:
-        pass
-
-    def contact_started(self, nb: str) -> None:
-        pass
-
-    def contact_ended(self, nb: str) -> None:
-        pass
-
-    def receive_many(self, items):
-        return [True] * len(items)
-
-    def transmitted(self, key: str, nb) -> None:
-        pass
-
-    def transmit_failed(self, key: str, nb, reason: str) -> None:
-        pass
 
 
 def _cfg(tmp, port: int, peer_port: int) -> AgentConfig:
@@ -86,7 +49,7 @@ def test_connection_without_session_is_dropped_and_redialled(tmp_path):
 
         pb = free_port()
         server = await asyncio.start_server(silent, "127.0.0.1", pb)
-        a = Agent(_cfg(tmp_path, free_port(), pb), core_factory=_NullCore)
+        a = Agent(_cfg(tmp_path, free_port(), pb), core_factory=StubCore)
         await a.start()
         try:
             await wait_for(lambda: len(accepted) >= 2, 30,
@@ -119,7 +82,7 @@ def test_half_open_peer_does_not_stop_a_real_session_later(tmp_path):
 
         pb = free_port()
         server = await asyncio.start_server(silent, "127.0.0.1", pb)
-        a = Agent(_cfg(tmp_path, free_port(), pb), core_factory=_NullCore)
+        a = Agent(_cfg(tmp_path, free_port(), pb), core_factory=StubCore)
         await a.start()
         try:
             await wait_for(lambda: accepted, 10, "A's first dial")
