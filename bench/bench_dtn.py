@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT / "tests" / "integration"))
 from dtn_agent_harness import AgentProc, free_port, write_pair  # noqa: E402
 
 from netemu.dtn import BpClient  # noqa: E402
+from netemu.dtn.memtune import tune_malloc  # noqa: E402
 
 
 def plain_tcp_s(size: int, count: int) -> float:
@@ -67,8 +68,9 @@ def cpu_s(pid: int) -> float:
 
 
 async def agent_run(tmp: Path, size: int, count: int, batch: int, durability: str
-                    ) -> tuple[float, float, float]:
-    """(wall s, CPU s of agent A, CPU s of agent B) for the timed part."""
+                    ) -> tuple[float, float, float, float]:
+    """(wall s, CPU s of agent A, of agent B, of the two apps (this process)) for the timed
+    part."""
     pa, pb = free_port(), free_port()
     cfgs = write_pair(tmp, port_a=pa, port_b=pb, extra={"durability": durability})
     a = AgentProc("A", cfgs["A"]).start()
@@ -90,7 +92,7 @@ async def agent_run(tmp: Path, size: int, count: int, batch: int, durability: st
                 got += 1
 
         assert a.proc is not None and b.proc is not None
-        c0 = (cpu_s(a.proc.pid), cpu_s(b.proc.pid))
+        c0 = (cpu_s(a.proc.pid), cpu_s(b.proc.pid), time.process_time())
         t0 = time.perf_counter()
         recv_task = asyncio.ensure_future(receive())
         sent = 0
@@ -110,10 +112,10 @@ async def agent_run(tmp: Path, size: int, count: int, batch: int, durability: st
                   f"B: {await rx.status()}", file=sys.stderr)
             raise
         dt = time.perf_counter() - t0
-        c1 = (cpu_s(a.proc.pid), cpu_s(b.proc.pid))
+        c1 = (cpu_s(a.proc.pid), cpu_s(b.proc.pid), time.process_time())
         await tx.close()
         await rx.close()
-        return dt, c1[0] - c0[0], c1[1] - c0[1]
+        return dt, c1[0] - c0[0], c1[1] - c0[1], c1[2] - c0[2]
     finally:
         a.stop()
         b.stop()
@@ -130,6 +132,7 @@ def main() -> int:
                     help="store durability: disk = fsync per group commit (default config), "
                          "process = survives kill -9 only")
     args = ap.parse_args()
+    tune_malloc()  # the apps here move 1 MB bundles too (as an agent does: memtune)
     print(f"load average before: {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)")
     if not args.no_core_costs:
         costs = core_costs()
@@ -142,21 +145,22 @@ def main() -> int:
         tcp = plain_tcp_s(size, count)
         for mode in modes:
             with tempfile.TemporaryDirectory(prefix="t4b-bench-") as d:
-                dt, ca, cb = asyncio.run(agent_run(Path(d), size, count, batch, mode))
-            rows.append((label, mode, size, count, dt, tcp, ca, cb))
-    # CPU columns: CPU seconds each agent process used per bundle (µs), and the rate one
-    # core per agent would allow (count / max(CPU A, CPU B)): robust on a busy machine,
-    # where wall time mostly measures the other jobs.
+                dt, ca, cb, capp = asyncio.run(agent_run(Path(d), size, count, batch, mode))
+            rows.append((label, mode, size, count, dt, tcp, ca, cb, capp))
+    # CPU columns: CPU seconds each agent process and the apps (sender and receiver, this
+    # process) used per bundle (µs), and the rate one core per agent would allow
+    # (count / max(CPU A, CPU B)): robust on a busy machine, where wall time mostly
+    # measures the other jobs. Wall-clock rates share this machine's cores among all three.
     print(f"{'payload':>8} {'store':>8} {'bundles':>8} {'agent s':>8} {'bundles/s':>10} "
           f"{'Gbit/s':>7} {'TCP s':>7} {'TCP Gbit/s':>10} {'agent/TCP':>9} "
-          f"{'CPU A µs':>9} {'CPU B µs':>9} {'CPU-bound/s':>11} {'CPU Gbit/s':>10}")
-    for label, mode, size, count, dt, tcp, ca, cb in rows:
+          f"{'CPU A µs':>9} {'CPU B µs':>9} {'apps µs':>8} {'CPU-bound/s':>11} {'CPU Gbit/s':>10}")
+    for label, mode, size, count, dt, tcp, ca, cb, capp in rows:
         gbps = size * count * 8 / dt / 1e9
         tgbps = size * count * 8 / tcp / 1e9
         cmax = max(ca, cb, 1e-9)
         print(f"{label:>8} {mode:>8} {count:>8} {dt:>8.2f} {count / dt:>10.0f} {gbps:>7.2f} "
               f"{tcp:>7.3f} {tgbps:>10.2f} {tcp / dt:>9.3f} {ca / count * 1e6:>9.0f} "
-              f"{cb / count * 1e6:>9.0f} {count / cmax:>11.0f} "
+              f"{cb / count * 1e6:>9.0f} {capp / count * 1e6:>8.0f} {count / cmax:>11.0f} "
               f"{size * count * 8 / cmax / 1e9:>10.2f}")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     return 0

@@ -50,6 +50,7 @@ from netemu.dtn.bundle import REPORT_FLAGS, datetime_to_dtn_ms
 from netemu.dtn.bundletelemetry import BundlePublisher
 from netemu.dtn.eid import EID
 from netemu.dtn.errors import BundleError
+from netemu.dtn.memtune import tune_malloc
 from netemu.dtn.store import HELD_STATES as _HELD_STATES
 from netemu.dtn.store import BundleStore
 from netemu.dtn.store import State as StoreState
@@ -1308,8 +1309,9 @@ class AgentCore:
 
 async def run_agent(cfg: AgentConfig, *, tune_gc: bool = True) -> None:
     agent = Agent(cfg)
-    if tune_gc:  # an agent process: rarer cyclic-GC passes (see bpa.tune_gc)
-        bpa.tune_gc()
+    if tune_gc:  # an agent process: rarer cyclic-GC passes (see bpa.tune_gc), and large
+        bpa.tune_gc()  # bundles' buffers from the heap, not mmap (see memtune)
+        tune_malloc()
     await agent.run()
 
 

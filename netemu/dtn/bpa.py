@@ -40,6 +40,7 @@ from netemu.dtn.bundle import (
     Bundle,
     BundleFlags,
     CanonicalBlock,
+    crc_type_of,
     datetime_to_dtn_ms,
     decode_bundle,
 )
@@ -47,6 +48,7 @@ from netemu.dtn.eid import EID
 from netemu.dtn.errors import BundleError
 from netemu.dtn.status import Reason, make_report
 from netemu.dtn.store import State, StoredBundle
+from netemu.dtn.template import OriginTemplate
 from netemu.routing.base import BundleInfo, Decision, Router
 
 # netemu-private extensions (docs/dtn-bundles.md, "netemu extensions"):
@@ -70,6 +72,7 @@ _REPORT_FLAG = {"received": BundleFlags.REPORT_RECEPTION.value,
                 "delivered": BundleFlags.REPORT_DELIVERY.value,
                 "deleted": BundleFlags.REPORT_DELETION.value}
 _ADMIN_FLAG = BundleFlags.ADMIN_RECORD.value
+_DTN_NONE = EID.parse("dtn:none")
 _KNOWN_BLOCKS = {BLOCK_PAYLOAD, BLOCK_PREVIOUS_NODE, BLOCK_BUNDLE_AGE, BLOCK_HOP_COUNT,
                  BLOCK_BIB, BLOCK_BCB, BLOCK_COPIES}
 
@@ -351,6 +354,7 @@ class BundleAgent:
         self._batch: list[tuple[_Held, list]] | None = None
         self._batch_ms = 0
         self._router_names: dict[EID, str] = {}
+        self._templates: dict[tuple, OriginTemplate] = {}
         self._router_names_plan: object = None
 
     @classmethod
@@ -688,30 +692,60 @@ class BundleAgent:
                          previous_hop))
         return h
 
-    def _admit_local(self, b: Bundle, now: int, out: list, bypass_quota: bool = False
-                     ) -> str | None:
-        """Admit a bundle this node originates; None if the store is full."""
-        if self.cfg.policy is not None:
-            self.cfg.policy.apply_outbound(b)
-        # Bound elsewhere and nothing to update per hop (no hop count, no age block): store
-        # the bundle in the form it is sent in, previous node included, and send those
-        # very bytes (what _outbound would produce, byte for byte).
-        ready = (b.primary.creation_ms != 0 and not self.is_local(b.destination)
-                 and b.block_by_type(BLOCK_HOP_COUNT) is None
-                 and b.block_by_type(BLOCK_BUNDLE_AGE) is None)
-        if ready:
-            b.set_previous_node(self.node_id)
-        data = b.encode()
+    def _admit_local(self, b: Bundle, now: int, out: list, bypass_quota: bool = False,
+                     wire: bytes | None = None) -> str | None:
+        """Admit a bundle this node originates; None if the store is full. ``wire``: the
+        bundle's bytes as they go out, when a template made it (see _template_for)."""
+        if wire is not None:
+            ready, data = True, wire
+        else:
+            if self.cfg.policy is not None:
+                self.cfg.policy.apply_outbound(b)
+            # Bound elsewhere and nothing to update per hop (no hop count, no age block):
+            # store the bundle in the form it is sent in, previous node included, and send
+            # those very bytes (what _outbound would produce, byte for byte).
+            ready = (b.primary.creation_ms != 0 and not self.is_local(b.destination)
+                     and b.block_by_type(BLOCK_HOP_COUNT) is None
+                     and b.block_by_type(BLOCK_BUNDLE_AGE) is None)
+            if ready:
+                b.set_previous_node(self.node_id)
+            data = b.encode()
         if not bypass_quota and not self._fits(len(data)):
             return None
         self.counters["originated"] += 1
-        age0 = b.bundle_age_ms or 0
-        h = self._admit(b, data, now, age0, b.expiry_ms(received_ms=now, age_at_receipt_ms=age0),
-                        None, out)
+        if wire is not None:  # creation time set, no age block
+            h = self._admit(b, data, now, 0, b.primary.creation_ms + b.primary.lifetime_ms,
+                            None, out)
+        else:
+            age0 = b.bundle_age_ms or 0
+            h = self._admit(b, data, now, age0,
+                            b.expiry_ms(received_ms=now, age_at_receipt_ms=age0), None, out)
         if ready:
             h.wire = data
         self._dispatch(h, now, out)
         return h.bid
+
+    def _template_for(self, src: EID, ev: AppSend) -> OriginTemplate | None:
+        """The template for ``ev``'s kind of bundle, if it goes elsewhere: the bundle
+        _admit_local would store and send (previous node = this node, no hop count or age
+        block, no security), made without block objects (netemu.dtn.template)."""
+        key = (src, ev.destination, ev.report_to, ev.flags, ev.lifetime_ms)
+        tmpl = self._templates.get(key)
+        if tmpl is None:
+            dst = ev.destination if isinstance(ev.destination, EID) else EID.parse(
+                ev.destination)
+            if self.is_local(dst):
+                return None
+            rpt = ev.report_to
+            rpt = (_DTN_NONE if rpt is None else rpt if isinstance(rpt, EID)
+                   else EID.parse(rpt))
+            tmpl = OriginTemplate(src, dst, rpt, flags=ev.flags, lifetime_ms=ev.lifetime_ms,
+                                  crc_type=crc_type_of(self.cfg.crc),
+                                  previous_node=self.node_id)
+            if len(self._templates) >= 256:
+                self._templates.clear()
+            self._templates[key] = tmpl
+        return tmpl
 
     def _app_send(self, ev: AppSend, out: list) -> None:
         try:
@@ -719,15 +753,21 @@ class BundleAgent:
             if not self.is_local(src):  # (= src.node_id() != node_id, without a new EID)
                 raise BundleError(f"source {src} is not an endpoint of this node "
                                   f"({self.node_id})", field="source")
-            b = Bundle.new(src, ev.destination, ev.payload, lifetime_ms=ev.lifetime_ms,
-                           creation_ms=ev.now_ms, seq=self._next_seq(),
-                           report_to=ev.report_to, crc=self.cfg.crc, flags=ev.flags,
-                           hop_limit=ev.hop_limit)
+            wire = None
+            tmpl = self._template_for(src, ev) if (ev.hop_limit is None and ev.now_ms and
+                                                    self.cfg.policy is None) else None
+            if tmpl is not None:
+                b, wire = tmpl.make(ev.now_ms, self._next_seq(), ev.payload)
+            else:
+                b = Bundle.new(src, ev.destination, ev.payload, lifetime_ms=ev.lifetime_ms,
+                               creation_ms=ev.now_ms, seq=self._next_seq(),
+                               report_to=ev.report_to, crc=self.cfg.crc, flags=ev.flags,
+                               hop_limit=ev.hop_limit)
         except BundleError as e:
             out.append(Refuse(None, Reason.DESTINATION_UNINTELLIGIBLE, str(e)))
             return
         mark = len(out)  # "sent" goes before the routing events it may cause
-        bid = self._admit_local(b, ev.now_ms, out)
+        bid = self._admit_local(b, ev.now_ms, out, wire=wire)
         if bid is None:
             self.counters["refused"] += 1
             out.append(Refuse(b.id, Reason.DEPLETED_STORAGE,
