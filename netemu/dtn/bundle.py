@@ -12,6 +12,7 @@ Times are DTN time: milliseconds since 2000-01-01 00:00:00 UTC (:data:`DTN_EPOCH
 from __future__ import annotations
 
 import dataclasses
+from binascii import crc_hqx as _crc_hqx
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import IntFlag
@@ -190,6 +191,19 @@ class CanonicalBlock:
                  crc_type: int = _crc.CRC32C, raw: bytes | None = None) -> None:
         self.__dict__.update(type=type, number=number, data=data, flags=flags,
                              crc_type=crc_type, raw=raw)
+
+    def __getattr__(self, name: str) -> bytes:
+        # Only for attributes not set: a payload block decoded from the wire keeps
+        # ``_wire`` (input bytes, start, end) instead of ``raw``, so a 1 MB payload is
+        # copied once (its data) on reception, and its bytes again only if asked for.
+        if name == "raw":
+            wire = self.__dict__.get("_wire")
+            if wire is not None:
+                buf, start, end = wire
+                raw = buf[start:end]
+                self.__dict__["raw"] = raw
+                return raw
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
     def name(self) -> str:
@@ -575,6 +589,39 @@ class _Slow(Exception):
     """Internal: the fast decoder met something unusual; the strict decoder takes over."""
 
 
+# --- fast path ---------------------------------------------------------------------------
+# The fast decoder answers only when it is sure the strict one would give the same bundle;
+# on anything unusual it raises _Slow (or IndexError) and decode_bundle asks the strict
+# decoder, which names the problem. Where it saves time: bytes already seen and checked
+# are recognised by comparison instead of being parsed again. A bundle's primary block
+# starts with a prefix (array head, version, flags, CRC type, the three EIDs, the creation
+# timestamp's array head) that repeats for every bundle of a flow; a previous node or hop
+# count block repeats for every bundle from one neighbour. CBOR items are self-delimiting,
+# so input that starts with the exact bytes of a prefix or block that passed every check
+# before parses the same way again (the CRC of a repeated block is the same too).
+
+_MRU_SIZE = 8
+#: Recently seen primary block prefixes: (prefix bytes, flags, CRC type, destination,
+#: source, report-to, CRC-32C of the prefix, id prefix "source,"), newest first.
+_PREFIXES: list[tuple[bytes, int, int, EID, EID, EID, int, str]] = []
+#: Recently seen previous node / hop count blocks: (exact bytes, block), newest first.
+_SMALL_BLOCKS: list[tuple[bytes, CanonicalBlock]] = []
+_SMALL_BLOCK_TYPES = (BLOCK_PREVIOUS_NODE, BLOCK_HOP_COUNT)
+_SMALL_BLOCK_MAX = 64
+#: Recently seen payload block heads: (bytes up to the data, flags, CRC type, data length).
+_PAYLOAD_HEADS: list[tuple[bytes, int, int, int]] = []
+_PAYLOAD_HEADS_SIZE = 4
+#: Exact canonical CBOR of endpoint IDs that decoded before -> the EID (bounded).
+_EIDS: dict[bytes, EID] = {}
+_EIDS_MAX = 4096
+#: Length of a canonical unsigned integer item by its first byte (0: not one).
+_ULEN = bytes([1] * 24 + [2, 3, 5, 9] + [0] * 228)
+_UNIQUE_MASK = sum(1 << t for t in _UNIQUE_TYPES)
+_crc32c = _crc._crc32c_c or _crc.crc32c_continue  # the C function itself when present
+_ZERO4 = b"\x00\x00\x00\x00"
+_new = object.__new__
+
+
 def _u(d: bytes, q: int) -> tuple[int, int]:
     """Fast canonical unsigned integer read (raises _Slow/IndexError when unusual)."""
     b = d[q]
@@ -599,54 +646,207 @@ def _u(d: bytes, q: int) -> tuple[int, int]:
     raise _Slow
 
 
-def _bstr_len(d: bytes, q: int) -> tuple[int, int]:
-    b = d[q]
-    if 0x40 <= b <= 0x5B:
-        if b < 0x58:
-            return b - 0x40, q + 1
-        size = 1 << (b - 0x58)
-        if q + 1 + size > len(d):
-            raise _Slow
-        n = int.from_bytes(d[q + 1:q + 1 + size], "big")
-        if n >= (24 if size == 1 else 1 << (4 * size)):
-            return n, q + 1 + size
-    raise _Slow
-
-
-def _eid_fast(d: bytes, q: int) -> tuple[EID, int]:
-    if d[q] == 0x82 and d[q + 1] == 0x02 and d[q + 2] == 0x82:
-        node, q = _u(d, q + 3)
-        svc, q = _u(d, q)
-        return EID(2, (node, svc)), q
-    if d[q] == 0x82 and d[q + 1] == 0x01 and d[q + 2] == 0x00:
-        return EID(1, 0), q + 3
-    raise _Slow
-
-
-def _crc_ok(raw: bytes | memoryview, crc_type: int) -> bool:
-    if crc_type == _crc.CRC32C:
-        value = _crc.crc32c_continue(b"\x00\x00\x00\x00",
-                                     _crc.crc32c_continue(memoryview(raw)[:-4]))
-        return value.to_bytes(4, "big") == raw[-4:]
-    return _crc.compute(crc_type, bytes(raw[:-2]) + b"\x00\x00") == raw[-2:]
-
-
-def _primary_fast(d: bytes, p: int) -> tuple[PrimaryBlock, int]:
-    n = d[p] - 0x80
-    if not 8 <= n <= 11 or d[p + 1] != 7:
-        raise _Slow
-    flags, q = _u(d, p + 2)
-    crc_type, q = _u(d, q)
-    if n != 8 + (2 if flags & 1 else 0) + (1 if crc_type else 0) or crc_type > 2:
-        raise _Slow
-    dst, q = _eid_fast(d, q)
-    src, q = _eid_fast(d, q)
-    rpt, q = _eid_fast(d, q)
+def _eid_at(d: bytes, q: int) -> tuple[EID, int]:
+    """The EID at ``q`` (raises _Slow/IndexError when unusual). The item's length comes
+    from its heads; its bytes are looked up among EIDs decoded before, and only on a miss
+    decoded (by :meth:`EID.decode`, the strict decoder's own) and remembered."""
     if d[q] != 0x82:
         raise _Slow
-    ctime, q = _u(d, q + 1)
-    seq, q = _u(d, q)
-    lifetime, q = _u(d, q)
+    scheme = d[q + 1]
+    if scheme == 2:
+        if d[q + 2] != 0x82:
+            raise _Slow
+        e = q + 3
+        k = _ULEN[d[e]]
+        e += k
+        k2 = _ULEN[d[e]]
+        if not k or not k2:
+            raise _Slow
+        e += k2
+    elif scheme == 1:
+        h = d[q + 2]
+        if 0x60 <= h < 0x78:
+            e = q + 3 + h - 0x60
+        elif h == 0x78:
+            e = q + 4 + d[q + 3]
+        elif h == 0:
+            e = q + 3
+        else:
+            raise _Slow
+    else:
+        raise _Slow
+    key = d[q:e]
+    eid = _EIDS.get(key)
+    if eid is None:
+        if e > len(d):
+            raise _Slow
+        try:
+            eid, end = EID.decode(key, 0)
+        except BundleError:
+            raise _Slow from None
+        if end != len(key):
+            raise _Slow
+        if len(_EIDS) >= _EIDS_MAX:
+            _EIDS.clear()
+        _EIDS[key] = eid
+    return eid, e
+
+
+def _learn_prefix(d: bytes) -> tuple[bytes, int, int, EID, EID, EID, int, str]:
+    """Parse and check the primary block prefix at d[1:] and remember it."""
+    n_items = d[1] - 0x80
+    if not 8 <= n_items <= 11 or d[2] != 7:
+        raise _Slow
+    flags, q = _u(d, 3)
+    crc_type, q = _u(d, q)
+    if crc_type > 2 or n_items != 8 + (2 if flags & 1 else 0) + (1 if crc_type else 0):
+        raise _Slow
+    dst, q = _eid_at(d, q)
+    src, q = _eid_at(d, q)
+    rpt, q = _eid_at(d, q)
+    if d[q] != 0x82:
+        raise _Slow
+    pre = d[1:q + 1]
+    entry = (pre, flags, crc_type, dst, src, rpt, _crc32c(pre) if crc_type == 2 else 0,
+             f"{src},")
+    _PREFIXES.insert(0, entry)
+    del _PREFIXES[_MRU_SIZE:]
+    return entry
+
+
+def _crc16_ok(d: bytes, s: int, e: int) -> bool:
+    """Does the CRC-16 in the last 2 bytes of d[s:e] match (computed with them zero)?"""
+    c = _crc_hqx(b"\x00\x00", _crc_hqx(d[s:e - 2].translate(_crc._REVERSE_BITS), 0xFFFF))
+    rev = _crc._REVERSE_BITS
+    return (rev[c & 0xFF] << 8 | rev[c >> 8]) ^ 0xFFFF == (d[e - 2] << 8 | d[e - 1])
+
+
+def _ext_data_ok(btype: int, data: bytes) -> None:
+    """Fast form of :func:`_check_ext_data` (raises _Slow/IndexError when unusual)."""
+    if btype == BLOCK_PREVIOUS_NODE:
+        if data not in _EIDS and _eid_at(data, 0)[1] != len(data):
+            raise _Slow
+    elif btype == BLOCK_BUNDLE_AGE:
+        if _u(data, 0)[1] != len(data):
+            raise _Slow
+    elif btype == BLOCK_HOP_COUNT and (
+            data[0] != 0x82 or _u(data, _u(data, 1)[1])[1] != len(data)):
+        raise _Slow
+
+
+def _block_head(d: bytes, p: int) -> tuple[int, int, int, int, int, int]:
+    """(type, number, flags, CRC type, data start, data length) of the canonical block
+    at ``p`` (raises _Slow/IndexError when unusual)."""
+    h = d[p]
+    if h != 0x85 and h != 0x86:
+        raise _Slow
+    btype, q = _u(d, p + 1)
+    number, q = _u(d, q)
+    bflags, q = _u(d, q)
+    ct = d[q]
+    if (ct > 2 or (ct != 0) != (h == 0x86) or not btype or not number
+            or (btype == 1) != (number == 1)):
+        raise _Slow
+    b = d[q + 1]
+    if 0x40 <= b < 0x58:
+        return btype, number, bflags, ct, q + 2, b - 0x40
+    if b == 0x58:
+        ln = d[q + 2]
+        if ln >= 24:
+            return btype, number, bflags, ct, q + 3, ln
+    elif 0x59 <= b <= 0x5B:
+        size = 1 << (b - 0x58)
+        ln = int.from_bytes(d[q + 2:q + 2 + size], "big")
+        if ln >= 1 << (4 * size) and q + 2 + size <= len(d):
+            return btype, number, bflags, ct, q + 2 + size, ln
+    raise _Slow
+
+
+def _block_end(d: bytes, p: int, de: int, ct: int) -> int:
+    """End of the block at ``p`` whose data ends at ``de``, after checking its CRC
+    (raises _Slow/IndexError when unusual)."""
+    if ct == 2:
+        e = de + 5
+        if (e >= len(d) or d[de] != 0x44
+                or _crc32c(_ZERO4, _crc32c(memoryview(d)[p:de + 1])).to_bytes(4, "big")
+                != d[de + 1:e]):
+            raise _Slow
+    elif ct == 1:
+        e = de + 3
+        if e >= len(d) or d[de] != 0x42 or not _crc16_ok(d, p, e):
+            raise _Slow
+    else:
+        e = de
+        if e >= len(d):
+            raise _Slow
+    return e
+
+
+def _other_block(d: bytes, p: int) -> tuple[CanonicalBlock, int]:
+    """A canonical block other than the payload block, parsed and checked."""
+    btype, number, bflags, ct, ds, ln = _block_head(d, p)
+    de = ds + ln
+    e = _block_end(d, p, de, ct)
+    data = d[ds:de]
+    if btype in (BLOCK_PREVIOUS_NODE, BLOCK_BUNDLE_AGE, BLOCK_HOP_COUNT):
+        _ext_data_ok(btype, data)
+    raw = d[p:e]
+    blk = _new(CanonicalBlock)
+    blk.__dict__.update(type=btype, number=number, data=data, flags=bflags, crc_type=ct,
+                        raw=raw)
+    if btype in _SMALL_BLOCK_TYPES and e - p <= _SMALL_BLOCK_MAX:
+        _SMALL_BLOCKS.insert(0, (raw, blk))
+        del _SMALL_BLOCKS[_MRU_SIZE:]
+    return blk, e
+
+
+def _decode_fast(d: bytes) -> Bundle | None:
+    """Decode the common shapes of bundle quickly; None means: something is unusual,
+    let the strict decoder decide (and name the problem). Both agree where this one
+    answers (tested, also on random mutations of valid bundles)."""
+    try:
+        return _fast(d)
+    except (_Slow, IndexError):
+        return None
+
+
+def _fast(d: bytes) -> Bundle:  # noqa: C901 - one function: calls cost more than lines
+    n = len(d)
+    if d[0] != 0x9F:
+        raise _Slow
+    # --- primary block: a known prefix, then creation time, sequence, lifetime
+    for entry in _PREFIXES:
+        if d.startswith(entry[0], 1):
+            break
+    else:
+        entry = _learn_prefix(d)
+    pre, flags, crc_type, dst, src, rpt, pcrc, id_prefix = entry
+    s = q = 1 + len(pre)
+    ctime = d[q]
+    if ctime < 24:
+        q += 1
+    elif ctime == 27:
+        ctime = int.from_bytes(d[q + 1:q + 9], "big")
+        if ctime < 0x100000000 or q + 9 > n:
+            raise _Slow
+        q += 9
+    else:
+        ctime, q = _u(d, q)
+    seq = d[q]
+    if seq < 24:
+        q += 1
+    else:
+        seq, q = _u(d, q)
+    lifetime = d[q]
+    if lifetime < 24:
+        q += 1
+    elif lifetime == 26:
+        lifetime = int.from_bytes(d[q + 1:q + 5], "big")
+        if lifetime < 0x10000 or q + 5 > n:
+            raise _Slow
+        q += 5
+    else:
+        lifetime, q = _u(d, q)
     off = total = None
     if flags & 1:
         off, q = _u(d, q)
@@ -654,90 +854,84 @@ def _primary_fast(d: bytes, p: int) -> tuple[PrimaryBlock, int]:
         if off >= total:
             raise _Slow
     if crc_type == 2:
-        if d[q] != 0x44:
+        if (d[q] != 0x44 or q + 5 > n
+                or _crc32c(_ZERO4, _crc32c(d[s:q + 1], pcrc)).to_bytes(4, "big")
+                != d[q + 1:q + 5]):
             raise _Slow
         q += 5
     elif crc_type == 1:
-        if d[q] != 0x42:
+        if d[q] != 0x42 or q + 3 > n or not _crc16_ok(d, 1, q + 3):
             raise _Slow
         q += 3
-    if q > len(d):
-        raise _Slow
-    raw = d[p:q]
-    if crc_type and not _crc_ok(raw, crc_type):
-        raise _Slow
-    pb = object.__new__(PrimaryBlock)
-    pb.__dict__.update(destination=dst, source=src, report_to=rpt, creation_ms=ctime,
-                       sequence=seq, lifetime_ms=lifetime, flags=flags, crc_type=crc_type,
-                       fragment_offset=off, total_adu_length=total, version=7, raw=raw)
-    return pb, q
-
-
-def _canonical_fast(d: bytes, p: int) -> tuple[CanonicalBlock, int]:
-    h = d[p]
-    if h != 0x85 and h != 0x86:
-        raise _Slow
-    btype, q = _u(d, p + 1)
-    number, q = _u(d, q)
-    flags, q = _u(d, q)
-    crc_type, q = _u(d, q)
-    if (btype == 0 or number == 0 or (btype == 1) != (number == 1) or crc_type > 2
-            or h != (0x86 if crc_type else 0x85)):
-        raise _Slow
-    n, q = _bstr_len(d, q)
-    ds = q
-    q += n
-    if crc_type == 2:
-        if d[q] != 0x44:
+    primary = _new(PrimaryBlock)
+    primary.__dict__.update(
+        destination=dst, source=src, report_to=rpt, creation_ms=ctime, sequence=seq,
+        lifetime_ms=lifetime, flags=flags, crc_type=crc_type, fragment_offset=off,
+        total_adu_length=total, version=7, raw=d[1:q])
+    # --- canonical blocks up to the payload block, which must be last
+    p = q
+    blocks: list[CanonicalBlock] = []
+    numbers: set[int] = set()
+    seen = 0  # bit mask of the block types that may occur once
+    while d[p + 1] != BLOCK_PAYLOAD:
+        if d[p] == 0xFF:
+            raise _Slow  # no payload block
+        for cached in _SMALL_BLOCKS:
+            if d.startswith(cached[0], p):
+                p += len(cached[0])
+                blk = cached[1]
+                break
+        else:
+            blk, p = _other_block(d, p)
+        number = blk.number
+        btype = blk.type
+        if number in numbers:
             raise _Slow
-        q += 5
-    elif crc_type == 1:
-        if d[q] != 0x42:
+        numbers.add(number)
+        if btype < 64 and (1 << btype) & _UNIQUE_MASK:
+            if seen & (1 << btype):
+                raise _Slow
+            seen |= 1 << btype
+        blocks.append(blk)
+    # --- the payload block: a known head (type, number, flags, CRC type, data length)
+    for cached_head in _PAYLOAD_HEADS:
+        if d.startswith(cached_head[0], p):
+            ds = p + len(cached_head[0])
+            bflags, ct, ln = cached_head[1:]
+            break
+    else:
+        btype, number, bflags, ct, ds, ln = _block_head(d, p)
+        if btype != BLOCK_PAYLOAD:
             raise _Slow
-        q += 3
-    if q > len(d):
+        _PAYLOAD_HEADS.insert(0, (d[p:ds], bflags, ct, ln))
+        del _PAYLOAD_HEADS[_PAYLOAD_HEADS_SIZE:]
+    de = ds + ln
+    if ct == 2:
+        e = de + 5
+        if (e + 1 != n or d[de] != 0x44
+                or _crc32c(_ZERO4, _crc32c(memoryview(d)[p:de + 1])).to_bytes(4, "big")
+                != d[de + 1:e]):
+            raise _Slow
+    elif ct == 1:
+        e = de + 3
+        if e + 1 != n or d[de] != 0x42 or not _crc16_ok(d, p, e):
+            raise _Slow
+    else:
+        e = de
+        if e + 1 != n:
+            raise _Slow
+    if d[e] != 0xFF:
         raise _Slow
-    raw = d[p:q]
-    if crc_type and not _crc_ok(raw, crc_type):
-        raise _Slow
-    data = d[ds:ds + n]
-    if btype in (BLOCK_PREVIOUS_NODE, BLOCK_BUNDLE_AGE, BLOCK_HOP_COUNT):
-        try:
-            _check_ext_data(btype, data, 0, 0, "")
-        except BundleError:
-            raise _Slow from None
-    blk = object.__new__(CanonicalBlock)
-    blk.__dict__.update(type=btype, number=number, data=data, flags=flags,
-                        crc_type=crc_type, raw=raw)
-    return blk, q
-
-
-def _decode_fast(d: bytes) -> Bundle | None:
-    """Decode the common shapes of bundle quickly; None means: something is unusual,
-    let the strict decoder decide (and name the problem). Both agree where this one
-    answers (tested)."""
-    try:
-        if d[0] != 0x9F:
-            return None
-        primary, p = _primary_fast(d, 1)
-        blocks = []
-        numbers = set()
-        uniq: set[int] = set()
-        while d[p] != 0xFF:
-            blk, p = _canonical_fast(d, p)
-            if blk.number in numbers or (blocks and blocks[-1].type == BLOCK_PAYLOAD):
-                return None
-            if blk.type in _UNIQUE_TYPES:
-                if blk.type in uniq:
-                    return None
-                uniq.add(blk.type)
-            numbers.add(blk.number)
-            blocks.append(blk)
-    except (_Slow, IndexError):
-        return None
-    if p + 1 != len(d) or not blocks or blocks[-1].type != BLOCK_PAYLOAD:
-        return None
-    return Bundle(primary, blocks)
+    payload = _new(CanonicalBlock)
+    # Its bytes are copied only if asked for (CanonicalBlock.__getattr__).
+    payload.__dict__.update(type=BLOCK_PAYLOAD, number=1, data=d[ds:de], flags=bflags,
+                            crc_type=ct, _wire=(d, p, e))
+    blocks.append(payload)
+    bundle = _new(Bundle)
+    bundle.__dict__.update(primary=primary, blocks=blocks)
+    if not flags & 1:
+        bundle.__dict__["_id"] = (primary, f"{id_prefix}{ctime},{seq}")
+    return bundle
 
 
 def decode_bundle(data: bytes) -> Bundle:
