@@ -57,6 +57,7 @@ from netemu.dtn.store import State as StoreState
 from netemu.errors import InputError, NetemuError
 from netemu.routing.base import BundleInfo, Decision, Hop, Router
 
+BIG_WRITE_BYTES = 64 * 1024  # buffers at least this long are written without a copy
 BACKOFF_MIN_S = 0.2
 BACKOFF_MAX_S = 5.0
 WINDOW_TRANSFERS = 1024  # unacknowledged transfers per session
@@ -249,7 +250,7 @@ class TcpclChannel(asyncio.Protocol, Channel):
     def flush(self) -> None:
         out = self.session.data_to_send()
         if out and self.transport is not None and not self.transport.is_closing():
-            self.transport.writelines(out)
+            write_buffers(self.transport, out)
             self.last_tx = time.monotonic()
 
     def close(self, reason: tcpcl.TermReason = tcpcl.TermReason.UNKNOWN) -> None:
@@ -281,6 +282,23 @@ class TcpclChannel(asyncio.Protocol, Channel):
         elif now - self.last_tx >= ka:
             self.session.send_keepalive()
             self.flush()
+
+
+def write_buffers(transport: asyncio.WriteTransport, out: list[bytes | memoryview]) -> None:
+    """``transport.writelines(out)`` without joining big buffers into a new one (asyncio
+    3.11 joins them all: a copy of every 1 MB bundle): small ones are joined, a big one is
+    written as it is (sent straight from it when the socket has room)."""
+    small: list[bytes | memoryview] = []
+    for buf in out:
+        if len(buf) < BIG_WRITE_BYTES:
+            small.append(buf)
+            continue
+        if small:
+            transport.write(b"".join(small))
+            small = []
+        transport.write(buf)
+    if small:
+        transport.write(small[0] if len(small) == 1 else b"".join(small))
 
 
 class MtcpChannel(asyncio.Protocol, Channel):
@@ -336,7 +354,7 @@ class MtcpChannel(asyncio.Protocol, Channel):
 
     def send(self, item: OutItem) -> None:
         assert self.transport is not None
-        self.transport.writelines([mtcp.frame(len(item.data)), item.data])
+        write_buffers(self.transport, [mtcp.frame(len(item.data)), item.data])
         self.unconfirmed.append(item)
         if not self.paused:
             asyncio.get_event_loop().call_soon(self._confirm)

