@@ -1,4 +1,5 @@
-"""A node's persistent bundle store: SQLite in WAL mode, group commit.
+"""A node's persistent bundle store: SQLite in WAL mode for the index, payloads in files,
+group commit.
 
 Durability: every accepted bundle is written in a transaction, and the caller acks the
 bundles of a batch only after :meth:`BundleStore.commit` returns. With WAL, COMMIT appends
@@ -6,8 +7,8 @@ the transaction to the ``-wal`` file with write(2) before it returns, so once ``
 returns the data is in the kernel's page cache and survives ``kill -9`` of the process even
 with ``synchronous=NORMAL``; what NORMAL gives up is durability across power loss or a
 kernel crash (the WAL is fsynced only at checkpoints). ``synchronous=FULL`` fsyncs the WAL
-at every commit and survives those too, at one fsync per commit (about 4 ms on this
-project's machines; group commit makes that a cost per batch, not per bundle).
+at every commit and survives those too, at one fsync per commit (group commit makes that a
+cost per batch, not per bundle).
 
 Two defaults, on purpose. ``BundleStore(durability=...)`` defaults to ``"process"``
 (WAL + NORMAL): it survives ``kill -9`` of the process, which is the failure issue 4 asks
@@ -20,22 +21,40 @@ hold across power loss or a kernel crash too. An agent config can choose ``proce
 speed (docs/dtn-agent.md has both in the benchmark). Both are tested under ``kill -9``
 (tests/unit/test_dtn_store.py).
 
-Deduplication: the primary key is the bundle ID (source, creation time, sequence, and for
-fragments offset and length). Delivered, forwarded and deleted bundles stay as tombstones
-(their bytes dropped) until their expiry, so a copy that arrives again is recognised.
+Payloads are not SQLite BLOBs (a 1 KB blob costs its page twice in the WAL: once when
+inserted, once when its row becomes a tombstone; that was half of the store's CPU):
 
-Large payloads: a bundle of ``file_threshold_bytes`` (64 KiB) or more is written to a file
-of its own in ``<store>.blobs/`` and the row names the file (``file``; ``data`` NULL).
-SQLite blobs cost ≈ 6 ms to insert and as much again to drop per 1 MB bundle; a file is a
-write(2) into the page cache and an unlink. Crash safety is the same as for rows: the file
-is written completely before the row that names it is inserted, so a committed row always
-has a whole file (``durability="disk"``: the file and the directory are fsynced before the
-COMMIT, as FULL fsyncs the WAL). Files are unlinked only after the commit that drops their
-row; a file without a committed row (killed in between) is removed at the next open.
+- a bundle under ``file_threshold_bytes`` (64 KiB) is appended to the current *segment*,
+  a file in ``<store>.segs/`` of up to ``segment_bytes`` (8 MiB); the row names the
+  segment and the offset. One ``writev`` per :meth:`add_many`. A segment no held bundle
+  uses any more is unlinked after the commit that dropped the last one; a closed segment
+  whose held bundles fill less than a quarter of it is compacted (its held bundles are
+  copied to the current segment in the next commit), so long-held bundles do not pin
+  whole segments.
+- a larger bundle gets a file of its own in ``<store>.blobs/`` (an unlink frees it).
+
+Crash safety is the same as for rows: the payload bytes are written before the row that
+names them is committed, so a committed row always has whole bytes; with
+``durability="disk"`` the files written since the last commit are fdatasync'ed (in
+parallel threads, so the kernel writes them back together) and, if new files were
+created, their directories fsynced, before the COMMIT fsyncs the WAL. Files are unlinked
+only after the commit that drops their rows; a file without a committed row (killed in
+between) is removed at the next open, and new bytes never go into a segment written
+before the open.
+
+Deduplication: the store keeps every row's bundle ID (source, creation time, sequence, and
+for fragments offset and length) in memory, loaded at open, and refuses a known one; the
+table has no index on the ID (one writer, the node's agent; an index cost a third of an
+insert). Delivered, forwarded and deleted bundles stay as tombstones (their bytes dropped)
+until their expiry, so a copy that arrives again is recognised. Rows are updated by rowid.
 
 Quota: ``max_bytes`` / ``max_bundles`` bound the bundles held (bytes not yet dropped); a
 bundle that does not fit is refused (:data:`FULL`), never dropped silently: the agent core
 sends a "deleted, depleted storage" status report for it.
+
+Errors: when a write or a commit fails (disk full, I/O error), the open transaction is
+rolled back and the store reloads its state from the last commit before the exception
+propagates, so it never commits half a batch later.
 """
 
 from __future__ import annotations
@@ -46,6 +65,7 @@ import secrets
 import sqlite3
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -66,6 +86,9 @@ class State(IntEnum):
 HELD_STATES = (State.PENDING, State.LOCAL)
 _HELD = "(data IS NOT NULL OR file IS NOT NULL)"  # SQL: the row still holds its bundle
 FILE_THRESHOLD_BYTES = 64 * 1024  # bundles this large go to a payload file of their own
+SEGMENT_BYTES = 8 * 1024 * 1024  # smaller ones are appended to segments of this size
+_SEG_PREFIX = "seg-"
+_IOV_MAX = 1024  # buffers per writev(2)
 
 ADDED = "added"
 DUPLICATE = "duplicate"
@@ -92,11 +115,14 @@ class StoredBundle:
     reason: int | None = None
 
 
-# A rowid table (1 KB rows in a WITHOUT ROWID table cost 3x more to insert), indexed by
-# ID (dedupe) and state; expiry sweeps are rare and scan.
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS bundles (
-    id TEXT PRIMARY KEY,
+# A rowid table without secondary indexes: inserts append, tombstones are updated by
+# rowid, the ID map lives in memory; the rare scans (open, expiry sweeps) read it all.
+# ``file``: payload file name (in <store>.blobs/, or with ``off`` a segment in
+# <store>.segs/); ``data``: the bytes inline (in-memory stores, update_data).
+_TABLE = """
+CREATE TABLE IF NOT EXISTS {name} (
+    rid INTEGER PRIMARY KEY,
+    id TEXT NOT NULL,
     state INTEGER NOT NULL,
     destination TEXT NOT NULL,
     size INTEGER NOT NULL,
@@ -105,12 +131,18 @@ CREATE TABLE IF NOT EXISTS bundles (
     age_at_receipt_ms INTEGER NOT NULL DEFAULT 0,
     previous_hop TEXT,
     reason INTEGER,
-    data BLOB
+    data BLOB,
+    file TEXT,
+    off INTEGER
 );
-CREATE INDEX IF NOT EXISTS bundles_state ON bundles(state, destination);
--- (column ``file`` is added by BundleStore on open: stores made before it lack it)
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+_META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+_COLS = ("id, state, destination, size, expiry_ms, received_ms, age_at_receipt_ms, "
+         "previous_hop, reason, data")
+_INSERT = ("INSERT INTO bundles (rid, id, state, destination, size, expiry_ms, received_ms, "
+           "age_at_receipt_ms, previous_hop, data, file, off) "
+           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_DROP = "UPDATE bundles SET state = ?, data = NULL, file = NULL, off = NULL WHERE rid = ?"
 
 
 class BundleStore:
@@ -128,6 +160,7 @@ class BundleStore:
         max_bundles: int | None = None,
         durability: str = "process",
         file_threshold_bytes: int | None = FILE_THRESHOLD_BYTES,
+        segment_bytes: int | None = SEGMENT_BYTES,
     ) -> None:
         if durability not in ("disk", "process"):
             raise StoreError(f"durability must be 'disk' (synchronous=FULL) or 'process' "
@@ -136,63 +169,191 @@ class BundleStore:
         self.max_bytes = max_bytes
         self.max_bundles = max_bundles
         self.durability = durability
+        self._disk = durability == "disk"
         self._lock = threading.Lock()
-        # Payload files: only for a store on disk.
-        self.file_threshold = (None if self.path == ":memory:" else file_threshold_bytes)
+        on_disk = self.path != ":memory:"
+        # Payloads of at least file_threshold bytes: a file each; smaller: segments.
+        self.file_threshold = file_threshold_bytes if on_disk else None
+        self.segment_bytes = segment_bytes if on_disk else None
         self.blob_dir = self.path + ".blobs"
-        self._unlink: list[str] = []  # files of dropped rows, removed after the commit
-        self._dir_dirty = False  # (disk durability) new files: fsync the directory
+        self.seg_dir = self.path + ".segs"
+        self._pool: ThreadPoolExecutor | None = None
+        self._in_tx = False
+        self._seg_fd = -1
+        self._sync_fds: list[int] = []  # (disk) files written since the last commit
         try:
-            if self.path != ":memory:":
+            if on_disk:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, isolation_level=None,
                                        check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=" + ("FULL" if durability == "disk"
-                                                      else "NORMAL"))
+            self._db.execute("PRAGMA synchronous=" + ("FULL" if self._disk else "NORMAL"))
             self._db.execute("PRAGMA temp_store=MEMORY")
-            self._db.executescript(_SCHEMA)
-            cols = {r[1] for r in self._db.execute("PRAGMA table_info(bundles)")}
-            if "file" not in cols:
-                self._db.execute("ALTER TABLE bundles ADD COLUMN file TEXT")
-            # Held bundles: ID -> (size, payload file or None); no SELECT per state change.
-            self._held: dict[str, tuple[int, str | None]] = {
-                r[0]: (r[1], r[2]) for r in self._db.execute(
-                    f"SELECT id, size, file FROM bundles WHERE {_HELD}")}
-            self._clean_orphans()
+            self._schema()
+            self._load()
         except (sqlite3.Error, OSError) as e:
             raise StoreError(f"{self.path}: cannot open bundle store: {e}") from None
-        self.held_bundles = len(self._held)
-        self.held_bytes = sum(v[0] for v in self._held.values())
-        self._in_tx = False
 
-    def _clean_orphans(self) -> None:
-        """Payload files no committed row names (the writer died before its commit)."""
-        if self.file_threshold is None or not os.path.isdir(self.blob_dir):
-            return
-        named = {v[1] for v in self._held.values() if v[1] is not None}
-        for name in os.listdir(self.blob_dir):
-            p = os.path.join(self.blob_dir, name)
-            if p not in named:
-                with contextlib.suppress(OSError):
-                    os.unlink(p)
+    # --- open -------------------------------------------------------------------------
+    def _schema(self) -> None:
+        cols = {r[1] for r in self._db.execute("PRAGMA table_info(bundles)")}
+        if cols and "rid" not in cols:  # a store from before segments: rebuild the table
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(_TABLE.format(name="bundles_v2"))
+            sel = _COLS + (", file" if "file" in cols else ", NULL")
+            self._db.execute(f"INSERT INTO bundles_v2 ({_COLS}, file) SELECT {sel} "
+                             "FROM bundles ORDER BY rowid")
+            self._db.execute("DROP TABLE bundles")
+            self._db.execute("ALTER TABLE bundles_v2 RENAME TO bundles")
+            self._db.execute("COMMIT")
+        self._db.executescript(_TABLE.format(name="bundles") + _META)
 
+    def _load(self) -> None:
+        """(Re)build the in-memory state from the committed rows; remove orphan files;
+        new segment bytes go to a segment no earlier session wrote."""
+        self._close_files()
+        # ID -> rowid of every row (dedupe); held ID -> (size, rowid, where the bytes are:
+        # None inline, int segment number, str own file name).
+        ids: dict[str, int] = {}
+        held: dict[str, tuple[int, int, int | str | None]] = {}
+        seg_live: dict[int, list[int]] = {}  # segment -> [held bundles, held bytes]
+        held_bytes = 0
+        for rid, bid, size, has, name in self._db.execute(
+                f"SELECT rid, id, size, {_HELD}, file FROM bundles"):
+            ids[bid] = rid
+            if not has:
+                continue
+            loc: int | str | None = name
+            if name is not None and name.startswith(_SEG_PREFIX):
+                loc = int(name[len(_SEG_PREFIX):], 16)
+                sl = seg_live.setdefault(loc, [0, 0])
+                sl[0] += 1
+                sl[1] += size
+            held[bid] = (size, rid, loc)
+            held_bytes += size
+        self._ids = ids
+        self._held = held
+        self._seg_live = seg_live
+        self.held_bytes = held_bytes
+        self._next_rid = 1 + (self._db.execute("SELECT max(rid) FROM bundles").fetchone()[0]
+                              or 0)
+        self._unlink: list[str] = []  # files of dropped rows, removed after the commit
+        self._dir_dirty: set[str] = set()  # (disk) directories with new names: fsync
+        # Orphans: files no committed row names (the writer died before its commit).
+        own = {os.path.basename(v[2]) for v in held.values() if isinstance(v[2], str)}
+        for d, keep in ((self.blob_dir, own),
+                        (self.seg_dir, {_seg_name(n) for n in seg_live})):
+            with contextlib.suppress(FileNotFoundError):
+                for name in os.listdir(d):
+                    if name not in keep:
+                        with contextlib.suppress(OSError):
+                            os.unlink(os.path.join(d, name))
+        # Segments: sizes (for compaction) and the next number.
+        self._seg_size: dict[int, int] = {}
+        for n in seg_live:
+            try:
+                self._seg_size[n] = os.path.getsize(self._seg_path(n))
+            except OSError:
+                self._seg_size[n] = 0
+        self._seg = max(seg_live, default=0) + 1  # current segment (created on first use)
+        self._seg_off = 0
+        self._sparse = {n for n, sl in seg_live.items()
+                        if sl[1] * 4 < self._seg_size[n]}
+
+    @property
+    def held_bundles(self) -> int:
+        return len(self._held)
+
+    def _seg_path(self, n: int) -> str:
+        return os.path.join(self.seg_dir, _seg_name(n))
+
+    def _file_path(self, name: str) -> str:
+        return name if os.sep in name else os.path.join(self.blob_dir, name)
+
+    # --- payload files ----------------------------------------------------------------
     def _write_file(self, data: bytes) -> str:
-        if not self._dir_dirty and not os.path.isdir(self.blob_dir):
+        """A payload file of its own; (disk) kept open for the fdatasync at commit."""
+        if self.blob_dir not in self._dir_dirty:
             os.makedirs(self.blob_dir, exist_ok=True)
-        p = os.path.join(self.blob_dir, secrets.token_hex(12))
-        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            self._dir_dirty.add(self.blob_dir)
+        name = secrets.token_hex(12)
+        fd = os.open(os.path.join(self.blob_dir, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                     0o600)
         try:
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
-            if self.durability == "disk":
-                os.fsync(fd)
-        finally:
+            _write_all(fd, [data])
+        except BaseException:
             os.close(fd)
-        self._dir_dirty = True
-        return p
+            raise
+        if self._disk:
+            self._sync_fds.append(fd)
+        else:
+            os.close(fd)
+        return name
+
+    def _seg_append(self, bufs: list[bytes]) -> None:
+        """Append to the current segment (offsets were assigned by the caller)."""
+        if self._seg_fd < 0:
+            if self.seg_dir not in self._dir_dirty:
+                os.makedirs(self.seg_dir, exist_ok=True)
+                self._dir_dirty.add(self.seg_dir)
+            self._seg_fd = os.open(self._seg_path(self._seg), os.O_WRONLY | os.O_CREAT
+                                   | os.O_EXCL | os.O_APPEND, 0o600)
+        _write_all(self._seg_fd, bufs)
+        if self._disk and (not self._sync_fds or self._sync_fds[0] != self._seg_fd):
+            self._sync_fds.insert(0, self._seg_fd)
+
+    def _seg_rotate(self) -> None:
+        """Close the current segment (full); the next bytes start a new one."""
+        n = self._seg
+        self._seg_size[n] = self._seg_off
+        if self._seg_fd >= 0:
+            if self._sync_fds and self._sync_fds[0] == self._seg_fd:
+                self._sync_fds[0] = os.dup(self._seg_fd)  # still to be synced at commit
+            os.close(self._seg_fd)
+            self._seg_fd = -1
+        self._seg += 1
+        self._seg_off = 0
+        sl = self._seg_live.get(n)
+        if sl is None or sl[0] == 0:
+            self._seg_live.pop(n, None)
+            self._seg_size.pop(n, None)
+            self._unlink.append(self._seg_path(n))
+        elif sl[1] * 4 < self._seg_size[n]:
+            self._sparse.add(n)
+
+    def _close_files(self) -> None:
+        for fd in self._sync_fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._sync_fds = []
+        if self._seg_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._seg_fd)
+            self._seg_fd = -1
+
+    def _sync(self) -> None:
+        """(disk) fdatasync the files written since the last commit and fsync the
+        directories that got new names, in parallel when there is more than one."""
+        seg_fd = self._seg_fd
+        fds = self._sync_fds
+        self._sync_fds = []
+        dirs = list(self._dir_dirty)
+        self._dir_dirty.clear()
+        try:
+            jobs = [(os.fdatasync, fd) for fd in fds] + [(_fsync_dir, d) for d in dirs]
+            if len(jobs) == 1:
+                jobs[0][0](jobs[0][1])
+            elif jobs:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(max_workers=4,
+                                                    thread_name_prefix="store-sync")
+                for f in [self._pool.submit(fn, arg) for fn, arg in jobs]:
+                    f.result()
+        finally:
+            for fd in fds:
+                if fd != seg_fd:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
 
     # --- transactions ---------------------------------------------------------------
     def _begin(self) -> None:
@@ -200,20 +361,31 @@ class BundleStore:
             self._db.execute("BEGIN")
             self._in_tx = True
 
+    def _abort(self) -> None:
+        """A write failed: back to the last commit, in the database and in memory."""
+        with contextlib.suppress(sqlite3.Error):
+            if self._in_tx or self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+        self._in_tx = False
+        with contextlib.suppress(sqlite3.Error, OSError):
+            self._load()
+
     def commit(self) -> None:
         """Make every write since the last commit durable (see the module doc)."""
         with self._lock:
-            if self._dir_dirty:
-                if self.durability == "disk":  # new payload files' names are durable too
-                    fd = os.open(self.blob_dir, os.O_RDONLY)
-                    try:
-                        os.fsync(fd)
-                    finally:
-                        os.close(fd)
-                self._dir_dirty = False
-            if self._in_tx:
-                self._db.execute("COMMIT")
-                self._in_tx = False
+            try:
+                if self._sparse:
+                    self._compact()
+                if self._disk and (self._sync_fds or self._dir_dirty):
+                    self._sync()
+                else:
+                    self._dir_dirty.clear()
+                if self._in_tx:
+                    self._db.execute("COMMIT")
+                    self._in_tx = False
+            except BaseException:
+                self._abort()
+                raise
             if self._unlink:
                 for p in self._unlink:
                     with contextlib.suppress(OSError):
@@ -222,6 +394,10 @@ class BundleStore:
 
     def close(self) -> None:
         self.commit()
+        self._close_files()
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
         self._db.close()
 
     def __enter__(self) -> BundleStore:
@@ -234,7 +410,7 @@ class BundleStore:
     def fits(self, size: int) -> bool:
         if self.max_bytes is not None and self.held_bytes + size > self.max_bytes:
             return False
-        return self.max_bundles is None or self.held_bundles + 1 <= self.max_bundles
+        return self.max_bundles is None or len(self._held) + 1 <= self.max_bundles
 
     def add(
         self,
@@ -251,83 +427,89 @@ class BundleStore:
         """Stage a bundle: :data:`ADDED`, :data:`DUPLICATE` (its ID is known, as a held
         bundle or a tombstone) or :data:`FULL` (quota; nothing written). Durable after
         :meth:`commit`."""
-        size = len(data)
-        with self._lock:
-            if bundle_id in self._held:
-                return DUPLICATE
-            if not self.fits(size):
-                if self._exists(bundle_id):
-                    return DUPLICATE
-                return FULL
-            if self._exists(bundle_id):
-                return DUPLICATE
-            self._begin()
-            path = None
-            if self.file_threshold is not None and size >= self.file_threshold:
-                path = self._write_file(data)
-            self._db.execute(
-                "INSERT INTO bundles (id, state, destination, size, expiry_ms, "
-                "received_ms, age_at_receipt_ms, previous_hop, data, file) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (bundle_id, int(state), destination, size, expiry_ms, received_ms,
-                 age_at_receipt_ms, previous_hop, None if path else data, path))
-            self._held[bundle_id] = (size, path)
-            self.held_bundles += 1
-            self.held_bytes += size
-            return ADDED
+        if bundle_id in self._ids:
+            return DUPLICATE
+        if not self.fits(len(data)):
+            return FULL
+        self.add_many([(bundle_id, data, destination, expiry_ms, received_ms, state,
+                        age_at_receipt_ms, previous_hop)])
+        return ADDED
 
     def add_many(self, rows: list[tuple]) -> int:
-        """Stage many bundles at once (the fast path of group commit; ~20% cheaper than
-        :meth:`add` per bundle). Each row is ``(bundle_id, data, destination, expiry_ms,
-        received_ms, state, age_at_receipt_ms, previous_hop)``. The caller has checked
-        quota (:meth:`fits`) and duplicates (the agent core knows every ID); a duplicate
-        is still ignored here. Returns the number of rows written."""
+        """Stage many bundles at once (the fast path of group commit). Each row is
+        ``(bundle_id, data, destination, expiry_ms, received_ms, state,
+        age_at_receipt_ms, previous_hop)``. The caller has checked quota (:meth:`fits`)
+        and duplicates (the agent core knows every ID); a known ID is still ignored here.
+        Returns the number of rows written."""
         if not rows:
             return 0
         with self._lock:
-            self._begin()
-            held = self._held
-            thr = self.file_threshold
-            params = []
-            new: dict[str, tuple[int, str | None]] = {}
-            for r in rows:
-                bid, data = r[0], r[1]
-                if bid in held or bid in new:
-                    continue
-                size = len(data)
-                path = None
-                if thr is not None and size >= thr:
-                    path = self._write_file(data)
-                    data = None
-                params.append((bid, int(r[5]), r[2], size, r[3], r[4], r[6], r[7], data, path))
-                new[bid] = (size, path)
-            before = self._db.total_changes
-            self._db.executemany(
-                "INSERT OR IGNORE INTO bundles (id, state, destination, size, expiry_ms, "
-                "received_ms, age_at_receipt_ms, previous_hop, data, file) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", params)
-            n = self._db.total_changes - before
-            if n != len(params):  # some were tombstones already: keep what was inserted
-                have = {r[0] for r in self._db.execute(
-                    f"SELECT id FROM bundles WHERE {_HELD} AND id IN "
-                    f"({','.join('?' * len(new))})", list(new))} if new else set()
-                for bid in list(new):
-                    if bid not in have:
-                        p = new.pop(bid)[1]
-                        if p is not None:
-                            self._unlink.append(p)
-            held.update(new)
-            self.held_bundles += len(new)
-            self.held_bytes += sum(v[0] for v in new.values())
-            return n
+            try:
+                return self._add_many(rows)
+            except BaseException:
+                self._abort()
+                raise
 
-    def _exists(self, bundle_id: str) -> bool:
-        return self._db.execute("SELECT 1 FROM bundles WHERE id = ?",
-                                (bundle_id,)).fetchone() is not None
+    def _add_many(self, rows: list[tuple]) -> int:
+        self._begin()
+        ids = self._ids
+        held = self._held
+        big = self.file_threshold
+        seg_max = self.segment_bytes
+        params = []
+        bufs: list[bytes] = []
+        rid = self._next_rid
+        seg = self._seg
+        seg_name = _seg_name(seg)
+        off = self._seg_off
+        added = 0  # bytes of this call
+        for r in rows:
+            bid = r[0]
+            if bid in ids:
+                continue
+            data = r[1]
+            size = len(data)
+            if big is not None and size >= big:
+                name = self._write_file(data)
+                params.append((rid, bid, r[5], r[2], size, r[3], r[4], r[6], r[7], None,
+                               name, None))
+                held[bid] = (size, rid, name)
+            elif seg_max is not None:
+                if off and off + size > seg_max:  # full: the bytes so far, then a new one
+                    self._seg_append(bufs)
+                    bufs = []
+                    self._seg_off = off
+                    self._seg_rotate()
+                    seg = self._seg
+                    seg_name = _seg_name(seg)
+                    off = 0
+                sl = self._seg_live.get(seg)
+                if sl is None:
+                    sl = self._seg_live[seg] = [0, 0]
+                sl[0] += 1
+                sl[1] += size
+                bufs.append(data)
+                params.append((rid, bid, r[5], r[2], size, r[3], r[4], r[6], r[7], None,
+                               seg_name, off))
+                held[bid] = (size, rid, seg)
+                off += size
+            else:
+                params.append((rid, bid, r[5], r[2], size, r[3], r[4], r[6], r[7], data,
+                               None, None))
+                held[bid] = (size, rid, None)
+            ids[bid] = rid
+            rid += 1
+            added += size
+        if bufs:
+            self._seg_append(bufs)
+        self._seg_off = off
+        self._next_rid = rid
+        self.held_bytes += added
+        self._db.executemany(_INSERT, params)
+        return len(params)
 
     def contains(self, bundle_id: str) -> bool:
-        with self._lock:
-            return self._exists(bundle_id)
+        return bundle_id in self._ids
 
     def set_state(self, bundle_id: str, state: State, *, reason: int | None = None,
                   keep_data: bool | None = None) -> bool:
@@ -336,69 +518,163 @@ class BundleStore:
         if keep_data is None:
             keep_data = state in HELD_STATES
         with self._lock:
-            if bundle_id not in self._held and not self._exists(bundle_id):
+            rid = self._ids.get(bundle_id)
+            if rid is None:
                 return False
-            self._begin()
-            if keep_data:
-                self._db.execute("UPDATE bundles SET state = ?, reason = ? WHERE id = ?",
-                                 (int(state), reason, bundle_id))
-            else:
-                self._db.execute("UPDATE bundles SET state = ?, reason = ?, data = NULL, "
-                                 "file = NULL WHERE id = ?", (int(state), reason, bundle_id))
-                self._forget(bundle_id)
+            try:
+                self._begin()
+                if keep_data:
+                    self._db.execute("UPDATE bundles SET state = ?, reason = ? WHERE rid = ?",
+                                     (state, reason, rid))
+                else:
+                    self._db.execute("UPDATE bundles SET state = ?, reason = ?, data = NULL, "
+                                     "file = NULL, off = NULL WHERE rid = ?",
+                                     (state, reason, rid))
+                    h = self._held.pop(bundle_id, None)
+                    if h is not None:
+                        self._free(h)
+            except BaseException:
+                self._abort()
+                raise
             return True
 
-    def _forget(self, bundle_id: str) -> None:
-        h = self._held.pop(bundle_id, None)
-        if h is not None:
-            self.held_bundles -= 1
-            self.held_bytes -= h[0]
-            if h[1] is not None:
-                self._unlink.append(h[1])
+    def _free(self, h: tuple[int, int, int | str | None]) -> None:
+        """A held bundle's bytes are no longer needed (after this transaction commits)."""
+        size, _, loc = h
+        self.held_bytes -= size
+        if loc is None:
+            return
+        if type(loc) is int:
+            sl = self._seg_live[loc]
+            sl[0] -= 1
+            sl[1] -= size
+            if loc != self._seg:
+                if sl[0] == 0:
+                    del self._seg_live[loc]
+                    self._seg_size.pop(loc, None)
+                    self._sparse.discard(loc)
+                    self._unlink.append(self._seg_path(loc))
+                elif sl[1] * 4 < self._seg_size.get(loc, 0):
+                    self._sparse.add(loc)
+        else:
+            self._unlink.append(self._file_path(loc))
 
     def drop_many(self, items: list[tuple[str, State]]) -> None:
-        """Move many held bundles to a tombstone state (FORWARDED, DELIVERED) at once: one
-        executemany, no read; their bytes (row data or payload file) are dropped."""
+        """Move many bundles to a tombstone state (FORWARDED, DELIVERED) at once: one
+        executemany by rowid, no read; their bytes (segment space or payload file) are
+        freed after the commit."""
         if not items:
             return
         with self._lock:
-            self._begin()
-            self._db.executemany(
-                "UPDATE bundles SET state = ?, data = NULL, file = NULL WHERE id = ?",
-                [(int(st), bid) for bid, st in items])
-            for bid, _ in items:
-                self._forget(bid)
+            try:
+                self._begin()
+                ids = self._ids
+                held = self._held
+                params = []
+                for bid, st in items:
+                    rid = ids.get(bid)
+                    if rid is None:
+                        continue
+                    params.append((st, rid))
+                    h = held.pop(bid, None)
+                    if h is not None:
+                        self._free(h)
+                self._db.executemany(_DROP, params)
+            except BaseException:
+                self._abort()
+                raise
 
     def update_data(self, bundle_id: str, data: bytes) -> None:
-        """Replace a held bundle's bytes (e.g. after decrypting a BCB)."""
+        """Replace a held bundle's bytes (e.g. after decrypting a BCB); kept inline."""
         with self._lock:
             h = self._held.get(bundle_id)
             if h is None:
                 return
-            self._begin()
-            self._db.execute("UPDATE bundles SET data = ?, size = ?, file = NULL WHERE id = ?",
-                             (data, len(data), bundle_id))
-            if h[1] is not None:
-                self._unlink.append(h[1])
-            self._held[bundle_id] = (len(data), None)
-            self.held_bytes += len(data) - h[0]
+            try:
+                self._begin()
+                self._db.execute("UPDATE bundles SET data = ?, size = ?, file = NULL, "
+                                 "off = NULL WHERE rid = ?", (data, len(data), h[1]))
+                self._free(h)
+                self._held[bundle_id] = (len(data), h[1], None)
+                self.held_bytes += len(data)
+            except BaseException:
+                self._abort()
+                raise
 
     def purge_tombstones(self, now_ms: int) -> int:
         """Forget tombstones whose bundle has expired (no valid copy can come again)."""
         with self._lock:
-            self._begin()
-            cur = self._db.execute(f"DELETE FROM bundles WHERE NOT {_HELD} AND expiry_ms <= ?",
-                                   (now_ms,))
-            return cur.rowcount
+            try:
+                self._begin()
+                where = f"WHERE NOT {_HELD} AND expiry_ms <= ?"
+                gone = [r[0] for r in self._db.execute(f"SELECT id FROM bundles {where}",
+                                                       (now_ms,))]
+                if gone:
+                    self._db.execute(f"DELETE FROM bundles {where}", (now_ms,))
+                    for bid in gone:
+                        self._ids.pop(bid, None)
+                return len(gone)
+            except BaseException:
+                self._abort()
+                raise
+
+    def _compact(self) -> None:
+        """Copy the held bundles of sparse closed segments to the current one (rows
+        updated in this transaction); the old segments go after the commit."""
+        sparse = self._sparse
+        self._sparse = set()
+        moved = [(bid, h) for bid, h in self._held.items() if h[2] in sparse]
+        if not moved:
+            return
+        self._begin()
+        fds: dict[int, int] = {}
+        try:
+            for i in range(0, len(moved), 256):
+                chunk = moved[i:i + 256]
+                bufs = []
+                for _, (size, rid, loc) in chunk:
+                    fd = fds.get(loc)  # type: ignore[arg-type]
+                    if fd is None:
+                        fd = fds[loc] = os.open(self._seg_path(loc), os.O_RDONLY)  # type: ignore[arg-type]
+                    bufs.append(_pread_all(fd, size, self._off(rid)))
+                if self._seg_off and self._seg_off + sum(map(len, bufs)) > (
+                        self.segment_bytes or 0):
+                    self._seg_rotate()
+                seg, off = self._seg, self._seg_off
+                name = _seg_name(seg)
+                params = []
+                for (bid, (size, rid, loc)), _b in zip(chunk, bufs, strict=True):
+                    params.append((name, off, rid))
+                    self._free((size, rid, loc))
+                    self.held_bytes += size
+                    sl = self._seg_live.setdefault(seg, [0, 0])
+                    sl[0] += 1
+                    sl[1] += size
+                    self._held[bid] = (size, rid, seg)
+                    off += size
+                self._seg_append(bufs)
+                self._seg_off = off
+                self._db.executemany("UPDATE bundles SET file = ?, off = ? WHERE rid = ?",
+                                     params)
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+
+    def _off(self, rid: int) -> int:
+        return self._db.execute("SELECT off FROM bundles WHERE rid = ?", (rid,)).fetchone()[0]
 
     # --- reads ----------------------------------------------------------------------
     def get(self, bundle_id: str) -> StoredBundle | None:
         with self._lock:
-            row = self._db.execute(_SELECT + " WHERE id = ?", (bundle_id,)).fetchone()
-        return None if row is None else _row(row)
+            rid = self._ids.get(bundle_id)
+            if rid is None:
+                return None
+            row = self._db.execute(_SELECT + " WHERE rid = ?", (rid,)).fetchone()
+            return None if row is None else self._row(row, {})
 
     def by_state(self, *states: State, destination: str | None = None) -> Iterator[StoredBundle]:
-        """Bundles in any of ``states`` (index scan), optionally for one destination."""
+        """Bundles in any of ``states`` (a scan; the agent reads them all at start),
+        optionally for one destination."""
         marks = ",".join("?" * len(states))
         q = _SELECT + f" WHERE state IN ({marks})"
         args: list[object] = [int(s) for s in states]
@@ -407,7 +683,34 @@ class BundleStore:
             args.append(destination)
         with self._lock:
             rows = self._db.execute(q + " ORDER BY received_ms, id", args).fetchall()
-        return (_row(r) for r in rows)
+            fds: dict[str, int] = {}
+            try:
+                out = [self._row(r, fds) for r in rows]
+            finally:
+                for fd in fds.values():
+                    os.close(fd)
+        return iter(out)
+
+    def _row(self, r: tuple, fds: dict[str, int]) -> StoredBundle:
+        data = r[3]
+        name = r[10]
+        if name is not None:
+            if name.startswith(_SEG_PREFIX) and r[11] is not None:
+                p = os.path.join(self.seg_dir, name)
+                off = r[11]
+            else:
+                p = self._file_path(name)
+                off = 0
+            try:
+                fd = fds.get(p)
+                if fd is None:
+                    fd = fds[p] = os.open(p, os.O_RDONLY)
+                data = _pread_all(fd, r[4], off)
+                if len(data) != r[4]:
+                    data = None  # short: reported as unreadable, as a missing file
+            except OSError:
+                data = None
+        return StoredBundle(r[0], State(r[1]), r[2], data, r[4], r[5], r[6], r[7], r[8], r[9])
 
     def expired(self, now_ms: int) -> list[str]:
         """IDs of held bundles whose lifetime has run out at ``now_ms``."""
@@ -437,17 +740,38 @@ class BundleStore:
 
 
 _SELECT = ("SELECT id, state, destination, data, size, expiry_ms, received_ms, "
-           "age_at_receipt_ms, previous_hop, reason, file FROM bundles")
+           "age_at_receipt_ms, previous_hop, reason, file, off FROM bundles")
 
 
-def _read_file(path: str) -> bytes | None:
+def _seg_name(n: int) -> str:
+    return f"{_SEG_PREFIX}{n:08x}"
+
+
+def _write_all(fd: int, bufs: list[bytes]) -> None:
+    """writev(2) all of ``bufs`` (a short write finishes with write(2))."""
+    for i in range(0, len(bufs), _IOV_MAX):
+        chunk = bufs[i:i + _IOV_MAX]
+        want = sum(map(len, chunk))
+        n = os.writev(fd, chunk)
+        if n < want:
+            view = memoryview(b"".join(chunk))[n:]
+            while view:
+                view = view[os.write(fd, view):]
+
+
+def _pread_all(fd: int, size: int, off: int) -> bytes:
+    data = os.pread(fd, size, off)
+    while len(data) < size:
+        more = os.pread(fd, size - len(data), off + len(data))
+        if not more:
+            break
+        data += more
+    return data
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
     try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError:
-        return None
-
-
-def _row(r: tuple) -> StoredBundle:
-    data = r[3] if r[10] is None else _read_file(r[10])
-    return StoredBundle(r[0], State(r[1]), r[2], data, r[4], r[5], r[6], r[7], r[8], r[9])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
