@@ -54,6 +54,8 @@ class ScenarioClock:
                              field="time_scale")
         if self.epoch.tzinfo is None:
             object.__setattr__(self, "epoch", self.epoch.replace(tzinfo=timezone.utc))
+        # DTN seconds at the epoch, once: agents read the DTN time for every bundle.
+        object.__setattr__(self, "_epoch_dtn_s", (self.epoch - DTN_EPOCH).total_seconds())
 
     @classmethod
     def start(cls, epoch: datetime, *, time_scale: float = 1.0, t0_s: float = 0.0,
@@ -81,8 +83,9 @@ class ScenarioClock:
 
     def dtn_time_ms(self, t_s: float | None = None) -> int:
         """DTN time (ms since 2000-01-01 UTC) of scenario time ``t_s`` (default: now)."""
-        t = self.now_s() if t_s is None else t_s
-        return int(round(((self.epoch - DTN_EPOCH).total_seconds() + t) * 1000.0))
+        if t_s is None:
+            t_s = self.t0_s + (time.time() - self.t0_wall) * self.time_scale
+        return int(round((self._epoch_dtn_s + t_s) * 1000.0))  # type: ignore[attr-defined]
 
     # --- environment -----------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from netemu.contacts import ContactPlan
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class BundleInfo:
     """What a router needs to know of a bundle.
 
@@ -40,6 +40,15 @@ class BundleInfo:
     previous_hop: str | None = None
     copies: int = 1
 
+    def __init__(  # hand-written: the frozen dataclass __init__ costs 3x (once per bundle)
+        self, bundle_id: str, source: str, destination: str, size_bytes: int,
+        priority: int = 1, deadline_s: float = math.inf, previous_hop: str | None = None,
+        copies: int = 1,
+    ) -> None:
+        self.__dict__.update(bundle_id=bundle_id, source=source, destination=destination,
+                             size_bytes=size_bytes, priority=priority, deadline_s=deadline_s,
+                             previous_hop=previous_hop, copies=copies)
+
 
 @dataclass(frozen=True)
 class Hop:
@@ -49,7 +58,7 @@ class Hop:
     copies: int = 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Decision:
     """A router's answer for one bundle.
 
@@ -65,6 +74,14 @@ class Decision:
     projected_arrival_s: float | None = None
     reason: str = ""
     route: tuple[str, ...] = field(default=(), compare=False)
+
+    def __init__(  # hand-written, as BundleInfo's (one per bundle routed)
+        self, hops: tuple[Hop, ...] = (), keep: bool = False,
+        projected_arrival_s: float | None = None, reason: str = "",
+        route: tuple[str, ...] = (),
+    ) -> None:
+        self.__dict__.update(hops=hops, keep=keep, projected_arrival_s=projected_arrival_s,
+                             reason=reason, route=route)
 
 
 class Router(ABC):

@@ -187,8 +187,20 @@ class TcpclChannel(asyncio.Protocol, Channel):
             if self.transport:
                 self.transport.close()
             return
+        done: list[OutItem] = []  # acknowledged transfers, told to the agent together
         for ev in events:
+            if type(ev) is tcpcl.TransferCompleted:
+                item = self.inflight.pop(ev.transfer_id, None)
+                if item is not None:
+                    self.inflight_bytes -= len(item.data)
+                    done.append(item)
+                continue
+            if done:
+                self.agent.cl_sent_many(self.neighbour, done)
+                done = []
             self._event(ev)
+        if done:
+            self.agent.cl_sent_many(self.neighbour, done)
         self.flush()
 
     def _event(self, ev: tcpcl.Event) -> None:
@@ -830,6 +842,12 @@ class Agent:
         self.core.transmitted(item.key, neighbour)
         self._window_opened(neighbour)
 
+    def cl_sent_many(self, neighbour: str | None, items: list[OutItem]) -> None:
+        """:meth:`cl_sent` for the transfers one read acknowledged, in order."""
+        self.counters["sent"] += len(items)
+        self.core.transmitted_many([it.key for it in items], neighbour)
+        self._window_opened(neighbour)
+
     def _window_opened(self, neighbour: str | None) -> None:
         """An acknowledgement freed room in a session window: send what is queued."""
         st = self.neighbours.get(neighbour or "")
@@ -1043,6 +1061,12 @@ class AgentCore:
             self._flush_scheduled = True
             asyncio.get_event_loop().call_soon(self._flush)
 
+    def submit_pending(self) -> None:
+        """Events appended to ``_events`` directly (a batch): flush them this loop turn."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_event_loop().call_soon(self._flush)
+
     def _flush(self) -> None:
         self._flush_scheduled = False
         if not self._events:
@@ -1175,6 +1199,11 @@ class AgentCore:
     def transmitted(self, key: str, neighbour: str | None) -> None:
         self.submit(bpa.TransmissionDone(key, neighbour or "", self.now_ms()))
 
+    def transmitted_many(self, keys: list[str], neighbour: str | None) -> None:
+        now, nb, done = self.now_ms(), neighbour or "", bpa.TransmissionDone
+        self._events.extend((done(k, nb, now), None) for k in keys)
+        self.submit_pending()
+
     def transmit_failed(self, key: str, neighbour: str | None, reason: str) -> None:
         self.submit(bpa.TransmissionFailed(key, neighbour or "", self.now_ms(), reason))
 
@@ -1258,9 +1287,13 @@ class AgentCore:
                 self.submit(bpa.AppDelivered(bid, now))
         return {}
 
-    def _send_event(self, conn: AppConnection, item: dict, now: int) -> Any:
-        src = item.get("src") or (sorted(conn.endpoints)[0] if conn.endpoints
-                                  else f"ipn:{self.agent.cfg.ipn}.0")
+    def _default_source(self, conn: AppConnection) -> str:
+        return (sorted(conn.endpoints)[0] if conn.endpoints
+                else f"ipn:{self.agent.cfg.ipn}.0")
+
+    def _send_event(self, conn: AppConnection, item: dict, now: int,
+                    default_src: str | None = None) -> Any:
+        src = item.get("src") or default_src or self._default_source(conn)
         lifetime_s = float(item.get("lifetime_s", self.agent.cfg.default_lifetime_s))
         if not lifetime_s > 0:
             raise InputError("lifetime_s must be > 0", field="lifetime_s")
@@ -1285,7 +1318,8 @@ class AgentCore:
     async def _sends(self, conn: AppConnection, items: list[dict]) -> list[str]:
         """Create bundles; answered after the batch's store commit (one future per batch)."""
         now = self.now_ms()
-        events = [self._send_event(conn, it, now) for it in items]
+        default_src = self._default_source(conn)
+        events = [self._send_event(conn, it, now, default_src) for it in items]
         done = asyncio.get_event_loop().create_future()
         results: list[Any] = [None] * len(events)
         left = [len(events)]
@@ -1298,9 +1332,9 @@ class AgentCore:
                     done.set_result(None)
             return cb
 
-        for i, ev in enumerate(events):
-            self.submit(ev, setter(i))
         if events:
+            self._events.extend((ev, setter(i)) for i, ev in enumerate(events))
+            self.submit_pending()
             await done
         ids = []
         for r in results:

@@ -830,7 +830,8 @@ class BundleAgent:
             self._schedule(now + self.cfg.reroute_ms, out)
             return
         wire, h.wire = h.wire, None
-        if wire is not None and all(hop.copies == 1 for hop in hops):
+        if wire is not None and (hops[0].copies == 1 if len(hops) == 1 else
+                                 all(hop.copies == 1 for hop in hops)):
             h.waiting = False
             h.keep = decision.keep
             bid = h.bid
@@ -975,8 +976,10 @@ class BundleAgent:
 
 def copies_of(b: Bundle) -> int:
     """Spray-and-wait copy rights carried in the netemu copies block (1 without)."""
-    blk = b.block_by_type(BLOCK_COPIES)
-    if blk is None:
+    for blk in b.blocks:
+        if blk.type == BLOCK_COPIES:
+            break
+    else:
         return 1
     try:
         n = cbor.expect_uint(blk.data, 0, "copies")[0]

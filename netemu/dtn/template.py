@@ -17,6 +17,8 @@ is given, the payload block (number 1); all blocks with the same CRC type. Anyth
 
 from __future__ import annotations
 
+import struct
+
 from netemu.dtn import cbor
 from netemu.dtn import crc as _crc
 from netemu.dtn.bundle import (
@@ -34,6 +36,12 @@ _ZERO_CRC = {_crc.CRC_NONE: b"", _crc.CRC16_X25: b"\x42\x00\x00",
 _uint = cbor.uint
 _crc32c = _crc._crc32c_c or _crc.crc32c_continue  # the C function itself when present
 _ZERO_CRC32C = _ZERO_CRC[_crc.CRC32C]
+_PACK_CRC32C = struct.Struct(">BI").pack  # 0x44 (a 4-byte string) and the CRC
+_PACK_BQ = struct.Struct(">BQ").pack
+_U32 = 1 << 32
+_U64 = 1 << 64
+#: Payloads from this size on are copied once (into the bundle), not twice.
+_BIG_PAYLOAD_BYTES = 64 * 1024
 
 
 class OriginTemplate:
@@ -43,7 +51,8 @@ class OriginTemplate:
     not 0), sequence number and payload."""
 
     __slots__ = ("source", "destination", "report_to", "flags", "lifetime_ms", "crc_type",
-                 "_pre", "_pre_crc", "_tail", "_prev_block", "_payload_head", "_id_prefix")
+                 "_pre", "_pre_crc", "_tail", "_prev_block", "_payload_head", "_id_prefix",
+                 "_prev_raw", "_primary_fields")
 
     def __init__(self, source: EID, destination: EID, report_to: EID, *, flags: int,
                  lifetime_ms: int, crc_type: int, previous_node: EID | None) -> None:
@@ -66,52 +75,54 @@ class OriginTemplate:
         self._tail = _uint(lifetime_ms)
         self._prev_block = None if previous_node is None else CanonicalBlock(
             BLOCK_PREVIOUS_NODE, 2, previous_node.to_cbor(), 0, crc_type)
-        if self._prev_block is not None:
-            self._prev_block.encode()  # (caches its bytes: shared by every bundle)
         self._payload_head = bytes([0x86 if crc_type else 0x85, 1, 1, 0, crc_type])
         self._id_prefix = f"{source},"
+        self._prev_raw = b"" if self._prev_block is None else self._prev_block.encode()
+        self._primary_fields = dict(
+            destination=destination, source=source, report_to=report_to,
+            lifetime_ms=lifetime_ms, flags=flags, crc_type=crc_type, fragment_offset=None,
+            total_adu_length=None, version=7)
 
     def make(self, creation_ms: int, seq: int, payload: bytes) -> tuple[Bundle, bytes]:
         """The bundle created at ``creation_ms`` with sequence number ``seq``, and its
         encoding (an indefinite-length CBOR array of its blocks)."""
-        if not (isinstance(creation_ms, int) and isinstance(seq, int)
-                and 0 < creation_ms < 1 << 64 and 0 <= seq < 1 << 64):
+        if (type(creation_ms) is not int or type(seq) is not int
+                or not 0 < creation_ms < _U64 or not 0 <= seq < _U64):
             raise BundleError(f"creation time {creation_ms!r} / sequence {seq!r} must be "
                               "unsigned 64-bit integers (creation time not 0)",
                               field="creation_timestamp")
         if type(payload) is not bytes:
             payload = bytes(payload)
         ct = self.crc_type
-        mid = _uint(creation_ms) + _uint(seq) + self._tail
+        mid = (_PACK_BQ(0x1B, creation_ms) if creation_ms >= _U32 else _uint(creation_ms)
+               ) + _uint(seq) + self._tail
         phead = self._payload_head + cbor.head(2, len(payload))
         if ct == _crc.CRC32C:
-            v = _crc32c(_ZERO_CRC32C, _crc32c(mid, self._pre_crc))
-            praw = self._pre + mid + b"\x44" + v.to_bytes(4, "big")
-            v = _crc32c(_ZERO_CRC32C, _crc32c(payload, _crc32c(phead)))
-            braw = phead + payload + b"\x44" + v.to_bytes(4, "big")
+            praw = self._pre + mid + _PACK_CRC32C(0x44, _crc32c(mid + _ZERO_CRC32C,
+                                                                 self._pre_crc))
+            ptail = _PACK_CRC32C(0x44, _crc32c(_ZERO_CRC32C, _crc32c(payload, _crc32c(phead))))
         elif ct == _crc.CRC16_X25:
             body = self._pre + mid + b"\x42\x00\x00"
             praw = body[:-2] + _crc.compute(ct, body)
-            body = phead + payload + b"\x42\x00\x00"
-            braw = body[:-2] + _crc.compute(ct, body)
+            ptail = b"\x42" + _crc.compute(ct, phead + payload + b"\x42\x00\x00")
         else:
             praw = self._pre + mid
-            braw = phead + payload
+            ptail = b""
+        # A big payload is copied once, into the bundle's bytes; its block then has no
+        # bytes of its own (encoded again, with the same CRC, only if ever needed).
+        braw = phead + payload + ptail if len(payload) < _BIG_PAYLOAD_BYTES else None
         primary = object.__new__(PrimaryBlock)
-        primary.__dict__.update(
-            destination=self.destination, source=self.source, report_to=self.report_to,
-            creation_ms=creation_ms, sequence=seq, lifetime_ms=self.lifetime_ms,
-            flags=self.flags, crc_type=ct, fragment_offset=None, total_adu_length=None,
-            version=7, raw=praw)
+        primary.__dict__.update(self._primary_fields, creation_ms=creation_ms, sequence=seq,
+                                raw=praw)
         pblock = object.__new__(CanonicalBlock)
         pblock.__dict__.update(type=BLOCK_PAYLOAD, number=1, data=payload, flags=0,
                                crc_type=ct, raw=braw)
         prev = self._prev_block
-        if prev is None:
-            bundle = Bundle(primary, [pblock])
-            wire = b"".join((b"\x9f", praw, braw, b"\xff"))
+        blocks = [pblock] if prev is None else [prev, pblock]
+        if braw is not None:
+            wire = b"".join((b"\x9f", praw, self._prev_raw, braw, b"\xff"))
         else:
-            bundle = Bundle(primary, [prev, pblock])
-            wire = b"".join((b"\x9f", praw, prev.raw, braw, b"\xff"))
+            wire = b"".join((b"\x9f", praw, self._prev_raw, phead, payload, ptail, b"\xff"))
+        bundle = Bundle(primary, blocks)
         bundle.__dict__["_id"] = (primary, f"{self._id_prefix}{creation_ms},{seq}")
         return bundle, wire

@@ -245,6 +245,9 @@ class StubCore:
     def transmitted(self, key: str, nb) -> None:
         self.sent.append(key)
 
+    def transmitted_many(self, keys: list[str], nb) -> None:
+        self.sent.extend(keys)
+
     def transmit_failed(self, key: str, nb, reason: str) -> None:
         self.failed.append(key)
 
