@@ -982,6 +982,24 @@ def security_policy(cfg: AgentConfig) -> SecurityPolicy | None:
     )
 
 
+class _Results:
+    """The results of a batch of events, by index; ``done`` (a future) is set when the
+    last one is in. One bound ``set`` serves the whole batch (no closure per event)."""
+
+    __slots__ = ("values", "left", "done")
+
+    def __init__(self, n: int, done: asyncio.Future | None = None) -> None:
+        self.values: list[Any] = [None] * n
+        self.left = n
+        self.done = done
+
+    def set(self, i: int, result: Any) -> None:
+        self.values[i] = result
+        self.left -= 1
+        if not self.left and self.done is not None and not self.done.done():
+            self.done.set_result(None)
+
+
 class AgentCore:
     """Runs :class:`netemu.dtn.bpa.BundleAgent` against the store, the CLs and the apps,
     following the BPA's contract: store writes, one commit per batch, then acks,
@@ -1006,7 +1024,8 @@ class AgentCore:
                             max_bytes=cfg.store_max_bytes, policy=security_policy(cfg),
                             bundle_events=agent.telemetry is not None),
             self.router)
-        self._events: list[tuple[Any, Callable[[Any], None] | None]] = []
+        # (event, callback): a function of the result, or (function, index) for a batch
+        self._events: list[tuple[Any, Any]] = []
         self._notes: list[bpa.BundleEvent] = []  # telemetry, published after the commit
         self.purged = 0  # tombstones swept from the store
         self._flush_scheduled = False
@@ -1088,18 +1107,25 @@ class AgentCore:
             self.agent.log("store_error", error=repr(e), events=len(batch))
             self._notes = []
             for _, cb in batch:
-                if cb is not None:
-                    cb(bpa.Refuse(None, 0, f"store error: {e!r}"))
+                refused = bpa.Refuse(None, 0, f"store error: {e!r}")
+                if type(cb) is tuple:
+                    cb[0](cb[1], refused)
+                elif cb is not None:
+                    cb(refused)
             return
+        accept, refuse = bpa.Accept, bpa.Refuse
         for actions, cb in batch:
             if cb is None:
                 continue
             result: Any = None
             for a in actions:
-                if type(a) is bpa.Accept or type(a) is bpa.Refuse:
+                if type(a) is accept or type(a) is refuse:
                     result = a
                     break
-            cb(result)
+            if type(cb) is tuple:  # (results.set, index): one bound method for a batch
+                cb[0](cb[1], result)
+            else:
+                cb(result)
         if self._notes:
             self._publish_notes()
         for a in later:
@@ -1184,17 +1210,13 @@ class AgentCore:
     def receive_many(self, items: list[tuple[bytes, str | None]]) -> list[bool]:
         """Bundles received by the CLs: processed and committed now; True = acknowledge."""
         now = self.now_ms()
-        results: list[bool] = [False] * len(items)
-
-        def setter(i: int) -> Callable[[Any], None]:
-            def cb(r: Any) -> None:
-                results[i] = type(r) is bpa.Accept
-            return cb
-
-        for i, (data, nb) in enumerate(items):
-            self._events.append((bpa.BundleReceived(data, nb, now), setter(i)))
+        results = _Results(len(items))
+        cb = results.set
+        received = bpa.BundleReceived
+        self._events.extend((received(data, nb, now), (cb, i))
+                            for i, (data, nb) in enumerate(items))
         self._flush()
-        return results
+        return [type(r) is bpa.Accept for r in results.values]
 
     def transmitted(self, key: str, neighbour: str | None) -> None:
         self.submit(bpa.TransmissionDone(key, neighbour or "", self.now_ms()))
@@ -1281,10 +1303,10 @@ class AgentCore:
 
     def _app_ack(self, conn: AppConnection, req: dict) -> dict:
         pushed = self.pushed.get(conn, {})
-        now = self.now_ms()
-        for bid in req["ids"]:
-            if pushed.pop(bid, None) is not None:
-                self.submit(bpa.AppDelivered(bid, now))
+        now, delivered = self.now_ms(), bpa.AppDelivered
+        self._events.extend((delivered(bid, now), None) for bid in req["ids"]
+                            if pushed.pop(bid, None) is not None)
+        self.submit_pending()
         return {}
 
     def _default_source(self, conn: AppConnection) -> str:
@@ -1320,24 +1342,14 @@ class AgentCore:
         now = self.now_ms()
         default_src = self._default_source(conn)
         events = [self._send_event(conn, it, now, default_src) for it in items]
-        done = asyncio.get_event_loop().create_future()
-        results: list[Any] = [None] * len(events)
-        left = [len(events)]
-
-        def setter(i: int) -> Callable[[Any], None]:
-            def cb(r: Any) -> None:
-                results[i] = r
-                left[0] -= 1
-                if not left[0] and not done.done():
-                    done.set_result(None)
-            return cb
-
+        results = _Results(len(events), asyncio.get_event_loop().create_future())
         if events:
-            self._events.extend((ev, setter(i)) for i, ev in enumerate(events))
+            cb = results.set
+            self._events.extend((ev, (cb, i)) for i, ev in enumerate(events))
             self.submit_pending()
-            await done
+            await results.done  # type: ignore[misc]
         ids = []
-        for r in results:
+        for r in results.values:
             if type(r) is not bpa.Accept:
                 raise InputError(r.message if r is not None else "send not accepted",
                                  field="send")
