@@ -308,7 +308,9 @@ class BundleStore:
                 self._seg_size[n] = os.path.getsize(self._seg_path(n))
             except OSError:
                 self._seg_size[n] = 0
-        self._seg = max(seg_live, default=0) + 1  # current segment (created on first use)
+        names = os.listdir(self.seg_dir) if os.path.isdir(self.seg_dir) else []
+        self._seg = 1 + max([n for n in seg_live] + [  # current one (created on first use)
+            int(x[len(_SEG_PREFIX):], 16) for x in names if _is_seg_name(x)], default=0)
         self._seg_off = 0
         self._sparse = {n for n, sl in seg_live.items()
                         if sl[1] * 4 < self._seg_size[n]}
@@ -842,6 +844,13 @@ _SELECT = ("SELECT id, state, destination, data, size, expiry_ms, received_ms, "
 
 def _no_crc(data: bytes) -> None:
     return None
+
+
+def _is_seg_name(name: str) -> bool:
+    try:
+        return name.startswith(_SEG_PREFIX) and int(name[len(_SEG_PREFIX):], 16) >= 0
+    except ValueError:
+        return False
 
 
 def _seg_name(n: int) -> str:
