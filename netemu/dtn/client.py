@@ -44,7 +44,7 @@ class BpError(NetemuError):
     """The agent refused a request (the message is the agent's)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Delivery:
     """A bundle delivered to a registered endpoint."""
 
@@ -53,6 +53,10 @@ class Delivery:
     dst: str
     created_ms: int
     payload: bytes
+
+    def __init__(self, id: str, src: str, dst: str, created_ms: int,  # noqa: A002
+                 payload: bytes) -> None:  # (hand-written: one per bundle, 3x cheaper)
+        self.__dict__.update(id=id, src=src, dst=dst, created_ms=created_ms, payload=payload)
 
 
 def resolve_socket(path: str | None = None, node: str | None = None) -> str:
@@ -176,9 +180,10 @@ class BpClient:
         self._seen[bid] = None
         if len(self._seen) > SEEN_MAX:
             del self._seen[next(iter(self._seen))]
-        self._deliveries.put_nowait(Delivery(bid, msg.get("src", ""), msg.get("dst", ""),
-                                             int(msg.get("created_ms", 0)),
-                                             bytes(msg.get("payload", b""))))
+        payload = msg.get("payload", b"")
+        self._deliveries.put_nowait(Delivery(
+            bid, msg.get("src", ""), msg.get("dst", ""), int(msg.get("created_ms", 0)),
+            payload if type(payload) is bytes else bytes(payload)))
 
     def _next_rid(self) -> int:
         self._rid += 1
