@@ -440,13 +440,19 @@ def best_route(plan: ContactPlan, source: str, dest: str, t_s: float) -> Route |
 # The router
 
 
-@dataclass
 class _Reservation:
-    neighbour: int
-    priority: int
-    eccc: float
-    cids: tuple[int, ...]
-    deadline_s: float = INF
+    """Volume a bundle holds on its route's contacts and on its neighbour's queue.
+    (A plain class with slots: one is made per bundle routed.)"""
+
+    __slots__ = ("neighbour", "priority", "eccc", "cids", "deadline_s")
+
+    def __init__(self, neighbour: int, priority: int, eccc: float, cids: tuple[int, ...],
+                 deadline_s: float = INF) -> None:
+        self.neighbour = neighbour
+        self.priority = priority
+        self.eccc = eccc
+        self.cids = cids
+        self.deadline_s = deadline_s
 
 
 @dataclass
@@ -751,7 +757,9 @@ class CGRRouter(Router):
             eccc = eccc_of.get(size)
             if eccc is None:
                 eccc = eccc_of[size] = self.estimated_size(size)
-            prio = max(0, min(2, b.priority))
+            prio = b.priority
+            if not 0 <= prio <= 2:
+                prio = max(0, min(2, prio))
             deadline = b.deadline_s
             prev = b.previous_hop
             best: tuple | None = None
@@ -836,7 +844,9 @@ class CGRRouter(Router):
 
     def _reserve(self, bundle: BundleInfo, r: Route, eccc: float) -> None:
         g = self.graph
-        prio = max(0, min(2, bundle.priority))
+        prio = bundle.priority
+        if not 0 <= prio <= 2:
+            prio = max(0, min(2, prio))
         cids = r.cids
         nb = g.dst[cids[0]]
         consumed, volume = self._consumed, g.volume
