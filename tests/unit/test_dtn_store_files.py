@@ -45,7 +45,7 @@ def test_segments_are_freed_and_sparse_ones_compacted(tmp_path):
         store.commit()
         held = sum(len(b.encode()) for b in bundles if b.id in keep)
         assert store.held_bytes == held
-        assert _dir_bytes(store.seg_dir) <= held + 8192
+        assert _dir_bytes(store.seg_dir) <= held + 2 * 8192  # + the last two segments
     with BundleStore(path) as store:
         rows = {r.id: r for r in store.by_state(State.PENDING)}
         assert set(rows) == keep
