@@ -440,19 +440,16 @@ def best_route(plan: ContactPlan, source: str, dest: str, t_s: float) -> Route |
 # The router
 
 
+@dataclass(slots=True)
 class _Reservation:
-    """Volume a bundle holds on its route's contacts and on its neighbour's queue.
-    (A plain class with slots: one is made per bundle routed.)"""
+    """Volume a bundle holds on its route's contacts and on its neighbour's queue
+    (slotted: one is made per bundle routed)."""
 
-    __slots__ = ("neighbour", "priority", "eccc", "cids", "deadline_s")
-
-    def __init__(self, neighbour: int, priority: int, eccc: float, cids: tuple[int, ...],
-                 deadline_s: float = INF) -> None:
-        self.neighbour = neighbour
-        self.priority = priority
-        self.eccc = eccc
-        self.cids = cids
-        self.deadline_s = deadline_s
+    neighbour: int
+    priority: int
+    eccc: float
+    cids: tuple[int, ...]
+    deadline_s: float = INF
 
 
 @dataclass
