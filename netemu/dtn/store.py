@@ -334,8 +334,7 @@ class BundleStore:
     def _write_file(self, data: bytes) -> str:
         """A payload file of its own; (disk) kept open for the fdatasync at commit."""
         if self.blob_dir not in self._dir_dirty:
-            os.makedirs(self.blob_dir, exist_ok=True)
-            self._dir_dirty.add(self.blob_dir)
+            self._mkdir(self.blob_dir)
         name = secrets.token_hex(12)
         path = os.path.join(self.blob_dir, name)
         if self._pool_files:  # overwrite a dropped one: no allocation, no discard
@@ -358,12 +357,19 @@ class BundleStore:
             os.close(fd)
         return name
 
+    def _mkdir(self, path: str) -> None:
+        """A payload directory, to be fsynced at commit (new names in it), and its parent
+        too if it is new."""
+        if not os.path.isdir(path):
+            os.makedirs(path, exist_ok=True)
+            self._dir_dirty.add(os.path.dirname(os.path.abspath(path)))
+        self._dir_dirty.add(path)
+
     def _seg_append(self, bufs: list[bytes]) -> None:
         """Append to the current segment (offsets were assigned by the caller)."""
         if self._seg_fd < 0:
             if self.seg_dir not in self._dir_dirty:
-                os.makedirs(self.seg_dir, exist_ok=True)
-                self._dir_dirty.add(self.seg_dir)
+                self._mkdir(self.seg_dir)
             self._seg_fd = os.open(self._seg_path(self._seg), os.O_WRONLY | os.O_CREAT
                                    | os.O_EXCL | os.O_APPEND, 0o600)
         _write_all(self._seg_fd, bufs)
