@@ -259,6 +259,30 @@ class TcpclChannel(asyncio.Protocol, Channel):
         self.inflight[tid] = item
         self.inflight_bytes += len(item.data)
 
+    def send_from(self, queue: deque[OutItem]) -> int:
+        """Start transfers from the front of ``queue`` while the window has room (what
+        ``can_take`` / ``send`` do item by item, with the checks that cannot change
+        between items done once). Returns how many started."""
+        if not (self.established and not self.paused and self.session.can_send):
+            return 0
+        inflight, send, n = self.inflight, self.session.send_transfer, 0
+        nbytes = self.inflight_bytes
+        while queue and len(inflight) < WINDOW_TRANSFERS and nbytes < WINDOW_BYTES:
+            item = queue.popleft()
+            try:
+                tid = send(item.data)
+            except tcpcl.TcpclError as e:
+                self.inflight_bytes = nbytes
+                self.agent.cl_refused(self.neighbour, item, str(e), permanent=True)
+                if not self.session.can_send:
+                    break
+                continue
+            inflight[tid] = item
+            nbytes += len(item.data)
+            n += 1
+        self.inflight_bytes = nbytes
+        return n
+
     def flush(self) -> None:
         out = self.session.data_to_send()
         if out and self.transport is not None and not self.transport.is_closing():
@@ -817,6 +841,12 @@ class Agent:
             return
         touched = set()
         for ch in st.sessions:
+            if type(ch) is TcpclChannel:
+                if ch.send_from(st.queue):
+                    touched.add(ch)
+                if not st.queue:
+                    break
+                continue
             while st.queue and ch.can_take():
                 item = st.queue.popleft()
                 try:

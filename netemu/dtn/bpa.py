@@ -412,11 +412,16 @@ class BundleAgent:
 
     def _info(self, b: Bundle, size: int, expiry_ms: int, previous_hop: str | None,
               bid: str | None = None) -> BundleInfo:
+        p = b.primary
+        names = self._router_names
+        if self._router_names_plan is self.router.plan:  # (else _router_name resets it)
+            src, dst = names.get(p.source), names.get(p.destination)
+        else:
+            src = dst = None
         return BundleInfo(
-            bundle_id=bid or b.id, source=self._router_name(b.source),
-            destination=self._router_name(b.destination),
-            size_bytes=size, deadline_s=self._now_s(expiry_ms), previous_hop=previous_hop,
-            copies=copies_of(b))
+            bid or b.id, src or self._router_name(p.source),
+            dst or self._router_name(p.destination), size, 1,
+            (expiry_ms - self.cfg.plan_epoch_ms) / 1000.0, previous_hop, copies_of(b))
 
     # --- router metadata (netemu-private administrative record) --------------------
     def _send_metadata(self, nb: str, now: int, out: list) -> None:
