@@ -1305,7 +1305,7 @@ class AgentCore:
         conn = conns[0]
         self.pushed.setdefault(conn, {})[bid] = (ep, bundle)
         p = bundle.primary
-        item = {"id": bid, "src": str(p.source), "dst": ep, "created_ms": p.creation_ms,
+        item = {"id": bid, "src": bpa.eid_text(p.source), "dst": ep, "created_ms": p.creation_ms,
                 "payload": bundle.payload}
         pending = self._outbox.get(conn)
         if pending is None:

@@ -75,6 +75,8 @@ _ADMIN_FLAG = BundleFlags.ADMIN_RECORD.value
 _DTN_NONE = EID.parse("dtn:none")
 _KNOWN_BLOCKS = {BLOCK_PAYLOAD, BLOCK_PREVIOUS_NODE, BLOCK_BUNDLE_AGE, BLOCK_HOP_COUNT,
                  BLOCK_BIB, BLOCK_BCB, BLOCK_COPIES}
+#: Known blocks that need nothing at reception (no age, no hop count to read).
+_PLAIN_BLOCKS = _KNOWN_BLOCKS - {BLOCK_BUNDLE_AGE, BLOCK_HOP_COUNT}
 
 
 # --- events ------------------------------------------------------------------------------
@@ -496,7 +498,8 @@ class BundleAgent:
                reason: int | None = None) -> None:
         if not self.cfg.bundle_events or b.primary.flags & _ADMIN_FLAG:
             return
-        out.append(BundleEvent(kind, b.id, str(b.source), str(b.destination), size, next_hop,
+        out.append(BundleEvent(kind, b.id, eid_text(b.source), eid_text(b.destination), size,
+                               next_hop,
                                _reason_name(reason) if reason is not None else None))
 
     def _delete(self, b: Bundle, reason: int, message: str, now_ms: int, out: list,
@@ -612,10 +615,19 @@ class BundleAgent:
             out.append(Accept(bid, duplicate=True))
             return
         self.counters["received"] += 1
+        changed = False
+        for blk in b.blocks:  # the common case: no age, hop count or unknown block
+            if blk.type not in _PLAIN_BLOCKS:
+                break
+        else:
+            p = b.primary
+            self._received_checked(b, ev, bid, 0, (p.creation_ms + p.lifetime_ms
+                                                   if p.creation_ms else now + p.lifetime_ms),
+                                   None, changed, out)
+            return
         age0 = b.bundle_age_ms or 0
         expiry = b.expiry_ms(received_ms=now, age_at_receipt_ms=age0)
         # Unknown blocks: obey their processing flags (RFC 9171 section 4.2.4).
-        changed = False
         for blk in list(b.blocks):
             if blk.type in _KNOWN_BLOCKS:
                 continue
@@ -630,7 +642,13 @@ class BundleAgent:
             if blk.flags & BlockFlags.DISCARD_IF_UNPROCESSED:
                 b.remove_block(blk.number)
                 changed = True
-        hop = b.hop_count
+        self._received_checked(b, ev, bid, age0, expiry, b.hop_count, changed, out)
+
+    def _received_checked(self, b: Bundle, ev: BundleReceived, bid: str, age0: int,
+                          expiry: int, hop: tuple[int, int] | None, changed: bool,
+                          out: list) -> None:
+        """:meth:`_received` once the blocks are known: limits, policy, quota, admit."""
+        now = ev.now_ms
         reason = None
         if hop is not None and hop[1] > hop[0]:
             reason, msg = Reason.HOP_LIMIT_EXCEEDED, f"hop count {hop[1]} over limit {hop[0]}"
@@ -693,7 +711,7 @@ class BundleAgent:
         self.held[bid] = h
         self.held_bytes += len(data)
         self._remember(bid, expiry)
-        out.append(Store(bid, data, str(b.destination), expiry, now, state, age0,
+        out.append(Store(bid, data, eid_text(b.destination), expiry, now, state, age0,
                          previous_hop))
         return h
 
@@ -795,7 +813,7 @@ class BundleAgent:
                 except BundleError as e:
                     self._delete(b, Reason.FAILED_SECURITY, str(e), now, out, h)
                     return
-            out.append(Deliver(b.id, str(b.destination), b))
+            out.append(Deliver(b.id, eid_text(b.destination), b))
         else:
             self._route(h, now, out)
 
@@ -977,6 +995,19 @@ class BundleAgent:
                 "held_bundles": len(self.held), "held_bytes": self.held_bytes,
                 "pending": pending, "local": len(self.held) - pending,
                 "known_ids": len(self.known), **self.counters}
+
+
+_EID_TEXT: dict[EID, str] = {}
+
+
+def eid_text(eid: EID) -> str:
+    """``str(eid)``, remembered for the few EIDs a node sees over and over."""
+    text = _EID_TEXT.get(eid)
+    if text is None:
+        text = str(eid)
+        if len(_EID_TEXT) < 4096:
+            _EID_TEXT[eid] = text
+    return text
 
 
 def copies_of(b: Bundle) -> int:
