@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import socket
 import subprocess
@@ -26,7 +27,7 @@ sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 from dtn_agent_harness import AgentProc, free_port, write_pair  # noqa: E402
 
-from netemu.dtn import BpClient  # noqa: E402
+from netemu.dtn import BpClient, bpa  # noqa: E402
 from netemu.dtn.memtune import tune_malloc  # noqa: E402
 
 
@@ -135,7 +136,11 @@ def main() -> int:
     tune_malloc()  # the apps here move 1 MB bundles too (as an agent does: memtune)
     print(f"load average before: {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)")
     if not args.no_core_costs:
+        threshold = gc.get_threshold()
+        bpa.tune_gc()  # as in an agent process
         costs = core_costs()
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
         print("per-bundle CPU costs in one process (no I/O): " + ", ".join(
             f"{k} {v:.0f} µs" for k, v in costs.items()))
     rows = []
@@ -167,7 +172,8 @@ def main() -> int:
 
 
 def core_costs(n: int = 3000) -> dict[str, float]:
-    """CPU µs per 1 KB bundle of the pieces, in one process: the BPA core on each side (CGR),
+    """CPU µs per 1 KB bundle of the pieces, in one process (GC tuned as in an agent): the
+    BPA core on each side (CGR),
     the store writes, the TCPCL session both ways — to show where agent time goes."""
     import json
     from datetime import datetime, timedelta, timezone
@@ -175,7 +181,6 @@ def core_costs(n: int = 3000) -> dict[str, float]:
     from netemu.routing import get_router
 
     from netemu.contacts import ContactPlan
-    from netemu.dtn import bpa
     from netemu.dtn import tcpcl as t
     from netemu.dtn.bundle import datetime_to_dtn_ms
     from netemu.dtn.eid import EID
