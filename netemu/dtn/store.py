@@ -163,8 +163,11 @@ _COLS = ("id, state, destination, size, expiry_ms, received_ms, age_at_receipt_m
 _INSERT = ("INSERT INTO bundles (rid, id, state, destination, size, expiry_ms, received_ms, "
            "age_at_receipt_ms, previous_hop, data, file, off, crc) "
            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_DROP_IN = {n: "UPDATE bundles SET state = ?, data = NULL, file = NULL, off = NULL WHERE "
+            f"rid IN ({','.join('?' * n)})" for n in (1, 8, 32, 256)}
+_DROP_IN_MAX = 256
+_PAD = [0] * _DROP_IN_MAX  # rowid 0: never used (rowids start at 1)
 _TAIL = "unsynced_from_rid"  # meta key: rows from this rowid on may name unsynced bytes
-_DROP = "UPDATE bundles SET state = ?, data = NULL, file = NULL, off = NULL WHERE rid = ?"
 
 
 class BundleStore:
@@ -674,8 +677,9 @@ class BundleStore:
 
     def drop_many(self, items: list[tuple[str, State]]) -> None:
         """Move many bundles to a tombstone state (FORWARDED, DELIVERED) at once: one
-        executemany by rowid, no read; their bytes (segment space or payload file) are
-        freed after the commit."""
+        UPDATE per state and up to 256 rowids (``rid IN (...)``: less than half the CPU
+        of an executemany by rowid), no read; their bytes (segment space or payload
+        file) are freed after the commit."""
         if not items:
             return
         with self._lock:
@@ -683,19 +687,30 @@ class BundleStore:
                 self._begin()
                 ids = self._ids
                 held = self._held
-                params = []
+                by_state: dict[int, list[int]] = {}
                 for bid, st in items:
                     rid = ids.get(bid)
                     if rid is None:
                         continue
-                    params.append((int(st), rid))  # (an IntEnum binds ~1 µs slower)
+                    rids = by_state.get(st)
+                    if rids is None:
+                        rids = by_state[st] = []
+                    rids.append(rid)
                     h = held.pop(bid, None)
                     if h is not None:
                         self._free(h)
-                self._db.executemany(_DROP, params)
+                for st, rids in by_state.items():
+                    self._drop_rids(int(st), rids)  # (an IntEnum binds ~1 µs slower)
             except BaseException:
                 self._abort()
                 raise
+
+    def _drop_rids(self, state: int, rids: list[int]) -> None:
+        ex = self._db.execute
+        for i in range(0, len(rids), _DROP_IN_MAX):
+            chunk = rids[i:i + _DROP_IN_MAX]
+            n = next(k for k in _DROP_IN if k >= len(chunk))  # few distinct statements
+            ex(_DROP_IN[n], [state, *chunk, *_PAD[:n - len(chunk)]])
 
     def update_data(self, bundle_id: str, data: bytes) -> None:
         """Replace a held bundle's bytes (e.g. after decrypting a BCB); kept inline."""

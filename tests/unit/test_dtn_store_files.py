@@ -233,3 +233,21 @@ def test_staged_bundle_reads_back_before_commit(tmp_path):
         b = _b(0)
         store.add_many([_row(b)])
         assert store.get(b.id).data == b.encode()
+
+
+def test_drop_many_with_mixed_states_unknown_ids_and_more_than_one_chunk(tmp_path):
+    path = tmp_path / "s.db"
+    bundles = [_b(i, 50) for i in range(300)]
+    with BundleStore(path) as store:
+        store.add_many([_row(b) for b in bundles])
+        store.commit()
+        store.drop_many([(b.id, State.DELIVERED if i % 3 else State.FORWARDED)
+                         for i, b in enumerate(bundles[:290])] + [("ipn:9.9,1,1", State.DELIVERED)])
+        store.commit()
+        assert store.held_bundles == 10
+    with BundleStore(path) as store:
+        assert store.counts() == {"pending": 10, "local": 0, "forwarded": 97,
+                                  "delivered": 193, "deleted": 0}
+        assert store.held_bundles == 10 and not store.contains("ipn:9.9,1,1")
+        assert sorted(r.id for r in store.by_state(State.PENDING)) == sorted(
+            b.id for b in bundles[290:])
