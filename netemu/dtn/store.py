@@ -160,9 +160,12 @@ CREATE TABLE IF NOT EXISTS {name} (
 _META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
 _COLS = ("id, state, destination, size, expiry_ms, received_ms, age_at_receipt_ms, "
          "previous_hop, reason, data")
-_INSERT = ("INSERT INTO bundles (rid, id, state, destination, size, expiry_ms, received_ms, "
-           "age_at_receipt_ms, previous_hop, data, file, off, crc) "
-           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_COLS_NEW = ("rid, id, state, destination, size, expiry_ms, received_ms, age_at_receipt_ms, "
+             "previous_hop")
+_INSERT_FILE = f"INSERT INTO bundles ({_COLS_NEW}, file, off) VALUES ({', '.join('?' * 11)})"
+_INSERT_FILE_CRC = (f"INSERT INTO bundles ({_COLS_NEW}, file, off, crc) "
+                    f"VALUES ({', '.join('?' * 12)})")
+_INSERT_INLINE = f"INSERT INTO bundles ({_COLS_NEW}, data) VALUES ({', '.join('?' * 10)})"
 _DROP_IN = {n: "UPDATE bundles SET state = ?, data = NULL, file = NULL, off = NULL WHERE "
             f"rid IN ({','.join('?' * n)})" for n in (1, 8, 32, 256)}
 _DROP_IN_MAX = 256
@@ -566,18 +569,20 @@ class BundleStore:
         held = self._held
         big = self.file_threshold
         seg_max = self.segment_bytes
-        if (self._disk and seg_max is not None and self._seg_fd not in self._sync_fds
+        disk = self._disk
+        if (disk and seg_max is not None and self._seg_fd not in self._sync_fds
                 and sum(len(r[1]) for r in rows) < INLINE_BELOW_BYTES):
             seg_max = None  # a few small ones: in the rows, no second fsync for them
-        crc = crc32c if self._disk else _no_crc
         if self._tx_rid is None and (big is not None or seg_max is not None):
             self._tx_rid = self._next_rid
-        params = []
+        files: list[tuple] = []  # rows whose bytes are in a segment or a file of their own
+        inline: list[tuple] = []
         bufs: list[bytes] = []
         rid = self._next_rid
         seg = self._seg
         seg_name = _seg_name(seg)
         off = self._seg_off
+        seg_n = seg_bytes = 0  # bundles, bytes added to segment ``seg``
         added = 0  # bytes of this call
         for r in rows:
             bid = r[0]
@@ -587,42 +592,61 @@ class BundleStore:
             size = len(data)
             if big is not None and size >= big:
                 name = self._write_file(data)
-                params.append((rid, bid, int(r[5]), r[2], size, r[3], r[4], r[6], r[7], None,
-                               name, None, crc(data)))
+                if disk:
+                    files.append((rid, bid, int(r[5]), r[2], size, r[3], r[4], r[6], r[7],
+                                  name, 0, crc32c(data)))
+                else:
+                    files.append((rid, bid, int(r[5]), r[2], size, r[3], r[4], r[6], r[7],
+                                  name, 0))
                 held[bid] = (size, rid, name)
             elif seg_max is not None:
                 if off and off + size > seg_max:  # full: the bytes so far, then a new one
                     self._seg_append(bufs)
+                    self._seg_count(seg, seg_n, seg_bytes)
                     bufs = []
+                    seg_n = seg_bytes = 0
                     self._seg_off = off
                     self._seg_rotate()
                     seg = self._seg
                     seg_name = _seg_name(seg)
                     off = 0
-                sl = self._seg_live.get(seg)
-                if sl is None:
-                    sl = self._seg_live[seg] = [0, 0]
-                sl[0] += 1
-                sl[1] += size
+                seg_n += 1
+                seg_bytes += size
                 bufs.append(data)
-                params.append((rid, bid, int(r[5]), r[2], size, r[3], r[4], r[6], r[7], None,
-                               seg_name, off, crc(data)))
+                if disk:
+                    files.append((rid, bid, int(r[5]), r[2], size, r[3], r[4], r[6], r[7],
+                                  seg_name, off, crc32c(data)))
+                else:
+                    files.append((rid, bid, int(r[5]), r[2], size, r[3], r[4], r[6], r[7],
+                                  seg_name, off))
                 held[bid] = (size, rid, seg)
                 off += size
             else:
-                params.append((rid, bid, int(r[5]), r[2], size, r[3], r[4], r[6], r[7], data,
-                               None, None, None))
+                inline.append((rid, bid, int(r[5]), r[2], size, r[3], r[4], r[6], r[7], data))
                 held[bid] = (size, rid, None)
             ids[bid] = rid
             rid += 1
             added += size
         if bufs:
             self._seg_append(bufs)
+            self._seg_count(seg, seg_n, seg_bytes)
         self._seg_off = off
         self._next_rid = rid
         self.held_bytes += added
-        self._db.executemany(_INSERT, params)
-        return len(params)
+        # (Separate statements: every None bound costs sqlite3 an adapter lookup.)
+        if files:
+            self._db.executemany(_INSERT_FILE_CRC if disk else _INSERT_FILE, files)
+        if inline:
+            self._db.executemany(_INSERT_INLINE, inline)
+        return len(files) + len(inline)
+
+    def _seg_count(self, seg: int, n: int, size: int) -> None:
+        sl = self._seg_live.get(seg)
+        if sl is None:
+            self._seg_live[seg] = [n, size]
+        else:
+            sl[0] += n
+            sl[1] += size
 
     def contains(self, bundle_id: str) -> bool:
         return bundle_id in self._ids
@@ -873,10 +897,6 @@ class BundleStore:
 
 _SELECT = ("SELECT id, state, destination, data, size, expiry_ms, received_ms, "
            "age_at_receipt_ms, previous_hop, reason, file, off FROM bundles")
-
-
-def _no_crc(data: bytes) -> None:
-    return None
 
 
 def _is_seg_name(name: str) -> bool:
