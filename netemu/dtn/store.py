@@ -160,12 +160,14 @@ CREATE TABLE IF NOT EXISTS {name} (
 _META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
 _COLS = ("id, state, destination, size, expiry_ms, received_ms, age_at_receipt_ms, "
          "previous_hop, reason, data")
-_COLS_NEW = ("rid, id, state, destination, size, expiry_ms, received_ms, age_at_receipt_ms, "
-             "previous_hop")
-_INSERT_FILE = f"INSERT INTO bundles ({_COLS_NEW}, file, off) VALUES ({', '.join('?' * 11)})"
-_INSERT_FILE_CRC = (f"INSERT INTO bundles ({_COLS_NEW}, file, off, crc) "
-                    f"VALUES ({', '.join('?' * 12)})")
-_INSERT_INLINE = f"INSERT INTO bundles ({_COLS_NEW}, data) VALUES ({', '.join('?' * 10)})"
+_HEAD = ("rid", "id", "state", "destination", "size", "expiry_ms", "received_ms",
+         "age_at_receipt_ms")
+_TAILS = {"file": ("file", "off"), "crc": ("file", "off", "crc"), "inline": ("data",)}
+# (has previous_hop, where the bytes are) -> INSERT without the columns left NULL
+_INSERTS = {(p, k): "INSERT INTO bundles ({}) VALUES ({})".format(
+    ", ".join(c), ", ".join("?" * len(c)))
+    for p in (0, 1) for k, t in _TAILS.items()
+    for c in [_HEAD + (("previous_hop",) if p else ()) + t]}
 _DROP_IN = {n: "UPDATE bundles SET state = ?, data = NULL, file = NULL, off = NULL WHERE "
             f"rid IN ({','.join('?' * n)})" for n in (1, 8, 32, 256)}
 _DROP_IN_MAX = 256
@@ -575,8 +577,10 @@ class BundleStore:
             seg_max = None  # a few small ones: in the rows, no second fsync for them
         if self._tx_rid is None and (big is not None or seg_max is not None):
             self._tx_rid = self._next_rid
-        files: list[tuple] = []  # rows whose bytes are in a segment or a file of their own
-        inline: list[tuple] = []
+        # Rows by statement: [without previous_hop, with it]; bytes in a segment or a file
+        # of their own, or inline. (Every None bound costs sqlite3 ~1 µs: an adapter lookup.)
+        files: tuple[list[tuple], list[tuple]] = ([], [])
+        inline: tuple[list[tuple], list[tuple]] = ([], [])
         bufs: list[bytes] = []
         rid = self._next_rid
         seg = self._seg
@@ -590,14 +594,15 @@ class BundleStore:
                 continue
             data = r[1]
             size = len(data)
+            prev = r[7]
+            if prev is None:
+                head: tuple = (rid, bid, int(r[5]), r[2], size, r[3], r[4], r[6])
+            else:
+                head = (rid, bid, int(r[5]), r[2], size, r[3], r[4], r[6], prev)
             if big is not None and size >= big:
                 name = self._write_file(data)
-                if disk:
-                    files.append((rid, bid, int(r[5]), r[2], size, r[3], r[4], r[6], r[7],
-                                  name, 0, crc32c(data)))
-                else:
-                    files.append((rid, bid, int(r[5]), r[2], size, r[3], r[4], r[6], r[7],
-                                  name, 0))
+                files[prev is not None].append(
+                    head + (name, 0, crc32c(data)) if disk else head + (name, 0))
                 held[bid] = (size, rid, name)
             elif seg_max is not None:
                 if off and off + size > seg_max:  # full: the bytes so far, then a new one
@@ -613,16 +618,12 @@ class BundleStore:
                 seg_n += 1
                 seg_bytes += size
                 bufs.append(data)
-                if disk:
-                    files.append((rid, bid, int(r[5]), r[2], size, r[3], r[4], r[6], r[7],
-                                  seg_name, off, crc32c(data)))
-                else:
-                    files.append((rid, bid, int(r[5]), r[2], size, r[3], r[4], r[6], r[7],
-                                  seg_name, off))
+                files[prev is not None].append(
+                    head + (seg_name, off, crc32c(data)) if disk else head + (seg_name, off))
                 held[bid] = (size, rid, seg)
                 off += size
             else:
-                inline.append((rid, bid, int(r[5]), r[2], size, r[3], r[4], r[6], r[7], data))
+                inline[prev is not None].append(head + (data,))
                 held[bid] = (size, rid, None)
             ids[bid] = rid
             rid += 1
@@ -633,12 +634,16 @@ class BundleStore:
         self._seg_off = off
         self._next_rid = rid
         self.held_bytes += added
-        # (Separate statements: every None bound costs sqlite3 an adapter lookup.)
-        if files:
-            self._db.executemany(_INSERT_FILE_CRC if disk else _INSERT_FILE, files)
-        if inline:
-            self._db.executemany(_INSERT_INLINE, inline)
-        return len(files) + len(inline)
+        kind = "crc" if disk else "file"
+        n = 0
+        for has_prev in (0, 1):
+            if files[has_prev]:
+                self._db.executemany(_INSERTS[has_prev, kind], files[has_prev])
+                n += len(files[has_prev])
+            if inline[has_prev]:
+                self._db.executemany(_INSERTS[has_prev, "inline"], inline[has_prev])
+                n += len(inline[has_prev])
+        return n
 
     def _seg_count(self, seg: int, n: int, size: int) -> None:
         sl = self._seg_live.get(seg)
