@@ -668,13 +668,13 @@ class BundleStore:
                 return False
             try:
                 self._begin()
+                q = "UPDATE bundles SET state = ?, reason = " + ("NULL" if reason is None
+                                                                else str(int(reason)))
                 if keep_data:
-                    self._db.execute("UPDATE bundles SET state = ?, reason = ? WHERE rid = ?",
-                                     (int(state), reason, rid))
+                    self._db.execute(q + " WHERE rid = ?", (int(state), rid))
                 else:
-                    self._db.execute("UPDATE bundles SET state = ?, reason = ?, data = NULL, "
-                                     "file = NULL, off = NULL WHERE rid = ?",
-                                     (int(state), reason, rid))
+                    self._db.execute(q + ", data = NULL, file = NULL, off = NULL WHERE rid = ?",
+                                     (int(state), rid))
                     h = self._held.pop(bundle_id, None)
                     if h is not None:
                         self._free(h)
