@@ -770,6 +770,32 @@ class BundleAgent:
             self._templates[key] = tmpl
         return tmpl
 
+    def _admit_made(self, b: Bundle, wire: bytes, tmpl: OriginTemplate, now: int,
+                    out: list) -> bool:
+        """:meth:`_admit_local` + :meth:`_admit` + :meth:`_dispatch` for a bundle a
+        template made (bound elsewhere, no age or hop count block, sent as made), in one
+        step: the same state and actions, without the checks that cannot apply. False
+        when the store is full (the caller refuses, as for any bundle)."""
+        size = len(wire)
+        if not self._fits(size):
+            return False
+        self.counters["originated"] += 1
+        bid = b.__dict__["_id"][1]
+        expiry = now + tmpl.lifetime_ms
+        h = _Held(b, None, State.PENDING, now, 0, expiry, size, None, wire=wire, bid=bid)
+        self.held[bid] = h
+        self.held_bytes += size
+        self.known[bid] = expiry
+        heapq.heappush(self._expiry, (expiry, bid))
+        out.append(Store(bid, wire, tmpl.destination_text, expiry, now, State.PENDING))
+        batch = self._batch
+        if batch is not None:  # an AppSend stretch of handle_many: routed at its end
+            batch.append((h, out))
+        else:
+            self._route(h, now, out)
+        out.append(Accept(bid))
+        return True
+
     def _app_send(self, ev: AppSend, out: list) -> None:
         try:
             src = ev.source if isinstance(ev.source, EID) else EID.parse(ev.source)
@@ -781,6 +807,9 @@ class BundleAgent:
                                                     self.cfg.policy is None) else None
             if tmpl is not None:
                 b, wire = tmpl.make(ev.now_ms, self._next_seq(), ev.payload)
+                if not self.cfg.bundle_events and self._admit_made(b, wire, tmpl, ev.now_ms,
+                                                                   out):
+                    return
             else:
                 b = Bundle.new(src, ev.destination, ev.payload, lifetime_ms=ev.lifetime_ms,
                                creation_ms=ev.now_ms, seq=self._next_seq(),

@@ -706,6 +706,8 @@ class Session:
         off = 0
         try:
             while True:
+                if self.state is State.ESTABLISHED:
+                    off = self._receive_run(buf, off, events)
                 if self.state is State.CONTACT:
                     if len(buf) - off < CONTACT_HEADER_LEN:
                         break
@@ -788,6 +790,54 @@ class Session:
         if off:
             del buf[:off]
         return events
+
+    def _receive_run(self, buf: bytearray, off: int, events: list[Event]) -> int:
+        """In ESTABLISHED: consume a run of the two messages a busy session is made of,
+        XFER_ACKs and bundles in one segment with only the transfer-length item, with the
+        same checks and events as the general loop of :meth:`receive_data`, which takes
+        over at anything else (and at an incomplete message). Returns the new offset."""
+        n = len(buf)
+        out_transfers = self._out_transfers
+        ack_unpack, seg_unpack, seg_size = _ACK_BODY.unpack_from, _ONE_SEGMENT.unpack_from, \
+            _ONE_SEGMENT.size
+        one_seg = SEG_START | SEG_END
+        while off < n:
+            typ = buf[off]
+            if typ == XFER_ACK:
+                if n - off < 18:
+                    break
+                flags, tid, length = ack_unpack(buf, off + 1)
+                if flags & ~one_seg:
+                    raise TcpclError(f"XFER_ACK transfer {tid}: reserved flag bits set "
+                                     f"(0x{flags:02x})")
+                off += 18
+                t = out_transfers.get(tid)
+                if t is None:
+                    continue  # late ACK for a finished/refused transfer: harmless
+                if length > t.length or not flags & SEG_END or length != t.length:
+                    self._acked(flags, tid, length, events)  # progress, or an error
+                    continue
+                del out_transfers[tid]
+                t.acked = length
+                events.append(TransferCompleted(tid, length))
+                continue
+            if (typ != XFER_SEGMENT or self._in is not None or n - off < seg_size
+                    or buf[off + 1] != one_seg):
+                break
+            (_, _, tid, elen, iflags, itype, ilen, total, dlen) = seg_unpack(buf, off)
+            if not (elen == 13 and itype == XFER_EXT_TRANSFER_LENGTH and ilen == 8
+                    and not iflags & ~EXT_CRITICAL and total == dlen
+                    and dlen <= self.segment_mru and dlen <= self.transfer_mru):
+                break
+            if n - off - seg_size < dlen:
+                break
+            self._check_new_tid(tid)
+            start = off + seg_size
+            off = start + dlen
+            self._awaiting_ack[tid] = dlen
+            self._awaiting_first[tid] = dlen
+            events.append(TransferReceived(tid, bytes(buf[start:off])))
+        return off
 
     def _segment_header(self, buf: bytearray, off: int, events: list[Event]) -> int | None:
         """Parse an XFER_SEGMENT header at ``off``; start streaming its data. Returns the
