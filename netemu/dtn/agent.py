@@ -36,6 +36,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, TextIO
@@ -908,7 +909,11 @@ class Agent:
         if not batch:
             return
         self.counters["received"] += len(batch)
-        results = self.core.receive_many([(d, n) for d, _, _, n in batch])
+        self.core.receive_many([(d, n) for d, _, _, n in batch],
+                               lambda results: self._answer_rx(batch, results))
+
+    def _answer_rx(self, batch: list[tuple], results: list[bool]) -> None:
+        """Acknowledge (or refuse) the transfers of a received batch once it is stored."""
         touched: set[TcpclChannel] = set()
         for (_, ch, tid, _), ok in zip(batch, results, strict=True):
             if ch is None or tid is None or ch.session.state in (tcpcl.State.CLOSED,
@@ -1016,18 +1021,23 @@ class _Results:
     """The results of a batch of events, by index; ``done`` (a future) is set when the
     last one is in. One bound ``set`` serves the whole batch (no closure per event)."""
 
-    __slots__ = ("values", "left", "done")
+    __slots__ = ("values", "left", "done", "on_done")
 
-    def __init__(self, n: int, done: asyncio.Future | None = None) -> None:
+    def __init__(self, n: int, done: asyncio.Future | None = None,
+                 on_done: Callable[[list[Any]], None] | None = None) -> None:
         self.values: list[Any] = [None] * n
         self.left = n
         self.done = done
+        self.on_done = on_done
 
     def set(self, i: int, result: Any) -> None:
         self.values[i] = result
         self.left -= 1
-        if not self.left and self.done is not None and not self.done.done():
-            self.done.set_result(None)
+        if not self.left:
+            if self.done is not None and not self.done.done():
+                self.done.set_result(None)
+            if self.on_done is not None:
+                self.on_done(self.values)
 
 
 class AgentCore:
@@ -1059,6 +1069,12 @@ class AgentCore:
         self._notes: list[bpa.BundleEvent] = []  # telemetry, published after the commit
         self.purged = 0  # tombstones swept from the store
         self._flush_scheduled = False
+        # Pipelined group commit (disk durability): one commit thread, one commit at once.
+        self._commit_pool = (ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
+                             if cfg.durability == "disk" else None)
+        self._committing = False
+        self._commit_inflight: tuple[Any, list, list] | None = None
+        self._purge_due = False
         self._retry_handle: asyncio.TimerHandle | None = None
         # Deliveries: endpoint -> connections; bundles waiting for / pushed to an app.
         self.endpoints: dict[str, list[AppConnection]] = {}
@@ -1079,6 +1095,14 @@ class AgentCore:
         self._execute([(actions, None)])
 
     def close(self) -> None:
+        inflight = self._commit_inflight
+        if inflight is not None:  # finish the commit in flight and answer its batch
+            with contextlib.suppress(Exception):
+                inflight[0].result()
+            self._committed(inflight[0])
+        if self._commit_pool is not None:
+            self._commit_pool.shutdown(wait=True)
+            self._commit_pool = None  # what is left commits here, in the loop
         self._flush()
         self.store.close()
 
@@ -1090,6 +1114,12 @@ class AgentCore:
         store: no valid copy of them can arrive any more, so dedupe no longer needs them
         (the core forgets their IDs at expiry too)."""
         self._flush()  # the batch in progress first: its commit must not wait for the sweep
+        if self._committing:
+            self._purge_due = True  # right after that commit (the store is one writer's)
+            return 0
+        return self._purge_now()
+
+    def _purge_now(self) -> int:
         try:
             n = self.store.purge_tombstones(self.now_ms())
             self.store.commit()
@@ -1118,8 +1148,8 @@ class AgentCore:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        if not self._events:
-            return
+        if not self._events or self._committing:
+            return  # (a commit in flight: these events form the next batch at its end)
         events, self._events = self._events, []
         # One handle_many per loop turn: bundles the apps sent in it are routed together.
         outs = self.bpa.handle_many([ev for ev, _ in events], self._core_error)
@@ -1130,19 +1160,57 @@ class AgentCore:
         self.agent.log("core_error", on=type(ev).__name__, error=repr(e))
         return [bpa.Refuse(None, 0, f"internal error: {e!r}")]
 
-    def _execute(self, batch: list[tuple[list, Callable[[Any], None] | None]]) -> None:
+    def _execute(self, batch: list[tuple[list, Any]]) -> None:
+        """The batch's store writes, the commit, then what may only follow it (acks,
+        forwards, deliveries). With ``disk`` durability the commit (its fsyncs) runs in a
+        thread: the loop goes on reading sockets and apps meanwhile, and the events that
+        arrive wait for the commit's end to form the next batch (pipelined group commit)."""
         try:
             later = self._store_actions(batch)
+            if self._commit_pool is not None:
+                self._committing = True
+                loop = asyncio.get_event_loop()
+                fut = self._commit_pool.submit(self.store.commit)
+                self._commit_inflight = (fut, batch, later)
+                fut.add_done_callback(
+                    lambda f: loop.call_soon_threadsafe(self._committed, f))
+                return
+            self.store.commit()  # durable before any ack, forward or delivery
         except Exception as e:  # e.g. disk full: nothing is acknowledged as stored
-            self.agent.log("store_error", error=repr(e), events=len(batch))
-            self._notes = []
-            for _, cb in batch:
-                refused = bpa.Refuse(None, 0, f"store error: {e!r}")
-                if type(cb) is tuple:
-                    cb[0](cb[1], refused)
-                elif cb is not None:
-                    cb(refused)
+            self._store_failed(batch, e)
             return
+        self._after_commit(batch, later)
+
+    def _committed(self, fut: Any) -> None:
+        """The commit thread finished (in the loop): answer its batch, then the next."""
+        inflight = self._commit_inflight
+        if inflight is None or inflight[0] is not fut:
+            return  # (close() finished it already)
+        self._commit_inflight = None
+        self._committing = False
+        _, batch, later = inflight
+        e = fut.exception()
+        if e is not None:
+            self._store_failed(batch, e)
+        else:
+            self._after_commit(batch, later)
+        if self._purge_due:
+            self._purge_due = False
+            self._purge_now()
+        if self._events:
+            self._flush()
+
+    def _store_failed(self, batch: list[tuple[list, Any]], e: BaseException) -> None:
+        self.agent.log("store_error", error=repr(e), events=len(batch))
+        self._notes = []
+        for _, cb in batch:
+            refused = bpa.Refuse(None, 0, f"store error: {e!r}")
+            if type(cb) is tuple:
+                cb[0](cb[1], refused)
+            elif cb is not None:
+                cb(refused)
+
+    def _after_commit(self, batch: list[tuple[list, Any]], later: list[Any]) -> None:
         accept, refuse = bpa.Accept, bpa.Refuse
         for actions, cb in batch:
             if cb is None:
@@ -1168,8 +1236,8 @@ class AgentCore:
                 ch.flush()
 
     def _store_actions(self, batch: list[tuple[list, Any]]) -> list[Any]:
-        """Apply the batch's store writes and commit; return the Forward/Deliver actions,
-        which may only start after the commit."""
+        """Apply the batch's store writes (the caller commits); return the Forward/Deliver
+        actions, which may only start after the commit."""
         store = self.store
         rows: list[tuple] = []
         drops: list[tuple[str, StoreState]] = []  # held -> tombstone, one executemany
@@ -1209,7 +1277,6 @@ class AgentCore:
             store.add_many(rows)
         if drops:
             store.drop_many(drops)
-        store.commit()  # durable before any ack, forward or delivery
         return later
 
     def _publish_notes(self) -> None:
@@ -1237,16 +1304,22 @@ class AgentCore:
 
     # --- from the convergence layers ----------------------------------------------------
 
-    def receive_many(self, items: list[tuple[bytes, str | None]]) -> list[bool]:
-        """Bundles received by the CLs: processed and committed now; True = acknowledge."""
+    def receive_many(self, items: list[tuple[bytes, str | None]],
+                     done: Callable[[list[bool]], None]) -> None:
+        """Bundles received by the CLs: processed now (or after the commit in flight) and
+        ``done(oks)`` once they are committed; True = acknowledge."""
+        if not items:
+            done([])
+            return
         now = self.now_ms()
-        results = _Results(len(items))
+        accept = bpa.Accept
+        results = _Results(len(items), on_done=lambda values: done(
+            [type(r) is accept for r in values]))
         cb = results.set
         received = bpa.BundleReceived
         self._events.extend((received(data, nb, now), (cb, i))
                             for i, (data, nb) in enumerate(items))
         self._flush()
-        return [type(r) is bpa.Accept for r in results.values]
 
     def transmitted(self, key: str, neighbour: str | None) -> None:
         self.submit(bpa.TransmissionDone(key, neighbour or "", self.now_ms()))
