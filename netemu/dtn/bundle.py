@@ -601,22 +601,23 @@ class _Slow(Exception):
 # before parses the same way again (the CRC of a repeated block is the same too).
 
 _MRU_SIZE = 8
-#: Recently seen primary block prefixes: (prefix bytes, flags, CRC type, destination,
-#: source, report-to, CRC-32C of the prefix, id prefix "source,"), newest first.
-_PREFIXES: list[tuple[bytes, int, int, EID, EID, EID, int, str]] = []
+#: Recently seen primary block prefixes: (prefix bytes, flags, CRC type, the primary
+#: block's fields they fix, CRC-32C of the prefix, id prefix "source,", where the
+#: creation time starts), newest first.
+_PREFIXES: list[tuple[bytes, int, int, dict, int, str, int]] = []
 #: Recently seen previous node / hop count blocks: (exact bytes, block), newest first.
 _SMALL_BLOCKS: list[tuple[bytes, CanonicalBlock]] = []
 _SMALL_BLOCK_TYPES = (BLOCK_PREVIOUS_NODE, BLOCK_HOP_COUNT)
 _SMALL_BLOCK_MAX = 64
-#: Recently seen payload block heads: (bytes up to the data, flags, CRC type, data length).
-_PAYLOAD_HEADS: list[tuple[bytes, int, int, int]] = []
+#: Recently seen payload block heads: (bytes up to the data, the block's fields they fix,
+#: CRC type, data length), newest first.
+_PAYLOAD_HEADS: list[tuple[bytes, dict, int, int]] = []
 _PAYLOAD_HEADS_SIZE = 4
 #: Exact canonical CBOR of endpoint IDs that decoded before -> the EID (bounded).
 _EIDS: dict[bytes, EID] = {}
 _EIDS_MAX = 4096
 #: Length of a canonical unsigned integer item by its first byte (0: not one).
 _ULEN = bytes([1] * 24 + [2, 3, 5, 9] + [0] * 228)
-_UNIQUE_MASK = sum(1 << t for t in _UNIQUE_TYPES)
 _crc32c = _crc._crc32c_c or _crc.crc32c_continue  # the C function itself when present
 _ZERO4 = b"\x00\x00\x00\x00"
 _new = object.__new__
@@ -692,7 +693,7 @@ def _eid_at(d: bytes, q: int) -> tuple[EID, int]:
     return eid, e
 
 
-def _learn_prefix(d: bytes) -> tuple[bytes, int, int, EID, EID, EID, int, str]:
+def _learn_prefix(d: bytes) -> tuple[bytes, int, int, dict, int, str, int]:
     """Parse and check the primary block prefix at d[1:] and remember it."""
     n_items = d[1] - 0x80
     if not 8 <= n_items <= 11 or d[2] != 7:
@@ -707,8 +708,11 @@ def _learn_prefix(d: bytes) -> tuple[bytes, int, int, EID, EID, EID, int, str]:
     if d[q] != 0x82:
         raise _Slow
     pre = d[1:q + 1]
-    entry = (pre, flags, crc_type, dst, src, rpt, _crc32c(pre) if crc_type == 2 else 0,
-             f"{src},")
+    fixed = {"destination": dst, "source": src, "report_to": rpt, "flags": flags,
+             "crc_type": crc_type, "fragment_offset": None, "total_adu_length": None,
+             "version": 7}
+    entry = (pre, flags, crc_type, fixed, _crc32c(pre) if crc_type == 2 else 0, f"{src},",
+             1 + len(pre))
     _PREFIXES.insert(0, entry)
     del _PREFIXES[_MRU_SIZE:]
     return entry
@@ -740,9 +744,21 @@ def _block_head(d: bytes, p: int) -> tuple[int, int, int, int, int, int]:
     h = d[p]
     if h != 0x85 and h != 0x86:
         raise _Slow
-    btype, q = _u(d, p + 1)
-    number, q = _u(d, q)
-    bflags, q = _u(d, q)
+    btype = d[p + 1]
+    if btype < 24:
+        q = p + 2
+    else:
+        btype, q = _u(d, p + 1)
+    number = d[q]
+    if number < 24:
+        q += 1
+    else:
+        number, q = _u(d, q)
+    bflags = d[q]
+    if bflags < 24:
+        q += 1
+    else:
+        bflags, q = _u(d, q)
     ct = d[q]
     if (ct > 2 or (ct != 0) != (h == 0x86) or not btype or not number
             or (btype == 1) != (number == 1)):
@@ -800,6 +816,17 @@ def _other_block(d: bytes, p: int) -> tuple[CanonicalBlock, int]:
     return blk, e
 
 
+def _check_unique(blocks: list[CanonicalBlock]) -> None:
+    """Distinct block numbers, and at most one block of each type that may occur once."""
+    if len({b.number for b in blocks}) != len(blocks):
+        raise _Slow
+    types = [b.type for b in blocks]
+    if len(set(types)) != len(types):  # (rare: several BIBs, say)
+        once = [t for t in types if t in _UNIQUE_TYPES]
+        if len(set(once)) != len(once):
+            raise _Slow
+
+
 def _decode_fast(d: bytes) -> Bundle | None:
     """Decode the common shapes of bundle quickly; None means: something is unusual,
     let the strict decoder decide (and name the problem). Both agree where this one
@@ -820,16 +847,16 @@ def _fast(d: bytes) -> Bundle:  # noqa: C901 - one function: calls cost more tha
             break
     else:
         entry = _learn_prefix(d)
-    pre, flags, crc_type, dst, src, rpt, pcrc, id_prefix = entry
-    s = q = 1 + len(pre)
+    _, flags, crc_type, fixed, pcrc, id_prefix, s = entry
+    q = s
     ctime = d[q]
     if ctime < 24:
         q += 1
     elif ctime == 27:
         ctime = int.from_bytes(d[q + 1:q + 9], "big")
-        if ctime < 0x100000000 or q + 9 > n:
+        if ctime < 0x100000000:
             raise _Slow
-        q += 9
+        q += 9  # (past the end if cut short: the next read fails)
     else:
         ctime, q = _u(d, q)
     seq = d[q]
@@ -842,7 +869,7 @@ def _fast(d: bytes) -> Bundle:  # noqa: C901 - one function: calls cost more tha
         q += 1
     elif lifetime == 26:
         lifetime = int.from_bytes(d[q + 1:q + 5], "big")
-        if lifetime < 0x10000 or q + 5 > n:
+        if lifetime < 0x10000:
             raise _Slow
         q += 5
     else:
@@ -854,7 +881,7 @@ def _fast(d: bytes) -> Bundle:  # noqa: C901 - one function: calls cost more tha
         if off >= total:
             raise _Slow
     if crc_type == 2:
-        if (d[q] != 0x44 or q + 5 > n
+        if (d[q] != 0x44
                 or _crc32c(_ZERO4, _crc32c(d[s:q + 1], pcrc)).to_bytes(4, "big")
                 != d[q + 1:q + 5]):
             raise _Slow
@@ -864,46 +891,39 @@ def _fast(d: bytes) -> Bundle:  # noqa: C901 - one function: calls cost more tha
             raise _Slow
         q += 3
     primary = _new(PrimaryBlock)
-    primary.__dict__.update(
-        destination=dst, source=src, report_to=rpt, creation_ms=ctime, sequence=seq,
-        lifetime_ms=lifetime, flags=flags, crc_type=crc_type, fragment_offset=off,
-        total_adu_length=total, version=7, raw=d[1:q])
+    if off is None:
+        primary.__dict__.update(fixed, creation_ms=ctime, sequence=seq,
+                                lifetime_ms=lifetime, raw=d[1:q])
+    else:
+        primary.__dict__.update(fixed, creation_ms=ctime, sequence=seq,
+                                lifetime_ms=lifetime, raw=d[1:q], fragment_offset=off,
+                                total_adu_length=total)
     # --- canonical blocks up to the payload block, which must be last
     p = q
     blocks: list[CanonicalBlock] = []
-    numbers: set[int] = set()
-    seen = 0  # bit mask of the block types that may occur once
     while d[p + 1] != BLOCK_PAYLOAD:
-        if d[p] == 0xFF:
-            raise _Slow  # no payload block
         for cached in _SMALL_BLOCKS:
             if d.startswith(cached[0], p):
                 p += len(cached[0])
-                blk = cached[1]
+                blocks.append(cached[1])
                 break
         else:
             blk, p = _other_block(d, p)
-        number = blk.number
-        btype = blk.type
-        if number in numbers:
-            raise _Slow
-        numbers.add(number)
-        if btype < 64 and (1 << btype) & _UNIQUE_MASK:
-            if seen & (1 << btype):
-                raise _Slow
-            seen |= 1 << btype
-        blocks.append(blk)
+            blocks.append(blk)
+    if len(blocks) > 1:  # (the payload block's number and type are its own)
+        _check_unique(blocks)
     # --- the payload block: a known head (type, number, flags, CRC type, data length)
     for cached_head in _PAYLOAD_HEADS:
         if d.startswith(cached_head[0], p):
             ds = p + len(cached_head[0])
-            bflags, ct, ln = cached_head[1:]
+            fixed, ct, ln = cached_head[1:]
             break
     else:
         btype, number, bflags, ct, ds, ln = _block_head(d, p)
         if btype != BLOCK_PAYLOAD:
             raise _Slow
-        _PAYLOAD_HEADS.insert(0, (d[p:ds], bflags, ct, ln))
+        fixed = {"type": BLOCK_PAYLOAD, "number": 1, "flags": bflags, "crc_type": ct}
+        _PAYLOAD_HEADS.insert(0, (d[p:ds], fixed, ct, ln))
         del _PAYLOAD_HEADS[_PAYLOAD_HEADS_SIZE:]
     de = ds + ln
     if ct == 2:
@@ -924,13 +944,14 @@ def _fast(d: bytes) -> Bundle:  # noqa: C901 - one function: calls cost more tha
         raise _Slow
     payload = _new(CanonicalBlock)
     # Its bytes are copied only if asked for (CanonicalBlock.__getattr__).
-    payload.__dict__.update(type=BLOCK_PAYLOAD, number=1, data=d[ds:de], flags=bflags,
-                            crc_type=ct, _wire=(d, p, e))
+    payload.__dict__.update(fixed, data=d[ds:de], _wire=(d, p, e))
     blocks.append(payload)
     bundle = _new(Bundle)
-    bundle.__dict__.update(primary=primary, blocks=blocks)
-    if not flags & 1:
-        bundle.__dict__["_id"] = (primary, f"{id_prefix}{ctime},{seq}")
+    if flags & 1:
+        bundle.__dict__.update(primary=primary, blocks=blocks)
+    else:  # Bundle.id's cache, filled here: the agent asks for it at once
+        bundle.__dict__.update(primary=primary, blocks=blocks,
+                               _id=(primary, f"{id_prefix}{ctime},{seq}"))
     return bundle
 
 
@@ -946,9 +967,10 @@ def decode_bundle(data: bytes) -> Bundle:
         data = bytes(data)
     if not data:
         raise BundleError("empty input", offset=0)
-    fast = _decode_fast(data)
-    if fast is not None:
-        return fast
+    try:
+        return _fast(data)
+    except (_Slow, IndexError):
+        pass  # unusual: the strict decoder decides, and names any problem
     return decode_bundle_strict(data)
 
 
