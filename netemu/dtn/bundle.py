@@ -962,6 +962,11 @@ def decode_bundle(data: bytes) -> Bundle:
     match flags and CRC types, every CRC, unique block numbers, at most one payload /
     previous node / bundle age / hop count block, the payload block last, well-formed
     data in the RFC 9171 extension blocks.
+
+    Common shapes take a fast path that gives the same bundle or, by deferring to
+    :func:`decode_bundle_strict`, the same error (``tests/unit/test_dtn_bundle_fast.py``).
+    The payload block's data is a copy; its ``raw`` is copied from ``data`` only when
+    first asked for, so the bundle keeps ``data`` alive.
     """
     if not isinstance(data, bytes):
         data = bytes(data)
