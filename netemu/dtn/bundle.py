@@ -413,9 +413,15 @@ class Bundle:
     # --- wire ---------------------------------------------------------------------
     def encode(self) -> bytes:
         """The bundle as bytes: an indefinite-length CBOR array of its blocks."""
-        parts = [b"\x9f", self.primary.encode()]
+        parts: list[bytes | memoryview] = [b"\x9f", self.primary.encode()]
         for b in self.blocks:
-            parts.append(b.encode())
+            wire = b.__dict__.get("_wire")
+            if wire is not None and "raw" not in b.__dict__:
+                # A payload block as received: its bytes straight from the input, no copy
+                # in between (a relay re-encodes every bundle it forwards).
+                parts.append(memoryview(wire[0])[wire[1]:wire[2]])
+            else:
+                parts.append(b.encode())
         parts.append(b"\xff")
         return b"".join(parts)
 
