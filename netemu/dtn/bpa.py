@@ -782,7 +782,13 @@ class BundleAgent:
         self.counters["originated"] += 1
         bid = b.__dict__["_id"][1]
         expiry = now + tmpl.lifetime_ms
-        h = _Held(b, None, State.PENDING, now, 0, expiry, size, None, wire=wire, bid=bid)
+        names = tmpl.router_names
+        if names is None or names[0] is not self.router.plan:
+            names = tmpl.router_names = (self.router.plan, self._router_name(tmpl.source),
+                                         self._router_name(tmpl.destination))
+        info = BundleInfo(bid, names[1], names[2], size, 1,
+                          (expiry - self.cfg.plan_epoch_ms) / 1000.0, None, 1)
+        h = _Held(b, info, State.PENDING, now, 0, expiry, size, None, wire=wire, bid=bid)
         self.held[bid] = h
         self.held_bytes += size
         self.known[bid] = expiry

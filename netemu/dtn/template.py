@@ -52,7 +52,7 @@ class OriginTemplate:
 
     __slots__ = ("source", "destination", "report_to", "flags", "lifetime_ms", "crc_type",
                  "_pre", "_pre_crc", "_tail", "_prev_block", "_payload_head", "_id_prefix",
-                 "_prev_raw", "_primary_fields", "destination_text")
+                 "_prev_raw", "_primary_fields", "destination_text", "router_names")
 
     def __init__(self, source: EID, destination: EID, report_to: EID, *, flags: int,
                  lifetime_ms: int, crc_type: int, previous_node: EID | None) -> None:
@@ -78,6 +78,8 @@ class OriginTemplate:
         self._payload_head = bytes([0x86 if crc_type else 0x85, 1, 1, 0, crc_type])
         self._id_prefix = f"{source},"
         self.destination_text = str(destination)
+        #: (plan, source node, destination node) as a router names them: set by the agent
+        self.router_names: tuple | None = None
         self._prev_raw = b"" if self._prev_block is None else self._prev_block.encode()
         self._primary_fields = dict(
             destination=destination, source=source, report_to=report_to,
