@@ -12,6 +12,7 @@ Times are DTN time: milliseconds since 2000-01-01 00:00:00 UTC (:data:`DTN_EPOCH
 from __future__ import annotations
 
 import dataclasses
+import struct
 from binascii import crc_hqx as _crc_hqx
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -597,9 +598,10 @@ class _Slow(Exception):
 
 # --- fast path ---------------------------------------------------------------------------
 # The fast decoder answers only when it is sure the strict one would give the same bundle;
-# on anything unusual it raises _Slow (or IndexError) and decode_bundle asks the strict
-# decoder, which names the problem. Where it saves time: bytes already seen and checked
-# are recognised by comparison instead of being parsed again. A bundle's primary block
+# on anything unusual it raises _Slow (or IndexError, struct.error on reads past the end)
+# and decode_bundle asks the strict decoder, which names the problem. Where it saves
+# time: bytes already seen and checked are recognised by comparison instead of being
+# parsed again. A bundle's primary block
 # starts with a prefix (array head, version, flags, CRC type, the three EIDs, the creation
 # timestamp's array head) that repeats for every bundle of a flow; a previous node or hop
 # count block repeats for every bundle from one neighbour. CBOR items are self-delimiting,
@@ -626,6 +628,10 @@ _EIDS_MAX = 4096
 _ULEN = bytes([1] * 24 + [2, 3, 5, 9] + [0] * 228)
 _crc32c = _crc._crc32c_c or _crc.crc32c_continue  # the C function itself when present
 _ZERO4 = b"\x00\x00\x00\x00"
+_BE32 = struct.Struct(">I").unpack_from
+#: Blocks up to this size are copied to compute their CRC-32C in one call; larger ones
+#: are read in place (a memoryview) and the zeroed CRC added by a second call.
+_CRC_COPY_MAX = 4096
 _new = object.__new__
 
 
@@ -724,6 +730,13 @@ def _learn_prefix(d: bytes) -> tuple[bytes, int, int, dict, int, str, int]:
     return entry
 
 
+def _crc32c_of(d: bytes, s: int, e: int) -> int:
+    """CRC-32C of d[s:e] followed by the 4 zero bytes of the CRC field."""
+    if e - s <= _CRC_COPY_MAX:
+        return _crc32c(d[s:e] + _ZERO4)
+    return _crc32c(_ZERO4, _crc32c(memoryview(d)[s:e]))
+
+
 def _crc16_ok(d: bytes, s: int, e: int) -> bool:
     """Does the CRC-16 in the last 2 bytes of d[s:e] match (computed with them zero)?"""
     c = _crc_hqx(b"\x00\x00", _crc_hqx(d[s:e - 2].translate(_crc._REVERSE_BITS), 0xFFFF))
@@ -789,9 +802,7 @@ def _block_end(d: bytes, p: int, de: int, ct: int) -> int:
     (raises _Slow/IndexError when unusual)."""
     if ct == 2:
         e = de + 5
-        if (e >= len(d) or d[de] != 0x44
-                or _crc32c(_ZERO4, _crc32c(memoryview(d)[p:de + 1])).to_bytes(4, "big")
-                != d[de + 1:e]):
+        if e >= len(d) or d[de] != 0x44 or _crc32c_of(d, p, de + 1) != _BE32(d, de + 1)[0]:
             raise _Slow
     elif ct == 1:
         e = de + 3
@@ -814,8 +825,13 @@ def _other_block(d: bytes, p: int) -> tuple[CanonicalBlock, int]:
         _ext_data_ok(btype, data)
     raw = d[p:e]
     blk = _new(CanonicalBlock)
-    blk.__dict__.update(type=btype, number=number, data=data, flags=bflags, crc_type=ct,
-                        raw=raw)
+    attrs = blk.__dict__
+    attrs["type"] = btype
+    attrs["number"] = number
+    attrs["data"] = data
+    attrs["flags"] = bflags
+    attrs["crc_type"] = ct
+    attrs["raw"] = raw
     if btype in _SMALL_BLOCK_TYPES and e - p <= _SMALL_BLOCK_MAX:
         _SMALL_BLOCKS.insert(0, (raw, blk))
         del _SMALL_BLOCKS[_MRU_SIZE:]
@@ -839,7 +855,7 @@ def _decode_fast(d: bytes) -> Bundle | None:
     answers (tested, also on random mutations of valid bundles)."""
     try:
         return _fast(d)
-    except (_Slow, IndexError):
+    except (_Slow, IndexError, struct.error):
         return None
 
 
@@ -887,9 +903,7 @@ def _fast(d: bytes) -> Bundle:  # noqa: C901 - one function: calls cost more tha
         if off >= total:
             raise _Slow
     if crc_type == 2:
-        if (d[q] != 0x44
-                or _crc32c(_ZERO4, _crc32c(d[s:q + 1], pcrc)).to_bytes(4, "big")
-                != d[q + 1:q + 5]):
+        if d[q] != 0x44 or _crc32c(d[s:q + 1] + _ZERO4, pcrc) != _BE32(d, q + 1)[0]:
             raise _Slow
         q += 5
     elif crc_type == 1:
@@ -897,13 +911,15 @@ def _fast(d: bytes) -> Bundle:  # noqa: C901 - one function: calls cost more tha
             raise _Slow
         q += 3
     primary = _new(PrimaryBlock)
-    if off is None:
-        primary.__dict__.update(fixed, creation_ms=ctime, sequence=seq,
-                                lifetime_ms=lifetime, raw=d[1:q])
-    else:
-        primary.__dict__.update(fixed, creation_ms=ctime, sequence=seq,
-                                lifetime_ms=lifetime, raw=d[1:q], fragment_offset=off,
-                                total_adu_length=total)
+    attrs = primary.__dict__  # (item stores: cheaper than keyword arguments)
+    attrs.update(fixed)
+    attrs["creation_ms"] = ctime
+    attrs["sequence"] = seq
+    attrs["lifetime_ms"] = lifetime
+    attrs["raw"] = d[1:q]
+    if off is not None:
+        attrs["fragment_offset"] = off
+        attrs["total_adu_length"] = total
     # --- canonical blocks up to the payload block, which must be last
     p = q
     blocks: list[CanonicalBlock] = []
@@ -934,9 +950,9 @@ def _fast(d: bytes) -> Bundle:  # noqa: C901 - one function: calls cost more tha
     de = ds + ln
     if ct == 2:
         e = de + 5
-        if (e + 1 != n or d[de] != 0x44
-                or _crc32c(_ZERO4, _crc32c(memoryview(d)[p:de + 1])).to_bytes(4, "big")
-                != d[de + 1:e]):
+        if e + 1 != n or d[de] != 0x44 or (
+                _crc32c(d[p:de + 1] + _ZERO4) if ln <= _CRC_COPY_MAX
+                else _crc32c(_ZERO4, _crc32c(memoryview(d)[p:de + 1]))) != _BE32(d, de + 1)[0]:
             raise _Slow
     elif ct == 1:
         e = de + 3
@@ -949,15 +965,17 @@ def _fast(d: bytes) -> Bundle:  # noqa: C901 - one function: calls cost more tha
     if d[e] != 0xFF:
         raise _Slow
     payload = _new(CanonicalBlock)
-    # Its bytes are copied only if asked for (CanonicalBlock.__getattr__).
-    payload.__dict__.update(fixed, data=d[ds:de], _wire=(d, p, e))
+    attrs = payload.__dict__
+    attrs.update(fixed)
+    attrs["data"] = d[ds:de]
+    attrs["_wire"] = (d, p, e)  # its bytes are copied only if asked for (__getattr__)
     blocks.append(payload)
     bundle = _new(Bundle)
-    if flags & 1:
-        bundle.__dict__.update(primary=primary, blocks=blocks)
-    else:  # Bundle.id's cache, filled here: the agent asks for it at once
-        bundle.__dict__.update(primary=primary, blocks=blocks,
-                               _id=(primary, f"{id_prefix}{ctime},{seq}"))
+    attrs = bundle.__dict__
+    attrs["primary"] = primary
+    attrs["blocks"] = blocks
+    if not flags & 1:  # Bundle.id's cache, filled here: the agent asks for it at once
+        attrs["_id"] = (primary, f"{id_prefix}{ctime},{seq}")
     return bundle
 
 
@@ -980,7 +998,7 @@ def decode_bundle(data: bytes) -> Bundle:
         raise BundleError("empty input", offset=0)
     try:
         return _fast(data)
-    except (_Slow, IndexError):
+    except (_Slow, IndexError, struct.error):
         pass  # unusual: the strict decoder decides, and names any problem
     return decode_bundle_strict(data)
 
