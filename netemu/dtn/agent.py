@@ -1256,13 +1256,20 @@ class AgentCore:
         drops: list[tuple[str, StoreState]] = []  # held -> tombstone, one executemany
         later: list[Any] = []
         log = self.agent.log
+        store_t, accept_t, forward_t, deliver_t, set_state_t = (
+            bpa.Store, bpa.Accept, bpa.Forward, bpa.Deliver, bpa.SetState)
         for actions, _ in batch:
             for a in actions:
                 t = type(a)
-                if t is bpa.Store:
+                if t is store_t:
                     rows.append(a.row())
                     continue
-                if t is bpa.SetState and a.state not in _HELD_STATES:
+                if t is accept_t:  # (answered after the commit, by _after_commit)
+                    continue
+                if t is forward_t or t is deliver_t:
+                    later.append(a)
+                    continue
+                if t is set_state_t and a.state not in _HELD_STATES:
                     drops.append((a.bundle_id, a.state))
                     continue
                 if (rows or drops) and t in (bpa.SetState, bpa.Delete):
@@ -1439,10 +1446,13 @@ class AgentCore:
         if item.get("reports"):
             flags |= int(REPORT_FLAGS)
         payload = item["payload"]
-        if not isinstance(payload, bytes | bytearray):
-            raise InputError("payload must be bytes", field="payload")
-        return bpa.AppSend(src, str(item["dst"]), bytes(payload), int(lifetime_s * 1000), now,
-                           flags=flags, report_to=item.get("report_to"))
+        if type(payload) is not bytes:
+            if not isinstance(payload, bytes | bytearray):
+                raise InputError("payload must be bytes", field="payload")
+            payload = bytes(payload)
+        dst = item["dst"]
+        return bpa.AppSend(src, dst if type(dst) is str else str(dst), payload,
+                           int(lifetime_s * 1000), now, flags, item.get("report_to"))
 
     async def _app_send(self, conn: AppConnection, req: dict) -> dict:
         return {"id": (await self._sends(conn, [req]))[0]}
