@@ -273,8 +273,10 @@ class Broker:
                     f"mosquitto exited with status {self._proc.returncode}: {self._log_tail()}"
                 )
             if os.path.exists(self.access.socket_path):
-                try:
-                    c = SyncPublisher(self.access, client_id=f"netemu-probe-{os.getpid()}")
+                try:  # short probes, several per deadline: a CONNECT sent while the
+                    # broker was still starting may never be answered (seen under load)
+                    c = SyncPublisher(self.access, client_id=f"netemu-probe-{os.getpid()}",
+                                      timeout_s=max(0.1, min(2.0, deadline - time.monotonic())))
                     c.close()
                     return
                 except TelemetryError as e:

@@ -65,6 +65,9 @@ BIG_WRITE_BYTES = 64 * 1024  # buffers at least this long are written without a 
 #: in bench_dtn). 256 cut the gaps to 30-40 ms but costs more commits (fsyncs with
 #: ``disk``); 1024 had the best throughput in interleaved runs (gaps 60-70 ms).
 MAX_BATCH_EVENTS = 1024
+#: After a failed store write the core is rebuilt from the store at once; if writes keep
+#: failing (disk full), at most this often.
+RELOAD_RETRY_S = 1.0
 BACKOFF_MIN_S = 0.2
 BACKOFF_MAX_S = 5.0
 WINDOW_TRANSFERS = 1024  # unacknowledged transfers per session
@@ -1061,15 +1064,14 @@ class AgentCore:
                 nodes[n.name] = Node(n.name, n.ipn)
             plan = ContactPlan(agent.clock.epoch, nodes, [])
         self.plan = plan
-        self.router = make_router(cfg, plan)
         self.store = BundleStore(cfg.store, max_bytes=cfg.store_max_bytes,
                                  durability=cfg.durability)
-        self.bpa = bpa.BundleAgent(
-            bpa.AgentConfig(node_id=EID.ipn(cfg.ipn, 0), node_name=cfg.node,
-                            plan_epoch_ms=datetime_to_dtn_ms(plan.epoch),
-                            max_bytes=cfg.store_max_bytes, policy=security_policy(cfg),
-                            bundle_events=agent.telemetry is not None),
-            self.router)
+        self.router, self.bpa = self._new_core()
+        # A store write failed: the core is rebuilt (_reload) before any event goes on.
+        # While due, either _reload_timer is set or the commit in flight's end calls it.
+        self._reload_due = False
+        self._reload_timer: asyncio.TimerHandle | None = None
+        self._last_reload = -math.inf
         # (event, callback): a function of the result, or (function, index) for a batch
         self._events: list[tuple[Any, Any]] = []
         self._notes: list[bpa.BundleEvent] = []  # telemetry, published after the commit
@@ -1093,6 +1095,17 @@ class AgentCore:
 
     # --- lifecycle --------------------------------------------------------------------
 
+    def _new_core(self) -> tuple[Router, bpa.BundleAgent]:
+        cfg = self.agent.cfg
+        router = make_router(cfg, self.plan)
+        core = bpa.BundleAgent(
+            bpa.AgentConfig(node_id=EID.ipn(cfg.ipn, 0), node_name=cfg.node,
+                            plan_epoch_ms=datetime_to_dtn_ms(self.plan.epoch),
+                            max_bytes=cfg.store_max_bytes, policy=security_policy(cfg),
+                            bundle_events=self.agent.telemetry is not None),
+            router)
+        return router, core
+
     def start(self) -> None:
         records = list(self.store.by_state(*StoreState))
         actions = self.bpa.restore(records, self.now_ms())
@@ -1100,16 +1113,53 @@ class AgentCore:
         self.agent.log("store_restored", path=self.store.path, records=len(records), held=held)
         self._execute([(actions, None)])
 
+    def _reload(self) -> None:
+        """After a failed store write the store is back at its last commit, but the core
+        still counts the failed batch's bundles as held and known: a sender's retry of a
+        refused bundle would be taken for a duplicate and acknowledged, and the bundle lost.
+        So, as a restart would: a new core and router restored from the store, told which
+        neighbours are up. Events wait meanwhile. (Bundles in transfer stay in their
+        sessions; their acknowledgements reach the new core, which holds them again.)"""
+        self._reload_timer = None
+        if not self._reload_due or self._committing:
+            return  # (done already, or after the commit in flight: _committed calls again)
+        self._reload_due = False
+        self._last_reload = time.monotonic()
+        self.router, self.bpa = self._new_core()
+        try:
+            records = list(self.store.by_state(*StoreState))
+        except Exception as e:  # noqa: BLE001 - the store is unusable: try again later
+            self.agent.log("store_error", error=repr(e), during="reload")
+            self._reload_due = True
+            self._reload_timer = asyncio.get_event_loop().call_later(RELOAD_RETRY_S,
+                                                                     self._reload)
+            return
+        now = self.now_ms()
+        actions = self.bpa.restore(records, now)
+        for name, st in self.agent.neighbours.items():
+            if st.up:
+                actions += self.bpa.handle(bpa.ContactUp(name, now))
+        self.agent.log("core_reloaded", records=len(records))
+        self._execute([(actions, None)])
+        if self._events and not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_event_loop().call_soon(self._flush)
+
     def close(self) -> None:
-        inflight = self._commit_inflight
-        if inflight is not None:  # finish the commit in flight and answer its batch
+        while self._commit_inflight is not None:  # finish commits in flight, answer them
+            fut = self._commit_inflight[0]
             with contextlib.suppress(Exception):
-                inflight[0].result()
-            self._committed(inflight[0])
+                fut.result()
+            self._committed(fut)  # (may start the next batch's commit)
         if self._commit_pool is not None:
             self._commit_pool.shutdown(wait=True)
             self._commit_pool = None  # what is left commits here, in the loop
-        while self._events and not self._committing:
+        if self._reload_due:
+            if self._reload_timer is not None:
+                self._reload_timer.cancel()
+            self._reload_timer = None
+            self._reload()
+        while self._events and not self._committing and not self._reload_due:
             self._flush()
         self.store.close()
 
@@ -1155,7 +1205,7 @@ class AgentCore:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        if not self._events or self._committing:
+        if not self._events or self._committing or self._reload_due:
             return  # (a commit in flight: these events form the next batch at its end)
         events = self._events
         if len(events) > MAX_BATCH_EVENTS:
@@ -1211,6 +1261,8 @@ class AgentCore:
         if self._purge_due:
             self._purge_due = False
             self._purge_now()
+        if self._reload_due and self._reload_timer is None:
+            self._reload()  # (it waited for this commit; with a timer set, the timer does it)
         if self._events:
             self._flush()
 
@@ -1223,6 +1275,11 @@ class AgentCore:
                 cb[0](cb[1], refused)
             elif cb is not None:
                 cb(refused)
+        if not self._reload_due:  # the core must forget what the store did not keep
+            self._reload_due = True
+            again = time.monotonic() - self._last_reload < RELOAD_RETRY_S  # (disk still full)
+            self._reload_timer = asyncio.get_event_loop().call_later(
+                RELOAD_RETRY_S if again else 0, self._reload)
 
     def _after_commit(self, batch: list[tuple[list, Any]], later: list[Any]) -> None:
         accept, refuse = bpa.Accept, bpa.Refuse

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from pathlib import Path
 
 from dtn_agent_harness import free_port, write_pair
 
@@ -68,3 +69,58 @@ def test_sends_answered_only_after_the_commit_thread_returns(tmp_path):
         assert st.held_bundles == 2
     finally:
         st.close()
+
+
+def test_bundle_refused_on_a_store_error_is_stored_when_sent_again(tmp_path):
+    """A write that fails (disk full) refuses the batch and the store rolls back; the core
+    must not remember those bundles: the sender's retry of the same bundle is stored and
+    acknowledged, not taken for a duplicate (which would acknowledge a bundle no one
+    keeps)."""
+    import errno
+    from datetime import datetime, timezone
+
+    from netemu.dtn.bundle import Bundle, datetime_to_dtn_ms
+    from netemu.dtn.eid import EID
+
+    cfgs = write_pair(tmp_path, port_a=free_port(), port_b=free_port(), b_to_a="")
+    cfg = AgentConfig.load(cfgs["B"], node="B")
+    wire = Bundle.new("ipn:1.1", "ipn:2.1", b"precious", lifetime_ms=3_600_000,
+                      creation_ms=datetime_to_dtn_ms(datetime.now(timezone.utc)), seq=7)
+    wire.set_previous_node(EID.ipn(1, 0))
+    data = wire.encode()
+
+    async def go(log) -> list[list[bool]]:
+        agent = Agent(cfg, log_stream=log)
+        await agent.start()
+        core = agent.core
+        real_add = core.store.add_many
+        answers: list[list[bool]] = []
+
+        def full_disk(rows):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        async def receive() -> None:
+            done = asyncio.get_running_loop().create_future()
+            core.receive_many([(data, "A")], done.set_result)
+            answers.append(await asyncio.wait_for(done, 10))
+
+        try:
+            core.store.add_many = full_disk  # type: ignore[method-assign]
+            await receive()  # refused: the CL would not acknowledge it
+            core.store.add_many = real_add  # type: ignore[method-assign]
+            await receive()  # the sender's retry
+        finally:
+            await agent.shutdown()
+        return answers
+
+    with open(str(cfgs["B"]) + ".log", "w") as log:
+        answers = asyncio.run(go(log))
+    assert answers == [[False], [True]]
+    st = BundleStore(cfg.store)
+    try:
+        assert st.contains(wire.id)  # acknowledged, so kept
+        assert st.held_bundles == 1
+    finally:
+        st.close()
+    log_text = Path(str(cfgs["B"]) + ".log").read_text()
+    assert "core_reloaded" in log_text, "the core was not rebuilt from the store"

@@ -44,6 +44,10 @@ def test_spray_metadata_and_copies_between_agents_decode_in_tshark(tmp_path):
                 st = await rx.status()
                 return st["bpa"]["held_bundles"] >= 1 and st["bpa"]["metadata_received"] >= 1
             await wait_for(b_holds, 30, "B holding the sprayed bundle")
+
+            async def a_acked():  # (B acknowledges after its commit: A counts it then)
+                return (await tx.status())["bpa"]["forwarded"] >= 1
+            await wait_for(a_acked, 30, "A seeing B's acknowledgement")
             sa, sb = await tx.status(), await rx.status()
             await tx.close()
             await rx.close()
