@@ -14,7 +14,9 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from dtn_strategies import crcs, fuzz_settings, ipn, small_or_big
+from dtn_strategies import eids as eids_of
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from netemu.dtn import bundle as bundle_mod
@@ -35,19 +37,8 @@ from netemu.dtn.bundle import (
 from netemu.dtn.eid import EID
 from netemu.dtn.errors import BundleError
 
-FUZZ = settings(max_examples=300, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-
-u64 = st.integers(min_value=0, max_value=2**64 - 1)
-small_or_big = st.one_of(st.integers(0, 30), st.integers(0, 70_000), u64)
-ipn = st.builds(EID.ipn, small_or_big, small_or_big)
-dtn_name = st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E,
-                                          blacklist_characters="/"), min_size=1, max_size=30)
-dtn = st.builds(lambda n, d: EID.dtn(f"//{n}/{d}"), dtn_name,
-                st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E),
-                        max_size=20))
-eids = st.one_of(ipn, dtn, st.just(EID.parse("dtn:none")))
-crcs = st.sampled_from([0, 1, 2])
+FUZZ = fuzz_settings(300)
+eids = eids_of(30)
 payloads = st.one_of(st.binary(max_size=300),
                      st.sampled_from([23, 24, 255, 256, 65535, 65536]).map(
                          lambda n: bytes(range(256)) * (n // 256) + b"\xa5" * (n % 256)))

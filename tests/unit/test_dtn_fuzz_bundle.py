@@ -5,7 +5,9 @@ to itself, the fast and strict decoders agree, and random valid bundles round-tr
 from __future__ import annotations
 
 import cbor2
-from hypothesis import HealthCheck, given, settings
+from dtn_strategies import crcs, fuzz_settings, small_or_big
+from dtn_strategies import eids as eids_of
+from hypothesis import given
 from hypothesis import strategies as st
 
 from netemu.dtn import cbor
@@ -20,23 +22,11 @@ from netemu.dtn.bundle import (
     decode_bundle,
     decode_bundle_strict,
 )
-from netemu.dtn.eid import EID
 from netemu.dtn.errors import BundleError
 from netemu.dtn.status import StatusReport
 
-FUZZ = settings(max_examples=400, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-
-u64 = st.integers(min_value=0, max_value=2**64 - 1)
-small_or_big = st.one_of(st.integers(0, 30), st.integers(0, 70_000), u64)
-ipn = st.builds(EID.ipn, small_or_big, small_or_big)
-dtn_name = st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E,
-                                          blacklist_characters="/"), min_size=1, max_size=12)
-dtn = st.builds(lambda n, d: EID.dtn(f"//{n}/{d}"), dtn_name,
-                st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E),
-                        max_size=12))
-eids = st.one_of(ipn, dtn, st.just(EID.parse("dtn:none")))
-crcs = st.sampled_from([0, 1, 2])
+FUZZ = fuzz_settings(400)
+eids = eids_of(12)
 
 
 @st.composite
