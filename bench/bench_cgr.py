@@ -39,7 +39,7 @@ from pathlib import Path
 from netemu.routing.base import BundleInfo
 from netemu.routing.cgr import CGRRouter, ContactGraph
 
-from netemu.contacts import ContactPlan
+from netemu.plan.contacts import ContactPlan
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,8 +48,8 @@ BASELINE_EDGE_CAP = 2_500_000
 
 
 def load_plans() -> list[tuple[str, ContactPlan]]:
-    from netemu.scenario import load_scenario
-    from netemu.schedule import compute_plan
+    from netemu.plan.scenario import load_scenario
+    from netemu.plan.schedule import compute_plan
 
     plans = []
     for name in ("three-body-12", "starlink-shell1"):

@@ -27,8 +27,8 @@ sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 from dtn_agent_harness import AgentProc, free_port, write_pair  # noqa: E402
 
-from netemu.dtn import BpClient, bpa  # noqa: E402
-from netemu.dtn.memtune import tune_malloc  # noqa: E402
+from netemu.agent import BpClient, bpa  # noqa: E402
+from netemu.agent.memtune import tune_malloc  # noqa: E402
 
 
 def plain_tcp_s(size: int, count: int) -> float:
@@ -180,11 +180,11 @@ def core_costs(n: int = 3000) -> dict[str, float]:
 
     from netemu.routing import get_router
 
-    from netemu.contacts import ContactPlan
+    from netemu.agent.store import BundleStore, State
     from netemu.dtn import tcpcl as t
     from netemu.dtn.bundle import datetime_to_dtn_ms
     from netemu.dtn.eid import EID
-    from netemu.dtn.store import BundleStore, State
+    from netemu.plan.contacts import ContactPlan
 
     epoch = datetime.now(timezone.utc) - timedelta(seconds=30)
     plan = ContactPlan.from_json(json.dumps({

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from netemu.routing.base import Decision, Hop, Router
 
-from netemu.contacts import ContactPlan, Node
+from netemu.agent.store import BundleStore, State
 from netemu.dtn.bpa import (
     AgentConfig,
     AppDelivered,
@@ -33,7 +33,7 @@ from netemu.dtn.bpa import (
 )
 from netemu.dtn.bundle import Bundle, decode_bundle
 from netemu.dtn.eid import EID
-from netemu.dtn.store import BundleStore, State
+from netemu.plan.contacts import ContactPlan, Node
 
 
 class Direct(Router):

@@ -89,8 +89,8 @@ def main() -> int:
     ap.add_argument("--drive-s", type=float, default=30.0)
     ap.add_argument("--skip-mininet", action="store_true")
     a = ap.parse_args()
-    from netemu.scenario import load_scenario
-    from netemu.schedule import compute_plan
+    from netemu.plan.scenario import load_scenario
+    from netemu.plan.schedule import compute_plan
 
     t0 = time.monotonic()
     sc = load_scenario(a.scenario)

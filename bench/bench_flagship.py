@@ -19,8 +19,8 @@ import time
 import uuid
 from pathlib import Path
 
-from netemu.apprunner import AppRunner, NodeInfo, plan_apps
-from netemu.telemetry import Broker, Recorder, SyncPublisher, Telemetry
+from netemu.run.apps import AppRunner, NodeInfo, plan_apps
+from netemu.runtime.telemetry import Broker, Recorder, SyncPublisher, Telemetry
 
 APP = "import os, time, pathlib; pathlib.Path(os.environ['NETEMU_APP_DIR'], 'up').touch(); time.sleep(60)\n"
 

@@ -17,8 +17,8 @@ import sys
 import time
 from datetime import datetime, timezone
 
-from netemu.contacts import Contact, ContactPlan, Node
 from netemu.emulator import Emulation
+from netemu.plan.contacts import Contact, ContactPlan, Node
 
 EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
 

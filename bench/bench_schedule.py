@@ -28,8 +28,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from netemu.scenario import GroundStation, load_scenario  # noqa: E402
-from netemu.schedule import compute_plan, gsl_windows  # noqa: E402
+from netemu.plan.scenario import GroundStation, load_scenario  # noqa: E402
+from netemu.plan.schedule import compute_plan, gsl_windows  # noqa: E402
 
 
 def stations(n: int, mask_deg: float = 25.0, max_links: int = 8) -> list[GroundStation]:
@@ -133,7 +133,7 @@ def main() -> int:
 
     # agreement on the subset (visibility windows before tracking limits)
     sub = replace(sc, ground_stations=sc.ground_stations)
-    from netemu.orbit import build_ephemeris
+    from netemu.plan.orbit import build_ephemeris
 
     eph = build_ephemeris([s.satrec for s in sub.satellites], sub.epoch, 0.0, sub.duration_s,
                           sub.schedule.step_s)

@@ -5,7 +5,7 @@ tells a router the time, the neighbours it has now and what happened, and the ro
 answers with :class:`Decision` objects. The same router object therefore runs in an
 emulated host on the wall clock and in tests on a virtual clock.
 
-Node names are those of the contact plan (:class:`netemu.contacts.Node.name`). Times are
+Node names are those of the contact plan (:class:`netemu.plan.contacts.Node.name`). Times are
 seconds from the plan epoch (scenario time).
 """
 
@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from netemu.contacts import ContactPlan
+from netemu.plan.contacts import ContactPlan
 
 
 @dataclass(frozen=True, init=False)

@@ -47,8 +47,8 @@ from dataclasses import dataclass, field
 from netemu.routing.base import BundleInfo, Decision, Hop, Router
 from netemu.routing.params import check_params, number
 
-from netemu.contacts import Contact, ContactPlan
 from netemu.errors import InputError
+from netemu.plan.contacts import Contact, ContactPlan
 
 INF = math.inf
 STACK_OVERHEAD_BYTES = 36

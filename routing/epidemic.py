@@ -14,7 +14,7 @@ from netemu.routing.base import BundleInfo, Decision, Hop, Router
 from netemu.routing.params import check_params
 from netemu.routing.summary import SummaryVectors, expired
 
-from netemu.contacts import ContactPlan
+from netemu.plan.contacts import ContactPlan
 
 
 class EpidemicRouter(Router):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from netemu.routing.base import BundleInfo, Decision, Hop, Router
 from netemu.routing.params import check_params
 
-from netemu.contacts import ContactPlan
+from netemu.plan.contacts import ContactPlan
 
 
 class FirstContactRouter(Router):

@@ -13,7 +13,7 @@ import heapq
 import math
 from collections.abc import Iterable
 
-from netemu.contacts import ContactPlan
+from netemu.plan.contacts import ContactPlan
 
 Edge = tuple[str, str, float]
 """A directed link up now: (from, to, delay_s)."""

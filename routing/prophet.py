@@ -29,7 +29,7 @@ from netemu.routing.base import BundleInfo, Decision, Hop, Router
 from netemu.routing.params import check_params, number
 from netemu.routing.summary import SummaryVectors, expired
 
-from netemu.contacts import ContactPlan
+from netemu.plan.contacts import ContactPlan
 
 DEFAULTS = {
     "p_encounter_max": 0.7,

@@ -11,8 +11,8 @@ from __future__ import annotations
 from netemu.routing.base import BundleInfo, Decision, Hop, Router
 from netemu.routing.params import check_params
 
-from netemu.contacts import ContactPlan
 from netemu.errors import InputError
+from netemu.plan.contacts import ContactPlan
 
 
 def _as_list(v: object) -> list[str]:

@@ -2,7 +2,7 @@
 telemetry, a DTN port and its result file.
 
 Apps are standalone scripts; each puts ``apps/_shared`` on ``sys.path`` and imports this.
-Only public netemu pieces are used (``netemu.clock``, ``netemu.telemetry``, the
+Only public netemu pieces are used (``netemu.runtime.clock``, ``netemu.runtime.telemetry``, the
 ``netemu.dtn`` client); each is optional, so an app's logic also runs (and is unit tested)
 outside an emulated host:
 
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
-from netemu.metrics import percentile  # noqa: F401  (one definition, shared with the report)
+from netemu.analysis.metrics import percentile  # noqa: F401  (one definition, shared with the report)
 
 # Service numbers of the apps' endpoints (ipn:<node>.<service>).
 SERVICE_DOWNLINK = 10
@@ -137,7 +137,7 @@ def make_clock(env: dict[str, str]) -> Callable[[], float]:
     """Scenario seconds now: netemu's clock from the environment, else (scaled) time since
     the app started."""
     try:
-        from netemu.clock import ScenarioClock
+        from netemu.runtime.clock import ScenarioClock
 
         if env.get("NETEMU_T0_WALL"):
             return ScenarioClock.from_env(env).now_s
@@ -181,7 +181,7 @@ class AppTelemetry:
         self._log = open(appenv.app_dir / "telemetry.jsonl", "a", buffering=1)  # noqa: SIM115
         if appenv.env.get("NETEMU_MQTT_SOCKET"):
             try:
-                from netemu.telemetry import Telemetry
+                from netemu.runtime.telemetry import Telemetry
 
                 self._mqtt = Telemetry.from_env(appenv.env)
             except Exception as e:  # noqa: BLE001 - telemetry must never stop the app
@@ -393,7 +393,7 @@ class AgentPort:
 
     @classmethod
     async def connect(cls, socket_path: str, local_eid: str) -> AgentPort:
-        from netemu.dtn.client import BpClient  # the agent engineer's public client
+        from netemu.agent.client import BpClient  # the agent engineer's public client
 
         client = await BpClient.connect(socket_path, timeout_s=60.0)
         await client.register(local_eid)

@@ -24,8 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_agent(args: argparse.Namespace) -> int:
-    from netemu.dtn.agent import main_from_config
-    from netemu.dtn.agentconfig import AgentConfig
+    from netemu.agent.agent import main_from_config
+    from netemu.agent.config import AgentConfig
 
     cfg = AgentConfig.load(args.config, node=args.node)
     if args.store:

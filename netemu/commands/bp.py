@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 async def _client(args: argparse.Namespace):
-    from netemu.dtn.client import BpClient
+    from netemu.agent.client import BpClient
 
     try:
         return await BpClient.connect(args.socket, node=args.node, timeout_s=5.0)
@@ -58,7 +58,7 @@ async def _client(args: argparse.Namespace):
 
 
 def _run(coro) -> int:
-    from netemu.dtn.client import BpError
+    from netemu.agent.client import BpError
 
     try:
         return asyncio.run(coro)

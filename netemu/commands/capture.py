@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def handler(args: argparse.Namespace) -> int:
-    from netemu import capture
+    from netemu.analysis import capture
 
     target = Path(args.target)
     if args.paths:

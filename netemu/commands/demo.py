@@ -53,7 +53,7 @@ def find_default_scenario() -> Path:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from netemu.flagship import FlagshipOptions, FlagshipRun, format_headline
+    from netemu.run.runner import FlagshipOptions, FlagshipRun, format_headline
 
     if os.geteuid() != 0:
         raise NetemuError("the emulation builds network namespaces: run as root "
@@ -84,7 +84,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print("", flush=True)
     print(format_headline(result), flush=True)
     if p.expectations and result.metrics is not None:
-        from netemu import expect as expect_mod
+        from netemu.analysis import expect as expect_mod
 
         outcomes = expect_mod.evaluate(p.expectations, result.metrics)
         print("expectations of the scenario (netemu test checks these):")

@@ -52,7 +52,7 @@ def _is_scenario(path: Path) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from netemu.contacts import ContactPlan
+    from netemu.plan.contacts import ContactPlan
 
     path = Path(args.scenario)
     if not path.exists():
@@ -101,8 +101,8 @@ def _compute(path: Path, args: argparse.Namespace):
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from netemu.scenario import load_scenario
-    from netemu.schedule import compute_plan
+    from netemu.plan.scenario import load_scenario
+    from netemu.plan.schedule import compute_plan
 
     scenario = load_scenario(path)
     if args.start < 0 or args.start >= scenario.duration_s:

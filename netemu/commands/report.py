@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def handler(args: argparse.Namespace) -> int:
-    from netemu import metrics, report
+    from netemu.analysis import metrics, report
 
     run: Path = args.run
     if not run.is_dir():

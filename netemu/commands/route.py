@@ -13,8 +13,8 @@ import json
 import math
 from pathlib import Path
 
-from netemu.contacts import ContactPlan
 from netemu.errors import InputError
+from netemu.plan.contacts import ContactPlan
 
 SCENARIO_SUFFIXES = (".yaml", ".yml")
 
@@ -54,8 +54,8 @@ def _load(args: argparse.Namespace) -> ContactPlan:
     if not path.exists():
         raise InputError("no such file", source=str(path))
     if path.suffix.lower() in SCENARIO_SUFFIXES:
-        from netemu.scenario import load_scenario
-        from netemu.schedule import compute_plan
+        from netemu.plan.scenario import load_scenario
+        from netemu.plan.schedule import compute_plan
 
         scenario = load_scenario(path)
         if not 0 <= args.at_s < scenario.duration_s:

@@ -44,13 +44,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def load_plan(path: Path, *, start_s: float, duration_s: float | None):
     """(plan, time scale, ground station names) from a scenario or a contact plan file."""
-    from netemu.contacts import ContactPlan
+    from netemu.plan.contacts import ContactPlan
 
     if not path.exists():
         raise InputError("no such file", source=str(path))
     if path.suffix in (".yaml", ".yml"):
-        from netemu.scenario import load_scenario
-        from netemu.schedule import compute_plan
+        from netemu.plan.scenario import load_scenario
+        from netemu.plan.schedule import compute_plan
 
         sc = load_scenario(path)
         plan = compute_plan(sc, start_s=start_s, duration_s=duration_s)

@@ -51,8 +51,8 @@ def _merge_junit(docs: list[str]) -> str:
 
 
 def _cmd_test(args: argparse.Namespace) -> int:
-    from netemu import expect as expect_mod
-    from netemu.flagship import FlagshipOptions, FlagshipRun
+    from netemu.analysis import expect as expect_mod
+    from netemu.run.runner import FlagshipOptions, FlagshipRun
 
     if os.geteuid() != 0:
         raise NetemuError("the emulation builds network namespaces: run as root "

@@ -1,9 +1,7 @@
-"""The DTN bundle agent: BPv7, convergence layers (TCPCLv4, UDP, MTCP), store, app interface.
+"""Bundle Protocol v7 as pure protocol logic: bundles, CBOR, CRCs, EIDs, BPSec, status
+reports, the BPA core state machine and the convergence-layer state machines (TCPCLv4,
+UDP, MTCP).
 
-Applications use :class:`BpClient` (the node's app socket); the agent itself runs as
-``netemu agent --node NAME --config FILE``.
+Nothing here opens a socket, reads a clock or touches a file: :mod:`netemu.agent` is the
+asyncio shell that feeds these state machines real sockets and the scenario clock.
 """
-
-from netemu.dtn.client import BpClient, BpError, Delivery
-
-__all__ = ["BpClient", "BpError", "Delivery"]

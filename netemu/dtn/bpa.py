@@ -2,7 +2,7 @@
 
 Events go in (:meth:`BundleAgent.handle`), actions come out; no sockets, no clock, no
 disk. The asyncio agent feeds it real convergence layers, the wall clock and a
-:class:`~netemu.dtn.store.BundleStore`; tests and a simulator feed it a virtual clock.
+:class:`~netemu.agent.store.BundleStore`; tests and a simulator feed it a virtual clock.
 
 The shell's contract, per list of actions returned by one or more events:
 
@@ -27,6 +27,7 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from netemu.agent.store import State, StoredBundle
 from netemu.dtn import cbor
 from netemu.dtn.bpsec import SecurityPolicy, bcb_decrypt
 from netemu.dtn.bundle import (
@@ -47,7 +48,6 @@ from netemu.dtn.bundle import (
 from netemu.dtn.eid import EID
 from netemu.dtn.errors import BundleError
 from netemu.dtn.status import Reason, make_report
-from netemu.dtn.store import State, StoredBundle
 from netemu.dtn.template import OriginTemplate
 from netemu.routing.base import BundleInfo, Decision, Router
 

@@ -30,8 +30,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from netemu.clock import ScenarioClock
-from netemu.contacts import ContactPlan
 from netemu.emulator.events import LinkEvent, Neighbour
 from netemu.emulator.layout import Layout, check_run_name, estimate_memory_bytes, plan_layout
 from netemu.emulator.network import Network
@@ -39,6 +37,8 @@ from netemu.emulator.registry import RUN_ROOT, Registry, clean_run, list_runs
 from netemu.emulator.shaper import Shaper, make_shaper
 from netemu.emulator.timeline import Changes, Timeline
 from netemu.errors import InputError, NetemuError
+from netemu.plan.contacts import ContactPlan
+from netemu.runtime.clock import ScenarioClock
 
 
 @dataclass

@@ -24,8 +24,8 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from netemu.contacts import ContactPlan
 from netemu.errors import InputError
+from netemu.plan.contacts import ContactPlan
 
 IFNAMSIZ = 15
 MAX_NAME_LEN = 200  # /run/netns/<run>-<node> must fit NAME_MAX (255)

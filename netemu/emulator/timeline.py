@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from netemu.contacts import ContactPlan
 from netemu.emulator.layout import Layout
+from netemu.plan.contacts import ContactPlan
 
 DELAY_STEP_S = 100e-6
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from netemu.dtn.agent import Agent
+    from netemu.agent.agent import Agent
 
 ROOT = Path(__file__).resolve().parents[2]
 

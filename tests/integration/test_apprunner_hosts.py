@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from netemu.apprunner import AppRunner, NodeInfo, cgroup_of, plan_apps
+from netemu.run.apps import AppRunner, NodeInfo, cgroup_of, plan_apps
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,7 @@ import time
 import pytest
 from dtn_agent_harness import AgentProc, CutProxy, free_port, wait_for, write_pair
 
-from netemu.dtn import BpClient
+from netemu.agent import BpClient
 
 
 def _sock(tmp, node):

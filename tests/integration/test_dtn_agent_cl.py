@@ -10,9 +10,9 @@ import socket
 import pytest
 from dtn_agent_harness import CutProxy, StubCore, free_port, wait_for
 
+from netemu.agent.agent import Agent
+from netemu.agent.config import AgentConfig
 from netemu.dtn import mtcp
-from netemu.dtn.agent import Agent
-from netemu.dtn.agentconfig import AgentConfig
 
 
 def _cfg(tmp, name, ipn, port, peer, peer_ipn, dial, cl="tcpcl", **kw) -> AgentConfig:
@@ -219,7 +219,7 @@ def test_contact_end_hands_queued_bundles_back_to_the_router(tmp_path):
     import time
     from datetime import datetime, timedelta, timezone
 
-    from netemu.clock import ScenarioClock
+    from netemu.runtime.clock import ScenarioClock
 
     async def go():
         epoch = datetime.now(timezone.utc) - timedelta(seconds=10)
@@ -276,7 +276,7 @@ def test_silent_peer_is_ended_with_idle_timeout(tmp_path):
 def test_core_failure_is_an_answer_not_a_hang(tmp_path):
     """If the BPA core raises on an event, the app gets an error answer (and the agent
     logs it) instead of waiting forever."""
-    from netemu.dtn import BpClient, BpError
+    from netemu.agent import BpClient, BpError
 
     async def go():
         a = Agent(_cfg(tmp_path, "A", 1, free_port(), "B", 2, None))  # the real core

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from dtn_agent_harness import free_port, write_pair
 
-from netemu.dtn import BpClient
-from netemu.dtn.agent import Agent
-from netemu.dtn.agentconfig import AgentConfig
-from netemu.dtn.store import BundleStore
+from netemu.agent import BpClient
+from netemu.agent.agent import Agent
+from netemu.agent.config import AgentConfig
+from netemu.agent.store import BundleStore
 
 
 def test_sends_answered_only_after_the_commit_thread_returns(tmp_path):

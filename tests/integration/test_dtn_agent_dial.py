@@ -16,9 +16,9 @@ import json
 import pytest
 from dtn_agent_harness import StubCore, free_port, wait_for
 
+from netemu.agent.agent import Agent
+from netemu.agent.config import AgentConfig
 from netemu.dtn import tcpcl
-from netemu.dtn.agent import Agent
-from netemu.dtn.agentconfig import AgentConfig
 
 pytestmark = pytest.mark.integration
 

@@ -9,9 +9,9 @@ import asyncio
 import pytest
 from dtn_agent_harness import free_port, wait_for, write_pair
 
-from netemu.dtn import BpClient
-from netemu.dtn.agent import Agent
-from netemu.dtn.agentconfig import AgentConfig
+from netemu.agent import BpClient
+from netemu.agent.agent import Agent
+from netemu.agent.config import AgentConfig
 
 pytestmark = pytest.mark.integration
 

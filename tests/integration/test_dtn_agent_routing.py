@@ -14,7 +14,7 @@ import time
 import pytest
 from dtn_agent_harness import AgentProc, free_port, wait_for, write_pair
 
-from netemu.dtn import BpClient
+from netemu.agent import BpClient
 
 pytestmark = pytest.mark.integration
 

@@ -1,6 +1,6 @@
 """Bundle telemetry: two ``netemu agent`` processes given the run's MQTT variables publish
 ``bundle/<node>`` events that a real mosquitto + the run recorder capture, and
-netemu.metrics computes delivery ratio and link use from them. Without a broker the
+netemu.analysis.metrics computes delivery ratio and link use from them. Without a broker the
 agents still move bundles and count the events they could not publish."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from dtn_agent_harness import AgentProc, free_port, wait_for, write_pair
 
-from netemu import metrics
-from netemu.dtn import BpClient
-from netemu.dtn.bundletelemetry import BundlePublisher
-from netemu.telemetry import Broker, BrokerAccess, Recorder, read_events
+from netemu.agent import BpClient
+from netemu.agent.telemetry import BundlePublisher
+from netemu.analysis import metrics
+from netemu.runtime.telemetry import Broker, BrokerAccess, Recorder, read_events
 
 pytestmark = pytest.mark.integration
 

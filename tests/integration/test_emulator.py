@@ -19,10 +19,10 @@ from datetime import datetime, timezone
 
 import pytest
 
-from netemu.contacts import C_KM_S, Contact, ContactPlan, Node
 from netemu.emulator import Emulation
 from netemu.emulator.netns import list_netns
 from netemu.emulator.registry import RUN_ROOT, pid_alive
+from netemu.plan.contacts import C_KM_S, Contact, ContactPlan, Node
 
 pytestmark = pytest.mark.integration
 EPOCH = datetime(2026, 3, 1, tzinfo=timezone.utc)
@@ -210,7 +210,7 @@ def test_mininet_host_and_popen_see_clock_and_addresses(cleanup_check):
     assert h.IP() == emu.node_addr("gs1")
     env = emu.run_cmd("sat1", ["env"]).stdout
     assert "NETEMU_TIME_SCALE=10.0" in env and "NETEMU_NODE=sat1" in env
-    code = ("from netemu.clock import ScenarioClock; print(ScenarioClock.from_env().now_s())")
+    code = ("from netemu.runtime.clock import ScenarioClock; print(ScenarioClock.from_env().now_s())")
     r = emu.run_cmd("sat1", [sys.executable, "-c", code])
     assert abs(float(r.stdout) - emu.now_s()) < 1.0
     addrs = emu.addresses("sat1")
@@ -256,7 +256,7 @@ def test_netemu_clean_removes_a_crashed_run(tmp_path):
     script.write_text(
         "import os, sys, time\n"
         "from datetime import datetime, timezone\n"
-        "from netemu.contacts import Contact, ContactPlan, Node\n"
+        "from netemu.plan.contacts import Contact, ContactPlan, Node\n"
         "from netemu.emulator import Emulation\n"
         "n = {'gs1': Node('gs1', 1, 'ground', 1), 'sat1': Node('sat1', 2, 'satellite')}\n"
         "c = [Contact('gs1', 'sat1', 0, 600, 1e9, 0.01, 'gsl'),"

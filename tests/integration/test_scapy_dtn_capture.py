@@ -1,5 +1,5 @@
 """A real capture: tcpdump in a network namespace records a TCPCL session between two
-namespaces; netemu.capture finds the bundle in it."""
+namespaces; netemu.analysis.capture finds the bundle in it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from netemu import capture
+from netemu.analysis import capture
 from netemu.dtn.bundle import Bundle
 
 pytestmark = pytest.mark.integration

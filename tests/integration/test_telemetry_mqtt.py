@@ -18,7 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from netemu.telemetry import Broker, Recorder, SyncPublisher, Telemetry, TelemetryError, read_events
+from netemu.runtime.telemetry import (
+    Broker,
+    Recorder,
+    SyncPublisher,
+    Telemetry,
+    TelemetryError,
+    read_events,
+)
 
 pytestmark = [
     pytest.mark.integration,
@@ -65,7 +72,7 @@ def _wait(cond, timeout_s: float = 15.0) -> None:
 
 PUBLISHER = textwrap.dedent("""
     import asyncio
-    from netemu.telemetry import Telemetry
+    from netemu.runtime.telemetry import Telemetry
     async def main():
         async with Telemetry.from_env() as t:
             await t.publish("bundle/sat-1", {"event": "received", "bundle_id": "b1"})

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from netemu.apprunner import NodeInfo, load_manifest, plan_apps, select_nodes
 from netemu.errors import InputError
+from netemu.run.apps import NodeInfo, load_manifest, plan_apps, select_nodes
 
 NODES = [
     NodeInfo("sat-1", "satellite"),

@@ -6,8 +6,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from netemu.clock import ScenarioClock
 from netemu.errors import InputError
+from netemu.runtime.clock import ScenarioClock
 
 EPOCH = datetime(2026, 6, 1, tzinfo=timezone.utc)
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from netemu.contacts import Contact, ContactPlan, Node
 from netemu.errors import InputError
+from netemu.plan.contacts import Contact, ContactPlan, Node
 
 VECTORS = Path(__file__).resolve().parents[2].parent / "shared" / "vectors"
 EPOCH = datetime(2026, 6, 1, tzinfo=timezone.utc)

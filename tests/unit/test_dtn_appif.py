@@ -10,15 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from netemu.dtn import BpClient, BpError
-from netemu.dtn.agentconfig import AgentConfig
-from netemu.dtn.appif import (
+from netemu.agent import BpClient, BpError
+from netemu.agent.appif import (
     AppIfError,
     AppServer,
     FrameDecoder,
     encode_frame,
     encode_frame_parts,
 )
+from netemu.agent.config import AgentConfig
 from netemu.errors import InputError
 
 
@@ -201,7 +201,7 @@ def test_config_yaml_and_errors(tmp_path):
 def test_config_for_plan_node(tmp_path):
     from datetime import datetime, timezone
 
-    from netemu.contacts import Contact, ContactPlan, Node
+    from netemu.plan.contacts import Contact, ContactPlan, Node
 
     plan = ContactPlan(datetime(2026, 1, 1, tzinfo=timezone.utc),
                        {"s1": Node("s1", 1), "s2": Node("s2", 2), "g": Node("g", 9)},

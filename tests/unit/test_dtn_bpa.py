@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 import pytest
 from netemu.routing.base import Decision, Hop, Router
 
-from netemu.contacts import Contact, ContactPlan, Node
+from netemu.agent.store import BundleStore, State
 from netemu.dtn.bpa import (
     Accept,
     AgentConfig,
@@ -34,7 +34,7 @@ from netemu.dtn.bpsec import SecurityPolicy
 from netemu.dtn.bundle import BundleFlags, decode_bundle
 from netemu.dtn.eid import EID
 from netemu.dtn.status import Reason, StatusReport
-from netemu.dtn.store import BundleStore, State
+from netemu.plan.contacts import Contact, ContactPlan, Node
 
 PLAN = ContactPlan(datetime(2026, 1, 1, tzinfo=timezone.utc),
                    {n: Node(n, i) for i, n in ((1, "A"), (2, "B"), (3, "C"))}, [])
@@ -395,7 +395,7 @@ def test_project_routers_carry_a_bundle_across_two_contacts(tmp_path, algorithm)
     (plan time); a bundle sent at 10 s reaches C once, at 200 s."""
     from netemu.routing import get_router
 
-    from netemu.contacts import Contact
+    from netemu.plan.contacts import Contact
 
     contacts = [Contact(a, b, s0, s1, 1e6, 0.01) for a, b, s0, s1 in
                 (("A", "B", 0, 100), ("B", "A", 0, 100), ("B", "C", 200, 300),

@@ -9,7 +9,6 @@ from datetime import datetime, timezone
 
 from netemu.routing import get_router
 
-from netemu.contacts import ContactPlan, Node
 from netemu.dtn.bpa import (
     BLOCK_COPIES,
     Accept,
@@ -23,6 +22,7 @@ from netemu.dtn.bpa import (
     copies_of,
 )
 from netemu.dtn.bundle import BlockFlags, decode_bundle
+from netemu.plan.contacts import ContactPlan, Node
 
 EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
 PLAN = ContactPlan(EPOCH, {n: Node(n, i) for i, n in enumerate("ABCD", start=1)}, [])

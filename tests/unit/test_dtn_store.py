@@ -11,13 +11,13 @@ import textwrap
 
 import pytest
 
+from netemu.agent.store import ADDED, DUPLICATE, FULL, BundleStore, State, StoreError
 from netemu.dtn.bundle import Bundle, decode_bundle
-from netemu.dtn.store import ADDED, DUPLICATE, FULL, BundleStore, State, StoreError
 
 WRITER = textwrap.dedent("""
     import sys
     from netemu.dtn.bundle import Bundle
-    from netemu.dtn.store import BundleStore
+    from netemu.agent.store import BundleStore
     store = BundleStore(sys.argv[1], durability=sys.argv[2])
     i = 0
     while True:                       # until SIGKILL

@@ -14,8 +14,8 @@ import textwrap
 
 import pytest
 
+from netemu.agent.store import ADDED, DUPLICATE, BundleStore, State
 from netemu.dtn.bundle import Bundle, decode_bundle
-from netemu.dtn.store import ADDED, DUPLICATE, BundleStore, State
 
 
 def _b(i: int, size: int = 500) -> Bundle:
@@ -58,7 +58,7 @@ def test_segments_are_freed_and_sparse_ones_compacted(tmp_path):
 WRITER = textwrap.dedent("""
     import sys
     from netemu.dtn.bundle import Bundle
-    from netemu.dtn.store import BundleStore, State
+    from netemu.agent.store import BundleStore, State
     store = BundleStore(sys.argv[1], durability=sys.argv[2], segment_bytes=16384)
     i, prev = 0, []
     while True:                       # until SIGKILL

@@ -10,11 +10,11 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
-from netemu.contacts import Contact, ContactPlan, Node
 from netemu.emulator.iproute import RouteComputer, route_messages
 from netemu.emulator.layout import check_run_name, plan_layout
 from netemu.emulator.timeline import Timeline
 from netemu.errors import InputError
+from netemu.plan.contacts import Contact, ContactPlan, Node
 
 EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
 

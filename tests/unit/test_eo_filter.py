@@ -99,8 +99,8 @@ def test_walker_orbit_from_scenario_matches_sgp4():
     SGP4 positions for an hour (J2 is what it leaves out)."""
     from geo import orbit_from_scenario
 
-    from netemu import orbit
-    from netemu.scenario import load_scenario
+    from netemu.plan import orbit
+    from netemu.plan.scenario import load_scenario
 
     path = APP.parents[1] / "topologies" / "three-body-12.yaml"
     sc = load_scenario(path)

@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 import pytest
 import yaml
 
-from netemu import expect
+from netemu.analysis import expect
 from netemu.errors import InputError
 
 METRICS = {"delivery_ratio": 0.97, "query_latency_p95_s": 80.0,

@@ -6,11 +6,11 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from netemu.analysis.expect import Expectation, Outcome, junit_xml
 from netemu.commands.test import _merge_junit
 from netemu.emulator.events import LinkEvent
 from netemu.errors import InputError
-from netemu.expect import Expectation, Outcome, junit_xml
-from netemu.flagship import _link_message, emulation_window, routing_config
+from netemu.run.runner import _link_message, emulation_window, routing_config
 
 
 def test_window_defaults_profiles_and_overrides() -> None:

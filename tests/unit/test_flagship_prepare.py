@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from netemu.errors import InputError
-from netemu.flagship import FlagshipOptions, FlagshipRun
+from netemu.run.runner import FlagshipOptions, FlagshipRun
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,7 +7,7 @@ import json
 import pytest
 from t6b_runfixture import make_run
 
-from netemu import metrics
+from netemu.analysis import metrics
 from netemu.errors import InputError
 
 

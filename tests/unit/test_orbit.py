@@ -12,14 +12,14 @@ from skyfield.api import EarthSatellite, load, wgs84
 from skyfield.framelib import itrs
 from skyfield.sgp4lib import TEME
 
-from netemu.orbit import (
+from netemu.plan.orbit import (
     R_WGS72_KM,
     build_ephemeris,
     geodetic_to_ecef,
     propagate_direct,
     teme_to_ecef,
 )
-from netemu.scenario import load_scenario
+from netemu.plan.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -121,7 +121,7 @@ def test_element_file_planes_match_walker(tmp_path: Path) -> None:
 
     from sgp4.exporter import export_tle
 
-    from netemu.schedule import isl_pairs
+    from netemu.plan.schedule import isl_pairs
 
     (tmp_path / "w.yaml").write_text(
         "epoch: 2026-06-01T00:00:00Z\nduration_s: 600\nsatellites:\n"

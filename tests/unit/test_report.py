@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from t6b_runfixture import make_run
 
-from netemu import expect, report
+from netemu.analysis import expect, report
 from netemu.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,7 +43,7 @@ def test_report_map_from_scenario(run):
 
 
 def test_report_shows_expectations(run):
-    from netemu import metrics
+    from netemu.analysis import metrics
 
     outs = expect.evaluate(expect.parse([{"metric": "delivery_ratio", "op": ">=", "value": 0.99}]),
                            metrics.compute(run))
@@ -71,7 +71,7 @@ def test_cli_report_missing_run(tmp_path, capsys):
 
 
 def test_report_reads_junit_when_no_expect_json(run):
-    from netemu import metrics
+    from netemu.analysis import metrics
 
     outs = expect.evaluate(expect.parse([{"metric": "bytes_saved", "op": ">", "value": 0}]),
                            metrics.compute(run))

@@ -11,8 +11,8 @@ from netemu.routing.iproutes import ip_next_hops, path_delay_s, snapshot_edges
 
 from netemu.emulator.iproute import RouteComputer
 from netemu.emulator.layout import plan_layout
-from netemu.scenario import load_scenario
-from netemu.schedule import compute_plan
+from netemu.plan.scenario import load_scenario
+from netemu.plan.schedule import compute_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 

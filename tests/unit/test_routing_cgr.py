@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from netemu.routing.base import BundleInfo
 from netemu.routing.cgr import CGRRouter, best_route, estimated_size_bytes, k_routes
 
-from netemu.contacts import Contact, ContactPlan, Node
+from netemu.plan.contacts import Contact, ContactPlan, Node
 
 EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
 VECTOR = Path(__file__).resolve().parents[3] / "shared" / "vectors" / "cgr-tutorial.md"

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from netemu.routing.iproutes import ip_next_hops, path_delay_s, snapshot_edges
 
-from netemu.contacts import Contact, ContactPlan, Node
+from netemu.plan.contacts import Contact, ContactPlan, Node
 
 
 def test_snapshot_uses_contacts_up_at_t_and_their_delay_then():

@@ -13,8 +13,8 @@ from netemu.routing.prophet import ProphetRouter
 from netemu.routing.spray import SprayAndWaitRouter
 from netemu.routing.static import StaticRouter
 
-from netemu.contacts import ContactPlan
 from netemu.errors import InputError
+from netemu.plan.contacts import ContactPlan
 
 PLAN = ContactPlan(datetime(2026, 1, 1, tzinfo=timezone.utc), {}, [])
 

@@ -17,7 +17,7 @@ from netemu.routing import get_router
 from netemu.routing.base import BundleInfo
 from test_routing_cgr import plan_of, tutorial_plan
 
-from netemu.contacts import ContactPlan
+from netemu.plan.contacts import ContactPlan
 
 
 class Sim:

@@ -11,10 +11,16 @@ from datetime import datetime, timezone
 import pytest
 from scapy.all import IP, TCP, Ether, raw, wrpcap
 
-from netemu import capture
+from netemu.analysis import capture
+from netemu.analysis.scapy_dtn import (
+    TCPCL,
+    BPv7,
+    TCPCLContactHeader,
+    TCPCLSessInit,
+    TCPCLXferSegment,
+)
 from netemu.dtn import tcpcl
 from netemu.dtn.bundle import Bundle, datetime_to_dtn_ms
-from netemu.scapy_dtn import TCPCL, BPv7, TCPCLContactHeader, TCPCLSessInit, TCPCLXferSegment
 
 EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -168,7 +174,7 @@ def test_traffic_outside_contacts_from_captures(tmp_path):
     plan = json.loads((run / "plan.json").read_text())
     stray = sum(len(m) for m in _session_bytes(1, [_bundle(seq=9)]))
     assert capture.outside_contacts_from_captures(run, plan) == stray
-    from netemu import metrics
+    from netemu.analysis import metrics
 
     m = metrics.compute(run)
     assert m["traffic_outside_contacts_bytes"] == stray

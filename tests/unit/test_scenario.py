@@ -13,7 +13,7 @@ from sgp4.exporter import export_tle
 
 from netemu.cli import main as cli_main
 from netemu.errors import InputError
-from netemu.scenario import MAX_NAME_LEN, load_scenario
+from netemu.plan.scenario import MAX_NAME_LEN, load_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 TOPOLOGIES = sorted((ROOT / "topologies").glob("*.yaml"))
@@ -104,7 +104,7 @@ def test_walker_names_order_and_reserved_sections(tmp_path: Path) -> None:
 def test_omm_json_csv_xml(tmp_path: Path) -> None:
     import json
 
-    from netemu.orbit import load_omm
+    from netemu.plan.orbit import load_omm
 
     rec = {
         "OBJECT_NAME": "DEMO 1", "OBJECT_ID": "2025-100A", "EPOCH": "2026-05-31T12:00:00.000000",

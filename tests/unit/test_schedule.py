@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from skyfield.api import EarthSatellite, load, wgs84
 
-from netemu.contacts import C_KM_S, ContactPlan
-from netemu.orbit import (
+from netemu.plan.contacts import C_KM_S, ContactPlan
+from netemu.plan.orbit import (
     R_EARTH_KM,
     build_ephemeris,
     propagate_direct,
@@ -20,8 +20,8 @@ from netemu.orbit import (
     teme_to_ecef,
     theta_gmst,
 )
-from netemu.scenario import load_scenario, scenario_from_dict
-from netemu.schedule import apply_tracking_limits, compute_plan, gsl_windows
+from netemu.plan.scenario import load_scenario, scenario_from_dict
+from netemu.plan.schedule import apply_tracking_limits, compute_plan, gsl_windows
 
 ROOT = Path(__file__).resolve().parents[2]
 TOPO = ROOT / "topologies"
@@ -307,7 +307,7 @@ def test_a_window_of_the_plan_is_the_plan_clipped() -> None:
 
 
 def test_isl_topologies_and_the_seam() -> None:
-    from netemu.schedule import isl_pairs
+    from netemu.plan.schedule import isl_pairs
 
     sl = load_scenario(TOPO / "starlink-shell1.yaml")
     pairs = isl_pairs(sl)
@@ -349,7 +349,7 @@ def test_isl_topologies_and_the_seam() -> None:
 
 
 def test_link_budget_rates() -> None:
-    from netemu.linkmodel import LinkBudget, LinkModel
+    from netemu.plan.linkmodel import LinkBudget, LinkModel
 
     b = LinkBudget(frequency_hz=8.2e9, eirp_dbw=10, gt_dbk=25, bandwidth_hz=3e8,
                    other_losses_db=3, efficiency=0.6)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from netemu.telemetry import Broker, BrokerAccess, TelemetryError, check_run_name
+from netemu.runtime.telemetry import Broker, BrokerAccess, TelemetryError, check_run_name
 
 
 def test_config_requires_auth_and_listens_on_a_unix_socket(tmp_path: Path) -> None:
@@ -44,8 +44,8 @@ def test_scenario_time_comes_from_the_hosts_clock_variables() -> None:
     import time
     from datetime import datetime
 
-    from netemu.clock import ScenarioClock
-    from netemu.telemetry import scenario_clock_from_env
+    from netemu.runtime.clock import ScenarioClock
+    from netemu.runtime.telemetry import scenario_clock_from_env
 
     clk = ScenarioClock.start(datetime(2026, 6, 1), time_scale=10,
                                 t0_s=500, wall=time.time() - 2)

@@ -1,8 +1,8 @@
-"""Async Python client of a node's bundle agent (the app socket, see :mod:`netemu.dtn.appif`).
+"""Async Python client of a node's bundle agent (the app socket, see :mod:`netemu.agent.appif`).
 
 ::
 
-    from netemu.dtn import BpClient
+    from netemu.agent import BpClient
 
     async with await BpClient.connect(node="sat3") as bp:     # or path=..., or $NETEMU_BP_SOCKET
         await bp.register("ipn:3.7")
@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from netemu.dtn.appif import (
+from netemu.agent.appif import (
     ENV_SOCKET,
     FrameDecoder,
     big_send_buffer,

@@ -72,7 +72,7 @@ class AgentConfig:
     source: str = "<config>"
 
     def __post_init__(self) -> None:
-        from netemu.dtn.appif import default_socket_path
+        from netemu.agent.appif import default_socket_path
 
         if not self.app_socket:
             self.app_socket = default_socket_path(self.node)
@@ -213,7 +213,7 @@ class AgentConfig:
                       routing: dict[str, Any] | None = None, cl: str = "tcpcl",
                       **overrides: Any) -> AgentConfig:
         """The config of ``node`` in an emulation: its neighbours are the nodes it has a
-        contact with in ``plan`` (a :class:`netemu.contacts.ContactPlan`), dialled at
+        contact with in ``plan`` (a :class:`netemu.plan.contacts.ContactPlan`), dialled at
         ``addresses[name]`` (``"10.0.0.2"`` or ``"10.0.0.2:4556"``; a neighbour without
         an address only connects to us). ``run_dir`` holds the app socket and store."""
         if node not in plan.nodes:

@@ -13,7 +13,7 @@ cost per batch, not per bundle).
 Two defaults, on purpose. ``BundleStore(durability=...)`` defaults to ``"process"``
 (WAL + NORMAL): it survives ``kill -9`` of the process, which is the failure issue 4 asks
 about, and it is what tests, tools and simulators that open a store directly want (no
-fsync per commit). The agent's configuration (``netemu.dtn.agentconfig.AgentConfig``,
+fsync per commit). The agent's configuration (``netemu.agent.config.AgentConfig``,
 ``durability:`` in an agent config) defaults to ``"disk"`` (WAL + FULL) and passes it
 here: an agent is the thing that promises a bundle it acknowledged is not lost, and on a
 real machine (not only in an emulation whose agents share one kernel) that promise must

@@ -116,13 +116,13 @@ class BrokerAccess:
 def scenario_clock_from_env(env: Mapping[str, str] | None = None) -> Callable[[], float]:
     """A function returning scenario seconds now, from the clock env vars.
 
-    Uses :mod:`netemu.clock` when it is available; otherwise reads ``NETEMU_T0_WALL``
+    Uses :mod:`netemu.runtime.clock` when it is available; otherwise reads ``NETEMU_T0_WALL``
     (wall time of scenario second ``NETEMU_T0_S``, default 0) and ``NETEMU_TIME_SCALE``.
     Without any clock variables scenario time is wall time since the clock was made.
     """
     env = os.environ if env is None else env
     try:  # the emulator's clock, when present, is the one source of truth
-        from netemu import clock as clock_mod  # type: ignore[attr-defined]
+        from netemu.runtime import clock as clock_mod  # type: ignore[attr-defined]
 
         from_env = getattr(clock_mod, "ScenarioClock", None)
         if from_env is not None and hasattr(from_env, "from_env") and env.get("NETEMU_T0_WALL"):

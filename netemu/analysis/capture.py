@@ -234,8 +234,8 @@ def read_transfers(pcap: str | Path, *, names: dict[int, str] | None = None,
     ``sat-1->gs-a``; the sender is known from its SESS_INIT node ID, or, for a session
     that started before the capture, from ``ip_names`` (address → node).
     """
+    from netemu.analysis.scapy_dtn import decode_bundle_summary
     from netemu.dtn import tcpcl
-    from netemu.scapy_dtn import decode_bundle_summary
 
     names = names or {}
     streams = _streams(Path(pcap), port)
@@ -395,8 +395,8 @@ def plan_ip_names(plan_path: Path) -> dict[str, str]:
     """Address → node for every node and interface address the emulator gives a plan
     (the layout is a pure function of the plan); {} when it cannot be computed."""
     try:
-        from netemu.contacts import ContactPlan
         from netemu.emulator.layout import plan_layout
+        from netemu.plan.contacts import ContactPlan
 
         lay = plan_layout(ContactPlan.load(plan_path))
     except Exception:  # noqa: BLE001 - names are a nicety; addresses still identify hops
@@ -512,8 +512,8 @@ def resolve_link(plan_path: Path, a: str, b: str) -> tuple[str, str]:
     An ISL has its own interface; ground links use slot interfaces that move from pass to
     pass, so those capture every interface of ``a`` filtered to ``b``'s addresses.
     """
-    from netemu.contacts import ContactPlan
     from netemu.emulator.layout import plan_layout
+    from netemu.plan.contacts import ContactPlan
 
     plan = ContactPlan.load(plan_path)
     for n in (a, b):
@@ -553,7 +553,7 @@ def find_netns(node: str, prefix: str | None = None) -> str:
 
 
 def clock_from_env(env: dict[str, str]) -> dict[str, Any] | None:
-    """The sidecar clock from the ``NETEMU_*`` clock variables (see netemu.clock)."""
+    """The sidecar clock from the ``NETEMU_*`` clock variables (see netemu.runtime.clock)."""
     if "NETEMU_T0_WALL" not in env:
         return None
     return {"epoch": env.get("NETEMU_EPOCH"), "time_scale": float(env.get("NETEMU_TIME_SCALE", 1)),

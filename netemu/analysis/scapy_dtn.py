@@ -1,14 +1,14 @@
 """Scapy layers for TCPCLv4 (RFC 9174) and BPv7 (RFC 9171), bound to TCP port 4556.
 
     from scapy.all import rdpcap
-    import netemu.scapy_dtn  # binds the layers
+    import netemu.analysis.scapy_dtn  # binds the layers
     for p in rdpcap("link.pcap"):
         if p.haslayer(TCPCLXferSegment) and p.haslayer(BPv7):
             print(p[BPv7].bundle_id)
 
 One TCP segment may carry several TCPCL messages (each is dissected in turn) or part of
 one; per-packet dissection decodes the messages that start at the segment's first byte.
-For whole transfers across segments use :mod:`netemu.capture`, which reassembles TCP
+For whole transfers across segments use :mod:`netemu.analysis.capture`, which reassembles TCP
 streams. A ``XFER_SEGMENT`` carrying a whole transfer (START and END both set) has its
 data dissected as a :class:`BPv7` bundle, decoded with netemu's own BPv7 decoder (falling
 back to plain CBOR when the bundle is not valid).

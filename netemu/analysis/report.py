@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from netemu import metrics as metrics_mod
+from netemu.analysis import metrics as metrics_mod
 
 # Colours that stay apart for colour-blind readers (Okabe-Ito).
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
@@ -88,8 +88,8 @@ def ground_tracks(run: Path, duration_s: float) -> tuple[dict[str, list[tuple[fl
     try:
         import numpy as np
 
-        from netemu import orbit
-        from netemu.scenario import load_scenario
+        from netemu.plan import orbit
+        from netemu.plan.scenario import load_scenario
 
         sc = load_scenario(path)
     except Exception:  # noqa: BLE001 - a report without a map beats no report
@@ -426,7 +426,7 @@ def _apps_table(m: dict) -> str:
 
 def _paths_html(run: Path) -> str:
     try:
-        from netemu.capture import bundle_paths_from_run
+        from netemu.analysis.capture import bundle_paths_from_run
     except ImportError:
         return ""
     try:

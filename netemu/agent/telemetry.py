@@ -10,7 +10,7 @@ and in the agent's ``telemetry_stopped`` log line.
 
 Enabled when the environment has ``NETEMU_RUN``, ``NETEMU_MQTT_SOCKET``,
 ``NETEMU_MQTT_USER`` and ``NETEMU_MQTT_PASSWORD`` (what ``netemu flagship`` gives every
-process in a host); see :mod:`netemu.telemetry`.
+process in a host); see :mod:`netemu.runtime.telemetry`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-from netemu.telemetry import BrokerAccess, TelemetryError, _connect_sync, _paho_client
+from netemu.runtime.telemetry import BrokerAccess, TelemetryError, _connect_sync, _paho_client
 
 QUEUE_MAX = 100_000  # events waiting for the broker
 RECONNECT_MIN_S = 0.2

@@ -422,7 +422,7 @@ def _link_use_from_captures(run: Path, plan: dict[str, Any] | None, links: dict[
     if not (run / "captures").is_dir():
         return
     try:
-        from netemu.capture import run_transfers
+        from netemu.analysis.capture import run_transfers
 
         transfers = run_transfers(run, plan)
     except Exception:  # noqa: BLE001 - unreadable captures: no link use rather than no metrics
@@ -467,7 +467,7 @@ def compute(run_dir: str | Path) -> dict[str, Any]:
     m["traffic_outside_contacts_source"] = (
         "bundle events" if forwarded else "none seen (no forwarded-bundle events, no captures)")
     try:
-        from netemu.capture import outside_contacts_from_captures
+        from netemu.analysis.capture import outside_contacts_from_captures
 
         cap = outside_contacts_from_captures(run, plan)
     except ImportError:

@@ -1,9 +1,9 @@
-"""Geometry → the link schedule (a :class:`netemu.contacts.ContactPlan`).
+"""Geometry → the link schedule (a :class:`netemu.plan.contacts.ContactPlan`).
 
 Method (argued in docs/schedule.md):
 
 1. Propagate every satellite with SGP4 on a coarse uniform grid (``schedule.step_s``,
-   30 s by default) and keep TEME positions and velocities (:mod:`netemu.orbit`).
+   30 s by default) and keep TEME positions and velocities (:mod:`netemu.plan.orbit`).
 2. Evaluate a link function on the grid for every candidate pair, vectorised:
    GSL ``f = sin(elevation) − sin(mask)`` (station–satellite pairs culled by
    Earth-central angle first); ISL ``f = min(max_range − range, line-of-sight
@@ -31,9 +31,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from netemu.contacts import C_KM_S, Contact, ContactPlan, Node
-from netemu.orbit import R_EARTH_KM, Ephemeris, build_ephemeris, stations_ecef, teme_to_ecef
-from netemu.scenario import IslConfig, Scenario
+from netemu.plan.contacts import C_KM_S, Contact, ContactPlan, Node
+from netemu.plan.orbit import R_EARTH_KM, Ephemeris, build_ephemeris, stations_ecef, teme_to_ecef
+from netemu.plan.scenario import IslConfig, Scenario
 
 Progress = Callable[[str, float], None]
 """Progress callback: (phase description, fraction of the whole job done in [0, 1])."""

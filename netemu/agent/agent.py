@@ -3,7 +3,7 @@
 Everything protocol-shaped lives elsewhere, without I/O: bundle processing, store and
 routing in :mod:`netemu.dtn.bpa` (the core), the TCPCLv4 session in
 :mod:`netemu.dtn.tcpcl`, framing in :mod:`netemu.dtn.udpcl` / :mod:`netemu.dtn.mtcp` /
-:mod:`netemu.dtn.appif`. This module owns the sockets, the timers and the clock:
+:mod:`netemu.agent.appif`. This module owns the sockets, the timers and the clock:
 
 - listeners: TCPCLv4 and UDP CL on port 4556 (configurable), optional MTCP;
 - one outgoing session per neighbour while a contact is up — "up" means the contact plan
@@ -19,7 +19,7 @@ routing in :mod:`netemu.dtn.bpa` (the core), the TCPCLv4 session in
 - JSON-lines logs (stderr or a file, and streamed to ``netemu bp watch``);
 - SIGTERM / SIGINT: orderly SESS_TERM on every session, store closed, socket removed.
 
-Scenario time comes from :class:`netemu.clock.ScenarioClock` (``NETEMU_EPOCH`` /
+Scenario time comes from :class:`netemu.runtime.clock.ScenarioClock` (``NETEMU_EPOCH`` /
 ``NETEMU_TIME_SCALE`` / ``NETEMU_T0_WALL``), else the wall clock.
 """
 
@@ -41,22 +41,22 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
-from netemu.clock import ScenarioClock
-from netemu.contacts import ContactPlan, Node
+from netemu.agent.appif import AppConnection, AppServer, big_send_buffer
+from netemu.agent.config import AgentConfig, Neighbour, split_host_port
+from netemu.agent.memtune import tune_malloc
+from netemu.agent.store import HELD_STATES as _HELD_STATES
+from netemu.agent.store import BundleStore
+from netemu.agent.store import State as StoreState
+from netemu.agent.telemetry import BundlePublisher
 from netemu.dtn import bpa, mtcp, tcpcl, udpcl
-from netemu.dtn.agentconfig import AgentConfig, Neighbour, split_host_port
-from netemu.dtn.appif import AppConnection, AppServer, big_send_buffer
 from netemu.dtn.bpsec import SecurityPolicy
 from netemu.dtn.bundle import REPORT_FLAGS, datetime_to_dtn_ms
-from netemu.dtn.bundletelemetry import BundlePublisher
 from netemu.dtn.eid import EID
 from netemu.dtn.errors import BundleError
-from netemu.dtn.memtune import tune_malloc
-from netemu.dtn.store import HELD_STATES as _HELD_STATES
-from netemu.dtn.store import BundleStore
-from netemu.dtn.store import State as StoreState
 from netemu.errors import InputError, NetemuError
+from netemu.plan.contacts import ContactPlan, Node
 from netemu.routing.base import BundleInfo, Decision, Hop, Router
+from netemu.runtime.clock import ScenarioClock
 
 BIG_WRITE_BYTES = 64 * 1024  # buffers at least this long are written without a copy
 #: Events handled per batch (one store commit each). Without a bound, batches grew to
@@ -1570,13 +1570,13 @@ def main_from_config(cfg: AgentConfig) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m netemu.dtn.agent --node N --config F``: the same as ``netemu agent`` but
+    """``python -m netemu.agent.agent --node N --config F``: the same as ``netemu agent`` but
     without loading every netemu command first (faster start for many agents)."""
     import argparse
 
     from netemu.commands.agent import register
 
-    parser = argparse.ArgumentParser(prog="python -m netemu.dtn.agent")
+    parser = argparse.ArgumentParser(prog="python -m netemu.agent.agent")
     register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["agent", *(sys.argv[1:] if argv is None else argv)])
     try:

@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from netemu.errors import InputError
-from netemu.linkmodel import DEFAULT_LINK_MODELS, LinkBudget, LinkModel
+from netemu.plan.linkmodel import DEFAULT_LINK_MODELS, LinkBudget, LinkModel
 
 MAX_NAME_LEN = 15
 """Longest node name: Linux interface names hold 15 characters (IFNAMSIZ − 1)."""
@@ -495,7 +495,7 @@ def _parse_walker(ctx: _Ctx, m: Any, where: str, line: int) -> WalkerSpec:
 def _parse_group(
     ctx: _Ctx, m: Any, index: int, line: int, base_dir: Path, epoch: datetime, isl: IslConfig
 ) -> SatelliteGroup:
-    from netemu import orbit  # orbit imports sgp4; keep scenario import light
+    from netemu.plan import orbit  # orbit imports sgp4; keep scenario import light
 
     where = f"satellites[{index}]"
     m = _check_keys(ctx, m, GROUP_KEYS, where, line)

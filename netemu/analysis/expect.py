@@ -2,7 +2,7 @@
 
 Each expectation is ``{metric: NAME, op: OP, value: NUMBER}`` with OP one of ``>=``,
 ``<=``, ``>``, ``<``, ``==``, ``!=``. NAME is a key of ``metrics.json`` (see
-:data:`netemu.metrics.METRIC_DOCS`) or a dotted path into it
+:data:`netemu.analysis.metrics.METRIC_DOCS`) or a dotted path into it
 (``link_use.sat-1->gs-a.utilisation``). An expectation whose metric was not measured in
 the run (no data: ``null``) fails, saying so. A name that is not a metric at all is a
 user error, reported with the closest known names, before anything runs when
@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
+from netemu.analysis.metrics import METRIC_DOCS
 from netemu.errors import InputError
-from netemu.metrics import METRIC_DOCS
 
 OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
@@ -71,7 +71,7 @@ def parse(
     """Validate the YAML ``expect:`` value (a list of mappings); errors name the item.
 
     ``lines`` maps YAML paths (tuples) to line numbers, as
-    :func:`netemu.apprunner.load_yaml_with_lines` gives, so errors can point at a line.
+    :func:`netemu.run.apps.load_yaml_with_lines` gives, so errors can point at a line.
     """
     lines = lines or {}
     if raw is None:

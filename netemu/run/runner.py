@@ -42,7 +42,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from netemu.apprunner import (
+from netemu.errors import InputError, NetemuError
+from netemu.run.apps import (
     AppError,
     AppInstance,
     AppRunner,
@@ -50,7 +51,6 @@ from netemu.apprunner import (
     find_apps_dir,
     plan_apps,
 )
-from netemu.errors import InputError, NetemuError
 
 EMULATION_KEYS = {"start_s", "duration_s", "time_scale", "quick", "test", "isl", "tick_s",
                   "shaper", "agents"}
@@ -238,7 +238,7 @@ def _short_run_name() -> str:
 
 def _section_lines(scenario: Any) -> dict[tuple, int]:
     """YAML paths → lines for the sections this module reads (for error messages)."""
-    from netemu.apprunner import load_yaml_with_lines
+    from netemu.run.apps import load_yaml_with_lines
 
     if scenario.path is None:
         return {}
@@ -266,9 +266,9 @@ class FlagshipRun:
     # --- checks (no root needed) -----------------------------------------------------
 
     def prepare(self) -> Prepared:
-        from netemu import expect as expect_mod
-        from netemu.scenario import load_scenario
-        from netemu.schedule import compute_plan
+        from netemu.analysis import expect as expect_mod
+        from netemu.plan.scenario import load_scenario
+        from netemu.plan.schedule import compute_plan
 
         path = Path(self.opts.scenario)
         if not path.is_file():
@@ -293,7 +293,7 @@ class FlagshipRun:
         expect_mod.validate(expectations)
         captures: list[tuple[str, str]] = []
         if sc.sections.get("capture") is not None:
-            from netemu.capture import parse_capture_section
+            from netemu.analysis.capture import parse_capture_section
 
             captures = parse_capture_section(sc.sections["capture"], source=src)
             known = set(sc.node_names())
@@ -316,7 +316,7 @@ class FlagshipRun:
         margin = min(120.0, sc.duration_s - window.end_s)
         plan = compute_plan(sc, start_s=window.start_s, duration_s=window.duration_s + margin)
         if not window.isl:
-            from netemu.contacts import ContactPlan
+            from netemu.plan.contacts import ContactPlan
 
             plan = ContactPlan(plan.epoch, plan.nodes,
                                [c for c in plan.contacts if c.kind != "isl"])
@@ -428,7 +428,7 @@ class FlagshipRun:
     def _run(self, p: Prepared, run: str, run_dir: Path, stack: contextlib.ExitStack,
              meta: dict[str, Any]) -> None:
         from netemu.emulator import Emulation
-        from netemu.telemetry import Broker, Recorder, SyncPublisher
+        from netemu.runtime.telemetry import Broker, Recorder, SyncPublisher
 
         w = p.window
         echo = self.echo
@@ -500,7 +500,7 @@ class FlagshipRun:
              f"{w.start_s:g} s, x{w.time_scale:g}")
 
         if p.captures:
-            from netemu.capture import start_scenario_captures
+            from netemu.analysis.capture import start_scenario_captures
 
             caps = start_scenario_captures(p.captures, run_dir,
                                            netns_of=lambda n: emu.net.host_ns[n],
@@ -553,7 +553,7 @@ class FlagshipRun:
     def _start_agents(self, p: Prepared, emu: Any, run_dir: Path, sock_root: Path,
                       base_env: dict[str, str]) -> tuple[dict[str, subprocess.Popen[bytes]],
                                                          dict[str, str]]:
-        from netemu.dtn.agentconfig import AgentConfig
+        from netemu.agent.config import AgentConfig
 
         plan_path = str(run_dir / "plan.json")
         addresses = {n: emu.node_addr(n) for n in p.plan.nodes}
@@ -630,7 +630,7 @@ class FlagshipRun:
     # --- after the run -----------------------------------------------------------------
 
     def _finish(self, result: FlagshipResult, p: Prepared) -> None:
-        from netemu import metrics as metrics_mod
+        from netemu.analysis import metrics as metrics_mod
 
         try:
             metrics_mod.write(result.run_dir)
@@ -644,7 +644,7 @@ class FlagshipRun:
             # before the report, so that it shows them (netemu test rewrites junit.xml
             # with its timing; the outcomes are the same)
             try:
-                from netemu import expect as expect_mod
+                from netemu.analysis import expect as expect_mod
 
                 outcomes = expect_mod.evaluate(p.expectations, result.metrics)
                 expect_mod.write_results(result.run_dir, outcomes, suite=p.scenario.name)
@@ -652,7 +652,7 @@ class FlagshipRun:
                 result.errors.append(f"expectations: {e}")
         if self.opts.report:
             try:
-                from netemu import report as report_mod
+                from netemu.analysis import report as report_mod
 
                 result.report_path = report_mod.build(result.run_dir)
                 self._mark("report_written")

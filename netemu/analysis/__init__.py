@@ -1,0 +1,1 @@
+"""After (or beside) a run: metrics, the report, expectations and JUnit, packet captures."""

@@ -1,0 +1,1 @@
+"""Running a scenario: the scenario runner, apps inside hosts, the telemetry broker."""
