@@ -12,7 +12,7 @@ import pytest
 from netemu.errors import InputError
 from netemu.plan.contacts import Contact, ContactPlan, Node
 
-VECTORS = Path(__file__).resolve().parents[2].parent / "shared" / "vectors"
+VECTORS = Path(__file__).resolve().parents[1] / "data"
 EPOCH = datetime(2026, 6, 1, tzinfo=timezone.utc)
 
 
