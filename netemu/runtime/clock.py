@@ -33,10 +33,15 @@ from netemu.errors import InputError
 DTN_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)
 """DTN time counts milliseconds from 2000-01-01T00:00:00Z (RFC 9171 §4.2.6)."""
 
-ENV_EPOCH = "NETEMU_EPOCH"
-ENV_TIME_SCALE = "NETEMU_TIME_SCALE"
-ENV_T0_WALL = "NETEMU_T0_WALL"
-ENV_T0_S = "NETEMU_T0_S"
+# The clock's environment variables (all NETEMU_* names: netemu.runtime.env).
+NETEMU_EPOCH = "NETEMU_EPOCH"
+"""Scenario epoch, ISO 8601 UTC."""
+NETEMU_TIME_SCALE = "NETEMU_TIME_SCALE"
+"""Scenario seconds per wall second (float)."""
+NETEMU_T0_WALL = "NETEMU_T0_WALL"
+"""Unix wall time (s) at which scenario time was ``NETEMU_T0_S``."""
+NETEMU_T0_S = "NETEMU_T0_S"
+"""Scenario seconds from the epoch at ``NETEMU_T0_WALL`` (default 0)."""
 
 
 @dataclass(frozen=True)
@@ -93,31 +98,46 @@ class ScenarioClock:
         """The ``NETEMU_*`` variables that let a process in a host rebuild this clock."""
         epoch = self.epoch.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
         return {
-            ENV_EPOCH: epoch,
-            ENV_TIME_SCALE: repr(float(self.time_scale)),
-            ENV_T0_WALL: f"{self.t0_wall:.6f}",
-            ENV_T0_S: repr(float(self.t0_s)),
+            NETEMU_EPOCH: epoch,
+            NETEMU_TIME_SCALE: repr(float(self.time_scale)),
+            NETEMU_T0_WALL: f"{self.t0_wall:.6f}",
+            NETEMU_T0_S: repr(float(self.t0_s)),
         }
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> ScenarioClock:
-        """The clock described by ``NETEMU_*`` variables (default: ``os.environ``)."""
+    def from_env(cls, env: Mapping[str, str] | None = None, *,
+                 default: ScenarioClock | None = None) -> ScenarioClock:
+        """The clock described by ``NETEMU_*`` variables (default: ``os.environ``).
+
+        This is the one reader of the clock variables. Without ``default``,
+        ``NETEMU_EPOCH`` and ``NETEMU_T0_WALL`` must be set ("running under netemu");
+        with it, each absent variable takes ``default``'s value (e.g. wall time since the
+        process started, outside netemu). A malformed value raises :class:`InputError`.
+        """
         env = os.environ if env is None else env
-        missing = [k for k in (ENV_EPOCH, ENV_T0_WALL) if k not in env]
-        if missing:
-            raise InputError(f"not running under netemu: {', '.join(missing)} not set",
-                             source="environment")
-        try:
-            epoch = datetime.fromisoformat(env[ENV_EPOCH].replace("Z", "+00:00"))
-        except ValueError as e:
-            raise InputError(f"not an ISO 8601 time: {env[ENV_EPOCH]!r}", source="environment",
-                             field=ENV_EPOCH) from e
-        vals = {}
-        for key, default in ((ENV_TIME_SCALE, "1"), (ENV_T0_WALL, None), (ENV_T0_S, "0")):
-            raw = env.get(key, default)
+        if default is None:
+            missing = [k for k in (NETEMU_EPOCH, NETEMU_T0_WALL) if not env.get(k)]
+            if missing:
+                raise InputError(f"not running under netemu: {', '.join(missing)} not set",
+                                 source="environment")
+        epoch = default.epoch if default is not None else DTN_EPOCH
+        if env.get(NETEMU_EPOCH):
             try:
-                vals[key] = float(raw)  # type: ignore[arg-type]
-            except (TypeError, ValueError) as e:
+                epoch = datetime.fromisoformat(env[NETEMU_EPOCH].replace("Z", "+00:00"))
+            except ValueError as e:
+                raise InputError(f"not an ISO 8601 time: {env[NETEMU_EPOCH]!r}",
+                                 source="environment", field=NETEMU_EPOCH) from e
+        fallback = default or cls(epoch)
+        vals: dict[str, float] = {}
+        for key, dflt in ((NETEMU_TIME_SCALE, fallback.time_scale),
+                          (NETEMU_T0_WALL, fallback.t0_wall), (NETEMU_T0_S, fallback.t0_s)):
+            raw = env.get(key)
+            if not raw:
+                vals[key] = dflt
+                continue
+            try:
+                vals[key] = float(raw)
+            except ValueError as e:
                 raise InputError(f"not a number: {raw!r}", source="environment",
                                  field=key) from e
-        return cls(epoch, vals[ENV_TIME_SCALE], vals[ENV_T0_WALL], vals[ENV_T0_S])
+        return cls(epoch, vals[NETEMU_TIME_SCALE], vals[NETEMU_T0_WALL], vals[NETEMU_T0_S])

@@ -1,0 +1,231 @@
+"""Every ``NETEMU_*`` environment variable, in one place.
+
+netemu hands a process it starts inside an emulated host (a bundle agent, an app) what it
+needs through its environment. The side that starts processes builds a :class:`HostEnv`
+and calls :meth:`HostEnv.to_env`; the process reads it back with :meth:`HostEnv.from_env`.
+Three more variables configure netemu itself on the machine (:func:`registry_dir`,
+:func:`socket_dir`); they are not passed into hosts.
+
+Each constant's value is the variable's name, so ``grep NETEMU_NODE`` finds both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from netemu.errors import InputError
+from netemu.runtime.clock import (
+    NETEMU_EPOCH,
+    NETEMU_T0_S,
+    NETEMU_T0_WALL,
+    NETEMU_TIME_SCALE,
+    ScenarioClock,
+)
+
+if TYPE_CHECKING:
+    from netemu.runtime.telemetry import BrokerAccess
+
+__all__ = [
+    "NETEMU_APP", "NETEMU_APP_DIR", "NETEMU_APP_PARAMS", "NETEMU_BP_SOCKET",
+    "NETEMU_DTN_SOCKET", "NETEMU_EPOCH", "NETEMU_MQTT_PASSWORD", "NETEMU_MQTT_SOCKET",
+    "NETEMU_MQTT_TCP_PORT", "NETEMU_MQTT_USER", "NETEMU_NODE", "NETEMU_NODE_ADDR",
+    "NETEMU_REGISTRY_DIR", "NETEMU_RUN", "NETEMU_RUN_DIR", "NETEMU_SOCKET_DIR", "NETEMU_T0_S",
+    "NETEMU_T0_WALL", "NETEMU_TIME_SCALE", "NETEMU_TLE_LINE1", "NETEMU_TLE_LINE2",
+    "NETEMU_WINDOW_END_S", "NETEMU_WINDOW_START_S", "ALL_NAMES", "DEFAULT_REGISTRY_DIR",
+    "DEFAULT_SOCKET_DIR", "HostEnv", "registry_dir", "socket_dir",
+]
+
+# --------------------------------------------------------------------------- who and where
+
+NETEMU_RUN = "NETEMU_RUN"
+"""Run name (``check_run_name``): prefix of the hosts' namespaces ``<run>-<node>`` and of
+the telemetry topics ``netemu/<run>/``."""
+NETEMU_NODE = "NETEMU_NODE"
+"""Name of the node (plan node) whose host the process runs in."""
+NETEMU_NODE_ADDR = "NETEMU_NODE_ADDR"
+"""The node's own IPv4 address (its loopback-style node address, dotted quad)."""
+NETEMU_RUN_DIR = "NETEMU_RUN_DIR"
+"""The run's output directory (``runs/<scenario>-<stamp>/``, see ``RunDir``): plan.json,
+scenario.yaml, events.jsonl ... Absolute path."""
+
+# --------------------------------------------------------------------------- scenario clock
+# NETEMU_EPOCH, NETEMU_TIME_SCALE, NETEMU_T0_WALL, NETEMU_T0_S: defined (and documented)
+# in netemu.runtime.clock, the one parser of them (ScenarioClock.from_env); re-exported here:
+#   NETEMU_EPOCH       scenario epoch, ISO 8601 UTC ("2026-01-01T00:00:00Z")
+#   NETEMU_TIME_SCALE  scenario seconds per wall second (float; 1 = real time)
+#   NETEMU_T0_WALL     Unix wall time (s) at which scenario time was NETEMU_T0_S
+#   NETEMU_T0_S        scenario seconds from the epoch at NETEMU_T0_WALL (default 0)
+
+# --------------------------------------------------------------------------- bundle agent
+
+NETEMU_DTN_SOCKET = "NETEMU_DTN_SOCKET"
+"""Path of the node's bundle agent application socket (Unix stream socket). Current name."""
+NETEMU_BP_SOCKET = "NETEMU_BP_SOCKET"
+"""Older name of :data:`NETEMU_DTN_SOCKET`, still read (never written) so that scripts
+that set it keep working; ``NETEMU_DTN_SOCKET`` wins when both are set."""
+
+# --------------------------------------------------------------------------- telemetry
+
+NETEMU_MQTT_SOCKET = "NETEMU_MQTT_SOCKET"
+"""Path of the run's MQTT broker Unix socket."""
+NETEMU_MQTT_USER = "NETEMU_MQTT_USER"
+"""MQTT user name of the run."""
+NETEMU_MQTT_PASSWORD = "NETEMU_MQTT_PASSWORD"
+"""MQTT password of the run (random per run)."""
+NETEMU_MQTT_TCP_PORT = "NETEMU_MQTT_TCP_PORT"
+"""TCP port of the broker's optional listener on 127.0.0.1 (root namespace only); unset
+when there is none."""
+
+# --------------------------------------------------------------------------- apps
+
+NETEMU_APP = "NETEMU_APP"
+"""Name of the app (its manifest's ``name``)."""
+NETEMU_APP_DIR = "NETEMU_APP_DIR"
+"""The app instance's output folder ``<run>/apps/<app>/<node>/`` (absolute path)."""
+NETEMU_APP_PARAMS = "NETEMU_APP_PARAMS"
+"""The scenario's ``params`` for the app: a JSON object."""
+NETEMU_WINDOW_START_S = "NETEMU_WINDOW_START_S"
+"""Start of the emulated window, scenario seconds from the epoch."""
+NETEMU_WINDOW_END_S = "NETEMU_WINDOW_END_S"
+"""End of the emulated window, scenario seconds from the epoch."""
+NETEMU_TLE_LINE1 = "NETEMU_TLE_LINE1"
+"""eo-filter only: first line of the satellite's TLE (set by the user, e.g. in the app's
+``environment``); with :data:`NETEMU_TLE_LINE2` it overrides the scenario's orbit."""
+NETEMU_TLE_LINE2 = "NETEMU_TLE_LINE2"
+"""eo-filter only: second line of the satellite's TLE."""
+
+# --------------------------------------------------------------------------- the machine
+
+NETEMU_REGISTRY_DIR = "NETEMU_REGISTRY_DIR"
+"""Root of the run registry (what each live run built, for ``netemu clean``); default
+:data:`DEFAULT_REGISTRY_DIR`. Read by netemu itself, not passed into hosts."""
+NETEMU_SOCKET_DIR = "NETEMU_SOCKET_DIR"
+"""Root of the bundle agents' default app sockets ``<dir>/<node>/bp.sock`` (used when an
+agent's config names none); default :data:`DEFAULT_SOCKET_DIR`."""
+
+DEFAULT_REGISTRY_DIR = "/run/netemu"
+DEFAULT_SOCKET_DIR = "/run/netemu"
+
+ALL_NAMES: tuple[str, ...] = (
+    NETEMU_RUN, NETEMU_NODE, NETEMU_NODE_ADDR, NETEMU_RUN_DIR,
+    NETEMU_EPOCH, NETEMU_TIME_SCALE, NETEMU_T0_WALL, NETEMU_T0_S,
+    NETEMU_DTN_SOCKET, NETEMU_BP_SOCKET,
+    NETEMU_MQTT_SOCKET, NETEMU_MQTT_USER, NETEMU_MQTT_PASSWORD, NETEMU_MQTT_TCP_PORT,
+    NETEMU_APP, NETEMU_APP_DIR, NETEMU_APP_PARAMS, NETEMU_WINDOW_START_S, NETEMU_WINDOW_END_S,
+    NETEMU_TLE_LINE1, NETEMU_TLE_LINE2,
+    NETEMU_REGISTRY_DIR, NETEMU_SOCKET_DIR,
+)
+"""Every variable netemu reads or writes."""
+
+_MQTT_NAMES = (NETEMU_RUN, NETEMU_MQTT_SOCKET, NETEMU_MQTT_USER, NETEMU_MQTT_PASSWORD)
+
+
+def registry_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Root of the run registry: ``$NETEMU_REGISTRY_DIR``, else ``/run/netemu``."""
+    env = os.environ if environ is None else environ
+    return Path(env.get(NETEMU_REGISTRY_DIR) or DEFAULT_REGISTRY_DIR)
+
+
+def socket_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Root of the agents' default app sockets: ``$NETEMU_SOCKET_DIR``, else ``/run/netemu``."""
+    env = os.environ if environ is None else environ
+    return Path(env.get(NETEMU_SOCKET_DIR) or DEFAULT_SOCKET_DIR)
+
+
+def _float(env: Mapping[str, str], name: str) -> float | None:
+    raw = env.get(name)
+    if not raw:
+        return None
+    try:
+        return float(raw)
+    except ValueError as e:
+        raise InputError(f"not a number: {raw!r}", source="environment", field=name) from e
+
+
+@dataclass(frozen=True)
+class HostEnv:
+    """What netemu tells a process in an emulated host; every field is optional (``None``
+    when its variable is not set), so the same code also runs outside netemu.
+
+    ``clock`` is set when both ``NETEMU_EPOCH`` and ``NETEMU_T0_WALL`` are; ``mqtt`` when
+    all of ``NETEMU_RUN``, ``NETEMU_MQTT_SOCKET``, ``NETEMU_MQTT_USER`` and
+    ``NETEMU_MQTT_PASSWORD`` are.
+    """
+
+    run: str | None = None
+    node: str | None = None
+    node_addr: str | None = None
+    run_dir: Path | None = None
+    clock: ScenarioClock | None = None
+    dtn_socket: str | None = None
+    mqtt: BrokerAccess | None = None
+    app: str | None = None
+    app_dir: Path | None = None
+    app_params: dict[str, Any] | None = None
+    window_start_s: float | None = None
+    window_end_s: float | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> HostEnv:
+        """Read the ``NETEMU_*`` variables (default: ``os.environ``). A malformed value
+        raises :class:`InputError` naming the variable."""
+        from netemu.runtime.telemetry import BrokerAccess
+
+        env = os.environ if environ is None else environ
+        clock = None
+        if env.get(NETEMU_EPOCH) and env.get(NETEMU_T0_WALL):
+            clock = ScenarioClock.from_env(env)
+        mqtt = BrokerAccess.from_env(env) if all(env.get(k) for k in _MQTT_NAMES) else None
+        params = None
+        raw = env.get(NETEMU_APP_PARAMS)
+        if raw:
+            try:
+                params = json.loads(raw)
+            except json.JSONDecodeError as e:
+                raise InputError(f"not JSON: {e}", source="environment",
+                                 field=NETEMU_APP_PARAMS) from e
+            if not isinstance(params, dict):
+                raise InputError("must be a JSON object", source="environment",
+                                 field=NETEMU_APP_PARAMS)
+        return cls(
+            run=env.get(NETEMU_RUN) or None,
+            node=env.get(NETEMU_NODE) or None,
+            node_addr=env.get(NETEMU_NODE_ADDR) or None,
+            run_dir=Path(env[NETEMU_RUN_DIR]) if env.get(NETEMU_RUN_DIR) else None,
+            clock=clock,
+            dtn_socket=env.get(NETEMU_DTN_SOCKET) or env.get(NETEMU_BP_SOCKET) or None,
+            mqtt=mqtt,
+            app=env.get(NETEMU_APP) or None,
+            app_dir=Path(env[NETEMU_APP_DIR]) if env.get(NETEMU_APP_DIR) else None,
+            app_params=params,
+            window_start_s=_float(env, NETEMU_WINDOW_START_S),
+            window_end_s=_float(env, NETEMU_WINDOW_END_S),
+        )
+
+    def to_env(self) -> dict[str, str]:
+        """The variables for a process started with this environment (set fields only).
+        ``HostEnv.from_env(h.to_env())`` gives ``h`` back (the clock's ``t0_wall`` to the
+        microsecond)."""
+        env: dict[str, str] = {}
+        if self.clock is not None:
+            env.update(self.clock.to_env())
+        if self.mqtt is not None:
+            env.update(self.mqtt.env())
+        for name, value in ((NETEMU_RUN, self.run), (NETEMU_NODE, self.node),
+                            (NETEMU_NODE_ADDR, self.node_addr), (NETEMU_RUN_DIR, self.run_dir),
+                            (NETEMU_DTN_SOCKET, self.dtn_socket), (NETEMU_APP, self.app),
+                            (NETEMU_APP_DIR, self.app_dir)):
+            if value is not None:
+                env[name] = str(value)
+        if self.app_params is not None:
+            env[NETEMU_APP_PARAMS] = json.dumps(self.app_params, sort_keys=True)
+        if self.window_start_s is not None:
+            env[NETEMU_WINDOW_START_S] = repr(float(self.window_start_s))
+        if self.window_end_s is not None:
+            env[NETEMU_WINDOW_END_S] = repr(float(self.window_end_s))
+        return env
