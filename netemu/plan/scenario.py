@@ -18,17 +18,15 @@ sets ``ipn:`` itself.
 
 from __future__ import annotations
 
-import difflib
-import math
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from netemu.config import Fields, describe, load_yaml
 from netemu.errors import InputError
+from netemu.plan import orbit
 from netemu.plan.linkmodel import DEFAULT_LINK_MODELS, LinkBudget, LinkModel
 
 MAX_NAME_LEN = 15
@@ -41,80 +39,6 @@ host name label and as an interface name, with no shell metacharacters."""
 RESERVED_SECTIONS = ("routing", "apps", "expect", "emulation", "telemetry", "capture")
 
 ISL_TOPOLOGIES = ("ring", "plus-grid", "none")
-
-
-# --------------------------------------------------------------------------------------
-# YAML with line numbers
-
-
-class LineMap(dict):
-    """A YAML mapping that remembers its own line and each key's line (1-based)."""
-
-    line: int = 0
-    key_lines: dict
-
-    def line_of(self, key: str) -> int:
-        return self.key_lines.get(key, self.line)
-
-
-class LineList(list):
-    """A YAML sequence that remembers its own line and each item's line (1-based)."""
-
-    line: int = 0
-    item_lines: list
-
-
-class _Loader(yaml.SafeLoader):
-    pass
-
-
-def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> LineMap:
-    loader.flatten_mapping(node)
-    m = LineMap()
-    m.line = node.start_mark.line + 1
-    m.key_lines = {}
-    for k_node, v_node in node.value:
-        key = loader.construct_object(k_node, deep=True)
-        if not isinstance(key, (str, int, float, bool)) or key is None:
-            raise yaml.constructor.ConstructorError(
-                None, None, "a mapping key must be a plain word", k_node.start_mark
-            )
-        key = str(key)
-        if key in m:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", k_node.start_mark
-            )
-        m[key] = loader.construct_object(v_node, deep=True)
-        m.key_lines[key] = k_node.start_mark.line + 1
-    return m
-
-
-def _construct_sequence(loader: _Loader, node: yaml.SequenceNode) -> LineList:
-    seq = LineList(loader.construct_object(v, deep=True) for v in node.value)
-    seq.line = node.start_mark.line + 1
-    seq.item_lines = [v.start_mark.line + 1 for v in node.value]
-    return seq
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
-
-
-def load_yaml(path: Path) -> Any:
-    """Parse a YAML file into :class:`LineMap`/:class:`LineList` (errors → InputError)."""
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise InputError(f"cannot read: {e.strerror}", source=str(path)) from e
-    try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - SafeLoader subclass
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line = mark.line + 1 if mark is not None else None
-        msg = " ".join(x for x in (e.context, e.problem) if x) or str(e)
-        raise InputError(f"not valid YAML: {msg}", source=str(path), line=line) from e
-    except yaml.YAMLError as e:
-        raise InputError(f"not valid YAML: {e}", source=str(path)) from e
 
 
 # --------------------------------------------------------------------------------------
@@ -257,148 +181,23 @@ class Scenario:
                 return g
         raise KeyError(name)
 
+    def section(self, name: str) -> Fields:
+        """A reserved section (``routing``, ``apps``, ...) for checking: its value (None
+        when absent) with this file, its field path and its line for error messages."""
+        return Fields(self.sections.get(name), source=str(self.path or "<scenario>"),
+                      path=name, line=self.section_lines.get(name) or None)
+
 
 # --------------------------------------------------------------------------------------
-# Validation helpers
-
-
-class _Ctx:
-    """Where we are in the file, for error messages."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def error(self, msg: str, line: int | None, field_: str | None) -> InputError:
-        return InputError(msg, source=self.source, line=line, field=field_)
-
-
-def _suggest(key: str, allowed: list[str] | tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.6)
-    if close:
-        return f"; did you mean {close[0]!r}?"
-    return f"; expected one of: {', '.join(allowed)}"
-
-
-def _check_keys(
-    ctx: _Ctx, m: Any, allowed: tuple[str, ...], where: str, line: int, required: tuple[str, ...] = ()
-) -> LineMap:
-    if not isinstance(m, dict):
-        raise ctx.error(f"expected a mapping, got {_kind(m)}", line, where or None)
-    if not isinstance(m, LineMap):  # built in code, not from YAML
-        lm = LineMap(m)
-        lm.line = line
-        lm.key_lines = {}
-        m = lm
-    for k in m:
-        if k not in allowed:
-            raise ctx.error(
-                f"unknown key {k!r}{_suggest(k, allowed)}", m.line_of(k), _join(where, k)
-            )
-    for k in required:
-        if k not in m:
-            raise ctx.error(f"missing required key {k!r}", m.line or line, _join(where, k))
-    return m
-
-
-def _join(where: str, key: str | int) -> str:
-    if isinstance(key, int):
-        return f"{where}[{key}]"
-    return f"{where}.{key}" if where else key
-
-
-def _kind(v: Any) -> str:
-    if isinstance(v, dict):
-        return "a mapping"
-    if isinstance(v, list):
-        return "a list"
-    if v is None:
-        return "nothing"
-    return f"{type(v).__name__} {v!r}"
-
-
-def _number(
-    ctx: _Ctx,
-    m: LineMap,
-    key: str,
-    where: str,
-    *,
-    default: float | None = None,
-    lo: float | None = None,
-    hi: float | None = None,
-    lo_open: bool = False,
-    required: bool = False,
-) -> float | None:
-    if key not in m:
-        if required:
-            raise ctx.error(f"missing required key {key!r}", m.line, _join(where, key))
-        return default
-    v = m[key]
-    line = m.line_of(key)
-    f = _join(where, key)
-    if isinstance(v, bool):
-        raise ctx.error(f"expected a number, got {v!r}", line, f)
-    if isinstance(v, str):
-        try:
-            v = float(v.replace("_", ""))
-        except ValueError:
-            raise ctx.error(f"expected a number, got {v!r}", line, f) from None
-    if not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise ctx.error(f"expected a number, got {_kind(v)}", line, f)
-    if lo is not None and (v < lo or (lo_open and v == lo)):
-        op = ">" if lo_open else "≥"
-        raise ctx.error(f"must be {op} {lo:g}, got {v:g}", line, f)
-    if hi is not None and v > hi:
-        raise ctx.error(f"must be ≤ {hi:g}, got {v:g}", line, f)
-    return float(v)
-
-
-def _integer(
-    ctx: _Ctx, m: LineMap, key: str, where: str, *, default: int | None = None, lo: int = 0,
-    required: bool = False,
-) -> int | None:
-    if key not in m:
-        if required:
-            raise ctx.error(f"missing required key {key!r}", m.line, _join(where, key))
-        return default
-    v = m[key]
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise ctx.error(f"expected a whole number, got {_kind(v)}", m.line_of(key), _join(where, key))
-    if v < lo:
-        raise ctx.error(f"must be ≥ {lo}, got {v}", m.line_of(key), _join(where, key))
-    return v
-
-
-def _string(ctx: _Ctx, m: LineMap, key: str, where: str, *, default: str | None = None,
-            choices: tuple[str, ...] | None = None, required: bool = False) -> str | None:
-    if key not in m:
-        if required:
-            raise ctx.error(f"missing required key {key!r}", m.line, _join(where, key))
-        return default
-    v = m[key]
-    if not isinstance(v, str):
-        raise ctx.error(f"expected text, got {_kind(v)}", m.line_of(key), _join(where, key))
-    if choices is not None and v not in choices:
-        raise ctx.error(f"{v!r} is not allowed{_suggest(v, choices)}", m.line_of(key), _join(where, key))
-    return v
-
-
-def _bool(ctx: _Ctx, m: LineMap, key: str, where: str, default: bool | None) -> bool | None:
-    if key not in m:
-        return default
-    v = m[key]
-    if v is None and default is None:
-        return None
-    if not isinstance(v, bool):
-        raise ctx.error(f"expected true or false, got {_kind(v)}", m.line_of(key), _join(where, key))
-    return v
+# Validation
 
 
 def check_node_name(name: Any, *, source: str | None = None, line: int | None = None,
                     field: str | None = None) -> str:
     """Raise InputError unless ``name`` is a usable node name (host + interface name)."""
     if not isinstance(name, str) or not name:
-        raise InputError(f"a node name must be text, got {_kind(name)}", source=source, line=line,
-                         field=field)
+        raise InputError(f"a node name must be text, got {describe(name)}", source=source,
+                         line=line, field=field)
     if len(name) > MAX_NAME_LEN:
         raise InputError(
             f"node name {name!r} is {len(name)} characters; Linux interface names allow "
@@ -411,11 +210,14 @@ def check_node_name(name: Any, *, source: str | None = None, line: int | None = 
     return name
 
 
-def _parse_epoch(ctx: _Ctx, m: LineMap) -> datetime:
-    if "epoch" not in m:
-        raise ctx.error("missing required key 'epoch' (UTC, e.g. 2026-06-01T00:00:00Z)", m.line, "epoch")
-    v = m["epoch"]
-    line = m.line_of("epoch")
+def _check_name(f: Fields, key: str) -> str:
+    return check_node_name(f.get(key), source=f.source, line=f.line_of(key), field=f.field(key))
+
+
+def _parse_epoch(f: Fields) -> datetime:
+    if "epoch" not in f:
+        raise f.error("missing required key 'epoch' (UTC, e.g. 2026-06-01T00:00:00Z)", "epoch")
+    v = f.get("epoch")
     if isinstance(v, datetime):
         t = v
     elif isinstance(v, date):
@@ -424,10 +226,10 @@ def _parse_epoch(ctx: _Ctx, m: LineMap) -> datetime:
         try:
             t = datetime.fromisoformat(v.strip().replace("Z", "+00:00"))
         except ValueError:
-            raise ctx.error(f"{v!r} is not an ISO 8601 UTC time (e.g. 2026-06-01T00:00:00Z)",
-                            line, "epoch") from None
+            raise f.error(f"{v!r} is not an ISO 8601 UTC time (e.g. 2026-06-01T00:00:00Z)",
+                          "epoch") from None
     else:
-        raise ctx.error(f"expected a UTC time, got {_kind(v)}", line, "epoch")
+        raise f.error(f"expected a UTC time, got {describe(v)}", "epoch")
     if t.tzinfo is None:
         t = t.replace(tzinfo=timezone.utc)
     return t.astimezone(timezone.utc)
@@ -453,104 +255,99 @@ BUDGET_KEYS = ("frequency_hz", "eirp_dbw", "gt_dbk", "bandwidth_hz", "other_loss
 SCHEDULE_KEYS = ("step_s", "gsl_sample_s", "isl_sample_s")
 
 
-def _parse_isl(ctx: _Ctx, m: Any, where: str, line: int, base: IslConfig) -> IslConfig:
-    m = _check_keys(ctx, m, ISL_KEYS, where, line)
-    topology = _string(ctx, m, "topology", where, default=base.topology, choices=ISL_TOPOLOGIES)
-    seam = _bool(ctx, m, "seam", where, base.seam)
-    max_range = _number(ctx, m, "max_range_km", where, default=base.max_range_km, lo=0, lo_open=True)
-    clear = _number(ctx, m, "earth_clearance_km", where, default=base.earth_clearance_km, lo=0)
-    lat = _number(ctx, m, "cross_plane_max_lat_deg", where, default=base.cross_plane_max_lat_deg,
-                  lo=0, hi=90)
-    return IslConfig(topology, seam, max_range, clear, lat)  # type: ignore[arg-type]
+def _parse_isl(f: Fields, base: IslConfig) -> IslConfig:
+    f.check_keys(ISL_KEYS)
+    return IslConfig(
+        topology=f.enum("topology", ISL_TOPOLOGIES, default=base.topology),  # type: ignore[arg-type]
+        seam=f.boolean("seam", default=base.seam),
+        max_range_km=f.number("max_range_km", default=base.max_range_km, lo=0, lo_open=True),  # type: ignore[arg-type]
+        earth_clearance_km=f.number("earth_clearance_km", default=base.earth_clearance_km, lo=0),  # type: ignore[arg-type]
+        cross_plane_max_lat_deg=f.number("cross_plane_max_lat_deg",
+                                         default=base.cross_plane_max_lat_deg, lo=0, hi=90),
+    )
 
 
-def _parse_walker(ctx: _Ctx, m: Any, where: str, line: int) -> WalkerSpec:
-    m = _check_keys(ctx, m, WALKER_KEYS, where, line,
-                    required=("planes", "sats_per_plane", "altitude_km", "inclination_deg"))
-    planes = _integer(ctx, m, "planes", where, lo=1, required=True)
-    spp = _integer(ctx, m, "sats_per_plane", where, lo=1, required=True)
-    alt = _number(ctx, m, "altitude_km", where, lo=150, hi=40000, required=True)
-    inc = _number(ctx, m, "inclination_deg", where, lo=0, hi=180, required=True)
-    phasing = _integer(ctx, m, "phasing", where, default=0, lo=0)
+def _parse_walker(f: Fields) -> WalkerSpec:
+    f.check_keys(WALKER_KEYS,
+                 required=("planes", "sats_per_plane", "altitude_km", "inclination_deg"))
+    planes = f.integer("planes", lo=1, required=True)
+    spp = f.integer("sats_per_plane", lo=1, required=True)
+    alt = f.number("altitude_km", lo=150, hi=40000, required=True)
+    inc = f.number("inclination_deg", lo=0, hi=180, required=True)
+    phasing = f.integer("phasing", default=0, lo=0)
     assert planes is not None and spp is not None and phasing is not None
     if phasing >= planes and planes > 1:
-        raise ctx.error(f"Walker phasing F must be in 0..planes−1 (0..{planes - 1}), got {phasing}",
-                        m.line_of("phasing"), _join(where, "phasing"))
-    pattern = _string(ctx, m, "pattern", where, default="delta", choices=("delta", "star"))
+        raise f.error(f"Walker phasing F must be in 0..planes−1 (0..{planes - 1}), got {phasing}",
+                      "phasing")
     return WalkerSpec(
         planes=planes,
         sats_per_plane=spp,
         altitude_km=alt,  # type: ignore[arg-type]
         inclination_deg=inc,  # type: ignore[arg-type]
         phasing=phasing,
-        pattern=pattern,  # type: ignore[arg-type]
-        raan0_deg=_number(ctx, m, "raan0_deg", where, default=0.0),  # type: ignore[arg-type]
-        arg_lat0_deg=_number(ctx, m, "arg_lat0_deg", where, default=0.0),  # type: ignore[arg-type]
-        phase_span_deg=_number(ctx, m, "phase_span_deg", where, default=360.0, lo=0, hi=360,
-                               lo_open=True),  # type: ignore[arg-type]
-        eccentricity=_number(ctx, m, "eccentricity", where, default=0.0001, lo=0, hi=0.1),  # type: ignore[arg-type]
+        pattern=f.enum("pattern", ("delta", "star"), default="delta"),  # type: ignore[arg-type]
+        raan0_deg=f.number("raan0_deg", default=0.0),  # type: ignore[arg-type]
+        arg_lat0_deg=f.number("arg_lat0_deg", default=0.0),  # type: ignore[arg-type]
+        phase_span_deg=f.number("phase_span_deg", default=360.0, lo=0, hi=360, lo_open=True),  # type: ignore[arg-type]
+        eccentricity=f.number("eccentricity", default=0.0001, lo=0, hi=0.1),  # type: ignore[arg-type]
     )
 
 
-def _parse_group(
-    ctx: _Ctx, m: Any, index: int, line: int, base_dir: Path, epoch: datetime, isl: IslConfig
-) -> SatelliteGroup:
-    from netemu.plan import orbit  # orbit imports sgp4; keep scenario import light
+def _with_seam(isl: IslConfig, seam: bool) -> IslConfig:
+    return IslConfig(isl.topology, seam, isl.max_range_km, isl.earth_clearance_km,
+                     isl.cross_plane_max_lat_deg)
 
-    where = f"satellites[{index}]"
-    m = _check_keys(ctx, m, GROUP_KEYS, where, line)
-    kinds = [k for k in ("walker", "tle", "omm") if k in m]
+
+def _parse_group(f: Fields, index: int, base_dir: Path, epoch: datetime,
+                 isl: IslConfig) -> SatelliteGroup:
+    f.check_keys(GROUP_KEYS)
+    line = f.value.line or f.line or 0
+    kinds = [k for k in ("walker", "tle", "omm") if k in f]
     if len(kinds) != 1:
-        raise ctx.error(
+        raise InputError(
             "each satellites entry needs exactly one of 'walker', 'tle' or 'omm'"
-            + (f" (got {', '.join(kinds)})" if kinds else ""), m.line, where)
+            + (f" (got {', '.join(kinds)})" if kinds else ""),
+            source=f.source, line=line, field=f.field())
     kind = kinds[0]
-    prefix = _string(ctx, m, "name_prefix", where)
+    prefix = f.string("name_prefix")
     if prefix is not None:
-        check_node_name(prefix, source=ctx.source, line=m.line_of("name_prefix"),
-                        field=_join(where, "name_prefix"))
-    group_isl = isl
-    if "isl" in m:
-        group_isl = _parse_isl(ctx, m["isl"], _join(where, "isl"), m.line_of("isl"), isl)
+        _check_name(f, "name_prefix")
+    group_isl = _parse_isl(f.child("isl"), isl) if "isl" in f else isl
     sats: list[Satellite] = []
     if kind == "walker":
-        spec = _parse_walker(ctx, m["walker"], _join(where, "walker"), m.line_of("walker"))
+        spec = _parse_walker(f.child("walker"))
         pfx = prefix or "sat"
-        recs = orbit.walker_satrecs(spec, epoch, first_satnum=1)
-        for (p, s), rec in recs:
+        for (p, s), rec in orbit.walker_satrecs(spec, epoch, first_satnum=1):
             name = f"{pfx}-{p}-{s}" if spec.planes > 1 else f"{pfx}-{s}"
             sats.append(Satellite(name, index, p, s, rec))
-        planes = spec.planes
         if group_isl.seam is None:
-            group_isl = IslConfig(group_isl.topology, spec.pattern == "star", group_isl.max_range_km,
-                                  group_isl.earth_clearance_km, group_isl.cross_plane_max_lat_deg)
-        group = SatelliteGroup(index, kind, sats, planes, group_isl, walker=spec, line=m.line)
+            group_isl = _with_seam(group_isl, spec.pattern == "star")
+        group = SatelliteGroup(index, kind, sats, spec.planes, group_isl, walker=spec, line=line)
     else:
-        fname = m[kind]
+        fname = f.get(kind)
         if not isinstance(fname, str):
-            raise ctx.error(f"expected a file name, got {_kind(fname)}", m.line_of(kind), _join(where, kind))
+            raise f.error(f"expected a file name, got {describe(fname)}", kind)
         path = (base_dir / fname) if not Path(fname).is_absolute() else Path(fname)
         try:
             elements = orbit.load_tle(path) if kind == "tle" else orbit.load_omm(path)
         except InputError as e:
-            raise ctx.error(f"{fname}: {e.message}", m.line_of(kind), _join(where, kind)) from e
+            raise f.error(f"{fname}: {e.message}", kind) from e
         if not elements:
-            raise ctx.error(f"{fname}: no element sets found", m.line_of(kind), _join(where, kind))
-        tol = _number(ctx, m, "plane_tolerance_deg", where, default=2.0, lo=0, lo_open=True)
+            raise f.error(f"{fname}: no element sets found", kind)
+        tol = f.number("plane_tolerance_deg", default=2.0, lo=0, lo_open=True)
         plane_of, slot_of, planes = orbit.assign_planes([r for _, r in elements], epoch, tol)  # type: ignore[arg-type]
         for i, (objname, rec) in enumerate(elements):
             name = f"{prefix}-{i}" if prefix else _sanitize(objname) or f"sat-{rec.satnum}"
             sats.append(Satellite(name, index, plane_of[i], slot_of[i], rec))
         if group_isl.seam is None:
-            group_isl = IslConfig(group_isl.topology, False, group_isl.max_range_km,
-                                  group_isl.earth_clearance_km, group_isl.cross_plane_max_lat_deg)
-        group = SatelliteGroup(index, kind, sats, planes, group_isl, source=str(path), line=m.line)
+            group_isl = _with_seam(group_isl, False)
+        group = SatelliteGroup(index, kind, sats, planes, group_isl, source=str(path), line=line)
     for s in sats:
         try:
             check_node_name(s.name)
         except InputError as e:
             hint = "" if prefix else " (set name_prefix to number them instead)"
-            raise ctx.error(e.message + hint, m.line, where) from None
+            raise InputError(e.message + hint, source=f.source, line=line, field=f.field()) from None
     return group
 
 
@@ -561,53 +358,48 @@ def _sanitize(objname: str) -> str:
     return s
 
 
-def _parse_station(ctx: _Ctx, m: Any, index: int, line: int) -> GroundStation:
-    where = f"ground_stations[{index}]"
-    m = _check_keys(ctx, m, STATION_KEYS, where, line, required=("name", "lat_deg", "lon_deg"))
-    name = m["name"]
-    check_node_name(name, source=ctx.source, line=m.line_of("name"), field=_join(where, "name"))
+def _parse_station(f: Fields) -> GroundStation:
+    f.check_keys(STATION_KEYS, required=("name", "lat_deg", "lon_deg"))
     return GroundStation(
-        name=name,
-        lat_deg=_number(ctx, m, "lat_deg", where, lo=-90, hi=90, required=True),  # type: ignore[arg-type]
-        lon_deg=_number(ctx, m, "lon_deg", where, lo=-180, hi=360, required=True),  # type: ignore[arg-type]
-        alt_m=_number(ctx, m, "alt_m", where, default=0.0, lo=-500, hi=9000),  # type: ignore[arg-type]
-        min_elevation_deg=_number(ctx, m, "min_elevation_deg", where, default=10.0, lo=0, hi=89),  # type: ignore[arg-type]
-        max_links=_integer(ctx, m, "max_links", where, default=1, lo=0),  # type: ignore[arg-type]
-        ipn=_integer(ctx, m, "ipn", where, default=None, lo=1),
+        name=_check_name(f, "name"),
+        lat_deg=f.number("lat_deg", lo=-90, hi=90, required=True),  # type: ignore[arg-type]
+        lon_deg=f.number("lon_deg", lo=-180, hi=360, required=True),  # type: ignore[arg-type]
+        alt_m=f.number("alt_m", default=0.0, lo=-500, hi=9000),  # type: ignore[arg-type]
+        min_elevation_deg=f.number("min_elevation_deg", default=10.0, lo=0, hi=89),  # type: ignore[arg-type]
+        max_links=f.integer("max_links", default=1, lo=0),  # type: ignore[arg-type]
+        ipn=f.integer("ipn", default=None, lo=1),
     )
 
 
-def _parse_link_model(ctx: _Ctx, m: Any, where: str, line: int) -> LinkModel:
-    m = _check_keys(ctx, m, LINK_KEYS, where, line)
-    if ("rate_bps" in m) == ("budget" in m):
-        raise ctx.error("give either 'rate_bps' (fixed rate) or 'budget' (link budget)", m.line, where)
-    loss = _number(ctx, m, "loss", where, default=0.0, lo=0, hi=1)
-    if "rate_bps" in m:
-        return LinkModel(rate_bps=_number(ctx, m, "rate_bps", where, lo=0, lo_open=True), loss=loss)  # type: ignore[arg-type]
-    bw = _join(where, "budget")
-    b = _check_keys(ctx, m["budget"], BUDGET_KEYS, bw, m.line_of("budget"),
-                    required=("frequency_hz", "eirp_dbw", "gt_dbk", "bandwidth_hz"))
+def _parse_link_model(f: Fields) -> LinkModel:
+    f.check_keys(LINK_KEYS)
+    if ("rate_bps" in f) == ("budget" in f):
+        raise InputError("give either 'rate_bps' (fixed rate) or 'budget' (link budget)",
+                         source=f.source, line=f.value.line or f.line, field=f.field())
+    loss = f.number("loss", default=0.0, lo=0, hi=1)
+    if "rate_bps" in f:
+        return LinkModel(rate_bps=f.number("rate_bps", lo=0, lo_open=True), loss=loss)  # type: ignore[arg-type]
+    b = f.mapping("budget", BUDGET_KEYS,
+                  required=("frequency_hz", "eirp_dbw", "gt_dbk", "bandwidth_hz"))
     budget = LinkBudget(
-        frequency_hz=_number(ctx, b, "frequency_hz", bw, lo=0, lo_open=True, required=True),  # type: ignore[arg-type]
-        eirp_dbw=_number(ctx, b, "eirp_dbw", bw, required=True),  # type: ignore[arg-type]
-        gt_dbk=_number(ctx, b, "gt_dbk", bw, required=True),  # type: ignore[arg-type]
-        bandwidth_hz=_number(ctx, b, "bandwidth_hz", bw, lo=0, lo_open=True, required=True),  # type: ignore[arg-type]
-        other_losses_db=_number(ctx, b, "other_losses_db", bw, default=0.0),  # type: ignore[arg-type]
-        efficiency=_number(ctx, b, "efficiency", bw, default=1.0, lo=0, hi=1, lo_open=True),  # type: ignore[arg-type]
-        max_rate_bps=_number(ctx, b, "max_rate_bps", bw, default=None, lo=0, lo_open=True),
+        frequency_hz=b.number("frequency_hz", lo=0, lo_open=True, required=True),  # type: ignore[arg-type]
+        eirp_dbw=b.number("eirp_dbw", required=True),  # type: ignore[arg-type]
+        gt_dbk=b.number("gt_dbk", required=True),  # type: ignore[arg-type]
+        bandwidth_hz=b.number("bandwidth_hz", lo=0, lo_open=True, required=True),  # type: ignore[arg-type]
+        other_losses_db=b.number("other_losses_db", default=0.0),  # type: ignore[arg-type]
+        efficiency=b.number("efficiency", default=1.0, lo=0, hi=1, lo_open=True),  # type: ignore[arg-type]
+        max_rate_bps=b.number("max_rate_bps", default=None, lo=0, lo_open=True),
     )
     return LinkModel(budget=budget, loss=loss)  # type: ignore[arg-type]
 
 
-def _list(ctx: _Ctx, v: Any, where: str, line: int) -> LineList:
-    if not isinstance(v, list):
-        raise ctx.error(f"expected a list, got {_kind(v)}", line, where)
-    if not isinstance(v, LineList):
-        lst = LineList(v)
-        lst.line = line
-        lst.item_lines = [line] * len(v)
-        return lst
-    return v
+def _parse_schedule(f: Fields) -> ScheduleConfig:
+    f.check_keys(SCHEDULE_KEYS)
+    return ScheduleConfig(
+        step_s=f.number("step_s", default=30.0, lo=1, hi=60),  # type: ignore[arg-type]
+        gsl_sample_s=f.number("gsl_sample_s", default=120.0, lo=0.1, lo_open=True),  # type: ignore[arg-type]
+        isl_sample_s=f.number("isl_sample_s", default=600.0, lo=0.1, lo_open=True),  # type: ignore[arg-type]
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -616,76 +408,61 @@ def _list(ctx: _Ctx, v: Any, where: str, line: int) -> LineList:
 def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario file (YAML). Raises InputError on bad input."""
     p = Path(path)
-    doc = load_yaml(p)
-    return scenario_from_dict(doc, path=p)
+    return scenario_from_dict(load_yaml(p), path=p)
 
 
 def scenario_from_dict(doc: Any, *, path: Path | None = None) -> Scenario:
-    """Validate a parsed scenario document (from :func:`load_yaml` or built in code)."""
+    """Validate a parsed scenario document (from :func:`netemu.config.load_yaml` or
+    built in code)."""
     source = str(path) if path is not None else "<scenario>"
-    ctx = _Ctx(source)
     if doc is None:
-        raise ctx.error("the file is empty", None, None)
-    m = _check_keys(ctx, doc, TOP_KEYS, "", 1, required=("epoch", "duration_s", "satellites"))
+        raise InputError("the file is empty", source=source)
+    f = Fields(doc, source=source, line=1)
+    f.check_keys(TOP_KEYS, required=("epoch", "duration_s", "satellites"))
     base_dir = path.parent if path is not None else Path(".")
-    name = _string(ctx, m, "name", "", default=path.stem if path is not None else "scenario")
-    epoch = _parse_epoch(ctx, m)
-    duration = _number(ctx, m, "duration_s", "", lo=0, lo_open=True, required=True)
-    time_scale = _number(ctx, m, "time_scale", "", default=1.0, lo=0, lo_open=True)
-    desc = m.get("description", "") or ""
+    name = f.string("name", default=path.stem if path is not None else "scenario")
+    epoch = _parse_epoch(f)
+    duration = f.number("duration_s", lo=0, lo_open=True, required=True)
+    time_scale = f.number("time_scale", default=1.0, lo=0, lo_open=True)
+    desc = f.get("description", "") or ""
     if not isinstance(desc, str):
-        raise ctx.error("expected text", m.line_of("description"), "description")
+        raise f.error("expected text", "description")
 
-    isl = IslConfig()
-    if "isl" in m:
-        isl = _parse_isl(ctx, m["isl"], "isl", m.line_of("isl"), isl)
+    isl = _parse_isl(f.child("isl"), IslConfig()) if "isl" in f else IslConfig()
 
-    sats_raw = _list(ctx, m["satellites"], "satellites", m.line_of("satellites"))
-    if not sats_raw:
-        raise ctx.error("at least one satellites entry is needed", m.line_of("satellites"), "satellites")
-    groups = [
-        _parse_group(ctx, g, i, sats_raw.item_lines[i], base_dir, epoch, isl)
-        for i, g in enumerate(sats_raw)
-    ]
+    sat_items = f.items("satellites", required=True)
+    if not sat_items:
+        raise f.error("at least one satellites entry is needed", "satellites")
+    groups = [_parse_group(g, i, base_dir, epoch, isl) for i, g in enumerate(sat_items)]
 
-    stations: list[GroundStation] = []
-    station_lines: list[int] = []
-    if "ground_stations" in m and m["ground_stations"] is not None:
-        st_raw = _list(ctx, m["ground_stations"], "ground_stations", m.line_of("ground_stations"))
-        stations = [_parse_station(ctx, s, i, st_raw.item_lines[i]) for i, s in enumerate(st_raw)]
-        station_lines = [s.line_of("name") if isinstance(s, LineMap) else st_raw.item_lines[i]
-                         for i, s in enumerate(st_raw)]
+    station_items = f.items("ground_stations")
+    stations = [_parse_station(s) for s in station_items]
+    station_lines = [s.line_of("name") for s in station_items]
 
     links = dict(DEFAULT_LINK_MODELS)
-    if "links" in m:
-        lm = _check_keys(ctx, m["links"], ("isl", "gsl"), "links", m.line_of("links"))
-        for kind in lm:
-            links[kind] = _parse_link_model(ctx, lm[kind], f"links.{kind}", lm.line_of(kind))
+    if "links" in f:
+        lf = f.mapping("links", ("isl", "gsl"))
+        for kind in lf:
+            links[kind] = _parse_link_model(lf.child(kind))
 
-    sched = ScheduleConfig()
-    if "schedule" in m:
-        sm = _check_keys(ctx, m["schedule"], SCHEDULE_KEYS, "schedule", m.line_of("schedule"))
-        sched = ScheduleConfig(
-            step_s=_number(ctx, sm, "step_s", "schedule", default=30.0, lo=1, hi=60),  # type: ignore[arg-type]
-            gsl_sample_s=_number(ctx, sm, "gsl_sample_s", "schedule", default=120.0, lo=0.1, lo_open=True),  # type: ignore[arg-type]
-            isl_sample_s=_number(ctx, sm, "isl_sample_s", "schedule", default=600.0, lo=0.1, lo_open=True),  # type: ignore[arg-type]
-        )
+    sched = _parse_schedule(f.child("schedule")) if "schedule" in f else ScheduleConfig()
 
-    sections = {k: m[k] for k in RESERVED_SECTIONS if k in m}
-    section_lines = {k: m.line_of(k) for k in sections}
+    sections = {k: f.get(k) for k in RESERVED_SECTIONS if k in f}
+    section_lines = {k: f.line_of(k) or 0 for k in sections}
 
     # names unique, ipn numbers unique
     seen: dict[str, str] = {}
     for g in groups:
         for s in g.satellites:
             if s.name in seen:
-                raise ctx.error(f"node name {s.name!r} is used twice (set name_prefix)",
-                                sats_raw.item_lines[g.index], f"satellites[{g.index}]")
+                raise InputError(f"node name {s.name!r} is used twice (set name_prefix)",
+                                 source=source, line=sat_items[g.index].line,
+                                 field=f"satellites[{g.index}]")
             seen[s.name] = "satellite"
     for i, st in enumerate(stations):
         if st.name in seen:
-            raise ctx.error(f"node name {st.name!r} is used twice", station_lines[i],
-                            f"ground_stations[{i}].name")
+            raise InputError(f"node name {st.name!r} is used twice", source=source,
+                             line=station_lines[i], field=f"ground_stations[{i}].name")
         seen[st.name] = "ground"
     ipn: dict[str, int] = {}
     explicit = {st.ipn for st in stations if st.ipn is not None}
@@ -698,8 +475,8 @@ def scenario_from_dict(doc: Any, *, path: Path | None = None) -> Scenario:
     for i, st in enumerate(stations):
         if st.ipn is not None:
             if st.ipn in ipn.values():
-                raise ctx.error(f"ipn {st.ipn} is used twice", station_lines[i],
-                                f"ground_stations[{i}].ipn")
+                raise InputError(f"ipn {st.ipn} is used twice", source=source,
+                                 line=station_lines[i], field=f"ground_stations[{i}].ipn")
             ipn[st.name] = st.ipn
         else:
             n += 1
