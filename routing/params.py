@@ -7,10 +7,10 @@ suggestion.
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Mapping
 
+from netemu.config import describe, suggest
 from netemu.errors import InputError
 
 
@@ -19,10 +19,8 @@ def check_params(router: str, params: Mapping[str, object], allowed: Mapping[str
     for key in params:
         if key in allowed:
             continue
-        near = difflib.get_close_matches(str(key), list(allowed), n=1)
-        hint = f" (did you mean {near[0]!r}?)" if near else ""
-        known = ", ".join(sorted(allowed)) or "none"
-        raise InputError(f"unknown parameter {key!r} for router {router}{hint}; known: {known}",
+        hint = suggest(str(key), sorted(allowed)) if allowed else "; it takes no parameters"
+        raise InputError(f"unknown parameter {key!r} for router {router}{hint}",
                          field=f"routing.{key}")
 
 
@@ -32,7 +30,7 @@ def number(router: str, params: Mapping[str, object], key: str, default: float, 
     """``params[key]`` as a number (``default`` when absent), within bounds."""
     v = params.get(key, default)
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
-        raise InputError(f"{router}: expected a number, got {v!r}", field=f"routing.{key}")
+        raise InputError(f"{router}: expected a number, got {describe(v)}", field=f"routing.{key}")
     if integer and float(v) != int(v):
         raise InputError(f"{router}: expected a whole number, got {v!r}", field=f"routing.{key}")
     x = int(v) if integer else float(v)
