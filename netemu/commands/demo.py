@@ -12,7 +12,9 @@ import argparse
 import os
 from pathlib import Path
 
+from netemu.analysis import expect as expect_mod
 from netemu.errors import NetemuError
+from netemu.run.runner import RunOptions, RunResult, ScenarioRun
 
 DEFAULT_SCENARIO = "topologies/three-body-12.yaml"
 
@@ -52,14 +54,30 @@ def find_default_scenario() -> Path:
     return Path(DEFAULT_SCENARIO)
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from netemu.run.runner import FlagshipOptions, FlagshipRun, format_headline
+def format_headline(result: RunResult) -> str:
+    """The lines ``netemu demo`` ends with: where the report is and what it says."""
+    lines = []
+    if result.report_path is not None:
+        lines.append(f"report: {result.report_path}")
+    lines.append(f"run directory: {result.run_dir}")
+    if result.headline:
+        width = max(len(k) for k, _ in result.headline)
+        lines += [f"  {k:<{width}}  {v}" for k, v in result.headline]
+    elif result.metrics:
+        for k in ("delivery_ratio", "query_latency_p50_s", "query_latency_p95_s", "bytes_saved"):
+            if result.metrics.get(k) is not None:
+                lines.append(f"  {k}: {result.metrics[k]}")
+    for e in result.errors:
+        lines.append(f"  problem: {e}")
+    return "\n".join(lines)
 
+
+def _cmd_demo(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         raise NetemuError("the emulation builds network namespaces: run as root "
                    "(sudo .venv/bin/netemu ..., or sudo scripts/dev run)")
     scenario = Path(args.scenario) if args.scenario else find_default_scenario()
-    opts = FlagshipOptions(
+    opts = RunOptions(
         scenario=scenario,
         out=args.out,
         profile="quick" if args.quick else None,
@@ -73,7 +91,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         run_name=args.run_name,
         mqtt_port=args.mqtt_port,
     )
-    run = FlagshipRun(opts)
+    run = ScenarioRun(opts)
     p = run.prepare()
     w = p.window
     print(f"netemu demo: {p.scenario.name}: {len(p.plan.nodes)} nodes, {len(p.plan.contacts)} "
@@ -84,8 +102,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print("", flush=True)
     print(format_headline(result), flush=True)
     if p.expectations and result.metrics is not None:
-        from netemu.analysis import expect as expect_mod
-
         outcomes = expect_mod.evaluate(p.expectations, result.metrics)
         print("expectations of the scenario (netemu test checks these):")
         print("\n".join("  " + line for line in expect_mod.summary(outcomes).splitlines()))

@@ -11,10 +11,13 @@ from __future__ import annotations
 import argparse
 import os
 import time
+import traceback
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from netemu.analysis import expect as expect_mod
 from netemu.errors import NetemuError
+from netemu.run.runner import RunOptions, ScenarioRun
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -51,9 +54,6 @@ def _merge_junit(docs: list[str]) -> str:
 
 
 def _cmd_test(args: argparse.Namespace) -> int:
-    from netemu.analysis import expect as expect_mod
-    from netemu.run.runner import FlagshipOptions, FlagshipRun
-
     if os.geteuid() != 0:
         raise NetemuError("the emulation builds network namespaces: run as root "
                    "(sudo .venv/bin/netemu ..., or sudo scripts/dev run)")
@@ -62,7 +62,7 @@ def _cmd_test(args: argparse.Namespace) -> int:
     # check every scenario before running any: a typo in the third should not cost two runs
     runs = []
     for i, sc in enumerate(args.scenarios):
-        run = FlagshipRun(FlagshipOptions(
+        run = ScenarioRun(RunOptions(
             scenario=sc, profile="test", duration_s=args.duration_s,
             time_scale=args.time_scale, report=not args.no_report,
             run_name=f"{args.run_name}{i}" if args.run_name and len(args.scenarios) > 1
@@ -90,8 +90,6 @@ def _cmd_test(args: argparse.Namespace) -> int:
         except NetemuError as e:
             errors.append(str(e))
         except Exception as e:  # noqa: BLE001 - one broken run must not hide the others' verdicts
-            import traceback
-
             traceback.print_exc()
             errors.append(f"{type(e).__name__}: {e}")
         dt = time.monotonic() - t0

@@ -1,6 +1,8 @@
-"""The end-to-end run: scenario → plan → emulation → agents → apps → metrics → report.
+"""The scenario run: scenario → plan → emulation → agents → apps → metrics → report.
 
-    run = FlagshipRun(FlagshipOptions(Path("topologies/three-body-12.yaml")))
+What ``netemu demo`` and ``netemu test`` run::
+
+    run = ScenarioRun(RunOptions(Path("topologies/three-body-12.yaml")))
     result = run.execute()          # needs root: builds namespaces
     print(result.report_path)
 
@@ -28,8 +30,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
+import string
 import subprocess
 import sys
 import tempfile
@@ -42,15 +46,29 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from netemu.agent.config import AgentConfig
+from netemu.analysis import expect as expect_mod
+from netemu.analysis import metrics as metrics_mod
+from netemu.analysis import report as report_mod
+from netemu.emulator import Emulation
+from netemu.emulator.netns import ns_path
 from netemu.errors import InputError, NetemuError
+from netemu.plan.contacts import ContactPlan
+from netemu.plan.scenario import load_scenario
+from netemu.plan.schedule import compute_plan
+from netemu.routing import get_router
 from netemu.run.apps import (
     AppError,
     AppInstance,
     AppRunner,
     NodeInfo,
     find_apps_dir,
+    load_yaml_with_lines,
     plan_apps,
 )
+from netemu.run.broker import Broker, Recorder
+from netemu.run.capture import parse_capture_section, start_scenario_captures
+from netemu.runtime.telemetry import SyncPublisher
 
 EMULATION_KEYS = {"start_s", "duration_s", "time_scale", "quick", "test", "isl", "tick_s",
                   "shaper", "agents"}
@@ -166,11 +184,7 @@ def routing_config(section: Any, *, source: str, line: int | None) -> dict[str, 
         raise InputError("must be an algorithm name or {algorithm: NAME, ...}", source=source,
                          line=line, field="routing")
     try:
-        from netemu.routing import get_router
-
         get_router(section["algorithm"])
-    except ImportError:
-        pass
     except Exception as e:  # noqa: BLE001 - the registry's own error text is the message
         raise InputError(str(getattr(e, "message", e)), source=source, line=line,
                          field="routing.algorithm") from None
@@ -181,7 +195,7 @@ def routing_config(section: Any, *, source: str, line: int | None) -> dict[str, 
 
 
 @dataclass
-class FlagshipOptions:
+class RunOptions:
     """What ``netemu demo`` / ``netemu test`` ask for."""
 
     scenario: Path
@@ -200,7 +214,7 @@ class FlagshipOptions:
 
 
 @dataclass
-class FlagshipResult:
+class RunResult:
     run_dir: Path
     run: str
     metrics: dict[str, Any] | None = None
@@ -229,17 +243,12 @@ class Prepared:
 
 
 def _short_run_name() -> str:
-    import secrets
-    import string
-
     alphabet = string.ascii_lowercase + string.digits
     return "f" + "".join(secrets.choice(alphabet) for _ in range(5))
 
 
 def _section_lines(scenario: Any) -> dict[tuple, int]:
     """YAML paths → lines for the sections this module reads (for error messages)."""
-    from netemu.run.apps import load_yaml_with_lines
-
     if scenario.path is None:
         return {}
     try:
@@ -249,8 +258,8 @@ def _section_lines(scenario: Any) -> dict[tuple, int]:
     return lines
 
 
-class FlagshipRun:
-    def __init__(self, opts: FlagshipOptions) -> None:
+class ScenarioRun:
+    def __init__(self, opts: RunOptions) -> None:
         self.opts = opts
         self.echo = opts.echo
         self.prepared: Prepared | None = None
@@ -266,10 +275,6 @@ class FlagshipRun:
     # --- checks (no root needed) -----------------------------------------------------
 
     def prepare(self) -> Prepared:
-        from netemu.analysis import expect as expect_mod
-        from netemu.plan.scenario import load_scenario
-        from netemu.plan.schedule import compute_plan
-
         path = Path(self.opts.scenario)
         if not path.is_file():
             raise InputError("scenario file not found", source=str(path))
@@ -293,8 +298,6 @@ class FlagshipRun:
         expect_mod.validate(expectations)
         captures: list[tuple[str, str]] = []
         if sc.sections.get("capture") is not None:
-            from netemu.analysis.capture import parse_capture_section
-
             captures = parse_capture_section(sc.sections["capture"], source=src)
             known = set(sc.node_names())
             for a, b in captures:
@@ -316,8 +319,6 @@ class FlagshipRun:
         margin = min(120.0, sc.duration_s - window.end_s)
         plan = compute_plan(sc, start_s=window.start_s, duration_s=window.duration_s + margin)
         if not window.isl:
-            from netemu.plan.contacts import ContactPlan
-
             plan = ContactPlan(plan.epoch, plan.nodes,
                                [c for c in plan.contacts if c.kind != "isl"])
         self.prepared = Prepared(sc, window, plan, instances, expectations, routing, src,
@@ -338,14 +339,14 @@ class FlagshipRun:
         d.mkdir(parents=True, exist_ok=True)
         return d
 
-    def execute(self) -> FlagshipResult:
+    def execute(self) -> RunResult:
         p = self.prepared or self.prepare()
         if os.geteuid() != 0:
             raise NetemuError("the emulation builds network namespaces: run as root (sudo)")
         t_wall0 = self._t0 = time.monotonic()
         run = self.opts.run_name or _short_run_name()
         run_dir = self._run_dir(p.scenario).resolve()
-        result = FlagshipResult(run_dir=run_dir, run=run)
+        result = RunResult(run_dir=run_dir, run=run)
         (run_dir / "logs").mkdir(exist_ok=True)
         if p.scenario.path is not None:
             shutil.copyfile(p.scenario.path, run_dir / "scenario.yaml")
@@ -427,9 +428,6 @@ class FlagshipRun:
 
     def _run(self, p: Prepared, run: str, run_dir: Path, stack: contextlib.ExitStack,
              meta: dict[str, Any]) -> None:
-        from netemu.emulator import Emulation
-        from netemu.runtime.telemetry import Broker, Recorder, SyncPublisher
-
         w = p.window
         echo = self.echo
         # 1. telemetry: broker + recorder (before anything publishes)
@@ -500,8 +498,6 @@ class FlagshipRun:
              f"{w.start_s:g} s, x{w.time_scale:g}")
 
         if p.captures:
-            from netemu.analysis.capture import start_scenario_captures
-
             caps = start_scenario_captures(p.captures, run_dir,
                                            netns_of=lambda n: emu.net.host_ns[n],
                                            clock_env=emu.clock.to_env())
@@ -553,8 +549,6 @@ class FlagshipRun:
     def _start_agents(self, p: Prepared, emu: Any, run_dir: Path, sock_root: Path,
                       base_env: dict[str, str]) -> tuple[dict[str, subprocess.Popen[bytes]],
                                                          dict[str, str]]:
-        from netemu.agent.config import AgentConfig
-
         plan_path = str(run_dir / "plan.json")
         addresses = {n: emu.node_addr(n) for n in p.plan.nodes}
         procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -629,9 +623,7 @@ class FlagshipRun:
 
     # --- after the run -----------------------------------------------------------------
 
-    def _finish(self, result: FlagshipResult, p: Prepared) -> None:
-        from netemu.analysis import metrics as metrics_mod
-
+    def _finish(self, result: RunResult, p: Prepared) -> None:
         try:
             metrics_mod.write(result.run_dir)
             result.metrics = metrics_mod.load(result.run_dir)
@@ -644,16 +636,12 @@ class FlagshipRun:
             # before the report, so that it shows them (netemu test rewrites junit.xml
             # with its timing; the outcomes are the same)
             try:
-                from netemu.analysis import expect as expect_mod
-
                 outcomes = expect_mod.evaluate(p.expectations, result.metrics)
                 expect_mod.write_results(result.run_dir, outcomes, suite=p.scenario.name)
             except Exception as e:  # noqa: BLE001
                 result.errors.append(f"expectations: {e}")
         if self.opts.report:
             try:
-                from netemu.analysis import report as report_mod
-
                 result.report_path = report_mod.build(result.run_dir)
                 self._mark("report_written")
                 result.headline = list(report_mod.headline(result.metrics))
@@ -663,8 +651,6 @@ class FlagshipRun:
 
 
 def _netns_path(emu: Any, node: str) -> str:
-    from netemu.emulator.netns import ns_path
-
     return ns_path(emu.net.host_ns[node])
 
 
@@ -698,23 +684,5 @@ def _stop_procs(procs: Any, grace_s: float) -> None:
             p.wait()
 
 
-def format_headline(result: FlagshipResult) -> str:
-    """The lines ``netemu demo`` ends with: where the report is and what it says."""
-    lines = []
-    if result.report_path is not None:
-        lines.append(f"report: {result.report_path}")
-    lines.append(f"run directory: {result.run_dir}")
-    if result.headline:
-        width = max(len(k) for k, _ in result.headline)
-        lines += [f"  {k:<{width}}  {v}" for k, v in result.headline]
-    elif result.metrics:
-        for k in ("delivery_ratio", "query_latency_p50_s", "query_latency_p95_s", "bytes_saved"):
-            if result.metrics.get(k) is not None:
-                lines.append(f"  {k}: {result.metrics[k]}")
-    for e in result.errors:
-        lines.append(f"  problem: {e}")
-    return "\n".join(lines)
-
-
-__all__ = ["FlagshipOptions", "FlagshipResult", "FlagshipRun", "Window", "emulation_window",
-           "format_headline"]
+__all__ = ["Prepared", "RunInterrupted", "RunOptions", "RunResult", "ScenarioRun", "Window",
+           "emulation_window", "routing_config"]

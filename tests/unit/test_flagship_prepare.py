@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from netemu.errors import InputError
-from netemu.run.runner import FlagshipOptions, FlagshipRun
+from netemu.run.runner import RunOptions, ScenarioRun
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -17,7 +17,7 @@ def _prepare(tmp_path: Path, extra: str, **opts):
     text = (ROOT / "topologies" / "tiny.yaml").read_text() + "\n" + extra
     p = tmp_path / "s.yaml"
     p.write_text(text)
-    return FlagshipRun(FlagshipOptions(p, echo=lambda s: None, **opts)).prepare(), p
+    return ScenarioRun(RunOptions(p, echo=lambda s: None, **opts)).prepare(), p
 
 
 def test_tiny_with_apps_prepares(tmp_path) -> None:
