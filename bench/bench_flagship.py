@@ -20,14 +20,15 @@ import uuid
 from pathlib import Path
 
 from netemu.run.apps import AppRunner, NodeInfo, plan_apps
-from netemu.runtime.telemetry import Broker, Recorder, SyncPublisher, Telemetry
+from netemu.run.broker import Broker, Recorder
+from netemu.runtime.telemetry import SyncPublisher, Telemetry
 
 APP = "import os, time, pathlib; pathlib.Path(os.environ['NETEMU_APP_DIR'], 'up').touch(); time.sleep(60)\n"
 
 
 def bench_telemetry(n: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        b = Broker(f"bench{uuid.uuid4().hex[:4]}")
+        b = Broker(f"b{uuid.uuid4().hex[:7]}")
         access = b.start()
         try:
             rec = Recorder(access, Path(tmp) / "events.jsonl", clock=lambda: 0.0)

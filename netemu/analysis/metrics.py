@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from netemu.errors import InputError
+from netemu.runtime.rundir import RunDir
 
 METRIC_DOCS: dict[str, str] = {
     "duration_s": "scenario seconds covered by the recorded events",
@@ -74,23 +75,10 @@ def percentile(values: Iterable[float], q: float) -> float | None:
     return v[lo] + (v[hi] - v[lo]) * (pos - lo)
 
 
-def read_events(path: Path) -> list[dict[str, Any]]:
-    """events.jsonl, skipping blank and truncated lines (a run may end mid-write)."""
-    out: list[dict[str, Any]] = []
-    if not path.exists():
-        return out
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                ev = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(ev, dict) and isinstance(ev.get("payload"), dict):
-                out.append(ev)
-    return out
+def telemetry_events(run_dir: Path) -> list[dict[str, Any]]:
+    """The run's recorded events whose payload is a JSON object (the only ones the
+    metrics read)."""
+    return [e for e in RunDir(run_dir).events() if isinstance(e.get("payload"), dict)]
 
 
 def _t(ev: dict[str, Any]) -> float | None:
@@ -105,28 +93,20 @@ def _topic_parts(ev: dict[str, Any]) -> list[str]:
 
 
 def load_plan(run_dir: Path) -> dict[str, Any] | None:
-    p = run_dir / "plan.json"
-    if not p.exists():
-        return None
-    try:
-        return json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise InputError(f"not valid JSON: {e.msg}", source=str(p), line=e.lineno) from e
+    """The run's plan.json (None without one)."""
+    return RunDir(run_dir).plan()
 
 
 def app_files(run_dir: Path, app: str | None, name: str) -> dict[tuple[str, str], dict]:
     """{(app, node): parsed JSON} of ``apps/<app>/<node>/<name>`` files."""
     out: dict[tuple[str, str], dict] = {}
-    base = run_dir / "apps"
-    if not base.is_dir():
-        return out
-    for f in sorted(base.glob(f"{app or '*'}/*/{name}")):
+    for app_name, node, f in RunDir(run_dir).app_files(app, name):
         try:
             obj = json.loads(f.read_text())
         except (OSError, json.JSONDecodeError):
             continue
         if isinstance(obj, dict):
-            out[(f.parent.parent.name, f.parent.name)] = obj
+            out[(app_name, node)] = obj
     return out
 
 
@@ -160,7 +140,7 @@ def _agent_expired(run_dir: Path | None) -> set[str]:
     out: set[str] = set()
     if run_dir is None:
         return out
-    for f in sorted(run_dir.glob("agents/*/agent.jsonl")):
+    for f in RunDir(run_dir).agent_logs():
         try:
             lines = f.read_text(errors="replace").splitlines()
         except OSError:
@@ -419,10 +399,10 @@ def app_metrics(run_dir: Path, events: list[dict[str, Any]]) -> dict[str, Any]:
 def _link_use_from_captures(run: Path, plan: dict[str, Any] | None, links: dict[str, dict[str, Any]]) -> None:
     """Bundle bytes per directed link from ``captures/*.pcap`` (complete TCPCL transfers),
     for runs whose agents publish no forwarded-bundle events. Updates ``links``."""
-    if not (run / "captures").is_dir():
+    if not RunDir(run).captures_dir.is_dir():
         return
     try:
-        from netemu.analysis.capture import run_transfers
+        from netemu.analysis.pcap import run_transfers
 
         transfers = run_transfers(run, plan)
     except Exception:  # noqa: BLE001 - unreadable captures: no link use rather than no metrics
@@ -445,7 +425,7 @@ def compute(run_dir: str | Path) -> dict[str, Any]:
     run = Path(run_dir)
     if not run.is_dir():
         raise InputError("not a run directory", source=str(run))
-    events = read_events(run / "events.jsonl")
+    events = telemetry_events(run)
     plan = load_plan(run)
     times = [t for t in (_t(e) for e in events) if t is not None]
     end_s = max(times) if times else 0.0
@@ -467,7 +447,7 @@ def compute(run_dir: str | Path) -> dict[str, Any]:
     m["traffic_outside_contacts_source"] = (
         "bundle events" if forwarded else "none seen (no forwarded-bundle events, no captures)")
     try:
-        from netemu.analysis.capture import outside_contacts_from_captures
+        from netemu.analysis.pcap import outside_contacts_from_captures
 
         cap = outside_contacts_from_captures(run, plan)
     except ImportError:
@@ -485,7 +465,7 @@ def write(run_dir: str | Path) -> Path:
     """Compute the metrics and write ``<run>/metrics.json``; returns its path."""
     run = Path(run_dir)
     m = compute(run)
-    out = run / "metrics.json"
+    out = RunDir(run).metrics_json
     out.write_text(json.dumps(m, indent=1, sort_keys=True, default=_json_default) + "\n")
     return out
 
@@ -498,7 +478,7 @@ def _json_default(o: Any) -> Any:
 
 def load(run_dir: str | Path) -> dict[str, Any]:
     """``metrics.json`` of a run, computed first when missing."""
-    p = Path(run_dir) / "metrics.json"
+    p = RunDir(Path(run_dir)).metrics_json
     if not p.exists():
         write(run_dir)
     try:

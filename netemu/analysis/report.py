@@ -426,7 +426,7 @@ def _apps_table(m: dict) -> str:
 
 def _paths_html(run: Path) -> str:
     try:
-        from netemu.analysis.capture import bundle_paths_from_run
+        from netemu.analysis.pcap import bundle_paths_from_run
     except ImportError:
         return ""
     try:

@@ -8,7 +8,7 @@
 
 One TCP segment may carry several TCPCL messages (each is dissected in turn) or part of
 one; per-packet dissection decodes the messages that start at the segment's first byte.
-For whole transfers across segments use :mod:`netemu.analysis.capture`, which reassembles TCP
+For whole transfers across segments use :mod:`netemu.analysis.pcap`, which reassembles TCP
 streams. A ``XFER_SEGMENT`` carrying a whole transfer (START and END both set) has its
 data dissected as a :class:`BPv7` bundle, decoded with netemu's own BPv7 decoder (falling
 back to plain CBOR when the bundle is not valid).

@@ -35,13 +35,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def handler(args: argparse.Namespace) -> int:
-    from netemu.analysis import capture
+    from netemu.analysis.pcap import bundle_paths_from_run
+    from netemu.run import capture
+    from netemu.runtime.rundir import RunDir
 
     target = Path(args.target)
     if args.paths:
         if not target.is_dir():
             raise InputError("not a run directory", source=args.target)
-        paths = capture.bundle_paths_from_run(target)
+        paths = bundle_paths_from_run(target)
         if not paths:
             print(f"no bundles found in {target}/captures/*.pcap")
             return 0
@@ -59,20 +61,21 @@ def handler(args: argparse.Namespace) -> int:
     run_dir = target if target.is_dir() else None
     clock = None
     if run_dir is not None:
-        plan_path = run_dir / "plan.json"
+        rd = RunDir(run_dir)
+        plan_path = rd.plan_json
         if not plan_path.exists():
             raise InputError("run directory has no plan.json", source=str(run_dir))
         a, b = capture.parse_link(args.link)
         iface, bpf = capture.resolve_link(plan_path, a, b)
         meta = {}
-        if (run_dir / "run.json").exists():
+        if rd.run_json.exists():
             try:
-                meta = json.loads((run_dir / "run.json").read_text())
+                meta = json.loads(rd.run_json.read_text())
             except json.JSONDecodeError:
                 meta = {}
         clock = meta.get("clock") if isinstance(meta.get("clock"), dict) else None
         netns = args.netns or capture.find_netns(a, meta.get("run"))
-        out = args.output or run_dir / "captures" / f"{a}_{b}.pcap"
+        out = args.output or rd.capture_pcap(a, b)
     else:
         node = args.target
         if any(sep in args.link for sep in (":", "->", ",", "/")):

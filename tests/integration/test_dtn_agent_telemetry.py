@@ -16,7 +16,9 @@ from dtn_agent_harness import AgentProc, free_port, wait_for, write_pair
 from netemu.agent import BpClient
 from netemu.agent.telemetry import BundlePublisher
 from netemu.analysis import metrics
-from netemu.runtime.telemetry import Broker, BrokerAccess, Recorder, read_events
+from netemu.run.broker import Broker, Recorder
+from netemu.runtime.rundir import read_events
+from netemu.runtime.telemetry import BrokerAccess
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +42,7 @@ async def _exchange(tmp: Path, n: int) -> tuple[list[str], dict]:
 
 @pytest.mark.skipif(shutil.which("mosquitto") is None, reason="mosquitto not installed")
 def test_agents_publish_bundle_events_that_metrics_use(tmp_path):
-    broker = Broker(f"t4c-{uuid.uuid4().hex[:6]}", log_path=tmp_path / "mosquitto.log")
+    broker = Broker(f"t4c{uuid.uuid4().hex[:5]}", log_path=tmp_path / "mosquitto.log")
     access = broker.start()
     events_path = tmp_path / "events.jsonl"
     rec = Recorder(access, events_path)

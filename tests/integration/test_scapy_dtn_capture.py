@@ -1,5 +1,5 @@
 """A real capture: tcpdump in a network namespace records a TCPCL session between two
-namespaces; netemu.analysis.capture finds the bundle in it."""
+namespaces; netemu.run.capture takes it and netemu.analysis.pcap finds the bundle in it."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import textwrap
 
 import pytest
 
-from netemu.analysis import capture
+from netemu.analysis import pcap
 from netemu.dtn.bundle import Bundle
+from netemu.run import capture
 
 pytestmark = pytest.mark.integration
 
@@ -82,6 +83,6 @@ def test_capture_in_namespace_finds_the_bundle(two_hosts, tmp_path):
             server.kill()
             server.wait()
         cap.stop()
-    got = capture.read_transfers(out, names={1: "a", 2: "b"})
+    got = pcap.read_transfers(out, names={1: "a", 2: "b"})
     assert [(t.link, t.bundle_id, t.size_bytes) for t in got] == [("a->b", b.id, len(b.encode()))]
-    assert capture.sidecar_path(out).exists()
+    assert pcap.sidecar_path(out).exists()

@@ -18,14 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from netemu.runtime.telemetry import (
-    Broker,
-    Recorder,
-    SyncPublisher,
-    Telemetry,
-    TelemetryError,
-    read_events,
-)
+from netemu.run.broker import Broker, Recorder
+from netemu.runtime.rundir import read_events
+from netemu.runtime.telemetry import SyncPublisher, Telemetry, TelemetryError
 
 pytestmark = [
     pytest.mark.integration,
@@ -35,7 +30,7 @@ pytestmark = [
 
 @pytest.fixture
 def broker(tmp_path: Path):
-    b = Broker(f"t6a-{uuid.uuid4().hex[:6]}", log_path=tmp_path / "mosquitto.log",
+    b = Broker(f"t6a{uuid.uuid4().hex[:5]}", log_path=tmp_path / "mosquitto.log",
                tcp_port=_free_port())
     access = b.start()
     try:

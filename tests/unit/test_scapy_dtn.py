@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 import pytest
 from scapy.all import IP, TCP, Ether, raw, wrpcap
 
-from netemu.analysis import capture
+from netemu.analysis import pcap
 from netemu.analysis.scapy_dtn import (
     TCPCL,
     BPv7,
@@ -21,6 +21,7 @@ from netemu.analysis.scapy_dtn import (
 )
 from netemu.dtn import tcpcl
 from netemu.dtn.bundle import Bundle, datetime_to_dtn_ms
+from netemu.run import capture as run_capture
 
 EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -111,15 +112,15 @@ def test_broken_bundle_falls_back_to_cbor():
 @pytest.mark.skipif(not shutil.which("tshark"), reason="tshark not installed")
 def test_wireshark_agrees_on_bundle_identity(tmp_path):
     b = _bundle(seq=42)
-    pcap = tmp_path / "w.pcap"
-    wrpcap(str(pcap), _flow("10.0.0.2", "10.0.0.1", _session_bytes(2, [b]), 100.0, reverse_init=1))
+    path = tmp_path / "w.pcap"
+    wrpcap(str(path), _flow("10.0.0.2", "10.0.0.1", _session_bytes(2, [b]), 100.0, reverse_init=1))
     out = subprocess.run(
-        ["tshark", "-r", str(pcap), "-Y", "bpv7", "-T", "fields", "-e", "bpv7.primary.src_uri",
+        ["tshark", "-r", str(path), "-Y", "bpv7", "-T", "fields", "-e", "bpv7.primary.src_uri",
          "-e", "bpv7.primary.dst_uri", "-e", "bpv7.create_ts.seqno", "-e", "tcpcl.v4.xfer_id"],
         capture_output=True, text=True, timeout=60,
     ).stdout.split()
     assert out[:3] == ["ipn:2.11", "ipn:101.10", "42"] and int(out[3], 0) == 1, out
-    ours = capture.read_transfers(pcap)
+    ours = pcap.read_transfers(path)
     assert ours[0].bundle_id == b.id and ours[0].source == "ipn:2.11"
 
 
@@ -130,7 +131,7 @@ def test_transfers_reassembled_across_segments_and_retransmissions(tmp_path):
     pkts = pkts[:5] + [pkts[4]] + pkts[5:]  # a retransmitted segment
     pkts[6], pkts[7] = pkts[7], pkts[6]  # and two arriving out of order
     wrpcap(str(tmp_path / "r.pcap"), pkts)
-    got = capture.read_transfers(tmp_path / "r.pcap", names={1: "sat-1", 2: "sat-2"})
+    got = pcap.read_transfers(tmp_path / "r.pcap", names={1: "sat-1", 2: "sat-2"})
     assert [t.bundle_id for t in got] == [b.id for b in bundles]
     assert all(t.link == "sat-2->sat-1" for t in got)
     assert all(t.size_bytes == len(bundles[0].encode()) for t in got)
@@ -161,7 +162,7 @@ def _run_with_captures(tmp_path):
 
 def test_bundle_path_hop_by_hop_with_waits(tmp_path):
     run, b = _run_with_captures(tmp_path)
-    paths = capture.bundle_paths_from_run(run)
+    paths = pcap.bundle_paths_from_run(run)
     hops = paths[b.id]
     assert [h["link"] for h in hops] == ["sat-2->sat-1", "sat-1->gs-a"]
     assert hops[0]["first_t_s"] == pytest.approx(100.01, abs=0.02)
@@ -173,7 +174,7 @@ def test_traffic_outside_contacts_from_captures(tmp_path):
     run, _ = _run_with_captures(tmp_path)
     plan = json.loads((run / "plan.json").read_text())
     stray = sum(len(m) for m in _session_bytes(1, [_bundle(seq=9)]))
-    assert capture.outside_contacts_from_captures(run, plan) == stray
+    assert pcap.outside_contacts_from_captures(run, plan) == stray
     from netemu.analysis import metrics
 
     m = metrics.compute(run)
@@ -188,12 +189,12 @@ def test_traffic_outside_contacts_from_captures(tmp_path):
 
 
 def test_parse_and_resolve_links(tmp_path):
-    assert capture.parse_link("tb-1:sanya") == ("tb-1", "sanya")
-    assert capture.parse_link("tb-1->tb-2") == ("tb-1", "tb-2")
+    assert run_capture.parse_link("tb-1:sanya") == ("tb-1", "sanya")
+    assert run_capture.parse_link("tb-1->tb-2") == ("tb-1", "tb-2")
     from netemu.errors import InputError
 
     with pytest.raises(InputError, match="A:B"):
-        capture.parse_link("tb1")
+        run_capture.parse_link("tb1")
     plan = {"epoch": "2026-01-01T00:00:00Z", "nodes": {"s1": 1, "s2": 2, "g": 3},
             "node_info": {"g": {"kind": "ground", "max_links": 1}},
             "contacts": [
@@ -203,18 +204,18 @@ def test_parse_and_resolve_links(tmp_path):
                 {"from": "g", "to": "s1", "start_s": 10, "end_s": 50, "rate_bps": 1e6, "owlt_s": 0.01, "kind": "gsl"}]}
     p = tmp_path / "plan.json"
     p.write_text(json.dumps(plan))
-    iface, bpf = capture.resolve_link(p, "s1", "s2")
+    iface, bpf = run_capture.resolve_link(p, "s1", "s2")
     assert iface.startswith("s1-eth") and bpf == ""
-    iface, bpf = capture.resolve_link(p, "s1", "g")
+    iface, bpf = run_capture.resolve_link(p, "s1", "g")
     assert iface == "any" and "host 10.0.0.3" in bpf
     with pytest.raises(InputError, match="never have a contact"):
-        capture.resolve_link(p, "s2", "g")
+        run_capture.resolve_link(p, "s2", "g")
     with pytest.raises(InputError, match="no node 'zz'"):
-        capture.resolve_link(p, "s1", "zz")
+        run_capture.resolve_link(p, "s1", "zz")
 
 
 def test_tcpdump_command_enters_namespace(tmp_path):
-    argv = capture.tcpdump_argv("r1-sat-1", "sat-1-eth0", tmp_path / "x.pcap", "host 10.0.0.2")
+    argv = run_capture.tcpdump_argv("r1-sat-1", "sat-1-eth0", tmp_path / "x.pcap", "host 10.0.0.2")
     assert argv[:4] == ["ip", "netns", "exec", "r1-sat-1"]
     assert argv[4] == "tcpdump" and argv[argv.index("-i") + 1] == "sat-1-eth0"
     assert argv[-2:] == ["host", "10.0.0.2"]
@@ -223,16 +224,16 @@ def test_tcpdump_command_enters_namespace(tmp_path):
 
 
 def test_capture_section_and_clock():
-    assert capture.parse_capture_section(["tb-1:sanya"]) == [("tb-1", "sanya")]
-    assert capture.parse_capture_section({"links": ["a:b"]}) == [("a", "b")]
+    assert run_capture.parse_capture_section(["tb-1:sanya"]) == [("tb-1", "sanya")]
+    assert run_capture.parse_capture_section({"links": ["a:b"]}) == [("a", "b")]
     from netemu.errors import InputError
 
     with pytest.raises(InputError, match="capture"):
-        capture.parse_capture_section({"link": ["a:b"]})
+        run_capture.parse_capture_section({"link": ["a:b"]})
     with pytest.raises(InputError, match=r"capture\[0\]"):
-        capture.parse_capture_section(["ab"])
-    c = capture.clock_from_env({"NETEMU_T0_WALL": "100.5", "NETEMU_TIME_SCALE": "10"})
-    assert capture.wall_to_scenario(c, None)(101.5) == pytest.approx(10.0)
+        run_capture.parse_capture_section(["ab"])
+    c = run_capture.clock_from_env({"NETEMU_T0_WALL": "100.5", "NETEMU_TIME_SCALE": "10"})
+    assert pcap.wall_to_scenario(c, None)(101.5) == pytest.approx(10.0)
 
 
 def test_clock_from_agent_logs_beats_event_receipt_times(tmp_path):
@@ -243,5 +244,5 @@ def test_clock_from_agent_logs_beats_event_receipt_times(tmp_path):
     # events received 0.5 s late: a fit on them alone would be 5 scenario seconds off
     (run / "events.jsonl").write_text("\n".join(
         json.dumps({"t_s": 10.0 * k, "wall": 1000.5 + k}) for k in range(5)))
-    assert capture.wall_to_scenario(None, run / "events.jsonl", run)(1002.0) == pytest.approx(20.0)
-    assert capture.wall_to_scenario(None, run / "events.jsonl")(1002.0) == pytest.approx(15.0)
+    assert pcap.wall_to_scenario(None, run / "events.jsonl", run)(1002.0) == pytest.approx(20.0)
+    assert pcap.wall_to_scenario(None, run / "events.jsonl")(1002.0) == pytest.approx(15.0)

@@ -6,11 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from netemu.runtime.telemetry import Broker, BrokerAccess, TelemetryError, check_run_name
+from netemu.errors import InputError
+from netemu.run.broker import Broker
+from netemu.runtime.rundir import check_run_name
+from netemu.runtime.telemetry import BrokerAccess, TelemetryError
 
 
 def test_config_requires_auth_and_listens_on_a_unix_socket(tmp_path: Path) -> None:
-    text = Broker("demo-1", tcp_port=18831).config_text(tmp_path, "mosquitto")
+    text = Broker("demo1", tcp_port=18831).config_text(tmp_path, "mosquitto")
     lines = text.splitlines()
     assert "allow_anonymous false" in lines
     assert f"password_file {tmp_path / 'passwd'}" in lines
@@ -34,10 +37,19 @@ def test_missing_environment_is_a_clear_error() -> None:
                                "NETEMU_MQTT_USER": "u"})
 
 
-@pytest.mark.parametrize("bad", ["", "a/b", "a+b", "#", "x" * 65, "-lead"])
-def test_run_names_that_would_break_topics_are_refused(bad: str) -> None:
-    with pytest.raises(TelemetryError, match="run name"):
+@pytest.mark.parametrize("bad", ["", "a/b", "a+b", "#", "x" * 65, "-lead", "demo-1", "Run1",
+                                 "toolong99"])
+def test_run_names_that_would_break_topics_or_namespaces_are_refused(bad: str) -> None:
+    with pytest.raises(InputError, match="run name"):
         check_run_name(bad)
+    with pytest.raises(InputError, match="run name"):
+        Broker(bad)
+
+
+def test_a_bad_tcp_port_in_the_environment_is_named() -> None:
+    env = BrokerAccess("/s", "u", "p", "r").env() | {"NETEMU_MQTT_TCP_PORT": "x"}
+    with pytest.raises(TelemetryError, match="NETEMU_MQTT_TCP_PORT"):
+        BrokerAccess.from_env(env)
 
 
 def test_scenario_time_comes_from_the_hosts_clock_variables() -> None:

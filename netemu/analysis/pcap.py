@@ -1,8 +1,9 @@
-"""Packet captures of emulated links, and what they tell about bundles.
+"""Reading packet captures of emulated links: what they tell about bundles.
 
-- :func:`tcpdump_argv` / :class:`LinkCapture`: run ``tcpdump`` inside a host's network
-  namespace on the interface of a link (``netemu capture``, or a scenario's ``capture:``
-  option through the runner), writing a pcap plus a JSON sidecar that names the link;
+The captures are taken by :mod:`netemu.run.capture` (``netemu capture``, or a scenario's
+``capture:`` option): a pcap per link plus a JSON sidecar ``<pcap>.json`` that names the
+link and carries the scenario clock.
+
 - :func:`read_transfers`: TCP streams on port 4556 reassembled and parsed as TCPCLv4, each
   complete transfer decoded as a BPv7 bundle (id, size, when its first and last bytes
   crossed the link);
@@ -19,117 +20,31 @@ run's events.jsonl (which carries both clocks).
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from netemu.errors import InputError, NetemuError
+from netemu.errors import NetemuError
+from netemu.runtime.clock import DTN_EPOCH
+from netemu.runtime.rundir import RunDir, read_events
 
 TCPCL_PORT = 4556
 CONTACT_SLACK_S = 1.0
-_DTN_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)
 
 
 class CaptureError(NetemuError):
     """tcpdump could not be started, or a capture could not be read."""
 
 
-# --------------------------------------------------------------------------- capturing
-
-
-def tcpdump_argv(netns: str | None, iface: str, out: Path, bpf: str = "") -> list[str]:
-    """The command that captures ``iface`` inside namespace ``netns`` into ``out``
-    (whole frames, written packet by packet so a killed capture is still readable).
-
-    ``--immediate-mode`` hands each frame to tcpdump at once: otherwise frames wait in
-    the kernel's TPACKET_V3 ring until a block times out, and whatever still waits there
-    when the capture is stopped is lost (seen here: the last second of a link missing)."""
-    cmd = ["tcpdump", "--immediate-mode", "-i", iface, "-n", "-U", "-s", "0", "-w", str(out)]
-    if bpf:
-        cmd += bpf.split()
-    if netns:
-        cmd = ["ip", "netns", "exec", netns, *cmd]
-    return cmd
-
-
-@dataclass
-class CaptureSpec:
-    """What one capture records: the link (``a``, ``b``), where (namespace, interface,
-    filter), and the scenario clock if known."""
-
-    a: str
-    b: str
-    netns: str | None
-    iface: str
-    bpf: str = ""
-    clock: dict[str, Any] | None = None
-
-
-class LinkCapture:
-    """A running tcpdump; ``stop()`` ends it and writes the sidecar ``<pcap>.json``."""
-
-    def __init__(self, spec: CaptureSpec, out: Path) -> None:
-        self.spec = spec
-        self.out = Path(out)
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.started_wall = 0.0
-
-    def start(self, ready_timeout_s: float = 5.0) -> LinkCapture:
-        if not shutil.which("tcpdump"):
-            raise CaptureError("tcpdump not found: install Debian's tcpdump (scripts/dev setup)")
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.started_wall = time.time()
-        self.proc = subprocess.Popen(
-            tcpdump_argv(self.spec.netns, self.spec.iface, self.out, self.spec.bpf),
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-        )
-        # tcpdump says "listening on ..." once the socket is open: wait for it, so that
-        # packets sent right after start() are not missed
-        deadline = time.time() + ready_timeout_s
-        assert self.proc.stderr is not None
-        import os
-        import select
-
-        fd = self.proc.stderr.fileno()
-        os.set_blocking(fd, False)
-        buf = b""
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                err = buf + (self.proc.stderr.read() or b"")
-                raise CaptureError(f"tcpdump failed: {err.decode(errors='replace').strip()}")
-            r, _, _ = select.select([fd], [], [], 0.1)
-            if r:
-                buf += os.read(fd, 4096)
-                if b"listening on" in buf:
-                    break
-        self._write_sidecar()
-        return self
-
-    def _write_sidecar(self) -> None:
-        side = {"a": self.spec.a, "b": self.spec.b, "netns": self.spec.netns,
-                "iface": self.spec.iface, "filter": self.spec.bpf,
-                "started_wall": self.started_wall, "clock": self.spec.clock}
-        sidecar_path(self.out).write_text(json.dumps(side, indent=1))
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc is not None and self.proc.stderr is not None:
-            self.proc.stderr.close()
+# --------------------------------------------------------------------------- files
 
 
 def sidecar_path(pcap: Path) -> Path:
+    """The JSON sidecar of a capture: the link (``a``, ``b``), namespace, interface,
+    filter, ``started_wall`` and the scenario ``clock``."""
     return Path(str(pcap) + ".json")
 
 
@@ -305,7 +220,7 @@ def _agent_clock_pairs(run_dir: Path, per_file: int = 50) -> list[tuple[float, f
     """(wall, scenario) pairs from the agents' logs: each line carries both readings of
     the one scenario clock at the same instant (``t``, ``ts``)."""
     pairs: list[tuple[float, float]] = []
-    for f in sorted(run_dir.glob("agents/*/agent.jsonl")):
+    for f in RunDir(run_dir).agent_logs():
         try:
             with open(f) as fh:
                 for i, line in enumerate(fh):
@@ -324,18 +239,8 @@ def _agent_clock_pairs(run_dir: Path, per_file: int = 50) -> list[tuple[float, f
 
 def _event_clock_pairs(events_path: Path) -> list[tuple[float, float]]:
     """(wall at receipt, t_s) pairs of events.jsonl (receipt lags the event a little)."""
-    pairs: list[tuple[float, float]] = []
-    if not events_path.exists():
-        return pairs
-    with open(events_path) as f:
-        for line in f:
-            try:
-                ev = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(ev.get("wall"), (int, float)) and isinstance(ev.get("t_s"), (int, float)):
-                pairs.append((float(ev["wall"]), float(ev["t_s"])))
-    return pairs
+    return [(float(ev["wall"]), float(ev["t_s"])) for ev in read_events(events_path)
+            if isinstance(ev.get("wall"), (int, float)) and isinstance(ev.get("t_s"), (int, float))]
 
 
 def wall_to_scenario(clock: dict[str, Any] | None, events_path: Path | None,
@@ -371,11 +276,8 @@ def wall_to_scenario(clock: dict[str, Any] | None, events_path: Path | None,
 
 
 def _captures(run: Path) -> list[tuple[Path, dict[str, Any]]]:
-    d = run / "captures"
-    if not d.is_dir():
-        return []
     out = []
-    for p in sorted(d.glob("*.pcap")):
+    for p in RunDir(run).pcaps():
         side = {}
         sp = sidecar_path(p)
         if sp.exists():
@@ -409,14 +311,15 @@ def plan_ip_names(plan_path: Path) -> dict[str, str]:
 def run_transfers(run: Path, plan: dict[str, Any] | None = None) -> list[Transfer]:
     """Every transfer in ``<run>/captures/*.pcap``, times in scenario seconds; a transfer
     seen in two captures of the same link (both ends) counts once."""
-    if plan is None and (run / "plan.json").exists():
-        plan = json.loads((run / "plan.json").read_text())
+    rd = RunDir(run)
+    if plan is None:
+        plan = rd.plan()
     names = _plan_names(plan)
-    ip_names = plan_ip_names(run / "plan.json") if (run / "plan.json").exists() else {}
+    ip_names = plan_ip_names(rd.plan_json) if rd.plan_json.exists() else {}
     seen: set[tuple] = set()
     out: list[Transfer] = []
     for pcap, side in _captures(run):
-        to_s = wall_to_scenario(side.get("clock"), run / "events.jsonl", run)
+        to_s = wall_to_scenario(side.get("clock"), rd.events_jsonl, run)
         for t in read_transfers(pcap, names=names, ip_names=ip_names):
             key = (t.link, t.bundle_id, t.transfer_id, round(t.first_wall, 3))
             if key in seen:
@@ -443,7 +346,7 @@ def bundle_paths(transfers: list[Transfer], epoch: datetime | None = None) -> di
         hops = []
         prev_end: float | None = None
         if epoch is not None and ts[0].creation_ms:
-            prev_end = ts[0].creation_ms / 1000.0 - (epoch - _DTN_EPOCH).total_seconds()
+            prev_end = ts[0].creation_ms / 1000.0 - (epoch - DTN_EPOCH).total_seconds()
         for t in ts:
             hops.append({"link": t.link, "first_t_s": t.first_t_s, "last_t_s": t.last_t_s,
                          "size_bytes": t.size_bytes,
@@ -456,7 +359,7 @@ def bundle_paths(transfers: list[Transfer], epoch: datetime | None = None) -> di
 def bundle_paths_from_run(run: str | Path) -> dict[str, list[dict[str, Any]]]:
     """Hop-by-hop paths of every bundle in the run's captures (see :func:`bundle_paths`)."""
     run = Path(run)
-    plan = json.loads((run / "plan.json").read_text()) if (run / "plan.json").exists() else None
+    plan = RunDir(run).plan()
     epoch = None
     if plan and plan.get("epoch"):
         epoch = datetime.fromisoformat(str(plan["epoch"]).replace("Z", "+00:00"))
@@ -479,7 +382,7 @@ def outside_contacts_from_captures(run: Path, plan: dict[str, Any] | None) -> in
     total = 0
     for pcap, side in caps:
         w = windows.get(frozenset((side["a"], side["b"])), [])
-        to_s = wall_to_scenario(side.get("clock"), Path(run) / "events.jsonl", Path(run))
+        to_s = wall_to_scenario(side.get("clock"), RunDir(Path(run)).events_jsonl, Path(run))
         for wall, _s, sport, _d, dport, _seq, _f, payload in _packets(pcap):
             if not payload or TCPCL_PORT not in (sport, dport):
                 continue
@@ -491,114 +394,3 @@ def outside_contacts_from_captures(run: Path, plan: dict[str, Any] | None) -> in
 
 def transfers_json(transfers: list[Transfer]) -> list[dict[str, Any]]:
     return [asdict(t) for t in transfers]
-
-
-# --------------------------------------------------------------------------- resolution
-
-
-def parse_link(text: str) -> tuple[str, str]:
-    """``a-b``? Node names may contain '-': accept ``a:b``, ``a,b``, ``a->b`` or ``a/b``."""
-    for sep in ("->", ":", ",", "/", "~"):
-        if sep in text:
-            a, _, b = text.partition(sep)
-            if a and b:
-                return a, b
-    raise InputError(f"link {text!r}: write it as A:B (node names), e.g. tb-1:sanya", field="LINK")
-
-
-def resolve_link(plan_path: Path, a: str, b: str) -> tuple[str, str]:
-    """(interface in ``a``'s host, BPF filter) capturing the link a–b.
-
-    An ISL has its own interface; ground links use slot interfaces that move from pass to
-    pass, so those capture every interface of ``a`` filtered to ``b``'s addresses.
-    """
-    from netemu.emulator.layout import plan_layout
-    from netemu.plan.contacts import ContactPlan
-
-    plan = ContactPlan.load(plan_path)
-    for n in (a, b):
-        if n not in plan.nodes:
-            known = ", ".join(sorted(plan.nodes)[:12])
-            raise InputError(f"no node {n!r} in the plan (nodes: {known}…)", source=str(plan_path),
-                             field="LINK")
-    lay = plan_layout(plan)
-    eps = {e.index: e for e in lay.endpoints}
-    for p in lay.periods:
-        if {p.a, p.b} == {a, b} and p.kind != "gsl":
-            ep = eps[p.ep_a if p.a == a else p.ep_b]
-            return ep.ifname, ""
-    if not any({c.src, c.dst} == {a, b} for c in plan.contacts):
-        raise InputError(f"{a} and {b} never have a contact in this plan", source=str(plan_path),
-                         field="LINK")
-    addrs = [lay.node_addr[b]] + [eps[i].addr for i in lay.node_endpoints.get(b, [])]
-    return "any", " or ".join(f"host {x}" for x in addrs)
-
-
-def find_netns(node: str, prefix: str | None = None) -> str:
-    """The namespace of ``node``'s host: ``<run>-<node>`` (``prefix`` = the emulator's run
-    name when several runs are up)."""
-    from netemu.emulator.netns import list_netns
-
-    cands = [n for n in list_netns() if n.endswith("-" + node) and (prefix is None or n == f"{prefix}-{node}")]
-    if len(cands) == 1:
-        return cands[0]
-    if not cands:
-        raise InputError(f"no running host for node {node!r} (no network namespace '*-{node}'): "
-                         "is the run still up?", field="TARGET")
-    raise InputError(f"several runs have a host {node!r} ({', '.join(cands)}): pass --netns",
-                     field="TARGET")
-
-
-# --------------------------------------------------------------------------- scenarios
-
-
-def clock_from_env(env: dict[str, str]) -> dict[str, Any] | None:
-    """The sidecar clock from the ``NETEMU_*`` clock variables (see netemu.runtime.clock)."""
-    if "NETEMU_T0_WALL" not in env:
-        return None
-    return {"epoch": env.get("NETEMU_EPOCH"), "time_scale": float(env.get("NETEMU_TIME_SCALE", 1)),
-            "t0_wall": float(env["NETEMU_T0_WALL"]), "t0_s": float(env.get("NETEMU_T0_S", 0))}
-
-
-def parse_capture_section(section: Any, *, source: str = "scenario") -> list[tuple[str, str]]:
-    """A scenario's ``capture:`` section → links (A, B) to capture for the whole run.
-
-    Accepted: ``capture: [tb-1:sanya, tb-1:tb-2]`` or ``capture: {links: [...]}``.
-    """
-    if section is None:
-        return []
-    links = section.get("links") if isinstance(section, dict) else section
-    if isinstance(section, dict) and set(section) - {"links"}:
-        bad = sorted(set(section) - {"links"})[0]
-        raise InputError(f"unknown key {bad!r} (expected links)", source=source, field=f"capture.{bad}")
-    if not isinstance(links, list) or not all(isinstance(x, str) for x in links):
-        raise InputError("expected a list of links A:B", source=source, field="capture")
-    out = []
-    for i, text in enumerate(links):
-        try:
-            out.append(parse_link(text))
-        except InputError as e:
-            raise InputError(e.message, source=source, field=f"capture[{i}]") from None
-    return out
-
-
-def start_scenario_captures(
-    links: list[tuple[str, str]], run_dir: Path, netns_of: Callable[[str], str],
-    clock_env: dict[str, str] | None = None,
-) -> list[LinkCapture]:
-    """Start one capture per link into ``<run>/captures/A_B.pcap`` (for the runner: call
-    after the emulation is up, ``stop()`` each before it goes down). ``netns_of`` maps a
-    node to its host's namespace name."""
-    plan_path = Path(run_dir) / "plan.json"
-    clock = clock_from_env(clock_env or {})
-    started: list[LinkCapture] = []
-    try:
-        for a, b in links:
-            iface, bpf = resolve_link(plan_path, a, b)
-            spec = CaptureSpec(a, b, netns_of(a), iface, bpf, clock)
-            started.append(LinkCapture(spec, Path(run_dir) / "captures" / f"{a}_{b}.pcap").start())
-    except BaseException:
-        for c in started:
-            c.stop()
-        raise
-    return started
