@@ -13,6 +13,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from netemu.errors import InputError
+from netemu.plan.contacts import ContactPlan
+from netemu.plan.source import PlanSource, is_scenario_path
 
 FORMATS = ("ion", "hdtn", "json")
 
@@ -47,32 +49,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _is_scenario(path: Path) -> bool:
-    return path.suffix.lower() in (".yaml", ".yml")
+def _parse_epoch(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        epoch = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InputError(f"{text!r} is not an ISO 8601 time", field="--epoch") from None
+    return epoch if epoch.tzinfo is not None else epoch.replace(tzinfo=timezone.utc)
 
 
 def run(args: argparse.Namespace) -> int:
-    from netemu.plan.contacts import ContactPlan
-
-    path = Path(args.scenario)
-    if not path.exists():
-        raise InputError("no such file", source=str(path))
     t0 = time.monotonic()
-    if _is_scenario(path):
-        plan = _compute(path, args)
+    epoch = None if is_scenario_path(args.scenario) else _parse_epoch(args.epoch)
+    src = PlanSource.open(args.scenario, epoch=epoch)
+    if src.scenario is not None:
+        plan = _compute(src, args)
     else:
-        epoch = None
-        if args.epoch:
-            try:
-                epoch = datetime.fromisoformat(args.epoch.replace("Z", "+00:00"))
-            except ValueError:
-                raise InputError(f"{args.epoch!r} is not an ISO 8601 time", field="--epoch") from None
-            if epoch.tzinfo is None:
-                epoch = epoch.replace(tzinfo=timezone.utc)
-        plan = _with_kinds(ContactPlan.load(path, epoch=epoch))
-        if args.start or args.duration is not None:
-            end = args.start + args.duration if args.duration is not None else float("inf")
-            plan.contacts = [c for c in plan.contacts if c.end_s > args.start and c.start_s < end]
+        plan = src.plan(start_s=args.start, duration_s=args.duration, window_file_plan=True)
+        plan = plan.with_link_kinds()
     if args.format == "ion":
         text = plan.to_ion()
     elif args.format == "hdtn":
@@ -97,18 +92,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _compute(path: Path, args: argparse.Namespace):
+def _compute(src: PlanSource, args: argparse.Namespace) -> ContactPlan:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from netemu.plan.scenario import load_scenario
-    from netemu.plan.schedule import compute_plan
-
-    scenario = load_scenario(path)
-    if args.start < 0 or args.start >= scenario.duration_s:
-        raise InputError(f"--start must be in [0, {scenario.duration_s:g}) s", field="--start")
-    duration = args.duration
-    if duration is not None and duration <= 0:
+    assert src.duration_s is not None
+    if args.start < 0 or args.start >= src.duration_s:
+        raise InputError(f"--start must be in [0, {src.duration_s:g}) s", field="--start")
+    if args.duration is not None and args.duration <= 0:
         raise InputError("--duration must be > 0", field="--duration")
     console = Console(stderr=True)
     show = not args.quiet and console.is_terminal
@@ -119,24 +110,4 @@ def _compute(path: Path, args: argparse.Namespace):
         def progress(phase: str, frac: float) -> None:
             bar.update(task, description=phase, completed=frac)
 
-        return compute_plan(scenario, start_s=args.start, duration_s=duration, progress=progress)
-
-
-def _with_kinds(plan):
-    """Contacts read from ION carry no link kind; where the nodes' kinds are known (netemu
-    writes them as comments) a satellite–satellite contact is an ISL, satellite–ground a
-    GSL."""
-    from dataclasses import replace
-
-    kinds = {n.name: n.kind for n in plan.nodes.values()}
-    out = []
-    for c in plan.contacts:
-        if c.kind == "plan":
-            pair = {kinds.get(c.src), kinds.get(c.dst)}
-            if pair == {"satellite"}:
-                c = replace(c, kind="isl")
-            elif pair == {"satellite", "ground"}:
-                c = replace(c, kind="gsl")
-        out.append(c)
-    plan.contacts = out
-    return plan
+        return src.plan(start_s=args.start, duration_s=args.duration, progress=progress)

@@ -11,12 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from pathlib import Path
 
 from netemu.errors import InputError
 from netemu.plan.contacts import ContactPlan
-
-SCENARIO_SUFFIXES = (".yaml", ".yml")
+from netemu.plan.source import PlanSource
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -50,21 +48,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _load(args: argparse.Namespace) -> ContactPlan:
-    path = Path(args.source)
-    if not path.exists():
-        raise InputError("no such file", source=str(path))
-    if path.suffix.lower() in SCENARIO_SUFFIXES:
-        from netemu.plan.scenario import load_scenario
-        from netemu.plan.schedule import compute_plan
-
-        scenario = load_scenario(path)
-        if not 0 <= args.at_s < scenario.duration_s:
-            raise InputError(f"--at {args.at_s:g} is outside the scenario "
-                             f"(0 to {scenario.duration_s:g} s)", source=str(path))
-        horizon = args.horizon_s or args.deadline_s or 6 * 3600.0
-        horizon = min(horizon, scenario.duration_s - args.at_s)
-        return compute_plan(scenario, start_s=args.at_s, duration_s=horizon)
-    return ContactPlan.load(path)
+    src = PlanSource.open(args.source)
+    if src.duration_s is None:
+        return src.plan()
+    if not 0 <= args.at_s < src.duration_s:
+        raise InputError(f"--at {args.at_s:g} is outside the scenario "
+                         f"(0 to {src.duration_s:g} s)", source=str(src.path))
+    horizon = args.horizon_s or args.deadline_s or 6 * 3600.0
+    return src.plan(start_s=args.at_s, duration_s=min(horizon, src.duration_s - args.at_s))
 
 
 def _resolve(plan: ContactPlan, name: str, flag: str, source: str) -> str:

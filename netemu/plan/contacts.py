@@ -22,7 +22,7 @@ import json
 import math
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -126,6 +126,27 @@ class ContactPlan:
             if n.ipn == ipn:
                 return n
         raise KeyError(ipn)
+
+    def window(self, start_s: float, end_s: float = math.inf) -> ContactPlan:
+        """The plan with only the contacts up at some time in [start_s, end_s)."""
+        return ContactPlan(self.epoch, dict(self.nodes),
+                           [c for c in self.contacts if c.end_s > start_s and c.start_s < end_s])
+
+    def with_link_kinds(self) -> ContactPlan:
+        """The plan with each contact of unknown kind (read from ION) marked "isl" between
+        two satellites and "gsl" between a satellite and a ground station, where the
+        nodes' kinds are known (netemu writes them as comments)."""
+        kinds = {n.name: n.kind for n in self.nodes.values()}
+        out = []
+        for c in self.contacts:
+            if c.kind == "plan":
+                pair = {kinds.get(c.src), kinds.get(c.dst)}
+                if pair == {"satellite"}:
+                    c = replace(c, kind="isl")
+                elif pair == {"satellite", "ground"}:
+                    c = replace(c, kind="gsl")
+            out.append(c)
+        return ContactPlan(self.epoch, dict(self.nodes), out)
 
     def __iter__(self) -> Iterator[Contact]:
         return iter(self.contacts)

@@ -31,12 +31,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from netemu.errors import InputError
 from netemu.plan.contacts import C_KM_S, Contact, ContactPlan, Node
 from netemu.plan.orbit import R_EARTH_KM, Ephemeris, build_ephemeris, stations_ecef, teme_to_ecef
 from netemu.plan.scenario import IslConfig, Scenario
 
 Progress = Callable[[str, float], None]
 """Progress callback: (phase description, fraction of the whole job done in [0, 1])."""
+
+
+class PlanError(InputError):
+    """A plan cannot be computed for the window or step asked for."""
 
 REFINE_TOL_S = 2.5e-4
 """Bracket width at which a crossing is considered found (the boundary error bound)."""
@@ -756,10 +761,9 @@ def compute_plan(
     """The contact plan of ``scenario`` over [start_s, start_s + duration_s] (default: to
     the scenario's end). Every ISL and GSL contact appears in both directions as separate
     :class:`Contact` objects; times are seconds from the scenario epoch."""
+    _check_window(scenario, start_s, duration_s, step_s)
     if duration_s is None:
         duration_s = scenario.duration_s - start_s
-    if duration_s <= 0:
-        raise ValueError("duration_s must be > 0")
     # millions of small tuples and Contacts, none in a reference cycle: the cyclic
     # garbage collector would only rescan them again and again
     gc_was_on = gc.isenabled()
@@ -769,6 +773,26 @@ def compute_plan(
     finally:
         if gc_was_on:
             gc.enable()
+
+
+def _check_window(scenario: Scenario, start_s: float, duration_s: float | None,
+                  step_s: float | None) -> None:
+    """Refuse a window or step that cannot give a plan, naming the value."""
+    source = str(scenario.path) if scenario.path is not None else scenario.name
+    if not math.isfinite(start_s):
+        raise PlanError(f"the plan start must be a finite number of seconds, got {start_s!r}",
+                        source=source, field="start_s")
+    if duration_s is None:
+        if start_s >= scenario.duration_s:
+            raise PlanError(f"the plan start {start_s:g} s is at or after the scenario's end "
+                            f"(duration_s {scenario.duration_s:g} s)",
+                            source=source, field="start_s")
+    elif not (math.isfinite(duration_s) and duration_s > 0):
+        raise PlanError(f"the plan duration must be > 0 s, got {duration_s!r}",
+                        source=source, field="duration_s")
+    if step_s is not None and not (math.isfinite(step_s) and step_s > 0):
+        raise PlanError(f"the sampling step must be > 0 s, got {step_s!r}",
+                        source=source, field="step_s")
 
 
 def _compute_plan(scenario: Scenario, start_s: float, duration_s: float,
