@@ -34,7 +34,8 @@ from netemu.emulator.events import LinkEvent, Neighbour
 from netemu.emulator.layout import Layout, check_run_name, estimate_memory_bytes, plan_layout
 from netemu.emulator.network import Network
 from netemu.emulator.registry import RUN_ROOT, Registry, clean_run, list_runs
-from netemu.emulator.shaper import Shaper, make_shaper
+from netemu.emulator.shaper import Shaper
+from netemu.emulator.shapers import make_shaper
 from netemu.emulator.timeline import Changes, Timeline
 from netemu.errors import InputError, NetemuError
 from netemu.plan.contacts import ContactPlan
@@ -574,12 +575,9 @@ class Emulation:
         return sorted(out, key=lambda n: n.node)
 
     def link_counters(self, src: str, dst: str) -> dict[str, float]:
-        """Relay counters of frames ``src`` sent toward ``dst`` over the links between them."""
-        from netemu.emulator.shaper import RelayShaper
-
+        """Shaper counters of frames ``src`` sent toward ``dst`` over the links between them
+        (zeros where the shaper keeps none per endpoint: netem)."""
         out = {"frames": 0.0, "bytes": 0.0, "lost": 0.0, "queue_drops": 0.0}
-        if not isinstance(self.shaper, RelayShaper):
-            return out
         seen = set()
         for p in self.layout.periods:
             if {p.a, p.b} == {src, dst}:
@@ -587,7 +585,10 @@ class Emulation:
                 if e in seen:
                     continue
                 seen.add(e)
-                f, b, lo, q = self.shaper.endpoint_counters(e)
+                counters = self.shaper.endpoint_counters(e)
+                if counters is None:
+                    return out
+                f, b, lo, q = counters
                 out["frames"] += f
                 out["bytes"] += b
                 out["lost"] += lo

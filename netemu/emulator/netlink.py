@@ -18,6 +18,8 @@ import os
 import socket
 import struct
 
+from netemu.errors import NetemuError
+
 NETLINK_ROUTE = 0
 NLMSG_ERROR = 2
 NLMSG_DONE = 3
@@ -71,8 +73,12 @@ def mac_bytes(mac: str) -> bytes:
     return bytes.fromhex(mac.replace(":", ""))
 
 
-class NetlinkError(OSError):
-    pass
+class NetlinkError(NetemuError):
+    """A request the kernel refused; ``errno`` is its error number (as in OSError)."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = code
 
 
 class Netlink:
@@ -168,7 +174,7 @@ class Netlink:
         n = len(queue)
         chunk: list[bytes] = []
         size = 0
-        first_error: str | None = None
+        first_error: tuple[str, int] | None = None
         for msg in queue:
             chunk.append(msg)
             size += len(msg)
@@ -180,14 +186,15 @@ class Netlink:
         self._what.clear()
         self.sent += n
         if first_error:
-            raise NetlinkError(first_error)
+            raise NetlinkError(*first_error)
         return n
 
-    def _send(self, data: bytes) -> str | None:
+    def _send(self, data: bytes) -> tuple[str, int] | None:
         self.sock.send(data)
         return self._drain_errors()
 
-    def _drain_errors(self) -> str | None:
+    def _drain_errors(self) -> tuple[str, int] | None:
+        """The first failed request since the last call (its description, errno), if any."""
         first = None
         while True:
             try:
@@ -201,7 +208,7 @@ class Netlink:
                     (code,) = _I32.unpack_from(data, off + 16)
                     what, ignore = self._what.get(seq, ("?", ()))
                     if code and -code not in ignore and first is None:
-                        first = f"{self.label}: {what}: {os.strerror(-code)}"
+                        first = (f"{self.label}: {what}: {os.strerror(-code)}", -code)
                 off += (ln + 3) & ~3
                 if ln == 0:
                     break
@@ -254,7 +261,7 @@ class Netlink:
                     return out
                 if mtype == NLMSG_ERROR:
                     (code,) = _I32.unpack_from(data, off + 16)
-                    raise NetlinkError(f"{self.label}: link dump: {os.strerror(-code)}")
+                    raise NetlinkError(f"{self.label}: link dump: {os.strerror(-code)}", -code)
                 if mtype == RTM_NEWLINK:
                     _fam, _type, index, _flags, _chg = _IFINFO.unpack_from(data, off + 16)
                     a = off + 16 + _IFINFO.size

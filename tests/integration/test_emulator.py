@@ -226,7 +226,7 @@ def test_mininet_host_and_popen_see_clock_and_addresses(cleanup_check):
 
 
 def test_netem_shaper_refused_clearly_on_this_kernel_and_nothing_left():
-    from netemu.emulator.shaper import probe_netem
+    from netemu.emulator.shapers import probe_netem
 
     plan = ContactPlan(EPOCH, nodes("gs1", "sat1"), pair("gs1", "sat1", 0, 10))
     emu = Emulation(plan, run_name="t3netem", shaper="netem")
@@ -339,3 +339,21 @@ def test_cli_attaches_to_a_running_emulation(cleanup_check):
     assert r.returncode == 0, r.stderr
     assert "1 received" in r.stdout + r.stderr
     assert emu.run_cmd("gs1", ["true"]).returncode == 0  # the run goes on
+
+
+def test_refused_netlink_request_is_a_netemu_error_with_its_errno():
+    import errno
+
+    from netemu.emulator.netlink import Netlink, NetlinkError
+    from netemu.errors import NetemuError
+
+    nl = Netlink(label="root")
+    try:
+        nl.link_set(2**31 - 1, up=True)  # no such interface: the kernel says ENODEV
+        with pytest.raises(NetlinkError) as e:
+            nl.flush()
+    finally:
+        nl.close()
+    assert isinstance(e.value, NetemuError) and not isinstance(e.value, OSError)
+    assert e.value.errno == errno.ENODEV
+    assert "root: link" in str(e.value)
