@@ -50,6 +50,7 @@ from netemu.agent.config import AgentConfig
 from netemu.analysis import expect as expect_mod
 from netemu.analysis import metrics as metrics_mod
 from netemu.analysis import report as report_mod
+from netemu.config import Fields, path_lines
 from netemu.emulator import Emulation
 from netemu.emulator.netns import ns_path
 from netemu.errors import InputError, NetemuError
@@ -63,7 +64,6 @@ from netemu.run.apps import (
     AppRunner,
     NodeInfo,
     find_apps_dir,
-    load_yaml_with_lines,
     plan_apps,
 )
 from netemu.run.broker import Broker, Recorder
@@ -105,18 +105,14 @@ class Window:
         return self.duration_s / self.time_scale
 
 
-def _num(v: Any, where: str, source: str, line: int | None, *, lo: float = 0.0,
-         lo_open: bool = False) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise InputError(f"must be a number, got {v!r}", source=source, line=line, field=where)
-    if v < lo or (lo_open and v == lo):
-        raise InputError(f"must be {'>' if lo_open else '>='} {lo:g}, got {v!r}", source=source,
-                         line=line, field=where)
-    return float(v)
+def _number(f: Fields, key: str, default: float, *, lo_open: bool) -> float:
+    """A non-negative number (positive if ``lo_open``), ``default`` when absent."""
+    value = f.number(key, default=default, lo=0.0, lo_open=lo_open)
+    return default if value is None else value
 
 
 def emulation_window(
-    section: Any,
+    section: Fields | Any,
     *,
     scenario_duration_s: float,
     scenario_time_scale: float = 1.0,
@@ -125,70 +121,57 @@ def emulation_window(
     line: int | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> Window:
-    """The window from the ``emulation:`` section, a profile (``quick``, ``test``) and
+    """The window from the ``emulation:`` section (``Scenario.section("emulation")``, or a
+    plain value named by ``source``/``line``), a profile (``quick``, ``test``) and
     command-line overrides, checked against the scenario's own duration."""
-    sec = section or {}
-    if not isinstance(sec, dict):
-        raise InputError("must be a mapping (start_s, duration_s, time_scale, ...)",
-                         source=source, line=line, field="emulation")
-    for k in sec:
-        if k not in EMULATION_KEYS:
-            raise InputError(f"unknown key (expected {', '.join(sorted(EMULATION_KEYS))})",
-                             source=source, line=line, field=f"emulation.{k}")
-    vals: dict[str, Any] = {
-        "start_s": 0.0,
-        "duration_s": min(DEFAULT_DURATION_S, scenario_duration_s),
-        "time_scale": scenario_time_scale,
-    }
-    for k in PROFILE_KEYS:
-        if k in sec:
-            vals[k] = sec[k]
+    f = section if isinstance(section, Fields) else Fields(section, source=source,
+                                                            path="emulation", line=line)
+    if f.is_none():
+        f = Fields({}, source=f.source, path=f.path, line=f.line)
+    f.check_keys(EMULATION_KEYS)
+    # the section's values, then the profile's, then the command line's
+    layers = [f]
+    if profile is not None and f.get(profile) is not None:
+        layers.append(f.mapping(profile, PROFILE_KEYS))
     for name in ("quick", "test"):
-        prof = sec.get(name)
-        if prof is not None and (not isinstance(prof, dict) or set(prof) - PROFILE_KEYS):
-            raise InputError(f"must be a mapping with {', '.join(sorted(PROFILE_KEYS))}",
-                             source=source, line=line, field=f"emulation.{name}")
-    if profile is not None and sec.get(profile):
-        vals.update(sec[profile])
-    for k, v in (overrides or {}).items():
-        if v is not None:
-            vals[k] = v
-    start = _num(vals["start_s"], "emulation.start_s", source, line)
-    dur = _num(vals["duration_s"], "emulation.duration_s", source, line, lo_open=True)
-    scale = _num(vals["time_scale"], "emulation.time_scale", source, line, lo_open=True)
+        if name != profile and f.get(name) is not None:
+            f.mapping(name, PROFILE_KEYS)
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    layers.append(Fields({k: v for k, v in given.items() if k in PROFILE_KEYS},
+                         source=f.source, path=f.path, line=f.line))
+    start, dur, scale = 0.0, min(DEFAULT_DURATION_S, scenario_duration_s), scenario_time_scale
+    for layer in layers:
+        start = _number(layer, "start_s", start, lo_open=False)
+        dur = _number(layer, "duration_s", dur, lo_open=True)
+        scale = _number(layer, "time_scale", scale, lo_open=True)
     if start + dur > scenario_duration_s + 1e-6:
-        raise InputError(
-            f"window {start:g} s + {dur:g} s ends after the scenario's duration_s "
-            f"({scenario_duration_s:g} s)", source=source, line=line, field="emulation.duration_s")
-    isl = sec.get("isl", True)
-    if "isl" in (overrides or {}) and overrides["isl"] is not None:  # type: ignore[index]
-        isl = overrides["isl"]  # type: ignore[index]
-    if not isinstance(isl, bool):
-        raise InputError("must be true or false", source=source, line=line, field="emulation.isl")
-    tick = _num(sec.get("tick_s", 0.1), "emulation.tick_s", source, line, lo_open=True)
-    shaper = (overrides or {}).get("shaper") or sec.get("shaper", "auto")
-    agents = sec.get("agents", True)
-    if not isinstance(agents, bool):
-        raise InputError("must be true or false", source=source, line=line,
-                         field="emulation.agents")
-    return Window(start, dur, scale, isl, tick, str(shaper), agents)
+        raise f.error(f"window {start:g} s + {dur:g} s ends after the scenario's duration_s "
+                      f"({scenario_duration_s:g} s)", "duration_s")
+    isl = f.boolean("isl", default=True)
+    if given.get("isl") is not None:
+        isl = bool(given["isl"])
+    tick = _number(f, "tick_s", 0.1, lo_open=True)
+    shaper = given.get("shaper") or f.string("shaper", default="auto")
+    agents = f.boolean("agents", default=True)
+    return Window(start, dur, scale, bool(isl), tick, str(shaper), bool(agents))
 
 
-def routing_config(section: Any, *, source: str, line: int | None) -> dict[str, Any]:
-    """The agents' routing from the scenario's ``routing:`` section (default CGR)."""
-    if section is None:
+def routing_config(section: Fields | Any, *, source: str = "scenario",
+                   line: int | None = None) -> dict[str, Any]:
+    """The agents' routing from the scenario's ``routing:`` section (default CGR): an
+    algorithm name or ``{algorithm: NAME, ...}``."""
+    f = section if isinstance(section, Fields) else Fields(section, source=source,
+                                                            path="routing", line=line)
+    if f.is_none():
         return {"algorithm": "cgr"}
-    if isinstance(section, str):
-        section = {"algorithm": section}
-    if not isinstance(section, dict) or not isinstance(section.get("algorithm"), str):
-        raise InputError("must be an algorithm name or {algorithm: NAME, ...}", source=source,
-                         line=line, field="routing")
+    config = {"algorithm": f.value} if isinstance(f.value, str) else f.value
+    if not isinstance(config, dict) or not isinstance(config.get("algorithm"), str):
+        raise f.error("must be an algorithm name or {algorithm: NAME, ...}")
     try:
-        get_router(section["algorithm"])
+        get_router(config["algorithm"])
     except Exception as e:  # noqa: BLE001 - the registry's own error text is the message
-        raise InputError(str(getattr(e, "message", e)), source=source, line=line,
-                         field="routing.algorithm") from None
-    return dict(section)
+        raise f.error(str(getattr(e, "message", e)), "algorithm") from None
+    return dict(config)
 
 
 # --------------------------------------------------------------------------- options
@@ -247,17 +230,6 @@ def _short_run_name() -> str:
     return "f" + "".join(secrets.choice(alphabet) for _ in range(5))
 
 
-def _section_lines(scenario: Any) -> dict[tuple, int]:
-    """YAML paths → lines for the sections this module reads (for error messages)."""
-    if scenario.path is None:
-        return {}
-    try:
-        _, lines = load_yaml_with_lines(Path(scenario.path).read_text(), str(scenario.path))
-    except InputError:
-        return {}
-    return lines
-
-
 class ScenarioRun:
     def __init__(self, opts: RunOptions) -> None:
         self.opts = opts
@@ -280,21 +252,18 @@ class ScenarioRun:
             raise InputError("scenario file not found", source=str(path))
         sc = load_scenario(path)
         src = str(path)
-        lines = _section_lines(sc)
-        sl = sc.section_lines
         window = emulation_window(
-            sc.sections.get("emulation"),
+            sc.section("emulation"),
             scenario_duration_s=sc.duration_s,
             scenario_time_scale=sc.time_scale,
             profile=self.opts.profile,
-            source=src,
-            line=sl.get("emulation"),
             overrides={"start_s": self.opts.start_s, "duration_s": self.opts.duration_s,
                        "time_scale": self.opts.time_scale, "isl": self.opts.isl,
                        "shaper": self.opts.shaper},
         )
-        routing = routing_config(sc.sections.get("routing"), source=src, line=sl.get("routing"))
-        expectations = expect_mod.parse(sc.sections.get("expect"), source=src, lines=lines)
+        routing = routing_config(sc.section("routing"))
+        expectations = expect_mod.parse(sc.sections.get("expect"), source=src,
+                                        lines=path_lines(sc.sections.get("expect"), ("expect",)))
         expect_mod.validate(expectations)
         captures: list[tuple[str, str]] = []
         if sc.sections.get("capture") is not None:
@@ -303,16 +272,14 @@ class ScenarioRun:
             for a, b in captures:
                 for n in (a, b):
                     if n not in known:
-                        raise InputError(f"no node named {n!r}", source=src,
-                                         line=sl.get("capture"), field="capture")
+                        raise sc.section("capture").error(f"no node named {n!r}")
         # every node of the scenario, for app selectors
         nodes = [NodeInfo(s.name, "satellite") for s in sc.satellites]
         nodes += [NodeInfo(g.name, "ground") for g in sc.ground_stations]
         instances: list[AppInstance] = []
         if self.opts.apps and sc.sections.get("apps"):
             apps_dir = find_apps_dir(path.parent)
-            instances = plan_apps(sc.sections["apps"], nodes, apps_dir=apps_dir, source=src,
-                                  lines=lines)
+            instances = plan_apps(sc.section("apps"), nodes, apps_dir=apps_dir)
         self.echo(f"netemu: computing the contact plan for {sc.name} "
                   f"[{window.start_s:g} s, {window.end_s:g} s] ...")
         # a little margin past the end so contacts running at the end keep their true end

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from netemu.config import Fields, parse_yaml
 from netemu.errors import InputError
 from netemu.run.apps import NodeInfo, load_manifest, plan_apps, select_nodes
 
@@ -45,7 +46,7 @@ def test_manifest_defaults_and_fields(tmp_path: Path) -> None:
     "text, line, field, words",
     [
         ("name: x\n", None, None, "command is required"),
-        ("command: [a]\nresources:\n  cpus: -1\n", 3, "resources.cpus", "number of CPUs"),
+        ("command: [a]\nresources:\n  cpus: -1\n", 3, "resources.cpus", "must be ≥ 0.01"),
         ("command: [a]\nresources: {memory_mb: 1.5}\n", 2, "resources.memory_mb", "whole number"),
         ("command: [a]\nmode: vm\n", 2, "mode", "process, container"),
         ("command: [a]\ncomand: [b]\n", 2, "comand", "unknown key"),
@@ -100,10 +101,11 @@ def test_scenario_errors_name_the_entry(tmp_path: Path) -> None:
     _app(tmp_path, "probe", "command: [x]\nnodes: satellites\n")
     with pytest.raises(InputError, match="no app named 'nope'"):
         plan_apps(["nope"], NODES, apps_dir=tmp_path / "apps", source="s.yaml")
+    doc = parse_yaml("name: s\napps:\n  - name: probe\n\n    nodes: [moon]\n", "s.yaml")
+    section = Fields(doc["apps"], source="s.yaml", path="apps", line=2)
     with pytest.raises(InputError) as e:
-        plan_apps([{"name": "probe", "nodes": ["moon"]}], NODES, apps_dir=tmp_path / "apps",
-                  source="s.yaml", lines={("apps", 0, "nodes"): 7})
-    assert "matches no node" in str(e.value) and e.value.line == 7
-    assert e.value.field == "apps.0.nodes"
+        plan_apps(section, NODES, apps_dir=tmp_path / "apps")
+    assert "matches no node" in str(e.value) and e.value.line == 5
+    assert e.value.field == "apps[0].nodes" and e.value.source == "s.yaml"
     with pytest.raises(InputError, match="unknown key"):
         plan_apps([{"name": "probe", "cpu": 1}], NODES, apps_dir=tmp_path / "apps")

@@ -34,7 +34,8 @@ def test_window_defaults_profiles_and_overrides() -> None:
     ({"time_scale": "fast"}, "emulation.time_scale", "number"),
     ({"start_s": 1700, "duration_s": 200}, "emulation.duration_s", "ends after"),
     ({"isl": "no"}, "emulation.isl", "true or false"),
-    ({"quick": {"duration": 5}}, "emulation.quick", "mapping"),
+    ({"quick": {"duration": 5}}, "emulation.quick.duration", "did you mean 'duration_s'"),
+    ({"quick": 5}, "emulation.quick", "mapping"),
 ])
 def test_window_errors_name_the_field(sec, field, words) -> None:
     with pytest.raises(InputError) as e:

@@ -41,8 +41,8 @@ def test_no_isl_drops_every_isl_from_the_plan(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("extra, words, field", [
-    ("apps: [eo-filtre]\n", "no app named 'eo-filtre'", "apps.0"),
-    ("apps: [{name: downlink, nodes: [moon-*]}]\n", "matches no node", "apps.0.nodes"),
+    ("apps: [eo-filtre]\n", "no app named 'eo-filtre'", "apps[0]"),
+    ("apps: [{name: downlink, nodes: [moon-*]}]\n", "matches no node", "apps[0].nodes"),
     ("expect:\n  - {metric: delivery_ration, op: '>=', value: 1}\n", "delivery_ratio",
      "expect[0].metric"),
     ("expect:\n  - {metric: delivery_ratio, op: '=>', value: 1}\n", "not one of",

@@ -23,7 +23,6 @@ from netemu.run.apps.manifest import (
     Resources,
     find_apps_dir,
     load_manifest,
-    load_yaml_with_lines,
 )
 from netemu.run.apps.placement import AppInstance, NodeInfo, plan_apps, select_nodes
 from netemu.run.apps.runner import AppRunner, RunningApp, base_environment, resolve_argv
@@ -45,7 +44,6 @@ __all__ = [
     "cgroup_version",
     "find_apps_dir",
     "load_manifest",
-    "load_yaml_with_lines",
     "plan_apps",
     "resolve_argv",
     "select_nodes",

@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from netemu.config import Fields, describe, load_yaml
 from netemu.errors import InputError, NetemuError
 
 # the source tree (netemu/run/apps/manifest.py → the repository root)
@@ -27,57 +26,6 @@ _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 class AppError(NetemuError):
     """An app could not be started or stopped."""
-
-
-def load_yaml_with_lines(text: str, source: str) -> tuple[Any, dict[tuple, int]]:
-    """Parse YAML and return (data, {path tuple: 1-based line}) so errors can name lines."""
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise InputError(
-            f"not valid YAML: {getattr(e, 'problem', None) or e}",
-            source=source,
-            line=mark.line + 1 if mark else None,
-        ) from None
-    lines: dict[tuple, int] = {}
-
-    def walk(n: Any, path: tuple) -> None:
-        if n is None:
-            return
-        lines[path] = n.start_mark.line + 1
-        if isinstance(n, yaml.MappingNode):
-            for k, v in n.value:
-                key = k.value
-                lines[path + (key,)] = k.start_mark.line + 1
-                walk(v, path + (key,))
-                lines[path + (key,)] = k.start_mark.line + 1
-        elif isinstance(n, yaml.SequenceNode):
-            for i, v in enumerate(n.value):
-                walk(v, path + (i,))
-
-    walk(node, ())
-    data = yaml.safe_load(text) if node is not None else None
-    return data, lines
-
-
-class _Fields:
-    """Field validation that names file, line and dotted field in every error."""
-
-    def __init__(self, source: str, lines: Mapping[tuple, int], base: tuple = ()) -> None:
-        self.source = source
-        self.lines = lines
-        self.base = base
-
-    def error(self, path: tuple, message: str) -> InputError:
-        full = self.base + path
-        line = None
-        for i in range(len(full), -1, -1):
-            if full[:i] in self.lines:
-                line = self.lines[full[:i]]
-                break
-        dotted = ".".join(str(p) for p in full) or None
-        return InputError(message, source=self.source, line=line, field=dotted)
 
 
 @dataclass(frozen=True)
@@ -110,81 +58,73 @@ class AppManifest:
     params: Mapping[str, Any] = field(default_factory=dict)
 
 
-_MANIFEST_KEYS = {
-    "name",
-    "description",
-    "command",
-    "environment",
-    "resources",
-    "nodes",
-    "mode",
-    "containerfile",
-    "args",
-    "params",
-}
+MANIFEST_KEYS = ("name", "description", "command", "environment", "resources", "nodes",
+                 "mode", "containerfile", "args", "params")
 
 
-def _str_list(f: _Fields, path: tuple, value: Any, what: str) -> tuple[str, ...]:
+def argv_field(f: Fields, key: str) -> tuple[str, ...]:
+    """An argument list: a list of words (numbers become text) or one shell-quoted string."""
+    value = f.get(key)
     if isinstance(value, str):
         return tuple(shlex.split(value))
     if not isinstance(value, list) or not all(isinstance(v, (str, int, float)) for v in value):
-        raise f.error(path, f"{what} must be a list of strings")
+        raise f.error(f"expected a list of words or one command line, got {describe(value)}",
+                      key)
     return tuple(str(v) for v in value)
 
 
-def _resources(f: _Fields, path: tuple, value: Any, base: Resources) -> Resources:
-    if value is None:
+def resources_field(f: Fields, base: Resources) -> Resources:
+    """``resources: {cpus, memory_mb}`` (``f`` is the section); what is absent keeps ``base``."""
+    if f.is_none():
         return base
-    if not isinstance(value, dict):
-        raise f.error(path, "must be a mapping with cpus and memory_mb")
-    unknown = set(value) - {"cpus", "memory_mb"}
-    if unknown:
-        raise f.error(path + (sorted(unknown)[0],), "unknown key (expected cpus, memory_mb)")
-    cpus, mem = base.cpus, base.memory_mb
-    if "cpus" in value:
-        c = value["cpus"]
-        if isinstance(c, bool) or not isinstance(c, (int, float)) or not 0.01 <= c <= 1024:
-            raise f.error(path + ("cpus",), f"must be a number of CPUs in [0.01, 1024], got {c!r}")
-        cpus = float(c)
-    if "memory_mb" in value:
-        m = value["memory_mb"]
-        if isinstance(m, bool) or not isinstance(m, int) or not 4 <= m <= 1 << 20:
-            raise f.error(
-                path + ("memory_mb",), f"must be a whole number of MiB in [4, 1048576], got {m!r}"
-            )
-        mem = m
-    return Resources(cpus=cpus, memory_mb=mem)
+    f.check_keys(("cpus", "memory_mb"))
+    cpus = f.number("cpus", default=base.cpus, lo=0.01, hi=1024)
+    memory_mb = f.integer("memory_mb", default=base.memory_mb, lo=4, hi=1 << 20)
+    return Resources(cpus=float(cpus), memory_mb=int(memory_mb))  # type: ignore[arg-type]
 
 
-def _environment(f: _Fields, path: tuple, value: Any) -> dict[str, str]:
-    if value is None:
+def environment_field(f: Fields) -> dict[str, str]:
+    """``environment: {NAME: value}`` (``f`` is the section); true/false become lower case."""
+    if f.is_none():
         return {}
-    if not isinstance(value, dict):
-        raise f.error(path, "must be a mapping of NAME: value")
+    if not isinstance(f.value, dict):
+        raise f.error(f"expected a mapping of NAME: value, got {describe(f.value)}")
     out = {}
-    for k, v in value.items():
-        if not isinstance(k, str) or not _ENV_RE.match(k):
-            raise f.error(path + (k,), "not a valid environment variable name")
+    for k in f:
+        if not _ENV_RE.match(k):
+            raise f.error("not a valid environment variable name", k)
+        v = f.get(k)
         if isinstance(v, (dict, list)) or v is None:
-            raise f.error(path + (k,), "value must be a string or number")
+            raise f.error(f"expected text or a number, got {describe(v)}", k)
         out[k] = str(v).lower() if isinstance(v, bool) else str(v)
     return out
 
 
-def _args(f: _Fields, path: tuple, value: Any) -> dict[str, tuple[str, ...]]:
+def args_field(f: Fields) -> dict[str, tuple[str, ...]]:
+    """``args: {node or selector: [extra arguments]}`` (``f`` is the section)."""
+    if f.is_none():
+        return {}
+    if not isinstance(f.value, dict):
+        raise f.error("must map node names (or selectors) to argument lists, got "
+                      f"{describe(f.value)}")
+    return {k: argv_field(f, k) for k in f}
+
+
+def nodes_field(f: Fields, key: str = "nodes") -> tuple[str, ...]:
+    """``nodes:``: one selector or a list of them (absent or empty: none)."""
+    if f.get(key) is None:
+        return ()
+    return tuple(f.string_list(key))
+
+
+def params_field(f: Fields, key: str = "params") -> dict[str, Any]:
+    """``params:``: a mapping passed to the app as JSON (absent or empty: none)."""
+    value = f.get(key)
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise f.error(path, "must map node names (or selectors) to argument lists")
-    return {str(k): _str_list(f, path + (k,), v, "arguments") for k, v in value.items()}
-
-
-def _nodes(f: _Fields, path: tuple, value: Any) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return (value,)
-    return _str_list(f, path, value, "nodes")
+        raise f.error(f"expected a mapping, got {describe(value)}", key)
+    return dict(value)
 
 
 def load_manifest(directory: Path) -> AppManifest:
@@ -193,50 +133,35 @@ def load_manifest(directory: Path) -> AppManifest:
     path = directory / "manifest.yaml"
     if not path.is_file():
         raise InputError(f"app {directory.name!r} has no manifest.yaml", source=str(directory))
-    data, lines = load_yaml_with_lines(path.read_text(), str(path))
-    f = _Fields(str(path), lines)
-    if not isinstance(data, dict):
-        raise f.error((), "manifest must be a mapping")
-    for k in data:
-        if k not in _MANIFEST_KEYS:
-            raise f.error((k,), f"unknown key (expected one of {', '.join(sorted(_MANIFEST_KEYS))})")
-    name = data.get("name", directory.name)
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise f.error(("name",), "must be 1-40 lower-case letters, digits, '-' or '_'")
-    if "command" not in data:
-        raise f.error((), "command is required (the argv to run inside the host)")
-    command = _str_list(f, ("command",), data["command"], "command")
+    f = Fields(load_yaml(path), source=str(path), line=1)
+    f.check_keys(MANIFEST_KEYS)
+    name = f.string("name", default=directory.name)
+    if not _NAME_RE.match(name or ""):
+        raise f.error("must be 1-40 lower-case letters, digits, '-' or '_'", "name")
+    if "command" not in f:
+        raise f.error("command is required (the argv to run inside the host)")
+    command = argv_field(f, "command")
     if not command:
-        raise f.error(("command",), "must not be empty")
-    mode = data.get("mode", "process")
-    if mode not in MODES:
-        raise f.error(("mode",), f"must be one of {', '.join(MODES)}, got {mode!r}")
+        raise f.error("must not be empty", "command")
+    mode = f.enum("mode", MODES, default="process")
     containerfile = None
-    if data.get("containerfile") is not None:
-        cf = data["containerfile"]
-        if not isinstance(cf, str):
-            raise f.error(("containerfile",), "must be a path relative to the app folder")
+    if f.get("containerfile") is not None:
+        cf = str(f.string("containerfile"))
         containerfile = (directory / cf).resolve()
         if not containerfile.is_file():
-            raise f.error(("containerfile",), f"file not found: {containerfile}")
-    desc = data.get("description", "")
-    if not isinstance(desc, str):
-        raise f.error(("description",), "must be a string")
-    params = data.get("params") or {}
-    if not isinstance(params, dict):
-        raise f.error(("params",), "must be a mapping")
+            raise f.error(f"file not found: {containerfile}", "containerfile")
     return AppManifest(
-        name=name,
+        name=str(name),
         directory=directory.resolve(),
         command=command,
-        description=desc.strip(),
-        environment=_environment(f, ("environment",), data.get("environment")),
-        resources=_resources(f, ("resources",), data.get("resources"), Resources()),
-        nodes=_nodes(f, ("nodes",), data.get("nodes")),
-        mode=mode,
+        description=(f.string("description", default="") or "").strip(),
+        environment=environment_field(f.child("environment")),
+        resources=resources_field(f.child("resources"), Resources()),
+        nodes=nodes_field(f),
+        mode=str(mode),
         containerfile=containerfile,
-        args=_args(f, ("args",), data.get("args")),
-        params=params,
+        args=args_field(f.child("args")),
+        params=params_field(f),
     )
 
 

@@ -7,24 +7,25 @@ node, with its argv, environment, limits and mode settled.
 from __future__ import annotations
 
 import fnmatch
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from netemu.config import Fields
 from netemu.run.apps.manifest import (
     MODES,
     AppManifest,
     Resources,
-    _args,
-    _environment,
-    _Fields,
-    _nodes,
-    _resources,
-    _str_list,
+    args_field,
+    argv_field,
+    environment_field,
     load_manifest,
+    nodes_field,
+    params_field,
+    resources_field,
 )
+from netemu.runtime.env import HostEnv
 
 
 @dataclass(frozen=True)
@@ -82,74 +83,72 @@ class AppInstance:
         return f"{self.manifest.name}.{self.node}"
 
 
+OVERRIDE_KEYS = ("nodes", "args", "environment", "resources", "mode", "params", "command")
+
+
 def plan_apps(
-    section: Any,
+    section: Fields | Any,
     nodes: Sequence[NodeInfo],
     *,
     apps_dir: Path,
     source: str = "scenario",
-    lines: Mapping[tuple, int] | None = None,
-    base: tuple = ("apps",),
 ) -> list[AppInstance]:
-    """Instances for a scenario's ``apps:`` section.
+    """Instances for a scenario's ``apps:`` section (``Scenario.section("apps")``, or a
+    plain value, then named ``source`` in errors).
 
     Accepted forms: a list of app names; a list of ``{name: APP, nodes, args, environment,
     resources, mode, params}``; or a mapping ``APP: {overrides}``. Overrides replace the
     manifest's values; ``params`` reach the app as JSON in ``NETEMU_APP_PARAMS``.
     """
-    f = _Fields(source, lines or {}, base)
-    if section is None:
+    f = section if isinstance(section, Fields) else Fields(section, source=source, path="apps")
+    if f.is_none():
         return []
-    entries: list[tuple[tuple, str, dict]] = []
-    if isinstance(section, dict):
-        for name, ov in section.items():
-            if ov is not None and not isinstance(ov, dict):
-                raise f.error((name,), "overrides must be a mapping (or empty)")
-            entries.append(((name,), str(name), dict(ov or {})))
-    elif isinstance(section, list):
-        for i, item in enumerate(section):
-            if isinstance(item, str):
-                entries.append(((i,), item, {}))
-            elif isinstance(item, dict) and isinstance(item.get("name"), str):
-                ov = {k: v for k, v in item.items() if k != "name"}
-                entries.append(((i,), item["name"], ov))
+    entries: list[tuple[Fields, str]] = []  # (overrides, app name)
+    if isinstance(f.value, dict):
+        for name in f:
+            ov = f.child(name)
+            if ov.is_none():
+                ov = Fields({}, source=f.source, path=ov.path, line=ov.line)
+            elif not isinstance(ov.value, dict):
+                raise f.error("overrides must be a mapping (or empty)", name)
+            ov.check_keys(OVERRIDE_KEYS)
+            entries.append((ov, name))
+    elif isinstance(f.value, list):
+        for item in f.items():
+            if isinstance(item.value, str):
+                entries.append((Fields({}, source=f.source, path=item.path, line=item.line),
+                                item.value))
+            elif isinstance(item.value, dict) and isinstance(item.get("name"), str):
+                item.check_keys(("name", *OVERRIDE_KEYS))
+                entries.append((item, item.get("name")))
             else:
-                raise f.error((i,), "each entry must be an app name or a mapping with name")
+                raise item.error("each entry must be an app name or a mapping with name")
     else:
-        raise f.error((), "must be a list of apps or a mapping of app name to overrides")
+        raise f.error("must be a list of apps or a mapping of app name to overrides")
 
-    allowed = {"nodes", "args", "environment", "resources", "mode", "params", "command"}
     out: list[AppInstance] = []
-    for path, name, ov in entries:
-        for k in ov:
-            if k not in allowed:
-                raise f.error(path + (k,), f"unknown key (expected {', '.join(sorted(allowed))})")
+    for ov, name in entries:
         app_dir = Path(apps_dir) / name
         if not (app_dir / "manifest.yaml").is_file():
             known = sorted(d.name for d in Path(apps_dir).iterdir() if (d / "manifest.yaml").is_file())
-            raise f.error(path, f"no app named {name!r} in {apps_dir} (have: {', '.join(known)})")
+            raise ov.error(f"no app named {name!r} in {apps_dir} (have: {', '.join(known)})")
         m = load_manifest(app_dir)
-        if "mode" in ov and ov["mode"] not in MODES:
-            raise f.error(path + ("mode",), f"must be one of {', '.join(MODES)}")
-        command = m.command
-        if "command" in ov:
-            command = _str_list(f, path + ("command",), ov["command"], "command")
         m = replace(
             m,
-            command=command,
-            nodes=_nodes(f, path + ("nodes",), ov["nodes"]) if "nodes" in ov else m.nodes,
-            args={**m.args, **_args(f, path + ("args",), ov.get("args"))},
-            environment={**m.environment, **_environment(f, path + ("environment",), ov.get("environment"))},
-            resources=_resources(f, path + ("resources",), ov.get("resources"), m.resources),
-            mode=ov.get("mode", m.mode),
-            params={**m.params, **(ov.get("params") or {})},
+            command=argv_field(ov, "command") if "command" in ov else m.command,
+            nodes=nodes_field(ov) if "nodes" in ov else m.nodes,
+            args={**m.args, **args_field(ov.child("args"))},
+            environment={**m.environment, **environment_field(ov.child("environment"))},
+            resources=resources_field(ov.child("resources"), m.resources),
+            mode=ov.enum("mode", MODES, default=m.mode),
+            params={**m.params, **params_field(ov)},
         )
         if not m.nodes:
-            raise f.error(path + ("nodes",), f"app {name!r} selects no nodes (set nodes:)")
+            raise ov.error(f"app {name!r} selects no nodes (set nodes:)", "nodes")
         try:
             targets = select_nodes(m.nodes, nodes)
         except KeyError as e:
-            raise f.error(path + ("nodes",), f"selector {e.args[0]!r} matches no node") from None
+            raise ov.error(f"selector {e.args[0]!r} matches no node", "nodes") from None
         for node in targets:
             extra: tuple[str, ...] = ()
             for sel, a in m.args.items():
@@ -160,7 +159,7 @@ def plan_apps(
                     continue
             env = dict(m.environment)
             if m.params:
-                env["NETEMU_APP_PARAMS"] = json.dumps(m.params, sort_keys=True)
+                env.update(HostEnv(app_params=dict(m.params)).to_env())
             out.append(
                 AppInstance(
                     manifest=m,
