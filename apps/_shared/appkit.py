@@ -2,9 +2,9 @@
 telemetry, a DTN port and its result file.
 
 Apps are standalone scripts; each puts ``apps/_shared`` on ``sys.path`` and imports this.
-Only public netemu pieces are used (``netemu.runtime.clock``, ``netemu.runtime.telemetry``, the
-``netemu.dtn`` client); each is optional, so an app's logic also runs (and is unit tested)
-outside an emulated host:
+Only public netemu pieces are used (``netemu.runtime.env`` for the ``NETEMU_*`` variables,
+``netemu.runtime.clock``, ``netemu.runtime.telemetry``, the ``netemu.agent`` client); each
+is optional, so an app's logic also runs (and is unit tested) outside an emulated host:
 
 - no clock variables → scenario time is wall time since the app started;
 - no MQTT variables → telemetry goes to ``telemetry.jsonl`` in the app directory only;
@@ -29,6 +29,10 @@ from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
 from netemu.analysis.metrics import percentile  # noqa: F401  (one definition, shared with the report)
+from netemu.errors import InputError
+from netemu.runtime.clock import DTN_EPOCH, ScenarioClock
+from netemu.runtime.env import NETEMU_MQTT_SOCKET, HostEnv
+from netemu.runtime.rundir import RunDir
 
 # Service numbers of the apps' endpoints (ipn:<node>.<service>).
 SERVICE_DOWNLINK = 10
@@ -46,7 +50,8 @@ SERVICE_QUERY_REPLY = 21
 
 @dataclass
 class AppEnv:
-    """Where the app runs: node, run, output directory, the run directory (for plan.json)."""
+    """Where the app runs: node, run, output directory, the run directory (for plan.json).
+    ``host`` is everything netemu passed (:class:`netemu.runtime.env.HostEnv`)."""
 
     app: str
     node: str
@@ -54,25 +59,25 @@ class AppEnv:
     app_dir: Path
     run_dir: Path | None
     env: dict[str, str] = field(default_factory=dict)
+    host: HostEnv = field(default_factory=HostEnv)
 
     @classmethod
     def from_env(cls, app: str, env: dict[str, str] | None = None) -> AppEnv:
         env = dict(os.environ if env is None else env)
-        node = env.get("NETEMU_NODE") or "local"
-        app_dir = Path(env.get("NETEMU_APP_DIR") or Path.cwd() / "apps-out" / app / node)
+        host = HostEnv.from_env(env)
+        node = host.node or "local"
+        app_dir = host.app_dir or Path.cwd() / "apps-out" / app / node
         app_dir.mkdir(parents=True, exist_ok=True)
-        run_dir: Path | None = None
-        if env.get("NETEMU_RUN_DIR"):
-            run_dir = Path(env["NETEMU_RUN_DIR"])
-        elif env.get("NETEMU_APP_DIR"):
-            run_dir = app_dir.resolve().parents[2]  # <run>/apps/<app>/<node>
-        return cls(app, node, env.get("NETEMU_RUN", "local"), app_dir, run_dir, env)
+        run_dir: Path | None = host.run_dir
+        if run_dir is None and host.app_dir is not None:
+            run_dir = RunDir.of_app_dir(app_dir).path
+        return cls(app, node, host.run or "local", app_dir, run_dir, env, host)
 
     def plan_nodes(self) -> dict[str, dict[str, Any]]:
         """Nodes of the run's plan.json: {name: {"ipn": n, "kind": ...}} ({} without one)."""
         if self.run_dir is None:
             return {}
-        p = self.run_dir / "plan.json"
+        p = RunDir(self.run_dir).plan_json
         if not p.exists():
             return {}
         try:
@@ -112,15 +117,14 @@ def argv_with_params(argv: list[str] | None) -> list[str]:
     in front as options (``interval_s: 5`` → ``--interval-s 5``), so that explicit
     arguments, which come later, win."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    raw = os.environ.get("NETEMU_APP_PARAMS")
-    if not raw:
-        return argv
     try:
-        params = json.loads(raw)
-    except json.JSONDecodeError:
+        params = HostEnv.from_env().app_params
+    except InputError:
+        return argv
+    if not params:
         return argv
     front: list[str] = []
-    for k, v in (params or {}).items():
+    for k, v in params.items():
         opt = "--" + str(k).replace("_", "-")
         if v is True:
             front.append(opt)
@@ -133,26 +137,21 @@ def argv_with_params(argv: list[str] | None) -> list[str]:
     return front + argv
 
 
+def scenario_clock(env: dict[str, str]) -> ScenarioClock:
+    """netemu's scenario clock from the environment; outside netemu, (scaled) time since
+    now."""
+    return ScenarioClock.from_env(env, default=ScenarioClock(DTN_EPOCH, 1.0, time.time(), 0.0))
+
+
 def make_clock(env: dict[str, str]) -> Callable[[], float]:
     """Scenario seconds now: netemu's clock from the environment, else (scaled) time since
     the app started."""
-    try:
-        from netemu.runtime.clock import ScenarioClock
-
-        if env.get("NETEMU_T0_WALL"):
-            return ScenarioClock.from_env(env).now_s
-    except ImportError:
-        pass
-    t0, scale = time.time(), time_scale(env)
-    return lambda: (time.time() - t0) * scale
+    return scenario_clock(env).now_s
 
 
 def time_scale(env: dict[str, str]) -> float:
     """Scenario seconds per wall second (``NETEMU_TIME_SCALE``, default 1)."""
-    try:
-        return max(1e-6, float(env.get("NETEMU_TIME_SCALE") or 1.0))
-    except ValueError:
-        return 1.0
+    return scenario_clock(env).time_scale
 
 
 async def sleep_scenario(seconds_s: float, env: dict[str, str]) -> None:
@@ -179,7 +178,7 @@ class AppTelemetry:
         self._queue: asyncio.Queue[dict[str, Any] | None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._log = open(appenv.app_dir / "telemetry.jsonl", "a", buffering=1)  # noqa: SIM115
-        if appenv.env.get("NETEMU_MQTT_SOCKET"):
+        if appenv.env.get(NETEMU_MQTT_SOCKET):
             try:
                 from netemu.runtime.telemetry import Telemetry
 
@@ -414,11 +413,11 @@ class AgentPort:
 
 async def open_port(appenv: AppEnv, service: int, spool: str | None = None) -> DtnPort:
     """The DTN port for this app: a spool dir if asked, else the node's bundle agent
-    (``NETEMU_DTN_SOCKET`` or ``NETEMU_BP_SOCKET``), endpoint ``ipn:<node>.<service>``."""
+    (``NETEMU_DTN_SOCKET``), endpoint ``ipn:<node>.<service>``."""
     local = appenv.eid(appenv.node, service)
     if spool:
         return SpoolPort(Path(spool), local)
-    sock = appenv.env.get("NETEMU_DTN_SOCKET") or appenv.env.get("NETEMU_BP_SOCKET")
+    sock = appenv.host.dtn_socket
     if sock:
         return await AgentPort.connect(sock, local)
     raise RuntimeError(

@@ -44,6 +44,9 @@ from geo import (  # noqa: E402
 )
 from tiles import TILE_BYTES, TILE_PX, make_tile  # noqa: E402
 
+from netemu.runtime.clock import ScenarioClock  # noqa: E402
+from netemu.runtime.env import NETEMU_TLE_LINE1, NETEMU_TLE_LINE2  # noqa: E402
+
 
 def pgm(pixels: np.ndarray) -> bytes:
     """Binary PGM (P5) of an 8-bit tile: any image viewer opens it."""
@@ -151,8 +154,8 @@ def make_orbit(args: argparse.Namespace, node: str, env: dict[str, str],
                run_dir: Path | None = None) -> CircularOrbit | TleOrbit:
     """The satellite's orbit: TLE if given, else its walker group in the run's
     scenario.yaml, else the circular orbit of the command-line options (see geo.py)."""
-    l1 = args.tle1 or env.get("NETEMU_TLE_LINE1")
-    l2 = args.tle2 or env.get("NETEMU_TLE_LINE2")
+    l1 = args.tle1 or env.get(NETEMU_TLE_LINE1)
+    l2 = args.tle2 or env.get(NETEMU_TLE_LINE2)
     if l1 and l2:
         return TleOrbit(l1, l2)
     if run_dir is not None and args.phase_deg is None:
@@ -174,10 +177,9 @@ def pick_ground(appenv: appkit.AppEnv, wanted: str | None) -> str:
 
 
 def epoch_from_env(env: dict[str, str]) -> datetime:
-    raw = env.get("NETEMU_EPOCH")
-    if raw:
-        return datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    return datetime(2026, 1, 1, tzinfo=timezone.utc)
+    """The scenario epoch (``NETEMU_EPOCH``), else 2026-01-01 UTC."""
+    default = ScenarioClock(datetime(2026, 1, 1, tzinfo=timezone.utc))
+    return ScenarioClock.from_env(env, default=default).epoch
 
 
 async def run(args: argparse.Namespace, port: appkit.DtnPort | None = None) -> dict:

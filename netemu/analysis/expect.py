@@ -23,6 +23,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from netemu.analysis.metrics import METRIC_DOCS
 from netemu.errors import InputError
+from netemu.runtime.rundir import RunDir
 
 OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
@@ -222,9 +223,9 @@ def results_obj(outcomes: Sequence[Outcome]) -> dict[str, Any]:
 def write_results(run_dir: str | Path, outcomes: Sequence[Outcome], *, suite: str,
                   time_s: float = 0.0) -> tuple[Path, Path]:
     """Write ``<run>/expect.json`` and ``<run>/junit.xml``; returns both paths."""
-    run = Path(run_dir)
-    j = run / "expect.json"
+    rd = RunDir(Path(run_dir))
+    j = rd.expect_json
     j.write_text(json.dumps(results_obj(outcomes), indent=1) + "\n")
-    x = run / "junit.xml"
+    x = rd.junit_xml
     x.write_text(junit_xml(outcomes, suite=suite, time_s=time_s))
     return j, x

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from netemu.analysis import metrics as metrics_mod
+from netemu.runtime.rundir import RunDir
 
 # Colours that stay apart for colour-blind readers (Okabe-Ito).
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
@@ -82,7 +83,7 @@ def ground_tracks(run: Path, duration_s: float) -> tuple[dict[str, list[tuple[fl
                                                          dict[str, tuple[float, float]]]:
     """Sub-satellite points ``{sat: [(t_s, lat, lon)]}`` and stations ``{name: (lat,
     lon)}`` from the run's scenario.yaml (empty when it cannot be read)."""
-    path = run / "scenario.yaml"
+    path = RunDir(run).scenario_yaml
     if not path.exists():
         return {}, {}
     try:
@@ -383,15 +384,16 @@ def _expect_from_junit(path: Path) -> dict | None:
 
 
 def _expect_html(run: Path) -> str:
-    p = run / "expect.json"
+    rd = RunDir(run)
+    p = rd.expect_json
     res: dict | None = None
     if p.exists():
         try:
             res = json.loads(p.read_text())
         except json.JSONDecodeError:
             res = None
-    if res is None and (run / "junit.xml").exists():
-        res = _expect_from_junit(run / "junit.xml")
+    if res is None and rd.junit_xml.exists():
+        res = _expect_from_junit(rd.junit_xml)
     if not res:
         return ""
     rows = "".join(
@@ -451,10 +453,11 @@ def _paths_html(run: Path) -> str:
 def build(run_dir: str | Path, *, log: Callable[[str], None] | None = None) -> Path:
     """Write ``<run>/report/index.html`` and its PNGs; returns the HTML path."""
     run = Path(run_dir)
-    m = metrics_mod.load(run) if (run / "metrics.json").exists() else metrics_mod.compute(run)
-    if not (run / "metrics.json").exists():
+    rd = RunDir(run)
+    m = metrics_mod.load(run) if rd.metrics_json.exists() else metrics_mod.compute(run)
+    if not rd.metrics_json.exists():
         metrics_mod.write(run)
-    out = run / "report"
+    out = rd.report_dir
     out.mkdir(exist_ok=True)
     plan = _plan(run)
     duration = float(m.get("duration_s") or 0.0)
@@ -487,7 +490,7 @@ def build(run_dir: str | Path, *, log: Callable[[str], None] | None = None) -> P
 
     title = f"netemu run {run.name}"
     scen = ""
-    if (run / "scenario.yaml").exists():
+    if rd.scenario_yaml.exists():
         scen = ' — scenario <a href="../scenario.yaml">scenario.yaml</a>'
     made = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     cards = "".join(
@@ -527,6 +530,6 @@ Traffic outside contacts: {_fmt_bytes(m.get('traffic_outside_contacts_bytes'))} 
 <p class="note">All figures: <a href="../metrics.json">metrics.json</a> · events: <a href="../events.jsonl">events.jsonl</a></p>
 </body></html>
 """
-    page = out / "index.html"
+    page = rd.report_index
     page.write_text(body)
     return page

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from netemu.emulator.registry import RUN_ROOT, RunInfo, clean_run, list_runs, run_namespaces
+from netemu.runtime.rundir import check_run_name
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,6 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    for name in args.run:  # a name that is no run name could reach outside the registry
+        check_run_name(name)
     cleaned = 0
     runs = list_runs()
     known = {i.run for i in runs}

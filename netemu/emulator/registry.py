@@ -1,6 +1,6 @@
 """The run registry: what each run built, so ``netemu clean`` can undo a crashed run.
 
-``/run/netemu/<run>/`` holds ``run.json`` (owner pid, namespaces, shared-memory name) and
+``/run/netemu/<run>/`` (the root is ``$NETEMU_REGISTRY_DIR`` when set) holds ``run.json`` (owner pid, namespaces, shared-memory name) and
 ``pids`` (one ``PID STARTTIME KIND`` line per process the run started: relay workers,
 host shells, processes started in hosts). Start times guard against killing a recycled
 pid. The directory is created before anything is built, so even a run that dies half-way
@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from netemu.emulator.netns import NETNS_DIR, ip_batch, list_netns
+from netemu.runtime.env import registry_dir
 
-RUN_ROOT = Path(os.environ.get("NETEMU_RUN_DIR", "/run/netemu"))
+RUN_ROOT = registry_dir()
+"""Root of the registry: ``$NETEMU_REGISTRY_DIR``, else ``/run/netemu``."""
 
 
 def proc_start_time(pid: int) -> int | None:

@@ -10,6 +10,7 @@ directory, by default ``runs/<scenario>-<stamp>/``::
                           "payload"} object a line
     metrics.json          figures computed from the record (netemu.analysis.metrics)
     expect.json           outcome of the scenario's expectations
+    junit.xml             the same as JUnit XML (for CI)
     report/index.html     the report page
     logs/mosquitto.log    the broker's log
     agents/<node>/        agent.json (config), agent.jsonl (log), agent.out, store.sqlite
@@ -106,6 +107,10 @@ class RunDir:
     @property
     def expect_json(self) -> Path:
         return self.path / "expect.json"
+
+    @property
+    def junit_xml(self) -> Path:
+        return self.path / "junit.xml"
 
     @property
     def report_dir(self) -> Path:
