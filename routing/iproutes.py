@@ -1,167 +1,160 @@
-"""IP routes for the emulator's IP mode: shortest-delay next hops on one topology snapshot.
+"""IP routes for the emulator's IP mode: shortest-delay next hops between nodes.
 
-For a time ``t_s`` the links up are the plan's contacts active at ``t_s``, each weighted
-by its one-way delay at that time. Next hops come from one Dijkstra per *destination* on
-the reversed graph (scipy's compiled Dijkstra, or a pure-Python one): every node's next hop toward ``d`` is its parent in the same
-shortest-path tree, so hop-by-hop forwarding can never loop, even where several paths
-tie (ties go to fewer hops, then to the lower node name).
+At every topology change the emulator asks for the routes of the links up now, weighted by
+their current one-way delay. Satellites (and plain nodes) form the *core*: all-pairs
+shortest paths over it (scipy's Dijkstra) are recomputed only when a core link comes or
+goes. Ground stations are end systems that do not carry transit traffic; their routes
+follow from the core distances and their current attachments, so a ground-link
+handover — by far the most frequent change — costs a few vector operations, not an
+all-pairs run.
+
+The result is a table: for each node ``v`` and destination ``d``, the egress endpoint and
+next-hop node. Installing it in the kernel is the emulator's part
+(:mod:`netemu.emulator.iproute`); :func:`next_hops` reads it by name.
 """
 
 from __future__ import annotations
 
-import heapq
-import math
-from collections.abc import Iterable
+from collections.abc import Collection, Sequence
 
-from netemu.plan.contacts import ContactPlan
+import numpy as np
+import numpy.typing as npt
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import dijkstra
 
-Edge = tuple[str, str, float]
-"""A directed link up now: (from, to, delay_s)."""
+MIN_W = 1e-9
+"""Smallest link weight (s): a zero-delay link still counts as a hop."""
 
-
-def snapshot_edges(plan: ContactPlan, t_s: float) -> list[Edge]:
-    """Links of ``plan`` up at ``t_s``, with their one-way delay at ``t_s`` (the smallest
-    where two contacts join the same pair)."""
-    best: dict[tuple[str, str], float] = {}
-    for c in plan.contacts:
-        if c.start_s <= t_s < c.end_s and c.src != c.dst:
-            d = c.owlt_at(t_s)
-            k = (c.src, c.dst)
-            if d < best.get(k, math.inf):
-                best[k] = d
-    return [(a, b, d) for (a, b), d in best.items()]
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+Links = dict[tuple[int, int], tuple[float, int, int]]
+"""(u, v) node indices, u < v → (delay_s, endpoint at u, endpoint at v)."""
 
 
-def ip_next_hops(
-    plan_or_edges: ContactPlan | Iterable[Edge],
-    t_s: float = 0.0,
-    *,
-    destinations: Iterable[str] | None = None,
-    method: str = "auto",
-) -> dict[str, dict[str, str]]:
-    """``{src: {dst: next_hop}}`` for every pair with a path, on the snapshot at ``t_s``.
+class RouteComputer:
+    """Next hops of every node toward every other, from the links up now and their delays.
 
-    ``plan_or_edges`` is a contact plan (its contacts active at ``t_s``) or directed
-    edges ``(from, to, delay_s)`` (``t_s`` is then unused). ``destinations`` limits the
-    work to routes toward those nodes (e.g. only ground stations). ``method``: "scipy"
-    (compiled Dijkstra, ~0.4 s for all pairs of 1,600 nodes), "python" (no scipy, ~30×
-    slower), "auto" (scipy when installed).
+    ``nodes`` are the node names (their positions are the indices in ``links`` and in the
+    table), ``ground`` the names of the ground stations (end systems: no transit).
     """
-    if isinstance(plan_or_edges, ContactPlan):
-        edges = snapshot_edges(plan_or_edges, t_s)
-        names = set(plan_or_edges.nodes)
-    else:
-        edges = list(plan_or_edges)
-        names = set()
-    for a, b, _ in edges:
-        names.add(a)
-        names.add(b)
-    order = sorted(names)
-    index = {n: i for i, n in enumerate(order)}
-    best: dict[tuple[int, int], float] = {}
-    for a, b, d in edges:
-        if a == b:
-            continue
-        if d < 0 or not math.isfinite(d):
-            raise ValueError(f"link {a}→{b}: delay must be finite and ≥ 0, got {d}")
-        k = (index[a], index[b])
-        if d < best.get(k, math.inf):
-            best[k] = d
-    targets = order if destinations is None else [x for x in destinations if x in index]
-    if method == "auto":
-        try:
-            import scipy.sparse.csgraph  # noqa: F401
 
-            method = "scipy"
-        except ImportError:  # pragma: no cover - scipy is a dependency
-            method = "python"
-    if method == "scipy":
-        return _next_hops_scipy(order, best, [index[x] for x in targets])
-    if method == "python":
-        return _next_hops_python(order, best, [index[x] for x in targets])
-    raise ValueError(f"method must be 'auto', 'scipy' or 'python', not {method!r}")
+    def __init__(self, nodes: Sequence[str], ground: Collection[str]) -> None:
+        self.nodes = list(nodes)
+        self.index = {n: i for i, n in enumerate(self.nodes)}
+        n = len(self.nodes)
+        self.is_ground = np.array([nd in ground for nd in self.nodes], dtype=bool)
+        self.core = np.nonzero(~self.is_ground)[0]
+        self.core_pos = {int(v): k for k, v in enumerate(self.core)}
+        self._core_key: frozenset[tuple[int, int]] | None = None
+        self.core_dist: FloatArray = np.zeros((0, 0))
+        self.core_nh: IntArray = np.zeros((0, 0), dtype=np.int64)
+        self.n = n
 
+    def compute(self, links: Links) -> IntArray:
+        """``links``: (u, v) node indices (u < v) → (delay_s, endpoint at u, endpoint at v);
+        an endpoint is the caller's number for the interface at that end.
 
-HOP_EPSILON_S = 1e-9
-"""Added to every link's delay in the scipy path so that, between paths of equal delay,
-the one with fewer hops wins (as in the Python path); 1 ns a hop changes no real choice."""
-
-
-def _next_hops_scipy(order: list[str], best: dict[tuple[int, int], float],
-                     targets: list[int]) -> dict[str, dict[str, str]]:
-    import numpy as np
-    from scipy.sparse import csr_matrix
-    from scipy.sparse.csgraph import dijkstra
-
-    n = len(order)
-    out: dict[str, dict[str, str]] = {name: {} for name in order}
-    if not best or not targets:
-        return out
-    keys = sorted(best)
-    rows = np.fromiter((v for _, v in keys), dtype=np.int64, count=len(keys))
-    cols = np.fromiter((u for u, _ in keys), dtype=np.int64, count=len(keys))
-    w = np.fromiter((best[k] + HOP_EPSILON_S for k in keys), dtype=float, count=len(keys))
-    reverse = csr_matrix((w, (rows, cols)), shape=(n, n))  # edge v → u for every u → v
-    _, pred = dijkstra(reverse, directed=True, indices=targets, return_predecessors=True)
-    # pred[i, s]: the node after s on the shortest path from s to targets[i].
-    names = np.array(order, dtype=object)
-    for i, d in enumerate(targets):
-        nh = pred[i]
-        ok = np.flatnonzero(nh >= 0)
-        dname = order[d]
-        for s, h in zip(names[ok], names[nh[ok]], strict=True):
-            out[s][dname] = h
-    return out
-
-
-def _next_hops_python(order: list[str], best: dict[tuple[int, int], float],
-                      targets: list[int]) -> dict[str, dict[str, str]]:
-    n = len(order)
-    rev: list[list[tuple[int, float]]] = [[] for _ in range(n)]
-    for (u, v), d in sorted(best.items()):
-        rev[v].append((u, d))
-    out: dict[str, dict[str, str]] = {name: {} for name in order}
-    pop, push = heapq.heappop, heapq.heappush
-    for d in targets:
-        dname = order[d]
-        dist = [math.inf] * n
-        hops = [0] * n
-        parent = [-1] * n
-        done = bytearray(n)
-        dist[d] = 0.0
-        heap = [(0.0, 0, d)]
-        while heap:
-            t, h, v = pop(heap)
-            if done[v]:
-                continue
-            done[v] = 1
-            if v != d:
-                out[order[v]][dname] = order[parent[v]]
-            h1 = h + 1
-            for u, w in rev[v]:
-                if done[u]:
+        Returns an (N, N) int64 table: ``ep * N + next_hop`` for each (v, d), where ``ep``
+        is v's endpoint toward the next hop; -1 where d is unreachable or d == v.
+        """
+        n = self.n
+        core_links = {k: w for k, w in links.items()
+                      if not self.is_ground[k[0]] and not self.is_ground[k[1]]}
+        key = frozenset(core_links)
+        if key != self._core_key:
+            self._recompute_core(core_links)
+            self._core_key = key
+        cd, cnh = self.core_dist, self.core_nh  # core-position indexed
+        nc = len(self.core)
+        core = self.core
+        out = np.full((n, n), -1, dtype=np.int64)
+        # eg[u, v]: egress endpoint at u toward neighbour v (lightest link when several)
+        eg = np.full((n, n), -1, dtype=np.int64)
+        wgt: dict[tuple[int, int], float] = {}
+        for (u, v), (w, eu, ev) in links.items():
+            if (u, v) not in wgt or w < wgt[(u, v)]:
+                wgt[(u, v)] = wgt[(v, u)] = w
+                eg[u, v] = eu
+                eg[v, u] = ev
+        # core -> core
+        if nc:
+            hop = core[np.where(cnh >= 0, cnh, 0)]  # next-hop node indices
+            e = eg[core[:, None], hop]
+            out[np.ix_(core, core)] = np.where(cnh >= 0, e * n + hop, -1)
+        # attachments of ground stations: (core pos, weight, core node)
+        att: dict[int, list[tuple[int, float, int]]] = {}
+        for (u, v), w in wgt.items():
+            if self.is_ground[u] and not self.is_ground[v]:
+                att.setdefault(u, []).append((self.core_pos[v], w, v))
+        ar = np.arange(nc)
+        for g, lst in att.items():
+            pos = np.array([p for p, _w, _v in lst])
+            ws = np.array([w for _p, w, _v in lst])
+            # core v -> ground g: best attachment s minimising dist(v, s) + w(s, g)
+            cost = cd[:, pos] + ws[None, :]  # (nc, k)
+            best = np.argmin(cost, axis=1)
+            s_pos = pos[best]
+            reach = np.isfinite(cost[ar, best])
+            direct = s_pos == ar
+            hop = np.where(direct, g, core[np.where(cnh[ar, s_pos] >= 0, cnh[ar, s_pos], 0)])
+            e = eg[core, hop]
+            out[core, g] = np.where(reach & (e >= 0), e * n + hop, -1)
+            # ground g -> core d: best attachment s minimising w(g, s) + dist(s, d)
+            cost_from = cd[pos, :] + ws[:, None]  # (k, nc)
+            bestf = np.argmin(cost_from, axis=0)
+            s_node = np.array([v for _p, _w, v in lst])[bestf]
+            e = eg[g, s_node]
+            ok = np.isfinite(cost_from[bestf, ar])
+            out[g, core] = np.where(ok, e * n + s_node, -1)
+        # ground -> ground
+        for g1, l1 in att.items():
+            for g2, l2 in att.items():
+                if g1 == g2:
                     continue
-                tu = t + w
-                if tu < dist[u] or (tu == dist[u] and h1 < hops[u]):
-                    dist[u] = tu
-                    hops[u] = h1
-                    parent[u] = v
-                    push(heap, (tu, h1, u))
+                best_c, best_s = np.inf, -1
+                for p1, w1, s1 in l1:
+                    for p2, w2, _s2 in l2:
+                        c = w1 + cd[p1, p2] + w2
+                        if c < best_c:
+                            best_c, best_s = c, s1
+                if best_s >= 0 and np.isfinite(best_c):
+                    out[g1, g2] = eg[g1, best_s] * n + best_s
+        # direct ground-ground links (no core in between)
+        for (u, v), _w in wgt.items():
+            if self.is_ground[u] and self.is_ground[v]:
+                out[u, v] = eg[u, v] * n + v
+        np.fill_diagonal(out, -1)
+        return out
+
+    def _recompute_core(self, core_links: Links) -> None:
+        nc = len(self.core)
+        if nc == 0:
+            self.core_dist = np.zeros((0, 0))
+            self.core_nh = np.zeros((0, 0), dtype=np.int64)
+            return
+        rows: list[int] = []
+        cols: list[int] = []
+        vals: list[float] = []
+        for (u, v), (w, _eu, _ev) in core_links.items():
+            a, b = self.core_pos[u], self.core_pos[v]
+            rows += [a, b]
+            cols += [b, a]
+            vals += [max(w, MIN_W)] * 2
+        g = csr_matrix((vals, (rows, cols)), shape=(nc, nc))
+        g.sum_duplicates()
+        dist, pred = dijkstra(g, directed=True, return_predecessors=True)
+        # next hop from a toward b = predecessor of a on the path from b (symmetric graph)
+        nh = pred.T.astype(np.int64)
+        nh[nh < 0] = -1
+        np.fill_diagonal(nh, -1)
+        self.core_dist = dist
+        self.core_nh = nh
+
+
+def next_hops(table: IntArray, nodes: Sequence[str]) -> dict[str, dict[str, str]]:
+    """``{src: {dst: next_hop}}`` by name, from a :meth:`RouteComputer.compute` table."""
+    n = len(nodes)
+    out: dict[str, dict[str, str]] = {a: {} for a in nodes}
+    for v, d in np.argwhere(table >= 0):
+        out[nodes[v]][nodes[d]] = nodes[int(table[v, d]) % n]
     return out
-
-
-def path_delay_s(next_hops: dict[str, dict[str, str]], edges: Iterable[Edge], src: str,
-                 dst: str) -> float:
-    """Total delay of the path the next hops give from ``src`` to ``dst`` (for checks)."""
-    w = {}
-    for a, b, d in edges:
-        w[(a, b)] = min(d, w.get((a, b), math.inf))
-    total, node, seen = 0.0, src, {src}
-    while node != dst:
-        nh = next_hops[node][dst]
-        total += w[(node, nh)]
-        if nh in seen:
-            raise ValueError(f"routing loop at {nh}")
-        seen.add(nh)
-        node = nh
-    return total

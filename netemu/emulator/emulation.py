@@ -188,9 +188,10 @@ class Emulation:
         self.shaper.start()
         t2 = time.monotonic()
         if self.ip_routing:
-            from netemu.emulator.iproute import RouteComputer, RouteInstaller
+            from netemu.emulator.iproute import RouteInstaller
+            from netemu.routing.iproutes import RouteComputer
 
-            self._routes = (RouteComputer(self.layout, self.ground),
+            self._routes = (RouteComputer(self.layout.nodes, self.ground),
                             RouteInstaller(self.layout, self.net.nl, self.net.ifindex))
         self._apply(self.timeline.advance(self.start_s))
         # The kernel activates a device's queue shortly after carrier-on (linkwatch); let

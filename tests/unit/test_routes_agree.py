@@ -1,15 +1,16 @@
-"""The emulator's IP routes and netemu.routing's reference routes read the same plan:
-they must agree on path delay (the emulator only refuses transit through ground stations,
-which can make its paths longer, never shorter)."""
+"""The emulator's IP routes (netemu.routing.iproutes, on the emulator's layout) and the
+reference routes (tests/unit/iproute_oracle.py) read the same plan: they must agree on path
+delay (the emulator only refuses transit through ground stations, which can make its paths
+longer, never shorter)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from netemu.routing.iproutes import ip_next_hops, path_delay_s, snapshot_edges
+from iproute_oracle import ip_next_hops, path_delay_s, snapshot_edges
+from netemu.routing.iproutes import RouteComputer, next_hops
 
-from netemu.emulator.iproute import RouteComputer
 from netemu.emulator.layout import plan_layout
 from netemu.plan.scenario import load_scenario
 from netemu.plan.schedule import compute_plan
@@ -25,7 +26,7 @@ def plan():
 def emulator_next_hops(plan, t_s):
     layout = plan_layout(plan)
     ground = {n.name for n in plan.nodes.values() if n.kind == "ground"}
-    comp = RouteComputer(layout, ground)
+    comp = RouteComputer(layout.nodes, ground)
     idx = comp.index
     delay = {}
     for c in plan.active_at(t_s):
@@ -37,15 +38,7 @@ def emulator_next_hops(plan, t_s):
         u, v = idx[p.a], idx[p.b]
         eu, ev = (p.ep_a, p.ep_b) if u < v else (p.ep_b, p.ep_a)
         links[(min(u, v), max(u, v))] = (delay[(p.a, p.b)], eu, ev)
-    table = comp.compute(links)
-    n = len(layout.nodes)
-    hops: dict[str, dict[str, str]] = {a: {} for a in layout.nodes}
-    for a in layout.nodes:
-        for b in layout.nodes:
-            x = table[idx[a], idx[b]]
-            if x >= 0:
-                hops[a][b] = layout.nodes[x % n]
-    return hops, ground
+    return next_hops(comp.compute(links), layout.nodes), ground
 
 
 @pytest.mark.parametrize("t_s", [120.0, 700.0, 1500.0, 2600.0])

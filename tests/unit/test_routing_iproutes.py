@@ -1,66 +1,91 @@
-"""IP next hops on a topology snapshot: shortest delay, loop-free, against networkx."""
+"""netemu.routing.iproutes: the emulator's IP next hops (shortest delay, ground stations as
+end systems), and on random core graphs the same path delays as the reference routes."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import random
 
-import networkx as nx
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from netemu.routing.iproutes import ip_next_hops, path_delay_s, snapshot_edges
-
-from netemu.plan.contacts import Contact, ContactPlan, Node
+import numpy as np
+import pytest
+from iproute_oracle import ip_next_hops, path_delay_s
+from netemu.routing.iproutes import RouteComputer, next_hops
 
 
-def test_snapshot_uses_contacts_up_at_t_and_their_delay_then():
-    nodes = {n: Node(n, i + 1) for i, n in enumerate("abc")}
-    plan = ContactPlan(datetime(2026, 1, 1, tzinfo=timezone.utc), nodes, [
-        Contact("a", "b", 0, 100, 1e6, 0.010, owlt_samples=((0, 0.002), (100, 0.010))),
-        Contact("b", "c", 0, 100, 1e6, 0.003),
-        Contact("a", "c", 50, 100, 1e6, 0.001),
-    ])
-    assert sorted(snapshot_edges(plan, 10)) == [("a", "b", 0.0028), ("b", "c", 0.003)]
-    hops = ip_next_hops(plan, 10)
-    assert hops["a"] == {"b": "b", "c": "b"}
-    assert hops["c"] == {}
-    assert ip_next_hops(plan, 60)["a"]["c"] == "c"
+def links_of(comp: RouteComputer, weighted: dict[tuple[str, str], float]):
+    """``{(a, b): delay_s}`` → the ``links`` argument; endpoint numbers 2·i (toward the
+    higher index) and 2·i + 1 of link i."""
+    idx = comp.index
+    out = {}
+    for i, ((a, b), w) in enumerate(sorted(weighted.items())):
+        u, v = sorted((idx[a], idx[b]))
+        out[(u, v)] = (w, 2 * i, 2 * i + 1)
+    return out
 
 
-def test_ties_give_fewer_hops_and_consistent_trees():
-    edges = [("a", "b", 1), ("b", "d", 1), ("a", "d", 2), ("a", "c", 1), ("c", "d", 1)]
-    for method in ("scipy", "python"):
-        assert ip_next_hops(edges, method=method)["a"]["d"] == "d"
+def test_routes_follow_the_shortest_delay_and_stations_do_not_transit():
+    # gs1 - a - b - gs2 and a long direct a - gs2 link
+    nodes = ["gs1", "gs2", "a", "b"]
+    comp = RouteComputer(nodes, {"gs1", "gs2"})
+    links = links_of(comp, {("gs1", "a"): 0.01, ("a", "b"): 0.01, ("b", "gs2"): 0.01,
+                            ("a", "gs2"): 0.05})
+    table = comp.compute(links)
+    hops = next_hops(table, nodes)
+    assert hops["gs1"]["gs2"] == "a"
+    assert hops["a"]["gs2"] == "b"  # 0.02 via b beats 0.05 direct
+    assert hops["gs2"]["gs1"] == "b"
+    assert hops["b"]["gs1"] == "a"
+    assert table[comp.index["a"], comp.index["a"]] == -1
+    # the entry names the egress endpoint too: a's end of the a - b link
+    u, v = sorted((comp.index["a"], comp.index["b"]))
+    ep_a = links[(u, v)][1 if comp.index["a"] == u else 2]
+    assert divmod(int(table[comp.index["a"], comp.index["gs2"]]), len(nodes)) == (
+        ep_a, comp.index["b"])
 
 
-edge_st = st.tuples(st.integers(0, 7), st.integers(0, 7), st.integers(0, 5))
+def test_a_station_is_no_transit_even_when_it_is_shorter():
+    # a - gs - b is 0.002; a - c - b is 0.2: the emulator goes through c
+    nodes = ["a", "b", "c", "gs"]
+    comp = RouteComputer(nodes, {"gs"})
+    hops = next_hops(comp.compute(links_of(comp, {("a", "gs"): 0.001, ("gs", "b"): 0.001,
+                                                   ("a", "c"): 0.1, ("c", "b"): 0.1})), nodes)
+    assert hops["a"]["b"] == "c"
+    assert hops["a"]["gs"] == "gs" and hops["gs"]["b"] == "b"
 
 
-@settings(max_examples=150, deadline=None)
-@given(st.lists(edge_st, max_size=30), st.sampled_from(["scipy", "python"]))
-def test_next_hops_follow_shortest_delay_paths(raw, method):
-    edges = [(f"n{a}", f"n{b}", float(w)) for a, b, w in raw if a != b]
-    g = nx.DiGraph()
-    for a, b, w in edges:
-        if not g.has_edge(a, b) or g[a][b]["weight"] > w:
-            g.add_edge(a, b, weight=w)
-    hops = ip_next_hops(edges, method=method)
-    for s in g.nodes:
-        lengths = nx.single_source_dijkstra_path_length(g, s)
-        assert set(hops[s]) == set(lengths) - {s}
-        for d, want in lengths.items():
-            if d != s:
-                assert path_delay_s(hops, edges, s, d) == want
-                # equal delay: never more hops than the fewest possible
-                fewest = min(len(p) - 1 for p in nx.all_shortest_paths(g, s, d, weight="weight"))
-                hops_taken, node = 0, s
-                while node != d:
-                    node = hops[node][d]
-                    hops_taken += 1
-                assert hops_taken == fewest
+def test_unreachable_nodes_have_no_route():
+    nodes = ["a", "b", "c"]
+    comp = RouteComputer(nodes, set())
+    table = comp.compute(links_of(comp, {("a", "b"): 0.01}))
+    assert next_hops(table, nodes) == {"a": {"b": "b"}, "b": {"a": "a"}, "c": {}}
+    assert (table[comp.index["c"]] == -1).all()
 
 
-def test_destinations_limit_and_methods_agree():
-    edges = [("a", "b", 0.01), ("b", "c", 0.01), ("c", "a", 0.05), ("a", "c", 0.03)]
-    assert ip_next_hops(edges, method="scipy") == ip_next_hops(edges, method="python")
-    only = ip_next_hops(edges, destinations=["c"])
-    assert only["a"] == {"c": "b"} and only["b"] == {"c": "c"} and only["c"] == {}
+@pytest.mark.parametrize("seed", range(5))
+def test_core_routes_have_the_reference_path_delay(seed):
+    rng = random.Random(seed)
+    nodes = [f"n{i:02d}" for i in range(30)]
+    weighted = {}
+    for _ in range(80):
+        a, b = rng.sample(nodes, 2)
+        weighted[tuple(sorted((a, b)))] = rng.uniform(0.001, 0.05)
+    edges = [(a, b, w) for (a, b), w in weighted.items()]
+    edges += [(b, a, w) for a, b, w in edges]
+    comp = RouteComputer(nodes, set())
+    emu = next_hops(comp.compute(links_of(comp, weighted)), nodes)
+    ref = ip_next_hops(edges)
+    for src in nodes:
+        assert set(emu[src]) == set(ref.get(src, {}))
+        for dst in emu[src]:
+            assert path_delay_s(emu, edges, src, dst) == pytest.approx(
+                path_delay_s(ref, edges, src, dst), abs=1e-9)
+
+
+def test_only_a_core_change_recomputes_the_core():
+    nodes = ["gs", "a", "b"]
+    comp = RouteComputer(nodes, {"gs"})
+    comp.compute(links_of(comp, {("a", "b"): 0.01, ("gs", "a"): 0.01}))
+    core_dist = comp.core_dist
+    comp.compute(links_of(comp, {("a", "b"): 0.01, ("gs", "b"): 0.02}))  # a handover
+    assert comp.core_dist is core_dist
+    comp.compute(links_of(comp, {("gs", "b"): 0.02}))  # the ISL went down
+    assert comp.core_dist is not core_dist and np.isinf(comp.core_dist).any()
