@@ -18,13 +18,13 @@ import yaml
 from netemu.errors import InputError
 
 
-class LineMap(dict):
+class LineMap(dict[str, Any]):
     """A mapping that remembers its own line and each key's line (1-based).
 
     Keys are always text: YAML ``1: x`` gives the key ``"1"``.
     """
 
-    def __init__(self, data: Mapping | Iterable = (), *, line: int = 0,
+    def __init__(self, data: Mapping[str, Any] | Iterable[tuple[str, Any]] = (), *, line: int = 0,
                  key_lines: dict[str, int] | None = None) -> None:
         super().__init__(data)
         self.line = line
@@ -35,10 +35,10 @@ class LineMap(dict):
         return self.key_lines.get(key, self.line)
 
 
-class LineList(list):
+class LineList(list[Any]):
     """A sequence that remembers its own line and each item's line (1-based)."""
 
-    def __init__(self, data: Iterable = (), *, line: int = 0,
+    def __init__(self, data: Iterable[Any] = (), *, line: int = 0,
                  item_lines: list[int] | None = None) -> None:
         super().__init__(data)
         self.line = line
@@ -122,12 +122,12 @@ def with_lines(value: Any, line: int) -> Any:
     return value
 
 
-def path_lines(doc: Any, base: tuple = ()) -> dict[tuple, int]:
+def path_lines(doc: Any, base: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], int]:
     """``{path tuple: line}`` for every mapping key and list item under ``doc`` (a key's
     line for a mapping entry, an item's line for a list entry), ``base`` prefixed."""
-    out: dict[tuple, int] = {}
+    out: dict[tuple[Any, ...], int] = {}
 
-    def walk(v: Any, path: tuple) -> None:
+    def walk(v: Any, path: tuple[Any, ...]) -> None:
         if isinstance(v, LineMap):
             for k, item in v.items():
                 out[path + (k,)] = v.line_of(k)

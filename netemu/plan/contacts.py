@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from netemu.errors import InputError
 
@@ -156,9 +157,9 @@ class ContactPlan:
 
     # --- netemu JSON -----------------------------------------------------------------
 
-    def to_json_obj(self, *, samples: bool = True) -> dict:
+    def to_json_obj(self, *, samples: bool = True) -> dict[str, Any]:
         """netemu's JSON contact plan (the documented contract plus extra keys)."""
-        out: list[dict] = []
+        out: list[dict[str, Any]] = []
         for c in self.contacts:
             d = {
                 "from": c.src,
@@ -366,7 +367,7 @@ class ContactPlan:
 
     # --- HDTN ------------------------------------------------------------------------
 
-    def to_hdtn_obj(self) -> dict:
+    def to_hdtn_obj(self) -> dict[str, Any]:
         """HDTN's contact-plan JSON: ``{"contacts": [...]}`` with node numbers, whole
         seconds, ``rateBitsPerSec`` and ``owlt`` in seconds."""
         out = []

@@ -27,12 +27,17 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 from sgp4 import omm as sgp4_omm
 from sgp4.api import WGS72, Satrec, SatrecArray
 
 from netemu.errors import InputError
+
+if TYPE_CHECKING:  # scenario imports this module
+    from netemu.plan.scenario import GroundStation, WalkerSpec
 
 # WGS72 constants (what SGP4 uses) for element generation.
 MU_WGS72_KM3_S2 = 398600.8
@@ -60,7 +65,8 @@ def jd_utc(t: datetime) -> tuple[float, float]:
 
 
 @lru_cache(maxsize=1)
-def _timescale():
+def _timescale() -> Any:
+    # imported here: skyfield takes about 0.2 s to import and only the UT1 tables need it
     from skyfield.api import load
 
     return load.timescale(builtin=True)
@@ -85,7 +91,8 @@ def gmst82(jd_whole: np.ndarray | float, frac: np.ndarray | float) -> np.ndarray
     # 876600 h·T = 86400·days: only its fraction of a day matters.
     day_frac = np.mod(np.mod(jd_whole - 2451545.0, 1.0) + frac, 1.0)
     g_s = 67310.54841 + (8640184.812866 + (0.093104 - 6.2e-6 * t) * t) * t + DAY_S * day_frac
-    return np.mod(g_s, DAY_S) / DAY_S * 2.0 * math.pi
+    theta: np.ndarray = np.mod(g_s, DAY_S) / DAY_S * 2.0 * math.pi
+    return theta
 
 
 def theta_gmst(epoch: datetime, t_s: np.ndarray) -> np.ndarray:
@@ -131,7 +138,7 @@ def mean_motion_for_altitude(altitude_km: float, inclination_deg: float, ecc: fl
     return n
 
 
-def walker_satrecs(spec, epoch: datetime, first_satnum: int = 1) -> list[tuple[tuple[int, int], Satrec]]:
+def walker_satrecs(spec: WalkerSpec, epoch: datetime, first_satnum: int = 1) -> list[tuple[tuple[int, int], Satrec]]:
     """SGP4 element sets for a Walker constellation at ``epoch``.
 
     Conventions (stated in docs/scenarios.md): mean elements at the epoch, eccentricity
@@ -277,7 +284,8 @@ def assign_planes(
 # Ground stations
 
 
-def geodetic_to_ecef(lat_deg, lon_deg, alt_m) -> tuple[np.ndarray, np.ndarray]:
+def geodetic_to_ecef(lat_deg: ArrayLike, lon_deg: ArrayLike,
+                     alt_m: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """WGS84 geodetic → (ECEF position km (N,3), unit up vector (N,3))."""
     lat = np.radians(np.atleast_1d(np.asarray(lat_deg, dtype=float)))
     lon = np.radians(np.atleast_1d(np.asarray(lon_deg, dtype=float)))
@@ -293,7 +301,7 @@ def geodetic_to_ecef(lat_deg, lon_deg, alt_m) -> tuple[np.ndarray, np.ndarray]:
     return pos, up
 
 
-def stations_ecef(stations) -> tuple[np.ndarray, np.ndarray]:
+def stations_ecef(stations: Sequence[GroundStation]) -> tuple[np.ndarray, np.ndarray]:
     """ECEF positions (km) and up vectors of scenario ground stations."""
     if not stations:
         return np.zeros((0, 3)), np.zeros((0, 3))
@@ -351,7 +359,7 @@ class Ephemeris:
 
     @property
     def n_times(self) -> int:
-        return self.r.shape[1]
+        return int(self.r.shape[1])
 
     @property
     def t_s(self) -> np.ndarray:
@@ -374,13 +382,15 @@ class Ephemeris:
         h10 = ((t3 - 2 * t2 + tau) * h)[:, None]
         h01 = (-2 * t3 + 3 * t2)[:, None]
         h11 = ((t3 - t2) * h)[:, None]
-        return (h00 * self.r[sat, k] + h10 * self.v[sat, k]
-                + h01 * self.r[sat, k + 1] + h11 * self.v[sat, k + 1])
+        r: np.ndarray = (h00 * self.r[sat, k] + h10 * self.v[sat, k]
+                         + h01 * self.r[sat, k + 1] + h11 * self.v[sat, k + 1])
+        return r
 
     def theta_at(self, t_s: np.ndarray) -> np.ndarray:
         k, tau = self._locate(t_s)
         d = np.mod(self.theta[k + 1] - self.theta[k], 2 * math.pi)
-        return self.theta[k] + tau * d
+        theta: np.ndarray = self.theta[k] + tau * d
+        return theta
 
     def ecef(self, sat: np.ndarray, t_s: np.ndarray) -> np.ndarray:
         """Earth-fixed positions (N,3) km."""
@@ -411,11 +421,14 @@ class LocalTrack:
     def teme(self, t_s: np.ndarray, sel: np.ndarray | None = None) -> np.ndarray:
         """TEME positions at ``t_s`` of all tracks, or of tracks ``sel`` (then ``t_s``
         has one time per selected track)."""
+        r: np.ndarray
         if sel is None:
             tau = ((t_s - self.t0) * self.inv_h)[:, None]
-            return ((self.c3 * tau + self.c2) * tau + self.c1) * tau + self.c0
+            r = ((self.c3 * tau + self.c2) * tau + self.c1) * tau + self.c0
+            return r
         tau = ((t_s - self.t0[sel]) * self.inv_h)[:, None]
-        return ((self.c3[sel] * tau + self.c2[sel]) * tau + self.c1[sel]) * tau + self.c0[sel]
+        r = ((self.c3[sel] * tau + self.c2[sel]) * tau + self.c1[sel]) * tau + self.c0[sel]
+        return r
 
     def ecef(self, t_s: np.ndarray, sel: np.ndarray | None = None) -> np.ndarray:
         if sel is None:

@@ -342,9 +342,9 @@ def _parse_group(f: Fields, index: int, base_dir: Path, epoch: datetime,
         if group_isl.seam is None:
             group_isl = _with_seam(group_isl, False)
         group = SatelliteGroup(index, kind, sats, planes, group_isl, source=str(path), line=line)
-    for s in sats:
+    for sat in sats:
         try:
-            check_node_name(s.name)
+            check_node_name(sat.name)
         except InputError as e:
             hint = "" if prefix else " (set name_prefix to number them instead)"
             raise InputError(e.message + hint, source=f.source, line=line, field=f.field()) from None

@@ -28,6 +28,7 @@ import heapq
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -65,8 +66,14 @@ keeps only its two end samples (0.3 km ≈ 1 µs of light time)."""
 # --------------------------------------------------------------------------------------
 # Root finding on vectorised link functions
 
-Evaluator = Callable[[np.ndarray, np.ndarray], np.ndarray]
-"""f(pair indices (N,), times (N,)) → values (N,); a link is up where f ≥ 0."""
+class Evaluator(Protocol):
+    """f(pair indices (N,), times (N,)) → values (N,); a link is up where f ≥ 0."""
+
+    def __call__(self, pair: np.ndarray, t: np.ndarray) -> np.ndarray: ...
+
+    def local(self, pair: np.ndarray, k: np.ndarray) -> Callable[..., np.ndarray]:
+        """f of each pair restricted to its own grid interval [k, k+1] (t → values)."""
+        ...
 
 
 def _bisect(fn: Callable[..., np.ndarray], lo: np.ndarray, hi: np.ndarray,
@@ -78,8 +85,8 @@ def _bisect(fn: Callable[..., np.ndarray], lo: np.ndarray, hi: np.ndarray,
     ``fn(t, sel)`` evaluates the functions with indices ``sel`` (all when None) at times
     ``t``. Illinois false position (a few evaluations for these smooth functions), steps
     kept ``tol_s/2`` inside the bracket so it closes quickly, bisection after 12 rounds."""
-    a = lo.astype(float).copy()
-    b = hi.astype(float).copy()
+    a: np.ndarray = lo.astype(float).copy()
+    b: np.ndarray = hi.astype(float).copy()
     n = len(a)
     if n == 0:
         return a
@@ -141,12 +148,12 @@ def _golden_extremum(fn: Evaluator, pair: np.ndarray, lo: np.ndarray, hi: np.nda
 class _Scan:
     """Accumulates what a scan of sampled link functions found."""
 
-    cross_k: list  # grid index k of intervals [k, k+1] with a sign change
-    cross_pair: list
-    cross_up0: list  # link up at t_k
-    ext_k: list  # discrete local extremum near zero at k
-    ext_pair: list
-    ext_sign: list  # +1: local max below zero (hidden up); -1: local min above zero
+    cross_k: list[np.ndarray]  # grid index k of intervals [k, k+1] with a sign change
+    cross_pair: list[np.ndarray]
+    cross_up0: list[np.ndarray]  # link up at t_k
+    ext_k: list[np.ndarray]  # discrete local extremum near zero at k
+    ext_pair: list[np.ndarray]
+    ext_sign: list[np.ndarray]  # +1: local max below zero (hidden up); -1: local min above zero
 
     @classmethod
     def new(cls) -> _Scan:
@@ -199,7 +206,7 @@ def _scan_rows(F: np.ndarray, k0: int, k_first: int, k_last: int, n_times: int,
             scan.ext_sign.append(np.full(int(mask.sum()), sgn))
 
 
-def _cat(xs: list, dtype) -> np.ndarray:
+def _cat(xs: list[np.ndarray], dtype: Any) -> np.ndarray:
     return np.concatenate(xs).astype(dtype) if xs else np.zeros(0, dtype=dtype)
 
 
@@ -256,7 +263,8 @@ def _windows(fn: Evaluator, scan: _Scan, up_first: np.ndarray, eph: Ephemeris, n
     same_next = np.zeros(n_ev, dtype=bool)
     if n_ev > 1:
         same_next[:-1] = pair[1:] == pair[:-1]
-    bad_pairs = np.unique(pair[:-1][same_next[:-1] & (dd[1:] == dd[:-1])]) if n_ev > 1 else []
+    bad_pairs: np.ndarray | list[int] = (
+        np.unique(pair[:-1][same_next[:-1] & (dd[1:] == dd[:-1])]) if n_ev > 1 else [])
     bad = np.isin(pair, bad_pairs)
     rise = (dd > 0) & ~bad
     nxt = np.minimum(np.arange(n_ev) + 1, max(n_ev - 1, 0))
@@ -297,24 +305,27 @@ class _Gsl:
 
     @property
     def n_st(self) -> int:
-        return self.pos.shape[0]
+        return int(self.pos.shape[0])
 
     def __call__(self, pair: np.ndarray, t: np.ndarray) -> np.ndarray:
         sat = pair // self.n_st
         g = pair % self.n_st
         d = self.eph.ecef(sat, t) - self.pos[g]
         rng = np.sqrt(np.einsum("ij,ij->i", d, d))
-        return np.einsum("ij,ij->i", d, self.up[g]) / rng - self.sin_mask[g]
+        f: np.ndarray = np.einsum("ij,ij->i", d, self.up[g]) / rng - self.sin_mask[g]
+        return f
 
     def range_km(self, pair: np.ndarray, t: np.ndarray) -> np.ndarray:
         d = self.eph.ecef(pair // self.n_st, t) - self.pos[pair % self.n_st]
-        return np.sqrt(np.einsum("ij,ij->i", d, d))
+        rng: np.ndarray = np.sqrt(np.einsum("ij,ij->i", d, d))
+        return rng
 
     def range_grid(self, pair: np.ndarray, k: np.ndarray) -> np.ndarray:
         """Range at grid points ``k`` (no interpolation)."""
         r = teme_to_ecef(self.eph.r[pair // self.n_st, k], self.eph.theta[k])
         d = r - self.pos[pair % self.n_st]
-        return np.sqrt(np.einsum("ij,ij->i", d, d))
+        rng: np.ndarray = np.sqrt(np.einsum("ij,ij->i", d, d))
+        return rng
 
     def local(self, pair: np.ndarray, k: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
         """f of each pair restricted to its own grid interval [k, k+1] (t → values)."""
@@ -324,12 +335,15 @@ class _Gsl:
 
         def f(t: np.ndarray, sel: np.ndarray | None = None) -> np.ndarray:
             d = track.ecef(t, sel)
+            v: np.ndarray
             if sel is None:
                 d -= pos
-                return np.einsum("ij,ij->i", d, up) / np.sqrt(np.einsum("ij,ij->i", d, d)) - sm
+                v = np.einsum("ij,ij->i", d, up) / np.sqrt(np.einsum("ij,ij->i", d, d)) - sm
+                return v
             d -= pos[sel]
-            return (np.einsum("ij,ij->i", d, up[sel]) / np.sqrt(np.einsum("ij,ij->i", d, d))
-                    - sm[sel])
+            v = (np.einsum("ij,ij->i", d, up[sel]) / np.sqrt(np.einsum("ij,ij->i", d, d))
+                 - sm[sel])
+            return v
 
         return f
 
@@ -536,7 +550,8 @@ class _Isl:
     min_radius: np.ndarray
     max_lat_rad: np.ndarray  # +inf where no cutoff
 
-    def values(self, ra: np.ndarray, rb: np.ndarray, p: np.ndarray | slice) -> np.ndarray:
+    def values(self, ra: np.ndarray, rb: np.ndarray,
+               p: np.ndarray | slice | tuple[slice, None]) -> np.ndarray:
         """f for satellite positions ``ra``, ``rb`` (…, 3) of pairs ``p``: the smallest of
         the range margin, the line of sight's clearance margin and the latitude margin
         (km; ≥ 0 while the link is possible)."""
@@ -547,7 +562,7 @@ class _Isl:
         ad = ab - aa  # ra·(rb − ra)
         s = np.clip(-ad / dd, 0.0, 1.0)
         closest2 = aa + 2.0 * s * ad + s * s * dd
-        f = np.minimum(self.max_range[p] - np.sqrt(dd),
+        f: np.ndarray = np.minimum(self.max_range[p] - np.sqrt(dd),
                        np.sqrt(np.maximum(closest2, 0.0)) - self.min_radius[p])
         lat_lim = self.max_lat_rad[p]
         if np.isfinite(lat_lim).any():
@@ -562,11 +577,13 @@ class _Isl:
 
     def range_km(self, pair: np.ndarray, t: np.ndarray) -> np.ndarray:
         d = self.eph.teme(self.b[pair], t) - self.eph.teme(self.a[pair], t)
-        return np.sqrt(np.einsum("ij,ij->i", d, d))
+        rng: np.ndarray = np.sqrt(np.einsum("ij,ij->i", d, d))
+        return rng
 
     def range_grid(self, pair: np.ndarray, k: np.ndarray) -> np.ndarray:
         d = self.eph.r[self.b[pair], k] - self.eph.r[self.a[pair], k]
-        return np.sqrt(np.einsum("ij,ij->i", d, d))
+        rng: np.ndarray = np.sqrt(np.einsum("ij,ij->i", d, d))
+        return rng
 
     def local(self, pair: np.ndarray, k: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
         ta, tb = self.eph.local(self.a[pair], k), self.eph.local(self.b[pair], k)
@@ -578,7 +595,8 @@ class _Isl:
 
 
 def isl_windows(scenario: Scenario, eph: Ephemeris, pairs: list[IslPair], *, t_end: float,
-                progress: Callable[[float], None] | None = None) -> tuple[_Isl, list]:
+                progress: Callable[[float], None] | None = None,
+                ) -> tuple[_Isl, list[tuple[int, float, float]]]:
     """Up-intervals of every candidate ISL: (pair index, start_s, end_s)."""
     if not pairs:
         return None, []  # type: ignore[return-value]
