@@ -27,8 +27,9 @@ sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 from dtn_agent_harness import AgentProc, free_port, write_pair  # noqa: E402
 
-from netemu.agent import BpClient, bpa  # noqa: E402
+from netemu.agent import BpClient  # noqa: E402
 from netemu.agent.memtune import tune_malloc  # noqa: E402
+from netemu.dtn import bpa  # noqa: E402
 
 
 def plain_tcp_s(size: int, count: int) -> float:

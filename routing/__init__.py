@@ -19,6 +19,7 @@ __all__ = ["BundleInfo", "Decision", "Hop", "Router", "available_routers", "chec
 
 _ROUTERS = {
     "cgr": ("netemu.routing.cgr", "CGRRouter"),
+    "direct": ("netemu.routing.direct", "DirectRouter"),
     "epidemic": ("netemu.routing.epidemic", "EpidemicRouter"),
     "spray-and-wait": ("netemu.routing.spray", "SprayAndWaitRouter"),
     "prophet": ("netemu.routing.prophet", "ProphetRouter"),

@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 import pytest
 from netemu.routing import available_routers, check_router_params, get_router
 from netemu.routing.base import BundleInfo, Router
+from netemu.routing.direct import DirectRouter
 from netemu.routing.epidemic import EpidemicRouter
 from netemu.routing.first_contact import FirstContactRouter
 from netemu.routing.prophet import ProphetRouter
@@ -31,7 +32,7 @@ def nodes(d) -> list[tuple[str, int]]:
 
 
 def test_registry_names_and_classes():
-    assert available_routers() == ["cgr", "epidemic", "first-contact", "prophet",
+    assert available_routers() == ["cgr", "direct", "epidemic", "first-contact", "prophet",
                                    "spray-and-wait", "static"]
     for name in available_routers():
         cls = get_router(name)
@@ -40,7 +41,7 @@ def test_registry_names_and_classes():
 
 
 def test_registry_unknown_name_lists_choices():
-    with pytest.raises(InputError, match="cgr, epidemic"):
+    with pytest.raises(InputError, match="cgr, direct, epidemic"):
         get_router("ospf")
 
 
@@ -207,3 +208,13 @@ def test_first_contact_hands_over_its_only_copy():
     assert nodes(d) == [("p", 1)] and not d.keep
     assert nodes(r.route(b(), 0.0, frozenset({"q", "d"}))) == [("d", 1)]
     assert r.route(b(prev="m"), 0.0, frozenset({"m"})).hops == ()
+
+
+def test_direct_goes_to_the_destination_or_the_default():
+    r = DirectRouter("a", PLAN, default="gw")
+    assert nodes(r.route(b(), 0.0, frozenset({"d", "gw"}))) == [("d", 1)]
+    assert nodes(r.route(b(), 0.0, frozenset({"gw"}))) == [("gw", 1)]
+    assert r.route(b(), 0.0, frozenset({"x"})).hops == ()
+    assert DirectRouter("a", PLAN).route(b(), 0.0, frozenset({"gw"})).hops == ()
+    with pytest.raises(InputError, match="unknown parameter 'defualt'"):
+        DirectRouter("a", PLAN, defualt="gw")
