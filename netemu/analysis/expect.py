@@ -22,6 +22,7 @@ from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 from netemu.analysis.metrics import METRIC_DOCS
+from netemu.config import Fields
 from netemu.errors import InputError
 from netemu.runtime.rundir import RunDir
 
@@ -58,52 +59,34 @@ class Outcome:
     message: str
 
 
-def _err(message: str, source: str | None, line: int | None, field: str) -> InputError:
-    return InputError(message, source=source, line=line, field=field)
+EXPECT_KEYS = ("metric", "op", "value", "name")
 
 
-def parse(
-    raw: Any,
-    *,
-    source: str | None = None,
-    lines: Mapping[tuple, int] | None = None,
-    base: tuple = ("expect",),
-) -> list[Expectation]:
-    """Validate the YAML ``expect:`` value (a list of mappings); errors name the item.
+def parse(section: Fields | Any, *, source: str | None = None,
+          lines: object = None) -> list[Expectation]:
+    """Validate a scenario's ``expect:`` section (a list of mappings); errors name the
+    file, line and item (``expect[2].op``).
 
-    ``lines`` maps YAML paths (tuples) to line numbers, as
-    :func:`netemu.run.apps.load_yaml_with_lines` gives, so errors can point at a line.
+    ``section`` is the section as :class:`~netemu.config.Fields`
+    (``Scenario.section("expect")``) or its raw value (lines come from a
+    :mod:`netemu.config.yamlfile` document; ``source`` names where it came from).
+    ``lines`` is not used: a section read from a file carries its own lines.
     """
-    lines = lines or {}
-    if raw is None:
+    del lines
+    sec = section if isinstance(section, Fields) else Fields(
+        section, source=source or "scenario", path="expect")
+    if sec.is_none():
         return []
-    if not isinstance(raw, list):
-        raise _err("must be a list of {metric, op, value}", source, lines.get(base), ".".join(base))
     out = []
-    for i, item in enumerate(raw):
-        path = base + (i,)
-        where = f"{'.'.join(map(str, base))}[{i}]"
-        line = lines.get(path)
-        if not isinstance(item, dict):
-            raise _err("must be a mapping {metric, op, value}", source, line, where)
-        unknown = set(item) - {"metric", "op", "value", "name"}
-        if unknown:
-            k = sorted(unknown)[0]
-            raise _err(f"unknown key {k!r} (expected metric, op, value)", source,
-                       lines.get(path + (k,), line), where)
-        for k in ("metric", "op", "value"):
-            if k not in item:
-                raise _err(f"missing key {k!r}", source, line, where)
-        metric, op, value = item["metric"], item["op"], item["value"]
-        if not isinstance(metric, str) or not metric:
-            raise _err("metric must be a name", source, lines.get(path + ("metric",), line), where + ".metric")
-        if op not in OPS:
-            raise _err(f"op {op!r} is not one of {', '.join(OPS)}", source,
-                       lines.get(path + ("op",), line), where + ".op")
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _err(f"value must be a number, got {value!r}", source,
-                       lines.get(path + ("value",), line), where + ".value")
-        out.append(Expectation(metric, op, float(value), source, line, where))
+    for item in sec.items():
+        item.check_keys(EXPECT_KEYS, required=("metric", "op", "value"))
+        metric = item.string("metric", required=True)
+        if not metric:
+            raise item.error("metric must be a name", "metric")
+        op = item.enum("op", tuple(OPS), required=True)
+        value = item.number("value", required=True)
+        assert op is not None and value is not None
+        out.append(Expectation(metric, op, value, item.source, item.line, item.path))
     return out
 
 

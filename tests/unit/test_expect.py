@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import xml.etree.ElementTree as ET
 
 import pytest
 import yaml
 
 from netemu.analysis import expect
+from netemu.config import Fields, parse_yaml
 from netemu.errors import InputError
 
 METRICS = {"delivery_ratio": 0.97, "query_latency_p95_s": 80.0,
@@ -56,13 +58,21 @@ def test_unknown_metric_names_it_and_suggests():
 @pytest.mark.parametrize("item,msg", [
     ({"metric": "delivery_ratio", "op": "=>", "value": 1}, "op"),
     ({"metric": "delivery_ratio", "op": ">=", "value": "high"}, "number"),
-    ({"metric": "delivery_ratio", "op": ">="}, "missing key 'value'"),
+    ({"metric": "delivery_ratio", "op": ">="}, "missing required key 'value'"),
     ({"metric": "delivery_ratio", "op": ">=", "value": 1, "extra": 2}, "unknown key"),
+    ({"metric": "", "op": ">=", "value": 1}, "metric must be a name"),
 ])
 def test_bad_expectations_are_refused(item, msg):
+    doc = parse_yaml("name: s\n" + "\n" * 5 + "expect:\n  - " + json.dumps(item) + "\n", "s.yaml")
+    section = Fields(doc["expect"], source="s.yaml", path="expect", line=doc.line_of("expect"))
     with pytest.raises(InputError, match=msg) as e:
-        expect.parse([item], source="s.yaml", lines={("expect", 0): 7})
-    assert "s.yaml:7" in str(e.value) and "expect[0]" in str(e.value)
+        expect.parse(section)
+    assert "s.yaml:8" in str(e.value) and "expect[0]" in str(e.value)
+
+
+def test_a_bad_op_lists_the_choices():
+    with pytest.raises(InputError, match="expected one of: >=, <="):
+        expect.parse([{"metric": "delivery_ratio", "op": "=>>", "value": 1}], source="s.yaml")
 
 
 def test_junit_names_the_failed_expectation():
