@@ -99,6 +99,12 @@ def test_walker_names_order_and_reserved_sections(tmp_path: Path) -> None:
     assert sc.sections["apps"] == [{"name": "x"}]
     assert sc.section_lines == {"routing": 10, "apps": 12, "expect": 14}
     assert sc.sections["routing"].line_of("algorithm") == 11
+    routing = sc.section("routing")
+    assert routing.string("algorithm") == "cgr" and routing.line == 10
+    with pytest.raises(InputError) as ei:
+        sc.section("apps").items()[0].check_keys(("nodes",))
+    assert str(ei.value) == f"{p}:13: apps[0].name: unknown key 'name'; expected one of: nodes"
+    assert sc.section("capture").is_none()
 
 
 def test_omm_json_csv_xml(tmp_path: Path) -> None:
