@@ -68,6 +68,8 @@ from netemu.run.apps import (
 )
 from netemu.run.broker import Broker, Recorder
 from netemu.run.capture import parse_capture_section, start_scenario_captures
+from netemu.runtime.env import HostEnv
+from netemu.runtime.rundir import RunDir
 from netemu.runtime.telemetry import SyncPublisher
 
 EMULATION_KEYS = {"start_s", "duration_s", "time_scale", "quick", "test", "isl", "tick_s",
@@ -313,11 +315,12 @@ class ScenarioRun:
         t_wall0 = self._t0 = time.monotonic()
         run = self.opts.run_name or _short_run_name()
         run_dir = self._run_dir(p.scenario).resolve()
+        rd = RunDir(run_dir)
         result = RunResult(run_dir=run_dir, run=run)
-        (run_dir / "logs").mkdir(exist_ok=True)
+        rd.logs_dir.mkdir(exist_ok=True)
         if p.scenario.path is not None:
-            shutil.copyfile(p.scenario.path, run_dir / "scenario.yaml")
-        (run_dir / "plan.json").write_text(p.plan.to_json())
+            shutil.copyfile(p.scenario.path, rd.scenario_yaml)
+        rd.plan_json.write_text(p.plan.to_json())
         meta: dict[str, Any] = {
             "run": run, "scenario": p.scenario.name, "scenario_path": p.source,
             "window": {"start_s": p.window.start_s, "duration_s": p.window.duration_s,
@@ -326,7 +329,7 @@ class ScenarioRun:
             "started_utc": datetime.now(timezone.utc).isoformat(),
             "argv": sys.argv,
         }
-        self._write_meta(run_dir, meta)
+        self._write_meta(rd, meta)
 
         old_int = signal.getsignal(signal.SIGINT)
         old_term = signal.getsignal(signal.SIGTERM)
@@ -343,7 +346,7 @@ class ScenarioRun:
         stack = contextlib.ExitStack()
         try:
             with stack:
-                self._run(p, run, run_dir, stack, meta)
+                self._run(p, run, rd, stack, meta)
         except RunInterrupted as e:
             result.interrupted = True
             result.errors.append(str(e))
@@ -364,17 +367,17 @@ class ScenarioRun:
             self._mark("stopped")
             meta["wall_s"] = round(time.monotonic() - t_wall0, 1)
             meta["phases_s"] = self.phases_s
-            self._write_meta(run_dir, meta)
+            self._write_meta(rd, meta)
         self._finish(result, p)
         result.wall_s = time.monotonic() - t_wall0
         meta["wall_s"] = round(result.wall_s, 1)
         meta["phases_s"] = self.phases_s
-        self._write_meta(run_dir, meta)
+        self._write_meta(rd, meta)
         return result
 
     @staticmethod
-    def _write_meta(run_dir: Path, meta: dict[str, Any]) -> None:
-        (run_dir / "run.json").write_text(json.dumps(meta, indent=1, default=str) + "\n")
+    def _write_meta(rd: RunDir, meta: dict[str, Any]) -> None:
+        rd.run_json.write_text(json.dumps(meta, indent=1, default=str) + "\n")
 
     def _cleanup_step(self, what: str, fn: Callable[[], Any]) -> Callable[[], None]:
         """A teardown step that cannot be interrupted by Ctrl-C and never raises."""
@@ -393,12 +396,12 @@ class ScenarioRun:
 
         return step
 
-    def _run(self, p: Prepared, run: str, run_dir: Path, stack: contextlib.ExitStack,
+    def _run(self, p: Prepared, run: str, rd: RunDir, stack: contextlib.ExitStack,
              meta: dict[str, Any]) -> None:
         w = p.window
         echo = self.echo
         # 1. telemetry: broker + recorder (before anything publishes)
-        broker = Broker(run, log_path=run_dir / "logs" / "mosquitto.log",
+        broker = Broker(run, log_path=rd.mosquitto_log,
                         tcp_port=self.opts.mqtt_port)
         access = broker.start()
         self._mark("broker_up")
@@ -409,7 +412,7 @@ class ScenarioRun:
             c = clock_box.get("clock")
             return c.now_s() if c is not None else w.start_s
 
-        recorder = Recorder(access, run_dir / "events.jsonl", clock=clock)
+        recorder = Recorder(access, rd.events_jsonl, clock=clock)
         recorder.start()
         stack.callback(self._cleanup_step("the telemetry recorder", recorder.stop))
         publisher = SyncPublisher(access, client_id=f"netemu-emulator-{run}", clock=clock)
@@ -422,7 +425,7 @@ class ScenarioRun:
              f"-t '{access.topic_prefix}/#' -v")
 
         # 2. images for container apps, before the clock starts
-        runner = AppRunner(run, run_dir)
+        runner = AppRunner(run, rd.path)
         if any(i.mode == "container" for i in p.apps):
             echo("netemu: preparing container images (built locally, cached by content) ...")
             t0 = time.monotonic()
@@ -465,42 +468,42 @@ class ScenarioRun:
              f"{w.start_s:g} s, x{w.time_scale:g}")
 
         if p.captures:
-            caps = start_scenario_captures(p.captures, run_dir,
+            caps = start_scenario_captures(p.captures, rd.path,
                                            netns_of=lambda n: emu.net.host_ns[n],
                                            clock_env=emu.clock.to_env())
             stack.callback(self._cleanup_step("the captures",
                                               lambda: [c.stop() for c in caps]))
             echo(f"netemu: capturing {', '.join(f'{a}:{b}' for a, b in p.captures)} "
-                 f"into {run_dir / 'captures'}")
+                 f"into {rd.captures_dir}")
 
         sock_root = Path(tempfile.mkdtemp(prefix=f"netemu-{run}-"))
         stack.callback(lambda: shutil.rmtree(sock_root, ignore_errors=True))
-        base_env = {**access.env(), "NETEMU_RUN": run}
+        # what every process in a host is told (HostEnv names every variable)
+        run_env = HostEnv(run=run, mqtt=access)
 
         # 4. agents
         agents: dict[str, subprocess.Popen[bytes]] = {}
         dtn_sockets: dict[str, str] = {}
         if w.agents:
-            agents, dtn_sockets = self._start_agents(p, emu, run_dir, sock_root, base_env)
+            agents, dtn_sockets = self._start_agents(p, emu, rd, sock_root, run_env)
             stack.callback(self._cleanup_step("the bundle agents",
                                               lambda: _stop_procs(agents.values(), 10.0)))
 
         # 5. apps, started while the agents come up (their DTN client waits for the
         # agent's socket), so that start-up eats less of the window
         stack.callback(self._cleanup_step("the apps", runner.close))
-        window_env = {"NETEMU_WINDOW_START_S": repr(w.start_s),
-                      "NETEMU_WINDOW_END_S": repr(w.end_s)}
         for inst in p.apps:
-            env = {**base_env, **emu.env(inst.node), **window_env}
-            if inst.node in dtn_sockets:
-                env["NETEMU_DTN_SOCKET"] = dtn_sockets[inst.node]
-            runner.start(inst, _netns_path(emu, inst.node), env)
+            host_env = dc_replace(run_env, node=inst.node, node_addr=emu.node_addr(inst.node),
+                                  clock=emu.clock, run_dir=rd.path,
+                                  dtn_socket=dtn_sockets.get(inst.node),
+                                  window_start_s=w.start_s, window_end_s=w.end_s)
+            runner.start(inst, _netns_path(emu, inst.node), host_env.to_env())
         if p.apps:
             echo(f"netemu: started {len(p.apps)} app instances "
                  f"({', '.join(sorted({i.manifest.name for i in p.apps}))})")
         self._mark("apps_started")
         if agents:
-            self._wait_agents(agents, dtn_sockets, run_dir)
+            self._wait_agents(agents, dtn_sockets, rd)
             self._mark("agents_ready")
 
         # 6. run the window (bracketed by run events, so the record covers all of it)
@@ -513,29 +516,29 @@ class ScenarioRun:
                                   "interrupted": self._interrupted})
         # the with-block's exit stops apps → agents → emulation → telemetry
 
-    def _start_agents(self, p: Prepared, emu: Any, run_dir: Path, sock_root: Path,
-                      base_env: dict[str, str]) -> tuple[dict[str, subprocess.Popen[bytes]],
-                                                         dict[str, str]]:
-        plan_path = str(run_dir / "plan.json")
+    def _start_agents(self, p: Prepared, emu: Any, rd: RunDir, sock_root: Path,
+                      run_env: HostEnv) -> tuple[dict[str, subprocess.Popen[bytes]],
+                                                 dict[str, str]]:
+        plan_path = str(rd.plan_json)
         addresses = {n: emu.node_addr(n) for n in p.plan.nodes}
         procs: dict[str, subprocess.Popen[bytes]] = {}
         sockets: dict[str, str] = {}
         self.echo(f"netemu: starting {len(p.plan.nodes)} bundle agents "
                   f"(routing: {p.routing['algorithm']}) ...")
         for node in p.plan.nodes:
-            adir = run_dir / "agents" / node
-            adir.mkdir(parents=True, exist_ok=True)
+            rd.agent_dir(node).mkdir(parents=True, exist_ok=True)
             sdir = sock_root / node
             sdir.mkdir(parents=True, exist_ok=True)
             cfg = AgentConfig.for_plan_node(p.plan, node, addresses, plan_path=plan_path,
                                             run_dir=str(sdir), routing=p.routing)
-            cfg.store = str(adir / "store.sqlite")
-            cfg.log = str(adir / "agent.jsonl")
-            cfg_path = adir / "agent.json"
+            cfg.store = str(rd.agent_store(node))
+            cfg.log = str(rd.agent_log(node))
+            cfg_path = rd.agent_config(node)
             cfg.write(cfg_path)
             sockets[node] = cfg.app_socket
-            env = {**base_env, "NETEMU_DTN_SOCKET": cfg.app_socket, "PYTHONUNBUFFERED": "1"}
-            out = open(adir / "agent.out", "wb")  # noqa: SIM115 - the child holds it
+            env = {**dc_replace(run_env, dtn_socket=cfg.app_socket).to_env(),
+                   "PYTHONUNBUFFERED": "1"}
+            out = open(rd.agent_out(node), "wb")  # noqa: SIM115 - the child holds it
             procs[node] = emu.popen(node, [sys.executable, "-m", "netemu", "agent", "--node",
                                            node, "--config", str(cfg_path)],
                                     env=env, stdout=out, stderr=subprocess.STDOUT,
@@ -544,7 +547,7 @@ class ScenarioRun:
         return procs, sockets
 
     def _wait_agents(self, procs: dict[str, subprocess.Popen[bytes]], sockets: dict[str, str],
-                     run_dir: Path) -> None:
+                     rd: RunDir) -> None:
         """Until every agent's app socket exists; an agent that dies is an error."""
         deadline = time.monotonic() + AGENT_READY_TIMEOUT_S
         waiting = set(procs)
@@ -553,13 +556,13 @@ class ScenarioRun:
                 if os.path.exists(sockets[node]):
                     waiting.discard(node)
                 elif procs[node].poll() is not None:
-                    tail = (run_dir / "agents" / node / "agent.out").read_text(errors="replace")
+                    tail = rd.agent_out(node).read_text(errors="replace")
                     raise NetemuError(f"the bundle agent of {node} exited with status "
                                       f"{procs[node].returncode}:\n{tail[-1500:]}")
             time.sleep(0.1)
         if waiting:
             raise NetemuError(f"bundle agents not ready after {AGENT_READY_TIMEOUT_S:.0f} s: "
-                              f"{', '.join(sorted(waiting))} (see {run_dir}/agents/*/agent.out)")
+                              f"{', '.join(sorted(waiting))} (see {rd.agents_dir}/*/agent.out)")
         self.echo(f"netemu: {len(procs)} agents ready")
 
     def _watch(self, emu: Any, runner: AppRunner, agents: dict[str, Any], recorder: Any,

@@ -29,6 +29,8 @@ from netemu.run.apps.image import (
 )
 from netemu.run.apps.manifest import PROJECT_ROOT, AppError
 from netemu.run.apps.placement import AppInstance
+from netemu.runtime.env import NETEMU_DTN_SOCKET, NETEMU_MQTT_SOCKET, HostEnv
+from netemu.runtime.rundir import RunDir
 
 
 def resolve_argv(argv: Sequence[str], app_dir: Path) -> list[str]:
@@ -111,19 +113,21 @@ class AppRunner:
     """Starts app instances in hosts and collects their logs and resource use.
 
     ``netns_path`` for a node is a network-namespace file, e.g. ``/proc/<host pid>/ns/net``.
-    ``env`` holds netemu's variables (run, node, MQTT, DTN socket, clock) for the node.
+    ``env`` holds netemu's variables for the node (``HostEnv(...).to_env()``: run, node,
+    clock, MQTT, DTN socket, window); the app's own (app, output folder) are added here.
     """
 
     def __init__(self, run: str, run_dir: Path, *, mounts: Sequence[str] = ()) -> None:
         self.run = run
         self.run_dir = Path(run_dir)
+        self.rundir = RunDir(self.run_dir)
         self.apps: list[RunningApp] = []
         self.mounts = list(mounts)
         self._base_tag: str | None = None
         self._tags: dict[str, str] = {}
 
     def out_dir(self, inst: AppInstance) -> Path:
-        return self.run_dir / "apps" / inst.manifest.name / inst.node
+        return self.rundir.app_dir(inst.manifest.name, inst.node)
 
     def prepare_images(self, instances: Iterable[AppInstance]) -> dict[str, str]:
         """Build (or find cached) images for every container instance, before the clock
@@ -141,9 +145,8 @@ class AppRunner:
     def start(self, inst: AppInstance, netns_path: str, env: Mapping[str, str]) -> RunningApp:
         out = self.out_dir(inst)
         out.mkdir(parents=True, exist_ok=True)
-        full_env = {**base_environment(), **env, **inst.environment,
-                    "NETEMU_APP_DIR": str(out.resolve()), "NETEMU_APP": inst.manifest.name,
-                    "NETEMU_NODE": inst.node}
+        own = HostEnv(node=inst.node, app=inst.manifest.name, app_dir=out.resolve())
+        full_env = {**base_environment(), **env, **inst.environment, **own.to_env()}
         cg = AppCgroup(self.run, inst.key)
         cg.remove()  # a leftover from a crashed run with the same name
         cg.create(inst.resources)
@@ -190,7 +193,7 @@ class AppRunner:
                   str(out.resolve()): "rw", str(inst.manifest.directory): "ro"}
         for m in self.mounts:
             mounts[m] = "rw"
-        for k in ("NETEMU_MQTT_SOCKET", "NETEMU_DTN_SOCKET"):
+        for k in (NETEMU_MQTT_SOCKET, NETEMU_DTN_SOCKET):
             if env.get(k):
                 mounts[str(Path(env[k]).parent)] = "rw"
         cmd = podman_argv(
