@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from netemu.analysis.pcap import CaptureError, sidecar_path
+from netemu.config import Fields
 from netemu.errors import InputError
 from netemu.runtime.clock import DTN_EPOCH, NETEMU_EPOCH, NETEMU_T0_WALL, ScenarioClock
 from netemu.runtime.rundir import RunDir
@@ -185,25 +186,28 @@ def clock_from_env(env: Mapping[str, str]) -> dict[str, Any] | None:
             "t0_s": clk.t0_s}
 
 
-def parse_capture_section(section: Any, *, source: str = "scenario") -> list[tuple[str, str]]:
-    """A scenario's ``capture:`` section → links (A, B) to capture for the whole run.
+def parse_capture_section(section: Fields | Any, *,
+                          source: str = "scenario") -> list[tuple[str, str]]:
+    """A scenario's ``capture:`` section (``Scenario.section("capture")``, or its raw
+    value) → links (A, B) to capture for the whole run.
 
     Accepted: ``capture: [tb-1:sanya, tb-1:tb-2]`` or ``capture: {links: [...]}``.
     """
-    if section is None:
+    sec = section if isinstance(section, Fields) else Fields(section, source=source,
+                                                              path="capture")
+    if sec.is_none():
         return []
-    links = section.get("links") if isinstance(section, dict) else section
-    if isinstance(section, dict) and set(section) - {"links"}:
-        bad = sorted(set(section) - {"links"})[0]
-        raise InputError(f"unknown key {bad!r} (expected links)", source=source, field=f"capture.{bad}")
-    if not isinstance(links, list) or not all(isinstance(x, str) for x in links):
-        raise InputError("expected a list of links A:B", source=source, field="capture")
+    if isinstance(sec.value, dict):
+        sec.check_keys(("links",))
+        sec = sec.child("links")
+    if not isinstance(sec.value, list) or not all(isinstance(x, str) for x in sec.value):
+        raise sec.error("expected a list of links A:B")
     out = []
-    for i, text in enumerate(links):
+    for item in sec.items():
         try:
-            out.append(parse_link(text))
+            out.append(parse_link(item.value))
         except InputError as e:
-            raise InputError(e.message, source=source, field=f"capture[{i}]") from None
+            raise item.error(e.message) from None
     return out
 
 
