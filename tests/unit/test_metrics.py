@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from t6b_runfixture import make_run
+from synthetic_run import make_run
 
 from netemu.analysis import metrics
 from netemu.errors import InputError

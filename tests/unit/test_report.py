@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from t6b_runfixture import make_run
+from synthetic_run import make_run
 
 from netemu.analysis import expect, report
 from netemu.cli import main

@@ -1,4 +1,5 @@
-"""A synthetic run directory (events, plan, app results) for metrics/report/expect tests."""
+"""Test helper: a synthetic run directory (events, plan, app results) for the metrics,
+report and expect tests."""
 
 from __future__ import annotations
 
