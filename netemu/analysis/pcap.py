@@ -155,7 +155,7 @@ def read_transfers(pcap: str | Path, *, names: dict[int, str] | None = None,
     names = names or {}
     streams = _streams(Path(pcap), port)
     node_of: dict[tuple, str] = {}
-    parsed: dict[tuple, list[tuple[Any, int, int]]] = {}
+    parsed: dict[tuple, list[tuple[Any, float, float]]] = {}
     for key, segs in streams.items():
         data, times = _assemble(segs)
         if not data:
