@@ -178,14 +178,14 @@ def read_transfers(pcap: str | Path, *, names: dict[int, str] | None = None,
             p = end
         parsed[key] = [(m, _wall_at(times, s), _wall_at(times, e - 1)) for m, s, e in msgs]
     out: list[Transfer] = []
-    for key, msgs in parsed.items():
+    for key, timed in parsed.items():
         src, sport, dst, dport = key
         rev = (dst, dport, src, sport)
         ipn_ = ip_names or {}
         sender = node_of.get(key) or ipn_.get(src) or f"{src}:{sport}"
         receiver = node_of.get(rev) or ipn_.get(dst) or f"{dst}:{dport}"
         pending: dict[int, tuple[bytearray, float]] = {}
-        for msg, w0, w1 in msgs:
+        for msg, w0, w1 in timed:
             if not isinstance(msg, tcpcl.XferSegment):
                 continue
             tid = msg.transfer_id
