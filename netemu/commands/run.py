@@ -14,7 +14,12 @@ import sys
 import time
 from pathlib import Path
 
+from netemu.emulator import Emulation
+from netemu.emulator.hosts import EmuCLI, EmuHost, EmuNet
+from netemu.emulator.registry import Registry, list_runs, proc_start_time
 from netemu.errors import InputError
+from netemu.plan.source import PlanSource
+from netemu.runtime.env import HostEnv
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,38 +47,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def load_plan(path: Path, *, start_s: float, duration_s: float | None):
-    """(plan, time scale, ground station names) from a scenario or a contact plan file."""
-    from netemu.plan.contacts import ContactPlan
-
-    if not path.exists():
-        raise InputError("no such file", source=str(path))
-    if path.suffix in (".yaml", ".yml"):
-        from netemu.plan.scenario import load_scenario
-        from netemu.plan.schedule import compute_plan
-
-        sc = load_scenario(path)
-        plan = compute_plan(sc, start_s=start_s, duration_s=duration_s)
-        return plan, sc.time_scale, None
-    return ContactPlan.load(path), 1.0, None
-
-
 def run(args: argparse.Namespace) -> int:
-    from netemu.emulator import Emulation
-
     if args.attach:
         return attach(args.attach)
     if args.scenario is None:
         raise InputError("give a scenario file (or --attach RUN)")
     t0 = time.monotonic()
-    plan, scale, ground = load_plan(args.scenario, start_s=args.start_s,
-                                    duration_s=args.duration_s)
+    source = PlanSource.open(args.scenario)
+    plan = source.plan(start_s=args.start_s, duration_s=args.duration_s)
     t_plan = time.monotonic() - t0
-    scale = args.time_scale or scale
+    scale = args.time_scale or source.time_scale
     emu = Emulation(plan, shaper=args.shaper, time_scale=scale,
                     ip_routing=not args.no_ip_routing, run_name=args.run_name,
                     start_s=args.start_s, duration_s=args.duration_s, tick_s=args.tick_s,
-                    relay_workers=args.relay_workers, relay_gso=args.relay_gso, ground=ground)
+                    relay_workers=args.relay_workers, relay_gso=args.relay_gso)
     lay = emu.layout
     print(f"netemu run {emu.run}: {len(lay.nodes)} hosts, {len(lay.endpoints)} interfaces, "
           f"{len(lay.periods)} link periods (plan computed in {t_plan:.1f} s)", flush=True)
@@ -105,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     return 1 if emu.driver_error else 0
 
 
-def _live(emu) -> None:
+def _live(emu: Emulation) -> None:
     from rich.live import Live
     from rich.table import Table
 
@@ -138,18 +125,15 @@ def _live(emu) -> None:
 def attach(run_name: str) -> int:
     """Mininet's CLI over the hosts of a live run (its shells are ours; its network is not:
     leaving the CLI leaves the run as it was)."""
-    from netemu.emulator.hosts import EmuCLI, EmuHost, EmuNet
-    from netemu.emulator.registry import Registry, list_runs, proc_start_time
-
     info = next((r for r in list_runs() if r.run == run_name), None)
     if info is None or not info.owner_alive:
         raise InputError(f"no live run named {run_name!r} (see /run/netemu)")
     addrs = info.meta.get("node_addr")
     if not addrs:
         raise InputError(f"run {run_name!r} is still starting; try again in a moment")
-    env = dict(info.meta.get("clock", {}), NETEMU_RUN=run_name)
-    hosts = [EmuHost(n, netns=f"{run_name}-{n}", node_ip=a, env=dict(env, NETEMU_NODE=n,
-                                                                     NETEMU_NODE_ADDR=a),
+    clock_env = dict(info.meta.get("clock", {}))
+    hosts = [EmuHost(n, netns=f"{run_name}-{n}", node_ip=a,
+                     env={**clock_env, **HostEnv(run=run_name, node=n, node_addr=a).to_env()},
                      wait=False) for n, a in addrs.items()]
     reg = Registry(run_name)
     try:
