@@ -19,6 +19,9 @@ import sys
 import time
 
 from netemu.emulator import Emulation
+from netemu.emulator.layout import plan_layout
+from netemu.plan.scenario import load_scenario
+from netemu.plan.schedule import compute_plan
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -89,9 +92,6 @@ def main() -> int:
     ap.add_argument("--drive-s", type=float, default=30.0)
     ap.add_argument("--skip-mininet", action="store_true")
     a = ap.parse_args()
-    from netemu.plan.scenario import load_scenario
-    from netemu.plan.schedule import compute_plan
-
     t0 = time.monotonic()
     sc = load_scenario(a.scenario)
     plan = compute_plan(sc, start_s=0.0, duration_s=a.window_s)
@@ -116,8 +116,6 @@ def main() -> int:
             ours = r
         gc.collect()
     if not a.skip_mininet:
-        from netemu.emulator.layout import plan_layout
-
         m = bench_mininet(plan, plan_layout(plan))
         print(f"plain Mininet ({m['hosts']} hosts, {m['links']} links): up {m['up_s']:.1f} s, "
               f"down {m['down_s']:.1f} s", flush=True)
