@@ -1,6 +1,6 @@
 """The agent's dialling when a connection opens but the TCPCL session never starts.
 
-Seen in the flagship (issue 6): a ground–satellite session stayed down for a whole pass
+Seen in the flagship: a ground–satellite session stayed down for a whole pass
 and the agents stopped logging connect attempts. A dialled TCP connection counts as the
 neighbour's stream from ``connection_made`` on, so one whose contact header / SESS_INIT
 exchange never completes (the peer went silent or the return path died right after the

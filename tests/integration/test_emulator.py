@@ -2,7 +2,7 @@
 
 This machine has no sch_netem, so the userspace relay shapes the links here. Plans are
 hand-made (short passes, light-time samples computed from a range profile) so each test
-takes seconds. Run names start with ``t3``.
+takes seconds. Run names start with ``te``.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def test_ping_rtt_follows_range(cleanup_check):
     plan = ContactPlan(EPOCH, nodes("gs1", "sat1"),
                        pair("gs1", "sat1", 0, 12, owlt_s=max(o for _t, o in samples),
                             samples=samples))
-    emu = Emulation(plan, run_name="t3rtt", time_scale=1.0)
+    emu = Emulation(plan, run_name="tertt", time_scale=1.0)
     cleanup_check.append(emu)
     emu.start()
     for moment in (1.0, 5.0, 9.0):
@@ -109,7 +109,7 @@ def test_contact_end_stops_traffic_and_next_contact_resumes(cleanup_check):
     plan = ContactPlan(EPOCH, nodes("gs1", "sat1"),
                        pair("gs1", "sat1", 0, 4, owlt_s=0.02) + pair("gs1", "sat1", 8, 12,
                                                                      owlt_s=0.03))
-    emu = Emulation(plan, run_name="t3gap", time_scale=2.0)
+    emu = Emulation(plan, run_name="tegap", time_scale=2.0)
     cleanup_check.append(emu)
     events = []
     emu.subscribe(events.append)
@@ -138,7 +138,7 @@ def test_ground_to_ground_route_moves_at_handover(cleanup_check):
                 + pair("gs1", "satb", 5, 12, owlt_s=0.008)
                 + pair("gs2", "satb", 5, 12, owlt_s=0.008)
                 + pair("sata", "satb", 0, 12, owlt_s=0.002, kind="isl"))
-    emu = Emulation(ContactPlan(EPOCH, n, contacts), run_name="t3ho", time_scale=2.0)
+    emu = Emulation(ContactPlan(EPOCH, n, contacts), run_name="teho", time_scale=2.0)
     cleanup_check.append(emu)
     emu.start()
 
@@ -167,7 +167,7 @@ def test_iperf3_throughput_within_5_percent_of_link_rate(cleanup_check):
     rate = 20e6
     plan = ContactPlan(EPOCH, nodes("gs1", "sat1"),
                        pair("gs1", "sat1", 0, 60, owlt_s=0.005, rate_bps=rate))
-    emu = Emulation(plan, run_name="t3tcp")
+    emu = Emulation(plan, run_name="tetcp")
     cleanup_check.append(emu)
     emu.start()
     server = emu.popen("sat1", ["iperf3", "-s", "-1"], stdout=subprocess.DEVNULL,
@@ -184,7 +184,7 @@ def test_configured_loss_is_observed(cleanup_check):
     loss, n = 0.2, 400
     contacts = [Contact("gs1", "sat1", 0, 60, 1e9, 0.001, "gsl", loss),
                 Contact("sat1", "gs1", 0, 60, 1e9, 0.001, "gsl", 0.0)]
-    emu = Emulation(ContactPlan(EPOCH, nodes("gs1", "sat1"), contacts), run_name="t3loss")
+    emu = Emulation(ContactPlan(EPOCH, nodes("gs1", "sat1"), contacts), run_name="teloss")
     cleanup_check.append(emu)
     emu.start()
     got = len(ping_rtts_ms(emu, "gs1", "sat1", count=n, interval=0.005))
@@ -201,7 +201,7 @@ def test_configured_loss_is_observed(cleanup_check):
 def test_mininet_host_and_popen_see_clock_and_addresses(cleanup_check):
     plan = ContactPlan(EPOCH, nodes("gs1", "sat1", "gs2"),
                        pair("gs1", "sat1", 0, 60) + pair("gs2", "sat1", 0, 60))
-    emu = Emulation(plan, run_name="t3host", time_scale=10.0)
+    emu = Emulation(plan, run_name="tehost", time_scale=10.0)
     cleanup_check.append(emu)
     emu.start()
     h = emu.host("gs1")
@@ -229,7 +229,7 @@ def test_netem_shaper_refused_clearly_on_this_kernel_and_nothing_left():
     from netemu.emulator.shapers import probe_netem
 
     plan = ContactPlan(EPOCH, nodes("gs1", "sat1"), pair("gs1", "sat1", 0, 10))
-    emu = Emulation(plan, run_name="t3netem", shaper="netem")
+    emu = Emulation(plan, run_name="tenetem", shaper="netem")
     try:
         emu.start()
     except Exception as e:  # the kernel has no netem here
@@ -237,18 +237,18 @@ def test_netem_shaper_refused_clearly_on_this_kernel_and_nothing_left():
     else:
         emu.stop()
         pytest.skip("this kernel has sch_netem")
-    assert_clean("t3netem")
+    assert_clean("tenetem")
     assert probe_netem is not None
 
 
 def test_failing_test_body_leaves_nothing():
     plan = ContactPlan(EPOCH, nodes("gs1", "sat1"), pair("gs1", "sat1", 0, 10))
     pids: list[int] = []
-    with pytest.raises(RuntimeError), Emulation(plan, run_name="t3fail") as emu:
+    with pytest.raises(RuntimeError), Emulation(plan, run_name="tefail") as emu:
         emu.popen("gs1", ["sleep", "60"])
         pids = emu.shaper.pids() + [p.pid for p in emu._procs]
         raise RuntimeError("test body failed")
-    assert_clean("t3fail", pids)
+    assert_clean("tefail", pids)
 
 
 def test_netemu_clean_removes_a_crashed_run(tmp_path):
@@ -262,27 +262,27 @@ def test_netemu_clean_removes_a_crashed_run(tmp_path):
         "c = [Contact('gs1', 'sat1', 0, 600, 1e9, 0.01, 'gsl'),"
         " Contact('sat1', 'gs1', 0, 600, 1e9, 0.01, 'gsl')]\n"
         "emu = Emulation(ContactPlan(datetime(2026, 1, 1, tzinfo=timezone.utc), n, c),"
-        " run_name='t3crash').start()\n"
+        " run_name='tecrash').start()\n"
         "emu.popen('sat1', ['sleep', '600'])\n"
         "print('up', flush=True)\n"
         "time.sleep(600)\n")
     p = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE)
     try:
         assert p.stdout.readline().strip() == b"up"
-        pids = [int(x.split()[0]) for x in (RUN_ROOT / "t3crash" / "pids").read_text().splitlines()]
+        pids = [int(x.split()[0]) for x in (RUN_ROOT / "tecrash" / "pids").read_text().splitlines()]
         p.kill()  # SIGKILL: no cleanup code runs
         p.wait()
-        assert any(n.startswith("t3crash-") for n in list_netns())
+        assert any(n.startswith("tecrash-") for n in list_netns())
         r = subprocess.run([sys.executable, "-m", "netemu", "clean"], capture_output=True,
                            text=True, timeout=60)
         assert r.returncode == 0, r.stderr
-        assert "t3crash" in r.stdout
-        assert_clean("t3crash", pids)
+        assert "tecrash" in r.stdout
+        assert_clean("tecrash", pids)
     finally:
         if p.poll() is None:
             p.kill()
             p.wait()
-        subprocess.run([sys.executable, "-m", "netemu", "clean", "--quiet", "--run", "t3crash"],
+        subprocess.run([sys.executable, "-m", "netemu", "clean", "--quiet", "--run", "tecrash"],
                        capture_output=True)
 
 
@@ -291,7 +291,7 @@ def test_kernel_backend_wiring_follows_handover(cleanup_check):
     antenna interface reaches sata, then satb after the handover."""
     contacts = pair("gs1", "sata", 0, 3) + pair("gs1", "satb", 3, 60)
     emu = Emulation(ContactPlan(EPOCH, nodes("gs1", "sata", "satb"), contacts),
-                    run_name="t3mir", shaper="mirred", time_scale=2.0)
+                    run_name="temir", shaper="mirred", time_scale=2.0)
     cleanup_check.append(emu)
     emu.start()
     assert ping_rtts_ms(emu, "gs1", "sata", count=3)
@@ -308,12 +308,12 @@ def test_netemu_run_cli_pings_by_host_name(tmp_path):
     path = tmp_path / "plan.json"
     path.write_text(plan.to_json())
     r = subprocess.run([sys.executable, "-m", "netemu", "run", str(path), "--cli", "--run-name",
-                        "t3cli"], input="sat-1 ping -c 1 -W 2 gs-a\n", capture_output=True,
+                        "tecli"], input="sat-1 ping -c 1 -W 2 gs-a\n", capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "shaper: relay" in r.stdout or "shaper: netem" in r.stdout
     assert "1 received" in r.stdout + r.stderr, (r.stdout + r.stderr)[-800:]  # Mininet logs to stderr
-    assert_clean("t3cli")
+    assert_clean("tecli")
 
 
 def test_netemu_run_ends_with_the_duration(tmp_path):
@@ -321,19 +321,19 @@ def test_netemu_run_ends_with_the_duration(tmp_path):
     path = tmp_path / "plan.json"
     path.write_text(plan.to_json())
     r = subprocess.run([sys.executable, "-m", "netemu", "run", str(path), "--time-scale", "4",
-                        "--run-name", "t3dur", "--quiet"], capture_output=True, text=True,
+                        "--run-name", "tedur", "--quiet"], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0, r.stderr
     assert "down in" in r.stdout and "0 missed ticks" in r.stdout
-    assert_clean("t3dur")
+    assert_clean("tedur")
 
 
 def test_cli_attaches_to_a_running_emulation(cleanup_check):
     plan = ContactPlan(EPOCH, nodes("gs1", "sat1"), pair("gs1", "sat1", 0, 120))
-    emu = Emulation(plan, run_name="t3att")
+    emu = Emulation(plan, run_name="teatt")
     cleanup_check.append(emu)
     emu.start()
-    r = subprocess.run([sys.executable, "-m", "netemu", "run", "--attach", "t3att"],
+    r = subprocess.run([sys.executable, "-m", "netemu", "run", "--attach", "teatt"],
                        input="gs1 ping -c 1 -W 2 sat1\n", capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 0, r.stderr
