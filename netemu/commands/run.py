@@ -96,11 +96,14 @@ def _live(emu: Emulation) -> None:
     from rich.live import Live
     from rich.table import Table
 
+    clock = emu.clock
+    assert clock is not None, "started"
+
     def render() -> Table:
         st = emu.stats
         t = emu.now_s()
         tab = Table(title=f"netemu run {emu.run} — {emu.shaper_reason}", show_header=False)
-        tab.add_row("scenario time", f"{emu.clock.utc_at(t):%Y-%m-%d %H:%M:%S} UTC "
+        tab.add_row("scenario time", f"{clock.utc_at(t):%Y-%m-%d %H:%M:%S} UTC "
                     f"(t+{t:,.1f} s of {emu.end_s:,.0f})")
         tab.add_row("links up", f"{st.links_up:,} of {len(emu.layout.periods):,} periods")
         tab.add_row("updates", f"{st.last_updates} last tick, {st.updates:,} total, "

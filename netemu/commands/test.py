@@ -94,8 +94,8 @@ def _cmd_test(args: argparse.Namespace) -> int:
             errors.append(f"{type(e).__name__}: {e}")
         dt = time.monotonic() - t0
         print(expect_mod.summary(outcomes) if outcomes else "(no expectations checked)")
-        for e in errors:
-            print(f"ERROR {e}")
+        for err in errors:
+            print(f"ERROR {err}")
         failed = sum(not o.passed for o in outcomes)
         failed_total += failed
         problems += len(errors)

@@ -72,9 +72,9 @@ from netemu.runtime.env import HostEnv
 from netemu.runtime.rundir import RunDir
 from netemu.runtime.telemetry import SyncPublisher
 
-EMULATION_KEYS = {"start_s", "duration_s", "time_scale", "quick", "test", "isl", "tick_s",
-                  "shaper", "agents"}
-PROFILE_KEYS = {"start_s", "duration_s", "time_scale"}
+EMULATION_KEYS = ("agents", "duration_s", "isl", "quick", "shaper", "start_s", "test",
+                  "tick_s", "time_scale")
+PROFILE_KEYS = ("duration_s", "start_s", "time_scale")
 DEFAULT_DURATION_S = 600.0
 AGENT_READY_TIMEOUT_S = 90.0
 
@@ -468,11 +468,17 @@ class ScenarioRun:
              f"{w.start_s:g} s, x{w.time_scale:g}")
 
         if p.captures:
+            net, emu_clock = emu.net, emu.clock
+            assert net is not None and emu_clock is not None  # started above
             caps = start_scenario_captures(p.captures, rd.path,
-                                           netns_of=lambda n: emu.net.host_ns[n],
-                                           clock_env=emu.clock.to_env())
-            stack.callback(self._cleanup_step("the captures",
-                                              lambda: [c.stop() for c in caps]))
+                                           netns_of=lambda n: net.host_ns[n],
+                                           clock_env=emu_clock.to_env())
+
+            def stop_captures() -> None:
+                for c in caps:
+                    c.stop()
+
+            stack.callback(self._cleanup_step("the captures", stop_captures))
             echo(f"netemu: capturing {', '.join(f'{a}:{b}' for a, b in p.captures)} "
                  f"into {rd.captures_dir}")
 

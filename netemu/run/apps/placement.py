@@ -140,7 +140,7 @@ def plan_apps(
             args={**m.args, **args_field(ov.child("args"))},
             environment={**m.environment, **environment_field(ov.child("environment"))},
             resources=resources_field(ov.child("resources"), m.resources),
-            mode=ov.enum("mode", MODES, default=m.mode),
+            mode=ov.enum("mode", MODES, default=m.mode) or m.mode,
             params={**m.params, **params_field(ov)},
         )
         if not m.nodes:
