@@ -50,7 +50,7 @@ from netemu.agent.config import AgentConfig
 from netemu.analysis import expect as expect_mod
 from netemu.analysis import metrics as metrics_mod
 from netemu.analysis import report as report_mod
-from netemu.config import Fields, path_lines
+from netemu.config import Fields
 from netemu.emulator import Emulation
 from netemu.emulator.netns import ns_path
 from netemu.errors import InputError, NetemuError
@@ -264,8 +264,7 @@ class ScenarioRun:
                        "shaper": self.opts.shaper},
         )
         routing = routing_config(sc.section("routing"))
-        expectations = expect_mod.parse(sc.sections.get("expect"), source=src,
-                                        lines=path_lines(sc.sections.get("expect"), ("expect",)))
+        expectations = expect_mod.parse(sc.section("expect"))
         expect_mod.validate(expectations)
         captures: list[tuple[str, str]] = []
         if sc.sections.get("capture") is not None:
