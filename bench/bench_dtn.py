@@ -181,10 +181,11 @@ def core_costs(n: int = 3000) -> dict[str, float]:
 
     from netemu.routing import get_router
 
-    from netemu.agent.store import BundleStore, State
+    from netemu.agent.store import BundleStore
     from netemu.dtn import tcpcl as t
     from netemu.dtn.bundle import datetime_to_dtn_ms
     from netemu.dtn.eid import EID
+    from netemu.dtn.state import BundleState as State
     from netemu.plan.contacts import ContactPlan
 
     epoch = datetime.now(timezone.utc) - timedelta(seconds=30)

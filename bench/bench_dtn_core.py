@@ -18,7 +18,7 @@ from pathlib import Path
 
 from netemu.routing.base import Decision, Hop, Router
 
-from netemu.agent.store import BundleStore, State
+from netemu.agent.store import BundleStore
 from netemu.dtn.bpa import (
     AgentConfig,
     AppDelivered,
@@ -33,6 +33,7 @@ from netemu.dtn.bpa import (
 )
 from netemu.dtn.bundle import Bundle, decode_bundle
 from netemu.dtn.eid import EID
+from netemu.dtn.state import BundleState as State
 from netemu.plan.contacts import ContactPlan, Node
 
 

@@ -19,14 +19,13 @@ from typing import TYPE_CHECKING, Any
 from netemu.agent.appif import AppConnection
 from netemu.agent.channels import TcpclChannel
 from netemu.agent.config import AgentConfig
-from netemu.agent.store import HELD_STATES as _HELD_STATES
 from netemu.agent.store import BundleStore
-from netemu.agent.store import State as StoreState
 from netemu.dtn import bpa
 from netemu.dtn.bpsec import SecurityPolicy
 from netemu.dtn.bundle import REPORT_FLAGS, datetime_to_dtn_ms
 from netemu.dtn.eid import EID
 from netemu.dtn.errors import BundleError
+from netemu.dtn.state import HELD_STATES, BundleState
 from netemu.errors import InputError
 from netemu.plan.contacts import ContactPlan, Node
 from netemu.routing import get_router
@@ -159,7 +158,7 @@ class AgentCore:
         return router, core
 
     def start(self) -> None:
-        records = list(self.store.by_state(*StoreState))
+        records = list(self.store.by_state(*BundleState))
         actions = self.bpa.restore(records, self.now_ms())
         held = sum(1 for r in records if r.data is not None)
         self.agent.log("store_restored", path=self.store.path, records=len(records), held=held)
@@ -179,7 +178,7 @@ class AgentCore:
         self._last_reload = time.monotonic()
         self.router, self.bpa = self._new_core()
         try:
-            records = list(self.store.by_state(*StoreState))
+            records = list(self.store.by_state(*BundleState))
         except Exception as e:  # noqa: BLE001 - the store is unusable: try again later
             self.agent.log("store_error", error=repr(e), during="reload")
             self._reload_due = True
@@ -363,7 +362,7 @@ class AgentCore:
         actions, which may only start after the commit."""
         store = self.store
         rows: list[tuple] = []
-        drops: list[tuple[str, StoreState]] = []  # held -> tombstone, one executemany
+        drops: list[tuple[str, BundleState]] = []  # held -> tombstone, one executemany
         later: list[Any] = []
         log = self.agent.log
         store_t, accept_t, forward_t, deliver_t, set_state_t = (
@@ -379,7 +378,7 @@ class AgentCore:
                 if t is forward_t or t is deliver_t:
                     later.append(a)
                     continue
-                if t is set_state_t and a.state not in _HELD_STATES:
+                if t is set_state_t and a.state not in HELD_STATES:
                     drops.append((a.bundle_id, a.state))
                     continue
                 if (rows or drops) and t in (bpa.SetState, bpa.Delete):
@@ -389,7 +388,7 @@ class AgentCore:
                 if t is bpa.SetState:
                     store.set_state(a.bundle_id, a.state)
                 elif t is bpa.Delete:
-                    store.set_state(a.bundle_id, StoreState.DELETED, reason=a.reason)
+                    store.set_state(a.bundle_id, BundleState.DELETED, reason=a.reason)
                     log("bundle_deleted", bundle=a.bundle_id, reason=a.reason, message=a.message)
                 elif t is bpa.Forward or t is bpa.Deliver:
                     later.append(a)

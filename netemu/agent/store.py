@@ -11,8 +11,8 @@ at every commit and survives those too, at one fsync per commit (group commit ma
 cost per batch, not per bundle).
 
 Two defaults, on purpose. ``BundleStore(durability=...)`` defaults to ``"process"``
-(WAL + NORMAL): it survives ``kill -9`` of the process, which is the failure issue 4 asks
-about, and it is what tests, tools and simulators that open a store directly want (no
+(WAL + NORMAL): it survives ``kill -9`` of the process, the failure an agent meets in an
+emulation, and it is what tests, tools and simulators that open a store directly want (no
 fsync per commit). The agent's configuration (``netemu.agent.config.AgentConfig``,
 ``durability:`` in an agent config) defaults to ``"disk"`` (WAL + FULL) and passes it
 here: an agent is the thing that promises a bundle it acknowledged is not lost, and on a
@@ -81,26 +81,13 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from enum import IntEnum
 from pathlib import Path
 
 from crc32c import crc32c
 
+from netemu.dtn.state import HELD_STATES, BundleState, StoredBundle
 from netemu.errors import NetemuError
 
-
-class State(IntEnum):
-    """Where a stored bundle stands."""
-
-    PENDING = 1     # waiting to be forwarded
-    LOCAL = 2       # for a local endpoint, waiting for the application to take it
-    FORWARDED = 3   # handed on (tombstone unless kept for more copies)
-    DELIVERED = 4   # taken by the application (tombstone)
-    DELETED = 5     # deleted with a reason (tombstone)
-
-
-HELD_STATES = (State.PENDING, State.LOCAL)
 _HELD = "(data IS NOT NULL OR file IS NOT NULL)"  # SQL: the row still holds its bundle
 FILE_THRESHOLD_BYTES = 64 * 1024  # bundles this large go to a payload file of their own
 SEGMENT_BYTES = 8 * 1024 * 1024  # smaller ones are appended to segments of this size
@@ -117,22 +104,6 @@ FULL = "full"
 
 class StoreError(NetemuError):
     """The store cannot be opened or used (path, permissions, corruption)."""
-
-
-@dataclass(frozen=True)
-class StoredBundle:
-    """One row of the store, as the agent core restores it."""
-
-    id: str
-    state: State
-    destination: str
-    data: bytes | None
-    size: int
-    expiry_ms: int
-    received_ms: int
-    age_at_receipt_ms: int
-    previous_hop: str | None
-    reason: int | None = None
 
 
 # A rowid table without secondary indexes: inserts append, tombstones are updated by
@@ -535,7 +506,7 @@ class BundleStore:
         destination: str,
         expiry_ms: int,
         received_ms: int,
-        state: State = State.PENDING,
+        state: BundleState = BundleState.PENDING,
         age_at_receipt_ms: int = 0,
         previous_hop: str | None = None,
     ) -> str:
@@ -656,7 +627,7 @@ class BundleStore:
     def contains(self, bundle_id: str) -> bool:
         return bundle_id in self._ids
 
-    def set_state(self, bundle_id: str, state: State, *, reason: int | None = None,
+    def set_state(self, bundle_id: str, state: BundleState, *, reason: int | None = None,
                   keep_data: bool | None = None) -> bool:
         """Move a bundle to ``state``. Leaving the held states drops its bytes (the row
         stays as a tombstone for deduplication) unless ``keep_data``. False if unknown."""
@@ -704,7 +675,7 @@ class BundleStore:
         else:
             self._freed.append(self._file_path(loc))
 
-    def drop_many(self, items: list[tuple[str, State]]) -> None:
+    def drop_many(self, items: list[tuple[str, BundleState]]) -> None:
         """Move many bundles to a tombstone state (FORWARDED, DELIVERED) at once: one
         UPDATE per state and up to 256 rowids (``rid IN (...)``: less than half the CPU
         of an executemany by rowid), no read; their bytes (segment space or payload
@@ -834,7 +805,7 @@ class BundleStore:
             row = self._db.execute(_SELECT + " WHERE rid = ?", (rid,)).fetchone()
             return None if row is None else self._row(row, {})
 
-    def by_state(self, *states: State, destination: str | None = None) -> Iterator[StoredBundle]:
+    def by_state(self, *states: BundleState, destination: str | None = None) -> Iterator[StoredBundle]:
         """Bundles in any of ``states`` (a scan; the agent reads them all at start),
         optionally for one destination."""
         marks = ",".join("?" * len(states))
@@ -855,7 +826,7 @@ class BundleStore:
 
     def _row(self, r: tuple, fds: dict[str, int]) -> StoredBundle:
         data = r[3] if r[10] is None else self._read(r[10], r[11], r[4], fds)
-        return StoredBundle(r[0], State(r[1]), r[2], data, r[4], r[5], r[6], r[7], r[8], r[9])
+        return StoredBundle(r[0], BundleState(r[1]), r[2], data, r[4], r[5], r[6], r[7], r[8], r[9])
 
     def _read(self, name: str, off: int | None, size: int, fds: dict[str, int]) -> bytes | None:
         """A payload's bytes from its segment or file; None if missing or short."""
@@ -883,9 +854,9 @@ class BundleStore:
     def counts(self) -> dict[str, int]:
         with self._lock:
             rows = self._db.execute("SELECT state, COUNT(*) FROM bundles GROUP BY state")
-            out = {s.name.lower(): 0 for s in State}
+            out = {s.name.lower(): 0 for s in BundleState}
             for st, n in rows:
-                out[State(st).name.lower()] = n
+                out[BundleState(st).name.lower()] = n
         return out
 
     def meta_get(self, key: str, default: str | None = None) -> str | None:

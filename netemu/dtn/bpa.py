@@ -27,7 +27,6 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from netemu.agent.store import State, StoredBundle
 from netemu.dtn import cbor
 from netemu.dtn.bpsec import SecurityPolicy, bcb_decrypt
 from netemu.dtn.bundle import (
@@ -47,6 +46,7 @@ from netemu.dtn.bundle import (
 )
 from netemu.dtn.eid import EID
 from netemu.dtn.errors import BundleError
+from netemu.dtn.state import BundleState, StoredBundle
 from netemu.dtn.status import Reason, make_report
 from netemu.dtn.template import OriginTemplate
 from netemu.routing.base import BundleInfo, Decision, Router
@@ -183,7 +183,7 @@ class Store:
     destination: str
     expiry_ms: int
     received_ms: int
-    state: State
+    state: BundleState
     age_at_receipt_ms: int = 0
     previous_hop: str | None = None
 
@@ -198,7 +198,7 @@ class SetState:
     """Move a stored bundle to ``state`` (FORWARDED, DELIVERED: the bytes are dropped)."""
 
     bundle_id: str
-    state: State
+    state: BundleState
 
 
 @dataclass(slots=True)
@@ -306,7 +306,7 @@ class AgentConfig:
 class _Held:
     bundle: Bundle
     info: BundleInfo | None  # built when a router first needs it (local bundles: never)
-    state: State
+    state: BundleState
     received_ms: int
     age_at_receipt_ms: int
     expiry_ms: int
@@ -705,7 +705,7 @@ class BundleAgent:
     def _admit(self, b: Bundle, data: bytes, now: int, age0: int, expiry: int,
                previous_hop: str | None, out: list) -> _Held:
         local = self.is_local(b.destination)
-        state = State.LOCAL if local else State.PENDING
+        state = BundleState.LOCAL if local else BundleState.PENDING
         bid = b.id
         h = _Held(b, None, state, now, age0, expiry, len(data), previous_hop, bid=bid)
         self.held[bid] = h
@@ -788,12 +788,12 @@ class BundleAgent:
                                          self._router_name(tmpl.destination))
         info = BundleInfo(bid, names[1], names[2], size, 1,
                           (expiry - self.cfg.plan_epoch_ms) / 1000.0, None, 1)
-        h = _Held(b, info, State.PENDING, now, 0, expiry, size, None, wire=wire, bid=bid)
+        h = _Held(b, info, BundleState.PENDING, now, 0, expiry, size, None, wire=wire, bid=bid)
         self.held[bid] = h
         self.held_bytes += size
         self.known[bid] = expiry
         heapq.heappush(self._expiry, (expiry, bid))
-        out.append(Store(bid, wire, tmpl.destination_text, expiry, now, State.PENDING))
+        out.append(Store(bid, wire, tmpl.destination_text, expiry, now, BundleState.PENDING))
         batch = self._batch
         if batch is not None:  # an AppSend stretch of handle_many: routed at its end
             batch.append((h, out))
@@ -839,7 +839,7 @@ class BundleAgent:
             out[mark:mark] = ev_out
 
     def _dispatch(self, h: _Held, now: int, out: list) -> None:
-        if h.state == State.LOCAL:
+        if h.state == BundleState.LOCAL:
             b = h.bundle
             if self.cfg.policy is not None and self.cfg.policy.decrypt_keys and any(
                     blk.type == BLOCK_BCB for blk in b.blocks):
@@ -923,7 +923,7 @@ class BundleAgent:
 
     def _route_waiting(self, now: int, out: list) -> None:
         for h in list(self.held.values()):
-            if h.state == State.PENDING and h.waiting and not h.in_flight:
+            if h.state == BundleState.PENDING and h.waiting and not h.in_flight:
                 self._route(h, now, out)
 
     def _done(self, ev: TransmissionDone, out: list) -> None:
@@ -944,7 +944,7 @@ class BundleAgent:
             self._route(h, ev.now_ms, out)
         else:
             self._drop(h)
-            out.append(SetState(ev.bundle_id, State.FORWARDED))
+            out.append(SetState(ev.bundle_id, BundleState.FORWARDED))
 
     def _failed(self, ev: TransmissionFailed, out: list) -> None:
         h = self.held.get(ev.bundle_id)
@@ -957,11 +957,11 @@ class BundleAgent:
 
     def _app_delivered(self, ev: AppDelivered, out: list) -> None:
         h = self.held.get(ev.bundle_id)
-        if h is None or h.state != State.LOCAL:
+        if h is None or h.state != BundleState.LOCAL:
             return
         self._drop(h)
         self.counters["delivered"] += 1
-        out.append(SetState(ev.bundle_id, State.DELIVERED))
+        out.append(SetState(ev.bundle_id, BundleState.DELIVERED))
         if self.cfg.bundle_events:
             self._event("delivered", h.bundle, h.size, out)
         if self._router_delivered:  # (most routers ignore it: spare the BundleInfo)
@@ -1002,7 +1002,7 @@ class BundleAgent:
                     max_seq = max(max_seq, int(parts[2]))
             except (BundleError, IndexError, ValueError):
                 pass  # a dtn EID with commas: its sequence cannot clash (later time)
-            if r.data is None or r.state not in (State.PENDING, State.LOCAL):
+            if r.data is None or r.state not in (BundleState.PENDING, BundleState.LOCAL):
                 continue
             try:
                 b = decode_bundle(r.data)
@@ -1025,7 +1025,7 @@ class BundleAgent:
 
     def status(self) -> dict:
         """Counters and holdings, for the app interface's status query."""
-        pending = sum(1 for h in self.held.values() if h.state == State.PENDING)
+        pending = sum(1 for h in self.held.values() if h.state == BundleState.PENDING)
         return {"node": str(self.node_id), "neighbours": sorted(self.neighbours),
                 "held_bundles": len(self.held), "held_bytes": self.held_bytes,
                 "pending": pending, "local": len(self.held) - pending,

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 import pytest
 from netemu.routing.base import Decision, Hop, Router
 
-from netemu.agent.store import BundleStore, State
+from netemu.agent.store import BundleStore
 from netemu.dtn.bpa import (
     Accept,
     AgentConfig,
@@ -33,6 +33,7 @@ from netemu.dtn.bpa import (
 from netemu.dtn.bpsec import SecurityPolicy
 from netemu.dtn.bundle import BundleFlags, decode_bundle
 from netemu.dtn.eid import EID
+from netemu.dtn.state import BundleState
 from netemu.dtn.status import Reason, StatusReport
 from netemu.plan.contacts import Contact, ContactPlan, Node
 
@@ -102,7 +103,7 @@ class Net:
             elif isinstance(a, SetState):
                 store.set_state(a.bundle_id, a.state)
             elif isinstance(a, Delete):
-                store.set_state(a.bundle_id, State.DELETED, reason=a.reason)
+                store.set_state(a.bundle_id, BundleState.DELETED, reason=a.reason)
         store.commit()
         for a in acts:  # 2. then transfers and deliveries
             if isinstance(a, Forward):
@@ -314,7 +315,7 @@ def test_restart_resumes_from_store_without_duplicates(tmp_path):
     # B restarts (kill -9 is tested on the store itself): a fresh core over its store.
     net.stores["B"] = BundleStore(tmp_path / "B.db")
     net.agents["B"] = net._agent("B", 2)
-    acts = net.agents["B"].restore(net.stores["B"].by_state(*State), net.now)
+    acts = net.agents["B"].restore(net.stores["B"].by_state(*BundleState), net.now)
     assert sorted(net.agents["B"].held) == ids
     assert not [a for a in acts if isinstance(a, Forward)]      # no contacts yet
     # A resends one (it never got the ack): recognised as a duplicate.
@@ -327,7 +328,7 @@ def test_restart_resumes_from_store_without_duplicates(tmp_path):
     net.stores["A"].close()
     net.stores["A"] = BundleStore(tmp_path / "A.db")
     net.agents["A"] = net._agent("A", 1)
-    net.agents["A"].restore(net.stores["A"].by_state(*State), net.now)
+    net.agents["A"].restore(net.stores["A"].by_state(*BundleState), net.now)
     acc = [a for a in net.send(payload=b"three") if isinstance(a, Accept)][0]
     assert acc.bundle_id not in ids
     net.close()

@@ -11,8 +11,9 @@ import textwrap
 
 import pytest
 
-from netemu.agent.store import ADDED, DUPLICATE, FULL, BundleStore, State, StoreError
+from netemu.agent.store import ADDED, DUPLICATE, FULL, BundleStore, StoreError
 from netemu.dtn.bundle import Bundle, decode_bundle
+from netemu.dtn.state import BundleState
 
 WRITER = textwrap.dedent("""
     import sys
@@ -78,7 +79,7 @@ def test_dedupe_by_id_including_tombstones(tmp_path):
         b = _b(1)
         assert _add(store, b) == ADDED
         assert _add(store, b) == DUPLICATE
-        store.set_state(b.id, State.DELIVERED)
+        store.set_state(b.id, BundleState.DELIVERED)
         store.commit()
         assert store.get(b.id).data is None           # bytes dropped, ID kept
         assert _add(store, b) == DUPLICATE             # the app gets it once
@@ -93,7 +94,7 @@ def test_full_store_refuses_and_frees_space(tmp_path):
         assert _add(store, _b(2)) == FULL
         assert not store.contains(_b(2).id)
         assert _add(store, _b(1)) == DUPLICATE         # a known one is not "full"
-        store.set_state(_b(0).id, State.FORWARDED)
+        store.set_state(_b(0).id, BundleState.FORWARDED)
         assert _add(store, _b(2)) == ADDED
     with BundleStore(tmp_path / "c.db", max_bundles=1) as store:
         assert [_add(store, _b(i)) for i in range(2)] == [ADDED, FULL]
@@ -105,7 +106,7 @@ def test_expiry_and_tombstone_purge(tmp_path):
             _add(store, _b(i))                          # expiry 11_000 + i
         assert store.expired(11_000) == [_b(0).id]
         assert sorted(store.expired(11_002)) == sorted(_b(i).id for i in range(3))
-        store.set_state(_b(0).id, State.DELETED, reason=1)
+        store.set_state(_b(0).id, BundleState.DELETED, reason=1)
         assert store.purge_tombstones(11_000) == 1
         assert not store.contains(_b(0).id)
         assert store.contains(_b(1).id)
@@ -115,13 +116,13 @@ def test_states_and_counts_survive_reopen(tmp_path):
     path = tmp_path / "s.db"
     with BundleStore(path) as store:
         _add(store, _b(0))
-        _add(store, _b(1), state=State.LOCAL)
+        _add(store, _b(1), state=BundleState.LOCAL)
         _add(store, _b(2))
-        store.set_state(_b(2).id, State.FORWARDED)
+        store.set_state(_b(2).id, BundleState.FORWARDED)
         store.meta_set("seq", "42")
     with BundleStore(path) as store:
-        assert [r.id for r in store.by_state(State.PENDING)] == [_b(0).id]
-        assert [r.id for r in store.by_state(State.LOCAL, destination="ipn:2.1")] == [_b(1).id]
+        assert [r.id for r in store.by_state(BundleState.PENDING)] == [_b(0).id]
+        assert [r.id for r in store.by_state(BundleState.LOCAL, destination="ipn:2.1")] == [_b(1).id]
         assert store.counts()["forwarded"] == 1
         assert store.held_bundles == 2
         assert store.meta_get("seq") == "42"
@@ -152,7 +153,7 @@ def test_large_payloads_live_in_files_dropped_after_commit(tmp_path):
                      creation_ms=1000, seq=1)
     small = _b(0)
     with BundleStore(path) as store:
-        assert store.add_many([(big.id, big.encode(), "ipn:2.1", 10**12, 0, State.PENDING,
+        assert store.add_many([(big.id, big.encode(), "ipn:2.1", 10**12, 0, BundleState.PENDING,
                                 0, None)]) == 1
         _add(store, small)
         store.commit()
@@ -162,9 +163,9 @@ def test_large_payloads_live_in_files_dropped_after_commit(tmp_path):
         assert decode_bundle(store.get(big.id).data).payload == b"L" * 200_000
     with BundleStore(path) as store:  # reopened: held from the file
         assert store.held_bundles == 2
-        rows = {r.id: r for r in store.by_state(State.PENDING)}
+        rows = {r.id: r for r in store.by_state(BundleState.PENDING)}
         assert decode_bundle(rows[big.id].data).id == big.id
-        store.drop_many([(big.id, State.FORWARDED)])
+        store.drop_many([(big.id, BundleState.FORWARDED)])
         assert len(os.listdir(store.blob_dir)) == 1  # not before the commit
         store.commit()
         assert os.listdir(store.blob_dir) == []

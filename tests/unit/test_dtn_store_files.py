@@ -14,8 +14,9 @@ import textwrap
 
 import pytest
 
-from netemu.agent.store import ADDED, DUPLICATE, BundleStore, State
+from netemu.agent.store import ADDED, DUPLICATE, BundleStore
 from netemu.dtn.bundle import Bundle, decode_bundle
+from netemu.dtn.state import BundleState
 
 
 def _b(i: int, size: int = 500) -> Bundle:
@@ -23,7 +24,7 @@ def _b(i: int, size: int = 500) -> Bundle:
                       creation_ms=10_000 + i, seq=i)
 
 
-def _row(b: Bundle, state: State = State.PENDING) -> tuple:
+def _row(b: Bundle, state: BundleState = BundleState.PENDING) -> tuple:
     return (b.id, b.encode(), "ipn:2.1", 10**12, 0, state, 0, None)
 
 
@@ -40,14 +41,14 @@ def test_segments_are_freed_and_sparse_ones_compacted(tmp_path):
             store.add_many([_row(b) for b in bundles[i:i + 10]])
             store.commit()
         assert len(os.listdir(store.seg_dir)) >= 4
-        store.drop_many([(b.id, State.FORWARDED) for b in bundles if b.id not in keep])
+        store.drop_many([(b.id, BundleState.FORWARDED) for b in bundles if b.id not in keep])
         store.commit()  # sparse segments' held bundles copied to the current one
         store.commit()
         held = sum(len(b.encode()) for b in bundles if b.id in keep)
         assert store.held_bytes == held
         assert _dir_bytes(store.seg_dir) <= held + 2 * 8192  # + the last two segments
     with BundleStore(path) as store:
-        rows = {r.id: r for r in store.by_state(State.PENDING)}
+        rows = {r.id: r for r in store.by_state(BundleState.PENDING)}
         assert set(rows) == keep
         for bid, r in rows.items():
             assert decode_bundle(r.data).id == bid
@@ -58,7 +59,8 @@ def test_segments_are_freed_and_sparse_ones_compacted(tmp_path):
 WRITER = textwrap.dedent("""
     import sys
     from netemu.dtn.bundle import Bundle
-    from netemu.agent.store import BundleStore, State
+    from netemu.dtn.state import BundleState
+    from netemu.agent.store import BundleStore
     store = BundleStore(sys.argv[1], durability=sys.argv[2], segment_bytes=16384)
     i, prev = 0, []
     while True:                       # until SIGKILL
@@ -67,10 +69,10 @@ WRITER = textwrap.dedent("""
             n = 70_000 if i % 7 == 0 else 300 + i % 50
             b = Bundle.new("ipn:1.1", "ipn:2.1", b"%d:" % i + b"p" * n, lifetime_ms=10**9,
                            creation_ms=1000 + i, seq=i)
-            rows.append((b.id, b.encode(), "ipn:2.1", 10**12, i, State.PENDING, 0, None))
+            rows.append((b.id, b.encode(), "ipn:2.1", 10**12, i, BundleState.PENDING, 0, None))
             i += 1
         store.add_many(rows)
-        drops = [(bid, State.FORWARDED) for k, bid in enumerate(prev) if k % 5]
+        drops = [(bid, BundleState.FORWARDED) for k, bid in enumerate(prev) if k % 5]
         store.drop_many(drops)
         store.commit()                # durable: only now report the batch
         sys.stdout.write("".join("H %s\\n" % r[0] for r in rows)
@@ -106,9 +108,9 @@ def test_kill_9_of_a_writer_that_rotates_and_compacts_segments(tmp_path, durabil
         for bid in held:
             row = store.get(bid)
             assert row is not None, f"acknowledged {bid} lost"
-            if row.state is not State.PENDING:  # dropped by a commit we did not read
-                assert row.state is State.FORWARDED and row.data is None
-        pending = list(store.by_state(State.PENDING))
+            if row.state is not BundleState.PENDING:  # dropped by a commit we did not read
+                assert row.state is BundleState.FORWARDED and row.data is None
+        pending = list(store.by_state(BundleState.PENDING))
         assert store.held_bundles == len(pending) >= len(held) // 5
         for r in pending:
             assert decode_bundle(r.data).id == r.id
@@ -160,7 +162,7 @@ def test_failed_write_rolls_back_to_the_last_commit(tmp_path, monkeypatch):
 
         with monkeypatch.context() as m:
             m.setattr(os, "writev", full)
-            store.drop_many([(b0.id, State.FORWARDED)])
+            store.drop_many([(b0.id, BundleState.FORWARDED)])
             with pytest.raises(OSError):
                 store.add_many([_row(b1)])
         assert not store.contains(b1.id)           # not half a batch
@@ -196,11 +198,11 @@ def test_store_of_the_previous_format_opens(tmp_path):
     db.close()
     with BundleStore(path) as store:
         assert store.held_bundles == 1 and store.meta_get("seq") == "7"
-        assert [r.id for r in store.by_state(State.LOCAL)] == [held.id]
+        assert [r.id for r in store.by_state(BundleState.LOCAL)] == [held.id]
         assert store.add(gone.id, gone.encode(), destination="ipn:2.1", expiry_ms=1,
                          received_ms=0) == DUPLICATE
         store.add_many([_row(_b(2))])
-        store.drop_many([(held.id, State.DELIVERED)])
+        store.drop_many([(held.id, BundleState.DELIVERED)])
     with BundleStore(path) as store:
         assert store.held_bundles == 1 and store.counts()["delivered"] == 2
 
@@ -211,7 +213,7 @@ def test_dropped_payload_files_are_reused_and_not_kept_across_open(tmp_path):
     with BundleStore(path, durability="disk") as store:
         store.add_many([_row(big[0])])
         store.commit()
-        store.drop_many([(big[0].id, State.FORWARDED)])
+        store.drop_many([(big[0].id, BundleState.FORWARDED)])
         store.commit()
         assert os.listdir(store.blob_dir) == []
         store.add_many([_row(big[1])])   # overwrites the dropped file (no allocation)
@@ -219,12 +221,12 @@ def test_dropped_payload_files_are_reused_and_not_kept_across_open(tmp_path):
         assert os.listdir(store.free_dir) == []
         assert decode_bundle(store.get(big[1].id).data).id == big[1].id
         store.add_many([_row(big[2])])
-        store.drop_many([(big[1].id, State.FORWARDED)])
+        store.drop_many([(big[1].id, BundleState.FORWARDED)])
         store.commit()
         assert len(os.listdir(store.free_dir)) == 1
     with BundleStore(path) as store:  # a file without a committed row: removed at open
         assert os.listdir(store.free_dir) == []
-        assert [r.id for r in store.by_state(State.PENDING)] == [big[2].id]
+        assert [r.id for r in store.by_state(BundleState.PENDING)] == [big[2].id]
         assert decode_bundle(store.get(big[2].id).data).id == big[2].id
 
 
@@ -241,13 +243,13 @@ def test_drop_many_with_mixed_states_unknown_ids_and_more_than_one_chunk(tmp_pat
     with BundleStore(path) as store:
         store.add_many([_row(b) for b in bundles])
         store.commit()
-        store.drop_many([(b.id, State.DELIVERED if i % 3 else State.FORWARDED)
-                         for i, b in enumerate(bundles[:290])] + [("ipn:9.9,1,1", State.DELIVERED)])
+        store.drop_many([(b.id, BundleState.DELIVERED if i % 3 else BundleState.FORWARDED)
+                         for i, b in enumerate(bundles[:290])] + [("ipn:9.9,1,1", BundleState.DELIVERED)])
         store.commit()
         assert store.held_bundles == 10
     with BundleStore(path) as store:
         assert store.counts() == {"pending": 10, "local": 0, "forwarded": 97,
                                   "delivered": 193, "deleted": 0}
         assert store.held_bundles == 10 and not store.contains("ipn:9.9,1,1")
-        assert sorted(r.id for r in store.by_state(State.PENDING)) == sorted(
+        assert sorted(r.id for r in store.by_state(BundleState.PENDING)) == sorted(
             b.id for b in bundles[290:])
