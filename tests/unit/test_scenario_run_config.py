@@ -1,4 +1,4 @@
-"""The flagship's window, routing and telemetry mapping: what a scenario author writes."""
+"""The scenario run's window, routing and telemetry mapping: what a scenario author writes."""
 
 from __future__ import annotations
 
