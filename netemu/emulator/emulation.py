@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from netemu.emulator.events import LinkEvent, Neighbour
 from netemu.emulator.layout import Layout, check_run_name, estimate_memory_bytes, plan_layout
@@ -40,6 +41,10 @@ from netemu.emulator.timeline import Changes, Timeline
 from netemu.errors import InputError, NetemuError
 from netemu.plan.contacts import ContactPlan
 from netemu.runtime.clock import ScenarioClock
+
+if TYPE_CHECKING:
+    from netemu.emulator.iproute import RouteInstaller
+    from netemu.routing.iproutes import RouteComputer
 
 
 @dataclass
@@ -142,7 +147,7 @@ class Emulation:
         self._done = threading.Event()
         self._lock = threading.RLock()
         self._up: set[int] = set()
-        self._routes = None
+        self._routes: tuple[RouteComputer, RouteInstaller] | None = None
         self._router: threading.Thread | None = None
         self._route_wake = threading.Event()
         self._route_gen = 0
@@ -374,7 +379,8 @@ class Emulation:
                         cb(ev)
 
     def _install_routes(self) -> None:
-        comp, inst = self._routes  # type: ignore[misc]
+        assert self._routes is not None
+        comp, inst = self._routes
         with self._lock:
             links = self._route_links()
         self.stats.route_changes += inst.install(comp.compute(links))
@@ -528,7 +534,7 @@ class Emulation:
             h = EmuHost(node, netns=self.net.host_ns[node], node_ip=self.layout.node_addr[node],
                         env=self.env(node))
             self._hosts[node] = h
-            self.registry.add_pid(h.pid, f"shell:{node}")  # type: ignore[attr-defined]
+            self.registry.add_pid(h.pid, f"shell:{node}")
         return h
 
     def cli(self) -> None:
@@ -579,6 +585,8 @@ class Emulation:
         """Shaper counters of frames ``src`` sent toward ``dst`` over the links between them
         (zeros where the shaper keeps none per endpoint: netem)."""
         out = {"frames": 0.0, "bytes": 0.0, "lost": 0.0, "queue_drops": 0.0}
+        if self.shaper is None:
+            return out
         seen = set()
         for p in self.layout.periods:
             if {p.a, p.b} == {src, dst}:

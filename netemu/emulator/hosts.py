@@ -56,7 +56,7 @@ class EmuHost(Host):
     def startShell(self, mnopts: str | None = None) -> None:  # noqa: N802 - Mininet's name
         """Spawn bash in our namespace; wait for its prompt unless ``wait=False``
         (then call :meth:`finish_start`)."""
-        if self.shell:
+        if self.shell:  # type: ignore[has-type]  # set below, or by Mininet's Node (no stubs)
             return
         env = [f"{k}={v}" for k, v in self.extra_env.items()]
         cmd = ["mnexec", "-cd", "ip", "netns", "exec", self.netns, "env", "PS1=" + chr(127),

@@ -76,7 +76,7 @@ class NetemShaper(Shaper):
         not in every kernel): redirect to ``dst_twin``, or drop."""
         sh = self._ipr(self.net.shaper_ns)
         if dst_twin is None and self._gact:
-            action = {"kind": "gact", "action": "drop"}
+            action: dict[str, object] = {"kind": "gact", "action": "drop"}
             try:
                 sh.tc(verb, "u32", twin, parent=INGRESS, prio=FILTER_PRIO, handle=FILTER_HANDLE,
                       protocol=ETH_P_ALL, keys=["0x0/0x0+0"], target=0, action=action)

@@ -50,7 +50,9 @@ class RunInfo:
     @property
     def owner_alive(self) -> bool:
         pid = self.meta.get("pid")
-        return bool(pid) and pid_alive(int(pid), self.meta.get("pid_start"))
+        if not pid:
+            return False
+        return pid_alive(int(pid), self.meta.get("pid_start"))
 
 
 class Registry:
@@ -87,7 +89,7 @@ class Registry:
 
 
 def list_runs() -> list[RunInfo]:
-    out = []
+    out: list[RunInfo] = []
     if not RUN_ROOT.is_dir():
         return out
     for d in sorted(RUN_ROOT.iterdir()):
@@ -168,7 +170,7 @@ def clean_run(info: RunInfo) -> dict[str, int]:
     """Kill the run's processes, delete its namespaces and shared memory, drop its entry."""
     names = run_namespaces(info.run)
     tracked = [(p, s or None) for p, s, _k in _read_pids(info.path)]
-    inside = [(p, None) for p in pids_in_namespaces(names)]
+    inside: list[tuple[int, int | None]] = [(p, None) for p in pids_in_namespaces(names)]
     killed = kill_pids(tracked + inside)
     if names:
         ip_batch([f"netns del {n}" for n in names], force=True)

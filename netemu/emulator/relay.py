@@ -204,7 +204,9 @@ def run_worker(netns_path: str, shm_name: str, n_endpoints: int, workers: int, i
     loss = [0.0] * n
     busy = [0.0] * n
     last_due = [0.0] * n
-    queues = [collections.deque() for _ in range(n)]
+    # per source endpoint: (due time, destination endpoint, frame), in due order
+    queues: list[collections.deque[tuple[float, int, bytes]]] = [
+        collections.deque() for _ in range(n)]
     fwd = [0] * n
     nbytes = [0] * n
     lost = [0] * n
@@ -277,7 +279,7 @@ def run_worker(netns_path: str, shm_name: str, n_endpoints: int, workers: int, i
             if wait <= 0 or sel(epl, (), (), min(wait, 0.25))[0]:
                 events = poll(0)
             else:
-                events = ()
+                events = []
                 timed = True
         else:
             events = poll(0.25)

@@ -52,11 +52,12 @@ class LinkTable:
             except Exception:
                 pass
         buf = self.shm.buf
+        assert buf is not None  # an open SharedMemory has a buffer
         self.raw = np.ndarray((size // 8,), dtype=np.float64, buffer=buf)
         self.hdr = self.raw[:HDR]
         self.links = self.raw[HDR:HDR + n_endpoints * COLS].reshape(n_endpoints, COLS)
         self.counters = self.raw[HDR + n_endpoints * COLS:].reshape(n_endpoints, CCOLS)
-        self.mv = buf.cast("d")
+        self.mv: memoryview[float] = buf.cast("d")
         if create:
             self.raw[:] = 0
             self.links[:, PEER] = -1
@@ -88,10 +89,10 @@ class LinkTable:
         flat = mv[HDR:HDR + self.n * COLS].tolist()
         if mv[H_GEN] != g1:
             return None
-        return g1, flat
+        return g1, flat  # type: ignore[return-value]  # typeshed: tolist() of a "d" view is list[int]
 
     def close(self, *, unlink: bool = False) -> None:
-        self.hdr = self.links = self.counters = self.raw = None  # type: ignore[assignment]
+        self.hdr = self.links = self.counters = self.raw = None
         self.mv.release()
         self.shm.close()
         if unlink:
