@@ -83,7 +83,9 @@ def parse(section: Fields | Any, *, source: str | None = None,
         metric = item.string("metric", required=True)
         if not metric:
             raise item.error("metric must be a name", "metric")
-        op = item.enum("op", tuple(OPS), required=True)
+        op = item.string("op", required=True)
+        if op not in OPS:
+            raise item.error(f"op {op!r} is not one of {', '.join(OPS)}", "op")
         value = item.number("value", required=True)
         assert op is not None and value is not None
         out.append(Expectation(metric, op, value, item.source, item.line, item.path))

@@ -71,7 +71,7 @@ def test_bad_expectations_are_refused(item, msg):
 
 
 def test_a_bad_op_lists_the_choices():
-    with pytest.raises(InputError, match="expected one of: >=, <="):
+    with pytest.raises(InputError, match="is not one of >=, <="):
         expect.parse([{"metric": "delivery_ratio", "op": "=>>", "value": 1}], source="s.yaml")
 
 
