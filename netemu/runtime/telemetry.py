@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from netemu.errors import NetemuError
+from netemu.errors import InputError, NetemuError
 from netemu.runtime.clock import DTN_EPOCH, ScenarioClock
 from netemu.runtime.env import (
     NETEMU_MQTT_PASSWORD,
@@ -77,7 +77,8 @@ class BrokerAccess:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> BrokerAccess:
         """The access described by the ``NETEMU_MQTT_*`` variables (default:
-        ``os.environ``); :class:`TelemetryError` names any that is missing."""
+        ``os.environ``); :class:`TelemetryError` names any that is missing, and a
+        malformed port is an :class:`InputError`."""
         env = os.environ if env is None else env
         missing = [
             k
@@ -92,7 +93,8 @@ class BrokerAccess:
             )
         port = env.get(NETEMU_MQTT_TCP_PORT)
         if port and not port.isdigit():
-            raise TelemetryError(f"telemetry: {NETEMU_MQTT_TCP_PORT}={port!r} is not a port number")
+            raise InputError(f"not a port number: {port!r}", source="environment",
+                             field=NETEMU_MQTT_TCP_PORT)
         return cls(
             socket_path=env[NETEMU_MQTT_SOCKET],
             username=env[NETEMU_MQTT_USER],

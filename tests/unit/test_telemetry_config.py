@@ -48,7 +48,7 @@ def test_run_names_that_would_break_topics_or_namespaces_are_refused(bad: str) -
 
 def test_a_bad_tcp_port_in_the_environment_is_named() -> None:
     env = BrokerAccess("/s", "u", "p", "r").env() | {"NETEMU_MQTT_TCP_PORT": "x"}
-    with pytest.raises(TelemetryError, match="NETEMU_MQTT_TCP_PORT"):
+    with pytest.raises(InputError, match="NETEMU_MQTT_TCP_PORT"):
         BrokerAccess.from_env(env)
 
 
