@@ -9,6 +9,7 @@ Routers are chosen by name (a scenario's ``routing: {algorithm: NAME, ...}``)::
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 
 from netemu.routing.base import BundleInfo, Decision, Hop, Router
 
@@ -43,10 +44,11 @@ def get_router(name: str) -> type[Router]:
                          f"choose one of: {', '.join(available_routers())}",
                          field="routing.algorithm")
     module, cls = _ROUTERS[key]
-    return getattr(importlib.import_module(module), cls)
+    router: type[Router] = getattr(importlib.import_module(module), cls)
+    return router
 
 
-def check_router_params(name: str, params: dict) -> None:
+def check_router_params(name: str, params: Mapping[str, object]) -> None:
     """Check a scenario's routing section before any router is built: the algorithm
     exists and every parameter is one it knows (``InputError`` otherwise)."""
     from netemu.routing.params import check_params

@@ -15,8 +15,12 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from netemu.plan.contacts import ContactPlan
+
+Metadata = dict[str, Any]
+"""What routers exchange at contact start: a JSON-able mapping, each router its own keys."""
 
 
 @dataclass(frozen=True, init=False)
@@ -128,10 +132,10 @@ class Router(ABC):
 
     # Metadata exchanged with a neighbour at contact start (PRoPHET's predictabilities,
     # epidemic summary vectors). Plain JSON-able values; the agent carries them.
-    def metadata_for(self, neighbour: str, now_s: float) -> dict | None:
+    def metadata_for(self, neighbour: str, now_s: float) -> Metadata | None:
         return None
 
-    def metadata_from(self, neighbour: str, metadata: dict, now_s: float) -> None:
+    def metadata_from(self, neighbour: str, metadata: Metadata, now_s: float) -> None:
         """Metadata that ``neighbour`` sent at contact start."""
 
     def update_plan(self, plan: ContactPlan) -> None:

@@ -43,6 +43,7 @@ import math
 from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from netemu.routing.base import BundleInfo, Decision, Hop, Router
 from netemu.routing.params import check_params, number
@@ -51,6 +52,10 @@ from netemu.errors import InputError
 from netemu.plan.contacts import Contact, ContactPlan
 
 INF = math.inf
+RankKey = tuple[float, int, float, int, tuple[int, ...]]
+"""How routes rank: projected arrival, hops, latest end first, first hop's ipn, contacts."""
+Statics = tuple[Any, ...]
+"""What :meth:`CGRRouter._statics` gives route_many: a fixed 10-field record, see there."""
 STACK_OVERHEAD_BYTES = 36
 """ION's TYPICAL_STACK_OVERHEAD: fixed per-bundle overhead in the size estimate."""
 OVERHEAD_FRACTION = 1 / 16
@@ -495,9 +500,10 @@ class CGRRouter(Router):
         self.stack_overhead_bytes = number(n, params, "stack_overhead_bytes",
                                            STACK_OVERHEAD_BYTES, minimum=0.0)
         excluded = params.get("excluded", ()) or ()
-        if isinstance(excluded, str) or not all(isinstance(x, str) for x in excluded):  # type: ignore[union-attr]
+        if (isinstance(excluded, str) or not isinstance(excluded, Iterable)
+                or not all(isinstance(x, str) for x in excluded)):
             raise InputError("cgr: 'excluded' is a list of node names", field="routing.excluded")
-        self.excluded = frozenset(excluded)  # type: ignore[arg-type]
+        self.excluded: frozenset[str] = frozenset(excluded)
         self._reset(plan)
 
     def _reset(self, plan: ContactPlan) -> None:
@@ -607,7 +613,7 @@ class CGRRouter(Router):
         routes = rl.take(k or self.max_routes)
         eccc = self.estimated_size(bundle.size_bytes)
         out: list[RouteCheck] = []
-        best: tuple | None = None
+        best: tuple[RankKey, int] | None = None
         for r in routes:
             pbat, why = self._check(r, bundle, eccc, now_s)
             out.append(RouteCheck(r, pbat, why or "usable"))
@@ -642,7 +648,7 @@ class CGRRouter(Router):
             return None, "projected arrival after the deadline"
         return pbat, ""
 
-    def _rank(self, r: Route, pbat: float) -> tuple:
+    def _rank(self, r: Route, pbat: float) -> RankKey:
         return (pbat, r.n_hops, -r.to_time_s, self.graph.ipn[self.graph.dst[r.cids[0]]], r.cids)
 
     def _expire(self, now_s: float) -> None:
@@ -664,7 +670,7 @@ class CGRRouter(Router):
         if rl is None:
             return Decision(reason=f"{bundle.destination} is not in the contact plan")
         eccc = self.estimated_size(bundle.size_bytes)
-        best: tuple | None = None
+        best: RankKey | None = None
         best_route: Route | None = None
         why: dict[str, int] = {}
         i = 0
@@ -732,7 +738,7 @@ class CGRRouter(Router):
         backlog = self._backlog
         volume, rate_Bps, start, end, owlt = g.volume, g.rate_Bps, g.start, g.end, g.owlt
         # dest index -> (route list, routes selected when cached, per-route statics)
-        cache: dict[int, tuple[RouteList, int, list[tuple]]] = {}
+        cache: dict[int, tuple[RouteList, int, list[Statics]]] = {}
         eccc_of: dict[float, float] = {}
         out: list[Decision] = []
         for b in bundles:
@@ -759,8 +765,8 @@ class CGRRouter(Router):
                 prio = max(0, min(2, prio))
             deadline = b.deadline_s
             prev = b.previous_hop
-            best: tuple | None = None
-            best_st: tuple | None = None
+            best: tuple[Any, ...] | None = None  # (projected arrival, *rank tail)
+            best_st: Statics | None = None
             for st in hit[2]:
                 r, static_why, nb, nh, stop, pair, rank_tail = st[:7]
                 if static_why or r.arrival_s > deadline or nh == prev:
@@ -808,7 +814,7 @@ class CGRRouter(Router):
                                 best_st[9]))
         return out
 
-    def _statics(self, r: Route, now_s: float) -> tuple:
+    def _statics(self, r: Route, now_s: float) -> Statics:
         """What :meth:`route_many` needs of route ``r`` at ``now_s`` that no bundle
         changes: (route, why it is unusable or "", first neighbour index, its name,
         earliest end from each hop on, the contacts to that neighbour, rank tail, and the

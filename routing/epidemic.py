@@ -10,7 +10,7 @@ came from, and always keeps its own copy.
 
 from __future__ import annotations
 
-from netemu.routing.base import BundleInfo, Decision, Hop, Router
+from netemu.routing.base import BundleInfo, Decision, Hop, Metadata, Router
 from netemu.routing.params import check_params
 from netemu.routing.summary import SummaryVectors, expired
 
@@ -53,8 +53,8 @@ class EpidemicRouter(Router):
     def delivered(self, bundle: BundleInfo, now_s: float) -> None:
         self.vectors.drop(bundle.bundle_id)
 
-    def metadata_for(self, neighbour: str, now_s: float) -> dict | None:
+    def metadata_for(self, neighbour: str, now_s: float) -> Metadata | None:
         return self.vectors.vector(now_s)
 
-    def metadata_from(self, neighbour: str, metadata: dict, now_s: float) -> None:
+    def metadata_from(self, neighbour: str, metadata: Metadata, now_s: float) -> None:
         self.vectors.learn(neighbour, metadata)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 
-from netemu.routing.base import BundleInfo, Decision, Hop, Router
+from netemu.routing.base import BundleInfo, Decision, Hop, Metadata, Router
 from netemu.routing.params import check_params, number
 from netemu.routing.summary import SummaryVectors, expired
 
@@ -126,11 +126,11 @@ class ProphetRouter(Router):
     def contact_started(self, neighbour: str, now_s: float) -> None:
         self.encounter(neighbour, now_s)
 
-    def metadata_for(self, neighbour: str, now_s: float) -> dict | None:
+    def metadata_for(self, neighbour: str, now_s: float) -> Metadata | None:
         self.age(now_s)
         return {"p": dict(self.p), **self.vectors.vector(now_s)}
 
-    def metadata_from(self, neighbour: str, metadata: dict, now_s: float) -> None:
+    def metadata_from(self, neighbour: str, metadata: Metadata, now_s: float) -> None:
         table = metadata.get("p")
         if isinstance(table, dict):
             clean = {str(k): float(v) for k, v in table.items() if isinstance(v, (int, float))}

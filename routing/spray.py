@@ -10,7 +10,7 @@ per bundle and lowers it when the agent reports a send (``sent``).
 
 from __future__ import annotations
 
-from netemu.routing.base import BundleInfo, Decision, Hop, Router
+from netemu.routing.base import BundleInfo, Decision, Hop, Metadata, Router
 from netemu.routing.params import check_params, number
 from netemu.routing.summary import SummaryVectors, expired
 
@@ -87,8 +87,8 @@ class SprayAndWaitRouter(Router):
         self._offered.pop(bid, None)
         self.vectors.drop(bid)
 
-    def metadata_for(self, neighbour: str, now_s: float) -> dict | None:
+    def metadata_for(self, neighbour: str, now_s: float) -> Metadata | None:
         return self.vectors.vector(now_s)
 
-    def metadata_from(self, neighbour: str, metadata: dict, now_s: float) -> None:
+    def metadata_from(self, neighbour: str, metadata: Metadata, now_s: float) -> None:
         self.vectors.learn(neighbour, metadata)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from netemu.routing.base import BundleInfo
+from netemu.routing.base import BundleInfo, Metadata
 
 
 class SummaryVectors:
@@ -37,12 +37,12 @@ class SummaryVectors:
     def mark(self, neighbour: str, bundle_id: str) -> None:
         self.known.setdefault(neighbour, set()).add(bundle_id)
 
-    def vector(self, now_s: float) -> dict:
+    def vector(self, now_s: float) -> Metadata:
         """This node's summary vector (JSON-able)."""
         self.expire(now_s)
         return {"summary": sorted(self.held)}
 
-    def learn(self, neighbour: str, metadata: dict) -> None:
+    def learn(self, neighbour: str, metadata: Metadata) -> None:
         """Replace what we know of ``neighbour`` with the vector it sent."""
         ids = metadata.get("summary")
         if isinstance(ids, list):
