@@ -62,17 +62,14 @@ class Outcome:
 EXPECT_KEYS = ("metric", "op", "value", "name")
 
 
-def parse(section: Fields | Any, *, source: str | None = None,
-          lines: object = None) -> list[Expectation]:
+def parse(section: Fields | Any, *, source: str | None = None) -> list[Expectation]:
     """Validate a scenario's ``expect:`` section (a list of mappings); errors name the
     file, line and item (``expect[2].op``).
 
     ``section`` is the section as :class:`~netemu.config.Fields`
     (``Scenario.section("expect")``) or its raw value (lines come from a
     :mod:`netemu.config.yamlfile` document; ``source`` names where it came from).
-    ``lines`` is not used: a section read from a file carries its own lines.
     """
-    del lines
     sec = section if isinstance(section, Fields) else Fields(
         section, source=source or "scenario", path="expect")
     if sec.is_none():
