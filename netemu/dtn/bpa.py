@@ -26,6 +26,7 @@ import heapq
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from netemu.dtn import cbor
 from netemu.dtn.bpsec import SecurityPolicy, bcb_decrypt
@@ -49,7 +50,7 @@ from netemu.dtn.errors import BundleError
 from netemu.dtn.state import BundleState, StoredBundle
 from netemu.dtn.status import Reason, make_report
 from netemu.dtn.template import OriginTemplate
-from netemu.routing.base import BundleInfo, Decision, Router
+from netemu.routing.base import BundleInfo, Decision, Metadata, Router
 
 # netemu-private extensions (docs/dtn-bundles.md, "netemu extensions"):
 #: Extension block carrying spray-and-wait copy rights: block-type-specific data is one
@@ -174,6 +175,11 @@ class Refuse:
     message: str
 
 
+StoreRow = tuple[str, bytes, str, int, int, BundleState, int, str | None]
+"""A bundle as the store's ``add_many`` takes it: id, bytes, destination, expiry (ms),
+received (ms), state, age at receipt (ms), previous hop."""
+
+
 @dataclass(slots=True)
 class Store:
     """Write a bundle to the store (arguments of :meth:`BundleStore.add`)."""
@@ -187,7 +193,7 @@ class Store:
     age_at_receipt_ms: int = 0
     previous_hop: str | None = None
 
-    def row(self) -> tuple:
+    def row(self) -> StoreRow:
         """The row for :meth:`BundleStore.add_many`."""
         return (self.bundle_id, self.data, self.destination, self.expiry_ms,
                 self.received_ms, self.state, self.age_at_receipt_ms, self.previous_hop)
@@ -337,7 +343,8 @@ class BundleAgent:
         self.held_bytes = 0
         self._seq = 0
         self._retry_at: int | None = None
-        self._handlers: dict[type, Callable[[object, list], None]] = {
+        # each handler takes its own event type: keyed by that type, so Any here
+        self._handlers: dict[type, Callable[[Any, list[Action]], None]] = {
             BundleReceived: self._received, AppSend: self._app_send,
             TransmissionDone: self._done, TransmissionFailed: self._failed,
             AppDelivered: self._app_delivered}
@@ -347,16 +354,16 @@ class BundleAgent:
                          "deleted": 0, "refused": 0, "originated": 0, "metadata_sent": 0,
                          "metadata_received": 0}
         # router metadata that arrived before the core saw that neighbour's ContactUp
-        self._early_metadata: dict[str, tuple[dict, int]] = {}
+        self._early_metadata: dict[str, tuple[Metadata, int]] = {}
         # neighbour -> DTN time until which routing waits for its metadata
         self._awaiting_md: dict[str, int] = {}
         self._ready: frozenset[str] = frozenset()  # neighbours routing may use now
         # While handle_many runs a stretch of AppSend events: the bundles they admitted,
         # waiting to be routed together (held, its event's action list), and their time.
-        self._batch: list[tuple[_Held, list]] | None = None
+        self._batch: list[tuple[_Held, list[Action]]] | None = None
         self._batch_ms = 0
         self._router_names: dict[EID, str] = {}
-        self._templates: dict[tuple, OriginTemplate] = {}
+        self._templates: dict[tuple[object, ...], OriginTemplate] = {}
         self._router_names_plan: object = None
 
     @classmethod
@@ -426,7 +433,7 @@ class BundleAgent:
             (expiry_ms - self.cfg.plan_epoch_ms) / 1000.0, previous_hop, copies_of(b))
 
     # --- router metadata (netemu-private administrative record) --------------------
-    def _send_metadata(self, nb: str, now: int, out: list) -> None:
+    def _send_metadata(self, nb: str, now: int, out: list[Action]) -> None:
         md = self.router.metadata_for(nb, self._now_s(now))
         node = self.router.plan.nodes.get(nb)
         if md is None or node is None or self.node_id.scheme != 2:
@@ -445,7 +452,7 @@ class BundleAgent:
         # Not stored: a lost metadata bundle is simply sent again at the next contact.
         out.append(Forward(b.id, nb, b.encode()))
 
-    def _metadata_record(self, b: Bundle) -> dict | None:
+    def _metadata_record(self, b: Bundle) -> Metadata | None:
         """The router metadata of a netemu metadata record addressed here, else None."""
         data = b.payload
         if len(data) < 4 or data[0] != 0x82 or data[1:4] != b"\x19\xff\x00":
@@ -481,7 +488,7 @@ class BundleAgent:
             self.held_bytes -= h.size
 
     def _report(self, subject: Bundle, status: str, reason: int, now_ms: int,
-                out: list, force: bool = False) -> None:
+                out: list[Action], force: bool = False) -> None:
         if not self.cfg.status_reports:
             return
         if not force and not subject.primary.flags & _REPORT_FLAG[status]:
@@ -494,7 +501,7 @@ class BundleAgent:
         out.append(StatusReportSent(subject.id, status, int(reason), rb.id))
         self._admit_local(rb, now_ms, out, bypass_quota=True)
 
-    def _event(self, kind: str, b: Bundle, size: int, out: list, next_hop: str | None = None,
+    def _event(self, kind: str, b: Bundle, size: int, out: list[Action], next_hop: str | None = None,
                reason: int | None = None) -> None:
         if not self.cfg.bundle_events or b.primary.flags & _ADMIN_FLAG:
             return
@@ -502,7 +509,7 @@ class BundleAgent:
                                next_hop,
                                _reason_name(reason) if reason is not None else None))
 
-    def _delete(self, b: Bundle, reason: int, message: str, now_ms: int, out: list,
+    def _delete(self, b: Bundle, reason: int, message: str, now_ms: int, out: list[Action],
                 h: _Held | None = None, size: int = 0) -> None:
         if h is not None:
             self._drop(h)
@@ -596,7 +603,7 @@ class BundleAgent:
         for (h, out), decision in zip(todo, decisions, strict=True):
             self._apply(h, decision, ready, now, out)
 
-    def _received(self, ev: BundleReceived, out: list) -> None:
+    def _received(self, ev: BundleReceived, out: list[Action]) -> None:
         now = ev.now_ms
         try:
             b = decode_bundle(ev.data)
@@ -646,10 +653,10 @@ class BundleAgent:
 
     def _received_checked(self, b: Bundle, ev: BundleReceived, bid: str, age0: int,
                           expiry: int, hop: tuple[int, int] | None, changed: bool,
-                          out: list) -> None:
+                          out: list[Action]) -> None:
         """:meth:`_received` once the blocks are known: limits, policy, quota, admit."""
         now = ev.now_ms
-        reason = None
+        reason: int | None = None
         if hop is not None and hop[1] > hop[0]:
             reason, msg = Reason.HOP_LIMIT_EXCEEDED, f"hop count {hop[1]} over limit {hop[0]}"
         elif expiry <= now:
@@ -682,7 +689,7 @@ class BundleAgent:
         self._report(b, "received", Reason.NO_INFO, now, out)
         self._dispatch(self.held[bid], now, out)
 
-    def _metadata_received(self, b: Bundle, md: dict, ev: BundleReceived, out: list) -> None:
+    def _metadata_received(self, b: Bundle, md: Metadata, ev: BundleReceived, out: list[Action]) -> None:
         if self.cfg.policy is not None and self.cfg.policy.check_inbound(b) is not None:
             out.append(Accept(b.id))  # failed the node's security policy: ignored
             return
@@ -703,7 +710,7 @@ class BundleAgent:
         self._ready = frozenset(self.neighbours.difference(self._awaiting_md))
 
     def _admit(self, b: Bundle, data: bytes, now: int, age0: int, expiry: int,
-               previous_hop: str | None, out: list) -> _Held:
+               previous_hop: str | None, out: list[Action]) -> _Held:
         local = self.is_local(b.destination)
         state = BundleState.LOCAL if local else BundleState.PENDING
         bid = b.id
@@ -715,7 +722,7 @@ class BundleAgent:
                          previous_hop))
         return h
 
-    def _admit_local(self, b: Bundle, now: int, out: list, bypass_quota: bool = False,
+    def _admit_local(self, b: Bundle, now: int, out: list[Action], bypass_quota: bool = False,
                      wire: bytes | None = None) -> str | None:
         """Admit a bundle this node originates; None if the store is full. ``wire``: the
         bundle's bytes as they go out, when a template made it (see _template_for)."""
@@ -771,7 +778,7 @@ class BundleAgent:
         return tmpl
 
     def _admit_made(self, b: Bundle, wire: bytes, tmpl: OriginTemplate, now: int,
-                    out: list) -> bool:
+                    out: list[Action]) -> bool:
         """:meth:`_admit_local` + :meth:`_admit` + :meth:`_dispatch` for a bundle a
         template made (bound elsewhere, no age or hop count block, sent as made), in one
         step: the same state and actions, without the checks that cannot apply. False
@@ -802,7 +809,7 @@ class BundleAgent:
         out.append(Accept(bid))
         return True
 
-    def _app_send(self, ev: AppSend, out: list) -> None:
+    def _app_send(self, ev: AppSend, out: list[Action]) -> None:
         try:
             src = ev.source if isinstance(ev.source, EID) else EID.parse(ev.source)
             if not self.is_local(src):  # (= src.node_id() != node_id, without a new EID)
@@ -834,11 +841,11 @@ class BundleAgent:
         out.append(Accept(bid))
         if self.cfg.bundle_events:
             h = self.held.get(bid)
-            ev_out: list = []
+            ev_out: list[Action] = []
             self._event("sent", b, h.size if h is not None else len(ev.payload), ev_out)
             out[mark:mark] = ev_out
 
-    def _dispatch(self, h: _Held, now: int, out: list) -> None:
+    def _dispatch(self, h: _Held, now: int, out: list[Action]) -> None:
         if h.state == BundleState.LOCAL:
             b = h.bundle
             if self.cfg.policy is not None and self.cfg.policy.decrypt_keys and any(
@@ -867,7 +874,7 @@ class BundleAgent:
             b.set_bundle_age(h.age_at_receipt_ms + max(0, now - h.received_ms))
         return b
 
-    def _route(self, h: _Held, now: int, out: list) -> None:
+    def _route(self, h: _Held, now: int, out: list[Action]) -> None:
         if h.in_flight:
             return
         batch = self._batch
@@ -879,7 +886,7 @@ class BundleAgent:
                     now, out)
 
     def _apply(self, h: _Held, decision: Decision, ready: frozenset[str], now: int,
-               out: list) -> None:
+               out: list[Action]) -> None:
         """Carry out the router's ``decision`` for ``h``: Forward actions, or wait."""
         hops = [hop for hop in decision.hops if hop.node in ready and hop.node not in h.sent_to]
         if not hops:
@@ -916,17 +923,17 @@ class BundleAgent:
                 data = ob.encode()
             out.append(Forward(h.bid, hop.node, data, decision.route))  # type: ignore[arg-type]
 
-    def _schedule(self, at_ms: int, out: list) -> None:
+    def _schedule(self, at_ms: int, out: list[Action]) -> None:
         if self._retry_at is None or at_ms < self._retry_at:
             self._retry_at = at_ms
             out.append(ScheduleRetry(at_ms))
 
-    def _route_waiting(self, now: int, out: list) -> None:
+    def _route_waiting(self, now: int, out: list[Action]) -> None:
         for h in list(self.held.values()):
             if h.state == BundleState.PENDING and h.waiting and not h.in_flight:
                 self._route(h, now, out)
 
-    def _done(self, ev: TransmissionDone, out: list) -> None:
+    def _done(self, ev: TransmissionDone, out: list[Action]) -> None:
         h = self.held.get(ev.bundle_id)
         if h is None:
             return
@@ -946,7 +953,7 @@ class BundleAgent:
             self._drop(h)
             out.append(SetState(ev.bundle_id, BundleState.FORWARDED))
 
-    def _failed(self, ev: TransmissionFailed, out: list) -> None:
+    def _failed(self, ev: TransmissionFailed, out: list[Action]) -> None:
         h = self.held.get(ev.bundle_id)
         if h is None:
             return
@@ -955,7 +962,7 @@ class BundleAgent:
         h.waiting = True
         self._schedule(ev.now_ms + self.cfg.retry_ms, out)
 
-    def _app_delivered(self, ev: AppDelivered, out: list) -> None:
+    def _app_delivered(self, ev: AppDelivered, out: list[Action]) -> None:
         h = self.held.get(ev.bundle_id)
         if h is None or h.state != BundleState.LOCAL:
             return
@@ -968,7 +975,7 @@ class BundleAgent:
             self.router.delivered(self._info_of(h), self._now_s(ev.now_ms))
         self._report(h.bundle, "delivered", Reason.NO_INFO, ev.now_ms, out)
 
-    def _tick(self, now: int, out: list) -> None:
+    def _tick(self, now: int, out: list[Action]) -> None:
         while self._expiry and self._expiry[0][0] <= now:
             exp, bid = heapq.heappop(self._expiry)
             if self.known.get(bid) == exp:
@@ -1023,7 +1030,7 @@ class BundleAgent:
                 self._dispatch(h, now_ms, out)
         return out
 
-    def status(self) -> dict:
+    def status(self) -> dict[str, Any]:
         """Counters and holdings, for the app interface's status query."""
         pending = sum(1 for h in self.held.values() if h.state == BundleState.PENDING)
         return {"node": str(self.node_id), "neighbours": sorted(self.neighbours),
