@@ -228,7 +228,7 @@ def bib_sign(
     if include_scope:
         params.append((BIB_PARAM_SCOPE, scope))
     digest = SHA_VARIANTS[variant][1]
-    results = [[(BIB_RESULT_HMAC, hmac.new(hmac_key, _ippt(bundle, scope, t, blk),
+    results: list[list[tuple[int, object]]] = [[(BIB_RESULT_HMAC, hmac.new(hmac_key, _ippt(bundle, scope, t, blk),
                                            digest).digest())] for t in targets]
     asb = ASB(targets, CONTEXT_BIB_HMAC_SHA2, src, params, results)
     blk = CanonicalBlock(BLOCK_BIB, blk.number, asb.encode(), blk.flags, blk.crc_type)
@@ -261,7 +261,7 @@ def key_lookup(keys: Mapping[str, bytes] | KeyLookup | bytes) -> KeyLookup:
     """A key lookup from a single key, a mapping (security source EID text, or its node
     ID text, or ``"*"``) or a callable."""
     if isinstance(keys, bytes):
-        return lambda _eid: keys  # type: ignore[return-value]
+        return lambda _eid: keys
     if callable(keys):
         return keys
     table = dict(keys)
@@ -297,13 +297,13 @@ def bib_verify(bundle: Bundle, keys: Mapping[str, bytes] | KeyLookup | bytes) ->
                                 f"scope {scope!r})", block=i + 1, block_name="BIB",
                                 field="parameters")
         key = _bib_key(asb, lookup)
-        digest = SHA_VARIANTS[variant][1]  # type: ignore[index]
+        digest = SHA_VARIANTS[variant][1]
         for target, result in zip(asb.targets, asb.results, strict=True):
             expected = dict(result).get(BIB_RESULT_HMAC)
             got = hmac.new(key, _ippt(bundle, scope, target, blk), digest).digest()
             if not isinstance(expected, bytes) or not hmac.compare_digest(got, expected):
                 raise SecurityError(
-                    f"integrity check failed: HMAC-{SHA_VARIANTS[variant][0].upper()} of "  # type: ignore[index]
+                    f"integrity check failed: HMAC-{SHA_VARIANTS[variant][0].upper()} of "
                     f"block {target} from {asb.source} does not match",
                     block=i + 1, block_name="BIB", field="results")
             verified.append(target)
@@ -354,7 +354,7 @@ def bcb_encrypt(
         params.append((BCB_PARAM_WRAPPED_KEY, aes_key_wrap(kek, key)))
     params.append((BCB_PARAM_SCOPE, scope))
     gcm = AESGCM(key)
-    results = []
+    results: list[list[tuple[int, object]]] = []
     for t in targets:
         if t in (BLOCK_PRIMARY,):
             raise SecurityError("the primary block cannot be encrypted", field="targets")
@@ -402,7 +402,7 @@ def bcb_decrypt(bundle: Bundle, keys: Mapping[str, bytes] | KeyLookup | bytes) -
             except (InvalidUnwrap, ValueError, TypeError):
                 raise SecurityError("wrapped content key does not unwrap", block=index,
                                     block_name="BCB", field="parameters") from None
-        if len(key) != AES_VARIANTS[variant]:  # type: ignore[index]
+        if len(key) != AES_VARIANTS[variant]:
             raise SecurityError(f"key of {len(key)} bytes for AES variant {variant}",
                                 block=index, block_name="BCB", field="parameters")
         gcm = AESGCM(key)

@@ -17,6 +17,7 @@ from binascii import crc_hqx as _crc_hqx
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import IntFlag
+from typing import TYPE_CHECKING, cast
 
 from netemu.dtn import cbor
 from netemu.dtn import crc as _crc
@@ -130,6 +131,8 @@ class PrimaryBlock:
     fragment_offset: int | None = None
     total_adu_length: int | None = None
     version: int = 7
+    if TYPE_CHECKING:  # declared for the type checker only: at run time not a field
+        raw: bytes | None = None
     # ``raw`` (the exact encoded bytes, or None) is an attribute but not a dataclass
     # field, so dataclasses.replace() makes a copy without the stale encoding.
 
@@ -201,7 +204,7 @@ class CanonicalBlock:
             wire = self.__dict__.get("_wire")
             if wire is not None:
                 buf, start, end = wire
-                raw = buf[start:end]
+                raw: bytes = buf[start:end]
                 self.__dict__["raw"] = raw
                 return raw
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
@@ -294,7 +297,8 @@ class Bundle:
         p = self.primary
         cached = self.__dict__.get("_id")
         if cached is not None and cached[0] is p and not p.flags & 1:
-            return cached[1]
+            hit: str = cached[1]
+            return hit
         key = f"{p.source},{p.creation_ms},{p.sequence}"
         if p.flags & 1:  # BundleFlags.IS_FRAGMENT
             key += f",{p.fragment_offset},{len(self.payload)}"
@@ -376,7 +380,7 @@ class Bundle:
         b = self.block_by_type(BLOCK_HOP_COUNT)
         if b is None:
             return None
-        limit, count = cbor.loads(b.data)  # type: ignore[misc]
+        limit, count = cast("list[int]", cbor.loads(b.data))
         return limit, count
 
     def set_hop_count(self, limit: int, count: int) -> None:
@@ -609,17 +613,18 @@ class _Slow(Exception):
 # before parses the same way again (the CRC of a repeated block is the same too).
 
 _MRU_SIZE = 8
+PrefixEntry = tuple[bytes, int, int, dict[str, object], int, str, int]
 #: Recently seen primary block prefixes: (prefix bytes, flags, CRC type, the primary
 #: block's fields they fix, CRC-32C of the prefix, id prefix "source,", where the
 #: creation time starts), newest first.
-_PREFIXES: list[tuple[bytes, int, int, dict, int, str, int]] = []
+_PREFIXES: list[PrefixEntry] = []
 #: Recently seen previous node / hop count blocks: (exact bytes, block), newest first.
 _SMALL_BLOCKS: list[tuple[bytes, CanonicalBlock]] = []
 _SMALL_BLOCK_TYPES = (BLOCK_PREVIOUS_NODE, BLOCK_HOP_COUNT)
 _SMALL_BLOCK_MAX = 64
 #: Recently seen payload block heads: (bytes up to the data, the block's fields they fix,
 #: CRC type, data length), newest first.
-_PAYLOAD_HEADS: list[tuple[bytes, dict, int, int]] = []
+_PAYLOAD_HEADS: list[tuple[bytes, dict[str, object], int, int]] = []
 _PAYLOAD_HEADS_SIZE = 4
 #: Exact canonical CBOR of endpoint IDs that decoded before -> the EID (bounded).
 _EIDS: dict[bytes, EID] = {}
@@ -705,7 +710,7 @@ def _eid_at(d: bytes, q: int) -> tuple[EID, int]:
     return eid, e
 
 
-def _learn_prefix(d: bytes) -> tuple[bytes, int, int, dict, int, str, int]:
+def _learn_prefix(d: bytes) -> PrefixEntry:
     """Parse and check the primary block prefix at d[1:] and remember it."""
     n_items = d[1] - 0x80
     if not 8 <= n_items <= 11 or d[2] != 7:

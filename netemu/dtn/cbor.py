@@ -196,7 +196,7 @@ def decode_item(data: bytes, pos: int, depth: int = 0) -> tuple[object, int]:
         if 2 * arg > len(data) - p:
             raise BundleError(f"map of {arg} pairs cannot fit in the {len(data) - p} "
                               "bytes left", offset=pos)
-        out: dict = {}
+        out: dict[object, object] = {}
         prev_key_bytes = b""
         for i in range(arg):
             kpos = p

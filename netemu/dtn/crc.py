@@ -9,6 +9,7 @@ table-driven pure-Python CRC-32C is the fallback when the package is missing.
 from __future__ import annotations
 
 import binascii
+from collections.abc import Callable
 
 CRC_NONE = 0
 CRC16_X25 = 1
@@ -19,8 +20,13 @@ CRC_SIZE = {CRC_NONE: 0, CRC16_X25: 2, CRC32C: 4}
 
 _REVERSE_BITS = bytes(int(f"{i:08b}"[::-1], 2) for i in range(256))
 
+#: The crc32c package's C function, where installed (it is a dependency; the pure-Python
+#: table below is the fallback).
+_crc32c_c: Callable[..., int] | None  # crc32c(data, value=0)
 try:  # pragma: no cover - depends on the environment
-    from crc32c import crc32c as _crc32c_c
+    import crc32c as _crc32c_package
+
+    _crc32c_c = _crc32c_package.crc32c
 except ImportError:  # pragma: no cover
     _crc32c_c = None
 

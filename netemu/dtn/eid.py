@@ -7,6 +7,7 @@ CBOR forms: ``[2, [node, service]]`` and ``[1, "//node/demux"]`` / ``[1, 0]``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 from netemu.dtn import cbor
 from netemu.dtn.errors import BundleError
@@ -14,6 +15,8 @@ from netemu.dtn.errors import BundleError
 SCHEME_DTN = 1
 SCHEME_IPN = 2
 _U64 = 1 << 64
+IpnSsp = tuple[int, int]
+"""An ipn SSP: (node, service); ``cast`` to it where the scheme says ipn."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,19 +79,19 @@ class EID:
     def node_name(self) -> str:
         """The node part: the ipn node number as text, or the dtn node name."""
         if self.scheme == SCHEME_IPN:
-            return str(self.ssp[0])  # type: ignore[index]
+            return str(cast(IpnSsp, self.ssp)[0])
         if self.ssp == 0:
             return ""
         return str(self.ssp)[2:].split("/", 1)[0]
 
     @property
     def node_number(self) -> int | None:
-        return self.ssp[0] if self.scheme == SCHEME_IPN else None  # type: ignore[index]
+        return cast(IpnSsp, self.ssp)[0] if self.scheme == SCHEME_IPN else None
 
     @property
     def service(self) -> int | str:
         if self.scheme == SCHEME_IPN:
-            return self.ssp[1]  # type: ignore[index]
+            return cast(IpnSsp, self.ssp)[1]
         if self.ssp == 0:
             return ""
         return str(self.ssp)[2:].split("/", 1)[1]
@@ -96,7 +99,7 @@ class EID:
     def node_id(self) -> EID:
         """The node ID of the node this endpoint sits on (ipn:N.0 or dtn://node/)."""
         if self.scheme == SCHEME_IPN:
-            return EID(SCHEME_IPN, (self.ssp[0], 0))  # type: ignore[index]
+            return EID(SCHEME_IPN, (cast(IpnSsp, self.ssp)[0], 0))
         if self.ssp == 0:
             return self
         return EID(SCHEME_DTN, f"//{self.node_name}/")
@@ -106,7 +109,8 @@ class EID:
 
     def __str__(self) -> str:
         if self.scheme == SCHEME_IPN:
-            return f"ipn:{self.ssp[0]}.{self.ssp[1]}"  # type: ignore[index]
+            n, s = cast(IpnSsp, self.ssp)
+            return f"ipn:{n}.{s}"
         if self.ssp == 0:
             return "dtn:none"
         return f"dtn:{self.ssp}"
@@ -117,7 +121,7 @@ class EID:
         if hit is not None:
             return hit
         if self.scheme == SCHEME_IPN:
-            n, s = self.ssp  # type: ignore[misc]
+            n, s = cast(IpnSsp, self.ssp)
             out = b"\x82\x02\x82" + cbor.head(0, n) + cbor.head(0, s)
         elif self.ssp == 0:
             out = b"\x82\x01\x00"
@@ -127,9 +131,9 @@ class EID:
             _CBOR[self] = out
         return out
 
-    def to_obj(self) -> list:
+    def to_obj(self) -> list[object]:
         if self.scheme == SCHEME_IPN:
-            return [SCHEME_IPN, list(self.ssp)]  # type: ignore[arg-type]
+            return [SCHEME_IPN, list(cast(IpnSsp, self.ssp))]
         return [SCHEME_DTN, self.ssp]
 
     @staticmethod

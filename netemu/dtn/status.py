@@ -79,7 +79,7 @@ class StatusReport:
                 info.append([True] if t is None else [True, t])
             else:
                 info.append([False])
-        content: list = [info, int(self.reason), self.subject_source.to_obj(),
+        content: list[object] = [info, int(self.reason), self.subject_source.to_obj(),
                          [self.subject_creation_ms, self.subject_seq]]
         if self.fragment_offset is not None:
             content += [self.fragment_offset, self.fragment_length]

@@ -540,7 +540,7 @@ class Session:
         self.peer_transfer_mru = 0
         self.peer_can_tls = False
         self._buf = bytearray()
-        self._out: list[bytes | memoryview] = []
+        self._out: list[bytes | bytearray | memoryview] = []
         self._next_tid = 0
         self._out_transfers: dict[int, _OutTransfer] = {}
         self._in: _InTransfer | None = None
@@ -559,7 +559,7 @@ class Session:
 
     # --- output ----------------------------------------------------------------------
 
-    def data_to_send(self) -> list[bytes | memoryview]:
+    def data_to_send(self) -> list[bytes | bytearray | memoryview]:
         """Buffers to write, in order (hand them to ``transport.writelines``)."""
         out, self._out = self._out, []
         return out

@@ -79,7 +79,7 @@ class OriginTemplate:
         self._id_prefix = f"{source},"
         self.destination_text = str(destination)
         #: (plan, source node, destination node) as a router names them: set by the agent
-        self.router_names: tuple | None = None
+        self.router_names: tuple[object, str, str] | None = None
         self._prev_raw = b"" if self._prev_block is None else self._prev_block.encode()
         self._primary_fields = dict(
             destination=destination, source=source, report_to=report_to,
