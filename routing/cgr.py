@@ -729,6 +729,10 @@ class CGRRouter(Router):
         the next route when the first runs out of volume). A bundle with no usable route
         among those already selected is handed to :meth:`route`, which may search more.
         """
+        if not isinstance(bundles, list | tuple):
+            bundles = list(bundles)
+        if not bundles:
+            return []  # (no route() calls: nothing expires, as bundle by bundle)
         self._expire(now_s)
         g = self.graph
         index = g.index
