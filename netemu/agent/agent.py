@@ -3,7 +3,7 @@
 Everything protocol-shaped lives elsewhere, without I/O: bundle processing, store and
 routing in :mod:`netemu.dtn.bpa` (the core), the TCPCLv4 session in
 :mod:`netemu.dtn.tcpcl`, framing in :mod:`netemu.dtn.udpcl` / :mod:`netemu.dtn.mtcp` /
-:mod:`netemu.agent.appif`. This module owns the neighbours, the timers and the clock;
+:mod:`netemu.dtn.appframe`. This module owns the neighbours, the timers and the clock;
 the sockets are the channels' (:mod:`netemu.agent.channels`), the glue to the core is
 :class:`~netemu.agent.core.AgentCore`, the process entry point :mod:`netemu.agent.main`:
 
@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
-from netemu.agent.appif import AppServer
+from netemu.agent.appserver import AppServer
 from netemu.agent.channels import (
     Channel,
     MtcpChannel,
@@ -58,6 +58,7 @@ from netemu.dtn import mtcp, tcpcl
 from netemu.errors import NetemuError
 from netemu.plan.contacts import ContactPlan
 from netemu.runtime.clock import ScenarioClock
+from netemu.runtime.env import HostEnv
 
 BACKOFF_MIN_S = 0.2
 BACKOFF_MAX_S = 5.0
@@ -65,10 +66,9 @@ PURGE_EVERY_S = 30.0  # wall seconds between sweeps of expired tombstones from t
 DIAL_GRACE_S = 10.0
 
 
-def make_clock(plan: ContactPlan | None) -> ScenarioClock:
-    """The scenario clock from the environment, else wall time against the plan epoch."""
-    if "NETEMU_EPOCH" in os.environ and "NETEMU_T0_WALL" in os.environ:
-        return ScenarioClock.from_env()
+def wall_clock(plan: ContactPlan | None) -> ScenarioClock:
+    """Wall time against the plan epoch (scenario time = wall time), for an agent that
+    runs without netemu's clock variables."""
     now = time.time()
     if plan is not None:
         return ScenarioClock(plan.epoch, 1.0, now, now - plan.epoch.timestamp())
@@ -97,7 +97,8 @@ class Agent:
                  core_factory: Callable[[Agent], Any] | None = None) -> None:
         self.cfg = cfg
         self.plan = ContactPlan.load(cfg.contact_plan) if cfg.contact_plan else None
-        self.clock = clock or make_clock(self.plan)
+        host = HostEnv.from_env()  # what netemu set in this host: clock, telemetry broker
+        self.clock = clock or host.clock or wall_clock(self.plan)
         self._log_file: TextIO | None = None
         if log_stream is None and cfg.log:
             os.makedirs(os.path.dirname(os.path.abspath(cfg.log)), exist_ok=True)
@@ -138,7 +139,8 @@ class Agent:
         self.counters: dict[str, int] = {
             "received": 0, "sent": 0, "refused": 0, "requeued": 0, "sessions": 0}
         # bundle/<node> telemetry when the run's MQTT variables are set (else None)
-        self.telemetry: BundlePublisher | None = BundlePublisher.from_env(cfg.node)
+        self.telemetry: BundlePublisher | None = (
+            BundlePublisher(host.mqtt, cfg.node) if host.mqtt is not None else None)
         self.core = (core_factory or _default_core)(self)
 
     # --- lifecycle --------------------------------------------------------------------

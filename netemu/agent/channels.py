@@ -14,8 +14,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from netemu.agent.appif import big_send_buffer
 from netemu.agent.config import Neighbour
+from netemu.agent.sockopt import big_send_buffer
 from netemu.dtn import mtcp, tcpcl, udpcl
 
 if TYPE_CHECKING:

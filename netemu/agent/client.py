@@ -1,10 +1,11 @@
-"""Async Python client of a node's bundle agent (the app socket, see :mod:`netemu.agent.appif`).
+"""Async Python client of a node's bundle agent (the app socket; frames and requests in
+:mod:`netemu.dtn.appframe`).
 
 ::
 
     from netemu.agent import BpClient
 
-    async with await BpClient.connect(node="sat3") as bp:     # or path=..., or $NETEMU_BP_SOCKET
+    async with await BpClient.connect(node="sat3") as bp:     # or path=..., or $NETEMU_DTN_SOCKET
         await bp.register("ipn:3.7")
         await bp.send("ipn:1.7", b"hello", lifetime_s=3600)
         async for d in bp.bundles():                           # d.src, d.payload, ...
@@ -21,20 +22,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from netemu.agent.appif import (
-    ENV_SOCKET,
-    FrameDecoder,
-    big_send_buffer,
-    default_socket_path,
-    encode_frame_parts,
-)
+from netemu.agent.config import default_socket_path
+from netemu.agent.sockopt import big_send_buffer
+from netemu.dtn.appframe import FrameDecoder, encode_frame_parts
 from netemu.errors import NetemuError
+from netemu.runtime.env import NETEMU_DTN_SOCKET, HostEnv
 
 SEEN_MAX = 1_000_000  # delivered IDs remembered for dropping re-deliveries
 WRITE_CHUNK_BYTES = 256 * 1024  # a big frame goes to the socket this much at a time
@@ -60,16 +57,16 @@ class Delivery:
 
 
 def resolve_socket(path: str | None = None, node: str | None = None) -> str:
-    """The app socket: explicit path, else the node's default, else $NETEMU_BP_SOCKET
-    (or $NETEMU_DTN_SOCKET, which the flagship sets)."""
+    """The app socket: explicit path, else the node's default, else ``$NETEMU_DTN_SOCKET``
+    (which netemu sets in each host; the older ``$NETEMU_BP_SOCKET`` is read too)."""
     if path:
         return path
     if node:
         return default_socket_path(node)
-    env = os.environ.get(ENV_SOCKET) or os.environ.get("NETEMU_DTN_SOCKET")
+    env = HostEnv.from_env().dtn_socket
     if env:
         return env
-    raise NetemuError(f"no agent socket: give --socket, --node, or set ${ENV_SOCKET}")
+    raise NetemuError(f"no agent socket: give --socket, --node, or set ${NETEMU_DTN_SOCKET}")
 
 
 class BpClient:

@@ -5,7 +5,7 @@ The emulator writes one file per node; a person can write one by hand. Example (
     node: sat1
     ipn: 1
     listen: {tcpcl: ["0.0.0.0:4556"], udpcl: ["0.0.0.0:4556"], mtcp: []}
-    app_socket: /run/netemu/sat1/bp.sock         # default: $NETEMU_RUN_DIR/<node>/bp.sock
+    app_socket: /run/netemu/sat1/bp.sock         # default: $NETEMU_SOCKET_DIR/<node>/bp.sock
     store: /var/lib/netemu/sat1/store.sqlite      # default: next to the app socket
     contact_plan: plan.json                       # netemu JSON or ION; optional
     routing: {algorithm: cgr}                     # any netemu.routing router name + params
@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from netemu.errors import InputError
+from netemu.runtime.env import socket_dir
 
 CLS = ("tcpcl", "udpcl", "mtcp")
 
@@ -72,8 +73,6 @@ class AgentConfig:
     source: str = "<config>"
 
     def __post_init__(self) -> None:
-        from netemu.agent.appif import default_socket_path
-
         if not self.app_socket:
             self.app_socket = default_socket_path(self.node)
         if not self.store:
@@ -256,6 +255,12 @@ class AgentConfig:
 
     def write(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_obj(), indent=1) + "\n")
+
+
+def default_socket_path(node: str) -> str:
+    """Where node ``node``'s agent listens unless its config says otherwise:
+    ``<socket dir>/<node>/bp.sock`` (``$NETEMU_SOCKET_DIR``, else ``/run/netemu``)."""
+    return str(socket_dir() / node / "bp.sock")
 
 
 def _choice(v: str, options: tuple[str, ...], source: str, field_: str) -> str:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from netemu.agent.appif import AppConnection
+from netemu.agent.appserver import AppConnection
 from netemu.agent.channels import TcpclChannel
 from netemu.agent.config import AgentConfig
 from netemu.agent.store import BundleStore

@@ -7,7 +7,7 @@ import json
 import time
 from typing import Any, TextIO
 
-from netemu.agent.appif import AppConnection
+from netemu.agent.appserver import AppConnection
 from netemu.runtime.clock import ScenarioClock
 
 

@@ -25,7 +25,8 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-from netemu.runtime.telemetry import BrokerAccess, TelemetryError, _connect_sync, _paho_client
+from netemu.runtime.env import HostEnv
+from netemu.runtime.telemetry import BrokerAccess, _connect_sync, _paho_client
 
 QUEUE_MAX = 100_000  # events waiting for the broker
 RECONNECT_MIN_S = 0.2
@@ -55,13 +56,10 @@ class BundlePublisher:
     @classmethod
     def from_env(cls, node: str, env: Mapping[str, str] | None = None,
                  **kw: Any) -> BundlePublisher | None:
-        """A publisher when the telemetry variables are set, else None."""
-        env = os.environ if env is None else env
-        try:
-            access = BrokerAccess.from_env(env)
-        except TelemetryError:
-            return None
-        return cls(access, node, **kw)
+        """A publisher when the telemetry variables are set (default: ``os.environ``),
+        else None."""
+        access = HostEnv.from_env(env).mqtt
+        return cls(access, node, **kw) if access is not None else None
 
     # --- the agent's side (event loop thread) ----------------------------------------
     def emit(self, payload: dict[str, Any]) -> None:

@@ -1,7 +1,7 @@
 """``netemu bp send | recv | watch | status``: talk to a node's bundle agent.
 
 Usable inside an emulated host: the socket comes from ``--socket``, ``--node`` (the
-node's default socket path) or ``$NETEMU_BP_SOCKET``, which the emulator sets in each
+node's default socket path) or ``$NETEMU_DTN_SOCKET``, which the emulator sets in each
 host's environment.
 """
 
@@ -12,13 +12,14 @@ import asyncio
 import json
 import sys
 
+from netemu.agent.client import BpClient, BpError
 from netemu.errors import InputError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("bp", help="send, receive and watch bundles through a node's agent",
                               description=__doc__.split("\n\n")[0])
-    p.add_argument("--socket", help="agent app socket (default: $NETEMU_BP_SOCKET)")
+    p.add_argument("--socket", help="agent app socket (default: $NETEMU_DTN_SOCKET)")
     p.add_argument("--node", help="node name (uses its default socket path)")
     sub = p.add_subparsers(dest="bp_command", metavar="ACTION", required=True)
 
@@ -48,9 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     st.set_defaults(func=_cmd_status)
 
 
-async def _client(args: argparse.Namespace):
-    from netemu.agent.client import BpClient
-
+async def _client(args: argparse.Namespace) -> BpClient:
     try:
         return await BpClient.connect(args.socket, node=args.node, timeout_s=5.0)
     except ConnectionError as e:
@@ -58,8 +57,6 @@ async def _client(args: argparse.Namespace):
 
 
 def _run(coro) -> int:
-    from netemu.agent.client import BpError
-
     try:
         return asyncio.run(coro)
     except BpError as e:

@@ -198,7 +198,7 @@ def test_cli_send_recv_status_and_sigterm(tmp_path):
     cfgs = write_pair(tmp_path, port_a=pa, port_b=pb)
     b = AgentProc("B", cfgs["B"]).start()
     a = AgentProc("A", cfgs["A"]).start()
-    env = {**os.environ, "NETEMU_BP_SOCKET": _sock(tmp_path, "B")}
+    env = {**os.environ, "NETEMU_DTN_SOCKET": _sock(tmp_path, "B")}
     bp = [sys.executable, "-m", "netemu", "bp"]
     try:
         recv = subprocess.Popen([*bp, "recv", "ipn:2.3", "--count", "2", "--timeout", "60"],

@@ -1,0 +1,148 @@
+"""The application socket's server: a local Unix socket per node, serving the frames of
+:mod:`netemu.dtn.appframe` (requests, answers and pushed bundles are described there).
+
+:class:`AppServer` is the asyncio edge that the agent runs: it decodes requests, calls
+the agent's handler for each ``op`` and writes the answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from netemu.agent.sockopt import big_send_buffer
+from netemu.dtn.appframe import AppFrameError, FrameDecoder, encode_frame_parts
+from netemu.errors import NetemuError
+
+
+def write_frame(transport: asyncio.WriteTransport, obj: dict[str, Any]) -> None:
+    """Write one frame; a big body goes to the transport as it is (asyncio sends it
+    straight from that buffer when the socket has room)."""
+    for part in encode_frame_parts(obj):
+        transport.write(part)
+
+
+class AppConnection:
+    """One application connected to the agent."""
+
+    def __init__(self, transport: asyncio.WriteTransport) -> None:
+        self.transport = transport
+        self.endpoints: set[str] = set()
+        self.watching = False
+        self.closed = False
+
+    def push(self, obj: dict[str, Any]) -> None:
+        if not self.closed:
+            write_frame(self.transport, obj)
+
+    def write_buffer_size(self) -> int:
+        return self.transport.get_write_buffer_size()
+
+
+Handler = Callable[[AppConnection, dict[str, Any]], Awaitable[dict[str, Any]] | dict[str, Any]]
+
+
+class _AppProtocol(asyncio.Protocol):
+    def __init__(self, server: AppServer) -> None:
+        self.server = server
+        self.decoder = FrameDecoder()
+        self.conn: AppConnection | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        big_send_buffer(transport)
+        self.conn = AppConnection(transport)
+        self.server.connections.add(self.conn)
+
+    def data_received(self, data: bytes) -> None:
+        assert self.conn is not None
+        try:
+            frames = self.decoder.feed(data)
+        except AppFrameError as e:
+            self.conn.push({"ev": "error", "error": str(e)})
+            self.conn.transport.close()
+            return
+        for req in frames:
+            self.server.dispatch(self.conn, req)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.conn is not None:
+            self.conn.closed = True
+            self.server.connections.discard(self.conn)
+            self.server.on_disconnect(self.conn)
+
+
+class AppServer:
+    """Serves the app socket. ``handlers`` maps an ``op`` to a function of
+    (connection, request) returning the answer fields (sync or async)."""
+
+    def __init__(self, path: str, handlers: dict[str, Handler],
+                 on_disconnect: Callable[[AppConnection], None] | None = None) -> None:
+        self.path = path
+        self.handlers = handlers
+        self.connections: set[AppConnection] = set()
+        self._on_disconnect = on_disconnect
+        self._server: asyncio.AbstractServer | None = None
+        self._tasks: set[asyncio.Task] = set()
+
+    async def start(self) -> None:
+        p = Path(self.path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()  # a stale socket from a killed agent
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_unix_server(lambda: _AppProtocol(self), str(p))
+        os.chmod(p, 0o666)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for c in list(self.connections):
+                c.transport.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+        with contextlib.suppress(FileNotFoundError):
+            Path(self.path).unlink()
+
+    def on_disconnect(self, conn: AppConnection) -> None:
+        if self._on_disconnect is not None:
+            self._on_disconnect(conn)
+
+    def dispatch(self, conn: AppConnection, req: dict[str, Any]) -> None:
+        rid = req.get("rid")
+        op = req.get("op")
+        handler = self.handlers.get(op) if isinstance(op, str) else None
+        if handler is None:
+            conn.push({"rid": rid, "ok": False,
+                       "error": f"unknown op {op!r}; expected one of {sorted(self.handlers)}"})
+            return
+        try:
+            result = handler(conn, req)
+        except NetemuError as e:
+            conn.push({"rid": rid, "ok": False, "error": str(e)})
+            return
+        except (KeyError, TypeError, ValueError) as e:
+            conn.push({"rid": rid, "ok": False, "error": f"bad {op} request: {e!r}"})
+            return
+        if isinstance(result, dict):
+            if not (rid == 0 and op == "ack"):  # acks with rid 0 want no answer
+                conn.push({"rid": rid, "ok": True, **result})
+            return
+        task = asyncio.ensure_future(self._finish(conn, rid, op, result))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _finish(self, conn: AppConnection, rid: Any, op: str, aw: Awaitable) -> None:
+        try:
+            result = await aw
+        except NetemuError as e:
+            conn.push({"rid": rid, "ok": False, "error": str(e)})
+            return
+        except (KeyError, TypeError, ValueError) as e:
+            conn.push({"rid": rid, "ok": False, "error": f"bad {op} request: {e!r}"})
+            return
+        conn.push({"rid": rid, "ok": True, **result})
