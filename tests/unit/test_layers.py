@@ -3,15 +3,18 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_import_contracts_hold():
-    p = subprocess.run([str(ROOT / "scripts" / "dev"), "check", "imports"], cwd=ROOT,
+    env = {**os.environ, "DEV_VENV": sys.prefix}  # the environment running the tests
+    p = subprocess.run([str(ROOT / "scripts" / "dev"), "check", "imports"], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-2000:]
     # exhaustive: a new subpackage of netemu that no layer names breaks the contract too
