@@ -98,10 +98,10 @@ class FrameDecoder:
                 self._chunks[-1] = data[:len(data) - extra]
             body = b"".join(self._chunks)
             self._chunks, self._have, self._need = [], 0, 0
-            out = [self._decode(body)]
+            frames = [self._decode(body)]
             if extra:
-                out += self.feed(data[len(data) - extra:])
-            return out
+                frames += self.feed(data[len(data) - extra:])
+            return frames
         buf = self._buf
         buf += data
         out: list[dict[str, Any]] = []
