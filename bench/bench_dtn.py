@@ -185,7 +185,7 @@ def core_costs(n: int = 3000) -> dict[str, float]:
     from netemu.dtn import tcpcl as t
     from netemu.dtn.bundle import datetime_to_dtn_ms
     from netemu.dtn.eid import EID
-    from netemu.dtn.state import BundleState as State
+    from netemu.dtn.state import BundleState
     from netemu.plan.contacts import ContactPlan
 
     epoch = datetime.now(timezone.utc) - timedelta(seconds=30)
@@ -195,8 +195,8 @@ def core_costs(n: int = 3000) -> dict[str, float]:
                       "owlt_s": 0.001} for x, y in (("A", "B"), ("B", "A"))]}))
 
     def mk(node: str, ipn: int) -> bpa.BundleAgent:
-        return bpa.BundleAgent(bpa.AgentConfig(node_id=EID.ipn(ipn, 0), node_name=node,
-                                               plan_epoch_ms=datetime_to_dtn_ms(epoch)),
+        return bpa.BundleAgent(bpa.CoreConfig(node_id=EID.ipn(ipn, 0), node_name=node,
+                                              plan_epoch_ms=datetime_to_dtn_ms(epoch)),
                                get_router("cgr")(node, plan))
 
     a, b = mk("A", 1), mk("B", 2)
@@ -223,13 +223,13 @@ def core_costs(n: int = 3000) -> dict[str, float]:
     out["BPA receive side"] = ((t3 - t2) + (t4 - t3)) / n * 1e6
     with tempfile.TemporaryDirectory(prefix="t4b-bench-") as d:
         st = BundleStore(Path(d) / "s.sqlite", durability="process")
-        rows = [(f.bundle_id, f.data, "ipn:2.1", 10**13, now, State.PENDING, 0, None) for f in fw]
+        rows = [(f.bundle_id, f.data, "ipn:2.1", 10**13, now, BundleState.PENDING, 0, None) for f in fw]
         t0 = time.process_time()
         for i in range(0, n, 100):
             st.add_many(rows[i:i + 100])
             st.commit()
         for i, r in enumerate(rows):
-            st.set_state(r[0], State.FORWARDED)
+            st.set_state(r[0], BundleState.FORWARDED)
             if i % 100 == 99:
                 st.commit()
         st.commit()

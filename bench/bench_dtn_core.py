@@ -20,12 +20,12 @@ from netemu.routing.base import Decision, Hop, Router
 
 from netemu.agent.store import BundleStore
 from netemu.dtn.bpa import (
-    AgentConfig,
     AppDelivered,
     AppSend,
     BundleAgent,
     BundleReceived,
     ContactUp,
+    CoreConfig,
     Deliver,
     Forward,
     Store,
@@ -33,7 +33,7 @@ from netemu.dtn.bpa import (
 )
 from netemu.dtn.bundle import Bundle, decode_bundle
 from netemu.dtn.eid import EID
-from netemu.dtn.state import BundleState as State
+from netemu.dtn.state import BundleState
 from netemu.plan.contacts import ContactPlan, Node
 
 
@@ -94,7 +94,7 @@ def main() -> None:
     print(f"  forward re-encode      {per_us(forward_encode, n)}  per bundle "
           "(previous node block replaced)")
 
-    rows = [(f"ipn:1.1,{i},0", wire, "ipn:2.1", 10**12, i, State.PENDING, 0, None)
+    rows = [(f"ipn:1.1,{i},0", wire, "ipn:2.1", 10**12, i, BundleState.PENDING, 0, None)
             for i in range(4 * n)]
     with tempfile.TemporaryDirectory(prefix="t4a-bench-") as tmp:
         for durability, sync in (("disk", "FULL"), ("process", "NORMAL")):
@@ -124,7 +124,7 @@ def main() -> None:
                            {"A": Node("A", 1), "B": Node("B", 2)}, [])
         stores = {x: BundleStore(Path(tmp) / f"core-{x}.db", durability="process")
                   for x in "AB"}
-        agents = {x: BundleAgent(AgentConfig(EID.ipn(i, 0), x), Direct(x, plan))
+        agents = {x: BundleAgent(CoreConfig(EID.ipn(i, 0), x), Direct(x, plan))
                   for i, x in ((1, "A"), (2, "B"))}
         agents["A"].handle(ContactUp("B", 0))
         agents["B"].handle(ContactUp("A", 0))

@@ -50,7 +50,7 @@ from netemu.agent.channels import (
     UdpChannel,
     UdpclEndpoint,
 )
-from netemu.agent.config import AgentConfig, Neighbour, split_host_port
+from netemu.agent.config import AgentConfig, NeighbourConfig, split_host_port
 from netemu.agent.core import HOUSEKEEPING_S, AgentCore
 from netemu.agent.log import JsonLog
 from netemu.agent.telemetry import BundlePublisher
@@ -77,7 +77,7 @@ def wall_clock(plan: ContactPlan | None) -> ScenarioClock:
 
 @dataclass
 class NeighbourState:
-    cfg: Neighbour
+    cfg: NeighbourConfig
     queue: deque[OutItem] = field(default_factory=deque)
     sessions: list[Channel] = field(default_factory=list)
     plan_up: bool = True
@@ -371,7 +371,8 @@ class Agent:
                  role=ch.session.role.value)
         st = self.neighbours.get(name)
         if st is None:
-            st = self.neighbours[name] = NeighbourState(Neighbour(name, _ipn_of(ev.peer_node_id)))
+            ipn = _ipn_of(ev.peer_node_id) or 0  # (0: not an ipn node)
+            st = self.neighbours[name] = NeighbourState(NeighbourConfig(name, ipn))
         if ch not in st.sessions:
             st.sessions.append(ch)
         st.backoff_s = BACKOFF_MIN_S
@@ -440,7 +441,7 @@ class Agent:
         """The core asks to send bundle ``key`` to ``neighbour`` (kept until acked)."""
         st = self.neighbours.get(neighbour)
         if st is None:
-            st = self.neighbours[neighbour] = NeighbourState(Neighbour(neighbour, 0))
+            st = self.neighbours[neighbour] = NeighbourState(NeighbourConfig(neighbour, 0))
         if not st.plan_up:  # decided just as the contact ended
             self._give_back(st, [OutItem(key, data)], "no contact")
             return
@@ -536,8 +537,8 @@ class Agent:
         """Acknowledge (or refuse) the transfers of a received batch once it is stored."""
         touched: set[TcpclChannel] = set()
         for (_, ch, tid, _), ok in zip(batch, results, strict=True):
-            if ch is None or tid is None or ch.session.state in (tcpcl.State.CLOSED,
-                                                                   tcpcl.State.ERROR):
+            if ch is None or tid is None or ch.session.state in (
+                    tcpcl.SessionState.CLOSED, tcpcl.SessionState.ERROR):
                 continue
             try:
                 if ok:

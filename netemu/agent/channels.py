@@ -14,7 +14,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from netemu.agent.config import Neighbour
+from netemu.agent.config import NeighbourConfig
 from netemu.agent.sockopt import big_send_buffer
 from netemu.dtn import mtcp, tcpcl, udpcl
 
@@ -202,7 +202,7 @@ class TcpclChannel(asyncio.Protocol, Channel):
         for ev in self.session.terminate(reason):
             self._event(ev)
         self.flush()
-        if self.transport is not None and self.session.state is tcpcl.State.CLOSED:
+        if self.transport is not None and self.session.state is tcpcl.SessionState.CLOSED:
             self.transport.close()
 
     def housekeeping(self, now: float) -> None:
@@ -346,7 +346,7 @@ class UdpclEndpoint(asyncio.DatagramProtocol):
 class UdpChannel(Channel):
     """Sending side of the UDP CL towards one neighbour: fire and forget."""
 
-    def __init__(self, agent: Agent, endpoint: UdpclEndpoint, nb: Neighbour) -> None:
+    def __init__(self, agent: Agent, endpoint: UdpclEndpoint, nb: NeighbourConfig) -> None:
         self.agent = agent
         self.endpoint = endpoint
         self.nb = nb

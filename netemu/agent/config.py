@@ -35,7 +35,7 @@ CLS = ("tcpcl", "udpcl", "mtcp")
 
 
 @dataclass(frozen=True)
-class Neighbour:
+class NeighbourConfig:
     """A node this agent can reach directly, and how."""
 
     name: str
@@ -61,7 +61,7 @@ class AgentConfig:
     contact_plan: str | None = None
     follow_plan: bool = True  # open sessions only while the plan has a contact up
     routing: dict[str, Any] = field(default_factory=lambda: {"algorithm": "cgr"})
-    neighbours: list[Neighbour] = field(default_factory=list)
+    neighbours: list[NeighbourConfig] = field(default_factory=list)
     keys: dict[str, Any] = field(default_factory=dict)
     keepalive_s: int = 15
     segment_mru: int = 16 * 1024 * 1024
@@ -78,7 +78,7 @@ class AgentConfig:
         if not self.store:
             self.store = str(Path(self.app_socket).parent / "store.sqlite")
 
-    def neighbour(self, name: str) -> Neighbour | None:
+    def neighbour(self, name: str) -> NeighbourConfig | None:
         for n in self.neighbours:
             if n.name == name:
                 return n
@@ -167,7 +167,7 @@ class AgentConfig:
             addr = ng.str("address", "")
             if addr:
                 _checked_host_port(addr, source, f + ".address")
-            neighbours.append(Neighbour(ng.str("name"), ng.int("ipn", minimum=1), cl, addr,
+            neighbours.append(NeighbourConfig(ng.str("name"), ng.int("ipn", minimum=1), cl, addr,
                                         ng.int("path_mtu", 1500, minimum=68)))
         names = [n.name for n in neighbours]
         dup = {x for x in names if names.count(x) > 1}
@@ -224,7 +224,7 @@ class AgentConfig:
             addr = addresses.get(name, "")
             if addr and ":" not in addr.strip("[]").split("]")[-1] and not addr.startswith("["):
                 addr = f"{addr}:4556"
-            neighbours.append(Neighbour(name, plan.nodes[name].ipn, cl, addr))
+            neighbours.append(NeighbourConfig(name, plan.nodes[name].ipn, cl, addr))
         base = Path(run_dir) if run_dir else None
         return cls(
             node=node, ipn=plan.nodes[node].ipn, neighbours=neighbours,

@@ -150,7 +150,7 @@ class AgentCore:
         cfg = self.agent.cfg
         router = make_router(cfg, self.plan)
         core = bpa.BundleAgent(
-            bpa.AgentConfig(node_id=EID.ipn(cfg.ipn, 0), node_name=cfg.node,
+            bpa.CoreConfig(node_id=EID.ipn(cfg.ipn, 0), node_name=cfg.node,
                             plan_epoch_ms=datetime_to_dtn_ms(self.plan.epoch),
                             max_bytes=cfg.store_max_bytes, policy=security_policy(cfg),
                             bundle_events=self.agent.telemetry is not None),

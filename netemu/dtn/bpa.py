@@ -251,7 +251,7 @@ class StatusReportSent:
 @dataclass(slots=True)
 class BundleEvent:
     """For telemetry (``bundle/<node>`` events, docs/dtn-agent.md): something happened to
-    a bundle at this node. Only emitted with ``AgentConfig.bundle_events``; never for
+    a bundle at this node. Only emitted with ``CoreConfig.bundle_events``; never for
     administrative records (status reports), so delivery figures count user bundles.
 
     ``event``: received | sent (originated by a local app) | forwarded (the CL to
@@ -280,8 +280,9 @@ Action = (Accept | Refuse | Store | SetState | Delete | Forward | Deliver | Stat
 # --- configuration -----------------------------------------------------------------------
 
 @dataclass
-class AgentConfig:
-    """One node's agent settings.
+class CoreConfig:
+    """The settings of one node's core (:class:`BundleAgent`); the agent process's own
+    configuration (sockets, store, neighbours) is :class:`netemu.agent.config.AgentConfig`.
 
     ``node_id``: the node ID (``ipn:N.0`` or ``dtn://name/``); ``node_name``: the node's
     name in the contact plan; ``plan_epoch_ms``: DTN time of the plan epoch;
@@ -331,7 +332,7 @@ class _Held:
 class BundleAgent:
     """The agent core of one node. See the module docstring for the shell's contract."""
 
-    def __init__(self, config: AgentConfig, router: Router) -> None:
+    def __init__(self, config: CoreConfig, router: Router) -> None:
         self.cfg = config
         self.router = router
         self._router_delivered = type(router).delivered is not Router.delivered
@@ -369,7 +370,7 @@ class BundleAgent:
     @classmethod
     def for_plan_node(cls, node_name: str, router: Router, **config: object) -> BundleAgent:
         """The core of plan node ``node_name``: node ID ``ipn:<its ipn>.0`` and the plan's
-        epoch as router time 0 (``router.plan``); ``config`` sets other AgentConfig
+        epoch as router time 0 (``router.plan``); ``config`` sets other CoreConfig
         fields (``max_bytes=...``, ``policy=...``)."""
         plan = router.plan
         node = plan.nodes.get(node_name)
@@ -377,7 +378,7 @@ class BundleAgent:
             raise BundleError(f"node {node_name!r} is not in the contact plan "
                               f"(nodes: {', '.join(sorted(plan.nodes)) or 'none'})",
                               field="node")
-        cfg = AgentConfig(EID.ipn(node.ipn, 0), node_name,
+        cfg = CoreConfig(EID.ipn(node.ipn, 0), node_name,
                           plan_epoch_ms=datetime_to_dtn_ms(plan.epoch), **config)  # type: ignore[arg-type]
         return cls(cfg, router)
 

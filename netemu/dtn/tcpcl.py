@@ -483,7 +483,9 @@ class Role(enum.Enum):
     PASSIVE = "passive"
 
 
-class State(enum.Enum):
+class SessionState(enum.Enum):
+    """Where a TCPCL session stands (:attr:`Session.state`)."""
+
     CONTACT = "contact"  # waiting for the peer's contact header
     INIT = "init"  # contact headers done, waiting for peer SESS_INIT
     ESTABLISHED = "established"
@@ -533,7 +535,7 @@ class Session:
         self.segment_mru = segment_mru
         self.transfer_mru = transfer_mru
         self.max_segment_out = max_segment_out
-        self.state = State.CONTACT
+        self.state = SessionState.CONTACT
         self.peer_node_id: str | None = None
         self.keepalive_s = 0
         self.peer_segment_mru = 0
@@ -566,12 +568,12 @@ class Session:
 
     @property
     def established(self) -> bool:
-        return self.state is State.ESTABLISHED
+        return self.state is SessionState.ESTABLISHED
 
     @property
     def can_send(self) -> bool:
         """Whether a new transfer may start now."""
-        return self.state is State.ESTABLISHED and not self._sent_term and not self._got_term
+        return self.state is SessionState.ESTABLISHED and not self._sent_term and not self._got_term
 
     @property
     def in_flight(self) -> int:
@@ -595,7 +597,7 @@ class Session:
         """
         if not self.can_send:
             raise TcpclError(f"cannot start a transfer in session state {self.state.value}"
-                             + (" (terminating)" if self.state is State.ESTABLISHED else ""))
+                             + (" (terminating)" if self.state is SessionState.ESTABLISHED else ""))
         total = len(bundle)
         if total > self.peer_transfer_mru:
             raise TcpclError(f"bundle of {total} bytes exceeds the peer's transfer MRU "
@@ -634,13 +636,13 @@ class Session:
         length = self._awaiting_ack.pop(transfer_id, None)
         if length is None:
             raise TcpclError(f"transfer {transfer_id} is not awaiting an acknowledgement")
-        if self.state in (State.CLOSED, State.ERROR):
+        if self.state in (SessionState.CLOSED, SessionState.ERROR):
             return
         flags = SEG_END
         if self._awaiting_first.pop(transfer_id, None) is not None:
             flags |= SEG_START
         self._out.append(_ACK.pack(XFER_ACK, flags, transfer_id, length))
-        if self.state is State.ENDING:
+        if self.state is SessionState.ENDING:
             self._maybe_closed_after_term()
 
     def refuse_transfer(self, transfer_id: int, reason: RefuseReason) -> None:
@@ -650,40 +652,40 @@ class Session:
         if self._in is not None and self._in.transfer_id == transfer_id:
             self._in.refused = True
             self._in.data = bytearray()
-        if self.state not in (State.CLOSED, State.ERROR):
+        if self.state not in (SessionState.CLOSED, SessionState.ERROR):
             self._out.append(XferRefuse(int(reason), transfer_id).encode())
         self._maybe_closed_after_term()
 
     def send_keepalive(self) -> None:
-        if self.state in (State.ESTABLISHED, State.ENDING):
+        if self.state in (SessionState.ESTABLISHED, SessionState.ENDING):
             self._out.append(Keepalive().encode())
 
     def terminate(self, reason: TermReason = TermReason.UNKNOWN) -> list[Event]:
         """Start an orderly close (SESS_TERM). Returns events (e.g. SessionClosed)."""
-        if self.state in (State.CLOSED, State.ERROR):
+        if self.state in (SessionState.CLOSED, SessionState.ERROR):
             return []
         events: list[Event] = []
-        if self.state is State.CONTACT:
+        if self.state is SessionState.CONTACT:
             # No contact header exchange yet: nothing to say, just close.
-            self.state = State.CLOSED
+            self.state = SessionState.CLOSED
             return [SessionClosed(tuple(self._out_transfers))]
         if not self._sent_term:
             self._out.append(SessTerm(TERM_REPLY if self._got_term else 0, int(reason)).encode())
             self._sent_term = True
             self._term_reason = int(reason)
-            if self.state is State.ESTABLISHED:
-                self.state = State.ENDING
+            if self.state is SessionState.ESTABLISHED:
+                self.state = SessionState.ENDING
                 events.append(SessionTerminating(_reason(TermReason, int(reason)), by_peer=False))
-            elif self.state in (State.CONTACT, State.INIT):
-                self.state = State.ENDING
+            elif self.state in (SessionState.CONTACT, SessionState.INIT):
+                self.state = SessionState.ENDING
         events.extend(self._maybe_closed_after_term())
         return events
 
     def connection_lost(self) -> list[Event]:
         """The TCP connection is gone; returns SessionClosed with every unacknowledged transfer."""
-        if self.state is State.CLOSED:
+        if self.state is SessionState.CLOSED:
             return []
-        self.state = State.CLOSED
+        self.state = SessionState.CLOSED
         unacked = tuple(self._out_transfers)
         self._out_transfers.clear()
         return [SessionClosed(unacked)]
@@ -692,9 +694,9 @@ class Session:
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
         """Feed bytes read from the connection; returns the events they complete."""
-        if self.state is State.ERROR:
+        if self.state is SessionState.ERROR:
             raise TcpclError("session already failed; no more input is accepted")
-        if self.state is State.CLOSED:
+        if self.state is SessionState.CLOSED:
             return []
         events: list[Event] = []
         if self._seg_left:
@@ -706,9 +708,9 @@ class Session:
         off = 0
         try:
             while True:
-                if self.state is State.ESTABLISHED:
+                if self.state is SessionState.ESTABLISHED:
                     off = self._receive_run(buf, off, events)
-                if self.state is State.CONTACT:
+                if self.state is SessionState.CONTACT:
                     if len(buf) - off < CONTACT_HEADER_LEN:
                         break
                     ch = decode_contact_header(memoryview(buf)[off : off + CONTACT_HEADER_LEN])
@@ -725,12 +727,12 @@ class Session:
                         self._out.append(ContactHeader(flags=0).encode())
                     else:
                         self._send_init()  # active side sends SESS_INIT first
-                    self.state = State.INIT
+                    self.state = SessionState.INIT
                     continue
-                if self.state in (State.CLOSED, State.ERROR):
+                if self.state in (SessionState.CLOSED, SessionState.ERROR):
                     break
                 typ = buf[off] if off < len(buf) else -1
-                if (typ == XFER_ACK and self.state is not State.INIT
+                if (typ == XFER_ACK and self.state is not SessionState.INIT
                         and len(buf) - off >= 18):
                     flags, tid, length = _ACK_BODY.unpack_from(buf, off + 1)
                     if flags & ~(SEG_START | SEG_END):
@@ -741,7 +743,7 @@ class Session:
                     continue
                 if (typ == XFER_SEGMENT and self._in is None and len(buf) - off >= _ONE_SEGMENT.size
                         and buf[off + 1] == SEG_START | SEG_END
-                        and self.state is State.ESTABLISHED):
+                        and self.state is SessionState.ESTABLISHED):
                     # A whole bundle in one segment with only the transfer-length item.
                     (_, _, tid, elen, iflags, itype, ilen, total,
                      dlen) = _ONE_SEGMENT.unpack_from(buf, off)
@@ -783,7 +785,7 @@ class Session:
                 msg, off = got2
                 self._handle(msg, events)
         except TcpclError:
-            if self.state is not State.ERROR:
+            if self.state is not SessionState.ERROR:
                 self._fail(TermReason.UNKNOWN)
             self._buf = bytearray()  # views may live on in the traceback: don't resize
             raise
@@ -866,7 +868,7 @@ class Session:
             return None
         (dlen,) = struct.unpack_from("!Q", buf, p)
         p += 8
-        if self.state is not State.ESTABLISHED and self.state is not State.ENDING:
+        if self.state is not SessionState.ESTABLISHED and self.state is not SessionState.ENDING:
             self._reject_unexpected(XFER_SEGMENT, f"{where} before the session was established")
         if dlen > self.segment_mru:
             self._fail(TermReason.RESOURCE_EXHAUSTION)
@@ -890,7 +892,7 @@ class Session:
             if not cur.refused and cur.total is not None and cur.total > self.transfer_mru:
                 cur.refused = True
                 self._out.append(XferRefuse(RefuseReason.NO_RESOURCES, tid).encode())
-            if not cur.refused and self.state is State.ENDING:
+            if not cur.refused and self.state is SessionState.ENDING:
                 # RFC 9174 6.1: no new transfers once the session is terminating.
                 cur.refused = True
                 self._out.append(XferRefuse(RefuseReason.SESSION_TERMINATING, tid).encode())
@@ -947,14 +949,14 @@ class Session:
         raise TcpclError(f"{what}: unexpected in state {self.state.value}")
 
     def _fail(self, reason: TermReason) -> None:
-        if not self._sent_term and self.state not in (State.CONTACT, State.ERROR, State.CLOSED):
+        if not self._sent_term and self.state not in (SessionState.CONTACT, SessionState.ERROR, SessionState.CLOSED):
             self._out.append(SessTerm(0, int(reason)).encode())
             self._sent_term = True
-        self.state = State.ERROR
+        self.state = SessionState.ERROR
 
     def _handle(self, msg: Message, events: list[Event]) -> None:
         if isinstance(msg, SessInit):
-            if self.state is not State.INIT:
+            if self.state is not SessionState.INIT:
                 self._reject_unexpected(SESS_INIT, "SESS_INIT")
             for item in msg.extensions:
                 if item.critical:
@@ -967,14 +969,14 @@ class Session:
             self.keepalive_s = min(self.local_keepalive_s, msg.keepalive_s)
             self.peer_segment_mru = msg.segment_mru
             self.peer_transfer_mru = msg.transfer_mru
-            self.state = State.ESTABLISHED
+            self.state = SessionState.ESTABLISHED
             events.append(SessionStarted(msg.node_id, self.keepalive_s, msg.segment_mru,
                                          msg.transfer_mru))
             return
-        if self.state is State.INIT:
+        if self.state is SessionState.INIT:
             if isinstance(msg, SessTerm):
                 self._got_term = True
-                self.state = State.CLOSED
+                self.state = SessionState.CLOSED
                 events.append(SessionTerminating(_reason(TermReason, msg.reason), by_peer=True))
                 events.append(SessionClosed(tuple(self._out_transfers)))
                 return
@@ -995,7 +997,7 @@ class Session:
             if not self._sent_term:
                 self._out.append(SessTerm(TERM_REPLY, msg.reason).encode())
                 self._sent_term = True
-            self.state = State.ENDING
+            self.state = SessionState.ENDING
             events.extend(self._maybe_closed_after_term())
         elif isinstance(msg, MsgReject):
             events.append(MessageRejected(_reason(RejectReason, msg.reason), msg.rejected_type))
@@ -1020,16 +1022,16 @@ class Session:
         if flags & SEG_END and t.acked == t.length:
             del self._out_transfers[tid]
             events.append(TransferCompleted(tid, t.length))
-            if self.state is State.ENDING:
+            if self.state is SessionState.ENDING:
                 events.extend(self._maybe_closed_after_term())
         else:
             events.append(TransferProgress(tid, t.acked))
 
     def _maybe_closed_after_term(self) -> list[Event]:
         """After SESS_TERM both ways, close once no transfer is in either direction."""
-        if (self.state is State.ENDING and self._sent_term and self._got_term
+        if (self.state is SessionState.ENDING and self._sent_term and self._got_term
                 and not self._out_transfers and self._in is None and not self._awaiting_ack):
-            self.state = State.CLOSED
+            self.state = SessionState.CLOSED
             return [SessionClosed(())]
         return []
 
@@ -1043,7 +1045,7 @@ def _type_of(msg: Message) -> int:
 
 
 __all__ = [
-    "DEFAULT_PORT", "Session", "Role", "State", "TcpclError", "UnknownMessageType",
+    "DEFAULT_PORT", "Session", "Role", "SessionState", "TcpclError", "UnknownMessageType",
     "RefuseReason", "TermReason", "RejectReason", "decode_message", "decode_contact_header",
     "ContactHeader", "SessInit", "XferSegment", "XferAck", "XferRefuse", "Keepalive",
     "SessTerm", "MsgReject", "ExtensionItem", "ContactHeaderReceived", "SessionStarted",

@@ -12,13 +12,13 @@ from netemu.routing.base import Decision, Hop, Router
 from netemu.agent.store import BundleStore
 from netemu.dtn.bpa import (
     Accept,
-    AgentConfig,
     AppDelivered,
     AppSend,
     BundleAgent,
     BundleReceived,
     ContactDown,
     ContactUp,
+    CoreConfig,
     Delete,
     Deliver,
     Forward,
@@ -85,7 +85,7 @@ class Net:
             self.agents[n] = self._agent(n, i, (quotas or {}).get(n), (policies or {}).get(n))
 
     def _agent(self, n, i, quota=None, policy=None):
-        cfg = AgentConfig(EID.ipn(i, 0), n, max_bytes=quota, policy=policy, retry_ms=500,
+        cfg = CoreConfig(EID.ipn(i, 0), n, max_bytes=quota, policy=policy, retry_ms=500,
                           plan_epoch_ms=self.plan_epoch_ms)
         return BundleAgent(cfg, self.router_factory(n))
 
@@ -434,7 +434,7 @@ CGR_PLAN = ContactPlan(
 def _cgr_agent():
     from netemu.routing.cgr import CGRRouter
 
-    return BundleAgent(AgentConfig(EID.ipn(1, 0), "A", retry_ms=500, plan_epoch_ms=0),
+    return BundleAgent(CoreConfig(EID.ipn(1, 0), "A", retry_ms=500, plan_epoch_ms=0),
                        CGRRouter("A", CGR_PLAN))
 
 

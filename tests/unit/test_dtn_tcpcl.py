@@ -142,7 +142,7 @@ def test_unknown_message_type_sends_msg_reject_and_fails():
         p.receive_data(b"\x42")
     out = b"".join(bytes(x) for x in p.data_to_send())
     assert out.startswith(t.MsgReject(t.RejectReason.TYPE_UNKNOWN, 0x42).encode())
-    assert p.state is t.State.ERROR
+    assert p.state is t.SessionState.ERROR
     with pytest.raises(t.TcpclError, match="already failed"):
         p.receive_data(b"\x04")
 
@@ -204,7 +204,7 @@ def test_orderly_termination_waits_for_in_flight_transfer():
     ev2 = pump(p, a)
     assert t.TransferCompleted(tid, 4) in ev2
     assert ev2[-1] == t.SessionClosed(())
-    assert a.state is t.State.CLOSED
+    assert a.state is t.SessionState.CLOSED
 
 
 def test_connection_lost_reports_unacked_transfers():
