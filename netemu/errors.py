@@ -38,3 +38,22 @@ class InputError(NetemuError):
             where += ": "
         what = f"{self.field}: " if self.field else ""
         return f"{where}{what}{self.message}"
+
+
+class ProtocolError(NetemuError):
+    """A protocol was broken: BPv7, a convergence layer, the application socket.
+
+    Not an :class:`InputError`: the bytes come from another party (a peer node, an
+    application), not from the user's files or options. As in h11, which side broke it
+    is a class of its own: :class:`RemoteProtocolError`, :class:`LocalProtocolError`.
+    """
+
+
+class RemoteProtocolError(ProtocolError):
+    """The other end broke the protocol: bytes or a message from a peer (or from an
+    application on the app socket) that cannot be accepted."""
+
+
+class LocalProtocolError(ProtocolError):
+    """This side asked for something the protocol does not allow now (a transfer on a
+    closing session, a bundle larger than the peer accepts)."""

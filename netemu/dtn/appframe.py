@@ -44,12 +44,12 @@ from typing import Any
 
 import cbor2
 
-from netemu.errors import NetemuError
+from netemu.errors import RemoteProtocolError
 
 MAX_FRAME_BYTES = 256 * 1024 * 1024
 
 
-class AppFrameError(NetemuError):
+class AppFrameError(RemoteProtocolError):
     """A malformed frame from the other end of the application socket."""
 
 

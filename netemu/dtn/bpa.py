@@ -50,6 +50,7 @@ from netemu.dtn.errors import BundleError
 from netemu.dtn.state import BundleState, StoredBundle
 from netemu.dtn.status import Reason, make_report
 from netemu.dtn.template import OriginTemplate
+from netemu.errors import InputError
 from netemu.routing.base import BundleInfo, Decision, Metadata, Router
 
 # netemu-private extensions (docs/dtn-bundles.md, "netemu extensions"):
@@ -375,11 +376,11 @@ class BundleAgent:
         plan = router.plan
         node = plan.nodes.get(node_name)
         if node is None:
-            raise BundleError(f"node {node_name!r} is not in the contact plan "
-                              f"(nodes: {', '.join(sorted(plan.nodes)) or 'none'})",
-                              field="node")
+            raise InputError(f"node {node_name!r} is not in the contact plan "
+                             f"(nodes: {', '.join(sorted(plan.nodes)) or 'none'})",
+                             field="node")
         cfg = CoreConfig(EID.ipn(node.ipn, 0), node_name,
-                          plan_epoch_ms=datetime_to_dtn_ms(plan.epoch), **config)  # type: ignore[arg-type]
+                         plan_epoch_ms=datetime_to_dtn_ms(plan.epoch), **config)  # type: ignore[arg-type]
         return cls(cfg, router)
 
     # --- helpers --------------------------------------------------------------------

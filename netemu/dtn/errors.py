@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from netemu.errors import InputError
+from netemu.errors import RemoteProtocolError
 
 
-class BundleError(InputError):
-    """A bundle (or a CBOR item inside one) that cannot be accepted.
+class BundleError(RemoteProtocolError):
+    """A bundle (or a CBOR item or endpoint ID inside one) that cannot be accepted: what
+    another party sent breaks BPv7. Where the text comes from the user instead (a
+    config's EID), the caller reports it as an :class:`~netemu.errors.InputError`.
 
     ``offset`` is the byte offset in the input where the problem was found, ``block``
     the 0-based index of the block in the bundle (0 = primary) and ``field`` the name of
@@ -36,8 +38,10 @@ class BundleError(InputError):
         if offset is not None:
             parts.append(f"byte {offset}")
         where = "bundle " + ", ".join(parts) + ": " if parts else "bundle: "
-        super().__init__(where + message, source=source)
+        self.message = where + message
+        self.source = source  # where the bytes came from (a file, a peer), when known
         self.field = field
+        super().__init__(f"{source}: {self.message}" if source else self.message)
 
     def within(
         self, *, block: int | None = None, block_name: str | None = None,

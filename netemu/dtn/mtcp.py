@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import struct
 
-from netemu.errors import NetemuError
+from netemu.errors import RemoteProtocolError
 
 DEFAULT_PORT = 4224  # µD3TN's customary MTCP port
 
 
-class MtcpError(NetemuError):
-    """The MTCP stream holds something other than a definite-length CBOR byte string."""
+class MtcpError(RemoteProtocolError):
+    """The peer's MTCP stream holds something other than a definite-length CBOR byte
+    string."""
 
 
 def frame(length: int) -> bytes:

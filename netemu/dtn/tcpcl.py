@@ -30,7 +30,7 @@ import enum
 import struct
 from dataclasses import dataclass, field
 
-from netemu.errors import NetemuError
+from netemu.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 
 MAGIC = b"dtn!"
 VERSION = 4
@@ -119,8 +119,17 @@ def _reason(enum_cls: type[enum.IntEnum], code: int) -> enum.IntEnum | int:
         return code
 
 
-class TcpclError(NetemuError):
-    """A TCPCLv4 protocol violation or malformed message; the text says what and where."""
+class TcpclError(ProtocolError):
+    """A TCPCLv4 protocol violation or malformed message; the text says what and where.
+    Raised as :class:`TcpclRemoteError` (the peer's) or :class:`TcpclLocalError` (ours)."""
+
+
+class TcpclRemoteError(TcpclError, RemoteProtocolError):
+    """The peer broke TCPCLv4: a malformed message, or one its session state forbids."""
+
+
+class TcpclLocalError(TcpclError, LocalProtocolError):
+    """This side asked the session for something TCPCLv4 does not allow now."""
 
 
 # ------------------------------------------------------------------------------------
@@ -162,13 +171,13 @@ def _decode_items(data: bytes | memoryview, where: str) -> tuple[ExtensionItem, 
     n = len(data)
     while off < n:
         if n - off < 5:
-            raise TcpclError(
+            raise TcpclRemoteError(
                 f"{where}: extension item header truncated ({n - off} bytes left, need 5)"
             )
         flags, typ, length = struct.unpack_from("!BHH", data, off)
         off += 5
         if n - off < length:
-            raise TcpclError(
+            raise TcpclRemoteError(
                 f"{where}: extension item type {typ} declares {length} bytes, "
                 f"only {n - off} left in the item list"
             )
@@ -266,7 +275,7 @@ class MsgReject:
 Message = SessInit | XferSegment | XferAck | XferRefuse | Keepalive | SessTerm | MsgReject
 
 
-class UnknownMessageType(TcpclError):
+class UnknownMessageType(TcpclRemoteError):
     """A message header with a type code this version does not define."""
 
     def __init__(self, code: int) -> None:
@@ -278,10 +287,10 @@ class UnknownMessageType(TcpclError):
 def decode_contact_header(data: bytes | memoryview) -> ContactHeader:
     """Decode the 6-byte contact header; raise :class:`TcpclError` when it is not one."""
     if len(data) < CONTACT_HEADER_LEN:
-        raise TcpclError(f"contact header: need 6 bytes, got {len(data)}")
+        raise TcpclRemoteError(f"contact header: need 6 bytes, got {len(data)}")
     if bytes(data[:4]) != MAGIC:
-        raise TcpclError(f"contact header: magic is {bytes(data[:4])!r}, expected b'dtn!' "
-                         "(peer is not speaking TCPCL)")
+        raise TcpclRemoteError(f"contact header: magic is {bytes(data[:4])!r}, expected b'dtn!' "
+                               "(peer is not speaking TCPCL)")
     return ContactHeader(version=data[4], flags=data[5])
 
 
@@ -304,7 +313,7 @@ def decode_message(
             return None
         flags, tid = struct.unpack_from("!BQ", buf, offset + 1)
         if flags & ~(SEG_START | SEG_END):
-            raise TcpclError(f"XFER_SEGMENT transfer {tid}: reserved flag bits set (0x{flags:02x})")
+            raise TcpclRemoteError(f"XFER_SEGMENT transfer {tid}: reserved flag bits set (0x{flags:02x})")
         p = offset + 10
         exts: tuple[ExtensionItem, ...] = ()
         if flags & SEG_START:
@@ -312,8 +321,8 @@ def decode_message(
                 return None
             (elen,) = struct.unpack_from("!I", buf, p)
             if elen > max_ext_bytes:
-                raise TcpclError(f"XFER_SEGMENT transfer {tid}: transfer extension items "
-                                 f"length {elen} exceeds limit {max_ext_bytes}")
+                raise TcpclRemoteError(f"XFER_SEGMENT transfer {tid}: transfer extension items "
+                                       f"length {elen} exceeds limit {max_ext_bytes}")
             p += 4
             if n - p < elen:
                 return None
@@ -331,7 +340,7 @@ def decode_message(
             return None
         flags, tid, length = struct.unpack_from("!BQQ", buf, offset + 1)
         if flags & ~(SEG_START | SEG_END):
-            raise TcpclError(f"XFER_ACK transfer {tid}: reserved flag bits set (0x{flags:02x})")
+            raise TcpclRemoteError(f"XFER_ACK transfer {tid}: reserved flag bits set (0x{flags:02x})")
         return XferAck(flags, tid, length), offset + 18
     if typ == XFER_REFUSE:
         if n - offset < 10:
@@ -345,7 +354,7 @@ def decode_message(
             return None
         flags, reason = struct.unpack_from("!BB", buf, offset + 1)
         if flags & ~TERM_REPLY:
-            raise TcpclError(f"SESS_TERM: reserved flag bits set (0x{flags:02x})")
+            raise TcpclRemoteError(f"SESS_TERM: reserved flag bits set (0x{flags:02x})")
         return SessTerm(flags, reason), offset + 3
     if typ == MSG_REJECT:
         if n - offset < 3:
@@ -357,25 +366,25 @@ def decode_message(
             return None
         ka, smru, tmru, nlen = struct.unpack_from("!HQQH", buf, offset + 1)
         if nlen > max_node_id:
-            raise TcpclError(f"SESS_INIT: node ID length {nlen} exceeds limit {max_node_id}")
+            raise TcpclRemoteError(f"SESS_INIT: node ID length {nlen} exceeds limit {max_node_id}")
         p = offset + 21
         if n - p < nlen + 4:
             return None
         try:
             node_id = bytes(buf[p : p + nlen]).decode("utf-8")
         except UnicodeDecodeError as e:
-            raise TcpclError(f"SESS_INIT: node ID is not valid UTF-8 ({e.reason} at byte {e.start})") from None
+            raise TcpclRemoteError(f"SESS_INIT: node ID is not valid UTF-8 ({e.reason} at byte {e.start})") from None
         p += nlen
         (elen,) = struct.unpack_from("!I", buf, p)
         if elen > max_ext_bytes:
-            raise TcpclError(f"SESS_INIT: session extension items length {elen} exceeds limit "
-                             f"{max_ext_bytes}")
+            raise TcpclRemoteError(f"SESS_INIT: session extension items length {elen} exceeds limit "
+                                   f"{max_ext_bytes}")
         p += 4
         if n - p < elen:
             return None
         exts = _decode_items(memoryview(buf)[p : p + elen], "SESS_INIT")
         if smru == 0:
-            raise TcpclError("SESS_INIT: segment MRU is 0 (peer could receive nothing)")
+            raise TcpclRemoteError("SESS_INIT: segment MRU is 0 (peer could receive nothing)")
         return SessInit(ka, smru, tmru, node_id, exts), p + elen
     raise UnknownMessageType(typ)
 
@@ -596,12 +605,12 @@ class Session:
         the bundle exceeds the peer's transfer MRU.
         """
         if not self.can_send:
-            raise TcpclError(f"cannot start a transfer in session state {self.state.value}"
-                             + (" (terminating)" if self.state is SessionState.ESTABLISHED else ""))
+            raise TcpclLocalError(f"cannot start a transfer in session state {self.state.value}"
+                                  + (" (terminating)" if self.state is SessionState.ESTABLISHED else ""))
         total = len(bundle)
         if total > self.peer_transfer_mru:
-            raise TcpclError(f"bundle of {total} bytes exceeds the peer's transfer MRU "
-                             f"{self.peer_transfer_mru}")
+            raise TcpclLocalError(f"bundle of {total} bytes exceeds the peer's transfer MRU "
+                                  f"{self.peer_transfer_mru}")
         tid = self._next_tid
         self._next_tid += 1
         self._out_transfers[tid] = _OutTransfer(tid, total)
@@ -635,7 +644,7 @@ class Session:
         """Send the final XFER_ACK of a received transfer (after storing the bundle)."""
         length = self._awaiting_ack.pop(transfer_id, None)
         if length is None:
-            raise TcpclError(f"transfer {transfer_id} is not awaiting an acknowledgement")
+            raise TcpclLocalError(f"transfer {transfer_id} is not awaiting an acknowledgement")
         if self.state in (SessionState.CLOSED, SessionState.ERROR):
             return
         flags = SEG_END
@@ -695,7 +704,7 @@ class Session:
     def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
         """Feed bytes read from the connection; returns the events they complete."""
         if self.state is SessionState.ERROR:
-            raise TcpclError("session already failed; no more input is accepted")
+            raise TcpclLocalError("session already failed; no more input is accepted")
         if self.state is SessionState.CLOSED:
             return []
         events: list[Event] = []
@@ -721,8 +730,8 @@ class Session:
                         if self.role is Role.PASSIVE:
                             self._out.append(ContactHeader(flags=0).encode())
                         self._fail(TermReason.VERSION_MISMATCH)
-                        raise TcpclError(f"contact header: peer speaks TCPCL version {ch.version}, "
-                                         f"this side only version {VERSION}")
+                        raise TcpclRemoteError(f"contact header: peer speaks TCPCL version {ch.version}, "
+                                               f"this side only version {VERSION}")
                     if self.role is Role.PASSIVE:
                         self._out.append(ContactHeader(flags=0).encode())
                     else:
@@ -736,8 +745,8 @@ class Session:
                         and len(buf) - off >= 18):
                     flags, tid, length = _ACK_BODY.unpack_from(buf, off + 1)
                     if flags & ~(SEG_START | SEG_END):
-                        raise TcpclError(f"XFER_ACK transfer {tid}: reserved flag bits set "
-                                         f"(0x{flags:02x})")
+                        raise TcpclRemoteError(f"XFER_ACK transfer {tid}: reserved flag bits set "
+                                               f"(0x{flags:02x})")
                     off += 18
                     self._acked(flags, tid, length, events)
                     continue
@@ -810,8 +819,8 @@ class Session:
                     break
                 flags, tid, length = ack_unpack(buf, off + 1)
                 if flags & ~one_seg:
-                    raise TcpclError(f"XFER_ACK transfer {tid}: reserved flag bits set "
-                                     f"(0x{flags:02x})")
+                    raise TcpclRemoteError(f"XFER_ACK transfer {tid}: reserved flag bits set "
+                                           f"(0x{flags:02x})")
                 off += 18
                 t = out_transfers.get(tid)
                 if t is None:
@@ -850,7 +859,7 @@ class Session:
         flags, tid = struct.unpack_from("!BQ", buf, off + 1)
         where = f"XFER_SEGMENT transfer {tid}"
         if flags & ~(SEG_START | SEG_END):
-            raise TcpclError(f"{where}: reserved flag bits set (0x{flags:02x})")
+            raise TcpclRemoteError(f"{where}: reserved flag bits set (0x{flags:02x})")
         p = off + 10
         exts: tuple[ExtensionItem, ...] = ()
         if flags & SEG_START:
@@ -858,7 +867,7 @@ class Session:
                 return None
             (elen,) = struct.unpack_from("!I", buf, p)
             if elen > 1 << 20:
-                raise TcpclError(f"{where}: transfer extension items length {elen} too large")
+                raise TcpclRemoteError(f"{where}: transfer extension items length {elen} too large")
             if n - p - 4 < elen:
                 return None
             with memoryview(buf) as mv:
@@ -872,19 +881,19 @@ class Session:
             self._reject_unexpected(XFER_SEGMENT, f"{where} before the session was established")
         if dlen > self.segment_mru:
             self._fail(TermReason.RESOURCE_EXHAUSTION)
-            raise TcpclError(f"{where}: segment of {dlen} bytes exceeds this side's segment MRU "
-                             f"{self.segment_mru}")
+            raise TcpclRemoteError(f"{where}: segment of {dlen} bytes exceeds this side's segment MRU "
+                                   f"{self.segment_mru}")
         cur = self._in
         if flags & SEG_START:
             if cur is not None:
-                raise TcpclError(f"{where}: START while transfer {cur.transfer_id} is unfinished")
+                raise TcpclRemoteError(f"{where}: START while transfer {cur.transfer_id} is unfinished")
             self._check_new_tid(tid)
             cur = self._in = _InTransfer(tid)
             for item in exts:
                 if item.type == XFER_EXT_TRANSFER_LENGTH:
                     if len(item.value) != 8:
-                        raise TcpclError(f"{where}: transfer length extension has "
-                                         f"{len(item.value)} bytes, expected 8")
+                        raise TcpclRemoteError(f"{where}: transfer length extension has "
+                                               f"{len(item.value)} bytes, expected 8")
                     cur.total = int.from_bytes(item.value, "big")
                 elif item.critical:
                     cur.refused = True
@@ -898,7 +907,7 @@ class Session:
                 self._out.append(XferRefuse(RefuseReason.SESSION_TERMINATING, tid).encode())
         else:
             if cur is None or cur.transfer_id != tid:
-                raise TcpclError(f"{where}: segment without START for a transfer not in progress")
+                raise TcpclRemoteError(f"{where}: segment without START for a transfer not in progress")
         if not cur.refused and len(cur.data) + dlen > self.transfer_mru:
             cur.refused = True
             cur.data = bytearray()
@@ -934,8 +943,8 @@ class Session:
                 return
             if cur.total is not None and cur.total != got:
                 self._fail(TermReason.UNKNOWN)
-                raise TcpclError(f"XFER_SEGMENT transfer {cur.transfer_id}: END after {got} bytes "
-                                 f"but the transfer length extension said {cur.total}")
+                raise TcpclRemoteError(f"XFER_SEGMENT transfer {cur.transfer_id}: END after {got} bytes "
+                                       f"but the transfer length extension said {cur.total}")
             self._awaiting_ack[cur.transfer_id] = got
             if flags & SEG_START:
                 self._awaiting_first[cur.transfer_id] = got
@@ -946,7 +955,7 @@ class Session:
     def _reject_unexpected(self, typ: int, what: str) -> None:
         self._out.append(MsgReject(RejectReason.UNEXPECTED, typ).encode())
         self._fail(TermReason.UNKNOWN)
-        raise TcpclError(f"{what}: unexpected in state {self.state.value}")
+        raise TcpclRemoteError(f"{what}: unexpected in state {self.state.value}")
 
     def _fail(self, reason: TermReason) -> None:
         if not self._sent_term and self.state not in (SessionState.CONTACT, SessionState.ERROR, SessionState.CLOSED):
@@ -961,8 +970,8 @@ class Session:
             for item in msg.extensions:
                 if item.critical:
                     self._fail(TermReason.CONTACT_FAILURE)
-                    raise TcpclError(f"SESS_INIT: unknown critical session extension type "
-                                     f"{item.type}")
+                    raise TcpclRemoteError(f"SESS_INIT: unknown critical session extension type "
+                                           f"{item.type}")
             if self.role is Role.PASSIVE:
                 self._send_init()
             self.peer_node_id = msg.node_id
@@ -1005,8 +1014,8 @@ class Session:
     def _check_new_tid(self, tid: int) -> None:
         if tid <= self._last_in_tid:
             self._fail(TermReason.UNKNOWN)
-            raise TcpclError(f"XFER_SEGMENT transfer {tid}: transfer ID not above the previous "
-                             f"one ({self._last_in_tid}); RFC 9174 5.2.2 makes them increase")
+            raise TcpclRemoteError(f"XFER_SEGMENT transfer {tid}: transfer ID not above the previous "
+                                   f"one ({self._last_in_tid}); RFC 9174 5.2.2 makes them increase")
         self._last_in_tid = tid
 
     def _acked(self, flags: int, tid: int, length: int, events: list[Event]) -> None:
@@ -1015,8 +1024,8 @@ class Session:
             return  # late ACK for a finished/refused transfer: harmless
         if length > t.length:
             self._fail(TermReason.UNKNOWN)
-            raise TcpclError(f"XFER_ACK transfer {tid}: acknowledges {length} bytes of a "
-                             f"{t.length}-byte transfer")
+            raise TcpclRemoteError(f"XFER_ACK transfer {tid}: acknowledges {length} bytes of a "
+                                   f"{t.length}-byte transfer")
         if length > t.acked:
             t.acked = length
         if flags & SEG_END and t.acked == t.length:
@@ -1045,7 +1054,8 @@ def _type_of(msg: Message) -> int:
 
 
 __all__ = [
-    "DEFAULT_PORT", "Session", "Role", "SessionState", "TcpclError", "UnknownMessageType",
+    "DEFAULT_PORT", "Session", "Role", "SessionState", "TcpclError", "TcpclLocalError",
+    "TcpclRemoteError", "UnknownMessageType",
     "RefuseReason", "TermReason", "RejectReason", "decode_message", "decode_contact_header",
     "ContactHeader", "SessInit", "XferSegment", "XferAck", "XferRefuse", "Keepalive",
     "SessTerm", "MsgReject", "ExtensionItem", "ContactHeaderReceived", "SessionStarted",

@@ -35,6 +35,7 @@ from netemu.dtn.bundle import BundleFlags, decode_bundle
 from netemu.dtn.eid import EID
 from netemu.dtn.state import BundleState
 from netemu.dtn.status import Reason, StatusReport
+from netemu.errors import InputError
 from netemu.plan.contacts import Contact, ContactPlan, Node
 
 PLAN = ContactPlan(datetime(2026, 1, 1, tzinfo=timezone.utc),
@@ -379,13 +380,12 @@ def test_reception_report(net):
 
 def test_for_plan_node_uses_plan_numbers_and_epoch():
     from netemu.dtn.bundle import datetime_to_dtn_ms
-    from netemu.dtn.errors import BundleError
 
     core = BundleAgent.for_plan_node("B", StaticRouter("B", PLAN, ROUTES["B"]), max_bytes=10)
     assert str(core.node_id) == "ipn:2.0" and core.cfg.max_bytes == 10
     assert core.cfg.plan_epoch_ms == datetime_to_dtn_ms(PLAN.epoch)
     assert core.node_of(EID.parse("ipn:3.5")) == "C"
-    with pytest.raises(BundleError) as e:
+    with pytest.raises(InputError) as e:  # a config's node name: the user's input
         BundleAgent.for_plan_node("Z", StaticRouter("Z", PLAN, {}))
     assert "not in the contact plan" in str(e.value)
 

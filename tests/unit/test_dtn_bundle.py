@@ -26,7 +26,7 @@ from netemu.dtn.bundle import (
 )
 from netemu.dtn.eid import EID
 from netemu.dtn.errors import BundleError
-from netemu.errors import InputError
+from netemu.errors import InputError, RemoteProtocolError
 
 VECTORS = Path(__file__).resolve().parents[1] / "data" / "rfc9173-appendix-a.json"
 
@@ -109,8 +109,8 @@ def test_eid_views():
 
 @pytest.mark.parametrize("text", ["ipn:1", "ipn:a.b", "ipn:-1.2", "dtn:foo", "dtn://",
                                   "dtn://node", "http://x", "dtn://a b/c"])
-def test_bad_eids_are_clear_input_errors(text):
-    with pytest.raises(InputError) as e:
+def test_bad_eids_are_clear_errors(text):
+    with pytest.raises(BundleError) as e:
         EID.parse(text)
     assert "endpoint ID" in str(e.value) or "ipn" in str(e.value)
 
@@ -179,7 +179,8 @@ def test_corrupted_payload_names_block_field_and_offset():
     err = e.value
     assert (err.block, err.block_name, err.field) == (2, "payload", "crc")
     assert "CRC-32C mismatch" in str(err) and f"byte {err.offset}" in str(err)
-    assert isinstance(err, InputError)
+    # bytes from a peer: a remote protocol error, not the user's input
+    assert isinstance(err, RemoteProtocolError) and not isinstance(err, InputError)
 
 
 @pytest.mark.parametrize("mutate, words", [

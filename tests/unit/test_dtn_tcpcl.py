@@ -7,6 +7,7 @@ import struct
 import pytest
 
 from netemu.dtn import tcpcl as t
+from netemu.errors import InputError, LocalProtocolError, ProtocolError, RemoteProtocolError
 
 
 def pump(src: t.Session, dst: t.Session, *, chunk: int | None = None) -> list:
@@ -151,6 +152,20 @@ def test_bad_magic_is_clear_error():
     p = t.Session(t.Role.PASSIVE, "ipn:2.0")
     with pytest.raises(t.TcpclError, match="not speaking TCPCL"):
         p.receive_data(b"GET / HTTP/1.1\r\n")
+
+
+def test_errors_say_which_side_broke_the_protocol():
+    """The peer's bad bytes are a remote protocol error, a request this side may not make
+    a local one; neither is the user's input."""
+    p = t.Session(t.Role.PASSIVE, "ipn:2.0")
+    with pytest.raises(RemoteProtocolError) as remote:
+        p.receive_data(b"GET / HTTP/1.1\r\n")
+    assert isinstance(remote.value, t.TcpclRemoteError)
+    with pytest.raises(LocalProtocolError) as local:
+        t.Session(t.Role.ACTIVE, "ipn:1.0").send_transfer(b"x")
+    assert isinstance(local.value, t.TcpclLocalError)
+    for e in (remote.value, local.value):
+        assert isinstance(e, ProtocolError) and not isinstance(e, InputError)
 
 
 def test_version_mismatch_answers_then_fails():

@@ -26,8 +26,10 @@ def test_oversize_bundle_refused_with_advice():
 def test_decode_checks_bpv7_framing():
     assert udpcl.decode(b"") is None
     assert udpcl.decode(b"\x9f\x01\xff") == b"\x9f\x01\xff"
-    with pytest.raises(udpcl.UdpclError, match="first byte 0x47"):
+    with pytest.raises(udpcl.UdpclRemoteError, match="first byte 0x47"):
         udpcl.decode(b"GET")
+    with pytest.raises(udpcl.UdpclLocalError, match="empty bundle"):
+        udpcl.encode(b"")
 
 
 def test_datagram_roundtrip_on_loopback():
