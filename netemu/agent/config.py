@@ -12,13 +12,14 @@ The emulator writes one file per node; a person can write one by hand. Example (
     neighbours:
       - {name: gs1, ipn: 10, cl: tcpcl, address: "10.0.0.2:4556"}
       - {name: sat2, ipn: 2, cl: udpcl, address: "10.0.1.2:4556", path_mtu: 1500}
-    keys: {bib: {"1": "1a2b..."}}                 # BPSec keys by key id, hex; passed to BPA
+    keys: {sign_key: "1a2b...", verify: {"ipn:2.0": "3c4d..."}}   # BPSec keys, hex
     keepalive_s: 15
     segment_mru: 16777216
     store_max_bytes: 1073741824
     log: /var/log/netemu/sat1.jsonl               # JSON lines; default stderr
 
-Every bad value raises :class:`netemu.errors.InputError` naming the file and field.
+Every bad value raises :class:`netemu.errors.InputError` naming the file, line and field
+(checked with :class:`netemu.config.Fields`).
 """
 
 from __future__ import annotations
@@ -26,12 +27,20 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from netemu.config import Fields, LineMap, load_yaml, suggest
 from netemu.errors import InputError
 from netemu.runtime.env import socket_dir
 
+T = TypeVar("T")
+
 CLS = ("tcpcl", "udpcl", "mtcp")
+DURABILITIES = ("disk", "process")
+KNOWN_KEYS = ("node", "ipn", "listen", "app_socket", "store", "contact_plan", "follow_plan",
+              "routing", "neighbours", "keys", "keepalive_s", "segment_mru", "transfer_mru",
+              "store_max_bytes", "durability", "default_lifetime_s", "log")
+NEIGHBOUR_KEYS = ("name", "ipn", "cl", "address", "path_mtu")
 
 
 @dataclass(frozen=True)
@@ -95,25 +104,22 @@ class AgentConfig:
         """Read a JSON or YAML config. A file with a ``nodes:`` map holds several nodes;
         ``node`` picks one."""
         p = Path(path)
-        try:
-            text = p.read_text()
-        except OSError as e:
-            raise InputError(f"cannot read agent config: {e.strerror}", source=str(p)) from e
-        obj = _parse(text, str(p))
-        if isinstance(obj, dict) and "nodes" in obj and isinstance(obj["nodes"], dict):
+        doc = Fields(load_yaml(p), source=str(p), line=1)
+        nodes = doc.get("nodes") if isinstance(doc.value, dict) else None
+        if isinstance(nodes, dict):
             if node is None:
-                raise InputError("config holds several nodes; say which with --node",
-                                 source=str(p), field="nodes")
-            if node not in obj["nodes"]:
-                raise InputError(f"node {node!r} not in config (has: "
-                                 f"{', '.join(sorted(obj['nodes']))})", source=str(p),
-                                 field="nodes")
-            shared = {k: v for k, v in obj.items() if k != "nodes"}
-            obj = {**shared, **obj["nodes"][node], "node": node}
-        cfg = cls.from_obj(obj, source=str(p))
+                raise doc.error("config holds several nodes; say which with --node", "nodes")
+            if node not in nodes:
+                raise doc.error(f"node {node!r} not in config (has: "
+                                f"{', '.join(sorted(nodes))})", "nodes")
+            entry = doc.child("nodes").mapping(node)
+            shared = {k: v for k, v in doc.value.items() if k != "nodes"}
+            doc = Fields(LineMap({**shared, **entry.value, "node": node}, line=entry.line or 0,
+                                 key_lines={**doc.value.key_lines, **entry.value.key_lines}),
+                         source=str(p), line=entry.line)
+        cfg = cls.from_fields(doc)
         if node is not None and cfg.node != node:
-            raise InputError(f"config is for node {cfg.node!r}, not {node!r}", source=str(p),
-                             field="node")
+            raise doc.error(f"config is for node {cfg.node!r}, not {node!r}", "node")
         # Paths in the file are relative to the file.
         if cfg.contact_plan and not Path(cfg.contact_plan).is_absolute():
             cfg.contact_plan = str((p.parent / cfg.contact_plan).resolve())
@@ -121,89 +127,59 @@ class AgentConfig:
 
     @classmethod
     def from_obj(cls, obj: Any, *, source: str = "<config>") -> AgentConfig:
-        if not isinstance(obj, dict):
-            raise InputError("agent config must be a mapping", source=source)
-        known = {"node", "ipn", "listen", "app_socket", "store", "contact_plan", "follow_plan",
-                 "routing", "neighbours", "keys", "keepalive_s", "segment_mru",
-                 "transfer_mru", "store_max_bytes", "durability", "default_lifetime_s", "log"}
-        for k in obj:
-            if k not in known:
-                raise InputError(f"unknown key (known: {', '.join(sorted(known))})",
-                                 source=source, field=str(k))
-        g = _Getter(obj, source)
-        listen = obj.get("listen", {}) or {}
-        if not isinstance(listen, dict):
-            raise InputError("must be a mapping of cl → [host:port]", source=source,
-                             field="listen")
+        """The config from a mapping (what :meth:`to_obj` gives, or a parsed file)."""
+        return cls.from_fields(Fields(obj, source=source))
+
+    @classmethod
+    def from_fields(cls, f: Fields) -> AgentConfig:
+        """The config from a document being checked; every bad value is an
+        :class:`InputError` naming the file, line and field."""
+        f.check_keys(KNOWN_KEYS)
+        listen = (f.mapping("listen") if f.get("listen") is not None
+                  else Fields(LineMap(), source=f.source, path="listen", line=f.line))
         for k in listen:
             if k not in CLS:
-                raise InputError(f"unknown convergence layer {k!r} (known: {', '.join(CLS)})",
-                                 source=source, field=f"listen.{k}")
-        lists = {}
+                raise listen.error(f"unknown convergence layer {k!r}{suggest(k, CLS)}", k)
+        lists: dict[str, list[str]] = {}
         for cl, default in (("tcpcl", ["0.0.0.0:4556"]), ("udpcl", ["0.0.0.0:4556"]),
                             ("mtcp", [])):
-            val = listen.get(cl, default)
-            if isinstance(val, str):
-                val = [val]
-            if not isinstance(val, list) or not all(isinstance(v, str) for v in val):
-                raise InputError("must be a list of host:port", source=source,
-                                 field=f"listen.{cl}")
-            for i, v in enumerate(val):
-                _checked_host_port(v, source, f"listen.{cl}[{i}]")
-            lists[cl] = val
-        neighbours = []
-        raw_n = obj.get("neighbours", []) or []
-        if not isinstance(raw_n, list):
-            raise InputError("must be a list", source=source, field="neighbours")
-        for i, n in enumerate(raw_n):
-            f = f"neighbours[{i}]"
-            if not isinstance(n, dict):
-                raise InputError("must be a mapping", source=source, field=f)
-            ng = _Getter(n, source, prefix=f + ".")
-            cl = ng.str("cl", "tcpcl")
-            if cl not in CLS:
-                raise InputError(f"unknown convergence layer {cl!r} (known: {', '.join(CLS)})",
-                                 source=source, field=f + ".cl")
-            addr = ng.str("address", "")
-            if addr:
-                _checked_host_port(addr, source, f + ".address")
-            neighbours.append(NeighbourConfig(ng.str("name"), ng.int("ipn", minimum=1), cl, addr,
-                                        ng.int("path_mtu", 1500, minimum=68)))
+            addrs = listen.string_list(cl, default=default)
+            for i, a in enumerate(addrs):
+                _checked_host_port(a, listen.child(cl), i)
+            lists[cl] = addrs
+        neighbours = [_neighbour(n) for n in f.items("neighbours")]
         names = [n.name for n in neighbours]
         dup = {x for x in names if names.count(x) > 1}
         if dup:
-            raise InputError(f"neighbour listed twice: {', '.join(sorted(dup))}", source=source,
-                             field="neighbours")
-        routing = obj.get("routing", {"algorithm": "cgr"})
+            raise f.error(f"neighbour listed twice: {', '.join(sorted(dup))}", "neighbours")
+        routing = f.get("routing", {"algorithm": "cgr"})
         if isinstance(routing, str):
             routing = {"algorithm": routing}
         if not isinstance(routing, dict) or not isinstance(routing.get("algorithm"), str):
-            raise InputError("must be {algorithm: NAME, ...}", source=source, field="routing")
-        keys = obj.get("keys", {}) or {}
-        if not isinstance(keys, dict):
-            raise InputError("must be a mapping", source=source, field="keys")
+            raise f.error("expected {algorithm: NAME, ...} or a router name", "routing")
+        keys = f.mapping("keys").value if f.get("keys") is not None else {}
         return cls(
-            node=g.str("node"),
-            ipn=g.int("ipn", minimum=1),
+            node=_required(f.string("node", required=True)),
+            ipn=_required(f.integer("ipn", lo=1, required=True)),
             listen_tcpcl=lists["tcpcl"],
             listen_udpcl=lists["udpcl"],
             listen_mtcp=lists["mtcp"],
-            app_socket=g.str("app_socket", ""),
-            store=g.str("store", ""),
-            contact_plan=g.str("contact_plan", "") or None,
-            follow_plan=g.bool("follow_plan", True),
-            routing=routing,
+            app_socket=_text(f, "app_socket"),
+            store=_text(f, "store"),
+            contact_plan=_text(f, "contact_plan") or None,
+            follow_plan=_required(f.boolean("follow_plan", default=True)),
+            routing=dict(routing),
             neighbours=neighbours,
-            keys=keys,
-            keepalive_s=g.int("keepalive_s", 15, minimum=0, maximum=0xFFFF),
-            segment_mru=g.int("segment_mru", 16 * 1024 * 1024, minimum=64),
-            transfer_mru=g.int("transfer_mru", 1 << 32, minimum=64),
-            store_max_bytes=g.int("store_max_bytes", 1 << 30, minimum=1024),
-            durability=_choice(g.str("durability", "disk"), ("disk", "process"), source,
-                               "durability"),
-            default_lifetime_s=g.float("default_lifetime_s", 86400.0),
-            log=g.str("log", "") or None,
-            source=source,
+            keys=dict(keys),
+            keepalive_s=_required(f.integer("keepalive_s", default=15, lo=0, hi=0xFFFF)),
+            segment_mru=_required(f.integer("segment_mru", default=16 * 1024 * 1024, lo=64)),
+            transfer_mru=_required(f.integer("transfer_mru", default=1 << 32, lo=64)),
+            store_max_bytes=_required(f.integer("store_max_bytes", default=1 << 30, lo=1024)),
+            durability=_required(f.enum("durability", DURABILITIES, default="disk")),
+            default_lifetime_s=_required(f.number("default_lifetime_s", default=86400.0, lo=0,
+                                                  lo_open=True)),
+            log=_text(f, "log") or None,
+            source=f.source,
         )
 
     @classmethod
@@ -263,13 +239,6 @@ def default_socket_path(node: str) -> str:
     return str(socket_dir() / node / "bp.sock")
 
 
-def _choice(v: str, options: tuple[str, ...], source: str, field_: str) -> str:
-    if v not in options:
-        raise InputError(f"must be one of {', '.join(options)}, got {v!r}", source=source,
-                         field=field_)
-    return v
-
-
 def split_host_port(text: str, *, default_port: int = 4556) -> tuple[str, int]:
     """``"10.0.0.1:4556"`` / ``"[fd00::1]:4556"`` / ``"host"`` → (host, port)."""
     if text.startswith("["):
@@ -282,70 +251,36 @@ def split_host_port(text: str, *, default_port: int = 4556) -> tuple[str, int]:
     return host, int(port) if port else default_port
 
 
-def _checked_host_port(text: str, source: str, field_: str) -> tuple[str, int]:
+def _checked_host_port(text: str, where: Fields, key: str | int) -> tuple[str, int]:
+    """``text`` as (host, port), else an error about ``key`` of ``where``."""
     try:
         host, port = split_host_port(text)
     except ValueError:
-        raise InputError(f"not host:port: {text!r}", source=source, field=field_) from None
+        raise where.error(f"not host:port: {text!r}", key) from None
     if not host or not 0 <= port <= 65535:
-        raise InputError(f"not host:port: {text!r}", source=source, field=field_)
+        raise where.error(f"not host:port: {text!r}", key)
     return host, port
 
 
-def _parse(text: str, source: str) -> Any:
-    if text.lstrip().startswith("{"):
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as e:
-            raise InputError(f"invalid JSON: {e.msg}", source=source, line=e.lineno) from None
-    import yaml
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise InputError(f"invalid YAML: {getattr(e, 'problem', e)}", source=source,
-                         line=mark.line + 1 if mark else None) from None
+def _neighbour(n: Fields) -> NeighbourConfig:
+    n.check_keys(NEIGHBOUR_KEYS, required=("name", "ipn"))
+    cl = _required(n.string("cl", default="tcpcl"))
+    if cl not in CLS:
+        raise n.error(f"unknown convergence layer {cl!r}{suggest(cl, CLS)}", "cl")
+    addr = _text(n, "address")
+    if addr:
+        _checked_host_port(addr, n, "address")
+    return NeighbourConfig(_required(n.string("name", required=True)),
+                           _required(n.integer("ipn", lo=1, required=True)), cl, addr,
+                           _required(n.integer("path_mtu", default=1500, lo=68)))
 
 
-class _Getter:
-    def __init__(self, obj: dict, source: str, prefix: str = "") -> None:
-        self.obj, self.source, self.prefix = obj, source, prefix
+def _text(f: Fields, key: str) -> str:
+    """An optional text field: absent or empty (``key:`` alone, ``null``) is ""."""
+    return "" if f.get(key) is None else _required(f.string(key))
 
-    def _err(self, key: str, msg: str) -> InputError:
-        return InputError(msg, source=self.source, field=self.prefix + key)
 
-    def str(self, key: str, default: str | None = None) -> str:
-        v = self.obj.get(key)
-        if v is None:
-            v = default
-        if v is None:
-            raise self._err(key, "required")
-        if not isinstance(v, str):
-            raise self._err(key, f"must be a string, got {v!r}")
-        return v
-
-    def int(self, key: str, default: int | None = None, *, minimum: int | None = None,
-            maximum: int | None = None) -> int:
-        v = self.obj.get(key, default)
-        if v is None:
-            raise self._err(key, "required")
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise self._err(key, f"must be an integer, got {v!r}")
-        if minimum is not None and v < minimum:
-            raise self._err(key, f"must be ≥ {minimum}, got {v}")
-        if maximum is not None and v > maximum:
-            raise self._err(key, f"must be ≤ {maximum}, got {v}")
-        return v
-
-    def float(self, key: str, default: float) -> float:
-        v = self.obj.get(key, default)
-        if isinstance(v, bool) or not isinstance(v, int | float) or not v > 0:
-            raise self._err(key, f"must be a positive number, got {v!r}")
-        return float(v)
-
-    def bool(self, key: str, default: bool) -> bool:
-        v = self.obj.get(key, default)
-        if not isinstance(v, bool):
-            raise self._err(key, f"must be true or false, got {v!r}")
-        return v
+def _required(v: T | None) -> T:
+    """A getter's value that has a default or is required, hence never None."""
+    assert v is not None
+    return v

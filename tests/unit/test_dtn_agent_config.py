@@ -36,17 +36,27 @@ def test_config_yaml_and_errors(tmp_path):
 
     bad = tmp_path / "bad.yaml"
     for text, match in [
-        ("node: x\nipn: 0\n", "ipn: must be ≥ 1"),
+        ("node: x\nipn: 0\n", ":2: ipn: must be ≥ 1"),
         ("node: x\nipn: 1\nneighbours: [{name: y, ipn: 2, cl: ltp}]\n",
-         r"neighbours\[0\]\.cl: unknown convergence layer 'ltp'"),
-        ("node: x\nipn: 1\nlisten: {tcpcl: ['host:99999']}\n", "listen.tcpcl"),
-        ("node: x\nipn: 1\nbogus: 1\n", "bogus: unknown key"),
-        ("node: x\nipn: [1\n", "invalid YAML"),
+         r":3: neighbours\[0\]\.cl: unknown convergence layer 'ltp'"),
+        ("node: x\nipn: 1\nneighbours:\n  - {name: y, ipn: 2, adress: 'h:1'}\n",
+         r":4: neighbours\[0\]\.adress: unknown key 'adress'; did you mean 'address'\?"),
+        ("node: x\nipn: 1\nlisten: {tcpcl: ['host:99999']}\n", r"listen\.tcpcl\[0\]"),
+        ("node: x\nipn: 1\nbogus: 1\n", ":3: bogus: unknown key"),
+        ("node: x\nipn: 1\ndurability: disc\n", "did you mean 'disk'"),
+        ("node: x\nipn: [1\n", "not valid YAML"),
     ]:
         bad.write_text(text)
         with pytest.raises(InputError, match=match) as ei:
             AgentConfig.load(bad)
         assert str(bad) in str(ei.value)
+
+
+def test_config_without_log_or_plan_round_trips():
+    cfg = AgentConfig.from_obj({"node": "a", "ipn": 1, "log": None, "contact_plan": None,
+                                "listen": None, "keys": None})
+    assert cfg.log is None and cfg.contact_plan is None and cfg.keys == {}
+    assert AgentConfig.from_obj(cfg.to_obj()).to_obj() == cfg.to_obj()
 
 
 def test_config_for_plan_node(tmp_path):
