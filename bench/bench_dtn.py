@@ -13,12 +13,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
 import os
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,10 +28,17 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 from dtn_agent_harness import AgentProc, free_port, write_pair  # noqa: E402
+from netemu.routing import get_router  # noqa: E402
 
 from netemu.agent import BpClient  # noqa: E402
 from netemu.agent.memtune import tune_malloc  # noqa: E402
+from netemu.agent.store import BundleStore  # noqa: E402
 from netemu.dtn import bpa  # noqa: E402
+from netemu.dtn import tcpcl as t  # noqa: E402
+from netemu.dtn.bundle import datetime_to_dtn_ms  # noqa: E402
+from netemu.dtn.eid import EID  # noqa: E402
+from netemu.dtn.state import BundleState  # noqa: E402
+from netemu.plan.contacts import ContactPlan  # noqa: E402
 
 
 def plain_tcp_s(size: int, count: int) -> float:
@@ -176,18 +185,6 @@ def core_costs(n: int = 3000) -> dict[str, float]:
     """CPU µs per 1 KB bundle of the pieces, in one process (GC tuned as in an agent): the
     BPA core on each side (CGR),
     the store writes, the TCPCL session both ways — to show where agent time goes."""
-    import json
-    from datetime import datetime, timedelta, timezone
-
-    from netemu.routing import get_router
-
-    from netemu.agent.store import BundleStore
-    from netemu.dtn import tcpcl as t
-    from netemu.dtn.bundle import datetime_to_dtn_ms
-    from netemu.dtn.eid import EID
-    from netemu.dtn.state import BundleState
-    from netemu.plan.contacts import ContactPlan
-
     epoch = datetime.now(timezone.utc) - timedelta(seconds=30)
     plan = ContactPlan.from_json(json.dumps({
         "epoch": epoch.isoformat().replace("+00:00", "Z"), "nodes": {"A": 1, "B": 2},

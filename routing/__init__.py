@@ -12,6 +12,7 @@ import importlib
 from collections.abc import Mapping
 
 from netemu.routing.base import BundleInfo, Decision, Hop, Router
+from netemu.routing.params import check_params
 
 from netemu.errors import InputError
 
@@ -51,8 +52,6 @@ def get_router(name: str) -> type[Router]:
 def check_router_params(name: str, params: Mapping[str, object]) -> None:
     """Check a scenario's routing section before any router is built: the algorithm
     exists and every parameter is one it knows (``InputError`` otherwise)."""
-    from netemu.routing.params import check_params
-
     cls = get_router(name)
     allowed = getattr(cls, "PARAMS", None)
     if allowed is not None:

@@ -10,9 +10,11 @@ import socket
 import pytest
 from dtn_agent_harness import CutProxy, StubCore, free_port, wait_for
 
+from netemu.agent import BpClient, BpError
 from netemu.agent.agent import Agent
 from netemu.agent.config import AgentConfig
-from netemu.dtn import mtcp
+from netemu.dtn import mtcp, tcpcl
+from netemu.runtime.clock import ScenarioClock
 
 
 def _cfg(tmp, name, ipn, port, peer, peer_ipn, dial, cl="tcpcl", **kw) -> AgentConfig:
@@ -219,7 +221,6 @@ def test_contact_end_hands_queued_bundles_back_to_the_router(tmp_path):
     import time
     from datetime import datetime, timedelta, timezone
 
-    from netemu.runtime.clock import ScenarioClock
 
     async def go():
         epoch = datetime.now(timezone.utc) - timedelta(seconds=10)
@@ -249,7 +250,6 @@ def test_contact_end_hands_queued_bundles_back_to_the_router(tmp_path):
 def test_silent_peer_is_ended_with_idle_timeout(tmp_path):
     """A peer that negotiates a 1 s keepalive and then says nothing gets SESS_TERM
     (IDLE_TIMEOUT) after 2 × keepalive, and the agent keeps sending KEEPALIVEs itself."""
-    from netemu.dtn import tcpcl
 
     async def go():
         pb = free_port()
@@ -276,7 +276,6 @@ def test_silent_peer_is_ended_with_idle_timeout(tmp_path):
 def test_core_failure_is_an_answer_not_a_hang(tmp_path):
     """If the BPA core raises on an event, the app gets an error answer (and the agent
     logs it) instead of waiting forever."""
-    from netemu.agent import BpClient, BpError
 
     async def go():
         a = Agent(_cfg(tmp_path, "A", 1, free_port(), "B", 2, None))  # the real core

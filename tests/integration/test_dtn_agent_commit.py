@@ -17,6 +17,8 @@ from netemu.agent import BpClient
 from netemu.agent.agent import Agent
 from netemu.agent.config import AgentConfig
 from netemu.agent.store import BundleStore
+from netemu.dtn.bundle import Bundle, datetime_to_dtn_ms
+from netemu.dtn.eid import EID
 
 
 def test_sends_answered_only_after_the_commit_thread_returns(tmp_path):
@@ -79,8 +81,6 @@ def test_bundle_refused_on_a_store_error_is_stored_when_sent_again(tmp_path):
     import errno
     from datetime import datetime, timezone
 
-    from netemu.dtn.bundle import Bundle, datetime_to_dtn_ms
-    from netemu.dtn.eid import EID
 
     cfgs = write_pair(tmp_path, port_a=free_port(), port_b=free_port(), b_to_a="")
     cfg = AgentConfig.load(cfgs["B"], node="B")

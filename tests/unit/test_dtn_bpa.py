@@ -7,7 +7,9 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import pytest
+from netemu.routing import get_router
 from netemu.routing.base import Decision, Hop, Router
+from netemu.routing.cgr import CGRRouter
 
 from netemu.agent.store import BundleStore
 from netemu.dtn.bpa import (
@@ -30,8 +32,8 @@ from netemu.dtn.bpa import (
     TransmissionDone,
     TransmissionFailed,
 )
-from netemu.dtn.bpsec import SecurityPolicy
-from netemu.dtn.bundle import BundleFlags, decode_bundle
+from netemu.dtn.bpsec import SecurityPolicy, bcb_encrypt
+from netemu.dtn.bundle import Bundle, BundleFlags, CanonicalBlock, datetime_to_dtn_ms, decode_bundle
 from netemu.dtn.eid import EID
 from netemu.dtn.state import BundleState
 from netemu.dtn.status import Reason, StatusReport
@@ -336,8 +338,6 @@ def test_restart_resumes_from_store_without_duplicates(tmp_path):
 
 
 def test_unknown_blocks_obey_their_flags(net):
-    from netemu.dtn.bundle import Bundle, CanonicalBlock
-
     b = Bundle.new("ipn:1.1", "ipn:3.1", b"x", lifetime_ms=60_000, creation_ms=net.now)
     b.replace_block(CanonicalBlock(200, 5, b"opaque", 0x10))        # discard if unknown
     b.replace_block(CanonicalBlock(201, 6, b"kept", 0x00))          # forward as is
@@ -352,9 +352,6 @@ def test_unknown_blocks_obey_their_flags(net):
 
 
 def test_bcb_payload_decrypted_for_the_local_app(tmp_path):
-    from netemu.dtn.bpsec import bcb_encrypt
-    from netemu.dtn.bundle import Bundle
-
     key = b"K" * 16
     net = Net(tmp_path, policies={"C": SecurityPolicy(decrypt_keys={"ipn:1.0": key})})
     try:
@@ -379,8 +376,6 @@ def test_reception_report(net):
 
 
 def test_for_plan_node_uses_plan_numbers_and_epoch():
-    from netemu.dtn.bundle import datetime_to_dtn_ms
-
     core = BundleAgent.for_plan_node("B", StaticRouter("B", PLAN, ROUTES["B"]), max_bytes=10)
     assert str(core.node_id) == "ipn:2.0" and core.cfg.max_bytes == 10
     assert core.cfg.plan_epoch_ms == datetime_to_dtn_ms(PLAN.epoch)
@@ -394,9 +389,6 @@ def test_for_plan_node_uses_plan_numbers_and_epoch():
 def test_project_routers_carry_a_bundle_across_two_contacts(tmp_path, algorithm):
     """The routers of netemu.routing behind the core: A-B is up 0-100 s, B-C 200-300 s
     (plan time); a bundle sent at 10 s reaches C once, at 200 s."""
-    from netemu.routing import get_router
-
-    from netemu.plan.contacts import Contact
 
     contacts = [Contact(a, b, s0, s1, 1e6, 0.01) for a, b, s0, s1 in
                 (("A", "B", 0, 100), ("B", "A", 0, 100), ("B", "C", 200, 300),
@@ -432,8 +424,6 @@ CGR_PLAN = ContactPlan(
 
 
 def _cgr_agent():
-    from netemu.routing.cgr import CGRRouter
-
     return BundleAgent(CoreConfig(EID.ipn(1, 0), "A", retry_ms=500, plan_epoch_ms=0),
                        CGRRouter("A", CGR_PLAN))
 

@@ -11,6 +11,7 @@ from netemu.routing import get_router
 
 from netemu.dtn.bpa import (
     BLOCK_COPIES,
+    METADATA_WAIT_MS,
     Accept,
     AppSend,
     BundleAgent,
@@ -18,6 +19,7 @@ from netemu.dtn.bpa import (
     ContactUp,
     Forward,
     Store,
+    Tick,
     TransmissionDone,
     copies_of,
 )
@@ -120,7 +122,6 @@ def test_epidemic_summary_vector_stops_a_resend():
 
 def test_without_metadata_from_the_peer_routing_goes_on_after_the_wait():
     """A peer that sends no metadata (not netemu) gets the bundle after METADATA_WAIT_MS."""
-    from netemu.dtn.bpa import METADATA_WAIT_MS, Tick
 
     a = core("A", "epidemic")
     t = now_ms(1)
