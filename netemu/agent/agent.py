@@ -335,11 +335,11 @@ class Agent:
         host, port = st.cfg.host_port
         try:
             if st.cfg.cl == "tcpcl":
-                _, proto = await asyncio.wait_for(loop.create_connection(
+                await asyncio.wait_for(loop.create_connection(
                     lambda: TcpclChannel(self, tcpcl.Role.ACTIVE, st.cfg.name), host, port), 5.0)
             else:
                 host, port = split_host_port(st.cfg.address, default_port=mtcp.DEFAULT_PORT)
-                _, proto = await asyncio.wait_for(loop.create_connection(
+                await asyncio.wait_for(loop.create_connection(
                     lambda: MtcpChannel(self, st.cfg.name), host, port), 5.0)
             # (the channel adds itself to st.sessions in connection_made and removes
             # itself in connection_lost, so a connection that dies at once leaves nothing)
@@ -461,7 +461,7 @@ class Agent:
         st = self.neighbours.get(neighbour)
         if st is None or not st.queue or not st.plan_up:
             return
-        touched = set()
+        touched: set[Channel] = set()
         for ch in st.sessions:
             if type(ch) is TcpclChannel:
                 if ch.send_from(st.queue):

@@ -136,7 +136,7 @@ class AppServer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _finish(self, conn: AppConnection, rid: Any, op: str, aw: Awaitable) -> None:
+    async def _finish(self, conn: AppConnection, rid: Any, op: Any, aw: Awaitable) -> None:
         try:
             result = await aw
         except NetemuError as e:

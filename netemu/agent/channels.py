@@ -229,11 +229,12 @@ class TcpclChannel(asyncio.Protocol, Channel):
             self.flush()
 
 
-def write_buffers(transport: asyncio.WriteTransport, out: list[bytes | memoryview]) -> None:
+def write_buffers(transport: asyncio.WriteTransport,
+                  out: list[bytes | bytearray | memoryview]) -> None:
     """``transport.writelines(out)`` without joining big buffers into a new one (asyncio
     3.11 joins them all: a copy of every 1 MB bundle): small ones are joined, a big one is
     written as it is (sent straight from it when the socket has room)."""
-    small: list[bytes | memoryview] = []
+    small: list[bytes | bytearray | memoryview] = []
     for buf in out:
         if len(buf) < BIG_WRITE_BYTES:
             small.append(buf)

@@ -79,9 +79,10 @@ import os
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from crc32c import crc32c
 
@@ -392,7 +393,8 @@ class BundleStore:
         seg_fd = self._seg_fd
         fds = self._sync_fds
         self._sync_fds = []
-        jobs = [(os.fdatasync, fd) for fd in fds] + [(_fsync_dir, d) for d in self._dir_dirty]
+        jobs: list[tuple[Callable[[Any], None], Any]] = (
+            [(os.fdatasync, fd) for fd in fds] + [(_fsync_dir, d) for d in self._dir_dirty])
         self._dir_dirty.clear()
         together = self._in_tx and not self._compacted
         if together and self._tx_rid is not None:
@@ -672,8 +674,8 @@ class BundleStore:
                     self._unlink.append(self._seg_path(loc))
                 elif sl[1] * 4 < self._seg_size.get(loc, 0):
                     self._sparse.add(loc)
-        else:
-            self._freed.append(self._file_path(loc))
+        else:  # (a payload file's name; mypy does not narrow on type() is)
+            self._freed.append(self._file_path(loc))  # type: ignore[arg-type]
 
     def drop_many(self, items: list[tuple[str, BundleState]]) -> None:
         """Move many bundles to a tombstone state (FORWARDED, DELIVERED) at once: one
@@ -699,8 +701,8 @@ class BundleStore:
                     h = held.pop(bid, None)
                     if h is not None:
                         self._free(h)
-                for st, rids in by_state.items():
-                    self._drop_rids(int(st), rids)  # (an IntEnum binds ~1 µs slower)
+                for state, rids in by_state.items():
+                    self._drop_rids(int(state), rids)  # (an IntEnum binds ~1 µs slower)
             except BaseException:
                 self._abort()
                 raise
@@ -766,9 +768,10 @@ class BundleStore:
                 chunk = moved[i:i + 256]
                 bufs = []
                 for _, (size, rid, loc) in chunk:
-                    fd = fds.get(loc)  # type: ignore[arg-type]
+                    assert isinstance(loc, int)  # (a segment: the moved are in sparse ones)
+                    fd = fds.get(loc)
                     if fd is None:
-                        fd = fds[loc] = os.open(self._seg_path(loc), os.O_RDONLY)  # type: ignore[arg-type]
+                        fd = fds[loc] = os.open(self._seg_path(loc), os.O_RDONLY)
                     bufs.append(_pread_all(fd, size, self._off(rid)))
                 if self._seg_off and self._seg_off + sum(map(len, bufs)) > (
                         self.segment_bytes or 0):
