@@ -159,7 +159,7 @@ def main() -> int:
                                       ("1 MB", 1_000_000, args.large, max(1, args.batch // 100))):
         tcp = plain_tcp_s(size, count)
         for mode in modes:
-            with tempfile.TemporaryDirectory(prefix="t4b-bench-") as d:
+            with tempfile.TemporaryDirectory(prefix="dtn-bench-") as d:
                 dt, ca, cb, capp = asyncio.run(agent_run(Path(d), size, count, batch, mode))
             rows.append((label, mode, size, count, dt, tcp, ca, cb, capp))
     # CPU columns: CPU seconds each agent process and the apps (sender and receiver, this
@@ -218,7 +218,7 @@ def core_costs(n: int = 3000) -> dict[str, float]:
     t4 = time.process_time()
     out["BPA send side"] = ((t1 - t0) + (t2 - t1)) / n * 1e6
     out["BPA receive side"] = ((t3 - t2) + (t4 - t3)) / n * 1e6
-    with tempfile.TemporaryDirectory(prefix="t4b-bench-") as d:
+    with tempfile.TemporaryDirectory(prefix="dtn-bench-") as d:
         st = BundleStore(Path(d) / "s.sqlite", durability="process")
         rows = [(f.bundle_id, f.data, "ipn:2.1", 10**13, now, BundleState.PENDING, 0, None) for f in fw]
         t0 = time.process_time()

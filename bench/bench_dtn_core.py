@@ -96,7 +96,7 @@ def main() -> None:
 
     rows = [(f"ipn:1.1,{i},0", wire, "ipn:2.1", 10**12, i, BundleState.PENDING, 0, None)
             for i in range(4 * n)]
-    with tempfile.TemporaryDirectory(prefix="t4a-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="dtn-core-bench-") as tmp:
         for durability, sync in (("disk", "FULL"), ("process", "NORMAL")):
             for mode in ("add", "add_many"):
                 store = BundleStore(Path(tmp) / f"{durability}-{mode}.db",

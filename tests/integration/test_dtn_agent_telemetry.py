@@ -42,7 +42,7 @@ async def _exchange(tmp: Path, n: int) -> tuple[list[str], dict]:
 
 @pytest.mark.skipif(shutil.which("mosquitto") is None, reason="mosquitto not installed")
 def test_agents_publish_bundle_events_that_metrics_use(tmp_path):
-    broker = Broker(f"t4c{uuid.uuid4().hex[:5]}", log_path=tmp_path / "mosquitto.log")
+    broker = Broker(f"tl{uuid.uuid4().hex[:6]}", log_path=tmp_path / "mosquitto.log")
     access = broker.start()
     events_path = tmp_path / "events.jsonl"
     rec = Recorder(access, events_path)
@@ -94,7 +94,7 @@ def test_agents_publish_bundle_events_that_metrics_use(tmp_path):
 def test_agent_without_a_broker_still_moves_bundles_and_counts_drops(tmp_path):
     """The MQTT variables point at a socket nobody listens on: bundles flow as usual; the
     bounded queue keeps what it can and counts the rest as dropped."""
-    access = BrokerAccess(str(tmp_path / "nobroker.sock"), "u", "p", "t4c-nobroker")
+    access = BrokerAccess(str(tmp_path / "nobroker.sock"), "u", "p", "nobroker")
     cfgs = write_pair(tmp_path, port_a=free_port(), port_b=free_port())
     env = access.env()
     b = AgentProc("B", cfgs["B"], env=env).start()
@@ -109,7 +109,7 @@ def test_agent_without_a_broker_still_moves_bundles_and_counts_drops(tmp_path):
 
 
 def test_publisher_queue_is_bounded_and_never_blocks(tmp_path):
-    access = BrokerAccess(str(tmp_path / "none.sock"), "u", "p", "t4c-q")
+    access = BrokerAccess(str(tmp_path / "none.sock"), "u", "p", "queue")
     pub = BundlePublisher(access, "A", queue_max=10)
     pub.start()
     for i in range(1000):
