@@ -37,7 +37,8 @@ def main_from_config(cfg: AgentConfig) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` (default: the process's arguments) and run the agent."""
     parser = argparse.ArgumentParser(prog="python -m netemu.agent.main",
-                                     description=__doc__.split("\n\n")[0])
+                                     description="run one node's DTN bundle agent (as "
+                                     "'netemu agent', without loading the other commands)")
     add_arguments(parser)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
