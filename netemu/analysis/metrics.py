@@ -310,8 +310,8 @@ def link_metrics(
         u["up_s"] = round(up, 3)
         u["capacity_bytes"] = round(cap)
     for u in use.values():
-        cap = u.get("capacity_bytes")
-        u["utilisation"] = (u["bytes"] / cap) if cap else None
+        cap_bytes = u.get("capacity_bytes")
+        u["utilisation"] = (u["bytes"] / cap_bytes) if cap_bytes else None
     return dict(sorted(use.items())), outside
 
 
@@ -413,8 +413,8 @@ def _link_use_from_captures(run: Path, plan: dict[str, Any] | None, links: dict[
         u["bundles"] += 1
         u["source"] = "captures"
     for u in links.values():
-        cap = u.get("capacity_bytes")
-        u["utilisation"] = (u["bytes"] / cap) if cap else None
+        cap_bytes = u.get("capacity_bytes")
+        u["utilisation"] = (u["bytes"] / cap_bytes) if cap_bytes else None
 
 
 # --------------------------------------------------------------------------- all

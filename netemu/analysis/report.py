@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ MAX_TRACK_S = 6 * 3600.0
 TRACK_STEP_S = 30.0
 
 
-def _colors(n: int) -> list[str]:
+def _colors(n: int) -> Sequence[str | tuple[float, float, float, float]]:
     """``n`` distinguishable colours: Okabe-Ito up to 8, else matplotlib's tab20."""
     if n <= len(PALETTE):
         return PALETTE[:n]

@@ -176,11 +176,11 @@ class TCPCLXferSegment(TCPCL):
         FlagsField("flags", 0, 8, SEG_FLAGS),
         LongField("transfer_id", 0),
         ConditionalField(FieldLenField("ext_len", None, length_of="ext", fmt="!I"),
-                         lambda p: int(p.flags) & 0x02),
+                         lambda p: bool(int(p.flags) & 0x02)),
         ConditionalField(StrLenField("ext", b"", length_from=lambda p: p.ext_len),
-                         lambda p: int(p.flags) & 0x02),
-        LongField("data_len", None),
-        ConditionalField(PacketLenField("bundle", None, BPv7, length_from=lambda p: p.data_len),
+                         lambda p: bool(int(p.flags) & 0x02)),
+        LongField("data_len", None),  # type: ignore[arg-type]  # scapy: None = computed at build
+        ConditionalField(PacketLenField("bundle", None, BPv7, length_from=lambda p: p.data_len),  # type: ignore[arg-type]  # scapy: no default packet
                          lambda p: (int(p.flags) & 0x03) == 0x03),
         ConditionalField(StrLenField("data", b"", length_from=lambda p: p.data_len),
                          lambda p: (int(p.flags) & 0x03) != 0x03),
