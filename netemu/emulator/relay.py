@@ -284,6 +284,8 @@ def run_worker(netns_path: str, shm_name: str, n_endpoints: int, workers: int, i
         else:
             events = poll(0.25)
         if events:
+            if mv[0] != gen:  # the driver changed the table while this worker slept
+                reload()
             if ring is not None:
                 now = mono()
                 batch = ring.read(BATCH, now - time.time())
