@@ -36,10 +36,9 @@ import time
 import tracemalloc
 from pathlib import Path
 
+from netemu.plan.contacts import ContactPlan
 from netemu.routing.base import BundleInfo
 from netemu.routing.cgr import CGRRouter, ContactGraph
-
-from netemu.plan.contacts import ContactPlan
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -28,7 +28,6 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 from dtn_agent_harness import AgentProc, free_port, write_pair  # noqa: E402
-from netemu.routing import get_router  # noqa: E402
 
 from netemu.agent import BpClient  # noqa: E402
 from netemu.agent.memtune import tune_malloc  # noqa: E402
@@ -39,6 +38,7 @@ from netemu.dtn.bundle import datetime_to_dtn_ms  # noqa: E402
 from netemu.dtn.eid import EID  # noqa: E402
 from netemu.dtn.state import BundleState  # noqa: E402
 from netemu.plan.contacts import ContactPlan  # noqa: E402
+from netemu.routing import get_router  # noqa: E402
 
 
 def plain_tcp_s(size: int, count: int) -> float:

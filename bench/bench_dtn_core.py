@@ -16,8 +16,6 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from netemu.routing.base import Decision, Hop, Router
-
 from netemu.agent.store import BundleStore
 from netemu.dtn.bpa import (
     AppDelivered,
@@ -35,6 +33,7 @@ from netemu.dtn.bundle import Bundle, decode_bundle
 from netemu.dtn.eid import EID
 from netemu.dtn.state import BundleState
 from netemu.plan.contacts import ContactPlan, Node
+from netemu.routing.base import Decision, Hop, Router
 
 
 class Direct(Router):

@@ -64,7 +64,7 @@ def bench_telemetry(n: int) -> None:
 
 
 def bench_apps(count: int, mode: str) -> None:
-    ns = f"t6ab{uuid.uuid4().hex[:4]}"
+    ns = f"bfl{uuid.uuid4().hex[:4]}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
     run = f"bench{uuid.uuid4().hex[:4]}"
     try:

@@ -11,10 +11,9 @@ from __future__ import annotations
 import importlib
 from collections.abc import Mapping
 
+from netemu.errors import InputError
 from netemu.routing.base import BundleInfo, Decision, Hop, Router
 from netemu.routing.params import check_params
-
-from netemu.errors import InputError
 
 __all__ = ["BundleInfo", "Decision", "Hop", "Router", "available_routers", "check_router_params",
            "get_router"]

@@ -45,11 +45,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from netemu.routing.base import BundleInfo, Decision, Hop, Router
-from netemu.routing.params import check_params, number
-
 from netemu.errors import InputError
 from netemu.plan.contacts import Contact, ContactPlan
+from netemu.routing.base import BundleInfo, Decision, Hop, Router
+from netemu.routing.params import check_params, number
 
 INF = math.inf
 RankKey = tuple[float, int, float, int, tuple[int, ...]]

@@ -7,10 +7,9 @@ bundle waits.
 
 from __future__ import annotations
 
+from netemu.plan.contacts import ContactPlan
 from netemu.routing.base import BundleInfo, Decision, Hop, Router
 from netemu.routing.params import check_params
-
-from netemu.plan.contacts import ContactPlan
 
 
 class DirectRouter(Router):

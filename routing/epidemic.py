@@ -10,11 +10,10 @@ came from, and always keeps its own copy.
 
 from __future__ import annotations
 
+from netemu.plan.contacts import ContactPlan
 from netemu.routing.base import BundleInfo, Decision, Hop, Metadata, Router
 from netemu.routing.params import check_params
 from netemu.routing.summary import SummaryVectors, expired
-
-from netemu.plan.contacts import ContactPlan
 
 
 class EpidemicRouter(Router):

@@ -7,10 +7,9 @@ the first neighbour by name that is not the node the bundle came from.
 
 from __future__ import annotations
 
+from netemu.plan.contacts import ContactPlan
 from netemu.routing.base import BundleInfo, Decision, Hop, Router
 from netemu.routing.params import check_params
-
-from netemu.plan.contacts import ContactPlan
 
 
 class FirstContactRouter(Router):

@@ -25,11 +25,10 @@ from __future__ import annotations
 
 import math
 
+from netemu.plan.contacts import ContactPlan
 from netemu.routing.base import BundleInfo, Decision, Hop, Metadata, Router
 from netemu.routing.params import check_params, number
 from netemu.routing.summary import SummaryVectors, expired
-
-from netemu.plan.contacts import ContactPlan
 
 DEFAULTS = {
     "p_encounter_max": 0.7,

@@ -10,11 +10,10 @@ per bundle and lowers it when the agent reports a send (``sent``).
 
 from __future__ import annotations
 
+from netemu.plan.contacts import ContactPlan
 from netemu.routing.base import BundleInfo, Decision, Hop, Metadata, Router
 from netemu.routing.params import check_params, number
 from netemu.routing.summary import SummaryVectors, expired
-
-from netemu.plan.contacts import ContactPlan
 
 
 class SprayAndWaitRouter(Router):

@@ -8,11 +8,10 @@ reached directly. With no next hop in contact the bundle waits.
 
 from __future__ import annotations
 
-from netemu.routing.base import BundleInfo, Decision, Hop, Router
-from netemu.routing.params import check_params
-
 from netemu.errors import InputError
 from netemu.plan.contacts import ContactPlan
+from netemu.routing.base import BundleInfo, Decision, Hop, Router
+from netemu.routing.params import check_params
 
 
 def _as_list(v: object) -> list[str]:

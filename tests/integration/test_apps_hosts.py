@@ -45,7 +45,7 @@ time.sleep(120)
 @pytest.fixture
 def netns():
     """Two named network namespaces standing in for emulated hosts."""
-    names = [f"t6a-{uuid.uuid4().hex[:6]}" for _ in range(2)]
+    names = [f"tapp-{uuid.uuid4().hex[:6]}" for _ in range(2)]
     try:
         for n in names:
             subprocess.run(["ip", "netns", "add", n], check=True)
@@ -92,7 +92,7 @@ def _leftover_cgroups(run: str) -> list[Path]:
 
 
 def test_process_app_runs_in_host_netns_under_cgroup_limits(tmp_path, netns) -> None:
-    run = f"t6a-{uuid.uuid4().hex[:6]}"
+    run = f"tapp-{uuid.uuid4().hex[:6]}"
     nodes = [NodeInfo("h1", "satellite"), NodeInfo("h2", "ground")]
     inst = plan_apps([{"name": "probe", "params": {"k": 1}}], nodes,
                      apps_dir=_apps(tmp_path, "process"))
@@ -123,7 +123,7 @@ def test_process_app_runs_in_host_netns_under_cgroup_limits(tmp_path, netns) -> 
 
 
 def test_memory_limit_is_enforced_and_exit_status_recorded(tmp_path, netns) -> None:
-    run = f"t6a-{uuid.uuid4().hex[:6]}"
+    run = f"tapp-{uuid.uuid4().hex[:6]}"
     nodes = [NodeInfo("h1", "satellite")]
     apps = _apps(tmp_path, "process")
     hog = plan_apps([{"name": "probe", "environment": {"HOG_MB": 300}}], nodes, apps_dir=apps)[0]
@@ -156,7 +156,7 @@ def test_memory_limit_is_enforced_and_exit_status_recorded(tmp_path, netns) -> N
 
 @pytest.mark.skipif(shutil.which("podman") is None, reason="podman not installed")
 def test_container_app_is_a_podman_container_in_the_host_netns(tmp_path, netns) -> None:
-    run = f"t6a-{uuid.uuid4().hex[:6]}"
+    run = f"tapp-{uuid.uuid4().hex[:6]}"
     nodes = [NodeInfo("h1", "satellite")]
     # the app keeps SIGTERM's default action: as PID 1 of a container it would ignore
     # `podman stop` without the runner's init shim, and be killed (137) after the grace time

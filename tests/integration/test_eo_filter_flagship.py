@@ -22,7 +22,7 @@ def test_apps_over_real_dtn(tmp_path):
     out = tmp_path / "runs"
     r = subprocess.run(
         [sys.executable, "-m", "netemu", "test", str(sc), "--out", str(out),
-         "--run-name", f"t6b{uuid.uuid4().hex[:4]}", "--junit", str(tmp_path / "junit.xml")],
+         "--run-name", f"teo{uuid.uuid4().hex[:4]}", "--junit", str(tmp_path / "junit.xml")],
         capture_output=True, text=True, timeout=600, cwd=tmp_path,
     )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

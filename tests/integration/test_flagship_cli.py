@@ -33,7 +33,7 @@ def _netemu_test(tmp_path: Path, scenario: Path) -> tuple[subprocess.CompletedPr
     r = subprocess.run(
         [sys.executable, "-m", "netemu", "test", str(scenario), "--junit", str(junit),
          "--out", str(tmp_path / "runs"), "--no-report",
-         "--run-name", f"t6a{uuid.uuid4().hex[:4]}"],
+         "--run-name", f"trun{uuid.uuid4().hex[:4]}"],
         capture_output=True, text=True, timeout=240, cwd=tmp_path,
     )
     return r, junit

@@ -44,7 +44,7 @@ def _leftovers(run: str) -> list[str]:
 
 
 def test_run_directory_holds_what_the_contract_promises(tmp_path) -> None:
-    run = f"t6a{uuid.uuid4().hex[:4]}"
+    run = f"trun{uuid.uuid4().hex[:4]}"
     out = tmp_path / "run"
     r = subprocess.run(
         [sys.executable, "-m", "netemu", "demo", str(_scenario(tmp_path, 300)), "--out",
@@ -80,7 +80,7 @@ def test_run_directory_holds_what_the_contract_promises(tmp_path) -> None:
 
 
 def test_ctrl_c_stops_everything_and_keeps_what_was_measured(tmp_path) -> None:
-    run = f"t6a{uuid.uuid4().hex[:4]}"
+    run = f"trun{uuid.uuid4().hex[:4]}"
     out = tmp_path / "run"
     proc = subprocess.Popen(
         [sys.executable, "-m", "netemu", "demo", str(_scenario(tmp_path, 1200)), "--out",

@@ -15,7 +15,7 @@ from netemu.run import capture
 
 pytestmark = pytest.mark.integration
 
-NS_A, NS_B = "t6b-a", "t6b-b"
+NS_A, NS_B = "tcap-a", "tcap-b"
 
 
 def _sh(*cmd: str) -> None:
@@ -27,9 +27,9 @@ def two_hosts():
     try:
         _sh("ip", "netns", "add", NS_A)
         _sh("ip", "netns", "add", NS_B)
-        _sh("ip", "link", "add", "t6b-va", "netns", NS_A, "type", "veth", "peer", "name", "t6b-vb",
+        _sh("ip", "link", "add", "tcap-va", "netns", NS_A, "type", "veth", "peer", "name", "tcap-vb",
             "netns", NS_B)
-        for ns, dev, addr in ((NS_A, "t6b-va", "10.250.0.1/24"), (NS_B, "t6b-vb", "10.250.0.2/24")):
+        for ns, dev, addr in ((NS_A, "tcap-va", "10.250.0.1/24"), (NS_B, "tcap-vb", "10.250.0.2/24")):
             _sh("ip", "-n", ns, "addr", "add", addr, "dev", dev)
             _sh("ip", "-n", ns, "link", "set", dev, "up")
             _sh("ip", "-n", ns, "link", "set", "lo", "up")
@@ -70,7 +70,7 @@ def test_capture_in_namespace_finds_the_bundle(two_hosts, tmp_path):
     b = Bundle.new("ipn:1.11", "ipn:2.10", bytes(range(256)) * 40, lifetime_ms=60_000,
                    creation_ms=800_000_000_000, seq=3)
     out = tmp_path / "link.pcap"
-    cap = capture.LinkCapture(capture.CaptureSpec("a", "b", NS_B, "t6b-vb"), out).start()
+    cap = capture.LinkCapture(capture.CaptureSpec("a", "b", NS_B, "tcap-vb"), out).start()
     server = subprocess.Popen(["ip", "netns", "exec", NS_B, sys.executable, "-c", SERVER],
                               stdout=subprocess.PIPE, text=True)
     try:

@@ -30,7 +30,7 @@ pytestmark = [
 
 @pytest.fixture
 def broker(tmp_path: Path):
-    b = Broker(f"t6a{uuid.uuid4().hex[:5]}", log_path=tmp_path / "mosquitto.log",
+    b = Broker(f"tmq{uuid.uuid4().hex[:5]}", log_path=tmp_path / "mosquitto.log",
                tcp_port=_free_port())
     access = b.start()
     try:
@@ -42,7 +42,7 @@ def broker(tmp_path: Path):
 
 @pytest.fixture
 def netns():
-    name = f"t6a-{uuid.uuid4().hex[:6]}"
+    name = f"tmq-{uuid.uuid4().hex[:6]}"
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
         yield name

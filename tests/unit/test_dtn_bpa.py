@@ -7,9 +7,6 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import pytest
-from netemu.routing import get_router
-from netemu.routing.base import Decision, Hop, Router
-from netemu.routing.cgr import CGRRouter
 
 from netemu.agent.store import BundleStore
 from netemu.dtn.bpa import (
@@ -39,6 +36,9 @@ from netemu.dtn.state import BundleState
 from netemu.dtn.status import Reason, StatusReport
 from netemu.errors import InputError
 from netemu.plan.contacts import Contact, ContactPlan, Node
+from netemu.routing import get_router
+from netemu.routing.base import Decision, Hop, Router
+from netemu.routing.cgr import CGRRouter
 
 PLAN = ContactPlan(datetime(2026, 1, 1, tzinfo=timezone.utc),
                    {n: Node(n, i) for i, n in ((1, "A"), (2, "B"), (3, "C"))}, [])

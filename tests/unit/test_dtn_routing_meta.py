@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from netemu.routing import get_router
-
 from netemu.dtn.bpa import (
     BLOCK_COPIES,
     METADATA_WAIT_MS,
@@ -25,6 +23,7 @@ from netemu.dtn.bpa import (
 )
 from netemu.dtn.bundle import BlockFlags, decode_bundle
 from netemu.plan.contacts import ContactPlan, Node
+from netemu.routing import get_router
 
 EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
 PLAN = ContactPlan(EPOCH, {n: Node(n, i) for i, n in enumerate("ABCD", start=1)}, [])

@@ -107,7 +107,7 @@ def test_plan_too_big_for_memory_is_refused_before_building(monkeypatch):
     plan = ContactPlan(EPOCH, nodes("gs1", "s1"), both("gs1", "s1", 0, 10))
     monkeypatch.setattr(emulation, "_mem_available", lambda: 1_000_000)
     with pytest.raises(InputError, match="GiB"):
-        emulation.Emulation(plan, run_name="t3mem")
+        emulation.Emulation(plan, run_name="temem")
     monkeypatch.undo()
-    e = emulation.Emulation(plan, run_name="t3mem")  # constructing builds nothing
+    e = emulation.Emulation(plan, run_name="temem")  # constructing builds nothing
     assert not e._started

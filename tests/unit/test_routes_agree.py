@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 from iproute_oracle import ip_next_hops, path_delay_s, snapshot_edges
-from netemu.routing.iproutes import RouteComputer, next_hops
 
 from netemu.emulator.layout import plan_layout
 from netemu.plan.scenario import load_scenario
 from netemu.plan.schedule import compute_plan
+from netemu.routing.iproutes import RouteComputer, next_hops
 
 ROOT = Path(__file__).resolve().parents[2]
 

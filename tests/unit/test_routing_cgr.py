@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from netemu.routing.base import BundleInfo
-from netemu.routing.cgr import CGRRouter, best_route, estimated_size_bytes, k_routes
 
 from netemu.plan.contacts import Contact, ContactPlan, Node
+from netemu.routing.base import BundleInfo
+from netemu.routing.cgr import CGRRouter, best_route, estimated_size_bytes, k_routes
 
 EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
 VECTOR = Path(__file__).resolve().parents[1] / "data" / "cgr-tutorial.md"

@@ -8,6 +8,7 @@ import random
 import numpy as np
 import pytest
 from iproute_oracle import ip_next_hops, path_delay_s
+
 from netemu.routing.iproutes import RouteComputer, next_hops
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import pytest
+
+from netemu.errors import InputError
+from netemu.plan.contacts import ContactPlan
 from netemu.routing import available_routers, check_router_params, get_router
 from netemu.routing.base import BundleInfo, Router
 from netemu.routing.direct import DirectRouter
@@ -13,9 +16,6 @@ from netemu.routing.first_contact import FirstContactRouter
 from netemu.routing.prophet import ProphetRouter
 from netemu.routing.spray import SprayAndWaitRouter
 from netemu.routing.static import StaticRouter
-
-from netemu.errors import InputError
-from netemu.plan.contacts import ContactPlan
 
 PLAN = ContactPlan(datetime(2026, 1, 1, tzinfo=timezone.utc), {}, [])
 

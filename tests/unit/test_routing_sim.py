@@ -13,11 +13,11 @@ import heapq
 import itertools
 
 import pytest
-from netemu.routing import get_router
-from netemu.routing.base import BundleInfo
 from test_routing_cgr import plan_of, tutorial_plan
 
 from netemu.plan.contacts import ContactPlan
+from netemu.routing import get_router
+from netemu.routing.base import BundleInfo
 
 
 class Sim:
