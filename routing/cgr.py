@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import weakref
 from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -151,20 +152,28 @@ class ContactGraph:
             self.bounds.append(bounds)
             self.active.append(act)
 
-    _cache: dict[int, tuple[ContactPlan, ContactGraph]] = {}
+    # id(plan) -> (the plan, weakly; its graph): one graph per live plan object, dropped
+    # with the plan (a node host's nodes all route on one)
+    _cache: dict[int, tuple[weakref.ref[ContactPlan], ContactGraph]] = {}
 
     @classmethod
     def for_plan(cls, plan: ContactPlan) -> ContactGraph:
-        """The graph of ``plan``, built once and shared (routers of every node of a
-        scenario read the same plan)."""
-        hit = cls._cache.get(id(plan))
-        if hit is not None and hit[0] is plan and hit[1]._n_contacts == len(plan.contacts):
+        """The graph of ``plan``, built once per plan object and shared by the routers of
+        every node that routes on it (read only: routes, reservations and volumes are
+        each router's own)."""
+        key = id(plan)
+        hit = cls._cache.get(key)
+        if hit is not None and hit[0]() is plan and hit[1]._n_contacts == len(plan.contacts):
             return hit[1]
         g = cls(plan)
-        if len(cls._cache) > 8:
-            cls._cache.clear()
-        cls._cache[id(plan)] = (plan, g)
+        cls._cache[key] = (weakref.ref(plan, lambda _r: cls._forget(key, _r)), g)
         return g
+
+    @classmethod
+    def _forget(cls, key: int, ref: weakref.ref[ContactPlan]) -> None:
+        hit = cls._cache.get(key)
+        if hit is not None and hit[0] is ref:
+            del cls._cache[key]
 
     @property
     def _n_contacts(self) -> int:

@@ -35,8 +35,10 @@ import os
 import signal
 import sys
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, TextIO
@@ -46,6 +48,7 @@ from netemu.agent.channels import (
     Channel,
     MtcpChannel,
     OutItem,
+    Sockets,
     TcpclChannel,
     UdpChannel,
     UdpclEndpoint,
@@ -59,6 +62,7 @@ from netemu.errors import NetemuError
 from netemu.plan.contacts import ContactPlan
 from netemu.runtime.clock import ScenarioClock
 from netemu.runtime.env import HostEnv
+from netemu.runtime.telemetry import BrokerAccess
 
 BACKOFF_MIN_S = 0.2
 BACKOFF_MAX_S = 5.0
@@ -73,6 +77,61 @@ def wall_clock(plan: ContactPlan | None) -> ScenarioClock:
     if plan is not None:
         return ScenarioClock(plan.epoch, 1.0, now, now - plan.epoch.timestamp())
     return ScenarioClock(datetime.fromtimestamp(now, timezone.utc), 1.0, now, 0.0)
+
+
+@dataclass
+class AgentServices:
+    """What an agent takes from its process. The defaults are a single-node agent's own;
+    a node host (:mod:`netemu.agent.nodehost`) gives each of its nodes sockets made in
+    the node's network namespace and shares the rest between them."""
+
+    sockets: Sockets = field(default_factory=Sockets)
+    load_plan: Callable[[str], ContactPlan] = ContactPlan.load
+    #: group-commit thread (disk durability); None: a thread of the node's own
+    commit_pool: Executor | None = None
+    #: the store's fdatasync threads; None: the store's own
+    sync_pool: Executor | None = None
+    #: the ``bundle/<node>`` publisher for (broker, node)
+    publisher: Callable[[BrokerAccess, str], BundlePublisher] = BundlePublisher
+
+
+class PlanIndex:
+    """What every agent of a plan reads from it: ipn -> node name, and each node's
+    contact windows by neighbour. Built once per plan object, so the nodes of a node
+    host share one instead of each scanning the whole plan."""
+
+    _cache: dict[int, tuple[weakref.ref[ContactPlan], PlanIndex]] = {}
+
+    def __init__(self, plan: ContactPlan) -> None:
+        self.names: dict[int, str] = {}
+        for node in plan.nodes.values():
+            self.names.setdefault(node.ipn, node.name)
+        self._by_src: dict[str, list[Any]] = {}
+        for c in plan.contacts:
+            self._by_src.setdefault(c.src, []).append(c)
+
+    @classmethod
+    def for_plan(cls, plan: ContactPlan) -> PlanIndex:
+        key = id(plan)
+        hit = cls._cache.get(key)
+        if hit is not None and hit[0]() is plan:
+            return hit[1]
+        index = cls(plan)
+        cls._cache[key] = (weakref.ref(plan, lambda r: cls._forget(key, r)), index)
+        return index
+
+    @classmethod
+    def _forget(cls, key: int, ref: weakref.ref[ContactPlan]) -> None:
+        hit = cls._cache.get(key)
+        if hit is not None and hit[0] is ref:
+            del cls._cache[key]
+
+    def windows_from(self, node: str) -> dict[str, list[tuple[float, float]]]:
+        """(start_s, end_s) of ``node``'s contacts, by neighbour, in plan order."""
+        per: dict[str, list[tuple[float, float]]] = {}
+        for c in self._by_src.get(node, ()):
+            per.setdefault(c.dst, []).append((c.start_s, c.end_s))
+        return per
 
 
 @dataclass
@@ -94,9 +153,12 @@ class Agent:
 
     def __init__(self, cfg: AgentConfig, *, log_stream: TextIO | None = None,
                  clock: ScenarioClock | None = None,
-                 core_factory: Callable[[Agent], Any] | None = None) -> None:
+                 core_factory: Callable[[Agent], Any] | None = None,
+                 services: AgentServices | None = None) -> None:
         self.cfg = cfg
-        self.plan = ContactPlan.load(cfg.contact_plan) if cfg.contact_plan else None
+        self.services = services or AgentServices()
+        self.plan = (self.services.load_plan(cfg.contact_plan) if cfg.contact_plan
+                     else None)
         host = HostEnv.from_env()  # what netemu set in this host: clock, telemetry broker
         self.clock = clock or host.clock or wall_clock(self.plan)
         self._log_file: TextIO | None = None
@@ -107,18 +169,15 @@ class Agent:
         self.log = JsonLog(cfg.node, self.clock, log_stream or sys.stderr)
         self.neighbours: dict[str, NeighbourState] = {
             n.name: NeighbourState(n) for n in cfg.neighbours}
+        # ipn -> name: the neighbours first, then the plan's nodes (shared by every node
+        # of the plan in this process)
         self._by_ipn = {n.ipn: n.name for n in cfg.neighbours}
-        if self.plan is not None:
-            for node in self.plan.nodes.values():
-                self._by_ipn.setdefault(node.ipn, node.name)
+        index = PlanIndex.for_plan(self.plan) if self.plan is not None else None
+        self._plan_names: dict[int, str] = index.names if index is not None else {}
         # Per neighbour: (starts, running max of ends) of this node's contacts to it.
         self._windows: dict[str, tuple[list[float], list[float]]] = {}
-        if self.plan is not None:
-            per: dict[str, list[tuple[float, float]]] = {}
-            for c in self.plan.contacts:
-                if c.src == cfg.node:
-                    per.setdefault(c.dst, []).append((c.start_s, c.end_s))
-            for name, iv in per.items():
+        if index is not None:
+            for name, iv in index.windows_from(cfg.node).items():
                 iv.sort()
                 ends, hi = [], -math.inf
                 for _, e in iv:
@@ -140,7 +199,7 @@ class Agent:
             "received": 0, "sent": 0, "refused": 0, "requeued": 0, "sessions": 0}
         # bundle/<node> telemetry when the run's MQTT variables are set (else None)
         self.telemetry: BundlePublisher | None = (
-            BundlePublisher(host.mqtt, cfg.node) if host.mqtt is not None else None)
+            self.services.publisher(host.mqtt, cfg.node) if host.mqtt is not None else None)
         self.core = (core_factory or _default_core)(self)
 
     # --- lifecycle --------------------------------------------------------------------
@@ -155,21 +214,17 @@ class Agent:
     async def _start(self) -> None:
         loop = asyncio.get_running_loop()
         cfg = self.cfg
+        sockets = self.services.sockets
         for addr in cfg.listen_tcpcl:
             host, port = split_host_port(addr)
-            srv = await loop.create_server(
-                lambda: TcpclChannel(self, tcpcl.Role.PASSIVE), host, port, reuse_address=True)
-            self.servers.append(srv)
+            self.servers += await sockets.listen(
+                loop, lambda: TcpclChannel(self, tcpcl.Role.PASSIVE), host, port)
         for addr in cfg.listen_mtcp:
             host, port = split_host_port(addr, default_port=mtcp.DEFAULT_PORT)
-            srv = await loop.create_server(lambda: MtcpChannel(self), host, port,
-                                           reuse_address=True)
-            self.servers.append(srv)
+            self.servers += await sockets.listen(loop, lambda: MtcpChannel(self), host, port)
         if cfg.listen_udpcl:
             host, port = split_host_port(cfg.listen_udpcl[0])
-            _, proto = await loop.create_datagram_endpoint(
-                lambda: UdpclEndpoint(self), local_addr=(host, port))
-            self.udp = proto
+            self.udp = await sockets.datagram(loop, lambda: UdpclEndpoint(self), host, port)
         for st in self.neighbours.values():
             if st.cfg.cl == "udpcl" and self.udp is not None:
                 st.sessions.append(UdpChannel(self, self.udp, st.cfg))
@@ -222,11 +277,16 @@ class Agent:
             await asyncio.get_running_loop().run_in_executor(None, self.telemetry.stop)
             self.log("telemetry_stopped", **self.telemetry.status())
         self.log("agent_stopped")
+        self.close_log()
+
+    def close_log(self) -> None:
         if self._log_file is not None:
             self._log_file.close()
+            self._log_file = None
 
     def _spawn(self, coro: Any) -> asyncio.Task:
-        task = asyncio.ensure_future(coro)
+        # (named after the node: a node host tells whose task failed)
+        task = asyncio.get_event_loop().create_task(coro, name=f"agent {self.cfg.node}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -334,13 +394,15 @@ class Agent:
         loop = asyncio.get_running_loop()
         host, port = st.cfg.host_port
         try:
+            connect = self.services.sockets.connect
             if st.cfg.cl == "tcpcl":
-                await asyncio.wait_for(loop.create_connection(
-                    lambda: TcpclChannel(self, tcpcl.Role.ACTIVE, st.cfg.name), host, port), 5.0)
+                await asyncio.wait_for(connect(
+                    loop, lambda: TcpclChannel(self, tcpcl.Role.ACTIVE, st.cfg.name),
+                    host, port), 5.0)
             else:
                 host, port = split_host_port(st.cfg.address, default_port=mtcp.DEFAULT_PORT)
-                await asyncio.wait_for(loop.create_connection(
-                    lambda: MtcpChannel(self, st.cfg.name), host, port), 5.0)
+                await asyncio.wait_for(connect(
+                    loop, lambda: MtcpChannel(self, st.cfg.name), host, port), 5.0)
             # (the channel adds itself to st.sessions in connection_made and removes
             # itself in connection_lost, so a connection that dies at once leaves nothing)
         except (OSError, asyncio.TimeoutError) as e:
@@ -391,8 +453,10 @@ class Agent:
 
     def _name_of_node_id(self, node_id: str) -> str:
         ipn = _ipn_of(node_id)
-        if ipn is not None and ipn in self._by_ipn:
-            return self._by_ipn[ipn]
+        if ipn is not None:
+            name = self._by_ipn.get(ipn) or self._plan_names.get(ipn)
+            if name is not None:
+                return name
         return node_id
 
     def channel_lost(self, ch: Channel, unacked: list[OutItem], exc: Exception | None) -> None:

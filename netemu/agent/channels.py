@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,30 @@ class OutItem:
     data: bytes
 
 
+
+
+class Sockets:
+    """How an agent opens its convergence-layer sockets. This one opens them in the
+    process's own network namespace, as asyncio does; the node host's
+    (:class:`netemu.agent.nodehost.NetnsSockets`) opens each node's in that node's."""
+
+    async def listen(self, loop: asyncio.AbstractEventLoop,
+                     factory: Callable[[], asyncio.Protocol], host: str,
+                     port: int) -> list[asyncio.AbstractServer]:
+        """Listening stream servers on (host, port)."""
+        return [await loop.create_server(factory, host, port, reuse_address=True)]
+
+    async def datagram(self, loop: asyncio.AbstractEventLoop,
+                       factory: Callable[[], UdpclEndpoint], host: str,
+                       port: int) -> UdpclEndpoint:
+        """The UDP endpoint bound to (host, port); returns its protocol."""
+        _, proto = await loop.create_datagram_endpoint(factory, local_addr=(host, port))
+        return proto
+
+    async def connect(self, loop: asyncio.AbstractEventLoop,
+                      factory: Callable[[], asyncio.Protocol], host: str, port: int) -> None:
+        """A stream connection to (host, port), served by ``factory()``'s protocol."""
+        await loop.create_connection(factory, host, port)
 
 
 class Channel:

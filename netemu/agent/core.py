@@ -13,7 +13,7 @@ import contextlib
 import math
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from netemu.agent.appserver import AppConnection
@@ -115,8 +115,9 @@ class AgentCore:
                 nodes[n.name] = Node(n.name, n.ipn)
             plan = ContactPlan(agent.clock.epoch, nodes, [])
         self.plan = plan
+        services = agent.services
         self.store = BundleStore(cfg.store, max_bytes=cfg.store_max_bytes,
-                                 durability=cfg.durability)
+                                 durability=cfg.durability, sync_pool=services.sync_pool)
         self.router, self.bpa = self._new_core()
         # A store write failed: the core is rebuilt (_reload) before any event goes on.
         # While due, either _reload_timer is set or the commit in flight's end calls it.
@@ -129,8 +130,12 @@ class AgentCore:
         self.purged = 0  # tombstones swept from the store
         self._flush_scheduled = False
         # Pipelined group commit (disk durability): one commit thread, one commit at once.
-        self._commit_pool = (ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
-                             if cfg.durability == "disk" else None)
+        # (a node host's is shared by its nodes: each node has one commit at most in it)
+        self._own_commit_pool = services.commit_pool is None
+        self._commit_pool: Executor | None = None
+        if cfg.durability == "disk":
+            self._commit_pool = services.commit_pool or ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="commit")
         self._committing = False
         self._commit_inflight: tuple[Any, list, list] | None = None
         self._purge_due = False
@@ -203,7 +208,8 @@ class AgentCore:
                 fut.result()
             self._committed(fut)  # (may start the next batch's commit)
         if self._commit_pool is not None:
-            self._commit_pool.shutdown(wait=True)
+            if self._own_commit_pool:
+                self._commit_pool.shutdown(wait=True)
             self._commit_pool = None  # what is left commits here, in the loop
         if self._reload_due:
             if self._reload_timer is not None:

@@ -80,7 +80,7 @@ import secrets
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +163,7 @@ class BundleStore:
         durability: str = "process",
         file_threshold_bytes: int | None = FILE_THRESHOLD_BYTES,
         segment_bytes: int | None = SEGMENT_BYTES,
+        sync_pool: Executor | None = None,
     ) -> None:
         if durability not in ("disk", "process"):
             raise StoreError(f"durability must be 'disk' (synchronous=FULL) or 'process' "
@@ -181,7 +182,9 @@ class BundleStore:
         self.seg_dir = self.path + ".segs"
         self.free_dir = self.path + ".free"
         self._pool_files: list[tuple[str, int]] = []  # (path in free_dir, size)
-        self._pool: ThreadPoolExecutor | None = None
+        # fdatasync threads (disk); a node host passes one pool shared by its stores
+        self._pool: Executor | None = sync_pool
+        self._own_pool = sync_pool is None
         self._in_tx = False
         self._seg_fd = -1
         self._sync_fds: list[int] = []  # (disk) files written since the last commit
@@ -483,7 +486,7 @@ class BundleStore:
     def close(self) -> None:
         self.commit()
         self._close_files()
-        if self._pool is not None:
+        if self._pool is not None and self._own_pool:
             self._pool.shutdown()
             self._pool = None
         self._db.close()
