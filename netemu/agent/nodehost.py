@@ -20,8 +20,9 @@ Unix paths, reachable from any namespace.
 What the nodes share, read only: one :class:`~netemu.plan.contacts.ContactPlan` per
 distinct plan file (:class:`PlanCache`), hence one CGR contact graph and one plan index
 per plan. Also shared: the group-commit threads and the store's fdatasync threads (each
-node still has at most one commit in flight, so its commits stay in order). Per-node
-telemetry publishers (``bundle/<node>``) keep a thread each.
+node still has at most one commit in flight, so its commits stay in order), and one
+telemetry thread and broker connection that publishes every node's ``bundle/<node>``
+events (:class:`~netemu.agent.telemetry.PublisherHub`).
 
 SIGTERM / SIGINT stop every node as ``netemu agent`` stops. A node whose config is bad,
 or that cannot start, fails the start with an error naming the node and its config. An
@@ -53,10 +54,12 @@ from netemu.agent.agent import Agent, AgentServices
 from netemu.agent.channels import Sockets, UdpclEndpoint
 from netemu.agent.config import AgentConfig
 from netemu.agent.memtune import tune_malloc
+from netemu.agent.telemetry import PublisherHub
 from netemu.config import Fields, load_yaml
 from netemu.dtn import bpa
 from netemu.errors import InputError, NetemuError
 from netemu.plan.contacts import ContactPlan
+from netemu.runtime.env import HostEnv
 
 HOST_KEYS = ("nodes",)
 NODE_KEYS = ("config", "netns")
@@ -189,7 +192,7 @@ class NetnsSockets(Sockets):
     async def listen(self, loop: asyncio.AbstractEventLoop,
                      factory: Callable[[], asyncio.Protocol], host: str,
                      port: int) -> list[asyncio.AbstractServer]:
-        servers = []
+        servers: list[asyncio.AbstractServer] = []
         for family, kind, _, _, addr in _addresses(host, port, socket.SOCK_STREAM,
                                                    passive=True):
             s = self.socket(family, kind)
@@ -277,6 +280,8 @@ class NodeHost:
         self._stop = asyncio.Event()
         self._by_node: dict[str, Agent] = {}
         self._started: list[Agent] = []
+        mqtt = HostEnv.from_env().mqtt  # the run's broker, when set: one connection for all
+        self.telemetry = PublisherHub(mqtt) if mqtt is not None else None
 
     def _node_error(self, node: HostedNode, e: BaseException, doing: str) -> NetemuError:
         what = f"{e}" if isinstance(e, NetemuError) else f"{type(e).__name__}: {e}"
@@ -306,6 +311,8 @@ class NodeHost:
             services = AgentServices(sockets=sockets, load_plan=self.plans.load,
                                      commit_pool=self.commit_pool,
                                      sync_pool=self.sync_pool)
+            if self.telemetry is not None:
+                services.publisher = self.telemetry.publisher
             try:
                 agent = Agent(cfg, services=services)
             except (NetemuError, OSError) as e:

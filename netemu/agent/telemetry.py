@@ -23,7 +23,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from netemu.runtime.env import HostEnv
 from netemu.runtime.telemetry import BrokerAccess, _connect_sync, _paho_client
@@ -143,3 +143,77 @@ class BundlePublisher:
                 return
             q.popleft()
             self.published += 1
+
+
+class PublisherHub(BundlePublisher):
+    """One publisher thread and one broker connection for every node of a node host:
+    each node's :class:`NodePublisher` queues ``(node, payload)`` here and its events
+    go out on its own ``bundle/<node>`` topic, as a single-node agent's would."""
+
+    def __init__(self, access: BrokerAccess, *, queue_max: int = QUEUE_MAX) -> None:
+        super().__init__(access, "host", queue_max=queue_max,
+                         client_id=f"nodehost-{os.getpid()}-{secrets.token_hex(3)}")
+        self._users = 0
+        self._users_lock = threading.Lock()  # (nodes stop in executor threads)
+
+    def publisher(self, access: BrokerAccess, node: str) -> NodePublisher:
+        """``node``'s publisher (the hub's broker access is the process's: ``access``
+        is the same for every node)."""
+        return NodePublisher(self, node)
+
+    def _drain(self, client: Any) -> None:
+        q = self._q
+        dumps = json.dumps
+        while q and client.is_connected():
+            node, payload = cast("tuple[NodePublisher, dict[str, Any]]", q[0])
+            info = client.publish(node.topic, dumps(payload, separators=(",", ":")), qos=1)
+            if info.rc not in (0, 4):  # as BundlePublisher._drain
+                self.last_error = f"publish rc {info.rc}"
+                self._stop.wait(0.05)
+                return
+            q.popleft()
+            node.published += 1
+            self.published += 1
+
+
+class NodePublisher(BundlePublisher):
+    """A node's ``bundle/<node>`` publisher on a :class:`PublisherHub` (no thread of its
+    own): what :class:`BundlePublisher` does, through the hub's thread and connection."""
+
+    def __init__(self, hub: PublisherHub, node: str) -> None:
+        super().__init__(hub.access, node, queue_max=hub.queue_max, client_id=hub.client_id)
+        self.hub = hub
+        self._started = False
+
+    def emit(self, payload: dict[str, Any]) -> None:
+        q = self.hub._q
+        if len(q) >= self.hub.queue_max:
+            self.dropped += 1
+            return
+        q.append((self, payload))  # type: ignore[arg-type]
+        if len(q) == 1:
+            self.hub._wake.set()
+
+    def start(self) -> None:
+        with self.hub._users_lock:
+            if not self._started:
+                self._started = True
+                self.hub._users += 1
+                if self.hub._thread is None:
+                    self.hub.start()
+
+    def stop(self, drain_s: float = 2.0) -> None:
+        """The last node to stop drains and stops the hub."""
+        with self.hub._users_lock:
+            if not self._started:
+                return
+            self._started = False
+            self.hub._users -= 1
+            last = self.hub._users == 0
+        if last:
+            self.hub.stop(drain_s)
+
+    def status(self) -> dict[str, Any]:
+        hub = self.hub
+        return {"queued": len(hub._q), "published": self.published, "dropped": self.dropped,
+                "connects": hub.connects, "last_error": hub.last_error}

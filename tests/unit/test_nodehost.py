@@ -181,3 +181,46 @@ def test_missing_namespace_fails_the_start(tmp_path):
     host_file.write_text(json.dumps(doc))
     with pytest.raises(NetemuError, match="cannot open network namespace"):
         asyncio.run(NodeHost(HostConfig.load(host_file)).run())
+
+
+# --- telemetry: one thread and connection for every node --------------------------------
+
+
+class _FakeClient:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict]] = []
+
+    def is_connected(self) -> bool:
+        return True
+
+    def publish(self, topic: str, text: str, qos: int):
+        self.sent.append((topic, json.loads(text)))
+        return type("Info", (), {"rc": 0})()
+
+
+def test_publisher_hub_sends_each_nodes_events_on_its_own_topic(tmp_path):
+    from netemu.agent.telemetry import PublisherHub
+    from netemu.runtime.telemetry import BrokerAccess
+
+    access = BrokerAccess(str(tmp_path / "no-broker.sock"), "u", "p", "run1")
+    hub = PublisherHub(access, queue_max=3)
+    a, b = hub.publisher(access, "A"), hub.publisher(access, "B")
+    a.emit({"event": "received", "n": 1})
+    b.emit({"event": "forwarded", "n": 2})
+    a.emit({"event": "delivered", "n": 3})
+    b.emit({"event": "dropped when full"})
+    client = _FakeClient()
+    hub._drain(client)
+    assert client.sent == [("netemu/run1/bundle/A", {"event": "received", "n": 1}),
+                           ("netemu/run1/bundle/B", {"event": "forwarded", "n": 2}),
+                           ("netemu/run1/bundle/A", {"event": "delivered", "n": 3})]
+    assert (a.status()["published"], b.status()["published"]) == (2, 1)
+    assert (a.status()["dropped"], b.status()["dropped"]) == (0, 1)
+    # one thread for both; it stops with the last node (no broker here: it retries)
+    a.start()
+    b.start()
+    assert hub._thread is not None and hub._thread.is_alive()
+    a.stop(drain_s=0.1)
+    assert hub._thread.is_alive()
+    b.stop(drain_s=0.1)
+    assert not hub._thread.is_alive()

@@ -1,0 +1,312 @@
+"""Node hosts serving nodes in real network namespaces, linked by veth pairs
+(A — B — C, no IP routes between A and C: bundles go hop by hop).
+
+- one node-host process serves A, B and C, each listening on 0.0.0.0:4556 in its own
+  namespace; bundles from A's app are delivered to C's app, through B;
+- ``kill -9`` of the node host that serves B and C in the middle of a stream of 1,000
+  bundles from A (served by another node host), then a restart: every bundle reaches C's
+  app exactly once.
+
+Namespaces, veths and processes are removed even when a test fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from dtn_agent_harness import ROOT, wait_for
+
+from netemu.agent import BpClient
+
+pytestmark = pytest.mark.integration
+
+NODES = ("A", "B", "C")
+LINKS = (("A", "B", "10.77.1"), ("B", "C", "10.77.2"))  # /30 each: .1 left, .2 right
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+@pytest.fixture
+def chain(tmp_path: Path) -> Iterator[dict]:
+    """Namespaces for A, B, C with veths A–B and B–C, and each node's agent config."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (network namespaces)")
+    tok = secrets.token_hex(2)
+    ns = {n: f"nh{tok}-{n.lower()}" for n in NODES}
+    made: list[str] = []
+    try:
+        for n in NODES:
+            _ip("netns", "add", ns[n])
+            made.append(ns[n])
+            _ip("-n", ns[n], "link", "set", "lo", "up")
+        addr: dict[tuple[str, str], str] = {}
+        for left, right, net in LINKS:
+            lv, rv = f"nh{tok}{left}{right}".lower(), f"nh{tok}{right}{left}".lower()
+            _ip("link", "add", lv, "netns", ns[left], "type", "veth", "peer", "name", rv,
+                "netns", ns[right])
+            for n, v, host in ((left, lv, 1), (right, rv, 2)):
+                _ip("-n", ns[n], "addr", "add", f"{net}.{host}/30", "dev", v)
+                _ip("-n", ns[n], "link", "set", v, "up")
+            addr[(left, right)] = f"{net}.2:4556"  # left dials right here
+            addr[(right, left)] = f"{net}.1:4556"
+        epoch = datetime.now(timezone.utc) - timedelta(seconds=30)
+        contacts = [{"from": s, "to": d, "start_s": 0, "end_s": 86400, "rate_bps": 1e9,
+                     "owlt_s": 0.001}
+                    for a, b, _ in LINKS for s, d in ((a, b), (b, a))]
+        (tmp_path / "plan.json").write_text(json.dumps({
+            "epoch": epoch.isoformat().replace("+00:00", "Z"),
+            "nodes": {n: i + 1 for i, n in enumerate(NODES)}, "contacts": contacts}))
+        configs = {}
+        for i, n in enumerate(NODES):
+            neighbours = [{"name": p, "ipn": NODES.index(p) + 1, "address": addr[(n, p)]}
+                          for p in NODES if (n, p) in addr]
+            cfg = {"node": n, "ipn": i + 1,
+                   "listen": {"tcpcl": ["0.0.0.0:4556"], "udpcl": ["0.0.0.0:4556"]},
+                   "app_socket": str(tmp_path / n / "bp.sock"),
+                   "store": str(tmp_path / n / "store.sqlite"),
+                   "contact_plan": str(tmp_path / "plan.json"), "neighbours": neighbours,
+                   "log": str(tmp_path / f"{n}.log")}
+            configs[n] = tmp_path / f"{n}.json"
+            configs[n].write_text(json.dumps(cfg, indent=1))
+        yield {"tmp": tmp_path, "ns": ns, "configs": configs}
+    finally:
+        for name in made:
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+class HostProc:
+    """``python -m netemu.agent.nodehost`` serving some of the chain's nodes."""
+
+    def __init__(self, chain: dict, nodes: list[str], name: str) -> None:
+        self.path = chain["tmp"] / f"{name}.json"
+        self.path.write_text(json.dumps({"nodes": [
+            {"config": str(chain["configs"][n]), "netns": f"/run/netns/{chain['ns'][n]}"}
+            for n in nodes]}))
+        self.stderr = chain["tmp"] / f"{name}.stderr"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> HostProc:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        with open(self.stderr, "ab") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "netemu.agent.nodehost", "--config", str(self.path)],
+                env=env, stdout=subprocess.DEVNULL, stderr=err)
+        return self
+
+    def kill9(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+
+def _log(chain: dict, node: str) -> list[dict]:
+    p = chain["tmp"] / f"{node}.log"
+    return [json.loads(line) for line in p.read_text().splitlines()] if p.exists() else []
+
+
+def test_one_node_host_serves_a_chain_in_three_namespaces(chain):
+    tmp = chain["tmp"]
+
+    async def go():
+        host = HostProc(chain, list(NODES), "host").start()
+        try:
+            tx = await BpClient.connect(str(tmp / "A" / "bp.sock"), timeout_s=30)
+            rx = await BpClient.connect(str(tmp / "C" / "bp.sock"), timeout_s=30)
+            await rx.register("ipn:3.1")
+            await tx.send_many([{"dst": "ipn:3.1", "payload": b"p%03d" % i} for i in range(100)])
+            got = [(await rx.recv(timeout_s=30)).payload for _ in range(100)]
+            assert sorted(got) == [b"p%03d" % i for i in range(100)]
+            await tx.close()
+            await rx.close()
+        finally:
+            rc = host.stop()
+        assert rc == 0, host.stderr.read_text()[-3000:]
+        # From the wire each node is its own agent: sessions between the namespaces'
+        # own addresses, every node stopped cleanly.
+        peers = {e["peer"].rsplit(":", 1)[0] for e in _log(chain, "B")
+                 if e["event"] == "session_up"}
+        assert peers == {"10.77.1.1", "10.77.2.2"}
+        for n in NODES:
+            events = [e["event"] for e in _log(chain, n)]
+            assert events.count("agent_started") == 1 and events[-1] == "agent_stopped"
+        pids = {e["pid"] for n in NODES for e in _log(chain, n) if e["event"] == "agent_started"}
+        assert len(pids) == 1
+
+    asyncio.run(asyncio.wait_for(go(), 120))
+
+
+def test_kill9_node_host_mid_stream_loses_and_duplicates_none(chain):
+    tmp = chain["tmp"]
+
+    async def go():
+        sender = HostProc(chain, ["A"], "host-a").start()
+        relay = HostProc(chain, ["B", "C"], "host-bc").start()
+        try:
+            rx = await BpClient.connect(str(tmp / "C" / "bp.sock"), timeout_s=30)
+            tx = await BpClient.connect(str(tmp / "A" / "bp.sock"), timeout_s=30)
+            await rx.register("ipn:3.1")
+            seen: list[bytes] = []
+
+            async def receive():
+                while len(set(seen)) < 1000:
+                    seen.append((await rx.recv(timeout_s=90)).payload)
+
+            recv_task = asyncio.ensure_future(receive())
+            ids = []
+            for i in range(0, 1000, 20):
+                ids += await tx.send_many([{"dst": "ipn:3.1", "payload": b"n%04d" % j}
+                                           for j in range(i, i + 20)])
+                await asyncio.sleep(0.005)
+                if i == 300:
+                    await wait_for(lambda: len(seen) >= 100, 30, "first deliveries")
+                    relay.kill9()  # B and C at once, with bundles in flight
+                    await asyncio.sleep(0.5)
+                    relay.start()  # same stores
+            await recv_task
+            assert len(ids) == 1000
+            assert len(seen) == 1000, f"{len(seen) - len(set(seen))} duplicates reached the app"
+            assert sorted(seen) == [b"n%04d" % j for j in range(1000)]
+            with pytest.raises(asyncio.TimeoutError):
+                await rx.recv(timeout_s=2)
+            for n in ("B", "C"):
+                restored = [e for e in _log(chain, n) if e["event"] == "store_restored"]
+                assert len(restored) == 2, n
+            print(f"after kill -9: C restored {restored[1]['records']} records; "
+                  f"{rx.duplicates_dropped} re-deliveries dropped by the client")
+            await tx.close()
+            await rx.close()
+        finally:
+            sender.stop()
+            relay.stop()
+
+    asyncio.run(asyncio.wait_for(go(), 200))
+
+
+# --- memory: node host vs a process per node (run by hand, not a test) ------------------
+
+
+def _pss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no Pss in /proc/{pid}/smaps_rollup")
+
+
+def measure_pss(plan_path: Path, host_nodes: list[int], agent_nodes: int, work: Path,
+                settle_s: float = 5.0) -> dict:
+    """PSS per node of idle nodes (plan loaded, no sessions): one node host serving
+    ``n`` nodes for each n in ``host_nodes``, and ``agent_nodes`` separate
+    ``python -m netemu.agent.main`` processes."""
+    import socket as socketlib
+    import time
+
+    from netemu.agent.config import AgentConfig
+    from netemu.plan.contacts import ContactPlan
+
+    plan = ContactPlan.load(plan_path)
+    names = sorted(plan.nodes)
+
+    def configs(n: int, tag: str) -> list[Path]:
+        out = []
+        for name in names[:n]:
+            with socketlib.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            cfg = AgentConfig.for_plan_node(
+                plan, name, {}, plan_path=str(plan_path), run_dir=str(work / tag / name),
+                listen_tcpcl=[f"127.0.0.1:{port}"], listen_udpcl=[f"127.0.0.1:{port}"],
+                log=str(work / tag / f"{name}.log"))
+            p = work / tag / f"{name}.json"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            cfg.write(p)
+            out.append(p)
+        return out
+
+    def wait_ready(sockets: list[Path], procs: list[subprocess.Popen]) -> float:
+        t0 = time.monotonic()
+        while not all(s.exists() for s in sockets):
+            if any(p.poll() is not None for p in procs):
+                raise RuntimeError("a process exited during start")
+            time.sleep(0.2)
+        return time.monotonic() - t0
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result: dict = {"plan": str(plan_path), "plan_nodes": len(plan.nodes),
+                    "plan_contacts": len(plan.contacts)}
+    for n in host_nodes:
+        tag = f"host{n}"
+        cfgs = configs(n, tag)
+        host = work / f"{tag}.json"
+        host.write_text(json.dumps({"nodes": [{"config": str(c), "netns": None}
+                                              for c in cfgs]}))
+        proc = subprocess.Popen([sys.executable, "-m", "netemu.agent.nodehost", "--config",
+                                 str(host)], env=env, stdout=subprocess.DEVNULL,
+                                stderr=open(work / f"{tag}.stderr", "wb"))  # noqa: SIM115
+        try:
+            start_s = wait_ready([work / tag / nm / "bp.sock" for nm in names[:n]], [proc])
+            time.sleep(settle_s)
+            pss = _pss_kib(proc.pid)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)
+        result[f"host_{n}"] = {"start_s": round(start_s, 1), "pss_mib": round(pss / 1024, 1),
+                               "pss_per_node_mib": round(pss / 1024 / n, 2)}
+    procs = []
+    cfgs = configs(agent_nodes, "agents")
+    try:
+        for c, name in zip(cfgs, names, strict=False):
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "netemu.agent.main", "--node", name, "--config",
+                 str(c)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        start_s = wait_ready([work / "agents" / nm / "bp.sock" for nm in names[:agent_nodes]],
+                             procs)
+        time.sleep(settle_s)
+        pss = sum(_pss_kib(p.pid) for p in procs)
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            p.wait(60)
+    result[f"agents_{agent_nodes}"] = {
+        "start_s": round(start_s, 1), "pss_mib": round(pss / 1024, 1),
+        "pss_per_node_mib": round(pss / 1024 / agent_nodes, 2)}
+    return result
+
+
+if __name__ == "__main__":
+    import argparse
+    import tempfile
+
+    ap = argparse.ArgumentParser(description="PSS per node: node host vs agent processes")
+    ap.add_argument("plan", type=Path, help="contact plan (netemu JSON or ION)")
+    ap.add_argument("--host-nodes", default="50,200", help="node counts for the node host")
+    ap.add_argument("--agents", type=int, default=50, help="separate agent processes")
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="nodehost-pss-") as d:
+        print(json.dumps(measure_pss(a.plan.resolve(),
+                                     [int(x) for x in a.host_nodes.split(",")],
+                                     a.agents, Path(d)), indent=1))
