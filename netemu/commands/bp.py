@@ -12,7 +12,8 @@ import asyncio
 import json
 import sys
 
-from netemu.agent.client import BpClient, BpError
+from netemu.agent.client import MAX_LIFETIME_S, BpClient, BpError
+from netemu.commands._args import seconds
 from netemu.errors import InputError
 
 
@@ -29,15 +30,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--data", help="payload as text")
     g.add_argument("--file", help="payload from a file ('-' = stdin)")
     s.add_argument("--src", help="source EID (default: the node's ipn:N.0)")
-    s.add_argument("--lifetime", type=float, default=86400.0, metavar="S",
-                   help="lifetime in seconds (default 86400)")
+    s.add_argument("--lifetime", type=seconds(lo=0, lo_open=True, hi=MAX_LIFETIME_S),
+                   default=86400.0, metavar="S",
+                   help=f"lifetime in seconds, > 0 and ≤ {MAX_LIFETIME_S:g} (100 years; "
+                        "default 86400)")
     s.add_argument("--count", type=int, default=1, help="send N copies (default 1)")
     s.set_defaults(func=_cmd_send)
 
     r = sub.add_parser("recv", help="register an endpoint and print bundles as they arrive")
     r.add_argument("endpoint", help="local endpoint, e.g. ipn:3.1")
     r.add_argument("--count", type=int, default=0, help="stop after N bundles (0: forever)")
-    r.add_argument("--timeout", type=float, default=None, metavar="S",
+    r.add_argument("--timeout", type=seconds(lo=0, lo_open=True), default=None, metavar="S",
                    help="give up after S seconds without a bundle (exit 1)")
     r.add_argument("--raw", action="store_true", help="write payloads to stdout, no JSON")
     r.set_defaults(func=_cmd_recv)

@@ -12,6 +12,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from netemu.commands._args import seconds
 from netemu.errors import InputError
 from netemu.plan.contacts import ContactPlan
 from netemu.plan.source import PlanSource, is_scenario_path
@@ -36,9 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--format", "-f", choices=FORMATS, default="ion",
                    help="output format (default: ion)")
     p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
-    p.add_argument("--start", type=float, default=0.0, metavar="SECONDS",
+    p.add_argument("--start", type=seconds(lo=0), default=0.0, metavar="SECONDS",
                    help="plan from this many seconds after the epoch (default 0)")
-    p.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+    p.add_argument("--duration", type=seconds(lo=0, lo_open=True), default=None, metavar="SECONDS",
                    help="plan this long (default: to the scenario's end)")
     p.add_argument("--epoch", default=None, metavar="UTC",
                    help="epoch of a relative ION plan read as input (default: its "

@@ -12,6 +12,7 @@ import argparse
 import json
 import math
 
+from netemu.commands._args import seconds
 from netemu.errors import InputError
 from netemu.plan.contacts import ContactPlan
 from netemu.plan.source import PlanSource
@@ -32,15 +33,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="scenario YAML, ION contact plan, or netemu JSON plan")
     p.add_argument("--from", dest="src", required=True, help="sending node")
     p.add_argument("--to", dest="dst", required=True, help="destination node")
-    p.add_argument("--at", dest="at_s", type=float, default=0.0,
+    p.add_argument("--at", dest="at_s", type=seconds(), default=0.0,
                    help="time the bundle is sent, seconds from the plan epoch (default 0)")
     p.add_argument("--size", dest="size_bytes", type=int, default=1000,
                    help="bundle size in bytes (default 1000)")
-    p.add_argument("--deadline", dest="deadline_s", type=float, default=None,
+    p.add_argument("--deadline", dest="deadline_s", type=seconds(lo=0, lo_open=True), default=None,
                    help="bundle lifetime in seconds from --at (default: none)")
     p.add_argument("-k", dest="k", type=int, default=10,
                    help="how many routes to list (Yen's K, default 10)")
-    p.add_argument("--horizon", dest="horizon_s", type=float, default=None,
+    p.add_argument("--horizon", dest="horizon_s", type=seconds(lo=0, lo_open=True), default=None,
                    help="scenario only: seconds of plan to compute after --at "
                         "(default: the deadline, else 6 hours, capped at the scenario end)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from netemu.commands._args import number, seconds
 from netemu.emulator import Emulation
 from netemu.emulator.hosts import EmuCLI, EmuHost, EmuNet
 from netemu.emulator.registry import Registry, list_runs, proc_start_time
@@ -31,11 +32,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "(another process's run) instead of starting one")
     p.add_argument("--shaper", choices=("auto", "relay", "netem"), default="auto",
                    help="link shaper: kernel netem, userspace relay, or probe (default)")
-    p.add_argument("--time-scale", type=float, help="scenario seconds per wall second "
+    p.add_argument("--time-scale", type=number(lo=0, lo_open=True), help="scenario seconds per wall second "
                    "(default: the scenario's)")
-    p.add_argument("--start-s", type=float, default=0.0, help="scenario time to start at")
-    p.add_argument("--duration-s", type=float, help="scenario seconds to run (default: all)")
-    p.add_argument("--tick-s", type=float, default=0.1, help="driver tick, wall seconds")
+    p.add_argument("--start-s", type=seconds(lo=0), default=0.0, help="scenario time to start at")
+    p.add_argument("--duration-s", type=seconds(lo=0, lo_open=True), help="scenario seconds to run (default: all)")
+    p.add_argument("--tick-s", type=seconds(lo=0, lo_open=True), default=0.1, help="driver tick, wall seconds")
     p.add_argument("--no-ip-routing", action="store_true",
                    help="install no routes (run your own routing daemon in the hosts)")
     p.add_argument("--run-name", help="name of this run (namespaces <run>-<node>); default random")

@@ -7,7 +7,15 @@ every key and item; :mod:`netemu.config.fields` checks their fields and raises
 """
 
 from netemu.config.fields import Fields, describe, join_path, suggest
-from netemu.config.yamlfile import LineList, LineMap, load_yaml, parse_yaml, path_lines, with_lines
+from netemu.config.yamlfile import (
+    LineList,
+    LineMap,
+    load_yaml,
+    parse_yaml,
+    path_lines,
+    read_text,
+    with_lines,
+)
 
 __all__ = [
     "Fields",
@@ -18,6 +26,7 @@ __all__ = [
     "load_yaml",
     "parse_yaml",
     "path_lines",
+    "read_text",
     "suggest",
     "with_lines",
 ]

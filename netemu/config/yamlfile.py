@@ -82,8 +82,18 @@ def _construct_sequence(loader: _Loader, node: yaml.SequenceNode) -> LineList:
     )
 
 
+def _construct_timestamp(loader: _Loader, node: yaml.ScalarNode) -> Any:
+    """A YAML timestamp, or its text when it names no real time (``2026-13-01``): the
+    field's own check then names the file, line and field instead of a traceback."""
+    try:
+        return loader.construct_yaml_timestamp(node)
+    except ValueError:
+        return loader.construct_scalar(node)
+
+
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp)
 
 
 def parse_yaml(text: str, source: str) -> Any:
@@ -100,16 +110,22 @@ def parse_yaml(text: str, source: str) -> Any:
         raise InputError(f"not valid YAML: {e}", source=source) from None
 
 
-def load_yaml(path: str | Path) -> Any:
-    """Read and parse a YAML (or JSON) file; see :func:`parse_yaml`."""
+def read_text(path: str | Path) -> str:
+    """The text of an input file (UTF-8); an unreadable or binary file is an
+    :class:`~netemu.errors.InputError` naming it."""
     p = Path(path)
     try:
-        text = p.read_text()
+        return p.read_text()
     except OSError as e:
         raise InputError(f"cannot read: {e.strerror}", source=str(p)) from None
-    except UnicodeDecodeError:
-        raise InputError("cannot read: not a text file", source=str(p)) from None
-    return parse_yaml(text, str(p))
+    except UnicodeDecodeError as e:
+        raise InputError(f"cannot read: not a text file (byte {e.start} is not UTF-8)",
+                         source=str(p)) from None
+
+
+def load_yaml(path: str | Path) -> Any:
+    """Read and parse a YAML (or JSON) file; see :func:`parse_yaml`."""
+    return parse_yaml(read_text(path), str(path))
 
 
 def with_lines(value: Any, line: int) -> Any:

@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from netemu.config import read_text
 from netemu.errors import InputError
 
 C_KM_S = 299_792.458
@@ -321,6 +322,9 @@ class ContactPlan:
                 conf = float(parts[7]) if len(parts) == 8 else 1.0
             except ValueError as e:
                 raise InputError(f"bad number in {s!r}: {e}", source=source, line=lineno) from e
+            if not all(math.isfinite(x) for x in (t0, t1, val, conf)):
+                raise InputError(f"times, rates and ranges must be finite numbers, got {s!r}",
+                                 source=source, line=lineno)
             if a < 1 or b < 1:
                 raise InputError("node numbers must be positive", source=source, line=lineno)
             if t1 < t0:
@@ -399,17 +403,20 @@ class ContactPlan:
     def load(cls, path: str | Path, *, epoch: datetime | None = None) -> ContactPlan:
         """Read a plan file: netemu JSON (``.json``) or ION lines (anything else)."""
         p = Path(path)
-        try:
-            text = p.read_text()
-        except OSError as e:
-            raise InputError(f"cannot read: {e.strerror}", source=str(p)) from e
+        text = read_text(p)
         if p.suffix == ".json" or text.lstrip().startswith("{"):
             return cls.from_json(text, source=str(p))
         return cls.from_ion(text, epoch=epoch, source=str(p))
 
 
 def _check_contact(c: Contact, *, source: str, field_: str) -> None:
-    if not (math.isfinite(c.start_s) and math.isfinite(c.end_s)) or c.end_s < c.start_s:
+    for key in ("start_s", "end_s", "rate_bps", "owlt_s", "loss", "confidence"):
+        if not math.isfinite(getattr(c, key)):
+            raise InputError(f"{key} must be a finite number, got {getattr(c, key)!r}",
+                             source=source, field=field_)
+    if any(not (math.isfinite(t) and math.isfinite(o)) for t, o in c.owlt_samples):
+        raise InputError("owlt_samples must be finite numbers", source=source, field=field_)
+    if c.end_s < c.start_s:
         raise InputError("end_s must be ≥ start_s (finite)", source=source, field=field_)
     if c.rate_bps < 0 or c.owlt_s < 0:
         raise InputError("rate_bps and owlt_s must be ≥ 0", source=source, field=field_)

@@ -28,12 +28,14 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from xml.etree import ElementTree
 
 import numpy as np
 from numpy.typing import ArrayLike
 from sgp4 import omm as sgp4_omm
 from sgp4.api import WGS72, Satrec, SatrecArray
 
+from netemu.config import read_text
 from netemu.errors import InputError
 
 if TYPE_CHECKING:  # scenario imports this module
@@ -164,10 +166,7 @@ def walker_satrecs(spec: WalkerSpec, epoch: datetime, first_satnum: int = 1) -> 
 
 def load_tle(path: Path) -> list[tuple[str, Satrec]]:
     """Read a TLE file (two-line or three-line sets). Names default to 'sat-NORADID'."""
-    try:
-        lines = [ln.rstrip() for ln in Path(path).read_text().splitlines()]
-    except OSError as e:
-        raise InputError(f"cannot read: {e.strerror}", source=str(path)) from e
+    lines = [ln.rstrip() for ln in read_text(path).splitlines()]
     out: list[tuple[str, Satrec]] = []
     name: str | None = None
     i = 0
@@ -177,6 +176,8 @@ def load_tle(path: Path) -> list[tuple[str, Satrec]]:
             i += 1
             continue
         if ln.startswith("1 ") and i + 1 < len(lines) and lines[i + 1].startswith("2 "):
+            for j in (i, i + 1):
+                _check_tle_checksum(lines[j], source=str(path), line_no=j + 1)
             try:
                 sat = Satrec.twoline2rv(ln, lines[i + 1], WGS72)
             except Exception as e:  # sgp4 raises ValueError on malformed lines
@@ -197,14 +198,30 @@ def load_tle(path: Path) -> list[tuple[str, Satrec]]:
     return out
 
 
+def tle_checksum(line: str) -> int:
+    """The modulo-10 checksum of a TLE line's first 68 columns (digits count their value,
+    a minus sign counts 1)."""
+    return sum(int(ch) if ch.isdigit() else ch == "-" for ch in line[:68]) % 10
+
+
+def _check_tle_checksum(line: str, *, source: str, line_no: int) -> None:
+    """Refuse a TLE line whose column 69 is not its checksum (a corrupted element set
+    would otherwise propagate silently to wrong positions)."""
+    if len(line) < 69:
+        return  # no checksum column: sgp4 judges the line itself
+    found = line[68]
+    want = tle_checksum(line)
+    if found != str(want):
+        shown = found if found.isdigit() else repr(found)
+        raise InputError(f"TLE line {line[0]} checksum: expected {want}, found {shown}",
+                         source=source, line=line_no)
+
+
 def load_omm(path: Path) -> list[tuple[str, Satrec]]:
     """Read OMM element sets as CelesTrak serves them: JSON (a list of objects), XML or
     CSV (chosen by the file's suffix, or by its first character)."""
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise InputError(f"cannot read: {e.strerror}", source=str(p)) from e
+    text = read_text(p)
     head = text.lstrip()[:1]
     if p.suffix.lower() == ".json" or head in "[{":
         try:
@@ -213,7 +230,15 @@ def load_omm(path: Path) -> list[tuple[str, Satrec]]:
             raise InputError(f"not valid JSON: {e.msg}", source=str(p), line=e.lineno) from e
         records = obj if isinstance(obj, list) else [obj]
     elif p.suffix.lower() == ".xml" or head == "<":
-        records = list(sgp4_omm.parse_xml(io.StringIO(text)))
+        try:
+            records = list(sgp4_omm.parse_xml(io.StringIO(text)))
+        except ElementTree.ParseError as e:
+            line, col = e.position
+            raise InputError(f"not valid XML: {_xml_reason(e)} (line {line}, column {col + 1})",
+                             source=str(p), line=line) from None
+        except (AttributeError, TypeError):  # a segment without its expected elements
+            raise InputError("not OMM XML: each <segment> needs <metadata> and <data> with "
+                             "<meanElements> and <tleParameters>", source=str(p)) from None
     else:
         records = list(csv.DictReader(io.StringIO(text)))
     out = []
@@ -226,12 +251,17 @@ def load_omm(path: Path) -> list[tuple[str, Satrec]]:
             sgp4_omm.initialize(sat, fields)
         except KeyError as e:
             raise InputError(f"record {i}: missing OMM field {e.args[0]}", source=str(p)) from e
-        except ValueError as e:
+        except (ValueError, TypeError, IndexError) as e:
             raise InputError(f"record {i}: bad OMM value: {e}", source=str(p)) from e
         if sat.error:
             raise InputError(f"record {i}: sgp4 error {sat.error}", source=str(p))
         out.append((fields.get("OBJECT_NAME") or f"sat-{sat.satnum}", sat))
     return out
+
+
+def _xml_reason(e: ElementTree.ParseError) -> str:
+    """The parser's reason without its own ``: line N, column M`` suffix."""
+    return str(e).split(": line ")[0]
 
 
 def assign_planes(

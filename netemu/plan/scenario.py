@@ -36,6 +36,14 @@ NAME_RE = re.compile(r"^[a-z][a-z0-9-]*$")
 """Node names: lowercase letters, digits and '-', starting with a letter — valid as a
 host name label and as an interface name, with no shell metacharacters."""
 
+SCENARIO_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+"""Scenario names: up to 64 letters, digits, '.', '_' and '-', not starting with '.' or
+'-'. A run directory is named after the scenario (``runs/<name>-<stamp>``), so a name
+can hold no path separator and cannot climb out of ``runs/``."""
+
+MAX_WALKER_SATELLITES = 339_999
+"""Most satellites in one Walker group: SGP4 catalogue numbers (Alpha-5) end there."""
+
 RESERVED_SECTIONS = ("routing", "apps", "expect", "emulation", "telemetry", "capture")
 
 ISL_TOPOLOGIES = ("ring", "plus-grid", "none")
@@ -210,6 +218,24 @@ def check_node_name(name: Any, *, source: str | None = None, line: int | None = 
     return name
 
 
+def check_scenario_name(name: Any, *, source: str | None = None, line: int | None = None,
+                        field: str | None = "name") -> str:
+    """Raise InputError unless ``name`` is a usable scenario name (:data:`SCENARIO_NAME_RE`)."""
+    if not isinstance(name, str) or not SCENARIO_NAME_RE.match(name):
+        raise InputError(
+            f"scenario name {name!r} must be 1–64 letters, digits, '.', '_' or '-', starting "
+            "with a letter or digit (it names the run directory)",
+            source=source, line=line, field=field)
+    return name
+
+
+def scenario_name_from_path(path: Path) -> str:
+    """A scenario name from a file name (its stem, characters the name rule does not
+    allow replaced by '-')."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", path.stem).strip("-.")[:64].rstrip("-.")
+    return name or "scenario"
+
+
 def _check_name(f: Fields, key: str) -> str:
     return check_node_name(f.get(key), source=f.source, line=f.line_of(key), field=f.field(key))
 
@@ -276,6 +302,11 @@ def _parse_walker(f: Fields) -> WalkerSpec:
     inc = f.number("inclination_deg", lo=0, hi=180, required=True)
     phasing = f.integer("phasing", default=0, lo=0)
     assert planes is not None and spp is not None and phasing is not None
+    if planes * spp > MAX_WALKER_SATELLITES:
+        raise InputError(
+            f"{planes} planes × {spp} satellites = {planes * spp} satellites; a Walker group "
+            f"holds at most {MAX_WALKER_SATELLITES} (SGP4's largest catalogue number)",
+            source=f.source, line=f.line, field=f.field())
     if phasing >= planes and planes > 1:
         raise f.error(f"Walker phasing F must be in 0..planes−1 (0..{planes - 1}), got {phasing}",
                       "phasing")
@@ -331,7 +362,8 @@ def _parse_group(f: Fields, index: int, base_dir: Path, epoch: datetime,
         try:
             elements = orbit.load_tle(path) if kind == "tle" else orbit.load_omm(path)
         except InputError as e:
-            raise f.error(f"{fname}: {e.message}", kind) from e
+            where = f"{fname}:{e.line}" if e.line else fname
+            raise f.error(f"{where}: {e.message}", kind) from e
         if not elements:
             raise f.error(f"{fname}: no element sets found", kind)
         tol = f.number("plane_tolerance_deg", default=2.0, lo=0, lo_open=True)
@@ -420,7 +452,10 @@ def scenario_from_dict(doc: Any, *, path: Path | None = None) -> Scenario:
     f = Fields(doc, source=source, line=1)
     f.check_keys(TOP_KEYS, required=("epoch", "duration_s", "satellites"))
     base_dir = path.parent if path is not None else Path(".")
-    name = f.string("name", default=path.stem if path is not None else "scenario")
+    if "name" in f:
+        name = check_scenario_name(f.string("name"), source=source, line=f.line_of("name"))
+    else:
+        name = scenario_name_from_path(path) if path is not None else "scenario"
     epoch = _parse_epoch(f)
     duration = f.number("duration_s", lo=0, lo_open=True, required=True)
     time_scale = f.number("time_scale", default=1.0, lo=0, lo_open=True)
@@ -485,7 +520,7 @@ def scenario_from_dict(doc: Any, *, path: Path | None = None) -> Scenario:
             ipn[st.name] = n
 
     return Scenario(
-        name=name,  # type: ignore[arg-type]
+        name=name,
         path=path,
         epoch=epoch,
         duration_s=duration,  # type: ignore[arg-type]

@@ -26,6 +26,7 @@ from __future__ import annotations
 import gc
 import heapq
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -34,7 +35,14 @@ import numpy as np
 
 from netemu.errors import InputError
 from netemu.plan.contacts import C_KM_S, Contact, ContactPlan, Node
-from netemu.plan.orbit import R_EARTH_KM, Ephemeris, build_ephemeris, stations_ecef, teme_to_ecef
+from netemu.plan.orbit import (
+    DAY_S,
+    R_EARTH_KM,
+    Ephemeris,
+    build_ephemeris,
+    stations_ecef,
+    teme_to_ecef,
+)
 from netemu.plan.scenario import IslConfig, Scenario
 
 Progress = Callable[[str, float], None]
@@ -775,13 +783,23 @@ def compute_plan(
     duration_s: float | None = None,
     progress: Progress | None = None,
     step_s: float | None = None,
+    memory_bytes: int | None = None,
 ) -> ContactPlan:
     """The contact plan of ``scenario`` over [start_s, start_s + duration_s] (default: to
     the scenario's end). Every ISL and GSL contact appears in both directions as separate
-    :class:`Contact` objects; times are seconds from the scenario epoch."""
+    :class:`Contact` objects; times are seconds from the scenario epoch.
+
+    A window whose estimated size (:func:`estimate_plan_bytes`) is beyond
+    ``memory_bytes`` (default: the memory this machine has available) is refused with
+    the estimate, rather than failing part way with a memory error."""
     _check_window(scenario, start_s, duration_s, step_s)
     if duration_s is None:
         duration_s = scenario.duration_s - start_s
+    if memory_bytes is None:
+        memory_bytes = available_memory_bytes()
+    if memory_bytes is not None:
+        _check_size(scenario, start_s, duration_s, step_s or scenario.schedule.step_s,
+                    memory_bytes)
     # millions of small tuples and Contacts, none in a reference cycle: the cyclic
     # garbage collector would only rescan them again and again
     gc_was_on = gc.isenabled()
@@ -811,6 +829,114 @@ def _check_window(scenario: Scenario, start_s: float, duration_s: float | None,
     if step_s is not None and not (math.isfinite(step_s) and step_s > 0):
         raise PlanError(f"the sampling step must be > 0 s, got {step_s!r}",
                         source=source, field="step_s")
+
+
+# --------------------------------------------------------------------------------------
+# Size estimate (measured on the shipped scenarios: tiny, three-body-12, iridium-next,
+# starlink-shell1, one hour to 30 days)
+
+EPHEMERIS_BYTES_PER_SAT_STEP = 48
+"""TEME position and velocity, float64 ×6, per satellite and grid step."""
+
+BYTES_PER_STEP = 256
+"""Per grid step besides the satellites: grid times, Earth rotation, UT1 (measured
+about 110–190 bytes)."""
+
+BYTES_PER_CONTACT = 2048
+"""A contact with its light-time samples held in memory, and its share of the output
+(measured 0.9–1.7 KB held)."""
+
+MEMORY_SHARE = 0.8
+"""Share of the available memory a plan may take."""
+
+PROBE_AFTER_S = 86400.0
+"""Windows longer than this get their contact count measured on a probe window first."""
+
+
+@dataclass(frozen=True)
+class PlanSizeEstimate:
+    """How big a plan would be: grid steps, contacts (measured per day on a probe window,
+    or None when not probed) and bytes."""
+
+    steps: int
+    contacts: int | None
+    contacts_per_day: float | None
+    ephemeris_bytes: int
+    total_bytes: int
+
+
+def available_memory_bytes() -> int | None:
+    """Memory this machine has available now (Linux ``MemAvailable``), else its physical
+    memory, else None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _probe_length_s(scenario: Scenario) -> float:
+    """One orbit of the slowest satellite, between 1 and 3 hours: long enough for the
+    contact pattern to show, short enough to compute in seconds."""
+    periods = [2 * math.pi / s.satrec.no_kozai * 60.0 for s in scenario.satellites
+               if s.satrec.no_kozai > 0]
+    return min(3 * 3600.0, max(3600.0, max(periods, default=3600.0)))
+
+
+def estimate_plan_bytes(scenario: Scenario, start_s: float, duration_s: float,
+                        step_s: float, *, probe: bool = True) -> PlanSizeEstimate:
+    """Estimate the memory a plan over [start_s, start_s + duration_s] needs.
+
+    The ephemeris is exact (satellites × grid steps). Contacts are counted on a probe
+    window (one orbit, see :func:`_probe_length_s`) when the window is longer than a day:
+    those up at the probe's start count once, those starting in it are scaled to the
+    window (contacts per day × days).
+    """
+    steps = max(2, int(math.ceil(duration_s / step_s)) + 1)
+    eph = steps * len(scenario.satellites) * EPHEMERIS_BYTES_PER_SAT_STEP
+    total = eph + steps * BYTES_PER_STEP
+    contacts: int | None = None
+    per_day: float | None = None
+    probe_s = _probe_length_s(scenario)
+    if probe and duration_s > max(PROBE_AFTER_S, 4 * probe_s):
+        sample = _compute_plan(scenario, start_s, probe_s, None, step_s)
+        at_start = sum(1 for c in sample.contacts if c.start_s <= start_s + 1e-6)
+        starting = len(sample.contacts) - at_start
+        per_day = starting * DAY_S / probe_s
+        contacts = at_start + int(per_day * duration_s / DAY_S)
+        total += contacts * BYTES_PER_CONTACT
+    return PlanSizeEstimate(steps, contacts, per_day, eph, total)
+
+
+def _check_size(scenario: Scenario, start_s: float, duration_s: float, step_s: float,
+                memory_bytes: int) -> None:
+    """Refuse a window whose estimated size is beyond :data:`MEMORY_SHARE` of
+    ``memory_bytes``, with the estimate and what to change."""
+    source = str(scenario.path) if scenario.path is not None else scenario.name
+    limit = memory_bytes * MEMORY_SHARE
+    est = estimate_plan_bytes(scenario, start_s, duration_s, step_s, probe=False)
+    if est.total_bytes <= limit:
+        est = estimate_plan_bytes(scenario, start_s, duration_s, step_s)
+    if est.total_bytes <= limit:
+        return
+    gib = 2.0 ** 30
+    parts = [f"ephemeris {est.ephemeris_bytes / gib:.1f} GiB ({len(scenario.satellites)} "
+             f"satellites × {est.steps} steps of {step_s:g} s)"]
+    if est.contacts is not None:
+        parts.append(f"about {est.contacts} contacts ({est.contacts_per_day:.0f} a day, "
+                     "measured on one orbit)")
+    raise PlanError(
+        f"a plan of {duration_s / DAY_S:.4g} days would need about "
+        f"{est.total_bytes / gib:.1f} GiB ({'; '.join(parts)}), more than the "
+        f"{limit / gib:.1f} GiB this machine can give it; plan a shorter window "
+        "(--duration and --start, or the scenario's duration_s)",
+        source=source, field="duration_s")
 
 
 def _compute_plan(scenario: Scenario, start_s: float, duration_s: float,

@@ -69,7 +69,7 @@ from netemu.run.apps import (
 from netemu.run.broker import Broker, Recorder
 from netemu.run.capture import parse_capture_section, start_scenario_captures
 from netemu.runtime.env import HostEnv
-from netemu.runtime.rundir import RunDir
+from netemu.runtime.rundir import RunDir, default_run_dir
 from netemu.runtime.telemetry import SyncPublisher
 
 EMULATION_KEYS = ("agents", "duration_s", "isl", "quick", "shaper", "start_s", "test",
@@ -300,7 +300,7 @@ class ScenarioRun:
             d = Path(self.opts.out)
         else:
             stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-            d = Path.cwd() / "runs" / f"{sc.name}-{stamp}"
+            d = default_run_dir(sc.name, stamp)
         if d.exists() and any(d.iterdir()):
             raise InputError("output directory exists and is not empty; pick another with --out",
                              source=str(d))

@@ -45,6 +45,15 @@ def check_run_name(run: str) -> str:
     return run
 
 
+def default_run_dir(scenario_name: str, stamp: str, *, root: Path | None = None) -> Path:
+    """``<root>/runs/<scenario_name>-<stamp>`` (root: the working directory), refusing a
+    name that is not a scenario name (it could climb out of ``runs/``)."""
+    from netemu.plan.scenario import check_scenario_name  # numpy and sgp4 come with it
+
+    check_scenario_name(scenario_name, field="scenario name")
+    return (root if root is not None else Path.cwd()) / "runs" / f"{scenario_name}-{stamp}"
+
+
 def read_events(path: Path) -> list[dict[str, Any]]:
     """The events of an ``events.jsonl`` file, in order: every line that is a JSON object;
     blank, truncated (a run may end mid-write) and other lines are skipped. A missing file
