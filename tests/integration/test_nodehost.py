@@ -232,10 +232,15 @@ def measure_pss(plan_path: Path, host_nodes: list[int], agent_nodes: int, work: 
 
     def configs(n: int, tag: str) -> list[Path]:
         out = []
-        for name in names[:n]:
-            with socketlib.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                port = s.getsockname()[1]
+        held = []  # all bound at once: n distinct free ports
+        for _ in range(n):
+            s = socketlib.socket()
+            s.bind(("127.0.0.1", 0))
+            held.append(s)
+        ports = [s.getsockname()[1] for s in held]
+        for s in held:
+            s.close()
+        for name, port in zip(names[:n], ports, strict=True):
             cfg = AgentConfig.for_plan_node(
                 plan, name, {}, plan_path=str(plan_path), run_dir=str(work / tag / name),
                 listen_tcpcl=[f"127.0.0.1:{port}"], listen_udpcl=[f"127.0.0.1:{port}"],
