@@ -3,8 +3,10 @@
 A scenario fixes the epoch (UTC), the duration and time scale, the satellites (Walker
 constellations or TLE/OMM files), the ground stations, the ISL topology and the link
 models. Sections that other parts of netemu read (``routing``, ``apps``, ``expect``,
-``emulation``, ``telemetry``, ``capture``) are kept raw in :attr:`Scenario.sections`,
-with the line of each of their keys in :attr:`Scenario.section_lines`.
+``emulation``, ``telemetry``, ``capture``, ``traffic``) are kept raw in
+:attr:`Scenario.sections`, with the line of each of their keys in
+:attr:`Scenario.section_lines`; ``traffic`` is also checked here, into
+:attr:`Scenario.traffic`.
 
 Every error names the file, the line and the field, and suggests the right key for a
 misspelt one (``InputError``). The file format is documented in docs/scenarios.md.
@@ -28,6 +30,7 @@ from netemu.config import Fields, describe, load_yaml
 from netemu.errors import InputError
 from netemu.plan import orbit
 from netemu.plan.linkmodel import DEFAULT_LINK_MODELS, LinkBudget, LinkModel
+from netemu.plan.traffic import TrafficSpec, parse_traffic
 
 MAX_NAME_LEN = 15
 """Longest node name: Linux interface names hold 15 characters (IFNAMSIZ − 1)."""
@@ -44,7 +47,8 @@ can hold no path separator and cannot climb out of ``runs/``."""
 MAX_WALKER_SATELLITES = 339_999
 """Most satellites in one Walker group: SGP4 catalogue numbers (Alpha-5) end there."""
 
-RESERVED_SECTIONS = ("routing", "apps", "expect", "emulation", "telemetry", "capture")
+RESERVED_SECTIONS = ("routing", "apps", "expect", "emulation", "telemetry", "capture",
+                     "traffic")
 
 ISL_TOPOLOGIES = ("ring", "plus-grid", "none")
 
@@ -174,6 +178,8 @@ class Scenario:
     sections: dict[str, Any] = field(default_factory=dict)
     section_lines: dict[str, int] = field(default_factory=dict)
     ipn: dict[str, int] = field(default_factory=dict)
+    traffic: TrafficSpec | None = None
+    """The ``traffic:`` section (bundle flows, :mod:`netemu.plan.traffic`), if any."""
 
     @property
     def satellites(self) -> list[Satellite]:
@@ -519,7 +525,7 @@ def scenario_from_dict(doc: Any, *, path: Path | None = None) -> Scenario:
                 n += 1
             ipn[st.name] = n
 
-    return Scenario(
+    scenario = Scenario(
         name=name,
         path=path,
         epoch=epoch,
@@ -535,3 +541,6 @@ def scenario_from_dict(doc: Any, *, path: Path | None = None) -> Scenario:
         section_lines=section_lines,
         ipn=ipn,
     )
+    if sections.get("traffic") is not None:
+        scenario.traffic = parse_traffic(scenario.section("traffic"), scenario)
+    return scenario
