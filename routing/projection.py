@@ -13,7 +13,10 @@ at all, compared with what the plan promised). The router is CGR's own, not a se
 implementation: one router per source node keeps its route lists between sends, as an
 agent's does, so a source's sends cost a route search only when its route list for that
 destination runs out (a contact of it ends); each send's volume is reserved and given
-back at once, so one send never delays another.
+back at once, so one send never delays another. When a source's route list, made for an
+earlier send, has no usable route for this one (its routes all share a contact that ends
+in a moment), the agent holds the bundle until the list is rebuilt, moments later; the
+projection then comes from a route list made at the send time.
 """
 
 from __future__ import annotations
@@ -46,6 +49,10 @@ class Projector:
         self.cgr_params = cgr_params
         self._routers: dict[str, CGRRouter] = {}
         self._seq = 0
+        self._retired_searches = 0
+        self.fresh = 0
+        """Sends projected from a fresh route list (the source's cached one had no usable
+        route for them)."""
 
     def router(self, src: str) -> CGRRouter:
         """The CGR router projections from ``src`` use (made once)."""
@@ -57,7 +64,7 @@ class Projector:
     @property
     def searches(self) -> int:
         """Route searches run so far (all sources)."""
-        return sum(r.searches for r in self._routers.values())
+        return sum(r.searches for r in self._routers.values()) + self._retired_searches
 
     def arrival(self, src: str, dst: str, t_s: float, size_bytes: int, priority: int = 1,
                 lifetime_s: float = math.inf) -> float | None:
@@ -72,7 +79,15 @@ class Projector:
                             priority=int(priority), deadline_s=t_s + lifetime_s)
         d = router.route(bundle, t_s, NO_NEIGHBOURS)
         if not d.hops:
-            return None
+            # The route list was made earlier and every route of it fails this bundle
+            # (all share a contact that ends in a moment): the agent holds the bundle
+            # until the list is rebuilt, moments later. Project from a list made now.
+            router = CGRRouter(src, self.plan, **self.cgr_params)
+            self.fresh += 1
+            d = router.route(bundle, t_s, NO_NEIGHBOURS)
+            self._retired_searches += router.searches
+            if not d.hops:
+                return None
         # Give the reservation back: a projection reserves nothing for later sends.
         router.failed(bundle, d.hops[0].node, t_s)
         return d.projected_arrival_s

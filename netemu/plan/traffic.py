@@ -52,6 +52,8 @@ BLOCK_S = 600.0
 MAX_FLOWS = 100_000
 """Most flows one entry may expand to (``pairs: all`` over large selections)."""
 MAX_SIZE_BYTES = 1 << 31
+MIN_INTERVAL_S = 0.001
+"""Shortest mean time between one flow's sends (1,000 bundles per second)."""
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -153,8 +155,10 @@ class Flow:
         if hi <= lo:
             return
         prio, life = self.priority, self.lifetime_s
-        for b in range(math.floor(lo / BLOCK_S), math.floor(hi / BLOCK_S) + 1):
+        b = math.floor(lo / BLOCK_S)
+        while b * BLOCK_S < hi:
             times, sizes = self._block(b)
+            b += 1
             for t, s in zip(times, sizes, strict=True):
                 if lo <= t < hi:
                     yield Send(t, s, prio, life)
@@ -389,12 +393,12 @@ def _parse_pattern(f: Fields) -> tuple[str, float | None, float | None]:
         if "rate_per_s" in f:
             raise f.error("rate_per_s is for the poisson pattern; periodic takes interval_s",
                           "rate_per_s")
-        interval = f.number("interval_s", lo=0, lo_open=True, required=True)
+        interval = f.number("interval_s", lo=MIN_INTERVAL_S, required=True)
         return pattern, interval, None
     if "interval_s" in f:
         raise f.error("interval_s is for the periodic pattern; poisson takes rate_per_s",
                       "interval_s")
-    rate = f.number("rate_per_s", lo=0, lo_open=True, required=True)
+    rate = f.number("rate_per_s", lo=0, lo_open=True, hi=1 / MIN_INTERVAL_S, required=True)
     return pattern, None, rate
 
 

@@ -77,6 +77,22 @@ def test_the_tutorial_best_route(tutorial: tuple[Path, ContactPlan]) -> None:
     assert p.arrival("ipn:9", "ipn:1", 0, 1000) is None
 
 
+def test_a_stale_route_list_gives_way_to_a_fresh_one(tutorial: tuple[Path, ContactPlan]) -> None:
+    """With one route kept per destination, the list made at t=0 (1→3→4→5, its last
+    contact ending at 10) cannot carry a bundle sent at 9.5; the projection is the one
+    made at 9.5 (1→5 from 10), as ``netemu route --at 9.5 -k 1`` shows it."""
+    f, plan = tutorial
+    p = Projector(plan, max_routes=1)
+    assert p.arrival("ipn:1", "ipn:5", 0, 1000) == pytest.approx(6.1875)
+    assert p.arrival("ipn:1", "ipn:5", 9.5, 1000) == pytest.approx(10 + 1.0625 + 1)
+    assert p.fresh == 1
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        main(["route", str(f), "--from", "1", "--to", "5", "--at", "9.5", "-k", "1", "--json"])
+    assert json.loads(out.getvalue())["routes"][0]["projected_arrival_s"] == \
+        pytest.approx(12.0625)
+
+
 def test_sends_do_not_queue_behind_each_other(tutorial: tuple[Path, ContactPlan]) -> None:
     _, plan = tutorial
     p = Projector(plan)

@@ -240,7 +240,8 @@ def test_a_nodes_sends_merge_in_time_order(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("flow", "field", "words"), [
     ("rate_per_s: -1, size_bytes: 10", "rate_per_s", "must be > 0"),
     ("rate_per_s: 0, size_bytes: 10", "rate_per_s", "must be > 0"),
-    ("interval_s: 0, size_bytes: 10", "interval_s", "must be > 0"),
+    ("interval_s: 0, size_bytes: 10", "interval_s", "must be ≥ 0.001"),
+    ("rate_per_s: 5000, size_bytes: 10", "rate_per_s", "must be ≤ 1000"),
     ("rate_per_s: 1, size_bytes: 10, lifetime_s: 0", "lifetime_s", "must be > 0"),
     ("rate_per_s: 1, size_bytes: 10, lifetime_s: -5", "lifetime_s", "must be > 0"),
     ("pattern: poison, rate_per_s: 1, size_bytes: 10", "pattern", "did you mean 'poisson'"),
@@ -318,6 +319,24 @@ def test_section_level_errors(tmp_path: Path) -> None:
         parse_traffic(Fields(doc, source="big.yaml").child("traffic"), big)
 
 
+def test_without_a_scenario_end_a_flow_runs_on(tmp_path: Path) -> None:
+    plan_nodes = load_scenario(ROOT / "topologies" / "tiny.yaml").node_names()
+    doc = parse_yaml("- {name: a, from: kashi, to: bangalore, interval_s: 1000, "
+                     "size_bytes: 1}\n", "t.yaml")
+    spec = parse_traffic(Fields(doc, source="t.yaml", path="traffic"),
+                         [node_ref(n) for n in plan_nodes])
+    (fl,) = flows(spec)
+    assert fl.end_s == math.inf
+    sends = fl.sends()
+    assert [next(sends).t_s for _ in range(3)] == [0.0, 1000.0, 2000.0]
+
+
+def node_ref(name: str) -> object:
+    from netemu.plan.selectors import NodeRef
+
+    return NodeRef(name, "ground" if name in ("kashi", "bangalore") else "satellite")
+
+
 def test_without_a_traffic_section_there_is_none(tmp_path: Path) -> None:
     assert scenario(tmp_path, "").traffic is None
-    assert load_scenario(ROOT / "topologies" / "tiny.yaml").traffic is None
+    assert scenario(tmp_path, "traffic:\n").traffic is None
