@@ -228,7 +228,7 @@ def _flows(spec: TrafficSpec) -> tuple[Flow, ...]:
             key = f"{e.name}:{s}>{d}" + (f"#{k}" if k else "")
             phase = e.phase_s
             if phase is None:  # drawn per flow
-                phase = float(np.random.default_rng((seed, 1 << 33)).random()) * float(e.interval_s or 0.0)
+                phase = derive_seed(seed, "phase") / 2.0**63 * float(e.interval_s or 0.0)
             out.append(Flow(len(out), e.name, key, s, d, e.pattern, e.size_bytes, e.priority,
                             e.lifetime_s, e.start_s, e.end_s, seed, e.interval_s,
                             e.rate_per_s, phase))
@@ -251,7 +251,11 @@ def flows_from(spec: TrafficSpec, node: str) -> list[Flow]:
 def node_sends(node_flows: Iterable[Flow], start_s: float,
                end_s: float) -> Iterator[tuple[Send, Flow]]:
     """The sends of several flows (one node's) in [start_s, end_s), merged in time order
-    (ties: lower flow id first)."""
+    (ties: lower flow id first).
+
+    Lazy: each flow's blocks are drawn as the stream reaches them, so with ``end_s``
+    infinite this is the node's whole schedule from ``start_s`` on, to keep and pull
+    from as time advances (each block drawn once)."""
     def stream(fl: Flow) -> Iterator[tuple[float, int, Send, Flow]]:
         for s in fl.sends(start_s, end_s):
             yield s.t_s, fl.id, s, fl
