@@ -69,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         plan = src.plan(start_s=args.start, duration_s=args.duration, window_file_plan=True)
         plan = plan.with_link_kinds()
+    for w in plan.warnings:
+        print(f"netemu plan: warning: {w}", file=sys.stderr)
     if args.format == "ion":
         text = plan.to_ion()
     elif args.format == "hdtn":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 
 from netemu.commands._args import seconds
 from netemu.errors import InputError
@@ -82,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
     if args.size_bytes < 0:
         raise InputError("--size must be ≥ 0")
     plan = _load(args)
+    for w in plan.warnings:
+        print(f"netemu route: warning: {w}", file=sys.stderr)
     src = _resolve(plan, args.src, "--from", args.source)
     dst = _resolve(plan, args.dst, "--to", args.source)
     if src == dst:

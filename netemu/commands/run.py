@@ -56,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     source = PlanSource.open(args.scenario)
     plan = source.plan(start_s=args.start_s, duration_s=args.duration_s)
+    for w in plan.warnings:
+        print(f"netemu run: warning: {w}", file=sys.stderr)
     t_plan = time.monotonic() - t0
     scale = args.time_scale or source.time_scale
     emu = Emulation(plan, shaper=args.shaper, time_scale=scale,

@@ -110,6 +110,8 @@ class ContactPlan:
     epoch: datetime
     nodes: dict[str, Node]
     contacts: list[Contact]
+    warnings: list[str] = field(default_factory=list, compare=False, repr=False)
+    """What a reader left out or doubted (shown to the user, not an error)."""
 
     def __post_init__(self) -> None:
         self.contacts.sort(key=lambda c: (c.start_s, c.src, c.dst, c.end_s))
@@ -132,7 +134,8 @@ class ContactPlan:
     def window(self, start_s: float, end_s: float = math.inf) -> ContactPlan:
         """The plan with only the contacts up at some time in [start_s, end_s)."""
         return ContactPlan(self.epoch, dict(self.nodes),
-                           [c for c in self.contacts if c.end_s > start_s and c.start_s < end_s])
+                           [c for c in self.contacts if c.end_s > start_s and c.start_s < end_s],
+                           list(self.warnings))
 
     def with_link_kinds(self) -> ContactPlan:
         """The plan with each contact of unknown kind (read from ION) marked "isl" between
@@ -148,7 +151,7 @@ class ContactPlan:
                 elif pair == {"satellite", "ground"}:
                     c = replace(c, kind="gsl")
             out.append(c)
-        return ContactPlan(self.epoch, dict(self.nodes), out)
+        return ContactPlan(self.epoch, dict(self.nodes), out, list(self.warnings))
 
     def __iter__(self) -> Iterator[Contact]:
         return iter(self.contacts)
@@ -277,8 +280,13 @@ class ContactPlan:
         Node names come from ``names`` (ipn → name), else from ``# node N NAME`` comments
         that netemu writes, else ``ipn:N``. Times are ``+seconds`` relative to ``epoch``
         (default: the ``# netemu contact plan, epoch …`` comment, else 2000-01-01) or
-        absolute ``yyyy/mm/dd-hh:mm:ss``. A range declared once for A B applies both ways
-        unless B A is declared too, as in ION. Other ionadmin commands are ignored.
+        absolute ``yyyy/mm/dd-hh:mm:ss``. Other ionadmin commands are ignored.
+
+        Light times follow ION's CGR: a contact's is that of the range in force when it
+        starts (the earliest-starting range of the pair that has not ended by then, even
+        one that ends before the contact does). A range declared once for A B applies
+        both ways unless B A is declared too. A contact with no range in force is left
+        out, as ION does not route over it, and named in :attr:`ContactPlan.warnings`.
         """
         names = dict(names or {})
         kinds: dict[int, str] = {}
@@ -344,30 +352,29 @@ class ContactPlan:
         for ipn in ipns:
             name = names.get(ipn, f"ipn:{ipn}")
             nodes[name] = Node(name, ipn, kinds.get(ipn, "other"))
-        directed = {(r[2], r[3]) for r in raw_ranges}
-
-        def owlt_for(t0: float, t1: float, a: int, b: int) -> float:
-            best = None
-            for r0, r1, ra, rb, owlt in raw_ranges:
-                fwd = ra == a and rb == b
-                rev = ra == b and rb == a and (a, b) not in directed
-                if (fwd or rev) and r0 <= t0 and t1 <= r1:
-                    best = owlt if best is None else max(best, owlt)
-            return best if best is not None else 0.0
-
-        contacts = [
-            Contact(
+        ranges = _RangeIndex(raw_ranges)
+        contacts = []
+        no_range: list[str] = []
+        for lineno, t0, t1, a, b, rate, conf in raw_contacts:
+            owlt = 0.0 if a == b else ranges.owlt(a, b, t0)
+            if owlt is None:
+                no_range.append(f"{source}:{lineno} (ipn {a} → {b} at +{t0:g})")
+                continue
+            contacts.append(Contact(
                 src=names.get(a, f"ipn:{a}"),
                 dst=names.get(b, f"ipn:{b}"),
                 start_s=t0,
                 end_s=t1,
                 rate_bps=rate * 8.0,
-                owlt_s=owlt_for(t0, t1, a, b),
+                owlt_s=owlt,
                 confidence=conf,
-            )
-            for _, t0, t1, a, b, rate, conf in raw_contacts
-        ]
-        return cls(epoch, nodes, contacts)
+            ))
+        warnings = []
+        if no_range:
+            shown = ", ".join(no_range[:3]) + (", …" if len(no_range) > 3 else "")
+            warnings.append(f"{len(no_range)} contact(s) with no range in force at their start "
+                            f"left out (ION does not route over them): {shown}")
+        return cls(epoch, nodes, contacts, warnings)
 
     # --- HDTN ------------------------------------------------------------------------
 
@@ -407,6 +414,41 @@ class ContactPlan:
         if p.suffix == ".json" or text.lstrip().startswith("{"):
             return cls.from_json(text, source=str(p))
         return cls.from_ion(text, epoch=epoch, source=str(p))
+
+
+class _RangeIndex:
+    """ION ranges by node pair, for the range in force at a time in O(log n).
+
+    Per pair, ranges sorted by start with the running maximum of their ends: the first
+    range whose end is not before ``t`` is the first index where that maximum reaches
+    ``t``; it is in force if it has started by ``t`` (ION's ``getApplicableRange``).
+    """
+
+    def __init__(self, raw: list[tuple[float, float, int, int, float]]) -> None:
+        by_pair: dict[tuple[int, int], list[tuple[float, float, float]]] = {}
+        for r0, r1, a, b, owlt in raw:
+            by_pair.setdefault((a, b), []).append((r0, r1, owlt))
+        self._pairs: dict[tuple[int, int], tuple[list[float], list[float], list[float]]] = {}
+        for key, rs in by_pair.items():
+            rs.sort(key=lambda r: r[0])
+            reach: list[float] = []
+            top = -math.inf
+            for _, r1, _ in rs:
+                top = max(top, r1)
+                reach.append(top)
+            self._pairs[key] = ([r[0] for r in rs], reach, [r[2] for r in rs])
+
+    def owlt(self, a: int, b: int, t: float) -> float | None:
+        """The light time from ``a`` to ``b`` in force at ``t``, None when none is (a range
+        declared for B A serves A B when A B has none declared)."""
+        entry = self._pairs.get((a, b)) or self._pairs.get((b, a))
+        if entry is None:
+            return None
+        starts, reach, owlts = entry
+        j = bisect.bisect_left(reach, t)
+        if j < len(starts) and starts[j] <= t:
+            return owlts[j]
+        return None
 
 
 def _check_contact(c: Contact, *, source: str, field_: str) -> None:

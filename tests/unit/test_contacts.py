@@ -121,3 +121,62 @@ def test_load_reads_either_format(tmp_path):
     assert len(ContactPlan.load(tmp_path / "p.ion")) == 2
     with pytest.raises(InputError, match="cannot read"):
         ContactPlan.load(tmp_path / "missing.ion")
+
+
+# --- ranges as ION applies them -------------------------------------------------------
+
+
+def test_contact_without_a_range_is_left_out_as_ion_does() -> None:
+    """ION's CGR does not route over a contact that has no range (it does not know the
+    light time); it must not become a contact with light time 0."""
+    plan = ContactPlan.from_ion(
+        "a contact +0 +100 1 2 1000\n"
+        "a contact +0 +100 2 3 1000\n"
+        "a range +0 +100 1 2 4\n", source="p.ion")
+    assert [(c.src, c.dst, c.owlt_s) for c in plan.contacts] == [("ipn:1", "ipn:2", 4.0)]
+    assert set(plan.nodes) == {"ipn:1", "ipn:2", "ipn:3"}  # its nodes stay known
+    assert len(plan.warnings) == 1
+    assert "p.ion:2" in plan.warnings[0] and "no range" in plan.warnings[0]
+
+
+def test_range_covering_only_the_start_of_a_contact_applies() -> None:
+    """ION takes the range in force when the contact starts (the earliest-starting range
+    that has not ended by then), even if it ends before the contact does."""
+    plan = ContactPlan.from_ion(
+        "a contact +10 +100 1 2 1000\n"
+        "a range +0 +50 1 2 3\n"
+        "a range +50 +200 1 2 7\n"
+        "a contact +60 +80 1 2 1000\n"
+        "a contact +300 +400 1 2 1000\n")
+    by_start = {c.start_s: c.owlt_s for c in plan.contacts}
+    assert by_start == {10.0: 3.0, 60.0: 7.0}
+    assert plan.warnings and "+300" in plan.warnings[0]
+
+
+def test_range_ending_as_the_contact_starts_applies_and_one_starting_later_does_not() -> None:
+    plan = ContactPlan.from_ion(
+        "a contact +50 +100 1 2 1000\na range +0 +50 1 2 2\n"
+        "a contact +50 +100 3 4 1000\na range +51 +100 3 4 2\n")
+    assert [(c.src, c.owlt_s) for c in plan.contacts] == [("ipn:1", 2.0)]
+
+
+def test_loading_a_large_ion_plan_is_not_quadratic() -> None:
+    """27,504 contacts (the size that took 32 s) load in well under a second or two."""
+    import time
+
+    lines = []
+    n = 0
+    t = 0
+    while n < 27_504:
+        for a in range(1, 25):
+            b = a % 24 + 1
+            lines.append(f"a contact +{t} +{t + 500} {a} {b} 100000")
+            lines.append(f"a range +{t} +{t + 500} {a} {b} 1")
+            n += 1
+        t += 600
+    text = "\n".join(lines[:2 * 27_504]) + "\n"
+    t0 = time.perf_counter()
+    plan = ContactPlan.from_ion(text)
+    elapsed = time.perf_counter() - t0
+    assert len(plan) == 27_504 and not plan.warnings
+    assert elapsed < 5.0, f"{elapsed:.1f} s"
