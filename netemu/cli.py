@@ -3,6 +3,9 @@
 Each subcommand lives in its own module under :mod:`netemu.commands` and exposes
 ``register(subparsers)``; this module finds them, so adding a command touches no other
 file. A command's handler is stored as ``func`` on its parser and returns an exit status.
+A command module is named after its command, so ``netemu plan ...`` imports only
+:mod:`netemu.commands.plan` (the emulator, numpy and mininet load only for the commands
+that need them); ``netemu --help`` imports them all.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from netemu import __version__
 from netemu.errors import NetemuError
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser with every subcommand, or with ``only`` that one (when it exists)."""
     parser = argparse.ArgumentParser(
         prog="netemu",
         description=(
@@ -29,16 +33,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     import netemu.commands as commands
 
-    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"netemu.commands.{info.name}")
+    names = sorted(m.name for m in pkgutil.iter_modules(commands.__path__)
+                   if not m.name.startswith("_"))
+    if only in names:
+        names = [only]
+    for name in names:
+        module = importlib.import_module(f"netemu.commands.{name}")
         module.register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -1,0 +1,39 @@
+"""The ``netemu`` command finds its subcommands, and loads only the one it runs."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+import pytest
+
+from netemu.cli import build_parser, main
+
+
+def _commands(parser: argparse.ArgumentParser) -> set[str]:
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return set(sub.choices)
+
+
+def test_every_command_module_registers_the_command_it_is_named_after() -> None:
+    everything = _commands(build_parser())
+    assert {"plan", "route", "run", "demo", "test", "agent", "bp", "clean"} <= everything
+    for name in everything:
+        assert _commands(build_parser(name)) == {name}
+
+
+def test_an_unknown_command_lists_the_real_ones(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["nosuch"])
+    err = capsys.readouterr().err
+    assert "invalid choice: 'nosuch'" in err and "'plan'" in err and "'route'" in err
+
+
+def test_plan_command_does_not_load_the_emulator() -> None:
+    code = ("import sys; from netemu.cli import build_parser; build_parser('plan'); "
+            "print(sorted(m for m in ('netemu.emulator', 'mininet', 'netemu.run') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
