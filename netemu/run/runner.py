@@ -57,6 +57,7 @@ from netemu.errors import InputError, NetemuError
 from netemu.plan.contacts import ContactPlan
 from netemu.plan.scenario import load_scenario
 from netemu.plan.schedule import compute_plan
+from netemu.plan.selectors import NodeIndex, node_set
 from netemu.routing import get_router
 from netemu.run.apps import (
     AppError,
@@ -96,7 +97,7 @@ class Window:
     isl: bool = True
     tick_s: float = 0.1
     shaper: str = "auto"
-    agents: bool = True
+    agents: tuple[str, ...] | None = None  # nodes with a bundle agent; None: every node
 
     @property
     def end_s(self) -> float:
@@ -122,10 +123,13 @@ def emulation_window(
     source: str = "scenario",
     line: int | None = None,
     overrides: dict[str, Any] | None = None,
+    nodes: Any = None,
 ) -> Window:
     """The window from the ``emulation:`` section (``Scenario.section("emulation")``, or a
     plain value named by ``source``/``line``), a profile (``quick``, ``test``) and
-    command-line overrides, checked against the scenario's own duration."""
+    command-line overrides, checked against the scenario's own duration. ``agents:`` is
+    ``all``, ``none`` or node selectors (:mod:`netemu.plan.selectors`), resolved against
+    ``nodes`` (the scenario) when given; without ``nodes`` only ``true``/``false``."""
     f = section if isinstance(section, Fields) else Fields(section, source=source,
                                                             path="emulation", line=line)
     if f.is_none():
@@ -154,8 +158,14 @@ def emulation_window(
         isl = bool(given["isl"])
     tick = _number(f, "tick_s", 0.1, lo_open=True)
     shaper = given.get("shaper") or f.string("shaper", default="auto")
-    agents = f.boolean("agents", default=True)
-    return Window(start, dur, scale, bool(isl), tick, str(shaper), bool(agents))
+    agents: tuple[str, ...] | None
+    if nodes is not None:
+        index = NodeIndex(nodes)
+        chosen = node_set(f, "agents", index)
+        agents = None if len(chosen) == len(index.names) else tuple(chosen)
+    else:
+        agents = None if f.boolean("agents", default=True) else ()
+    return Window(start, dur, scale, bool(isl), tick, str(shaper), agents)
 
 
 def routing_config(section: Fields | Any, *, source: str = "scenario",
@@ -262,6 +272,7 @@ class ScenarioRun:
             overrides={"start_s": self.opts.start_s, "duration_s": self.opts.duration_s,
                        "time_scale": self.opts.time_scale, "isl": self.opts.isl,
                        "shaper": self.opts.shaper},
+            nodes=sc,
         )
         routing = routing_config(sc.section("routing"))
         expectations = expect_mod.parse(sc.section("expect"))
@@ -489,8 +500,10 @@ class ScenarioRun:
         # 4. agents
         agents: dict[str, subprocess.Popen[bytes]] = {}
         dtn_sockets: dict[str, str] = {}
-        if w.agents:
-            agents, dtn_sockets = self._start_agents(p, emu, rd, sock_root, run_env)
+        agent_nodes = list(p.plan.nodes) if w.agents is None else list(w.agents)
+        if agent_nodes:
+            agents, dtn_sockets = self._start_agents(p, emu, rd, sock_root, run_env,
+                                                     agent_nodes)
             stack.callback(self._cleanup_step("the bundle agents",
                                               lambda: _stop_procs(agents.values(), 10.0)))
 
@@ -522,15 +535,15 @@ class ScenarioRun:
         # the with-block's exit stops apps → agents → emulation → telemetry
 
     def _start_agents(self, p: Prepared, emu: Any, rd: RunDir, sock_root: Path,
-                      run_env: HostEnv) -> tuple[dict[str, subprocess.Popen[bytes]],
-                                                 dict[str, str]]:
+                      run_env: HostEnv, nodes: list[str]
+                      ) -> tuple[dict[str, subprocess.Popen[bytes]], dict[str, str]]:
         plan_path = str(rd.plan_json)
         addresses = {n: emu.node_addr(n) for n in p.plan.nodes}
         procs: dict[str, subprocess.Popen[bytes]] = {}
         sockets: dict[str, str] = {}
-        self.echo(f"netemu: starting {len(p.plan.nodes)} bundle agents "
+        self.echo(f"netemu: starting {len(nodes)} bundle agents "
                   f"(routing: {p.routing['algorithm']}) ...")
-        for node in p.plan.nodes:
+        for node in nodes:
             rd.agent_dir(node).mkdir(parents=True, exist_ok=True)
             sdir = sock_root / node
             sdir.mkdir(parents=True, exist_ok=True)

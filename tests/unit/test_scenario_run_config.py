@@ -8,8 +8,10 @@ import pytest
 
 from netemu.analysis.expect import Expectation, Outcome, junit_xml
 from netemu.commands.test import _merge_junit
+from netemu.config import Fields
 from netemu.emulator.events import LinkEvent
 from netemu.errors import InputError
+from netemu.plan.scenario import load_scenario
 from netemu.run.runner import _link_message, emulation_window, routing_config
 
 
@@ -72,3 +74,22 @@ def test_junit_of_several_scenarios_merges_into_one_document() -> None:
     root = ET.fromstring(_merge_junit(docs))
     assert root.get("tests") == "3" and root.get("failures") == "1" and root.get("errors") == "1"
     assert [s.get("name") for s in root.iter("testsuite")] == ["one", "two"]
+
+
+def test_agents_select_nodes_of_the_scenario(tmp_path) -> None:
+    sc = load_scenario("topologies/tiny.yaml")
+    names = sc.node_names()
+    sats = [s.name for s in sc.satellites]
+    run = emulation_window({"agents": "all"}, scenario_duration_s=sc.duration_s, nodes=sc)
+    assert run.agents is None  # every node
+    assert emulation_window({"agents": "none"}, scenario_duration_s=sc.duration_s,
+                            nodes=sc).agents == ()
+    only = emulation_window({"agents": ["kind:satellite"]}, scenario_duration_s=sc.duration_s,
+                            nodes=sc).agents
+    assert only == tuple(sats) and len(sats) < len(names)
+    path = tmp_path / "s.yaml"
+    path.write_text("emulation:\n  agents: [nosuchnode]\n")
+    with pytest.raises(InputError) as e:
+        emulation_window(Fields.load(path).child("emulation"),
+                         scenario_duration_s=sc.duration_s, nodes=sc)
+    assert "nosuchnode" in str(e.value) and e.value.line == 2

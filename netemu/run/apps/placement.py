@@ -6,13 +6,13 @@ node, with its argv, environment, limits and mode settled.
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from netemu.config import Fields
+from netemu.plan.selectors import SelectorError, select
 from netemu.run.apps.manifest import (
     MODES,
     AppManifest,
@@ -36,35 +36,18 @@ class NodeInfo:
     kind: str  # "satellite", "ground", "other"
 
 
-_KIND_SELECTORS = {
-    "satellites": {"satellite"},
-    "satellite": {"satellite"},
-    "sats": {"satellite"},
-    "ground": {"ground"},
-    "grounds": {"ground"},
-    "ground-stations": {"ground"},
-    "stations": {"ground"},
-    "all": {"satellite", "ground", "other"},
-    "*": {"satellite", "ground", "other"},
-}
-
-
 def select_nodes(selectors: Iterable[str], nodes: Sequence[NodeInfo]) -> list[str]:
-    """Node names matched by selectors, in the nodes' order: a name, a kind
-    (``satellites``, ``ground``, ``all``) or a glob (``sat-*``)."""
-    chosen: set[str] = set()
-    names = {n.name for n in nodes}
-    for sel in selectors:
-        if sel in names:
-            chosen.add(sel)
-        elif sel in _KIND_SELECTORS:
-            chosen |= {n.name for n in nodes if n.kind in _KIND_SELECTORS[sel]}
-        else:
-            hits = {n.name for n in nodes if fnmatch.fnmatchcase(n.name, sel)}
-            if not hits:
-                raise KeyError(sel)
-            chosen |= hits
-    return [n.name for n in nodes if n.name in chosen]
+    """Node names matched by selectors, in the nodes' order, with the scenario's one
+    selector syntax (:mod:`netemu.plan.selectors`: a name, a kind such as ``satellites``
+    or ``ground``, ``all``, a glob such as ``sat-*``); ``KeyError(selector)`` for a
+    selector that matches nothing."""
+    chosen = list(selectors)
+    if not chosen:
+        return []
+    try:
+        return select(chosen, nodes)
+    except SelectorError as e:
+        raise KeyError(e.selector) from None
 
 
 @dataclass(frozen=True)
