@@ -5,7 +5,8 @@
   namespace; bundles from A's app are delivered to C's app, through B;
 - ``kill -9`` of the node host that serves B and C in the middle of a stream of 1,000
   bundles from A (served by another node host), then a restart: every bundle reaches C's
-  app exactly once.
+  app exactly once;
+- with the run's broker, every node's ``bundle/<node>`` events are recorded.
 
 Namespaces, veths and processes are removed even when a test fails.
 """
@@ -16,9 +17,11 @@ import asyncio
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -27,6 +30,8 @@ import pytest
 from dtn_agent_harness import ROOT, wait_for
 
 from netemu.agent import BpClient
+from netemu.run.broker import Broker, Recorder
+from netemu.runtime.rundir import read_events
 
 pytestmark = pytest.mark.integration
 
@@ -89,7 +94,9 @@ def chain(tmp_path: Path) -> Iterator[dict]:
 class HostProc:
     """``python -m netemu.agent.nodehost`` serving some of the chain's nodes."""
 
-    def __init__(self, chain: dict, nodes: list[str], name: str) -> None:
+    def __init__(self, chain: dict, nodes: list[str], name: str,
+                 env: dict[str, str] | None = None) -> None:
+        self.env = env or {}
         self.path = chain["tmp"] / f"{name}.json"
         self.path.write_text(json.dumps({"nodes": [
             {"config": str(chain["configs"][n]), "netns": f"/run/netns/{chain['ns'][n]}"}
@@ -98,7 +105,7 @@ class HostProc:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> HostProc:
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, "PYTHONPATH": str(ROOT), **self.env}
         with open(self.stderr, "ab") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "netemu.agent.nodehost", "--config", str(self.path)],
@@ -204,6 +211,50 @@ def test_kill9_node_host_mid_stream_loses_and_duplicates_none(chain):
             relay.stop()
 
     asyncio.run(asyncio.wait_for(go(), 200))
+
+
+@pytest.mark.skipif(shutil.which("mosquitto") is None, reason="mosquitto not installed")
+def test_node_host_publishes_each_nodes_bundle_events_on_its_topic(chain):
+    tmp = chain["tmp"]
+    broker = Broker(f"nh{uuid.uuid4().hex[:6]}", log_path=tmp / "mosquitto.log")
+    access = broker.start()
+    events_path = tmp / "events.jsonl"
+    rec = Recorder(access, events_path)
+    host = None
+
+    async def go() -> list[str]:
+        tx = await BpClient.connect(str(tmp / "A" / "bp.sock"), timeout_s=30)
+        rx = await BpClient.connect(str(tmp / "C" / "bp.sock"), timeout_s=30)
+        await rx.register("ipn:3.1")
+        ids = await tx.send_many([{"dst": "ipn:3.1", "payload": b"t%d" % i} for i in range(5)])
+        for _ in range(5):
+            await rx.recv(timeout_s=30)
+        await tx.close()
+        await rx.close()
+
+        def delivered() -> int:
+            return sum(1 for e in read_events(events_path)
+                       if e["payload"].get("event") == "delivered")
+        await wait_for(lambda: delivered() >= 5, 20, "5 delivered events")
+        return ids
+
+    try:
+        rec.start()
+        host = HostProc(chain, list(NODES), "host", env=access.env()).start()
+        ids = asyncio.run(asyncio.wait_for(go(), 90))
+    finally:
+        if host is not None:
+            host.stop()
+        rec.stop()
+        broker.stop()
+    seen = {(e["topic"].rsplit("/", 1)[-1], e["payload"]["event"], e["payload"]["bundle_id"])
+            for e in read_events(events_path) if "/bundle/" in e["topic"]}
+    for bid in ids:
+        assert {("A", "sent", bid), ("A", "forwarded", bid), ("B", "received", bid),
+                ("B", "forwarded", bid), ("C", "received", bid),
+                ("C", "delivered", bid)} <= seen
+    stopped = [e for n in NODES for e in _log(chain, n) if e["event"] == "telemetry_stopped"]
+    assert len(stopped) == 3 and all(e["dropped"] == 0 for e in stopped)
 
 
 # --- memory: node host vs a process per node (run by hand, not a test) ------------------
