@@ -925,18 +925,26 @@ def _check_size(scenario: Scenario, start_s: float, duration_s: float, step_s: f
         est = estimate_plan_bytes(scenario, start_s, duration_s, step_s)
     if est.total_bytes <= limit:
         return
-    gib = 2.0 ** 30
-    parts = [f"ephemeris {est.ephemeris_bytes / gib:.1f} GiB ({len(scenario.satellites)} "
-             f"satellites × {est.steps} steps of {step_s:g} s)"]
+    parts = [f"ephemeris {_gib(est.ephemeris_bytes)} ({len(scenario.satellites)} "
+             f"satellites × {_count(est.steps)} steps of {step_s:g} s)"]
     if est.contacts is not None:
-        parts.append(f"about {est.contacts} contacts ({est.contacts_per_day:.0f} a day, "
-                     "measured on one orbit)")
+        parts.append(f"about {_count(est.contacts)} contacts ({est.contacts_per_day:,.0f} a "
+                     "day, measured on one orbit)")
     raise PlanError(
-        f"a plan of {duration_s / DAY_S:.4g} days would need about "
-        f"{est.total_bytes / gib:.1f} GiB ({'; '.join(parts)}), more than the "
-        f"{limit / gib:.1f} GiB this machine can give it; plan a shorter window "
+        f"a plan of {duration_s / DAY_S:,.4g} days would need about "
+        f"{_gib(est.total_bytes)} ({'; '.join(parts)}), more than the "
+        f"{_gib(limit)} this machine can give it; plan a shorter window "
         "(--duration and --start, or the scenario's duration_s)",
         source=source, field="duration_s")
+
+
+def _gib(n_bytes: float) -> str:
+    gib = n_bytes / 2.0 ** 30
+    return f"{gib:,.1f} GiB" if gib < 1e6 else f"{gib:.3g} GiB"
+
+
+def _count(n: float) -> str:
+    return f"{n:,.0f}" if n < 1e12 else f"{n:.3g}"
 
 
 def _compute_plan(scenario: Scenario, start_s: float, duration_s: float,
