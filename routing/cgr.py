@@ -84,7 +84,8 @@ class ContactGraph:
     """
 
     def __init__(self, plan: ContactPlan) -> None:
-        self.plan = plan
+        # (weakly: the shared cache of for_plan must not keep the plan alive)
+        self._plan = weakref.ref(plan)
         names = set(plan.nodes)
         for c in plan.contacts:
             names.add(c.src)
@@ -174,6 +175,11 @@ class ContactGraph:
         hit = cls._cache.get(key)
         if hit is not None and hit[0] is ref:
             del cls._cache[key]
+
+    @property
+    def plan(self) -> ContactPlan | None:
+        """The plan this graph indexes (None once no one holds it)."""
+        return self._plan()
 
     @property
     def _n_contacts(self) -> int:

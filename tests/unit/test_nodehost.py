@@ -224,3 +224,22 @@ def test_publisher_hub_sends_each_nodes_events_on_its_own_topic(tmp_path):
     assert hub._thread.is_alive()
     b.stop(drain_s=0.1)
     assert not hub._thread.is_alive()
+
+
+def test_one_contact_graph_and_index_per_live_plan(tmp_path):
+    import gc
+
+    from netemu.agent.nodehost import PlanCache
+
+    _chain(tmp_path, ["A", "B"])
+    plans = PlanCache()
+    p1 = plans.load(str(tmp_path / "plan.json"))
+    assert plans.load(str(tmp_path / "." / "plan.json")) is p1  # one per file
+    g1 = ContactGraph.for_plan(p1)
+    assert ContactGraph.for_plan(p1) is g1 and PlanIndex.for_plan(p1) is PlanIndex.for_plan(p1)
+    p2 = PlanCache().load(str(tmp_path / "plan.json"))
+    assert ContactGraph.for_plan(p2) is not g1
+    key = id(p1)
+    del p1, plans, g1
+    gc.collect()
+    assert key not in ContactGraph._cache and key not in PlanIndex._cache  # dropped with it
