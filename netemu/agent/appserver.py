@@ -125,7 +125,7 @@ class AppServer:
         except NetemuError as e:
             conn.push({"rid": rid, "ok": False, "error": str(e)})
             return
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, ArithmeticError) as e:
             conn.push({"rid": rid, "ok": False, "error": f"bad {op} request: {e!r}"})
             return
         if isinstance(result, dict):
@@ -142,7 +142,7 @@ class AppServer:
         except NetemuError as e:
             conn.push({"rid": rid, "ok": False, "error": str(e)})
             return
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, ArithmeticError) as e:
             conn.push({"rid": rid, "ok": False, "error": f"bad {op} request: {e!r}"})
             return
         conn.push({"rid": rid, "ok": True, **result})

@@ -22,35 +22,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from netemu.agent.config import default_socket_path
+from netemu.agent.config import check_lifetime, default_socket_path
 from netemu.agent.sockopt import big_send_buffer
 from netemu.dtn.appframe import FrameDecoder, encode_frame_parts
-from netemu.errors import InputError, NetemuError
+from netemu.errors import NetemuError
 from netemu.runtime.env import NETEMU_DTN_SOCKET, HostEnv
 
 SEEN_MAX = 1_000_000  # delivered IDs remembered for dropping re-deliveries
 WRITE_CHUNK_BYTES = 256 * 1024  # a big frame goes to the socket this much at a time
-MAX_LIFETIME_S = 100 * 365.25 * 86400.0
-"""Longest bundle lifetime a client asks for: 100 years (the agent keeps lifetimes and
-expiry times as whole milliseconds in 64-bit integers)."""
-
-
-def check_lifetime(lifetime_s: Any) -> float:
-    """``lifetime_s`` when it is a finite number of seconds in (0, MAX_LIFETIME_S]."""
-    ok = (isinstance(lifetime_s, (int, float)) and not isinstance(lifetime_s, bool)
-          and math.isfinite(lifetime_s) and 0 < lifetime_s <= MAX_LIFETIME_S)
-    if not ok:
-        raise InputError(f"must be a finite number of seconds, > 0 and ≤ {MAX_LIFETIME_S:g} "
-                         f"(100 years), got {lifetime_s!r}", field="lifetime_s")
-    return float(lifetime_s)
-
-
 class BpError(NetemuError):
     """The agent refused a request (the message is the agent's)."""
 

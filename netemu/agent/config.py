@@ -25,6 +25,7 @@ Every bad value raises :class:`netemu.errors.InputError` naming the file, line a
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -41,6 +42,21 @@ KNOWN_KEYS = ("node", "ipn", "listen", "app_socket", "store", "contact_plan", "f
               "routing", "neighbours", "keys", "keepalive_s", "segment_mru", "transfer_mru",
               "store_max_bytes", "durability", "default_lifetime_s", "log")
 NEIGHBOUR_KEYS = ("name", "ipn", "cl", "address", "path_mtu")
+
+
+MAX_LIFETIME_S = 100 * 365.25 * 86400.0
+"""Longest bundle lifetime a client asks for: 100 years (the agent keeps lifetimes and
+expiry times as whole milliseconds in 64-bit integers)."""
+
+
+def check_lifetime(lifetime_s: Any) -> float:
+    """``lifetime_s`` when it is a finite number of seconds in (0, MAX_LIFETIME_S]."""
+    ok = (isinstance(lifetime_s, (int, float)) and not isinstance(lifetime_s, bool)
+          and math.isfinite(lifetime_s) and 0 < lifetime_s <= MAX_LIFETIME_S)
+    if not ok:
+        raise InputError(f"must be a finite number of seconds, > 0 and ≤ {MAX_LIFETIME_S:g} "
+                         f"(100 years), got {lifetime_s!r}", field="lifetime_s")
+    return float(lifetime_s)
 
 
 @dataclass(frozen=True)

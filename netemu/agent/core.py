@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from netemu.agent.appserver import AppConnection
 from netemu.agent.channels import TcpclChannel
-from netemu.agent.config import AgentConfig
+from netemu.agent.config import AgentConfig, check_lifetime
 from netemu.agent.store import BundleStore
 from netemu.dtn import bpa
 from netemu.dtn.bpsec import SecurityPolicy
@@ -554,9 +554,7 @@ class AgentCore:
     def _send_event(self, conn: AppConnection, item: dict, now: int,
                     default_src: str | None = None) -> Any:
         src = item.get("src") or default_src or self._default_source(conn)
-        lifetime_s = float(item.get("lifetime_s", self.agent.cfg.default_lifetime_s))
-        if not lifetime_s > 0:
-            raise InputError("lifetime_s must be > 0", field="lifetime_s")
+        lifetime_s = check_lifetime(item.get("lifetime_s", self.agent.cfg.default_lifetime_s))
         flags = 0
         if item.get("reports"):
             flags |= int(REPORT_FLAGS)

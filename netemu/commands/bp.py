@@ -12,7 +12,8 @@ import asyncio
 import json
 import sys
 
-from netemu.agent.client import MAX_LIFETIME_S, BpClient, BpError
+from netemu.agent.client import BpClient, BpError
+from netemu.agent.config import MAX_LIFETIME_S
 from netemu.commands._args import seconds
 from netemu.errors import InputError
 

@@ -8,6 +8,7 @@ import pytest
 
 from netemu.agent import BpClient, BpError
 from netemu.agent.appserver import AppServer
+from netemu.agent.config import check_lifetime
 from netemu.errors import InputError
 
 
@@ -128,3 +129,34 @@ def test_client_acks_are_answered_only_when_asked():
     assert pushed == [{"rid": 7, "ok": True}]
     srv.dispatch(Conn(), {"op": "ack", "rid": 0})  # bad request: still an error answer
     assert pushed[-1]["ok"] is False
+
+
+def test_a_request_whose_handler_overflows_is_still_answered(tmp_path):
+    """A client's number that breaks the handler's arithmetic (``int(inf * 1000)``) gets an
+    error answer instead of leaving the request unanswered forever."""
+    path = str(tmp_path / "bp.sock")
+
+    async def overflow(conn, req):
+        await asyncio.sleep(0)
+        return {"ms": int(req["lifetime_s"] * 1000)}
+
+    async def go():
+        srv = AppServer(path, {"send": overflow, "now": lambda c, r: {"ms": int(r["x"])}})
+        await srv.start()
+        bp = await BpClient.connect(path)
+        try:
+            for op, key in (("send", "lifetime_s"), ("now", "x")):
+                with pytest.raises(BpError, match=f"bad {op} request: OverflowError"):
+                    await asyncio.wait_for(bp.request(op, **{key: float("inf")}), 5)
+        finally:
+            await bp.close()
+            await srv.close()
+
+    asyncio.run(asyncio.wait_for(go(), 20))
+
+
+@pytest.mark.parametrize("lifetime_s", [float("inf"), float("nan"), 1e300, 0, -1, True, "1"])
+def test_agent_core_refuses_an_unusable_lifetime(lifetime_s):
+    with pytest.raises(InputError) as e:
+        check_lifetime(lifetime_s)
+    assert e.value.field == "lifetime_s"
