@@ -20,6 +20,7 @@ The scenario's ``emulation:`` section picks the window and speed::
       quick: {duration_s: 600, time_scale: 10}   # netemu demo --quick
       test: {duration_s: 300, time_scale: 10}    # netemu test
       isl: true           # false: drop every ISL (the "ISLs disabled" comparison)
+      agent_hosts: per-node   # or N node-host processes serving all agents, or auto
 
 ``routing:`` (``cgr`` by default, or ``{algorithm: NAME, ...}``) is what every node's
 agent routes with.
@@ -46,7 +47,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from netemu.agent.config import AgentConfig
+from netemu.agent.config import AgentConfig, plan_peers
 from netemu.analysis import expect as expect_mod
 from netemu.analysis import metrics as metrics_mod
 from netemu.analysis import report as report_mod
@@ -69,12 +70,18 @@ from netemu.run.apps import (
 )
 from netemu.run.broker import Broker, Recorder
 from netemu.run.capture import parse_capture_section, start_scenario_captures
-from netemu.runtime.env import HostEnv
+from netemu.runtime.env import (
+    NETEMU_BP_SOCKET,
+    NETEMU_DTN_SOCKET,
+    NETEMU_NODE,
+    NETEMU_NODE_ADDR,
+    HostEnv,
+)
 from netemu.runtime.rundir import RunDir, default_run_dir
 from netemu.runtime.telemetry import SyncPublisher
 
-EMULATION_KEYS = ("agents", "duration_s", "isl", "quick", "shaper", "start_s", "test",
-                  "tick_s", "time_scale")
+EMULATION_KEYS = ("agent_hosts", "agents", "duration_s", "isl", "quick", "shaper", "start_s",
+                  "test", "tick_s", "time_scale")
 PROFILE_KEYS = ("duration_s", "start_s", "time_scale")
 DEFAULT_DURATION_S = 600.0
 AGENT_READY_TIMEOUT_S = 90.0
@@ -98,6 +105,7 @@ class Window:
     tick_s: float = 0.1
     shaper: str = "auto"
     agents: tuple[str, ...] | None = None  # nodes with a bundle agent; None: every node
+    agent_hosts: int | None = None  # node-host processes serving them; None: one per node
 
     @property
     def end_s(self) -> float:
@@ -165,7 +173,47 @@ def emulation_window(
         agents = None if len(chosen) == len(index.names) else tuple(chosen)
     else:
         agents = None if f.boolean("agents", default=True) else ()
-    return Window(start, dur, scale, bool(isl), tick, str(shaper), agents)
+    return Window(start, dur, scale, bool(isl), tick, str(shaper), agents, _agent_hosts(f))
+
+
+def _agent_hosts(f: Fields) -> int | None:
+    """``agent_hosts:``: ``per-node`` (the default: one ``netemu agent`` process per node,
+    None), a whole number N ≥ 1 of node-host processes, or ``auto`` (one per CPU)."""
+    value = f.get("agent_hosts")
+    if value is None or value == "per-node":
+        return None
+    if value == "auto":
+        return max(1, os.cpu_count() or 1)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    raise f.error(f"must be per-node, auto or a whole number ≥ 1, got {value!r}",
+                  "agent_hosts")
+
+
+def split_nodes(nodes: list[str], n_groups: int,
+                group_of: Callable[[str], Any] | None = None) -> list[list[str]]:
+    """``nodes`` (in plan order) as at most ``n_groups`` contiguous groups of about equal
+    size. A cut moves to the nearest change of ``group_of`` (a satellite's plane) within a
+    quarter of a group's size, so that a plane's satellites stay together where the split
+    allows."""
+    n = min(n_groups, len(nodes))
+    if n <= 1:
+        return [list(nodes)] if nodes else []
+    size = len(nodes) / n
+    slack = int(size // 4)
+    cuts = [0]
+    for i in range(1, n):
+        lo, hi = cuts[-1] + 1, len(nodes) - (n - i)  # every group keeps at least one node
+        cut = round(i * size)
+        if group_of is not None:
+            for d in sorted(range(-slack, slack + 1), key=lambda d: (abs(d), d)):
+                j = round(i * size) + d
+                if lo <= j <= hi and group_of(nodes[j - 1]) != group_of(nodes[j]):
+                    cut = j
+                    break
+        cuts.append(min(max(cut, lo), hi))
+    cuts.append(len(nodes))
+    return [nodes[a:b] for a, b in zip(cuts, cuts[1:], strict=False)]
 
 
 def routing_config(section: Fields | Any, *, source: str = "scenario",
@@ -235,6 +283,21 @@ class Prepared:
 
 
 # --------------------------------------------------------------------------- the run
+
+
+@dataclass(frozen=True)
+class AgentProc:
+    """A process serving bundle agents: one node's ``netemu agent``, or a node host."""
+
+    label: str  # "the bundle agent of sat1", "the node host <HOST.json> (output: ...)"
+    proc: subprocess.Popen[bytes]
+    out: Path  # its stdout and stderr
+    nodes: tuple[str, ...]  # the nodes it serves
+    node_host: bool = False
+
+
+_NODE_VARS = frozenset({NETEMU_NODE, NETEMU_NODE_ADDR, NETEMU_DTN_SOCKET, NETEMU_BP_SOCKET})
+"""Variables about one node, never passed on to a node host that serves many."""
 
 
 def _short_run_name() -> str:
@@ -501,14 +564,19 @@ class ScenarioRun:
         run_env = HostEnv(run=run, mqtt=access)
 
         # 4. agents
-        agents: dict[str, subprocess.Popen[bytes]] = {}
+        agents: list[AgentProc] = []
         dtn_sockets: dict[str, str] = {}
         agent_nodes = list(p.plan.nodes) if w.agents is None else list(w.agents)
         if agent_nodes:
-            agents, dtn_sockets = self._start_agents(p, emu, rd, sock_root, run_env,
-                                                     agent_nodes)
-            stack.callback(self._cleanup_step("the bundle agents",
-                                              lambda: _stop_procs(agents.values(), 10.0)))
+            if w.agent_hosts is None:
+                agents, dtn_sockets = self._start_agents(p, emu, rd, sock_root, run_env,
+                                                         agent_nodes)
+            else:
+                agents, dtn_sockets = self._start_hosts(p, emu, rd, sock_root, run_env,
+                                                        agent_nodes, w.agent_hosts)
+            meta["agent_processes"] = len(agents)
+            stack.callback(self._cleanup_step(
+                "the bundle agents", lambda: _stop_procs([a.proc for a in agents], 10.0)))
 
         # 5. apps, started while the agents come up (their DTN client waits for the
         # agent's socket), so that start-up eats less of the window
@@ -530,78 +598,129 @@ class ScenarioRun:
         # 6. run the window (bracketed by run events, so the record covers all of it)
         publisher.publish("run", {"event": "started", "t_s": emu.now_s(),
                                   "window": [w.start_s, w.end_s], "time_scale": w.time_scale,
-                                  "apps": len(p.apps), "agents": len(agents)})
+                                  "apps": len(p.apps), "agents": len(dtn_sockets)})
         self._watch(emu, runner, agents, recorder, w)
         self._mark("window_done")
         publisher.publish("run", {"event": "ended", "t_s": emu.now_s(),
                                   "interrupted": self._interrupted})
         # the with-block's exit stops apps → agents → emulation → telemetry
 
-    def _start_agents(self, p: Prepared, emu: Any, rd: RunDir, sock_root: Path,
-                      run_env: HostEnv, nodes: list[str]
-                      ) -> tuple[dict[str, subprocess.Popen[bytes]], dict[str, str]]:
+    def _write_configs(self, p: Prepared, emu: Any, rd: RunDir, sock_root: Path,
+                       nodes: list[str]) -> dict[str, AgentConfig]:
+        """Each agent node's config, written to ``agents/<node>/agent.json``."""
         plan_path = str(rd.plan_json)
         addresses = {n: emu.node_addr(n) for n in p.plan.nodes}
-        procs: dict[str, subprocess.Popen[bytes]] = {}
-        sockets: dict[str, str] = {}
-        self.echo(f"netemu: starting {len(nodes)} bundle agents "
-                  f"(routing: {p.routing['algorithm']}) ...")
+        peers = plan_peers(p.plan)  # one pass over the contacts for all nodes
+        configs: dict[str, AgentConfig] = {}
         for node in nodes:
             rd.agent_dir(node).mkdir(parents=True, exist_ok=True)
             sdir = sock_root / node
             sdir.mkdir(parents=True, exist_ok=True)
             cfg = AgentConfig.for_plan_node(p.plan, node, addresses, plan_path=plan_path,
-                                            run_dir=str(sdir), routing=p.routing)
+                                            run_dir=str(sdir), routing=p.routing, peers=peers)
             cfg.store = str(rd.agent_store(node))
             cfg.log = str(rd.agent_log(node))
-            cfg_path = rd.agent_config(node)
-            cfg.write(cfg_path)
-            sockets[node] = cfg.app_socket
+            cfg.write(rd.agent_config(node))
+            configs[node] = cfg
+        return configs
+
+    def _start_agents(self, p: Prepared, emu: Any, rd: RunDir, sock_root: Path,
+                      run_env: HostEnv, nodes: list[str]
+                      ) -> tuple[list[AgentProc], dict[str, str]]:
+        """One ``netemu agent`` process per node, in the node's namespace."""
+        self.echo(f"netemu: starting {len(nodes)} bundle agents "
+                  f"(routing: {p.routing['algorithm']}) ...")
+        configs = self._write_configs(p, emu, rd, sock_root, nodes)
+        procs: list[AgentProc] = []
+        for node, cfg in configs.items():
             env = {**dc_replace(run_env, dtn_socket=cfg.app_socket).to_env(),
                    "PYTHONUNBUFFERED": "1"}
             out = open(rd.agent_out(node), "wb")  # noqa: SIM115 - the child holds it
-            procs[node] = emu.popen(node, [sys.executable, "-m", "netemu", "agent", "--node",
-                                           node, "--config", str(cfg_path)],
-                                    env=env, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
+            proc = emu.popen(node, [sys.executable, "-m", "netemu", "agent", "--node",
+                                    node, "--config", str(rd.agent_config(node))],
+                             env=env, stdout=out, stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL, start_new_session=True)
             out.close()
-        return procs, sockets
+            procs.append(AgentProc(f"the bundle agent of {node}", proc, rd.agent_out(node),
+                                   (node,)))
+        return procs, {n: c.app_socket for n, c in configs.items()}
 
-    def _wait_agents(self, procs: dict[str, subprocess.Popen[bytes]], sockets: dict[str, str],
+    def _start_hosts(self, p: Prepared, emu: Any, rd: RunDir, sock_root: Path,
+                     run_env: HostEnv, nodes: list[str], n_hosts: int
+                     ) -> tuple[list[AgentProc], dict[str, str]]:
+        """``n_hosts`` node-host processes in the root namespace, each serving a contiguous
+        group of the nodes (plan order, a plane's satellites together where the split
+        allows); every node's sockets are made in its own namespace."""
+        order = {n: i for i, n in enumerate(p.plan.nodes)}
+        nodes = sorted(nodes, key=lambda n: order.get(n, len(order)))
+        planes = {s.name: (getattr(s, "group", 0), getattr(s, "plane", 0))
+                  for s in getattr(p.scenario, "satellites", [])}
+        groups = split_nodes(nodes, n_hosts, lambda n: planes.get(n, "other"))
+        self.echo(f"netemu: starting {len(nodes)} bundle agents in {len(groups)} node hosts "
+                  f"(routing: {p.routing['algorithm']}) ...")
+        configs = self._write_configs(p, emu, rd, sock_root, nodes)
+        rd.hosts_dir.mkdir(parents=True, exist_ok=True)
+        # the run's clock and broker, as for a single agent; nothing about one node
+        env = {k: v for k, v in os.environ.items() if k not in _NODE_VARS}
+        env.update(dc_replace(run_env, clock=emu.clock).to_env(), PYTHONUNBUFFERED="1")
+        procs: list[AgentProc] = []
+        for i, group in enumerate(groups):
+            host_json = rd.host_config(i)
+            host_json.write_text(json.dumps({"nodes": [
+                {"config": str(rd.agent_config(n)), "netns": _netns_path(emu, n)}
+                for n in group]}, indent=1) + "\n")
+            out = open(rd.host_out(i), "wb")  # noqa: SIM115 - the child holds it
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "netemu.agent.nodehost", "--config", str(host_json)],
+                env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True)
+            out.close()
+            with contextlib.suppress(Exception):  # so that `netemu clean` stops it too
+                emu.registry.add_pid(proc.pid, f"nodehost:{i}")
+            procs.append(AgentProc(f"the node host {host_json} (output: {rd.host_out(i)})",
+                                   proc, rd.host_out(i), tuple(group), node_host=True))
+        return procs, {n: c.app_socket for n, c in configs.items()}
+
+    def _wait_agents(self, agents: list[AgentProc], sockets: dict[str, str],
                      rd: RunDir) -> None:
-        """Until every agent's app socket exists; an agent that dies is an error."""
+        """Until every agent's app socket exists; an agent process that exits is an error."""
         deadline = time.monotonic() + AGENT_READY_TIMEOUT_S
-        waiting = set(procs)
+        serving = {node: a for a in agents for node in a.nodes}
+        waiting = set(serving)
         while waiting and time.monotonic() < deadline and not self._stop.is_set():
-            for node in list(waiting):
+            for node in sorted(waiting):
+                a = serving[node]
                 if os.path.exists(sockets[node]):
                     waiting.discard(node)
-                elif procs[node].poll() is not None:
-                    tail = rd.agent_out(node).read_text(errors="replace")
-                    raise NetemuError(f"the bundle agent of {node} exited with status "
-                                      f"{procs[node].returncode}:\n{tail[-1500:]}")
+                elif a.proc.poll() is not None:
+                    tail = a.out.read_text(errors="replace") if a.out.exists() else ""
+                    raise NetemuError(f"{a.label} exited with status "
+                                      f"{a.proc.returncode}:\n{tail[-1500:]}")
             time.sleep(0.1)
         if waiting:
+            where = (f"{rd.hosts_dir}/*.out and {rd.agents_dir}/*/agent.jsonl"
+                     if any(a.node_host for a in agents) else f"{rd.agents_dir}/*/agent.out")
             raise NetemuError(f"bundle agents not ready after {AGENT_READY_TIMEOUT_S:.0f} s: "
-                              f"{', '.join(sorted(waiting))} (see {rd.agents_dir}/*/agent.out)")
-        self.echo(f"netemu: {len(procs)} agents ready")
+                              f"{', '.join(sorted(waiting))} (see {where})")
+        self.echo(f"netemu: {len(serving)} agents ready")
 
-    def _watch(self, emu: Any, runner: AppRunner, agents: dict[str, Any], recorder: Any,
+    def _watch(self, emu: Any, runner: AppRunner, agents: list[AgentProc], recorder: Any,
                w: Window) -> None:
         """Wait for the end of the window, printing a status line now and then."""
         last = 0.0
-        dead_agents: set[str] = set()
+        dead_agents: set[int] = set()
         while not emu.finished:
             emu.wait(timeout=1.0)
             for ra in runner.poll():
                 st = ra.exit_status
                 self.echo(f"netemu: app {ra.instance.key} ended with status {st}"
                           + ("" if st == 0 else f" (see {ra.out_dir}/stderr.log)"))
-            for node, proc in agents.items():
-                if node not in dead_agents and proc.poll() is not None:
-                    dead_agents.add(node)
-                    self.echo(f"netemu: WARNING: the bundle agent of {node} exited with status "
-                              f"{proc.returncode}")
+            for i, a in enumerate(agents):
+                if i not in dead_agents and a.proc.poll() is not None:
+                    dead_agents.add(i)
+                    served = f" (its nodes: {', '.join(a.nodes)})" if a.node_host else ""
+                    self.echo(f"netemu: WARNING: {a.label} exited with status "
+                              f"{a.proc.returncode}{served}")
             now = time.monotonic()
             if now - last >= 15.0 or emu.finished:
                 last = now
@@ -675,5 +794,5 @@ def _stop_procs(procs: Any, grace_s: float) -> None:
             p.wait()
 
 
-__all__ = ["Prepared", "RunInterrupted", "RunOptions", "RunResult", "ScenarioRun", "Window",
-           "emulation_window", "routing_config"]
+__all__ = ["AgentProc", "Prepared", "RunInterrupted", "RunOptions", "RunResult", "ScenarioRun",
+           "Window", "emulation_window", "routing_config", "split_nodes"]

@@ -14,6 +14,8 @@ directory, by default ``runs/<scenario>-<stamp>/``::
     report/index.html     the report page
     logs/mosquitto.log    the broker's log
     agents/<node>/        agent.json (config), agent.jsonl (log), agent.out, store.sqlite
+    hosts/host-<i>.json   with ``emulation.agent_hosts``: each node host's HOST.json, and
+    hosts/host-<i>.out    its stdout and stderr (the host's JSON log lines)
     apps/<app>/<node>/    stdout.log, stderr.log, result.json, usage.json, telemetry.jsonl
     captures/A_B.pcap     link captures, each with a sidecar A_B.pcap.json
 
@@ -163,6 +165,18 @@ class RunDir:
     def agent_logs(self) -> list[Path]:
         """Every agent's ``agent.jsonl``, sorted by node."""
         return sorted(self.agents_dir.glob("*/agent.jsonl"))
+
+    @property
+    def hosts_dir(self) -> Path:
+        return self.path / "hosts"
+
+    def host_config(self, index: int) -> Path:
+        """Node host ``index``'s HOST.json (``emulation.agent_hosts``)."""
+        return self.hosts_dir / f"host-{index}.json"
+
+    def host_out(self, index: int) -> Path:
+        """Node host ``index``'s stdout and stderr."""
+        return self.hosts_dir / f"host-{index}.out"
 
     # --- apps ---------------------------------------------------------------------------
 

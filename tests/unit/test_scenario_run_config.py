@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import xml.etree.ElementTree as ET
 
 import pytest
 
+from netemu.agent.config import AgentConfig, plan_peers
 from netemu.analysis.expect import Expectation, Outcome, junit_xml
 from netemu.commands.test import _merge_junit
 from netemu.config import Fields
 from netemu.emulator.events import LinkEvent
 from netemu.errors import InputError
 from netemu.plan.scenario import load_scenario
-from netemu.run.runner import _link_message, emulation_window, routing_config
+from netemu.plan.schedule import compute_plan
+from netemu.run.runner import _link_message, emulation_window, routing_config, split_nodes
 
 
 def test_window_defaults_profiles_and_overrides() -> None:
@@ -93,3 +96,63 @@ def test_agents_select_nodes_of_the_scenario(tmp_path) -> None:
         emulation_window(Fields.load(path).child("emulation"),
                          scenario_duration_s=sc.duration_s, nodes=sc)
     assert "nosuchnode" in str(e.value) and e.value.line == 2
+
+
+def test_agent_hosts_per_node_by_default_a_number_or_auto() -> None:
+    def hosts(value: object) -> int | None:
+        sec = {} if value is None else {"agent_hosts": value}
+        return emulation_window(sec, scenario_duration_s=1800).agent_hosts
+
+    assert hosts(None) is None and hosts("per-node") is None
+    assert hosts(1) == 1 and hosts(4) == 4
+    assert hosts("auto") == max(1, os.cpu_count() or 1)
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "1.5", "many", "true", "[2]"])
+def test_agent_hosts_errors_name_file_line_and_field(tmp_path, value) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(f"name: x\nemulation:\n  duration_s: 60\n  agent_hosts: {value}\n")
+    with pytest.raises(InputError) as e:
+        emulation_window(Fields.load(path).child("emulation"), scenario_duration_s=1800)
+    assert e.value.field == "emulation.agent_hosts" and e.value.line == 4
+    assert e.value.source == str(path) and "per-node, auto or a whole number" in str(e.value)
+
+
+def test_node_hosts_split_contiguously_keeping_planes_together() -> None:
+    nodes = [f"p{p}s{s}" for p in range(12) for s in range(16)] + [f"g{i}" for i in range(8)]
+
+    def plane(n: str) -> str:
+        return n.split("s")[0] if n.startswith("p") else "ground"
+
+    groups = split_nodes(nodes, 2, plane)
+    assert [n for g in groups for n in g] == nodes  # contiguous, in order, all of them
+    assert [len(g) for g in groups] == [96, 104]  # the cut at a plane boundary (6 planes)
+    assert {plane(n) for n in groups[0]}.isdisjoint({plane(n) for n in groups[1]})
+    even = split_nodes(nodes, 3)
+    assert [len(g) for g in even] == [67, 66, 67] and sum(even, []) == nodes
+    assert split_nodes(nodes[:3], 8) == [["p0s0"], ["p0s1"], ["p0s2"]]
+    assert split_nodes([], 2) == [] and split_nodes(nodes[:5], 1) == [nodes[:5]]
+    for n in range(1, 30):  # never an empty group, never more than asked
+        groups = split_nodes(nodes, n, plane)
+        assert len(groups) == n and all(groups) and sum(groups, []) == nodes
+
+
+def test_agent_configs_from_the_peer_index_are_the_old_ones() -> None:
+    """``plan_peers`` (one pass over the contacts) gives each node the neighbours that
+    scanning every contact per node gave."""
+    sc = load_scenario("topologies/three-body-12.yaml")
+    plan = compute_plan(sc, start_s=0, duration_s=3000)
+    addresses = {n: f"10.0.0.{i + 1}" for i, n in enumerate(plan.nodes)}
+    peers = plan_peers(plan)
+    for node in plan.nodes:
+        scanned = sorted({c.dst for c in plan.contacts if c.src == node}
+                         | {c.src for c in plan.contacts if c.dst == node})
+        old = AgentConfig.for_plan_node(plan, node, addresses, plan_path="plan.json",
+                                        run_dir=f"/tmp/x/{node}",
+                                        peers={node: scanned})
+        new = AgentConfig.for_plan_node(plan, node, addresses, plan_path="plan.json",
+                                        run_dir=f"/tmp/x/{node}", peers=peers)
+        default = AgentConfig.for_plan_node(plan, node, addresses, plan_path="plan.json",
+                                            run_dir=f"/tmp/x/{node}")
+        assert new.to_obj() == old.to_obj() == default.to_obj()
+        assert [n.name for n in new.neighbours] == scanned
