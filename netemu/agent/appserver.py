@@ -3,6 +3,11 @@
 
 :class:`AppServer` is the asyncio edge that the agent runs: it decodes requests, calls
 the agent's handler for each ``op`` and writes the answers.
+
+Whoever reaches the socket can send bundles in the node's name (signed with its BIB key)
+and take an endpoint's deliveries, so the socket is its owner's alone: mode 0600 (a
+directory the server makes is 0700), and each connection's peer credentials are checked
+(a socket someone made world-writable by hand still refuses other users).
 """
 
 from __future__ import annotations
@@ -10,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
+import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -46,6 +53,46 @@ class AppConnection:
 Handler = Callable[[AppConnection, dict[str, Any]], Awaitable[dict[str, Any]] | dict[str, Any]]
 
 
+SOCKET_MODE = 0o600
+DIR_MODE = 0o700
+_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+def peer_uid(transport: asyncio.BaseTransport) -> int | None:
+    """The user id of the process at the other end of a Unix socket (SO_PEERCRED; None
+    where the platform has no such option)."""
+    sock = transport.get_extra_info("socket")
+    opt = getattr(socket, "SO_PEERCRED", None)
+    if sock is None or opt is None:
+        return None
+    _pid, uid, _gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, opt, _UCRED.size))
+    return int(uid)
+
+
+def bind_private(path: Path) -> socket.socket:
+    """A Unix stream socket bound at ``path`` with mode 0600 from the start: the umask is
+    tightened around ``bind`` so that no other user can connect in the moment before the
+    chmod. A missing directory is made 0700."""
+    if not path.parent.exists():
+        path.parent.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            path.parent.mkdir(mode=DIR_MODE)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()  # a stale socket from a killed agent
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        old = os.umask(0o177)
+        try:
+            sock.bind(str(path))
+        finally:
+            os.umask(old)
+        os.chmod(path, SOCKET_MODE)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 class _AppProtocol(asyncio.Protocol):
     def __init__(self, server: AppServer) -> None:
         self.server = server
@@ -54,12 +101,19 @@ class _AppProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.WriteTransport)
+        uid = peer_uid(transport)
+        if uid is not None and uid not in self.server.allowed_uids:
+            write_frame(transport, {"ev": "error", "error": f"uid {uid} may not use this "
+                                    f"app socket (allowed: {sorted(self.server.allowed_uids)})"})
+            transport.close()
+            return
         big_send_buffer(transport)
         self.conn = AppConnection(transport)
         self.server.connections.add(self.conn)
 
     def data_received(self, data: bytes) -> None:
-        assert self.conn is not None
+        if self.conn is None:  # refused in connection_made
+            return
         try:
             frames = self.decoder.feed(data)
         except AppFrameError as e:
@@ -78,25 +132,30 @@ class _AppProtocol(asyncio.Protocol):
 
 class AppServer:
     """Serves the app socket. ``handlers`` maps an ``op`` to a function of
-    (connection, request) returning the answer fields (sync or async)."""
+    (connection, request) returning the answer fields (sync or async). Only the users in
+    ``allowed_uids`` (default: root and the server's own user) may connect."""
 
     def __init__(self, path: str, handlers: dict[str, Handler],
-                 on_disconnect: Callable[[AppConnection], None] | None = None) -> None:
+                 on_disconnect: Callable[[AppConnection], None] | None = None, *,
+                 allowed_uids: frozenset[int] | None = None) -> None:
         self.path = path
         self.handlers = handlers
+        self.allowed_uids = (allowed_uids if allowed_uids is not None
+                             else frozenset({0, os.geteuid()}))
         self.connections: set[AppConnection] = set()
         self._on_disconnect = on_disconnect
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task] = set()
 
     async def start(self) -> None:
-        p = Path(self.path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            p.unlink()  # a stale socket from a killed agent
+        sock = bind_private(Path(self.path))
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_unix_server(lambda: _AppProtocol(self), str(p))
-        os.chmod(p, 0o666)
+        try:
+            self._server = await loop.create_unix_server(lambda: _AppProtocol(self),
+                                                         sock=sock)
+        except BaseException:
+            sock.close()
+            raise
 
     async def close(self) -> None:
         if self._server is not None:

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import pwd
+import shutil
+import stat
+import tempfile
 
 import pytest
 
 from netemu.agent import BpClient, BpError
 from netemu.agent.appserver import AppServer
 from netemu.agent.config import check_lifetime
+from netemu.dtn.appframe import FrameDecoder, encode_frame
 from netemu.errors import InputError
 
 
@@ -160,3 +166,134 @@ def test_agent_core_refuses_an_unusable_lifetime(lifetime_s):
     with pytest.raises(InputError) as e:
         check_lifetime(lifetime_s)
     assert e.value.field == "lifetime_s"
+
+
+# --- who may use the socket ---------------------------------------------------------
+
+_NOBODY_CLIENT = r"""
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect(sys.argv[1])
+except PermissionError:
+    print("refused"); sys.exit(0)
+got = b""
+def read(timeout_s):
+    global got
+    s.settimeout(timeout_s)
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return False
+            got += chunk
+    except socket.timeout:
+        return True
+    except OSError:
+        return False
+if read(0.5):  # the server talks first only to refuse
+    try:
+        s.sendall(bytes.fromhex(sys.argv[2]))
+        read(5)
+    except OSError:
+        pass
+print("connected " + got.hex())
+"""
+
+
+def _shared_dir() -> str:
+    """A directory every user can traverse (pytest's tmp_path is root's alone), as the
+    runner's run directory is."""
+    d = tempfile.mkdtemp(prefix="netemu-sock-", dir="/tmp")
+    os.chmod(d, 0o755)
+    return d
+
+
+async def _as_nobody(path: str, frame: bytes) -> str:
+    """What a client running as user ``nobody`` gets: "refused" or "connected <hex>"."""
+    nobody = pwd.getpwnam("nobody")
+    proc = await asyncio.create_subprocess_exec(
+        "/usr/bin/python3", "-c", _NOBODY_CLIENT, path, frame.hex(),
+        user=nobody.pw_uid, group=nobody.pw_gid, extra_groups=[],
+        stdout=asyncio.subprocess.PIPE, cwd="/")
+    out, _ = await asyncio.wait_for(proc.communicate(), 15)
+    return out.decode().strip()
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/usr/bin/python3"),
+                                reason="needs root (to run a client as nobody)")
+
+
+@needs_root
+def test_app_socket_is_reachable_only_by_its_owner():
+    """Another user (``nobody``) cannot connect to the app socket, so cannot have bundles
+    signed with the node's key or take another app's endpoint; root still connects."""
+    d = _shared_dir()
+    path = os.path.join(d, "bp.sock")
+
+    async def go():
+        fake = FakeAgent()
+        srv = AppServer(path, fake.handlers())
+        await srv.start()
+        try:
+            frame = encode_frame({"op": "register", "endpoint": "ipn:1.1", "rid": 1})
+            assert await _as_nobody(path, frame) == "refused"
+            assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+            assert fake.conns == []
+            bp = await BpClient.connect(path)
+            try:
+                await bp.register("ipn:1.1")
+                assert len(fake.conns) == 1
+            finally:
+                await bp.close()
+        finally:
+            await srv.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(go(), 30))
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@needs_root
+def test_app_socket_refuses_another_user_even_when_its_mode_allows_it():
+    """The peer's credentials are checked too: with the socket made world-writable by
+    hand, ``nobody``'s connection is answered with an error and closed, its request
+    never reaching a handler."""
+    d = _shared_dir()
+    path = os.path.join(d, "bp.sock")
+
+    async def go():
+        fake = FakeAgent()
+        srv = AppServer(path, fake.handlers())
+        await srv.start()
+        try:
+            os.chmod(path, 0o666)
+            frame = encode_frame({"op": "register", "endpoint": "ipn:1.1", "rid": 1})
+            out = await _as_nobody(path, frame)
+            assert out.startswith("connected ")
+            frames = FrameDecoder().feed(bytes.fromhex(out.split(" ", 1)[1] if " " in out
+                                                       else ""))
+            assert frames and frames[0].get("ev") == "error"
+            assert "uid 65534" in frames[0]["error"]
+            assert not any(f.get("ok") for f in frames)
+            assert fake.conns == []
+        finally:
+            await srv.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(go(), 30))
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_app_socket_directory_made_by_the_agent_is_private(tmp_path):
+    path = tmp_path / "node" / "bp.sock"
+
+    async def go():
+        srv = AppServer(str(path), {})
+        await srv.start()
+        await srv.close()
+
+    asyncio.run(asyncio.wait_for(go(), 10))
+    assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
