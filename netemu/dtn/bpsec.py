@@ -281,32 +281,43 @@ def bib_verify(bundle: Bundle, keys: Mapping[str, bytes] | KeyLookup | bytes) ->
     lookup = key_lookup(keys)
     verified: list[int] = []
     for i, blk in enumerate(bundle.blocks):
-        if blk.type != BLOCK_BIB:
-            continue
-        try:
-            asb = ASB.decode(blk.data)
-        except BundleError as e:
-            raise e.within(block=i + 1, block_name="BIB") from None
-        if asb.context_id != CONTEXT_BIB_HMAC_SHA2:
-            raise SecurityError(f"unknown BIB security context {asb.context_id}",
-                                block=i + 1, block_name="BIB", field="context_id")
-        variant = asb.param(BIB_PARAM_SHA_VARIANT, 6)
-        scope = asb.param(BIB_PARAM_SCOPE, 7)
-        if variant not in SHA_VARIANTS or type(scope) is not int:
-            raise SecurityError(f"BIB parameters not usable (SHA variant {variant!r}, "
-                                f"scope {scope!r})", block=i + 1, block_name="BIB",
-                                field="parameters")
-        key = _bib_key(asb, lookup)
-        digest = SHA_VARIANTS[variant][1]
-        for target, result in zip(asb.targets, asb.results, strict=True):
-            expected = dict(result).get(BIB_RESULT_HMAC)
-            got = hmac.new(key, _ippt(bundle, scope, target, blk), digest).digest()
-            if not isinstance(expected, bytes) or not hmac.compare_digest(got, expected):
-                raise SecurityError(
-                    f"integrity check failed: HMAC-{SHA_VARIANTS[variant][0].upper()} of "
-                    f"block {target} from {asb.source} does not match",
-                    block=i + 1, block_name="BIB", field="results")
-            verified.append(target)
+        if blk.type == BLOCK_BIB:
+            verified += _verify_bib(bundle, i, blk, _decode_bib(i, blk), lookup)
+    return verified
+
+
+def _decode_bib(i: int, blk: CanonicalBlock) -> ASB:
+    """The ASB of the BIB at index ``i``, errors naming that block."""
+    try:
+        return ASB.decode(blk.data)
+    except BundleError as e:
+        raise e.within(block=i + 1, block_name="BIB") from None
+
+
+def _verify_bib(bundle: Bundle, i: int, blk: CanonicalBlock, asb: ASB,
+                lookup: KeyLookup) -> list[int]:
+    """The targets of one BIB (at index ``i``), each checked; SecurityError if one fails."""
+    if asb.context_id != CONTEXT_BIB_HMAC_SHA2:
+        raise SecurityError(f"unknown BIB security context {asb.context_id}",
+                            block=i + 1, block_name="BIB", field="context_id")
+    variant = asb.param(BIB_PARAM_SHA_VARIANT, 6)
+    scope = asb.param(BIB_PARAM_SCOPE, 7)
+    if variant not in SHA_VARIANTS or type(scope) is not int:
+        raise SecurityError(f"BIB parameters not usable (SHA variant {variant!r}, "
+                            f"scope {scope!r})", block=i + 1, block_name="BIB",
+                            field="parameters")
+    key = _bib_key(asb, lookup)
+    digest = SHA_VARIANTS[variant][1]
+    verified: list[int] = []
+    for target, result in zip(asb.targets, asb.results, strict=True):
+        expected = dict(result).get(BIB_RESULT_HMAC)
+        got = hmac.new(key, _ippt(bundle, scope, target, blk), digest).digest()
+        if not isinstance(expected, bytes) or not hmac.compare_digest(got, expected):
+            raise SecurityError(
+                f"integrity check failed: HMAC-{SHA_VARIANTS[variant][0].upper()} of "
+                f"block {target} from {asb.source} does not match",
+                block=i + 1, block_name="BIB", field="results")
+        verified.append(target)
     return verified
 
 
@@ -315,6 +326,16 @@ def bib_targets(bundle: Bundle) -> set[int]:
     out: set[int] = set()
     for blk in bundle.blocks:
         if blk.type == BLOCK_BIB:
+            with contextlib.suppress(BundleError):
+                out.update(ASB.decode(blk.data).targets)
+    return out
+
+
+def bcb_targets(bundle: Bundle) -> set[int]:
+    """Block numbers that some BCB of ``bundle`` encrypts."""
+    out: set[int] = set()
+    for blk in bundle.blocks:
+        if blk.type == BLOCK_BCB:
             with contextlib.suppress(BundleError):
                 out.update(ASB.decode(blk.data).targets)
     return out
@@ -429,15 +450,19 @@ def bcb_decrypt(bundle: Bundle, keys: Mapping[str, bytes] | KeyLookup | bytes) -
 
 @dataclass
 class SecurityPolicy:
-    """What one node does with BPSec.
+    """What one node does with BPSec. It fails closed: a bundle from a source that a
+    ``require_bib_from`` rule covers passes only with a BIB over its payload that the
+    source node added and that verifies with a key held here.
 
     ``sign_key``: HMAC key this node signs the payload of bundles it originates with
     (None: no BIB). ``verify_keys``: keys per security source (EID or node ID text, or
-    ``"*"``). ``require_bib_from``: sources (node ID text, or ``"*"``) whose bundles must
-    carry a verifying BIB over the payload; a bundle that lacks one or fails is dropped
-    with a status report (reason 12 missing, 15 failed). ``decrypt_keys``: BCB keys per
-    security source (or key-encryption keys for wrapped keys), used for bundles delivered
-    here.
+    ``"*"`` for any). ``require_bib_from``: node IDs (or ``"*"``) whose bundles must carry
+    such a BIB; one that lacks it is dropped with reason 12 (missing security operation),
+    one whose BIB fails, or that has no key here for its source, with reason 15 (failed
+    security operation). A BIB from a source no rule covers is checked when a key for it
+    is held here, and otherwise left alone (RFC 9172 section 5.1.2). ``decrypt_keys``: BCB
+    keys per security source (or key-encryption keys for wrapped keys), used for bundles
+    delivered here.
     """
 
     node_id: EID | None = None
@@ -447,6 +472,22 @@ class SecurityPolicy:
     require_bib_from: frozenset[str] = frozenset()
     decrypt_keys: dict[str, bytes] = field(default_factory=dict)
 
+    def requires_bib(self, node_id: str) -> bool:
+        """Whether bundles from ``node_id`` (node ID text) must carry a verifying BIB."""
+        return "*" in self.require_bib_from or node_id in self.require_bib_from
+
+    def sources_without_key(self) -> list[str]:
+        """The ``require_bib_from`` entries no verify key can serve: every bundle from
+        them would be refused (``"*"`` when there is no verify key at all)."""
+        if "*" in self.verify_keys:
+            return []
+        covered = set()
+        for k in self.verify_keys:
+            with contextlib.suppress(BundleError):
+                covered.add(str(EID.parse(k).node_id()))
+        return sorted(s for s in self.require_bib_from
+                      if (s == "*" and not self.verify_keys) or (s != "*" and s not in covered))
+
     def apply_outbound(self, bundle: Bundle) -> None:
         """Sign a bundle this node originates (if the policy has a key)."""
         if self.sign_key is not None and self.node_id is not None:
@@ -454,23 +495,37 @@ class SecurityPolicy:
 
     def check_inbound(self, bundle: Bundle) -> tuple[int, str] | None:
         """None if the bundle passes, else (RFC 9172 reason code, message)."""
-        has_bib = any(b.type == BLOCK_BIB for b in bundle.blocks)
-        src = str(bundle.source.node_id())
-        required = "*" in self.require_bib_from or src in self.require_bib_from
-        if not has_bib:
+        src = bundle.source.node_id()
+        required = self.requires_bib(str(src))
+        bibs = [(i, blk) for i, blk in enumerate(bundle.blocks) if blk.type == BLOCK_BIB]
+        if not bibs:
             if required:
-                return REASON_MISSING_SECURITY, f"bundle from {src} carries no BIB"
+                return REASON_MISSING_SECURITY, (f"bundle {bundle.id} from {src} carries no "
+                                                 "BIB, and this node requires one")
             return None
-        if not self.verify_keys:
+        if not required and not self.verify_keys:
             return None  # nothing to check against; forwarded untouched (RFC 9172 5.1.2)
+        lookup = key_lookup(self.verify_keys)
+        encrypted = bcb_targets(bundle)
+        payload_verified = unverifiable = False
         try:
-            verified = bib_verify(bundle, self.verify_keys)
-        except SecurityError as e:
-            if "no key" in e.reason and not required:
-                return None
+            for i, blk in bibs:
+                if blk.number in encrypted:
+                    continue  # an encrypted BIB can be checked only after decryption
+                asb = _decode_bib(i, blk)
+                own = asb.source.node_id() == src and 1 in asb.targets
+                if lookup(asb.source) is None:
+                    unverifiable = unverifiable or own
+                    continue  # not ours to verify
+                verified = _verify_bib(bundle, i, blk, asb, lookup)
+                payload_verified = payload_verified or (own and 1 in verified)
+        except BundleError as e:  # SecurityError included
             return REASON_FAILED_SECURITY, str(e)
-        except BundleError as e:
-            return REASON_FAILED_SECURITY, str(e)
-        if required and 1 not in verified:
-            return REASON_MISSING_SECURITY, f"no BIB covers the payload of {bundle.id}"
+        if required and not payload_verified:
+            if unverifiable:
+                return REASON_FAILED_SECURITY, (f"no key for {src} to verify the BIB of "
+                                                f"bundle {bundle.id}; this node requires "
+                                                f"BIBs from {src}")
+            return REASON_MISSING_SECURITY, (f"no BIB from {src} covers the payload of "
+                                             f"bundle {bundle.id}, and this node requires one")
         return None

@@ -142,3 +142,78 @@ def test_policy_drops_missing_and_failed(vec):
     d.replace_block(CanonicalBlock(1, 1, b"HELLO", 0, d.payload_block.crc_type))
     code, msg = peer.check_inbound(d)
     assert code == REASON_FAILED_SECURITY and "integrity" in msg
+
+
+# --- the policy fails closed ------------------------------------------------------------
+
+def _signed(src: str, key: bytes, *, sec_source: str | None = None,
+            payload: bytes = b"hello") -> Bundle:
+    """A bundle from ``src`` with a BIB over its payload (security source: ``src``'s node
+    unless given), as it arrives on the wire."""
+    b = Bundle.new(src, "ipn:2.1", payload, lifetime_ms=1000, creation_ms=5)
+    bib_sign(b, key, source=sec_source or str(EID.parse(src).node_id()))
+    return decode_bundle(b.encode())
+
+
+def _tampered(b: Bundle) -> Bundle:
+    b.replace_block(CanonicalBlock(1, 1, b"HELLO", 0, b.payload_block.crc_type))
+    return b
+
+
+def test_policy_requiring_bibs_without_any_key_delivers_nothing():
+    """``require_bib_from: ["*"]`` with no verify keys cannot check a BIB: a tampered
+    payload, a wrong key and an unknown key source are all refused, as is a good one."""
+    pol = SecurityPolicy(require_bib_from=frozenset({"*"}))
+    key = b"k" * 32
+    for b in (_tampered(_signed("ipn:1.1", key)), _signed("ipn:1.1", b"w" * 32),
+              _signed("ipn:7.1", key), _signed("ipn:1.1", key)):
+        verdict = pol.check_inbound(b)
+        assert verdict is not None and verdict[0] == REASON_FAILED_SECURITY
+        assert "no key" in verdict[1]
+
+
+def test_policy_requiring_bibs_refuses_wrong_key_tampering_and_unknown_source():
+    key = b"k" * 32
+    pol = SecurityPolicy(verify_keys={"ipn:1.0": key}, require_bib_from=frozenset({"*"}))
+    assert pol.check_inbound(_signed("ipn:1.1", key)) is None
+    code, msg = pol.check_inbound(_signed("ipn:1.1", b"w" * 32))
+    assert code == REASON_FAILED_SECURITY and "integrity" in msg
+    code, msg = pol.check_inbound(_tampered(_signed("ipn:1.1", key)))
+    assert code == REASON_FAILED_SECURITY and "integrity" in msg
+    code, msg = pol.check_inbound(_signed("ipn:7.1", key))
+    assert code == REASON_FAILED_SECURITY and "no key for ipn:7.0" in msg
+
+
+def test_policy_requires_the_bib_of_the_bundles_own_source():
+    """Node 1's valid BIB on a bundle in node 7's name does not vouch for node 7: the
+    payload must be signed by the node the bundle comes from."""
+    key = b"k" * 32
+    pol = SecurityPolicy(verify_keys={"ipn:1.0": key, "ipn:7.0": b"s" * 32},
+                         require_bib_from=frozenset({"ipn:7.0"}))
+    code, msg = pol.check_inbound(_signed("ipn:7.1", key, sec_source="ipn:1.0"))
+    assert code == REASON_MISSING_SECURITY and "ipn:7.0" in msg
+    assert pol.check_inbound(_signed("ipn:7.1", b"s" * 32)) is None
+
+
+def test_policy_not_requiring_bibs_forwards_what_it_cannot_check():
+    """A source no rule covers: a BIB without a key here is left alone (RFC 9172 5.1.2),
+    one that fails with a key held here is refused."""
+    key = b"k" * 32
+    pol = SecurityPolicy(verify_keys={"ipn:1.0": key}, require_bib_from=frozenset({"ipn:1.0"}))
+    assert pol.check_inbound(_signed("ipn:7.1", b"x" * 32)) is None
+    assert pol.check_inbound(Bundle.new("ipn:7.1", "ipn:2.1", b"x", lifetime_ms=1000,
+                                        creation_ms=5)) is None
+    code, _ = pol.check_inbound(_signed("ipn:7.1", b"w" * 32, sec_source="ipn:1.0"))
+    assert code == REASON_FAILED_SECURITY
+
+
+def test_policy_names_the_required_sources_it_holds_no_key_for():
+    k = b"k" * 32
+    assert SecurityPolicy(require_bib_from=frozenset({"*"})).sources_without_key() == ["*"]
+    assert SecurityPolicy(verify_keys={"ipn:3.0": k},
+                          require_bib_from=frozenset({"ipn:2.0", "ipn:3.0"})
+                          ).sources_without_key() == ["ipn:2.0"]
+    assert SecurityPolicy(verify_keys={"*": k}, require_bib_from=frozenset({"ipn:2.0", "*"})
+                          ).sources_without_key() == []
+    assert SecurityPolicy(verify_keys={"ipn:2.1": k}, require_bib_from=frozenset({"ipn:2.0"})
+                          ).sources_without_key() == []
