@@ -12,7 +12,11 @@ The emulator writes one file per node; a person can write one by hand. Example (
     neighbours:
       - {name: gs1, ipn: 10, cl: tcpcl, address: "10.0.0.2:4556"}
       - {name: sat2, ipn: 2, cl: udpcl, address: "10.0.1.2:4556", path_mtu: 1500}
-    keys: {sign_key: "1a2b...", verify: {"ipn:2.0": "3c4d..."}}   # BPSec keys, hex
+    keys:                                         # BPSec (RFC 9172/9173); keys in hex
+      sign_key: "8f3a0c1b5d7e9f2a4c6e8a0b2d4f6a8c"  # BIB over bundles this node creates
+      verify: {"ipn:2.0": "5e1d7c9b3a5f7e9d1c3b5a7f9e1d3c5b"}   # per security source, or "*"
+      require_bib_from: ["ipn:2.0"]               # node IDs or "*": no verifying BIB, dropped
+      decrypt: {"ipn:2.0": "00112233445566778899aabbccddeeff"}  # BCB-AES-GCM key per source
     keepalive_s: 15
     segment_mru: 16777216
     store_max_bytes: 1073741824
@@ -31,6 +35,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from netemu.config import Fields, LineMap, load_yaml, suggest
+from netemu.dtn.bpsec import SecurityPolicy
+from netemu.dtn.eid import EID
+from netemu.dtn.errors import BundleError
 from netemu.errors import InputError
 from netemu.runtime.env import socket_dir
 
@@ -42,6 +49,8 @@ KNOWN_KEYS = ("node", "ipn", "listen", "app_socket", "store", "contact_plan", "f
               "routing", "neighbours", "keys", "keepalive_s", "segment_mru", "transfer_mru",
               "store_max_bytes", "durability", "default_lifetime_s", "log")
 NEIGHBOUR_KEYS = ("name", "ipn", "cl", "address", "path_mtu")
+SECURITY_KEYS = ("sign_key", "verify", "require_bib_from", "decrypt")
+AES_KEY_BYTES = (16, 24, 32)  # BCB content keys (16, 32) and key-encryption keys
 
 
 MAX_LIFETIME_S = 100 * 365.25 * 86400.0
@@ -174,6 +183,8 @@ class AgentConfig:
         if not isinstance(routing, dict) or not isinstance(routing.get("algorithm"), str):
             raise f.error("expected {algorithm: NAME, ...} or a router name", "routing")
         keys = f.mapping("keys").value if f.get("keys") is not None else {}
+        if keys:
+            read_security(f.child("keys"))  # checked now; the core builds the policy
         return cls(
             node=_required(f.string("node", required=True)),
             ipn=_required(f.integer("ipn", lo=1, required=True)),
@@ -302,6 +313,73 @@ def _neighbour(n: Fields) -> NeighbourConfig:
     return NeighbourConfig(_required(n.string("name", required=True)),
                            _required(n.integer("ipn", lo=1, required=True)), cl, addr,
                            _required(n.integer("path_mtu", default=1500, lo=68)))
+
+
+def read_security(f: Fields, *, node_id: EID | None = None) -> SecurityPolicy | None:
+    """The BPSec policy of a ``keys:`` section (None when it is empty): ``sign_key`` (hex),
+    ``verify`` {security source or "*": hex}, ``require_bib_from`` [node ID or "*"],
+    ``decrypt`` {security source or "*": hex AES key}. A rule that requires BIBs from a
+    source no verify key serves is refused: every bundle from it would be dropped."""
+    if f.is_none() or not f.check_keys(SECURITY_KEYS).value:
+        return None
+    sign_key = _hex_key(f, "sign_key") if "sign_key" in f else None
+    verify = _key_map(f, "verify")
+    decrypt = _key_map(f, "decrypt", sizes=AES_KEY_BYTES)
+    required = f.string_list("require_bib_from") if f.get("require_bib_from") is not None else []
+    rules = f.child("require_bib_from")
+    for i, text in enumerate(required):
+        if text == "*":
+            continue
+        eid = _eid(rules, i, text)
+        if eid.node_id() != eid:
+            raise rules.error(f"{text!r} is an endpoint, not a node; write "
+                              f"{str(eid.node_id())!r}", i)
+    policy = SecurityPolicy(node_id=node_id, sign_key=sign_key, verify_keys=verify,
+                            require_bib_from=frozenset(required), decrypt_keys=decrypt)
+    unserved = policy.sources_without_key()
+    if unserved:
+        who = ("any node" if unserved == ["*"] else ", ".join(unserved))
+        raise f.error(f"bundles from {who} must carry a BIB, but keys.verify holds no key"
+                      f"{'' if unserved == ['*'] else ' for it'} (nor one for \"*\"): every "
+                      "such bundle would be dropped; add its key to keys.verify",
+                      "require_bib_from")
+    return policy
+
+
+def _eid(where: Fields, key: str | int, text: str) -> EID:
+    try:
+        eid = EID.parse(text)
+    except BundleError as e:
+        raise where.error(f"{text!r} is not an endpoint ID nor \"*\": {e.reason}", key) from None
+    if eid.is_none:
+        raise where.error("dtn:none signs nothing: name a node or \"*\"", key)
+    return eid
+
+
+def _hex_key(f: Fields, key: str, *, sizes: tuple[int, ...] = ()) -> bytes:
+    text = f.string(key)
+    try:
+        raw = bytes.fromhex(text or "")
+    except ValueError:
+        raw = b""
+    if not raw:
+        raise f.error(f"not a hex key: {text!r}", key)
+    if sizes and len(raw) not in sizes:
+        raise f.error(f"an AES key is {', '.join(map(str, sizes))} bytes, got {len(raw)}", key)
+    return raw
+
+
+def _key_map(f: Fields, key: str, *, sizes: tuple[int, ...] = ()) -> dict[str, bytes]:
+    """``{security source or "*": hex}`` of ``key`` (absent or empty: none)."""
+    if f.get(key) is None:
+        return {}
+    m = f.mapping(key)
+    out = {}
+    for source in m:
+        if source != "*":
+            _eid(m, source, str(source))
+        out[str(source)] = _hex_key(m, source, sizes=sizes)
+    return out
 
 
 def _text(f: Fields, key: str) -> str:

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from netemu.agent.appserver import AppConnection
 from netemu.agent.channels import TcpclChannel
-from netemu.agent.config import AgentConfig, check_lifetime
+from netemu.agent.config import AgentConfig, check_lifetime, read_security
 from netemu.agent.store import BundleStore
+from netemu.config import Fields
 from netemu.dtn import bpa
 from netemu.dtn.bpsec import SecurityPolicy
 from netemu.dtn.bundle import REPORT_FLAGS, datetime_to_dtn_ms
@@ -55,26 +56,12 @@ def make_router(cfg: AgentConfig, plan: ContactPlan) -> Router:
 
 
 def security_policy(cfg: AgentConfig) -> SecurityPolicy | None:
-    """BPSec policy from the config's ``keys``: ``sign_key`` (hex), ``verify`` {source:
-    hex}, ``require_bib_from`` [sources or "*"], ``decrypt`` {source: hex}."""
-    keys = cfg.keys
-    if not keys:
+    """BPSec policy from the config's ``keys`` section (checked again here: a config built
+    in code is held to the rules a file is)."""
+    if not cfg.keys:
         return None
-
-    def hexkey(v: Any, f: str) -> bytes:
-        try:
-            return bytes.fromhex(str(v))
-        except ValueError:
-            raise InputError("not a hex key", source=cfg.source, field=f"keys.{f}") from None
-
-    return SecurityPolicy(
-        node_id=EID.ipn(cfg.ipn, 0),
-        sign_key=hexkey(keys["sign_key"], "sign_key") if keys.get("sign_key") else None,
-        verify_keys={k: hexkey(v, f"verify.{k}") for k, v in (keys.get("verify") or {}).items()},
-        require_bib_from=frozenset(keys.get("require_bib_from") or ()),
-        decrypt_keys={k: hexkey(v, f"decrypt.{k}")
-                      for k, v in (keys.get("decrypt") or {}).items()},
-    )
+    return read_security(Fields(cfg.keys, source=cfg.source, path="keys"),
+                         node_id=EID.ipn(cfg.ipn, 0))
 
 
 class _Results:
