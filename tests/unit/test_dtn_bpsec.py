@@ -4,10 +4,19 @@ byte from their inputs; tampering and wrong keys are refused with a clear error.
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
+from netemu.dtn.bpa import (
+    BundleAgent,
+    BundleReceived,
+    CoreConfig,
+    Delete,
+    Deliver,
+    StatusReportSent,
+)
 from netemu.dtn.bpsec import (
     REASON_FAILED_SECURITY,
     REASON_MISSING_SECURITY,
@@ -17,9 +26,11 @@ from netemu.dtn.bpsec import (
     bib_sign,
     bib_verify,
 )
-from netemu.dtn.bundle import Bundle, CanonicalBlock, decode_bundle
+from netemu.dtn.bundle import Bundle, BundleFlags, CanonicalBlock, decode_bundle
 from netemu.dtn.eid import EID
 from netemu.dtn.errors import SecurityError
+from netemu.plan.contacts import ContactPlan, Node
+from netemu.routing.base import Decision, Router
 
 VECTORS = Path(__file__).resolve().parents[1] / "data" / "rfc9173-appendix-a.json"
 
@@ -217,3 +228,34 @@ def test_policy_names_the_required_sources_it_holds_no_key_for():
                           ).sources_without_key() == []
     assert SecurityPolicy(verify_keys={"ipn:2.1": k}, require_bib_from=frozenset({"ipn:2.0"})
                           ).sources_without_key() == []
+
+
+class _NoRoute(Router):
+    name = "no-route-test"
+
+    def route(self, bundle, now_s, neighbours):
+        return Decision(reason="none")
+
+
+@pytest.mark.parametrize("case", ["tampered", "wrong key", "unknown source", "good"])
+def test_agent_core_requiring_bibs_without_keys_delivers_nothing(case):
+    """The core of a node with ``require_bib_from: ["*"]`` and no verify key delivers none
+    of these bundles: each is deleted on arrival (reason 15), with a deletion report to
+    the report-to endpoint."""
+    plan = ContactPlan(datetime(2026, 1, 1, tzinfo=timezone.utc),
+                       {n: Node(n, i) for i, n in ((1, "A"), (2, "B"), (7, "G"))}, [])
+    core = BundleAgent(CoreConfig(EID.ipn(2, 0), "B", policy=SecurityPolicy(
+        node_id=EID.ipn(2, 0), require_bib_from=frozenset({"*"}))), _NoRoute("B", plan))
+    key = b"k" * 32
+    src = "ipn:7.1" if case == "unknown source" else "ipn:1.1"
+    b = Bundle.new(src, "ipn:2.1", b"hello", lifetime_ms=60_000, creation_ms=1_000_000,
+                   flags=BundleFlags.REPORT_DELETION, report_to="ipn:1.7")
+    bib_sign(b, b"w" * 32 if case == "wrong key" else key, source=str(EID.parse(src).node_id()))
+    if case == "tampered":
+        b.replace_block(CanonicalBlock(1, 1, b"HELLO", 0, b.payload_block.crc_type))
+    acts = core.handle(BundleReceived(b.encode(), "A", 1_000_500))
+    assert not any(isinstance(a, Deliver) for a in acts)
+    deletes = [a for a in acts if isinstance(a, Delete)]
+    assert [d.reason for d in deletes] == [REASON_FAILED_SECURITY]
+    reports = [a for a in acts if isinstance(a, StatusReportSent)]
+    assert [(r.status, r.reason) for r in reports] == [("deleted", REASON_FAILED_SECURITY)]
