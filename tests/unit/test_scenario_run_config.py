@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -12,10 +14,19 @@ from netemu.analysis.expect import Expectation, Outcome, junit_xml
 from netemu.commands.test import _merge_junit
 from netemu.config import Fields
 from netemu.emulator.events import LinkEvent
-from netemu.errors import InputError
+from netemu.errors import InputError, NetemuError
 from netemu.plan.scenario import load_scenario
 from netemu.plan.schedule import compute_plan
-from netemu.run.runner import _link_message, emulation_window, routing_config, split_nodes
+from netemu.run.runner import (
+    AgentProc,
+    RunOptions,
+    ScenarioRun,
+    _link_message,
+    emulation_window,
+    routing_config,
+    split_nodes,
+)
+from netemu.runtime.rundir import RunDir
 
 
 def test_window_defaults_profiles_and_overrides() -> None:
@@ -156,3 +167,23 @@ def test_agent_configs_from_the_peer_index_are_the_old_ones() -> None:
                                             run_dir=f"/tmp/x/{node}")
         assert new.to_obj() == old.to_obj() == default.to_obj()
         assert [n.name for n in new.neighbours] == scanned
+
+
+def test_a_node_host_that_exits_before_its_sockets_are_up_is_an_error(tmp_path) -> None:
+    rd = RunDir(tmp_path)
+    rd.hosts_dir.mkdir()
+    out = rd.host_out(0)
+    with open(out, "wb") as f:
+        proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stderr.write("
+                                 "'netemu node host: error: bad config'); sys.exit(2)"],
+                                stdout=f, stderr=subprocess.STDOUT)
+    proc.wait()
+    host = AgentProc(f"the node host {rd.host_config(0)} (output: {out})", proc, out,
+                     ("a", "b"), node_host=True)
+    run = ScenarioRun(RunOptions(tmp_path / "s.yaml", echo=lambda _s: None))
+    with pytest.raises(NetemuError) as e:
+        run._wait_agents([host], {"a": str(tmp_path / "a.sock"),
+                                  "b": str(tmp_path / "b.sock")}, rd)
+    text = str(e.value)
+    assert str(rd.host_config(0)) in text and str(out) in text
+    assert "status 2" in text and "bad config" in text
