@@ -255,3 +255,36 @@ class StubCore:
         key = hashlib.sha256(data).hexdigest()
         self.agent.enqueue(nb, key, data)
         return key
+
+
+async def stream_through_a_kill9(tx, rx, dst: str, kill9, restart, n: int = 1000) -> list[bytes]:
+    """Send ``n`` numbered bundles from ``tx`` to ``dst`` (registered on ``rx``); after 300,
+    once 100 have arrived, ``kill9()`` then ``restart()`` the process in the way (with
+    bundles in flight both ways). Returns every payload ``rx`` delivered, repeats included,
+    once ``n`` distinct ones arrived; raises if ``rx`` then gets another."""
+    seen: list[bytes] = []
+
+    async def receive() -> None:
+        while len(set(seen)) < n:
+            seen.append((await rx.recv(timeout_s=90)).payload)
+
+    recv_task = asyncio.ensure_future(receive())
+    ids: list[str] = []
+    for i in range(0, n, 20):
+        ids += await tx.send_many([{"dst": dst, "payload": b"n%04d" % j}
+                                   for j in range(i, min(i + 20, n))])
+        await asyncio.sleep(0.005)
+        if i == 300:
+            await wait_for(lambda: len(seen) >= 100, 30, "first deliveries")
+            kill9()
+            await asyncio.sleep(0.5)
+            restart()  # same stores
+    await recv_task
+    assert len(ids) == n
+    assert len(seen) == n, f"{len(seen) - len(set(seen))} duplicates reached the app"
+    assert sorted(seen) == [b"n%04d" % j for j in range(n)]
+    try:
+        extra = await rx.recv(timeout_s=2)
+    except asyncio.TimeoutError:
+        return seen
+    raise AssertionError(f"a bundle delivered again after all {n}: {extra.id}")

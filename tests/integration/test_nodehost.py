@@ -27,7 +27,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from dtn_agent_harness import ROOT, wait_for
+from dtn_agent_harness import ROOT, stream_through_a_kill9, wait_for
 
 from netemu.agent import BpClient
 from netemu.run.broker import Broker, Recorder
@@ -176,29 +176,7 @@ def test_kill9_node_host_mid_stream_loses_and_duplicates_none(chain):
             rx = await BpClient.connect(str(tmp / "C" / "bp.sock"), timeout_s=30)
             tx = await BpClient.connect(str(tmp / "A" / "bp.sock"), timeout_s=30)
             await rx.register("ipn:3.1")
-            seen: list[bytes] = []
-
-            async def receive():
-                while len(set(seen)) < 1000:
-                    seen.append((await rx.recv(timeout_s=90)).payload)
-
-            recv_task = asyncio.ensure_future(receive())
-            ids = []
-            for i in range(0, 1000, 20):
-                ids += await tx.send_many([{"dst": "ipn:3.1", "payload": b"n%04d" % j}
-                                           for j in range(i, i + 20)])
-                await asyncio.sleep(0.005)
-                if i == 300:
-                    await wait_for(lambda: len(seen) >= 100, 30, "first deliveries")
-                    relay.kill9()  # B and C at once, with bundles in flight
-                    await asyncio.sleep(0.5)
-                    relay.start()  # same stores
-            await recv_task
-            assert len(ids) == 1000
-            assert len(seen) == 1000, f"{len(seen) - len(set(seen))} duplicates reached the app"
-            assert sorted(seen) == [b"n%04d" % j for j in range(1000)]
-            with pytest.raises(asyncio.TimeoutError):
-                await rx.recv(timeout_s=2)
+            await stream_through_a_kill9(tx, rx, "ipn:3.1", relay.kill9, relay.start)
             for n in ("B", "C"):
                 restored = [e for e in _log(chain, n) if e["event"] == "store_restored"]
                 assert len(restored) == 2, n
