@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from netemu.errors import InputError
-from netemu.plan.contacts import Contact, ContactPlan
+from netemu.plan.contacts import Contact, ContactPlan, PerPlan
 from netemu.routing.base import BundleInfo, Decision, Hop, Router
 from netemu.routing.params import check_params, number
 
@@ -155,26 +155,13 @@ class ContactGraph:
 
     # id(plan) -> (the plan, weakly; its graph): one graph per live plan object, dropped
     # with the plan (a node host's nodes all route on one)
-    _cache: dict[int, tuple[weakref.ref[ContactPlan], ContactGraph]] = {}
 
     @classmethod
     def for_plan(cls, plan: ContactPlan) -> ContactGraph:
         """The graph of ``plan``, built once per plan object and shared by the routers of
         every node that routes on it (read only: routes, reservations and volumes are
         each router's own)."""
-        key = id(plan)
-        hit = cls._cache.get(key)
-        if hit is not None and hit[0]() is plan and hit[1]._n_contacts == len(plan.contacts):
-            return hit[1]
-        g = cls(plan)
-        cls._cache[key] = (weakref.ref(plan, lambda _r: cls._forget(key, _r)), g)
-        return g
-
-    @classmethod
-    def _forget(cls, key: int, ref: weakref.ref[ContactPlan]) -> None:
-        hit = cls._cache.get(key)
-        if hit is not None and hit[0] is ref:
-            del cls._cache[key]
+        return _GRAPHS.get(plan)
 
     @property
     def plan(self) -> ContactPlan | None:
@@ -281,6 +268,10 @@ class ContactGraph:
             t = (st if st > t else t) + self.owlt[c]
             out.append(t)
         return out
+
+
+_GRAPHS: PerPlan[ContactGraph] = PerPlan(
+    ContactGraph, fresh=lambda g, plan: g._n_contacts == len(plan.contacts))
 
 
 def _ipn(plan: ContactPlan, name: str) -> int:

@@ -35,7 +35,6 @@ import os
 import signal
 import sys
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -59,7 +58,7 @@ from netemu.agent.log import JsonLog
 from netemu.agent.telemetry import BundlePublisher
 from netemu.dtn import mtcp, tcpcl
 from netemu.errors import NetemuError
-from netemu.plan.contacts import ContactPlan
+from netemu.plan.contacts import ContactPlan, PerPlan
 from netemu.runtime.clock import ScenarioClock
 from netemu.runtime.env import HostEnv
 from netemu.runtime.telemetry import BrokerAccess
@@ -100,8 +99,6 @@ class PlanIndex:
     contact windows by neighbour. Built once per plan object, so the nodes of a node
     host share one instead of each scanning the whole plan."""
 
-    _cache: dict[int, tuple[weakref.ref[ContactPlan], PlanIndex]] = {}
-
     def __init__(self, plan: ContactPlan) -> None:
         self.names: dict[int, str] = {}
         for node in plan.nodes.values():
@@ -112,19 +109,7 @@ class PlanIndex:
 
     @classmethod
     def for_plan(cls, plan: ContactPlan) -> PlanIndex:
-        key = id(plan)
-        hit = cls._cache.get(key)
-        if hit is not None and hit[0]() is plan:
-            return hit[1]
-        index = cls(plan)
-        cls._cache[key] = (weakref.ref(plan, lambda r: cls._forget(key, r)), index)
-        return index
-
-    @classmethod
-    def _forget(cls, key: int, ref: weakref.ref[ContactPlan]) -> None:
-        hit = cls._cache.get(key)
-        if hit is not None and hit[0] is ref:
-            del cls._cache[key]
+        return _PLAN_INDEXES.get(plan)
 
     def windows_from(self, node: str) -> dict[str, list[tuple[float, float]]]:
         """(start_s, end_s) of ``node``'s contacts, by neighbour, in plan order."""
@@ -132,6 +117,9 @@ class PlanIndex:
         for c in self._by_src.get(node, ()):
             per.setdefault(c.dst, []).append((c.start_s, c.end_s))
         return per
+
+
+_PLAN_INDEXES: PerPlan[PlanIndex] = PerPlan(PlanIndex)
 
 
 @dataclass

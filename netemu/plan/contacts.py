@@ -21,11 +21,12 @@ import bisect
 import json
 import math
 import re
-from collections.abc import Iterable, Iterator
+import weakref
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from netemu.config import read_text
 from netemu.errors import InputError
@@ -504,3 +505,38 @@ def merge(plans: Iterable[ContactPlan]) -> ContactPlan:
                             tuple((t + shift, o) for t, o in c.owlt_samples))
             contacts.append(c)
     return ContactPlan(plans[0].epoch, nodes, contacts)
+
+
+T = TypeVar("T")
+
+
+class PerPlan(Generic[T]):
+    """A value derived from a plan, built once per live :class:`ContactPlan` object and
+    shared by everything that reads it (the agents of a node host, the routers of their
+    nodes); forgotten when the plan is. ``fresh(value, plan)`` may refuse a cached value
+    (a plan that grew since it was built)."""
+
+    def __init__(self, build: Callable[[ContactPlan], T],
+                 fresh: Callable[[T, ContactPlan], bool] | None = None) -> None:
+        self._build = build
+        self._fresh = fresh
+        self._cache: dict[int, tuple[weakref.ref[ContactPlan], T]] = {}
+
+    def get(self, plan: ContactPlan) -> T:
+        key = id(plan)
+        hit = self._cache.get(key)
+        if hit is not None and hit[0]() is plan and (
+                self._fresh is None or self._fresh(hit[1], plan)):
+            return hit[1]
+        value = self._build(plan)
+        self._cache[key] = (weakref.ref(plan, lambda ref: self._forget(key, ref)), value)
+        return value
+
+    def __len__(self) -> int:
+        """Plans with a value held (each is dropped with its plan)."""
+        return len(self._cache)
+
+    def _forget(self, key: int, ref: weakref.ref[ContactPlan]) -> None:
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] is ref:
+            del self._cache[key]
