@@ -56,6 +56,7 @@ from netemu.agent.config import AgentConfig, NeighbourConfig, split_host_port
 from netemu.agent.core import HOUSEKEEPING_S, AgentCore
 from netemu.agent.log import JsonLog
 from netemu.agent.telemetry import BundlePublisher
+from netemu.agent.traffic import TrafficGenerator, load_traffic
 from netemu.dtn import mtcp, tcpcl
 from netemu.errors import NetemuError
 from netemu.plan.contacts import ContactPlan, PerPlan
@@ -189,6 +190,7 @@ class Agent:
         self.telemetry: BundlePublisher | None = (
             self.services.publisher(host.mqtt, cfg.node) if host.mqtt is not None else None)
         self.core = (core_factory or _default_core)(self)
+        self.traffic: TrafficGenerator | None = None  # the scenario's flows, when given
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -222,6 +224,10 @@ class Agent:
         if self.telemetry is not None:
             self.telemetry.start()
         self.core.start()
+        if cfg.traffic:
+            self.traffic = TrafficGenerator(self, load_traffic(cfg.traffic),
+                                            cfg.traffic_records)
+            self.traffic.start()
         self._spawn(self._housekeeping())
         self.log("agent_started", ipn=cfg.ipn, tcpcl=cfg.listen_tcpcl, udpcl=cfg.listen_udpcl,
                  mtcp=cfg.listen_mtcp, app_socket=cfg.app_socket, store=cfg.store,
@@ -254,6 +260,8 @@ class Agent:
             if getattr(ch, "transport", None) is not None:
                 ch.transport.abort()
         self._process_rx()
+        if self.traffic is not None:
+            self.traffic.close()
         for t in list(self._tasks):
             t.cancel()
         if self.app is not None:
@@ -327,7 +335,8 @@ class Agent:
             self._update_up(st)
             if was != st.plan_up or not st.plan_up_since:
                 st.plan_up_since = now
-            if (st.plan_up and st.cfg.address and st.cfg.cl in ("tcpcl", "mtcp")
+            if (st.plan_up and (st.cfg.address or st.cfg.links)
+                    and st.cfg.cl in ("tcpcl", "mtcp")
                     and not self._has_stream(st) and st.connecting is None
                     and now >= st.next_try and self._should_dial(st, now)):
                 st.connecting = self._spawn(self._connect(st))
@@ -336,6 +345,8 @@ class Agent:
         for ch in list(self.channels):
             ch.housekeeping(now)
         self.core.tick()
+        if self.traffic is not None:
+            self.traffic.flush()
         if now >= self._next_purge:
             self._next_purge = now + PURGE_EVERY_S
             purge = getattr(self.core, "purge", None)  # (stand-in cores in tests have none)
@@ -380,15 +391,16 @@ class Agent:
 
     async def _connect(self, st: NeighbourState) -> None:
         loop = asyncio.get_running_loop()
-        host, port = st.cfg.host_port
+        address = st.cfg.address_at(self.now_s())  # the contact's own link when known
         try:
             connect = self.services.sockets.connect
             if st.cfg.cl == "tcpcl":
+                host, port = split_host_port(address)
                 await asyncio.wait_for(connect(
                     loop, lambda: TcpclChannel(self, tcpcl.Role.ACTIVE, st.cfg.name),
                     host, port), 5.0)
             else:
-                host, port = split_host_port(st.cfg.address, default_port=mtcp.DEFAULT_PORT)
+                host, port = split_host_port(address, default_port=mtcp.DEFAULT_PORT)
                 await asyncio.wait_for(connect(
                     loop, lambda: MtcpChannel(self, st.cfg.name), host, port), 5.0)
             # (the channel adds itself to st.sessions in connection_made and removes
@@ -396,7 +408,7 @@ class Agent:
         except (OSError, asyncio.TimeoutError) as e:
             st.failures += 1
             if st.failures <= 5 or st.failures % 20 == 0:
-                self.log("connect_failed", neighbour=st.cfg.name, address=st.cfg.address,
+                self.log("connect_failed", neighbour=st.cfg.name, address=address,
                          error=str(e) or type(e).__name__, attempts=st.failures,
                          retry_in_s=st.backoff_s)
             st.next_try = time.monotonic() + st.backoff_s
@@ -406,7 +418,8 @@ class Agent:
 
     def neighbour_by_addr(self, addr: tuple[str, int]) -> str | None:
         for st in self.neighbours.values():
-            if st.cfg.address and st.cfg.host_port[0] == addr[0]:
+            if ((st.cfg.address and st.cfg.host_port[0] == addr[0])
+                    or st.cfg.is_link_host(addr[0])):
                 return st.cfg.name
         return None
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from netemu.agent.config import NeighbourConfig
+from netemu.agent.config import NeighbourConfig, split_host_port
 from netemu.agent.sockopt import big_send_buffer
 from netemu.dtn import mtcp, tcpcl, udpcl
 
@@ -391,6 +391,8 @@ class UdpChannel(Channel):
             self.agent.cl_refused(self.neighbour, item, str(e), permanent=True)
             return
         assert self.endpoint.transport is not None
+        if self.nb.links:  # the current link's end (this contact's own path)
+            self.addr = split_host_port(self.nb.address_at(self.agent.now_s()))
         self.endpoint.transport.sendto(dgram, self.addr)
         asyncio.get_event_loop().call_soon(self.agent.cl_sent, self.neighbour, item)
 

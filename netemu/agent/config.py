@@ -21,6 +21,8 @@ The emulator writes one file per node; a person can write one by hand. Example (
     segment_mru: 16777216
     store_max_bytes: 1073741824
     log: /var/log/netemu/sat1.jsonl               # JSON lines; default stderr
+    traffic: traffic.json                         # flows to send and take (netemu.agent.traffic)
+    traffic_records: traffic.jsonl                # their records; default next to the store
 
 Every bad value raises :class:`netemu.errors.InputError` naming the file, line and field
 (checked with :class:`netemu.config.Fields`).
@@ -28,6 +30,7 @@ Every bad value raises :class:`netemu.errors.InputError` naming the file, line a
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 from dataclasses import dataclass, field
@@ -47,8 +50,9 @@ CLS = ("tcpcl", "udpcl", "mtcp")
 DURABILITIES = ("disk", "process")
 KNOWN_KEYS = ("node", "ipn", "listen", "app_socket", "store", "contact_plan", "follow_plan",
               "routing", "neighbours", "keys", "keepalive_s", "segment_mru", "transfer_mru",
-              "store_max_bytes", "durability", "default_lifetime_s", "log")
-NEIGHBOUR_KEYS = ("name", "ipn", "cl", "address", "path_mtu")
+              "store_max_bytes", "durability", "default_lifetime_s", "log", "traffic",
+              "traffic_records")
+NEIGHBOUR_KEYS = ("name", "ipn", "cl", "address", "path_mtu", "links")
 SECURITY_KEYS = ("sign_key", "verify", "require_bib_from", "decrypt")
 AES_KEY_BYTES = (16, 24, 32)  # BCB content keys (16, 32) and key-encryption keys
 
@@ -77,10 +81,25 @@ class NeighbourConfig:
     cl: str = "tcpcl"
     address: str = ""  # "host:port"; empty: only the peer connects to us
     path_mtu: int = 1500  # for udpcl
+    #: direct links to the neighbour, by time: (start_s, end_s, "host:port" of the peer's
+    #: end of the link), sorted by start_s. While one is current the agent dials it rather
+    #: than ``address``, so the session runs over that link and needs no IP routes.
+    links: tuple[tuple[float, float, str], ...] = ()
 
     @property
     def host_port(self) -> tuple[str, int]:
         return split_host_port(self.address, default_port=4556)
+
+    def address_at(self, t_s: float) -> str:
+        """Where to dial at scenario time ``t_s``: the current link's peer end, else
+        ``address``."""
+        links = self.links  # sorted, not overlapping: only the last to start can be current
+        i = bisect.bisect_right(links, (t_s, math.inf, "")) - 1
+        return links[i][2] if i >= 0 and t_s < links[i][1] else self.address
+
+    def is_link_host(self, host: str) -> bool:
+        """Whether ``host`` is the peer's end of one of the direct links."""
+        return any(split_host_port(a)[0] == host for _, _, a in self.links)
 
 
 @dataclass
@@ -104,6 +123,8 @@ class AgentConfig:
     durability: str = "disk"  # store: "disk" (fsync per group commit) or "process"
     default_lifetime_s: float = 86400.0
     log: str | None = None
+    traffic: str | None = None  # the run's traffic.json: flows this node sends and takes
+    traffic_records: str = ""  # their records (default: traffic.jsonl next to the store)
     source: str = "<config>"
 
     def __post_init__(self) -> None:
@@ -111,6 +132,8 @@ class AgentConfig:
             self.app_socket = default_socket_path(self.node)
         if not self.store:
             self.store = str(Path(self.app_socket).parent / "store.sqlite")
+        if not self.traffic_records:
+            self.traffic_records = str(Path(self.store).parent / "traffic.jsonl")
 
     def neighbour(self, name: str) -> NeighbourConfig | None:
         for n in self.neighbours:
@@ -148,6 +171,8 @@ class AgentConfig:
         # Paths in the file are relative to the file.
         if cfg.contact_plan and not Path(cfg.contact_plan).is_absolute():
             cfg.contact_plan = str((p.parent / cfg.contact_plan).resolve())
+        if cfg.traffic and not Path(cfg.traffic).is_absolute():
+            cfg.traffic = str((p.parent / cfg.traffic).resolve())
         return cfg
 
     @classmethod
@@ -206,6 +231,8 @@ class AgentConfig:
             default_lifetime_s=_required(f.number("default_lifetime_s", default=86400.0, lo=0,
                                                   lo_open=True)),
             log=_text(f, "log") or None,
+            traffic=_text(f, "traffic") or None,
+            traffic_records=_text(f, "traffic_records"),
             source=f.source,
         )
 
@@ -251,12 +278,15 @@ class AgentConfig:
             "routing": self.routing,
             "neighbours": [
                 {"name": n.name, "ipn": n.ipn, "cl": n.cl, "address": n.address,
-                 "path_mtu": n.path_mtu} for n in self.neighbours
+                 "path_mtu": n.path_mtu,
+                 **({"links": [list(x) for x in n.links]} if n.links else {})}
+                for n in self.neighbours
             ],
             "keys": self.keys, "keepalive_s": self.keepalive_s,
             "segment_mru": self.segment_mru, "transfer_mru": self.transfer_mru,
             "store_max_bytes": self.store_max_bytes, "durability": self.durability,
             "default_lifetime_s": self.default_lifetime_s, "log": self.log,
+            "traffic": self.traffic, "traffic_records": self.traffic_records,
         }
 
     def write(self, path: str | Path) -> None:
@@ -312,7 +342,33 @@ def _neighbour(n: Fields) -> NeighbourConfig:
         _checked_host_port(addr, n, "address")
     return NeighbourConfig(_required(n.string("name", required=True)),
                            _required(n.integer("ipn", lo=1, required=True)), cl, addr,
-                           _required(n.integer("path_mtu", default=1500, lo=68)))
+                           _required(n.integer("path_mtu", default=1500, lo=68)),
+                           _links(n))
+
+
+def _links(n: Fields) -> tuple[tuple[float, float, str], ...]:
+    """A neighbour's ``links:`` ``[[start_s, end_s, "host:port"], ...]``: finite times,
+    start < end, sorted and not overlapping."""
+    if n.get("links") is None:
+        return ()
+    out: list[tuple[float, float, str]] = []
+    where = n.child("links")
+    for i, e in enumerate(n.items("links")):
+        v = e.value
+        ok = (isinstance(v, list) and len(v) == 3 and isinstance(v[2], str)
+              and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                      and math.isfinite(x) for x in v[:2]))
+        if not ok:
+            raise where.error('expected [start_s, end_s, "host:port"]', i)
+        start, end, addr = float(v[0]), float(v[1]), v[2]
+        if not start < end:
+            raise where.error(f"ends ({end:g} s) before it starts ({start:g} s)", i)
+        if out and start < out[-1][1]:
+            raise where.error(f"starts at {start:g} s, before the previous link ends "
+                              f"({out[-1][1]:g} s): links must be sorted and apart", i)
+        _checked_host_port(addr, where, i)
+        out.append((start, end, addr))
+    return tuple(out)
 
 
 def read_security(f: Fields, *, node_id: EID | None = None) -> SecurityPolicy | None:

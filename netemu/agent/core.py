@@ -132,6 +132,8 @@ class AgentCore:
         self.waiting: dict[str, dict[str, Any]] = {}  # endpoint -> {bundle_id: Bundle}
         self.pushed: dict[AppConnection, dict[str, tuple[str, Any]]] = {}
         self._outbox: dict[AppConnection, list[dict]] = {}
+        # Endpoints served inside the agent (the traffic flows' sink): bundle id, bundle
+        self.sinks: dict[str, Callable[[str, Any], None]] = {}
 
     def now_ms(self) -> int:
         return self.agent.clock.dtn_time_ms()
@@ -493,6 +495,10 @@ class AgentCore:
             self._deliver(bid, ep, b)
 
     def _deliver(self, bid: str, ep: str, bundle: Any) -> None:
+        sink = self.sinks.get(ep)
+        if sink is not None:
+            sink(bid, bundle)
+            return
         conns = [c for c in self.endpoints.get(ep, ()) if not c.closed]
         if not conns:
             self.waiting.setdefault(ep, {})[bid] = bundle
