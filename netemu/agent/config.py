@@ -241,13 +241,16 @@ class AgentConfig:
                       plan_path: str | None = None, run_dir: str | None = None,
                       routing: dict[str, Any] | None = None, cl: str = "tcpcl",
                       peers: dict[str, list[str]] | None = None,
+                      links: dict[str, list[tuple[float, float, str]]] | None = None,
                       **overrides: Any) -> AgentConfig:
         """The config of ``node`` in an emulation: its neighbours are the nodes it has a
         contact with in ``plan`` (a :class:`netemu.plan.contacts.ContactPlan`), dialled at
         ``addresses[name]`` (``"10.0.0.2"`` or ``"10.0.0.2:4556"``; a neighbour without
         an address only connects to us). ``run_dir`` holds the app socket and store.
         ``peers`` (:func:`plan_peers` of ``plan``) saves a scan of every contact per node
-        when writing the configs of many nodes."""
+        when writing the configs of many nodes. ``links`` (neighbour → direct links by
+        time, see :attr:`NeighbourConfig.links`) makes the agent dial each contact's own
+        link."""
         if node not in plan.nodes:
             raise InputError(f"node {node!r} is not in the contact plan", field="node")
         if peers is None:
@@ -257,7 +260,8 @@ class AgentConfig:
             addr = addresses.get(name, "")
             if addr and ":" not in addr.strip("[]").split("]")[-1] and not addr.startswith("["):
                 addr = f"{addr}:4556"
-            neighbours.append(NeighbourConfig(name, plan.nodes[name].ipn, cl, addr))
+            neighbours.append(NeighbourConfig(name, plan.nodes[name].ipn, cl, addr,
+                                              links=tuple((links or {}).get(name, ()))))
         base = Path(run_dir) if run_dir else None
         return cls(
             node=node, ipn=plan.nodes[node].ipn, neighbours=neighbours,

@@ -47,8 +47,8 @@ can hold no path separator and cannot climb out of ``runs/``."""
 MAX_WALKER_SATELLITES = 339_999
 """Most satellites in one Walker group: SGP4 catalogue numbers (Alpha-5) end there."""
 
-RESERVED_SECTIONS = ("routing", "apps", "expect", "emulation", "telemetry", "capture",
-                     "traffic")
+RESERVED_SECTIONS = ("routing", "ip_routing", "apps", "expect", "emulation", "telemetry",
+                     "capture", "traffic")
 
 ISL_TOPOLOGIES = ("ring", "plus-grid", "none")
 

@@ -20,10 +20,12 @@ The scenario's ``emulation:`` section picks the window and speed::
       quick: {duration_s: 600, time_scale: 10}   # netemu demo --quick
       test: {duration_s: 300, time_scale: 10}    # netemu test
       isl: true           # false: drop every ISL (the "ISLs disabled" comparison)
-      agent_hosts: per-node   # or N node-host processes serving all agents, or auto
+      agent_hosts: auto   # per-node, N node-host processes serving all agents, or auto
 
 ``routing:`` (``cgr`` by default, or ``{algorithm: NAME, ...}``) is what every node's
-agent routes with.
+agent routes with. ``ip_routing:`` is ``oracle`` (the default: shortest-delay routes to
+every node address, recomputed at each topology change) or ``none`` (only the direct
+links; the agents need no more). ``traffic:`` flows are sent and taken by the agents.
 """
 
 from __future__ import annotations
@@ -48,10 +50,11 @@ from pathlib import Path
 from typing import Any
 
 from netemu.agent.config import AgentConfig, plan_peers
+from netemu.agent.traffic import DEFAULT_SERVICE, TrafficTable
 from netemu.analysis import expect as expect_mod
 from netemu.analysis import metrics as metrics_mod
 from netemu.analysis import report as report_mod
-from netemu.config import Fields
+from netemu.config import Fields, suggest
 from netemu.emulator import Emulation
 from netemu.emulator.netns import ns_path
 from netemu.errors import InputError, NetemuError
@@ -59,6 +62,7 @@ from netemu.plan.contacts import ContactPlan
 from netemu.plan.scenario import load_scenario
 from netemu.plan.schedule import compute_plan
 from netemu.plan.selectors import NodeIndex, node_set
+from netemu.plan.traffic import flows
 from netemu.routing import get_router
 from netemu.run.apps import (
     AppError,
@@ -85,6 +89,11 @@ EMULATION_KEYS = ("agent_hosts", "agents", "duration_s", "isl", "quick", "shaper
 PROFILE_KEYS = ("duration_s", "start_s", "time_scale")
 DEFAULT_DURATION_S = 600.0
 AGENT_READY_TIMEOUT_S = 90.0
+AGENT_READY_S_PER_NODE = 0.1  # more time for thousands of nodes (stores, sockets)
+PER_NODE_AGENTS_MAX = 32
+"""Up to this many agents run one ``netemu agent`` process each by default; more run in
+node hosts, one per CPU (``agent_hosts:``)."""
+IP_ROUTING = ("oracle", "none")
 
 
 class RunInterrupted(NetemuError):
@@ -106,6 +115,15 @@ class Window:
     shaper: str = "auto"
     agents: tuple[str, ...] | None = None  # nodes with a bundle agent; None: every node
     agent_hosts: int | None = None  # node-host processes serving them; None: one per node
+    agent_hosts_auto: bool = False  # not given: per-node up to PER_NODE_AGENTS_MAX agents
+
+    def hosts_for(self, n_agents: int) -> int | None:
+        """Node-host processes for ``n_agents`` agents (None: one process per node)."""
+        if self.agent_hosts_auto:
+            if n_agents <= PER_NODE_AGENTS_MAX:
+                return None
+            return max(1, os.cpu_count() or 1)
+        return self.agent_hosts
 
     @property
     def end_s(self) -> float:
@@ -173,21 +191,38 @@ def emulation_window(
         agents = None if len(chosen) == len(index.names) else tuple(chosen)
     else:
         agents = None if f.boolean("agents", default=True) else ()
-    return Window(start, dur, scale, bool(isl), tick, str(shaper), agents, _agent_hosts(f))
+    hosts, hosts_auto = _agent_hosts(f)
+    return Window(start, dur, scale, bool(isl), tick, str(shaper), agents, hosts, hosts_auto)
 
 
-def _agent_hosts(f: Fields) -> int | None:
-    """``agent_hosts:``: ``per-node`` (the default: one ``netemu agent`` process per node,
-    None), a whole number N ≥ 1 of node-host processes, or ``auto`` (one per CPU)."""
+def _agent_hosts(f: Fields) -> tuple[int | None, bool]:
+    """``agent_hosts:``: ``per-node`` (one ``netemu agent`` process per node, None), a
+    whole number N ≥ 1 of node-host processes, or ``auto`` (one per CPU). Not given:
+    per-node up to PER_NODE_AGENTS_MAX agents, else auto (the second value)."""
     value = f.get("agent_hosts")
-    if value is None or value == "per-node":
-        return None
+    if value is None:
+        return None, True
+    if value == "per-node":
+        return None, False
     if value == "auto":
-        return max(1, os.cpu_count() or 1)
+        return max(1, os.cpu_count() or 1), False
     if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-        return value
+        return value, False
     raise f.error(f"must be per-node, auto or a whole number ≥ 1, got {value!r}",
                   "agent_hosts")
+
+
+def ip_routing_mode(section: Fields | Any, *, source: str = "scenario",
+                    line: int | None = None) -> str:
+    """The scenario's ``ip_routing:``: ``oracle`` (default) or ``none``."""
+    f = section if isinstance(section, Fields) else Fields(section, source=source,
+                                                            path="ip_routing", line=line)
+    if f.is_none():
+        return "oracle"
+    if f.value not in IP_ROUTING:
+        raise f.error(f"must be one of {', '.join(IP_ROUTING)}, got {f.value!r}"
+                      f"{suggest(str(f.value), IP_ROUTING)}")
+    return str(f.value)
 
 
 def split_nodes(nodes: list[str], n_groups: int,
@@ -249,6 +284,8 @@ class RunOptions:
     time_scale: float | None = None
     isl: bool | None = None
     shaper: str | None = None
+    ip_routing: str | None = None  # "oracle" or "none" (default: the scenario's)
+    agents: bool | None = None  # False: no agents; True: on every node (traffic: for all)
     apps: bool = True
     report: bool = True
     run_name: str | None = None
@@ -280,6 +317,8 @@ class Prepared:
     routing: dict[str, Any]
     source: str
     captures: list[tuple[str, str]] = field(default_factory=list)
+    ip_routing: str = "oracle"
+    traffic: Any = None  # the scenario's TrafficSpec, or None
 
 
 # --------------------------------------------------------------------------- the run
@@ -337,7 +376,16 @@ class ScenarioRun:
                        "shaper": self.opts.shaper},
             nodes=sc,
         )
+        if self.opts.agents is not None:
+            window = dc_replace(window, agents=None if self.opts.agents else ())
         routing = routing_config(sc.section("routing"))
+        ip_routing = self.opts.ip_routing or ip_routing_mode(sc.section("ip_routing"))
+        if ip_routing not in IP_ROUTING:
+            raise InputError(f"ip_routing must be one of {', '.join(IP_ROUTING)}, got "
+                             f"{ip_routing!r}", field="ip_routing")
+        traffic = getattr(sc, "traffic", None)
+        if traffic is not None:
+            _check_traffic_agents(sc, traffic, window)
         expectations = expect_mod.parse(sc.section("expect"))
         expect_mod.validate(expectations)
         captures: list[tuple[str, str]] = []
@@ -364,7 +412,7 @@ class ScenarioRun:
             plan = ContactPlan(plan.epoch, plan.nodes,
                                [c for c in plan.contacts if c.kind != "isl"])
         self.prepared = Prepared(sc, window, plan, instances, expectations, routing, src,
-                                 captures)
+                                 captures, ip_routing, traffic)
         return self.prepared
 
     # --- the run itself --------------------------------------------------------------
@@ -394,14 +442,15 @@ class ScenarioRun:
         if p.scenario.path is not None:
             shutil.copyfile(p.scenario.path, rd.scenario_yaml)
         rd.plan_json.write_text(p.plan.to_json())
-        if getattr(p.scenario, "traffic", None) is not None:
-            self.echo("netemu: WARNING: the scenario's traffic: section is checked but not "
-                      "generated by this runner (docs/scenarios.md, Traffic)")
+        if p.traffic is not None:
+            table = traffic_table(p.traffic, p.plan)
+            rd.traffic_json.write_text(json.dumps(table.to_obj(), separators=(",", ":")))
         meta: dict[str, Any] = {
             "run": run, "scenario": p.scenario.name, "scenario_path": p.source,
             "window": {"start_s": p.window.start_s, "duration_s": p.window.duration_s,
                        "time_scale": p.window.time_scale, "isl": p.window.isl},
-            "routing": p.routing, "apps": [i.key for i in p.apps],
+            "routing": p.routing, "ip_routing": p.ip_routing,
+            "apps": [i.key for i in p.apps],
             "started_utc": datetime.now(timezone.utc).isoformat(),
             "argv": sys.argv,
         }
@@ -520,7 +569,8 @@ class ScenarioRun:
                           for i in p.apps]
 
         # 3. the emulation
-        emu = Emulation(p.plan, shaper=w.shaper, time_scale=w.time_scale, ip_routing=True,
+        emu = Emulation(p.plan, shaper=w.shaper, time_scale=w.time_scale,
+                        ip_routing=p.ip_routing == "oracle",
                         run_name=run, start_s=w.start_s, duration_s=w.duration_s,
                         tick_s=w.tick_s)
 
@@ -568,12 +618,13 @@ class ScenarioRun:
         dtn_sockets: dict[str, str] = {}
         agent_nodes = list(p.plan.nodes) if w.agents is None else list(w.agents)
         if agent_nodes:
-            if w.agent_hosts is None:
+            n_hosts = w.hosts_for(len(agent_nodes))
+            if n_hosts is None:
                 agents, dtn_sockets = self._start_agents(p, emu, rd, sock_root, run_env,
                                                          agent_nodes)
             else:
                 agents, dtn_sockets = self._start_hosts(p, emu, rd, sock_root, run_env,
-                                                        agent_nodes, w.agent_hosts)
+                                                        agent_nodes, n_hosts)
             meta["agent_processes"] = len(agents)
             stack.callback(self._cleanup_step(
                 "the bundle agents", lambda: _stop_procs([a.proc for a in agents], 10.0)))
@@ -609,17 +660,25 @@ class ScenarioRun:
                        nodes: list[str]) -> dict[str, AgentConfig]:
         """Each agent node's config, written to ``agents/<node>/agent.json``."""
         plan_path = str(rd.plan_json)
-        addresses = {n: emu.node_addr(n) for n in p.plan.nodes}
+        # with oracle routes a node address reaches any node; the agents dial the direct
+        # link's own addresses while it is up either way
+        addresses = ({n: emu.node_addr(n) for n in p.plan.nodes}
+                     if p.ip_routing == "oracle" else {})
         peers = plan_peers(p.plan)  # one pass over the contacts for all nodes
+        links = direct_links(emu.layout, set(nodes))
+        traffic = str(rd.traffic_json) if p.traffic is not None else None
         configs: dict[str, AgentConfig] = {}
         for node in nodes:
             rd.agent_dir(node).mkdir(parents=True, exist_ok=True)
             sdir = sock_root / node
             sdir.mkdir(parents=True, exist_ok=True)
             cfg = AgentConfig.for_plan_node(p.plan, node, addresses, plan_path=plan_path,
-                                            run_dir=str(sdir), routing=p.routing, peers=peers)
+                                            run_dir=str(sdir), routing=p.routing, peers=peers,
+                                            links=links.get(node, {}))
             cfg.store = str(rd.agent_store(node))
             cfg.log = str(rd.agent_log(node))
+            cfg.traffic = traffic
+            cfg.traffic_records = str(rd.agent_traffic(node))
             cfg.write(rd.agent_config(node))
             configs[node] = cfg
         return configs
@@ -684,8 +743,9 @@ class ScenarioRun:
     def _wait_agents(self, agents: list[AgentProc], sockets: dict[str, str],
                      rd: RunDir) -> None:
         """Until every agent's app socket exists; an agent process that exits is an error."""
-        deadline = time.monotonic() + AGENT_READY_TIMEOUT_S
         serving = {node: a for a in agents for node in a.nodes}
+        timeout_s = AGENT_READY_TIMEOUT_S + AGENT_READY_S_PER_NODE * len(serving)
+        deadline = time.monotonic() + timeout_s
         waiting = set(serving)
         while waiting and time.monotonic() < deadline and not self._stop.is_set():
             for node in sorted(waiting):
@@ -700,8 +760,10 @@ class ScenarioRun:
         if waiting:
             where = (f"{rd.hosts_dir}/*.out and {rd.agents_dir}/*/agent.jsonl"
                      if any(a.node_host for a in agents) else f"{rd.agents_dir}/*/agent.out")
-            raise NetemuError(f"bundle agents not ready after {AGENT_READY_TIMEOUT_S:.0f} s: "
-                              f"{', '.join(sorted(waiting))} (see {where})")
+            names = sorted(waiting)
+            more = f" and {len(names) - 20} more" if len(names) > 20 else ""
+            raise NetemuError(f"bundle agents not ready after {timeout_s:.0f} s: "
+                              f"{', '.join(names[:20])}{more} (see {where})")
         self.echo(f"netemu: {len(serving)} agents ready")
 
     def _watch(self, emu: Any, runner: AppRunner, agents: list[AgentProc], recorder: Any,
@@ -758,6 +820,45 @@ class ScenarioRun:
             except Exception as e:  # noqa: BLE001
                 result.errors.append(f"report: {e}")
                 self.echo(f"netemu: could not write the report: {e}")
+
+
+def direct_links(layout: Any, nodes: set[str]
+                 ) -> dict[str, dict[str, list[tuple[float, float, str]]]]:
+    """For each of ``nodes``: its neighbours' ends of the direct links, by time
+    (``[(start_s, end_s, "addr:4556")]``, sorted), from the emulation's layout: an ISL's
+    pair link, or the GSL slots a pass was given."""
+    out: dict[str, dict[str, list[tuple[float, float, str]]]] = {}
+    eps = layout.endpoints
+    for per in layout.periods:
+        for me, peer, peer_ep in ((per.a, per.b, per.ep_b), (per.b, per.a, per.ep_a)):
+            if me in nodes:
+                out.setdefault(me, {}).setdefault(peer, []).append(
+                    (per.start_s, per.end_s, f"{eps[peer_ep].addr}:4556"))
+    for by_peer in out.values():
+        for lst in by_peer.values():
+            lst.sort()
+    return out
+
+
+def traffic_table(spec: Any, plan: Any) -> TrafficTable:
+    """The run's ``traffic.json``: every flow, and the ipn number of every node."""
+    return TrafficTable(DEFAULT_SERVICE, tuple(flows(spec)),
+                        {n: node.ipn for n, node in plan.nodes.items()}, {})
+
+
+def _check_traffic_agents(sc: Any, spec: Any, window: Window) -> None:
+    """Every flow's sender and receiver must run a bundle agent (``emulation.agents``)."""
+    if window.agents is None:
+        return
+    with_agent = set(window.agents)
+    for e in spec.entries:
+        missing = sorted({n for n in (*e.sources, *e.destinations) if n not in with_agent})
+        if missing:
+            where = f"{spec.source}:{e.line}" if e.line else spec.source
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            raise InputError(
+                f"traffic flow {e.name!r} sends or takes bundles at {', '.join(missing[:5])}"
+                f"{more}, which run no bundle agent (emulation.agents)", source=where)
 
 
 def _netns_path(emu: Any, node: str) -> str:

@@ -5,6 +5,7 @@ directory, by default ``runs/<scenario>-<stamp>/``::
 
     scenario.yaml         the scenario as given
     plan.json             the contact plan (nodes, contacts, node_info)
+    traffic.json          with a ``traffic:`` section: every flow and node ipn number
     run.json              what ran: window, routing, shaper, phase timings, errors
     events.jsonl          the telemetry recorder's record: one {"t_s", "wall", "topic",
                           "payload"} object a line
@@ -13,7 +14,8 @@ directory, by default ``runs/<scenario>-<stamp>/``::
     junit.xml             the same as JUnit XML (for CI)
     report/index.html     the report page
     logs/mosquitto.log    the broker's log
-    agents/<node>/        agent.json (config), agent.jsonl (log), agent.out, store.sqlite
+    agents/<node>/        agent.json (config), agent.jsonl (log), agent.out, store.sqlite,
+                          traffic.jsonl (the node's flow records: sent, delivered)
     hosts/host-<i>.json   with ``emulation.agent_hosts``: each node host's HOST.json, and
     hosts/host-<i>.out    its stdout and stderr (the host's JSON log lines)
     apps/<app>/<node>/    stdout.log, stderr.log, result.json, usage.json, telemetry.jsonl
@@ -104,6 +106,10 @@ class RunDir:
         return self.path / "plan.json"
 
     @property
+    def traffic_json(self) -> Path:
+        return self.path / "traffic.json"
+
+    @property
     def run_json(self) -> Path:
         return self.path / "run.json"
 
@@ -161,6 +167,10 @@ class RunDir:
 
     def agent_store(self, node: str) -> Path:
         return self.agent_dir(node) / "store.sqlite"
+
+    def agent_traffic(self, node: str) -> Path:
+        """The node's traffic records (:mod:`netemu.agent.traffic`)."""
+        return self.agent_dir(node) / "traffic.jsonl"
 
     def agent_logs(self) -> list[Path]:
         """Every agent's ``agent.jsonl``, sorted by node."""

@@ -6,7 +6,9 @@
 - ``kill -9`` of the node host that serves B and C in the middle of a stream of 1,000
   bundles from A (served by another node host), then a restart: every bundle reaches C's
   app exactly once;
-- with the run's broker, every node's ``bundle/<node>`` events are recorded.
+- with the run's broker, every node's ``bundle/<node>`` events are recorded;
+- the agents send and take a run's traffic flows themselves, and reach their neighbours
+  through the direct links' addresses alone.
 
 Namespaces, veths and processes are removed even when a test fails.
 """
@@ -233,6 +235,65 @@ def test_node_host_publishes_each_nodes_bundle_events_on_its_topic(chain):
                 ("C", "delivered", bid)} <= seen
     stopped = [e for n in NODES for e in _log(chain, n) if e["event"] == "telemetry_stopped"]
     assert len(stopped) == 3 and all(e["dropped"] == 0 for e in stopped)
+
+
+def _with_links_and_traffic(chain: dict, flows: list[dict]) -> Path:
+    """Rewrite the chain's configs: neighbours reachable only through ``links`` (no
+    ``address``), and the run's ``traffic.json`` with ``flows``."""
+    traffic = chain["tmp"] / "traffic.json"
+    traffic.write_text(json.dumps({"service": 7, "ipn": {n: i + 1 for i, n in enumerate(NODES)},
+                                   "flows": flows}))
+    for path in chain["configs"].values():
+        cfg = json.loads(path.read_text())
+        for nb in cfg["neighbours"]:
+            nb["links"] = [[0, 86400, nb.pop("address")]]
+        cfg["traffic"] = str(traffic)
+        path.write_text(json.dumps(cfg))
+    return traffic
+
+
+def _records(chain: dict, node: str) -> list[dict]:
+    p = chain["tmp"] / node / "traffic.jsonl"
+    return [json.loads(x) for x in p.read_text().splitlines()] if p.exists() else []
+
+
+def test_traffic_flows_are_sent_and_taken_by_the_agents_over_direct_links(chain):
+    plan = json.loads((chain["tmp"] / "plan.json").read_text())
+    epoch = datetime.fromisoformat(plan["epoch"].replace("Z", "+00:00"))
+    now_s = (datetime.now(timezone.utc) - epoch).total_seconds()
+    start_s = round(now_s + 3.0, 3)  # after the host is up
+    base = {"pattern": "periodic", "priority": 1, "lifetime_s": 600.0, "start_s": start_s,
+            "end_s": start_s + 3.0, "seed": 1, "interval_s": 0.25, "rate_per_s": None,
+            "phase_s": 0.0}
+    flows = [{**base, "id": 0, "name": "ac", "key": "ac:A>C", "src": "A", "dst": "C",
+              "size_bytes": [3000, 3000]},
+             {**base, "id": 1, "name": "ca", "key": "ca:C>A", "src": "C", "dst": "A",
+              "size_bytes": [100, 900], "seed": 2}]
+    _with_links_and_traffic(chain, flows)
+    host = HostProc(chain, list(NODES), "host").start()
+
+    async def go() -> None:
+        def done() -> bool:
+            return all(sum(r["ev"] == "delivered" for r in _records(chain, n)) >= 12
+                       for n in ("A", "C"))
+        await wait_for(done, 60, "both flows' 12 bundles delivered")
+
+    try:
+        asyncio.run(go())
+    finally:
+        rc = host.stop()
+    assert rc == 0, host.stderr.read_text()[-3000:]
+    for src, dst, flow in (("A", "C", 0), ("C", "A", 1)):
+        sent = [r for r in _records(chain, src) if r["ev"] == "sent"]
+        got = [r for r in _records(chain, dst) if r["ev"] == "delivered"]
+        assert len(sent) == 12 and {r["flow"] for r in sent} == {flow}
+        assert sorted(r["t_s"] for r in sent) == sorted(r["sent_s"] for r in got)
+        sizes = {r["t_s"]: r["size"] for r in sent}
+        assert all(sizes[r["sent_s"]] == r["size"] and r["t_s"] >= r["sent_s"] for r in got)
+    assert {r["size"] for r in _records(chain, "A") if r["ev"] == "sent"} == {3000}
+    # the sessions ran between the links' own addresses, dialled from the links alone
+    peers = {e["peer"].rsplit(":", 1)[0] for e in _log(chain, "B") if e["event"] == "session_up"}
+    assert peers == {"10.77.1.1", "10.77.2.2"}
 
 
 # --- memory: node host vs a process per node (run by hand, not a test) ------------------

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,7 @@ from netemu.analysis.expect import Expectation, Outcome, junit_xml
 from netemu.commands.test import _merge_junit
 from netemu.config import Fields
 from netemu.emulator.events import LinkEvent
+from netemu.emulator.layout import plan_layout
 from netemu.errors import InputError, NetemuError
 from netemu.plan.scenario import load_scenario
 from netemu.plan.schedule import compute_plan
@@ -22,7 +24,9 @@ from netemu.run.runner import (
     RunOptions,
     ScenarioRun,
     _link_message,
+    direct_links,
     emulation_window,
+    ip_routing_mode,
     routing_config,
     split_nodes,
 )
@@ -109,14 +113,60 @@ def test_agents_select_nodes_of_the_scenario(tmp_path) -> None:
     assert "nosuchnode" in str(e.value) and e.value.line == 2
 
 
-def test_agent_hosts_per_node_by_default_a_number_or_auto() -> None:
-    def hosts(value: object) -> int | None:
+def test_agent_hosts_per_node_up_to_32_agents_by_default_a_number_or_auto() -> None:
+    def hosts(value: object, n_agents: int = 16) -> int | None:
         sec = {} if value is None else {"agent_hosts": value}
-        return emulation_window(sec, scenario_duration_s=1800).agent_hosts
+        return emulation_window(sec, scenario_duration_s=1800).hosts_for(n_agents)
 
-    assert hosts(None) is None and hosts("per-node") is None
-    assert hosts(1) == 1 and hosts(4) == 4
-    assert hosts("auto") == max(1, os.cpu_count() or 1)
+    cpus = max(1, os.cpu_count() or 1)
+    assert hosts(None) is None and hosts(None, 32) is None and hosts(None, 33) == cpus
+    assert hosts("per-node") is None and hosts("per-node", 3000) is None
+    assert hosts(1) == 1 and hosts(4, 2) == 4
+    assert hosts("auto") == cpus and hosts("auto", 2) == cpus
+
+
+def test_ip_routing_is_oracle_or_none(tmp_path) -> None:
+    assert ip_routing_mode(None) == "oracle"
+    assert ip_routing_mode("none") == "none" and ip_routing_mode("oracle") == "oracle"
+    path = tmp_path / "s.yaml"
+    path.write_text("name: x\nip_routing: orcale\n")
+    with pytest.raises(InputError) as e:
+        ip_routing_mode(Fields.load(path).child("ip_routing"))
+    assert e.value.line == 2 and "did you mean 'oracle'" in str(e.value)
+
+
+def test_direct_links_give_each_node_its_neighbours_link_ends_by_time() -> None:
+    sc = load_scenario("topologies/tiny.yaml")
+    plan = compute_plan(sc, start_s=0, duration_s=1800)
+    layout = plan_layout(plan)
+    links = direct_links(layout, {"kashi", "sat-0"})
+    assert set(links) == {"kashi", "sat-0"}
+    by_addr = {e.addr: e for e in layout.endpoints}
+    for peers in links.values():
+        for peer, lst in peers.items():
+            assert lst == sorted(lst) and all(a < b for a, b, _ in lst)
+            assert all(e0 <= s1 for (_, e0, _), (s1, _, _) in zip(lst, lst[1:], strict=False))
+            for _, _, addr in lst:  # the peer's own interface, on port 4556
+                host, port = addr.rsplit(":", 1)
+                assert port == "4556" and by_addr[host].node == peer
+    # kashi's antenna moves from satellite to satellite: each pass has its own ends
+    assert {"sat-0", "sat-1", "sat-2"} <= set(links["kashi"])
+    # each contact of the plan lies inside one of the links
+    for c in plan.contacts:
+        if c.src == "kashi":
+            lst = links["kashi"][c.dst]
+            assert any(a <= c.start_s and c.end_s <= b for a, b, _ in lst)
+
+
+def test_traffic_between_nodes_without_agents_is_refused_before_the_run(tmp_path) -> None:
+    path = tmp_path / "s.yaml"
+    text = Path("topologies/tiny.yaml").read_text()
+    path.write_text(text + "emulation: {agents: [kind:satellite]}\n"
+                    "traffic: [{name: g, from: kashi, to: sat-0, interval_s: 10, "
+                    "size_bytes: 100}]\n")
+    with pytest.raises(InputError) as e:
+        ScenarioRun(RunOptions(path, echo=lambda s: None)).prepare()
+    assert "'g'" in str(e.value) and "kashi" in str(e.value) and "agent" in str(e.value)
 
 
 @pytest.mark.parametrize("value", ["0", "-2", "1.5", "many", "true", "[2]"])
