@@ -20,6 +20,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import gc
+import math
 import os
 import random
 import string
@@ -107,11 +108,17 @@ class Emulation:
         queue_limit_s: float = 0.1,
         delay_step_s: float = 100e-6,
         ground: Sequence[str] | None = None,
+        clock_lead_s: float = 0.0,
     ) -> None:
         if not time_scale > 0:
             raise InputError("time scale must be > 0", field="time_scale")
         if not tick_s > 0:
             raise InputError("tick must be > 0", field="tick_s")
+        if not 0 <= clock_lead_s < math.inf:
+            raise InputError("clock lead must be a finite number ≥ 0", field="clock_lead_s")
+        # The scenario clock reaches start_s this long after the network is up: the time
+        # that software started in the hosts (agents) needs before the window opens.
+        self.clock_lead_s = float(clock_lead_s)
         self.plan = plan
         self.shaper_kind = shaper
         self.time_scale = float(time_scale)
@@ -204,7 +211,8 @@ class Emulation:
         time.sleep(0.1 if self._up else 0.0)
         t3 = time.monotonic()
         self.clock = ScenarioClock.start(self.plan.epoch, time_scale=self.time_scale,
-                                         t0_s=self.start_s)
+                                         t0_s=self.start_s,
+                                         wall=time.time() + self.clock_lead_s)
         # What `netemu run --attach` needs to open a CLI on this run from another process.
         meta = self.registry.read_meta()
         meta.update(clock=self.clock.to_env(), node_addr=self.layout.node_addr,
@@ -272,6 +280,10 @@ class Emulation:
     def _drive(self) -> None:
         assert self.clock is not None
         period = self.tick_s
+        # links hold their start_s state until the clock reaches start_s (clock_lead_s)
+        if self._stop.wait(max(0.0, self.clock.t0_wall - time.time())):
+            self._done.set()
+            return
         next_wall = time.time() + period
         st = self.stats
         try:
@@ -456,7 +468,7 @@ class Emulation:
         """Scenario time now (seconds from the plan epoch)."""
         if self.clock is None:
             return self.start_s
-        return min(self.clock.now_s(), self.end_s)
+        return max(self.start_s, min(self.clock.now_s(), self.end_s))
 
     def wait(self, until_s: float | None = None, *, timeout: float | None = None) -> bool:
         """Block until scenario time ``until_s`` (default: the end); False on timeout."""

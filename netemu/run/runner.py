@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import secrets
 import shutil
@@ -568,11 +569,15 @@ class ScenarioRun:
                 p.apps = [dc_replace(i, mode="process") if i.mode == "container" else i
                           for i in p.apps]
 
-        # 3. the emulation
+        # 3. the emulation; its clock reaches the window's start once the agents are up
+        agent_nodes = list(p.plan.nodes) if w.agents is None else list(w.agents)
+        n_hosts = w.hosts_for(len(agent_nodes)) if agent_nodes else None
+        lead_s = agent_bringup_s(len(agent_nodes), n_hosts)
+        meta["clock_lead_s"] = round(lead_s, 1)
         emu = Emulation(p.plan, shaper=w.shaper, time_scale=w.time_scale,
                         ip_routing=p.ip_routing == "oracle",
                         run_name=run, start_s=w.start_s, duration_s=w.duration_s,
-                        tick_s=w.tick_s)
+                        tick_s=w.tick_s, clock_lead_s=lead_s)
 
         def on_link(ev: Any) -> None:
             publisher.publish(*_link_message(ev))
@@ -591,7 +596,8 @@ class ScenarioRun:
                              "timings": {k: round(v, 3) for k, v in emu.timings.items()}}
         echo(f"netemu: emulation up in {emu.timings.get('up_s', 0):.1f} s "
              f"(shaper: {emu.shaper_reason or type(emu.shaper).__name__}); scenario clock at "
-             f"{w.start_s:g} s, x{w.time_scale:g}")
+             f"{w.start_s:g} s, x{w.time_scale:g}"
+             + (f", {lead_s:.0f} s from now (the agents' bring-up)" if lead_s else ""))
 
         if p.captures:
             net, emu_clock = emu.net, emu.clock
@@ -616,9 +622,7 @@ class ScenarioRun:
         # 4. agents
         agents: list[AgentProc] = []
         dtn_sockets: dict[str, str] = {}
-        agent_nodes = list(p.plan.nodes) if w.agents is None else list(w.agents)
         if agent_nodes:
-            n_hosts = w.hosts_for(len(agent_nodes))
             if n_hosts is None:
                 agents, dtn_sockets = self._start_agents(p, emu, rd, sock_root, run_env,
                                                          agent_nodes)
@@ -629,8 +633,20 @@ class ScenarioRun:
             stack.callback(self._cleanup_step(
                 "the bundle agents", lambda: _stop_procs([a.proc for a in agents], 10.0)))
 
-        # 5. apps, started while the agents come up (their DTN client waits for the
-        # agent's socket), so that start-up eats less of the window
+        if agents:
+            self._wait_agents(agents, dtn_sockets, rd)
+            self._mark("agents_ready")
+            assert emu.clock is not None
+            early_s = emu.clock.t0_wall - time.time()
+            meta["agents_ready_before_window_s"] = round(early_s, 2)
+            if early_s < 0:
+                echo(f"netemu: WARNING: the agents were ready {-early_s:.1f} s (wall) after "
+                     f"the window opened: its first {-early_s * w.time_scale:.0f} scenario "
+                     "seconds ran without them")
+            while time.time() < emu.clock.t0_wall and not self._stop.is_set():
+                time.sleep(min(0.1, max(0.0, emu.clock.t0_wall - time.time())))
+
+        # 5. apps, when the window opens (their DTN client finds the agent's socket)
         stack.callback(self._cleanup_step("the apps", runner.close))
         for inst in p.apps:
             host_env = dc_replace(run_env, node=inst.node, node_addr=emu.node_addr(inst.node),
@@ -642,9 +658,6 @@ class ScenarioRun:
             echo(f"netemu: started {len(p.apps)} app instances "
                  f"({', '.join(sorted({i.manifest.name for i in p.apps}))})")
         self._mark("apps_started")
-        if agents:
-            self._wait_agents(agents, dtn_sockets, rd)
-            self._mark("agents_ready")
 
         # 6. run the window (bracketed by run events, so the record covers all of it)
         publisher.publish("run", {"event": "started", "t_s": emu.now_s(),
@@ -820,6 +833,17 @@ class ScenarioRun:
             except Exception as e:  # noqa: BLE001
                 result.errors.append(f"report: {e}")
                 self.echo(f"netemu: could not write the report: {e}")
+
+
+def agent_bringup_s(n_agents: int, n_hosts: int | None) -> float:
+    """Wall seconds to allow the agents to start before the window opens, generous:
+    about 0.06 s per node in a node host (its nodes start one after another; measured
+    6.5 s for 100 nodes a host), and 0.5 s per agent process shared among the CPUs."""
+    if n_agents <= 0:
+        return 0.0
+    if n_hosts is None:
+        return 3.0 + 0.5 * n_agents / max(1, os.cpu_count() or 1)
+    return 3.0 + 0.06 * math.ceil(n_agents / n_hosts)
 
 
 def direct_links(layout: Any, nodes: set[str]
