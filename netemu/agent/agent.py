@@ -93,6 +93,9 @@ class AgentServices:
     sync_pool: Executor | None = None
     #: the ``bundle/<node>`` publisher for (broker, node)
     publisher: Callable[[BrokerAccess, str], BundlePublisher] = BundlePublisher
+    #: bounds the TCP connects in flight (a node host's nodes share one): when every
+    #: link comes up at once, thousands of dials would otherwise time out in the queue
+    dial_gate: asyncio.Semaphore | None = None
 
 
 class PlanIndex:
@@ -150,6 +153,9 @@ class Agent:
                      else None)
         host = HostEnv.from_env()  # what netemu set in this host: clock, telemetry broker
         self.clock = clock or host.clock or wall_clock(self.plan)
+        # In a scenario run the network is built, in its state at the window's start,
+        # before the clock gets there: contacts up at the start get their sessions then.
+        self._plan_from_s = host.window_start_s if host.window_start_s is not None else -math.inf
         self._log_file: TextIO | None = None
         if log_stream is None and cfg.log:
             os.makedirs(os.path.dirname(os.path.abspath(cfg.log)), exist_ok=True)
@@ -313,7 +319,7 @@ class Agent:
     def _housekeeping_round(self) -> None:
         """Plan contacts, dialling, keepalives, the BPA tick."""
         now = time.monotonic()
-        t_s = self.now_s()
+        t_s = max(self.now_s(), self._plan_from_s)
         for name, st in self.neighbours.items():
             was = st.plan_up
             st.plan_up = self._plan_up(name, t_s)
@@ -391,8 +397,15 @@ class Agent:
 
     async def _connect(self, st: NeighbourState) -> None:
         loop = asyncio.get_running_loop()
-        address = st.cfg.address_at(self.now_s())  # the contact's own link when known
+        gate, held = self.services.dial_gate, False
+        address = ""
         try:
+            if gate is not None:  # (the timeout counts from the dial, not the wait)
+                await gate.acquire()
+                held = True
+                if not st.plan_up:
+                    return  # the contact ended while this dial waited
+            address = st.cfg.address_at(max(self.now_s(), self._plan_from_s))
             connect = self.services.sockets.connect
             if st.cfg.cl == "tcpcl":
                 host, port = split_host_port(address)
@@ -414,6 +427,8 @@ class Agent:
             st.next_try = time.monotonic() + st.backoff_s
             st.backoff_s = min(st.backoff_s * 2, BACKOFF_MAX_S)
         finally:
+            if held:
+                gate.release()  # type: ignore[union-attr]
             st.connecting = None
 
     def neighbour_by_addr(self, addr: tuple[str, int]) -> str | None:

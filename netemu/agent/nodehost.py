@@ -66,6 +66,7 @@ NODE_KEYS = ("config", "netns")
 COMMIT_THREADS = 8  # group commits of all nodes (each node has one in flight at most)
 SYNC_THREADS = 8  # the stores' fdatasync / directory fsync jobs
 FDS_PER_NODE = 32  # listeners, sessions, store files, namespace handle
+DIALS_IN_FLIGHT = 64  # TCP connects at once, all nodes together
 CLONE_NEWNET = 0x40000000
 
 
@@ -278,6 +279,7 @@ class NodeHost:
         self.agents: list[Agent] = []
         self._sockets: list[NetnsSockets] = []
         self._stop = asyncio.Event()
+        self.dial_gate = asyncio.Semaphore(DIALS_IN_FLIGHT)
         self._by_node: dict[str, Agent] = {}
         self._started: list[Agent] = []
         mqtt = HostEnv.from_env().mqtt  # the run's broker, when set: one connection for all
@@ -310,7 +312,7 @@ class NodeHost:
                                                 f"{node.netns}") from None
             services = AgentServices(sockets=sockets, load_plan=self.plans.load,
                                      commit_pool=self.commit_pool,
-                                     sync_pool=self.sync_pool)
+                                     sync_pool=self.sync_pool, dial_gate=self.dial_gate)
             if self.telemetry is not None:
                 services.publisher = self.telemetry.publisher
             try:

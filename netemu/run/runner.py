@@ -287,6 +287,8 @@ class RunOptions:
     shaper: str | None = None
     ip_routing: str | None = None  # "oracle" or "none" (default: the scenario's)
     agents: bool | None = None  # False: no agents; True: on every node (traffic: for all)
+    traffic: Any = None  # a TrafficSpec instead of the scenario's traffic: section
+    plan_s: float | None = None  # contact plan from the window's start (default: window)
     apps: bool = True
     report: bool = True
     run_name: str | None = None
@@ -384,7 +386,7 @@ class ScenarioRun:
         if ip_routing not in IP_ROUTING:
             raise InputError(f"ip_routing must be one of {', '.join(IP_ROUTING)}, got "
                              f"{ip_routing!r}", field="ip_routing")
-        traffic = getattr(sc, "traffic", None)
+        traffic = self.opts.traffic or getattr(sc, "traffic", None)
         if traffic is not None:
             _check_traffic_agents(sc, traffic, window)
         expectations = expect_mod.parse(sc.section("expect"))
@@ -408,7 +410,10 @@ class ScenarioRun:
                   f"[{window.start_s:g} s, {window.end_s:g} s] ...")
         # a little margin past the end so contacts running at the end keep their true end
         margin = min(120.0, sc.duration_s - window.end_s)
-        plan = compute_plan(sc, start_s=window.start_s, duration_s=window.duration_s + margin)
+        plan_s = window.duration_s + margin
+        if self.opts.plan_s is not None:  # what the agents plan with: e.g. a whole day
+            plan_s = max(plan_s, min(self.opts.plan_s, sc.duration_s - window.start_s))
+        plan = compute_plan(sc, start_s=window.start_s, duration_s=plan_s)
         if not window.isl:
             plan = ContactPlan(plan.epoch, plan.nodes,
                                [c for c in plan.contacts if c.kind != "isl"])
@@ -617,7 +622,8 @@ class ScenarioRun:
         sock_root = Path(tempfile.mkdtemp(prefix=f"netemu-{run}-"))
         stack.callback(lambda: shutil.rmtree(sock_root, ignore_errors=True))
         # what every process in a host is told (HostEnv names every variable)
-        run_env = HostEnv(run=run, mqtt=access)
+        run_env = HostEnv(run=run, mqtt=access, window_start_s=w.start_s,
+                          window_end_s=w.end_s)
 
         # 4. agents
         agents: list[AgentProc] = []
@@ -651,8 +657,7 @@ class ScenarioRun:
         for inst in p.apps:
             host_env = dc_replace(run_env, node=inst.node, node_addr=emu.node_addr(inst.node),
                                   clock=emu.clock, run_dir=rd.path,
-                                  dtn_socket=dtn_sockets.get(inst.node),
-                                  window_start_s=w.start_s, window_end_s=w.end_s)
+                                  dtn_socket=dtn_sockets.get(inst.node))
             runner.start(inst, _netns_path(emu, inst.node), host_env.to_env())
         if p.apps:
             echo(f"netemu: started {len(p.apps)} app instances "
