@@ -48,12 +48,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--horizon", dest="horizon_s", type=seconds(lo=0, lo_open=True), default=None,
                    help="scenario only: seconds of plan to compute after --at "
                         "(default: the deadline, else 6 hours, capped at the scenario end)")
+    p.add_argument("--strict-plan", action="store_true",
+                   help="refuse a plan file with contacts that end before they start "
+                        "(default: skip them with a warning)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run)
 
 
 def _load(args: argparse.Namespace) -> ContactPlan:
-    src = PlanSource.open(args.source)
+    src = PlanSource.open(args.source, strict=args.strict_plan)
     if src.duration_s is None:
         return src.plan()
     if not 0 <= args.at_s < src.duration_s:
