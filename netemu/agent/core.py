@@ -510,12 +510,12 @@ class AgentCore:
 
     def transmitted(self, key: str, neighbour: str | None) -> None:
         if neighbour in self._backoff:
-            self._resume(neighbour)  # type: ignore[arg-type]
+            self._resume(neighbour)
         self.submit(bpa.TransmissionDone(key, neighbour or "", self.now_ms()))
 
     def transmitted_many(self, keys: list[str], neighbour: str | None) -> None:
         if neighbour in self._backoff:
-            self._resume(neighbour)  # type: ignore[arg-type]
+            self._resume(neighbour)
         now, nb, done = self.now_ms(), neighbour or "", bpa.TransmissionDone
         self._events.extend((done(k, nb, now), None) for k in keys)
         self.submit_pending()
