@@ -4,9 +4,9 @@ The search runs over *contacts*, not nodes: a route is a sequence of contacts, e
 leaving the node the previous one reached. For a bundle that is at node ``S`` at time
 ``t`` (the *root contact*: S to itself, arriving at ``t``), the best-case arrival through
 contact ``c`` reached at time ``a`` is ``max(a, c.start_s) + c.owlt_s``, and ``c`` is
-usable only while ``a < c.end_s`` (ION's ``computeDistanceToTerminus``). Routes are
+usable only while ``a < c.end_s`` (ION's ``computeDistanceToTerminus``). Yen's routes are
 ranked by arrival time, ties by fewer hops, then by the sequence of contact indices
-(deterministic).
+(deterministic); the search's own tie-break is narrower (see :meth:`ContactGraph.search`).
 
 Why a node-level heap: arrival through a contact only grows with the time the bundle
 reaches its sender (FIFO), so the first time a node is settled it is settled with its
@@ -187,7 +187,10 @@ class ContactGraph:
 
         ``blocked`` nodes may not be entered, ``skip`` contacts may not be used.
         Returns (arrival time, contact ids in order) or None when ``dest`` is out of
-        reach. Ties in arrival go to fewer hops, then to the lower node index.
+        reach. Each node is settled once, at its earliest arrival: ties in arrival go to
+        fewer hops among routes that reach every node on the way at its earliest time,
+        then to the node settled first; a route reaching a node later with fewer hops and
+        arriving at the same time is not preferred (docs/routing.md, "Ties in arrival").
         """
         n = len(self.names)
         best = [INF] * n
