@@ -191,3 +191,67 @@ def test_no_space_left_releases_the_reserve_so_drops_commit(store_full_fs):
         assert again.held_bundles == 0 and again.counts()["delivered"] == 200
     finally:
         again.close()
+
+
+def test_an_apps_ack_in_a_failed_batch_still_commits(tmp_path):
+    """A batch fails for lack of space while it carries an app's acknowledgement: the
+    bundle received in it is refused (its sender retries), but the acknowledgement is
+    replayed on the rebuilt core and committed, so the bundle is not delivered again."""
+    from datetime import datetime, timezone
+
+    from netemu.agent.agent import Agent
+    from netemu.agent.config import AgentConfig
+    from netemu.dtn import bpa
+    from netemu.dtn.bundle import Bundle, datetime_to_dtn_ms
+    from netemu.dtn.eid import EID
+
+    cfgs = write_pair(tmp_path, port_a=free_port(), port_b=free_port(), b_to_a="")
+    cfg = AgentConfig.load(cfgs["B"], node="B")
+    now_ms = datetime_to_dtn_ms(datetime.now(timezone.utc))
+
+    def wire(seq: int) -> tuple[str, bytes]:
+        b = Bundle.new("ipn:1.1", "ipn:2.1", b"p%d" % seq, lifetime_ms=3_600_000,
+                       creation_ms=now_ms, seq=seq)
+        b.set_previous_node(EID.ipn(1, 0))
+        return b.id, b.encode()
+
+    first, data1 = wire(1)
+    second, data2 = wire(2)
+
+    async def go(log) -> list[list[bool]]:
+        agent = Agent(cfg, log_stream=log)
+        await agent.start()
+        core = agent.core
+        real_add = core.store.add_many
+        answers: list[list[bool]] = []
+
+        def full_once(rows):
+            core.store.add_many = real_add  # type: ignore[method-assign]
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        async def receive(data: bytes) -> None:
+            done = asyncio.get_running_loop().create_future()
+            core.receive_many([(data, "A")], done.set_result)
+            answers.append(await asyncio.wait_for(done, 10))
+
+        try:
+            await receive(data1)  # stored, waiting for an app on ipn:2.1
+            core.store.add_many = full_once  # type: ignore[method-assign]
+            # The app's acknowledgement of the first and the second bundle: one batch.
+            core._events.append((bpa.AppDelivered(first, core.now_ms()), None))
+            await receive(data2)
+            await wait_for(lambda: core.store.get(first).state.name == "DELIVERED", 10,
+                           "the replayed acknowledgement to commit")
+        finally:
+            await agent.shutdown()
+        return answers
+
+    with open(str(cfgs["B"]) + ".log", "w") as log:
+        answers = asyncio.run(go(log))
+    assert answers == [[True], [False]]
+    st = BundleStore(cfg.store)
+    try:
+        assert st.get(first).state == BundleState.DELIVERED
+        assert not st.contains(second) and st.held_bundles == 0
+    finally:
+        st.close()
