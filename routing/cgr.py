@@ -190,7 +190,8 @@ class ContactGraph:
         reach. Each node is settled once, at its earliest arrival: ties in arrival go to
         fewer hops among routes that reach every node on the way at its earliest time,
         then to the node settled first; a route reaching a node later with fewer hops and
-        arriving at the same time is not preferred (docs/routing.md, "Ties in arrival").
+        arriving at the same time is not preferred, as in ION's search, which keeps the
+        first predecessor found (docs/routing.md, "Ties in arrival").
         """
         n = len(self.names)
         best = [INF] * n
