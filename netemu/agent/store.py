@@ -72,10 +72,12 @@ acknowledgements, forwarded bundles' tombstones, deletions), or it can neither t
 bundle nor let one go. So :meth:`room_bytes` (what the agent core admits new bundles
 against) is the quota left and also the filesystem's free space less ``reserve_bytes``
 (8 MiB: the WAL grows up to ~4 MiB between checkpoints, and rows, status reports and a
-batch's tombstones need pages too); and a file of ``RESERVE_FILE_BYTES`` is kept
-allocated beside the store (``<store>.reserve``) for when something else fills the
-filesystem: a write that fails for lack of space releases it, so the acknowledgements
-retried after that failure commit, and it is taken again once the space is back.
+batch's tombstones need pages too); and once free space is under ``ARM_RESERVE_BELOW``
+reserves, a file of ``RESERVE_FILE_BYTES`` is kept allocated beside the store
+(``<store>.reserve``; not before, so that a thousand stores of an emulation on a roomy
+disk or tmpfs do not hold a gigabyte) for when something else fills the filesystem: a
+write that fails for lack of space releases it, so the acknowledgements retried after that
+failure commit, and it is taken again once the space is back.
 Payload files pooled for reuse are released first when space runs low, and a sparse
 segment is compacted only when its copy fits outside the reserve.
 
@@ -113,6 +115,7 @@ POOL_BYTES = 64 * 1024 * 1024
 
 RESERVE_BYTES = 8 * 1024 * 1024  # free space new bundles may not take (see the module doc)
 RESERVE_FILE_BYTES = 1024 * 1024  # kept allocated, released when a write finds no space
+ARM_RESERVE_BELOW = 4  # the file is allocated once free space is under 4 reserves
 _SQLITE_FULL = 13  # sqlite3 error code: "database or disk is full"
 
 ADDED = "added"
@@ -222,7 +225,9 @@ class BundleStore:
             self._schema()
             self._verify_tail()
             self._load()
-            self._hold_reserve()
+            if self.reserve_bytes and (self.fs_free_bytes() or 0) < (
+                    ARM_RESERVE_BELOW * self.reserve_bytes):
+                self._hold_reserve()
         except (sqlite3.Error, OSError) as e:
             raise StoreError(f"{self.path}: cannot open bundle store: {e}") from None
 
@@ -346,7 +351,8 @@ class BundleStore:
                 if free < 2 * self.reserve_bytes and self._pool_files:
                     self._drain_pool()
                     free = self.fs_free_bytes() or 0
-                if free >= self.reserve_bytes + RESERVE_FILE_BYTES and self._hold_reserve():
+                if (self.reserve_bytes + RESERVE_FILE_BYTES <= free
+                        < ARM_RESERVE_BELOW * self.reserve_bytes and self._hold_reserve()):
                     free = self.fs_free_bytes() or 0
                 self._low_space = free < 2 * self.reserve_bytes
                 disk_room = free - self.reserve_bytes

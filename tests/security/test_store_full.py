@@ -166,13 +166,14 @@ def test_no_space_left_releases_the_reserve_so_drops_commit(store_full_fs):
     """The filesystem is filled to the last byte behind the store's back: a write fails,
     the store releases its reserve file, and the drops that free space commit."""
     path = store_full_fs / "s.db"
-    st = BundleStore(path, durability="disk", reserve_bytes=2 << 20)
+    st = BundleStore(path, durability="disk", reserve_bytes=4 << 20)
     try:
-        assert os.path.getsize(str(path) + ".reserve") == RESERVE_FILE_BYTES
         rows = [(f"ipn:1.1-{i}-0", bytes(10_000), "ipn:2.1", 10**12, 0,
                  BundleState.PENDING, 0, None) for i in range(200)]
         st.add_many(rows)
         st.commit()
+        assert 0 < st.room_bytes() < (16 - 4) << 20  # under 4 reserves free: armed
+        assert os.path.getsize(str(path) + ".reserve") == RESERVE_FILE_BYTES
         _fill(store_full_fs / "ballast", 0)
         with pytest.raises(OSError) as e:
             st.add_many([(f"ipn:1.1-x{i}-0", bytes(30_000), "ipn:2.1", 10**12, 0,
