@@ -710,7 +710,10 @@ class AgentCore:
         st = self.agent.status()
         st["bpa"] = self.bpa.status()
         st["store"] = {"path": self.store.path, "held_bundles": self.store.held_bundles,
-                       "held_bytes": self.store.held_bytes, "tombstones_purged": self.purged}
+                       "held_bytes": self.store.held_bytes, "tombstones_purged": self.purged,
+                       "full": self._full, "reserve_released": self.store.reserve_released}
+        st["backed_off"] = {nb: {"held": len(b.held), "probe_every_s": b.delay_s}
+                            for nb, b in self._backoff.items()}
         st["apps"] = {ep: len(c) for ep, c in self.endpoints.items()}
         st["waiting_for_app"] = {ep: len(w) for ep, w in self.waiting.items() if w}
         return st

@@ -90,6 +90,8 @@ def test_full_store_refuses_early_commits_acks_and_resumes_without_duplicates(
         await asyncio.sleep(4)
         refused_while_full = len(_events(log_a, "transfer_refused")) - burst
         rx = await BpClient.connect(str(tmp_path / "B" / "bp.sock"), timeout_s=30)
+        assert (await rx.status())["store"]["full"]
+        assert (await tx.status())["backed_off"]["B"]["held"] > 0
         await rx.register("ipn:2.1")
         got: list[bytes] = []
         while len(set(got)) < n:  # the acks free the store; A's bundles come on
@@ -145,6 +147,7 @@ def test_space_taken_by_another_writer_then_returned(tmp_path, store_full_fs):
         await tx.send_many([{"dst": "ipn:2.1", "src": "ipn:1.1", "payload": b"%06d" % j}
                             for j in range(50)])
         await wait_for(lambda: _events(log_a, "neighbour_full"), 60, "A to back off")
+        assert "B" in (await tx.status())["backed_off"]
         ballast.unlink()
         got = {(await rx.recv(timeout_s=60)).payload for _ in range(50)}
         assert got == {b"%06d" % j for j in range(50)}
