@@ -4,9 +4,9 @@ The search runs over *contacts*, not nodes: a route is a sequence of contacts, e
 leaving the node the previous one reached. For a bundle that is at node ``S`` at time
 ``t`` (the *root contact*: S to itself, arriving at ``t``), the best-case arrival through
 contact ``c`` reached at time ``a`` is ``max(a, c.start_s) + c.owlt_s``, and ``c`` is
-usable only while ``a < c.end_s`` (ION's ``computeDistanceToTerminus``). Routes are
+usable only while ``a < c.end_s`` (ION's ``computeDistanceToTerminus``). Yen's routes are
 ranked by arrival time, ties by fewer hops, then by the sequence of contact indices
-(deterministic).
+(deterministic); the search's own tie-break is narrower (see :meth:`ContactGraph.search`).
 
 Why a node-level heap: arrival through a contact only grows with the time the bundle
 reaches its sender (FIFO), so the first time a node is settled it is settled with its
@@ -187,7 +187,11 @@ class ContactGraph:
 
         ``blocked`` nodes may not be entered, ``skip`` contacts may not be used.
         Returns (arrival time, contact ids in order) or None when ``dest`` is out of
-        reach. Ties in arrival go to fewer hops, then to the lower node index.
+        reach. Each node is settled once, at its earliest arrival: ties in arrival go to
+        fewer hops among routes that reach every node on the way at its earliest time,
+        then to the node settled first; a route reaching a node later with fewer hops and
+        arriving at the same time is not preferred, as in ION's search, which keeps the
+        first predecessor found (docs/routing.md, "Ties in arrival").
         """
         n = len(self.names)
         best = [INF] * n
@@ -469,6 +473,9 @@ class RouteCheck:
     route: Route
     projected_arrival_s: float | None
     verdict: str  # "chosen", "usable" or why not
+    #: Whether the router looked at this route for this bundle: it computes a further
+    #: route only while none of those found so far can carry the bundle (as ION does).
+    considered: bool = True
 
 
 class CGRRouter(Router):
@@ -610,25 +617,60 @@ class CGRRouter(Router):
         return acq, ""
 
     def check_routes(self, bundle: BundleInfo, now_s: float, *, k: int | None = None) -> list[RouteCheck]:
-        """Every route CGR would consider for ``bundle`` (up to ``k``, default
-        ``max_routes``), each with its projected arrival and verdict; reserves nothing."""
+        """The first ``k`` routes to the bundle's destination (default ``max_routes``),
+        each with its projected arrival and verdict; "chosen" marks the route
+        :meth:`route` would take now (the best of those it looks at: it computes further
+        routes only while none can carry the bundle). Reserves nothing."""
+        if bundle.destination == self.node:
+            return []
         rl = self.route_list(bundle.destination, now_s)
         if rl is None:
             return []
-        routes = rl.take(k or self.max_routes)
         eccc = self.estimated_size(bundle.size_bytes)
+        _, chosen, _ = self._choose(bundle, rl, eccc, now_s)
+        looked_at = len(rl.selected)
+        routes = rl.take(k or self.max_routes)
         out: list[RouteCheck] = []
-        best: tuple[RankKey, int] | None = None
-        for r in routes:
+        for i, r in enumerate(routes):
             pbat, why = self._check(r, bundle, eccc, now_s)
-            out.append(RouteCheck(r, pbat, why or "usable"))
-            if pbat is not None:
-                key = self._rank(r, pbat)
-                if best is None or key < best[0]:
-                    best = (key, len(out) - 1)
-        if best is not None:
-            out[best[1]].verdict = "chosen"
+            verdict = "chosen" if r is chosen else why or "usable"
+            out.append(RouteCheck(r, pbat, verdict, considered=i < looked_at))
         return out
+
+    def _choose(self, bundle: BundleInfo, rl: RouteList, eccc: float,
+                now_s: float) -> tuple[RankKey | None, Route | None, dict[str, int]]:
+        """The route for ``bundle``: the best-ranked of the routes selected so far that
+        can carry it, computing one more (Yen) only while none can, up to
+        ``max_routes`` (ION's lazy ``computeAnotherRoute``); with how many were unusable
+        and why. Reserves nothing."""
+        best: RankKey | None = None
+        best_route: Route | None = None
+        why: dict[str, int] = {}
+        i = 0
+        while True:
+            while i < len(rl.selected):
+                r = rl.selected[i]
+                i += 1
+                pbat, reason = self._check(r, bundle, eccc, now_s)
+                if pbat is None:
+                    why[reason] = why.get(reason, 0) + 1
+                    continue
+                key = self._rank(r, pbat)
+                if best is None or key < best:
+                    best, best_route = key, r
+            if best is not None or len(rl.selected) >= self.max_routes:
+                break
+            before = rl.searches
+            nxt = rl.next_route()
+            self.searches += rl.searches - before
+            if nxt is None or nxt.arrival_s > bundle.deadline_s:
+                # Yen hands routes out by best-case arrival: none after this one is
+                # in time either.
+                if nxt is not None:
+                    i += 1
+                    why["arrives after the deadline"] = why.get("arrives after the deadline", 0) + 1
+                break
+        return best, best_route, why
 
     def _check(self, r: Route, bundle: BundleInfo, eccc: float, now_s: float) -> tuple[float | None, str]:
         if r.to_time_s <= now_s:
@@ -675,33 +717,7 @@ class CGRRouter(Router):
         if rl is None:
             return Decision(reason=f"{bundle.destination} is not in the contact plan")
         eccc = self.estimated_size(bundle.size_bytes)
-        best: RankKey | None = None
-        best_route: Route | None = None
-        why: dict[str, int] = {}
-        i = 0
-        while True:
-            while i < len(rl.selected):
-                r = rl.selected[i]
-                i += 1
-                pbat, reason = self._check(r, bundle, eccc, now_s)
-                if pbat is None:
-                    why[reason] = why.get(reason, 0) + 1
-                    continue
-                key = self._rank(r, pbat)
-                if best is None or key < best:
-                    best, best_route = key, r
-            if best is not None or len(rl.selected) >= self.max_routes:
-                break
-            before = rl.searches
-            nxt = rl.next_route()
-            self.searches += rl.searches - before
-            if nxt is None or nxt.arrival_s > bundle.deadline_s:
-                # Yen hands routes out by best-case arrival: none after this one is
-                # in time either.
-                if nxt is not None:
-                    i += 1
-                    why["arrives after the deadline"] = why.get("arrives after the deadline", 0) + 1
-                break
+        best, best_route, why = self._choose(bundle, rl, eccc, now_s)
         if best_route is None or best is None:
             if not rl.selected:
                 return Decision(reason=f"no route to {bundle.destination} from t={now_s:g}")

@@ -20,6 +20,7 @@ The emulator writes one file per node; a person can write one by hand. Example (
     keepalive_s: 15
     segment_mru: 16777216
     store_max_bytes: 1073741824
+    store_reserve_bytes: 8388608                  # free space new bundles leave the store
     log: /var/log/netemu/sat1.jsonl               # JSON lines; default stderr
     traffic: traffic.json                         # flows to send and take (netemu.agent.traffic)
     traffic_records: traffic.jsonl                # their records; default next to the store
@@ -50,8 +51,8 @@ CLS = ("tcpcl", "udpcl", "mtcp")
 DURABILITIES = ("disk", "process")
 KNOWN_KEYS = ("node", "ipn", "listen", "app_socket", "store", "contact_plan", "follow_plan",
               "routing", "neighbours", "keys", "keepalive_s", "segment_mru", "transfer_mru",
-              "store_max_bytes", "durability", "default_lifetime_s", "log", "traffic",
-              "traffic_records")
+              "store_max_bytes", "store_reserve_bytes", "durability", "default_lifetime_s",
+              "log", "traffic", "traffic_records")
 NEIGHBOUR_KEYS = ("name", "ipn", "cl", "address", "path_mtu", "links")
 SECURITY_KEYS = ("sign_key", "verify", "require_bib_from", "decrypt")
 AES_KEY_BYTES = (16, 24, 32)  # BCB content keys (16, 32) and key-encryption keys
@@ -120,6 +121,7 @@ class AgentConfig:
     segment_mru: int = 16 * 1024 * 1024
     transfer_mru: int = 1 << 32
     store_max_bytes: int = 1 << 30
+    store_reserve_bytes: int = 8 << 20  # free space kept for acks, tombstones, the WAL
     durability: str = "disk"  # store: "disk" (fsync per group commit) or "process"
     default_lifetime_s: float = 86400.0
     log: str | None = None
@@ -227,6 +229,8 @@ class AgentConfig:
             segment_mru=_required(f.integer("segment_mru", default=16 * 1024 * 1024, lo=64)),
             transfer_mru=_required(f.integer("transfer_mru", default=1 << 32, lo=64)),
             store_max_bytes=_required(f.integer("store_max_bytes", default=1 << 30, lo=1024)),
+            store_reserve_bytes=_required(f.integer("store_reserve_bytes", default=8 << 20,
+                                                    lo=0)),
             durability=_required(f.enum("durability", DURABILITIES, default="disk")),
             default_lifetime_s=_required(f.number("default_lifetime_s", default=86400.0, lo=0,
                                                   lo_open=True)),
@@ -288,7 +292,8 @@ class AgentConfig:
             ],
             "keys": self.keys, "keepalive_s": self.keepalive_s,
             "segment_mru": self.segment_mru, "transfer_mru": self.transfer_mru,
-            "store_max_bytes": self.store_max_bytes, "durability": self.durability,
+            "store_max_bytes": self.store_max_bytes,
+            "store_reserve_bytes": self.store_reserve_bytes, "durability": self.durability,
             "default_lifetime_s": self.default_lifetime_s, "log": self.log,
             "traffic": self.traffic, "traffic_records": self.traffic_records,
         }

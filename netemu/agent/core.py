@@ -47,6 +47,32 @@ RELOAD_RETRY_S = 1.0
 #: How often the agent's housekeeping ticks the core (wall seconds): a retry due sooner
 #: gets a timer of its own.
 HOUSEKEEPING_S = 0.5
+#: A neighbour that refused a bundle for lack of resources (its store is full) gets one
+#: bundle (a probe) after this many wall seconds, doubling up to BACKOFF_MAX_S while it
+#: keeps refusing; the other bundles for it wait here instead of being refused one by one.
+BACKOFF_MIN_S = 1.0
+BACKOFF_MAX_S = 30.0
+#: The TCPCL refusal reason that starts a back-off (XFER_REFUSE "No Resources").
+NO_RESOURCES = "NO_RESOURCES"
+#: Events of a batch whose store commit failed that are replayed after the reload: they
+#: record what already happened (a transmission, an app's acknowledgement), so they must
+#: not be lost with the batch (received and app-sent bundles are refused instead: their
+#: senders retry).
+_REPLAYED = (bpa.TransmissionDone, bpa.TransmissionFailed, bpa.AppDelivered)
+#: Below this many bytes of room the store counts as full (logged once per change).
+FULL_BELOW_BYTES = 64 * 1024
+
+
+class _Backoff:
+    """The bundles held back from a neighbour whose store is full (see BACKOFF_MIN_S)."""
+
+    __slots__ = ("delay_s", "held", "probe", "timer")
+
+    def __init__(self) -> None:
+        self.delay_s = BACKOFF_MIN_S
+        self.held: dict[str, None] = {}  # bundle IDs, oldest first
+        self.probe: str | None = None
+        self.timer: asyncio.TimerHandle | None = None
 
 
 def make_router(cfg: AgentConfig, plan: ContactPlan) -> Router:
@@ -104,7 +130,8 @@ class AgentCore:
         self.plan = plan
         services = agent.services
         self.store = BundleStore(cfg.store, max_bytes=cfg.store_max_bytes,
-                                 durability=cfg.durability, sync_pool=services.sync_pool)
+                                 durability=cfg.durability, sync_pool=services.sync_pool,
+                                 reserve_bytes=cfg.store_reserve_bytes)
         self.router, self.bpa = self._new_core()
         # A store write failed: the core is rebuilt (_reload) before any event goes on.
         # While due, either _reload_timer is set or the commit in flight's end calls it.
@@ -124,9 +151,11 @@ class AgentCore:
             self._commit_pool = services.commit_pool or ThreadPoolExecutor(
                 max_workers=1, thread_name_prefix="commit")
         self._committing = False
-        self._commit_inflight: tuple[Any, list, list] | None = None
+        self._commit_inflight: tuple[Any, list, list, list | None] | None = None
         self._purge_due = False
         self._retry_handle: asyncio.TimerHandle | None = None
+        self._backoff: dict[str, _Backoff] = {}  # neighbours whose store is full
+        self._full = False  # this store: no room for new bundles (logged on change)
         # Deliveries: endpoint -> connections; bundles waiting for / pushed to an app.
         self.endpoints: dict[str, list[AppConnection]] = {}
         self.waiting: dict[str, dict[str, Any]] = {}  # endpoint -> {bundle_id: Bundle}
@@ -191,6 +220,10 @@ class AgentCore:
             asyncio.get_event_loop().call_soon(self._flush)
 
     def close(self) -> None:
+        for b in self._backoff.values():
+            if b.timer is not None:
+                b.timer.cancel()
+        self._backoff.clear()
         while self._commit_inflight is not None:  # finish commits in flight, answer them
             fut = self._commit_inflight[0]
             with contextlib.suppress(Exception):
@@ -258,19 +291,40 @@ class AgentCore:
             events, self._events = events[:MAX_BATCH_EVENTS], events[MAX_BATCH_EVENTS:]
         else:
             self._events = []
+        self._limit_to_room()
         # One handle_many per batch: bundles the apps sent in it are routed together.
-        outs = self.bpa.handle_many([ev for ev, _ in events], self._core_error)
-        self._execute([(out, cb) for out, (_, cb) in zip(outs, events, strict=True)])
+        evs = [ev for ev, _ in events]
+        outs = self.bpa.handle_many(evs, self._core_error)
+        self._execute([(out, cb) for out, (_, cb) in zip(outs, events, strict=True)], evs)
         if self._events and not self._committing and not self._flush_scheduled:
             self._flush_scheduled = True  # the rest after the loop has read its sockets
             asyncio.get_event_loop().call_soon(self._flush)
+
+    def _limit_to_room(self) -> None:
+        """New bundles are admitted against what the store can take now (quota, and free
+        space less the reserve): one that does not fit is refused before anything is
+        written ("depleted storage"), so a full filesystem never fails a commit that
+        also carries acknowledgements and tombstones."""
+        try:
+            room = self.store.room_bytes()
+        except OSError as e:
+            self.agent.log("store_error", error=repr(e), during="room_bytes")
+            return
+        core = self.bpa
+        core.cfg.max_bytes = None if room is None else core.held_bytes + room
+        full = room is not None and room < FULL_BELOW_BYTES
+        if full != self._full:
+            self._full = full
+            self.agent.log("store_full" if full else "store_space", room_bytes=room,
+                           held_bytes=self.store.held_bytes,
+                           fs_free_bytes=self.store.fs_free_bytes())
 
     def _core_error(self, ev: Any, e: Exception) -> list:
         """A core bug must not leave a CL or an app waiting: log it, refuse the event."""
         self.agent.log("core_error", on=type(ev).__name__, error=repr(e))
         return [bpa.Refuse(None, 0, f"internal error: {e!r}")]
 
-    def _execute(self, batch: list[tuple[list, Any]]) -> None:
+    def _execute(self, batch: list[tuple[list, Any]], events: list[Any] | None = None) -> None:
         """The batch's store writes, the commit, then what may only follow it (acks,
         forwards, deliveries). With ``disk`` durability the commit (its fsyncs) runs in a
         thread: the loop goes on reading sockets and apps meanwhile, and the events that
@@ -281,13 +335,13 @@ class AgentCore:
                 self._committing = True
                 loop = asyncio.get_event_loop()
                 fut = self._commit_pool.submit(self.store.commit)
-                self._commit_inflight = (fut, batch, later)
+                self._commit_inflight = (fut, batch, later, events)
                 fut.add_done_callback(
                     lambda f: loop.call_soon_threadsafe(self._committed, f))
                 return
             self.store.commit()  # durable before any ack, forward or delivery
         except Exception as e:  # e.g. disk full: nothing is acknowledged as stored
-            self._store_failed(batch, e)
+            self._store_failed(batch, e, events)
             return
         self._after_commit(batch, later)
 
@@ -298,10 +352,10 @@ class AgentCore:
             return  # (close() finished it already)
         self._commit_inflight = None
         self._committing = False
-        _, batch, later = inflight
+        _, batch, later, events = inflight
         e = fut.exception()
         if e is not None:
-            self._store_failed(batch, e)
+            self._store_failed(batch, e, events)
         else:
             self._after_commit(batch, later)
         if self._purge_due:
@@ -312,9 +366,15 @@ class AgentCore:
         if self._events:
             self._flush()
 
-    def _store_failed(self, batch: list[tuple[list, Any]], e: BaseException) -> None:
+    def _store_failed(self, batch: list[tuple[list, Any]], e: BaseException,
+                      events: list[Any] | None = None) -> None:
         self.agent.log("store_error", error=repr(e), events=len(batch))
         self._notes = []
+        # What already happened (sent, acknowledged by an app) is replayed on the
+        # reloaded core, ahead of newer events: lost, it would deliver bundles again.
+        replay = [(ev, None) for ev in events or () if type(ev) in _REPLAYED]
+        if replay:
+            self._events[:0] = replay
         for _, cb in batch:
             refused = bpa.Refuse(None, 0, f"store error: {e!r}")
             if type(cb) is tuple:
@@ -343,8 +403,13 @@ class AgentCore:
                 cb(result)
         if self._notes:
             self._publish_notes()
+        backoff = self._backoff
         for a in later:
             if type(a) is bpa.Forward:
+                b = backoff.get(a.neighbour) if backoff else None
+                if b is not None and a.bundle_id != b.probe:
+                    b.held[a.bundle_id] = None  # its store is full: wait for the probe
+                    continue
                 self.agent.enqueue(a.neighbour, a.bundle_id, a.data)
             else:
                 self._deliver(a.bundle_id, a.endpoint, a.bundle)
@@ -446,21 +511,77 @@ class AgentCore:
         self._flush()
 
     def transmitted(self, key: str, neighbour: str | None) -> None:
+        if neighbour in self._backoff:
+            self._resume(neighbour)
         self.submit(bpa.TransmissionDone(key, neighbour or "", self.now_ms()))
 
     def transmitted_many(self, keys: list[str], neighbour: str | None) -> None:
+        if neighbour in self._backoff:
+            self._resume(neighbour)
         now, nb, done = self.now_ms(), neighbour or "", bpa.TransmissionDone
         self._events.extend((done(k, nb, now), None) for k in keys)
         self.submit_pending()
 
     def transmit_failed(self, key: str, neighbour: str | None, reason: str) -> None:
+        if neighbour and reason == NO_RESOURCES:
+            self._hold_back(neighbour, key)
+            return
         self.submit(bpa.TransmissionFailed(key, neighbour or "", self.now_ms(), reason))
 
     def contact_started(self, neighbour: str) -> None:
         self.submit(bpa.ContactUp(neighbour, self.now_ms()))
 
     def contact_ended(self, neighbour: str) -> None:
+        if neighbour in self._backoff:
+            self._resume(neighbour, why="contact_ended")  # (routed elsewhere, or later)
         self.submit(bpa.ContactDown(neighbour, self.now_ms()))
+
+    # --- a neighbour whose store is full ------------------------------------------------
+
+    def _hold_back(self, neighbour: str, key: str) -> None:
+        """``neighbour`` refused bundle ``key`` for lack of resources: hold it, and the
+        bundles routed to that neighbour after it, until a probe gets through (one bundle
+        per back-off period), instead of having each refused again every retry."""
+        b = self._backoff.get(neighbour)
+        if b is None:
+            b = self._backoff[neighbour] = _Backoff()
+            self.agent.log("neighbour_full", neighbour=neighbour, retry_in_s=b.delay_s)
+            b.timer = asyncio.get_event_loop().call_later(b.delay_s, self._probe, neighbour)
+        if b.probe == key:
+            b.probe = None
+        b.held[key] = None
+
+    def _probe(self, neighbour: str) -> None:
+        """The back-off period is over: one held bundle goes back to routing (it is
+        refused again, or gets through and ends the back-off); the next period is twice
+        as long."""
+        b = self._backoff.get(neighbour)
+        if b is None:
+            return
+        b.timer = None
+        if not b.held and b.probe is None:
+            self._resume(neighbour)
+            return
+        if b.held:
+            key = next(iter(b.held))
+            del b.held[key]
+            b.probe = key
+            self.submit(bpa.TransmissionFailed(key, neighbour, self.now_ms(), "probe"))
+        b.delay_s = min(2 * b.delay_s, BACKOFF_MAX_S)
+        b.timer = asyncio.get_event_loop().call_later(b.delay_s, self._probe, neighbour)
+
+    def _resume(self, neighbour: str, why: str = "accepted") -> None:
+        """The neighbour took a bundle (or its contact ended): the held bundles go back
+        to routing."""
+        b = self._backoff.pop(neighbour, None)
+        if b is None:
+            return
+        if b.timer is not None:
+            b.timer.cancel()
+        now, failed = self.now_ms(), bpa.TransmissionFailed
+        self._events.extend((failed(k, neighbour, now, "back-off over"), None) for k in b.held)
+        self.submit_pending()
+        self.agent.log("neighbour_resumed", neighbour=neighbour, why=why, held=len(b.held))
 
     # --- applications -----------------------------------------------------------------
 
@@ -499,6 +620,9 @@ class AgentCore:
         if sink is not None:
             sink(bid, bundle)
             return
+        for c, pushed in self.pushed.items():  # (a reloaded core delivers its bundles again)
+            if bid in pushed and not c.closed:
+                return
         conns = [c for c in self.endpoints.get(ep, ()) if not c.closed]
         if not conns:
             self.waiting.setdefault(ep, {})[bid] = bundle
@@ -592,7 +716,10 @@ class AgentCore:
         st = self.agent.status()
         st["bpa"] = self.bpa.status()
         st["store"] = {"path": self.store.path, "held_bundles": self.store.held_bundles,
-                       "held_bytes": self.store.held_bytes, "tombstones_purged": self.purged}
+                       "held_bytes": self.store.held_bytes, "tombstones_purged": self.purged,
+                       "full": self._full, "reserve_released": self.store.reserve_released}
+        st["backed_off"] = {nb: {"held": len(b.held), "probe_every_s": b.delay_s}
+                            for nb, b in self._backoff.items()}
         st["apps"] = {ep: len(c) for ep, c in self.endpoints.items()}
         st["waiting_for_app"] = {ep: len(w) for ep, w in self.waiting.items() if w}
         return st

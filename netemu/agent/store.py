@@ -67,6 +67,20 @@ Quota: ``max_bytes`` / ``max_bundles`` bound the bundles held (bytes not yet dro
 bundle that does not fit is refused (:data:`FULL`), never dropped silently: the agent core
 sends a "deleted, depleted storage" status report for it.
 
+Reserve: a store that fills its filesystem must still commit what frees space (an app's
+acknowledgements, forwarded bundles' tombstones, deletions), or it can neither take a
+bundle nor let one go. So :meth:`room_bytes` (what the agent core admits new bundles
+against) is the quota left and also the filesystem's free space less ``reserve_bytes``
+(8 MiB: the WAL grows up to ~4 MiB between checkpoints, and rows, status reports and a
+batch's tombstones need pages too); and once free space is under ``ARM_RESERVE_BELOW``
+reserves, a file of ``RESERVE_FILE_BYTES`` is kept allocated beside the store
+(``<store>.reserve``; not before, so that a thousand stores of an emulation on a roomy
+disk or tmpfs do not hold a gigabyte) for when something else fills the filesystem: a
+write that fails for lack of space releases it, so the acknowledgements retried after that
+failure commit, and it is taken again once the space is back.
+Payload files pooled for reuse are released first when space runs low, and a sparse
+segment is compacted only when its copy fits outside the reserve.
+
 Errors: when a write or a commit fails (disk full, I/O error), the open transaction is
 rolled back and the store reloads its state from the last commit before the exception
 propagates, so it never commits half a batch later.
@@ -75,6 +89,7 @@ propagates, so it never commits half a batch later.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import sqlite3
@@ -97,6 +112,11 @@ _IOV_MAX = 1024  # buffers per writev(2)
 INLINE_BELOW_BYTES = 64 * 1024  # (disk) smaller add_many batches stay in the rows
 POOL_FILES = 8  # dropped payload files kept for reuse (an overwrite syncs ~2x faster)
 POOL_BYTES = 64 * 1024 * 1024
+
+RESERVE_BYTES = 8 * 1024 * 1024  # free space new bundles may not take (see the module doc)
+RESERVE_FILE_BYTES = 1024 * 1024  # kept allocated, released when a write finds no space
+ARM_RESERVE_BELOW = 4  # the file is allocated once free space is under 4 reserves
+_SQLITE_FULL = 13  # sqlite3 error code: "database or disk is full"
 
 ADDED = "added"
 DUPLICATE = "duplicate"
@@ -164,6 +184,7 @@ class BundleStore:
         file_threshold_bytes: int | None = FILE_THRESHOLD_BYTES,
         segment_bytes: int | None = SEGMENT_BYTES,
         sync_pool: Executor | None = None,
+        reserve_bytes: int = RESERVE_BYTES,
     ) -> None:
         if durability not in ("disk", "process"):
             raise StoreError(f"durability must be 'disk' (synchronous=FULL) or 'process' "
@@ -186,6 +207,11 @@ class BundleStore:
         self._pool: Executor | None = sync_pool
         self._own_pool = sync_pool is None
         self._in_tx = False
+        # Free space kept out of reach of new bundles, and the file that holds part of it.
+        self.reserve_bytes = max(0, reserve_bytes) if on_disk else 0
+        self.reserve_path = self.path + ".reserve"
+        self.reserve_released = 0  # times a full filesystem made the store release it
+        self._low_space = False  # (room_bytes) free space under twice the reserve
         self._seg_fd = -1
         self._sync_fds: list[int] = []  # (disk) files written since the last commit
         try:
@@ -199,6 +225,9 @@ class BundleStore:
             self._schema()
             self._verify_tail()
             self._load()
+            if self.reserve_bytes and (self.fs_free_bytes() or 0) < (
+                    ARM_RESERVE_BELOW * self.reserve_bytes):
+                self._hold_reserve()
         except (sqlite3.Error, OSError) as e:
             raise StoreError(f"{self.path}: cannot open bundle store: {e}") from None
 
@@ -302,6 +331,78 @@ class BundleStore:
         self._seg_off = 0
         self._sparse = {n for n, sl in seg_live.items()
                         if sl[1] * 4 < self._seg_size[n]}
+
+    # --- space ------------------------------------------------------------------------
+    def fs_free_bytes(self) -> int | None:
+        """Bytes free on the store's filesystem for this process (None: in memory)."""
+        if self.path == ":memory:":
+            return None
+        st = os.statvfs(os.path.dirname(os.path.abspath(self.path)))
+        return st.f_bavail * st.f_frsize
+
+    def room_bytes(self) -> int | None:
+        """Bytes new bundles may still take: the quota left and, on disk, the free space
+        less the reserve (None: no bound). Low on space, pooled payload files are released
+        first; with space back, the reserve file is taken again."""
+        with self._lock:
+            room = None if self.max_bytes is None else self.max_bytes - self.held_bytes
+            if self.reserve_bytes:
+                free = self.fs_free_bytes() or 0
+                if free < 2 * self.reserve_bytes and self._pool_files:
+                    self._drain_pool()
+                    free = self.fs_free_bytes() or 0
+                if (self.reserve_bytes + RESERVE_FILE_BYTES <= free
+                        < ARM_RESERVE_BELOW * self.reserve_bytes and self._hold_reserve()):
+                    free = self.fs_free_bytes() or 0
+                self._low_space = free < 2 * self.reserve_bytes
+                disk_room = free - self.reserve_bytes
+                room = disk_room if room is None else min(room, disk_room)
+            return None if room is None else max(0, room)
+
+    def _hold_reserve(self) -> bool:
+        """Allocate the reserve file (what a full filesystem has left of it); False when
+        it was whole already."""
+        if not self.reserve_bytes or self.path == ":memory:":
+            return False
+        size = min(RESERVE_FILE_BYTES, self.reserve_bytes)
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.getsize(self.reserve_path) >= size:
+                return False
+        fd = os.open(self.reserve_path, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            if e.errno != errno.ENOSPC:  # (no fallocate here: zeros do the same)
+                with contextlib.suppress(OSError):
+                    _write_all(fd, [bytes(size)])
+        finally:
+            os.close(fd)
+        return True
+
+    def _release_reserve(self) -> None:
+        """A write found no space: free the reserve file for the retries of what frees
+        space (acknowledgements, tombstones), which must commit."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.reserve_path)
+            self.reserve_released += 1
+        self._drain_pool()
+
+    def _drain_pool(self) -> None:
+        for p, _ in self._pool_files:
+            with contextlib.suppress(OSError):
+                os.unlink(p)
+        self._pool_files = []
+        self._pool_bytes = 0
+
+    def _compaction_fits(self) -> bool:
+        """Compaction copies held bytes before it frees their segments: only with room
+        for the copy outside the reserve (a full store must still commit its drops)."""
+        if not self.reserve_bytes:
+            return True
+        moved = sum(self._seg_live[n][1] for n in self._sparse if n in self._seg_live)
+        return (self.fs_free_bytes() or 0) - self.reserve_bytes > 2 * moved
 
     @property
     def held_bundles(self) -> int:
@@ -431,8 +532,12 @@ class BundleStore:
             self._db.execute("BEGIN")
             self._in_tx = True
 
-    def _abort(self) -> None:
-        """A write failed: back to the last commit, in the database and in memory."""
+    def _abort(self, e: BaseException | None = None) -> None:
+        """A write failed: back to the last commit, in the database and in memory (and,
+        for lack of space, the reserve file released for the retries)."""
+        if e is not None and _is_no_space(e):
+            with contextlib.suppress(OSError):
+                self._release_reserve()
         with contextlib.suppress(sqlite3.Error):
             if self._in_tx or self._db.in_transaction:
                 self._db.execute("ROLLBACK")
@@ -444,7 +549,7 @@ class BundleStore:
         """Make every write since the last commit durable (see the module doc)."""
         with self._lock:
             try:
-                if self._sparse:
+                if self._sparse and self._compaction_fits():
                     self._compact()
                 if self._disk and (self._sync_fds or self._dir_dirty):
                     self._sync_commit()
@@ -455,8 +560,8 @@ class BundleStore:
                         self._in_tx = False
                 self._tx_rid = None
                 self._compacted = False
-            except BaseException:
-                self._abort()
+            except BaseException as e:
+                self._abort(e)
                 raise
             if self._unlink:
                 for p in self._unlink:
@@ -537,8 +642,8 @@ class BundleStore:
         with self._lock:
             try:
                 return self._add_many(rows)
-            except BaseException:
-                self._abort()
+            except BaseException as e:
+                self._abort(e)
                 raise
 
     def _add_many(self, rows: list[tuple]) -> int:
@@ -654,8 +759,8 @@ class BundleStore:
                     h = self._held.pop(bundle_id, None)
                     if h is not None:
                         self._free(h)
-            except BaseException:
-                self._abort()
+            except BaseException as e:
+                self._abort(e)
                 raise
             return True
 
@@ -669,7 +774,10 @@ class BundleStore:
             sl = self._seg_live[loc]
             sl[0] -= 1
             sl[1] -= size
-            if loc != self._seg:
+            if loc == self._seg:
+                if sl[0] == 0 and self._low_space and self._seg_off:
+                    self._seg_rotate()  # (short of space: its dead bytes go at the commit)
+            else:
                 if sl[0] == 0:
                     del self._seg_live[loc]
                     self._seg_size.pop(loc, None)
@@ -706,8 +814,8 @@ class BundleStore:
                         self._free(h)
                 for state, rids in by_state.items():
                     self._drop_rids(int(state), rids)  # (an IntEnum binds ~1 µs slower)
-            except BaseException:
-                self._abort()
+            except BaseException as e:
+                self._abort(e)
                 raise
 
     def _drop_rids(self, state: int, rids: list[int]) -> None:
@@ -730,8 +838,8 @@ class BundleStore:
                 self._free(h)
                 self._held[bundle_id] = (len(data), h[1], None)
                 self.held_bytes += len(data)
-            except BaseException:
-                self._abort()
+            except BaseException as e:
+                self._abort(e)
                 raise
 
     def purge_tombstones(self, now_ms: int) -> int:
@@ -747,8 +855,8 @@ class BundleStore:
                     for bid in gone:
                         self._ids.pop(bid, None)
                 return len(gone)
-            except BaseException:
-                self._abort()
+            except BaseException as e:
+                self._abort(e)
                 raise
 
     def _compact(self) -> None:
@@ -879,6 +987,16 @@ class BundleStore:
 
 _SELECT = ("SELECT id, state, destination, data, size, expiry_ms, received_ms, "
            "age_at_receipt_ms, previous_hop, reason, file, off FROM bundles")
+
+
+def _is_no_space(e: BaseException) -> bool:
+    """A failure for lack of space (the filesystem's, or a quota's)?"""
+    if isinstance(e, OSError):
+        return e.errno in (errno.ENOSPC, errno.EDQUOT)
+    if isinstance(e, sqlite3.Error):
+        return (getattr(e, "sqlite_errorcode", None) == _SQLITE_FULL
+                or "disk is full" in str(e))
+    return False
 
 
 def _is_seg_name(name: str) -> bool:

@@ -4,6 +4,9 @@ For a scenario file the contact plan is computed from the orbits over [T, T + ho
 for an ION contact plan (or netemu JSON plan) it is read as is. The table lists Yen's
 routes in order of best-case arrival with, for the given bundle, the projected arrival
 (queue-free here, transmission time and volume counted) and why a route is not usable.
+"chosen" is the router's own decision (``CGRRouter.check_routes``): like ION, it looks
+at a further route only while none of those found so far can carry the bundle, so a
+later route with an earlier projected arrival may be listed as usable but not taken.
 """
 
 from __future__ import annotations
@@ -45,12 +48,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--horizon", dest="horizon_s", type=seconds(lo=0, lo_open=True), default=None,
                    help="scenario only: seconds of plan to compute after --at "
                         "(default: the deadline, else 6 hours, capped at the scenario end)")
+    p.add_argument("--strict-plan", action="store_true",
+                   help="refuse a plan file with contacts that end before they start "
+                        "(default: skip them with a warning)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run)
 
 
 def _load(args: argparse.Namespace) -> ContactPlan:
-    src = PlanSource.open(args.source)
+    src = PlanSource.open(args.source, strict=args.strict_plan)
     if src.duration_s is None:
         return src.plan()
     if not 0 <= args.at_s < src.duration_s:
@@ -113,6 +119,7 @@ def _as_json(args, src, dst, router, checks) -> dict:
                 "best_case_arrival_s": c.route.arrival_s,
                 "projected_arrival_s": c.projected_arrival_s,
                 "next_hop": c.route.next_hop,
+                "considered": c.considered,
                 "nodes": list(c.route.nodes),
                 "contacts": [
                     {"from": h.src, "to": h.dst, "start_s": h.start_s, "end_s": h.end_s,
@@ -149,9 +156,14 @@ def _print_table(args, src, dst, router, checks, chosen, n_contacts) -> None:
     widths = [max(len(r[j]) for r in rows) for j in range(len(rows[0]) - 1)]
     for r in rows:
         print("  ".join(v.ljust(w) for v, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1])
+    skipped = [i + 1 for i, c in enumerate(checks) if not c.considered]
     if chosen is None:
         print("\nno usable route for this bundle")
         return
+    if skipped:
+        print(f"\nroutes {skipped[0]}–{skipped[-1]}: not looked at by the router for this "
+              f"bundle (it computes another route only while none of routes "
+              f"1–{skipped[0] - 1} can carry it)")
     print(f"\nchosen: route {checks.index(chosen) + 1}, next hop {chosen.route.next_hop}, "
           f"projected arrival t={_t(chosen.projected_arrival_s)} s")
     for h, t in zip(chosen.route.hops, chosen.route.times_s, strict=True):

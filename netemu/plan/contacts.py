@@ -193,7 +193,9 @@ class ContactPlan:
         return json.dumps(self.to_json_obj(samples=samples), indent=1)
 
     @classmethod
-    def from_json(cls, text: str, *, source: str = "<json>") -> ContactPlan:
+    def from_json(cls, text: str, *, source: str = "<json>", strict: bool = False) -> ContactPlan:
+        """Read netemu's JSON plan. A contact that ends before it starts is skipped and
+        named in :attr:`ContactPlan.warnings` (``strict``: refused)."""
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as e:
@@ -215,6 +217,7 @@ class ContactPlan:
             extra = info.get(name, {})
             nodes[name] = Node(name, ipn, extra.get("kind", "other"), int(extra.get("max_links", 0)))
         contacts = []
+        inverted: list[str] = []
         for i, d in enumerate(obj["contacts"]):
             where = f"contacts[{i}]"
             try:
@@ -238,9 +241,13 @@ class ContactPlan:
             for n in (src, dst):
                 if n not in nodes:
                     raise InputError(f"node {n!r} is not in 'nodes'", source=source, field=where)
+            if c.end_s < c.start_s and not strict and math.isfinite(c.start_s):
+                inverted.append(f"{source}: {where} ({src} → {dst}, {c.start_s:g} to "
+                                f"{c.end_s:g} s)")
+                continue
             _check_contact(c, source=source, field_=where)
             contacts.append(c)
-        return cls(epoch, nodes, contacts)
+        return cls(epoch, nodes, contacts, _inverted_warning(inverted))
 
     # --- ION -------------------------------------------------------------------------
 
@@ -275,6 +282,7 @@ class ContactPlan:
         epoch: datetime | None = None,
         names: dict[int, str] | None = None,
         source: str = "<ion>",
+        strict: bool = False,
     ) -> ContactPlan:
         """Read ION contact-plan lines (``a contact`` and ``a range``).
 
@@ -288,8 +296,11 @@ class ContactPlan:
         one that ends before the contact does). A range declared once for A B applies
         both ways unless B A is declared too. A contact with no range in force is left
         out, as ION does not route over it, and named in :attr:`ContactPlan.warnings`.
+        A contact or range that ends before it starts (some published plans have them) is
+        skipped and named there too; ``strict`` refuses the file instead.
         """
         names = dict(names or {})
+        inverted: list[str] = []
         kinds: dict[int, str] = {}
         raw_contacts: list[tuple[int, float, float, int, int, float, float]] = []
         raw_ranges: list[tuple[float, float, int, int, float]] = []
@@ -337,7 +348,12 @@ class ContactPlan:
             if a < 1 or b < 1:
                 raise InputError("node numbers must be positive", source=source, line=lineno)
             if t1 < t0:
-                raise InputError("end before start", source=source, line=lineno)
+                if strict:
+                    raise InputError(f"{kind} ends before it starts: {s!r}", source=source,
+                                     line=lineno)
+                inverted.append(f"{source}:{lineno} ({kind} ipn {a} → {b}, +{t0:g} to "
+                                f"+{t1:g})")
+                continue
             if val < 0 or not math.isfinite(val):
                 raise InputError("rate and range must be non-negative", source=source, line=lineno)
             if not 0 < conf <= 1:
@@ -370,7 +386,7 @@ class ContactPlan:
                 owlt_s=owlt,
                 confidence=conf,
             ))
-        warnings = []
+        warnings = _inverted_warning(inverted)
         if no_range:
             shown = ", ".join(no_range[:3]) + (", …" if len(no_range) > 3 else "")
             warnings.append(f"{len(no_range)} contact(s) with no range in force at their start "
@@ -408,13 +424,15 @@ class ContactPlan:
     # --- files -----------------------------------------------------------------------
 
     @classmethod
-    def load(cls, path: str | Path, *, epoch: datetime | None = None) -> ContactPlan:
-        """Read a plan file: netemu JSON (``.json``) or ION lines (anything else)."""
+    def load(cls, path: str | Path, *, epoch: datetime | None = None,
+             strict: bool = False) -> ContactPlan:
+        """Read a plan file: netemu JSON (``.json``) or ION lines (anything else).
+        ``strict``: a contact that ends before it starts is an error, not a warning."""
         p = Path(path)
         text = read_text(p)
         if p.suffix == ".json" or text.lstrip().startswith("{"):
-            return cls.from_json(text, source=str(p))
-        return cls.from_ion(text, epoch=epoch, source=str(p))
+            return cls.from_json(text, source=str(p), strict=strict)
+        return cls.from_ion(text, epoch=epoch, source=str(p), strict=strict)
 
 
 class _RangeIndex:
@@ -450,6 +468,15 @@ class _RangeIndex:
         if j < len(starts) and starts[j] <= t:
             return owlts[j]
         return None
+
+
+def _inverted_warning(where: list[str]) -> list[str]:
+    """The warning for contacts/ranges skipped because they end before they start."""
+    if not where:
+        return []
+    shown = ", ".join(where[:3]) + (", …" if len(where) > 3 else "")
+    return [f"{len(where)} contact(s) or range(s) ending before they start skipped "
+            f"(a strict load refuses them): {shown}"]
 
 
 def _check_contact(c: Contact, *, source: str, field_: str) -> None:

@@ -35,7 +35,8 @@ class PlanSource:
     file_plan: ContactPlan | None = None
 
     @classmethod
-    def open(cls, path: str | Path, *, epoch: datetime | None = None) -> PlanSource:
+    def open(cls, path: str | Path, *, epoch: datetime | None = None,
+             strict: bool = False) -> PlanSource:
         """Read a scenario or a plan file (``epoch``: of a relative ION plan, default its
         ``# netemu contact plan, epoch`` comment, else 2000-01-01)."""
         p = Path(path)
@@ -43,7 +44,7 @@ class PlanSource:
             raise InputError("no such file", source=str(p))
         if is_scenario_path(p):
             return cls(p, scenario=load_scenario(p))
-        return cls(p, file_plan=ContactPlan.load(p, epoch=epoch))
+        return cls(p, file_plan=ContactPlan.load(p, epoch=epoch, strict=strict))
 
     @property
     def time_scale(self) -> float:

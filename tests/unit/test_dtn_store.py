@@ -188,3 +188,26 @@ def test_orphan_payload_file_is_removed_at_open(tmp_path):
     with BundleStore(path) as again:
         assert again.held_bundles == 0 and again.get(big.id) is None
         assert os.listdir(again.blob_dir) == []
+
+
+def test_room_is_the_quota_and_the_free_space_less_the_reserve(tmp_path):
+    """What new bundles may take: the quota left, and the filesystem's free space less
+    the reserve; on a roomy filesystem no reserve file is allocated (a thousand stores of
+    an emulation would hold a gigabyte)."""
+    from netemu.agent.store import ARM_RESERVE_BELOW, RESERVE_BYTES
+
+    st = BundleStore(tmp_path / "s.db", max_bytes=10_000)
+    try:
+        free = st.fs_free_bytes()
+        assert free is not None
+        if free < ARM_RESERVE_BELOW * RESERVE_BYTES:
+            pytest.skip("the test directory's filesystem is nearly full")
+        assert not os.path.exists(st.reserve_path)
+        assert st.room_bytes() == 10_000
+        st.add("a", b"x" * 4000, destination="ipn:2.1", expiry_ms=10**12, received_ms=0)
+        assert st.room_bytes() == 6_000
+        st.max_bytes = None
+        assert 0 < st.room_bytes() <= st.fs_free_bytes() - RESERVE_BYTES
+    finally:
+        st.close()
+    assert BundleStore(":memory:").room_bytes() is None

@@ -443,3 +443,18 @@ def test_route_many_equals_route_one_by_one(raw, steps, max_routes, excluded, ev
             b = BundleInfo(f"b{i}", "n0", "n1", 1)
             for r in (one, many):
                 (r.sent if ok else r.failed)(b, "n1", t)
+
+
+def test_a_tie_in_arrival_keeps_the_route_reaching_each_node_earliest():
+    """docs/routing.md, "Ties in arrival": 1→2→3 reaches 3 at 0.2 and 1→3 at 0.5; both
+    wait there for 3→4 at t=10. The search (like ION's, which keeps the first predecessor
+    found) returns the route reaching 3 first, though it has one hop more; Yen's second
+    route is the other."""
+    plan = ContactPlan.from_ion(
+        "a contact +0 +100 1 2 1000\na contact +0 +100 2 3 1000\n"
+        "a contact +0 +100 1 3 1000\na contact +10 +100 3 4 1000\n"
+        "a range +0 +100 1 2 0.1\na range +0 +100 2 3 0.1\n"
+        "a range +0 +100 1 3 0.5\na range +0 +100 3 4 1\n")
+    routes = k_routes(plan, "ipn:1", "ipn:4", 0.0, 3)
+    assert [(r.nodes, r.arrival_s) for r in routes] == [
+        (("ipn:1", "ipn:2", "ipn:3", "ipn:4"), 11.0), (("ipn:1", "ipn:3", "ipn:4"), 11.0)]

@@ -71,3 +71,35 @@ def test_route_from_a_scenario(capsys):
     out = capsys.readouterr().out
     assert rc == 0
     assert "chosen: route 1, next hop sat-2" in out
+
+
+def test_chosen_route_is_the_routers_decision(tmp_path, capsys):
+    """The CLI's "chosen" is where the router sends the bundle: here the slow direct
+    contact, usable and first by best-case arrival, although the two-hop route that the
+    router never looks at would arrive earlier."""
+    from netemu.plan.contacts import ContactPlan
+    from netemu.routing.base import BundleInfo
+    from netemu.routing.cgr import CGRRouter
+
+    f = tmp_path / "minimal.ion"
+    f.write_text("a contact +0 +1000 1 3 1\na contact +1 +1000 1 2 100000\n"
+                 "a contact +1 +1000 2 3 100000\n"
+                 "a range +0 +1000 1 3 0\na range +0 +1000 1 2 0\na range +0 +1000 2 3 0\n")
+    rc = main(["route", str(f), "--from", "1", "--to", "3", "--size", "1", "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    chosen = [r for r in data["routes"] if r["verdict"] == "chosen"]
+    plan = ContactPlan.load(f)
+    router = CGRRouter("ipn:1", plan)
+    decision = router.route(BundleInfo("b", "ipn:1", "ipn:3", 1), 0.0, frozenset())
+    assert [h.node for h in decision.hops] == ["ipn:3"]
+    assert [r["next_hop"] for r in chosen] == ["ipn:3"]
+    assert chosen[0]["projected_arrival_s"] == decision.projected_arrival_s
+    # The faster route is listed, usable, and marked as not looked at.
+    other = [r for r in data["routes"] if r["verdict"] != "chosen"]
+    assert [(r["next_hop"], r["verdict"], r["considered"]) for r in other] == [
+        ("ipn:2", "usable", False)]
+    assert other[0]["projected_arrival_s"] < chosen[0]["projected_arrival_s"]
+    assert main(["route", str(f), "--from", "1", "--to", "3", "--size", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "chosen: route 1, next hop ipn:3" in out and "not looked at" in out
