@@ -23,6 +23,15 @@ TOP_NODES = 10
 """Nodes listed in ``metrics.json`` as those holding the most bundles at the peak."""
 
 
+def expect_paths() -> list[str]:
+    """Every number of ``node_counters`` that ``expect:`` may name (``KIND``: a node kind,
+    or ``all``)."""
+    fields = ("nodes", *CUMULATIVE, *(f"{g}_end" for g in GAUGES), "stored_bundles_peak",
+              "stored_bundles_peak_t_s", "stored_bytes_peak")
+    return ["node_counters.nodes", "node_counters.samples",
+            *(f"node_counters.by_kind.KIND.{f}" for f in fields)]
+
+
 def _topic_parts(ev: dict[str, Any]) -> list[str]:
     parts = str(ev.get("topic", "")).split("/")
     return parts[2:] if len(parts) > 2 and parts[0] == "netemu" else parts

@@ -9,11 +9,17 @@ Sources (all optional; a figure whose source is missing is ``null``, never inven
 - ``apps/<app>/<node>/result.json`` and ``usage.json`` — what each app measured itself
   and what the runner measured of it;
 - ``captures/*.pcap`` with ``captures/*.json`` sidecars — packets seen on links
-  (``netemu capture``), for traffic outside contacts.
+  (``netemu capture``), for traffic outside contacts;
+- ``traffic.json`` and ``agents/<node>/traffic.jsonl`` — the traffic flows and the
+  bundles the agents sent and delivered for them;
+- ``counters/<node>`` events — the agents' counters, summed per node kind.
 
 Top-level keys with scalar values are the metrics that ``expect:`` can test
 (:data:`METRIC_DOCS` lists them with their meaning); ``link_use``, ``apps`` and
-``query_latencies_s`` carry the detail the report draws.
+``query_latencies_s`` carry the detail the report draws; ``traffic`` (the scenario's
+traffic flows, :mod:`netemu.analysis.traffic`) and ``node_counters`` (the agents'
+counters per node kind, :mod:`netemu.analysis.counters`) are objects whose numbers
+``expect:`` reaches by dotted path (``traffic.latency_vs_projection_s.p95``).
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from netemu.analysis.counters import counter_metrics, scan
+from netemu.analysis.traffic import traffic_metrics, write_csv
 from netemu.errors import InputError
 from netemu.runtime.rundir import RunDir
 
@@ -184,8 +192,6 @@ def bundle_metrics(events: list[dict[str, Any]], run_dir: Path | None = None) ->
     capped, dropped = recorder_capped(events)
     if has_bundle and not capped:
         return {**_bundle_metrics_from_bundle_events(events), "bundle_events_dropped": 0}
-    from netemu.analysis.counters import scan
-
     totals = scan(events, {}).totals
     if totals:
         return {**_bundle_metrics_from_counters(totals), "bundle_events_dropped": dropped}
@@ -471,8 +477,10 @@ def _link_use_from_captures(run: Path, plan: dict[str, Any] | None, links: dict[
 # --------------------------------------------------------------------------- all
 
 
-def compute(run_dir: str | Path) -> dict[str, Any]:
-    """Every metric of the run in ``run_dir`` (see :data:`METRIC_DOCS`)."""
+def compute(run_dir: str | Path, *, traffic_rows: list[dict[str, Any]] | None = None
+            ) -> dict[str, Any]:
+    """Every metric of the run in ``run_dir`` (see :data:`METRIC_DOCS`); one row per
+    traffic flow is appended to ``traffic_rows`` when given."""
     run = Path(run_dir)
     if not run.is_dir():
         raise InputError("not a run directory", source=str(run))
@@ -507,6 +515,8 @@ def compute(run_dir: str | Path) -> dict[str, Any]:
         m["traffic_outside_contacts_bytes"] = cap
         m["traffic_outside_contacts_source"] = "captures"
     m.update(app_metrics(run, events))
+    m["node_counters"] = counter_metrics(events, plan) or None
+    m["traffic"] = traffic_metrics(run, flows_out=traffic_rows)
     for key in METRIC_DOCS:
         m.setdefault(key, None)
     return m
@@ -515,8 +525,12 @@ def compute(run_dir: str | Path) -> dict[str, Any]:
 def write(run_dir: str | Path) -> Path:
     """Compute the metrics and write ``<run>/metrics.json``; returns its path."""
     run = Path(run_dir)
-    m = compute(run)
-    out = RunDir(run).metrics_json
+    rows: list[dict[str, Any]] = []
+    m = compute(run, traffic_rows=rows)
+    rd = RunDir(run)
+    if m.get("traffic") is not None:
+        write_csv(rd.traffic_flows_csv, rows)
+    out = rd.metrics_json
     out.write_text(json.dumps(m, indent=1, sort_keys=True, default=_json_default) + "\n")
     return out
 
