@@ -7,8 +7,9 @@ Inputs (in the run directory):
 - ``agents/<node>/traffic.jsonl`` — one object a line: ``{"ev": "sent", "flow", "t_s",
   "size", "id"}`` at the sender (``t_s``: when the bundle was created) and ``{"ev":
   "delivered", "flow", "sent_s", "t_s", "size"}`` at the receiver. A line may repeat after
-  a restart (one send is one ``(flow, send time)``, to the millisecond) and a file's last
-  line may be cut short: neither is counted twice or at all;
+  a restart (one send is one ``(flow, send time)``; a delivery whose ``sent_s`` is a
+  millisecond off its send's ``t_s`` still finds it) and a file's last line may be cut
+  short: neither is counted twice or at all;
 - ``plan.json`` and ``run.json`` — the contact plan, and the window and routing of the run.
 
 For every send (and every delivery whose send record is missing), the arrival CGR
@@ -22,6 +23,7 @@ arrival (``latency_vs_projection_s``). The totals go into metrics.json under ``t
 
 from __future__ import annotations
 
+import bisect
 import csv
 import json
 import math
@@ -49,7 +51,8 @@ STAT_KEYS = ("scheduled", "sent", "delivered", "delivery_ratio", "latency_s", "e
 TOTAL_KEYS = (*STAT_KEYS, "flows", "service", "window_s", "records_skipped",
               "duplicates", "projection", "by_name")
 PERCENTILE_KEYS = ("p50", "p95", "max")
-MS = 1000.0
+MATCH_S = 0.0015
+"""How far a delivery's ``sent_s`` may be from its send's ``t_s`` (rounding to ms)."""
 _SCALARS = ("scheduled", "sent", "delivered", "delivery_ratio", "expected",
             "expected_delivered", "expected_delivery_ratio", "no_route")
 _PCTS = ("latency_s", "latency_vs_projection_s")
@@ -103,14 +106,15 @@ def run_routing(run: Path) -> dict[str, Any]:
 
 
 class Records:
-    """The flows' sends and deliveries, deduplicated: ``sends[(flow, ms)] = (t_s, size)``
-    and ``deliveries[(flow, ms)] = (sent_s, t_s, size)`` (the earliest delivery)."""
+    """The flows' sends and deliveries, deduplicated: ``sends[(flow, t_s)] = size`` and
+    ``deliveries[(flow, sent_s)] = (t_s, size)`` (the earliest delivery)."""
 
     def __init__(self) -> None:
-        self.sends: dict[tuple[int, int], tuple[float, int]] = {}
-        self.deliveries: dict[tuple[int, int], tuple[float, float, int]] = {}
+        self.sends: dict[tuple[int, float], int] = {}
+        self.deliveries: dict[tuple[int, float], tuple[float, int]] = {}
         self.skipped = 0  # lines that were not a whole record
         self.duplicates = 0
+        self._times: dict[int, list[float]] | None = None
 
     def read(self, path: Path) -> None:
         try:
@@ -125,36 +129,43 @@ class Records:
                 r = loads(line)
                 ev, flow = r["ev"], int(r["flow"])
                 if ev == "sent":
-                    t, size = float(r["t_s"]), int(r["size"])
-                    key = (flow, round(t * MS))
+                    key, size = (flow, float(r["t_s"])), int(r["size"])
                     if key in self.sends:
                         self.duplicates += 1
                     else:
-                        self.sends[key] = (t, size)
+                        self.sends[key] = size
                 elif ev == "delivered":
-                    sent, t, size = float(r["sent_s"]), float(r["t_s"]), int(r["size"])
-                    key = (flow, round(sent * MS))
+                    key, t, size = (flow, float(r["sent_s"])), float(r["t_s"]), int(r["size"])
                     old = self.deliveries.get(key)
                     if old is not None:
                         self.duplicates += 1
-                        if old[1] <= t:
+                        if old[0] <= t:
                             continue
-                    self.deliveries[key] = (sent, t, size)
+                    self.deliveries[key] = (t, size)
                 else:
                     self.skipped += 1
             except (ValueError, KeyError, TypeError):  # a cut line (killed writer)
                 self.skipped += 1
 
-    def match(self, key: tuple[int, int]) -> tuple[int, int] | None:
-        """The send a delivery's key belongs to (its send time may be rounded the other
-        way by a millisecond), or None."""
+    def match(self, key: tuple[int, float]) -> tuple[int, float] | None:
+        """The send a delivery's key belongs to: the same send time, else the nearest
+        one of the flow within :data:`MATCH_S` (a receiver that learnt the send time from
+        the bundle's creation time, in milliseconds); None when there is none."""
         if key in self.sends:
             return key
-        flow, ms = key
-        for k in ((flow, ms - 1), (flow, ms + 1)):
-            if k in self.sends:
-                return k
-        return None
+        if self._times is None:
+            times: dict[int, list[float]] = defaultdict(list)
+            for f, t in self.sends:
+                times[f].append(t)
+            self._times = {f: sorted(v) for f, v in times.items()}
+        flow, t = key
+        ts = self._times.get(flow)
+        if not ts:
+            return None
+        i = bisect.bisect_left(ts, t)
+        near = [ts[j] for j in (i - 1, i) if 0 <= j < len(ts)]
+        best = min(near, key=lambda x: abs(x - t))
+        return (flow, best) if abs(best - t) <= MATCH_S else None
 
 
 def _pct(values: np.ndarray) -> dict[str, float | None]:
@@ -203,28 +214,28 @@ def traffic_metrics(run: Path, *, flows_out: list[dict[str, Any]] | None = None
     for path in RunDir(run).traffic_logs():
         rec.read(path)
     # one row per send (and per delivery whose send was not recorded)
-    keys = list(rec.sends)
-    orphans = [k for k in rec.deliveries if rec.match(k) is None and k[0] in by_id]
-    keys = [k for k in keys if k[0] in by_id]
+    keys = [k for k in rec.sends if k[0] in by_id]
+    matched: dict[tuple[int, float], tuple[int, float] | None] = {
+        k: rec.match(k) for k in rec.deliveries if k[0] in by_id}
+    orphans = [k for k, m in matched.items() if m is None]
     n = len(keys) + len(orphans)
     flow_ix = np.empty(n, dtype=np.int64)
     t = np.empty(n)
     size = np.empty(n, dtype=np.int64)
     is_sent = np.zeros(n, dtype=bool)
+    is_sent[:len(keys)] = True
     delivered_t = np.full(n, np.nan)
-    row_of: dict[tuple[int, int], int] = {}
+    row_of: dict[tuple[int, float], int] = {}
     for i, k in enumerate(keys):
-        flow_ix[i], (t[i], size[i]) = k[0], rec.sends[k]
-        is_sent[i] = True
+        flow_ix[i], t[i], size[i] = k[0], k[1], rec.sends[k]
         row_of[k] = i
     for j, k in enumerate(orphans, start=len(keys)):
-        sent_s, _, sz = rec.deliveries[k]
-        flow_ix[j], t[j], size[j] = k[0], sent_s, sz
+        flow_ix[j], t[j], size[j] = k[0], k[1], rec.deliveries[k][1]
         row_of[k] = j
-    for k, (_, t_dl, _) in rec.deliveries.items():
-        m = rec.match(k) if k not in row_of else k
-        i = row_of.get(m) if m is not None else None
-        if i is not None and not (delivered_t[i] <= t_dl):
+    for k, m in matched.items():
+        i = row_of[m if m is not None else k]
+        t_dl = rec.deliveries[k][0]
+        if not (delivered_t[i] <= t_dl):  # (two deliveries a millisecond apart: the first)
             delivered_t[i] = t_dl
     window = run_window(run)
     arrival, projection = _project(run, by_id, flow_ix, t, size)

@@ -145,3 +145,23 @@ def test_without_a_plan_no_projection_figures(run):
     assert tr is not None and tr["expected"] is None and tr["no_route"] is None
     assert tr["latency_vs_projection_s"]["p95"] is None and tr["delivered"] == 4
     assert not math.isnan(tr["delivery_ratio"])
+
+
+def test_two_sends_of_a_flow_in_the_same_millisecond_are_two(run):
+    """Poisson sends can fall within a millisecond of each other: each is its own send,
+    and each delivery goes with its own send."""
+    with open(run / "agents" / "sat-1" / "traffic.jsonl", "a") as f:
+        for line in ({"ev": "sent", "flow": 2, "t_s": 452.0001, "size": 1000, "id": "x1"},
+                     {"ev": "sent", "flow": 2, "t_s": 452.0003, "size": 1000, "id": "x2"}):
+            f.write(json.dumps(line) + "\n")
+    with open(run / "agents" / "gs-a" / "traffic.jsonl", "a") as f:
+        for line in ({"ev": "delivered", "flow": 2, "sent_s": 452.0001, "t_s": 601.0,
+                      "size": 1000},
+                     {"ev": "delivered", "flow": 2, "sent_s": 452.0003, "t_s": 602.0,
+                      "size": 1000}):
+            f.write(json.dumps(line) + "\n")
+    tr = traffic_metrics(run)
+    assert tr is not None
+    late = tr["by_name"]["late"]
+    assert late["sent"] == 3 and late["delivered"] == 2
+    assert late["latency_s"]["max"] == pytest.approx(602.0 - 452.0003)
