@@ -153,12 +153,12 @@ def counter_metrics(events: list[dict[str, Any]], plan: dict[str, Any] | None) -
             for g in GAUGES:
                 agg[f"{g}_end"] += sc.gauges[node][g]
     for kind, series in sc.series.items():
-        agg = by_kind.get(kind)
-        if agg is not None:
+        kagg = by_kind.get(kind)
+        if kagg is not None:
             t_peak, nb_peak, _ = sc.peak[kind]
-            agg["stored_bundles_peak"] = nb_peak
-            agg["stored_bundles_peak_t_s"] = t_peak
-            agg["stored_bytes_peak"] = max(b for _, _, b in series)
+            kagg["stored_bundles_peak"] = nb_peak
+            kagg["stored_bundles_peak_t_s"] = t_peak
+            kagg["stored_bytes_peak"] = max(b for _, _, b in series)
     t_all, nb_all, bytes_all = total_series(sc)
     if nb_all:
         i = max(range(len(nb_all)), key=lambda j: (nb_all[j], -j))

@@ -73,8 +73,10 @@ def load_flows(run: Path) -> tuple[int | None, list[Flow]] | None:
         return None
     try:
         obj = json.loads(path.read_text())
-        flows = [Flow(**{k: tuple(v) if isinstance(v, list) else v for k, v in f.items()})
-                 for f in obj["flows"]]
+        rows: list[dict[str, Any]] = [
+            {k: tuple(v) if isinstance(v, list) else v for k, v in f.items()}
+            for f in obj["flows"]]
+        flows = [Flow(**r) for r in rows]
     except json.JSONDecodeError as e:
         raise InputError(f"not valid JSON: {e.msg}", source=str(path), line=e.lineno) from e
     except (KeyError, TypeError, AttributeError) as e:
