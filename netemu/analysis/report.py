@@ -185,7 +185,8 @@ def fig_map(out: Path, tracks, stations, plan) -> str | None:
                 continue
             mid = (c["start_s"] + c["end_s"]) / 2
             pts = tracks[c["from"]]
-            k = min(range(len(pts)), key=lambda j: abs(pts[j][0] - mid))
+            # track points are every TRACK_STEP_S from pts[0]: the nearest by index
+            k = min(max(round((mid - pts[0][0]) / TRACK_STEP_S), 0), len(pts) - 1)
             if abs(pts[k][0] - mid) > 2 * TRACK_STEP_S:
                 continue
             la, lo = stations[c["to"]]
@@ -224,12 +225,15 @@ def fig_timeline(out: Path, plan, stations: dict, end_s: float | None) -> str | 
     color = dict(zip(sats, _colors(len(sats)), strict=True))
     plt = _plt()
     fig, ax = plt.subplots(figsize=(11, 0.6 * len(grounds) + 2.0))
+    by_ground: dict[str, list[dict]] = {}
+    for c in gsl:
+        by_ground.setdefault(c["to"], []).append(c)
     for row, g in enumerate(grounds):
-        for c in gsl:
-            if c["to"] != g:
-                continue
-            ax.broken_barh([(c["start_s"] / 60, (c["end_s"] - c["start_s"]) / 60)], (row - 0.35, 0.7),
-                           color=color[c["from"]], alpha=0.85)
+        cs = by_ground.get(g, [])
+        if cs:  # one artist per station
+            ax.broken_barh([(c["start_s"] / 60, (c["end_s"] - c["start_s"]) / 60) for c in cs],
+                           (row - 0.35, 0.7), facecolors=[color[c["from"]] for c in cs],
+                           alpha=0.85)
     ax.set_yticks(range(len(grounds)))
     ax.set_yticklabels(grounds)
     ax.set_xlabel("scenario time (minutes from the epoch)")
