@@ -54,6 +54,7 @@ from netemu.agent.channels import (
 )
 from netemu.agent.config import AgentConfig, NeighbourConfig, split_host_port
 from netemu.agent.core import HOUSEKEEPING_S, AgentCore
+from netemu.agent.counters import CountersTimer
 from netemu.agent.log import JsonLog
 from netemu.agent.telemetry import BundlePublisher
 from netemu.agent.traffic import TrafficGenerator, load_traffic
@@ -96,6 +97,8 @@ class AgentServices:
     #: bounds the TCP connects in flight (a node host's nodes share one): when every
     #: link comes up at once, thousands of dials would otherwise time out in the queue
     dial_gate: asyncio.Semaphore | None = None
+    #: a ``counters/<node>`` timer of the node's own (False: the process runs one for all)
+    counters_timer: bool = True
 
 
 class PlanIndex:
@@ -195,6 +198,9 @@ class Agent:
         # bundle/<node> telemetry when the run's MQTT variables are set (else None)
         self.telemetry: BundlePublisher | None = (
             self.services.publisher(host.mqtt, cfg.node) if host.mqtt is not None else None)
+        self.bundle_events = self.telemetry is not None and host.bundle_events_on
+        self.counters_s = host.counters_interval_s if self.telemetry is not None else 0.0
+        self._counters: CountersTimer | None = None
         self.core = (core_factory or _default_core)(self)
         self.traffic: TrafficGenerator | None = None  # the scenario's flows, when given
 
@@ -229,6 +235,9 @@ class Agent:
         await self.app.start()
         if self.telemetry is not None:
             self.telemetry.start()
+            if self.counters_s > 0 and self.services.counters_timer:
+                self._counters = CountersTimer(lambda: (self,), self.counters_s, self.clock)
+                self._spawn(self._counters.run())
         self.core.start()
         if cfg.traffic:
             self.traffic = TrafficGenerator(self, load_traffic(cfg.traffic),
@@ -255,6 +264,8 @@ class Agent:
 
     async def shutdown(self) -> None:
         self.log("agent_stopping")
+        if self._counters is not None:
+            self._counters.publish(final=True)
         for srv in self.servers:
             srv.close()
         for ch in list(self.channels):

@@ -27,6 +27,7 @@ from netemu.dtn.bundle import REPORT_FLAGS, datetime_to_dtn_ms
 from netemu.dtn.eid import EID
 from netemu.dtn.errors import BundleError
 from netemu.dtn.state import HELD_STATES, BundleState
+from netemu.dtn.status import Reason
 from netemu.errors import InputError
 from netemu.plan.contacts import ContactPlan, Node
 from netemu.routing import get_router
@@ -142,6 +143,7 @@ class AgentCore:
         self._events: list[tuple[Any, Any]] = []
         self._notes: list[bpa.BundleEvent] = []  # telemetry, published after the commit
         self.purged = 0  # tombstones swept from the store
+        self.expired = 0  # bundles deleted because their lifetime ended (counters)
         self._flush_scheduled = False
         # Pipelined group commit (disk durability): one commit thread, one commit at once.
         # (a node host's is shared by its nodes: each node has one commit at most in it)
@@ -176,7 +178,7 @@ class AgentCore:
             bpa.CoreConfig(node_id=EID.ipn(cfg.ipn, 0), node_name=cfg.node,
                             plan_epoch_ms=datetime_to_dtn_ms(self.plan.epoch),
                             max_bytes=cfg.store_max_bytes, policy=security_policy(cfg),
-                            bundle_events=self.agent.telemetry is not None),
+                            bundle_events=self.agent.bundle_events),
             router)
         return router, core
 
@@ -449,6 +451,7 @@ class AgentCore:
                     store.set_state(a.bundle_id, a.state)
                 elif t is bpa.Delete:
                     store.set_state(a.bundle_id, BundleState.DELETED, reason=a.reason)
+                    self.expired += a.reason == Reason.LIFETIME_EXPIRED
                     log("bundle_deleted", bundle=a.bundle_id, reason=a.reason, message=a.message)
                 elif t is bpa.Forward or t is bpa.Deliver:
                     later.append(a)

@@ -20,9 +20,10 @@ Unix paths, reachable from any namespace.
 What the nodes share, read only: one :class:`~netemu.plan.contacts.ContactPlan` per
 distinct plan file (:class:`PlanCache`), hence one CGR contact graph and one plan index
 per plan. Also shared: the group-commit threads and the store's fdatasync threads (each
-node still has at most one commit in flight, so its commits stay in order), and one
+node still has at most one commit in flight, so its commits stay in order), one
 telemetry thread and broker connection that publishes every node's ``bundle/<node>``
-events (:class:`~netemu.agent.telemetry.PublisherHub`).
+events (:class:`~netemu.agent.telemetry.PublisherHub`), and one timer that samples every
+node's ``counters/<node>`` (:class:`~netemu.agent.counters.CountersTimer`).
 
 SIGTERM / SIGINT stop every node as ``netemu agent`` stops. A node whose config is bad,
 or that cannot start, fails the start with an error naming the node and its config. An
@@ -53,6 +54,7 @@ from typing import Any
 from netemu.agent.agent import Agent, AgentServices
 from netemu.agent.channels import Sockets, UdpclEndpoint
 from netemu.agent.config import AgentConfig
+from netemu.agent.counters import CountersTimer
 from netemu.agent.memtune import tune_malloc
 from netemu.agent.telemetry import PublisherHub
 from netemu.config import Fields, load_yaml
@@ -282,8 +284,12 @@ class NodeHost:
         self.dial_gate = asyncio.Semaphore(DIALS_IN_FLIGHT)
         self._by_node: dict[str, Agent] = {}
         self._started: list[Agent] = []
-        mqtt = HostEnv.from_env().mqtt  # the run's broker, when set: one connection for all
-        self.telemetry = PublisherHub(mqtt) if mqtt is not None else None
+        host = HostEnv.from_env()  # the run's broker, when set: one connection for all
+        self.telemetry = PublisherHub(host.mqtt) if host.mqtt is not None else None
+        # one counters/<node> timer for every node (started once the nodes are up)
+        self.counters_s = host.counters_interval_s if self.telemetry is not None else 0.0
+        self.counters: CountersTimer | None = None
+        self._counters_task: asyncio.Task | None = None
 
     def _node_error(self, node: HostedNode, e: BaseException, doing: str) -> NetemuError:
         what = f"{e}" if isinstance(e, NetemuError) else f"{type(e).__name__}: {e}"
@@ -315,6 +321,7 @@ class NodeHost:
                                      sync_pool=self.sync_pool, dial_gate=self.dial_gate)
             if self.telemetry is not None:
                 services.publisher = self.telemetry.publisher
+                services.counters_timer = False
             try:
                 agent = Agent(cfg, services=services)
             except (NetemuError, OSError) as e:
@@ -340,6 +347,10 @@ class NodeHost:
                 finally:
                     self._started.append(agent)  # (a half-started node is stopped too)
             _log("host_started", nodes=len(self.agents), plans=len(self.plans.plans))
+            if self.counters_s > 0 and self.agents:
+                self.counters = CountersTimer(lambda: self._started, self.counters_s,
+                                              self.agents[0].clock)
+                self._counters_task = loop.create_task(self.counters.run(), name="counters")
             await self._stop.wait()
         finally:
             await self.shutdown()
@@ -351,6 +362,12 @@ class NodeHost:
         """Stop every node (SESS_TERM, stores closed, sockets removed): one node's
         failure to stop does not keep the others from stopping."""
         started = self._started
+        if self._counters_task is not None:
+            self._counters_task.cancel()
+            self._counters_task = None
+        if self.counters is not None:  # every node's last sample, before any stops
+            self.counters.publish(final=True)
+            self.counters = None
         results = await asyncio.gather(*(a.shutdown() for a in started),
                                        return_exceptions=True)
         for agent, r in zip(started, results, strict=True):

@@ -1,4 +1,5 @@
-"""``bundle/<node>`` telemetry for the agent: a bounded queue drained by a publisher thread.
+"""The agent's telemetry: ``bundle/<node>`` events and ``counters/<node>`` samples, through
+a bounded queue drained by a publisher thread.
 
 Bundle processing must never wait for, or fail because of, the MQTT broker. The agent's
 event loop only appends a small dict to a bounded deque (:meth:`BundlePublisher.emit`,
@@ -23,7 +24,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 from netemu.runtime.env import HostEnv
 from netemu.runtime.telemetry import BrokerAccess, _connect_sync, _paho_client
@@ -34,17 +35,24 @@ RECONNECT_MAX_S = 5.0
 PAHO_QUEUE_MAX = 10_000  # messages paho may hold unacknowledged/unsent
 
 
+COUNTERS_TOPIC = "counters"
+BUNDLE_TOPIC = "bundle"
+
+
 class BundlePublisher:
-    """Publishes ``bundle/<node>`` events without ever blocking the caller."""
+    """Publishes ``bundle/<node>`` events and ``counters/<node>`` samples without ever
+    blocking the caller. Queue entries are ``(publisher, topic, payload)``: a hub's
+    queue holds every node's."""
 
     def __init__(self, access: BrokerAccess, node: str, *, queue_max: int = QUEUE_MAX,
                  client_id: str | None = None) -> None:
         self.access = access
         self.node = node
-        self.topic = f"{access.topic_prefix}/bundle/{node}"
+        self.topic = f"{access.topic_prefix}/{BUNDLE_TOPIC}/{node}"
+        self.counters_topic = f"{access.topic_prefix}/{COUNTERS_TOPIC}/{node}"
         self.queue_max = queue_max
         self.client_id = client_id or f"agent-{node}-{os.getpid()}-{secrets.token_hex(3)}"
-        self._q: deque[dict[str, Any]] = deque()
+        self._q: deque[tuple[BundlePublisher, str, dict[str, Any]]] = deque()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -63,12 +71,20 @@ class BundlePublisher:
 
     # --- the agent's side (event loop thread) ----------------------------------------
     def emit(self, payload: dict[str, Any]) -> None:
-        """Queue one event; drop (and count) it when the queue is full."""
-        if len(self._q) >= self.queue_max:
+        """Queue one ``bundle/<node>`` event; drop (and count) it when the queue is full."""
+        self._queue(self.topic, payload)
+
+    def emit_counters(self, payload: dict[str, Any]) -> None:
+        """Queue one ``counters/<node>`` sample (dropped and counted as :meth:`emit`)."""
+        self._queue(self.counters_topic, payload)
+
+    def _queue(self, topic: str, payload: dict[str, Any]) -> None:
+        q = self._q
+        if len(q) >= self.queue_max:
             self.dropped += 1
             return
-        self._q.append(payload)
-        if len(self._q) == 1:
+        q.append((self, topic, payload))
+        if len(q) == 1:
             self._wake.set()
 
     def start(self) -> None:
@@ -134,21 +150,23 @@ class BundlePublisher:
         q = self._q
         dumps = json.dumps
         while q and client.is_connected():
-            payload = q[0]
-            info = client.publish(self.topic, dumps(payload, separators=(",", ":")), qos=1)
+            owner, topic, payload = q[0]
+            info = client.publish(topic, dumps(payload, separators=(",", ":")), qos=1)
             if info.rc not in (0, 4):  # 4 = NO_CONN: paho keeps QoS 1 and sends it later
                 # (paho's own queue is full)
                 self.last_error = f"publish rc {info.rc}"
                 self._stop.wait(0.05)
                 return
             q.popleft()
-            self.published += 1
+            owner.published += 1
+            if owner is not self:
+                self.published += 1
 
 
 class PublisherHub(BundlePublisher):
     """One publisher thread and one broker connection for every node of a node host:
-    each node's :class:`NodePublisher` queues ``(node, payload)`` here and its events
-    go out on its own ``bundle/<node>`` topic, as a single-node agent's would."""
+    each node's :class:`NodePublisher` queues its messages here and they go out on its
+    own ``bundle/<node>`` and ``counters/<node>`` topics, as a single-node agent's would."""
 
     def __init__(self, access: BrokerAccess, *, queue_max: int = QUEUE_MAX) -> None:
         super().__init__(access, "host", queue_max=queue_max,
@@ -161,20 +179,6 @@ class PublisherHub(BundlePublisher):
         is the same for every node)."""
         return NodePublisher(self, node)
 
-    def _drain(self, client: Any) -> None:
-        q = self._q
-        dumps = json.dumps
-        while q and client.is_connected():
-            node, payload = cast("tuple[NodePublisher, dict[str, Any]]", q[0])
-            info = client.publish(node.topic, dumps(payload, separators=(",", ":")), qos=1)
-            if info.rc not in (0, 4):  # as BundlePublisher._drain
-                self.last_error = f"publish rc {info.rc}"
-                self._stop.wait(0.05)
-                return
-            q.popleft()
-            node.published += 1
-            self.published += 1
-
 
 class NodePublisher(BundlePublisher):
     """A node's ``bundle/<node>`` publisher on a :class:`PublisherHub` (no thread of its
@@ -185,12 +189,12 @@ class NodePublisher(BundlePublisher):
         self.hub = hub
         self._started = False
 
-    def emit(self, payload: dict[str, Any]) -> None:
+    def _queue(self, topic: str, payload: dict[str, Any]) -> None:
         q = self.hub._q
         if len(q) >= self.hub.queue_max:
             self.dropped += 1
             return
-        q.append((self, payload))  # type: ignore[arg-type]
+        q.append((self, topic, payload))
         if len(q) == 1:
             self.hub._wake.set()
 

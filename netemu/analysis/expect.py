@@ -3,7 +3,9 @@
 Each expectation is ``{metric: NAME, op: OP, value: NUMBER}`` with OP one of ``>=``,
 ``<=``, ``>``, ``<``, ``==``, ``!=``. NAME is a key of ``metrics.json`` (see
 :data:`netemu.analysis.metrics.METRIC_DOCS`) or a dotted path into it
-(``link_use.sat-1->gs-a.utilisation``). An expectation whose metric was not measured in
+(``link_use.sat-1->gs-a.utilisation``, ``traffic.latency_vs_projection_s.p95``,
+``traffic.by_name.gateways.delivery_ratio``,
+``node_counters.by_kind.satellite.stored_bundles_peak``). An expectation whose metric was not measured in
 the run (no data: ``null``) fails, saying so. A name that is not a metric at all is a
 user error, reported with the closest known names, before anything runs when
 :func:`validate` is used.
@@ -21,7 +23,9 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
+from netemu.analysis.counters import expect_paths as counter_paths
 from netemu.analysis.metrics import METRIC_DOCS
+from netemu.analysis.traffic import expect_paths as traffic_paths
 from netemu.config import Fields
 from netemu.errors import InputError
 from netemu.runtime.rundir import RunDir
@@ -35,6 +39,24 @@ OPS: dict[str, Callable[[float, float], bool]] = {
     "!=": lambda a, b: not math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9),
 }
 _DETAIL_ROOTS = ("link_use", "apps", "eo_filter_by_node")
+# Objects whose paths are known in advance; a NAME/KIND level stands for any key there.
+_SCHEMA_ROOTS = {"traffic": "NAME", "node_counters": "KIND"}
+
+
+def schema_paths() -> list[str]:
+    """The dotted paths into ``traffic`` and ``node_counters`` (with NAME / KIND)."""
+    return [*traffic_paths(), *counter_paths()]
+
+
+def _schema_forms(name: str) -> list[str]:
+    """``name`` with its free level (an entry name, a node kind: it may hold dots) written
+    as in :func:`schema_paths`, each way it can be read."""
+    parts = name.split(".")
+    root = _SCHEMA_ROOTS.get(parts[0])
+    if root is None or len(parts) < 4 or parts[1] not in ("by_name", "by_kind"):
+        return [name]
+    return [".".join([*parts[:2], root, *parts[-tail:]])
+            for tail in (1, 2) if len(parts) - tail > 2]
 
 
 @dataclass(frozen=True)
@@ -96,9 +118,10 @@ def _suggest(name: str, known: Sequence[str]) -> str:
     return f"; did you mean {', '.join(close)}?" if close else ""
 
 
-def unknown_metric(exp: Expectation, known: Sequence[str]) -> InputError:
+def unknown_metric(exp: Expectation, known: Sequence[str], *,
+                   shown: str | None = None) -> InputError:
     return InputError(
-        f"unknown metric {exp.metric!r}{_suggest(exp.metric, known)} "
+        f"unknown metric {shown or exp.metric!r}{_suggest(exp.metric, known)} "
         f"(known metrics: see docs/report.md or metrics.json)",
         source=exp.source, line=exp.line, field=f"{exp.field}.metric" if exp.field else "metric",
     )
@@ -106,9 +129,16 @@ def unknown_metric(exp: Expectation, known: Sequence[str]) -> InputError:
 
 def validate(expectations: Sequence[Expectation]) -> None:
     """Refuse names that can never be metrics, before a run starts."""
+    schema = schema_paths()
     for e in expectations:
         if e.metric in METRIC_DOCS or e.metric.split(".")[0] in _DETAIL_ROOTS:
             continue
+        if e.metric.split(".")[0] in _SCHEMA_ROOTS:
+            forms = _schema_forms(e.metric)
+            if any(f in schema for f in forms):
+                continue
+            raise unknown_metric(Expectation(forms[0], e.op, e.value, e.source,
+                                             e.line, e.field), schema, shown=e.metric)
         raise unknown_metric(e, sorted(METRIC_DOCS))
 
 

@@ -9,11 +9,17 @@ Sources (all optional; a figure whose source is missing is ``null``, never inven
 - ``apps/<app>/<node>/result.json`` and ``usage.json`` — what each app measured itself
   and what the runner measured of it;
 - ``captures/*.pcap`` with ``captures/*.json`` sidecars — packets seen on links
-  (``netemu capture``), for traffic outside contacts.
+  (``netemu capture``), for traffic outside contacts;
+- ``traffic.json`` and ``agents/<node>/traffic.jsonl`` — the traffic flows and the
+  bundles the agents sent and delivered for them;
+- ``counters/<node>`` events — the agents' counters, summed per node kind.
 
 Top-level keys with scalar values are the metrics that ``expect:`` can test
 (:data:`METRIC_DOCS` lists them with their meaning); ``link_use``, ``apps`` and
-``query_latencies_s`` carry the detail the report draws.
+``query_latencies_s`` carry the detail the report draws; ``traffic`` (the scenario's
+traffic flows, :mod:`netemu.analysis.traffic`) and ``node_counters`` (the agents'
+counters per node kind, :mod:`netemu.analysis.counters`) are objects whose numbers
+``expect:`` reaches by dotted path (``traffic.latency_vs_projection_s.p95``).
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from netemu.analysis.counters import counter_metrics, scan
+from netemu.analysis.traffic import traffic_metrics, write_csv
 from netemu.errors import InputError
 from netemu.runtime.rundir import RunDir
 
@@ -35,6 +43,7 @@ METRIC_DOCS: dict[str, str] = {
     "bundles_expired": "distinct bundles that expired before delivery",
     "bundles_deleted": "distinct bundles deleted (other reasons) before delivery",
     "bundles_in_flight": "bundles neither delivered, expired nor deleted at the end",
+    "bundle_events_dropped": "bundle events the recorder left out of events.jsonl (its cap)",
     "delivery_ratio": "bundles_delivered / bundles_created",
     "bundle_latency_p50_s": "median first-seen → delivered time of delivered bundles",
     "bundle_latency_p95_s": "95th percentile first-seen → delivered time",
@@ -158,15 +167,63 @@ def _agent_expired(run_dir: Path | None) -> set[str]:
     return out
 
 
+def recorder_capped(events: list[dict[str, Any]]) -> tuple[bool, int | None]:
+    """Whether the recorder capped the ``bundle/`` lines, and how many it left out (None
+    when the run ended before the recorder could say)."""
+    capped, dropped = False, None
+    for ev in events:
+        parts = _topic_parts(ev)
+        if parts[:1] != ["recorder"]:
+            continue
+        p = ev["payload"]
+        if p.get("event") == "cap_reached" and p.get("topics") == "bundle":
+            capped = True
+        elif p.get("event") == "capped" and (p.get("dropped") or {}).get("bundle"):
+            capped, dropped = True, int(p["dropped"]["bundle"])
+    return capped, dropped
+
+
 def bundle_metrics(events: list[dict[str, Any]], run_dir: Path | None = None) -> dict[str, Any]:
-    """Bundle figures from ``bundle/<node>`` events; when the agents published none, from
-    the apps' own events (bundles sent by apps vs delivered to apps) and the agents'
-    logs (expiries). ``bundle_source`` says which."""
-    if not any(_topic_parts(e)[:1] == ["bundle"] for e in events):
-        app = _app_bundle_events(events)
-        if app:
-            return _bundle_metrics_from_apps(app, _agent_expired(run_dir))
+    """Bundle figures from ``bundle/<node>`` events when the recorder kept them all; else
+    from the agents' ``counters/<node>`` samples (totals only: no latencies); else from
+    the apps' own events (bundles sent by apps vs delivered to apps) and the agents' logs
+    (expiries). ``bundle_source`` says which."""
+    has_bundle = any(_topic_parts(e)[:1] == ["bundle"] for e in events)
+    capped, dropped = recorder_capped(events)
+    if has_bundle and not capped:
+        return {**_bundle_metrics_from_bundle_events(events), "bundle_events_dropped": 0}
+    totals = scan(events, {}).totals
+    if totals:
+        return {**_bundle_metrics_from_counters(totals), "bundle_events_dropped": dropped}
+    if has_bundle:  # capped, no counters: the kept events only, no ratio from a part
+        m = _bundle_metrics_from_bundle_events(events)
+        m.update(delivery_ratio=None, bundle_latency_p50_s=None, bundle_latency_p95_s=None,
+                 bundle_source="bundle events (capped by the recorder: partial)",
+                 bundle_events_dropped=dropped)
+        return m
+    app = _app_bundle_events(events)
+    if app:
+        return _bundle_metrics_from_apps(app, _agent_expired(run_dir))
     return _bundle_metrics_from_bundle_events(events)
+
+
+def _bundle_metrics_from_counters(totals: dict[str, dict[str, int]]) -> dict[str, Any]:
+    def total(key: str) -> int:
+        return sum(t[key] for t in totals.values())
+
+    created, delivered = total("sent"), total("delivered")
+    expired, deleted = total("expired"), total("deleted")
+    return {
+        "bundles_created": created,
+        "bundles_delivered": delivered,
+        "bundles_expired": expired,
+        "bundles_deleted": deleted,
+        "bundles_in_flight": max(0, created - delivered - expired - deleted),
+        "delivery_ratio": (delivered / created) if created else None,
+        "bundle_latency_p50_s": None,
+        "bundle_latency_p95_s": None,
+        "bundle_source": "agent counters",
+    }
 
 
 def _bundle_metrics_from_apps(app: list[tuple[float | None, str, str]], expired_ids: set[str]) -> dict[str, Any]:
@@ -420,8 +477,10 @@ def _link_use_from_captures(run: Path, plan: dict[str, Any] | None, links: dict[
 # --------------------------------------------------------------------------- all
 
 
-def compute(run_dir: str | Path) -> dict[str, Any]:
-    """Every metric of the run in ``run_dir`` (see :data:`METRIC_DOCS`)."""
+def compute(run_dir: str | Path, *, traffic_rows: list[dict[str, Any]] | None = None
+            ) -> dict[str, Any]:
+    """Every metric of the run in ``run_dir`` (see :data:`METRIC_DOCS`); one row per
+    traffic flow is appended to ``traffic_rows`` when given."""
     run = Path(run_dir)
     if not run.is_dir():
         raise InputError("not a run directory", source=str(run))
@@ -456,6 +515,8 @@ def compute(run_dir: str | Path) -> dict[str, Any]:
         m["traffic_outside_contacts_bytes"] = cap
         m["traffic_outside_contacts_source"] = "captures"
     m.update(app_metrics(run, events))
+    m["node_counters"] = counter_metrics(events, plan) or None
+    m["traffic"] = traffic_metrics(run, flows_out=traffic_rows)
     for key in METRIC_DOCS:
         m.setdefault(key, None)
     return m
@@ -464,8 +525,12 @@ def compute(run_dir: str | Path) -> dict[str, Any]:
 def write(run_dir: str | Path) -> Path:
     """Compute the metrics and write ``<run>/metrics.json``; returns its path."""
     run = Path(run_dir)
-    m = compute(run)
-    out = RunDir(run).metrics_json
+    rows: list[dict[str, Any]] = []
+    m = compute(run, traffic_rows=rows)
+    rd = RunDir(run)
+    if m.get("traffic") is not None:
+        write_csv(rd.traffic_flows_csv, rows)
+    out = rd.metrics_json
     out.write_text(json.dumps(m, indent=1, sort_keys=True, default=_json_default) + "\n")
     return out
 

@@ -1,7 +1,7 @@
 """The run report: ``<run>/report/index.html`` and the PNG figures it shows.
 
 Everything comes from the run directory (metrics.json — computed when missing —,
-plan.json, scenario.yaml, app results), so a report can be rebuilt at any time with
+plan.json, scenario.yaml, app results, traffic_flows.csv, the counters in events.jsonl), so a report can be rebuilt at any time with
 ``netemu report RUN``. Figures are drawn with matplotlib's Agg backend; the map is a
 plain latitude/longitude grid (no coastline data ships offline), with ground tracks,
 ground stations and the ground links of the run's contacts.
@@ -110,6 +110,45 @@ def ground_tracks(run: Path, duration_s: float) -> tuple[dict[str, list[tuple[fl
     return tracks, stations
 
 
+def positions_at(run: Path, t_s: float) -> tuple[dict[str, tuple[float, float]],
+                                                 dict[str, tuple[float, float]]]:
+    """Sub-satellite points ``{sat: (lat, lon)}`` at scenario time ``t_s`` and stations
+    ``{name: (lat, lon)}``, from the run's scenario.yaml (empty when it cannot be read)."""
+    path = RunDir(run).scenario_yaml
+    if not path.exists():
+        return {}, {}
+    try:
+        import numpy as np
+
+        from netemu.plan import orbit
+        from netemu.plan.scenario import load_scenario
+
+        sc = load_scenario(path)
+    except Exception:  # noqa: BLE001 - a report without a map beats no report
+        return {}, {}
+    stations = {g.name: (g.lat_deg, g.lon_deg) for g in sc.ground_stations}
+    sats = sc.satellites
+    if not sats:
+        return {}, stations
+    t = np.array([float(t_s)])
+    r, _v, _e = orbit.propagate_direct([s.satrec for s in sats], sc.epoch, t)
+    ecef = orbit.teme_to_ecef(r, orbit.theta_gmst(sc.epoch, t)[:, None])[0]
+    lat = np.degrees(np.arctan2(ecef[:, 2], np.hypot(ecef[:, 0], ecef[:, 1])))
+    lon = np.degrees(np.arctan2(ecef[:, 1], ecef[:, 0]))
+    return ({s.name: (float(lat[i]), float(lon[i])) for i, s in enumerate(sats)
+             if np.isfinite(lat[i])}, stations)
+
+
+def storage_scan(run: Path, m: dict) -> Any:
+    """The agents' counters (:class:`~netemu.analysis.counters.CounterScan`), or None when
+    the run has none."""
+    if not m.get("node_counters"):
+        return None
+    from netemu.analysis.counters import node_kinds, scan
+
+    return scan(metrics_mod.telemetry_events(run), node_kinds(_plan(run)))
+
+
 # --------------------------------------------------------------------------- figures
 
 
@@ -146,7 +185,8 @@ def fig_map(out: Path, tracks, stations, plan) -> str | None:
                 continue
             mid = (c["start_s"] + c["end_s"]) / 2
             pts = tracks[c["from"]]
-            k = min(range(len(pts)), key=lambda j: abs(pts[j][0] - mid))
+            # track points are every TRACK_STEP_S from pts[0]: the nearest by index
+            k = min(max(round((mid - pts[0][0]) / TRACK_STEP_S), 0), len(pts) - 1)
             if abs(pts[k][0] - mid) > 2 * TRACK_STEP_S:
                 continue
             la, lo = stations[c["to"]]
@@ -185,12 +225,15 @@ def fig_timeline(out: Path, plan, stations: dict, end_s: float | None) -> str | 
     color = dict(zip(sats, _colors(len(sats)), strict=True))
     plt = _plt()
     fig, ax = plt.subplots(figsize=(11, 0.6 * len(grounds) + 2.0))
+    by_ground: dict[str, list[dict]] = {}
+    for c in gsl:
+        by_ground.setdefault(c["to"], []).append(c)
     for row, g in enumerate(grounds):
-        for c in gsl:
-            if c["to"] != g:
-                continue
-            ax.broken_barh([(c["start_s"] / 60, (c["end_s"] - c["start_s"]) / 60)], (row - 0.35, 0.7),
-                           color=color[c["from"]], alpha=0.85)
+        cs = by_ground.get(g, [])
+        if cs:  # one artist per station
+            ax.broken_barh([(c["start_s"] / 60, (c["end_s"] - c["start_s"]) / 60) for c in cs],
+                           (row - 0.35, 0.7), facecolors=[color[c["from"]] for c in cs],
+                           alpha=0.85)
     ax.set_yticks(range(len(grounds)))
     ax.set_yticklabels(grounds)
     ax.set_xlabel("scenario time (minutes from the epoch)")
@@ -304,6 +347,69 @@ def fig_links(out: Path, m: dict, top: int = 20) -> str | None:
     return "links.png"
 
 
+def fig_storage_map(out: Path, run: Path, sc: Any) -> str | None:
+    """Stored bundles per satellite (marker size and colour) where the satellites were
+    at the moment satellites held the most bundles."""
+    if sc is None or "satellite" not in sc.peak:
+        return None
+    t_peak, total, per_node = sc.peak["satellite"]
+    pos, stations = positions_at(run, t_peak)
+    if not pos:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(11, 6.0))
+    ax.set_xlim(-180, 180)
+    ax.set_ylim(-90, 90)
+    ax.set_xticks(range(-180, 181, 30))
+    ax.set_yticks(range(-90, 91, 30))
+    ax.set_xlabel("longitude (°)")
+    ax.set_ylabel("latitude (°)")
+    ax.set_aspect("equal")
+    empty = [p for n, p in pos.items() if not per_node.get(n)]
+    if empty:
+        ax.scatter([p[1] for p in empty], [p[0] for p in empty], s=4, color="#BBBBBB",
+                   label="no bundle stored", zorder=1)
+    full = sorted(((per_node[n], p) for n, p in pos.items() if per_node.get(n)),
+                  key=lambda x: x[0])
+    if full:
+        vals = [v for v, _ in full]
+        top = max(vals)
+        sc_plot = ax.scatter([p[1] for _, p in full], [p[0] for _, p in full],
+                             s=[12 + 240 * (v / top) ** 0.5 for v in vals], c=vals,
+                             cmap="viridis", vmin=0, vmax=top, edgecolors="black",
+                             linewidths=0.4, zorder=2)
+        fig.colorbar(sc_plot, ax=ax, shrink=0.7, label="bundles stored")
+    for name, (la, lo) in stations.items():
+        ax.plot(lo, la, marker="^", color="#D55E00", ms=7, mec="black", mew=0.5, zorder=3)
+        if len(stations) <= 40:
+            ax.annotate(name, (lo, la), xytext=(4, 4), textcoords="offset points", fontsize=7)
+    ax.set_title(f"Where bundles waited: bundles stored per satellite at t = {t_peak:,.0f} s, "
+                 f"the satellites' peak ({total:,} bundles)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out / "storage_map.png")
+    plt.close(fig)
+    return "storage_map.png"
+
+
+def fig_storage_series(out: Path, sc: Any) -> str | None:
+    """Bundles stored over time, summed per node kind."""
+    if sc is None or not any(len(v) > 1 for v in sc.series.values()):
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    for i, (kind, series) in enumerate(sorted(sc.series.items())):
+        ax.step([t for t, _, _ in series], [b for _, b, _ in series], where="post",
+                color=PALETTE[i % len(PALETTE)], lw=1.6, label=kind)
+    ax.set_xlabel("scenario time (s)")
+    ax.set_ylabel("bundles stored")
+    ax.set_title("Bundles stored in the agents, per node kind", loc="left")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "storage.png")
+    plt.close(fig)
+    return "storage.png"
+
+
 def fig_apps(out: Path, m: dict) -> str | None:
     apps = m.get("apps") or {}
     rows = [(k, a) for k, a in apps.items() if isinstance(a.get("cpu_s"), (int, float))]
@@ -361,7 +467,18 @@ def headline(m: dict) -> list[tuple[str, str]]:
         ("bytes captured → sent", f"{_fmt_bytes(m.get('bytes_captured'))} → {_fmt_bytes(m.get('bytes_sent'))}"),
         ("bundles delivered / expired", f"{m.get('bundles_delivered') or 0} / {m.get('bundles_expired') or 0}"),
         ("tiles received on the ground", _fmt(m.get("tiles_received"))),
+        *_traffic_cards(m),
     ]
+
+
+def _traffic_cards(m: dict) -> list[tuple[str, str]]:
+    tr = m.get("traffic")
+    if not tr:
+        return []
+    late = (tr.get("latency_vs_projection_s") or {}).get("p95")
+    return [("traffic delivered / expected",
+             f"{_fmt(tr.get('expected_delivered'))} / {_fmt(tr.get('expected'))}"),
+            ("traffic late vs CGR p95", _fmt(late, "s"))]
 
 
 def _expect_from_junit(path: Path) -> dict | None:
@@ -426,6 +543,76 @@ def _apps_table(m: dict) -> str:
             f"<th>logs</th></tr>{''.join(rows)}</table>")
 
 
+MAX_FLOW_ROWS = 20
+"""Flows listed one by one in the report; beyond that, the worst ones by delivery."""
+
+
+def _lat(d: dict | None, key: str) -> str:
+    return _fmt((d or {}).get(key), "s")
+
+
+def _traffic_html(run: Path, m: dict) -> str:
+    tr = m.get("traffic")
+    if not tr:
+        return ""
+    from netemu.analysis.traffic import read_csv
+
+    def row(label: str, x: dict) -> str:
+        cells = [x.get("flows"), x.get("sent"), x.get("delivered"),
+                 _fmt(x.get("delivery_ratio"), "%"),
+                 _lat(x.get("latency_s"), "p50"), _lat(x.get("latency_s"), "p95"),
+                 _lat(x.get("latency_s"), "max"), x.get("expected"),
+                 x.get("expected_delivered"), _fmt(x.get("expected_delivery_ratio"), "%"),
+                 _lat(x.get("latency_vs_projection_s"), "p95")]
+        return (f"<tr><td>{html.escape(label)}</td>"
+                + "".join(f"<td class='n'>{html.escape(_fmt(c))}</td>" for c in cells)
+                + "</tr>")
+
+    head = ("<tr><th>entry</th><th>flows</th><th>sent</th><th>delivered</th><th>ratio</th>"
+            "<th>latency p50</th><th>p95</th><th>max</th><th>expected</th>"
+            "<th>expected delivered</th><th>ratio</th><th>late p95</th></tr>")
+    rows = [row(name, x) for name, x in sorted(tr.get("by_name", {}).items())]
+    rows.append(row("all", tr).replace("<td>all</td>", "<td><b>all</b></td>"))
+    flows = read_csv(RunDir(run).traffic_flows_csv)
+    flow_html = ""
+    if flows:
+        if len(flows) > MAX_FLOW_ROWS:
+            def badness(r: dict) -> tuple:
+                ratio = float(r["delivery_ratio"]) if r["delivery_ratio"] else 2.0
+                return (ratio, -int(r["sent"] or 0))
+            shown = sorted(flows, key=badness)[:MAX_FLOW_ROWS]
+            what = (f"the {MAX_FLOW_ROWS} flows with the lowest delivery ratio, of "
+                    f"{len(flows):,} (all in <a href='../traffic_flows.csv'>"
+                    "traffic_flows.csv</a>)")
+        else:
+            shown, what = flows, "every flow"
+        fr = "".join(
+            f"<tr><td>{html.escape(r['key'])}</td><td class='n'>{r['sent']}</td>"
+            f"<td class='n'>{r['delivered']}</td>"
+            f"<td class='n'>{_fmt(float(r['delivery_ratio']), '%') if r['delivery_ratio'] else '—'}</td>"
+            f"<td class='n'>{_fmt(float(r['latency_p50_s']), 's') if r['latency_p50_s'] else '—'}</td>"
+            f"<td class='n'>{_fmt(float(r['latency_max_s']), 's') if r['latency_max_s'] else '—'}</td>"
+            f"<td class='n'>{r['expected'] or '—'}</td>"
+            f"<td class='n'>{_fmt(float(r['late_p95_s']), 's') if r['late_p95_s'] else '—'}</td></tr>"
+            for r in shown)
+        flow_html = (f"<p class='note'>Per flow: {what}.</p><table><tr><th>flow</th>"
+                     "<th>sent</th><th>delivered</th><th>ratio</th><th>latency p50</th>"
+                     f"<th>max</th><th>expected</th><th>late p95</th></tr>{fr}</table>")
+    w = tr.get("window_s")
+    proj = tr.get("projection") or {}
+    note = (f"Sends {html.escape(_fmt(tr.get('scheduled')))} scheduled in the window"
+            + (f" [{w[0]:g}, {w[1]:g}] s" if w else "")
+            + f", {tr.get('sent')} recorded. <i>Expected</i>: sends whose arrival as CGR "
+            "projects it at send time falls inside the window; <i>late</i>: delivery time − "
+            "that projected arrival"
+            + (f" ({proj.get('sends')} projections in {proj.get('seconds')} s)"
+               if proj.get("seconds") is not None else " (no plan.json: no projection)")
+            + f". {tr.get('duplicates')} repeated records (restarts) and "
+            f"{tr.get('records_skipped')} cut lines were not counted.")
+    return (f"<section><h2>Traffic flows</h2><p class='note'>{note}</p>"
+            f"<table>{head}{''.join(rows)}</table>{flow_html}</section>")
+
+
 def _paths_html(run: Path) -> str:
     try:
         from netemu.analysis.pcap import bundle_paths_from_run
@@ -450,13 +637,32 @@ def _paths_html(run: Path) -> str:
             f"<table><tr><th>bundle</th><th>hops</th></tr>{''.join(rows)}</table></section>")
 
 
+def _storage_note(m: dict) -> str:
+    nc = m.get("node_counters")
+    if not nc:
+        return ""
+    rows = "".join(
+        f"<tr><td>{html.escape(k)}</td><td class='n'>{v.get('nodes')}</td>"
+        + "".join(f"<td class='n'>{_fmt(v.get(c))}</td>" for c in (
+            "sent", "received", "forwarded", "delivered", "expired", "deleted",
+            "stored_bundles_peak", "stored_bundles_end"))
+        + f"<td class='n'>{html.escape(_fmt_bytes(v.get('stored_bytes_peak')))}</td></tr>"
+        for k, v in nc.get("by_kind", {}).items())
+    top = ", ".join(f"{html.escape(x['node'])} {x['stored_bundles']} at {x['t_s']:g} s"
+                    for x in nc.get("top_stored", []))
+    return ("<p class='note'>The agents' counters (<code>counters/&lt;node&gt;</code>), "
+            "summed per node kind:</p><table><tr><th>kind</th><th>nodes</th><th>sent</th>"
+            "<th>received</th><th>forwarded</th><th>delivered</th><th>expired</th>"
+            "<th>deleted</th><th>stored peak</th><th>stored at end</th><th>bytes peak</th>"
+            f"</tr>{rows}</table>"
+            + (f"<p class='note'>Most bundles held by one node: {top}.</p>" if top else ""))
+
+
 def build(run_dir: str | Path, *, log: Callable[[str], None] | None = None) -> Path:
     """Write ``<run>/report/index.html`` and its PNGs; returns the HTML path."""
     run = Path(run_dir)
     rd = RunDir(run)
-    m = metrics_mod.load(run) if rd.metrics_json.exists() else metrics_mod.compute(run)
-    if not rd.metrics_json.exists():
-        metrics_mod.write(run)
+    m = metrics_mod.load(run)  # (computed and written once when missing)
     out = rd.report_dir
     out.mkdir(exist_ok=True)
     plan = _plan(run)
@@ -465,6 +671,12 @@ def build(run_dir: str | Path, *, log: Callable[[str], None] | None = None) -> P
     if plan and plan.get("contacts"):
         end_s = duration or None
     tracks, stations = ground_tracks(run, duration or 3600.0)
+    try:
+        storage = storage_scan(run, m)
+    except Exception as e:  # noqa: BLE001 - no storage figures rather than no report
+        storage = None
+        if log:
+            log(f"report: storage skipped: {e}")
     figs: dict[str, str | None] = {}
     for key, fn in (
         ("map", lambda: fig_map(out, tracks, stations, plan)),
@@ -474,6 +686,8 @@ def build(run_dir: str | Path, *, log: Callable[[str], None] | None = None) -> P
         ("bundles", lambda: fig_bundles(out, m)),
         ("links", lambda: fig_links(out, m)),
         ("apps", lambda: fig_apps(out, m)),
+        ("storage_map", lambda: fig_storage_map(out, run, storage)),
+        ("storage", lambda: fig_storage_series(out, storage)),
     ):
         try:
             figs[key] = fn()
@@ -521,6 +735,11 @@ def build(run_dir: str | Path, *, log: Callable[[str], None] | None = None) -> P
 {img('bundles', 'bundles delivered and expired', 'No bundle events recorded.')}
 <p class="note">Bundle latency (first seen → delivered): p50 {_fmt(m.get('bundle_latency_p50_s'), 's')}, p95 {_fmt(m.get('bundle_latency_p95_s'), 's')}.
 Traffic outside contacts: {_fmt_bytes(m.get('traffic_outside_contacts_bytes'))} (from {html.escape(str(m.get('traffic_outside_contacts_source')))}).</p></section>
+{_traffic_html(run, m)}
+<section><h2>Where bundles wait</h2>
+{img('storage_map', 'bundles stored per satellite on the map', 'No satellite storage recorded (no counters/<node> samples from satellites, or no readable scenario.yaml).')}
+{img('storage', 'bundles stored over time', 'No storage series (fewer than two counters samples).')}
+{_storage_note(m)}</section>
 <section><h2>Link use</h2>
 {img('links', 'link use', 'No per-link traffic recorded (no forwarded-bundle events from the agents, no captures under captures/).')}</section>
 {_paths_html(run)}

@@ -11,7 +11,10 @@ an ACL confines them to the run's topics ``netemu/<run>/#``. An optional TCP lis
 
 The recorder subscribes to ``netemu/<run>/#`` and appends every message to
 ``events.jsonl`` as ``{"t_s", "wall", "topic", "payload"}`` (read it back with
-:func:`netemu.runtime.rundir.read_events`).
+:func:`netemu.runtime.rundir.read_events`), except that per-bundle topics (``bundle/``
+and ``app/``) keep at most ``max_bundle_events`` lines each: past that, messages are
+counted per topic and event and summarised in ``recorder`` lines, so the file stays
+bounded however many bundles a run moves.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+from netemu.run.telemetry_config import DEFAULT_MAX_BUNDLE_EVENTS
 from netemu.runtime.rundir import check_run_name
 from netemu.runtime.telemetry import (
     TOPIC_ROOT,
@@ -229,12 +233,24 @@ class Broker:
 # --------------------------------------------------------------------------- recorder
 
 
+CAPPED_TOPICS = ("bundle", "app")
+"""First topic levels (after ``netemu/<run>/``) whose lines are capped: one message per
+bundle event. Link events, counters and run events are bounded by the scenario and kept."""
+RECORDER_TOPIC = "recorder"
+
+
 class Recorder:
     """Subscribes to every topic of the run and appends each message to a JSONL file.
 
     Each line: ``{"t_s": scenario seconds, "wall": unix time, "topic", "payload"}``;
     ``t_s`` is the payload's own when it has one, else the recorder's clock at receipt.
     A payload that is not JSON is kept as ``{"raw": text}``.
+
+    Each of :data:`CAPPED_TOPICS` keeps its first ``max_bundle_events`` messages (None:
+    all). When one reaches its cap the recorder writes a ``recorder`` line
+    ``{"event": "cap_reached", "topics": "bundle", "max_lines": N}``; at stop, a
+    ``{"event": "capped", "kept": {...}, "dropped": {...}, "dropped_by_event": {...}}``
+    line says how many it left out, per topic and per payload ``event``.
     """
 
     def __init__(
@@ -244,12 +260,17 @@ class Recorder:
         *,
         clock: Callable[[], float] | None = None,
         on_event: Callable[[dict[str, Any]], None] | None = None,
+        max_bundle_events: int | None = DEFAULT_MAX_BUNDLE_EVENTS,
     ) -> None:
         self.access = access
         self.path = Path(path)
         self.clock = clock
         self.on_event = on_event
+        self.max_bundle_events = max_bundle_events
         self.count = 0
+        self.kept: dict[str, int] = dict.fromkeys(CAPPED_TOPICS, 0)
+        self.dropped: dict[str, int] = dict.fromkeys(CAPPED_TOPICS, 0)
+        self.dropped_by_event: dict[str, dict[str, int]] = {t: {} for t in CAPPED_TOPICS}
         self._file: TextIO | None = None
         self._client: Any = None
         self._lock = threading.Lock()
@@ -264,13 +285,50 @@ class Recorder:
         if not isinstance(t_s, (int, float)):
             t_s = self.clock() if self.clock else None
         event = {"t_s": t_s, "wall": wall, "topic": msg.topic, "payload": payload}
+        level = self._capped_level(msg.topic)
         with self._lock:
-            if self._file is not None:
+            if self._file is not None and (
+                    level is None or self._keep(level, payload, t_s, wall)):
                 self._file.write(json.dumps(event, separators=(",", ":")) + "\n")
                 self.count += 1
         if self.on_event is not None:
             with contextlib.suppress(Exception):
                 self.on_event(event)
+
+    def _capped_level(self, topic: str) -> str | None:
+        """The capped topic ``topic`` belongs to, if any."""
+        if self.max_bundle_events is None:
+            return None
+        prefix = self.access.topic_prefix + "/"
+        if not topic.startswith(prefix):
+            return None
+        level = topic[len(prefix):].partition("/")[0]
+        return level if level in self.kept else None
+
+    def _keep(self, level: str, payload: Any, t_s: float | None, wall: float) -> bool:
+        """Whether a message of capped topic ``level`` is written (under the lock);
+        counts it otherwise."""
+        assert self.max_bundle_events is not None
+        if self.kept[level] < self.max_bundle_events:
+            self.kept[level] += 1
+            if self.kept[level] == self.max_bundle_events:
+                self._note({"event": "cap_reached", "topics": level,
+                            "max_lines": self.max_bundle_events}, t_s, wall)
+            return True
+        self.dropped[level] += 1
+        kind = str(payload.get("event")) if isinstance(payload, dict) else "?"
+        by = self.dropped_by_event[level]
+        by[kind] = by.get(kind, 0) + 1
+        return False
+
+    def _note(self, payload: dict[str, Any], t_s: float | None, wall: float) -> None:
+        """A line of the recorder's own (under the lock, file open)."""
+        assert self._file is not None
+        payload = {**payload, "t_s": t_s}
+        line = {"t_s": t_s, "wall": wall,
+                "topic": f"{self.access.topic_prefix}/{RECORDER_TOPIC}", "payload": payload}
+        self._file.write(json.dumps(line, separators=(",", ":")) + "\n")
+        self.count += 1
 
     def start(self, timeout_s: float = 5.0) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -295,6 +353,12 @@ class Recorder:
             self._client = None
         with self._lock:
             if self._file is not None:
+                if any(self.dropped.values()):
+                    self._note({"event": "capped", "max_lines": self.max_bundle_events,
+                                "kept": dict(self.kept), "dropped": dict(self.dropped),
+                                "dropped_by_event": {k: dict(v) for k, v in
+                                                     self.dropped_by_event.items() if v}},
+                               self.clock() if self.clock else None, time.time())
                 self._file.close()
                 self._file = None
 

@@ -75,6 +75,7 @@ from netemu.run.apps import (
 )
 from netemu.run.broker import Broker, Recorder
 from netemu.run.capture import parse_capture_section, start_scenario_captures
+from netemu.run.telemetry_config import TelemetrySettings, parse_telemetry
 from netemu.runtime.env import (
     NETEMU_BP_SOCKET,
     NETEMU_DTN_SOCKET,
@@ -322,6 +323,7 @@ class Prepared:
     captures: list[tuple[str, str]] = field(default_factory=list)
     ip_routing: str = "oracle"
     traffic: Any = None  # the scenario's TrafficSpec, or None
+    telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
 
 
 # --------------------------------------------------------------------------- the run
@@ -382,6 +384,7 @@ class ScenarioRun:
         if self.opts.agents is not None:
             window = dc_replace(window, agents=None if self.opts.agents else ())
         routing = routing_config(sc.section("routing"))
+        telemetry = parse_telemetry(sc.section("telemetry"))
         ip_routing = self.opts.ip_routing or ip_routing_mode(sc.section("ip_routing"))
         if ip_routing not in IP_ROUTING:
             raise InputError(f"ip_routing must be one of {', '.join(IP_ROUTING)}, got "
@@ -418,7 +421,7 @@ class ScenarioRun:
             plan = ContactPlan(plan.epoch, plan.nodes,
                                [c for c in plan.contacts if c.kind != "isl"])
         self.prepared = Prepared(sc, window, plan, instances, expectations, routing, src,
-                                 captures, ip_routing, traffic)
+                                 captures, ip_routing, traffic, telemetry)
         return self.prepared
 
     # --- the run itself --------------------------------------------------------------
@@ -543,7 +546,8 @@ class ScenarioRun:
             c = clock_box.get("clock")
             return c.now_s() if c is not None else w.start_s
 
-        recorder = Recorder(access, rd.events_jsonl, clock=clock)
+        recorder = Recorder(access, rd.events_jsonl, clock=clock,
+                            max_bundle_events=p.telemetry.max_bundle_events)
         recorder.start()
         stack.callback(self._cleanup_step("the telemetry recorder", recorder.stop))
         publisher = SyncPublisher(access, client_id=f"netemu-emulator-{run}", clock=clock)
@@ -623,7 +627,7 @@ class ScenarioRun:
         stack.callback(lambda: shutil.rmtree(sock_root, ignore_errors=True))
         # what every process in a host is told (HostEnv names every variable)
         run_env = HostEnv(run=run, mqtt=access, window_start_s=w.start_s,
-                          window_end_s=w.end_s)
+                          window_end_s=w.end_s, **p.telemetry.host_env(len(agent_nodes)))
 
         # 4. agents
         agents: list[AgentProc] = []

@@ -32,11 +32,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "NETEMU_APP", "NETEMU_APP_DIR", "NETEMU_APP_PARAMS", "NETEMU_BP_SOCKET",
-    "NETEMU_DTN_SOCKET", "NETEMU_EPOCH", "NETEMU_MQTT_PASSWORD", "NETEMU_MQTT_SOCKET",
+    "NETEMU_BUNDLE_EVENTS", "NETEMU_COUNTERS_S", "NETEMU_DTN_SOCKET", "NETEMU_EPOCH",
+    "NETEMU_MQTT_PASSWORD", "NETEMU_MQTT_SOCKET",
     "NETEMU_MQTT_TCP_PORT", "NETEMU_MQTT_USER", "NETEMU_NODE", "NETEMU_NODE_ADDR",
     "NETEMU_REGISTRY_DIR", "NETEMU_RUN", "NETEMU_RUN_DIR", "NETEMU_SOCKET_DIR", "NETEMU_T0_S",
     "NETEMU_T0_WALL", "NETEMU_TIME_SCALE", "NETEMU_TLE_LINE1", "NETEMU_TLE_LINE2",
-    "NETEMU_WINDOW_END_S", "NETEMU_WINDOW_START_S", "ALL_NAMES", "DEFAULT_REGISTRY_DIR",
+    "NETEMU_WINDOW_END_S", "NETEMU_WINDOW_START_S", "ALL_NAMES", "DEFAULT_COUNTERS_S",
+    "DEFAULT_REGISTRY_DIR",
     "DEFAULT_SOCKET_DIR", "HostEnv", "registry_dir", "socket_dir",
 ]
 
@@ -80,6 +82,14 @@ NETEMU_MQTT_PASSWORD = "NETEMU_MQTT_PASSWORD"
 NETEMU_MQTT_TCP_PORT = "NETEMU_MQTT_TCP_PORT"
 """TCP port of the broker's optional listener on 127.0.0.1 (root namespace only); unset
 when there is none."""
+NETEMU_COUNTERS_S = "NETEMU_COUNTERS_S"
+"""Bundle agents: scenario seconds between two ``counters/<node>`` messages (the
+scenario's ``telemetry.counters_s``); ``0`` turns them off. Unset: every
+:data:`DEFAULT_COUNTERS_S`."""
+NETEMU_BUNDLE_EVENTS = "NETEMU_BUNDLE_EVENTS"
+"""Bundle agents: ``1`` publishes a ``bundle/<node>`` event per bundle event, ``0`` does
+not (the scenario's ``telemetry.bundle_events``, ``auto`` resolved by the runner). Unset:
+``1``, as a single agent started by hand always did."""
 
 # --------------------------------------------------------------------------- apps
 
@@ -109,6 +119,7 @@ NETEMU_SOCKET_DIR = "NETEMU_SOCKET_DIR"
 agent's config names none); default :data:`DEFAULT_SOCKET_DIR`."""
 
 DEFAULT_REGISTRY_DIR = "/run/netemu"
+DEFAULT_COUNTERS_S = 10.0
 DEFAULT_SOCKET_DIR = "/run/netemu"
 
 ALL_NAMES: tuple[str, ...] = (
@@ -116,6 +127,7 @@ ALL_NAMES: tuple[str, ...] = (
     NETEMU_EPOCH, NETEMU_TIME_SCALE, NETEMU_T0_WALL, NETEMU_T0_S,
     NETEMU_DTN_SOCKET, NETEMU_BP_SOCKET,
     NETEMU_MQTT_SOCKET, NETEMU_MQTT_USER, NETEMU_MQTT_PASSWORD, NETEMU_MQTT_TCP_PORT,
+    NETEMU_COUNTERS_S, NETEMU_BUNDLE_EVENTS,
     NETEMU_APP, NETEMU_APP_DIR, NETEMU_APP_PARAMS, NETEMU_WINDOW_START_S, NETEMU_WINDOW_END_S,
     NETEMU_TLE_LINE1, NETEMU_TLE_LINE2,
     NETEMU_REGISTRY_DIR, NETEMU_SOCKET_DIR,
@@ -147,6 +159,23 @@ def _float(env: Mapping[str, str], name: str) -> float | None:
         raise InputError(f"not a number: {raw!r}", source="environment", field=name) from e
 
 
+def _counters_s(env: Mapping[str, str]) -> float | None:
+    v = _float(env, NETEMU_COUNTERS_S)
+    if v is not None and not (v >= 0 and v != float("inf")):
+        raise InputError(f"must be a number of seconds >= 0, not {env[NETEMU_COUNTERS_S]!r}",
+                         source="environment", field=NETEMU_COUNTERS_S)
+    return v
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool | None:
+    raw = env.get(name)
+    if not raw:
+        return None
+    if raw in ("1", "0"):
+        return raw == "1"
+    raise InputError(f"must be 1 or 0, not {raw!r}", source="environment", field=name)
+
+
 @dataclass(frozen=True)
 class HostEnv:
     """What netemu tells a process in an emulated host; every field is optional (``None``
@@ -169,6 +198,18 @@ class HostEnv:
     app_params: dict[str, Any] | None = None
     window_start_s: float | None = None
     window_end_s: float | None = None
+    counters_s: float | None = None  # None: DEFAULT_COUNTERS_S; 0: no counters
+    bundle_events: bool | None = None  # None: on
+
+    @property
+    def counters_interval_s(self) -> float:
+        """Scenario seconds between counter messages (0: none)."""
+        return DEFAULT_COUNTERS_S if self.counters_s is None else self.counters_s
+
+    @property
+    def bundle_events_on(self) -> bool:
+        """Whether agents publish ``bundle/<node>`` events (on unless told otherwise)."""
+        return self.bundle_events is not False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> HostEnv:
@@ -205,6 +246,8 @@ class HostEnv:
             app_params=params,
             window_start_s=_float(env, NETEMU_WINDOW_START_S),
             window_end_s=_float(env, NETEMU_WINDOW_END_S),
+            counters_s=_counters_s(env),
+            bundle_events=_flag(env, NETEMU_BUNDLE_EVENTS),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -228,4 +271,8 @@ class HostEnv:
             env[NETEMU_WINDOW_START_S] = repr(float(self.window_start_s))
         if self.window_end_s is not None:
             env[NETEMU_WINDOW_END_S] = repr(float(self.window_end_s))
+        if self.counters_s is not None:
+            env[NETEMU_COUNTERS_S] = repr(float(self.counters_s))
+        if self.bundle_events is not None:
+            env[NETEMU_BUNDLE_EVENTS] = "1" if self.bundle_events else "0"
         return env

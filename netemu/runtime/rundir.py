@@ -9,13 +9,15 @@ directory, by default ``runs/<scenario>-<stamp>/``::
     run.json              what ran: window, routing, shaper, phase timings, errors
     events.jsonl          the telemetry recorder's record: one {"t_s", "wall", "topic",
                           "payload"} object a line
+    traffic.json          the scenario's traffic flows ({"service", "flows": [Flow fields]})
     metrics.json          figures computed from the record (netemu.analysis.metrics)
+    traffic_flows.csv     per traffic flow: sent, delivered, latency (with metrics.json)
     expect.json           outcome of the scenario's expectations
     junit.xml             the same as JUnit XML (for CI)
     report/index.html     the report page
     logs/mosquitto.log    the broker's log
     agents/<node>/        agent.json (config), agent.jsonl (log), agent.out, store.sqlite,
-                          traffic.jsonl (the node's flow records: sent, delivered)
+                          traffic.jsonl (the traffic flows' bundles sent and delivered)
     hosts/host-<i>.json   with ``emulation.agent_hosts``: each node host's HOST.json, and
     hosts/host-<i>.out    its stdout and stderr (the host's JSON log lines)
     apps/<app>/<node>/    stdout.log, stderr.log, result.json, usage.json, telemetry.jsonl
@@ -106,10 +108,6 @@ class RunDir:
         return self.path / "plan.json"
 
     @property
-    def traffic_json(self) -> Path:
-        return self.path / "traffic.json"
-
-    @property
     def run_json(self) -> Path:
         return self.path / "run.json"
 
@@ -168,13 +166,27 @@ class RunDir:
     def agent_store(self, node: str) -> Path:
         return self.agent_dir(node) / "store.sqlite"
 
-    def agent_traffic(self, node: str) -> Path:
-        """The node's traffic records (:mod:`netemu.agent.traffic`)."""
-        return self.agent_dir(node) / "traffic.jsonl"
-
     def agent_logs(self) -> list[Path]:
         """Every agent's ``agent.jsonl``, sorted by node."""
         return sorted(self.agents_dir.glob("*/agent.jsonl"))
+
+    def agent_traffic(self, node: str) -> Path:
+        """The node's record of traffic-flow bundles sent and delivered (JSON lines)."""
+        return self.agent_dir(node) / "traffic.jsonl"
+
+    def traffic_logs(self) -> list[Path]:
+        """Every node's ``traffic.jsonl``, sorted by node."""
+        return sorted(self.agents_dir.glob("*/traffic.jsonl"))
+
+    @property
+    def traffic_json(self) -> Path:
+        """The run's traffic flows (``netemu.plan.traffic.Flow`` fields, by flow id)."""
+        return self.path / "traffic.json"
+
+    @property
+    def traffic_flows_csv(self) -> Path:
+        """Per-flow figures written with metrics.json."""
+        return self.path / "traffic_flows.csv"
 
     @property
     def hosts_dir(self) -> Path:

@@ -82,6 +82,12 @@ def test_agents_publish_bundle_events_that_metrics_use(tmp_path):
     # No status-report bundles, nothing deleted.
     assert {k[2] for k in by} == set(ids)
     assert not [k for k in by if k[1] in ("deleted", "expired")]
+    # each agent's own counters timer: a final sample at stop with the totals
+    final = {e["topic"].rsplit("/", 1)[-1]: e["payload"] for e in events
+             if "/counters/" in e["topic"] and e["payload"].get("final")}
+    assert final["A"]["sent"] == 5 and final["A"]["forwarded"] == 5
+    assert final["B"]["received"] == 5 and final["B"]["delivered"] == 5
+    assert final["B"]["stored_bundles"] == 0
     bm = metrics.bundle_metrics(events)
     assert bm["bundle_source"] == "bundle events"
     assert bm["bundles_created"] == 5 and bm["delivery_ratio"] == 1.0

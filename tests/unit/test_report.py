@@ -78,3 +78,28 @@ def test_report_reads_junit_when_no_expect_json(run):
     (run / "junit.xml").write_text(expect.junit_xml(outs, suite="r1"))
     html = report.build(run).read_text()
     assert "bytes_saved &gt; 0" in html and ">pass<" in html and "756,200" in html
+
+
+def test_report_traffic_section_and_where_bundles_wait(tmp_path):
+    from synthetic_run import add_counters, add_traffic
+
+    run = make_run(tmp_path)
+    add_traffic(run)
+    add_counters(run)
+    shutil.copy(ROOT / "topologies" / "tiny.yaml", run / "scenario.yaml")  # sat-1, sat-2
+    html = report.build(run).read_text()
+    assert "<h2>Traffic flows</h2>" in html
+    # per entry name: flows, sent, delivered, ratio ... and the worst flows' table
+    assert "<td>down</td><td class='n'>1</td><td class='n'>3</td><td class='n'>2</td>" in html
+    assert "late:sat-1&gt;gs-a" in html and "Per flow: every flow" in html
+    assert "traffic delivered / expected" in html
+    for fig in ("storage_map.png", "storage.png"):
+        assert _png_ok(run / "report" / fig), fig
+        assert f'src="{fig}"' in html
+    assert "Most bundles held by one node: sat-1 5 at 20 s" in html
+
+
+def test_report_without_counters_or_traffic_says_so(run):
+    html = report.build(run).read_text()
+    assert "Traffic flows" not in html
+    assert "No satellite storage recorded" in html

@@ -37,8 +37,10 @@ def test_host_env_round_trips() -> None:
                 clock=clock, dtn_socket="/tmp/a/bp.sock",
                 mqtt=BrokerAccess("/tmp/m/mqtt.sock", "netemu", "pw", "r1"),
                 app="eo-filter", app_dir=Path("/runs/x/apps/eo-filter/sat1"),
-                app_params={"rate": 3}, window_start_s=10.0, window_end_s=70.5)
+                app_params={"rate": 3}, window_start_s=10.0, window_end_s=70.5,
+                counters_s=2.5, bundle_events=False)
     env = h.to_env()
+    assert env["NETEMU_COUNTERS_S"] == "2.5" and env["NETEMU_BUNDLE_EVENTS"] == "0"
     assert env["NETEMU_DTN_SOCKET"] == "/tmp/a/bp.sock" and "NETEMU_BP_SOCKET" not in env
     assert HostEnv.from_env(env) == h
 
@@ -46,6 +48,14 @@ def test_host_env_round_trips() -> None:
 def test_an_empty_environment_is_outside_netemu() -> None:
     assert HostEnv.from_env({}) == HostEnv()
     assert HostEnv().to_env() == {}
+
+
+def test_agents_telemetry_defaults_when_unset() -> None:
+    """An agent started by hand publishes counters every 10 s and every bundle event."""
+    h = HostEnv.from_env({})
+    assert h.counters_interval_s == 10.0 and h.bundle_events_on
+    off = HostEnv.from_env({"NETEMU_COUNTERS_S": "0", "NETEMU_BUNDLE_EVENTS": "0"})
+    assert off.counters_interval_s == 0.0 and not off.bundle_events_on
 
 
 def test_the_old_socket_name_is_still_read() -> None:
@@ -57,7 +67,10 @@ def test_the_old_socket_name_is_still_read() -> None:
 @pytest.mark.parametrize(("var", "value"), [("NETEMU_APP_PARAMS", "{bad"),
                                             ("NETEMU_APP_PARAMS", "[1]"),
                                             ("NETEMU_WINDOW_END_S", "soon"),
-                                            ("NETEMU_TIME_SCALE", "fast")])
+                                            ("NETEMU_TIME_SCALE", "fast"),
+                                            ("NETEMU_COUNTERS_S", "-1"),
+                                            ("NETEMU_COUNTERS_S", "often"),
+                                            ("NETEMU_BUNDLE_EVENTS", "yes")])
 def test_a_malformed_variable_is_named(var: str, value: str) -> None:
     env = {"NETEMU_EPOCH": "2026-01-01T00:00:00Z", "NETEMU_T0_WALL": "1", var: value}
     with pytest.raises(InputError, match=var):

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from netemu.config import Fields, parse_yaml
 from netemu.errors import InputError
 from netemu.run.broker import Broker
+from netemu.run.telemetry_config import BUNDLE_EVENTS_AUTO_MAX_AGENTS, parse_telemetry
 from netemu.runtime.rundir import check_run_name
 from netemu.runtime.telemetry import BrokerAccess, TelemetryError
 
@@ -67,3 +69,40 @@ def test_scenario_time_comes_from_the_hosts_clock_variables() -> None:
     env = {"NETEMU_T0_WALL": str(time.time() - 1), "NETEMU_T0_S": "100",
            "NETEMU_TIME_SCALE": "5"}
     assert 105 <= scenario_clock_from_env(env)() < 100 + 5 * 600
+
+
+# --- the scenario's telemetry: section ---------------------------------------------------
+
+
+def _section(text: str) -> Fields:
+    doc = parse_yaml(text, "s.yaml")
+    return Fields(doc.get("telemetry"), source="s.yaml", path="telemetry",
+                  line=doc.line_of("telemetry"))
+
+
+def test_telemetry_section_defaults_and_auto_threshold() -> None:
+    s = parse_telemetry(_section("name: x\n"))
+    assert s.counters_s == 10.0 and s.bundle_events == "auto" and s.max_bundle_events == 100_000
+    assert s.bundle_events_for(BUNDLE_EVENTS_AUTO_MAX_AGENTS) is True
+    assert s.bundle_events_for(BUNDLE_EVENTS_AUTO_MAX_AGENTS + 1) is False
+    assert s.host_env(2800) == {"counters_s": 10.0, "bundle_events": False}
+
+
+@pytest.mark.parametrize(("text", "mode"), [("on", "on"), ("off", "off"), ("'on'", "on"),
+                                            ("true", "on"), ("auto", "auto")])
+def test_bundle_events_modes(text: str, mode: str) -> None:
+    s = parse_telemetry(_section(f"telemetry:\n  bundle_events: {text}\n  counters_s: 0\n"))
+    assert s.bundle_events == mode and s.counters_s == 0.0
+    assert s.bundle_events_for(5000) is (mode == "on")
+
+
+@pytest.mark.parametrize(("body", "msg"), [
+    ("  bundle_event: on\n", "did you mean 'bundle_events'"),
+    ("  bundle_events: sometimes\n", "bundle_events"),
+    ("  counters_s: -1\n", "counters_s"),
+    ("  max_bundle_events: 1.5\n", "max_bundle_events"),
+])
+def test_bad_telemetry_section_names_file_line_and_key(body: str, msg: str) -> None:
+    with pytest.raises(InputError, match=msg) as e:
+        parse_telemetry(_section("name: x\ntelemetry:\n" + body))
+    assert "s.yaml" in str(e.value) and ":3" in str(e.value)
