@@ -556,10 +556,26 @@ class SessionState(enum.Enum):
 
 @dataclass
 class _InTransfer:
+    """An incoming transfer being received: its data kept as the pieces that came (one
+    copy at the end, and no buffer regrown, and copied, as it fills: a growing buffer
+    of megabytes leaves the allocator holding about twice what it holds)."""
+
     transfer_id: int
-    data: bytearray = field(default_factory=bytearray)
+    chunks: list[bytes] = field(default_factory=list)
+    size: int = 0
     total: int | None = None
     refused: bool = False
+
+    def add(self, data: bytes | bytearray | memoryview) -> None:
+        self.chunks.append(bytes(data))
+        self.size += len(data)
+
+    def drop(self) -> None:
+        self.chunks = []
+        self.size = 0
+
+    def value(self) -> bytes:
+        return self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
 
 
 @dataclass
@@ -667,7 +683,7 @@ class Session:
     @property
     def rx_held_bytes(self) -> int:
         """Bytes of the unfinished incoming transfer this session holds."""
-        return len(self._in.data) if self._in is not None else 0
+        return self._in.size if self._in is not None else 0
 
     def _send_init(self) -> None:
         self._out.append(
@@ -749,7 +765,7 @@ class Session:
         self._awaiting_first.pop(transfer_id, None)
         if self._in is not None and self._in.transfer_id == transfer_id:
             self._in.refused = True
-            self._in.data = bytearray()
+            self._in.drop()
             self._release_held()
         if self.state not in (SessionState.CLOSED, SessionState.ERROR):
             self._out.append(XferRefuse(int(reason), transfer_id).encode())
@@ -1020,7 +1036,7 @@ class Session:
         else:
             if cur is None or cur.transfer_id != tid:
                 raise TcpclRemoteError(f"{where}: segment without START for a transfer not in progress")
-        if not cur.refused and len(cur.data) + dlen > self.transfer_mru:
+        if not cur.refused and cur.size + dlen > self.transfer_mru:
             self._drop_in(cur, RefuseReason.NO_RESOURCES)
         self._seg_flags = flags
         self._seg_left = dlen
@@ -1039,10 +1055,10 @@ class Session:
         if not cur.refused:
             budget = self.rx_budget
             if budget is None:
-                cur.data += mv[:take]
+                cur.add(mv[:take])
             elif budget.take(take):
                 self._held += take
-                cur.data += mv[:take]
+                cur.add(mv[:take])
             else:  # the node holds all it may of unfinished transfers
                 self._drop_in(cur, RefuseReason.NO_RESOURCES)
         self._seg_left -= take
@@ -1054,7 +1070,7 @@ class Session:
         cur = self._in
         assert cur is not None
         flags = self._seg_flags
-        got = len(cur.data)
+        got = cur.size
         if flags & SEG_END:
             self._in = None
             self._release_held()
@@ -1067,7 +1083,7 @@ class Session:
             self._awaiting_ack[cur.transfer_id] = got
             if flags & SEG_START:
                 self._awaiting_first[cur.transfer_id] = got
-            events.append(TransferReceived(cur.transfer_id, bytes(cur.data)))
+            events.append(TransferReceived(cur.transfer_id, cur.value()))
         elif not cur.refused:
             self._out.append(XferAck(flags, cur.transfer_id, got).encode())
 
@@ -1075,7 +1091,7 @@ class Session:
         """Refuse the incoming transfer ``cur`` and let go of its bytes (the rest of it is
         read and discarded)."""
         cur.refused = True
-        cur.data = bytearray()
+        cur.drop()
         self._release_held()
         self._out.append(XferRefuse(reason, cur.transfer_id).encode())
 
@@ -1093,7 +1109,7 @@ class Session:
     def _fail(self, reason: TermReason) -> None:
         self._release_held()
         if self._in is not None:
-            self._in.data = bytearray()
+            self._in.drop()
         if not self._sent_term and self.state not in (SessionState.CONTACT, SessionState.ERROR, SessionState.CLOSED):
             self._out.append(SessTerm(0, int(reason)).encode())
             self._sent_term = True

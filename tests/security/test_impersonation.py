@@ -136,7 +136,8 @@ def _tls(creds, mode: str = "required") -> dict:
 def test_with_tls_only_the_certificate_holder_is_the_neighbour(tmp_path, pki):
     async def go():
         pa, pb = free_port(), free_port()
-        a = Agent(agent_config(tmp_path, "A", 1, pa, _b(), **_tls(pki[1])),
+        # (A dials B, the lower ipn first; B is not up yet)
+        a = Agent(agent_config(tmp_path, "A", 1, pa, _b(f"127.0.0.1:{pb}"), **_tls(pki[1])),
                   core_factory=StubCore)
         await a.start()
         try:
