@@ -1102,9 +1102,10 @@ class Session:
             self._held = 0
 
     def _reject_unexpected(self, typ: int, what: str) -> None:
+        state = self.state
         self._out.append(MsgReject(RejectReason.UNEXPECTED, typ).encode())
         self._fail(TermReason.UNKNOWN)
-        raise TcpclRemoteError(f"{what}: unexpected in state {self.state.value}")
+        raise TcpclRemoteError(f"{what}: unexpected in state {state.value}")
 
     def _fail(self, reason: TermReason) -> None:
         self._release_held()
@@ -1117,6 +1118,8 @@ class Session:
 
     def _handle(self, msg: Message, events: list[Event]) -> None:
         if isinstance(msg, SessInit):
+            if self.state is SessionState.ENDING and self.peer_node_id is None:
+                return  # we ended the session before it started; its SESS_INIT crossed ours
             if self.state is not SessionState.INIT:
                 self._reject_unexpected(SESS_INIT, "SESS_INIT")
             for item in msg.extensions:
