@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from netemu.agent.config import NeighbourConfig
-from netemu.agent.sockopt import big_send_buffer
+from netemu.agent.sockopt import SEND_BUFFER_BYTES, big_send_buffer
 from netemu.agent.tls import peer_node_ids
 from netemu.dtn import mtcp, tcpcl, udpcl
 
@@ -218,6 +218,9 @@ class TcpclChannel(asyncio.Protocol, Channel):
             raw.abort()
             return
         self.transport = secure
+        # (asyncio's TLS layer pauses its writer at 512 KiB: each 1 MB bundle would stop
+        # the pump once; with the kernel's 4 MiB buffer behind it, this limit matches)
+        secure.set_write_buffer_limits(high=SEND_BUFFER_BYTES)
         self.peer_cert_ids = peer_node_ids(secure.get_extra_info("ssl_object"))
         self.session.tls_established()
         self.flush()

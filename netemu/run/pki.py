@@ -20,8 +20,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from netemu.agent.config import AgentConfig
 from netemu.agent.tls import ID_ON_BUNDLE_EID, ia5_der
 
+RUN_TLS_MODE = "required"
+"""TLS in scenario runs: every agent of a run has a certificate from the run's CA, so
+nothing legitimate is lost by requiring it, and only then does a session prove which
+node is at the other end (``optional`` would let a peer that does not offer TLS in on
+its word). docs/security.md."""
 VALID_DAYS = 30  # a run's certificates outlive any run, and not by years
 # RFC 9174 4.4.2.1: id-kp-bundleSecurity, for certificates that authenticate a node ID
 ID_KP_BUNDLE_SECURITY = x509.ObjectIdentifier("1.3.6.1.5.5.7.3.35")
@@ -103,6 +109,15 @@ class RunCA:
         key_path = directory / "tls.key"
         _write_private(key_path, key)
         return NodeCredentials(self.ca_path, cert_path, key_path)
+
+
+def secure_run_agent(ca: RunCA, cfg: AgentConfig, directory: Path,
+                     mode: str = RUN_TLS_MODE) -> AgentConfig:
+    """Give the agent of ``cfg`` its certificate (files in ``directory``) and TLS settings."""
+    creds = ca.issue(cfg.node, cfg.node_eid, directory)
+    cfg.tls, cfg.tls_ca, cfg.tls_cert, cfg.tls_key = (mode, str(creds.ca), str(creds.cert),
+                                                      str(creds.key))
+    return cfg
 
 
 def _write_private(path: Path, key: ec.EllipticCurvePrivateKey) -> None:

@@ -70,6 +70,7 @@ from netemu.run.apps import (
 )
 from netemu.run.broker import Broker, Recorder
 from netemu.run.capture import parse_capture_section, start_scenario_captures
+from netemu.run.pki import RunCA, secure_run_agent
 from netemu.runtime.env import (
     NETEMU_BP_SOCKET,
     NETEMU_DTN_SOCKET,
@@ -612,6 +613,7 @@ class ScenarioRun:
         addresses = {n: emu.node_addr(n) for n in p.plan.nodes}
         peers = plan_peers(p.plan)  # one pass over the contacts for all nodes
         configs: dict[str, AgentConfig] = {}
+        ca = RunCA.create(rd.agents_dir / "pki")  # TCPCL over TLS: docs/security.md
         for node in nodes:
             rd.agent_dir(node).mkdir(parents=True, exist_ok=True)
             sdir = sock_root / node
@@ -620,6 +622,7 @@ class ScenarioRun:
                                             run_dir=str(sdir), routing=p.routing, peers=peers)
             cfg.store = str(rd.agent_store(node))
             cfg.log = str(rd.agent_log(node))
+            secure_run_agent(ca, cfg, rd.agent_dir(node))
             cfg.write(rd.agent_config(node))
             configs[node] = cfg
         return configs
