@@ -28,6 +28,13 @@ RUN_TLS_MODE = "required"
 nothing legitimate is lost by requiring it, and only then does a session prove which
 node is at the other end (``optional`` would let a peer that does not offer TLS in on
 its word). docs/security.md."""
+
+
+def run_tls_mode(captures_links: bool) -> str:
+    """The agents' ``tls`` in a run: required, unless the scenario captures links, whose
+    pcaps exist to show the bundles (decoded as BPv7 in the report and in Wireshark),
+    which TLS would hide; then off, and the node-ID checks alone guard the sessions."""
+    return "off" if captures_links else RUN_TLS_MODE
 VALID_DAYS = 30  # a run's certificates outlive any run, and not by years
 # RFC 9174 4.4.2.1: id-kp-bundleSecurity, for certificates that authenticate a node ID
 ID_KP_BUNDLE_SECURITY = x509.ObjectIdentifier("1.3.6.1.5.5.7.3.35")

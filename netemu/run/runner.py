@@ -70,7 +70,7 @@ from netemu.run.apps import (
 )
 from netemu.run.broker import Broker, Recorder
 from netemu.run.capture import parse_capture_section, start_scenario_captures
-from netemu.run.pki import RunCA, secure_run_agent
+from netemu.run.pki import RunCA, run_tls_mode, secure_run_agent
 from netemu.runtime.env import (
     NETEMU_BP_SOCKET,
     NETEMU_DTN_SOCKET,
@@ -622,7 +622,7 @@ class ScenarioRun:
                                             run_dir=str(sdir), routing=p.routing, peers=peers)
             cfg.store = str(rd.agent_store(node))
             cfg.log = str(rd.agent_log(node))
-            secure_run_agent(ca, cfg, rd.agent_dir(node))
+            secure_run_agent(ca, cfg, rd.agent_dir(node), run_tls_mode(bool(p.captures)))
             cfg.write(rd.agent_config(node))
             configs[node] = cfg
         return configs
