@@ -12,7 +12,7 @@ from cryptography import x509
 from netemu.agent.config import AgentConfig
 from netemu.agent.tls import ID_ON_BUNDLE_EID, TlsContexts, _ia5, cert_node_ids, ia5_der
 from netemu.errors import InputError, NetemuError
-from netemu.run.pki import RunCA, secure_run_agent
+from netemu.run.pki import RunCA, run_tls_mode, secure_run_agent
 
 
 def test_a_node_certificate_names_its_node_id_as_rfc_9174_says(tmp_path):
@@ -84,3 +84,8 @@ def test_missing_certificate_files_are_an_error_naming_them(tmp_path):
                                      tls_key=str(tmp_path / "n.key")))
     with pytest.raises(NetemuError, match="tls_ca .*ca.pem"):
         TlsContexts.of(cfg)
+
+
+def test_runs_require_tls_unless_they_capture_links():
+    assert run_tls_mode(captures_links=False) == "required"
+    assert run_tls_mode(captures_links=True) == "off"  # the pcaps must show the bundles
