@@ -780,8 +780,9 @@ class Session:
         if self.state in (SessionState.CLOSED, SessionState.ERROR):
             return []
         events: list[Event] = []
-        if self.state is SessionState.CONTACT:
-            # No contact header exchange yet: nothing to say, just close.
+        if self.state is SessionState.CONTACT or self.state is SessionState.TLS:
+            # No contact header exchange yet, or the TLS handshake under way (a SESS_TERM
+            # in the clear would be garbage to it): nothing to say, just close.
             self.state = SessionState.CLOSED
             return [SessionClosed(tuple(self._out_transfers))]
         if not self._sent_term:

@@ -182,3 +182,14 @@ TwoSessions.TestCase.settings = settings(
     max_examples=400, stateful_step_count=50, deadline=None,
     suppress_health_check=[HealthCheck.too_slow])
 test_tcpcl_session_state_machine = TwoSessions.TestCase
+
+
+def test_ending_a_session_during_its_tls_handshake_sends_nothing_in_the_clear():
+    a = t.Session(t.Role.ACTIVE, "ipn:1.0", can_tls=True)
+    p = t.Session(t.Role.PASSIVE, "ipn:2.0", can_tls=True)
+    p.receive_data(b"".join(a.data_to_send()))
+    assert a.receive_data(b"".join(p.data_to_send())) == [
+        t.ContactHeaderReceived(4, True), t.TlsNegotiated(server_side=False)]
+    assert a.state is t.SessionState.TLS and a.data_to_send() == []
+    assert a.terminate() == [t.SessionClosed(())]
+    assert a.data_to_send() == [] and a.state is t.SessionState.CLOSED
