@@ -4,7 +4,9 @@ a peer can make it hold."""
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import subprocess
 
 import pytest
 from cryptography import x509
@@ -89,3 +91,23 @@ def test_missing_certificate_files_are_an_error_naming_them(tmp_path):
 def test_runs_require_tls_unless_they_capture_links():
     assert run_tls_mode(captures_links=False) == "required"
     assert run_tls_mode(captures_links=True) == "off"  # the pcaps must show the bundles
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_certificate_profile_agrees_with_openssl(tmp_path):
+    """The node-ID name is the one other stacks write and read: openssl prints ours as
+    the id-on-bundleEID otherName, and a certificate made the way HDTN's documentation
+    says (``otherName:1.3.6.1.5.5.7.8.11;IA5:ipn:10.0``) names ipn:10.0 to us."""
+    ca = RunCA.create(tmp_path / "pki")
+    creds = ca.issue("gs", "ipn:10.0", tmp_path / "gs")
+    text = subprocess.run(["openssl", "x509", "-in", str(creds.cert), "-noout", "-text"],
+                          capture_output=True, text=True, check=True).stdout
+    assert "1.3.6.1.5.5.7.8.11" in text and "ipn:10.0" in text
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-keyout", str(tmp_path / "k.pem"), "-out", str(tmp_path / "c.pem"),
+         "-days", "1", "-subj", "/CN=hdtn-style",
+         "-addext", "subjectAltName = otherName:1.3.6.1.5.5.7.8.11;IA5:ipn:10.0"],
+        capture_output=True, check=True)
+    cert = x509.load_pem_x509_certificate((tmp_path / "c.pem").read_bytes())
+    assert cert_node_ids(cert) == {"ipn:10.0"}
