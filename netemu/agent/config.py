@@ -60,9 +60,11 @@ TRUST_KEYS = ("tls", "tls_ca", "tls_cert", "tls_key", "accept_unknown_peers",
               "rx_in_progress_max_bytes", "transfer_stall_s")
 TLS_MODES = ("off", "optional", "required")
 DEFAULT_TRANSFER_MRU = 16 * 1024 * 1024
-"""The largest bundle a peer may send unless the config says otherwise: room for the
-largest bundle the shipped workloads send (an image of a few MB) and for HDTN's default
-10,000,000-byte MRU, while one unauthenticated peer can make the node hold no more."""
+"""The largest bundle a peer may send unless the config says otherwise: far above what
+the shipped workloads send (eo-filter's tiles are 4 KiB) and above HDTN's default
+10,000,000-byte MRU, so a whole raw image fits; the old default, 4 GiB, let one peer
+make the node hold that much for a single transfer. A node that must take more says so
+(``transfer_mru``); bundles are not fragmented yet."""
 DEFAULT_RX_IN_PROGRESS_MAX_BYTES = 4 * DEFAULT_TRANSFER_MRU
 NEIGHBOUR_KEYS = ("name", "ipn", "cl", "address", "path_mtu")
 SECURITY_KEYS = ("sign_key", "verify", "require_bib_from", "decrypt")
