@@ -319,7 +319,6 @@ class TcpclChannel(asyncio.Protocol, Channel):
             self.session.send_keepalive()
             self.flush()
 
-
     def _stalled(self, now: float) -> bool:
         """End the session if its incoming transfer got no data for transfer_stall_s (a
         peer that starts a bundle and stops, holding its bytes here): True if ended."""
