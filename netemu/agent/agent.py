@@ -57,8 +57,11 @@ from netemu.agent.core import HOUSEKEEPING_S, AgentCore
 from netemu.agent.counters import CountersTimer
 from netemu.agent.log import JsonLog
 from netemu.agent.telemetry import BundlePublisher
+from netemu.agent.tls import TlsContexts
 from netemu.agent.traffic import TrafficGenerator, load_traffic
 from netemu.dtn import mtcp, tcpcl
+from netemu.dtn.eid import EID
+from netemu.dtn.errors import BundleError
 from netemu.errors import NetemuError
 from netemu.plan.contacts import ContactPlan, PerPlan
 from netemu.runtime.clock import ScenarioClock
@@ -167,6 +170,8 @@ class Agent:
         self.log = JsonLog(cfg.node, self.clock, log_stream or sys.stderr)
         self.neighbours: dict[str, NeighbourState] = {
             n.name: NeighbourState(n) for n in cfg.neighbours}
+        self.tls = TlsContexts.of(cfg)  # None: tls off
+        self.rx_budget = tcpcl.RxBudget(cfg.rx_in_progress_max_bytes)  # all sessions
         # ipn -> name: the neighbours first, then the plan's nodes (shared by every node
         # of the plan in this process)
         self._by_ipn = {n.ipn: n.name for n in cfg.neighbours}
@@ -449,6 +454,38 @@ class Agent:
                 return st.cfg.name
         return None
 
+    def check_peer(self, ch: TcpclChannel, node_id: str) -> str | None:
+        """Why the peer of ``ch``, calling itself ``node_id`` in SESS_INIT, is refused, or
+        None: a node ID that is no node (or is this node's), one its TLS certificate does
+        not name, a dialled neighbour answering as another node, or an incoming peer that
+        is not a configured neighbour (unless ``accept_unknown_peers``)."""
+        why = _not_a_node_id(node_id)
+        if why is not None:
+            return why
+        if node_id == self.cfg.node_eid:
+            return "it is this node's own ID"
+        if ch.session.tls and node_id not in ch.peer_cert_ids:
+            return (f"its TLS certificate names {', '.join(sorted(ch.peer_cert_ids))}"
+                    if ch.peer_cert_ids else "its TLS certificate names no node ID")
+        if ch.neighbour is not None:  # we dialled a neighbour: it must answer as itself
+            st = self.neighbours.get(ch.neighbour)
+            want = f"ipn:{st.cfg.ipn}.0" if st is not None and st.cfg.ipn else None
+            if want is not None and node_id != want:
+                return f"neighbour {ch.neighbour} was dialled, and it is {want}"
+            return None
+        if _ipn_of(node_id) in self._by_ipn or self.cfg.accept_unknown_peers:
+            return None
+        return "not a configured neighbour (accept_unknown_peers is false)"
+
+    def peer_refused(self, ch: TcpclChannel, reason: str) -> None:
+        """A session ended before it started because of who the peer is (or is not)."""
+        self.counters["peers_refused"] = self.counters.get("peers_refused", 0) + 1
+        self.log("peer_refused", neighbour=ch.neighbour, peer=ch.peer,
+                 role=ch.session.role.value, tls=ch.session.tls, reason=reason)
+        st = self.neighbours.get(ch.neighbour or "")
+        if st is not None:  # dialled, and someone else answered: back off as for a failure
+            st.backoff_s = min(st.backoff_s * 2, BACKOFF_MAX_S)
+
     def session_started(self, ch: TcpclChannel, ev: tcpcl.SessionStarted) -> None:
         name = ch.neighbour
         peer_name = self._name_of_node_id(ev.peer_node_id)
@@ -457,7 +494,7 @@ class Agent:
         self.counters["sessions"] += 1
         self.log("session_up", neighbour=name, peer=ch.peer, peer_node_id=ev.peer_node_id,
                  keepalive_s=ev.keepalive_s, peer_segment_mru=ev.peer_segment_mru,
-                 role=ch.session.role.value)
+                 role=ch.session.role.value, tls=ch.session.tls)
         st = self.neighbours.get(name)
         if st is None:
             ipn = _ipn_of(ev.peer_node_id) or 0  # (0: not an ipn node)
@@ -507,6 +544,11 @@ class Agent:
                 self._give_back(st, unacked, "contact ended during transfer")
             self._update_up(st)
             self.pump(st.cfg.name)
+            if (not st.sessions and not st.queue and not st.up
+                    and self.cfg.neighbour(st.cfg.name) is None):
+                # a peer met only through its own session (accept_unknown_peers): nothing
+                # of it is kept once its last session is gone
+                del self.neighbours[st.cfg.name]
 
     def _give_back(self, st: NeighbourState, items: list[OutItem], reason: str) -> None:
         """Hand bundles that will not go to this neighbour back to the core (it re-routes)."""
@@ -657,6 +699,19 @@ class Agent:
             "counters": dict(self.counters),
             "telemetry": self.telemetry.status() if self.telemetry is not None else None,
         }
+
+
+def _not_a_node_id(node_id: str) -> str | None:
+    """Why ``node_id`` (from a peer's SESS_INIT) names no node, or None."""
+    try:
+        eid = EID.parse(node_id)
+    except BundleError as e:
+        return f"not a node ID ({e.reason})"
+    if eid.is_none or eid.node_number == 0:
+        return "the null endpoint is no node"
+    if eid.node_id() != eid:
+        return f"an endpoint, not a node ID (that is {eid.node_id()})"
+    return None
 
 
 def _ipn_of(node_id: str) -> int | None:

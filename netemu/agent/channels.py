@@ -4,11 +4,16 @@ sockets, and hand the bundles they carry to the :class:`~netemu.agent.agent.Agen
 
 A channel carries bundles to one neighbour (:class:`Channel`); a bundle handed to one
 stays the agent's until the channel says it was sent (``cl_sent``) or refused.
+
+A TCPCL channel asks the agent whether to accept its peer (``check_peer``) before the
+session starts, runs the TLS handshake when both sides offered it, and ends a session
+whose incoming transfer stalls (docs/security.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable
@@ -16,7 +21,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from netemu.agent.config import NeighbourConfig, split_host_port
-from netemu.agent.sockopt import big_send_buffer
+from netemu.agent.sockopt import SEND_BUFFER_BYTES, big_send_buffer
+from netemu.agent.tls import peer_node_ids
 from netemu.dtn import mtcp, tcpcl, udpcl
 
 if TYPE_CHECKING:
@@ -86,9 +92,18 @@ class TcpclChannel(asyncio.Protocol, Channel):
     def __init__(self, agent: Agent, role: tcpcl.Role, neighbour: str | None = None) -> None:
         self.agent = agent
         cfg = agent.cfg
+        tls = agent.tls
         self.session = tcpcl.Session(role, cfg.node_eid, keepalive_s=cfg.keepalive_s,
-                                     segment_mru=cfg.segment_mru, transfer_mru=cfg.transfer_mru)
+                                     segment_mru=cfg.segment_mru, transfer_mru=cfg.transfer_mru,
+                                     can_tls=tls is not None,
+                                     tls_required=tls is not None and tls.required,
+                                     check_peer=self._check_peer, rx_budget=agent.rx_budget)
         self.neighbour = neighbour
+        self.peer_cert_ids: frozenset[str] = frozenset()  # node IDs its TLS certificate names
+        self._tls_task: asyncio.Task | None = None
+        self._early: list[bytes] = []  # plaintext that came before start_tls returned
+        self._rx_mark = 0  # session.rx_data_bytes when the incoming transfer last moved
+        self._rx_moved = 0.0
         self.transport: asyncio.Transport | None = None
         self.inflight: dict[int, OutItem] = {}
         self.inflight_bytes = 0
@@ -113,8 +128,19 @@ class TcpclChannel(asyncio.Protocol, Channel):
 
     def data_received(self, data: bytes) -> None:
         self.last_rx = time.monotonic()
+        if self._tls_task is not None and self.session.state is tcpcl.SessionState.TLS:
+            # (the TLS layer hands over the peer's first plaintext, its SESS_INIT, as
+            # soon as the handshake is done: before start_tls returns to us)
+            self._early.append(data)
+            return
         try:
             events = self.session.receive_data(data)
+        except tcpcl.TcpclRefused as e:
+            self.agent.peer_refused(self, str(e))
+            self.flush()
+            if self.transport:
+                self.transport.close()
+            return
         except tcpcl.TcpclError as e:
             self.agent.log("tcpcl_error", peer=self.peer, neighbour=self.neighbour, error=str(e))
             self.flush()
@@ -137,8 +163,13 @@ class TcpclChannel(asyncio.Protocol, Channel):
             self.agent.cl_sent_many(self.neighbour, done)
         self.flush()
 
+    def _check_peer(self, node_id: str) -> str | None:
+        return self.agent.check_peer(self, node_id)
+
     def _event(self, ev: tcpcl.Event) -> None:
-        if isinstance(ev, tcpcl.TransferReceived):
+        if isinstance(ev, tcpcl.TlsNegotiated):
+            self._start_tls(ev.server_side)
+        elif isinstance(ev, tcpcl.TransferReceived):
             self.agent.cl_received(ev.data, self, ev.transfer_id, self.neighbour)
         elif isinstance(ev, tcpcl.TransferCompleted):
             item = self.inflight.pop(ev.transfer_id, None)
@@ -163,6 +194,39 @@ class TcpclChannel(asyncio.Protocol, Channel):
         elif isinstance(ev, tcpcl.MessageRejected):
             self.agent.log("msg_rejected", neighbour=self.neighbour, reason=_name(ev.reason),
                            type=ev.rejected_type)
+
+    def _start_tls(self, server_side: bool) -> None:
+        """Both sides offered TLS: stop reading (the next bytes are the handshake's), and
+        hand the socket to asyncio's TLS layer once the contact header is out."""
+        assert self.transport is not None
+        self.transport.pause_reading()
+        self._tls_task = asyncio.get_event_loop().create_task(self._tls_handshake(server_side))
+
+    async def _tls_handshake(self, server_side: bool) -> None:
+        tls, raw = self.agent.tls, self.transport
+        assert tls is not None and raw is not None
+        self.flush()  # the passive side's contact header, in the clear
+        try:
+            secure = await asyncio.get_running_loop().start_tls(
+                raw, self, tls.server if server_side else tls.client, server_side=server_side,
+                ssl_handshake_timeout=SESSION_SETUP_TIMEOUT_S)
+        except (ssl.SSLError, OSError, asyncio.TimeoutError, RuntimeError) as e:
+            self.agent.peer_refused(self, f"TLS handshake failed: {e or type(e).__name__}")
+            raw.abort()
+            return
+        if secure is None or self.session.state is not tcpcl.SessionState.TLS:
+            raw.abort()
+            return
+        self.transport = secure
+        # (asyncio's TLS layer pauses its writer at 512 KiB: each 1 MB bundle would stop
+        # the pump once; with the kernel's 4 MiB buffer behind it, this limit matches)
+        secure.set_write_buffer_limits(high=SEND_BUFFER_BYTES)
+        self.peer_cert_ids = peer_node_ids(secure.get_extra_info("ssl_object"))
+        self.session.tls_established()
+        self.flush()
+        early, self._early = b"".join(self._early), []
+        if early:
+            self.data_received(early)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.session.connection_lost()
@@ -232,6 +296,8 @@ class TcpclChannel(asyncio.Protocol, Channel):
 
     def housekeeping(self, now: float) -> None:
         ka = self.session.keepalive_s
+        if self._stalled(now):
+            return
         if not self.established:
             # A dialled connection counts as the neighbour's stream from connection_made:
             # one whose session never starts (peer silent, return path lost right after
@@ -252,6 +318,24 @@ class TcpclChannel(asyncio.Protocol, Channel):
         elif now - self.last_tx >= ka:
             self.session.send_keepalive()
             self.flush()
+
+    def _stalled(self, now: float) -> bool:
+        """End the session if its incoming transfer got no data for transfer_stall_s (a
+        peer that starts a bundle and stops, holding its bytes here): True if ended."""
+        s = self.session
+        if not s.receiving or self.transport is None:
+            self._rx_moved = now
+            return False
+        if s.rx_data_bytes != self._rx_mark:
+            self._rx_mark, self._rx_moved = s.rx_data_bytes, now
+            return False
+        if now - self._rx_moved <= self.agent.cfg.transfer_stall_s:
+            return False
+        self.agent.log("transfer_stalled", neighbour=self.neighbour, peer=self.peer,
+                       held_bytes=s.rx_held_bytes, after_s=round(now - self._rx_moved, 3))
+        self.close(tcpcl.TermReason.IDLE_TIMEOUT)
+        self.transport.abort()  # its bytes go with it (connection_lost)
+        return True
 
 
 def write_buffers(transport: asyncio.WriteTransport,

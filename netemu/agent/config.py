@@ -19,6 +19,14 @@ The emulator writes one file per node; a person can write one by hand. Example (
       decrypt: {"ipn:2.0": "00112233445566778899aabbccddeeff"}  # BCB-AES-GCM key per source
     keepalive_s: 15
     segment_mru: 16777216
+    transfer_mru: 16777216                        # largest bundle a peer may send us
+    tls: required                                 # off | optional | required (RFC 9174 4.4)
+    tls_ca: ca.pem                                # the CA that vouches for neighbours
+    tls_cert: node.pem                            # this node's certificate (its node ID)
+    tls_key: node.key
+    accept_unknown_peers: false                   # sessions only with listed neighbours
+    rx_in_progress_max_bytes: 67108864            # unfinished incoming bundles, all peers
+    transfer_stall_s: 30                          # an incoming transfer silent this long ends
     store_max_bytes: 1073741824
     store_reserve_bytes: 8388608                  # free space new bundles leave the store
     log: /var/log/netemu/sat1.jsonl               # JSON lines; default stderr
@@ -53,6 +61,16 @@ KNOWN_KEYS = ("node", "ipn", "listen", "app_socket", "store", "contact_plan", "f
               "routing", "neighbours", "keys", "keepalive_s", "segment_mru", "transfer_mru",
               "store_max_bytes", "store_reserve_bytes", "durability", "default_lifetime_s",
               "log", "traffic", "traffic_records")
+TRUST_KEYS = ("tls", "tls_ca", "tls_cert", "tls_key", "accept_unknown_peers",
+              "rx_in_progress_max_bytes", "transfer_stall_s")
+TLS_MODES = ("off", "optional", "required")
+DEFAULT_TRANSFER_MRU = 16 * 1024 * 1024
+"""The largest bundle a peer may send unless the config says otherwise: far above what
+the shipped workloads send (eo-filter's tiles are 4 KiB) and above HDTN's default
+10,000,000-byte MRU, so a whole raw image fits; the old default, 4 GiB, let one peer
+make the node hold that much for a single transfer. A node that must take more says so
+(``transfer_mru``); bundles are not fragmented yet."""
+DEFAULT_RX_IN_PROGRESS_MAX_BYTES = 4 * DEFAULT_TRANSFER_MRU
 NEIGHBOUR_KEYS = ("name", "ipn", "cl", "address", "path_mtu", "links")
 SECURITY_KEYS = ("sign_key", "verify", "require_bib_from", "decrypt")
 AES_KEY_BYTES = (16, 24, 32)  # BCB content keys (16, 32) and key-encryption keys
@@ -119,7 +137,7 @@ class AgentConfig:
     keys: dict[str, Any] = field(default_factory=dict)
     keepalive_s: int = 15
     segment_mru: int = 16 * 1024 * 1024
-    transfer_mru: int = 1 << 32
+    transfer_mru: int = DEFAULT_TRANSFER_MRU
     store_max_bytes: int = 1 << 30
     store_reserve_bytes: int = 8 << 20  # free space kept for acks, tombstones, the WAL
     durability: str = "disk"  # store: "disk" (fsync per group commit) or "process"
@@ -128,6 +146,14 @@ class AgentConfig:
     traffic: str | None = None  # the run's traffic.json: flows this node sends and takes
     traffic_records: str = ""  # their records (default: traffic.jsonl next to the store)
     source: str = "<config>"
+    # whom the agent talks to, and what a peer can make it hold (docs/security.md)
+    tls: str = "off"
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    accept_unknown_peers: bool = False
+    rx_in_progress_max_bytes: int = DEFAULT_RX_IN_PROGRESS_MAX_BYTES
+    transfer_stall_s: float = 30.0
 
     def __post_init__(self) -> None:
         if not self.app_socket:
@@ -175,6 +201,9 @@ class AgentConfig:
             cfg.contact_plan = str((p.parent / cfg.contact_plan).resolve())
         if cfg.traffic and not Path(cfg.traffic).is_absolute():
             cfg.traffic = str((p.parent / cfg.traffic).resolve())
+        for key in ("tls_ca", "tls_cert", "tls_key"):
+            if getattr(cfg, key) and not Path(getattr(cfg, key)).is_absolute():
+                setattr(cfg, key, str((p.parent / getattr(cfg, key)).resolve()))
         return cfg
 
     @classmethod
@@ -186,7 +215,7 @@ class AgentConfig:
     def from_fields(cls, f: Fields) -> AgentConfig:
         """The config from a document being checked; every bad value is an
         :class:`InputError` naming the file, line and field."""
-        f.check_keys(KNOWN_KEYS)
+        f.check_keys(KNOWN_KEYS + TRUST_KEYS)
         listen = (f.mapping("listen") if f.get("listen") is not None
                   else Fields(LineMap(), source=f.source, path="listen", line=f.line))
         for k in listen:
@@ -227,7 +256,8 @@ class AgentConfig:
             keys=dict(keys),
             keepalive_s=_required(f.integer("keepalive_s", default=15, lo=0, hi=0xFFFF)),
             segment_mru=_required(f.integer("segment_mru", default=16 * 1024 * 1024, lo=64)),
-            transfer_mru=_required(f.integer("transfer_mru", default=1 << 32, lo=64)),
+            transfer_mru=_required(f.integer("transfer_mru", default=DEFAULT_TRANSFER_MRU,
+                                             lo=64)),
             store_max_bytes=_required(f.integer("store_max_bytes", default=1 << 30, lo=1024)),
             store_reserve_bytes=_required(f.integer("store_reserve_bytes", default=8 << 20,
                                                     lo=0)),
@@ -238,6 +268,7 @@ class AgentConfig:
             traffic=_text(f, "traffic") or None,
             traffic_records=_text(f, "traffic_records"),
             source=f.source,
+            **_trust(f),
         )
 
     @classmethod
@@ -296,6 +327,10 @@ class AgentConfig:
             "store_reserve_bytes": self.store_reserve_bytes, "durability": self.durability,
             "default_lifetime_s": self.default_lifetime_s, "log": self.log,
             "traffic": self.traffic, "traffic_records": self.traffic_records,
+            "tls": self.tls, "tls_ca": self.tls_ca, "tls_cert": self.tls_cert,
+            "tls_key": self.tls_key, "accept_unknown_peers": self.accept_unknown_peers,
+            "rx_in_progress_max_bytes": self.rx_in_progress_max_bytes,
+            "transfer_stall_s": self.transfer_stall_s,
         }
 
     def write(self, path: str | Path) -> None:
@@ -339,6 +374,26 @@ def _checked_host_port(text: str, where: Fields, key: str | int) -> tuple[str, i
     if not host or not 0 <= port <= 65535:
         raise where.error(f"not host:port: {text!r}", key)
     return host, port
+
+
+def _trust(f: Fields) -> dict[str, Any]:
+    """The peer-trust and memory-bound keys: TLS needs all three files."""
+    # (YAML 1.1 reads a bare `off` as false)
+    tls = "off" if f.get("tls") is False else _required(f.enum("tls", TLS_MODES,
+                                                                 default="off"))
+    files = {k: _text(f, k) for k in ("tls_ca", "tls_cert", "tls_key")}
+    missing = [k for k, v in files.items() if not v]
+    if tls != "off" and missing:
+        raise f.error(f"tls: {tls} needs {', '.join(missing)} (the CA certificate, this "
+                      "node's certificate and its key, PEM files)", "tls")
+    return {
+        "tls": tls, **files,
+        "accept_unknown_peers": _required(f.boolean("accept_unknown_peers", default=False)),
+        "rx_in_progress_max_bytes": _required(f.integer(
+            "rx_in_progress_max_bytes", default=DEFAULT_RX_IN_PROGRESS_MAX_BYTES, lo=64)),
+        "transfer_stall_s": _required(f.number("transfer_stall_s", default=30.0, lo=0,
+                                               lo_open=True)),
+    }
 
 
 def _neighbour(n: Fields) -> NeighbourConfig:

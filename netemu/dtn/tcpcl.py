@@ -5,10 +5,24 @@ No sockets and no clock live here (the h11 pattern): the agent feeds received by
 :meth:`Session.data_to_send` hands back. Timers (keepalive, idle timeout) belong to the
 caller, which reads the negotiated :attr:`Session.keepalive_s`.
 
-What is implemented: the contact header (``dtn!``, version 4, ``CAN_TLS`` never set),
-SESS_INIT with keepalive / segment-MRU / transfer-MRU negotiation and session extension
-items, XFER_SEGMENT with START/END flags and the transfer-length extension, XFER_ACK,
-XFER_REFUSE, KEEPALIVE, SESS_TERM and MSG_REJECT. TLS is not offered.
+What is implemented: the contact header (``dtn!``, version 4, ``CAN_TLS`` when the
+caller offers TLS), SESS_INIT with keepalive / segment-MRU / transfer-MRU negotiation and
+session extension items, XFER_SEGMENT with START/END flags and the transfer-length
+extension, XFER_ACK, XFER_REFUSE, KEEPALIVE, SESS_TERM and MSG_REJECT.
+
+TLS (RFC 9174 §4.4): when both contact headers carry ``CAN_TLS`` the session reports
+:class:`TlsNegotiated` and waits; the caller runs the TLS handshake on its socket (the
+active side is the TLS client) and calls :meth:`Session.tls_established`, after which
+SESS_INIT goes over TLS. A session made with ``tls_required`` ends with SESS_TERM
+(Contact Failure) when the peer does not offer TLS.
+
+Whom to talk to is the caller's policy, given as ``check_peer``: it sees the peer's node
+ID from SESS_INIT and may refuse it, and then the session ends with SESS_TERM (Contact
+Failure) before a single transfer is accepted or sent (:class:`TcpclRefused`).
+
+Memory: a session holds at most one incoming transfer, of at most ``transfer_mru``
+bytes; an :class:`RxBudget` shared by the sessions of one node bounds their sum, and a
+transfer that would overrun it is refused (NO_RESOURCES) and its bytes dropped.
 
 Acknowledgement policy: intermediate segments are acknowledged at once; the ACK of the
 final segment (which tells the sender the bundle is safe) is sent only when the caller
@@ -28,6 +42,7 @@ from __future__ import annotations
 
 import enum
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from netemu.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
@@ -130,6 +145,33 @@ class TcpclRemoteError(TcpclError, RemoteProtocolError):
 
 class TcpclLocalError(TcpclError, LocalProtocolError):
     """This side asked the session for something TCPCLv4 does not allow now."""
+
+
+class TcpclRefused(TcpclRemoteError):
+    """The peer is not one this side talks to: TLS required but not offered, or its node
+    ID refused by ``check_peer``. SESS_TERM (Contact Failure) is queued; flush, close."""
+
+
+class RxBudget:
+    """Bytes of incoming transfers in progress, shared by the sessions of one node, with
+    a ceiling: what peers can make the node hold before their bundles are complete."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        if limit_bytes < 0:
+            raise ValueError(f"limit_bytes {limit_bytes} < 0")
+        self.limit_bytes = limit_bytes
+        self.used_bytes = 0
+
+    def take(self, n: int) -> bool:
+        """Reserve ``n`` more bytes; False (nothing reserved) when over the limit."""
+        if self.used_bytes + n > self.limit_bytes:
+            return False
+        self.used_bytes += n
+        return True
+
+    def release(self, n: int) -> None:
+        self.used_bytes -= n
+        assert self.used_bytes >= 0, "released more than was taken"
 
 
 # ------------------------------------------------------------------------------------
@@ -405,6 +447,14 @@ class ContactHeaderReceived:
 
 
 @dataclass(frozen=True)
+class TlsNegotiated:
+    """Both sides offered TLS: run the handshake now (``server_side`` for the passive
+    side), feed nothing more until it is done, then call :meth:`Session.tls_established`."""
+
+    server_side: bool
+
+
+@dataclass(frozen=True)
 class SessionStarted:
     """Both SESS_INITs exchanged: transfers may flow.
 
@@ -481,7 +531,7 @@ class MessageRejected:
 
 
 Event = (
-    ContactHeaderReceived | SessionStarted | TransferReceived | TransferProgress
+    ContactHeaderReceived | TlsNegotiated | SessionStarted | TransferReceived | TransferProgress
     | TransferCompleted | TransferRefused | KeepaliveReceived | SessionTerminating
     | SessionClosed | MessageRejected
 )
@@ -496,6 +546,7 @@ class SessionState(enum.Enum):
     """Where a TCPCL session stands (:attr:`Session.state`)."""
 
     CONTACT = "contact"  # waiting for the peer's contact header
+    TLS = "tls"  # both offered TLS: the caller runs the handshake
     INIT = "init"  # contact headers done, waiting for peer SESS_INIT
     ESTABLISHED = "established"
     ENDING = "ending"  # SESS_TERM sent or received, finishing transfers
@@ -505,10 +556,26 @@ class SessionState(enum.Enum):
 
 @dataclass
 class _InTransfer:
+    """An incoming transfer being received: its data kept as the pieces that came (one
+    copy at the end, and no buffer regrown, and copied, as it fills: a growing buffer
+    of megabytes leaves the allocator holding about twice what it holds)."""
+
     transfer_id: int
-    data: bytearray = field(default_factory=bytearray)
+    chunks: list[bytes] = field(default_factory=list)
+    size: int = 0
     total: int | None = None
     refused: bool = False
+
+    def add(self, data: bytes | bytearray | memoryview) -> None:
+        self.chunks.append(bytes(data))
+        self.size += len(data)
+
+    def drop(self) -> None:
+        self.chunks = []
+        self.size = 0
+
+    def value(self) -> bytes:
+        return self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
 
 
 @dataclass
@@ -524,6 +591,9 @@ class Session:
     ``node_id`` is this node's ID for SESS_INIT (an ``ipn:N.0`` or ``dtn://name/`` node
     ID); ``segment_mru``/``transfer_mru`` are the largest segment and bundle this side
     accepts (bytes); ``keepalive_s`` is the interval this side proposes (0 disables).
+    ``can_tls`` sets CAN_TLS in the contact header; ``tls_required`` refuses a peer that
+    does not. ``check_peer(node_id)`` returns why the peer is refused, or None.
+    ``rx_budget`` bounds the incoming bytes held by all sessions that share it.
     """
 
     def __init__(
@@ -535,10 +605,23 @@ class Session:
         segment_mru: int = 16 * 1024 * 1024,
         transfer_mru: int = 1 << 32,
         max_segment_out: int = 16 * 1024 * 1024,
+        can_tls: bool = False,
+        tls_required: bool = False,
+        check_peer: Callable[[str], str | None] | None = None,
+        rx_budget: RxBudget | None = None,
     ) -> None:
         if not 0 <= keepalive_s <= 0xFFFF:
             raise ValueError(f"keepalive_s {keepalive_s} outside 0..65535")
+        if tls_required and not can_tls:
+            raise ValueError("tls_required needs can_tls")
         self.role = role
+        self.can_tls = can_tls
+        self.tls_required = tls_required
+        self.tls = False  # TLS negotiated (and, after tls_established, running)
+        self.check_peer = check_peer
+        self.rx_budget = rx_budget
+        self._held = 0  # bytes of the incoming transfer reserved in rx_budget
+        self.rx_data_bytes = 0  # XFER_SEGMENT data bytes received (a progress mark)
         self.node_id = node_id
         self.local_keepalive_s = keepalive_s
         self.segment_mru = segment_mru
@@ -566,7 +649,10 @@ class Session:
         self._seg_left = 0
         self._seg_flags = 0
         if role is Role.ACTIVE:
-            self._out.append(ContactHeader(flags=0).encode())
+            self._out.append(self._contact_header())
+
+    def _contact_header(self) -> bytes:
+        return ContactHeader(flags=FLAG_CAN_TLS if self.can_tls else 0).encode()
 
     # --- output ----------------------------------------------------------------------
 
@@ -589,6 +675,16 @@ class Session:
         """Transfers sent and not yet fully acknowledged."""
         return len(self._out_transfers)
 
+    @property
+    def receiving(self) -> bool:
+        """Whether an incoming transfer has started and not ended."""
+        return self._in is not None
+
+    @property
+    def rx_held_bytes(self) -> int:
+        """Bytes of the unfinished incoming transfer this session holds."""
+        return self._in.size if self._in is not None else 0
+
     def _send_init(self) -> None:
         self._out.append(
             SessInit(self.local_keepalive_s, self.segment_mru, self.transfer_mru,
@@ -597,6 +693,15 @@ class Session:
         self._sent_init = True
 
     # --- commands --------------------------------------------------------------------
+
+    def tls_established(self) -> None:
+        """The caller's TLS handshake is done: SESS_INIT (from the active side) follows,
+        and every byte from now on is the TLS layer's plaintext."""
+        if self.state is not SessionState.TLS:
+            raise TcpclLocalError(f"no TLS handshake pending in session state {self.state.value}")
+        self.state = SessionState.INIT
+        if self.role is Role.ACTIVE:
+            self._send_init()
 
     def send_transfer(self, bundle: bytes | bytearray | memoryview) -> int:
         """Queue ``bundle`` as one transfer, segmented to the peer's segment MRU.
@@ -660,7 +765,8 @@ class Session:
         self._awaiting_first.pop(transfer_id, None)
         if self._in is not None and self._in.transfer_id == transfer_id:
             self._in.refused = True
-            self._in.data = bytearray()
+            self._in.drop()
+            self._release_held()
         if self.state not in (SessionState.CLOSED, SessionState.ERROR):
             self._out.append(XferRefuse(int(reason), transfer_id).encode())
         self._maybe_closed_after_term()
@@ -674,8 +780,9 @@ class Session:
         if self.state in (SessionState.CLOSED, SessionState.ERROR):
             return []
         events: list[Event] = []
-        if self.state is SessionState.CONTACT:
-            # No contact header exchange yet: nothing to say, just close.
+        if self.state is SessionState.CONTACT or self.state is SessionState.TLS:
+            # No contact header exchange yet, or the TLS handshake under way (a SESS_TERM
+            # in the clear would be garbage to it): nothing to say, just close.
             self.state = SessionState.CLOSED
             return [SessionClosed(tuple(self._out_transfers))]
         if not self._sent_term:
@@ -695,6 +802,8 @@ class Session:
         if self.state is SessionState.CLOSED:
             return []
         self.state = SessionState.CLOSED
+        self._release_held()
+        self._in = None
         unacked = tuple(self._out_transfers)
         self._out_transfers.clear()
         return [SessionClosed(unacked)]
@@ -728,16 +837,36 @@ class Session:
                     events.append(ContactHeaderReceived(ch.version, self.peer_can_tls))
                     if ch.version != VERSION:
                         if self.role is Role.PASSIVE:
-                            self._out.append(ContactHeader(flags=0).encode())
+                            self._out.append(self._contact_header())
                         self._fail(TermReason.VERSION_MISMATCH)
                         raise TcpclRemoteError(f"contact header: peer speaks TCPCL version {ch.version}, "
                                                f"this side only version {VERSION}")
                     if self.role is Role.PASSIVE:
-                        self._out.append(ContactHeader(flags=0).encode())
-                    else:
-                        self._send_init()  # active side sends SESS_INIT first
+                        self._out.append(self._contact_header())
                     self.state = SessionState.INIT
+                    if self.can_tls and self.peer_can_tls:
+                        # RFC 9174 4.4: TLS right after the contact headers, before SESS_INIT
+                        self.state = SessionState.TLS
+                        self.tls = True
+                        if len(buf) > off:
+                            self._fail(TermReason.CONTACT_FAILURE)
+                            raise TcpclRemoteError(
+                                f"contact header: {len(buf) - off} bytes in the clear after "
+                                "it, where the TLS handshake must start")
+                        events.append(TlsNegotiated(server_side=self.role is Role.PASSIVE))
+                        break
+                    if self.tls_required:
+                        self._fail(TermReason.CONTACT_FAILURE)
+                        raise TcpclRefused("contact header: the peer does not offer TLS "
+                                           "(CAN_TLS unset) and this side requires it")
+                    if self.role is Role.ACTIVE:
+                        self._send_init()  # active side sends SESS_INIT first
                     continue
+                if self.state is SessionState.TLS:
+                    if len(buf) > off:
+                        self._fail(TermReason.CONTACT_FAILURE)
+                        raise TcpclRemoteError("bytes in the clear during the TLS handshake")
+                    break
                 if self.state in (SessionState.CLOSED, SessionState.ERROR):
                     break
                 typ = buf[off] if off < len(buf) else -1
@@ -908,10 +1037,8 @@ class Session:
         else:
             if cur is None or cur.transfer_id != tid:
                 raise TcpclRemoteError(f"{where}: segment without START for a transfer not in progress")
-        if not cur.refused and len(cur.data) + dlen > self.transfer_mru:
-            cur.refused = True
-            cur.data = bytearray()
-            self._out.append(XferRefuse(RefuseReason.NO_RESOURCES, tid).encode())
+        if not cur.refused and cur.size + dlen > self.transfer_mru:
+            self._drop_in(cur, RefuseReason.NO_RESOURCES)
         self._seg_flags = flags
         self._seg_left = dlen
         if dlen == 0:
@@ -923,10 +1050,18 @@ class Session:
         """Append up to ``_seg_left`` bytes to the current transfer; return the rest."""
         mv = data if isinstance(data, memoryview) else memoryview(data)
         take = min(self._seg_left, len(mv))
+        self.rx_data_bytes += take
         cur = self._in
         assert cur is not None
         if not cur.refused:
-            cur.data += mv[:take]
+            budget = self.rx_budget
+            if budget is None:
+                cur.add(mv[:take])
+            elif budget.take(take):
+                self._held += take
+                cur.add(mv[:take])
+            else:  # the node holds all it may of unfinished transfers
+                self._drop_in(cur, RefuseReason.NO_RESOURCES)
         self._seg_left -= take
         if self._seg_left == 0:
             self._segment_done(events)
@@ -936,9 +1071,10 @@ class Session:
         cur = self._in
         assert cur is not None
         flags = self._seg_flags
-        got = len(cur.data)
+        got = cur.size
         if flags & SEG_END:
             self._in = None
+            self._release_held()
             if cur.refused:
                 return
             if cur.total is not None and cur.total != got:
@@ -948,16 +1084,34 @@ class Session:
             self._awaiting_ack[cur.transfer_id] = got
             if flags & SEG_START:
                 self._awaiting_first[cur.transfer_id] = got
-            events.append(TransferReceived(cur.transfer_id, bytes(cur.data)))
+            events.append(TransferReceived(cur.transfer_id, cur.value()))
         elif not cur.refused:
             self._out.append(XferAck(flags, cur.transfer_id, got).encode())
 
+    def _drop_in(self, cur: _InTransfer, reason: RefuseReason) -> None:
+        """Refuse the incoming transfer ``cur`` and let go of its bytes (the rest of it is
+        read and discarded)."""
+        cur.refused = True
+        cur.drop()
+        self._release_held()
+        self._out.append(XferRefuse(reason, cur.transfer_id).encode())
+
+    def _release_held(self) -> None:
+        if self._held:
+            assert self.rx_budget is not None
+            self.rx_budget.release(self._held)
+            self._held = 0
+
     def _reject_unexpected(self, typ: int, what: str) -> None:
+        state = self.state
         self._out.append(MsgReject(RejectReason.UNEXPECTED, typ).encode())
         self._fail(TermReason.UNKNOWN)
-        raise TcpclRemoteError(f"{what}: unexpected in state {self.state.value}")
+        raise TcpclRemoteError(f"{what}: unexpected in state {state.value}")
 
     def _fail(self, reason: TermReason) -> None:
+        self._release_held()
+        if self._in is not None:
+            self._in.drop()
         if not self._sent_term and self.state not in (SessionState.CONTACT, SessionState.ERROR, SessionState.CLOSED):
             self._out.append(SessTerm(0, int(reason)).encode())
             self._sent_term = True
@@ -965,6 +1119,8 @@ class Session:
 
     def _handle(self, msg: Message, events: list[Event]) -> None:
         if isinstance(msg, SessInit):
+            if self.state is SessionState.ENDING and self.peer_node_id is None:
+                return  # we ended the session before it started; its SESS_INIT crossed ours
             if self.state is not SessionState.INIT:
                 self._reject_unexpected(SESS_INIT, "SESS_INIT")
             for item in msg.extensions:
@@ -972,6 +1128,10 @@ class Session:
                     self._fail(TermReason.CONTACT_FAILURE)
                     raise TcpclRemoteError(f"SESS_INIT: unknown critical session extension type "
                                            f"{item.type}")
+            why = self.check_peer(msg.node_id) if self.check_peer is not None else None
+            if why is not None:
+                self._fail(TermReason.CONTACT_FAILURE)
+                raise TcpclRefused(f"SESS_INIT: peer node ID {msg.node_id!r} refused: {why}")
             if self.role is Role.PASSIVE:
                 self._send_init()
             self.peer_node_id = msg.node_id
@@ -1055,6 +1215,7 @@ def _type_of(msg: Message) -> int:
 
 __all__ = [
     "DEFAULT_PORT", "Session", "Role", "SessionState", "TcpclError", "TcpclLocalError",
+    "TcpclRefused", "RxBudget", "TlsNegotiated",
     "TcpclRemoteError", "UnknownMessageType",
     "RefuseReason", "TermReason", "RejectReason", "decode_message", "decode_contact_header",
     "ContactHeader", "SessInit", "XferSegment", "XferAck", "XferRefuse", "Keepalive",

@@ -75,6 +75,7 @@ from netemu.run.apps import (
 )
 from netemu.run.broker import Broker, Recorder
 from netemu.run.capture import parse_capture_section, start_scenario_captures
+from netemu.run.pki import RunCA, run_tls_mode, secure_run_agent
 from netemu.run.telemetry_config import TelemetrySettings, parse_telemetry
 from netemu.runtime.env import (
     NETEMU_BP_SOCKET,
@@ -690,6 +691,7 @@ class ScenarioRun:
         links = direct_links(emu.layout, set(nodes))
         traffic = str(rd.traffic_json) if p.traffic is not None else None
         configs: dict[str, AgentConfig] = {}
+        ca = RunCA.create(rd.agents_dir / "pki")  # TCPCL over TLS: docs/security.md
         for node in nodes:
             rd.agent_dir(node).mkdir(parents=True, exist_ok=True)
             sdir = sock_root / node
@@ -701,6 +703,7 @@ class ScenarioRun:
             cfg.log = str(rd.agent_log(node))
             cfg.traffic = traffic
             cfg.traffic_records = str(rd.agent_traffic(node))
+            secure_run_agent(ca, cfg, rd.agent_dir(node), run_tls_mode(bool(p.captures)))
             cfg.write(rd.agent_config(node))
             configs[node] = cfg
         return configs

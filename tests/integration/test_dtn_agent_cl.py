@@ -24,8 +24,8 @@ def _cfg(tmp, name, ipn, port, peer, peer_ipn, dial, cl="tcpcl", **kw) -> AgentC
                    "mtcp": kw.pop("mtcp", [])},
         "app_socket": str(tmp / name / "bp.sock"), "store": str(tmp / name / "s.sqlite"),
         "log": str(tmp / f"{name}.log"),
-        "neighbours": [{"name": peer, "ipn": peer_ipn, "cl": cl, "address": dial}]
-        if dial is not None else [],
+        # (dial None: the peer is a neighbour that only it dials)
+        "neighbours": [{"name": peer, "ipn": peer_ipn, "cl": cl, "address": dial or ""}],
         **kw,
     })
 
