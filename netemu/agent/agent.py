@@ -411,6 +411,17 @@ class Agent:
     def _has_stream(self, st: NeighbourState) -> bool:
         return any(not isinstance(ch, UdpChannel) for ch in st.sessions)
 
+    def _gated(self, ch: Any) -> Any:
+        """``ch`` holds the dial gate until its session starts or it closes."""
+        ch.gate_held = True
+        return ch
+
+    def _release_gate(self, ch: Any) -> None:
+        if getattr(ch, "gate_held", False):
+            ch.gate_held = False
+            assert self.services.dial_gate is not None
+            self.services.dial_gate.release()
+
     async def _connect(self, st: NeighbourState) -> None:
         loop = asyncio.get_running_loop()
         gate, held = self.services.dial_gate, False
@@ -425,9 +436,16 @@ class Agent:
             connect = self.services.sockets.connect
             if st.cfg.cl == "tcpcl":
                 host, port = split_host_port(address)
-                await asyncio.wait_for(connect(
-                    loop, lambda: TcpclChannel(self, tcpcl.Role.ACTIVE, st.cfg.name),
-                    host, port), 5.0)
+                if gate is not None:
+                    # the channel keeps the slot through its handshakes (TCPCL, TLS): at
+                    # most so many sessions are being set up at once in this process
+                    await asyncio.wait_for(connect(loop, lambda: self._gated(
+                        TcpclChannel(self, tcpcl.Role.ACTIVE, st.cfg.name)), host, port), 5.0)
+                    held = False
+                else:
+                    await asyncio.wait_for(connect(
+                        loop, lambda: TcpclChannel(self, tcpcl.Role.ACTIVE, st.cfg.name),
+                        host, port), 5.0)
             else:
                 host, port = split_host_port(address, default_port=mtcp.DEFAULT_PORT)
                 await asyncio.wait_for(connect(
@@ -487,6 +505,7 @@ class Agent:
             st.backoff_s = min(st.backoff_s * 2, BACKOFF_MAX_S)
 
     def session_started(self, ch: TcpclChannel, ev: tcpcl.SessionStarted) -> None:
+        self._release_gate(ch)
         name = ch.neighbour
         peer_name = self._name_of_node_id(ev.peer_node_id)
         if name is None:
@@ -524,6 +543,7 @@ class Agent:
         return node_id
 
     def channel_lost(self, ch: Channel, unacked: list[OutItem], exc: Exception | None) -> None:
+        self._release_gate(ch)
         name = ch.neighbour
         st = self.neighbours.get(name or "")
         if st is not None and ch in st.sessions:

@@ -69,6 +69,8 @@ COMMIT_THREADS = 8  # group commits of all nodes (each node has one in flight at
 SYNC_THREADS = 8  # the stores' fdatasync / directory fsync jobs
 FDS_PER_NODE = 32  # listeners, sessions, store files, namespace handle
 DIALS_IN_FLIGHT = 64  # TCP connects at once, all nodes together
+LAG_REPORT_S = 5.0  # the loop's worst lateness is logged this often (when late)
+LAG_WARN_S = 0.5
 CLONE_NEWNET = 0x40000000
 
 
@@ -290,6 +292,7 @@ class NodeHost:
         self.counters_s = host.counters_interval_s if self.telemetry is not None else 0.0
         self.counters: CountersTimer | None = None
         self._counters_task: asyncio.Task | None = None
+        self._lag_task: asyncio.Task | None = None
 
     def _node_error(self, node: HostedNode, e: BaseException, doing: str) -> NetemuError:
         what = f"{e}" if isinstance(e, NetemuError) else f"{type(e).__name__}: {e}"
@@ -347,6 +350,7 @@ class NodeHost:
                 finally:
                     self._started.append(agent)  # (a half-started node is stopped too)
             _log("host_started", nodes=len(self.agents), plans=len(self.plans.plans))
+            self._lag_task = asyncio.get_running_loop().create_task(self._watch_lag())
             if self.counters_s > 0 and self.agents:
                 self.counters = CountersTimer(lambda: self._started, self.counters_s,
                                               self.agents[0].clock)
@@ -358,13 +362,28 @@ class NodeHost:
     def stop(self) -> None:
         self._stop.set()
 
+    async def _watch_lag(self) -> None:
+        """Log how late the loop ran a 0.1 s timer, worst of each LAG_REPORT_S, when over
+        LAG_WARN_S: every node of the host waits that long for its sockets and timers."""
+        loop = asyncio.get_running_loop()
+        worst, since = 0.0, loop.time()
+        while True:
+            t0 = loop.time()
+            await asyncio.sleep(0.1)
+            worst = max(worst, loop.time() - t0 - 0.1)
+            if loop.time() - since >= LAG_REPORT_S:
+                if worst >= LAG_WARN_S:
+                    _log("loop_lag", worst_s=round(worst, 3), nodes=len(self.agents))
+                worst, since = 0.0, loop.time()
+
     async def shutdown(self) -> None:
         """Stop every node (SESS_TERM, stores closed, sockets removed): one node's
         failure to stop does not keep the others from stopping."""
         started = self._started
-        if self._counters_task is not None:
-            self._counters_task.cancel()
-            self._counters_task = None
+        for task in (self._counters_task, self._lag_task):
+            if task is not None:
+                task.cancel()
+        self._counters_task = self._lag_task = None
         if self.counters is not None:  # every node's last sample, before any stops
             self.counters.publish(final=True)
             self.counters = None

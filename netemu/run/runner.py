@@ -582,7 +582,11 @@ class ScenarioRun:
         # 3. the emulation; its clock reaches the window's start once the agents are up
         agent_nodes = list(p.plan.nodes) if w.agents is None else list(w.agents)
         n_hosts = w.hosts_for(len(agent_nodes)) if agent_nodes else None
-        lead_s = agent_bringup_s(len(agent_nodes), n_hosts)
+        with_agent = set(agent_nodes)
+        first = {(c.src, c.dst) if c.src < c.dst else (c.dst, c.src)
+                 for c in p.plan.contacts if c.start_s <= w.start_s < c.end_s
+                 and c.src in with_agent and c.dst in with_agent}
+        lead_s = agent_bringup_s(len(agent_nodes), n_hosts, len(first))
         meta["clock_lead_s"] = round(lead_s, 1)
         emu = Emulation(p.plan, shaper=w.shaper, time_scale=w.time_scale,
                         ip_routing=p.ip_routing == "oracle",
@@ -847,15 +851,19 @@ class ScenarioRun:
                 self.echo(f"netemu: could not write the report: {e}")
 
 
-def agent_bringup_s(n_agents: int, n_hosts: int | None) -> float:
-    """Wall seconds to allow the agents to start before the window opens, generous:
-    about 0.06 s per node in a node host (its nodes start one after another; measured
-    6.5 s for 100 nodes a host), and 0.5 s per agent process shared among the CPUs."""
+def agent_bringup_s(n_agents: int, n_hosts: int | None, n_sessions: int = 0) -> float:
+    """Wall seconds to allow the agents to start, and to set up the sessions of the
+    contacts up at the window's start, before the window opens; generous: about 0.06 s
+    per node in a node host (its nodes start one after another; measured 6.5 s for 100
+    nodes a host), 0.5 s per agent process shared among the CPUs, and 10 ms per session
+    (TCP, TCPCL and TLS handshakes at both ends) shared among the processes."""
     if n_agents <= 0:
         return 0.0
+    procs = n_hosts or max(1, os.cpu_count() or 1)
+    setup_s = 0.01 * n_sessions / procs
     if n_hosts is None:
-        return 3.0 + 0.5 * n_agents / max(1, os.cpu_count() or 1)
-    return 3.0 + 0.06 * math.ceil(n_agents / n_hosts)
+        return 3.0 + 0.5 * n_agents / procs + setup_s
+    return 3.0 + 0.06 * math.ceil(n_agents / n_hosts) + setup_s
 
 
 def direct_links(layout: Any, nodes: set[str]
