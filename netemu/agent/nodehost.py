@@ -284,6 +284,7 @@ class NodeHost:
         self._sockets: list[NetnsSockets] = []
         self._stop = asyncio.Event()
         self.dial_gate = asyncio.Semaphore(DIALS_IN_FLIGHT)
+        self.dials_open = asyncio.Event()  # every node started (listening)
         self._by_node: dict[str, Agent] = {}
         self._started: list[Agent] = []
         host = HostEnv.from_env()  # the run's broker, when set: one connection for all
@@ -321,7 +322,8 @@ class NodeHost:
                                                 f"{node.netns}") from None
             services = AgentServices(sockets=sockets, load_plan=self.plans.load,
                                      commit_pool=self.commit_pool,
-                                     sync_pool=self.sync_pool, dial_gate=self.dial_gate)
+                                     sync_pool=self.sync_pool, dial_gate=self.dial_gate,
+                                     dials_open=self.dials_open)
             if self.telemetry is not None:
                 services.publisher = self.telemetry.publisher
                 services.counters_timer = False
@@ -350,6 +352,7 @@ class NodeHost:
                 finally:
                     self._started.append(agent)  # (a half-started node is stopped too)
             _log("host_started", nodes=len(self.agents), plans=len(self.plans.plans))
+            self.dials_open.set()
             self._lag_task = asyncio.get_running_loop().create_task(self._watch_lag())
             if self.counters_s > 0 and self.agents:
                 self.counters = CountersTimer(lambda: self._started, self.counters_s,
