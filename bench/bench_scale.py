@@ -163,7 +163,7 @@ def run_scenario(a: argparse.Namespace, out: Path) -> dict[str, Any]:
     pss_mib = sampler.max_kib / 1024
     lvp = tr.get("latency_vs_projection_s") or {}
     expected = tr.get("expected") or 0
-    delivered_expected = tr.get("delivered_expected", tr.get("delivered")) or 0
+    delivered_expected = tr.get("expected_delivered") or 0
     return {
         "scenario": str(a.scenario), "nodes": nodes, "agents": n_agents,
         "agent_processes": meta.get("agent_processes"),
