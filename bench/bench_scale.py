@@ -12,7 +12,8 @@ over the whole window. The agents plan with ``--plan-s`` of contact plan (defaul
 Figures (``--json``: one JSON object with these keys):
 
 - ``nodes``, ``agents``; ``bringup_s``: wall seconds from the run's start (plan computed) to
-  every agent ready (network built, agents started);
+  every agent ready (network built, agents started); ``window_opened_s``: to the scenario
+  clock reaching the window's start (the agents' first sessions set up meanwhile);
 - ``pss_total_mib`` / ``pss_per_node_mib``: the largest sum, sampled every 2 s during the
   window, of the proportional set size of every process of the run: the runner itself
   (emulator driver, recorder), the relay, the node hosts, the broker and any apps;
@@ -171,6 +172,11 @@ def run_scenario(a: argparse.Namespace, out: Path) -> dict[str, Any]:
         "window_s": a.window_s, "time_scale": a.time_scale,
         "bringup_s": meta["phases_s"].get("agents_ready"),
         "clock_lead_s": meta.get("clock_lead_s"),
+        # when the scenario clock reached the window's start (agents ready + the rest of
+        # the lead, in which the first contacts' sessions are set up)
+        "window_opened_s": round(meta["phases_s"]["agents_ready"]
+                                 + max(0.0, meta.get("agents_ready_before_window_s", 0.0)),
+                                 1) if "agents_ready" in meta["phases_s"] else None,
         "pss_total_mib": round(pss_mib, 1),
         "pss_per_node_mib": round(pss_mib / max(1, nodes), 3),
         "pss_processes": sampler.max_procs,
