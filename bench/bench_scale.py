@@ -17,6 +17,8 @@ Figures (``--json``: one JSON object with these keys):
 - ``pss_total_mib`` / ``pss_per_node_mib``: the largest sum, sampled every 2 s during the
   window, of the proportional set size of every process of the run: the runner itself
   (emulator driver, recorder), the relay, the node hosts, the broker and any apps;
+  ``mem_used_rise_mib``: the largest rise, over the whole run, of the machine's memory in
+  use (MemTotal − MemAvailable: processes, kernel, page cache that cannot be dropped);
 - ``bundles_sent``, ``bundles_delivered`` (within the window), ``bundles_expected``
   (sends whose CGR-projected arrival falls inside the window), ``delivered_ratio``
   (delivered of the expected), ``latency_vs_projection_p95_s`` (p95 of delivery time −
@@ -89,15 +91,28 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
+def mem_used_kib() -> int:
+    """The machine's memory in use (MemTotal − MemAvailable): processes, page cache that
+    cannot be dropped, and the kernel's own (namespaces, interfaces, sockets)."""
+    info = {}
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        info[key] = int(rest.split()[0])
+    return info["MemTotal"] - info["MemAvailable"]
+
+
 class PssSampler:
     """The largest total PSS of this process and its descendants, sampled every
-    ``every_s`` while ``active`` is set."""
+    ``every_s`` while ``active`` is set; and the largest rise of the machine's memory in
+    use over the whole run."""
 
     def __init__(self, every_s: float = 2.0) -> None:
         self.every_s = every_s
         self.active = threading.Event()
         self.max_kib = 0
         self.max_procs = 0
+        self.mem_base_kib = mem_used_kib()
+        self.mem_rise_kib = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -111,6 +126,7 @@ class PssSampler:
 
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):
+            self.mem_rise_kib = max(self.mem_rise_kib, mem_used_kib() - self.mem_base_kib)
             if self.active.is_set():
                 pids = descendants(os.getpid())
                 total = sum(pss_kib(p) for p in pids)
@@ -180,6 +196,7 @@ def run_scenario(a: argparse.Namespace, out: Path) -> dict[str, Any]:
         "pss_total_mib": round(pss_mib, 1),
         "pss_per_node_mib": round(pss_mib / max(1, nodes), 3),
         "pss_processes": sampler.max_procs,
+        "mem_used_rise_mib": round(sampler.mem_rise_kib / 1024, 1),
         "flows": tr.get("flows"),
         "bundles_sent": tr.get("sent"), "bundles_delivered": tr.get("delivered"),
         "bundles_expected": expected,

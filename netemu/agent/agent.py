@@ -199,7 +199,7 @@ class Agent:
         self._rx_scheduled = False
         self._pump_scheduled = False
         self._next_purge = 0.0  # monotonic time of the next tombstone sweep
-        self._end_checks: set[float] = set()  # contact ends with a timer set
+        self._end_checks: set[float] = set()  # contact starts and ends with a timer set
         self._tasks: set[asyncio.Task] = set()
         self.counters: dict[str, int] = {
             "received": 0, "sent": 0, "refused": 0, "requeued": 0, "sessions": 0}
@@ -368,6 +368,8 @@ class Agent:
                 st.connecting = self._spawn(self._connect(st))
             if st.plan_up:
                 self._check_at_contact_end(name, t_s)
+            else:
+                self._check_at_contact_start(name, t_s)
         for ch in list(self.channels):
             ch.housekeeping(now)
         self.core.tick()
@@ -384,18 +386,28 @@ class Agent:
         next round: the session must stop when the plan says, not up to a round later
         (at time scale 10 a round is 5 scenario seconds)."""
         windows = self._windows.get(name) if self.plan is not None and self.cfg.follow_plan else None
-        if not windows:
-            return
-        i = bisect.bisect_right(windows[0], t_s) - 1
-        if i < 0:
-            return
-        end_s = windows[1][i]
+        if windows:
+            i = bisect.bisect_right(windows[0], t_s) - 1
+            if i >= 0:
+                self._round_at(windows[1][i], t_s)
+
+    def _check_at_contact_start(self, name: str, t_s: float) -> None:
+        """Run housekeeping right at the start of ``name``'s next contact when it comes
+        before the next round: the session is dialled when the contact starts (CGR counts
+        on its whole volume), not up to a round later."""
+        windows = self._windows.get(name) if self.plan is not None and self.cfg.follow_plan else None
+        if windows:
+            i = bisect.bisect_right(windows[0], t_s)
+            if i < len(windows[0]):
+                self._round_at(windows[0][i], t_s)
+
+    def _round_at(self, at_s: float, t_s: float) -> None:
+        """A housekeeping round at scenario time ``at_s`` if it comes before the next one."""
         scale = getattr(self.clock, "time_scale", 1.0) or 1.0
-        delay = (end_s - t_s) / scale
-        if 0 <= delay < HOUSEKEEPING_S and end_s not in self._end_checks:
-            self._end_checks.add(end_s)
-            loop = asyncio.get_running_loop()
-            loop.call_later(delay + 0.0005, self._end_check, end_s)
+        delay = (at_s - t_s) / scale
+        if 0 <= delay < HOUSEKEEPING_S and at_s not in self._end_checks:
+            self._end_checks.add(at_s)
+            asyncio.get_running_loop().call_later(delay + 0.0005, self._end_check, at_s)
 
     def _end_check(self, end_s: float) -> None:
         self._end_checks.discard(end_s)
