@@ -90,10 +90,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import os
 import secrets
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
@@ -116,6 +118,7 @@ POOL_BYTES = 64 * 1024 * 1024
 RESERVE_BYTES = 8 * 1024 * 1024  # free space new bundles may not take (see the module doc)
 RESERVE_FILE_BYTES = 1024 * 1024  # kept allocated, released when a write finds no space
 ARM_RESERVE_BELOW = 4  # the file is allocated once free space is under 4 reserves
+FREE_CACHE_S = 0.2  # how long a statvfs answer far above the reserve is reused
 _SQLITE_FULL = 13  # sqlite3 error code: "database or disk is full"
 
 ADDED = "added"
@@ -209,6 +212,8 @@ class BundleStore:
         self._in_tx = False
         # Free space kept out of reach of new bundles, and the file that holds part of it.
         self.reserve_bytes = max(0, reserve_bytes) if on_disk else 0
+        self._dir = os.path.dirname(os.path.abspath(path)) if on_disk else ""
+        self._free_cache: tuple[float, int, int] = (-math.inf, 0, 0)
         self.reserve_path = self.path + ".reserve"
         self.reserve_released = 0  # times a full filesystem made the store release it
         self._low_space = False  # (room_bytes) free space under twice the reserve
@@ -334,11 +339,21 @@ class BundleStore:
 
     # --- space ------------------------------------------------------------------------
     def fs_free_bytes(self) -> int | None:
-        """Bytes free on the store's filesystem for this process (None: in memory)."""
+        """Bytes free on the store's filesystem for this process (None: in memory). Asked
+        before every batch: while far above the reserve the answer is reused for
+        FREE_CACHE_S (a node host's thousand stores asked statvfs thousands of times a
+        second); near it, asked afresh."""
         if self.path == ":memory:":
             return None
-        st = os.statvfs(os.path.dirname(os.path.abspath(self.path)))
-        return st.f_bavail * st.f_frsize
+        now = time.monotonic()
+        cached_at, free, held = self._free_cache
+        if (now - cached_at < FREE_CACHE_S and free > ARM_RESERVE_BELOW * self.reserve_bytes
+                and abs(self.held_bytes - held) < self.reserve_bytes):
+            return free  # (nor has this store written a reserve's worth since)
+        st = os.statvfs(self._dir)
+        free = st.f_bavail * st.f_frsize
+        self._free_cache = (now, free, self.held_bytes)
+        return free
 
     def room_bytes(self) -> int | None:
         """Bytes new bundles may still take: the quota left and, on disk, the free space
@@ -387,6 +402,7 @@ class BundleStore:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.reserve_path)
             self.reserve_released += 1
+        self._free_cache = (-math.inf, 0, 0)  # the filesystem is full: ask afresh
         self._drain_pool()
 
     def _drain_pool(self) -> None:
