@@ -136,10 +136,11 @@ def test_ping_rtt_is_twice_range_over_c_through_a_pass(emulation, overhead_ms, f
     """Pings at three points of a pass, each echo against 2 × range / c at the middle of
     its own round trip (``ping -D`` stamps each reply; a process starts slowly on a
     software CPU, so the time asked for is not the time measured). The smallest error of
-    five echoes must lie between -0.5 ms and the VM's own overhead (the slowest of 20
-    pings over a link of zero delay, measured in the same VM) plus 1 ms."""
+    five echoes must lie between -0.5 ms and twice the VM's own overhead over one link
+    (the median lateness of 20 pings over a link of 1 ms light time, measured in the
+    same VM) plus 1 ms."""
     emu = emulation(pass_plan(), "vnrtt")
-    slack_ms = overhead_ms[1] + 1.0
+    slack_ms = 2 * overhead_ms[0] + 1.0
     wall_to_scenario_s = emu.now_s() - time.time()  # time scale 1
     errors_ms = []
     for moment in (1.0, 5.0, 9.0):
@@ -193,20 +194,39 @@ while time.monotonic() - t0 < secs:
     time.sleep(max(0.0, t0 + n * gap - time.monotonic()))
 """
 
-# On the receiver: once frames arrive (the sender may start slowly on a software CPU)
-# and a second more has filled the link's queue, count received bytes over $2 seconds.
-RX_COUNTER = """
-f=/sys/class/net/$1/statistics/rx_bytes
-z=$(cat $f); i=0
-while [ $(( $(cat $f) - z )) -lt 30000 ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
-sleep 1; a=$(cat $f); t=$(date +%s.%N); sleep $2; b=$(cat $f); u=$(date +%s.%N)
-echo "$a $t $b $u"
+# On the receiver: once frames arrive (the sender may start slowly on a software CPU) and
+# a second more has filled the link's queue, (time, received bytes) every 0.2 s.
+RX_SAMPLER = """
+import sys, time
+path, secs = f"/sys/class/net/{sys.argv[1]}/statistics/rx_bytes", float(sys.argv[2])
+def rx():
+    with open(path) as f:
+        return int(f.read())
+z, t0 = rx(), time.monotonic()
+while rx() - z < 30000 and time.monotonic() - t0 < 60:
+    time.sleep(0.05)
+time.sleep(1.0)
+t0 = time.monotonic()
+while time.monotonic() - t0 < secs:
+    print(time.monotonic(), rx())
+    time.sleep(0.2)
 """
+
+
+def robust_rate_bps(samples: list[tuple[float, float]], min_gap_s: float = 2.0) -> float:
+    """Median of the slopes between samples at least ``min_gap_s`` apart (Theil-Sen): a
+    stall of the VM (a burst of late frames after it) moves a few slopes, not the median."""
+    slopes = sorted((b2 - b1) * 8 / (t2 - t1) for i, (t1, b1) in enumerate(samples)
+                    for t2, b2 in samples[i + 1:] if t2 - t1 >= min_gap_s)
+    assert slopes, f"too few samples: {samples}"
+    return slopes[len(slopes) // 2]
 
 
 def test_rate_within_5_percent_at_a_low_rate(emulation, figure):
     """A 1 Mbit/s link offered 2 Mbit/s of UDP: the receiver's interface counts 1 Mbit/s
-    of frames (netem's rate counts whole Ethernet frames, as the interface does), ± 5 %."""
+    of frames (netem's rate counts whole Ethernet frames, as the interface does), ± 5 %,
+    over 6 s of samples (a robust slope: the VM stalls now and then, and netem then
+    sends the frames that fell due at once)."""
     rate_bps = 1e6
     emu = emulation(ContactPlan(EPOCH, nodes("gs1", "sat1"),
                                 pair("gs1", "sat1", 0, 600, owlt_s=0.002, rate_bps=rate_bps)),
@@ -216,13 +236,14 @@ def test_rate_within_5_percent_at_a_low_rate(emulation, figure):
                                str(2 * rate_bps), "120"], stdout=subprocess.PIPE,
                        stderr=subprocess.STDOUT, text=True)
     try:
-        r = emu.run_cmd("sat1", ["sh", "-c", RX_COUNTER, "rx", ifname, "4"], timeout=120)
+        r = emu.run_cmd("sat1", [sys.executable, "-c", RX_SAMPLER, ifname, "6"], timeout=120)
     finally:
         sender.kill()
         said, _ = sender.communicate(timeout=30)
-    a, t, b, u = (float(x) for x in r.stdout.split())
-    assert b > a, f"no frames received; the sender said: {said!r}; {r.stderr}"
-    got_bps = (b - a) * 8 / (u - t)
+    samples = [(float(t), float(b)) for t, b in (line.split() for line in r.stdout.splitlines())]
+    assert samples and samples[-1][1] > samples[0][1], (
+        f"no frames received; the sender said: {said!r}; {r.stderr}")
+    got_bps = robust_rate_bps(samples)
     figure("rate through a 1 Mbit/s link, frames at the receiver", f"{got_bps / 1e6:.4f}",
            "Mbit/s")
     root_netem(emu, "gs1", "gs1-eth0")
@@ -255,12 +276,12 @@ def test_carrier_drops_at_contact_end_and_returns_with_the_next_contact(emulatio
     rtts = ping_rtts_ms(emu, "gs1", "sat1", count=5)
     assert rtts, "traffic did not resume at the next contact"
     # time scale 2: a 30 ms light time is 15 ms of wall time each way
-    assert_rtt_near(min(rtts), 30.0, overhead_ms[1] + 1.0, "second contact")
+    assert_rtt_near(min(rtts), 30.0, 2 * overhead_ms[0] + 1.0, "second contact")
 
 
 def test_ip_route_and_delay_follow_a_handover(emulation, overhead_ms):
     """gs1 → gs2 through sata (4 ms a hop), then satb (8 ms a hop): the route's next hop
-    moves and the RTT grows by 4 × 4 ms at time scale 2, the station's one interface
+    moves and the RTT goes from 8 to 16 ms (4 links, time scale 2), the station's one interface
     keeping its netem qdisc."""
     contacts = (pair("gs1", "sata", 0, 5, owlt_s=0.004) + pair("gs2", "sata", 0, 5, owlt_s=0.004)
                 + pair("gs1", "satb", 5, 40, owlt_s=0.008)
@@ -277,12 +298,12 @@ def test_ip_route_and_delay_follow_a_handover(emulation, overhead_ms):
     handle = root_netem(emu, "gs1", "gs1-eth0")["handle"]
     assert via() == emu.node_addr("sata")
     before = min(ping_rtts_ms(emu, "gs1", "gs2", count=5))
-    assert_rtt_near(before, 8.0, overhead_ms[1] + 1.0, "through sata")
+    assert_rtt_near(before, 8.0, 4 * overhead_ms[0] + 1.0, "through sata")  # 2 links
     emu.wait(until_s=5.0)
     # the driver may run behind the clock on a loaded software CPU: up to 5 s (wall)
     assert wait_for(lambda: via() == emu.node_addr("satb"), 5.0), "route still via sata"
     after = min(ping_rtts_ms(emu, "gs1", "gs2", count=5))
-    assert_rtt_near(after, 16.0, overhead_ms[1] + 1.0, "through satb")
+    assert_rtt_near(after, 16.0, 4 * overhead_ms[0] + 1.0, "through satb")
     assert [x.node for x in emu.neighbours("gs1")] == ["satb"]
     assert root_netem(emu, "gs1", "gs1-eth0")["handle"] == handle
 
