@@ -256,8 +256,8 @@ def test_rate_within_5_percent_at_a_low_rate(emulation, figure):
 
 def test_carrier_drops_at_contact_end_and_returns_with_the_next_contact(emulation, overhead_ms):
     plan = ContactPlan(EPOCH, nodes("gs1", "sat1"),
-                       pair("gs1", "sat1", 0, 4, owlt_s=0.02)
-                       + pair("gs1", "sat1", 12, 30, owlt_s=0.03))
+                       pair("gs1", "sat1", 0, 20, owlt_s=0.02)  # 10 s of wall time
+                       + pair("gs1", "sat1", 32, 60, owlt_s=0.03))
     emu = emulation(plan, "vngap", time_scale=2.0)
     root_netem(emu, "gs1", "gs1-eth0")
 
@@ -265,13 +265,13 @@ def test_carrier_drops_at_contact_end_and_returns_with_the_next_contact(emulatio
         out = emu.run_cmd("gs1", ["ip", "link", "show", "gs1-eth0"]).stdout
         return "NO-CARRIER" not in out and "LOWER_UP" in out
 
-    assert carrier()
-    emu.wait(until_s=4.0)
+    assert carrier(), "no carrier during the first contact"
+    emu.wait(until_s=20.0)
     # the driver may run behind the clock on a loaded software CPU: up to 5 s (wall)
     assert wait_for(lambda: not carrier(), 5.0), "carrier still up after the contact's end"
-    assert emu.now_s() < 12.0, "too late to check the gap"
+    assert emu.now_s() < 32.0, "too late to check the gap"
     assert ping_rtts_ms(emu, "gs1", "sat1", count=3, interval_s=0.1) == []
-    emu.wait(until_s=12.0)
+    emu.wait(until_s=32.0)
     assert wait_for(carrier, 5.0), "no carrier at the next contact"
     rtts = ping_rtts_ms(emu, "gs1", "sat1", count=5)
     assert rtts, "traffic did not resume at the next contact"
