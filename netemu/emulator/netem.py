@@ -10,7 +10,11 @@ namespace), with the kernel doing the work:
   (u32, matching every frame) is ``mirred egress redirect`` to the peer's twin, or ``drop`` while the direction is
   not connected; a GSL handover replaces that filter in place (``tc filter replace``).
 
-Netlink through pyroute2, one socket per namespace. Needs sch_netem (the Vagrant VM, most
+The netem qdiscs are packed here (:func:`netem_request`) and sent through each host's
+batched netlink socket (:class:`~netemu.emulator.netlink.Netlink`): one ``send()`` per
+namespace and update, and exact attributes (pyroute2's ``rate`` keyword also becomes a
+``TCA_RATE`` estimator, which the kernel refuses with ERANGE). The shaper namespace's
+ingress qdiscs and filters go through pyroute2. Needs sch_netem (the Vagrant VM, most
 Linux machines). ``netem=False`` wires the links with mirred but applies no netem (tests
 of the wiring on kernels without netem).
 """
@@ -18,7 +22,9 @@ of the wiring on kernels without netem).
 from __future__ import annotations
 
 import contextlib
+import struct
 
+from netemu.emulator.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NetlinkError
 from netemu.emulator.network import Network
 from netemu.emulator.shaper import Shaper, ShaperError
 
@@ -26,6 +32,39 @@ INGRESS = 0xFFFF0000
 ETH_P_ALL = 0x0003
 FILTER_PRIO = 1
 FILTER_HANDLE = 0x80000800  # u32 node 800::800, the first node of prio 1's hash table
+
+# rtnetlink tc: RTM_NEWQDISC, struct tcmsg, TCA_* and TCA_NETEM_* (linux/pkt_sched.h)
+RTM_NEWQDISC = 36
+TC_H_ROOT = 0xFFFFFFFF
+NETEM_HANDLE = 0x10000  # 1:
+TCA_KIND, TCA_OPTIONS = 1, 2
+TCA_NETEM_RATE, TCA_NETEM_RATE64, TCA_NETEM_LATENCY64 = 6, 8, 10
+U32_MAX = 2**32 - 1
+_TCMSG = struct.Struct("=BxxxiIII")
+_NETEM_QOPT = struct.Struct("=IIIIII")  # latency (ticks), limit, loss, gap, duplicate, jitter
+_NETEM_RATE = struct.Struct("=IiIi")  # rate (bytes/s), packet overhead, cell size, overhead
+
+
+def _attr(kind: int, data: bytes) -> bytes:
+    n = 4 + len(data)
+    return struct.pack("=HH", n, kind) + data + b"\0" * ((4 - n % 4) % 4)
+
+
+def netem_request(ifindex: int, delay_s: float, rate_bps: float, loss: float,
+                  limit_pkts: int) -> bytes:
+    """Body of an RTM_NEWQDISC for the root netem qdisc 1: of ``ifindex``: delay in
+    nanoseconds (TCA_NETEM_LATENCY64), rate in bytes/s (0: unlimited; TCA_NETEM_RATE64
+    above 2^32-1), loss as a fraction of 2^32-1, queue limit in packets."""
+    delay_ns = max(0, int(round(delay_s * 1e9)))
+    rate_Bps = max(0, int(rate_bps // 8))
+    qopt = _NETEM_QOPT.pack(min(delay_ns >> 6, U32_MAX), max(1, min(limit_pkts, U32_MAX)),
+                            int(round(min(max(loss, 0.0), 1.0) * U32_MAX)), 0, 0, 0)
+    opts = qopt + _attr(TCA_NETEM_RATE, _NETEM_RATE.pack(min(rate_Bps, U32_MAX), 0, 0, 0))
+    if rate_Bps > U32_MAX:
+        opts += _attr(TCA_NETEM_RATE64, struct.pack("=Q", rate_Bps))
+    opts += _attr(TCA_NETEM_LATENCY64, struct.pack("=q", delay_ns))
+    return (_TCMSG.pack(0, ifindex, NETEM_HANDLE, TC_H_ROOT, 0)
+            + _attr(TCA_KIND, b"netem\0") + _attr(TCA_OPTIONS, opts))
 
 
 class NetemShaper(Shaper):
@@ -66,8 +105,13 @@ class NetemShaper(Shaper):
                 sh.tc("add", "ingress", tw, INGRESS)
                 self._filter(tw, None, verb="add-filter")
                 if self.use_netem:
-                    h = self._ipr(net.host_ns[ep.node])
-                    h.tc("add", "netem", net.ifindex[ep.index], "1:", delay=0, limit=1000)
+                    net.nl[ep.node].request(
+                        RTM_NEWQDISC, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+                        netem_request(net.ifindex[ep.index], 0.0, 0.0, 0.0, 1000),
+                        f"tc qdisc add dev {ep.ifname} root handle 1: netem")
+            if self.use_netem:
+                for node in {ep.node for ep in lay.endpoints}:
+                    net.nl[node].flush()
         except Exception as e:
             raise ShaperError(f"kernel shaper: setting up tc failed: {e}") from e
 
@@ -103,6 +147,7 @@ class NetemShaper(Shaper):
     def commit(self) -> None:
         net, lay = self.net, self.net.layout
         pending, self._pending = self._pending, {}
+        changed: set[str] = set()
         for src, val in pending.items():
             if val is None:
                 if self._peer.pop(src, None) is not None:
@@ -114,18 +159,21 @@ class NetemShaper(Shaper):
                 self._peer[src] = dst
             if self.use_netem and self._params.get(src) != (delay_s, rate_bps, loss):
                 ep = lay.endpoints[src]
-                kw: dict[str, object] = {"delay": int(round(delay_s * 1e6)),
-                                         "loss": loss * 100.0}
                 pkts = 1000
-                # always send the rate: an absent TCA_NETEM_RATE would keep the old one;
-                # 0 means unlimited
-                kw["rate"] = f"{int(min(max(rate_bps, 0.0), 8 * (2**32 - 1)))}bit"
                 if rate_bps > 0:
                     pkts += int(rate_bps * (delay_s + self.qlimit_s) / 8 / 1500)
-                kw["limit"] = min(pkts, 1_000_000)
-                self._ipr(net.host_ns[ep.node]).tc("change", "netem", net.ifindex[src], "1:",
-                                                   **kw)
+                # "tc qdisc change": no NLM_F_CREATE, so the qdisc is changed in place
+                net.nl[ep.node].request(
+                    RTM_NEWQDISC, NLM_F_ACK,
+                    netem_request(net.ifindex[src], delay_s, rate_bps, loss, min(pkts, 1_000_000)),
+                    f"tc qdisc change dev {ep.ifname} root netem")
+                changed.add(ep.node)
                 self._params[src] = (delay_s, rate_bps, loss)
+        try:
+            for node in changed:
+                net.nl[node].flush()
+        except NetlinkError as e:
+            raise ShaperError(f"netem: changing a qdisc failed: {e}") from e
 
     def stop(self) -> None:
         for ipr in self.ipr.values():

@@ -5,7 +5,7 @@ messages, and encoding each through a general library costs more than the kernel
 These few fixed message shapes are packed with :mod:`struct` and sent many to a
 ``send()``; the kernel processes a netlink batch synchronously inside the call, so when
 ``flush()`` returns every request has been applied and any error is already queued.
-(pyroute2 is still used for tc, in :mod:`netemu.emulator.netem`.)
+(pyroute2 is still used for tc filters, in :mod:`netemu.emulator.netem`.)
 """
 
 from __future__ import annotations
@@ -115,6 +115,12 @@ class Netlink:
         self._queue.append(_HDR.pack(16 + len(body), mtype, flags | NLM_F_REQUEST, self._seq, 0)
                            + body)
         self._what[self._seq] = (what, ignore)
+
+    def request(self, mtype: int, flags: int, body: bytes, what: str, *,
+                ignore: tuple[int, ...] = ()) -> None:
+        """Queue any request: message type, flags (NLM_F_REQUEST is added), the body
+        after the netlink header; ``what`` names it in an error."""
+        self._push(mtype, flags, body, what, ignore)
 
     def link_set(self, ifindex: int, *, up: bool | None = None, mtu: int | None = None) -> None:
         flags = change = 0
