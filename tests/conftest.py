@@ -15,6 +15,10 @@ from pathlib import Path
 
 import pytest
 
+# tests/vm runs inside the VM that `scripts/dev test-vm` boots (run by `scripts/dev test`),
+# not in the host's pytest
+collect_ignore = [] if os.environ.get("NETEMU_IN_VM") == "1" else ["vm"]
+
 
 def _netns() -> set[str]:
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout

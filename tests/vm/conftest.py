@@ -1,5 +1,6 @@
 """The VM tests run only inside the VM that ``scripts/dev test-vm`` boots (Debian's kernel,
-with sch_netem); elsewhere they are skipped with that reason. ``scripts/dev test`` runs
+with sch_netem); the host's pytest does not collect them (tests/conftest.py), and run by
+hand elsewhere they are skipped with that reason. ``scripts/dev test`` runs
 that VM, and fails when it cannot boot it.
 
 Fixtures: ``overhead_ms``, what the VM adds to a ping round trip over one link (measured
