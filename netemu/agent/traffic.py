@@ -76,7 +76,7 @@ class TrafficTable:
         out: list[Flow] = []
         for i, e in enumerate(obj["flows"]):
             try:
-                kw = {k: (tuple(e[k]) if isinstance(e[k], list) else e[k])
+                kw: dict[str, Any] = {k: (tuple(e[k]) if isinstance(e[k], list) else e[k])
                       for k in FLOW_FIELDS}
                 fl = Flow(**kw)
             except (KeyError, TypeError) as exc:
