@@ -79,13 +79,14 @@ def _plan(run: Path) -> dict[str, Any] | None:
     return metrics_mod.load_plan(run)
 
 
-def ground_tracks(run: Path, duration_s: float) -> tuple[dict[str, list[tuple[float, float, float]]],
-                                                         dict[str, tuple[float, float]]]:
-    """Sub-satellite points ``{sat: [(t_s, lat, lon)]}`` and stations ``{name: (lat,
-    lon)}`` from the run's scenario.yaml (empty when it cannot be read)."""
+def _sub_satellite(run: Path, times_s: Any) -> tuple[list[str], Any, Any,
+                                                    dict[str, tuple[float, float]]]:
+    """The satellites' names, their sub-satellite latitudes and longitudes (degrees,
+    arrays [time, satellite]) at ``times_s``, and the stations ``{name: (lat, lon)}``,
+    from the run's scenario.yaml (all empty when it cannot be read)."""
     path = RunDir(run).scenario_yaml
     if not path.exists():
-        return {}, {}
+        return [], None, None, {}
     try:
         import numpy as np
 
@@ -94,19 +95,30 @@ def ground_tracks(run: Path, duration_s: float) -> tuple[dict[str, list[tuple[fl
 
         sc = load_scenario(path)
     except Exception:  # noqa: BLE001 - a report without a map beats no report
-        return {}, {}
+        return [], None, None, {}
     stations = {g.name: (g.lat_deg, g.lon_deg) for g in sc.ground_stations}
     sats = sc.satellites
     if not sats:
-        return {}, stations
-    span = min(max(duration_s, 2 * TRACK_STEP_S), MAX_TRACK_S)
-    t = np.arange(0.0, span + TRACK_STEP_S, TRACK_STEP_S)
+        return [], None, None, stations
+    t = np.asarray(times_s, dtype=float)
     r, _v, _e = orbit.propagate_direct([s.satrec for s in sats], sc.epoch, t)
     ecef = orbit.teme_to_ecef(r, orbit.theta_gmst(sc.epoch, t)[:, None])
     lat = np.degrees(np.arctan2(ecef[..., 2], np.hypot(ecef[..., 0], ecef[..., 1])))
     lon = np.degrees(np.arctan2(ecef[..., 1], ecef[..., 0]))
-    tracks = {s.name: [(float(t[k]), float(lat[k, i]), float(lon[k, i])) for k in range(len(t))]
-              for i, s in enumerate(sats)}
+    return [s.name for s in sats], lat, lon, stations
+
+
+def ground_tracks(run: Path, duration_s: float) -> tuple[dict[str, list[tuple[float, float, float]]],
+                                                         dict[str, tuple[float, float]]]:
+    """Sub-satellite points ``{sat: [(t_s, lat, lon)]}`` and stations ``{name: (lat,
+    lon)}`` from the run's scenario.yaml (empty when it cannot be read)."""
+    import numpy as np
+
+    span = min(max(duration_s, 2 * TRACK_STEP_S), MAX_TRACK_S)
+    t = np.arange(0.0, span + TRACK_STEP_S, TRACK_STEP_S)
+    names, lat, lon, stations = _sub_satellite(run, t)
+    tracks = {n: [(float(t[k]), float(lat[k, i]), float(lon[k, i])) for k in range(len(t))]
+              for i, n in enumerate(names)}
     return tracks, stations
 
 
@@ -114,29 +126,11 @@ def positions_at(run: Path, t_s: float) -> tuple[dict[str, tuple[float, float]],
                                                  dict[str, tuple[float, float]]]:
     """Sub-satellite points ``{sat: (lat, lon)}`` at scenario time ``t_s`` and stations
     ``{name: (lat, lon)}``, from the run's scenario.yaml (empty when it cannot be read)."""
-    path = RunDir(run).scenario_yaml
-    if not path.exists():
-        return {}, {}
-    try:
-        import numpy as np
+    import numpy as np
 
-        from netemu.plan import orbit
-        from netemu.plan.scenario import load_scenario
-
-        sc = load_scenario(path)
-    except Exception:  # noqa: BLE001 - a report without a map beats no report
-        return {}, {}
-    stations = {g.name: (g.lat_deg, g.lon_deg) for g in sc.ground_stations}
-    sats = sc.satellites
-    if not sats:
-        return {}, stations
-    t = np.array([float(t_s)])
-    r, _v, _e = orbit.propagate_direct([s.satrec for s in sats], sc.epoch, t)
-    ecef = orbit.teme_to_ecef(r, orbit.theta_gmst(sc.epoch, t)[:, None])[0]
-    lat = np.degrees(np.arctan2(ecef[:, 2], np.hypot(ecef[:, 0], ecef[:, 1])))
-    lon = np.degrees(np.arctan2(ecef[:, 1], ecef[:, 0]))
-    return ({s.name: (float(lat[i]), float(lon[i])) for i, s in enumerate(sats)
-             if np.isfinite(lat[i])}, stations)
+    names, lat, lon, stations = _sub_satellite(run, [float(t_s)])
+    return ({n: (float(lat[0, i]), float(lon[0, i])) for i, n in enumerate(names)
+             if np.isfinite(lat[0, i])}, stations)
 
 
 def storage_scan(run: Path, m: dict) -> Any:
