@@ -60,6 +60,12 @@ class TwoSessions(RuleBasedStateMachine):
             if isinstance(ev, t.TlsNegotiated):
                 self.tls_wait.add(side)
                 if self.tls_wait == {"a", "p"}:  # both handshakes done at once
+                    if any(self.s[x].state is not t.SessionState.TLS for x in ("a", "p")):
+                        # a side ended its session meanwhile: the channel aborts the
+                        # connection once the handshake is done (TcpclChannel._tls_handshake)
+                        event("session ended during the TLS handshake")
+                        self.dead.update(("a", "p"))
+                        continue
                     self.s["p"].tls_established()
                     self.s["a"].tls_established()
                     self._pump("a")
