@@ -14,10 +14,17 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 # tests/vm runs inside the VM that `scripts/dev test-vm` boots (run by `scripts/dev test`),
 # not in the host's pytest
 collect_ignore = [] if os.environ.get("NETEMU_IN_VM") == "1" else ["vm"]
+
+# In CI the property-based tests draw the same examples on every run (a failure found by
+# exploring locally becomes a test case; CI does not turn red on a new random draw).
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI") == "true":
+    settings.load_profile("ci")
 
 
 def _netns() -> set[str]:
