@@ -146,10 +146,8 @@ def storage_scan(run: Path, m: dict) -> Any:
 # --------------------------------------------------------------------------- figures
 
 
-def fig_map(out: Path, tracks, stations, plan) -> str | None:
-    if not tracks and not stations:
-        return None
-    plt = _plt()
+def _world_axes(plt: Any) -> tuple[Any, Any]:
+    """A figure with longitude/latitude axes over the whole world, for the maps."""
     fig, ax = plt.subplots(figsize=(11, 6.0))
     ax.set_xlim(-180, 180)
     ax.set_ylim(-90, 90)
@@ -158,6 +156,14 @@ def fig_map(out: Path, tracks, stations, plan) -> str | None:
     ax.set_xlabel("longitude (°)")
     ax.set_ylabel("latitude (°)")
     ax.set_aspect("equal")
+    return fig, ax
+
+
+def fig_map(out: Path, tracks, stations, plan) -> str | None:
+    if not tracks and not stations:
+        return None
+    plt = _plt()
+    fig, ax = _world_axes(plt)
     cols = _colors(len(tracks))
     for i, (name, pts) in enumerate(sorted(tracks.items(), key=lambda kv: _natural(kv[0]))):
         color = cols[i]
@@ -351,14 +357,7 @@ def fig_storage_map(out: Path, run: Path, sc: Any) -> str | None:
     if not pos:
         return None
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(11, 6.0))
-    ax.set_xlim(-180, 180)
-    ax.set_ylim(-90, 90)
-    ax.set_xticks(range(-180, 181, 30))
-    ax.set_yticks(range(-90, 91, 30))
-    ax.set_xlabel("longitude (°)")
-    ax.set_ylabel("latitude (°)")
-    ax.set_aspect("equal")
+    fig, ax = _world_axes(plt)
     empty = [p for n, p in pos.items() if not per_node.get(n)]
     if empty:
         ax.scatter([p[1] for p in empty], [p[0] for p in empty], s=4, color="#BBBBBB",
