@@ -30,9 +30,10 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from netemu.emulator.events import LinkEvent, Neighbour
+from netemu.emulator.events import FaultEvent, LinkEvent, Neighbour
+from netemu.emulator.faults import FaultTimeline
 from netemu.emulator.layout import Layout, check_run_name, estimate_memory_bytes, plan_layout
 from netemu.emulator.network import Network
 from netemu.emulator.registry import RUN_ROOT, Registry, clean_run, list_runs
@@ -41,6 +42,7 @@ from netemu.emulator.shapers import make_shaper
 from netemu.emulator.timeline import Changes, Timeline
 from netemu.errors import InputError, NetemuError
 from netemu.plan.contacts import ContactPlan
+from netemu.plan.faults import Fault
 from netemu.runtime.clock import ScenarioClock
 
 if TYPE_CHECKING:
@@ -109,6 +111,7 @@ class Emulation:
         delay_step_s: float = 100e-6,
         ground: Sequence[str] | None = None,
         clock_lead_s: float = 0.0,
+        faults: Sequence[Fault] = (),
     ) -> None:
         if not time_scale > 0:
             raise InputError("time scale must be > 0", field="time_scale")
@@ -138,7 +141,9 @@ class Emulation:
             raise InputError(
                 f"{len(self.layout.nodes)} nodes and {len(self.layout.endpoints)} interfaces need "
                 f"about {need / 2**30:.1f} GiB; only {avail / 2**30:.1f} GiB is available")
-        self.timeline = Timeline(plan, self.layout, delay_step_s=delay_step_s)
+        # link faults (netemu.plan.faults) act on the links, never on the plan
+        self.timeline = (FaultTimeline(plan, self.layout, faults, delay_step_s=delay_step_s)
+                         if faults else Timeline(plan, self.layout, delay_step_s=delay_step_s))
         self.clock: ScenarioClock | None = None
         self.net: Network | None = None
         self.shaper: Shaper | None = None
@@ -147,6 +152,7 @@ class Emulation:
         self.stats = DriverStats()
         self.timings: dict[str, float] = {}
         self._subs: list[Callable[[LinkEvent], None]] = []
+        self._fault_subs: list[Callable[[FaultEvent], None]] = []
         self._hosts: dict[str, object] = {}
         self._procs: list[subprocess.Popen] = []
         self._thread: threading.Thread | None = None
@@ -345,7 +351,8 @@ class Emulation:
                 self._neighbours(p.a, p.ep_a, p.b, p.ep_b, up=False)
                 self._neighbours(p.b, p.ep_b, p.a, p.ep_a, up=False)
                 touched.update((p.a, p.b))
-                events.append(LinkEvent("down", p.end_s, p.a, p.b, eps[p.ep_a].ifname,
+                t_down = ch.t_s if pi in ch.faulted else p.end_s
+                events.append(LinkEvent("down", t_down, p.a, p.b, eps[p.ep_a].ifname,
                                         eps[p.ep_b].ifname, p.kind))
             for e in ch.stopped:
                 sh.clear_dir(e)
@@ -361,7 +368,8 @@ class Emulation:
                 self._neighbours(p.a, p.ep_a, p.b, p.ep_b, up=True)
                 self._neighbours(p.b, p.ep_b, p.a, p.ep_a, up=True)
                 touched.update((p.a, p.b))
-                events.append(LinkEvent("up", max(p.start_s, self.start_s), p.a, p.b, eps[p.ep_a].ifname,
+                t_up = ch.t_s if pi in ch.faulted else max(p.start_s, self.start_s)
+                events.append(LinkEvent("up", t_up, p.a, p.b, eps[p.ep_a].ifname,
                                         eps[p.ep_b].ifname, p.kind))
             sh.commit()
             assert net.nl_shaper is not None
@@ -384,8 +392,18 @@ class Emulation:
             s, d = eps[dp.src], eps[dp.dst]
             events.append(LinkEvent("params", ch.t_s, s.node, d.node, s.ifname, d.ifname, s.kind,
                                     dp.delay_s, dp.rate_bps, dp.loss))
-        if self._subs and events:
-            for cb in list(self._subs):
+        # a fault's start before the links it took down, its end after those it restored
+        started = [FaultEvent("started", f.start_s, f) for what, f in ch.faults
+                   if what == "started"]
+        ended = [FaultEvent("ended", f.end_s, f) for what, f in ch.faults if what == "ended"]
+        self._notify(self._fault_subs, started)
+        self._notify(self._subs, events)
+        self._notify(self._fault_subs, ended)
+
+    @staticmethod
+    def _notify(subs: list[Callable[[Any], None]], events: Sequence[object]) -> None:
+        if subs and events:
+            for cb in list(subs):
                 for ev in events:
                     with contextlib.suppress(Exception):
                         cb(ev)
@@ -498,6 +516,16 @@ class Emulation:
         def unsubscribe() -> None:
             with contextlib.suppress(ValueError):
                 self._subs.remove(callback)
+
+        return unsubscribe
+
+    def subscribe_faults(self, callback: Callable[[FaultEvent], None]) -> Callable[[], None]:
+        """Call ``callback(FaultEvent)`` when a link fault starts or ends (driver thread)."""
+        self._fault_subs.append(callback)
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                self._fault_subs.remove(callback)
 
         return unsubscribe
 

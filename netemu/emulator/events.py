@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from netemu.plan.faults import Fault
+
 
 @dataclass(frozen=True)
 class LinkEvent:
@@ -39,3 +41,13 @@ class Neighbour:
     ifname: str  # our interface toward it
     peer_ifname: str
     link: str  # "isl" or "gsl"
+
+
+@dataclass(frozen=True)
+class FaultEvent:
+    """A link fault (:mod:`netemu.plan.faults`) ``"started"`` or ``"ended"`` at scenario
+    time ``t_s`` (its scheduled time; the driver applies it at that moment)."""
+
+    kind: str
+    t_s: float
+    fault: Fault

@@ -14,6 +14,7 @@ import numpy as np
 
 from netemu.emulator.layout import Layout
 from netemu.plan.contacts import ContactPlan
+from netemu.plan.faults import Fault
 
 DELAY_STEP_S = 100e-6
 
@@ -37,13 +38,16 @@ class Changes:
     down: list[int] = field(default_factory=list)  # … went down
     params: list[DirParams] = field(default_factory=list)  # directions (re)configured
     stopped: list[int] = field(default_factory=list)  # source endpoints no longer carrying
+    faulted: set[int] = field(default_factory=set)  # periods in up/down because of a fault
+    faults: list[tuple[str, Fault]] = field(default_factory=list)  # ("started" | "ended", f)
 
     @property
     def topology_changed(self) -> bool:
         return bool(self.up or self.down)
 
     def __len__(self) -> int:
-        return len(self.up) + len(self.down) + len(self.params) + len(self.stopped)
+        return (len(self.up) + len(self.down) + len(self.params) + len(self.stopped)
+                + len(self.faults))
 
 
 class Timeline:

@@ -3,10 +3,10 @@
 A scenario fixes the epoch (UTC), the duration and time scale, the satellites (Walker
 constellations or TLE/OMM files), the ground stations, the ISL topology and the link
 models. Sections that other parts of netemu read (``routing``, ``apps``, ``expect``,
-``emulation``, ``telemetry``, ``capture``, ``traffic``) are kept raw in
+``emulation``, ``telemetry``, ``capture``, ``traffic``, ``faults``) are kept raw in
 :attr:`Scenario.sections`, with the line of each of their keys in
-:attr:`Scenario.section_lines`; ``traffic`` is also checked here, into
-:attr:`Scenario.traffic`.
+:attr:`Scenario.section_lines`; ``traffic`` and ``faults`` are also checked here, into
+:attr:`Scenario.traffic` and :attr:`Scenario.faults`.
 
 Every error names the file, the line and the field, and suggests the right key for a
 misspelt one (``InputError``). The file format is documented in docs/scenarios.md.
@@ -29,6 +29,7 @@ from typing import Any
 from netemu.config import Fields, describe, load_yaml
 from netemu.errors import InputError
 from netemu.plan import orbit
+from netemu.plan.faults import FaultSpec, parse_faults
 from netemu.plan.linkmodel import DEFAULT_LINK_MODELS, LinkBudget, LinkModel
 from netemu.plan.traffic import TrafficSpec, parse_traffic
 
@@ -48,7 +49,7 @@ MAX_WALKER_SATELLITES = 339_999
 """Most satellites in one Walker group: SGP4 catalogue numbers (Alpha-5) end there."""
 
 RESERVED_SECTIONS = ("routing", "ip_routing", "apps", "expect", "emulation", "telemetry",
-                     "capture", "traffic")
+                     "capture", "traffic", "faults")
 
 ISL_TOPOLOGIES = ("ring", "plus-grid", "none")
 
@@ -180,6 +181,8 @@ class Scenario:
     ipn: dict[str, int] = field(default_factory=dict)
     traffic: TrafficSpec | None = None
     """The ``traffic:`` section (bundle flows, :mod:`netemu.plan.traffic`), if any."""
+    faults: list[FaultSpec] = field(default_factory=list)
+    """The ``faults:`` section (:mod:`netemu.plan.faults`), checked; empty without one."""
 
     @property
     def satellites(self) -> list[Satellite]:
@@ -543,4 +546,7 @@ def scenario_from_dict(doc: Any, *, path: Path | None = None) -> Scenario:
     )
     if sections.get("traffic") is not None:
         scenario.traffic = parse_traffic(scenario.section("traffic"), scenario)
+    if sections.get("faults") is not None:
+        scenario.faults = parse_faults(scenario.section("faults"), scenario.node_names(),
+                                       [g.name for g in scenario.ground_stations])
     return scenario
