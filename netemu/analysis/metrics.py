@@ -66,6 +66,7 @@ METRIC_DOCS: dict[str, str] = {
     "traffic_outside_contacts_bytes": "bytes seen on a link while its contact was down",
     "apps_failed": "app instances that exited with an error status",
     "apps_max_rss_bytes": "largest resident memory of one app instance",
+    "faults_count": "faults (faults: section) that started in the window",
 }
 
 CONTACT_SLACK_S = 1.0
@@ -287,6 +288,32 @@ def _bundle_metrics_from_bundle_events(events: list[dict[str, Any]]) -> dict[str
         "bundle_latency_p95_s": percentile(lat, 95),
         "bundle_source": "bundle events" if created else None,
     }
+
+
+# --------------------------------------------------------------------------- faults
+
+
+def fault_records(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``{id: {kind, nodes, start_s, end_s}}`` of the faults that started, from their
+    ``fault/<id>`` events (the times they were applied; ``end_s`` None when the fault
+    had not ended by the end of the run)."""
+    out: dict[str, dict[str, Any]] = {}
+    for ev in events:
+        parts = _topic_parts(ev)
+        if len(parts) < 2 or parts[0] != "fault":
+            continue
+        p = ev["payload"]
+        fid = str(p.get("id") or "/".join(parts[1:]))
+        t = _t(ev)
+        if p.get("event") == "started":
+            out[fid] = {"kind": p.get("kind"), "nodes": p.get("nodes"), "start_s": t,
+                        "end_s": None}
+            for k in ("extra_loss", "rate_factor"):
+                if k in p:
+                    out[fid][k] = p[k]
+        elif p.get("event") == "ended" and fid in out:
+            out[fid]["end_s"] = t
+    return out
 
 
 # --------------------------------------------------------------------------- links
@@ -516,7 +543,15 @@ def compute(run_dir: str | Path, *, traffic_rows: list[dict[str, Any]] | None = 
         m["traffic_outside_contacts_source"] = "captures"
     m.update(app_metrics(run, events))
     m["node_counters"] = counter_metrics(events, plan) or None
-    m["traffic"] = traffic_metrics(run, flows_out=traffic_rows)
+    faults = fault_records(events)
+    costs: dict[str, dict[str, int]] = {}
+    m["traffic"] = traffic_metrics(run, flows_out=traffic_rows, fault_costs=costs, faults=[
+        (fid, f["start_s"], math.inf if f["end_s"] is None else f["end_s"])
+        for fid, f in faults.items()])
+    for fid, cost in costs.items():
+        faults[fid].update(cost)
+    m["faults"] = faults or None
+    m["faults_count"] = len(faults)
     for key in METRIC_DOCS:
         m.setdefault(key, None)
     return m

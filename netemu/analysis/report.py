@@ -212,7 +212,20 @@ def _natural(name: str) -> tuple:
     return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))
 
 
-def fig_timeline(out: Path, plan, stations: dict, end_s: float | None) -> str | None:
+def _fault_spans(faults: dict | None, end_s: float | None) -> list[tuple[str, dict, float]]:
+    """(id, fault, end_s) of the run's faults (one not ended: to the end of the run)."""
+    out = []
+    for fid, f in (faults or {}).items():
+        t0 = f.get("start_s")
+        if t0 is None:
+            continue
+        t1 = f.get("end_s")
+        out.append((fid, f, float(t1) if t1 is not None else float(end_s or t0)))
+    return sorted(out, key=lambda x: (x[1]["start_s"], x[0]))
+
+
+def fig_timeline(out: Path, plan, stations: dict, end_s: float | None,
+                 faults: dict | None = None) -> str | None:
     if not plan:
         return None
     info = plan.get("node_info", {})
@@ -223,8 +236,10 @@ def fig_timeline(out: Path, plan, stations: dict, end_s: float | None) -> str | 
         return None
     sats = sorted({c["from"] for c in gsl}, key=_natural)
     color = dict(zip(sats, _colors(len(sats)), strict=True))
+    spans = _fault_spans(faults, end_s)
+    rows = len(grounds) + (1 if spans else 0)
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(11, 0.6 * len(grounds) + 2.0))
+    fig, ax = plt.subplots(figsize=(11, 0.6 * rows + 2.0))
     by_ground: dict[str, list[dict]] = {}
     for c in gsl:
         by_ground.setdefault(c["to"], []).append(c)
@@ -234,8 +249,18 @@ def fig_timeline(out: Path, plan, stations: dict, end_s: float | None) -> str | 
             ax.broken_barh([(c["start_s"] / 60, (c["end_s"] - c["start_s"]) / 60) for c in cs],
                            (row - 0.35, 0.7), facecolors=[color[c["from"]] for c in cs],
                            alpha=0.85)
-    ax.set_yticks(range(len(grounds)))
-    ax.set_yticklabels(grounds)
+    # faults: all on their own row, and over the rows of the stations they touch
+    for fid, f, t1 in spans:
+        t0 = float(f["start_s"])
+        bar = [(t0 / 60, max(t1 - t0, 1.0) / 60)]
+        ax.broken_barh(bar, (len(grounds) - 0.35, 0.7), facecolors="tab:red", alpha=0.6)
+        ax.annotate(fid, (t0 / 60, len(grounds) + 0.4), fontsize=6, rotation=30)
+        for g in f.get("nodes") or ():
+            if g in grounds:
+                ax.broken_barh(bar, (grounds.index(g) - 0.45, 0.9), facecolors="none",
+                               edgecolors="tab:red", hatch="///", lw=1)
+    ax.set_yticks(range(rows))
+    ax.set_yticklabels([*grounds, "faults"] if spans else grounds)
     ax.set_xlabel("scenario time (minutes from the epoch)")
     if end_s:
         ax.axvline(end_s / 60, color="black", ls="--", lw=1)
@@ -515,6 +540,27 @@ def _expect_html(run: Path) -> str:
             f"<th>measured</th></tr>{rows}</table></section>")
 
 
+def _faults_html(m: dict) -> str:
+    """The faults of the run (``faults:``) and what each cost, as a table."""
+    faults = m.get("faults") or {}
+    if not faults:
+        return ""
+    rows = []
+    for fid, f, _t1 in _fault_spans(faults, None):
+        rows.append("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
+            fid, f.get("kind"), ", ".join(f.get("nodes") or ()), _fmt(f.get("start_s"), "s", 6),
+            _fmt(f.get("end_s"), "s", 6), _fmt(f.get("in_transit")), _fmt(f.get("late")),
+            _fmt(f.get("undelivered")))) + "</tr>")
+    return ("<h3>Faults</h3><table><tr><th>fault</th><th>kind</th><th>nodes</th>"
+            "<th>start</th><th>end</th><th>bundles in transit</th><th>late</th>"
+            "<th>undelivered</th></tr>" + "".join(rows) + "</table>"
+            '<p class="note">Faults the emulator applied (the contact plan did not know them). '
+            "In transit: traffic bundles sent before the fault ended, not delivered before it "
+            "started and projected to arrive after it started; late: delivered more than 1 s "
+            "after CGR's projection; undelivered: never delivered in the run. An overlap in "
+            "time, not a traced path.</p>")
+
+
 def _apps_table(m: dict) -> str:
     apps = m.get("apps") or {}
     if not apps:
@@ -673,7 +719,7 @@ def build(run_dir: str | Path, *, log: Callable[[str], None] | None = None) -> P
     figs: dict[str, str | None] = {}
     for key, fn in (
         ("map", lambda: fig_map(out, tracks, stations, plan)),
-        ("timeline", lambda: fig_timeline(out, plan, stations, end_s)),
+        ("timeline", lambda: fig_timeline(out, plan, stations, end_s, m.get("faults"))),
         ("query", lambda: fig_query_cdf(out, m)),
         ("bytes", lambda: fig_bytes(out, m)),
         ("bundles", lambda: fig_bundles(out, m)),
@@ -715,7 +761,8 @@ def build(run_dir: str | Path, *, log: Callable[[str], None] | None = None) -> P
 <section><h2>Where the satellites went</h2>
 {img('map', 'ground tracks map', 'No map: the run has no readable scenario.yaml.')}</section>
 <section><h2>Contacts per ground station</h2>
-{img('timeline', 'contact timeline', 'No contact plan (plan.json) in this run.')}</section>
+{img('timeline', 'contact timeline', 'No contact plan (plan.json) in this run.')}
+{_faults_html(m)}</section>
 <section><h2>Ground-to-orbit queries</h2>
 {img('query', 'query latency CDF', 'No query answers recorded.')}
 <p class="note">Latency from the query leaving the ground client to the answer arriving back, in scenario seconds.

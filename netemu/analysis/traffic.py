@@ -203,10 +203,13 @@ def _stats(sel: np.ndarray, is_sent: np.ndarray, delivered_t: np.ndarray, t: np.
     return out
 
 
-def traffic_metrics(run: Path, *, flows_out: list[dict[str, Any]] | None = None
+def traffic_metrics(run: Path, *, flows_out: list[dict[str, Any]] | None = None,
+                    faults: list[tuple[str, float, float]] = (),  # type: ignore[assignment]
+                    fault_costs: dict[str, dict[str, int]] | None = None
                     ) -> dict[str, Any] | None:
     """metrics.json's ``traffic`` (None when the run has no traffic.json); one row per
-    flow (:data:`CSV_COLUMNS`) is appended to ``flows_out`` when given."""
+    flow (:data:`CSV_COLUMNS`) is appended to ``flows_out`` when given; what each of
+    ``faults`` (id, start_s, end_s) cost (:func:`fault_cost`) goes into ``fault_costs``."""
     loaded = load_flows(run)
     if loaded is None:
         return None
@@ -268,6 +271,9 @@ def traffic_metrics(run: Path, *, flows_out: list[dict[str, Any]] | None = None
                 "latency_max_s": st["latency_s"]["max"], "expected": st["expected"],
                 "expected_delivered": st["expected_delivered"],
                 "late_p95_s": st["latency_vs_projection_s"]["p95"]})
+    if fault_costs is not None:
+        for fid, f0, f1 in faults:
+            fault_costs[fid] = fault_cost(f0, f1, t, is_sent, delivered_t, arrival)
     everything = np.arange(n)
     total = _stats(everything, is_sent, delivered_t, t, arrival, expected,
                    sum(scheduled_by_flow.values()) if window is not None else None)
@@ -285,6 +291,31 @@ def traffic_metrics(run: Path, *, flows_out: list[dict[str, Any]] | None = None
         "projection": projection,
         "by_name": by_name,
     }
+
+
+LATE_S = 1.0
+"""A bundle delivered this much later than CGR projected is late."""
+
+
+def fault_cost(start_s: float, end_s: float, t: np.ndarray, is_sent: np.ndarray,
+               delivered_t: np.ndarray, arrival: np.ndarray | None) -> dict[str, int]:
+    """The bundles a fault over [start_s, end_s) caught: sent before it ended, not yet
+    delivered when it started, and (with a projection) projected to arrive after it
+    started — they were on their way. Of those: ``late`` (delivered more than
+    :data:`LATE_S` after the projection) and ``undelivered`` (not delivered in the run:
+    expired, or still held at its end). An overlap in time, not a traced path: a bundle
+    on a route the fault did not touch counts too."""
+    caught = is_sent & (t < end_s) & ~(delivered_t < start_s)
+    if arrival is not None:
+        caught &= ~(arrival < start_s)  # NaN (no route) stays caught
+    dl = np.isfinite(delivered_t)
+    late = caught & dl
+    if arrival is not None:
+        late &= np.isfinite(arrival) & (delivered_t - arrival > LATE_S)
+    else:
+        late &= np.zeros_like(dl)
+    return {"in_transit": int(caught.sum()), "late": int(late.sum()),
+            "undelivered": int((caught & ~dl).sum())}
 
 
 def _project(run: Path, by_id: dict[int, Flow], flow_ix: np.ndarray, t: np.ndarray,

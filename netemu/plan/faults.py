@@ -168,14 +168,15 @@ def _item(item: Fields, kind: str, name: str, known: set[str], ground: set[str])
         _only(item, kind, ("random", "rate_per_h", "duration_s", "start_s", "end_s", "seed"))
         which = item.enum("random", RANDOM_LINKS, required=True)
         rate = item.number("rate_per_h", required=True, lo=0.0, lo_open=True)
-        dur = item.number("duration_s", required=True, lo=0.0, lo_open=True)
-        start = item.number("start_s", lo=0.0)
-        end = item.number("end_s", lo=0.0)
-        if start is not None and end is not None and end <= start:
-            raise item.error(f"end_s ({end:g}) must be after start_s ({start:g})", "end_s")
+        r_dur = item.number("duration_s", required=True, lo=0.0, lo_open=True)
+        r_start = item.number("start_s", lo=0.0)
+        r_end = item.number("end_s", lo=0.0)
+        if r_start is not None and r_end is not None and r_end <= r_start:
+            raise item.error(f"end_s ({r_end:g}) must be after start_s ({r_start:g})",
+                             "end_s")
         seed = item.integer("seed", default=DEFAULT_SEED)
-        assert rate is not None and dur is not None and seed is not None
-        return FaultSpec(kind, name, (), start, dur, end, which, rate, seed, line=line)
+        assert rate is not None and r_dur is not None and seed is not None
+        return FaultSpec(kind, name, (), r_start, r_dur, r_end, which, rate, seed, line=line)
     if kind == "link_outage":
         _only(item, kind, ("link", "start_s", "duration_s"))
     if "link" not in item:
@@ -222,8 +223,9 @@ def _random_outages(s: FaultSpec, plan: ContactPlan, start_s: float, end_s: floa
     lo = start_s if s.start_s is None else max(start_s, s.start_s)
     hi = end_s if s.end_s is None else min(end_s, s.end_s)
     rng = random.Random(f"{s.seed}:{s.name}")
-    contacts = sorted((c.start_s, c.end_s, *sorted((c.src, c.dst))) for c in plan.contacts
-                       if s.random == "any" or c.kind == s.random)
+    contacts: list[tuple[float, float, str, str]] = sorted(
+        (c.start_s, c.end_s, min(c.src, c.dst), max(c.src, c.dst)) for c in plan.contacts
+        if s.random == "any" or c.kind == s.random)
     out: list[Fault] = []
     t = lo
     while True:

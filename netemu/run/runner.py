@@ -60,6 +60,7 @@ from netemu.emulator import Emulation
 from netemu.emulator.netns import ns_path
 from netemu.errors import InputError, NetemuError
 from netemu.plan.contacts import ContactPlan
+from netemu.plan.faults import Fault, schedule_faults
 from netemu.plan.scenario import load_scenario
 from netemu.plan.schedule import compute_plan
 from netemu.plan.selectors import NodeIndex, node_set
@@ -325,6 +326,7 @@ class Prepared:
     ip_routing: str = "oracle"
     traffic: Any = None  # the scenario's TrafficSpec, or None
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
+    faults: list[Fault] = field(default_factory=list)  # scheduled, in the window's plan
 
 
 # --------------------------------------------------------------------------- the run
@@ -359,6 +361,8 @@ class ScenarioRun:
         self._interrupted = False
         self._t0 = time.monotonic()
         self.phases_s: dict[str, float] = {}
+        self._ca: RunCA | None = None
+        self._agent_env: dict[str, dict[str, str]] = {}
 
     def _mark(self, phase: str) -> None:
         """Wall seconds from the start of execute() to the end of ``phase`` (run.json)."""
@@ -421,8 +425,11 @@ class ScenarioRun:
         if not window.isl:
             plan = ContactPlan(plan.epoch, plan.nodes,
                                [c for c in plan.contacts if c.kind != "isl"])
+        faults = schedule_faults(getattr(sc, "faults", []), plan, window.start_s,
+                                 window.end_s, source=src)
+        _check_crash_agents(sc, faults, window)
         self.prepared = Prepared(sc, window, plan, instances, expectations, routing, src,
-                                 captures, ip_routing, traffic, telemetry)
+                                 captures, ip_routing, traffic, telemetry, faults)
         return self.prepared
 
     # --- the run itself --------------------------------------------------------------
@@ -461,6 +468,7 @@ class ScenarioRun:
                        "time_scale": p.window.time_scale, "isl": p.window.isl},
             "routing": p.routing, "ip_routing": p.ip_routing,
             "apps": [i.key for i in p.apps],
+            "faults": [f.to_obj() for f in p.faults],
             "started_utc": datetime.now(timezone.utc).isoformat(),
             "argv": sys.argv,
         }
@@ -591,12 +599,16 @@ class ScenarioRun:
         emu = Emulation(p.plan, shaper=w.shaper, time_scale=w.time_scale,
                         ip_routing=p.ip_routing == "oracle",
                         run_name=run, start_s=w.start_s, duration_s=w.duration_s,
-                        tick_s=w.tick_s, clock_lead_s=lead_s)
+                        tick_s=w.tick_s, clock_lead_s=lead_s, faults=p.faults)
 
         def on_link(ev: Any) -> None:
             publisher.publish(*_link_message(ev))
 
+        def on_fault(ev: Any) -> None:
+            publisher.publish(*fault_message(ev.fault, ev.kind, ev.t_s))
+
         emu.subscribe(on_link)
+        emu.subscribe_faults(on_fault)
         echo(f"netemu: building {len(p.plan.nodes)} hosts and their links ...")
         emu.start()
         self._mark("emulation_up")
@@ -638,12 +650,18 @@ class ScenarioRun:
         agents: list[AgentProc] = []
         dtn_sockets: dict[str, str] = {}
         if agent_nodes:
-            if n_hosts is None:
-                agents, dtn_sockets = self._start_agents(p, emu, rd, sock_root, run_env,
-                                                         agent_nodes)
-            else:
+            # a node that crashes runs its own agent process, so that killing it kills
+            # that node's agent only; the others run as chosen
+            crashing = {f.nodes[0] for f in p.faults if f.kind == "node_crash"}
+            own = agent_nodes if n_hosts is None else [n for n in agent_nodes if n in crashing]
+            hosted = [] if n_hosts is None else [n for n in agent_nodes if n not in crashing]
+            if hosted:
                 agents, dtn_sockets = self._start_hosts(p, emu, rd, sock_root, run_env,
-                                                        agent_nodes, n_hosts)
+                                                        hosted, n_hosts or 1)
+            if own:
+                more, socks = self._start_agents(p, emu, rd, sock_root, run_env, own)
+                agents += more
+                dtn_sockets.update(socks)
             meta["agent_processes"] = len(agents)
             stack.callback(self._cleanup_step(
                 "the bundle agents", lambda: _stop_procs([a.proc for a in agents], 10.0)))
@@ -677,7 +695,10 @@ class ScenarioRun:
         publisher.publish("run", {"event": "started", "t_s": emu.now_s(),
                                   "window": [w.start_s, w.end_s], "time_scale": w.time_scale,
                                   "apps": len(p.apps), "agents": len(dtn_sockets)})
-        self._watch(emu, runner, agents, recorder, w)
+        crashes = NodeCrashes([f for f in p.faults if f.kind == "node_crash"], agents,
+                              lambda node: self._spawn_agent(emu, rd, node, append=True),
+                              publisher, echo)
+        self._watch(emu, runner, agents, recorder, w, crashes)
         self._mark("window_done")
         publisher.publish("run", {"event": "ended", "t_s": emu.now_s(),
                                   "interrupted": self._interrupted})
@@ -695,7 +716,9 @@ class ScenarioRun:
         links = direct_links(emu.layout, set(nodes))
         traffic = str(rd.traffic_json) if p.traffic is not None else None
         configs: dict[str, AgentConfig] = {}
-        ca = RunCA.create(rd.agents_dir / "pki")  # TCPCL over TLS: docs/security.md
+        if self._ca is None:  # one CA for the run's agents: TCPCL over TLS (docs/security.md)
+            self._ca = RunCA.create(rd.agents_dir / "pki")
+        ca = self._ca
         for node in nodes:
             rd.agent_dir(node).mkdir(parents=True, exist_ok=True)
             sdir = sock_root / node
@@ -721,17 +744,22 @@ class ScenarioRun:
         configs = self._write_configs(p, emu, rd, sock_root, nodes)
         procs: list[AgentProc] = []
         for node, cfg in configs.items():
-            env = {**dc_replace(run_env, dtn_socket=cfg.app_socket).to_env(),
-                   "PYTHONUNBUFFERED": "1"}
-            out = open(rd.agent_out(node), "wb")  # noqa: SIM115 - the child holds it
-            proc = emu.popen(node, [sys.executable, "-m", "netemu", "agent", "--node",
-                                    node, "--config", str(rd.agent_config(node))],
-                             env=env, stdout=out, stderr=subprocess.STDOUT,
-                             stdin=subprocess.DEVNULL, start_new_session=True)
-            out.close()
-            procs.append(AgentProc(f"the bundle agent of {node}", proc, rd.agent_out(node),
-                                   (node,)))
+            self._agent_env[node] = {**dc_replace(run_env, dtn_socket=cfg.app_socket).to_env(),
+                                     "PYTHONUNBUFFERED": "1"}
+            procs.append(self._spawn_agent(emu, rd, node))
         return procs, {n: c.app_socket for n, c in configs.items()}
+
+    def _spawn_agent(self, emu: Any, rd: RunDir, node: str, *, append: bool = False
+                     ) -> AgentProc:
+        """Start ``node``'s ``netemu agent`` process (again, after a crash: ``append``
+        keeps its earlier output); it opens the node's store as it finds it."""
+        out = open(rd.agent_out(node), "ab" if append else "wb")  # noqa: SIM115 - the child holds it
+        proc = emu.popen(node, [sys.executable, "-m", "netemu", "agent", "--node",
+                                node, "--config", str(rd.agent_config(node))],
+                         env=self._agent_env[node], stdout=out, stderr=subprocess.STDOUT,
+                         stdin=subprocess.DEVNULL, start_new_session=True)
+        out.close()
+        return AgentProc(f"the bundle agent of {node}", proc, rd.agent_out(node), (node,))
 
     def _start_hosts(self, p: Prepared, emu: Any, rd: RunDir, sock_root: Path,
                      run_env: HostEnv, nodes: list[str], n_hosts: int
@@ -796,17 +824,24 @@ class ScenarioRun:
         self.echo(f"netemu: {len(serving)} agents ready")
 
     def _watch(self, emu: Any, runner: AppRunner, agents: list[AgentProc], recorder: Any,
-               w: Window) -> None:
-        """Wait for the end of the window, printing a status line now and then."""
+               w: Window, crashes: NodeCrashes | None = None) -> None:
+        """Wait for the end of the window, printing a status line now and then; crash and
+        restart nodes on time (``faults:``)."""
         last = 0.0
         dead_agents: set[int] = set()
         while not emu.finished:
-            emu.wait(timeout=1.0)
+            due = crashes.next_s() if crashes is not None else None
+            emu.wait(until_s=due, timeout=1.0)
+            if crashes is not None:
+                for i in crashes.apply(emu.now_s()):
+                    dead_agents.discard(i)  # restarted: watched again
             for ra in runner.poll():
                 st = ra.exit_status
                 self.echo(f"netemu: app {ra.instance.key} ended with status {st}"
                           + ("" if st == 0 else f" (see {ra.out_dir}/stderr.log)"))
             for i, a in enumerate(agents):
+                if crashes is not None and i in crashes.down:
+                    continue  # killed on purpose; restarted when its fault ends
                 if i not in dead_agents and a.proc.poll() is not None:
                     dead_agents.add(i)
                     served = f" (its nodes: {', '.join(a.nodes)})" if a.node_host else ""
@@ -905,6 +940,72 @@ def _check_traffic_agents(sc: Any, spec: Any, window: Window) -> None:
                 f"{more}, which run no bundle agent (emulation.agents)", source=where)
 
 
+def _check_crash_agents(sc: Any, faults: list[Fault], window: Window) -> None:
+    """Every node a ``node_crash`` fault names must run a bundle agent."""
+    with_agent = set(window.agents) if window.agents is not None else None
+    for f in faults:
+        if f.kind == "node_crash" and with_agent is not None and f.nodes[0] not in with_agent:
+            raise sc.section("faults").error(
+                f"fault {f.id!r} crashes {f.nodes[0]}, which runs no bundle agent "
+                "(emulation.agents)")
+
+
+def fault_message(fault: Fault, event: str, t_s: float, **extra: Any
+                  ) -> tuple[str, dict[str, Any]]:
+    """A fault starting or ending as the ``fault/<id>`` telemetry message."""
+    return f"fault/{fault.id}", {"event": event, "t_s": t_s, **fault.to_obj(), **extra}
+
+
+class NodeCrashes:
+    """The ``node_crash`` faults of a run: at a fault's start its node's agent process is
+    killed with SIGKILL (no chance to save anything but what its store already holds), at
+    its end the agent is started again and reopens its store."""
+
+    def __init__(self, faults: list[Fault], agents: list[AgentProc],
+                 spawn: Callable[[str], AgentProc], publisher: Any,
+                 echo: Callable[[str], None]) -> None:
+        self.agents = agents  # replaced in place on restart (teardown stops the new one)
+        self.spawn = spawn
+        self.publisher = publisher
+        self.echo = echo
+        self.todo = sorted([(f.start_s, 1, f) for f in faults] + [(f.end_s, 0, f) for f in faults],
+                           key=lambda e: (e[0], e[1], e[2].id))
+        self.down: set[int] = set()  # indices into agents killed and not yet restarted
+
+    def next_s(self) -> float | None:
+        return self.todo[0][0] if self.todo else None
+
+    def _index(self, node: str) -> int:
+        return next(i for i, a in enumerate(self.agents) if a.nodes == (node,))
+
+    def apply(self, now_s: float) -> list[int]:
+        """Crash and restart what is due at scenario time ``now_s``; the indices of the
+        agents restarted."""
+        restarted = []
+        while self.todo and self.todo[0][0] <= now_s:
+            _t, crash, f = self.todo.pop(0)
+            node = f.nodes[0]
+            i = self._index(node)
+            a = self.agents[i]
+            if crash:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(a.proc.pid, signal.SIGKILL)
+                a.proc.wait()
+                self.down.add(i)
+                self.echo(f"netemu: fault {f.id}: killed the bundle agent of {node} "
+                          f"(SIGKILL) at t={now_s:.1f} s")
+                self.publisher.publish(*fault_message(f, "started", now_s, pid=a.proc.pid))
+            else:
+                new = self.spawn(node)
+                self.agents[i] = new
+                self.down.discard(i)
+                restarted.append(i)
+                self.echo(f"netemu: fault {f.id}: restarted the bundle agent of {node} "
+                          f"from its store at t={now_s:.1f} s")
+                self.publisher.publish(*fault_message(f, "ended", now_s, pid=new.proc.pid))
+        return restarted
+
+
 def _netns_path(emu: Any, node: str) -> str:
     return ns_path(emu.net.host_ns[node])
 
@@ -939,5 +1040,5 @@ def _stop_procs(procs: Any, grace_s: float) -> None:
             p.wait()
 
 
-__all__ = ["AgentProc", "Prepared", "RunInterrupted", "RunOptions", "RunResult", "ScenarioRun",
+__all__ = ["AgentProc", "NodeCrashes", "Prepared", "RunInterrupted", "RunOptions", "RunResult", "ScenarioRun",
            "Window", "emulation_window", "routing_config", "split_nodes"]
