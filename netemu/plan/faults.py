@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -48,6 +49,7 @@ RANDOM_LINKS = ("isl", "gsl", "any")
 ITEM_KEYS = ("kind", "name", "link", "random", "station", "node", "start_s", "end_s",
              "duration_s", "rate_per_h", "seed", "extra_loss", "rate_factor")
 DEFAULT_SEED = 1
+NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ class FaultSpec:
 class Fault:
     """One fault as it happens: ``kind`` on ``nodes`` over [start_s, end_s)."""
 
-    id: str  # the item's name, with #k for the k-th outage of a random item
+    id: str  # the item's name, with .k for the k-th outage of a random item
     kind: str
     nodes: tuple[str, ...]
     start_s: float
@@ -113,6 +115,9 @@ def parse_faults(section: Fields, nodes: Sequence[str], stations: Sequence[str]
         assert name is not None
         if name in names:
             raise item.error(f"fault name {name!r} is used twice", "name")
+        if not NAME_RE.match(name):
+            raise item.error(f"fault name {name!r}: letters, digits, '_' and '-' only "
+                             "(it names the fault's telemetry topic)", "name")
         names.add(name)
         spec = _item(item, kind, name, known, ground)
         out.append(spec)
@@ -236,7 +241,7 @@ def _random_outages(s: FaultSpec, plan: ContactPlan, start_s: float, end_s: floa
         if not up:
             continue
         a, b = rng.choice(up)
-        out.append(Fault(f"{s.name}#{len(out)}", s.kind, (a, b), t, t + s.duration_s))
+        out.append(Fault(f"{s.name}.{len(out)}", s.kind, (a, b), t, t + s.duration_s))
     return out
 
 

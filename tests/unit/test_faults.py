@@ -71,6 +71,8 @@ def test_every_kind_parses():
      3, "faults[0].rate_factor", "must be ≤ 1"),
     ("  - {kind: link_outage, random: laser, rate_per_h: 1, duration_s: 2}\n", 3,
      "faults[0].random", "not allowed"),
+    ("  - {kind: link_outage, link: [s1, s2], start_s: 1, duration_s: 2, name: a/b}\n", 3,
+     "faults[0].name", "letters, digits"),
 ])
 def test_bad_items_name_file_line_and_field(text, line, field, words):
     with pytest.raises(InputError) as e:
@@ -92,7 +94,7 @@ def test_random_outages_are_seeded_and_fall_on_links_that_are_up():
     assert a != schedule_faults(parse(text % 2), plan(), 0, 1000)
     # the only GSL is up over [100, 400): every outage starts then, on that link
     assert a and all(100 <= f.start_s < 400 and f.nodes == ("gs1", "s1") for f in a)
-    assert [f.id for f in a[:2]] == ["link_outage-0#0", "link_outage-0#1"]
+    assert [f.id for f in a[:2]] == ["link_outage-0.0", "link_outage-0.1"]
 
 
 def _tl(faults):
@@ -164,3 +166,28 @@ def test_fault_times_wake_the_driver():
     tl, _lay, _p = _tl([Fault("cut", "link_outage", ("s1", "s2"), 50.0, 80.0)])
     tl.advance(0.0)
     assert tl.next_event_s() == 50.0
+
+
+def test_fault_records_and_what_each_fault_caught():
+    import numpy as np
+
+    from netemu.analysis.metrics import fault_records
+    from netemu.analysis.traffic import fault_cost
+
+    def ev(event, t, **kw):
+        return {"topic": f"netemu/r1/fault/{kw.get('id', 'cut')}", "payload": {
+            "event": event, "t_s": t, "id": "cut", "kind": "link_outage",
+            "nodes": ["s1", "s2"], **kw}}
+
+    recs = fault_records([ev("started", 100.0), ev("ended", 200.0)])
+    assert recs == {"cut": {"kind": "link_outage", "nodes": ["s1", "s2"], "start_s": 100.0,
+                            "end_s": 200.0}}
+    assert fault_records([ev("started", 100.0)])["cut"]["end_s"] is None  # not ended
+    # sends at 50, 90, 150, 250; the one at 50 arrived before the fault, the one at 250
+    # was sent after it; 90 came 30 s late, 150 never came
+    t = np.array([50.0, 90.0, 150.0, 250.0])
+    sent = np.ones(4, dtype=bool)
+    delivered = np.array([60.0, 220.0, np.nan, 260.0])
+    arrival = np.array([60.0, 190.0, 160.0, 260.0])
+    assert fault_cost(100.0, 200.0, t, sent, delivered, arrival) == {
+        "in_transit": 2, "late": 1, "undelivered": 1}
