@@ -67,10 +67,11 @@ class Expectation:
     source: str | None = None
     line: int | None = None
     field: str | None = None
+    label: str | None = None  # the test's name when not "metric op value" (baselines)
 
     @property
     def text(self) -> str:
-        return f"{self.metric} {self.op} {self.value:g}"
+        return self.label or f"{self.metric} {self.op} {self.value:g}"
 
 
 @dataclass(frozen=True)
@@ -79,9 +80,10 @@ class Outcome:
     measured: float | None
     passed: bool
     message: str
+    skipped: bool = False  # nothing to compare with (a baseline check without a baseline)
 
 
-EXPECT_KEYS = ("metric", "op", "value", "name")
+EXPECT_KEYS = ("metric", "op", "value", "name", "baseline")
 
 
 def parse(section: Fields | Any, *, source: str | None = None) -> list[Expectation]:
@@ -98,7 +100,11 @@ def parse(section: Fields | Any, *, source: str | None = None) -> list[Expectati
         return []
     out = []
     for item in sec.items():
-        item.check_keys(EXPECT_KEYS, required=("metric", "op", "value"))
+        # an item with baseline: alone is a baseline check (netemu.analysis.baseline)
+        alone = "baseline" in item and "op" not in item and "value" not in item
+        item.check_keys(EXPECT_KEYS, required=("metric",) if alone else ("metric", "op", "value"))
+        if alone:
+            continue
         metric = item.string("metric", required=True)
         if not metric:
             raise item.error("metric must be a name", "metric")
@@ -142,7 +148,8 @@ def validate(expectations: Sequence[Expectation]) -> None:
         raise unknown_metric(e, sorted(METRIC_DOCS))
 
 
-def _lookup(metrics: Mapping[str, Any], name: str) -> tuple[bool, Any]:
+def lookup(metrics: Mapping[str, Any], name: str) -> tuple[bool, Any]:
+    """(found, value) of ``name``: a top-level key or a dotted path into the metrics."""
     if name in metrics:
         return True, metrics[name]
     root, _, rest = name.partition(".")
@@ -168,7 +175,7 @@ def evaluate(expectations: Sequence[Expectation], metrics: Mapping[str, Any]) ->
     known = sorted(set(METRIC_DOCS) | {k for k, v in metrics.items() if not isinstance(v, (dict, list))})
     out = []
     for e in expectations:
-        found, v = _lookup(metrics, e.metric)
+        found, v = lookup(metrics, e.metric)
         if not found and e.metric not in METRIC_DOCS:
             raise unknown_metric(e, known)
         if v is None:
@@ -185,22 +192,28 @@ def evaluate(expectations: Sequence[Expectation], metrics: Mapping[str, Any]) ->
 
 def summary(outcomes: Sequence[Outcome]) -> str:
     """Human summary, one line per expectation, then a count."""
-    lines = [("PASS  " if o.passed else "FAIL  ") + o.message for o in outcomes]
+    lines = [("SKIP  " if o.skipped else "PASS  " if o.passed else "FAIL  ") + o.message
+             for o in outcomes]
     failed = sum(not o.passed for o in outcomes)
-    lines.append(f"{len(outcomes) - failed} passed, {failed} failed")
+    skipped = sum(o.skipped for o in outcomes)
+    lines.append(f"{len(outcomes) - failed - skipped} passed, {failed} failed"
+                 + (f", {skipped} skipped" if skipped else ""))
     return "\n".join(lines)
 
 
 def junit_xml(outcomes: Sequence[Outcome], *, suite: str, time_s: float = 0.0,
-              errors: Sequence[str] = ()) -> str:
+              errors: Sequence[str] = (), notes: Sequence[str] = ()) -> str:
     """JUnit XML (one testsuite, one testcase per expectation); ``errors`` adds error
-    test cases (the run itself failed)."""
+    test cases (the run itself failed); ``notes`` go to the suite's system-out."""
     failures = sum(not o.passed for o in outcomes)
+    skipped = sum(o.skipped for o in outcomes)
     cases = []
     for o in outcomes:
         name = quoteattr(o.expectation.text)
         body = ""
-        if not o.passed:
+        if o.skipped:
+            body = f"<skipped message={quoteattr(o.message)}/>"
+        elif not o.passed:
             body = (f"<failure message={quoteattr(o.message)} type=\"expectation\">"
                     f"{escape(o.message)}</failure>")
         measured = "" if o.measured is None else f"<system-out>measured {o.measured:.6g}</system-out>"
@@ -209,11 +222,15 @@ def junit_xml(outcomes: Sequence[Outcome], *, suite: str, time_s: float = 0.0,
     for i, msg in enumerate(errors):
         cases.append(f'  <testcase classname={quoteattr(suite)} name="run-{i}" time="0">'
                      f"<error message={quoteattr(msg)}>{escape(msg)}</error></testcase>")
+    if notes:
+        cases.append(f"  <system-out>{escape(chr(10).join(notes))}</system-out>")
+    skip_attr = f' skipped="{skipped}"' if skipped else ""
     return (
         '<?xml version="1.0" encoding="UTF-8"?>\n'
-        f"<testsuites tests=\"{len(cases)}\" failures=\"{failures}\" errors=\"{len(errors)}\">\n"
-        f" <testsuite name={quoteattr(suite)} tests=\"{len(cases)}\" failures=\"{failures}\" "
-        f"errors=\"{len(errors)}\" time=\"{time_s:.3f}\">\n"
+        f"<testsuites tests=\"{len(outcomes) + len(errors)}\" failures=\"{failures}\" "
+        f"errors=\"{len(errors)}\">\n"
+        f" <testsuite name={quoteattr(suite)} tests=\"{len(outcomes) + len(errors)}\" "
+        f"failures=\"{failures}\" errors=\"{len(errors)}\"{skip_attr} time=\"{time_s:.3f}\">\n"
         + "\n".join(cases)
         + "\n </testsuite>\n</testsuites>\n"
     )

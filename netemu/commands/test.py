@@ -2,7 +2,9 @@
 
 Each scenario runs as an emulation (its ``emulation.test`` profile when it has one, else
 its ``emulation:`` window, shortened with --duration-s); its metrics are checked against
-its expectations; a summary is printed and JUnit XML written (--junit). The exit status
+its expectations, and with --baseline DIR against a stored run's within the tolerances
+of its ``baseline:`` items (--update-baseline stores this run instead); a summary is
+printed and JUnit XML written (--junit). -j N runs N scenarios at once. The exit status
 is 1 when any expectation failed or a run failed, 0 when all passed.
 """
 
@@ -10,13 +12,18 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
 import time
 import traceback
 import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
+from netemu.analysis import baseline as baseline_mod
 from netemu.analysis import expect as expect_mod
-from netemu.errors import NetemuError
+from netemu.errors import InputError, NetemuError
 from netemu.run.runner import RunOptions, ScenarioRun
 
 
@@ -34,6 +41,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-report", action="store_true", help="skip the HTML reports")
     p.add_argument("--run-name", help="short run name (1-8 lowercase letters/digits; names the "
                    "namespaces and MQTT topics); default: random")
+    p.add_argument("--routing", metavar="ALGORITHM",
+                   help="route with this algorithm instead of the scenario's routing:")
+    p.add_argument("--baseline", type=Path, metavar="DIR",
+                   help="compare with the baselines in DIR (<scenario name>.json) within "
+                   "the tolerances of the expect: items with baseline:")
+    p.add_argument("--update-baseline", action="store_true",
+                   help="write this run's baseline into --baseline DIR instead of comparing")
+    p.add_argument("-j", "--jobs", type=int, default=1, metavar="N",
+                   help="run N scenarios at once (each in its own netemu process)")
     p.set_defaults(func=_cmd_test)
 
 
@@ -46,6 +62,9 @@ def _merge_junit(docs: list[str]) -> str:
             tests += int(suite.get("tests", 0))
             failures += int(suite.get("failures", 0))
             errors += int(suite.get("errors", 0))
+    skipped = sum(int(s.get("skipped", 0)) for s in root.iter("testsuite"))
+    if skipped:
+        root.set("skipped", str(skipped))
     root.set("tests", str(tests))
     root.set("failures", str(failures))
     root.set("errors", str(errors))
@@ -57,6 +76,10 @@ def _cmd_test(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         raise NetemuError("the emulation builds network namespaces: run as root "
                    "(sudo .venv/bin/netemu ..., or sudo scripts/dev run)")
+    if args.update_baseline and args.baseline is None:
+        raise InputError("--update-baseline needs --baseline DIR (where to write it)")
+    if args.jobs < 1:
+        raise InputError(f"-j must be ≥ 1, got {args.jobs}")
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     parent = args.out or Path.cwd() / "runs" / f"test-{stamp}"
     # check every scenario before running any: a typo in the third should not cost two runs
@@ -64,27 +87,33 @@ def _cmd_test(args: argparse.Namespace) -> int:
     for i, sc in enumerate(args.scenarios):
         run = ScenarioRun(RunOptions(
             scenario=sc, profile="test", duration_s=args.duration_s,
-            time_scale=args.time_scale, report=not args.no_report,
+            time_scale=args.time_scale, report=not args.no_report, routing=args.routing,
             run_name=f"{args.run_name}{i}" if args.run_name and len(args.scenarios) > 1
             else args.run_name))
         p = run.prepare()
-        if not p.expectations:
+        checks = baseline_mod.parse(p.scenario.section("expect"))
+        if not p.expectations and not checks:
             print(f"netemu test: {sc}: no expect: section (nothing to check; it still runs)")
-        runs.append((sc, run, p))
+        runs.append((sc, run, p, checks))
+    if args.jobs > 1 and len(runs) > 1:
+        return _parallel(args, parent, [sc for sc, *_ in runs])
     docs, failed_total, problems = [], 0, 0
-    for sc, run, p in runs:
+    for sc, run, p, checks in runs:
         name = p.scenario.name
         run.opts.out = parent / name
-        print(f"== {sc}: {len(p.expectations)} expectations; window "
+        print(f"== {sc}: {len(p.expectations)} expectations, {len(checks)} baseline checks; "
+              f"routing {p.routing['algorithm']}; window "
               f"{p.window.start_s:g}-{p.window.end_s:g} s at x{p.window.time_scale:g}", flush=True)
         t0 = time.monotonic()
         errors: list[str] = []
+        notes: list[str] = []
         outcomes = []
         try:
             result = run.execute()
             errors += result.errors
             if result.metrics is not None:
                 outcomes = expect_mod.evaluate(p.expectations, result.metrics)
+                outcomes += _baseline(args, sc, p, checks, result.metrics, errors, notes)
             else:
                 errors.append("no metrics: the run did not produce any")
         except NetemuError as e:
@@ -93,21 +122,95 @@ def _cmd_test(args: argparse.Namespace) -> int:
             traceback.print_exc()
             errors.append(f"{type(e).__name__}: {e}")
         dt = time.monotonic() - t0
+        for note in notes:
+            print(f"NOTE  {note}")
         print(expect_mod.summary(outcomes) if outcomes else "(no expectations checked)")
         for err in errors:
             print(f"ERROR {err}")
         failed = sum(not o.passed for o in outcomes)
         failed_total += failed
         problems += len(errors)
-        docs.append(expect_mod.junit_xml(outcomes, suite=name, time_s=dt, errors=errors))
+        docs.append(expect_mod.junit_xml(outcomes, suite=name, time_s=dt, errors=errors,
+                                         notes=notes))
         if run.opts.out is not None and run.opts.out.is_dir():
             (run.opts.out / "junit.xml").write_text(docs[-1])
+    return _report(args, docs, len(runs), failed_total, problems)
+
+
+def _report(args: argparse.Namespace, docs: list[str], n_runs: int, failed_total: int,
+            problems: int) -> int:
+    """Write the merged JUnit XML, print the verdict; the exit status."""
     merged = _merge_junit(docs)
     if args.junit:
         args.junit.parent.mkdir(parents=True, exist_ok=True)
         args.junit.write_text(merged)
         print(f"JUnit XML: {args.junit}")
     verdict = "FAILED" if failed_total or problems else "passed"
-    print(f"netemu test: {len(runs)} scenario(s), {failed_total} failed expectation(s), "
+    print(f"netemu test: {n_runs} scenario(s), {failed_total} failed expectation(s), "
           f"{problems} run error(s): {verdict}")
     return 1 if failed_total or problems else 0
+
+
+def _baseline(args: argparse.Namespace, sc: Path, p: Any, checks: list[Any],
+              metrics: dict[str, Any], errors: list[str], notes: list[str]) -> list[Any]:
+    """With --baseline: the baseline checks' outcomes, or (--update-baseline) the
+    baseline written; ``notes`` say how the baseline's run differs from this one."""
+    if args.baseline is None:
+        if checks:
+            notes.append(f"{len(checks)} baseline check(s) not run (no --baseline DIR)")
+        return []
+    routing = p.routing["algorithm"]
+    if args.update_baseline:
+        if errors:
+            errors.append("baseline not written: the run had errors")
+            return []
+        made = baseline_mod.make(metrics, scenario=p.scenario.name, scenario_path=sc,
+                                 routing=routing, checks=checks)
+        notes.append(f"baseline written: {baseline_mod.write(args.baseline, made)}")
+        return []
+    stored = baseline_mod.load(args.baseline, p.scenario.name)
+    if stored is not None:
+        notes += baseline_mod.differences(stored, scenario_path=sc, routing=routing)
+    return baseline_mod.compare(checks, stored, metrics, where=f" in {args.baseline}")
+
+
+def _parallel(args: argparse.Namespace, parent: Path, scenarios: list[Path]) -> int:
+    """Each scenario in its own ``netemu test`` process, ``args.jobs`` at a time; their
+    output goes to ``<out>/<scenario file>.log`` (printed as each ends), their JUnit is
+    merged."""
+    parent.mkdir(parents=True, exist_ok=True)
+
+    def one(i: int, sc: Path) -> tuple[Path, int, str | None]:
+        junit = parent / f"{sc.stem}.junit.xml"
+        log = parent / f"{sc.stem}.log"
+        argv = [sys.executable, "-m", "netemu", "test", str(sc), "--out", str(parent),
+                "--junit", str(junit)]
+        for flag, value in (("--duration-s", args.duration_s), ("--time-scale", args.time_scale),
+                            ("--routing", args.routing), ("--baseline", args.baseline),
+                            ("--run-name", f"{args.run_name}{i}" if args.run_name else None)):
+            if value is not None:
+                argv += [flag, str(value)]
+        argv += ["--no-report"] if args.no_report else []
+        argv += ["--update-baseline"] if args.update_baseline else []
+        with open(log, "wb") as out:
+            rc = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL).returncode
+        text = log.read_text(errors="replace")
+        print(f"== {sc} (exit {rc}; output: {log})\n{text[-3000:]}", flush=True)
+        return sc, rc, junit.read_text() if junit.exists() else None
+
+    print(f"netemu test: {len(scenarios)} scenarios, {args.jobs} at a time", flush=True)
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        results = list(pool.map(lambda a: one(*a), enumerate(scenarios)))
+    docs, problems, failed = [], 0, 0
+    for sc, rc, doc in results:
+        if doc is None:
+            problems += 1
+            docs.append(expect_mod.junit_xml([], suite=sc.stem, errors=[
+                f"netemu test {sc} exited with status {rc} and wrote no JUnit XML"]))
+            continue
+        docs.append(doc)
+        for suite in ET.fromstring(doc).iter("testsuite"):
+            failed += int(suite.get("failures", 0))
+            problems += int(suite.get("errors", 0))
+    return _report(args, docs, len(results), failed, problems)

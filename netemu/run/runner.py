@@ -289,6 +289,7 @@ class RunOptions:
     isl: bool | None = None
     shaper: str | None = None
     ip_routing: str | None = None  # "oracle" or "none" (default: the scenario's)
+    routing: str | None = None  # a routing algorithm instead of the scenario's
     agents: bool | None = None  # False: no agents; True: on every node (traffic: for all)
     traffic: Any = None  # a TrafficSpec instead of the scenario's traffic: section
     plan_s: float | None = None  # contact plan from the window's start (default: window)
@@ -389,6 +390,9 @@ class ScenarioRun:
         if self.opts.agents is not None:
             window = dc_replace(window, agents=None if self.opts.agents else ())
         routing = routing_config(sc.section("routing"))
+        if self.opts.routing is not None and self.opts.routing != routing["algorithm"]:
+            # another algorithm: the scenario's parameters were for its own
+            routing = routing_config(self.opts.routing, source="--routing")
         telemetry = parse_telemetry(sc.section("telemetry"))
         ip_routing = self.opts.ip_routing or ip_routing_mode(sc.section("ip_routing"))
         if ip_routing not in IP_ROUTING:
