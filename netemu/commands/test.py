@@ -11,6 +11,7 @@ is 1 when any expectation failed or a run failed, 0 when all passed.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -18,10 +19,13 @@ import time
 import traceback
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from dataclasses import replace as dc_replace
 from pathlib import Path
 from typing import Any
 
 from netemu.analysis import baseline as baseline_mod
+from netemu.analysis import compare as compare_mod
 from netemu.analysis import expect as expect_mod
 from netemu.errors import InputError, NetemuError
 from netemu.run.runner import RunOptions, ScenarioRun
@@ -92,49 +96,108 @@ def _cmd_test(args: argparse.Namespace) -> int:
             else args.run_name))
         p = run.prepare()
         checks = baseline_mod.parse(p.scenario.section("expect"))
-        if not p.expectations and not checks:
+        cmp = compare_mod.parse(p.scenario.section("compare"))
+        if cmp is not None and args.routing is not None:
+            print(f"netemu test: {sc}: --routing {args.routing}: its compare: section is left out")
+            cmp = None
+        if not p.expectations and not checks and cmp is None:
             print(f"netemu test: {sc}: no expect: section (nothing to check; it still runs)")
-        runs.append((sc, run, p, checks))
+        runs.append((sc, run, p, checks, cmp))
     if args.jobs > 1 and len(runs) > 1:
         return _parallel(args, parent, [sc for sc, *_ in runs])
     docs, failed_total, problems = [], 0, 0
-    for sc, run, p, checks in runs:
+    for sc, run, p, checks, cmp in runs:
         name = p.scenario.name
-        run.opts.out = parent / name
-        print(f"== {sc}: {len(p.expectations)} expectations, {len(checks)} baseline checks; "
-              f"routing {p.routing['algorithm']}; window "
-              f"{p.window.start_s:g}-{p.window.end_s:g} s at x{p.window.time_scale:g}", flush=True)
-        t0 = time.monotonic()
-        errors: list[str] = []
-        notes: list[str] = []
-        outcomes = []
-        try:
-            result = run.execute()
-            errors += result.errors
-            if result.metrics is not None:
-                outcomes = expect_mod.evaluate(p.expectations, result.metrics)
-                outcomes += _baseline(args, sc, p, checks, result.metrics, errors, notes)
-            else:
-                errors.append("no metrics: the run did not produce any")
-        except NetemuError as e:
-            errors.append(str(e))
-        except Exception as e:  # noqa: BLE001 - one broken run must not hide the others' verdicts
-            traceback.print_exc()
-            errors.append(f"{type(e).__name__}: {e}")
-        dt = time.monotonic() - t0
-        for note in notes:
-            print(f"NOTE  {note}")
-        print(expect_mod.summary(outcomes) if outcomes else "(no expectations checked)")
-        for err in errors:
-            print(f"ERROR {err}")
-        failed = sum(not o.passed for o in outcomes)
-        failed_total += failed
-        problems += len(errors)
-        docs.append(expect_mod.junit_xml(outcomes, suite=name, time_s=dt, errors=errors,
-                                         notes=notes))
-        if run.opts.out is not None and run.opts.out.is_dir():
-            (run.opts.out / "junit.xml").write_text(docs[-1])
+        if cmp is None:
+            run.opts.out = parent / name
+            done = [_run_one(args, sc, run, p, checks, suite=name, baseline_name=name)]
+        else:
+            done = _run_routers(args, sc, run, p, checks, cmp, parent / name)
+        for d in done:
+            docs.append(d.doc)
+            failed_total += d.failed
+            problems += d.problems
     return _report(args, docs, len(runs), failed_total, problems)
+
+
+@dataclass
+class Done:
+    """One run's verdict: its JUnit suite, failed checks, errors and metrics."""
+
+    doc: str
+    failed: int
+    problems: int
+    metrics: dict[str, Any] | None = None
+
+
+def _run_one(args: argparse.Namespace, sc: Path, run: ScenarioRun, p: Any, checks: list[Any],
+             *, suite: str, baseline_name: str) -> Done:
+    """Run one scenario (into ``run.opts.out``) and check it."""
+    print(f"== {sc}: {len(p.expectations)} expectations, {len(checks)} baseline checks; "
+          f"routing {p.routing['algorithm']}; window "
+          f"{p.window.start_s:g}-{p.window.end_s:g} s at x{p.window.time_scale:g}", flush=True)
+    t0 = time.monotonic()
+    errors: list[str] = []
+    notes: list[str] = []
+    outcomes = []
+    metrics = None
+    try:
+        result = run.execute()
+        errors += result.errors
+        metrics = result.metrics
+        if metrics is not None:
+            outcomes = expect_mod.evaluate(p.expectations, metrics)
+            outcomes += _baseline(args, sc, p, checks, metrics, errors, notes, baseline_name)
+        else:
+            errors.append("no metrics: the run did not produce any")
+    except NetemuError as e:
+        errors.append(str(e))
+    except Exception as e:  # noqa: BLE001 - one broken run must not hide the others' verdicts
+        traceback.print_exc()
+        errors.append(f"{type(e).__name__}: {e}")
+    dt = time.monotonic() - t0
+    for note in notes:
+        print(f"NOTE  {note}")
+    print(expect_mod.summary(outcomes) if outcomes else "(no expectations checked)")
+    for err in errors:
+        print(f"ERROR {err}")
+    doc = expect_mod.junit_xml(outcomes, suite=suite, time_s=dt, errors=errors, notes=notes)
+    if run.opts.out is not None and run.opts.out.is_dir():
+        (run.opts.out / "junit.xml").write_text(doc)
+    return Done(doc, sum(not o.passed for o in outcomes), len(errors), metrics)
+
+
+def _run_routers(args: argparse.Namespace, sc: Path, run: ScenarioRun, p: Any,
+                 checks: list[Any], cmp: Any, out: Path) -> list[Done]:
+    """The scenario once per router of its ``compare:`` section (``out/<router>``), then
+    the checks across them, and the routers' figures side by side."""
+    done: list[Done] = []
+    by_router: dict[str, dict[str, Any] | None] = {}
+    for k, router in enumerate(cmp.routers):
+        routing = p.routing if p.routing["algorithm"] == router else {"algorithm": router}
+        opts = dc_replace(run.opts, routing=router, out=out / router,
+                          run_name=f"{run.opts.run_name[:7]}{k}" if run.opts.run_name else None)
+        variant = ScenarioRun(opts)
+        variant.prepared = dc_replace(p, routing=routing)
+        d = _run_one(args, sc, variant, variant.prepared, checks,
+                     suite=f"{p.scenario.name}[{router}]",
+                     baseline_name=f"{p.scenario.name}--{router}")
+        done.append(d)
+        by_router[router] = d.metrics
+    outcomes = compare_mod.evaluate(cmp, by_router)
+    rows = compare_mod.table(cmp, by_router)
+    print(f"== {sc}: {len(cmp.routers)} routers side by side")
+    print(compare_mod.text_table(rows))
+    print(expect_mod.summary(outcomes) if outcomes else "(no checks across routers)")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "compare.json").write_text(json.dumps(
+        compare_mod.to_obj(cmp, by_router, outcomes), indent=1) + "\n")
+    links = {r: f"{r}/report/index.html" for r in cmp.routers}
+    (out / "compare.html").write_text(compare_mod.to_html(
+        f"{p.scenario.name}: routers compared", rows, outcomes, links))
+    done.append(Done(expect_mod.junit_xml(outcomes, suite=f"{p.scenario.name}[routers]"),
+                     sum(not o.passed for o in outcomes), 0))
+    return done
 
 
 def _report(args: argparse.Namespace, docs: list[str], n_runs: int, failed_total: int,
@@ -152,7 +215,8 @@ def _report(args: argparse.Namespace, docs: list[str], n_runs: int, failed_total
 
 
 def _baseline(args: argparse.Namespace, sc: Path, p: Any, checks: list[Any],
-              metrics: dict[str, Any], errors: list[str], notes: list[str]) -> list[Any]:
+              metrics: dict[str, Any], errors: list[str], notes: list[str],
+              name: str) -> list[Any]:
     """With --baseline: the baseline checks' outcomes, or (--update-baseline) the
     baseline written; ``notes`` say how the baseline's run differs from this one."""
     if args.baseline is None:
@@ -164,11 +228,11 @@ def _baseline(args: argparse.Namespace, sc: Path, p: Any, checks: list[Any],
         if errors:
             errors.append("baseline not written: the run had errors")
             return []
-        made = baseline_mod.make(metrics, scenario=p.scenario.name, scenario_path=sc,
+        made = baseline_mod.make(metrics, scenario=name, scenario_path=sc,
                                  routing=routing, checks=checks)
         notes.append(f"baseline written: {baseline_mod.write(args.baseline, made)}")
         return []
-    stored = baseline_mod.load(args.baseline, p.scenario.name)
+    stored = baseline_mod.load(args.baseline, name)
     if stored is not None:
         notes += baseline_mod.differences(stored, scenario_path=sc, routing=routing)
     return baseline_mod.compare(checks, stored, metrics, where=f" in {args.baseline}")

@@ -49,7 +49,7 @@ MAX_WALKER_SATELLITES = 339_999
 """Most satellites in one Walker group: SGP4 catalogue numbers (Alpha-5) end there."""
 
 RESERVED_SECTIONS = ("routing", "ip_routing", "apps", "expect", "emulation", "telemetry",
-                     "capture", "traffic", "faults")
+                     "capture", "traffic", "faults", "compare")
 
 ISL_TOPOLOGIES = ("ring", "plus-grid", "none")
 
