@@ -77,13 +77,13 @@ def _merge_junit(docs: list[str]) -> str:
 
 
 def _cmd_test(args: argparse.Namespace) -> int:
-    if os.geteuid() != 0:
-        raise NetemuError("the emulation builds network namespaces: run as root "
-                   "(sudo .venv/bin/netemu ..., or sudo scripts/dev run)")
     if args.update_baseline and args.baseline is None:
         raise InputError("--update-baseline needs --baseline DIR (where to write it)")
     if args.jobs < 1:
         raise InputError(f"-j must be ≥ 1, got {args.jobs}")
+    if os.geteuid() != 0:
+        raise NetemuError("the emulation builds network namespaces: run as root "
+                   "(sudo .venv/bin/netemu ..., or sudo scripts/dev run)")
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     parent = args.out or Path.cwd() / "runs" / f"test-{stamp}"
     # check every scenario before running any: a typo in the third should not cost two runs

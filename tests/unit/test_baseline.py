@@ -145,3 +145,23 @@ def test_a_broken_baseline_file_is_an_input_error(tmp_path):
         bl.load(tmp_path, "x")
     assert e.value.source == str(tmp_path / "x.json")
     assert bl.load(tmp_path, "y") is None
+
+
+@pytest.mark.parametrize(("argv", "words"), [
+    (["--update-baseline"], "--update-baseline needs --baseline DIR"),
+    (["-j", "0"], "-j must be ≥ 1"),
+])
+def test_netemu_test_refuses_option_mistakes_before_running(argv, words, capsys):
+    from netemu.cli import main
+
+    assert main(["test", "topologies/regression/tiny-dtn.yaml", *argv]) == 2
+    assert words in capsys.readouterr().err
+
+
+def test_junit_merge_counts_skipped_cases():
+    from netemu.commands.test import _merge_junit
+
+    skipped = bl.compare(checks("  - {metric: delivery_ratio, baseline: -2%}\n"), None,
+                         METRICS)
+    doc = _merge_junit([expect.junit_xml(skipped, suite="a"), expect.junit_xml([], suite="b")])
+    assert '<testsuites skipped="1" tests="1" failures="0" errors="0">' in doc

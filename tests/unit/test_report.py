@@ -103,3 +103,26 @@ def test_report_without_counters_or_traffic_says_so(run):
     html = report.build(run).read_text()
     assert "Traffic flows" not in html
     assert "No satellite storage recorded" in html
+
+
+def test_report_and_metrics_show_faults_and_what_they_cost(tmp_path):
+    from synthetic_run import add_traffic, ev
+
+    run = make_run(tmp_path)
+    add_traffic(run)
+    fault = {"id": "rain", "kind": "station_outage", "nodes": ["gs-a"], "start_s": 280.0,
+             "end_s": 320.0}
+    with (run / "events.jsonl").open("a") as f:
+        f.write("\n")  # (the synthetic record ends in a cut line)
+        for e in (ev(280.0, "fault/rain", event="started", **fault),
+                  ev(320.0, "fault/rain", event="ended", **fault)):
+            f.write(json.dumps(e) + "\n")
+    m = json.loads((report.metrics_mod.write(run)).read_text())
+    assert m["faults_count"] == 1
+    rain = m["faults"]["rain"]
+    assert (rain["kind"], rain["start_s"], rain["end_s"]) == ("station_outage", 280.0, 320.0)
+    # down's send at 300 (delivered at 302) was on its way during the outage
+    assert rain["in_transit"] >= 1 and rain["undelivered"] >= 0
+    html = report.build(run).read_text()
+    assert "<h3>Faults</h3>" in html and "<td>rain</td>" in html
+    assert _png_ok(run / "report" / "timeline.png")
