@@ -101,8 +101,9 @@ def test_outage_stops_the_link_while_cgr_still_plans_with_it(faulty_run) -> None
     crossed = [t for t in run_transfers(run) if {t.sender, t.receiver} == {"sat-2", "sat-0"}]
     assert any(t.last_t_s < t0 for t in crossed), crossed[:5]
     assert any(t.first_t_s > t1 for t in crossed), crossed[-5:]
-    during = [t for t in crossed if t0 + 1.0 < t.first_t_s < t1 - 1.0
-              or t0 + 1.0 < t.last_t_s < t1 - 1.0]
+    # (5 scenario seconds, 0.5 s of wall time, for the kernel to take the carrier down)
+    during = [t for t in crossed if t0 + 5.0 < t.first_t_s < t1 - 5.0
+              or t0 + 5.0 < t.last_t_s < t1 - 5.0]
     assert during == []
     # recorded as a fault, with its times, in events.jsonl and metrics.json
     faults = [e["payload"] for e in _events(run) if "/fault/" in e["topic"]]
