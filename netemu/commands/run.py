@@ -19,6 +19,7 @@ from netemu.emulator import Emulation
 from netemu.emulator.hosts import EmuCLI, EmuHost, EmuNet
 from netemu.emulator.registry import Registry, list_runs, proc_start_time
 from netemu.errors import InputError
+from netemu.plan.faults import EMULATOR_KINDS, schedule_faults
 from netemu.plan.source import PlanSource
 from netemu.runtime.env import HostEnv
 
@@ -60,10 +61,26 @@ def run(args: argparse.Namespace) -> int:
         print(f"netemu run: warning: {w}", file=sys.stderr)
     t_plan = time.monotonic() - t0
     scale = args.time_scale or source.time_scale
+    faults = []
+    if source.scenario is not None and source.scenario.faults:
+        # the scenario's link faults; a node crash needs agents (netemu test / demo)
+        end = max((c.end_s for c in plan.contacts), default=args.start_s)
+        if args.duration_s is not None:
+            end = args.start_s + args.duration_s
+        faults = schedule_faults(source.scenario.faults, plan, args.start_s, end,
+                                 source=str(args.scenario))
+        if any(f.kind not in EMULATOR_KINDS for f in faults):
+            print("netemu run: node_crash faults left out: no bundle agents run here "
+                  "(netemu test and netemu demo run them)", file=sys.stderr)
+        faults = [f for f in faults if f.kind in EMULATOR_KINDS]
     emu = Emulation(plan, shaper=args.shaper, time_scale=scale,
                     ip_routing=not args.no_ip_routing, run_name=args.run_name,
                     start_s=args.start_s, duration_s=args.duration_s, tick_s=args.tick_s,
-                    relay_workers=args.relay_workers, relay_gso=args.relay_gso)
+                    relay_workers=args.relay_workers, relay_gso=args.relay_gso,
+                    faults=faults)
+    emu.subscribe_faults(lambda ev: print(
+        f"\nnetemu run: fault {ev.fault.id} ({ev.fault.kind}, {', '.join(ev.fault.nodes)}) "
+        f"{ev.kind} at t={ev.t_s:.1f} s", flush=True))
     lay = emu.layout
     print(f"netemu run {emu.run}: {len(lay.nodes)} hosts, {len(lay.endpoints)} interfaces, "
           f"{len(lay.periods)} link periods (plan computed in {t_plan:.1f} s)", flush=True)
