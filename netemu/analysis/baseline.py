@@ -80,10 +80,51 @@ class BaselineCheck:
         return f"{self.metric} vs baseline ({self.tolerance.text})"
 
 
+DEFAULT_TOLERANCES: dict[str, str] = {
+    # counts and ratios did not move at all over the repeats: a floor of 1 %
+    "delivery_ratio": "-1%",
+    "bundles_delivered": "-1%",
+    "traffic.delivered": "-1%",
+    "traffic.delivery_ratio": "-1%",
+    "traffic.expected_delivery_ratio": "-1%",
+    # bytes did not move either: a floor of 2 % (retransmissions, a session set up again)
+    "link_bytes_total": "+2%",
+    # latencies: three times the spread seen
+    "traffic.latency_s.p50": "+75%",         # spread 23 %
+    "traffic.latency_s.p95": "+5%",          # spread 1.3 %
+    "bundle_latency_p95_s": "+10%",          # spread 3.4 %
+    "traffic.latency_vs_projection_s.p50": "+0.15",  # spread 0.042 s (29 % of 0.14 s)
+    "traffic.latency_vs_projection_s.p95": "+4",     # spread 1.18 s (207 % of 0.57 s)
+}
+"""``baseline: default``: the tolerance for a metric, from its measured spread over five
+repeats of a suite scenario on a 2-core machine (docs/ci.md: three times the spread,
+rounded up). A per-entry traffic figure (``traffic.by_name.NAME.X``) takes ``traffic.X``'s."""
+
+
+def default_tolerance(metric: str) -> str | None:
+    """The default tolerance text for ``metric`` (None: no default is known)."""
+    if metric in DEFAULT_TOLERANCES:
+        return DEFAULT_TOLERANCES[metric]
+    parts = metric.split(".")
+    if len(parts) >= 4 and parts[:2] == ["traffic", "by_name"]:
+        for tail in (1, 2):
+            got = DEFAULT_TOLERANCES.get(".".join(["traffic", *parts[-tail:]]))
+            if got is not None:
+                return got
+    return None
+
+
 def parse_tolerance(item: Fields) -> Tolerance:
     """``baseline: -2%`` / ``+10%`` / ``-0.05`` / ``+5000``: the sign is required (which
-    way is worse depends on the metric)."""
+    way is worse depends on the metric); ``default``: :data:`DEFAULT_TOLERANCES`."""
     v = item.get("baseline")
+    if v == "default":
+        metric = str(item.get("metric"))
+        v = default_tolerance(metric)
+        if v is None:
+            raise item.error(f"no default tolerance for {metric}; defaults exist for "
+                             f"{', '.join(DEFAULT_TOLERANCES)}: give one (-2%, +10%, …)",
+                             "baseline")
     text = v if isinstance(v, str) else (repr(v) if isinstance(v, (int, float))
                                          and not isinstance(v, bool) else None)
     if isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0:

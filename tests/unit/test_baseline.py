@@ -165,3 +165,15 @@ def test_junit_merge_counts_skipped_cases():
                          METRICS)
     doc = _merge_junit([expect.junit_xml(skipped, suite="a"), expect.junit_xml([], suite="b")])
     assert '<testsuites skipped="1" tests="1" failures="0" errors="0">' in doc
+
+
+def test_default_tolerances_come_from_the_table():
+    cs = checks("""\
+  - {metric: traffic.delivery_ratio, baseline: default}
+  - {metric: traffic.latency_vs_projection_s.p95, baseline: default}
+  - {metric: traffic.by_name.telemetry.latency_s.p95, baseline: default}
+""")
+    assert [c.tolerance.text for c in cs] == ["-1%", "+4", "+5%"]
+    with pytest.raises(InputError) as e:
+        checks("  - {metric: apps_failed, baseline: default}\n")
+    assert e.value.field == "expect[0].baseline" and "no default tolerance" in str(e.value)
