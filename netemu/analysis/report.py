@@ -250,11 +250,14 @@ def fig_timeline(out: Path, plan, stations: dict, end_s: float | None,
                            (row - 0.35, 0.7), facecolors=[color[c["from"]] for c in cs],
                            alpha=0.85)
     # faults: all on their own row, and over the rows of the stations they touch
-    for fid, f, t1 in spans:
+    for k, (fid, f, t1) in enumerate(spans):
         t0 = float(f["start_s"])
         bar = [(t0 / 60, max(t1 - t0, 1.0) / 60)]
         ax.broken_barh(bar, (len(grounds) - 0.35, 0.7), facecolors="tab:red", alpha=0.6)
-        ax.annotate(fid, (t0 / 60, len(grounds) + 0.4), fontsize=6, rotation=30)
+        # labels inside the row, alternately high and low so that overlapping faults'
+        # names stay apart
+        ax.annotate(fid, (t0 / 60, len(grounds) + (0.12 if k % 2 == 0 else -0.22)),
+                    fontsize=6)
         for g in f.get("nodes") or ():
             if g in grounds:
                 ax.broken_barh(bar, (grounds.index(g) - 0.45, 0.9), facecolors="none",
