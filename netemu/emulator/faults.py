@@ -52,7 +52,7 @@ class FaultTimeline(Timeline):
         for fi in self._degraded.get(period, ()):
             f = self.faults[fi]
             rate_bps *= f.rate_factor
-            loss = 1.0 - (1.0 - loss) * (1.0 - f.extra_loss)
+            loss = round(1.0 - (1.0 - loss) * (1.0 - f.extra_loss), 12)
         return rate_bps, loss
 
     def advance(self, t_s: float) -> Changes:
