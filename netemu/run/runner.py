@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from netemu.agent.config import AgentConfig, plan_peers
+from netemu.agent.nodehost import FDS_PER_NODE, FDS_RESERVE
 from netemu.agent.traffic import DEFAULT_SERVICE, TrafficTable
 from netemu.analysis import expect as expect_mod
 from netemu.analysis import metrics as metrics_mod
@@ -84,6 +85,7 @@ from netemu.runtime.env import (
     NETEMU_NODE_ADDR,
     HostEnv,
 )
+from netemu.runtime.fdlimit import raise_fd_limit
 from netemu.runtime.rundir import RunDir, default_run_dir
 from netemu.runtime.telemetry import SyncPublisher
 
@@ -228,17 +230,22 @@ def ip_routing_mode(section: Fields | Any, *, source: str = "scenario",
     return str(f.value)
 
 
+SPLIT_SLACK = 0.25
+"""How far a node-host group's cut may move to keep a plane together, as a fraction of
+the group's size: a group holds at most (1 + SPLIT_SLACK) × its share of the nodes."""
+
+
 def split_nodes(nodes: list[str], n_groups: int,
                 group_of: Callable[[str], Any] | None = None) -> list[list[str]]:
     """``nodes`` (in plan order) as at most ``n_groups`` contiguous groups of about equal
-    size. A cut moves to the nearest change of ``group_of`` (a satellite's plane) within a
-    quarter of a group's size, so that a plane's satellites stay together where the split
+    size. A cut moves to the nearest change of ``group_of`` (a satellite's plane) within
+    SPLIT_SLACK of a group's size, so that a plane's satellites stay together where the split
     allows."""
     n = min(n_groups, len(nodes))
     if n <= 1:
         return [list(nodes)] if nodes else []
     size = len(nodes) / n
-    slack = int(size // 4)
+    slack = int(size * SPLIT_SLACK)
     cuts = [0]
     for i in range(1, n):
         lo, hi = cuts[-1] + 1, len(nodes) - (n - i)  # every group keeps at least one node
@@ -582,6 +589,13 @@ class ScenarioRun:
         # 3. the emulation; its clock reaches the window's start once the agents are up
         agent_nodes = list(p.plan.nodes) if w.agents is None else list(w.agents)
         n_hosts = w.hosts_for(len(agent_nodes)) if agent_nodes else None
+        if n_hosts is not None:
+            fitted, fd_limit = hosts_within_fd_limit(len(agent_nodes), n_hosts)
+            if fitted > n_hosts:
+                echo(f"netemu: {fitted} node hosts instead of {n_hosts}: a process may "
+                     f"hold {fd_limit} open files (RLIMIT_NOFILE, hard limit), "
+                     f"{FDS_PER_NODE} a node")
+                n_hosts = fitted
         with_agent = set(agent_nodes)
         first = {(c.src, c.dst) if c.src < c.dst else (c.dst, c.src)
                  for c in p.plan.contacts if c.start_s <= w.start_s < c.end_s
@@ -849,6 +863,18 @@ class ScenarioRun:
             except Exception as e:  # noqa: BLE001
                 result.errors.append(f"report: {e}")
                 self.echo(f"netemu: could not write the report: {e}")
+
+
+def hosts_within_fd_limit(n_agents: int, n_hosts: int) -> tuple[int, int]:
+    """At least ``n_hosts`` node hosts for ``n_agents`` agents, more where one would need
+    more open files than a process may hold, and that limit. The node hosts inherit this
+    process's limit, raised here as far as allowed: in a container without
+    CAP_SYS_RESOURCE the hard limit (often 20,000) is as far as it goes, and a node past
+    it fails to open sockets and store files mid-run."""
+    largest = math.ceil(n_agents / n_hosts * (1 + SPLIT_SLACK))  # (split_nodes)
+    limit = raise_fd_limit(largest * FDS_PER_NODE + FDS_RESERVE)
+    fit = max(1, (limit - FDS_RESERVE) // FDS_PER_NODE)
+    return max(n_hosts, math.ceil(n_agents * (1 + SPLIT_SLACK) / fit)), limit
 
 
 def agent_bringup_s(n_agents: int, n_hosts: int | None, n_sessions: int = 0) -> float:
