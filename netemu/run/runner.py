@@ -231,34 +231,40 @@ def ip_routing_mode(section: Fields | Any, *, source: str = "scenario",
 
 
 SPLIT_SLACK = 0.25
-"""How far a node-host group's cut may move to keep a plane together, as a fraction of
-the group's size: a group holds at most (1 + SPLIT_SLACK) × its share of the nodes."""
+"""A node-host group holds at most (1 + SPLIT_SLACK) × its share of the nodes: a plane
+larger than SPLIT_SLACK of a share is dealt node by node."""
 
 
 def split_nodes(nodes: list[str], n_groups: int,
                 group_of: Callable[[str], Any] | None = None) -> list[list[str]]:
-    """``nodes`` (in plan order) as at most ``n_groups`` contiguous groups of about equal
-    size. A cut moves to the nearest change of ``group_of`` (a satellite's plane) within
-    SPLIT_SLACK of a group's size, so that a plane's satellites stay together where the split
-    allows."""
+    """``nodes`` (in plan order) as at most ``n_groups`` groups of about equal size, each
+    in plan order. Whole planes (``group_of``; None: a node of no plane, such as a ground
+    station) are dealt in plan order, each to the group with the fewest nodes so far
+    (the nodes of no plane first, so that ground stations spread over the groups), so
+    neighbouring planes — which carry traffic over the same region at the same time —
+    land in different processes and the load spreads."""
     n = min(n_groups, len(nodes))
     if n <= 1:
         return [list(nodes)] if nodes else []
-    size = len(nodes) / n
-    slack = int(size * SPLIT_SLACK)
-    cuts = [0]
-    for i in range(1, n):
-        lo, hi = cuts[-1] + 1, len(nodes) - (n - i)  # every group keeps at least one node
-        cut = round(i * size)
-        if group_of is not None:
-            for d in sorted(range(-slack, slack + 1), key=lambda d: (abs(d), d)):
-                j = round(i * size) + d
-                if lo <= j <= hi and group_of(nodes[j - 1]) != group_of(nodes[j]):
-                    cut = j
-                    break
-        cuts.append(min(max(cut, lo), hi))
-    cuts.append(len(nodes))
-    return [nodes[a:b] for a, b in zip(cuts, cuts[1:], strict=False)]
+    loners: list[list[str]] = []  # dealt first, in turn: the ground stations spread out
+    planes: dict[Any, list[str]] = {}
+    for node in nodes:
+        key = group_of(node) if group_of is not None else None
+        if key is None:
+            loners.append([node])
+        else:
+            planes.setdefault(key, []).append(node)
+    units = loners + list(planes.values())
+    most = max(1, int(len(nodes) / n * SPLIT_SLACK))
+    if len(units) < n or any(len(u) > most for u in units):
+        units = [u[i:i + most] for u in units for i in range(0, len(u), most)]
+    if len(units) < n:
+        units = [[node] for node in nodes]
+    groups: list[list[str]] = [[] for _ in range(n)]
+    for unit in units:
+        min(groups, key=len).extend(unit)
+    order = {node: i for i, node in enumerate(nodes)}
+    return [sorted(g, key=order.__getitem__) for g in groups]
 
 
 def routing_config(section: Fields | Any, *, source: str = "scenario",
@@ -750,14 +756,14 @@ class ScenarioRun:
     def _start_hosts(self, p: Prepared, emu: Any, rd: RunDir, sock_root: Path,
                      run_env: HostEnv, nodes: list[str], n_hosts: int
                      ) -> tuple[list[AgentProc], dict[str, str]]:
-        """``n_hosts`` node-host processes in the root namespace, each serving a contiguous
-        group of the nodes (plan order, a plane's satellites together where the split
-        allows); every node's sockets are made in its own namespace."""
+        """``n_hosts`` node-host processes in the root namespace, each serving a group of
+        the nodes (whole planes dealt in turn, ground stations one by one: see
+        ``split_nodes``); every node's sockets are made in its own namespace."""
         order = {n: i for i, n in enumerate(p.plan.nodes)}
         nodes = sorted(nodes, key=lambda n: order.get(n, len(order)))
         planes = {s.name: (getattr(s, "group", 0), getattr(s, "plane", 0))
                   for s in getattr(p.scenario, "satellites", [])}
-        groups = split_nodes(nodes, n_hosts, lambda n: planes.get(n, "other"))
+        groups = split_nodes(nodes, n_hosts, planes.get)
         self.echo(f"netemu: starting {len(nodes)} bundle agents in {len(groups)} node hosts "
                   f"(routing: {p.routing['algorithm']}) ...")
         configs = self._write_configs(p, emu, rd, sock_root, nodes)
