@@ -230,6 +230,13 @@ def ip_routing_mode(section: Fields | Any, *, source: str = "scenario",
     return str(f.value)
 
 
+HOSTED_KEEPALIVE_S = 60
+"""The TCPCL keepalive of agents in node hosts (a single agent's default is 15 s). Each
+keepalive is a TLS record and a send: with thousands of sessions a process, 15-s
+keepalives took about 15 % of a node host's loop on star-compute-2800. In a run the
+contact plan ends each session at its contact's end, so keepalives only find sessions
+cut by an unplanned fault, after 2 × this."""
+
 SPLIT_SLACK = 0.25
 """A node-host group holds at most (1 + SPLIT_SLACK) × its share of the nodes: a plane
 larger than SPLIT_SLACK of a share is dealt node by node."""
@@ -704,8 +711,10 @@ class ScenarioRun:
         # the with-block's exit stops apps → agents → emulation → telemetry
 
     def _write_configs(self, p: Prepared, emu: Any, rd: RunDir, sock_root: Path,
-                       nodes: list[str]) -> dict[str, AgentConfig]:
-        """Each agent node's config, written to ``agents/<node>/agent.json``."""
+                       nodes: list[str], *, keepalive_s: int | None = None
+                       ) -> dict[str, AgentConfig]:
+        """Each agent node's config, written to ``agents/<node>/agent.json``
+        (``keepalive_s``: the TCPCL keepalive instead of the agent's default)."""
         plan_path = str(rd.plan_json)
         # with oracle routes a node address reaches any node; the agents dial the direct
         # link's own addresses while it is up either way
@@ -727,6 +736,8 @@ class ScenarioRun:
             cfg.log = str(rd.agent_log(node))
             cfg.traffic = traffic
             cfg.traffic_records = str(rd.agent_traffic(node))
+            if keepalive_s is not None:
+                cfg.keepalive_s = keepalive_s
             secure_run_agent(ca, cfg, rd.agent_dir(node), run_tls_mode(bool(p.captures)))
             cfg.write(rd.agent_config(node))
             configs[node] = cfg
@@ -766,7 +777,8 @@ class ScenarioRun:
         groups = split_nodes(nodes, n_hosts, planes.get)
         self.echo(f"netemu: starting {len(nodes)} bundle agents in {len(groups)} node hosts "
                   f"(routing: {p.routing['algorithm']}) ...")
-        configs = self._write_configs(p, emu, rd, sock_root, nodes)
+        configs = self._write_configs(p, emu, rd, sock_root, nodes,
+                                      keepalive_s=HOSTED_KEEPALIVE_S)
         rd.hosts_dir.mkdir(parents=True, exist_ok=True)
         # the run's clock and broker, as for a single agent; nothing about one node
         env = {k: v for k, v in os.environ.items() if k not in _NODE_VARS}
