@@ -135,6 +135,12 @@ class PlanIndex:
 _PLAN_INDEXES: PerPlan[PlanIndex] = PerPlan(PlanIndex)
 
 
+def keeps_session(role: tcpcl.Role, we_are_lower: bool) -> bool:
+    """Of two sessions with one neighbour, whether to keep this one: the one whose active
+    (dialling) side has the lower ipn."""
+    return (role is tcpcl.Role.ACTIVE) == we_are_lower
+
+
 @dataclass
 class NeighbourState:
     cfg: NeighbourConfig
@@ -417,10 +423,15 @@ class Agent:
             self.log("housekeeping_error", error=repr(e))
 
     def _should_dial(self, st: NeighbourState, now: float) -> bool:
-        """Between two agents that know each other's address only the lower ipn dials, so
-        they share one session; the other dials too if none came within DIAL_GRACE_S
-        (the peer may be software that never dials)."""
-        if st.cfg.cl != "tcpcl" or not st.cfg.ipn or self.cfg.ipn < st.cfg.ipn:
+        """Whether to dial the neighbour now, by its ``dial`` mode: ``both`` at once;
+        ``never``; ``lower``: only the lower ipn dials, so that two netemu agents share
+        one session, and the other dials too if none came within DIAL_GRACE_S (the peer
+        may be software that never dials)."""
+        mode = st.cfg.dial
+        if mode == "never":
+            return False
+        if (mode == "both" or st.cfg.cl != "tcpcl" or not st.cfg.ipn
+                or self.cfg.ipn < st.cfg.ipn):
             return True
         return now - st.plan_up_since >= DIAL_GRACE_S
 
@@ -536,10 +547,30 @@ class Agent:
             st = self.neighbours[name] = NeighbourState(NeighbourConfig(name, ipn))
         if ch not in st.sessions:
             st.sessions.append(ch)
+        self._resolve_collision(st)
         st.backoff_s = BACKOFF_MIN_S
         st.failures = 0
         self._update_up(st)
         self.pump(name)
+
+    def _resolve_collision(self, st: NeighbourState) -> None:
+        """Both sides dialled (``dial: both``) and two sessions came up: keep the one the
+        lower ipn dialled, end the other. Both ends apply the same rule, so they end the
+        same session; its transfers in progress finish first (SESS_TERM, not an abort)."""
+        streams = [ch for ch in st.sessions if isinstance(ch, TcpclChannel)
+                   and ch.established
+                   and ch.session.state is tcpcl.SessionState.ESTABLISHED]
+        if len(streams) < 2 or not st.cfg.ipn or st.cfg.ipn == self.cfg.ipn:
+            return
+        we_are_lower = self.cfg.ipn < st.cfg.ipn
+        keep = [ch for ch in streams if keeps_session(ch.session.role, we_are_lower)]
+        if not keep:
+            return  # (two sessions dialled the same way: nothing to choose by)
+        for ch in streams:
+            if ch is not keep[0]:
+                self.log("session_collision", neighbour=st.cfg.name, peer=ch.peer,
+                         ended_role=ch.session.role.value)
+                ch.close(tcpcl.TermReason.UNKNOWN)
 
     def channel_up(self, ch: Channel) -> None:
         st = self.neighbours.get(ch.neighbour or "")

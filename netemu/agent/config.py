@@ -10,7 +10,7 @@ The emulator writes one file per node; a person can write one by hand. Example (
     contact_plan: plan.json                       # netemu JSON or ION; optional
     routing: {algorithm: cgr}                     # any netemu.routing router name + params
     neighbours:
-      - {name: gs1, ipn: 10, cl: tcpcl, address: "10.0.0.2:4556"}
+      - {name: gs1, ipn: 10, cl: tcpcl, address: "10.0.0.2:4556"}  # dial: both|lower|never
       - {name: sat2, ipn: 2, cl: udpcl, address: "10.0.1.2:4556", path_mtu: 1500}
     keys:                                         # BPSec (RFC 9172/9173); keys in hex
       sign_key: "8f3a0c1b5d7e9f2a4c6e8a0b2d4f6a8c"  # BIB over bundles this node creates
@@ -71,7 +71,11 @@ the shipped workloads send (eo-filter's tiles are 4 KiB) and above HDTN's defaul
 make the node hold that much for a single transfer. A node that must take more says so
 (``transfer_mru``); bundles are not fragmented yet."""
 DEFAULT_RX_IN_PROGRESS_MAX_BYTES = 4 * DEFAULT_TRANSFER_MRU
-NEIGHBOUR_KEYS = ("name", "ipn", "cl", "address", "path_mtu", "links")
+NEIGHBOUR_KEYS = ("name", "ipn", "cl", "address", "path_mtu", "links", "dial")
+DIAL_MODES = ("both", "lower", "never")
+"""Who dials a neighbour's TCPCL/MTCP sessions: ``both`` sides at once (a collision is
+resolved: see ``Agent.session_started``), the ``lower`` ipn (the higher one only if no
+session came within the dial grace), or ``never`` (the neighbour dials us)."""
 SECURITY_KEYS = ("sign_key", "verify", "require_bib_from", "decrypt")
 AES_KEY_BYTES = (16, 24, 32)  # BCB content keys (16, 32) and key-encryption keys
 
@@ -104,6 +108,7 @@ class NeighbourConfig:
     #: end of the link), sorted by start_s. While one is current the agent dials it rather
     #: than ``address``, so the session runs over that link and needs no IP routes.
     links: tuple[tuple[float, float, str], ...] = ()
+    dial: str = "both"  # DIAL_MODES
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -295,8 +300,11 @@ class AgentConfig:
             addr = addresses.get(name, "")
             if addr and ":" not in addr.strip("[]").split("]")[-1] and not addr.startswith("["):
                 addr = f"{addr}:4556"
+            # both ends are netemu agents with the same rule: one dials, no collisions
+            # (at contact start on a constellation, both dialling doubles the handshakes)
             neighbours.append(NeighbourConfig(name, plan.nodes[name].ipn, cl, addr,
-                                              links=tuple((links or {}).get(name, ()))))
+                                              links=tuple((links or {}).get(name, ())),
+                                              dial="lower"))
         base = Path(run_dir) if run_dir else None
         return cls(
             node=node, ipn=plan.nodes[node].ipn, neighbours=neighbours,
@@ -317,7 +325,7 @@ class AgentConfig:
             "routing": self.routing,
             "neighbours": [
                 {"name": n.name, "ipn": n.ipn, "cl": n.cl, "address": n.address,
-                 "path_mtu": n.path_mtu,
+                 "path_mtu": n.path_mtu, "dial": n.dial,
                  **({"links": [list(x) for x in n.links]} if n.links else {})}
                 for n in self.neighbours
             ],
@@ -404,10 +412,14 @@ def _neighbour(n: Fields) -> NeighbourConfig:
     addr = _text(n, "address")
     if addr:
         _checked_host_port(addr, n, "address")
+    dial = _required(n.string("dial", default="both"))
+    if dial not in DIAL_MODES:
+        raise n.error(f"must be one of {', '.join(DIAL_MODES)}, got {dial!r}"
+                      f"{suggest(dial, DIAL_MODES)}", "dial")
     return NeighbourConfig(_required(n.string("name", required=True)),
                            _required(n.integer("ipn", lo=1, required=True)), cl, addr,
                            _required(n.integer("path_mtu", default=1500, lo=68)),
-                           _links(n))
+                           _links(n), dial)
 
 
 def _links(n: Fields) -> tuple[tuple[float, float, str], ...]:
