@@ -52,8 +52,6 @@ ROOT = Path(__file__).resolve().parents[2]
 PYD3TN = ROOT / "build" / "pyd3tn-venv" / "bin" / "python"
 SIDE = Path(__file__).with_name("pyd3tn_side.py")
 
-pytestmark = pytest.mark.integration
-
 if not PYD3TN.exists():
     if os.environ.get("CI"):  # the set-up makes it: in CI its absence is a failure
         raise RuntimeError(f"{PYD3TN} missing: scripts/dev setup makes the pyD3TN environment")
