@@ -245,7 +245,8 @@ class Agent:
             if st.cfg.cl == "udpcl" and self.udp is not None:
                 st.sessions.append(UdpChannel(self, self.udp, st.cfg))
         self.app = AppServer(cfg.app_socket, self.core.app_handlers(),
-                             on_disconnect=self.core.app_disconnected)
+                             on_disconnect=self.core.app_disconnected,
+                             allowed_uids=cfg.app_uids)
         await self.app.start()
         if self.telemetry is not None:
             self.telemetry.start()

@@ -27,6 +27,8 @@ The emulator writes one file per node; a person can write one by hand. Example (
     accept_unknown_peers: false                   # sessions only with listed neighbours
     rx_in_progress_max_bytes: 67108864            # unfinished incoming bundles, all peers
     transfer_stall_s: 30                          # an incoming transfer silent this long ends
+    app_users: [daemon]                           # other users whose apps may use the socket
+    reserved_endpoints: {"ipn:1.5": nobody}       # that user's apps alone register / send from
     store_max_bytes: 1073741824
     store_reserve_bytes: 8388608                  # free space new bundles leave the store
     log: /var/log/netemu/sat1.jsonl               # JSON lines; default stderr
@@ -42,6 +44,8 @@ from __future__ import annotations
 import bisect
 import json
 import math
+import os
+import pwd
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -62,7 +66,8 @@ KNOWN_KEYS = ("node", "ipn", "listen", "app_socket", "store", "contact_plan", "f
               "store_max_bytes", "store_reserve_bytes", "durability", "default_lifetime_s",
               "log", "traffic", "traffic_records")
 TRUST_KEYS = ("tls", "tls_ca", "tls_cert", "tls_key", "accept_unknown_peers",
-              "rx_in_progress_max_bytes", "transfer_stall_s")
+              "rx_in_progress_max_bytes", "transfer_stall_s", "app_users",
+              "reserved_endpoints")
 TLS_MODES = ("off", "optional", "required")
 DEFAULT_TRANSFER_MRU = 16 * 1024 * 1024
 """The largest bundle a peer may send unless the config says otherwise: far above what
@@ -159,6 +164,15 @@ class AgentConfig:
     accept_unknown_peers: bool = False
     rx_in_progress_max_bytes: int = DEFAULT_RX_IN_PROGRESS_MAX_BYTES
     transfer_stall_s: float = 30.0
+    app_users: tuple[int, ...] = ()  # uids that may use the app socket besides root and us
+    reserved_endpoints: dict[str, int] = field(default_factory=dict)  # endpoint -> its uid
+
+    @property
+    def app_uids(self) -> frozenset[int]:
+        """The users who may connect to the app socket: root, the agent's own user, the
+        ``app_users`` and the owners of ``reserved_endpoints``."""
+        return frozenset({0, os.geteuid(), *self.app_users,
+                          *self.reserved_endpoints.values()})
 
     def __post_init__(self) -> None:
         if not self.app_socket:
@@ -337,6 +351,8 @@ class AgentConfig:
             "traffic": self.traffic, "traffic_records": self.traffic_records,
             "tls": self.tls, "tls_ca": self.tls_ca, "tls_cert": self.tls_cert,
             "tls_key": self.tls_key, "accept_unknown_peers": self.accept_unknown_peers,
+            "app_users": list(self.app_users),
+            "reserved_endpoints": dict(self.reserved_endpoints),
             "rx_in_progress_max_bytes": self.rx_in_progress_max_bytes,
             "transfer_stall_s": self.transfer_stall_s,
         }
@@ -401,7 +417,38 @@ def _trust(f: Fields) -> dict[str, Any]:
             "rx_in_progress_max_bytes", default=DEFAULT_RX_IN_PROGRESS_MAX_BYTES, lo=64)),
         "transfer_stall_s": _required(f.number("transfer_stall_s", default=30.0, lo=0,
                                                lo_open=True)),
+        "app_users": tuple(_uid(e) for e in f.items("app_users")),
+        "reserved_endpoints": _reserved_endpoints(f),
     }
+
+
+def _uid(f: Fields) -> int:
+    """A user as a name (looked up now) or a uid."""
+    v = f.value
+    if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 32:
+        return v
+    if isinstance(v, str) and v:
+        try:
+            return pwd.getpwnam(v).pw_uid
+        except KeyError:
+            raise f.error(f"no user {v!r} on this machine") from None
+    raise f.error(f"expected a user name or a uid, got {v!r}")
+
+
+def _reserved_endpoints(f: Fields) -> dict[str, int]:
+    """``reserved_endpoints: {ENDPOINT: USER}``: only that user's apps may register the
+    endpoint or send from it."""
+    if f.get("reserved_endpoints") is None:
+        return {}
+    where = f.mapping("reserved_endpoints")
+    out: dict[str, int] = {}
+    for key in where.value:
+        try:
+            eid = str(EID.parse(str(key)))
+        except BundleError as e:
+            raise where.error(str(e), key) from None
+        out[eid] = _uid(where.child(key))
+    return out
 
 
 def _neighbour(n: Fields) -> NeighbourConfig:
