@@ -670,10 +670,14 @@ class AgentCore:
             self._deliver(bid, ep, b)  # to another app on the endpoint, or wait
 
     def _app_ack(self, conn: AppConnection, req: dict) -> dict:
+        ids = req["ids"]
+        if type(ids) is not list:  # (a string would be taken letter by letter)
+            raise InputError(f"ids must be a list of bundle IDs, got {type(ids).__name__}",
+                             field="ids")
         pushed = self.pushed.get(conn, {})
         now, delivered = self.now_ms(), bpa.AppDelivered
-        self._events.extend((delivered(bid, now), None) for bid in req["ids"]
-                            if pushed.pop(bid, None) is not None)
+        self._events.extend((delivered(bid, now), None) for bid in ids
+                            if type(bid) is str and pushed.pop(bid, None) is not None)
         self.submit_pending()
         return {}
 
