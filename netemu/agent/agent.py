@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import errno
 import math
 import os
 import signal
@@ -70,6 +71,10 @@ from netemu.runtime.telemetry import BrokerAccess
 
 BACKOFF_MIN_S = 0.2
 BACKOFF_MAX_S = 5.0
+LINK_SETUP_S = 1.0
+"""How long after a contact starts a dial that finds no route to the peer (the emulator
+still configuring the link) is retried every LINK_SETUP_RETRY_S, without backoff."""
+LINK_SETUP_RETRY_S = 0.02
 PURGE_EVERY_S = 30.0  # wall seconds between sweeps of expired tombstones from the store
 DIAL_GRACE_S = 10.0
 
@@ -368,11 +373,8 @@ class Agent:
             self._update_up(st)
             if was != st.plan_up or not st.plan_up_since:
                 st.plan_up_since = now
-            if (st.plan_up and (st.cfg.address or st.cfg.links) and dials_open
-                    and st.cfg.cl in ("tcpcl", "mtcp")
-                    and not self._has_stream(st) and st.connecting is None
-                    and now >= st.next_try and self._should_dial(st, now)):
-                st.connecting = self._spawn(self._connect(st))
+            if dials_open:
+                self._maybe_dial(st, now)
             if st.plan_up:
                 self._check_at_contact_end(name, t_s)
             else:
@@ -422,6 +424,22 @@ class Agent:
             self._housekeeping_round()
         except Exception as e:  # keep the agent alive; the log says what broke
             self.log("housekeeping_error", error=repr(e))
+
+    def _maybe_dial(self, st: NeighbourState, now: float) -> None:
+        """Dial the neighbour if its contact is up, no stream or dial is open, the backoff
+        has passed and its ``dial`` mode says this side dials now."""
+        if (st.plan_up and (st.cfg.address or st.cfg.links)
+                and st.cfg.cl in ("tcpcl", "mtcp")
+                and not self._has_stream(st) and st.connecting is None
+                and now >= st.next_try and self._should_dial(st, now)):
+            st.connecting = self._spawn(self._connect(st))
+
+    def _redial(self, name: str) -> None:
+        """A retry due before the next housekeeping round (see ``_connect``)."""
+        st = self.neighbours.get(name)
+        dials_open = self.services.dials_open is None or self.services.dials_open.is_set()
+        if st is not None and dials_open:
+            self._maybe_dial(st, time.monotonic())
 
     def _should_dial(self, st: NeighbourState, now: float) -> bool:
         """Whether to dial the neighbour now, by its ``dial`` mode: ``both`` at once;
@@ -482,12 +500,22 @@ class Agent:
             # itself in connection_lost, so a connection that dies at once leaves nothing)
         except (OSError, asyncio.TimeoutError) as e:
             st.failures += 1
+            now = time.monotonic()
+            # At a contact's start the emulator may still be bringing the link up (its
+            # address and route): no route yet is retried soon, without backing off.
+            setup = (isinstance(e, OSError) and e.errno in (errno.ENETUNREACH,
+                                                             errno.EHOSTUNREACH)
+                     and now - st.plan_up_since < LINK_SETUP_S)
+            retry_s = LINK_SETUP_RETRY_S if setup else st.backoff_s
             if st.failures <= 5 or st.failures % 20 == 0:
                 self.log("connect_failed", neighbour=st.cfg.name, address=address,
                          error=str(e) or type(e).__name__, attempts=st.failures,
-                         retry_in_s=st.backoff_s)
-            st.next_try = time.monotonic() + st.backoff_s
-            st.backoff_s = min(st.backoff_s * 2, BACKOFF_MAX_S)
+                         retry_in_s=retry_s)
+            st.next_try = now + retry_s
+            if not setup:
+                st.backoff_s = min(st.backoff_s * 2, BACKOFF_MAX_S)
+            if retry_s < HOUSEKEEPING_S:  # (else the housekeeping round retries)
+                loop.call_later(retry_s, self._redial, st.cfg.name)
         finally:
             if held:
                 gate.release()  # type: ignore[union-attr]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 
 import pytest
 from dtn_agent_harness import StubCore, free_port, wait_for
@@ -199,3 +200,37 @@ def test_both_sides_dialling_keep_the_session_the_lower_ipn_dialled(tmp_path):
             await b.shutdown()
 
     asyncio.run(asyncio.wait_for(go(), 90))
+
+
+def test_no_route_at_a_contact_start_is_retried_soon_without_backoff(tmp_path):
+    """At a contact's start the emulator may still be bringing the link up: a dial that
+    finds no route (ENETUNREACH) is retried after 20 ms, not after the doubling backoff
+    and the next housekeeping round; a refused dial still backs off."""
+    import errno
+
+    from netemu.agent.agent import AgentServices
+    from netemu.agent.channels import Sockets
+
+    async def go(err: int) -> list[dict]:
+        log = tmp_path / f"A-{err}.log"
+
+        class Unreachable(Sockets):
+            async def connect(self, loop, factory, host, port):
+                raise OSError(err, os.strerror(err))
+
+        cfg = _pair_cfg(tmp_path, "A", 1, free_port(), "B", 2, free_port(), "both")
+        cfg.log = str(log)
+        a = Agent(cfg, core_factory=StubCore, services=AgentServices(sockets=Unreachable()))
+        await a.start()
+        try:
+            await wait_for(lambda: log.read_text().count('"connect_failed"') >= 4, 10,
+                           "four failed dials")
+        finally:
+            await a.shutdown()
+        return [r for r in map(json.loads, log.read_text().splitlines())
+                if r["event"] == "connect_failed"]
+
+    unreachable = asyncio.run(go(errno.ENETUNREACH))
+    assert [r["retry_in_s"] for r in unreachable[:4]] == [0.02] * 4
+    refused = asyncio.run(go(errno.ECONNREFUSED))
+    assert [r["retry_in_s"] for r in refused[:3]] == [0.2, 0.4, 0.8]
