@@ -663,10 +663,16 @@ class ScenarioRun:
 
         # 5. apps, when the window opens (their DTN client finds the agent's socket)
         stack.callback(self._cleanup_step("the apps", runner.close))
+        compute = getattr(p.scenario, "compute", None)
+        kinds = {s.name: "satellite" for s in p.scenario.satellites}
         for inst in p.apps:
+            node_compute = compute.for_kind(kinds.get(inst.node, "ground")) if compute else None
             host_env = dc_replace(run_env, node=inst.node, node_addr=emu.node_addr(inst.node),
                                   clock=emu.clock, run_dir=rd.path,
-                                  dtn_socket=dtn_sockets.get(inst.node))
+                                  dtn_socket=dtn_sockets.get(inst.node),
+                                  compute_ops_per_s=node_compute.ops_per_s if node_compute
+                                  else None,
+                                  host_ops_per_s=compute.host_ops_per_s if compute else None)
             runner.start(inst, _netns_path(emu, inst.node), host_env.to_env())
         if p.apps:
             echo(f"netemu: started {len(p.apps)} app instances "

@@ -14,6 +14,7 @@ from typing import Any
 
 from netemu.config import Fields, describe, load_yaml
 from netemu.errors import InputError, NetemuError
+from netemu.run.apps.model import Dim, ModelFileError, model_misfit, read_model_io
 
 # the source tree (netemu/run/apps/manifest.py → the repository root)
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
@@ -56,10 +57,12 @@ class AppManifest:
     containerfile: Path | None = None
     args: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     params: Mapping[str, Any] = field(default_factory=dict)
+    model: Path | None = None
+    """The app's ONNX model file (``model:``), passed to it as ``NETEMU_APP_MODEL``."""
 
 
 MANIFEST_KEYS = ("name", "description", "command", "environment", "resources", "nodes",
-                 "mode", "containerfile", "args", "params")
+                 "mode", "containerfile", "args", "params", "model", "model_io")
 
 
 def argv_field(f: Fields, key: str) -> tuple[str, ...]:
@@ -127,6 +130,41 @@ def params_field(f: Fields, key: str = "params") -> dict[str, Any]:
     return dict(value)
 
 
+def shape_field(f: Fields, key: str) -> tuple[Dim, ...]:
+    """A tensor shape: a list of sizes (whole numbers >= 1) or names of free sizes."""
+    value = f.get(key)
+    if (not isinstance(value, list) or not value
+            or not all(isinstance(d, str) or (isinstance(d, int) and not isinstance(d, bool)
+                                              and d >= 1) for d in value)):
+        raise f.error("expected a shape: a list of sizes (>= 1) or names of free sizes, "
+                      f"such as [batch, 1, 64, 64]; got {describe(value)}", key)
+    return tuple(value)
+
+
+def model_field(f: Fields, directory: Path) -> Path | None:
+    """``model:`` (a file in the app folder) checked against ``model_io: {input, output}``:
+    a model whose shapes the app cannot use is refused at the ``model:`` line."""
+    io = f.child("model_io")
+    if f.get("model") is None:
+        if not io.is_none():
+            raise f.error("model_io without model: name the ONNX file (model: x.onnx)", "model_io")
+        return None
+    path = (directory / str(f.string("model"))).resolve()
+    if not path.is_file():
+        raise f.error(f"model file not found: {path}", "model")
+    try:
+        declared = read_model_io(path)
+    except ModelFileError as e:
+        raise f.error(f"{path.name}: {e}", "model") from None
+    if not io.is_none():
+        io.check_keys(("input", "output"), required=("input", "output"))
+        why = model_misfit(declared, shape_field(io, "input"), shape_field(io, "output"))
+        if why:
+            raise f.error(f"{path.name} does not fit this app: {why} (model_io, line "
+                          f"{f.line_of('model_io')})", "model")
+    return path
+
+
 def load_manifest(directory: Path) -> AppManifest:
     """Read and validate ``<directory>/manifest.yaml``; errors name file, line and field."""
     directory = Path(directory)
@@ -162,6 +200,7 @@ def load_manifest(directory: Path) -> AppManifest:
         containerfile=containerfile,
         args=args_field(f.child("args")),
         params=params_field(f),
+        model=model_field(f, directory),
     )
 
 

@@ -145,7 +145,8 @@ class AppRunner:
     def start(self, inst: AppInstance, netns_path: str, env: Mapping[str, str]) -> RunningApp:
         out = self.out_dir(inst)
         out.mkdir(parents=True, exist_ok=True)
-        own = HostEnv(node=inst.node, app=inst.manifest.name, app_dir=out.resolve())
+        own = HostEnv(node=inst.node, app=inst.manifest.name, app_dir=out.resolve(),
+                      app_model=inst.manifest.model)
         full_env = {**base_environment(), **env, **inst.environment, **own.to_env()}
         cg = AppCgroup(self.run, inst.key)
         cg.remove()  # a leftover from a crashed run with the same name
@@ -191,6 +192,8 @@ class AppRunner:
         # output folder writable on top of it
         mounts = {str(PROJECT_ROOT): "ro", venv: "ro", str(self.run_dir.resolve()): "ro",
                   str(out.resolve()): "rw", str(inst.manifest.directory): "ro"}
+        if inst.manifest.model is not None:
+            mounts.setdefault(str(inst.manifest.model.parent), "ro")
         for m in self.mounts:
             mounts[m] = "rw"
         for k in (NETEMU_MQTT_SOCKET, NETEMU_DTN_SOCKET):
