@@ -11,10 +11,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from netemu.run.apps.model import Dim, format_shape, model_misfit, read_model_io
+from netemu.run.apps.model import Dim, ModelIO, TensorShape, format_shape, model_misfit
 
 
 class ModelMisfit(ValueError):
@@ -62,38 +63,63 @@ def count_ops(model_path: Path) -> float:
     return ops
 
 
+_ORT_TYPES = {"tensor(float)": "FLOAT", "tensor(double)": "DOUBLE", "tensor(uint8)": "UINT8",
+              "tensor(int64)": "INT64", "tensor(float16)": "FLOAT16"}
+
+
+def _session_io(session: Any) -> ModelIO:
+    """The model's inputs and outputs as onnxruntime reads them (no onnx import needed)."""
+
+    def conv(args: Any) -> TensorShape:
+        return TensorShape(args.name, _ORT_TYPES.get(args.type, args.type),
+                           tuple(d if isinstance(d, (int, str)) else None for d in args.shape))
+
+    return ModelIO(tuple(conv(a) for a in session.get_inputs()),
+                   tuple(conv(a) for a in session.get_outputs()))
+
+
 class OnnxModel:
     """An ONNX model checked against the shapes the app needs, on one CPU thread.
 
     ``want_input``/``want_output``: the app's shapes (a name is a free size, e.g.
     ``["batch", 1, 64, 64]``); a model that does not fit raises :class:`ModelMisfit`.
+    The work per item is the model's ``ops_per_item`` metadata when it has one (the
+    exporter writes it), else counted from the graph (:func:`count_ops`). Batches run in
+    chunks of ``chunk`` items, which bounds the memory a large query takes.
     """
 
-    def __init__(self, path: str | Path, want_input: Sequence[Dim], want_output: Sequence[Dim]
-                 ) -> None:
+    def __init__(self, path: str | Path, want_input: Sequence[Dim], want_output: Sequence[Dim],
+                 *, chunk: int = 32) -> None:
         import onnxruntime as ort
 
         self.path = Path(path)
-        io = read_model_io(self.path)
-        why = model_misfit(io, want_input, want_output)
-        if why:
-            raise ModelMisfit(f"{self.path}: {why}")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1
         opts.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(self.path), opts,
-                                            providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(self.path), opts,
+                                                providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - onnxruntime's errors have no common base
+            raise ModelMisfit(f"{self.path}: not a model onnxruntime can run ({e})") from e
+        io = _session_io(self.session)
+        why = model_misfit(io, want_input, want_output)
+        if why:
+            raise ModelMisfit(f"{self.path}: {why}")
+        self.chunk = chunk
         self.input_name = io.inputs[0].name
         self.output_name = io.outputs[0].name
         self.input_shape = io.inputs[0].shape
         self.metadata: dict[str, str] = dict(
             self.session.get_modelmeta().custom_metadata_map or {})
-        self.ops_per_item = count_ops(self.path)
+        declared = self.metadata.get("ops_per_item")
+        self.ops_per_item = float(declared) if declared else count_ops(self.path)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """The model's output for a batch (float32)."""
+        """The model's output for a batch (float32), ``chunk`` items at a time."""
         x = np.ascontiguousarray(batch, dtype=np.float32)
-        return np.asarray(self.session.run([self.output_name], {self.input_name: x})[0])
+        parts = [self.session.run([self.output_name], {self.input_name: x[i:i + self.chunk]})[0]
+                 for i in range(0, len(x), self.chunk)]
+        return np.concatenate(parts) if parts else np.empty((0,), np.float32)
 
     def describe(self) -> str:
         return (f"{self.path.name} ({format_shape(self.input_shape)} → {self.output_name}, "

@@ -44,6 +44,9 @@ from detector import (  # noqa: E402
 )
 from tiles import TILE_PX  # noqa: E402
 
+sys.path.insert(0, str(HERE.parent / "_shared"))
+from onnxmodel import count_ops  # noqa: E402
+
 DEFAULT_ONNX = HERE / "detector.onnx"
 OPSET = 19  # Pad mode "wrap"
 INPUT, OUTPUT = "tiles", "score"
@@ -206,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     with np.load(a.model) as zf:
         held_out = json.loads(str(zf["held_out"])) if "held_out" in zf else None
     model = build(Detector.load(a.model), held_out=held_out)
+    a.out.write_bytes(model.SerializeToString())
+    # the work per tile, counted once here so that the app need not load onnx to count it
+    helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props},
+                                   "ops_per_item": f"{count_ops(a.out):.0f}"})
     a.out.write_bytes(model.SerializeToString())
     print(f"saved {a.out} ({a.out.stat().st_size} bytes, {len(model.graph.node)} nodes)")
     return 0
