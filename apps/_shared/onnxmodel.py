@@ -106,6 +106,7 @@ class OnnxModel:
         if why:
             raise ModelMisfit(f"{self.path}: {why}")
         self.chunk = chunk
+        self.runtime = f"onnxruntime {ort.__version__}"
         self.input_name = io.inputs[0].name
         self.output_name = io.outputs[0].name
         self.input_shape = io.inputs[0].shape

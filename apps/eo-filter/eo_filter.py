@@ -240,8 +240,8 @@ async def run(args: argparse.Namespace, port: appkit.DtnPort | None = None) -> d
     result_path = appenv.app_dir / "result.json"
     start_s = clock()
     next_summary = start_s + args.summary_every_s
-    await tel.publish("start", ground=ground, dest=dest,
-                      model=str(args.model or appenv.host.app_model or "detector.onnx"),
+    model_name = str(args.model or appenv.host.app_model or "detector.onnx")
+    await tel.publish("start", ground=ground, dest=dest, model=model_name,
                       ops_per_tile=ops_per_tile, compute_ops_per_s=compute.ops_per_s)
 
     async def on_sent(payload: bytes, kind: str, bid: str) -> None:
@@ -270,6 +270,9 @@ async def run(args: argparse.Namespace, port: appkit.DtnPort | None = None) -> d
             "start_t_s": round(start_s, 3),
             "end_t_s": round(clock(), 3),
             "unsent_at_end": sender.pending,
+            "model": model_name,
+            "runtime": getattr(detector, "runtime", "numpy"),
+            "ops_per_tile": ops_per_tile,
             "compute": compute.stats(),
             **app.stats.as_dict(),
         }

@@ -31,6 +31,7 @@ class OnnxDetector:
         self.model = OnnxModel(path, INPUT_SHAPE, OUTPUT_SHAPE)
         self.threshold = float(self.model.metadata.get("threshold", 0.5))
         self.ops_per_tile = self.model.ops_per_item
+        self.runtime = self.model.runtime
 
     def score(self, pixels: np.ndarray) -> np.ndarray:
         """P(vessel) for each tile of a stack (or a one-element array for one tile)."""

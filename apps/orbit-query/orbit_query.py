@@ -260,7 +260,8 @@ async def run_service(args, appenv, clock, tel, port, stop) -> dict:
         with contextlib.suppress(BaseException):
             await asyncio.wait_for(task, 2.0)
     return {"app": "orbit-query", "role": "service", "node": appenv.node, "queries_answered": answered,
-            "store": str(store), "compute": compute.stats()}
+            "store": str(store), "runtime": getattr(detector, "runtime", "numpy"),
+            "compute": compute.stats()}
 
 
 async def run_client(args, appenv, clock, tel, port, stop) -> dict:

@@ -59,10 +59,26 @@ class AppManifest:
     params: Mapping[str, Any] = field(default_factory=dict)
     model: Path | None = None
     """The app's ONNX model file (``model:``), passed to it as ``NETEMU_APP_MODEL``."""
+    image: ImageSource | None = None
+    """Where a container app's image comes from (``image:``); None: the base image."""
 
 
 MANIFEST_KEYS = ("name", "description", "command", "environment", "resources", "nodes",
-                 "mode", "containerfile", "args", "params", "model", "model_io")
+                 "mode", "containerfile", "args", "params", "model", "model_io", "image",
+                 "pull")
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".tar.zst", ".oci")
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """A container app's image (``image:``): a tag in podman's local storage, an archive
+    for ``podman load`` (``archive``), or a registry image that may be pulled only when
+    the manifest says ``pull: true``. ``where`` is the manifest's file and line."""
+
+    reference: str
+    archive: Path | None = None
+    pull: bool = False
+    where: str = ""
 
 
 def argv_field(f: Fields, key: str) -> tuple[str, ...]:
@@ -165,6 +181,31 @@ def model_field(f: Fields, directory: Path) -> Path | None:
     return path
 
 
+def image_field(f: Fields, directory: Path, mode: str) -> ImageSource | None:
+    """``image:`` (a local tag, a registry image, or an archive file in the app folder)
+    and ``pull:`` (may netemu pull a missing registry image? default false)."""
+    pull = bool(f.boolean("pull", default=False))
+    if f.get("image") is None:
+        if "pull" in f:
+            raise f.error("pull without image: name the image to pull (image: REF)", "pull")
+        return None
+    ref = str(f.string("image")).strip()
+    if not ref or any(c.isspace() for c in ref):
+        raise f.error("expected an image reference or an archive file name", "image")
+    if "mode" in f and mode != "container":
+        raise f.error("an image runs as a container: set mode: container (or leave mode out)",
+                      "image")
+    where = f"{f.source}:{f.line_of('image')}"
+    if ref.endswith(ARCHIVE_SUFFIXES) or (directory / ref).is_file():
+        archive = (directory / ref).resolve()
+        if not archive.is_file():
+            raise f.error(f"image archive not found: {archive}", "image")
+        if pull:
+            raise f.error("an archive is loaded, never pulled: leave pull out", "pull")
+        return ImageSource(ref, archive=archive, where=where)
+    return ImageSource(ref, pull=pull, where=where)
+
+
 def load_manifest(directory: Path) -> AppManifest:
     """Read and validate ``<directory>/manifest.yaml``; errors name file, line and field."""
     directory = Path(directory)
@@ -181,7 +222,7 @@ def load_manifest(directory: Path) -> AppManifest:
     command = argv_field(f, "command")
     if not command:
         raise f.error("must not be empty", "command")
-    mode = f.enum("mode", MODES, default="process")
+    mode = f.enum("mode", MODES, default="container" if f.get("image") else "process")
     containerfile = None
     if f.get("containerfile") is not None:
         cf = str(f.string("containerfile"))
@@ -201,6 +242,7 @@ def load_manifest(directory: Path) -> AppManifest:
         args=args_field(f.child("args")),
         params=params_field(f),
         model=model_field(f, directory),
+        image=image_field(f, directory, str(mode)),
     )
 
 

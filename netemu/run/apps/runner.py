@@ -25,6 +25,7 @@ from netemu.run.apps.image import (
     build_app_image,
     build_base_image,
     podman_argv,
+    resolve_image,
     venv_root,
 )
 from netemu.run.apps.manifest import PROJECT_ROOT, AppError
@@ -136,9 +137,13 @@ class AppRunner:
         for inst in instances:
             if inst.mode != "container" or inst.manifest.name in tags:
                 continue
-            if self._base_tag is None:
-                self._base_tag = build_base_image()
-            tags[inst.manifest.name] = build_app_image(inst.manifest, self._base_tag)
+            if inst.manifest.image is not None:
+                base = resolve_image(inst.manifest.image)
+            else:
+                if self._base_tag is None:
+                    self._base_tag = build_base_image()
+                base = self._base_tag
+            tags[inst.manifest.name] = build_app_image(inst.manifest, base)
         self._tags = tags
         return tags
 
