@@ -839,6 +839,12 @@ class ScenarioRun:
             result.errors.append(f"metrics: {e}")
             self.echo(f"netemu: could not compute metrics: {e}")
             return
+        late = result.metrics.get("compute_late_requests")
+        if late:
+            self.echo(f"netemu: WARNING: {late} of {result.metrics.get('compute_requests')} "
+                      "inference requests left later than the nodes' modelled compute: this "
+                      f"host cannot keep up at x{p.window.time_scale:g} (see the apps' "
+                      "stderr.log; a smaller time scale helps)")
         if p.expectations:
             # before the report, so that it shows them (netemu test rewrites junit.xml
             # with its timing; the outcomes are the same)
