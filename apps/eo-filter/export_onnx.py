@@ -103,11 +103,15 @@ class _Graph:
 
     def median(self, x: str, m: int) -> str:
         """Row medians of ``x`` [N,M] as numpy computes them (mean of the middle two
-        for even M) → [N,1]."""
-        top = self.sorted_desc(x, m // 2 + 1)
+        for even M) → [N,1]. The upper half is taken unsorted (a selection, not a sort),
+        then its two smallest values are the middle ones."""
+        half = self.op("TopK", x, self.const(f"k_{self._n}", [m // 2 + 1]), n_out=2, axis=-1,
+                       largest=1, sorted=0)
         if m % 2:
-            return self.pick(top, m // 2, m // 2 + 1)
-        return self.reduce("ReduceMean", self.pick(top, m // 2 - 1, m // 2 + 1), 1)
+            return self.reduce("ReduceMin", half, 1)
+        low2 = self.op("TopK", half, self.const(f"k_{self._n}", [2]), n_out=2, axis=-1,
+                       largest=0, sorted=1)
+        return self.reduce("ReduceMean", low2, 1)
 
     def quantile(self, x: str, m: int, q: float) -> str:
         """numpy's default (linear) quantile of each row of ``x`` [N,M] → [N,1]."""
