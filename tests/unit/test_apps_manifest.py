@@ -76,7 +76,7 @@ def test_manifest_errors_name_file_line_field(tmp_path, text, line, field, words
 def test_manifest_image_sources(tmp_path) -> None:
     """image: a local tag or registry image (pulled only with pull: true), or an archive in
     the app folder for podman load; an image makes the app a container."""
-    d = _app(tmp_path, "tagged", "command: [a]\nimage: localhost/mine:1\n")
+    d = _app(tmp_path, "tagged", "command: [a]\nimage: localhost/mine:1\nnodes: all\n")
     m = load_manifest(d)
     assert m.mode == "container" and m.image is not None
     assert m.image.reference == "localhost/mine:1" and m.image.archive is None
@@ -87,6 +87,8 @@ def test_manifest_image_sources(tmp_path) -> None:
     (d / "app.tar").write_bytes(b"")
     m = load_manifest(d)
     assert m.image.archive == (d / "app.tar").resolve()
+    with pytest.raises(InputError, match="runs as a container, not as a process"):
+        plan_apps([{"name": "tagged", "mode": "process"}], NODES, apps_dir=tmp_path / "apps")
     d = _app(tmp_path, "loadpull", "command: [a]\nimage: app.tar\npull: true\n")
     (d / "app.tar").write_bytes(b"")
     with pytest.raises(InputError, match="never pulled"):
