@@ -155,6 +155,24 @@ def time_scale(env: dict[str, str]) -> float:
     return scenario_clock(env).time_scale
 
 
+async def wait_for_window(appenv: AppEnv, clock: Callable[[], float],
+                          stop: asyncio.Event | None = None) -> None:
+    """Sleep until the emulated window opens (``NETEMU_WINDOW_START_S``). netemu starts
+    apps ahead of the window, so that their start-up (imports, models) is done by then;
+    an app calls this before its first scenario action. Outside netemu: returns at once."""
+    start_s = appenv.host.window_start_s
+    if start_s is None:
+        return
+    wait_s = (start_s - clock()) / time_scale(appenv.env)
+    if wait_s <= 0:
+        return
+    if stop is None:
+        await asyncio.sleep(wait_s)
+        return
+    with contextlib.suppress(asyncio.TimeoutError):  # a stop (SIGTERM) ends the wait
+        await asyncio.wait_for(stop.wait(), wait_s)
+
+
 async def sleep_scenario(seconds_s: float, env: dict[str, str]) -> None:
     """Sleep ``seconds_s`` of scenario time."""
     await asyncio.sleep(max(0.0, seconds_s) / time_scale(env))

@@ -238,6 +238,7 @@ async def run(args: argparse.Namespace, port: appkit.DtnPort | None = None) -> d
     store = open(appenv.app_dir / "detections.jsonl", "a", buffering=1)  # noqa: SIM115
     tile_store = TileStore(appenv.app_dir)
     result_path = appenv.app_dir / "result.json"
+    await appkit.wait_for_window(appenv, clock, stop)  # loaded ahead; capture from the window's start
     start_s = clock()
     next_summary = start_s + args.summary_every_s
     model_name = str(args.model or appenv.host.app_model or "detector.onnx")

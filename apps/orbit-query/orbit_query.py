@@ -294,6 +294,7 @@ async def run_client(args, appenv, clock, tel, port, stop) -> dict:
                 appkit.write_json_atomic(result_path, log.result())
 
     listener = asyncio.ensure_future(listen())
+    await appkit.wait_for_window(appenv, clock, stop)
     start_s = clock()
     first_s = max(start_s, args.start_s)
     n = 0

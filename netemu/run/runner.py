@@ -587,6 +587,8 @@ class ScenarioRun:
                  for c in p.plan.contacts if c.start_s <= w.start_s < c.end_s
                  and c.src in with_agent and c.dst in with_agent}
         lead_s = agent_bringup_s(len(agent_nodes), n_hosts, len(first))
+        lead_s += app_bringup_s(sum(1 for i in p.apps if i.mode == "container"),
+                                sum(1 for i in p.apps if i.mode != "container"))
         meta["clock_lead_s"] = round(lead_s, 1)
         emu = Emulation(p.plan, shaper=w.shaper, time_scale=w.time_scale,
                         ip_routing=p.ip_routing == "oracle",
@@ -658,10 +660,10 @@ class ScenarioRun:
                 echo(f"netemu: WARNING: the agents were ready {-early_s:.1f} s (wall) after "
                      f"the window opened: its first {-early_s * w.time_scale:.0f} scenario "
                      "seconds ran without them")
-            while time.time() < emu.clock.t0_wall and not self._stop.is_set():
-                time.sleep(min(0.1, max(0.0, emu.clock.t0_wall - time.time())))
 
-        # 5. apps, when the window opens (their DTN client finds the agent's socket)
+        # 5. apps, once the agents are up and ahead of the window: they start (containers,
+        # imports, models, DTN registrations) during the lead and begin their work when the
+        # window opens (appkit.wait_for_window, NETEMU_WINDOW_START_S)
         stack.callback(self._cleanup_step("the apps", runner.close))
         compute = getattr(p.scenario, "compute", None)
         kinds = {s.name: "satellite" for s in p.scenario.satellites}
@@ -675,9 +677,17 @@ class ScenarioRun:
                                   host_ops_per_s=compute.host_ops_per_s if compute else None)
             runner.start(inst, _netns_path(emu, inst.node), host_env.to_env())
         if p.apps:
+            assert emu.clock is not None
+            ahead_s = emu.clock.t0_wall - time.time()
+            meta["apps_started_before_window_s"] = round(ahead_s, 2)
             echo(f"netemu: started {len(p.apps)} app instances "
-                 f"({', '.join(sorted({i.manifest.name for i in p.apps}))})")
+                 f"({', '.join(sorted({i.manifest.name for i in p.apps}))}), "
+                 + (f"{ahead_s:.0f} s before the window opens" if ahead_s >= 0 else
+                    f"{-ahead_s:.0f} s after the window opened"))
         self._mark("apps_started")
+        while (emu.clock is not None and time.time() < emu.clock.t0_wall
+               and not self._stop.is_set()):
+            time.sleep(min(0.1, max(0.0, emu.clock.t0_wall - time.time())))
 
         # 6. run the window (bracketed by run events, so the record covers all of it)
         publisher.publish("run", {"event": "started", "t_s": emu.now_s(),
@@ -876,6 +886,15 @@ def agent_bringup_s(n_agents: int, n_hosts: int | None, n_sessions: int = 0) -> 
     if n_hosts is None:
         return 3.0 + 0.5 * n_agents / procs + setup_s
     return 3.0 + 0.06 * math.ceil(n_agents / n_hosts) + setup_s
+
+
+def app_bringup_s(n_containers: int, n_processes: int) -> float:
+    """Wall seconds to allow the apps to start before the window opens: about 1 s of CPU
+    per container (podman, runc, then Python and onnxruntime imports; podman serialises
+    part of it) and 0.4 s per process app, shared among the CPUs."""
+    if n_containers + n_processes == 0:
+        return 0.0
+    return (1.0 * n_containers + 0.4 * n_processes) / max(1, os.cpu_count() or 1)
 
 
 def direct_links(layout: Any, nodes: set[str]
