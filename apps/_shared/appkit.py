@@ -538,7 +538,9 @@ class AgentPort:
     async def connect(cls, socket_path: str, local_eid: str) -> AgentPort:
         from netemu.agent.client import BpClient  # the agent engineer's public client
 
-        client = await BpClient.connect(socket_path, timeout_s=60.0)
+        # apps start while the node's agent comes up: wait for its socket as long as a
+        # large scenario's bring-up takes
+        client = await BpClient.connect(socket_path, timeout_s=600.0)
         await client.register(local_eid)
         return cls(client, local_eid)
 

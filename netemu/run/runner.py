@@ -650,20 +650,9 @@ class ScenarioRun:
             stack.callback(self._cleanup_step(
                 "the bundle agents", lambda: _stop_procs([a.proc for a in agents], 10.0)))
 
-        if agents:
-            self._wait_agents(agents, dtn_sockets, rd)
-            self._mark("agents_ready")
-            assert emu.clock is not None
-            early_s = emu.clock.t0_wall - time.time()
-            meta["agents_ready_before_window_s"] = round(early_s, 2)
-            if early_s < 0:
-                echo(f"netemu: WARNING: the agents were ready {-early_s:.1f} s (wall) after "
-                     f"the window opened: its first {-early_s * w.time_scale:.0f} scenario "
-                     "seconds ran without them")
-
-        # 5. apps, once the agents are up and ahead of the window: they start (containers,
-        # imports, models, DTN registrations) during the lead and begin their work when the
-        # window opens (appkit.wait_for_window, NETEMU_WINDOW_START_S)
+        # 5. apps, while the agents come up and ahead of the window: they start (containers,
+        # imports, models; their DTN client waits for the agent's socket) during the lead
+        # and begin their work when the window opens (appkit.wait_for_window)
         stack.callback(self._cleanup_step("the apps", runner.close))
         compute = getattr(p.scenario, "compute", None)
         kinds = {s.name: "satellite" for s in p.scenario.satellites}
@@ -685,6 +674,17 @@ class ScenarioRun:
                  + (f"{ahead_s:.0f} s before the window opens" if ahead_s >= 0 else
                     f"{-ahead_s:.0f} s after the window opened"))
         self._mark("apps_started")
+        if agents:
+            self._wait_agents(agents, dtn_sockets, rd)
+            self._mark("agents_ready")
+            assert emu.clock is not None
+            early_s = emu.clock.t0_wall - time.time()
+            meta["agents_ready_before_window_s"] = round(early_s, 2)
+            if early_s < 0:
+                echo(f"netemu: WARNING: the agents were ready {-early_s:.1f} s (wall) after "
+                     f"the window opened: its first {-early_s * w.time_scale:.0f} scenario "
+                     "seconds ran without them")
+
         while (emu.clock is not None and time.time() < emu.clock.t0_wall
                and not self._stop.is_set()):
             time.sleep(min(0.1, max(0.0, emu.clock.t0_wall - time.time())))
