@@ -889,12 +889,13 @@ def agent_bringup_s(n_agents: int, n_hosts: int | None, n_sessions: int = 0) -> 
 
 
 def app_bringup_s(n_containers: int, n_processes: int) -> float:
-    """Wall seconds to allow the apps to start before the window opens: about 1 s of CPU
-    per container (podman, runc, then Python and onnxruntime imports; podman serialises
-    part of it) and 0.4 s per process app, shared among the CPUs."""
+    """Wall seconds to allow the apps to start before the window opens: about 2 s per
+    container (podman and runc, then Python and onnxruntime imports under the app's CPU
+    quota; podman serialises part of it) and 0.5 s per process app, shared among the
+    CPUs. Measured on 2 cores: 1.9 s for one container, alone, to load its ONNX model."""
     if n_containers + n_processes == 0:
         return 0.0
-    return (1.0 * n_containers + 0.4 * n_processes) / max(1, os.cpu_count() or 1)
+    return (2.0 * n_containers + 0.5 * n_processes) / max(1, os.cpu_count() or 1)
 
 
 def direct_links(layout: Any, nodes: set[str]
