@@ -29,6 +29,7 @@ from typing import Any
 from netemu.config import Fields, describe, load_yaml
 from netemu.errors import InputError
 from netemu.plan import orbit
+from netemu.plan.compute import ComputeSpec, parse_compute
 from netemu.plan.linkmodel import DEFAULT_LINK_MODELS, LinkBudget, LinkModel
 from netemu.plan.traffic import TrafficSpec, parse_traffic
 
@@ -48,7 +49,7 @@ MAX_WALKER_SATELLITES = 339_999
 """Most satellites in one Walker group: SGP4 catalogue numbers (Alpha-5) end there."""
 
 RESERVED_SECTIONS = ("routing", "ip_routing", "apps", "expect", "emulation", "telemetry",
-                     "capture", "traffic")
+                     "capture", "traffic", "compute")
 
 ISL_TOPOLOGIES = ("ring", "plus-grid", "none")
 
@@ -180,6 +181,8 @@ class Scenario:
     ipn: dict[str, int] = field(default_factory=dict)
     traffic: TrafficSpec | None = None
     """The ``traffic:`` section (bundle flows, :mod:`netemu.plan.traffic`), if any."""
+    compute: ComputeSpec | None = None
+    """The ``compute:`` section (each node kind's compute, :mod:`netemu.plan.compute`)."""
 
     @property
     def satellites(self) -> list[Satellite]:
@@ -543,4 +546,5 @@ def scenario_from_dict(doc: Any, *, path: Path | None = None) -> Scenario:
     )
     if sections.get("traffic") is not None:
         scenario.traffic = parse_traffic(scenario.section("traffic"), scenario)
+    scenario.compute = parse_compute(scenario.section("compute"))
     return scenario

@@ -614,6 +614,8 @@ class ScenarioRun:
                  for c in p.plan.contacts if c.start_s <= w.start_s < c.end_s
                  and c.src in with_agent and c.dst in with_agent}
         lead_s = agent_bringup_s(len(agent_nodes), n_hosts, len(first))
+        lead_s += app_bringup_s(sum(1 for i in p.apps if i.mode == "container"),
+                                sum(1 for i in p.apps if i.mode != "container"))
         meta["clock_lead_s"] = round(lead_s, 1)
         emu = Emulation(p.plan, shaper=w.shaper, time_scale=w.time_scale,
                         ip_routing=p.ip_routing == "oracle",
@@ -675,6 +677,30 @@ class ScenarioRun:
             stack.callback(self._cleanup_step(
                 "the bundle agents", lambda: _stop_procs([a.proc for a in agents], 10.0)))
 
+        # 5. apps, while the agents come up and ahead of the window: they start (containers,
+        # imports, models; their DTN client waits for the agent's socket) during the lead
+        # and begin their work when the window opens (appkit.wait_for_window)
+        stack.callback(self._cleanup_step("the apps", runner.close))
+        compute = getattr(p.scenario, "compute", None)
+        kinds = {s.name: "satellite" for s in p.scenario.satellites}
+        for inst in p.apps:
+            node_compute = compute.for_kind(kinds.get(inst.node, "ground")) if compute else None
+            host_env = dc_replace(run_env, node=inst.node, node_addr=emu.node_addr(inst.node),
+                                  clock=emu.clock, run_dir=rd.path,
+                                  dtn_socket=dtn_sockets.get(inst.node),
+                                  compute_ops_per_s=node_compute.ops_per_s if node_compute
+                                  else None,
+                                  host_ops_per_s=compute.host_ops_per_s if compute else None)
+            runner.start(inst, _netns_path(emu, inst.node), host_env.to_env())
+        if p.apps:
+            assert emu.clock is not None
+            ahead_s = emu.clock.t0_wall - time.time()
+            meta["apps_started_before_window_s"] = round(ahead_s, 2)
+            echo(f"netemu: started {len(p.apps)} app instances "
+                 f"({', '.join(sorted({i.manifest.name for i in p.apps}))}), "
+                 + (f"{ahead_s:.0f} s before the window opens" if ahead_s >= 0 else
+                    f"{-ahead_s:.0f} s after the window opened"))
+        self._mark("apps_started")
         if agents:
             self._wait_agents(agents, dtn_sockets, rd)
             self._mark("agents_ready")
@@ -685,20 +711,10 @@ class ScenarioRun:
                 echo(f"netemu: WARNING: the agents were ready {-early_s:.1f} s (wall) after "
                      f"the window opened: its first {-early_s * w.time_scale:.0f} scenario "
                      "seconds ran without them")
-            while time.time() < emu.clock.t0_wall and not self._stop.is_set():
-                time.sleep(min(0.1, max(0.0, emu.clock.t0_wall - time.time())))
 
-        # 5. apps, when the window opens (their DTN client finds the agent's socket)
-        stack.callback(self._cleanup_step("the apps", runner.close))
-        for inst in p.apps:
-            host_env = dc_replace(run_env, node=inst.node, node_addr=emu.node_addr(inst.node),
-                                  clock=emu.clock, run_dir=rd.path,
-                                  dtn_socket=dtn_sockets.get(inst.node))
-            runner.start(inst, _netns_path(emu, inst.node), host_env.to_env())
-        if p.apps:
-            echo(f"netemu: started {len(p.apps)} app instances "
-                 f"({', '.join(sorted({i.manifest.name for i in p.apps}))})")
-        self._mark("apps_started")
+        while (emu.clock is not None and time.time() < emu.clock.t0_wall
+               and not self._stop.is_set()):
+            time.sleep(min(0.1, max(0.0, emu.clock.t0_wall - time.time())))
 
         # 6. run the window (bracketed by run events, so the record covers all of it)
         publisher.publish("run", {"event": "started", "t_s": emu.now_s(),
@@ -865,6 +881,12 @@ class ScenarioRun:
             result.errors.append(f"metrics: {e}")
             self.echo(f"netemu: could not compute metrics: {e}")
             return
+        late = result.metrics.get("compute_late_requests")
+        if late:
+            self.echo(f"netemu: WARNING: {late} of {result.metrics.get('compute_requests')} "
+                      "inference requests left later than the nodes' modelled compute: this "
+                      f"host cannot keep up at x{p.window.time_scale:g} (see the apps' "
+                      "stderr.log; a smaller time scale helps)")
         if p.expectations:
             # before the report, so that it shows them (netemu test rewrites junit.xml
             # with its timing; the outcomes are the same)
@@ -908,6 +930,16 @@ def agent_bringup_s(n_agents: int, n_hosts: int | None, n_sessions: int = 0) -> 
     if n_hosts is None:
         return 3.0 + 0.5 * n_agents / procs + setup_s
     return 3.0 + 0.06 * math.ceil(n_agents / n_hosts) + setup_s
+
+
+def app_bringup_s(n_containers: int, n_processes: int) -> float:
+    """Wall seconds to allow the apps to start before the window opens: about 2 s per
+    container (podman and runc, then Python and onnxruntime imports under the app's CPU
+    quota; podman serialises part of it) and 0.5 s per process app, shared among the
+    CPUs. Measured on 2 cores: 1.9 s for one container, alone, to load its ONNX model."""
+    if n_containers + n_processes == 0:
+        return 0.0
+    return (2.0 * n_containers + 0.5 * n_processes) / max(1, os.cpu_count() or 1)
 
 
 def direct_links(layout: Any, nodes: set[str]
