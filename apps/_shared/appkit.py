@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import inspect
 import json
+import math
 import os
 import sys
 import time
@@ -154,9 +155,152 @@ def time_scale(env: dict[str, str]) -> float:
     return scenario_clock(env).time_scale
 
 
+async def wait_for_window(appenv: AppEnv, clock: Callable[[], float],
+                          stop: asyncio.Event | None = None) -> None:
+    """Sleep until the emulated window opens (``NETEMU_WINDOW_START_S``). netemu starts
+    apps ahead of the window, so that their start-up (imports, models) is done by then;
+    an app calls this before its first scenario action. Outside netemu: returns at once."""
+    start_s = appenv.host.window_start_s
+    if start_s is None:
+        return
+    wait_s = (start_s - clock()) / time_scale(appenv.env)
+    if wait_s <= 0:
+        return
+    if stop is None:
+        await asyncio.sleep(wait_s)
+        return
+    with contextlib.suppress(asyncio.TimeoutError):  # a stop (SIGTERM) ends the wait
+        await asyncio.wait_for(stop.wait(), wait_s)
+
+
 async def sleep_scenario(seconds_s: float, env: dict[str, str]) -> None:
     """Sleep ``seconds_s`` of scenario time."""
     await asyncio.sleep(max(0.0, seconds_s) / time_scale(env))
+
+
+# --------------------------------------------------------------------------- compute
+
+
+@dataclass
+class ComputeRecord:
+    """One request on the node's compute, in scenario seconds: when it arrived, started
+    (after the requests before it) and finished as modelled, and when its answer left."""
+
+    arrival_s: float
+    start_s: float
+    finish_s: float
+    released_s: float
+    ops: float
+    host_s: float
+    """Wall seconds this machine's CPU took."""
+
+    @property
+    def queueing_s(self) -> float:
+        return self.start_s - self.arrival_s
+
+    @property
+    def compute_s(self) -> float:
+        return self.finish_s - self.start_s
+
+    @property
+    def lag_s(self) -> float:
+        """How much later than modelled the answer left: the host could not keep up."""
+        return max(0.0, self.released_s - self.finish_s)
+
+    def as_dict(self) -> dict[str, float]:
+        return {"queueing_s": round(self.queueing_s, 6), "compute_s": round(self.compute_s, 9),
+                "lag_s": round(self.lag_s, 3), "ops": self.ops, "host_s": round(self.host_s, 6)}
+
+
+class Compute:
+    """The node's compute as the scenario declares it (``compute:``, passed as
+    ``NETEMU_COMPUTE_OPS_PER_S``): work in operations becomes scenario seconds,
+    ``ops / ops_per_s``, whatever the time scale and this machine's CPU.
+
+    Requests are served one at a time in arrival order (one accelerator per app), so a
+    request may queue behind another. :meth:`run` does the work on the host, then holds
+    the answer until the modelled compute would have finished. When the host took longer
+    than that (its wall time × the time scale), the answer leaves late: the request is
+    counted as ``late`` and a warning says the host cannot keep up at this time scale.
+    Without a declared compute the host's own time counts, stretched by the time scale.
+    """
+
+    def __init__(self, ops_per_s: float | None, *, clock: Callable[[], float],
+                 time_scale: float = 1.0, host_ops_per_s: float = 1e10,
+                 warn_lag_s: float = 0.5, name: str = "app") -> None:
+        self.ops_per_s = ops_per_s
+        self.clock = clock
+        self.time_scale = time_scale
+        self.host_ops_per_s = host_ops_per_s
+        self.warn_lag_s = warn_lag_s
+        self.name = name
+        self.busy_until_s = -math.inf
+        self.requests = 0
+        self.late = 0
+        self.lag_max_s = 0.0
+        self.host_s_total = 0.0
+        self.compute_s_total = 0.0
+
+    @classmethod
+    def from_env(cls, appenv: AppEnv, clock: Callable[[], float]) -> Compute:
+        h = appenv.host
+        kw: dict[str, Any] = {}
+        if h.host_ops_per_s:
+            kw["host_ops_per_s"] = h.host_ops_per_s
+        return cls(h.compute_ops_per_s, clock=clock, time_scale=time_scale(appenv.env),
+                   name=appenv.app, **kw)
+
+    def delay_s(self, ops: float) -> float:
+        """Scenario seconds that ``ops`` operations take on this node's compute."""
+        if self.ops_per_s is None:
+            raise ValueError("no modelled compute on this node")
+        return ops / self.ops_per_s
+
+    def schedule(self, arrival_s: float, ops: float) -> tuple[float, float]:
+        """(start, finish) of a request arriving at ``arrival_s``: it waits for the ones
+        before it, then takes :meth:`delay_s`."""
+        start = max(arrival_s, self.busy_until_s)
+        finish = start + self.delay_s(ops)
+        self.busy_until_s = finish
+        return start, finish
+
+    async def run(self, work: Callable[[], Any], *, ops: float | None = None,
+                  arrival_s: float | None = None) -> tuple[Any, ComputeRecord]:
+        """Do ``work()`` and release its value when the modelled compute finishes.
+        ``ops`` is its work in operations; None: the host time measured × host_ops_per_s."""
+        arrival = self.clock() if arrival_s is None else arrival_s
+        t0 = time.perf_counter()
+        value = work()
+        host_s = time.perf_counter() - t0
+        n_ops = host_s * self.host_ops_per_s if ops is None else float(ops)
+        self.requests += 1
+        self.host_s_total += host_s
+        if self.ops_per_s is None:  # no declared compute: what the host took
+            now = self.clock()
+            rec = ComputeRecord(arrival, arrival, now, now, n_ops, host_s)
+            self.compute_s_total += rec.compute_s
+            return value, rec
+        start, finish = self.schedule(arrival, n_ops)
+        now = self.clock()
+        if now < finish:
+            await asyncio.sleep((finish - now) / self.time_scale)
+        rec = ComputeRecord(arrival, start, finish, max(finish, self.clock()), n_ops, host_s)
+        self.compute_s_total += rec.compute_s
+        if rec.lag_s > self.warn_lag_s:
+            self.late += 1
+            if self.late in (1, 10, 100, 1000):
+                print(f"{self.name}: WARNING: the host cannot keep up at x{self.time_scale:g}: "
+                      f"{host_s * 1e3:.1f} ms of host CPU is {host_s * self.time_scale:.2f} "
+                      f"scenario s, the node's compute needs {rec.compute_s:.2g} s; the answer "
+                      f"left {rec.lag_s:.2f} s late ({self.late} of {self.requests} requests "
+                      "so far)", file=sys.stderr, flush=True)
+        self.lag_max_s = max(self.lag_max_s, rec.lag_s)
+        return value, rec
+
+    def stats(self) -> dict[str, Any]:
+        return {"ops_per_s": self.ops_per_s, "requests": self.requests, "late": self.late,
+                "lag_max_s": round(self.lag_max_s, 3), "host_s": round(self.host_s_total, 3),
+                "compute_s": round(self.compute_s_total, 6), "time_scale": self.time_scale}
 
 
 # --------------------------------------------------------------------------- telemetry
@@ -394,7 +538,9 @@ class AgentPort:
     async def connect(cls, socket_path: str, local_eid: str) -> AgentPort:
         from netemu.agent.client import BpClient  # the agent engineer's public client
 
-        client = await BpClient.connect(socket_path, timeout_s=60.0)
+        # apps start while the node's agent comes up: wait for its socket as long as a
+        # large scenario's bring-up takes
+        client = await BpClient.connect(socket_path, timeout_s=600.0)
         await client.register(local_eid)
         return cls(client, local_eid)
 

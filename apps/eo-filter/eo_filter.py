@@ -1,13 +1,16 @@
 """eo-filter: onboard vessel detection that downlinks only the tiles that matter.
 
 Runs on an imaging satellite. Every ``--interval-s`` scenario seconds it captures a tile
-(generated, seeded: see tiles.py), scores it with the trained detector (detector.py,
-model.npz) and:
+(generated, seeded: see tiles.py), scores it with the detector model (the manifest's
+``model:``, ``detector.onnx`` run by onnxruntime; see onnx_detector.py), holds the result
+until the node's modelled compute would have finished (appkit.Compute), and:
 
 - tile with a vessel → a bundle to the ground station's downlink endpoint
   (``ipn:<ground>.10``): a one-line JSON header, a newline, then the tile as binary PGM;
-- every detection → appended to ``detections.jsonl`` in the app directory (time, tile,
-  lat/lon, score), the store the orbit-query service on this node answers from;
+- every tile → appended to the node's tile store in the app directory (``tiles.bin``,
+  4,096 raw bytes per tile, indexed by ``tiles.jsonl``: time, tile, lat/lon, offset), which
+  the orbit-query service on this node runs the model over on demand;
+- every detection → appended to ``detections.jsonl`` (time, tile, lat/lon, score);
 - every ``--summary-every-s`` → a compact JSON summary bundle to the same endpoint.
 
 Bytes captured (raw tiles) versus bytes sent (bundle payloads) go to ``result.json`` and to
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import sys
@@ -34,7 +38,7 @@ sys.path.insert(0, str(HERE.parent / "_shared"))
 
 import appkit  # noqa: E402
 import numpy as np  # noqa: E402
-from detector import DEFAULT_MODEL, Detector  # noqa: E402
+from detector import Detector  # noqa: E402
 from geo import (  # noqa: E402
     CircularOrbit,
     TleOrbit,
@@ -42,6 +46,7 @@ from geo import (  # noqa: E402
     offset_latlon,
     orbit_from_scenario,
 )
+from onnx_detector import OnnxDetector, load_detector  # noqa: E402
 from tiles import TILE_BYTES, TILE_PX, make_tile  # noqa: E402
 
 from netemu.runtime.clock import ScenarioClock  # noqa: E402
@@ -96,7 +101,7 @@ class EoFilter:
     """The app's logic without I/O: capture and score tiles, build bundle payloads."""
 
     node: str
-    detector: Detector
+    detector: Detector | OnnxDetector
     orbit: CircularOrbit | TleOrbit
     epoch: datetime
     seed: int = 42
@@ -150,6 +155,32 @@ class EoFilter:
         return json.dumps(body, separators=(",", ":")).encode() + b"\n"
 
 
+class TileStore:
+    """Every captured tile, for on-demand inference by orbit-query on the same node:
+    ``tiles.bin`` (raw 64×64 bytes, appended) indexed by ``tiles.jsonl`` (one line per
+    tile: time, index, tile centre, byte offset). The index line is written after the
+    bytes, so a reader never finds an entry whose pixels are missing."""
+
+    def __init__(self, app_dir: Path) -> None:
+        self._bin = open(app_dir / "tiles.bin", "ab")  # noqa: SIM115 - closed in close()
+        self._index = open(app_dir / "tiles.jsonl", "a", buffering=1)  # noqa: SIM115
+        self._offset = self._bin.tell()
+
+    def append(self, cap: Capture) -> None:
+        data = np.ascontiguousarray(cap.pixels, dtype=np.uint8).tobytes()
+        self._bin.write(data)
+        self._bin.flush()
+        self._index.write(json.dumps({"t_s": round(cap.t_s, 3), "tile": cap.index,
+                                      "lat_deg": round(cap.lat_deg, 5),
+                                      "lon_deg": round(cap.lon_deg, 5),
+                                      "offset": self._offset}) + "\n")
+        self._offset += len(data)
+
+    def close(self) -> None:
+        self._bin.close()
+        self._index.close()
+
+
 def make_orbit(args: argparse.Namespace, node: str, env: dict[str, str],
                run_dir: Path | None = None) -> CircularOrbit | TleOrbit:
     """The satellite's orbit: TLE if given, else its walker group in the run's
@@ -187,7 +218,9 @@ async def run(args: argparse.Namespace, port: appkit.DtnPort | None = None) -> d
     env = appenv.env
     clock = appkit.make_clock(env)
     tel = appkit.AppTelemetry(appenv, clock)
-    detector = Detector.load(args.model)
+    detector = load_detector(args.model or appenv.host.app_model)
+    compute = appkit.Compute.from_env(appenv, clock)
+    ops_per_tile = getattr(detector, "ops_per_tile", None)
     if args.threshold is not None:
         detector.threshold = args.threshold
     app = EoFilter(
@@ -203,10 +236,14 @@ async def run(args: argparse.Namespace, port: appkit.DtnPort | None = None) -> d
     stop = asyncio.Event()
     appkit.install_stop(asyncio.get_running_loop(), stop)
     store = open(appenv.app_dir / "detections.jsonl", "a", buffering=1)  # noqa: SIM115
+    tile_store = TileStore(appenv.app_dir)
     result_path = appenv.app_dir / "result.json"
+    await appkit.wait_for_window(appenv, clock, stop)  # loaded ahead; capture from the window's start
     start_s = clock()
     next_summary = start_s + args.summary_every_s
-    await tel.publish("start", ground=ground, dest=dest, model=str(args.model))
+    model_name = str(args.model or appenv.host.app_model or "detector.onnx")
+    await tel.publish("start", ground=ground, dest=dest, model=model_name,
+                      ops_per_tile=ops_per_tile, compute_ops_per_s=compute.ops_per_s)
 
     async def on_sent(payload: bytes, kind: str, bid: str) -> None:
         app.stats.bytes_sent += len(payload)
@@ -234,6 +271,10 @@ async def run(args: argparse.Namespace, port: appkit.DtnPort | None = None) -> d
             "start_t_s": round(start_s, 3),
             "end_t_s": round(clock(), 3),
             "unsent_at_end": sender.pending,
+            "model": model_name,
+            "runtime": getattr(detector, "runtime", "numpy"),
+            "ops_per_tile": ops_per_tile,
+            "compute": compute.stats(),
             **app.stats.as_dict(),
         }
 
@@ -245,7 +286,9 @@ async def run(args: argparse.Namespace, port: appkit.DtnPort | None = None) -> d
                 break
             if args.max_tiles and index >= args.max_tiles:
                 break
-            cap = app.capture(index, t_s)
+            cap, _ = await compute.run(functools.partial(app.capture, index, t_s),
+                                       ops=ops_per_tile, arrival_s=t_s)
+            tile_store.append(cap)
             index += 1
             if cap.detected:
                 rec = app.detection_record(cap)
@@ -268,6 +311,7 @@ async def run(args: argparse.Namespace, port: appkit.DtnPort | None = None) -> d
         await tel.publish("stats", **app.stats.as_dict())
         await tel.publish("stop")
         store.close()
+        tile_store.close()
         await tel.close(timeout_s=1.0)
     return out
 
@@ -284,7 +328,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--max-tiles", type=int, default=0)
     ap.add_argument("--drain-wall-s", type=float, default=2.5,
                     help="on stop, wait at most this long (wall) for queued bundles to be taken")
-    ap.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    ap.add_argument("--model", type=Path, default=None,
+                    help="detector model: .onnx or .npz (default: the manifest's model, "
+                    "else detector.onnx)")
     ap.add_argument("--threshold", type=float, default=None,
                     help="score at or above which a tile is sent (default: the model's, 0.5)")
     ap.add_argument("--dtn-spool", default=os.environ.get("EO_DTN_SPOOL"),

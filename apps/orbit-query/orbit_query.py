@@ -3,19 +3,23 @@ answered in orbit.
 
 Two roles in one app (``--role``; ``auto`` picks by the node's kind in the run's plan.json):
 
-- ``service`` (satellites): listens on ``ipn:<sat>.20``; answers each query from this
-  node's own detections, the store eo-filter keeps in
-  ``<run>/apps/eo-filter/<node>/detections.jsonl`` (``--store`` to change), filtered by
-  region and by the window [now − T, now] of scenario time;
+- ``service`` (satellites): listens on ``ipn:<sat>.20``; answers each query by running
+  the detector model (the manifest's ``model:``) over the tiles this node stored in the
+  asked region and window [now − T, now] of scenario time: eo-filter's tile store
+  ``<run>/apps/eo-filter/<node>/tiles.jsonl`` (``--store`` to change). The work (the
+  model's operations per tile × tiles) runs on the node's modelled compute
+  (``appkit.Compute``): the answer leaves when that compute would have finished, after
+  the queries before it;
 - ``client`` (ground): every ``--interval-s`` scenario seconds sends a query bundle to the
   next of ``--targets`` (default: every satellite of the plan, round robin) and listens on
-  ``ipn:<ground>.21`` for answers. Query → answer latency (scenario seconds) goes to
-  telemetry (``app/orbit-query/<node>``, event ``answer``) and to ``result.json``.
+  ``ipn:<ground>.21`` for answers. Query → answer latency (scenario seconds), split into
+  network (both ways), queueing and compute, goes to telemetry (``app/orbit-query/<node>``,
+  event ``answer``) and to ``result.json``.
 
 Query payload (JSON): ``{"type": "vessel-query", "query_id", "sent_t_s", "region":
 {"lat_min", "lat_max", "lon_min", "lon_max"}, "window_s", "reply_to"}``; answer:
 ``{"type": "vessel-answer", "query_id", "sent_t_s", "answered_t_s", "node", "count",
-"detections": [... at most --max-items ...]}``.
+"tiles_scanned", "queueing_s", "compute_s", "detections": [... at most --max-items ...]}``.
 """
 
 from __future__ import annotations
@@ -28,11 +32,17 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "_shared"))
+sys.path.insert(0, str(HERE.parent / "eo-filter"))  # the detector and tile geometry
 
 import appkit  # noqa: E402
+import numpy as np  # noqa: E402
+from geo import offset_latlon  # noqa: E402
+from onnx_detector import load_detector  # noqa: E402
+from tiles import TILE_BYTES, TILE_PX  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -62,9 +72,9 @@ class Region:
         return dict(self.__dict__)
 
 
-def read_detections(path: Path) -> list[dict]:
-    """Detections from an eo-filter store (skips a half-written last line)."""
-    out = []
+def read_jsonl(path: Path) -> list[dict]:
+    """Lines of a JSON-lines file (skips a half-written last line)."""
+    out: list[dict] = []
     if not path.exists():
         return out
     with open(path) as f:
@@ -74,23 +84,57 @@ def read_detections(path: Path) -> list[dict]:
     return out
 
 
-def answer_query(query: dict, detections: list[dict], node: str, now_s: float, max_items: int) -> dict:
-    """The service's answer to one query, from ``detections`` (pure function)."""
+def select_tiles(query: dict, index: list[dict], now_s: float) -> list[dict]:
+    """Index entries of the stored tiles in the query's region and window (pure)."""
     reg = Region(**query.get("region", {}))
     window = float(query.get("window_s", 1800.0))
-    hits = [
-        d
-        for d in detections
-        if now_s - window <= float(d.get("t_s", -1e18)) <= now_s
-        and reg.contains(float(d["lat_deg"]), float(d["lon_deg"]))
-    ]
+    return [t for t in index
+            if now_s - window <= float(t.get("t_s", -1e18)) <= now_s
+            and reg.contains(float(t["lat_deg"]), float(t["lon_deg"]))]
+
+
+def load_pixels(bin_path: Path, tiles: list[dict]) -> np.ndarray:
+    """The tiles' pixels from the store's ``tiles.bin`` → uint8 [n, 64, 64]."""
+    out = np.empty((len(tiles), TILE_PX, TILE_PX), dtype=np.uint8)
+    with open(bin_path, "rb") as f:
+        for i, t in enumerate(tiles):
+            f.seek(int(t["offset"]))
+            out[i] = np.frombuffer(f.read(TILE_BYTES), dtype=np.uint8).reshape(TILE_PX, TILE_PX)
+    return out
+
+
+def detect_in(detector: Any, tiles: list[dict], pixels: np.ndarray) -> list[dict]:
+    """Run the model over the tiles; a detection per tile at or above its threshold, at
+    the vessel's position (the strongest line response, moved from the tile centre)."""
+    if not tiles:
+        return []
+    scores = detector.score(pixels)
+    hits = []
+    for t, px, score in zip(tiles, pixels, scores, strict=True):
+        if score < detector.threshold:
+            continue
+        r, c = detector.locate(px)
+        lat, lon = offset_latlon(float(t["lat_deg"]), float(t["lon_deg"]), r - TILE_PX / 2,
+                                 c - TILE_PX / 2)
+        hits.append({"t_s": t["t_s"], "tile": t.get("tile"), "lat_deg": round(lat, 5),
+                     "lon_deg": round(lon, 5), "score": round(float(score), 4)})
+    return hits
+
+
+def answer_of(query: dict, hits: list[dict], node: str, now_s: float, max_items: int, *,
+              tiles_scanned: int, compute: appkit.ComputeRecord | None = None) -> dict:
+    """The service's answer to one query (pure function)."""
     return {
         "type": "vessel-answer",
         "query_id": query.get("query_id"),
         "sent_t_s": query.get("sent_t_s"),
+        "received_t_s": round(compute.arrival_s, 3) if compute else None,
         "answered_t_s": round(now_s, 3),
         "node": node,
         "count": len(hits),
+        "tiles_scanned": tiles_scanned,
+        "queueing_s": round(compute.queueing_s, 6) if compute else 0.0,
+        "compute_s": round(compute.compute_s, 9) if compute else 0.0,
         "detections": [
             {k: d.get(k) for k in ("t_s", "lat_deg", "lon_deg", "score")} for d in hits[-max_items:]
         ],
@@ -116,10 +160,26 @@ class QueryLog:
         q["latency_s"] = round(t_s - q["sent_t_s"], 3)
         q["count"] = answer.get("count")
         q["answered_by"] = answer.get("node")
+        q["tiles_scanned"] = answer.get("tiles_scanned")
+        # the latency's split: the service's queueing and compute, the rest is network
+        # (the query's way up and the answer's way down)
+        queueing = float(answer.get("queueing_s") or 0.0)
+        compute = float(answer.get("compute_s") or 0.0)
+        held_s = max(0.0, float(answer.get("answered_t_s", 0.0))
+                     - float(answer.get("received_t_s") or answer.get("answered_t_s", 0.0)))
+        q["queueing_s"] = round(queueing, 6)
+        q["compute_s"] = round(compute, 9)
+        q["service_s"] = round(held_s, 3)  # all the service held it: queueing, compute, host
+        q["network_s"] = round(q["latency_s"] - held_s, 3)
         return q
 
     def result(self) -> dict:
-        lat = [q["latency_s"] for q in self.queries.values() if q["latency_s"] is not None]
+        done = [q for q in self.queries.values() if q["latency_s"] is not None]
+        lat = [q["latency_s"] for q in done]
+
+        def p95(key: str) -> float | None:
+            return appkit.percentile([q[key] for q in done if q.get(key) is not None], 95)
+
         return {
             "app": "orbit-query",
             "role": "client",
@@ -129,6 +189,9 @@ class QueryLog:
             "latency_p50_s": appkit.percentile(lat, 50),
             "latency_p95_s": appkit.percentile(lat, 95),
             "latency_max_s": max(lat) if lat else None,
+            "network_p95_s": p95("network_s"),
+            "queueing_p95_s": p95("queueing_s"),
+            "compute_p95_s": p95("compute_s"),
             "latencies_s": lat,
             "queries": list(self.queries.values()),
         }
@@ -153,10 +216,35 @@ async def _receive_until(port: appkit.DtnPort, stop: asyncio.Event):
 
 async def run_service(args, appenv, clock, tel, port, stop) -> dict:
     store = Path(args.store) if args.store else (
-        (appenv.run_dir or appenv.app_dir.parents[2]) / "apps" / "eo-filter" / appenv.node / "detections.jsonl"
+        (appenv.run_dir or appenv.app_dir.parents[2]) / "apps" / "eo-filter" / appenv.node / "tiles.jsonl"
     )
+    detector = load_detector(args.model or appenv.host.app_model)
+    ops_per_tile = getattr(detector, "ops_per_tile", None)
+    compute = appkit.Compute.from_env(appenv, clock)
     answered = 0
-    await tel.publish("start", role="service", store=str(store), eid=port.local_eid)
+    tasks: set[asyncio.Task] = set()
+    await tel.publish("start", role="service", store=str(store), eid=port.local_eid,
+                      ops_per_tile=ops_per_tile, compute_ops_per_s=compute.ops_per_s)
+
+    async def answer(query: dict, source: str, bundle_id: str, arrival_s: float) -> None:
+        nonlocal answered
+        tiles = select_tiles(query, read_jsonl(store), arrival_s)
+
+        def work() -> list[dict]:
+            return detect_in(detector, tiles, load_pixels(store.with_suffix(".bin"), tiles)
+                             if tiles else np.empty((0, TILE_PX, TILE_PX), np.uint8))
+
+        ops = ops_per_tile * len(tiles) if ops_per_tile is not None else None
+        hits, rec = await compute.run(work, ops=ops, arrival_s=arrival_s)
+        ans = answer_of(query, hits, appenv.node, clock(), args.max_items,
+                        tiles_scanned=len(tiles), compute=rec)
+        reply_to = str(query.get("reply_to") or source)
+        answer_id = await port.send(reply_to, json.dumps(ans).encode(), lifetime_s=args.lifetime_s)
+        answered += 1
+        await tel.publish("answered", query_id=ans["query_id"], count=ans["count"],
+                          reply_to=reply_to, bundle_id=bundle_id, answer_bundle_id=answer_id,
+                          tiles_scanned=len(tiles), **rec.as_dict())
+
     async for got in _receive_until(port, stop):
         try:
             query = json.loads(got.payload)
@@ -164,15 +252,16 @@ async def run_service(args, appenv, clock, tel, port, stop) -> dict:
             continue
         if query.get("type") != "vessel-query":
             continue
-        now = clock()
-        ans = answer_query(query, read_detections(store), appenv.node, now, args.max_items)
-        reply_to = str(query.get("reply_to") or got.source)
-        answer_id = await port.send(reply_to, json.dumps(ans).encode(), lifetime_s=args.lifetime_s)
-        answered += 1
-        await tel.publish("answered", query_id=ans["query_id"], count=ans["count"], reply_to=reply_to,
-                          bundle_id=got.bundle_id, answer_bundle_id=answer_id)
+        # each query its own task: the next one arrives (and queues) while this one computes
+        task = asyncio.ensure_future(answer(query, got.source, got.bundle_id, clock()))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    for task in list(tasks):
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(task, 2.0)
     return {"app": "orbit-query", "role": "service", "node": appenv.node, "queries_answered": answered,
-            "store": str(store)}
+            "store": str(store), "runtime": getattr(detector, "runtime", "numpy"),
+            "compute": compute.stats()}
 
 
 async def run_client(args, appenv, clock, tel, port, stop) -> dict:
@@ -200,10 +289,12 @@ async def run_client(args, appenv, clock, tel, port, stop) -> dict:
             if q is not None:
                 await tel.publish("answer", query_id=q["query_id"], target=q["target"],
                                   latency_s=q["latency_s"], count=q["count"],
-                                  bundle_id=got.bundle_id)
+                                  network_s=q["network_s"], queueing_s=q["queueing_s"],
+                                  compute_s=q["compute_s"], bundle_id=got.bundle_id)
                 appkit.write_json_atomic(result_path, log.result())
 
     listener = asyncio.ensure_future(listen())
+    await appkit.wait_for_window(appenv, clock, stop)
     start_s = clock()
     first_s = max(start_s, args.start_s)
     n = 0
@@ -280,7 +371,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--drain-s", type=float, default=0.0, help="after the last query, wait this long")
     ap.add_argument("--lifetime-s", type=float, default=3600.0)
     ap.add_argument("--max-items", type=int, default=50)
-    ap.add_argument("--store", help="service: detections.jsonl to answer from")
+    ap.add_argument("--store", help="service: eo-filter's tiles.jsonl to answer from")
+    ap.add_argument("--model", type=Path, default=None,
+                    help="service: detector model, .onnx or .npz (default: the manifest's model)")
     ap.add_argument("--dtn-spool", default=os.environ.get("EO_DTN_SPOOL"))
     return ap.parse_args(appkit.argv_with_params(argv))
 

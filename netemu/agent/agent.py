@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import errno
 import math
 import os
 import signal
@@ -70,6 +71,10 @@ from netemu.runtime.telemetry import BrokerAccess
 
 BACKOFF_MIN_S = 0.2
 BACKOFF_MAX_S = 5.0
+LINK_SETUP_S = 1.0
+"""How long after a contact starts a dial that finds no route to the peer (the emulator
+still configuring the link) is retried every LINK_SETUP_RETRY_S, without backoff."""
+LINK_SETUP_RETRY_S = 0.02
 PURGE_EVERY_S = 30.0  # wall seconds between sweeps of expired tombstones from the store
 DIAL_GRACE_S = 10.0
 
@@ -133,6 +138,12 @@ class PlanIndex:
 
 
 _PLAN_INDEXES: PerPlan[PlanIndex] = PerPlan(PlanIndex)
+
+
+def keeps_session(role: tcpcl.Role, we_are_lower: bool) -> bool:
+    """Of two sessions with one neighbour, whether to keep this one: the one whose active
+    (dialling) side has the lower ipn."""
+    return (role is tcpcl.Role.ACTIVE) == we_are_lower
 
 
 @dataclass
@@ -239,7 +250,8 @@ class Agent:
             if st.cfg.cl == "udpcl" and self.udp is not None:
                 st.sessions.append(UdpChannel(self, self.udp, st.cfg))
         self.app = AppServer(cfg.app_socket, self.core.app_handlers(),
-                             on_disconnect=self.core.app_disconnected)
+                             on_disconnect=self.core.app_disconnected,
+                             allowed_uids=cfg.app_uids)
         await self.app.start()
         if self.telemetry is not None:
             self.telemetry.start()
@@ -361,11 +373,8 @@ class Agent:
             self._update_up(st)
             if was != st.plan_up or not st.plan_up_since:
                 st.plan_up_since = now
-            if (st.plan_up and (st.cfg.address or st.cfg.links) and dials_open
-                    and st.cfg.cl in ("tcpcl", "mtcp")
-                    and not self._has_stream(st) and st.connecting is None
-                    and now >= st.next_try and self._should_dial(st, now)):
-                st.connecting = self._spawn(self._connect(st))
+            if dials_open:
+                self._maybe_dial(st, now)
             if st.plan_up:
                 self._check_at_contact_end(name, t_s)
             else:
@@ -416,11 +425,32 @@ class Agent:
         except Exception as e:  # keep the agent alive; the log says what broke
             self.log("housekeeping_error", error=repr(e))
 
+    def _maybe_dial(self, st: NeighbourState, now: float) -> None:
+        """Dial the neighbour if its contact is up, no stream or dial is open, the backoff
+        has passed and its ``dial`` mode says this side dials now."""
+        if (st.plan_up and (st.cfg.address or st.cfg.links)
+                and st.cfg.cl in ("tcpcl", "mtcp")
+                and not self._has_stream(st) and st.connecting is None
+                and now >= st.next_try and self._should_dial(st, now)):
+            st.connecting = self._spawn(self._connect(st))
+
+    def _redial(self, name: str) -> None:
+        """A retry due before the next housekeeping round (see ``_connect``)."""
+        st = self.neighbours.get(name)
+        dials_open = self.services.dials_open is None or self.services.dials_open.is_set()
+        if st is not None and dials_open:
+            self._maybe_dial(st, time.monotonic())
+
     def _should_dial(self, st: NeighbourState, now: float) -> bool:
-        """Between two agents that know each other's address only the lower ipn dials, so
-        they share one session; the other dials too if none came within DIAL_GRACE_S
-        (the peer may be software that never dials)."""
-        if st.cfg.cl != "tcpcl" or not st.cfg.ipn or self.cfg.ipn < st.cfg.ipn:
+        """Whether to dial the neighbour now, by its ``dial`` mode: ``both`` at once;
+        ``never``; ``lower``: only the lower ipn dials, so that two netemu agents share
+        one session, and the other dials too if none came within DIAL_GRACE_S (the peer
+        may be software that never dials)."""
+        mode = st.cfg.dial
+        if mode == "never":
+            return False
+        if (mode == "both" or st.cfg.cl != "tcpcl" or not st.cfg.ipn
+                or self.cfg.ipn < st.cfg.ipn):
             return True
         return now - st.plan_up_since >= DIAL_GRACE_S
 
@@ -470,12 +500,22 @@ class Agent:
             # itself in connection_lost, so a connection that dies at once leaves nothing)
         except (OSError, asyncio.TimeoutError) as e:
             st.failures += 1
+            now = time.monotonic()
+            # At a contact's start the emulator may still be bringing the link up (its
+            # address and route): no route yet is retried soon, without backing off.
+            setup = (isinstance(e, OSError) and e.errno in (errno.ENETUNREACH,
+                                                             errno.EHOSTUNREACH)
+                     and now - st.plan_up_since < LINK_SETUP_S)
+            retry_s = LINK_SETUP_RETRY_S if setup else st.backoff_s
             if st.failures <= 5 or st.failures % 20 == 0:
                 self.log("connect_failed", neighbour=st.cfg.name, address=address,
                          error=str(e) or type(e).__name__, attempts=st.failures,
-                         retry_in_s=st.backoff_s)
-            st.next_try = time.monotonic() + st.backoff_s
-            st.backoff_s = min(st.backoff_s * 2, BACKOFF_MAX_S)
+                         retry_in_s=retry_s)
+            st.next_try = now + retry_s
+            if not setup:
+                st.backoff_s = min(st.backoff_s * 2, BACKOFF_MAX_S)
+            if retry_s < HOUSEKEEPING_S:  # (else the housekeeping round retries)
+                loop.call_later(retry_s, self._redial, st.cfg.name)
         finally:
             if held:
                 gate.release()  # type: ignore[union-attr]
@@ -536,10 +576,30 @@ class Agent:
             st = self.neighbours[name] = NeighbourState(NeighbourConfig(name, ipn))
         if ch not in st.sessions:
             st.sessions.append(ch)
+        self._resolve_collision(st)
         st.backoff_s = BACKOFF_MIN_S
         st.failures = 0
         self._update_up(st)
         self.pump(name)
+
+    def _resolve_collision(self, st: NeighbourState) -> None:
+        """Both sides dialled (``dial: both``) and two sessions came up: keep the one the
+        lower ipn dialled, end the other. Both ends apply the same rule, so they end the
+        same session; its transfers in progress finish first (SESS_TERM, not an abort)."""
+        streams = [ch for ch in st.sessions if isinstance(ch, TcpclChannel)
+                   and ch.established
+                   and ch.session.state is tcpcl.SessionState.ESTABLISHED]
+        if len(streams) < 2 or not st.cfg.ipn or st.cfg.ipn == self.cfg.ipn:
+            return
+        we_are_lower = self.cfg.ipn < st.cfg.ipn
+        keep = [ch for ch in streams if keeps_session(ch.session.role, we_are_lower)]
+        if not keep:
+            return  # (two sessions dialled the same way: nothing to choose by)
+        for ch in streams:
+            if ch is not keep[0]:
+                self.log("session_collision", neighbour=st.cfg.name, peer=ch.peer,
+                         ended_role=ch.session.role.value)
+                ch.close(tcpcl.TermReason.UNKNOWN)
 
     def channel_up(self, ch: Channel) -> None:
         st = self.neighbours.get(ch.neighbour or "")

@@ -7,7 +7,10 @@ the agent's handler for each ``op`` and writes the answers.
 Whoever reaches the socket can send bundles in the node's name (signed with its BIB key)
 and take an endpoint's deliveries, so the socket is its owner's alone: mode 0600 (a
 directory the server makes is 0700), and each connection's peer credentials are checked
-(a socket someone made world-writable by hand still refuses other users).
+(a socket someone made world-writable by hand still refuses other users). Where the
+config lets other users in (``app_users``, ``reserved_endpoints``) the socket is 0666 and
+the peer credentials alone decide; an endpoint reserved for a user is then that user's
+alone (the agent's core checks it on register and send).
 """
 
 from __future__ import annotations
@@ -36,8 +39,9 @@ def write_frame(transport: asyncio.WriteTransport, obj: dict[str, Any]) -> None:
 class AppConnection:
     """One application connected to the agent."""
 
-    def __init__(self, transport: asyncio.WriteTransport) -> None:
+    def __init__(self, transport: asyncio.WriteTransport, uid: int | None = None) -> None:
         self.transport = transport
+        self.uid = uid  # the app's user (SO_PEERCRED), None where the OS does not say
         self.endpoints: set[str] = set()
         self.watching = False
         self.closed = False
@@ -55,6 +59,8 @@ Handler = Callable[[AppConnection, dict[str, Any]], Awaitable[dict[str, Any]] | 
 
 SOCKET_MODE = 0o600
 DIR_MODE = 0o700
+SHARED_SOCKET_MODE = 0o666  # other users' apps too: the peer credentials decide
+SHARED_DIR_MODE = 0o711
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
@@ -69,14 +75,16 @@ def peer_uid(transport: asyncio.BaseTransport) -> int | None:
     return int(uid)
 
 
-def bind_private(path: Path) -> socket.socket:
+def bind_private(path: Path, *, shared: bool = False) -> socket.socket:
     """A Unix stream socket bound at ``path`` with mode 0600 from the start: the umask is
     tightened around ``bind`` so that no other user can connect in the moment before the
-    chmod. A missing directory is made 0700."""
+    chmod. A missing directory is made 0700. ``shared``: other users' apps may connect
+    (socket 0666, a directory made 0711); the peer-credential check then decides who
+    may use it."""
     if not path.parent.exists():
         path.parent.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileExistsError):
-            path.parent.mkdir(mode=DIR_MODE)
+            path.parent.mkdir(mode=SHARED_DIR_MODE if shared else DIR_MODE)
     with contextlib.suppress(FileNotFoundError):
         path.unlink()  # a stale socket from a killed agent
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -86,7 +94,7 @@ def bind_private(path: Path) -> socket.socket:
             sock.bind(str(path))
         finally:
             os.umask(old)
-        os.chmod(path, SOCKET_MODE)
+        os.chmod(path, SHARED_SOCKET_MODE if shared else SOCKET_MODE)
     except BaseException:
         sock.close()
         raise
@@ -108,7 +116,7 @@ class _AppProtocol(asyncio.Protocol):
             transport.close()
             return
         big_send_buffer(transport)
-        self.conn = AppConnection(transport)
+        self.conn = AppConnection(transport, uid)
         self.server.connections.add(self.conn)
 
     def data_received(self, data: bytes) -> None:
@@ -133,7 +141,8 @@ class _AppProtocol(asyncio.Protocol):
 class AppServer:
     """Serves the app socket. ``handlers`` maps an ``op`` to a function of
     (connection, request) returning the answer fields (sync or async). Only the users in
-    ``allowed_uids`` (default: root and the server's own user) may connect."""
+    ``allowed_uids`` (default: root and the server's own user) may connect; when others
+    are among them the socket file lets them reach it."""
 
     def __init__(self, path: str, handlers: dict[str, Handler],
                  on_disconnect: Callable[[AppConnection], None] | None = None, *,
@@ -148,7 +157,8 @@ class AppServer:
         self._tasks: set[asyncio.Task] = set()
 
     async def start(self) -> None:
-        sock = bind_private(Path(self.path))
+        sock = bind_private(Path(self.path),
+                            shared=bool(self.allowed_uids - {0, os.geteuid()}))
         loop = asyncio.get_running_loop()
         try:
             self._server = await loop.create_unix_server(lambda: _AppProtocol(self),

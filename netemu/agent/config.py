@@ -10,7 +10,7 @@ The emulator writes one file per node; a person can write one by hand. Example (
     contact_plan: plan.json                       # netemu JSON or ION; optional
     routing: {algorithm: cgr}                     # any netemu.routing router name + params
     neighbours:
-      - {name: gs1, ipn: 10, cl: tcpcl, address: "10.0.0.2:4556"}
+      - {name: gs1, ipn: 10, cl: tcpcl, address: "10.0.0.2:4556"}  # dial: both|lower|never
       - {name: sat2, ipn: 2, cl: udpcl, address: "10.0.1.2:4556", path_mtu: 1500}
     keys:                                         # BPSec (RFC 9172/9173); keys in hex
       sign_key: "8f3a0c1b5d7e9f2a4c6e8a0b2d4f6a8c"  # BIB over bundles this node creates
@@ -27,6 +27,8 @@ The emulator writes one file per node; a person can write one by hand. Example (
     accept_unknown_peers: false                   # sessions only with listed neighbours
     rx_in_progress_max_bytes: 67108864            # unfinished incoming bundles, all peers
     transfer_stall_s: 30                          # an incoming transfer silent this long ends
+    app_users: [daemon]                           # other users whose apps may use the socket
+    reserved_endpoints: {"ipn:1.5": nobody}       # that user's apps alone register / send from
     store_max_bytes: 1073741824
     store_reserve_bytes: 8388608                  # free space new bundles leave the store
     log: /var/log/netemu/sat1.jsonl               # JSON lines; default stderr
@@ -42,6 +44,8 @@ from __future__ import annotations
 import bisect
 import json
 import math
+import os
+import pwd
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -62,7 +66,8 @@ KNOWN_KEYS = ("node", "ipn", "listen", "app_socket", "store", "contact_plan", "f
               "store_max_bytes", "store_reserve_bytes", "durability", "default_lifetime_s",
               "log", "traffic", "traffic_records")
 TRUST_KEYS = ("tls", "tls_ca", "tls_cert", "tls_key", "accept_unknown_peers",
-              "rx_in_progress_max_bytes", "transfer_stall_s")
+              "rx_in_progress_max_bytes", "transfer_stall_s", "app_users",
+              "reserved_endpoints")
 TLS_MODES = ("off", "optional", "required")
 DEFAULT_TRANSFER_MRU = 16 * 1024 * 1024
 """The largest bundle a peer may send unless the config says otherwise: far above what
@@ -71,7 +76,11 @@ the shipped workloads send (eo-filter's tiles are 4 KiB) and above HDTN's defaul
 make the node hold that much for a single transfer. A node that must take more says so
 (``transfer_mru``); bundles are not fragmented yet."""
 DEFAULT_RX_IN_PROGRESS_MAX_BYTES = 4 * DEFAULT_TRANSFER_MRU
-NEIGHBOUR_KEYS = ("name", "ipn", "cl", "address", "path_mtu", "links")
+NEIGHBOUR_KEYS = ("name", "ipn", "cl", "address", "path_mtu", "links", "dial")
+DIAL_MODES = ("both", "lower", "never")
+"""Who dials a neighbour's TCPCL/MTCP sessions: ``both`` sides at once (a collision is
+resolved: see ``Agent.session_started``), the ``lower`` ipn (the higher one only if no
+session came within the dial grace), or ``never`` (the neighbour dials us)."""
 SECURITY_KEYS = ("sign_key", "verify", "require_bib_from", "decrypt")
 AES_KEY_BYTES = (16, 24, 32)  # BCB content keys (16, 32) and key-encryption keys
 
@@ -104,6 +113,7 @@ class NeighbourConfig:
     #: end of the link), sorted by start_s. While one is current the agent dials it rather
     #: than ``address``, so the session runs over that link and needs no IP routes.
     links: tuple[tuple[float, float, str], ...] = ()
+    dial: str = "both"  # DIAL_MODES
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -154,6 +164,15 @@ class AgentConfig:
     accept_unknown_peers: bool = False
     rx_in_progress_max_bytes: int = DEFAULT_RX_IN_PROGRESS_MAX_BYTES
     transfer_stall_s: float = 30.0
+    app_users: tuple[int, ...] = ()  # uids that may use the app socket besides root and us
+    reserved_endpoints: dict[str, int] = field(default_factory=dict)  # endpoint -> its uid
+
+    @property
+    def app_uids(self) -> frozenset[int]:
+        """The users who may connect to the app socket: root, the agent's own user, the
+        ``app_users`` and the owners of ``reserved_endpoints``."""
+        return frozenset({0, os.geteuid(), *self.app_users,
+                          *self.reserved_endpoints.values()})
 
     def __post_init__(self) -> None:
         if not self.app_socket:
@@ -295,8 +314,11 @@ class AgentConfig:
             addr = addresses.get(name, "")
             if addr and ":" not in addr.strip("[]").split("]")[-1] and not addr.startswith("["):
                 addr = f"{addr}:4556"
+            # both ends are netemu agents with the same rule: one dials, no collisions
+            # (at contact start on a constellation, both dialling doubles the handshakes)
             neighbours.append(NeighbourConfig(name, plan.nodes[name].ipn, cl, addr,
-                                              links=tuple((links or {}).get(name, ()))))
+                                              links=tuple((links or {}).get(name, ())),
+                                              dial="lower"))
         base = Path(run_dir) if run_dir else None
         return cls(
             node=node, ipn=plan.nodes[node].ipn, neighbours=neighbours,
@@ -317,7 +339,7 @@ class AgentConfig:
             "routing": self.routing,
             "neighbours": [
                 {"name": n.name, "ipn": n.ipn, "cl": n.cl, "address": n.address,
-                 "path_mtu": n.path_mtu,
+                 "path_mtu": n.path_mtu, "dial": n.dial,
                  **({"links": [list(x) for x in n.links]} if n.links else {})}
                 for n in self.neighbours
             ],
@@ -329,6 +351,8 @@ class AgentConfig:
             "traffic": self.traffic, "traffic_records": self.traffic_records,
             "tls": self.tls, "tls_ca": self.tls_ca, "tls_cert": self.tls_cert,
             "tls_key": self.tls_key, "accept_unknown_peers": self.accept_unknown_peers,
+            "app_users": list(self.app_users),
+            "reserved_endpoints": dict(self.reserved_endpoints),
             "rx_in_progress_max_bytes": self.rx_in_progress_max_bytes,
             "transfer_stall_s": self.transfer_stall_s,
         }
@@ -393,7 +417,38 @@ def _trust(f: Fields) -> dict[str, Any]:
             "rx_in_progress_max_bytes", default=DEFAULT_RX_IN_PROGRESS_MAX_BYTES, lo=64)),
         "transfer_stall_s": _required(f.number("transfer_stall_s", default=30.0, lo=0,
                                                lo_open=True)),
+        "app_users": tuple(_uid(e) for e in f.items("app_users")),
+        "reserved_endpoints": _reserved_endpoints(f),
     }
+
+
+def _uid(f: Fields) -> int:
+    """A user as a name (looked up now) or a uid."""
+    v = f.value
+    if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 32:
+        return v
+    if isinstance(v, str) and v:
+        try:
+            return pwd.getpwnam(v).pw_uid
+        except KeyError:
+            raise f.error(f"no user {v!r} on this machine") from None
+    raise f.error(f"expected a user name or a uid, got {v!r}")
+
+
+def _reserved_endpoints(f: Fields) -> dict[str, int]:
+    """``reserved_endpoints: {ENDPOINT: USER}``: only that user's apps may register the
+    endpoint or send from it."""
+    if f.get("reserved_endpoints") is None:
+        return {}
+    where = f.mapping("reserved_endpoints")
+    out: dict[str, int] = {}
+    for key in where.value:
+        try:
+            eid = str(EID.parse(str(key)))
+        except BundleError as e:
+            raise where.error(str(e), key) from None
+        out[eid] = _uid(where.child(key))
+    return out
 
 
 def _neighbour(n: Fields) -> NeighbourConfig:
@@ -404,10 +459,14 @@ def _neighbour(n: Fields) -> NeighbourConfig:
     addr = _text(n, "address")
     if addr:
         _checked_host_port(addr, n, "address")
+    dial = _required(n.string("dial", default="both"))
+    if dial not in DIAL_MODES:
+        raise n.error(f"must be one of {', '.join(DIAL_MODES)}, got {dial!r}"
+                      f"{suggest(dial, DIAL_MODES)}", "dial")
     return NeighbourConfig(_required(n.string("name", required=True)),
                            _required(n.integer("ipn", lo=1, required=True)), cl, addr,
                            _required(n.integer("path_mtu", default=1500, lo=68)),
-                           _links(n))
+                           _links(n), dial)
 
 
 def _links(n: Fields) -> tuple[tuple[float, float, str], ...]:

@@ -603,8 +603,18 @@ class AgentCore:
                              field="endpoint")
         return str(eid)
 
+    def _check_reserved(self, conn: AppConnection, endpoint: str, doing: str) -> None:
+        """An endpoint reserved for a user (``reserved_endpoints``) is that user's alone:
+        another app may neither register it nor send from it."""
+        owner = self.agent.cfg.reserved_endpoints.get(endpoint)
+        if owner is not None and conn.uid is not None and conn.uid != owner:
+            raise InputError(f"endpoint {endpoint} is reserved for uid {owner}; this app "
+                             f"runs as uid {conn.uid} and may not {doing} it",
+                             field="endpoint")
+
     def _app_register(self, conn: AppConnection, req: dict) -> dict:
         ep = self._local_endpoint(req["endpoint"])
+        self._check_reserved(conn, ep, "register")
         conn.endpoints.add(ep)
         conns = self.endpoints.setdefault(ep, [])
         if conn not in conns:
@@ -660,10 +670,14 @@ class AgentCore:
             self._deliver(bid, ep, b)  # to another app on the endpoint, or wait
 
     def _app_ack(self, conn: AppConnection, req: dict) -> dict:
+        ids = req["ids"]
+        if type(ids) is not list:  # (a string would be taken letter by letter)
+            raise InputError(f"ids must be a list of bundle IDs, got {type(ids).__name__}",
+                             field="ids")
         pushed = self.pushed.get(conn, {})
         now, delivered = self.now_ms(), bpa.AppDelivered
-        self._events.extend((delivered(bid, now), None) for bid in req["ids"]
-                            if pushed.pop(bid, None) is not None)
+        self._events.extend((delivered(bid, now), None) for bid in ids
+                            if type(bid) is str and pushed.pop(bid, None) is not None)
         self.submit_pending()
         return {}
 
@@ -674,6 +688,8 @@ class AgentCore:
     def _send_event(self, conn: AppConnection, item: dict, now: int,
                     default_src: str | None = None) -> Any:
         src = item.get("src") or default_src or self._default_source(conn)
+        if self.agent.cfg.reserved_endpoints:
+            self._check_reserved(conn, self._local_endpoint(src), "send from")
         lifetime_s = check_lifetime(item.get("lifetime_s", self.agent.cfg.default_lifetime_s))
         flags = 0
         if item.get("reports"):

@@ -51,6 +51,8 @@ MAGIC = b"NTRF"
 DEFAULT_SERVICE = 7
 FLOW_FIELDS = tuple(f.name for f in fields(Flow))
 LATE_S = 1.0
+RECORDS_KEPT_MAX = 100_000
+"""Traffic records buffered while the records file cannot be written (about 10 MB)."""
 """A send found more than this late (the loop was busy) is still made, and its record says
 how late (``late_s``)."""
 
@@ -141,6 +143,7 @@ class TrafficGenerator:
         self.flows = table.by_src.get(agent.cfg.node, ())
         self.endpoint = f"ipn:{agent.cfg.ipn}.{table.service}"
         self._lines: list[str] = []
+        self._write_failed = False
         self._file: TextIO | None = None
         self._stream: Iterator[tuple[Send, Flow]] | None = None
         self._next: tuple[Send, Flow] | None = None
@@ -227,16 +230,25 @@ class TrafficGenerator:
         self._lines.append(json.dumps(rec, separators=(",", ":")) + "\n")
 
     def flush(self) -> None:
-        """Write the buffered records (each housekeeping round, and at the end)."""
+        """Write the buffered records (each housekeeping round, and at the end). A failed
+        write keeps them for the next try (out of file descriptors, a full disk for a
+        moment); only past RECORDS_KEPT_MAX buffered records are the oldest dropped."""
         if not self._lines:
             return
-        lines, self._lines = self._lines, []
         try:
             if self._file is None:
                 os.makedirs(os.path.dirname(os.path.abspath(self.records_path)),
                             exist_ok=True)
                 self._file = open(self.records_path, "a")  # noqa: SIM115 - kept open
-            self._file.write("".join(lines))
+            self._file.write("".join(self._lines))
             self._file.flush()
-        except OSError as e:  # the node goes on; the log says what was lost
-            self.agent.log("traffic_records_error", error=str(e), lost=len(lines))
+            self._lines = []
+            self._write_failed = False
+        except OSError as e:  # the node goes on; the log says what is kept or lost
+            lost = max(0, len(self._lines) - RECORDS_KEPT_MAX)
+            if lost:
+                del self._lines[:lost]
+            if lost or not self._write_failed:
+                self.agent.log("traffic_records_error", error=str(e),
+                               kept=len(self._lines), lost=lost)
+            self._write_failed = True

@@ -53,6 +53,12 @@ METRIC_DOCS: dict[str, str] = {
     "query_latency_p50_s": "median query → answer latency (scenario s)",
     "query_latency_p95_s": "95th percentile query → answer latency (scenario s)",
     "query_latency_max_s": "largest query → answer latency (scenario s)",
+    "query_network_p95_s": "95th percentile of a query's network time, both ways (scenario s)",
+    "query_queueing_p95_s": "95th percentile of a query's wait for the node's compute",
+    "query_compute_p95_s": "95th percentile of a query's modelled compute time",
+    "compute_requests": "inference requests on the nodes' modelled compute (all apps)",
+    "compute_late_requests": "requests answered late because the host could not keep up "
+                             "at the time scale",
     "tiles_captured": "tiles eo-filter captured on all satellites",
     "tiles_detected": "tiles eo-filter flagged as containing a vessel",
     "bytes_captured": "raw tile bytes captured onboard",
@@ -426,6 +432,7 @@ def app_metrics(run_dir: Path, events: list[dict[str, Any]]) -> dict[str, Any]:
     if dl:
         out["tiles_received"] = sum(int(r.get("tiles_received", 0)) for r in dl.values())
         out["downlink_bytes_received"] = sum(int(r.get("bytes_received", 0)) for r in dl.values())
+    split: dict[str, list[float]] = {"network_s": [], "queueing_s": [], "compute_s": []}
     lat: list[float] = []
     sent_q = answered = 0
     clients = {k: r for k, r in app_files(run_dir, "orbit-query", "result.json").items()
@@ -436,6 +443,10 @@ def app_metrics(run_dir: Path, events: list[dict[str, Any]]) -> dict[str, Any]:
             got = [float(x) for x in r.get("latencies_s", []) if x is not None]
             answered += len(got)
             lat += got
+            for q in r.get("queries", []):
+                for k, vals in split.items():
+                    if isinstance(q.get(k), (int, float)):
+                        vals.append(float(q[k]))
     else:
         for ev in events:
             parts = _topic_parts(ev)
@@ -457,6 +468,18 @@ def app_metrics(run_dir: Path, events: list[dict[str, Any]]) -> dict[str, Any]:
             query_latency_max_s=max(lat) if lat else None,
         )
         out["query_latencies_s"] = sorted(lat)
+        for k, vals in split.items():
+            if vals:
+                out[f"query_{k[:-2]}_p95_s"] = percentile(vals, 95)
+    requests = late = 0
+    for app in ("eo-filter", "orbit-query"):
+        for r in app_files(run_dir, app, "result.json").values():
+            c = r.get("compute")
+            if isinstance(c, dict):
+                requests += int(c.get("requests", 0))
+                late += int(c.get("late", 0))
+    if requests:
+        out.update(compute_requests=requests, compute_late_requests=late)
     usage = app_files(run_dir, None, "usage.json")
     if usage:
         apps: dict[str, dict[str, Any]] = {}

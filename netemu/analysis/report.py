@@ -484,12 +484,26 @@ def headline(m: dict) -> list[tuple[str, str]]:
         ("query latency p50", _fmt(m.get("query_latency_p50_s"), "s")),
         ("query latency p95", _fmt(m.get("query_latency_p95_s"), "s")),
         ("queries answered / sent", f"{m.get('queries_answered') or 0} / {m.get('queries_sent') or '?'}"),
+        *_split_cards(m),
         ("downlink saved by filtering", _fmt(m.get("downlink_saved_fraction"), "%")),
         ("bytes captured → sent", f"{_fmt_bytes(m.get('bytes_captured'))} → {_fmt_bytes(m.get('bytes_sent'))}"),
         ("bundles delivered / expired", f"{m.get('bundles_delivered') or 0} / {m.get('bundles_expired') or 0}"),
         ("tiles received on the ground", _fmt(m.get("tiles_received"))),
         *_traffic_cards(m),
     ]
+
+
+def _split_cards(m: dict) -> list[tuple[str, str]]:
+    """The query latency's parts, and requests the host answered late (when measured)."""
+    out = []
+    if m.get("query_network_p95_s") is not None:
+        out.append(("query p95: network / queueing / compute",
+                    " / ".join(_fmt(m.get(f"query_{k}_p95_s"), "s")
+                               for k in ("network", "queueing", "compute"))))
+    if m.get("compute_requests"):
+        out.append(("inference late (host behind)",
+                    f"{m.get('compute_late_requests') or 0} / {m['compute_requests']}"))
+    return out
 
 
 def _traffic_cards(m: dict) -> list[tuple[str, str]]:

@@ -636,10 +636,16 @@ class BundleAgent:
             return
         age0 = b.bundle_age_ms or 0
         expiry = b.expiry_ms(received_ms=now, age_at_receipt_ms=age0)
-        # Unknown blocks: obey their processing flags (RFC 9171 section 4.2.4).
+        # Unknown blocks: obey their processing flags (RFC 9171 section 4.2.4; 5.6 step 4).
+        reported = False
         for blk in list(b.blocks):
             if blk.type in _KNOWN_BLOCKS:
                 continue
+            if blk.flags & BlockFlags.REPORT_IF_UNPROCESSED and not reported:
+                # a reception report "block unsupported" to the report-to endpoint, whatever
+                # the bundle's own report flags (one per bundle, however many such blocks)
+                reported = True
+                self._report(b, "received", Reason.BLOCK_UNSUPPORTED, now, out, force=True)
             if blk.flags & BlockFlags.DELETE_IF_UNPROCESSED:
                 self._remember(bid, expiry)
                 out.append(Accept(bid))

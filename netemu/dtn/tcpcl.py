@@ -836,8 +836,14 @@ class Session:
                     self.peer_can_tls = bool(ch.flags & FLAG_CAN_TLS)
                     events.append(ContactHeaderReceived(ch.version, self.peer_can_tls))
                     if ch.version != VERSION:
+                        # RFC 9174 4.3: the passive entity sends its contact header and
+                        # ends the session with "Version mismatch" (the active one may
+                        # then retry with an older version); an active entity answered
+                        # with another version just closes the connection.
                         if self.role is Role.PASSIVE:
                             self._out.append(self._contact_header())
+                            self._out.append(SessTerm(0, int(TermReason.VERSION_MISMATCH)).encode())
+                            self._sent_term = True
                         self._fail(TermReason.VERSION_MISMATCH)
                         raise TcpclRemoteError(f"contact header: peer speaks TCPCL version {ch.version}, "
                                                f"this side only version {VERSION}")

@@ -12,7 +12,6 @@ import contextlib
 import ctypes
 import ctypes.util
 import os
-import resource
 import subprocess
 from collections.abc import Iterable, Iterator
 
@@ -51,18 +50,6 @@ def enter_path(path: str) -> None:
         setns(fd)
     finally:
         os.close(fd)
-
-
-def raise_fd_limit(want: int) -> None:
-    """Raise RLIMIT_NOFILE to at least ``want`` (a socket per namespace and per link)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft >= want:
-        return
-    new_hard = max(hard, want)
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, new_hard))
-    except (ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def ip_batch(lines: Iterable[str], *, netns: str | None = None, force: bool = False) -> None:

@@ -26,8 +26,9 @@ import time
 
 from netemu.emulator.layout import Layout
 from netemu.emulator.netlink import Netlink
-from netemu.emulator.netns import entered, ip_batch, ns_path, raise_fd_limit
+from netemu.emulator.netns import entered, ip_batch, ns_path
 from netemu.emulator.registry import Registry, kill_pids, pids_in_namespaces, proc_start_time
+from netemu.runtime.fdlimit import raise_fd_limit
 
 SIOCETHTOOL = 0x8946
 ETHTOOL_STXCSUM = 0x17

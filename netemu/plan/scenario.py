@@ -29,6 +29,7 @@ from typing import Any
 from netemu.config import Fields, describe, load_yaml
 from netemu.errors import InputError
 from netemu.plan import orbit
+from netemu.plan.compute import ComputeSpec, parse_compute
 from netemu.plan.faults import FaultSpec, parse_faults
 from netemu.plan.linkmodel import DEFAULT_LINK_MODELS, LinkBudget, LinkModel
 from netemu.plan.traffic import TrafficSpec, parse_traffic
@@ -49,7 +50,7 @@ MAX_WALKER_SATELLITES = 339_999
 """Most satellites in one Walker group: SGP4 catalogue numbers (Alpha-5) end there."""
 
 RESERVED_SECTIONS = ("routing", "ip_routing", "apps", "expect", "emulation", "telemetry",
-                     "capture", "traffic", "faults", "compare")
+                     "capture", "traffic", "faults", "compare", "compute")
 
 ISL_TOPOLOGIES = ("ring", "plus-grid", "none")
 
@@ -183,6 +184,8 @@ class Scenario:
     """The ``traffic:`` section (bundle flows, :mod:`netemu.plan.traffic`), if any."""
     faults: list[FaultSpec] = field(default_factory=list)
     """The ``faults:`` section (:mod:`netemu.plan.faults`), checked; empty without one."""
+    compute: ComputeSpec | None = None
+    """The ``compute:`` section (each node kind's compute, :mod:`netemu.plan.compute`)."""
 
     @property
     def satellites(self) -> list[Satellite]:
@@ -549,4 +552,5 @@ def scenario_from_dict(doc: Any, *, path: Path | None = None) -> Scenario:
     if sections.get("faults") is not None:
         scenario.faults = parse_faults(scenario.section("faults"), scenario.node_names(),
                                        [g.name for g in scenario.ground_stations])
+    scenario.compute = parse_compute(scenario.section("compute"))
     return scenario

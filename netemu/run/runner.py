@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from netemu.agent.config import AgentConfig, plan_peers
+from netemu.agent.nodehost import FDS_PER_NODE, FDS_RESERVE
 from netemu.agent.traffic import DEFAULT_SERVICE, TrafficTable
 from netemu.analysis import expect as expect_mod
 from netemu.analysis import metrics as metrics_mod
@@ -85,6 +86,7 @@ from netemu.runtime.env import (
     NETEMU_NODE_ADDR,
     HostEnv,
 )
+from netemu.runtime.fdlimit import raise_fd_limit
 from netemu.runtime.rundir import RunDir, default_run_dir
 from netemu.runtime.telemetry import SyncPublisher
 
@@ -229,30 +231,48 @@ def ip_routing_mode(section: Fields | Any, *, source: str = "scenario",
     return str(f.value)
 
 
+HOSTED_KEEPALIVE_S = 60
+"""The TCPCL keepalive of agents in node hosts (a single agent's default is 15 s). Each
+keepalive is a TLS record and a send: with thousands of sessions a process, 15-s
+keepalives took about 15 % of a node host's loop on star-compute-2800. In a run the
+contact plan ends each session at its contact's end, so keepalives only find sessions
+cut by an unplanned fault, after 2 × this."""
+
+SPLIT_SLACK = 0.25
+"""A node-host group holds at most (1 + SPLIT_SLACK) × its share of the nodes: a plane
+larger than SPLIT_SLACK of a share is dealt node by node."""
+
+
 def split_nodes(nodes: list[str], n_groups: int,
                 group_of: Callable[[str], Any] | None = None) -> list[list[str]]:
-    """``nodes`` (in plan order) as at most ``n_groups`` contiguous groups of about equal
-    size. A cut moves to the nearest change of ``group_of`` (a satellite's plane) within a
-    quarter of a group's size, so that a plane's satellites stay together where the split
-    allows."""
+    """``nodes`` (in plan order) as at most ``n_groups`` groups of about equal size, each
+    in plan order. Whole planes (``group_of``; None: a node of no plane, such as a ground
+    station) are dealt in plan order, each to the group with the fewest nodes so far
+    (the nodes of no plane first, so that ground stations spread over the groups), so
+    neighbouring planes — which carry traffic over the same region at the same time —
+    land in different processes and the load spreads."""
     n = min(n_groups, len(nodes))
     if n <= 1:
         return [list(nodes)] if nodes else []
-    size = len(nodes) / n
-    slack = int(size // 4)
-    cuts = [0]
-    for i in range(1, n):
-        lo, hi = cuts[-1] + 1, len(nodes) - (n - i)  # every group keeps at least one node
-        cut = round(i * size)
-        if group_of is not None:
-            for d in sorted(range(-slack, slack + 1), key=lambda d: (abs(d), d)):
-                j = round(i * size) + d
-                if lo <= j <= hi and group_of(nodes[j - 1]) != group_of(nodes[j]):
-                    cut = j
-                    break
-        cuts.append(min(max(cut, lo), hi))
-    cuts.append(len(nodes))
-    return [nodes[a:b] for a, b in zip(cuts, cuts[1:], strict=False)]
+    loners: list[list[str]] = []  # dealt first, in turn: the ground stations spread out
+    planes: dict[Any, list[str]] = {}
+    for node in nodes:
+        key = group_of(node) if group_of is not None else None
+        if key is None:
+            loners.append([node])
+        else:
+            planes.setdefault(key, []).append(node)
+    units = loners + list(planes.values())
+    most = max(1, int(len(nodes) / n * SPLIT_SLACK))
+    if len(units) < n or any(len(u) > most for u in units):
+        units = [u[i:i + most] for u in units for i in range(0, len(u), most)]
+    if len(units) < n:
+        units = [[node] for node in nodes]
+    groups: list[list[str]] = [[] for _ in range(n)]
+    for unit in units:
+        min(groups, key=len).extend(unit)
+    order = {node: i for i, node in enumerate(nodes)}
+    return [sorted(g, key=order.__getitem__) for g in groups]
 
 
 def routing_config(section: Fields | Any, *, source: str = "scenario",
@@ -594,11 +614,20 @@ class ScenarioRun:
         # 3. the emulation; its clock reaches the window's start once the agents are up
         agent_nodes = list(p.plan.nodes) if w.agents is None else list(w.agents)
         n_hosts = w.hosts_for(len(agent_nodes)) if agent_nodes else None
+        if n_hosts is not None:
+            fitted, fd_limit = hosts_within_fd_limit(len(agent_nodes), n_hosts)
+            if fitted > n_hosts:
+                echo(f"netemu: {fitted} node hosts instead of {n_hosts}: a process may "
+                     f"hold {fd_limit} open files (RLIMIT_NOFILE, hard limit), "
+                     f"{FDS_PER_NODE} a node")
+                n_hosts = fitted
         with_agent = set(agent_nodes)
         first = {(c.src, c.dst) if c.src < c.dst else (c.dst, c.src)
                  for c in p.plan.contacts if c.start_s <= w.start_s < c.end_s
                  and c.src in with_agent and c.dst in with_agent}
         lead_s = agent_bringup_s(len(agent_nodes), n_hosts, len(first))
+        lead_s += app_bringup_s(sum(1 for i in p.apps if i.mode == "container"),
+                                sum(1 for i in p.apps if i.mode != "container"))
         meta["clock_lead_s"] = round(lead_s, 1)
         emu = Emulation(p.plan, shaper=w.shaper, time_scale=w.time_scale,
                         ip_routing=p.ip_routing == "oracle",
@@ -670,6 +699,30 @@ class ScenarioRun:
             stack.callback(self._cleanup_step(
                 "the bundle agents", lambda: _stop_procs([a.proc for a in agents], 10.0)))
 
+        # 5. apps, while the agents come up and ahead of the window: they start (containers,
+        # imports, models; their DTN client waits for the agent's socket) during the lead
+        # and begin their work when the window opens (appkit.wait_for_window)
+        stack.callback(self._cleanup_step("the apps", runner.close))
+        compute = getattr(p.scenario, "compute", None)
+        kinds = {s.name: "satellite" for s in p.scenario.satellites}
+        for inst in p.apps:
+            node_compute = compute.for_kind(kinds.get(inst.node, "ground")) if compute else None
+            host_env = dc_replace(run_env, node=inst.node, node_addr=emu.node_addr(inst.node),
+                                  clock=emu.clock, run_dir=rd.path,
+                                  dtn_socket=dtn_sockets.get(inst.node),
+                                  compute_ops_per_s=node_compute.ops_per_s if node_compute
+                                  else None,
+                                  host_ops_per_s=compute.host_ops_per_s if compute else None)
+            runner.start(inst, _netns_path(emu, inst.node), host_env.to_env())
+        if p.apps:
+            assert emu.clock is not None
+            ahead_s = emu.clock.t0_wall - time.time()
+            meta["apps_started_before_window_s"] = round(ahead_s, 2)
+            echo(f"netemu: started {len(p.apps)} app instances "
+                 f"({', '.join(sorted({i.manifest.name for i in p.apps}))}), "
+                 + (f"{ahead_s:.0f} s before the window opens" if ahead_s >= 0 else
+                    f"{-ahead_s:.0f} s after the window opened"))
+        self._mark("apps_started")
         if agents:
             self._wait_agents(agents, dtn_sockets, rd)
             self._mark("agents_ready")
@@ -680,20 +733,10 @@ class ScenarioRun:
                 echo(f"netemu: WARNING: the agents were ready {-early_s:.1f} s (wall) after "
                      f"the window opened: its first {-early_s * w.time_scale:.0f} scenario "
                      "seconds ran without them")
-            while time.time() < emu.clock.t0_wall and not self._stop.is_set():
-                time.sleep(min(0.1, max(0.0, emu.clock.t0_wall - time.time())))
 
-        # 5. apps, when the window opens (their DTN client finds the agent's socket)
-        stack.callback(self._cleanup_step("the apps", runner.close))
-        for inst in p.apps:
-            host_env = dc_replace(run_env, node=inst.node, node_addr=emu.node_addr(inst.node),
-                                  clock=emu.clock, run_dir=rd.path,
-                                  dtn_socket=dtn_sockets.get(inst.node))
-            runner.start(inst, _netns_path(emu, inst.node), host_env.to_env())
-        if p.apps:
-            echo(f"netemu: started {len(p.apps)} app instances "
-                 f"({', '.join(sorted({i.manifest.name for i in p.apps}))})")
-        self._mark("apps_started")
+        while (emu.clock is not None and time.time() < emu.clock.t0_wall
+               and not self._stop.is_set()):
+            time.sleep(min(0.1, max(0.0, emu.clock.t0_wall - time.time())))
 
         # 6. run the window (bracketed by run events, so the record covers all of it)
         publisher.publish("run", {"event": "started", "t_s": emu.now_s(),
@@ -709,8 +752,10 @@ class ScenarioRun:
         # the with-block's exit stops apps → agents → emulation → telemetry
 
     def _write_configs(self, p: Prepared, emu: Any, rd: RunDir, sock_root: Path,
-                       nodes: list[str]) -> dict[str, AgentConfig]:
-        """Each agent node's config, written to ``agents/<node>/agent.json``."""
+                       nodes: list[str], *, keepalive_s: int | None = None
+                       ) -> dict[str, AgentConfig]:
+        """Each agent node's config, written to ``agents/<node>/agent.json``
+        (``keepalive_s``: the TCPCL keepalive instead of the agent's default)."""
         plan_path = str(rd.plan_json)
         # with oracle routes a node address reaches any node; the agents dial the direct
         # link's own addresses while it is up either way
@@ -734,6 +779,8 @@ class ScenarioRun:
             cfg.log = str(rd.agent_log(node))
             cfg.traffic = traffic
             cfg.traffic_records = str(rd.agent_traffic(node))
+            if keepalive_s is not None:
+                cfg.keepalive_s = keepalive_s
             secure_run_agent(ca, cfg, rd.agent_dir(node), run_tls_mode(bool(p.captures)))
             cfg.write(rd.agent_config(node))
             configs[node] = cfg
@@ -768,17 +815,18 @@ class ScenarioRun:
     def _start_hosts(self, p: Prepared, emu: Any, rd: RunDir, sock_root: Path,
                      run_env: HostEnv, nodes: list[str], n_hosts: int
                      ) -> tuple[list[AgentProc], dict[str, str]]:
-        """``n_hosts`` node-host processes in the root namespace, each serving a contiguous
-        group of the nodes (plan order, a plane's satellites together where the split
-        allows); every node's sockets are made in its own namespace."""
+        """``n_hosts`` node-host processes in the root namespace, each serving a group of
+        the nodes (whole planes dealt in turn, ground stations one by one: see
+        ``split_nodes``); every node's sockets are made in its own namespace."""
         order = {n: i for i, n in enumerate(p.plan.nodes)}
         nodes = sorted(nodes, key=lambda n: order.get(n, len(order)))
         planes = {s.name: (getattr(s, "group", 0), getattr(s, "plane", 0))
                   for s in getattr(p.scenario, "satellites", [])}
-        groups = split_nodes(nodes, n_hosts, lambda n: planes.get(n, "other"))
+        groups = split_nodes(nodes, n_hosts, planes.get)
         self.echo(f"netemu: starting {len(nodes)} bundle agents in {len(groups)} node hosts "
                   f"(routing: {p.routing['algorithm']}) ...")
-        configs = self._write_configs(p, emu, rd, sock_root, nodes)
+        configs = self._write_configs(p, emu, rd, sock_root, nodes,
+                                      keepalive_s=HOSTED_KEEPALIVE_S)
         rd.hosts_dir.mkdir(parents=True, exist_ok=True)
         # the run's clock and broker, as for a single agent; nothing about one node
         env = {k: v for k, v in os.environ.items() if k not in _NODE_VARS}
@@ -872,6 +920,12 @@ class ScenarioRun:
             result.errors.append(f"metrics: {e}")
             self.echo(f"netemu: could not compute metrics: {e}")
             return
+        late = result.metrics.get("compute_late_requests")
+        if late:
+            self.echo(f"netemu: WARNING: {late} of {result.metrics.get('compute_requests')} "
+                      "inference requests left later than the nodes' modelled compute: this "
+                      f"host cannot keep up at x{p.window.time_scale:g} (see the apps' "
+                      "stderr.log; a smaller time scale helps)")
         if p.expectations:
             # before the report, so that it shows them (netemu test rewrites junit.xml
             # with its timing; the outcomes are the same)
@@ -890,6 +944,18 @@ class ScenarioRun:
                 self.echo(f"netemu: could not write the report: {e}")
 
 
+def hosts_within_fd_limit(n_agents: int, n_hosts: int) -> tuple[int, int]:
+    """At least ``n_hosts`` node hosts for ``n_agents`` agents, more where one would need
+    more open files than a process may hold, and that limit. The node hosts inherit this
+    process's limit, raised here as far as allowed: in a container without
+    CAP_SYS_RESOURCE the hard limit (often 20,000) is as far as it goes, and a node past
+    it fails to open sockets and store files mid-run."""
+    largest = math.ceil(n_agents / n_hosts * (1 + SPLIT_SLACK))  # (split_nodes)
+    limit = raise_fd_limit(largest * FDS_PER_NODE + FDS_RESERVE)
+    fit = max(1, (limit - FDS_RESERVE) // FDS_PER_NODE)
+    return max(n_hosts, math.ceil(n_agents * (1 + SPLIT_SLACK) / fit)), limit
+
+
 def agent_bringup_s(n_agents: int, n_hosts: int | None, n_sessions: int = 0) -> float:
     """Wall seconds to allow the agents to start, and to set up the sessions of the
     contacts up at the window's start, before the window opens; generous: about 0.06 s
@@ -903,6 +969,16 @@ def agent_bringup_s(n_agents: int, n_hosts: int | None, n_sessions: int = 0) -> 
     if n_hosts is None:
         return 3.0 + 0.5 * n_agents / procs + setup_s
     return 3.0 + 0.06 * math.ceil(n_agents / n_hosts) + setup_s
+
+
+def app_bringup_s(n_containers: int, n_processes: int) -> float:
+    """Wall seconds to allow the apps to start before the window opens: about 2 s per
+    container (podman and runc, then Python and onnxruntime imports under the app's CPU
+    quota; podman serialises part of it) and 0.5 s per process app, shared among the
+    CPUs. Measured on 2 cores: 1.9 s for one container, alone, to load its ONNX model."""
+    if n_containers + n_processes == 0:
+        return 0.0
+    return (2.0 * n_containers + 0.5 * n_processes) / max(1, os.cpu_count() or 1)
 
 
 def direct_links(layout: Any, nodes: set[str]

@@ -31,9 +31,10 @@ if TYPE_CHECKING:
     from netemu.runtime.telemetry import BrokerAccess
 
 __all__ = [
-    "NETEMU_APP", "NETEMU_APP_DIR", "NETEMU_APP_PARAMS", "NETEMU_BP_SOCKET",
-    "NETEMU_BUNDLE_EVENTS", "NETEMU_COUNTERS_S", "NETEMU_DTN_SOCKET", "NETEMU_EPOCH",
-    "NETEMU_MQTT_PASSWORD", "NETEMU_MQTT_SOCKET",
+    "NETEMU_APP", "NETEMU_APP_DIR", "NETEMU_APP_MODEL", "NETEMU_APP_PARAMS",
+    "NETEMU_BP_SOCKET", "NETEMU_BUNDLE_EVENTS", "NETEMU_COMPUTE_OPS_PER_S",
+    "NETEMU_COUNTERS_S", "NETEMU_DTN_SOCKET", "NETEMU_EPOCH",
+    "NETEMU_HOST_OPS_PER_S", "NETEMU_MQTT_PASSWORD", "NETEMU_MQTT_SOCKET",
     "NETEMU_MQTT_TCP_PORT", "NETEMU_MQTT_USER", "NETEMU_NODE", "NETEMU_NODE_ADDR",
     "NETEMU_REGISTRY_DIR", "NETEMU_RUN", "NETEMU_RUN_DIR", "NETEMU_SOCKET_DIR", "NETEMU_T0_S",
     "NETEMU_T0_WALL", "NETEMU_TIME_SCALE", "NETEMU_TLE_LINE1", "NETEMU_TLE_LINE2",
@@ -99,6 +100,13 @@ NETEMU_APP_DIR = "NETEMU_APP_DIR"
 """The app instance's output folder ``<run>/apps/<app>/<node>/`` (absolute path)."""
 NETEMU_APP_PARAMS = "NETEMU_APP_PARAMS"
 """The scenario's ``params`` for the app: a JSON object."""
+NETEMU_APP_MODEL = "NETEMU_APP_MODEL"
+"""The app's ONNX model file (its manifest's ``model:``, absolute path)."""
+NETEMU_COMPUTE_OPS_PER_S = "NETEMU_COMPUTE_OPS_PER_S"
+"""The node's modelled compute (the scenario's ``compute:`` for its kind), operations per
+scenario second; unset: the node has no modelled compute."""
+NETEMU_HOST_OPS_PER_S = "NETEMU_HOST_OPS_PER_S"
+"""Calibration: operations per second of host CPU, for work an app reports as host time."""
 NETEMU_WINDOW_START_S = "NETEMU_WINDOW_START_S"
 """Start of the emulated window, scenario seconds from the epoch."""
 NETEMU_WINDOW_END_S = "NETEMU_WINDOW_END_S"
@@ -129,6 +137,7 @@ ALL_NAMES: tuple[str, ...] = (
     NETEMU_MQTT_SOCKET, NETEMU_MQTT_USER, NETEMU_MQTT_PASSWORD, NETEMU_MQTT_TCP_PORT,
     NETEMU_COUNTERS_S, NETEMU_BUNDLE_EVENTS,
     NETEMU_APP, NETEMU_APP_DIR, NETEMU_APP_PARAMS, NETEMU_WINDOW_START_S, NETEMU_WINDOW_END_S,
+    NETEMU_APP_MODEL, NETEMU_COMPUTE_OPS_PER_S, NETEMU_HOST_OPS_PER_S,
     NETEMU_TLE_LINE1, NETEMU_TLE_LINE2,
     NETEMU_REGISTRY_DIR, NETEMU_SOCKET_DIR,
 )
@@ -167,6 +176,14 @@ def _counters_s(env: Mapping[str, str]) -> float | None:
     return v
 
 
+def _positive(env: Mapping[str, str], name: str) -> float | None:
+    v = _float(env, name)
+    if v is not None and not v > 0:
+        raise InputError(f"must be a number > 0, not {env[name]!r}", source="environment",
+                         field=name)
+    return v
+
+
 def _flag(env: Mapping[str, str], name: str) -> bool | None:
     raw = env.get(name)
     if not raw:
@@ -200,6 +217,9 @@ class HostEnv:
     window_end_s: float | None = None
     counters_s: float | None = None  # None: DEFAULT_COUNTERS_S; 0: no counters
     bundle_events: bool | None = None  # None: on
+    app_model: Path | None = None
+    compute_ops_per_s: float | None = None  # None: no modelled compute
+    host_ops_per_s: float | None = None
 
     @property
     def counters_interval_s(self) -> float:
@@ -248,6 +268,9 @@ class HostEnv:
             window_end_s=_float(env, NETEMU_WINDOW_END_S),
             counters_s=_counters_s(env),
             bundle_events=_flag(env, NETEMU_BUNDLE_EVENTS),
+            app_model=Path(env[NETEMU_APP_MODEL]) if env.get(NETEMU_APP_MODEL) else None,
+            compute_ops_per_s=_positive(env, NETEMU_COMPUTE_OPS_PER_S),
+            host_ops_per_s=_positive(env, NETEMU_HOST_OPS_PER_S),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -262,7 +285,7 @@ class HostEnv:
         for name, value in ((NETEMU_RUN, self.run), (NETEMU_NODE, self.node),
                             (NETEMU_NODE_ADDR, self.node_addr), (NETEMU_RUN_DIR, self.run_dir),
                             (NETEMU_DTN_SOCKET, self.dtn_socket), (NETEMU_APP, self.app),
-                            (NETEMU_APP_DIR, self.app_dir)):
+                            (NETEMU_APP_DIR, self.app_dir), (NETEMU_APP_MODEL, self.app_model)):
             if value is not None:
                 env[name] = str(value)
         if self.app_params is not None:
@@ -275,4 +298,8 @@ class HostEnv:
             env[NETEMU_COUNTERS_S] = repr(float(self.counters_s))
         if self.bundle_events is not None:
             env[NETEMU_BUNDLE_EVENTS] = "1" if self.bundle_events else "0"
+        if self.compute_ops_per_s is not None:
+            env[NETEMU_COMPUTE_OPS_PER_S] = repr(float(self.compute_ops_per_s))
+        if self.host_ops_per_s is not None:
+            env[NETEMU_HOST_OPS_PER_S] = repr(float(self.host_ops_per_s))
         return env

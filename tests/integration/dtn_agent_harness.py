@@ -60,7 +60,9 @@ def write_pair(tmp: Path, *, port_a: int, port_b: int, a_to_b: str | None = None
             "store": str(tmp / name / "store.sqlite"),
             "contact_plan": str(tmp / "plan.json"),
             "routing": {"algorithm": routing},
-            "neighbours": [{"name": peer, "ipn": peer_ipn, "cl": "tcpcl", "address": dial}],
+            # as in a scenario run: A (the lower ipn) dials, B only if no session came
+            "neighbours": [{"name": peer, "ipn": peer_ipn, "cl": "tcpcl", "address": dial,
+                            "dial": "lower"}],
             "log": str(tmp / f"{name}.log"),
             **(extra or {}),
         }

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from netemu.run.apps import AppRunner, NodeInfo, cgroup_of, plan_apps
+from netemu.run.apps.manifest import AppError
 
 pytestmark = pytest.mark.integration
 
@@ -192,3 +193,77 @@ def test_container_app_is_a_podman_container_in_the_host_netns(tmp_path, netns) 
     gone = subprocess.run(["podman", "container", "exists", ra.container])
     assert gone.returncode != 0
     assert _leftover_cgroups(run) == []
+
+
+# A shell app for an image that holds nothing but a static busybox: it writes what it sees.
+BUSYBOX_APP = (
+    'B=/bin/busybox; $B echo "{\\"netns\\": $($B stat -L -c %i /proc/self/ns/net), '
+    '\\"node\\": \\"$NETEMU_NODE\\"}" > "$NETEMU_APP_DIR/info.tmp" '
+    '&& $B mv "$NETEMU_APP_DIR/info.tmp" "$NETEMU_APP_DIR/info.json" && exec $B sleep 120'
+)
+
+
+def _busybox_archive(path: Path, tag: str) -> None:
+    """An image archive as a developer ships one (``podman save``), of an image with only
+    a static busybox as /bin/sh, then the image removed so that only the archive has it."""
+    import tarfile
+
+    root = path.parent / "rootfs.tar"
+    with tarfile.open(root, "w") as tar:
+        tar.add("/bin/busybox", arcname="bin/busybox")
+        link = tarfile.TarInfo("bin/sh")
+        link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+        tar.addfile(link)
+    subprocess.run(["podman", "import", str(root), tag], check=True, capture_output=True)
+    subprocess.run(["podman", "save", "--format", "docker-archive", "-o", str(path), tag],
+                   check=True, capture_output=True)
+    subprocess.run(["podman", "rmi", "-f", tag], check=True, capture_output=True)
+    root.unlink()
+
+
+@pytest.mark.skipif(shutil.which("podman") is None or not Path("/bin/busybox").is_file(),
+                    reason="podman or a static busybox not installed")
+def test_app_image_from_a_podman_load_archive_runs_in_the_host_netns(tmp_path, netns) -> None:
+    run = f"tapp-{uuid.uuid4().hex[:6]}"
+    tag = f"localhost/netemu-test-archive:{run}"
+    d = tmp_path / "apps" / "shipped"
+    d.mkdir(parents=True)
+    try:
+        _busybox_archive(d / "shipped.tar", tag)
+        assert subprocess.run(["podman", "image", "exists", tag]).returncode != 0
+        (d / "manifest.yaml").write_text(
+            f"name: shipped\nimage: shipped.tar\ncommand: [/bin/sh, -c, {json.dumps(BUSYBOX_APP)}]\n"
+            "nodes: all\nresources: {cpus: 0.5, memory_mb: 64}\n")
+        inst = plan_apps(["shipped"], [NodeInfo("h1", "satellite")], apps_dir=tmp_path / "apps")[0]
+        assert inst.mode == "container"  # an image makes it one
+        runner = AppRunner(run, tmp_path / "run")
+        try:
+            assert runner.prepare_images([inst]) == {"shipped": tag}  # loaded from the archive
+            ra = runner.start(inst, netns["h1"], {"NETEMU_RUN": run})
+            info = _wait_file(ra.out_dir / "info.json")
+            cpid = runner.container_pid(ra)
+            assert info["node"] == "h1"
+            assert info["netns"] == os.stat(netns["h1"]).st_ino  # the host's namespace
+            assert os.stat(f"/proc/{cpid}/ns/mnt").st_ino != os.stat("/proc/self/ns/mnt").st_ino
+            runner.stop_all(grace_s=2)
+            usage = json.loads((ra.out_dir / "usage.json").read_text())
+            assert usage["mode"] == "container" and usage["image"] == tag and usage["ok"], usage
+        finally:
+            runner.close()
+    finally:
+        subprocess.run(["podman", "rmi", "-f", tag], capture_output=True)
+    assert _leftover_cgroups(run) == []
+
+
+@pytest.mark.skipif(shutil.which("podman") is None, reason="podman not installed")
+def test_registry_image_is_not_pulled_unless_the_manifest_allows_it(tmp_path) -> None:
+    d = tmp_path / "apps" / "remote"
+    d.mkdir(parents=True)
+    (d / "manifest.yaml").write_text(
+        "name: remote\nimage: registry.invalid/netemu/absent:1\ncommand: [a]\nnodes: all\n")
+    inst = plan_apps(["remote"], [NodeInfo("h1", "satellite")], apps_dir=tmp_path / "apps")[0]
+    with pytest.raises(AppError) as e:
+        AppRunner("tapp-pull", tmp_path / "run").prepare_images([inst])
+    msg = str(e.value)
+    assert msg.startswith(f"{d / 'manifest.yaml'}:2: image: registry.invalid/netemu/absent:1")
+    assert "add pull: true" in msg

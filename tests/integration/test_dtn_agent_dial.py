@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 
 import pytest
 from dtn_agent_harness import StubCore, free_port, wait_for
@@ -120,3 +121,116 @@ def contextlib_suppress():
     import contextlib
 
     return contextlib.suppress(ConnectionError, OSError)
+
+
+def _pair_cfg(tmp, name: str, ipn: int, port: int, peer: str, peer_ipn: int,
+              peer_port: int, dial: str) -> AgentConfig:
+    return AgentConfig.from_obj({
+        "node": name, "ipn": ipn,
+        "listen": {"tcpcl": [f"127.0.0.1:{port}"], "udpcl": []},
+        "app_socket": str(tmp / name / "bp.sock"), "store": str(tmp / name / "s.sqlite"),
+        "log": str(tmp / f"{name}.log"),
+        "neighbours": [{"name": peer, "ipn": peer_ipn, "cl": "tcpcl", "dial": dial,
+                        "address": f"127.0.0.1:{peer_port}"}],
+    })
+
+
+def _streams(agent: Agent, peer: str) -> list:
+    return [ch for ch in agent.neighbours[peer].sessions
+            if getattr(ch, "established", False)
+            and ch.session.state is tcpcl.SessionState.ESTABLISHED]
+
+
+def test_dial_modes_decide_who_dials(tmp_path):
+    """``both``: at once, whichever ipn is lower; ``lower``: the higher ipn waits for the
+    grace; ``never``: not at all."""
+    import time
+
+    async def go():
+        now = time.monotonic()
+        for dial, my_ipn, expect_now, expect_later in (
+                ("both", 2, True, True), ("lower", 1, True, True),
+                ("lower", 3, False, True), ("never", 1, False, False)):
+            a = Agent(_pair_cfg(tmp_path, "A", my_ipn, free_port(), "B", 2, free_port(),
+                                dial), core_factory=StubCore)
+            st = a.neighbours["B"]
+            st.plan_up_since = now
+            assert a._should_dial(st, now) is expect_now, dial
+            assert a._should_dial(st, now + 11) is expect_later, dial
+
+    asyncio.run(go())
+
+
+def test_both_sides_dialling_keep_the_session_the_lower_ipn_dialled(tmp_path):
+    """With ``dial: both`` two agents may each dial the other: both ends then keep the same
+    one session (the one ipn 1 dialled), the other is ended with SESS_TERM, and bundles go
+    on over the one kept."""
+
+    async def go():
+        pa, pb = free_port(), free_port()
+        a = Agent(_pair_cfg(tmp_path, "A", 1, pa, "B", 2, pb, "both"), core_factory=StubCore)
+        b = Agent(_pair_cfg(tmp_path, "B", 2, pb, "A", 1, pa, "both"), core_factory=StubCore)
+        await a.start()
+        await b.start()
+        try:
+            await wait_for(lambda: _streams(a, "B") and _streams(b, "A"), 30, "a session")
+            # whoever dialled first, make the other side dial too: a collision for sure
+            dialled_by_a = _streams(a, "B")[0].session.role is tcpcl.Role.ACTIVE
+            other, st = (b, b.neighbours["A"]) if dialled_by_a else (a, a.neighbours["B"])
+            await other._connect(st)
+            await wait_for(lambda: any('"session_collision"' in (tmp_path / f"{n}.log")
+                                       .read_text() for n in "AB"), 30, "a collision resolved")
+            await wait_for(lambda: len(a.neighbours["B"].sessions) == 1
+                           and len(b.neighbours["A"].sessions) == 1, 30, "one session left")
+            kept_a, kept_b = _streams(a, "B"), _streams(b, "A")
+            assert len(kept_a) == len(kept_b) == 1
+            assert kept_a[0].session.role is tcpcl.Role.ACTIVE  # the one ipn 1 dialled
+            assert kept_b[0].session.role is tcpcl.Role.PASSIVE
+            # the side that saw both sessions first ended the one ipn 2 dialled; the other
+            # side then got its SESS_TERM (and so had nothing left to resolve)
+            for n, ended in (("A", "passive"), ("B", "active")):
+                log = [json.loads(x) for x in (tmp_path / f"{n}.log").read_text().splitlines()]
+                assert {r["ended_role"] for r in log if r["event"] == "session_collision"} <= {
+                    ended}, n
+            key = a.core.send("B", b"after the collision")
+            await wait_for(lambda: key in a.core.sent, 30, "the bundle acknowledged")
+            assert b"after the collision" in b.core.stored.values()
+        finally:
+            await a.shutdown()
+            await b.shutdown()
+
+    asyncio.run(asyncio.wait_for(go(), 90))
+
+
+def test_no_route_at_a_contact_start_is_retried_soon_without_backoff(tmp_path):
+    """At a contact's start the emulator may still be bringing the link up: a dial that
+    finds no route (ENETUNREACH) is retried after 20 ms, not after the doubling backoff
+    and the next housekeeping round; a refused dial still backs off."""
+    import errno
+
+    from netemu.agent.agent import AgentServices
+    from netemu.agent.channels import Sockets
+
+    async def go(err: int) -> list[dict]:
+        log = tmp_path / f"A-{err}.log"
+
+        class Unreachable(Sockets):
+            async def connect(self, loop, factory, host, port):
+                raise OSError(err, os.strerror(err))
+
+        cfg = _pair_cfg(tmp_path, "A", 1, free_port(), "B", 2, free_port(), "both")
+        cfg.log = str(log)
+        a = Agent(cfg, core_factory=StubCore, services=AgentServices(sockets=Unreachable()))
+        await a.start()
+        try:
+            await wait_for(lambda: log.read_text().count('"connect_failed"') >= 4, 10,
+                           "four failed dials")
+        finally:
+            await a.shutdown()
+        return [r for r in map(json.loads, log.read_text().splitlines())
+                if r["event"] == "connect_failed"]
+
+    unreachable = asyncio.run(go(errno.ENETUNREACH))
+    assert [r["retry_in_s"] for r in unreachable[:4]] == [0.02] * 4
+    refused = asyncio.run(go(errno.ECONNREFUSED))
+    assert [r["retry_in_s"] for r in refused[:3]] == [0.2, 0.4, 0.8]

@@ -91,6 +91,84 @@ def test_another_user_cannot_reach_a_signing_agents_app_socket(shared_dir):
         b.stop()
 
 
+_APP_AS_USER = r"""
+import json, socket, sys
+
+def head(major, n):
+    if n < 24:
+        return bytes([major << 5 | n])
+    return bytes([major << 5 | 25]) + n.to_bytes(2, "big")
+
+def enc(v):
+    if isinstance(v, str):
+        b = v.encode()
+        return head(3, len(b)) + b
+    if isinstance(v, bytes):
+        return head(2, len(v)) + v
+    if isinstance(v, int):
+        return head(0, v)
+    return head(5, len(v)) + b"".join(enc(k) + enc(x) for k, x in v.items())
+
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(20)
+s.connect(sys.argv[1])
+for i, req in enumerate(json.loads(sys.argv[2]), 1):
+    if "payload" in req:
+        req["payload"] = req["payload"].encode()
+    body = enc({**req, "rid": i})
+    try:
+        s.sendall(len(body).to_bytes(4, "big") + body)
+    except OSError:
+        pass  # refused: the agent said why and closed; read that
+    n = int.from_bytes(s.recv(4, socket.MSG_WAITALL), "big")
+    reply = s.recv(n, socket.MSG_WAITALL)
+    print("ok" if b"\x62ok\xf5" in reply else reply.decode("utf-8", "replace"), flush=True)
+"""
+
+
+def test_reserved_endpoints_are_their_users_alone(shared_dir):
+    """``app_users`` lets other users' apps use the socket, checked by their peer
+    credentials; an endpoint in ``reserved_endpoints`` is its user's alone: another
+    allowed user may neither register it nor send from it; a user not listed is refused."""
+    cfgs = write_pair(shared_dir, port_a=free_port(), port_b=free_port())
+    cfg = json.loads(cfgs["A"].read_text())
+    cfg.update(app_users=["daemon"], reserved_endpoints={"ipn:1.5": "nobody"})
+    cfgs["A"].write_text(json.dumps(cfg, indent=1))
+    a = AgentProc("A", cfgs["A"]).start()
+    sock = shared_dir / "A" / "bp.sock"
+
+    async def as_user(user: str, requests: list[dict]) -> list[str]:
+        pw = pwd.getpwnam(user)
+        proc = await asyncio.create_subprocess_exec(
+            "/usr/bin/python3", "-c", _APP_AS_USER, str(sock), json.dumps(requests),
+            user=pw.pw_uid, group=pw.pw_gid, extra_groups=[], cwd="/",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+        return out.decode().splitlines() or [err.decode()]
+
+    async def go() -> None:
+        root = await BpClient.connect(str(sock), timeout_s=20)  # (waits for the agent)
+        await root.close()
+        assert oct(sock.stat().st_mode & 0o777) == "0o666"  # the credentials decide
+        daemon = await as_user("daemon", [
+            {"op": "register", "endpoint": "ipn:1.5"},
+            {"op": "register", "endpoint": "ipn:1.6"},
+            {"op": "send", "dst": "ipn:2.1", "src": "ipn:1.5", "payload": "x"},
+            {"op": "send", "dst": "ipn:2.1", "src": "ipn:1.6", "payload": "x"}])
+        assert "endpoint ipn:1.5 is reserved for uid 65534" in daemon[0], daemon
+        assert daemon[1] == "ok" and daemon[3] == "ok", daemon
+        assert "may not send from it" in daemon[2], daemon
+        nobody = await as_user("nobody", [{"op": "register", "endpoint": "ipn:1.5"}])
+        assert nobody == ["ok"]
+        other = await as_user("bin", [{"op": "register", "endpoint": "ipn:1.7"}])
+        assert "may not use this app socket" in other[0], other
+
+    try:
+        asyncio.run(asyncio.wait_for(go(), 90))
+    finally:
+        a.stop()
+
+
 @pytest.mark.parametrize("keys, expected", [
     ({"verfy": {"ipn:1.0": "11" * 32}, "require_bib_from": ["*"]},
      "keys.verfy: unknown key 'verfy'; did you mean 'verify'?"),

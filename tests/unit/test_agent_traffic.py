@@ -10,6 +10,7 @@ import pytest
 from netemu.agent.config import AgentConfig
 from netemu.agent.traffic import (
     HEADER,
+    TrafficGenerator,
     TrafficTable,
     load_traffic,
     parse_payload,
@@ -103,3 +104,33 @@ def test_bad_links_are_errors_naming_file_line_and_field(tmp_path, links, words)
         AgentConfig.load(path)
     assert words in str(e.value) and str(path) in str(e.value)
     assert "neighbours[0].links" in str(e.value)
+
+
+class _Agent:
+    """What a TrafficGenerator asks of its agent when writing records."""
+
+    def __init__(self) -> None:
+        self.cfg = AgentConfig.from_obj({"node": "a", "ipn": 1})
+        self.logged: list[dict] = []
+
+    def log(self, event: str, **fields) -> None:
+        self.logged.append({"event": event, **fields})
+
+
+def test_records_that_cannot_be_written_are_kept_and_written_later(tmp_path):
+    """Out of file descriptors (or a moment's full disk) loses no traffic record: they
+    stay buffered, the log says so once, and the next flush that can write them does."""
+    blocker = tmp_path / "agents"
+    blocker.write_text("a file where the records' directory should be")
+    records = blocker / "a" / "traffic.jsonl"
+    agent = _Agent()
+    gen = TrafficGenerator(agent, TrafficTable.from_obj({"flows": []}), str(records))
+    for i in range(3):
+        gen._record({"ev": "sent", "flow": i})
+        gen.flush()
+    assert [e["event"] for e in agent.logged] == ["traffic_records_error"]
+    assert agent.logged[0]["kept"] == 1 and agent.logged[0]["lost"] == 0
+    blocker.unlink()
+    gen.flush()
+    lines = [json.loads(x) for x in records.read_text().splitlines()]
+    assert [r["flow"] for r in lines] == [0, 1, 2]

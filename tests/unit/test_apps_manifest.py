@@ -53,6 +53,11 @@ def test_manifest_defaults_and_fields(tmp_path: Path) -> None:
         ("command: [a]\ncontainerfile: nope\n", 2, "containerfile", "not found"),
         ("command: [a\n", 2, None, "not valid YAML"),
         ("command: [a]\nenvironment: {1BAD: x}\n", 2, "environment.1BAD", "variable name"),
+        ("command: [a]\nimage: img.tar\n", 2, "image", "image archive not found"),
+        ("command: [a]\npull: true\n", 2, "pull", "pull without image"),
+        ("command: [a]\nmode: process\nimage: quay.io/x/y:1\n", 3, "image", "mode: container"),
+        ("command: [a]\nimage: 'two words'\n", 2, "image", "image reference"),
+        ("command: [a]\nmodel_io: {input: [1], output: [1]}\n", 2, "model_io", "without model"),
     ],
 )
 def test_manifest_errors_name_file_line_field(tmp_path, text, line, field, words) -> None:
@@ -66,6 +71,28 @@ def test_manifest_errors_name_file_line_field(tmp_path, text, line, field, words
         assert e.value.line == line
     if field is not None:
         assert e.value.field == field
+
+
+def test_manifest_image_sources(tmp_path) -> None:
+    """image: a local tag or registry image (pulled only with pull: true), or an archive in
+    the app folder for podman load; an image makes the app a container."""
+    d = _app(tmp_path, "tagged", "command: [a]\nimage: localhost/mine:1\nnodes: all\n")
+    m = load_manifest(d)
+    assert m.mode == "container" and m.image is not None
+    assert m.image.reference == "localhost/mine:1" and m.image.archive is None
+    assert not m.image.pull and m.image.where == f"{d / 'manifest.yaml'}:2"
+    d = _app(tmp_path, "pulled", "command: [a]\nimage: quay.io/org/app:2\npull: true\n")
+    assert load_manifest(d).image.pull
+    d = _app(tmp_path, "loaded", "command: [a]\nimage: app.tar\n")
+    (d / "app.tar").write_bytes(b"")
+    m = load_manifest(d)
+    assert m.image.archive == (d / "app.tar").resolve()
+    with pytest.raises(InputError, match="runs as a container, not as a process"):
+        plan_apps([{"name": "tagged", "mode": "process"}], NODES, apps_dir=tmp_path / "apps")
+    d = _app(tmp_path, "loadpull", "command: [a]\nimage: app.tar\npull: true\n")
+    (d / "app.tar").write_bytes(b"")
+    with pytest.raises(InputError, match="never pulled"):
+        load_manifest(d)
 
 
 def test_selectors() -> None:

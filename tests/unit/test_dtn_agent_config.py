@@ -76,6 +76,23 @@ def test_config_for_plan_node(tmp_path):
         AgentConfig.for_plan_node(plan, "zz", {})
 
 
+def test_neighbour_dial_mode_defaults_to_both_and_is_checked(tmp_path):
+    cfg = AgentConfig.from_obj({"node": "a", "ipn": 1, "neighbours": [
+        {"name": "b", "ipn": 2}, {"name": "c", "ipn": 3, "dial": "never"}]})
+    assert [n.dial for n in cfg.neighbours] == ["both", "never"]
+    assert AgentConfig.from_obj(cfg.to_obj()).neighbours == cfg.neighbours
+    p = tmp_path / "a.yaml"
+    p.write_text("node: a\nipn: 1\nneighbours:\n  - {name: b, ipn: 2, dial: lowr}\n")
+    with pytest.raises(InputError, match=r":4: neighbours\[0\]\.dial: must be one of both, "
+                                         r"lower, never, got 'lowr'; did you mean 'lower'\?"):
+        AgentConfig.load(p)
+    # in an emulation both ends are netemu agents: only the lower ipn dials
+    plan = ContactPlan(datetime(2026, 1, 1, tzinfo=timezone.utc),
+                       {"s1": Node("s1", 1), "s2": Node("s2", 2)},
+                       [Contact("s1", "s2", 0, 10, 1e6, 0.01)])
+    assert [n.dial for n in AgentConfig.for_plan_node(plan, "s2", {}).neighbours] == ["lower"]
+
+
 def test_default_socket_and_store_under_the_socket_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("NETEMU_SOCKET_DIR", str(tmp_path))
     cfg = AgentConfig.from_obj({"node": "s1", "ipn": 1})

@@ -351,6 +351,29 @@ def test_unknown_blocks_obey_their_flags(net):
     assert [a.reason for a in acts if isinstance(a, Delete)] == [Reason.BLOCK_UNSUPPORTED]
 
 
+def test_unknown_block_asking_for_a_report_gets_block_unsupported(net):
+    """RFC 9171 5.6 step 4: an unknown block flagged "report if unprocessed" makes each
+    node that receives the bundle send a reception report, reason "block unsupported",
+    to the report-to endpoint, though the bundle asks for no reports; once per bundle and
+    node; the bundle is still forwarded (the block kept, so C reports too)."""
+    for a, b in (("A", "B"), ("B", "C")):
+        net.up(a, b)
+    b = Bundle.new("ipn:1.1", "ipn:3.1", b"x", lifetime_ms=60_000, creation_ms=net.now,
+                   report_to="ipn:1.7")
+    b.replace_block(CanonicalBlock(200, 5, b"report me", 0x02))
+    b.replace_block(CanonicalBlock(201, 6, b"me too", 0x02))
+    net.run("B", BundleReceived(b.encode(), "A", net.now))
+    assert net.app_payloads("C") == [b"x"]
+    plain = Bundle.new("ipn:1.1", "ipn:3.1", b"y", lifetime_ms=60_000, creation_ms=net.now,
+                       seq=1, report_to="ipn:1.7")
+    plain.replace_block(CanonicalBlock(202, 5, b"quiet", 0x00))
+    net.run("B", BundleReceived(plain.encode(), "A", net.now))
+    reps = net.reports("A")
+    assert [(next(iter(r.status)), r.reason, r.subject_seq) for r in reps] == [
+        ("received", Reason.BLOCK_UNSUPPORTED, 0)] * 2
+    assert sorted(str(x.source) for x in net.delivered["A"]) == ["ipn:2.0", "ipn:3.0"]
+
+
 def test_bcb_payload_decrypted_for_the_local_app(tmp_path):
     key = b"K" * 16
     net = Net(tmp_path, policies={"C": SecurityPolicy(decrypt_keys={"ipn:1.0": key})})

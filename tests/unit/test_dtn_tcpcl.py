@@ -168,11 +168,24 @@ def test_errors_say_which_side_broke_the_protocol():
         assert isinstance(e, ProtocolError) and not isinstance(e, InputError)
 
 
-def test_version_mismatch_answers_then_fails():
+def test_version_mismatch_answers_with_sess_term_then_fails():
+    """RFC 9174 4.3: a passive entity offered TCPCL version 3 sends its contact header,
+    then SESS_TERM with reason "Version mismatch", so a v3 peer may retry with v3."""
     p = t.Session(t.Role.PASSIVE, "ipn:2.0")
     with pytest.raises(t.TcpclError, match="version 3"):
         p.receive_data(b"dtn!\x03\x00")
-    assert b"".join(p.data_to_send()) == b"dtn!\x04\x00"
+    out = b"".join(bytes(x) for x in p.data_to_send())
+    assert out == b"dtn!\x04\x00" + t.SessTerm(0, t.TermReason.VERSION_MISMATCH).encode()
+    assert out[6:] == bytes((t.SESS_TERM, 0, 0x02))  # flags 0, reason 0x02
+    assert p.state is t.SessionState.ERROR
+
+
+def test_active_entity_answered_with_another_version_closes_without_sess_term():
+    a = t.Session(t.Role.ACTIVE, "ipn:1.0")
+    a.data_to_send()  # our contact header
+    with pytest.raises(t.TcpclError, match="version 3"):
+        a.receive_data(b"dtn!\x03\x00")
+    assert b"".join(bytes(x) for x in a.data_to_send()) == b""
 
 
 def test_segment_before_session_established_is_rejected():

@@ -151,3 +151,28 @@ def test_sender_queues_until_the_agent_is_up_and_keeps_order():
 
     sent, errors, got = asyncio.run(go())
     assert [p for p, _ in sent] == [b"\x00", b"\x01", b"\x02"] == got and errors == []
+
+
+def test_apps_started_ahead_wait_for_the_window(tmp_path):
+    """netemu starts apps before the window opens; they begin at NETEMU_WINDOW_START_S, or
+    at once when stopped (SIGTERM) while waiting."""
+    from netemu.runtime.clock import ScenarioClock
+    from netemu.runtime.env import HostEnv
+
+    clock = ScenarioClock.start(datetime(2026, 6, 1, tzinfo=timezone.utc), time_scale=100.0,
+                                t0_s=-30.0)  # the window opens 30 scenario s (0.3 s wall) on
+    env = {**clock.to_env(), **HostEnv(window_start_s=0.0, app_dir=tmp_path).to_env()}
+    appenv = appkit.AppEnv.from_env("probe", env)
+    asyncio.run(appkit.wait_for_window(appenv, clock.now_s))
+    assert clock.now_s() >= 0.0
+
+    stop = asyncio.Event()
+    later = ScenarioClock.start(clock.epoch, time_scale=1.0, t0_s=-3600.0)
+    env = {**later.to_env(), **HostEnv(window_start_s=0.0, app_dir=tmp_path).to_env()}
+
+    async def stopped() -> None:
+        asyncio.get_running_loop().call_later(0.05, stop.set)
+        await appkit.wait_for_window(appkit.AppEnv.from_env("probe", env), later.now_s, stop)
+
+    asyncio.run(asyncio.wait_for(stopped(), 5.0))
+    assert later.now_s() < -3000.0  # it did not sleep the hour

@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 T0_WALL = time.time()  # one scenario clock for every app, as under netemu
@@ -79,4 +81,10 @@ def test_apps_end_to_end_over_spool(tmp_path):
     q = json.loads((run / "apps/orbit-query/gs-a/result.json").read_text())
     assert q["queries_sent"] == 3 and q["answers_received"] == 3
     assert all(lat >= 0 for lat in q["latencies_s"])
-    assert q["queries"][-1]["count"] == eo_res["detections"]  # global region, long window
+    # the service ran the model over every stored tile (global region, long window): the
+    # same tiles flagged as eo-filter flagged when it captured them
+    last = q["queries"][-1]
+    assert last["tiles_scanned"] == 60 and last["count"] == eo_res["detections"]
+    for one in q["queries"]:  # the latency's split adds up
+        assert one["network_s"] + one["service_s"] == pytest.approx(one["latency_s"], abs=0.01)
+        assert one["network_s"] > 0 and one["compute_s"] > 0

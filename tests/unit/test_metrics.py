@@ -35,6 +35,27 @@ def test_query_latency_from_client_results(run):
     assert m["query_latencies_s"] == [10.0, 20.0, 30.0, 40.0]
 
 
+def test_query_latency_split_and_compute_lag(run):
+    """Per query: network, queueing, compute (the client's split); per app: requests on the
+    node's compute and those answered late because the host could not keep up."""
+    client = run / "apps" / "orbit-query" / "gs-a" / "result.json"
+    r = json.loads(client.read_text())
+    r["queries"] = [{"latency_s": lat, "network_s": lat - 1.0, "queueing_s": q,
+                     "compute_s": 2e-6} for lat, q in ((10.0, 0.0), (20.0, 0.0), (30.0, 0.5),
+                                                       (40.0, 1.0))]
+    client.write_text(json.dumps(r))
+    for app, node, late in (("eo-filter", "sat-1", 3), ("orbit-query", "sat-1", 1)):
+        p = run / "apps" / app / node / "result.json"
+        res = json.loads(p.read_text())
+        res["compute"] = {"requests": 60, "late": late}
+        p.write_text(json.dumps(res))
+    m = metrics.compute(run)
+    assert m["query_network_p95_s"] == pytest.approx(37.5)
+    assert m["query_queueing_p95_s"] == pytest.approx(0.925)
+    assert m["query_compute_p95_s"] == pytest.approx(2e-6)
+    assert m["compute_requests"] == 120 and m["compute_late_requests"] == 4
+
+
 def test_query_latency_falls_back_to_events(run):
     for f in (run / "apps" / "orbit-query").glob("*/result.json"):
         f.unlink()

@@ -179,23 +179,29 @@ def test_agent_hosts_errors_name_file_line_and_field(tmp_path, value) -> None:
     assert e.value.source == str(path) and "per-node, auto or a whole number" in str(e.value)
 
 
-def test_node_hosts_split_contiguously_keeping_planes_together() -> None:
+def test_node_hosts_get_whole_planes_dealt_in_turn_and_the_stations_spread() -> None:
     nodes = [f"p{p}s{s}" for p in range(12) for s in range(16)] + [f"g{i}" for i in range(8)]
 
-    def plane(n: str) -> str:
-        return n.split("s")[0] if n.startswith("p") else "ground"
+    def plane(n: str) -> str | None:
+        return n.split("s")[0] if n.startswith("p") else None  # stations: no plane
 
     groups = split_nodes(nodes, 2, plane)
-    assert [n for g in groups for n in g] == nodes  # contiguous, in order, all of them
-    assert [len(g) for g in groups] == [96, 104]  # the cut at a plane boundary (6 planes)
-    assert {plane(n) for n in groups[0]}.isdisjoint({plane(n) for n in groups[1]})
+    assert sorted(sum(groups, [])) == sorted(nodes)  # all of them, once
+    order = {n: i for i, n in enumerate(nodes)}
+    assert all(g == sorted(g, key=order.__getitem__) for g in groups)  # each in plan order
+    assert [len(g) for g in groups] == [100, 100]
+    planes = [{plane(n) for n in g} - {None} for g in groups]
+    assert planes[0].isdisjoint(planes[1])  # a plane stays in one process
+    assert planes[0] == {f"p{i}" for i in range(0, 12, 2)}  # neighbouring planes apart
+    assert [sum(n.startswith("g") for n in g) for g in groups] == [4, 4]
     even = split_nodes(nodes, 3)
-    assert [len(g) for g in even] == [67, 66, 67] and sum(even, []) == nodes
+    assert [len(g) for g in even] == [67, 67, 66] and sorted(sum(even, [])) == sorted(nodes)
     assert split_nodes(nodes[:3], 8) == [["p0s0"], ["p0s1"], ["p0s2"]]
     assert split_nodes([], 2) == [] and split_nodes(nodes[:5], 1) == [nodes[:5]]
-    for n in range(1, 30):  # never an empty group, never more than asked
+    for n in range(1, 30):  # never an empty group, never more than asked, none too big
         groups = split_nodes(nodes, n, plane)
-        assert len(groups) == n and all(groups) and sum(groups, []) == nodes
+        assert len(groups) == n and all(groups) and sorted(sum(groups, [])) == sorted(nodes)
+        assert max(map(len, groups)) <= len(nodes) / n * 1.25 + 1
 
 
 def test_agent_configs_from_the_peer_index_are_the_old_ones() -> None:

@@ -1,9 +1,12 @@
-"""Podman images for container apps, built here and never pulled.
+"""Podman images for container apps: built here, loaded from an archive, or taken from
+local storage; pulled from a registry only when the manifest says ``pull: true``.
 
 The base image is imported from a minimal tree of this machine's own Python (its
 interpreter, stdlib and the shared libraries it loads), tagged by a hash of those files so
 it is built once; the project and its virtual environment are mounted read-only at run
-time. An app's optional ``containerfile`` is built on top of the base.
+time. A manifest's ``image:`` replaces the base (it must hold what the command needs: the
+base's interpreter for ``python``, or its own by absolute path). An app's optional
+``containerfile`` is built on top of the base or of that image.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import tarfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from netemu.run.apps.manifest import AppError, AppManifest
+from netemu.run.apps.manifest import AppError, AppManifest, ImageSource
 
 _STDLIB_SKIP = {"site-packages", "dist-packages", "test", "tests", "idlelib", "tkinter",
                 "turtledemo", "ensurepip", "lib2to3", "config-3", "__phello__"}
@@ -245,3 +248,40 @@ def build_app_image(manifest: AppManifest, base_tag: str) -> str:
     if r.returncode != 0:
         raise AppError(f"building {manifest.name}'s containerfile failed:\n{r.stderr[-1500:]}")
     return tag
+
+
+def _loaded_tag(output: str) -> str | None:
+    """The image ``podman load`` reports (``Loaded image: REF`` or ``Loaded image(s): ...``)."""
+    for line in output.splitlines():
+        if line.startswith("Loaded image"):
+            refs = line.split(":", 1)[1].strip().split(",")
+            if refs and refs[0].strip():
+                return refs[0].strip()
+    return None
+
+
+def resolve_image(src: ImageSource) -> str:
+    """The local image for a manifest's ``image:``: the archive loaded (``podman load``),
+    the tag found in local storage, or (``pull: true`` only) pulled from its registry."""
+    if not shutil.which("podman"):
+        raise AppError("podman not found: install Debian's podman and runc (scripts/dev setup)")
+    if src.archive is not None:
+        r = subprocess.run(podman_argv("load", "-i", str(src.archive)), capture_output=True,
+                           text=True)
+        tag = _loaded_tag(r.stdout + "\n" + r.stderr) if r.returncode == 0 else None
+        if tag is None:
+            raise AppError(f"{src.where}: image: podman load {src.archive} failed: "
+                           f"{(r.stderr or r.stdout).strip()[-800:]}")
+        return tag
+    if _image_exists(src.reference):
+        return src.reference
+    if not src.pull:
+        raise AppError(f"{src.where}: image: {src.reference} is not in podman's local storage, "
+                       "and the manifest does not allow pulling it: podman load or build it "
+                       "first, or add pull: true")
+    r = subprocess.run(podman_argv("pull", "--quiet", src.reference), capture_output=True,
+                       text=True)
+    if r.returncode != 0:
+        raise AppError(f"{src.where}: image: podman pull {src.reference} failed: "
+                       f"{r.stderr.strip()[-800:]}")
+    return src.reference

@@ -14,6 +14,7 @@ from typing import Any
 
 from netemu.config import Fields, describe, load_yaml
 from netemu.errors import InputError, NetemuError
+from netemu.run.apps.model import Dim, ModelFileError, model_misfit, read_model_io
 
 # the source tree (netemu/run/apps/manifest.py → the repository root)
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
@@ -56,10 +57,28 @@ class AppManifest:
     containerfile: Path | None = None
     args: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     params: Mapping[str, Any] = field(default_factory=dict)
+    model: Path | None = None
+    """The app's ONNX model file (``model:``), passed to it as ``NETEMU_APP_MODEL``."""
+    image: ImageSource | None = None
+    """Where a container app's image comes from (``image:``); None: the base image."""
 
 
 MANIFEST_KEYS = ("name", "description", "command", "environment", "resources", "nodes",
-                 "mode", "containerfile", "args", "params")
+                 "mode", "containerfile", "args", "params", "model", "model_io", "image",
+                 "pull")
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".tar.zst", ".oci")
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """A container app's image (``image:``): a tag in podman's local storage, an archive
+    for ``podman load`` (``archive``), or a registry image that may be pulled only when
+    the manifest says ``pull: true``. ``where`` is the manifest's file and line."""
+
+    reference: str
+    archive: Path | None = None
+    pull: bool = False
+    where: str = ""
 
 
 def argv_field(f: Fields, key: str) -> tuple[str, ...]:
@@ -127,6 +146,66 @@ def params_field(f: Fields, key: str = "params") -> dict[str, Any]:
     return dict(value)
 
 
+def shape_field(f: Fields, key: str) -> tuple[Dim, ...]:
+    """A tensor shape: a list of sizes (whole numbers >= 1) or names of free sizes."""
+    value = f.get(key)
+    if (not isinstance(value, list) or not value
+            or not all(isinstance(d, str) or (isinstance(d, int) and not isinstance(d, bool)
+                                              and d >= 1) for d in value)):
+        raise f.error("expected a shape: a list of sizes (>= 1) or names of free sizes, "
+                      f"such as [batch, 1, 64, 64]; got {describe(value)}", key)
+    return tuple(value)
+
+
+def model_field(f: Fields, directory: Path) -> Path | None:
+    """``model:`` (a file in the app folder) checked against ``model_io: {input, output}``:
+    a model whose shapes the app cannot use is refused at the ``model:`` line."""
+    io = f.child("model_io")
+    if f.get("model") is None:
+        if not io.is_none():
+            raise f.error("model_io without model: name the ONNX file (model: x.onnx)", "model_io")
+        return None
+    path = (directory / str(f.string("model"))).resolve()
+    if not path.is_file():
+        raise f.error(f"model file not found: {path}", "model")
+    try:
+        declared = read_model_io(path)
+    except ModelFileError as e:
+        raise f.error(f"{path.name}: {e}", "model") from None
+    if not io.is_none():
+        io.check_keys(("input", "output"), required=("input", "output"))
+        why = model_misfit(declared, shape_field(io, "input"), shape_field(io, "output"))
+        if why:
+            raise f.error(f"{path.name} does not fit this app: {why} (model_io, line "
+                          f"{f.line_of('model_io')})", "model")
+    return path
+
+
+def image_field(f: Fields, directory: Path, mode: str) -> ImageSource | None:
+    """``image:`` (a local tag, a registry image, or an archive file in the app folder)
+    and ``pull:`` (may netemu pull a missing registry image? default false)."""
+    pull = bool(f.boolean("pull", default=False))
+    if f.get("image") is None:
+        if "pull" in f:
+            raise f.error("pull without image: name the image to pull (image: REF)", "pull")
+        return None
+    ref = str(f.string("image")).strip()
+    if not ref or any(c.isspace() for c in ref):
+        raise f.error("expected an image reference or an archive file name", "image")
+    if "mode" in f and mode != "container":
+        raise f.error("an image runs as a container: set mode: container (or leave mode out)",
+                      "image")
+    where = f"{f.source}:{f.line_of('image')}"
+    if ref.endswith(ARCHIVE_SUFFIXES) or (directory / ref).is_file():
+        archive = (directory / ref).resolve()
+        if not archive.is_file():
+            raise f.error(f"image archive not found: {archive}", "image")
+        if pull:
+            raise f.error("an archive is loaded, never pulled: leave pull out", "pull")
+        return ImageSource(ref, archive=archive, where=where)
+    return ImageSource(ref, pull=pull, where=where)
+
+
 def load_manifest(directory: Path) -> AppManifest:
     """Read and validate ``<directory>/manifest.yaml``; errors name file, line and field."""
     directory = Path(directory)
@@ -143,7 +222,7 @@ def load_manifest(directory: Path) -> AppManifest:
     command = argv_field(f, "command")
     if not command:
         raise f.error("must not be empty", "command")
-    mode = f.enum("mode", MODES, default="process")
+    mode = f.enum("mode", MODES, default="container" if f.get("image") else "process")
     containerfile = None
     if f.get("containerfile") is not None:
         cf = str(f.string("containerfile"))
@@ -162,6 +241,8 @@ def load_manifest(directory: Path) -> AppManifest:
         containerfile=containerfile,
         args=args_field(f.child("args")),
         params=params_field(f),
+        model=model_field(f, directory),
+        image=image_field(f, directory, str(mode)),
     )
 
 

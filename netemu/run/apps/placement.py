@@ -128,6 +128,9 @@ def plan_apps(
         )
         if not m.nodes:
             raise ov.error(f"app {name!r} selects no nodes (set nodes:)", "nodes")
+        if m.image is not None and m.mode != "container":
+            raise ov.error(f"app {name!r} names an image ({m.image.where}): it runs as a "
+                           "container, not as a process", "mode")
         try:
             targets = select_nodes(m.nodes, nodes)
         except KeyError as e:

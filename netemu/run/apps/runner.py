@@ -25,6 +25,7 @@ from netemu.run.apps.image import (
     build_app_image,
     build_base_image,
     podman_argv,
+    resolve_image,
     venv_root,
 )
 from netemu.run.apps.manifest import PROJECT_ROOT, AppError
@@ -136,16 +137,21 @@ class AppRunner:
         for inst in instances:
             if inst.mode != "container" or inst.manifest.name in tags:
                 continue
-            if self._base_tag is None:
-                self._base_tag = build_base_image()
-            tags[inst.manifest.name] = build_app_image(inst.manifest, self._base_tag)
+            if inst.manifest.image is not None:
+                base = resolve_image(inst.manifest.image)
+            else:
+                if self._base_tag is None:
+                    self._base_tag = build_base_image()
+                base = self._base_tag
+            tags[inst.manifest.name] = build_app_image(inst.manifest, base)
         self._tags = tags
         return tags
 
     def start(self, inst: AppInstance, netns_path: str, env: Mapping[str, str]) -> RunningApp:
         out = self.out_dir(inst)
         out.mkdir(parents=True, exist_ok=True)
-        own = HostEnv(node=inst.node, app=inst.manifest.name, app_dir=out.resolve())
+        own = HostEnv(node=inst.node, app=inst.manifest.name, app_dir=out.resolve(),
+                      app_model=inst.manifest.model)
         full_env = {**base_environment(), **env, **inst.environment, **own.to_env()}
         cg = AppCgroup(self.run, inst.key)
         cg.remove()  # a leftover from a crashed run with the same name
@@ -191,6 +197,8 @@ class AppRunner:
         # output folder writable on top of it
         mounts = {str(PROJECT_ROOT): "ro", venv: "ro", str(self.run_dir.resolve()): "ro",
                   str(out.resolve()): "rw", str(inst.manifest.directory): "ro"}
+        if inst.manifest.model is not None:
+            mounts.setdefault(str(inst.manifest.model.parent), "ro")
         for m in self.mounts:
             mounts[m] = "rw"
         for k in (NETEMU_MQTT_SOCKET, NETEMU_DTN_SOCKET):
