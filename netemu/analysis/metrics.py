@@ -322,6 +322,51 @@ def fault_records(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
+REROUTE_GRACE_S = 30.0
+"""Bundles handed back after a fault ends still count as its re-routes this long: a
+session cut by the fault is found dead and its bundles given back a little later."""
+
+
+def fault_rerouted(run: Path, faults: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """Bundles each fault made an agent hand back to its router (``returned_to_router``
+    in the agents' logs, from the fault's start to REROUTE_GRACE_S after its end): for a
+    link fault, those its two ends gave back about each other; for a station outage or
+    a node crash, those the node gave back and those its neighbours gave back about it."""
+    if not faults:
+        return {}
+    returns: list[tuple[float, str, str, int]] = []  # (t_s, node, neighbour, bundles)
+    for log in RunDir(run).agent_logs():
+        node = log.parent.name
+        try:
+            text = log.read_text(errors="replace")
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if '"returned_to_router"' not in line:
+                continue
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(r.get("ts"), (int, float)) and isinstance(r.get("bundles"), int):
+                returns.append((float(r["ts"]), node, str(r.get("neighbour")), r["bundles"]))
+    out: dict[str, int] = {}
+    for fid, f in faults.items():
+        nodes = [str(n) for n in f.get("nodes") or []]
+        t0 = f["start_s"] if f["start_s"] is not None else math.inf
+        t1 = (math.inf if f["end_s"] is None else f["end_s"]) + REROUTE_GRACE_S
+        link = len(nodes) == 2
+        n = 0
+        for t, node, nb, bundles in returns:
+            if not t0 <= t <= t1:
+                continue
+            if (link and {node, nb} == set(nodes)) or (
+                    not link and (node in nodes or nb in nodes)):
+                n += bundles
+        out[fid] = n
+    return out
+
+
 # --------------------------------------------------------------------------- links
 
 
@@ -573,6 +618,8 @@ def compute(run_dir: str | Path, *, traffic_rows: list[dict[str, Any]] | None = 
         for fid, f in faults.items()])
     for fid, cost in costs.items():
         faults[fid].update(cost)
+    for fid, n in fault_rerouted(run, faults).items():
+        faults[fid]["rerouted"] = n
     m["faults"] = faults or None
     m["faults_count"] = len(faults)
     for key in METRIC_DOCS:

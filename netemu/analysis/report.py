@@ -567,15 +567,16 @@ def _faults_html(m: dict) -> str:
         rows.append("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
             fid, f.get("kind"), ", ".join(f.get("nodes") or ()), _fmt(f.get("start_s"), "s", 6),
             _fmt(f.get("end_s"), "s", 6), _fmt(f.get("in_transit")), _fmt(f.get("late")),
-            _fmt(f.get("undelivered")))) + "</tr>")
+            _fmt(f.get("undelivered")), _fmt(f.get("rerouted")))) + "</tr>")
     return ("<h3>Faults</h3><table><tr><th>fault</th><th>kind</th><th>nodes</th>"
             "<th>start</th><th>end</th><th>bundles in transit</th><th>late</th>"
-            "<th>undelivered</th></tr>" + "".join(rows) + "</table>"
+            "<th>undelivered</th><th>re-routed</th></tr>" + "".join(rows) + "</table>"
             '<p class="note">Faults the emulator applied (the contact plan did not know them). '
             "In transit: traffic bundles sent before the fault ended, not delivered before it "
             "started and projected to arrive after it started; late: delivered more than 1 s "
             "after CGR's projection; undelivered: never delivered in the run. An overlap in "
-            "time, not a traced path.</p>")
+            "time, not a traced path. Re-routed: bundles the agents handed back to their "
+            "router because of the fault (their logs), until 30 s after it ended.</p>")
 
 
 def _apps_table(m: dict) -> str:

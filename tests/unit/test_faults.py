@@ -191,3 +191,37 @@ def test_fault_records_and_what_each_fault_caught():
     arrival = np.array([60.0, 190.0, 160.0, 260.0])
     assert fault_cost(100.0, 200.0, t, sent, delivered, arrival) == {
         "in_transit": 2, "late": 1, "undelivered": 1}
+
+
+def test_each_fault_counts_the_bundles_it_made_agents_hand_back_to_their_router(tmp_path):
+    """``rerouted``: what the agents' logs say they gave back to the router because of
+    the fault — about each other for a link fault's two ends; by or about the node for a
+    station outage or a node crash — from its start to 30 s after its end."""
+    import json
+
+    from netemu.analysis.metrics import fault_rerouted
+
+    def log(node, *lines):
+        d = tmp_path / "agents" / node
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "agent.jsonl").write_text("".join(
+            json.dumps({"ts": ts, "node": node, "event": "returned_to_router",
+                        "neighbour": nb, "bundles": n, "reason": "contact ended"}) + "\n"
+            for ts, nb, n in lines) + '{"ts": 150, "event": "session_down"}\nnot json\n')
+
+    log("s1", (120.0, "s2", 3), (125.0, "gs", 4), (229.0, "s2", 1), (400.0, "s2", 7))
+    log("s2", (130.0, "s1", 2))
+    log("gs", (110.0, "s1", 5))
+    faults = {
+        "cut": {"kind": "link_outage", "nodes": ["s1", "s2"], "start_s": 100.0,
+                "end_s": 200.0},
+        "rain": {"kind": "station_outage", "nodes": ["gs"], "start_s": 100.0,
+                 "end_s": 150.0},
+        "open": {"kind": "node_crash", "nodes": ["s2"], "start_s": 300.0, "end_s": None},
+    }
+    assert fault_rerouted(tmp_path, faults) == {
+        "cut": 3 + 1 + 2,  # s1<->s2 within [100, 230]; not 400 (long after), not gs's
+        "rain": 4 + 5,  # s1 about gs, and gs's own
+        "open": 7,  # s1 about s2 at 400: the crash had not ended
+    }
+    assert fault_rerouted(tmp_path, {}) == {}
