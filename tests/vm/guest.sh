@@ -1,7 +1,8 @@
 #!/bin/sh
 # Runs inside the VM that scripts/dev test-vm boots: the host's filesystem (read-only but
 # for OUT) under Debian's own kernel, which has sch_netem. Runs the VM tests with the
-# netem shaper; leaves their log, JUnit and exit status in OUT for the host to read.
+# netem shaper; leaves their log, JUnit and exit status in OUT for the host to read, and the
+# CPU per link update (bench/bench_link_update.py) in OUT/link_update.json.
 #
 #   tests/vm/guest.sh ROOT VENV OUT [pytest args...]
 set -u
@@ -14,5 +15,9 @@ export NETEMU_IN_VM=1 NETEMU_VM_OUT="$OUT" PYTHONDONTWRITEBYTECODE=1 HOME=/tmp
   modprobe sch_netem || echo "guest: modprobe sch_netem failed"
   "$VENV/bin/python" -m pytest tests/vm -p no:cacheprovider -ra \
     --junit-xml="$OUT/junit.xml" "$@"
-  echo $? >"$OUT/exit-status"
+  status=$?
+  # a figure for docs/emulator.md, not a check: CPU per link update, netem beside the relay
+  "$VENV/bin/python" bench/bench_link_update.py --shaper netem,relay --json \
+    >"$OUT/link_update.json" || echo "guest: bench_link_update failed"
+  echo "$status" >"$OUT/exit-status"
 } 2>&1 | tee "$OUT/guest.log"
