@@ -569,7 +569,7 @@ class Agent:
         self.counters["sessions"] += 1
         self.log("session_up", neighbour=name, peer=ch.peer, peer_node_id=ev.peer_node_id,
                  keepalive_s=ev.keepalive_s, peer_segment_mru=ev.peer_segment_mru,
-                 role=ch.session.role.value, tls=ch.session.tls)
+                 peer_transfer_mru=ev.peer_transfer_mru, role=ch.session.role.value, tls=ch.session.tls)
         st = self.neighbours.get(name)
         if st is None:
             ipn = _ipn_of(ev.peer_node_id) or 0  # (0: not an ipn node)
@@ -579,6 +579,8 @@ class Agent:
         self._resolve_collision(st)
         st.backoff_s = BACKOFF_MIN_S
         st.failures = 0
+        # larger bundles go to it in fragments (before the contact-up reroutes them)
+        self.core.link_limit(name, ev.peer_transfer_mru)
         self._update_up(st)
         self.pump(name)
 
