@@ -12,6 +12,7 @@ The emulator writes one file per node; a person can write one by hand. Example (
     neighbours:
       - {name: gs1, ipn: 10, cl: tcpcl, address: "10.0.0.2:4556"}  # dial: both|lower|never
       - {name: sat2, ipn: 2, cl: udpcl, address: "10.0.1.2:4556", path_mtu: 1500}
+      - {name: d3, ipn: 3, cl: mtcp, address: "10.0.2.2:4224", max_bundle_bytes: 65536}
     keys:                                         # BPSec (RFC 9172/9173); keys in hex
       sign_key: "8f3a0c1b5d7e9f2a4c6e8a0b2d4f6a8c"  # BIB over bundles this node creates
       verify: {"ipn:2.0": "5e1d7c9b3a5f7e9d1c3b5a7f9e1d3c5b"}   # per security source, or "*"
@@ -79,7 +80,8 @@ make the node hold that much for a single transfer. A node that must take more s
 DEFAULT_RX_IN_PROGRESS_MAX_BYTES = 4 * DEFAULT_TRANSFER_MRU
 DEFAULT_REASSEMBLY_MAX_BYTES = 4 * DEFAULT_TRANSFER_MRU
 """The most bytes that fragments of bundles not yet whole may hold at this node."""
-NEIGHBOUR_KEYS = ("name", "ipn", "cl", "address", "path_mtu", "links", "dial")
+NEIGHBOUR_KEYS = ("name", "ipn", "cl", "address", "path_mtu", "links", "dial",
+                  "max_bundle_bytes")
 DIAL_MODES = ("both", "lower", "never")
 """Who dials a neighbour's TCPCL/MTCP sessions: ``both`` sides at once (a collision is
 resolved: see ``Agent.session_started``), the ``lower`` ipn (the higher one only if no
@@ -117,6 +119,9 @@ class NeighbourConfig:
     #: than ``address``, so the session runs over that link and needs no IP routes.
     links: tuple[tuple[float, float, str], ...] = ()
     dial: str = "both"  # DIAL_MODES
+    #: the largest bundle to send it whole (larger ones go in fragments), for a peer
+    #: whose CL announces no limit (MTCP); TCPCL peers announce theirs (transfer MRU)
+    max_bundle_bytes: int | None = None
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -344,6 +349,7 @@ class AgentConfig:
             "neighbours": [
                 {"name": n.name, "ipn": n.ipn, "cl": n.cl, "address": n.address,
                  "path_mtu": n.path_mtu, "dial": n.dial,
+                 **({"max_bundle_bytes": n.max_bundle_bytes} if n.max_bundle_bytes else {}),
                  **({"links": [list(x) for x in n.links]} if n.links else {})}
                 for n in self.neighbours
             ],
@@ -473,7 +479,7 @@ def _neighbour(n: Fields) -> NeighbourConfig:
     return NeighbourConfig(_required(n.string("name", required=True)),
                            _required(n.integer("ipn", lo=1, required=True)), cl, addr,
                            _required(n.integer("path_mtu", default=1500, lo=68)),
-                           _links(n), dial)
+                           _links(n), dial, n.integer("max_bundle_bytes", lo=256))
 
 
 def _links(n: Fields) -> tuple[tuple[float, float, str], ...]:

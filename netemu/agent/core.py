@@ -542,8 +542,10 @@ class AgentCore:
     def link_limit(self, neighbour: str, max_bytes: int | None) -> None:
         """The largest bundle ``neighbour`` takes in one transfer (its TCPCL transfer
         MRU): larger ones go to it in fragments. Kept here so a reloaded core knows it."""
+        if self._link_limits.get(neighbour) == max_bytes:
+            return
         if max_bytes is None:
-            self._link_limits.pop(neighbour, None)
+            del self._link_limits[neighbour]
         else:
             self._link_limits[neighbour] = max_bytes
         self.submit(bpa.LinkLimit(neighbour, max_bytes, self.now_ms()))
