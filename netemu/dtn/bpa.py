@@ -323,7 +323,8 @@ class CoreConfig:
     ``bundle_events``: emit :class:`BundleEvent` actions (telemetry);
     ``reassembly_max_bytes``: the most bytes that fragments of bundles not yet complete
     may hold here together (None: no cap); ``min_fragment_bytes``: the smallest fragment
-    this node makes when it splits a bundle for a contact's volume (proactive).
+    this node makes when it splits a bundle for a contact's volume (proactive; smaller
+    bundles than twice this wait for a contact that takes them whole, as before).
     """
 
     node_id: EID
@@ -340,7 +341,7 @@ class CoreConfig:
     crc: str = "crc32c"
     bundle_events: bool = False
     reassembly_max_bytes: int | None = 64 * 1024 * 1024
-    min_fragment_bytes: int = 1024
+    min_fragment_bytes: int = 64 * 1024
 
 
 @dataclass(slots=True)
@@ -1005,7 +1006,8 @@ class BundleAgent:
                     self.router.failed(self._info_of(h), hops[0].node, self._now_s(now))
                 if self._split(h, lim - _OUTBOUND_SLACK, why, now, out):
                     return
-        if not hops and self._can_split(h):
+        if (not decision.hops and h.size >= 2 * self.cfg.min_fragment_bytes
+                and self._can_split(h)):  # no route can carry it whole: a part, then?
             piece = self.router.largest_piece(self._info_of(h), self._now_s(now), ready)
             if piece is not None and self.cfg.min_fragment_bytes <= piece < h.size:
                 why = f"{h.size} bytes, the route's contacts can carry {piece} now"

@@ -154,6 +154,7 @@ def test_cgr_splits_a_bundle_larger_than_the_contacts_volume(tmp_path):
                        + [Contact("B", "A", s, s + 10, 8_000.0, 0.01) for s in (0, 20, 40)])
     net = Net(tmp_path, router_factory=lambda n: CGRRouter(n, plan), plan_epoch_ms=1_000_000)
     try:
+        net.agents["A"].cfg.min_fragment_bytes = 1024
         net.now = 1_000_000
         net.up("A", "B")
         payload = bytes(range(250)) * 100
@@ -162,5 +163,21 @@ def test_cgr_splits_a_bundle_larger_than_the_contacts_volume(tmp_path):
         assert len(sent) >= 3 and all(len(a.data) < 10_000 for a in sent)
         assert net.agents["A"].counters["fragmented"] >= 1
         assert net.app_payloads("B") == [payload]
+    finally:
+        net.close()
+
+
+def test_bundles_under_twice_the_smallest_fragment_wait_whole_for_volume(tmp_path):
+    plan = ContactPlan(datetime(2026, 1, 1, tzinfo=timezone.utc),
+                       {n: Node(n, i) for i, n in ((1, "A"), (2, "B"), (3, "C"))},
+                       [Contact("A", "B", s, s + 10, 8_000.0, 0.01) for s in (0, 20)])
+    net = Net(tmp_path, router_factory=lambda n: CGRRouter(n, plan), plan_epoch_ms=1_000_000)
+    try:
+        net.now = 1_000_000
+        net.up("A", "B")
+        net.send(dst="ipn:2.1", payload=b"x" * 25_000, lifetime_ms=3_600_000)
+        assert net.agents["A"].counters["fragmented"] == 0  # default: 64 KiB pieces at least
+        assert not [a for n, a in net.log if n == "A" and isinstance(a, Forward)]
+        assert net.agents["A"].status()["pending"] == 1
     finally:
         net.close()
