@@ -392,6 +392,7 @@ class BundleAgent:
                          "metadata_received": 0, "fragmented": 0, "reassembled": 0}
         self.reassembly = Reassembler(config.reassembly_max_bytes)
         self.link_limits: dict[str, int] = {}  # neighbour -> largest bundle it takes
+        self._least_limit = 1 << 64  # the smallest of them
         # router metadata that arrived before the core saw that neighbour's ContactUp
         self._early_metadata: dict[str, tuple[Metadata, int]] = {}
         # neighbour -> DTN time until which routing waits for its metadata
@@ -593,6 +594,7 @@ class BundleAgent:
                 self.link_limits.pop(event.neighbour, None)
             else:
                 self.link_limits[event.neighbour] = event.max_bytes
+            self._least_limit = min(self.link_limits.values(), default=1 << 64)
         else:
             raise TypeError(f"unknown event {event!r}")
         return out
@@ -998,7 +1000,7 @@ class BundleAgent:
         """Carry out the router's ``decision`` for ``h``: Forward actions, or wait."""
         hops = [hop for hop in decision.hops if hop.node in ready and hop.node not in h.sent_to]
         limits = self.link_limits
-        if limits and hops:
+        if h.size + _OUTBOUND_SLACK > self._least_limit and hops:  # (hot path: one test)
             lim = min((limits[hop.node] for hop in hops if hop.node in limits), default=None)
             if lim is not None and h.size + _OUTBOUND_SLACK > lim:
                 why = f"{h.size} bytes, {hops[0].node} takes at most {lim} in one transfer"
