@@ -15,6 +15,7 @@ so that every fragment's lifetime and hop limit can be enforced on its own.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 
 from netemu.dtn import cbor
@@ -115,21 +116,36 @@ def reassemble(parts: list[Bundle]) -> Bundle:
 
 @dataclass
 class _Partial:
-    """The fragments of one bundle received so far."""
+    """The fragments of one bundle received so far, and the ADU bytes they cover."""
 
     total: int
     parts: dict[str, Bundle] = field(default_factory=dict)  # fragment ID -> fragment
     sizes: dict[str, int] = field(default_factory=dict)  # fragment ID -> stored bytes
+    # the covered byte ranges [start, end), sorted and disjoint: one fragment costs a
+    # bisection and a merge, not a pass over all (a peer may send thousands of them)
+    starts: list[int] = field(default_factory=list)
+    ends: list[int] = field(default_factory=list)
+
+    def cover(self, off: int, n: int) -> None:
+        end = off + n
+        if n == 0:
+            return
+        starts, ends = self.starts, self.ends
+        i = bisect_left(ends, off)         # first range that ends at or after off
+        j = bisect_right(starts, end)      # first range that starts after end
+        if i < j:                          # ranges i..j-1 touch [off, end): merge them
+            off, end = min(off, starts[i]), max(end, ends[j - 1])
+        starts[i:j] = [off]
+        ends[i:j] = [end]
 
     def covered(self) -> bool:
-        spans = sorted((f.primary.fragment_offset or 0, len(f.payload))
-                       for f in self.parts.values())
-        end = 0
-        for off, n in spans:
-            if off > end:
-                return False
-            end = max(end, off + n)
-        return end >= self.total and any(off == 0 for off, _ in spans)
+        return self.starts == [0] and self.ends[0] >= self.total
+
+    def recover(self) -> None:
+        """Recompute the covered ranges from the fragments (after one is forgotten)."""
+        self.starts, self.ends = [], []
+        for f in self.parts.values():
+            self.cover(f.primary.fragment_offset or 0, len(f.payload))
 
 
 @dataclass
@@ -186,6 +202,7 @@ class Reassembler:
             return None
         part.parts[frag_id] = frag
         part.sizes[frag_id] = size
+        part.cover(frag.primary.fragment_offset or 0, len(frag.payload))
         self._of[frag_id] = wid
         self.held_bytes += size
         if not part.covered():
@@ -203,6 +220,8 @@ class Reassembler:
         self.held_bytes -= part.sizes.pop(frag_id)
         if not part.parts:
             del self._partials[wid]
+        else:
+            part.recover()
 
     def _forget(self, wid: str) -> None:
         part = self._partials.pop(wid)
