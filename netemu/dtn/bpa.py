@@ -759,6 +759,11 @@ class BundleAgent:
                 self._event("received", b, len(data), out)
                 self._event("deleted", b, len(data), out, reason=Reason.DEPLETED_STORAGE)
             return
+        if len(self.reassembly) and not reassemble:
+            # the whole bundle came while some of its fragments wait here: they are done
+            for fid in self.reassembly.fragment_ids(bid):
+                self._drop(self.held[fid])
+                out.append(SetState(fid, BundleState.DELIVERED))
         h = self._admit(b, data, now, age0, expiry, ev.neighbour, out,
                         BundleState.FRAGMENT if reassemble else None)
         out.append(Accept(bid))

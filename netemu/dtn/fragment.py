@@ -210,6 +210,11 @@ class Reassembler:
         self._forget(wid)
         return Completed(reassemble(list(part.parts.values())), list(part.parts))
 
+    def fragment_ids(self, wid: str) -> list[str]:
+        """The fragments held of whole bundle ``wid`` (none: an empty list)."""
+        part = self._partials.get(wid)
+        return list(part.parts) if part is not None else []
+
     def discard(self, frag_id: str) -> None:
         """Forget one fragment (it expired or was deleted)."""
         wid = self._of.pop(frag_id, None)

@@ -181,3 +181,18 @@ def test_bundles_under_twice_the_smallest_fragment_wait_whole_for_volume(tmp_pat
         assert net.agents["A"].status()["pending"] == 1
     finally:
         net.close()
+
+
+def test_the_whole_bundle_arriving_mid_reassembly_ends_it(net):
+    b = _to_c()
+    pieces = fragment(b, 1_500)
+    for f in pieces[:2]:
+        net.run("C", BundleReceived(f.encode(), "B", net.now))
+    net.run("C", BundleReceived(b.encode(), "B", net.now))
+    for f in pieces[2:]:  # the rest: the bundle is known, nothing is delivered again
+        back = net.run("C", BundleReceived(f.encode(), "B", net.now))
+        assert back[0].duplicate is True
+    assert net.app_payloads("C") == [PAYLOAD]
+    st = net.agents["C"].status()
+    assert st["reassembling"] == 0 and st["reassembly_bytes"] == 0
+    assert net.stores["C"].counts()["fragment"] == 0
