@@ -1009,10 +1009,15 @@ class BundleAgent:
             lim = min((limits[hop.node] for hop in hops if hop.node in limits), default=None)
             if lim is not None and h.size + _OUTBOUND_SLACK > lim:
                 why = f"{h.size} bytes, {hops[0].node} takes at most {lim} in one transfer"
-                if self._can_split(h):  # the router's reservation is the fragments' now
-                    self.router.failed(self._info_of(h), hops[0].node, self._now_s(now))
-                if self._split(h, lim - _OUTBOUND_SLACK, why, now, out):
+                if self._split(h, lim - _OUTBOUND_SLACK, why, now, out, hops[0].node):
                     return
+                # Not split: it cannot go whole to a hop that takes less either; it waits
+                # (the router is asked again later) or goes to the hops that take it.
+                fits = [hop for hop in hops
+                        if h.size + _OUTBOUND_SLACK <= limits.get(hop.node, 1 << 64)]
+                if not fits:
+                    self.router.failed(self._info_of(h), hops[0].node, self._now_s(now))
+                hops = fits
         if (not decision.hops and h.size >= 2 * self.cfg.min_fragment_bytes
                 and self._can_split(h)):  # no route can carry it whole: a part, then?
             piece = self.router.largest_piece(self._info_of(h), self._now_s(now), ready)
@@ -1059,11 +1064,12 @@ class BundleAgent:
                 and not h.bundle.primary.flags & (_ADMIN_FLAG | BundleFlags.MUST_NOT_FRAGMENT)
                 and copies_of(h.bundle) == 1)
 
-    def _split(self, h: _Held, max_bytes: int, why: str, now: int,
-               out: list[Action]) -> bool:
+    def _split(self, h: _Held, max_bytes: int, why: str, now: int, out: list[Action],
+               routed_to: str | None = None) -> bool:
         """Replace ``h`` by fragments of at most ``max_bytes`` and route each on its own
         (RFC 9171 section 5.8); False (logged once) when it may not be split: it then
-        waits or goes elsewhere as any bundle does."""
+        waits or goes elsewhere as any bundle does. ``routed_to``: the hop the router
+        chose for ``h`` (its reservation is given back: the fragments make their own)."""
         try:
             if not self._can_split(h):
                 raise FragmentError("it is flagged must-not-fragment, is an administrative "
@@ -1074,6 +1080,8 @@ class BundleAgent:
                 h.noted = True
                 out.append(Note("fragmentation_refused", h.bid, f"{why}; not split: {e}"))
             return False
+        if routed_to is not None:
+            self.router.failed(self._info_of(h), routed_to, self._now_s(now))
         self._drop(h)
         out.append(SetState(h.bid, BundleState.FORWARDED))
         self.counters["fragmented"] += 1

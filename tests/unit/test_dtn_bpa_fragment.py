@@ -70,10 +70,17 @@ def test_must_not_fragment_is_never_split_and_the_reason_is_logged(net):
     net.up("B", "C")
     net.run("A", LinkLimit("B", 2_000, net.now))
     net.send(payload=PAYLOAD, flags=BundleFlags.MUST_NOT_FRAGMENT)
-    sent = [a for n, a in net.log if n == "A" and isinstance(a, Forward)]
-    assert [decode_bundle(a.data).primary.is_fragment for a in sent] == [False]
+    # B takes at most 2,000 bytes: the bundle is not sent to it at all; it waits
+    assert not [a for n, a in net.log if n == "A" and isinstance(a, Forward)]
+    assert net.agents["A"].status()["pending"] == 1
+    net.tick(10_000)  # asked again: still waits, logged once
     (note,) = _notes(net, "A", "fragmentation_refused")
     assert "must-not-fragment" in note.message and "at most 2000" in note.message
+    net.run("A", LinkLimit("B", None, net.now))  # B takes anything now: it goes, whole
+    net.tick(10_000)
+    sent = [a for n, a in net.log if n == "A" and isinstance(a, Forward)]
+    assert [decode_bundle(a.data).primary.is_fragment for a in sent] == [False]
+    assert net.app_payloads("C") == [PAYLOAD]
 
 
 def test_fragments_in_any_order_with_duplicates_and_overlaps_are_delivered_once(net):
