@@ -1006,6 +1006,7 @@ class BundleAgent:
         hops = [hop for hop in decision.hops if hop.node in ready and hop.node not in h.sent_to]
         limits = self.link_limits
         if h.size + _OUTBOUND_SLACK > self._least_limit and hops:  # (hot path: one test)
+            h.keep = decision.keep  # (a copy the router keeps is not split)
             lim = min((limits[hop.node] for hop in hops if hop.node in limits), default=None)
             if lim is not None and h.size + _OUTBOUND_SLACK > lim:
                 why = f"{h.size} bytes, {hops[0].node} takes at most {lim} in one transfer"

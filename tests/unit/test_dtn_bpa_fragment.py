@@ -203,3 +203,19 @@ def test_the_whole_bundle_arriving_mid_reassembly_ends_it(net):
     st = net.agents["C"].status()
     assert st["reassembling"] == 0 and st["reassembly_bytes"] == 0
     assert net.stores["C"].counts()["fragment"] == 0
+
+
+def test_a_copy_the_router_keeps_is_not_split(tmp_path):
+    from netemu.routing.epidemic import EpidemicRouter
+    from tests.unit.test_dtn_bpa import PLAN
+
+    net = Net(tmp_path, router_factory=lambda n: EpidemicRouter(n, PLAN))
+    try:
+        net.up("A", "B")
+        net.run("A", LinkLimit("B", 2_000, net.now))
+        net.send(payload=PAYLOAD)
+        assert net.agents["A"].counters["fragmented"] == 0
+        (note,) = _notes(net, "A", "fragmentation_refused")
+        assert "kept" in note.message
+    finally:
+        net.close()
