@@ -736,13 +736,13 @@ class BundleAgent:
             return
         data = b.encode() if changed else ev.data
         if reassemble:
-            why = self.reassembly.refusal(b, len(data))
-            if why is None and whole_id(b) in self.known:
+            if whole_id(b) in self.known:
                 # the bundle was put together (or deleted) already: nothing to add
                 self.counters["duplicates"] += 1
                 self._remember(bid, expiry)
                 out.append(Accept(bid, duplicate=True))
                 return
+            why = self.reassembly.refusal(b, len(data))
             if why is not None:
                 self.counters["refused"] += 1
                 out.append(Refuse(bid, Reason.DEPLETED_STORAGE if why.startswith(
