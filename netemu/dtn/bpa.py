@@ -323,8 +323,8 @@ class CoreConfig:
     ``bundle_events``: emit :class:`BundleEvent` actions (telemetry);
     ``reassembly_max_bytes``: the most bytes that fragments of bundles not yet complete
     may hold here together (None: no cap); ``min_fragment_bytes``: the smallest fragment
-    this node makes when it splits a bundle for a contact's volume (proactive; smaller
-    bundles than twice this wait for a contact that takes them whole, as before).
+    this node makes when it splits a bundle for a contact's volume (proactive; bundles
+    smaller than twice this wait for a contact that takes them whole).
     """
 
     node_id: EID
@@ -745,9 +745,7 @@ class BundleAgent:
             why = self.reassembly.refusal(b, len(data))
             if why is not None:
                 self.counters["refused"] += 1
-                out.append(Refuse(bid, Reason.DEPLETED_STORAGE if why.startswith(
-                    "reassembly cap") else Reason.BLOCK_UNINTELLIGIBLE, why,
-                    event="reassembly_refused"))
+                out.append(Refuse(bid, why[0], why[1], event="reassembly_refused"))
                 return
         if not self._fits(len(data)):
             self.counters["refused"] += 1

@@ -31,6 +31,7 @@ from netemu.dtn.bundle import (
     PrimaryBlock,
 )
 from netemu.dtn.errors import BundleError
+from netemu.dtn.status import Reason
 
 #: Blocks that every fragment carries whatever their flags (see the module docstring).
 PER_HOP_BLOCKS = (BLOCK_PREVIOUS_NODE, BLOCK_BUNDLE_AGE, BLOCK_HOP_COUNT)
@@ -174,21 +175,25 @@ class Reassembler:
     def __len__(self) -> int:
         return len(self._partials)
 
-    def refusal(self, frag: Bundle, size: int) -> str | None:
-        """Why ``frag`` (``size`` bytes as stored) cannot be taken, or None."""
+    def refusal(self, frag: Bundle, size: int) -> tuple[int, str] | None:
+        """Why ``frag`` (``size`` bytes as stored) cannot be taken — a status report
+        reason code and a message — or None."""
         p = frag.primary
         total = p.total_adu_length or 0
         off = p.fragment_offset or 0
         if off + len(frag.payload) > total:
-            return (f"fragment {frag.id} ends at byte {off + len(frag.payload)}, past the "
-                    f"total ADU length {total}")
+            return Reason.BLOCK_UNINTELLIGIBLE, (
+                f"fragment {frag.id} ends at byte {off + len(frag.payload)}, past the "
+                f"total ADU length {total}")
         part = self._partials.get(whole_id(frag))
         if part is not None and part.total != total:
-            return (f"fragment {frag.id} gives total ADU length {total}; earlier fragments "
-                    f"of {whole_id(frag)} gave {part.total}")
+            return Reason.BLOCK_UNINTELLIGIBLE, (
+                f"fragment {frag.id} gives total ADU length {total}; earlier fragments "
+                f"of {whole_id(frag)} gave {part.total}")
         if self.max_bytes is not None and self.held_bytes + size > self.max_bytes:
-            return (f"reassembly cap: {self.held_bytes} bytes held in {len(self._partials)} "
-                    f"partial bundles, {size} more would pass {self.max_bytes}")
+            return Reason.DEPLETED_STORAGE, (
+                f"reassembly cap: {self.held_bytes} bytes held in {len(self._partials)} "
+                f"partial bundles, {size} more would pass {self.max_bytes}")
         return None
 
     def add(self, frag: Bundle, frag_id: str, size: int) -> Completed | None:

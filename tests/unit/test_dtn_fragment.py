@@ -78,12 +78,12 @@ def test_refusals_name_the_reason():
     r = Reassembler(max_bytes=1_500)
     assert r.refusal(frags[0], 1_000) is None
     r.add(frags[0], frags[0].id, 1_000)
-    assert "reassembly cap" in (r.refusal(frags[1], 1_000) or "")
+    assert "reassembly cap" in (r.refusal(frags[1], 1_000) or (0, ""))[1]
     p = frags[1].primary
     bad = Bundle(type(p)(p.destination, p.source, p.report_to, p.creation_ms, p.sequence,
                          p.lifetime_ms, p.flags, p.crc_type, p.fragment_offset, 99_999),
                  frags[1].blocks)
-    assert "total ADU length 99999" in (r.refusal(bad, 10) or "")
+    assert "total ADU length 99999" in (r.refusal(bad, 10) or (0, ""))[1]
     r.discard(frags[0].id)
     assert r.held_bytes == 0 and len(r) == 0
 
