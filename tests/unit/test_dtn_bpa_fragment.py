@@ -219,3 +219,21 @@ def test_a_copy_the_router_keeps_is_not_split(tmp_path):
         assert "kept" in note.message
     finally:
         net.close()
+
+
+def test_status_reports_name_fragments_and_the_whole_bundle(net):
+    """Reception reports are about each fragment (offset and length in the report);
+    the delivery report is about the whole bundle, once."""
+    net.up("A", "B")
+    net.up("B", "C")
+    net.run("A", LinkLimit("B", 4_000, net.now))
+    net.send(payload=PAYLOAD, report_to="ipn:1.7",
+             flags=BundleFlags.REPORT_RECEPTION | BundleFlags.REPORT_DELIVERY)
+    reps = net.reports("A")
+    delivered = [r for r in reps if "delivered" in r.status]
+    received = [r for r in reps if "received" in r.status]
+    assert len(delivered) == 1 and delivered[0].fragment_offset is None
+    frags = sorted({(r.fragment_offset, r.fragment_length) for r in received})
+    assert len(frags) >= 3 and frags[0][0] == 0
+    assert sum(n for _, n in frags) == len(PAYLOAD)  # the pieces, each reported
+    assert len(received) == 2 * len(frags)  # at B and at C
