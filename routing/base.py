@@ -114,6 +114,14 @@ class Router(ABC):
         route = self.route
         return [route(b, now_s, neighbours) for b in bundles]
 
+    def largest_piece(self, bundle: BundleInfo, now_s: float,
+                      neighbours: frozenset[str]) -> int | None:
+        """For a bundle :meth:`route` found no usable route for: the largest fragment of
+        it (bytes) that a route could carry now, so that the agent splits the bundle
+        (proactive fragmentation, RFC 9171 section 5.8); None: splitting would not help.
+        Reserves nothing. Routers that know contact volumes (CGR) override it."""
+        return None
+
     # Events: the default is to ignore them; routers that learn override.
     def contact_started(self, neighbour: str, now_s: float) -> None:
         """A contact to ``neighbour`` came up."""

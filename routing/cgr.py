@@ -736,6 +736,38 @@ class CGRRouter(Router):
             route=best_route.nodes,
         )
 
+    def largest_piece(self, bundle: BundleInfo, now_s: float,
+                      neighbours: frozenset[str]) -> int | None:
+        """The largest part of ``bundle`` that one of the routes selected so far can
+        carry now (volume left, queue, deadline: the checks :meth:`route` makes), by
+        bisection on the size; None when no route carries even one byte, or when the
+        whole bundle fits one (then splitting is not the answer)."""
+        if bundle.destination == self.node:
+            return None
+        rl = self.route_list(bundle.destination, now_s)
+        if rl is None:
+            return None
+        best = 0
+        for r in rl.selected[: self.max_routes]:
+            def fits(size: int, r: Route = r) -> bool:
+                b = BundleInfo(bundle.bundle_id, bundle.source, bundle.destination, size,
+                               bundle.priority, bundle.deadline_s, bundle.previous_hop,
+                               bundle.copies)
+                return self._check(r, b, self.estimated_size(size), now_s)[0] is not None
+            if not fits(1):
+                continue
+            lo, hi = 1, bundle.size_bytes  # fits(lo); find the largest size that fits
+            if fits(hi):
+                return None
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if fits(mid):
+                    lo = mid
+                else:
+                    hi = mid
+            best = max(best, lo)
+        return best or None
+
     def route_many(self, bundles: Iterable[BundleInfo], now_s: float,
                    neighbours: frozenset[str]) -> list[Decision]:
         """:meth:`route` for a batch at one time, with the same results as calling it

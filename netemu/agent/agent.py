@@ -60,7 +60,7 @@ from netemu.agent.log import JsonLog
 from netemu.agent.telemetry import BundlePublisher
 from netemu.agent.tls import TlsContexts
 from netemu.agent.traffic import TrafficGenerator, load_traffic
-from netemu.dtn import mtcp, tcpcl
+from netemu.dtn import mtcp, tcpcl, udpcl
 from netemu.dtn.eid import EID
 from netemu.dtn.errors import BundleError
 from netemu.errors import NetemuError
@@ -569,7 +569,7 @@ class Agent:
         self.counters["sessions"] += 1
         self.log("session_up", neighbour=name, peer=ch.peer, peer_node_id=ev.peer_node_id,
                  keepalive_s=ev.keepalive_s, peer_segment_mru=ev.peer_segment_mru,
-                 role=ch.session.role.value, tls=ch.session.tls)
+                 peer_transfer_mru=ev.peer_transfer_mru, role=ch.session.role.value, tls=ch.session.tls)
         st = self.neighbours.get(name)
         if st is None:
             ipn = _ipn_of(ev.peer_node_id) or 0  # (0: not an ipn node)
@@ -654,8 +654,24 @@ class Agent:
         for item in items:
             self.core.transmit_failed(item.key, st.cfg.name, reason)
 
+    def _link_limit(self, st: NeighbourState) -> int | None:
+        """The largest bundle ``st`` takes in one transfer: its TCPCL sessions' transfer
+        MRU, a UDP datagram on its path MTU, the config's ``max_bundle_bytes``; None when
+        nothing bounds it. Larger bundles go to it in fragments."""
+        limits = [st.cfg.max_bundle_bytes] if st.cfg.max_bundle_bytes else []
+        for ch in st.sessions:
+            if not ch.established:
+                continue
+            if isinstance(ch, TcpclChannel):
+                limits.append(ch.session.peer_transfer_mru)
+            elif isinstance(ch, UdpChannel):
+                limits.append(udpcl.max_bundle_bytes(st.cfg.path_mtu))
+        return min(limits) if limits else None
+
     def _update_up(self, st: NeighbourState) -> None:
         up = st.plan_up and any(ch.established for ch in st.sessions)
+        if up:  # (before the contact start that routes bundles to it)
+            self.core.link_limit(st.cfg.name, self._link_limit(st))
         if up != st.up:
             st.up = up
             self.log("contact_up" if up else "contact_down", neighbour=st.cfg.name)

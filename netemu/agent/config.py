@@ -12,6 +12,7 @@ The emulator writes one file per node; a person can write one by hand. Example (
     neighbours:
       - {name: gs1, ipn: 10, cl: tcpcl, address: "10.0.0.2:4556"}  # dial: both|lower|never
       - {name: sat2, ipn: 2, cl: udpcl, address: "10.0.1.2:4556", path_mtu: 1500}
+      - {name: d3, ipn: 3, cl: mtcp, address: "10.0.2.2:4224", max_bundle_bytes: 65536}
     keys:                                         # BPSec (RFC 9172/9173); keys in hex
       sign_key: "8f3a0c1b5d7e9f2a4c6e8a0b2d4f6a8c"  # BIB over bundles this node creates
       verify: {"ipn:2.0": "5e1d7c9b3a5f7e9d1c3b5a7f9e1d3c5b"}   # per security source, or "*"
@@ -26,6 +27,7 @@ The emulator writes one file per node; a person can write one by hand. Example (
     tls_key: node.key
     accept_unknown_peers: false                   # sessions only with listed neighbours
     rx_in_progress_max_bytes: 67108864            # unfinished incoming bundles, all peers
+    reassembly_max_bytes: 67108864                # fragments of bundles not yet whole
     transfer_stall_s: 30                          # an incoming transfer silent this long ends
     app_users: [daemon]                           # other users whose apps may use the socket
     reserved_endpoints: {"ipn:1.5": nobody}       # that user's apps alone register / send from
@@ -66,17 +68,20 @@ KNOWN_KEYS = ("node", "ipn", "listen", "app_socket", "store", "contact_plan", "f
               "store_max_bytes", "store_reserve_bytes", "durability", "default_lifetime_s",
               "log", "traffic", "traffic_records")
 TRUST_KEYS = ("tls", "tls_ca", "tls_cert", "tls_key", "accept_unknown_peers",
-              "rx_in_progress_max_bytes", "transfer_stall_s", "app_users",
-              "reserved_endpoints")
+              "rx_in_progress_max_bytes", "reassembly_max_bytes", "transfer_stall_s",
+              "app_users", "reserved_endpoints")
 TLS_MODES = ("off", "optional", "required")
 DEFAULT_TRANSFER_MRU = 16 * 1024 * 1024
 """The largest bundle a peer may send unless the config says otherwise: far above what
 the shipped workloads send (eo-filter's tiles are 4 KiB) and above HDTN's default
 10,000,000-byte MRU, so a whole raw image fits; the old default, 4 GiB, let one peer
 make the node hold that much for a single transfer. A node that must take more says so
-(``transfer_mru``); bundles are not fragmented yet."""
+(``transfer_mru``); a larger bundle for a peer is split into fragments of its MRU."""
 DEFAULT_RX_IN_PROGRESS_MAX_BYTES = 4 * DEFAULT_TRANSFER_MRU
-NEIGHBOUR_KEYS = ("name", "ipn", "cl", "address", "path_mtu", "links", "dial")
+DEFAULT_REASSEMBLY_MAX_BYTES = 4 * DEFAULT_TRANSFER_MRU
+"""The most bytes that fragments of bundles not yet whole may hold at this node."""
+NEIGHBOUR_KEYS = ("name", "ipn", "cl", "address", "path_mtu", "links", "dial",
+                  "max_bundle_bytes")
 DIAL_MODES = ("both", "lower", "never")
 """Who dials a neighbour's TCPCL/MTCP sessions: ``both`` sides at once (a collision is
 resolved: see ``Agent.session_started``), the ``lower`` ipn (the higher one only if no
@@ -114,6 +119,9 @@ class NeighbourConfig:
     #: than ``address``, so the session runs over that link and needs no IP routes.
     links: tuple[tuple[float, float, str], ...] = ()
     dial: str = "both"  # DIAL_MODES
+    #: the largest bundle to send it whole (larger ones go in fragments), for a peer
+    #: whose CL announces no limit (MTCP); TCPCL peers announce theirs (transfer MRU)
+    max_bundle_bytes: int | None = None
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -163,6 +171,7 @@ class AgentConfig:
     tls_key: str = ""
     accept_unknown_peers: bool = False
     rx_in_progress_max_bytes: int = DEFAULT_RX_IN_PROGRESS_MAX_BYTES
+    reassembly_max_bytes: int = DEFAULT_REASSEMBLY_MAX_BYTES
     transfer_stall_s: float = 30.0
     app_users: tuple[int, ...] = ()  # uids that may use the app socket besides root and us
     reserved_endpoints: dict[str, int] = field(default_factory=dict)  # endpoint -> its uid
@@ -340,6 +349,7 @@ class AgentConfig:
             "neighbours": [
                 {"name": n.name, "ipn": n.ipn, "cl": n.cl, "address": n.address,
                  "path_mtu": n.path_mtu, "dial": n.dial,
+                 **({"max_bundle_bytes": n.max_bundle_bytes} if n.max_bundle_bytes else {}),
                  **({"links": [list(x) for x in n.links]} if n.links else {})}
                 for n in self.neighbours
             ],
@@ -354,6 +364,7 @@ class AgentConfig:
             "app_users": list(self.app_users),
             "reserved_endpoints": dict(self.reserved_endpoints),
             "rx_in_progress_max_bytes": self.rx_in_progress_max_bytes,
+            "reassembly_max_bytes": self.reassembly_max_bytes,
             "transfer_stall_s": self.transfer_stall_s,
         }
 
@@ -415,6 +426,8 @@ def _trust(f: Fields) -> dict[str, Any]:
         "accept_unknown_peers": _required(f.boolean("accept_unknown_peers", default=False)),
         "rx_in_progress_max_bytes": _required(f.integer(
             "rx_in_progress_max_bytes", default=DEFAULT_RX_IN_PROGRESS_MAX_BYTES, lo=64)),
+        "reassembly_max_bytes": _required(f.integer(
+            "reassembly_max_bytes", default=DEFAULT_REASSEMBLY_MAX_BYTES, lo=0)),
         "transfer_stall_s": _required(f.number("transfer_stall_s", default=30.0, lo=0,
                                                lo_open=True)),
         "app_users": tuple(_uid(e) for e in f.items("app_users")),
@@ -466,7 +479,7 @@ def _neighbour(n: Fields) -> NeighbourConfig:
     return NeighbourConfig(_required(n.string("name", required=True)),
                            _required(n.integer("ipn", lo=1, required=True)), cl, addr,
                            _required(n.integer("path_mtu", default=1500, lo=68)),
-                           _links(n), dial)
+                           _links(n), dial, n.integer("max_bundle_bytes", lo=256))
 
 
 def _links(n: Fields) -> tuple[tuple[float, float, str], ...]:

@@ -157,6 +157,7 @@ class AgentCore:
         self._purge_due = False
         self._retry_handle: asyncio.TimerHandle | None = None
         self._backoff: dict[str, _Backoff] = {}  # neighbours whose store is full
+        self._link_limits: dict[str, int] = {}  # neighbour -> its transfer MRU
         self._full = False  # this store: no room for new bundles (logged on change)
         # Deliveries: endpoint -> connections; bundles waiting for / pushed to an app.
         self.endpoints: dict[str, list[AppConnection]] = {}
@@ -178,7 +179,8 @@ class AgentCore:
             bpa.CoreConfig(node_id=EID.ipn(cfg.ipn, 0), node_name=cfg.node,
                             plan_epoch_ms=datetime_to_dtn_ms(self.plan.epoch),
                             max_bytes=cfg.store_max_bytes, policy=security_policy(cfg),
-                            bundle_events=self.agent.bundle_events),
+                            bundle_events=self.agent.bundle_events,
+                            reassembly_max_bytes=cfg.reassembly_max_bytes),
             router)
         return router, core
 
@@ -212,6 +214,8 @@ class AgentCore:
             return
         now = self.now_ms()
         actions = self.bpa.restore(records, now)
+        for name, lim in self._link_limits.items():
+            actions += self.bpa.handle(bpa.LinkLimit(name, lim, now))
         for name, st in self.agent.neighbours.items():
             if st.up:
                 actions += self.bpa.handle(bpa.ContactUp(name, now))
@@ -463,8 +467,9 @@ class AgentCore:
                     log("status_report", subject=a.subject_id, status=a.status,
                         reason=a.reason, report=a.report_id)
                 elif t is bpa.Refuse:
-                    log("bundle_refused", bundle=a.bundle_id, reason=a.reason,
-                        message=a.message)
+                    log(a.event, bundle=a.bundle_id, reason=a.reason, message=a.message)
+                elif t is bpa.Note:
+                    log(a.event, bundle=a.bundle_id, message=a.message)
         if rows:
             store.add_many(rows)
         if drops:
@@ -533,6 +538,17 @@ class AgentCore:
 
     def contact_started(self, neighbour: str) -> None:
         self.submit(bpa.ContactUp(neighbour, self.now_ms()))
+
+    def link_limit(self, neighbour: str, max_bytes: int | None) -> None:
+        """The largest bundle ``neighbour`` takes in one transfer (its TCPCL transfer
+        MRU): larger ones go to it in fragments. Kept here so a reloaded core knows it."""
+        if self._link_limits.get(neighbour) == max_bytes:
+            return
+        if max_bytes is None:
+            del self._link_limits[neighbour]
+        else:
+            self._link_limits[neighbour] = max_bytes
+        self.submit(bpa.LinkLimit(neighbour, max_bytes, self.now_ms()))
 
     def contact_ended(self, neighbour: str) -> None:
         if neighbour in self._backoff:

@@ -47,7 +47,8 @@ from netemu.dtn.bundle import (
 )
 from netemu.dtn.eid import EID
 from netemu.dtn.errors import BundleError
-from netemu.dtn.state import BundleState, StoredBundle
+from netemu.dtn.fragment import Completed, FragmentError, Reassembler, fragment, whole_id
+from netemu.dtn.state import HELD_STATES, BundleState, StoredBundle
 from netemu.dtn.status import Reason, make_report
 from netemu.dtn.template import OriginTemplate
 from netemu.errors import InputError
@@ -74,6 +75,10 @@ _REPORT_FLAG = {"received": BundleFlags.REPORT_RECEPTION.value,
                 "delivered": BundleFlags.REPORT_DELIVERY.value,
                 "deleted": BundleFlags.REPORT_DELETION.value}
 _ADMIN_FLAG = BundleFlags.ADMIN_RECORD.value
+_FRAGMENT_FLAGS = BundleFlags.IS_FRAGMENT.value | BundleFlags.MUST_NOT_FRAGMENT.value
+#: Room left in a fragment for what the bundle gains on its way out (previous node block,
+#: a longer age or hop count).
+_OUTBOUND_SLACK = 64
 _DTN_NONE = EID.parse("dtn:none")
 _KNOWN_BLOCKS = {BLOCK_PAYLOAD, BLOCK_PREVIOUS_NODE, BLOCK_BUNDLE_AGE, BLOCK_HOP_COUNT,
                  BLOCK_BIB, BLOCK_BCB, BLOCK_COPIES}
@@ -152,8 +157,19 @@ class Tick:
     now_ms: int
 
 
+@dataclass(slots=True)
+class LinkLimit:
+    """The largest bundle ``neighbour`` takes in one transfer (a TCPCL peer's transfer
+    MRU from its SESS_INIT); None: no limit known. Bundles larger than that are split
+    into fragments before they go to it (RFC 9171 section 5.8)."""
+
+    neighbour: str
+    max_bytes: int | None
+    now_ms: int
+
+
 Event = (BundleReceived | AppSend | AppDelivered | ContactUp | ContactDown | TransmissionDone
-         | TransmissionFailed | Tick)
+         | TransmissionFailed | Tick | LinkLimit)
 
 
 # --- actions -----------------------------------------------------------------------------
@@ -169,11 +185,13 @@ class Accept:
 
 @dataclass(slots=True)
 class Refuse:
-    """Refuse a received bundle or an app send (``reason`` is a status report code)."""
+    """Refuse a received bundle or an app send (``reason`` is a status report code).
+    ``event``: the name the shell logs it under."""
 
     bundle_id: str | None
     reason: int
     message: str
+    event: str = "bundle_refused"
 
 
 StoreRow = tuple[str, bytes, str, int, int, BundleState, int, str | None]
@@ -268,6 +286,16 @@ class BundleEvent:
 
 
 @dataclass(slots=True)
+class Note:
+    """For logs: ``event`` happened to ``bundle_id`` (bundle_fragmented,
+    bundle_reassembled, fragmentation_refused); ``message`` says what and why."""
+
+    event: str
+    bundle_id: str
+    message: str
+
+
+@dataclass(slots=True)
 class ScheduleRetry:
     """Send a Tick no later than ``at_ms``."""
 
@@ -275,7 +303,7 @@ class ScheduleRetry:
 
 
 Action = (Accept | Refuse | Store | SetState | Delete | Forward | Deliver | StatusReportSent
-          | ScheduleRetry | BundleEvent)
+          | ScheduleRetry | BundleEvent | Note)
 
 
 # --- configuration -----------------------------------------------------------------------
@@ -292,7 +320,11 @@ class CoreConfig:
     ``retry_ms``: how long to wait before retrying a failed transmission;
     ``reroute_ms``: how often to ask the router again about bundles it had no next hop for
     (they are asked at every contact start too); ``status_reports``: False pares all status reports;
-    ``bundle_events``: emit :class:`BundleEvent` actions (telemetry).
+    ``bundle_events``: emit :class:`BundleEvent` actions (telemetry);
+    ``reassembly_max_bytes``: the most bytes that fragments of bundles not yet complete
+    may hold here together (None: no cap); ``min_fragment_bytes``: the smallest fragment
+    this node makes when it splits a bundle for a contact's volume (proactive; bundles
+    smaller than twice this wait for a contact that takes them whole).
     """
 
     node_id: EID
@@ -308,6 +340,8 @@ class CoreConfig:
     reroute_ms: int = 5_000
     crc: str = "crc32c"
     bundle_events: bool = False
+    reassembly_max_bytes: int | None = 64 * 1024 * 1024
+    min_fragment_bytes: int = 64 * 1024
 
 
 @dataclass(slots=True)
@@ -328,6 +362,7 @@ class _Held:
     # from admission until its first routing so it is encoded once, not twice.
     wire: bytes | None = None
     bid: str = ""  # the bundle's ID, computed once (Bundle.id builds it on each call)
+    noted: bool = False  # "cannot be fragmented" logged already
 
 
 class BundleAgent:
@@ -354,7 +389,10 @@ class BundleAgent:
         self._ipn_names: dict[int, str] = {}
         self.counters = {"received": 0, "duplicates": 0, "forwarded": 0, "delivered": 0,
                          "deleted": 0, "refused": 0, "originated": 0, "metadata_sent": 0,
-                         "metadata_received": 0}
+                         "metadata_received": 0, "fragmented": 0, "reassembled": 0}
+        self.reassembly = Reassembler(config.reassembly_max_bytes)
+        self.link_limits: dict[str, int] = {}  # neighbour -> largest bundle it takes
+        self._least_limit = 1 << 64  # the smallest of them
         # router metadata that arrived before the core saw that neighbour's ContactUp
         self._early_metadata: dict[str, tuple[Metadata, int]] = {}
         # neighbour -> DTN time until which routing waits for its metadata
@@ -488,6 +526,8 @@ class BundleAgent:
     def _drop(self, h: _Held) -> None:
         if self.held.pop(h.bid, None) is not None:
             self.held_bytes -= h.size
+            if h.state == BundleState.FRAGMENT:
+                self.reassembly.discard(h.bid)
 
     def _report(self, subject: Bundle, status: str, reason: int, now_ms: int,
                 out: list[Action], force: bool = False) -> None:
@@ -549,6 +589,12 @@ class BundleAgent:
             self.router.contact_ended(event.neighbour, self._now_s(event.now_ms))
         elif isinstance(event, Tick):
             self._tick(event.now_ms, out)
+        elif isinstance(event, LinkLimit):
+            if event.max_bytes is None:
+                self.link_limits.pop(event.neighbour, None)
+            else:
+                self.link_limits[event.neighbour] = event.max_bytes
+            self._least_limit = min(self.link_limits.values(), default=1 << 64)
         else:
             raise TypeError(f"unknown event {event!r}")
         return out
@@ -623,6 +669,12 @@ class BundleAgent:
             self.counters["duplicates"] += 1
             out.append(Accept(bid, duplicate=True))
             return
+        p = b.primary
+        if p.flags & _FRAGMENT_FLAGS == _FRAGMENT_FLAGS:
+            self.counters["refused"] += 1
+            out.append(Refuse(bid, Reason.BLOCK_UNINTELLIGIBLE,
+                              f"{bid} is a fragment of a bundle flagged must-not-fragment"))
+            return
         self.counters["received"] += 1
         changed = False
         for blk in b.blocks:  # the common case: no age, hop count or unknown block
@@ -665,11 +717,14 @@ class BundleAgent:
         """:meth:`_received` once the blocks are known: limits, policy, quota, admit."""
         now = ev.now_ms
         reason: int | None = None
+        # A fragment for this node is checked against the security policy once its bundle
+        # is whole (its BIB covers the whole payload).
+        reassemble = bool(b.primary.flags & 1) and self.is_local(b.destination)
         if hop is not None and hop[1] > hop[0]:
             reason, msg = Reason.HOP_LIMIT_EXCEEDED, f"hop count {hop[1]} over limit {hop[0]}"
         elif expiry <= now:
             reason, msg = Reason.LIFETIME_EXPIRED, "lifetime expired before arrival"
-        elif self.cfg.policy is not None:
+        elif self.cfg.policy is not None and not reassemble:
             verdict = self.cfg.policy.check_inbound(b)
             if verdict is not None:
                 reason, msg = verdict
@@ -680,6 +735,18 @@ class BundleAgent:
             self._delete(b, reason, msg, now, out, size=len(ev.data))
             return
         data = b.encode() if changed else ev.data
+        if reassemble:
+            if whole_id(b) in self.known:
+                # the bundle was put together (or deleted) already: nothing to add
+                self.counters["duplicates"] += 1
+                self._remember(bid, expiry)
+                out.append(Accept(bid, duplicate=True))
+                return
+            why = self.reassembly.refusal(b, len(data))
+            if why is not None:
+                self.counters["refused"] += 1
+                out.append(Refuse(bid, why[0], why[1], event="reassembly_refused"))
+                return
         if not self._fits(len(data)):
             self.counters["refused"] += 1
             out.append(Refuse(bid, Reason.DEPLETED_STORAGE,
@@ -690,12 +757,49 @@ class BundleAgent:
                 self._event("received", b, len(data), out)
                 self._event("deleted", b, len(data), out, reason=Reason.DEPLETED_STORAGE)
             return
-        self._admit(b, data, now, age0, expiry, ev.neighbour, out)
+        if len(self.reassembly) and not reassemble:
+            # the whole bundle came while some of its fragments wait here: they are done
+            for fid in self.reassembly.fragment_ids(bid):
+                self._drop(self.held[fid])
+                out.append(SetState(fid, BundleState.DELIVERED))
+        h = self._admit(b, data, now, age0, expiry, ev.neighbour, out,
+                        BundleState.FRAGMENT if reassemble else None)
         out.append(Accept(bid))
         if self.cfg.bundle_events:
             self._event("received", b, len(data), out)
         self._report(b, "received", Reason.NO_INFO, now, out)
-        self._dispatch(self.held[bid], now, out)
+        if reassemble:
+            done = self.reassembly.add(b, bid, len(data))
+            if done is not None:
+                self._reassembled(done, now, out)
+            return
+        self._dispatch(h, now, out)
+
+    def _reassembled(self, done: Completed, now: int, out: list[Action]) -> None:
+        """Every byte of a bundle's ADU is here: its fragments become tombstones and the
+        whole bundle is stored and delivered, in the one commit."""
+        whole = done.bundle
+        parts = [self.held[fid] for fid in done.fragment_ids if fid in self.held]
+        first = next((h for h in parts if h.bundle.primary.fragment_offset == 0), parts[0])
+        for h in parts:
+            self._drop(h)
+            out.append(SetState(h.bid, BundleState.DELIVERED))
+        wid = whole.id
+        data = whole.encode()
+        self.counters["reassembled"] += 1
+        out.append(Note("bundle_reassembled", wid,
+                        f"{len(done.fragment_ids)} fragments, {len(whole.payload)} bytes of "
+                        "payload"))
+        if self.cfg.policy is not None:
+            verdict = self.cfg.policy.check_inbound(whole)
+            if verdict is not None:
+                h = self._admit(whole, data, now, first.age_at_receipt_ms, first.expiry_ms,
+                                first.previous_hop, out)
+                self._delete(whole, verdict[0], verdict[1], now, out, h)
+                return
+        h = self._admit(whole, data, now, first.age_at_receipt_ms, first.expiry_ms,
+                        first.previous_hop, out)
+        self._dispatch(h, now, out)
 
     def _metadata_received(self, b: Bundle, md: Metadata, ev: BundleReceived, out: list[Action]) -> None:
         if self.cfg.policy is not None and self.cfg.policy.check_inbound(b) is not None:
@@ -718,9 +822,10 @@ class BundleAgent:
         self._ready = frozenset(self.neighbours.difference(self._awaiting_md))
 
     def _admit(self, b: Bundle, data: bytes, now: int, age0: int, expiry: int,
-               previous_hop: str | None, out: list[Action]) -> _Held:
-        local = self.is_local(b.destination)
-        state = BundleState.LOCAL if local else BundleState.PENDING
+               previous_hop: str | None, out: list[Action],
+               state: BundleState | None = None) -> _Held:
+        if state is None:
+            state = BundleState.LOCAL if self.is_local(b.destination) else BundleState.PENDING
         bid = b.id
         h = _Held(b, None, state, now, age0, expiry, len(data), previous_hop, bid=bid)
         self.held[bid] = h
@@ -897,6 +1002,28 @@ class BundleAgent:
                out: list[Action]) -> None:
         """Carry out the router's ``decision`` for ``h``: Forward actions, or wait."""
         hops = [hop for hop in decision.hops if hop.node in ready and hop.node not in h.sent_to]
+        limits = self.link_limits
+        if h.size + _OUTBOUND_SLACK > self._least_limit and hops:  # (hot path: one test)
+            h.keep = decision.keep  # (a copy the router keeps is not split)
+            lim = min((limits[hop.node] for hop in hops if hop.node in limits), default=None)
+            if lim is not None and h.size + _OUTBOUND_SLACK > lim:
+                why = f"{h.size} bytes, {hops[0].node} takes at most {lim} in one transfer"
+                if self._split(h, lim - _OUTBOUND_SLACK, why, now, out, hops[0].node):
+                    return
+                # Not split: it cannot go whole to a hop that takes less either; it waits
+                # (the router is asked again later) or goes to the hops that take it.
+                fits = [hop for hop in hops
+                        if h.size + _OUTBOUND_SLACK <= limits.get(hop.node, 1 << 64)]
+                if not fits:
+                    self.router.failed(self._info_of(h), hops[0].node, self._now_s(now))
+                hops = fits
+        if (not decision.hops and h.size >= 2 * self.cfg.min_fragment_bytes
+                and self._can_split(h)):  # no route can carry it whole: a part, then?
+            piece = self.router.largest_piece(self._info_of(h), self._now_s(now), ready)
+            if piece is not None and self.cfg.min_fragment_bytes <= piece < h.size:
+                why = f"{h.size} bytes, the route's contacts can carry {piece} now"
+                if self._split(h, piece, why, now, out):
+                    return
         if not hops:
             h.waiting = True  # asked again at the next contact start, or after reroute_ms
             h.wire = None  # may wait long: do not hold the bytes twice
@@ -930,6 +1057,52 @@ class BundleAgent:
                 set_copies(ob, hop.copies)
                 data = ob.encode()
             out.append(Forward(h.bid, hop.node, data, decision.route))  # type: ignore[arg-type]
+
+    def _can_split(self, h: _Held) -> bool:
+        return (h.state == BundleState.PENDING and not h.keep and not h.sent_to
+                and not h.bundle.primary.flags & (_ADMIN_FLAG | BundleFlags.MUST_NOT_FRAGMENT)
+                and copies_of(h.bundle) == 1)
+
+    def _split(self, h: _Held, max_bytes: int, why: str, now: int, out: list[Action],
+               routed_to: str | None = None) -> bool:
+        """Replace ``h`` by fragments of at most ``max_bytes`` and route each on its own
+        (RFC 9171 section 5.8); False (logged once) when it may not be split: it then
+        waits or goes elsewhere as any bundle does. ``routed_to``: the hop the router
+        chose for ``h`` (its reservation is given back: the fragments make their own)."""
+        try:
+            if not self._can_split(h):
+                raise FragmentError("it is flagged must-not-fragment, is an administrative "
+                                    "record or a copy that is kept")
+            frags = fragment(h.bundle, max_bytes)
+        except FragmentError as e:
+            if not h.noted:
+                h.noted = True
+                out.append(Note("fragmentation_refused", h.bid, f"{why}; not split: {e}"))
+            return False
+        if routed_to is not None:
+            self.router.failed(self._info_of(h), routed_to, self._now_s(now))
+        self._drop(h)
+        out.append(SetState(h.bid, BundleState.FORWARDED))
+        self.counters["fragmented"] += 1
+        out.append(Note("bundle_fragmented", h.bid,
+                        f"{why}: {len(frags)} fragments of at most {max_bytes} bytes"))
+        parts: list[_Held] = []
+        for f in frags:
+            data = f.encode()
+            fid = f.id
+            if fid in self.known:
+                continue
+            fh = _Held(f, None, BundleState.PENDING, h.received_ms, h.age_at_receipt_ms,
+                       h.expiry_ms, len(data), h.previous_hop, bid=fid)
+            self.held[fid] = fh
+            self.held_bytes += len(data)
+            self._remember(fid, h.expiry_ms)
+            out.append(Store(fid, data, eid_text(f.destination), h.expiry_ms, h.received_ms,
+                             BundleState.PENDING, h.age_at_receipt_ms, h.previous_hop))
+            parts.append(fh)
+        for fh in parts:
+            self._route(fh, now, out)
+        return True
 
     def _schedule(self, at_ms: int, out: list[Action]) -> None:
         if self._retry_at is None or at_ms < self._retry_at:
@@ -1017,7 +1190,7 @@ class BundleAgent:
                     max_seq = max(max_seq, int(parts[2]))
             except (BundleError, IndexError, ValueError):
                 pass  # a dtn EID with commas: its sequence cannot clash (later time)
-            if r.data is None or r.state not in (BundleState.PENDING, BundleState.LOCAL):
+            if r.data is None or r.state not in HELD_STATES:
                 continue
             try:
                 b = decode_bundle(r.data)
@@ -1034,6 +1207,10 @@ class BundleAgent:
             if h.expiry_ms <= now_ms:
                 self._delete(h.bundle, Reason.LIFETIME_EXPIRED, "lifetime expired", now_ms,
                              out, h)
+            elif h.state == BundleState.FRAGMENT:
+                done = self.reassembly.add(h.bundle, h.bid, h.size)
+                if done is not None:  # (whole already: the commit that completed it died)
+                    self._reassembled(done, now_ms, out)
             else:
                 self._dispatch(h, now_ms, out)
         return out
@@ -1041,9 +1218,12 @@ class BundleAgent:
     def status(self) -> dict[str, Any]:
         """Counters and holdings, for the app interface's status query."""
         pending = sum(1 for h in self.held.values() if h.state == BundleState.PENDING)
+        local = sum(1 for h in self.held.values() if h.state == BundleState.LOCAL)
         return {"node": str(self.node_id), "neighbours": sorted(self.neighbours),
                 "held_bundles": len(self.held), "held_bytes": self.held_bytes,
-                "pending": pending, "local": len(self.held) - pending,
+                "pending": pending, "local": local,
+                "reassembling": len(self.reassembly),
+                "reassembly_bytes": self.reassembly.held_bytes,
                 "known_ids": len(self.known), **self.counters}
 
 

@@ -19,10 +19,11 @@ class BundleState(IntEnum):
     FORWARDED = 3   # handed on (tombstone unless kept for more copies)
     DELIVERED = 4   # taken by the application (tombstone)
     DELETED = 5     # deleted with a reason (tombstone)
+    FRAGMENT = 6    # a fragment for a local endpoint, waiting for the rest of its bundle
 
 
 #: The states in which a node still holds the bundle's bytes (the others are tombstones).
-HELD_STATES = (BundleState.PENDING, BundleState.LOCAL)
+HELD_STATES = (BundleState.PENDING, BundleState.LOCAL, BundleState.FRAGMENT)
 
 
 @dataclass(frozen=True)

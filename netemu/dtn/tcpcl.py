@@ -87,12 +87,32 @@ XFER_EXT_TRANSFER_LENGTH = 0x0001
 
 U64_MAX = 2**64 - 1
 
-# Fast-path layouts: a single-segment XFER_SEGMENT header carrying the transfer-length
-# extension (type, flags, id, ext-list length 13, item flags, item type, item length,
-# total length, data length), and an XFER_ACK.
+# Fast-path layouts: a single-segment XFER_SEGMENT header without extension items (type,
+# flags, id, ext-list length 0, data length), as this side sends it: RFC 9174 section
+# 5.2.5.1 says a transfer in one segment SHOULD NOT carry the transfer-length extension;
+# the same carrying it (ext-list length 13, item flags, item type, item length, total
+# length, data length), as some peers send it; and an XFER_ACK.
+_ONE_SEGMENT_BARE = struct.Struct("!BBQIQ")
 _ONE_SEGMENT = struct.Struct("!BBQIBHHQQ")
 _ACK = struct.Struct("!BBQQ")
 _ACK_BODY = struct.Struct("!BQQ")
+
+
+def _one_segment(buf: bytearray, off: int) -> tuple[int, int, int] | None:
+    """(transfer ID, data length, header length) of the single-segment XFER_SEGMENT at
+    ``off`` (flags checked by the caller) when it has no extension item or only a
+    transfer-length item equal to its data length; None for anything else (the general
+    parser takes it) or when the header is incomplete."""
+    _, _, tid, elen, dlen = _ONE_SEGMENT_BARE.unpack_from(buf, off)
+    if elen == 0:
+        return tid, dlen, _ONE_SEGMENT_BARE.size
+    if elen != 13 or len(buf) - off < _ONE_SEGMENT.size:
+        return None
+    (_, _, _, _, iflags, itype, ilen, total, dlen) = _ONE_SEGMENT.unpack_from(buf, off)
+    if itype == XFER_EXT_TRANSFER_LENGTH and ilen == 8 and not iflags & ~EXT_CRITICAL \
+            and total == dlen:
+        return tid, dlen, _ONE_SEGMENT.size
+    return None
 
 
 class RefuseReason(enum.IntEnum):
@@ -722,9 +742,9 @@ class Session:
         seg_max = max(1, min(self.peer_segment_mru, self.max_segment_out))
         out = self._out
         if total <= seg_max:
-            # One segment (the common case): one header with the transfer-length item.
-            out.append(_ONE_SEGMENT.pack(XFER_SEGMENT, SEG_START | SEG_END, tid, 13, 0,
-                                         XFER_EXT_TRANSFER_LENGTH, 8, total, total))
+            # One segment (the common case): no transfer-length item (RFC 9174 5.2.5.1).
+            out.append(_ONE_SEGMENT_BARE.pack(XFER_SEGMENT, SEG_START | SEG_END, tid, 0,
+                                              total))
             if total:
                 out.append(bundle)
             return tid
@@ -885,18 +905,19 @@ class Session:
                     off += 18
                     self._acked(flags, tid, length, events)
                     continue
-                if (typ == XFER_SEGMENT and self._in is None and len(buf) - off >= _ONE_SEGMENT.size
+                if (typ == XFER_SEGMENT and self._in is None
+                        and len(buf) - off >= _ONE_SEGMENT_BARE.size
                         and buf[off + 1] == SEG_START | SEG_END
                         and self.state is SessionState.ESTABLISHED):
-                    # A whole bundle in one segment with only the transfer-length item.
-                    (_, _, tid, elen, iflags, itype, ilen, total,
-                     dlen) = _ONE_SEGMENT.unpack_from(buf, off)
-                    if (elen == 13 and itype == XFER_EXT_TRANSFER_LENGTH and ilen == 8
-                            and not iflags & ~EXT_CRITICAL and total == dlen
-                            and dlen <= self.segment_mru and dlen <= self.transfer_mru
-                            and len(buf) - off - _ONE_SEGMENT.size >= dlen):
+                    # A whole bundle in one segment, with no extension item or only the
+                    # transfer-length one.
+                    hdr = _one_segment(buf, off)
+                    if (hdr is not None and hdr[1] <= self.segment_mru
+                            and hdr[1] <= self.transfer_mru
+                            and len(buf) - off - hdr[2] >= hdr[1]):
+                        tid, dlen, size = hdr
                         self._check_new_tid(tid)
-                        start = off + _ONE_SEGMENT.size
+                        start = off + size
                         off = start + dlen
                         self._awaiting_ack[tid] = dlen
                         self._awaiting_first[tid] = dlen
@@ -944,8 +965,7 @@ class Session:
         over at anything else (and at an incomplete message). Returns the new offset."""
         n = len(buf)
         out_transfers = self._out_transfers
-        ack_unpack, seg_unpack, seg_size = _ACK_BODY.unpack_from, _ONE_SEGMENT.unpack_from, \
-            _ONE_SEGMENT.size
+        ack_unpack, one_segment = _ACK_BODY.unpack_from, _one_segment
         one_seg = SEG_START | SEG_END
         while off < n:
             typ = buf[off]
@@ -967,15 +987,14 @@ class Session:
                 t.acked = length
                 events.append(TransferCompleted(tid, length))
                 continue
-            if (typ != XFER_SEGMENT or self._in is not None or n - off < seg_size
+            if (typ != XFER_SEGMENT or self._in is not None or n - off < 22
                     or buf[off + 1] != one_seg):
                 break
-            (_, _, tid, elen, iflags, itype, ilen, total, dlen) = seg_unpack(buf, off)
-            if not (elen == 13 and itype == XFER_EXT_TRANSFER_LENGTH and ilen == 8
-                    and not iflags & ~EXT_CRITICAL and total == dlen
-                    and dlen <= self.segment_mru and dlen <= self.transfer_mru):
+            hdr = one_segment(buf, off)
+            if hdr is None:
                 break
-            if n - off - seg_size < dlen:
+            tid, dlen, seg_size = hdr
+            if dlen > self.segment_mru or dlen > self.transfer_mru or n - off - seg_size < dlen:
                 break
             self._check_new_tid(tid)
             start = off + seg_size

@@ -216,6 +216,7 @@ class StubCore:
         self.sent: list[str] = []
         self.failed: list[str] = []
         self.contacts: list[tuple[str, str]] = []
+        self.limits: dict[str, int | None] = {}  # neighbour -> its transfer MRU
 
     def app_handlers(self):
         return {}
@@ -237,6 +238,9 @@ class StubCore:
 
     def contact_ended(self, nb: str) -> None:
         self.contacts.append(("down", nb))
+
+    def link_limit(self, nb: str, max_bytes: int | None) -> None:
+        self.limits[nb] = max_bytes
 
     def receive_many(self, items, done):
         for data, _nb in items:

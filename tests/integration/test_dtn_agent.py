@@ -272,6 +272,10 @@ def test_udpcl_between_agents(tmp_path):
             await asyncio.sleep(1.0)  # UDP neighbour up at the next housekeeping round
             await tx.send("ipn:2.1", b"over udp")
             assert (await rx.recv(timeout_s=20)).payload == b"over udp"
+            # larger than a datagram on a 1,500-byte path: it goes in fragments
+            big = bytes(range(250)) * 20
+            await tx.send("ipn:2.1", big)
+            assert (await rx.recv(timeout_s=20)).payload == big
             await tx.close()
             await rx.close()
         finally:

@@ -8,7 +8,9 @@
   app exactly once;
 - with the run's broker, every node's ``bundle/<node>`` events are recorded;
 - the agents send and take a run's traffic flows themselves, and reach their neighbours
-  through the direct links' addresses alone.
+  through the direct links' addresses alone;
+- a relay splits a bundle larger than its next hop's transfer MRU, and the destination
+  puts it together.
 
 Namespaces, veths and processes are removed even when a test fails.
 """
@@ -164,6 +166,37 @@ def test_one_node_host_serves_a_chain_in_three_namespaces(chain):
             assert events.count("agent_started") == 1 and events[-1] == "agent_stopped"
         pids = {e["pid"] for n in NODES for e in _log(chain, n) if e["event"] == "agent_started"}
         assert len(pids) == 1
+
+    asyncio.run(asyncio.wait_for(go(), 120))
+
+
+def test_relay_splits_for_a_smaller_mru_and_the_destination_reassembles(chain):
+    """C advertises HDTN's 10,000,000-byte transfer MRU: the 11 MB bundle goes A → B
+    whole, B splits it for C, and C's app gets it whole, once."""
+    tmp = chain["tmp"]
+    cfg_c = json.loads(chain["configs"]["C"].read_text())
+    chain["configs"]["C"].write_text(json.dumps({**cfg_c, "transfer_mru": 10_000_000}))
+    payload = bytes(range(256)) * (11_000_000 // 256)
+
+    async def go():
+        host = HostProc(chain, list(NODES), "host").start()
+        try:
+            tx = await BpClient.connect(str(tmp / "A" / "bp.sock"), timeout_s=30)
+            rx = await BpClient.connect(str(tmp / "C" / "bp.sock"), timeout_s=30)
+            await rx.register("ipn:3.1")
+            await tx.send("ipn:3.1", payload)
+            got = await rx.recv(timeout_s=60)
+            with pytest.raises(asyncio.TimeoutError):  # once
+                await rx.recv(timeout_s=2)
+            assert got.payload == payload
+            await tx.close()
+            await rx.close()
+        finally:
+            host.stop()
+        events = {n: [e["event"] for e in _log(chain, n)] for n in NODES}
+        assert "bundle_fragmented" not in events["A"]
+        assert events["B"].count("bundle_fragmented") == 1
+        assert events["C"].count("bundle_reassembled") == 1
 
     asyncio.run(asyncio.wait_for(go(), 120))
 

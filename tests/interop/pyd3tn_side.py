@@ -8,7 +8,8 @@ Commands (bundles as hex, one per line; descriptions as JSON, one per line):
 - ``create``: JSON specs on stdin → bundles pyD3TN's codec encodes;
 - ``mtcp-send HOST PORT``: bundles on stdin → sent over one MTCP connection;
 - ``mtcp-recv PORT N``: listen on 127.0.0.1:PORT (prints ``ready``), take N bundles from
-  one MTCP connection, print each one's description.
+  one MTCP connection, print each one's description; N ``adu``: take fragments until
+  their payloads cover the total ADU length pyD3TN reads in them (and print each).
 """
 
 from __future__ import annotations
@@ -76,8 +77,20 @@ def main() -> None:
         srv.settimeout(60)
         sock, _ = srv.accept()
         with MTCPSocket(sock, timeout=60) as conn:
-            for _ in range(int(sys.argv[3])):
-                print(json.dumps(describe(conn.recv_bundle())), flush=True)
+            if sys.argv[3] != "adu":
+                for _ in range(int(sys.argv[3])):
+                    print(json.dumps(describe(conn.recv_bundle())), flush=True)
+                return
+            covered: set[int] = set()
+            total = None
+            while total is None or len(covered) < total:
+                d = describe(conn.recv_bundle())
+                print(json.dumps(d), flush=True)
+                total = d["total_adu_length"]
+                if total is None:
+                    raise SystemExit("pyd3tn_side: a whole bundle where fragments were due")
+                off = d["fragment_offset"]
+                covered.update(range(off, off + len(d["payload"]) // 2))
     else:
         raise SystemExit(f"pyd3tn_side: no command {cmd!r}")
 

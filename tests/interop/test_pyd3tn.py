@@ -7,7 +7,9 @@ through ``pyd3tn_side.py``.
   included;
 - MTCP both ways through a running ``netemu agent``: pyD3TN sends a bundle over MTCP that
   an app takes from the agent, and the agent forwards an app's bundle over MTCP to
-  pyD3TN.
+  pyD3TN; the same with fragments: fragments pyD3TN makes (out of order, overlapping)
+  reach the app as one bundle, and a bundle larger than the neighbour's
+  ``max_bundle_bytes`` leaves the agent in fragments that pyD3TN reads as such.
 
 Where pyD3TN departs from RFC 9171 the tests say so and check that netemu follows the RFC:
 
@@ -187,33 +189,13 @@ def test_mtcp_both_ways_through_a_running_agent(tmp_path):
     from netemu.agent.client import BpClient, Delivery
 
     port_a, port_d = _free_port(), _free_port()
-    epoch = datetime.now(timezone.utc) - timedelta(seconds=30)
-    plan = {"epoch": epoch.isoformat().replace("+00:00", "Z"), "nodes": {"A": 1, "D": 9},
-            "contacts": [{"from": a, "to": b, "start_s": 0, "end_s": 86400, "rate_bps": 1e9,
-                          "owlt_s": 0.001} for a, b in (("A", "D"), ("D", "A"))]}
-    (tmp_path / "plan.json").write_text(json.dumps(plan))
-    cfg = {"node": "A", "ipn": 1, "listen": {"tcpcl": [], "udpcl": [],
-                                             "mtcp": [f"127.0.0.1:{port_a}"]},
-           "app_socket": str(tmp_path / "A" / "bp.sock"),
-           "store": str(tmp_path / "A" / "store.sqlite"),
-           "contact_plan": str(tmp_path / "plan.json"), "routing": {"algorithm": "cgr"},
-           "neighbours": [{"name": "D", "ipn": 9, "cl": "mtcp",
-                           "address": f"127.0.0.1:{port_d}"}],
-           "log": str(tmp_path / "A.log")}
-    (tmp_path / "A.json").write_text(json.dumps(cfg))
     # pyD3TN listens first (the agent dials D while the contact is up)
     recv = subprocess.Popen([str(PYD3TN), str(SIDE), "mtcp-recv", str(port_d), "1"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert recv.stdout is not None and recv.stdout.readline().strip() == "ready"
-    agent = subprocess.Popen([sys.executable, "-m", "netemu", "agent", "--node", "A",
-                              "--config", str(tmp_path / "A.json")],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    agent = _mtcp_agent(tmp_path, port_a, port_d)
     try:
         sock = tmp_path / "A" / "bp.sock"
-        deadline = time.monotonic() + 60
-        while not sock.exists():
-            assert agent.poll() is None and time.monotonic() < deadline, agent.stderr
-            time.sleep(0.1)
         created = datetime.now(timezone.utc) - datetime(2000, 1, 1, tzinfo=timezone.utc)
         spec = {"source": "ipn:9.1", "destination": "ipn:1.5", "sequence": 1,
                 "payload": b"from pyD3TN over MTCP".hex(), "lifetime_ms": 600_000,
@@ -238,6 +220,87 @@ def test_mtcp_both_ways_through_a_running_agent(tmp_path):
         assert bytes.fromhex(t["payload"]) == b"from netemu over MTCP", err
         assert (t["source"], t["destination"]) == ("ipn:1.5", "ipn:9.3")
         assert t["flags"] & BundleFlags.IS_FRAGMENT == 0
+    finally:
+        agent.terminate()
+        agent.wait(30)
+        if recv.poll() is None:
+            recv.kill()
+            recv.wait(10)
+
+
+def _mtcp_agent(tmp_path, port_a: int, port_d: int, **neighbour) -> subprocess.Popen:
+    """``netemu agent`` A (ipn 1) with MTCP neighbour D (ipn 9, pyD3TN), contact up."""
+    epoch = datetime.now(timezone.utc) - timedelta(seconds=30)
+    plan = {"epoch": epoch.isoformat().replace("+00:00", "Z"), "nodes": {"A": 1, "D": 9},
+            "contacts": [{"from": a, "to": b, "start_s": 0, "end_s": 86400, "rate_bps": 1e9,
+                          "owlt_s": 0.001} for a, b in (("A", "D"), ("D", "A"))]}
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    cfg = {"node": "A", "ipn": 1, "listen": {"tcpcl": [], "udpcl": [],
+                                             "mtcp": [f"127.0.0.1:{port_a}"]},
+           "app_socket": str(tmp_path / "A" / "bp.sock"),
+           "store": str(tmp_path / "A" / "store.sqlite"),
+           "contact_plan": str(tmp_path / "plan.json"), "routing": {"algorithm": "cgr"},
+           "neighbours": [{"name": "D", "ipn": 9, "cl": "mtcp",
+                           "address": f"127.0.0.1:{port_d}", **neighbour}],
+           "log": str(tmp_path / "A.log")}
+    (tmp_path / "A.json").write_text(json.dumps(cfg))
+    agent = subprocess.Popen([sys.executable, "-m", "netemu", "agent", "--node", "A",
+                              "--config", str(tmp_path / "A.json")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    sock = tmp_path / "A" / "bp.sock"
+    deadline = time.monotonic() + 60
+    while not sock.exists():
+        assert agent.poll() is None and time.monotonic() < deadline, agent.stderr
+        time.sleep(0.1)
+    return agent
+
+
+def test_mtcp_fragments_both_ways_through_a_running_agent(tmp_path):
+    from netemu.agent.client import BpClient, Delivery
+
+    port_a, port_d = _free_port(), _free_port()
+    recv = subprocess.Popen([str(PYD3TN), str(SIDE), "mtcp-recv", str(port_d), "adu"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert recv.stdout is not None and recv.stdout.readline().strip() == "ready"
+    agent = _mtcp_agent(tmp_path, port_a, port_d, max_bundle_bytes=1000)
+    try:
+        rng = random.Random(5)
+        adu = rng.randbytes(5000)
+        created = datetime.now(timezone.utc) - datetime(2000, 1, 1, tzinfo=timezone.utc)
+        # pyD3TN's fragments of one bundle: out of order, two of them overlapping
+        spans = [(3000, 5000), (0, 1800), (1500, 3200)]
+        specs = [{"source": "ipn:9.1", "destination": "ipn:1.5", "sequence": 4,
+                  "payload": adu[a:b].hex(), "lifetime_ms": 600_000,
+                  "creation_ms": int(created.total_seconds()) * 1000,
+                  "flags": int(BundleFlags.IS_FRAGMENT), "fragment_offset": a,
+                  "total_adu_length": len(adu)} for a, b in spans]
+        wire = side("create", lines=[json.dumps(s) for s in specs])
+        assert all(decode_bundle_strict(bytes.fromhex(w)).primary.is_fragment for w in wire)
+        big = rng.randbytes(4000)
+
+        async def app() -> Delivery:
+            async with await BpClient.connect(str(tmp_path / "A" / "bp.sock")) as bp:
+                await bp.register("ipn:1.5")
+                await asyncio.to_thread(side, "mtcp-send", "127.0.0.1", str(port_a),
+                                        lines=wire)
+                got = await bp.recv(timeout_s=60)
+                await bp.send("ipn:9.3", big, lifetime_s=600)
+                return got
+
+        got = asyncio.run(app())
+        assert got.payload == adu and got.src == "ipn:9.1"  # put together by the agent
+        out, err = recv.communicate(timeout=90)
+        frags = [json.loads(x) for x in out.splitlines()]
+        assert len(frags) >= 5, err
+        rebuilt = bytearray(len(big))
+        for t in frags:  # each one a fragment in pyD3TN's reading, each within the limit
+            assert t["flags"] & BundleFlags.IS_FRAGMENT and t["total_adu_length"] == len(big)
+            assert (t["source"], t["destination"]) == ("ipn:1.5", "ipn:9.3")
+            part = bytes.fromhex(t["payload"])
+            rebuilt[t["fragment_offset"]:t["fragment_offset"] + len(part)] = part
+        assert bytes(rebuilt) == big
+        assert any('"bundle_fragmented"' in line for line in
+                   (tmp_path / "A.log").read_text().splitlines())
     finally:
         agent.terminate()
         agent.wait(30)

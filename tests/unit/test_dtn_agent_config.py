@@ -93,6 +93,20 @@ def test_neighbour_dial_mode_defaults_to_both_and_is_checked(tmp_path):
     assert [n.dial for n in AgentConfig.for_plan_node(plan, "s2", {}).neighbours] == ["lower"]
 
 
+def test_max_bundle_bytes_and_reassembly_cap(tmp_path):
+    cfg = AgentConfig.from_obj({"node": "a", "ipn": 1, "reassembly_max_bytes": 1 << 20,
+                                "neighbours": [{"name": "b", "ipn": 2, "cl": "mtcp",
+                                                "max_bundle_bytes": 65536},
+                                               {"name": "c", "ipn": 3}]})
+    assert [n.max_bundle_bytes for n in cfg.neighbours] == [65536, None]
+    assert cfg.reassembly_max_bytes == 1 << 20
+    assert AgentConfig.from_obj(cfg.to_obj()).to_obj() == cfg.to_obj()
+    p = tmp_path / "a.yaml"
+    p.write_text("node: a\nipn: 1\nneighbours:\n  - {name: b, ipn: 2, max_bundle_bytes: 9}\n")
+    with pytest.raises(InputError, match=r":4: neighbours\[0\]\.max_bundle_bytes"):
+        AgentConfig.load(p)
+
+
 def test_default_socket_and_store_under_the_socket_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("NETEMU_SOCKET_DIR", str(tmp_path))
     cfg = AgentConfig.from_obj({"node": "s1", "ipn": 1})

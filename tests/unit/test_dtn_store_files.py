@@ -249,7 +249,7 @@ def test_drop_many_with_mixed_states_unknown_ids_and_more_than_one_chunk(tmp_pat
         assert store.held_bundles == 10
     with BundleStore(path) as store:
         assert store.counts() == {"pending": 10, "local": 0, "forwarded": 97,
-                                  "delivered": 193, "deleted": 0}
+                                  "delivered": 193, "deleted": 0, "fragment": 0}
         assert store.held_bundles == 10 and not store.contains("ipn:9.9,1,1")
         assert sorted(r.id for r in store.by_state(BundleState.PENDING)) == sorted(
             b.id for b in bundles[290:])

@@ -277,12 +277,35 @@ def test_repeated_transfer_id_is_protocol_error():
         p.receive_data(seg.encode())
 
 
-def test_single_segment_fast_path_matches_general_encoding():
+def test_single_segment_transfer_carries_no_transfer_length_extension():
+    """RFC 9174 section 5.2.5.1: a transfer in one segment SHOULD NOT carry the Transfer
+    Length extension (it tells nothing the segment does not); a transfer in several
+    carries it in its first segment only."""
     a, p = establish()
     a.send_transfer(b"abc")
     raw = b"".join(bytes(x) for x in a.data_to_send())
-    assert raw == t.XferSegment(t.SEG_START | t.SEG_END, 0, b"abc",
-                                (t.transfer_length_item(3),)).encode()
+    assert raw == t.XferSegment(t.SEG_START | t.SEG_END, 0, b"abc", ()).encode()
+    assert p.receive_data(raw) == [t.TransferReceived(0, b"abc")]
+    a2, _ = establish(smru_p=1000)
+    a2.send_transfer(b"z" * 2500)
+    wire = b"".join(bytes(x) for x in a2.data_to_send())
+    segs, off = [], 0
+    while off < len(wire):
+        msg, off = t.decode_message(wire, off)
+        segs.append(msg)
+    assert [len(m.data) for m in segs] == [1000, 1000, 500]
+    assert [m.extensions for m in segs] == [(t.transfer_length_item(2500),), (), ()]
+
+
+def test_receiver_fast_path_takes_single_segments_with_and_without_the_length_item():
+    a, p = establish()
+    run = b"".join((t.XferSegment(t.SEG_START | t.SEG_END, 0, b"bare", ()).encode(),
+                    t.XferSegment(t.SEG_START | t.SEG_END, 1, b"with",
+                                  (t.transfer_length_item(4),)).encode(),
+                    t.XferSegment(t.SEG_START | t.SEG_END, 2, b"", ()).encode()))
+    got = p.receive_data(run[:7]) + p.receive_data(run[7:30]) + p.receive_data(run[30:])
+    assert got == [t.TransferReceived(0, b"bare"), t.TransferReceived(1, b"with"),
+                   t.TransferReceived(2, b"")]
 
 
 def test_new_transfer_after_sess_term_is_refused():

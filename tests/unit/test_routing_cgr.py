@@ -458,3 +458,21 @@ def test_a_tie_in_arrival_keeps_the_route_reaching_each_node_earliest():
     routes = k_routes(plan, "ipn:1", "ipn:4", 0.0, 3)
     assert [(r.nodes, r.arrival_s) for r in routes] == [
         (("ipn:1", "ipn:2", "ipn:3", "ipn:4"), 11.0), (("ipn:1", "ipn:3", "ipn:4"), 11.0)]
+
+
+def test_largest_piece_is_what_the_contact_volume_carries():
+    """A 10,000-byte contact (1,000 B/s for 10 s): the largest piece is the largest size
+    whose estimate (size + size/16) fits it; a bundle that fits whole gets None."""
+    plan = ContactPlan(EPOCH, {"A": Node("A", 1), "B": Node("B", 2)},
+                       [Contact("A", "B", 0, 10, 8_000.0, 0.01)])
+    r = CGRRouter("A", plan)
+    big = BundleInfo("b1", "A", "B", 25_000, deadline_s=3600)
+    assert not r.route(big, 0.0, frozenset({"B"})).hops
+    piece = r.largest_piece(big, 0.0, frozenset({"B"}))
+    assert piece is not None
+    assert estimated_size_bytes(piece) <= 10_000 < estimated_size_bytes(piece + 1)
+    assert r.largest_piece(BundleInfo("b3", "A", "B", 100, deadline_s=3600), 0.0,
+                           frozenset({"B"})) is None  # fits whole
+    assert r.route(BundleInfo("b2", "A", "B", piece, deadline_s=3600), 0.0,
+                   frozenset({"B"})).hops
+    assert r.largest_piece(big, 0.0, frozenset({"B"})) is None  # volume all booked
