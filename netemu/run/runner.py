@@ -635,7 +635,7 @@ class ScenarioRun:
                         tick_s=w.tick_s, clock_lead_s=lead_s, faults=p.faults)
 
         def on_link(ev: Any) -> None:
-            publisher.publish(*_link_message(ev))
+            publisher.publish(*link_message(ev))
 
         def on_fault(ev: Any) -> None:
             publisher.publish(*fault_message(ev.fault, ev.kind, ev.t_s))
@@ -1090,7 +1090,7 @@ def _netns_path(emu: Any, node: str) -> str:
     return ns_path(emu.net.host_ns[node])
 
 
-def _link_message(ev: Any) -> tuple[str, dict[str, Any]]:
+def link_message(ev: Any) -> tuple[str, dict[str, Any]]:
     """A driver LinkEvent as the telemetry contract's ``link/<a>/<b>`` message."""
     kind = {"up": "up", "down": "down", "params": "update", "stopped": "down"}.get(ev.kind, ev.kind)
     payload: dict[str, Any] = {"event": kind, "t_s": ev.t_s, "link": ev.link,

@@ -1,0 +1,64 @@
+"""The ``--view`` options that ``netemu run``, ``demo`` and ``test`` share, and the view
+of a bare emulation (``netemu run``: no broker of its own, so the view brings one)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from typing import Any
+
+from netemu.run.broker import Broker
+from netemu.run.runner import link_message
+from netemu.run.view.launch import live_view
+from netemu.run.view.server import DEFAULT_HOST, ViewServer
+from netemu.runtime.telemetry import SyncPublisher
+
+
+def add_view_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--view", action="store_true",
+                   help="serve a live view of the run in the browser (the URL is printed)")
+    p.add_argument("--view-port", type=_port, default=0, metavar="PORT",
+                   help="the view's port (default: any free port)")
+    p.add_argument("--view-host", default=DEFAULT_HOST, metavar="ADDR",
+                   help=f"the address the view listens on (default {DEFAULT_HOST}: this "
+                   "machine only; another address makes the run visible to others)")
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port number (0-65535): {text!r}")
+    return int(text)
+
+
+class LiveViewForEmulation:
+    """``netemu run --view``: a broker for the run, the emulator's link events published
+    on it (the same ``link/<a>/<b>`` messages as ``netemu demo``), and the view."""
+
+    def __init__(self, emu: Any, scenario: Any, args: argparse.Namespace) -> None:
+        self.emu = emu
+        self.scenario = scenario
+        self.args = args
+        self.broker: Broker | None = None
+        self.publisher: SyncPublisher | None = None
+        self.server: ViewServer | None = None
+        self._unsubscribe: Any = None
+
+    def start(self) -> str:
+        emu = self.emu
+        self.broker = Broker(emu.run)
+        access = self.broker.start()
+        self.publisher = SyncPublisher(access, client_id=f"netemu-emulator-{emu.run}",
+                                       clock=emu.now_s)
+        pub = self.publisher
+        self._unsubscribe = emu.subscribe(lambda ev: pub.publish(*link_message(ev)))
+        self.server = live_view(access, emu.plan, self.scenario, lambda: emu.clock,
+                                title=f"{emu.run}", host=self.args.view_host,
+                                port=self.args.view_port)
+        return self.server.start()
+
+    def stop(self) -> None:
+        for step in (self._unsubscribe, getattr(self.server, "stop", None),
+                     getattr(self.publisher, "close", None), getattr(self.broker, "stop", None)):
+            if step is not None:
+                with contextlib.suppress(Exception):
+                    step()
