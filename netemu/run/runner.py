@@ -317,6 +317,9 @@ class RunOptions:
     report: bool = True
     run_name: str | None = None
     mqtt_port: int | None = None  # also serve MQTT on 127.0.0.1:PORT (dashboards)
+    view: bool = False  # serve the live view in the browser (netemu.run.view)
+    view_host: str = "127.0.0.1"
+    view_port: int = 0  # 0: any free port
     echo: Callable[[str], None] = field(default=lambda s: print(s, flush=True))
 
 
@@ -591,6 +594,15 @@ class ScenarioRun:
                  else f"--unix {access.socket_path}")
         echo(f"  mosquitto_sub {where} -u {access.username} -P '{access.password}' "
              f"-t '{access.topic_prefix}/#' -v")
+
+        if self.opts.view:
+            from netemu.run.view.launch import live_view
+
+            view = live_view(access, p.plan, p.scenario, lambda: clock_box.get("clock"),
+                             title=f"{p.scenario.name} ({run})", host=self.opts.view_host,
+                             port=self.opts.view_port)
+            echo(f"netemu: live view at {view.start()}")
+            stack.callback(self._cleanup_step("the live view", view.stop))
 
         # 2. images for container apps, before the clock starts
         runner = AppRunner(run, rd.path)

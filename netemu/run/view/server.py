@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -185,7 +186,7 @@ class ViewServer:
         return msg
 
     def _frame(self, t: float | None, scale: float | None) -> dict[str, Any]:
-        return {"t_s": t, "time_scale": scale,
+        return {"t_s": t, "wall": time.time(), "time_scale": scale,
                 "sats": self.positions.sats_at(t) if t is not None else {}}
 
     def tick(self) -> dict[str, Any]:

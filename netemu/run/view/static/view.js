@@ -9,7 +9,7 @@ const Y = (lat) => (90 - lat) * 4;
 
 // What tests and people can read: window.netemuView (positions, link changes, frame rate).
 const view = {
-  t_s: null, time_scale: null, mode: null, epoch: null,
+  t_s: null, wall: null, time_scale: null, mode: null, epoch: null,  // wall: server's Unix time at t_s
   nodes: {},            // name -> {kind, lon, lat, el}
   links: {},            // id -> {a, b, state, el, ...}
   linkChanges: [],      // {id, state, wall_ms} each time a line changes state
@@ -130,8 +130,8 @@ function showHeadline(h) {
     `<span class="fig" data-fig="${id}">${k} <b>${v}</b></span>`).join("");
 }
 
-function showClock(t, scale) {
-  view.t_s = t; view.time_scale = scale;
+function showClock(t, scale, wall) {
+  view.t_s = t; view.time_scale = scale; view.wall = wall;
   map.dataset.tS = t === null ? "" : String(t);
   if (t === null) { $("utc").textContent = "clock not started"; return; }
   if (view.epoch) {
@@ -210,7 +210,7 @@ function applyFrame(m) {
   }
   for (const id in m.links) setLink(id, m.links[id]);
   drawLinks();
-  showClock(m.t_s, m.time_scale);
+  showClock(m.t_s, m.time_scale, m.wall);
   showHeadline(m.headline);
   showReplay(m.replay);
   view.ticks += 1;
