@@ -3,11 +3,12 @@ and for a finished run's record (``netemu view RUN_DIR``)."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from netemu.errors import InputError
+from netemu.errors import InputError, NetemuError
 from netemu.run.view.geo import Positions
 from netemu.run.view.server import DEFAULT_HOST, ViewServer
 from netemu.run.view.timeline import LiveTimeline, ReplayTimeline
@@ -27,7 +28,9 @@ def live_view(access: BrokerAccess, plan: Any, scenario: Any | None,
 
 
 def replay_view(run_dir: Path, *, host: str = DEFAULT_HOST, port: int = 0,
-                speed: float | None = None) -> ViewServer:
+                speed: float | None = None,
+                warn: Callable[[str], None] = lambda s: print(s, file=sys.stderr)
+                ) -> ViewServer:
     """A view that plays back a finished run from its record: ``plan.json`` (nodes,
     contacts), ``scenario.yaml`` (positions), ``events.jsonl`` (links, counters, apps),
     ``run.json`` (run name, window, time scale). Not started."""
@@ -54,7 +57,10 @@ def replay_view(run_dir: Path, *, host: str = DEFAULT_HOST, port: int = 0,
     if rd.scenario_yaml.exists():
         from netemu.plan.scenario import load_scenario
 
-        scenario = load_scenario(rd.scenario_yaml)
+        try:
+            scenario = load_scenario(rd.scenario_yaml)
+        except NetemuError as e:  # the links and figures still replay; no markers
+            warn(f"netemu view: no positions: {e}")
     timeline = ReplayTimeline(events, f"{TOPIC_ROOT}/{run}/", t_min_s=t_min,
                               t_max_s=max(t_max, t_min), speed=scale)
     return ViewServer(timeline, plan, Positions(scenario), run=run or rd.path.name,
