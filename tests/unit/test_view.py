@@ -31,9 +31,9 @@ def test_link_states_follow_up_update_and_down_of_either_direction() -> None:
     assert s.links["gs-a|sat-1"].state == "half"  # one direction stopped, one goes on
     s.apply("link/sat-1/gs-a", {"event": "down", "t_s": 6})
     assert s.links["gs-a|sat-1"].state == "down"
-    links, _ = s.take_changes(6)
+    links, _, _ = s.take_changes(6)
     assert links["gs-a|sat-1"]["state"] == "down" and links["gs-a|sat-1"]["rate_bps"] == 8e6
-    assert s.take_changes(6) == ({}, [])  # deltas only
+    assert s.take_changes(6) == ({}, [], [])  # deltas only
 
 
 def test_link_load_from_bundles_forwarded_over_it() -> None:
@@ -44,6 +44,7 @@ def test_link_load_from_bundles_forwarded_over_it() -> None:
     # 40,000 bits over 10 s at 8 kb/s: half the link
     assert s.links["sat-1|sat-2"].load(6.0) == pytest.approx(0.5)
     assert s.links["sat-1|sat-2"].load(16.0) is None  # out of the window
+    assert s.take_changes(16.0)[2] == [("sat-1", "sat-2")]  # a bundle in flight to draw
 
 
 def test_headline_figures_from_counters_and_apps() -> None:

@@ -195,11 +195,11 @@ class ViewServer:
         with tl.lock:
             tl.advance()
             t = tl.now_s()
-            links, nodes = tl.state.take_changes(t or 0.0)
+            links, nodes, hops = tl.state.take_changes(t or 0.0)
             headline = tl.state.headline()
             info = tl.info()
-        msg = {"type": "tick", "links": links, "nodes": nodes, "headline": headline,
-               "replay": info}
+        msg = {"type": "tick", "links": links, "nodes": nodes, "hops": hops,
+               "headline": headline, "replay": info}
         msg.update(self._frame(t, tl.time_scale()))
         return msg
 

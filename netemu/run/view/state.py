@@ -15,6 +15,8 @@ from typing import Any
 
 LOAD_WINDOW_S = 10.0
 """Scenario seconds over which a link's load (bytes forwarded over it) is averaged."""
+MAX_HOPS = 500
+"""Bundle hops kept between two updates of the page (the rest are not drawn)."""
 
 
 def link_id(a: str, b: str) -> str:
@@ -67,6 +69,7 @@ class ViewState:
         self.t_s: float | None = None  # the latest t_s seen
         self.changed_links: set[str] = set()
         self.changed_nodes: set[str] = set()
+        self.hops: list[tuple[str, str]] = []  # bundles forwarded since the last take
         self.messages = 0
 
     # ------------------------------------------------------------------ input
@@ -114,7 +117,8 @@ class ViewState:
         hop = p.get("next_hop")
         if p.get("event") != "forwarded" or not isinstance(hop, str):
             return
-        hop = hop.split(":")[-1] if hop.startswith("node:") else hop
+        if len(self.hops) < MAX_HOPS:
+            self.hops.append((node, hop))
         ls = self.links.get(link_id(node, hop))
         t, size = p.get("t_s"), p.get("size_bytes")
         if ls is not None and isinstance(t, (int, float)) and isinstance(size, int):
@@ -156,14 +160,16 @@ class ViewState:
         keys = self.links.keys() if ids is None else ids
         return {k: self.links[k].as_dict(now_s) for k in keys if k in self.links}
 
-    def take_changes(self, now_s: float) -> tuple[dict[str, Any], list[str]]:
-        """The links changed since the last call (as dicts) and the nodes whose counters
-        or apps changed."""
+    def take_changes(self, now_s: float) -> tuple[dict[str, Any], list[str], list[tuple[str, str]]]:
+        """The links changed since the last call (as dicts), the nodes whose counters
+        or apps changed, and the hops bundles were forwarded over (``(from, to)``)."""
         links = self.links_dict(self.changed_links, now_s)
         nodes = sorted(self.changed_nodes)
+        hops = self.hops
         self.changed_links = set()
         self.changed_nodes = set()
-        return links, nodes
+        self.hops = []
+        return links, nodes, hops
 
     def node(self, name: str) -> dict[str, Any]:
         """A node's panel: its last counters, its apps' last events, its links now up."""

@@ -95,6 +95,31 @@ function setLink(id, d) {
   l.el.dataset.kind = d.kind || "";
 }
 
+// bundles in flight: a dot moving along each hop a bundle was forwarded over, for
+// FLIGHT_MS of wall time
+const FLIGHT_MS = 1000;
+const flights = [];
+
+function addHops(hops) {
+  for (const [a, b] of hops || []) {
+    if (!view.nodes[a] || !view.nodes[b] || flights.length > 400) continue;
+    const dot = el("circle", {class: "bundle", r: 2.4}, $("bundles"));
+    flights.push({a, b, dot, t0: performance.now()});
+  }
+}
+
+function animateFlights(now) {
+  for (let i = flights.length - 1; i >= 0; i--) {
+    const f = flights[i], a = view.nodes[f.a], b = view.nodes[f.b];
+    const k = (now - f.t0) / FLIGHT_MS;
+    if (k >= 1 || a.lon === null || b.lon === null || Math.abs(a.lon - b.lon) > 180) {
+      f.dot.remove(); flights.splice(i, 1); continue;
+    }
+    f.dot.setAttribute("cx", (X(a.lon) + k * (X(b.lon) - X(a.lon))).toFixed(1));
+    f.dot.setAttribute("cy", (Y(a.lat) + k * (Y(b.lat) - Y(a.lat))).toFixed(1));
+  }
+}
+
 function drawLinks() {
   for (const id in view.links) {
     const l = view.links[id];
@@ -192,6 +217,11 @@ function showReplay(r) {
   s.min = r.t_min_s; s.max = r.t_max_s;
   if (!s.matches(":active") && view.t_s !== null) s.value = view.t_s;
   $("play").textContent = r.playing ? "pause" : "play";
+  const sp = $("speed"), x = String(r.speed);
+  if (document.activeElement !== sp && sp.value !== x) {
+    if (![...sp.options].some((o) => o.value === x)) sp.add(new Option(x));
+    sp.value = x;
+  }
   $("rpos").textContent = `${fmt(view.t_s, 0)} / ${fmt(r.t_max_s, 0)} s`;
 }
 
@@ -210,6 +240,7 @@ function applyFrame(m) {
   }
   for (const id in m.links) setLink(id, m.links[id]);
   drawLinks();
+  addHops(m.hops);
   showClock(m.t_s, m.time_scale, m.wall);
   showHeadline(m.headline);
   showReplay(m.replay);
@@ -255,6 +286,7 @@ function connect() {
   let frames = 0, since = performance.now();
   function frame(now) {
     frames += 1;
+    animateFlights(now);
     if (now - since >= 1000) {
       view.fps = frames * 1000 / (now - since);
       document.body.dataset.fps = view.fps.toFixed(1);
