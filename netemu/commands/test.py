@@ -27,8 +27,8 @@ from typing import Any
 from netemu.analysis import baseline as baseline_mod
 from netemu.analysis import compare as compare_mod
 from netemu.analysis import expect as expect_mod
-from netemu.errors import InputError, NetemuError
 from netemu.commands._view import add_view_args
+from netemu.errors import InputError, NetemuError
 from netemu.run.runner import RunOptions, ScenarioRun
 
 

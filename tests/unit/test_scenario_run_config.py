@@ -23,10 +23,10 @@ from netemu.run.runner import (
     AgentProc,
     RunOptions,
     ScenarioRun,
-    link_message,
     direct_links,
     emulation_window,
     ip_routing_mode,
+    link_message,
     routing_config,
     split_nodes,
 )

@@ -12,13 +12,12 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from synthetic_run import make_run
 
 from netemu.analysis import coastlines
 from netemu.errors import InputError
 from netemu.run.view.launch import replay_view
 from netemu.run.view.state import ViewState
-
-from synthetic_run import make_run
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -138,7 +137,7 @@ def test_coastlines_are_closed_outlines_within_the_map() -> None:
     assert max(len(xy) for xy in aus) > 100
     for run in coastlines.polylines():
         lons = [p[0] for p in run]
-        assert all(abs(a - b) <= 180 for a, b in zip(lons, lons[1:]))
+        assert all(abs(a - b) <= 180 for a, b in zip(lons, lons[1:], strict=False))
 
 
 def test_view_options_are_checked_on_the_command_line(tmp_path: Path) -> None:

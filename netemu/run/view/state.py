@@ -100,7 +100,8 @@ class ViewState:
         lid = link_id(a, b)
         ls = self.links.get(lid)
         if ls is None:
-            ls = self.links[lid] = LinkState(*(sorted((a, b))))
+            lo, hi = sorted((a, b))
+            ls = self.links[lid] = LinkState(lo, hi)
         ev = p.get("event")
         if ev == "up" or ev == "update":
             ls.state = "up"
