@@ -126,6 +126,25 @@ def test_server_sends_hello_then_ticks_and_a_nodes_panel(run_dir: Path) -> None:
     assert node["name"] == "sat-1" and node["contacts"][0]["to"] in ("gs-a", "sat-2")
 
 
+def test_a_websocket_from_another_sites_page_is_refused(run_dir: Path) -> None:
+    server = replay_view(run_dir)
+    url = server.start()
+    try:
+        async def connect(origin: str) -> int:
+            async with aiohttp.ClientSession() as s:
+                try:
+                    async with s.ws_connect(url + "ws", origin=origin) as ws:
+                        await ws.receive(timeout=5)
+                        return 101
+                except aiohttp.WSServerHandshakeError as e:
+                    return e.status
+
+        assert asyncio.run(connect("http://evil.example")) == 403
+        assert asyncio.run(connect(url.rstrip("/"))) == 101  # the view's own page
+    finally:
+        server.stop()
+
+
 def test_coastlines_are_closed_outlines_within_the_map() -> None:
     outlines = coastlines.coastlines()
     assert len(outlines) > 500

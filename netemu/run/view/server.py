@@ -22,6 +22,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import WSMsgType, web
 
@@ -141,6 +142,11 @@ class ViewServer:
             return web.json_response({"error": str(e)}, status=503)
 
     async def _ws(self, req: web.Request) -> web.StreamResponse:
+        # a page from another site may open a WebSocket to 127.0.0.1 (browsers do not
+        # stop it): only the view's own page, or a client that sends no Origin, is served
+        origin = req.headers.get("Origin")
+        if origin is not None and urlsplit(origin).netloc != req.host:
+            raise web.HTTPForbidden(text="view: WebSocket from another origin refused")
         ws = web.WebSocketResponse(heartbeat=20.0)
         await ws.prepare(req)
         await ws.send_str(_dumps(self._hello()))
