@@ -8,7 +8,8 @@ and stop it like the broker.
 
 Every :data:`TICK_S` of wall time each page gets a ``tick``: the scenario time, every
 satellite's sub-satellite point at that time, the links changed since the last tick, the
-nodes whose counters changed and the headline figures. A page that connects first gets a
+nodes whose counters changed (with their stored bundles), the hops bundles were forwarded
+over and the headline figures. A page that connects first gets a
 ``hello`` with the whole state. The page asks for a node's panel with ``{"type": "node",
 "name"}``; a replay's page also sends ``seek``/``play``/``pause``/``speed``.
 """
@@ -184,7 +185,9 @@ class ViewServer:
             tl.advance()
             t = tl.now_s()
             state = tl.state
+            stored = {n: c.get("stored_bundles") for n, c in state.counters.items()}
             msg = {"type": "hello", "mode": tl.mode, "run": self.run, "title": self.title,
+                   "stored": stored,
                    "epoch_utc": self.plan.get("epoch"), "nodes": nodes,
                    "links": state.links_dict(None, t or 0.0), "headline": state.headline(),
                    "replay": tl.info()}
@@ -204,7 +207,9 @@ class ViewServer:
             links, nodes, hops = tl.state.take_changes(t or 0.0)
             headline = tl.state.headline()
             info = tl.info()
-        msg = {"type": "tick", "links": links, "nodes": nodes, "hops": hops,
+            stored = {n: tl.state.counters[n].get("stored_bundles")
+                      for n in nodes if n in tl.state.counters}
+        msg = {"type": "tick", "links": links, "nodes": nodes, "stored": stored, "hops": hops,
                "headline": headline, "replay": info}
         msg.update(self._frame(t, tl.time_scale()))
         return msg

@@ -71,6 +71,16 @@ function place(n, lon, lat) {
   if (n.label) { n.label.setAttribute("x", (x + 5).toFixed(1)); n.label.setAttribute("y", (y - 4).toFixed(1)); }
 }
 
+// a satellite's marker grows with the bundles its store holds
+function showStored(stored) {
+  for (const name in stored || {}) {
+    const n = view.nodes[name], k = stored[name] || 0;
+    if (!n || n.kind === "ground") continue;
+    n.el.setAttribute("r", (3.2 + Math.min(6, Math.sqrt(k) * 0.6)).toFixed(2));
+    n.el.dataset.stored = String(k);
+  }
+}
+
 function linkColor(l) {
   if (l.state === "half") return "#f4a261";
   const load = l.load || 0;  // green (idle) to red (full)
@@ -241,6 +251,7 @@ function applyFrame(m) {
   for (const id in m.links) setLink(id, m.links[id]);
   drawLinks();
   addHops(m.hops);
+  showStored(m.stored);
   showClock(m.t_s, m.time_scale, m.wall);
   showHeadline(m.headline);
   showReplay(m.replay);
