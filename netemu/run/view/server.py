@@ -205,11 +205,16 @@ class ViewServer:
             tl.advance()
             t = tl.now_s()
             links, nodes, hops = tl.state.take_changes(t or 0.0)
+            restarted = getattr(tl, "restarted", False)
+            if restarted:  # every link the rebuilt state has; the page drops the others
+                tl.restarted = False
+                links = tl.state.links_dict(None, t or 0.0)
             headline = tl.state.headline()
             info = tl.info()
             stored = {n: tl.state.counters[n].get("stored_bundles")
                       for n in nodes if n in tl.state.counters}
-        msg = {"type": "tick", "links": links, "nodes": nodes, "stored": stored, "hops": hops,
+        msg = {"type": "tick", "links": links, "all_links": restarted, "nodes": nodes,
+               "stored": stored, "hops": hops,
                "headline": headline, "replay": info}
         msg.update(self._frame(t, tl.time_scale()))
         return msg

@@ -101,6 +101,7 @@ class ReplayTimeline:
         self.lock = threading.Lock()
         self.state = ViewState()
         self._next = 0
+        self.restarted = False  # the state was rebuilt: the page must drop what it had
         self._pos_s = t_min_s
         self._wall = time.monotonic()
 
@@ -130,6 +131,7 @@ class ReplayTimeline:
         if end < self._next:  # seek backwards: start over
             self.state = ViewState()
             self._next = 0
+            self.restarted = True
         for _t, suffix, payload in self.events[self._next:end]:
             self.state.apply(suffix, payload)
         self._next = end

@@ -248,6 +248,9 @@ function applyFrame(m) {
     const p = m.sats[name];
     place(view.nodes[name] || addNode(name, "satellite"), p[0], p[1]);
   }
+  if (m.all_links) {  // a replay went back: links it does not list are not up
+    for (const id in view.links) if (!(id in m.links)) setLink(id, {state: "down", load: null});
+  }
   for (const id in m.links) setLink(id, m.links[id]);
   drawLinks();
   addHops(m.hops);
