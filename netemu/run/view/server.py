@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sys
 import threading
 import time
 from pathlib import Path
@@ -61,6 +62,7 @@ class ViewServer:
         self._stop: asyncio.Event | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        self._tick_error = False  # said once
         info = plan.get("node_info", {})
         self._kinds = {n: info.get(n, {}).get("kind", "other") for n in plan.get("nodes", {})}
         self._contacts: dict[str, list[dict[str, Any]]] = {}
@@ -240,7 +242,14 @@ class ViewServer:
                     self.timeline.advance()
                     self.timeline.state.take_changes(0.0)
                 continue
-            text = _dumps(self.tick())
+            try:
+                text = _dumps(self.tick())
+            except Exception as e:  # noqa: BLE001 - the view must not stop the run
+                if not self._tick_error:
+                    print(f"netemu view: cannot build an update: {type(e).__name__}: {e}",
+                          file=sys.stderr, flush=True)
+                self._tick_error = True
+                continue
             for ws in list(self._clients):
                 try:
                     await ws.send_str(text)

@@ -284,7 +284,11 @@ function connect() {
   const proto = location.protocol === "https:" ? "wss" : "ws";
   ws = new WebSocket(`${proto}://${location.host}/ws`);
   ws.onopen = () => { $("status").textContent = "connected"; };
-  ws.onclose = () => { $("status").textContent = "disconnected: retrying"; setTimeout(connect, 2000); };
+  ws.onclose = () => {
+    $("status").textContent = view.mode === "live"
+      ? "disconnected: the run ended? (netemu view RUN_DIR replays it) retrying…" : "disconnected: retrying…";
+    setTimeout(connect, 2000);
+  };
   ws.onmessage = (ev) => {
     const m = JSON.parse(ev.data);
     if (m.type === "hello") onHello(m);
