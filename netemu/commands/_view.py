@@ -17,14 +17,14 @@ from netemu.runtime.telemetry import SyncPublisher
 def add_view_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--view", action="store_true",
                    help="serve a live view of the run in the browser (the URL is printed)")
-    p.add_argument("--view-port", type=_port, default=0, metavar="PORT",
+    p.add_argument("--view-port", type=port_number, default=0, metavar="PORT",
                    help="the view's port (default: any free port)")
     p.add_argument("--view-host", default=DEFAULT_HOST, metavar="ADDR",
                    help=f"the address the view listens on (default {DEFAULT_HOST}: this "
                    "machine only; another address makes the run visible to others)")
 
 
-def _port(text: str) -> int:
+def port_number(text: str) -> int:
     if not text.isdigit() or not 0 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError(f"not a port number (0-65535): {text!r}")
     return int(text)

@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 
 from netemu.commands._args import number
-from netemu.commands._view import _port
+from netemu.commands._view import port_number
 from netemu.run.view.server import DEFAULT_HOST
 
 
@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("view", help="replay a finished run in the browser (time slider)",
                               description=__doc__.split("\n\n")[1] if __doc__ else None)
     p.add_argument("run", type=Path, help="run directory (e.g. runs/three-body-12-…)")
-    p.add_argument("--port", type=_port, default=0, help="port (default: any free port)")
+    p.add_argument("--port", type=port_number, default=0, help="port (default: any free port)")
     p.add_argument("--host", default=DEFAULT_HOST, metavar="ADDR",
                    help=f"address to listen on (default {DEFAULT_HOST}: this machine only)")
     p.add_argument("--speed", type=number(lo=0, lo_open=True),
