@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+from pathlib import Path
 from typing import Any
 
 from netemu.run.broker import Broker
+from netemu.run.pause import RunPause
 from netemu.run.runner import link_message
 from netemu.run.view.launch import live_view
 from netemu.run.view.server import DEFAULT_HOST, ViewServer
@@ -42,6 +44,7 @@ class LiveViewForEmulation:
         self.publisher: SyncPublisher | None = None
         self.server: ViewServer | None = None
         self._unsubscribe: Any = None
+        self.pauser: RunPause | None = None
 
     def start(self) -> str:
         emu = self.emu
@@ -56,8 +59,23 @@ class LiveViewForEmulation:
                                 port=self.args.view_port)
         return self.server.start()
 
+    def clock_started(self) -> None:
+        """After ``emu.start()``: the page may pause the links' schedule (the emulator's
+        clock, through the run's clock file; processes started in the hosts by hand are
+        not stopped)."""
+        if self.broker is None or self.broker.access is None or self.server is None:
+            return
+        pub = self.publisher
+        pauser = RunPause(Path(self.broker.access.socket_path).parent / "clock",
+                          self.emu.clock, processes=list,
+                          publish=(lambda p: pub.publish("clock", p)) if pub else None)
+        self.emu.clock = pauser.clock
+        pauser.enabled = True
+        self.pauser = pauser
+        self.server.timeline.pause_control = pauser
+
     def stop(self) -> None:
-        for step in (self._unsubscribe, getattr(self.server, "stop", None),
+        for step in (getattr(self.pauser, "close", None), self._unsubscribe, getattr(self.server, "stop", None),
                      getattr(self.publisher, "close", None), getattr(self.broker, "stop", None)):
             if step is not None:
                 with contextlib.suppress(Exception):

@@ -96,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
         if view is not None:
             print(f"netemu run: live view at {view.start()}", flush=True)
         emu.start()
+        if view is not None:
+            view.clock_started()
         print(f"shaper: {emu.shaper_reason}; up in {emu.timings['up_s']:.1f} s; time scale "
               f"{scale:g}; IP routing {'on' if emu.ip_routing else 'off'}", flush=True)
         if args.cli:

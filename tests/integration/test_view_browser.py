@@ -140,3 +140,22 @@ def test_a_link_going_down_turns_its_line_down_within_2_s(page) -> None:
     late_s = got["change"]["wall_ms"] / 1000 - due_wall
     assert -0.5 <= late_s <= 2.0, json.dumps({"link": lid, "end_s": end_s, "late_s": late_s})
     assert page.get_attribute(f"line[data-link='{lid}']", "data-state") == "down"
+
+
+def test_pause_stops_scenario_time_in_the_page_and_the_emulation(page) -> None:
+    """The page's pause button: the emulation's clock (which the page shows) stands and no
+    link changes; after play it goes on from where it stood."""
+    assert page.text_content("#play") == "pause"
+    page.click("#play")
+    page.wait_for_function("window.netemuView.time_scale === 0", timeout=5000)
+    t = page.evaluate("window.netemuView.t_s")
+    changes = page.evaluate("window.netemuView.linkChanges.length")
+    page.wait_for_timeout(2000)  # eight updates of the page: 40 scenario seconds at ×20
+    assert page.evaluate("window.netemuView.t_s") == t
+    assert page.evaluate("window.netemuView.linkChanges.length") == changes
+    assert page.text_content("#scale") == "paused"
+    page.click("#play")
+    page.wait_for_function(f"window.netemuView.t_s > {t}", timeout=5000)
+    # from where it stood, not from where an unpaused clock would be (40 s further)
+    t2 = page.evaluate("window.netemuView.t_s")
+    assert t2 < t + 1.0 * TIME_SCALE, (t, t2)

@@ -30,6 +30,7 @@ class LiveTimeline:
         self.lock = threading.Lock()
         self._client: Any = None
         self._prefix = access.topic_prefix + "/"
+        self.pause_control: Any = None  # a RunPause where the page may pause the run
 
     def start(self, timeout_s: float = 5.0) -> None:
         client = _paho_client(self.access, f"netemu-view-{self.access.run}")
@@ -66,16 +67,29 @@ class LiveTimeline:
 
     def time_scale(self) -> float | None:
         c = self.clock()
-        return None if c is None else c.time_scale
+        if c is None:
+            return None
+        return 0.0 if c.paused else c.time_scale
 
     def advance(self) -> None:
         """Nothing to do: the broker's thread applies messages as they come."""
 
     def control(self, msg: dict[str, Any]) -> None:
-        """A live run's clock is the run's own; the page cannot move it."""
+        """``pause`` and ``play`` pause and resume the run where it allows it (``--view``
+        on a full run); nothing else moves a live run's clock."""
+        pc = self.pause_control
+        if pc is None:
+            return
+        kind = msg.get("type")
+        if kind in ("pause", "play"):  # in a thread: stopping the processes takes a moment
+            threading.Thread(target=pc.pause if kind == "pause" else pc.resume,
+                             name="netemu-view-pause", daemon=True).start()
 
     def info(self) -> dict[str, Any]:
-        return {}
+        pc = self.pause_control
+        if pc is None:
+            return {}
+        return {"can_pause": bool(pc.enabled), "playing": pc.paused_at_s is None}
 
 
 class ReplayTimeline:

@@ -221,7 +221,15 @@ $("close").addEventListener("click", () => {
 // ------------------------------------------------------------------ replay controls
 
 function showReplay(r) {
-  if (view.mode !== "replay" || !r) return;
+  if (!r) return;
+  if (view.mode === "live") {  // a live run: pause and resume only, where the run allows
+    if (!r.can_pause) return;
+    $("replay").hidden = false;
+    for (const id of ["slider", "speed", "rpos"]) $(id).closest("label, input, span").hidden = true;
+    $("play").textContent = r.playing ? "pause" : "play";
+    return;
+  }
+  if (view.mode !== "replay") return;
   $("replay").hidden = false;
   const s = $("slider");
   s.min = r.t_min_s; s.max = r.t_max_s;
