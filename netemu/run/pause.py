@@ -66,11 +66,11 @@ class RunPause:
             if t is None:
                 return False
             self.file.write(time.time(), t, paused=False)
+            if self.publish is not None:  # before the processes publish again
+                self.publish({"event": "resumed", "t_s": t})
             _signal_all(self._stopped, signal.SIGCONT)
             self._stopped = []
             self.paused_at_s = None
-        if self.publish is not None:
-            self.publish({"event": "resumed", "t_s": t})
         return True
 
     def close(self) -> None:
