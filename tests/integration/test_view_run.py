@@ -44,7 +44,7 @@ def test_netemu_test_view_streams_the_runs_links(tmp_path: Path) -> None:
             up: dict = {}
             async with aiohttp.ClientSession() as s, s.ws_connect(url + "ws") as ws:
                 while True:
-                    m = json.loads((await ws.receive_str(timeout=90)))
+                    m = json.loads(await ws.receive_str(timeout=90))
                     up.update({k: v for k, v in m.get("links", {}).items()
                                if v["state"] == "up"})
                     if up and m.get("t_s") is not None:
