@@ -76,6 +76,10 @@ class CountersTimer:
         """Sample on the grid until cancelled."""
         while True:
             await asyncio.sleep(self.next_delay_s())
+            # a sleep under way when the run paused ends early after the resume: wait for
+            # the grid instant itself, so the sample is taken when its grid_s says
+            while self.grid_s is not None and (left := self.grid_s - self.clock.now_s()) > 1e-3:
+                await asyncio.sleep(left / self.clock.time_scale)
             self.publish()
 
     def publish(self, *, final: bool = False) -> int:

@@ -3,7 +3,7 @@
 Everything comes from the run directory (metrics.json — computed when missing —,
 plan.json, scenario.yaml, app results, traffic_flows.csv, the counters in events.jsonl), so a report can be rebuilt at any time with
 ``netemu report RUN``. Figures are drawn with matplotlib's Agg backend; the map is a
-plain latitude/longitude grid (no coastline data ships offline), with ground tracks,
+latitude/longitude grid with coastlines (:mod:`netemu.analysis.coastlines`), ground tracks,
 ground stations and the ground links of the run's contacts.
 """
 
@@ -100,11 +100,8 @@ def _sub_satellite(run: Path, times_s: Any) -> tuple[list[str], Any, Any,
     sats = sc.satellites
     if not sats:
         return [], None, None, stations
-    t = np.asarray(times_s, dtype=float)
-    r, _v, _e = orbit.propagate_direct([s.satrec for s in sats], sc.epoch, t)
-    ecef = orbit.teme_to_ecef(r, orbit.theta_gmst(sc.epoch, t)[:, None])
-    lat = np.degrees(np.arctan2(ecef[..., 2], np.hypot(ecef[..., 0], ecef[..., 1])))
-    lon = np.degrees(np.arctan2(ecef[..., 1], ecef[..., 0]))
+    lat, lon = orbit.subsatellite_deg([s.satrec for s in sats], sc.epoch,
+                                      np.asarray(times_s, dtype=float))
     return [s.name for s in sats], lat, lon, stations
 
 
@@ -156,6 +153,9 @@ def _world_axes(plt: Any) -> tuple[Any, Any]:
     ax.set_xlabel("longitude (°)")
     ax.set_ylabel("latitude (°)")
     ax.set_aspect("equal")
+    from netemu.analysis import coastlines
+
+    coastlines.draw(ax)
     return fig, ax
 
 

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from netemu.analysis import expect as expect_mod
+from netemu.commands._view import add_view_args
 from netemu.errors import NetemuError
 from netemu.run.runner import RunOptions, RunResult, ScenarioRun
 
@@ -43,6 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="also serve the run's MQTT on 127.0.0.1:PORT (same credentials)")
     p.add_argument("--run-name", help="short run name (1-8 lowercase letters/digits; names the "
                    "namespaces and MQTT topics); default: random")
+    add_view_args(p)
     p.set_defaults(func=_cmd_demo)
 
 
@@ -90,6 +92,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         report=not args.no_report,
         run_name=args.run_name,
         mqtt_port=args.mqtt_port,
+        view=args.view,
+        view_host=args.view_host,
+        view_port=args.view_port,
     )
     run = ScenarioRun(opts)
     p = run.prepare()

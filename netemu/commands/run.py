@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from netemu.commands._args import number, seconds
+from netemu.commands._view import LiveViewForEmulation, add_view_args
 from netemu.emulator import Emulation
 from netemu.emulator.hosts import EmuCLI, EmuHost, EmuNet
 from netemu.emulator.registry import Registry, list_runs, proc_start_time
@@ -46,6 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--relay-gso", action="store_true",
                    help="relay carries GSO super-frames (faster TCP; loss applies per burst)")
     p.add_argument("--quiet", action="store_true", help="no live status")
+    add_view_args(p)
     p.set_defaults(func=run)
 
 
@@ -89,8 +91,13 @@ def run(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     old = signal.signal(signal.SIGTERM, on_term)
+    view = LiveViewForEmulation(emu, source.scenario, args) if args.view else None
     try:
+        if view is not None:
+            print(f"netemu run: live view at {view.start()}", flush=True)
         emu.start()
+        if view is not None:
+            view.clock_started()
         print(f"shaper: {emu.shaper_reason}; up in {emu.timings['up_s']:.1f} s; time scale "
               f"{scale:g}; IP routing {'on' if emu.ip_routing else 'off'}", flush=True)
         if args.cli:
@@ -103,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
         print("\ninterrupted: tearing down", file=sys.stderr)
     finally:
         down = emu.stop()
+        if view is not None:
+            view.stop()
         signal.signal(signal.SIGTERM, old)
         if down:
             st = emu.stats

@@ -27,6 +27,7 @@ from typing import Any
 from netemu.analysis import baseline as baseline_mod
 from netemu.analysis import compare as compare_mod
 from netemu.analysis import expect as expect_mod
+from netemu.commands._view import add_view_args
 from netemu.errors import InputError, NetemuError
 from netemu.run.runner import RunOptions, ScenarioRun
 
@@ -54,6 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="write this run's baseline into --baseline DIR instead of comparing")
     p.add_argument("-j", "--jobs", type=int, default=1, metavar="N",
                    help="run N scenarios at once (each in its own netemu process)")
+    add_view_args(p)
     p.set_defaults(func=_cmd_test)
 
 
@@ -81,6 +83,8 @@ def _cmd_test(args: argparse.Namespace) -> int:
         raise InputError("--update-baseline needs --baseline DIR (where to write it)")
     if args.jobs < 1:
         raise InputError(f"-j must be ≥ 1, got {args.jobs}")
+    if args.view and args.jobs > 1:
+        raise InputError("--view shows one run at a time: leave out -j")
     if os.geteuid() != 0:
         raise NetemuError("the emulation builds network namespaces: run as root "
                    "(sudo .venv/bin/netemu ..., or sudo scripts/dev run)")
@@ -92,6 +96,7 @@ def _cmd_test(args: argparse.Namespace) -> int:
         run = ScenarioRun(RunOptions(
             scenario=sc, profile="test", duration_s=args.duration_s,
             time_scale=args.time_scale, report=not args.no_report, routing=args.routing,
+            view=args.view, view_host=args.view_host, view_port=args.view_port,
             run_name=f"{args.run_name}{i}" if args.run_name and len(args.scenarios) > 1
             else args.run_name))
         p = run.prepare()

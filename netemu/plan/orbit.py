@@ -374,6 +374,19 @@ def propagate_direct(
     return r, v, e
 
 
+def subsatellite_deg(satrecs: Sequence[Satrec], epoch: datetime, t_s: ArrayLike
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Sub-satellite latitude and longitude (degrees, geocentric, arrays [time, satellite])
+    at ``epoch + t_s``: what the report's maps and the live view draw. NaN where SGP4
+    fails."""
+    t = np.atleast_1d(np.asarray(t_s, dtype=float))
+    r, _v, _e = propagate_direct(satrecs, epoch, t)
+    ecef = teme_to_ecef(r, theta_gmst(epoch, t)[:, None])
+    lat = np.degrees(np.arctan2(ecef[..., 2], np.hypot(ecef[..., 0], ecef[..., 1])))
+    lon = np.degrees(np.arctan2(ecef[..., 1], ecef[..., 0]))
+    return lat, lon
+
+
 @dataclass
 class Ephemeris:
     """Satellite states on a uniform grid ``t0_s + k·step_s`` (k = 0..T−1), seconds from

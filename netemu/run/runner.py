@@ -77,6 +77,7 @@ from netemu.run.apps import (
 )
 from netemu.run.broker import Broker, Recorder
 from netemu.run.capture import parse_capture_section, start_scenario_captures
+from netemu.run.pause import RunPause, cgroup_pids, tree_pids
 from netemu.run.pki import RunCA, run_tls_mode, secure_run_agent
 from netemu.run.telemetry_config import TelemetrySettings, parse_telemetry
 from netemu.runtime.env import (
@@ -317,6 +318,9 @@ class RunOptions:
     report: bool = True
     run_name: str | None = None
     mqtt_port: int | None = None  # also serve MQTT on 127.0.0.1:PORT (dashboards)
+    view: bool = False  # serve the live view in the browser (netemu.run.view)
+    view_host: str = "127.0.0.1"
+    view_port: int = 0  # 0: any free port
     echo: Callable[[str], None] = field(default=lambda s: print(s, flush=True))
 
 
@@ -592,6 +596,17 @@ class ScenarioRun:
         echo(f"  mosquitto_sub {where} -u {access.username} -P '{access.password}' "
              f"-t '{access.topic_prefix}/#' -v")
 
+        pauser: RunPause | None = None
+        view = None
+        if self.opts.view:
+            from netemu.run.view.launch import live_view
+
+            view = live_view(access, p.plan, p.scenario, lambda: clock_box.get("clock"),
+                             title=f"{p.scenario.name} ({run})", host=self.opts.view_host,
+                             port=self.opts.view_port)
+            echo(f"netemu: live view at {view.start()}")
+            stack.callback(self._cleanup_step("the live view", view.stop))
+
         # 2. images for container apps, before the clock starts
         runner = AppRunner(run, rd.path)
         if any(i.mode == "container" for i in p.apps):
@@ -635,7 +650,7 @@ class ScenarioRun:
                         tick_s=w.tick_s, clock_lead_s=lead_s, faults=p.faults)
 
         def on_link(ev: Any) -> None:
-            publisher.publish(*_link_message(ev))
+            publisher.publish(*link_message(ev))
 
         def on_fault(ev: Any) -> None:
             publisher.publish(*fault_message(ev.fault, ev.kind, ev.t_s))
@@ -646,6 +661,15 @@ class ScenarioRun:
         emu.start()
         self._mark("emulation_up")
         stack.callback(self._cleanup_step("the emulation", emu.stop))
+        if view is not None:
+            # the page may pause the run: every process reads the clock through a clock
+            # file, beside the broker's socket (which every host and container can reach)
+            assert emu.clock is not None
+            pauser = RunPause(Path(access.socket_path).parent / "clock", emu.clock,
+                              processes=list,
+                              publish=lambda payload: publisher.publish("clock", payload))
+            emu.clock = pauser.clock
+            view.timeline.pause_control = pauser
         clock_box["clock"] = emu.clock
         if broker.pid is not None:  # so that `netemu clean` stops it after a crash too
             with contextlib.suppress(Exception):
@@ -737,6 +761,18 @@ class ScenarioRun:
         while (emu.clock is not None and time.time() < emu.clock.t0_wall
                and not self._stop.is_set()):
             time.sleep(min(0.1, max(0.0, emu.clock.t0_wall - time.time())))
+
+        if pauser is not None:
+            def run_processes() -> list[int]:
+                pids = [q for a in agents for q in tree_pids(a.proc.pid)]
+                for ra in runner.apps:
+                    pids += tree_pids(ra.proc.pid) + cgroup_pids(ra.cgroup.all_dirs)
+                return pids
+
+            pauser.processes = run_processes
+            pauser.enabled = True
+            # before the agents and apps are stopped: none may be left stopped
+            stack.callback(self._cleanup_step("the paused clock", pauser.close))
 
         # 6. run the window (bracketed by run events, so the record covers all of it)
         publisher.publish("run", {"event": "started", "t_s": emu.now_s(),
@@ -1090,7 +1126,7 @@ def _netns_path(emu: Any, node: str) -> str:
     return ns_path(emu.net.host_ns[node])
 
 
-def _link_message(ev: Any) -> tuple[str, dict[str, Any]]:
+def link_message(ev: Any) -> tuple[str, dict[str, Any]]:
     """A driver LinkEvent as the telemetry contract's ``link/<a>/<b>`` message."""
     kind = {"up": "up", "down": "down", "params": "update", "stopped": "down"}.get(ev.kind, ev.kind)
     payload: dict[str, Any] = {"event": kind, "t_s": ev.t_s, "link": ev.link,

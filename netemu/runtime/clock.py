@@ -16,13 +16,20 @@ Processes inside emulated hosts get the clock through their environment:
 ``NETEMU_T0_S``
     scenario time (seconds from the epoch) at ``NETEMU_T0_WALL``; 0 when absent
 
+``NETEMU_CLOCK_FILE``
+    optional: a clock file (:class:`ClockFile`) whose mapping replaces the three above
+    while the run goes on, so that a run can be paused and resumed (``--view``)
+
 ``ScenarioClock.from_env()`` rebuilds the clock from these; all hosts share the machine's
 wall clock, so their readings agree with the driver's.
 """
 
 from __future__ import annotations
 
+import math
+import mmap
 import os
+import struct
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -42,6 +49,46 @@ NETEMU_T0_WALL = "NETEMU_T0_WALL"
 """Unix wall time (s) at which scenario time was ``NETEMU_T0_S``."""
 NETEMU_T0_S = "NETEMU_T0_S"
 """Scenario seconds from the epoch at ``NETEMU_T0_WALL`` (default 0)."""
+NETEMU_CLOCK_FILE = "NETEMU_CLOCK_FILE"
+"""A :class:`ClockFile` whose mapping every process of the run reads (pause, resume)."""
+
+
+class ClockFile:
+    """The run's clock mapping in a small file that every process of the run maps, so
+    that the run can pause and resume its scenario time: ``(t0_wall, t0_s, paused)``
+    behind a sequence number (odd while the writer is mid-write; readers retry).
+
+    One writer (the run); any number of readers, each reading 32 bytes per clock
+    reading. While ``paused``, scenario time stands at ``t0_s``.
+    """
+
+    FORMAT = struct.Struct("<Qdd?7x")
+
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = False) -> None:
+        self.path = os.fspath(path)
+        if create:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.write(fd, bytes(self.FORMAT.size))
+        else:
+            fd = os.open(self.path, os.O_RDONLY)
+        try:
+            self._map = mmap.mmap(fd, self.FORMAT.size,
+                                  access=mmap.ACCESS_WRITE if create else mmap.ACCESS_READ)
+        finally:
+            os.close(fd)
+
+    def write(self, t0_wall: float, t0_s: float, *, paused: bool) -> None:
+        seq = self.FORMAT.unpack_from(self._map)[0]
+        struct.pack_into("<Q", self._map, 0, seq + 1)  # odd: being written
+        self.FORMAT.pack_into(self._map, 0, seq + 1, t0_wall, t0_s, paused)
+        struct.pack_into("<Q", self._map, 0, seq + 2)
+
+    def read(self) -> tuple[float, float, bool] | None:
+        """``(t0_wall, t0_s, paused)``, or None before the first write."""
+        while True:
+            seq, t0_wall, t0_s, paused = self.FORMAT.unpack_from(self._map)
+            if seq % 2 == 0 and self.FORMAT.unpack_from(self._map)[0] == seq:
+                return None if seq == 0 else (t0_wall, t0_s, bool(paused))
 
 
 @dataclass(frozen=True)
@@ -52,6 +99,8 @@ class ScenarioClock:
     time_scale: float = 1.0
     t0_wall: float = 0.0
     t0_s: float = 0.0
+    clock_file: str | None = None
+    """A :class:`ClockFile`: while it holds a mapping, it replaces ``t0_wall``/``t0_s``."""
 
     def __post_init__(self) -> None:
         if not self.time_scale > 0:
@@ -61,6 +110,28 @@ class ScenarioClock:
             object.__setattr__(self, "epoch", self.epoch.replace(tzinfo=timezone.utc))
         # DTN seconds at the epoch, once: agents read the DTN time for every bundle.
         object.__setattr__(self, "_epoch_dtn_s", (self.epoch - DTN_EPOCH).total_seconds())
+        control = None
+        if self.clock_file:
+            try:
+                control = ClockFile(self.clock_file)
+            except OSError as e:
+                raise InputError(f"cannot read the clock file {self.clock_file}: {e}",
+                                 source="environment", field=NETEMU_CLOCK_FILE) from e
+        object.__setattr__(self, "_control", control)
+
+    def _mapping(self) -> tuple[float, float, bool]:
+        """``(t0_wall, t0_s, paused)`` now: the clock file's, else the fixed one."""
+        control: ClockFile | None = self._control  # type: ignore[attr-defined]
+        if control is not None:
+            m = control.read()
+            if m is not None:
+                return m
+        return self.t0_wall, self.t0_s, False
+
+    @property
+    def paused(self) -> bool:
+        """Whether the run's scenario time stands still now (a paused run)."""
+        return self._mapping()[2]
 
     @classmethod
     def start(cls, epoch: datetime, *, time_scale: float = 1.0, t0_s: float = 0.0,
@@ -73,11 +144,20 @@ class ScenarioClock:
     def now_s(self, wall: float | None = None) -> float:
         """Scenario seconds from the epoch at wall time ``wall`` (default: now)."""
         w = time.time() if wall is None else wall
-        return self.t0_s + (w - self.t0_wall) * self.time_scale
+        if self._control is None:  # type: ignore[attr-defined]
+            return self.t0_s + (w - self.t0_wall) * self.time_scale
+        t0_wall, t0_s, paused = self._mapping()
+        return t0_s if paused else t0_s + (w - t0_wall) * self.time_scale
 
     def wall_at(self, t_s: float) -> float:
-        """Unix wall time at which scenario time reaches ``t_s``."""
-        return self.t0_wall + (t_s - self.t0_s) / self.time_scale
+        """Unix wall time at which scenario time reaches ``t_s`` (infinity while paused,
+        for a time still ahead)."""
+        if self._control is None:  # type: ignore[attr-defined]
+            return self.t0_wall + (t_s - self.t0_s) / self.time_scale
+        t0_wall, t0_s, paused = self._mapping()
+        if paused:
+            return -math.inf if t_s <= t0_s else math.inf
+        return t0_wall + (t_s - t0_s) / self.time_scale
 
     def utc_at(self, t_s: float) -> datetime:
         return self.epoch + timedelta(seconds=t_s)
@@ -89,7 +169,7 @@ class ScenarioClock:
     def dtn_time_ms(self, t_s: float | None = None) -> int:
         """DTN time (ms since 2000-01-01 UTC) of scenario time ``t_s`` (default: now)."""
         if t_s is None:
-            t_s = self.t0_s + (time.time() - self.t0_wall) * self.time_scale
+            t_s = self.now_s()
         return int(round((self._epoch_dtn_s + t_s) * 1000.0))  # type: ignore[attr-defined]
 
     # --- environment -----------------------------------------------------------------
@@ -102,6 +182,7 @@ class ScenarioClock:
             NETEMU_TIME_SCALE: repr(float(self.time_scale)),
             NETEMU_T0_WALL: f"{self.t0_wall:.6f}",
             NETEMU_T0_S: repr(float(self.t0_s)),
+            **({NETEMU_CLOCK_FILE: self.clock_file} if self.clock_file else {}),
         }
 
     @classmethod
@@ -140,4 +221,5 @@ class ScenarioClock:
             except ValueError as e:
                 raise InputError(f"not a number: {raw!r}", source="environment",
                                  field=key) from e
-        return cls(epoch, vals[NETEMU_TIME_SCALE], vals[NETEMU_T0_WALL], vals[NETEMU_T0_S])
+        return cls(epoch, vals[NETEMU_TIME_SCALE], vals[NETEMU_T0_WALL], vals[NETEMU_T0_S],
+                   env.get(NETEMU_CLOCK_FILE) or (default.clock_file if default else None))

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from netemu.errors import InputError
 from netemu.runtime.clock import (
+    NETEMU_CLOCK_FILE,
     NETEMU_EPOCH,
     NETEMU_T0_S,
     NETEMU_T0_WALL,
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "NETEMU_APP", "NETEMU_APP_DIR", "NETEMU_APP_MODEL", "NETEMU_APP_PARAMS",
-    "NETEMU_BP_SOCKET", "NETEMU_BUNDLE_EVENTS", "NETEMU_COMPUTE_OPS_PER_S",
+    "NETEMU_BP_SOCKET", "NETEMU_BUNDLE_EVENTS", "NETEMU_CLOCK_FILE", "NETEMU_COMPUTE_OPS_PER_S",
     "NETEMU_COUNTERS_S", "NETEMU_DTN_SOCKET", "NETEMU_EPOCH",
     "NETEMU_HOST_OPS_PER_S", "NETEMU_MQTT_PASSWORD", "NETEMU_MQTT_SOCKET",
     "NETEMU_MQTT_TCP_PORT", "NETEMU_MQTT_USER", "NETEMU_NODE", "NETEMU_NODE_ADDR",
@@ -63,6 +64,8 @@ scenario.yaml, events.jsonl ... Absolute path."""
 #   NETEMU_TIME_SCALE  scenario seconds per wall second (float; 1 = real time)
 #   NETEMU_T0_WALL     Unix wall time (s) at which scenario time was NETEMU_T0_S
 #   NETEMU_T0_S        scenario seconds from the epoch at NETEMU_T0_WALL (default 0)
+#   NETEMU_CLOCK_FILE  optional: the run's clock file (ClockFile), whose mapping replaces
+#                      the two above while the run goes on: a paused run stands still
 
 # --------------------------------------------------------------------------- bundle agent
 
@@ -132,7 +135,7 @@ DEFAULT_SOCKET_DIR = "/run/netemu"
 
 ALL_NAMES: tuple[str, ...] = (
     NETEMU_RUN, NETEMU_NODE, NETEMU_NODE_ADDR, NETEMU_RUN_DIR,
-    NETEMU_EPOCH, NETEMU_TIME_SCALE, NETEMU_T0_WALL, NETEMU_T0_S,
+    NETEMU_EPOCH, NETEMU_TIME_SCALE, NETEMU_T0_WALL, NETEMU_T0_S, NETEMU_CLOCK_FILE,
     NETEMU_DTN_SOCKET, NETEMU_BP_SOCKET,
     NETEMU_MQTT_SOCKET, NETEMU_MQTT_USER, NETEMU_MQTT_PASSWORD, NETEMU_MQTT_TCP_PORT,
     NETEMU_COUNTERS_S, NETEMU_BUNDLE_EVENTS,

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import pytest
 
 from netemu.errors import InputError
-from netemu.runtime.clock import ScenarioClock
+from netemu.runtime.clock import ClockFile, ScenarioClock
 
 EPOCH = datetime(2026, 6, 1, tzinfo=timezone.utc)
 
@@ -42,3 +42,26 @@ def test_missing_or_bad_environment_is_reported():
                                 "NETEMU_TIME_SCALE": "fast"})
     with pytest.raises(InputError, match="time scale"):
         ScenarioClock(EPOCH, time_scale=0)
+
+
+def test_a_clock_file_pauses_and_resumes_every_clock_that_reads_it(tmp_path):
+    path = tmp_path / "clock"
+    writer = ClockFile(path, create=True)
+    assert writer.read() is None  # nothing written yet: the fixed mapping holds
+    c = ScenarioClock(EPOCH, time_scale=10.0, t0_wall=1000.0, t0_s=0.0, clock_file=str(path))
+    assert c.now_s(1001.0) == 10.0
+    writer.write(1002.0, 20.0, paused=True)  # paused at t = 20 s
+    # another process: the clock rebuilt from the environment reads the same file
+    other = ScenarioClock.from_env(c.to_env())
+    for clk in (c, other):
+        assert clk.paused and clk.now_s(1100.0) == 20.0
+        assert clk.wall_at(25.0) == float("inf")
+    writer.write(2000.0, 20.0, paused=False)  # resumed 998 s of wall time later
+    assert other.now_s(2001.0) == pytest.approx(30.0) and not other.paused
+    assert other.wall_at(40.0) == pytest.approx(2002.0)
+
+
+def test_a_missing_clock_file_is_named():
+    env = {**ScenarioClock(EPOCH, t0_wall=1.0).to_env(), "NETEMU_CLOCK_FILE": "/nonexistent/c"}
+    with pytest.raises(InputError, match="NETEMU_CLOCK_FILE"):
+        ScenarioClock.from_env(env)

@@ -23,10 +23,10 @@ from netemu.run.runner import (
     AgentProc,
     RunOptions,
     ScenarioRun,
-    _link_message,
     direct_links,
     emulation_window,
     ip_routing_mode,
+    link_message,
     routing_config,
     split_nodes,
 )
@@ -73,14 +73,14 @@ def test_routing_defaults_to_cgr_and_refuses_unknown_algorithms() -> None:
 
 
 def test_link_events_follow_the_telemetry_contract() -> None:
-    topic, p = _link_message(LinkEvent("params", 12.5, "sat-1", "gs-a", "sat-1-eth2",
+    topic, p = link_message(LinkEvent("params", 12.5, "sat-1", "gs-a", "sat-1-eth2",
                                        "gs-a-eth0", "gsl", 0.004, 2e7, 0.01))
     assert topic == "link/sat-1/gs-a"
     assert p == {"event": "update", "t_s": 12.5, "link": "gsl", "if_a": "sat-1-eth2",
                  "if_b": "gs-a-eth0", "delay_s": 0.004, "rate_bps": 2e7, "loss": 0.01}
-    topic, p = _link_message(LinkEvent("up", 3.0, "a", "b", "a-eth0", "b-eth0", "isl"))
+    topic, p = link_message(LinkEvent("up", 3.0, "a", "b", "a-eth0", "b-eth0", "isl"))
     assert p["event"] == "up" and "delay_s" not in p
-    _, p = _link_message(LinkEvent("stopped", 4.0, "a", "b", "a-eth0", "b-eth0", "gsl"))
+    _, p = link_message(LinkEvent("stopped", 4.0, "a", "b", "a-eth0", "b-eth0", "gsl"))
     assert p["event"] == "down" and p["direction"] == "a->b"
 
 
