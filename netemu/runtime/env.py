@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from netemu.runtime.telemetry import BrokerAccess
 
 __all__ = [
-    "NETEMU_APP", "NETEMU_APP_DIR", "NETEMU_APP_MODEL", "NETEMU_APP_PARAMS",
+    "NETEMU_APP", "NETEMU_APP_DIR", "NETEMU_BASE_IMAGE", "NETEMU_APP_MODEL", "NETEMU_APP_PARAMS",
     "NETEMU_BP_SOCKET", "NETEMU_BUNDLE_EVENTS", "NETEMU_COMPUTE_OPS_PER_S",
     "NETEMU_COUNTERS_S", "NETEMU_DTN_SOCKET", "NETEMU_EPOCH",
     "NETEMU_HOST_OPS_PER_S", "NETEMU_MQTT_PASSWORD", "NETEMU_MQTT_SOCKET",
@@ -126,6 +126,10 @@ NETEMU_SOCKET_DIR = "NETEMU_SOCKET_DIR"
 """Root of the bundle agents' default app sockets ``<dir>/<node>/bp.sock`` (used when an
 agent's config names none); default :data:`DEFAULT_SOCKET_DIR`."""
 
+NETEMU_BASE_IMAGE = "NETEMU_BASE_IMAGE"
+"""A local podman image to use as container apps' base instead of building it from this
+machine's Python (``netemu.run.apps.image``). Read by netemu itself."""
+
 DEFAULT_REGISTRY_DIR = "/run/netemu"
 DEFAULT_COUNTERS_S = 10.0
 DEFAULT_SOCKET_DIR = "/run/netemu"
@@ -139,7 +143,7 @@ ALL_NAMES: tuple[str, ...] = (
     NETEMU_APP, NETEMU_APP_DIR, NETEMU_APP_PARAMS, NETEMU_WINDOW_START_S, NETEMU_WINDOW_END_S,
     NETEMU_APP_MODEL, NETEMU_COMPUTE_OPS_PER_S, NETEMU_HOST_OPS_PER_S,
     NETEMU_TLE_LINE1, NETEMU_TLE_LINE2,
-    NETEMU_REGISTRY_DIR, NETEMU_SOCKET_DIR,
+    NETEMU_REGISTRY_DIR, NETEMU_SOCKET_DIR, NETEMU_BASE_IMAGE,
 )
 """Every variable netemu reads or writes."""
 
