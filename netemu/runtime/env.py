@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "NETEMU_APP", "NETEMU_APP_DIR", "NETEMU_APP_MODEL", "NETEMU_APP_PARAMS",
-    "NETEMU_BP_SOCKET", "NETEMU_BUNDLE_EVENTS", "NETEMU_CLOCK_FILE", "NETEMU_COMPUTE_OPS_PER_S",
+    "NETEMU_BASE_IMAGE", "NETEMU_BP_SOCKET", "NETEMU_BUNDLE_EVENTS", "NETEMU_CLOCK_FILE",
+    "NETEMU_COMPUTE_OPS_PER_S",
     "NETEMU_COUNTERS_S", "NETEMU_DTN_SOCKET", "NETEMU_EPOCH",
     "NETEMU_HOST_OPS_PER_S", "NETEMU_MQTT_PASSWORD", "NETEMU_MQTT_SOCKET",
     "NETEMU_MQTT_TCP_PORT", "NETEMU_MQTT_USER", "NETEMU_NODE", "NETEMU_NODE_ADDR",
@@ -129,6 +130,10 @@ NETEMU_SOCKET_DIR = "NETEMU_SOCKET_DIR"
 """Root of the bundle agents' default app sockets ``<dir>/<node>/bp.sock`` (used when an
 agent's config names none); default :data:`DEFAULT_SOCKET_DIR`."""
 
+NETEMU_BASE_IMAGE = "NETEMU_BASE_IMAGE"
+"""A local podman image to use as container apps' base instead of building it from this
+machine's Python (``netemu.run.apps.image``). Read by netemu itself."""
+
 DEFAULT_REGISTRY_DIR = "/run/netemu"
 DEFAULT_COUNTERS_S = 10.0
 DEFAULT_SOCKET_DIR = "/run/netemu"
@@ -142,7 +147,7 @@ ALL_NAMES: tuple[str, ...] = (
     NETEMU_APP, NETEMU_APP_DIR, NETEMU_APP_PARAMS, NETEMU_WINDOW_START_S, NETEMU_WINDOW_END_S,
     NETEMU_APP_MODEL, NETEMU_COMPUTE_OPS_PER_S, NETEMU_HOST_OPS_PER_S,
     NETEMU_TLE_LINE1, NETEMU_TLE_LINE2,
-    NETEMU_REGISTRY_DIR, NETEMU_SOCKET_DIR,
+    NETEMU_REGISTRY_DIR, NETEMU_SOCKET_DIR, NETEMU_BASE_IMAGE,
 )
 """Every variable netemu reads or writes."""
 

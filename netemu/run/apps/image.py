@@ -25,6 +25,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from netemu.run.apps.manifest import AppError, AppManifest, ImageSource
+from netemu.runtime.env import NETEMU_BASE_IMAGE
 
 _STDLIB_SKIP = {"site-packages", "dist-packages", "test", "tests", "idlelib", "tkinter",
                 "turtledemo", "ensurepip", "lib2to3", "config-3", "__phello__"}
@@ -171,20 +172,16 @@ def _tar_dir(tar: tarfile.TarFile, path: Path, done: set[str]) -> None:
             tar.addfile(ti)
 
 
-BASE_IMAGE_ENV = "NETEMU_BASE_IMAGE"
-"""A local image to use as the base instead of scanning this machine's Python for it: where
-the scan is slow (minutes in a VM under a software CPU, over 9p), a base built elsewhere
-from the same files and loaded with ``podman load``."""
-
-
 def build_base_image(log: io.TextIOBase | None = None) -> str:
     """Import (once; cached by content hash) the base image and return its tag."""
     if not shutil.which("podman"):
         raise AppError("podman not found: install Debian's podman and runc (scripts/dev setup)")
-    given = os.environ.get(BASE_IMAGE_ENV)
+    # A base built elsewhere from the same files and loaded with podman load: where the
+    # scan below is slow (minutes in a VM under a software CPU, over 9p).
+    given = os.environ.get(NETEMU_BASE_IMAGE)
     if given:
         if not _image_exists(given):
-            raise AppError(f"{BASE_IMAGE_ENV}={given}: no such image in podman's local storage")
+            raise AppError(f"{NETEMU_BASE_IMAGE}={given}: no such image in podman's local storage")
         return given
     files = base_image_files()
     tag = f"localhost/netemu-base:{_files_digest(files)}"
