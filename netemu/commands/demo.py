@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from netemu.analysis import expect as expect_mod
+from netemu.commands._args import seconds
 from netemu.commands._view import add_view_args
 from netemu.errors import NetemuError
 from netemu.run.runner import RunOptions, RunResult, ScenarioRun
@@ -39,6 +40,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="drop every inter-satellite link (compare against the same run with ISLs)")
     p.add_argument("--shaper", choices=("auto", "netem", "relay"), help="link shaping backend")
     p.add_argument("--no-apps", action="store_true", help="agents and links only")
+    p.add_argument("--agent-hosts", type=_agent_hosts, metavar="N|per-node|auto",
+                   help="run the agents in N node-host processes, one process per node, or "
+                   "one node host per CPU (default: the scenario's emulation.agent_hosts)")
+    p.add_argument("--lead-s", type=seconds(lo=0), metavar="S",
+                   help="wall seconds from bring-up to the window's start, for the agents "
+                   "and apps to start (default: estimated for a machine like ours; more on "
+                   "a slow one)")
     p.add_argument("--no-report", action="store_true", help="metrics only, no HTML report")
     p.add_argument("--mqtt-port", type=int, metavar="PORT",
                    help="also serve the run's MQTT on 127.0.0.1:PORT (same credentials)")
@@ -46,6 +54,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "namespaces and MQTT topics); default: random")
     add_view_args(p)
     p.set_defaults(func=_cmd_demo)
+
+
+def _agent_hosts(text: str) -> str:
+    if text in ("per-node", "auto") or (text.isdigit() and int(text) >= 1):
+        return text
+    raise argparse.ArgumentTypeError(f"per-node, auto or a whole number ≥ 1, got {text!r}")
 
 
 def find_default_scenario() -> Path:
@@ -95,6 +109,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         view=args.view,
         view_host=args.view_host,
         view_port=args.view_port,
+        agent_hosts=args.agent_hosts,
+        lead_s=args.lead_s,
     )
     run = ScenarioRun(opts)
     p = run.prepare()

@@ -321,6 +321,8 @@ class RunOptions:
     view: bool = False  # serve the live view in the browser (netemu.run.view)
     view_host: str = "127.0.0.1"
     view_port: int = 0  # 0: any free port
+    agent_hosts: str | None = None  # "per-node", "auto" or N, instead of the scenario's
+    lead_s: float | None = None  # wall s from bring-up to the window (default: estimated)
     echo: Callable[[str], None] = field(default=lambda s: print(s, flush=True))
 
 
@@ -413,6 +415,11 @@ class ScenarioRun:
         )
         if self.opts.agents is not None:
             window = dc_replace(window, agents=None if self.opts.agents else ())
+        if self.opts.agent_hosts is not None:
+            given = self.opts.agent_hosts
+            hosts, _ = _agent_hosts(Fields({"agent_hosts": int(given) if given.isdigit()
+                                            else given}, source="--agent-hosts"))
+            window = dc_replace(window, agent_hosts=hosts, agent_hosts_auto=False)
         routing = routing_config(sc.section("routing"))
         if self.opts.routing is not None and self.opts.routing != routing["algorithm"]:
             # another algorithm: the scenario's parameters were for its own
@@ -643,6 +650,8 @@ class ScenarioRun:
         lead_s = agent_bringup_s(len(agent_nodes), n_hosts, len(first))
         lead_s += app_bringup_s(sum(1 for i in p.apps if i.mode == "container"),
                                 sum(1 for i in p.apps if i.mode != "container"))
+        if self.opts.lead_s is not None:  # a slow machine: the estimate is for ours
+            lead_s = self.opts.lead_s
         meta["clock_lead_s"] = round(lead_s, 1)
         emu = Emulation(p.plan, shaper=w.shaper, time_scale=w.time_scale,
                         ip_routing=p.ip_routing == "oracle",
@@ -889,7 +898,8 @@ class ScenarioRun:
                      rd: RunDir) -> None:
         """Until every agent's app socket exists; an agent process that exits is an error."""
         serving = {node: a for a in agents for node in a.nodes}
-        timeout_s = AGENT_READY_TIMEOUT_S + AGENT_READY_S_PER_NODE * len(serving)
+        timeout_s = max(AGENT_READY_TIMEOUT_S + AGENT_READY_S_PER_NODE * len(serving),
+                        self.opts.lead_s or 0.0)
         deadline = time.monotonic() + timeout_s
         waiting = set(serving)
         while waiting and time.monotonic() < deadline and not self._stop.is_set():

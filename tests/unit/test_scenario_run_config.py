@@ -125,6 +125,22 @@ def test_agent_hosts_per_node_up_to_32_agents_by_default_a_number_or_auto() -> N
     assert hosts("auto") == cpus and hosts("auto", 2) == cpus
 
 
+def test_demo_options_choose_node_hosts_and_the_clock_lead() -> None:
+    """``netemu demo --agent-hosts 1 --lead-s 600`` (the VM demo): one node host for the
+    flagship's 16 agents instead of a process each, and the window 10 minutes away."""
+    scenario = Path(__file__).resolve().parents[2] / "topologies/three-body-12.yaml"
+    assert ScenarioRun(RunOptions(scenario=scenario)).prepare().window.hosts_for(16) is None
+    w = ScenarioRun(RunOptions(scenario=scenario, agent_hosts="1")).prepare().window
+    assert w.hosts_for(16) == 1
+    assert ScenarioRun(RunOptions(scenario=scenario, agent_hosts="per-node")
+                       ).prepare().window.hosts_for(3000) is None
+    for bad in (["--agent-hosts", "0"], ["--agent-hosts", "two"], ["--lead-s", "-5"],
+                ["--lead-s", "nan"]):
+        r = subprocess.run([sys.executable, "-m", "netemu", "demo", *bad], capture_output=True,
+                           text=True)
+        assert r.returncode == 2 and bad[0] in r.stderr, r.stderr
+
+
 def test_ip_routing_is_oracle_or_none(tmp_path) -> None:
     assert ip_routing_mode(None) == "oracle"
     assert ip_routing_mode("none") == "none" and ip_routing_mode("oracle") == "oracle"
