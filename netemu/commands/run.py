@@ -13,13 +13,17 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from netemu.commands._args import number, seconds
 from netemu.emulator import Emulation
+from netemu.emulator.events import RouteEvent
 from netemu.emulator.hosts import EmuCLI, EmuHost, EmuNet
+from netemu.emulator.iproute_plugin import load_route_function
 from netemu.emulator.registry import Registry, list_runs, proc_start_time
 from netemu.errors import InputError
 from netemu.plan.faults import EMULATOR_KINDS, schedule_faults
+from netemu.plan.iprouting import IpRouting, parse_ip_routing_option
 from netemu.plan.source import PlanSource
 from netemu.runtime.env import HostEnv
 
@@ -38,8 +42,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--start-s", type=seconds(lo=0), default=0.0, help="scenario time to start at")
     p.add_argument("--duration-s", type=seconds(lo=0, lo_open=True), help="scenario seconds to run (default: all)")
     p.add_argument("--tick-s", type=seconds(lo=0, lo_open=True), default=0.1, help="driver tick, wall seconds")
+    p.add_argument("--ip-routing", metavar="MODE",
+                   help="IP routes: oracle (shortest delay), none (run your own daemons) or "
+                   "plugin:MODULE:FUNCTION (default: the scenario's ip_routing:, else oracle)")
     p.add_argument("--no-ip-routing", action="store_true",
-                   help="install no routes (run your own routing daemon in the hosts)")
+                   help="the same as --ip-routing none")
     p.add_argument("--run-name", help="name of this run (namespaces <run>-<node>); default random")
     p.add_argument("--cli", action="store_true", help="open Mininet's CLI on the running network")
     p.add_argument("--relay-workers", type=int, help="relay processes (default: CPUs, max 4)")
@@ -73,11 +80,20 @@ def run(args: argparse.Namespace) -> int:
             print("netemu run: node_crash faults left out: no bundle agents run here "
                   "(netemu test and netemu demo run them)", file=sys.stderr)
         faults = [f for f in faults if f.kind in EMULATOR_KINDS]
+    ipr, route_function = _ip_routing(args, source)
     emu = Emulation(plan, shaper=args.shaper, time_scale=scale,
-                    ip_routing=not args.no_ip_routing, run_name=args.run_name,
+                    ip_routing=ipr.installs_routes, route_function=route_function,
+                    run_name=args.run_name,
                     start_s=args.start_s, duration_s=args.duration_s, tick_s=args.tick_s,
                     relay_workers=args.relay_workers, relay_gso=args.relay_gso,
                     faults=faults)
+
+    def on_route(ev: RouteEvent) -> None:
+        if ev.kind == "error":
+            print(f"\nnetemu run: t={ev.t_s:.1f} s: {ev.message}; the routes in place stay",
+                  file=sys.stderr, flush=True)
+
+    emu.subscribe_routes(on_route)
     emu.subscribe_faults(lambda ev: print(
         f"\nnetemu run: fault {ev.fault.id} ({ev.fault.kind}, {', '.join(ev.fault.nodes)}) "
         f"{ev.kind} at t={ev.t_s:.1f} s", flush=True))
@@ -92,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         emu.start()
         print(f"shaper: {emu.shaper_reason}; up in {emu.timings['up_s']:.1f} s; time scale "
-              f"{scale:g}; IP routing {'on' if emu.ip_routing else 'off'}", flush=True)
+              f"{scale:g}; IP routing {ipr.describe()}", flush=True)
         if args.cli:
             emu.cli()
         elif args.quiet or not sys.stdout.isatty():
@@ -143,6 +159,32 @@ def _live(emu: Emulation) -> None:
         while not emu.finished:
             time.sleep(0.25)
             live.update(render())
+
+
+def _ip_routing(args: argparse.Namespace, source: PlanSource) -> tuple[IpRouting, Any]:
+    """``--ip-routing`` (``--no-ip-routing``: none), else the scenario's ``ip_routing:``;
+    a plug-in's function imported now."""
+    if args.no_ip_routing:
+        if args.ip_routing not in (None, "none"):
+            raise InputError("--no-ip-routing and --ip-routing contradict each other",
+                             field="--ip-routing")
+        return IpRouting("none"), None
+    sc = source.scenario
+    section = sc.section("ip_routing") if sc is not None else None
+    if args.ip_routing is not None:
+        ipr = parse_ip_routing_option(args.ip_routing)
+    else:
+        ipr = sc.ip_routing if sc is not None else IpRouting()
+    if ipr.mode != "plugin":
+        return ipr, None
+    assert ipr.plugin is not None
+    from_scenario = args.ip_routing is None and section is not None
+    fn = load_route_function(ipr.plugin, search=[Path(args.scenario).parent.resolve()],
+                             source=section.source if from_scenario and section else None,
+                             line=section.line_of("plugin") if from_scenario and section
+                             else None,
+                             field="ip_routing.plugin" if from_scenario else "--ip-routing")
+    return ipr, fn
 
 
 def attach(run_name: str) -> int:

@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from netemu.emulator.events import FaultEvent, LinkEvent, Neighbour
+from netemu.emulator.events import FaultEvent, LinkEvent, Neighbour, RouteEvent
 from netemu.emulator.faults import FaultTimeline
 from netemu.emulator.layout import Layout, check_run_name, estimate_memory_bytes, plan_layout
 from netemu.emulator.network import Network
@@ -47,6 +47,7 @@ from netemu.runtime.clock import ScenarioClock
 
 if TYPE_CHECKING:
     from netemu.emulator.iproute import RouteInstaller
+    from netemu.emulator.iproute_plugin import PluginRoutes, RouteFunction
     from netemu.routing.iproutes import RouteComputer
 
 
@@ -112,6 +113,7 @@ class Emulation:
         ground: Sequence[str] | None = None,
         clock_lead_s: float = 0.0,
         faults: Sequence[Fault] = (),
+        route_function: RouteFunction | str | None = None,
     ) -> None:
         if not time_scale > 0:
             raise InputError("time scale must be > 0", field="time_scale")
@@ -126,6 +128,16 @@ class Emulation:
         self.shaper_kind = shaper
         self.time_scale = float(time_scale)
         self.ip_routing = ip_routing
+        # a routing plug-in instead of the oracle (netemu.emulator.iproute_plugin)
+        if isinstance(route_function, str):
+            from netemu.emulator.iproute_plugin import load_route_function
+
+            self.route_function_name: str | None = route_function
+            route_function = load_route_function(route_function, field="route_function")
+        else:
+            self.route_function_name = (None if route_function is None else
+                                        getattr(route_function, "__qualname__", "plug-in"))
+        self.route_function = route_function
         self.run = check_run_name(run_name) if run_name else new_run_name()
         self.start_s = float(start_s)
         self.tick_s = float(tick_s)
@@ -153,6 +165,7 @@ class Emulation:
         self.timings: dict[str, float] = {}
         self._subs: list[Callable[[LinkEvent], None]] = []
         self._fault_subs: list[Callable[[FaultEvent], None]] = []
+        self._route_subs: list[Callable[[RouteEvent], None]] = []
         self._hosts: dict[str, object] = {}
         self._procs: list[subprocess.Popen] = []
         self._thread: threading.Thread | None = None
@@ -160,7 +173,7 @@ class Emulation:
         self._done = threading.Event()
         self._lock = threading.RLock()
         self._up: set[int] = set()
-        self._routes: tuple[RouteComputer, RouteInstaller] | None = None
+        self._routes: tuple[RouteComputer | PluginRoutes, RouteInstaller] | None = None
         self._router: threading.Thread | None = None
         self._route_wake = threading.Event()
         self._route_gen = 0
@@ -207,10 +220,16 @@ class Emulation:
         t2 = time.monotonic()
         if self.ip_routing:
             from netemu.emulator.iproute import RouteInstaller
+            from netemu.emulator.iproute_plugin import PluginRoutes
             from netemu.routing.iproutes import RouteComputer
 
-            self._routes = (RouteComputer(self.layout.nodes, self.ground),
-                            RouteInstaller(self.layout, self.net.nl, self.net.ifindex))
+            comp: RouteComputer | PluginRoutes
+            if self.route_function is not None:
+                comp = PluginRoutes(self.route_function, self.route_function_name or "",
+                                    self.layout, self.plan, self._route_error)
+            else:
+                comp = RouteComputer(self.layout.nodes, self.ground)
+            self._routes = (comp, RouteInstaller(self.layout, self.net.nl, self.net.ifindex))
         self._apply(self.timeline.advance(self.start_s))
         # The kernel activates a device's queue shortly after carrier-on (linkwatch); let
         # the first links settle so the first packets of a run are not lost.
@@ -409,11 +428,43 @@ class Emulation:
                         cb(ev)
 
     def _install_routes(self) -> None:
+        from netemu.emulator.iproute_plugin import PluginRoutes
+
         assert self._routes is not None
         comp, inst = self._routes
         with self._lock:
             links = self._route_links()
-        self.stats.route_changes += inst.install(comp.compute(links))
+            t_s = self.timeline.t_s
+            info = self._route_info() if isinstance(comp, PluginRoutes) else None
+        if isinstance(comp, PluginRoutes):
+            assert info is not None
+            table = comp.compute(links, info, t_s)
+            if table is None:  # the plug-in failed (reported): the routes in place stay
+                return
+        else:
+            table = comp.compute(links)
+        changed = inst.install(table)
+        self.stats.route_changes += changed
+        self._notify(self._route_subs, [RouteEvent("installed", t_s, changed)])
+
+    def _route_error(self, t_s: float, message: str) -> None:
+        self._notify(self._route_subs, [RouteEvent("error", t_s, message=message)])
+
+    def _route_info(self) -> dict[tuple[int, int], tuple[float, str]]:
+        """(rate_bps of the slower direction, link kind) per node pair linked now."""
+        comp = self._routes[0]  # type: ignore[index]
+        rate: dict[int, float] = {}
+        for ci, (_d, r, _loss) in self.timeline.applied.items():
+            pi = self.layout.contact_period[ci]
+            rate[pi] = min(r, rate.get(pi, r))
+        out: dict[tuple[int, int], tuple[float, str]] = {}
+        for pi in self._up:
+            p = self.layout.periods[pi]
+            u, v = sorted((comp.index[p.a], comp.index[p.b]))
+            r = rate.get(pi, 0.0)
+            if (u, v) not in out or r > out[(u, v)][0]:
+                out[(u, v)] = (r, p.kind)
+        return out
 
     def _route_loop(self) -> None:
         """Routes are recomputed off the driver thread, so a topology change never
@@ -526,6 +577,17 @@ class Emulation:
         def unsubscribe() -> None:
             with contextlib.suppress(ValueError):
                 self._fault_subs.remove(callback)
+
+        return unsubscribe
+
+    def subscribe_routes(self, callback: Callable[[RouteEvent], None]) -> Callable[[], None]:
+        """Call ``callback(RouteEvent)`` when routes are installed or a routing plug-in
+        fails (from the route thread)."""
+        self._route_subs.append(callback)
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                self._route_subs.remove(callback)
 
         return unsubscribe
 

@@ -26,7 +26,6 @@ from netemu.run.runner import (
     _link_message,
     direct_links,
     emulation_window,
-    ip_routing_mode,
     routing_config,
     split_nodes,
 )
@@ -123,16 +122,6 @@ def test_agent_hosts_per_node_up_to_32_agents_by_default_a_number_or_auto() -> N
     assert hosts("per-node") is None and hosts("per-node", 3000) is None
     assert hosts(1) == 1 and hosts(4, 2) == 4
     assert hosts("auto") == cpus and hosts("auto", 2) == cpus
-
-
-def test_ip_routing_is_oracle_or_none(tmp_path) -> None:
-    assert ip_routing_mode(None) == "oracle"
-    assert ip_routing_mode("none") == "none" and ip_routing_mode("oracle") == "oracle"
-    path = tmp_path / "s.yaml"
-    path.write_text("name: x\nip_routing: orcale\n")
-    with pytest.raises(InputError) as e:
-        ip_routing_mode(Fields.load(path).child("ip_routing"))
-    assert e.value.line == 2 and "did you mean 'oracle'" in str(e.value)
 
 
 def test_direct_links_give_each_node_its_neighbours_link_ends_by_time() -> None:
