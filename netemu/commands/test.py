@@ -47,6 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "namespaces and MQTT topics); default: random")
     p.add_argument("--routing", metavar="ALGORITHM",
                    help="route with this algorithm instead of the scenario's routing:")
+    p.add_argument("--ip-routing", metavar="MODE",
+                   help="IP routes: oracle, none or plugin:MODULE:FUNCTION instead of the "
+                   "scenario's ip_routing:")
     p.add_argument("--baseline", type=Path, metavar="DIR",
                    help="compare with the baselines in DIR (<scenario name>.json) within "
                    "the tolerances of the expect: items with baseline:")
@@ -92,6 +95,7 @@ def _cmd_test(args: argparse.Namespace) -> int:
         run = ScenarioRun(RunOptions(
             scenario=sc, profile="test", duration_s=args.duration_s,
             time_scale=args.time_scale, report=not args.no_report, routing=args.routing,
+            ip_routing=args.ip_routing,
             run_name=f"{args.run_name}{i}" if args.run_name and len(args.scenarios) > 1
             else args.run_name))
         p = run.prepare()
