@@ -18,6 +18,7 @@ from typing import Any
 from netemu.commands._args import number, seconds
 from netemu.emulator import Emulation
 from netemu.emulator.events import RouteEvent
+from netemu.emulator.frr import OspfSettings, frr_missing
 from netemu.emulator.hosts import EmuCLI, EmuHost, EmuNet
 from netemu.emulator.iproute_plugin import load_route_function
 from netemu.emulator.registry import Registry, list_runs, proc_start_time
@@ -43,8 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--duration-s", type=seconds(lo=0, lo_open=True), help="scenario seconds to run (default: all)")
     p.add_argument("--tick-s", type=seconds(lo=0, lo_open=True), default=0.1, help="driver tick, wall seconds")
     p.add_argument("--ip-routing", metavar="MODE",
-                   help="IP routes: oracle (shortest delay), none (run your own daemons) or "
-                   "plugin:MODULE:FUNCTION (default: the scenario's ip_routing:, else oracle)")
+                   help="IP routes: oracle (shortest delay), none (run your own daemons), frr "
+                   "(OSPF daemons in every node) or plugin:MODULE:FUNCTION (default: the scenario's ip_routing:, else oracle)")
     p.add_argument("--no-ip-routing", action="store_true",
                    help="the same as --ip-routing none")
     p.add_argument("--run-name", help="name of this run (namespaces <run>-<node>); default random")
@@ -83,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     ipr, route_function = _ip_routing(args, source)
     emu = Emulation(plan, shaper=args.shaper, time_scale=scale,
                     ip_routing=ipr.installs_routes, route_function=route_function,
+                    frr=OspfSettings.of(ipr) if ipr.daemons else None,
                     run_name=args.run_name,
                     start_s=args.start_s, duration_s=args.duration_s, tick_s=args.tick_s,
                     relay_workers=args.relay_workers, relay_gso=args.relay_gso,
@@ -175,6 +177,8 @@ def _ip_routing(args: argparse.Namespace, source: PlanSource) -> tuple[IpRouting
         ipr = parse_ip_routing_option(args.ip_routing)
     else:
         ipr = sc.ip_routing if sc is not None else IpRouting()
+    if ipr.daemons and frr_missing():
+        raise InputError(str(frr_missing()), field="ip_routing")
     if ipr.mode != "plugin":
         return ipr, None
     assert ipr.plugin is not None

@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from netemu.emulator.events import FaultEvent, LinkEvent, Neighbour, RouteEvent
@@ -46,6 +47,7 @@ from netemu.plan.faults import Fault
 from netemu.runtime.clock import ScenarioClock
 
 if TYPE_CHECKING:
+    from netemu.emulator.frr import FrrDaemons, OspfSettings
     from netemu.emulator.iproute import RouteInstaller
     from netemu.emulator.iproute_plugin import PluginRoutes, RouteFunction
     from netemu.routing.iproutes import RouteComputer
@@ -114,6 +116,8 @@ class Emulation:
         clock_lead_s: float = 0.0,
         faults: Sequence[Fault] = (),
         route_function: RouteFunction | str | None = None,
+        frr: OspfSettings | None = None,
+        routing_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         if not time_scale > 0:
             raise InputError("time scale must be > 0", field="time_scale")
@@ -138,6 +142,12 @@ class Emulation:
             self.route_function_name = (None if route_function is None else
                                         getattr(route_function, "__qualname__", "plug-in"))
         self.route_function = route_function
+        # FRR daemons in every node instead of netemu's routes (netemu.emulator.frr)
+        self.frr_settings = frr
+        self.routing_dir = Path(routing_dir) if routing_dir is not None else None
+        self.frr: FrrDaemons | None = None
+        if frr is not None:
+            self.ip_routing = False
         self.run = check_run_name(run_name) if run_name else new_run_name()
         self.start_s = float(start_s)
         self.tick_s = float(tick_s)
@@ -231,6 +241,8 @@ class Emulation:
                 comp = RouteComputer(self.layout.nodes, self.ground)
             self._routes = (comp, RouteInstaller(self.layout, self.net.nl, self.net.ifindex))
         self._apply(self.timeline.advance(self.start_s))
+        if self.frr_settings is not None:
+            self._start_frr(self.frr_settings)
         # The kernel activates a device's queue shortly after carrier-on (linkwatch); let
         # the first links settle so the first packets of a run are not lost.
         time.sleep(0.1 if self._up else 0.0)
@@ -276,6 +288,9 @@ class Emulation:
         for h in list(self._hosts.values()):
             with contextlib.suppress(Exception):
                 h.terminate()  # type: ignore[attr-defined]
+        if self.frr is not None:
+            with contextlib.suppress(Exception):
+                self.frr.stop()
         pids = [p.pid for p in self._procs if p.poll() is None]
         if self.shaper is not None:
             with contextlib.suppress(Exception):
@@ -446,6 +461,41 @@ class Emulation:
         changed = inst.install(table)
         self.stats.route_changes += changed
         self._notify(self._route_subs, [RouteEvent("installed", t_s, changed)])
+
+    def _start_frr(self, settings: OspfSettings) -> None:
+        from netemu.emulator.frr import FrrDaemons
+
+        t0 = time.monotonic()
+        lay = self.layout
+        nodes = {n: (lay.node_addr[n], [lay.endpoints[e].ifname for e in lay.node_endpoints[n]])
+                 for n in lay.nodes}
+
+        def spawn(node: str, argv: list[str], log: Path) -> subprocess.Popen:
+            assert self.net is not None
+            with open(log, "wb") as out:  # before the clock starts: no clock variables
+                p = subprocess.Popen(self.net.exec_argv(node, argv), stdout=out,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self._procs.append(p)
+            self.registry.add_pid(p.pid, f"frr:{node}")
+            return p
+
+        self.frr = FrrDaemons(nodes, self.registry.path / "frr", settings, spawn,
+                              log_dir=self.routing_dir)
+        self.frr.start()
+        self.timings["frr_start_s"] = time.monotonic() - t0
+
+    def vtysh(self, node: str, *args: str, timeout: float = 30) -> str:
+        """``vtysh ARGS`` on ``node``'s FRR daemons (``vtysh(n, "-c", "show ip route")``)."""
+        if self.frr is None:
+            raise NetemuError("no FRR daemons run here (ip_routing mode frr)")
+        r = self.run_cmd(node, self.frr.vtysh_argv(node, *args), timeout=timeout)
+        return str(r.stdout) + str(r.stderr)
+
+    def _shell_init(self, node: str) -> str:
+        """What a host's shell runs first: ``vtysh`` reaching this node's daemons."""
+        if self.frr is None:
+            return ""
+        return f"vtysh() {{ command vtysh --vty_socket {self.frr.node_dir(node)} \"$@\"; }}"
 
     def _route_error(self, t_s: float, message: str) -> None:
         self._notify(self._route_subs, [RouteEvent("error", t_s, message=message)])
@@ -634,7 +684,7 @@ class Emulation:
 
             assert self.net is not None, "start() first"
             h = EmuHost(node, netns=self.net.host_ns[node], node_ip=self.layout.node_addr[node],
-                        env=self.env(node))
+                        env=self.env(node), init=self._shell_init(node))
             self._hosts[node] = h
             self.registry.add_pid(h.pid, f"shell:{node}")
         return h
@@ -646,7 +696,8 @@ class Emulation:
         assert self.net is not None, "start() first"
         missing = [n for n in self.layout.nodes if n not in self._hosts]
         started = [EmuHost(n, netns=self.net.host_ns[n], node_ip=self.layout.node_addr[n],
-                           env=self.env(n), wait=False) for n in missing]
+                           env=self.env(n), wait=False, init=self._shell_init(n))
+                   for n in missing]
         for h in started:
             h.finish_start()
             self._hosts[h.name] = h

@@ -4,9 +4,18 @@
     ip_routing: none            # only the direct links (run your own daemons)
     ip_routing:
       plugin: mypkg.routes:compute   # your function returns the forwarding tables
+    ip_routing:
+      mode: frr                 # FRR's zebra + ospfd in every node
+      protocol: ospf
+      hello_s: 1                # OSPF hello and dead intervals (whole seconds)
+      dead_s: 4
+      spf_delay_ms: 0           # SPF throttle: initial delay, hold, maximum hold
+      spf_hold_ms: 50
+      spf_max_hold_ms: 1000
+      bfd: false                # BFD on every OSPF interface (bfdd)
 
-The command-line override (``--ip-routing``) takes the same words, and ``plugin:M:F`` for a
-plug-in. Checked here, before anything is built; the plug-in's module is imported by the
+The command-line override (``--ip-routing``) takes the same words (``frr`` with the
+defaults above), and ``plugin:M:F`` for a plug-in. Checked here, before anything is built; the plug-in's module is imported by the
 emulator (:mod:`netemu.emulator.iproute_plugin`).
 """
 
@@ -19,26 +28,54 @@ from typing import Any
 from netemu.config.fields import Fields, suggest
 from netemu.errors import InputError
 
-MODES = ("oracle", "none", "plugin")
+MODES = ("oracle", "none", "plugin", "frr")
 """What ``ip_routing:`` may name."""
+
+WORDS = ("oracle", "none", "frr")
+"""The modes that need nothing else, written as a single word."""
+FRR_PROTOCOLS = ("ospf",)
+FRR_KEYS = ("protocol", "hello_s", "dead_s", "spf_delay_ms", "spf_hold_ms", "spf_max_hold_ms",
+            "bfd")
 
 _REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
 @dataclass(frozen=True)
 class IpRouting:
-    """``mode`` is one of :data:`MODES`; ``plugin`` is ``module:function`` for a plug-in."""
+    """``mode`` is one of :data:`MODES`; ``plugin`` is ``module:function`` for a plug-in;
+    the rest configure the routing daemons (mode ``frr``)."""
 
     mode: str = "oracle"
     plugin: str | None = None
+    protocol: str = "ospf"
+    hello_s: int = 1
+    dead_s: int = 4
+    spf_delay_ms: int = 0
+    spf_hold_ms: int = 50
+    spf_max_hold_ms: int = 1000
+    bfd: bool = False
 
     @property
     def installs_routes(self) -> bool:
         """Whether netemu writes routes beyond the direct links."""
         return self.mode in ("oracle", "plugin")
 
+    @property
+    def reaches_nodes(self) -> bool:
+        """Whether a node address reaches any node (routes beyond the direct links)."""
+        return self.mode != "none"
+
+    @property
+    def daemons(self) -> bool:
+        """Whether routing daemons run in the nodes."""
+        return self.mode == "frr"
+
     def describe(self) -> str:
-        return f"plugin {self.plugin}" if self.mode == "plugin" else self.mode
+        if self.mode == "plugin":
+            return f"plugin {self.plugin}"
+        if self.mode == "frr":
+            return f"frr/{self.protocol}" + (" with BFD" if self.bfd else "")
+        return self.mode
 
 
 def parse_ip_routing(section: Fields | Any, *, source: str = "scenario",
@@ -49,13 +86,14 @@ def parse_ip_routing(section: Fields | Any, *, source: str = "scenario",
     if f.is_none():
         return IpRouting()
     if isinstance(f.value, str):
-        if f.value not in MODES or f.value == "plugin":
-            raise f.error(f"must be oracle, none or a mapping with plugin:, got {f.value!r}"
-                          f"{suggest(f.value, MODES[:2])}")
+        if f.value not in WORDS:
+            raise f.error(f"must be oracle, none, frr or a mapping, got {f.value!r}"
+                          f"{suggest(f.value, WORDS)}")
         return IpRouting(str(f.value))
     if not isinstance(f.value, dict):
-        raise f.error(f"expected oracle, none or a mapping, got {type(f.value).__name__}")
-    f.check_keys(("mode", "plugin"))
+        raise f.error(f"expected oracle, none, frr or a mapping, got "
+                      f"{type(f.value).__name__}")
+    f.check_keys(("mode", "plugin", *FRR_KEYS))
     mode = f.enum("mode", MODES, default="plugin" if "plugin" in f else "oracle")
     assert mode is not None
     ref = f.string("plugin")
@@ -67,17 +105,39 @@ def parse_ip_routing(section: Fields | Any, *, source: str = "scenario",
                           "plugin")
     elif ref is not None:
         raise f.error(f"plugin: is for mode plugin, not {mode}", "plugin")
-    return IpRouting(mode, ref)
+    if mode != "frr":
+        for k in FRR_KEYS:
+            if k in f:
+                raise f.error(f"{k}: is for mode frr, not {mode}", k)
+        return IpRouting(mode, ref)
+    d = IpRouting("frr")
+    hello = f.integer("hello_s", default=d.hello_s, lo=1, hi=65535)
+    dead = f.integer("dead_s", default=max(d.dead_s, 4 * (hello or 1)), lo=1, hi=65535)
+    assert hello is not None and dead is not None
+    if dead <= hello:
+        raise f.error(f"must be more than hello_s ({hello}), got {dead}", "dead_s")
+    delay = f.integer("spf_delay_ms", default=d.spf_delay_ms, lo=0, hi=600000)
+    hold = f.integer("spf_hold_ms", default=d.spf_hold_ms, lo=0, hi=600000)
+    max_hold = f.integer("spf_max_hold_ms", default=max(d.spf_max_hold_ms, hold or 0),
+                         lo=0, hi=600000)
+    assert delay is not None and hold is not None and max_hold is not None
+    if max_hold < hold:
+        raise f.error(f"must be at least spf_hold_ms ({hold}), got {max_hold}",
+                      "spf_max_hold_ms")
+    protocol = f.enum("protocol", FRR_PROTOCOLS, default="ospf")
+    bfd = f.boolean("bfd", default=False)
+    assert protocol is not None and bfd is not None
+    return IpRouting("frr", None, protocol, hello, dead, delay, hold, max_hold, bfd)
 
 
 def parse_ip_routing_option(value: str, *, option: str = "--ip-routing") -> IpRouting:
-    """The command-line override: ``oracle``, ``none`` or ``plugin:module:function``."""
+    """The command-line override: ``oracle``, ``none``, ``frr`` or ``plugin:module:function``."""
     if value.startswith("plugin:"):
         ref = value[len("plugin:"):]
         if not _REF.match(ref):
             raise InputError(f"expected plugin:module:function, got {value!r}", field=option)
         return IpRouting("plugin", ref)
-    if value in ("oracle", "none"):
+    if value in WORDS:
         return IpRouting(value)
-    raise InputError(f"must be oracle, none or plugin:module:function, got {value!r}"
-                     f"{suggest(value, MODES[:2])}", field=option)
+    raise InputError(f"must be oracle, none, frr or plugin:module:function, got {value!r}"
+                     f"{suggest(value, WORDS)}", field=option)

@@ -59,6 +59,7 @@ from netemu.analysis import metrics as metrics_mod
 from netemu.analysis import report as report_mod
 from netemu.config import Fields
 from netemu.emulator import Emulation
+from netemu.emulator.frr import OspfSettings, frr_missing
 from netemu.emulator.netns import ns_path
 from netemu.errors import InputError, NetemuError
 from netemu.plan.contacts import ContactPlan
@@ -456,6 +457,12 @@ class ScenarioRun:
         else:
             ipr = parse_ip_routing_option(opt)
         fn = None
+        if ipr.daemons:
+            why = frr_missing()
+            if why:
+                raise InputError(why, source=section.source if opt is None else None,
+                                 line=section.line if opt is None else None,
+                                 field="ip_routing" if opt is None else "--ip-routing")
         if ipr.mode == "plugin":
             assert ipr.plugin is not None
             from netemu.emulator.iproute_plugin import load_route_function
@@ -643,6 +650,8 @@ class ScenarioRun:
         emu = Emulation(p.plan, shaper=w.shaper, time_scale=w.time_scale,
                         ip_routing=p.ip_routing.installs_routes,
                         route_function=p.route_function,
+                        frr=OspfSettings.of(p.ip_routing) if p.ip_routing.daemons else None,
+                        routing_dir=rd.path / "frr" if p.ip_routing.daemons else None,
                         run_name=run, start_s=w.start_s, duration_s=w.duration_s,
                         tick_s=w.tick_s, clock_lead_s=lead_s, faults=p.faults)
 
@@ -785,7 +794,7 @@ class ScenarioRun:
         # with oracle routes a node address reaches any node; the agents dial the direct
         # link's own addresses while it is up either way
         addresses = ({n: emu.node_addr(n) for n in p.plan.nodes}
-                     if p.ip_routing.installs_routes else {})
+                     if p.ip_routing.reaches_nodes else {})
         peers = plan_peers(p.plan)  # one pass over the contacts for all nodes
         links = direct_links(emu.layout, set(nodes))
         traffic = str(rd.traffic_json) if p.traffic is not None else None
