@@ -153,6 +153,7 @@ class Emulation:
         self.tick_s = float(tick_s)
         self.relay_opts = {"workers": relay_workers, "gso": relay_gso, "qlimit_s": queue_limit_s}
         self.layout: Layout = plan_layout(plan)
+        self._node_index = {n: i for i, n in enumerate(self.layout.nodes)}
         end = max((c.end_s for c in plan.contacts), default=self.start_s)
         self.end_s = self.start_s + duration_s if duration_s is not None else end
         self.ground = set(ground) if ground is not None else {
@@ -502,7 +503,7 @@ class Emulation:
 
     def _route_info(self) -> dict[tuple[int, int], tuple[float, str]]:
         """(rate_bps of the slower direction, link kind) per node pair linked now."""
-        comp = self._routes[0]  # type: ignore[index]
+        index = self._node_index
         rate: dict[int, float] = {}
         for ci, (_d, r, _loss) in self.timeline.applied.items():
             pi = self.layout.contact_period[ci]
@@ -510,7 +511,7 @@ class Emulation:
         out: dict[tuple[int, int], tuple[float, str]] = {}
         for pi in self._up:
             p = self.layout.periods[pi]
-            u, v = sorted((comp.index[p.a], comp.index[p.b]))
+            u, v = sorted((index[p.a], index[p.b]))
             r = rate.get(pi, 0.0)
             if (u, v) not in out or r > out[(u, v)][0]:
                 out[(u, v)] = (r, p.kind)
@@ -551,7 +552,9 @@ class Emulation:
             nl.neigh_del(oif, lay.node_addr[peer])
 
     def _route_links(self) -> dict[tuple[int, int], tuple[float, int, int]]:
-        comp = self._routes[0]  # type: ignore[index]
+        """The links up now: (u, v) node indices (layout order, u < v) → (delay_s, endpoint
+        at u, endpoint at v), the lightest link where a pair has several."""
+        index = self._node_index
         delay: dict[int, float] = {}
         tl = self.timeline
         for ci in tl.active:
@@ -562,7 +565,7 @@ class Emulation:
         out: dict[tuple[int, int], tuple[float, int, int]] = {}
         for pi in self._up:
             p = self.layout.periods[pi]
-            u, v = comp.index[p.a], comp.index[p.b]
+            u, v = index[p.a], index[p.b]
             w = delay.get(pi, 0.0)
             if u < v:
                 key, val = (u, v), (w, p.ep_a, p.ep_b)
@@ -571,6 +574,11 @@ class Emulation:
             if key not in out or w < out[key][0]:
                 out[key] = val
         return out
+
+    def links_now(self) -> dict[tuple[int, int], tuple[float, int, int]]:
+        """:meth:`_route_links` under the driver's lock (for measurements)."""
+        with self._lock:
+            return self._route_links()
 
     def _peer_of(self, e: int) -> tuple[str, str] | None:
         for pi in self._up:

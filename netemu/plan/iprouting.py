@@ -14,6 +14,13 @@
       spf_max_hold_ms: 1000
       bfd: false                # BFD on every OSPF interface (bfdd)
 
+Any mode may measure what its routes do (:mod:`netemu.emulator.ipmeasure`)::
+
+      probes: [sanya:miyun, tb-0:tb-6]   # UDP probe flows and path samples, src:dst
+      probe_interval_s: 0.05    # wall seconds between a flow's datagrams
+      sample_s: 0.2             # wall seconds between path samples
+      convergence_tolerance: 0.05   # a path within 5 % of the oracle's delay has converged
+
 The command-line override (``--ip-routing``) takes the same words (``frr`` with the
 defaults above), and ``plugin:M:F`` for a plug-in. Checked here, before anything is built; the plug-in's module is imported by the
 emulator (:mod:`netemu.emulator.iproute_plugin`).
@@ -22,7 +29,8 @@ emulator (:mod:`netemu.emulator.iproute_plugin`).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from netemu.config.fields import Fields, suggest
@@ -34,6 +42,7 @@ MODES = ("oracle", "none", "plugin", "frr")
 WORDS = ("oracle", "none", "frr")
 """The modes that need nothing else, written as a single word."""
 FRR_PROTOCOLS = ("ospf",)
+MEASURE_KEYS = ("probes", "probe_interval_s", "sample_s", "convergence_tolerance")
 FRR_KEYS = ("protocol", "hello_s", "dead_s", "spf_delay_ms", "spf_hold_ms", "spf_max_hold_ms",
             "bfd")
 
@@ -54,6 +63,10 @@ class IpRouting:
     spf_hold_ms: int = 50
     spf_max_hold_ms: int = 1000
     bfd: bool = False
+    probes: tuple[tuple[str, str], ...] = ()
+    probe_interval_s: float = 0.05
+    sample_s: float = 0.2
+    convergence_tolerance: float = 0.05
 
     @property
     def installs_routes(self) -> bool:
@@ -79,8 +92,9 @@ class IpRouting:
 
 
 def parse_ip_routing(section: Fields | Any, *, source: str = "scenario",
-                     line: int | None = None) -> IpRouting:
-    """The section (a word or a mapping) as an :class:`IpRouting`; absent means oracle."""
+                     line: int | None = None, nodes: Sequence[str] | None = None) -> IpRouting:
+    """The section (a word or a mapping) as an :class:`IpRouting`; absent means oracle.
+    ``nodes``: the scenario's node names, which probe pairs must name."""
     f = section if isinstance(section, Fields) else Fields(section, source=source,
                                                             path="ip_routing", line=line)
     if f.is_none():
@@ -93,7 +107,8 @@ def parse_ip_routing(section: Fields | Any, *, source: str = "scenario",
     if not isinstance(f.value, dict):
         raise f.error(f"expected oracle, none, frr or a mapping, got "
                       f"{type(f.value).__name__}")
-    f.check_keys(("mode", "plugin", *FRR_KEYS))
+    f.check_keys(("mode", "plugin", *FRR_KEYS, *MEASURE_KEYS))
+    measure = _measure(f, nodes)
     mode = f.enum("mode", MODES, default="plugin" if "plugin" in f else "oracle")
     assert mode is not None
     ref = f.string("plugin")
@@ -109,7 +124,7 @@ def parse_ip_routing(section: Fields | Any, *, source: str = "scenario",
         for k in FRR_KEYS:
             if k in f:
                 raise f.error(f"{k}: is for mode frr, not {mode}", k)
-        return IpRouting(mode, ref)
+        return replace(IpRouting(mode, ref), **measure)
     d = IpRouting("frr")
     hello = f.integer("hello_s", default=d.hello_s, lo=1, hi=65535)
     dead = f.integer("dead_s", default=max(d.dead_s, 4 * (hello or 1)), lo=1, hi=65535)
@@ -127,7 +142,28 @@ def parse_ip_routing(section: Fields | Any, *, source: str = "scenario",
     protocol = f.enum("protocol", FRR_PROTOCOLS, default="ospf")
     bfd = f.boolean("bfd", default=False)
     assert protocol is not None and bfd is not None
-    return IpRouting("frr", None, protocol, hello, dead, delay, hold, max_hold, bfd)
+    return replace(IpRouting("frr", None, protocol, hello, dead, delay, hold, max_hold, bfd),
+                   **measure)
+
+
+def _measure(f: Fields, nodes: Sequence[str] | None) -> dict[str, Any]:
+    """The measurement keys: probe pairs (``src:dst``, different known nodes) and rates."""
+    pairs = []
+    for i, text in enumerate(f.string_list("probes")):
+        a, sep, b = text.partition(":")
+        if not sep or not a or not b or a == b:
+            raise f.error(f"expected SRC:DST (two different nodes), got {text!r}", "probes")
+        for n in (a, b):
+            if nodes is not None and n not in nodes:
+                raise f.error(f"probes[{i}]: no node named {n!r}{suggest(n, list(nodes))}",
+                              "probes")
+        pairs.append((a, b))
+    d = IpRouting()
+    interval = f.number("probe_interval_s", default=d.probe_interval_s, lo=0.001, hi=60)
+    sample = f.number("sample_s", default=d.sample_s, lo=0.01, hi=60)
+    tol = f.number("convergence_tolerance", default=d.convergence_tolerance, lo=0, hi=10)
+    return {"probes": tuple(pairs), "probe_interval_s": interval, "sample_s": sample,
+            "convergence_tolerance": tol}
 
 
 def parse_ip_routing_option(value: str, *, option: str = "--ip-routing") -> IpRouting:

@@ -557,5 +557,6 @@ def scenario_from_dict(doc: Any, *, path: Path | None = None) -> Scenario:
         scenario.faults = parse_faults(scenario.section("faults"), scenario.node_names(),
                                        [g.name for g in scenario.ground_stations])
     scenario.compute = parse_compute(scenario.section("compute"))
-    scenario.ip_routing = parse_ip_routing(scenario.section("ip_routing"))
+    scenario.ip_routing = parse_ip_routing(scenario.section("ip_routing"),
+                                           nodes=scenario.node_names())
     return scenario

@@ -560,6 +560,27 @@ class ScenarioRun:
         self._write_meta(rd, meta)
         return result
 
+    def _start_ip_measure(self, p: Prepared, emu: Emulation, rd: RunDir,
+                          stack: contextlib.ExitStack, meta: dict[str, Any]) -> None:
+        """Path samples and UDP probe flows between ``ip_routing.probes`` pairs, into
+        ``iproute/`` (netemu.emulator.ipmeasure); stopped before the emulation."""
+        from netemu.emulator.ipmeasure import PathSampler, Probes
+
+        ipr = p.ip_routing
+        out = rd.path / "iproute"
+        meta["ip_measure"] = {"probes": [f"{a}:{b}" for a, b in ipr.probes],
+                              "probe_interval_s": ipr.probe_interval_s,
+                              "sample_s": ipr.sample_s,
+                              "convergence_tolerance": ipr.convergence_tolerance}
+        probes = Probes(emu, ipr.probes, out, interval_s=ipr.probe_interval_s)
+        stack.callback(self._cleanup_step("the probe flows", probes.stop))
+        probes.start()
+        sampler = PathSampler(emu, ipr.probes, out, sample_s=ipr.sample_s).start()
+        stack.callback(self._cleanup_step("the path sampler", sampler.stop))
+        self.echo(f"netemu: measuring IP routes between {len(ipr.probes)} pairs "
+                  f"(probes every {ipr.probe_interval_s:g} s, paths every {ipr.sample_s:g} s)"
+                  f" into {out}")
+
     @staticmethod
     def _write_meta(rd: RunDir, meta: dict[str, Any]) -> None:
         rd.run_json.write_text(json.dumps(meta, indent=1, default=str) + "\n")
@@ -681,6 +702,8 @@ class ScenarioRun:
         self._mark("emulation_up")
         stack.callback(self._cleanup_step("the emulation", emu.stop))
         clock_box["clock"] = emu.clock
+        if p.ip_routing.probes:
+            self._start_ip_measure(p, emu, rd, stack, meta)
         if broker.pid is not None:  # so that `netemu clean` stops it after a crash too
             with contextlib.suppress(Exception):
                 emu.registry.add_pid(broker.pid, "mosquitto")

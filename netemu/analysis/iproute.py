@@ -1,0 +1,206 @@
+"""IP routing figures from a run's ``iproute/`` directory (:mod:`netemu.emulator.ipmeasure`).
+
+- **Convergence** after a topology change, per probe pair: if the pair's path was not
+  optimal at some sample before the next change (its delay more than ``tolerance`` above
+  the oracle's over the same links, or no path where the oracle has one), the time from
+  the change to the first sample from which it stays optimal until the next change. A
+  pair that never settles before the next change counts as unconverged, with the time to
+  that change. Resolution: the sampling interval.
+- **Path stretch**: the used path's delay over the oracle's, per sample where both exist.
+- **Probe loss**: datagrams sent while the oracle had a path between the pair (at the
+  latest sample before) and not received; a *loss window* is a run of consecutive lost
+  datagrams, its *outage* the scenario time from the first lost one to the next received
+  one. Datagrams sent while no path existed at all are not counted: no routing could
+  have carried them.
+- **Routes**: routes in each node's main table, mean and largest over the samples.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+DOCS: dict[str, str] = {
+    "ip_convergence_p50_s": "median time after a topology change until a probe pair's path "
+                            "is within the tolerance of the oracle's (pairs it disturbed)",
+    "ip_convergence_p95_s": "95th percentile of the same",
+    "ip_convergence_max_s": "largest of the same",
+    "ip_convergence_events": "(change, pair) cases the change disturbed",
+    "ip_unconverged": "of those, the cases still not converged at the next change",
+    "ip_path_stretch_p50": "median delay of the path in use over the oracle's (samples)",
+    "ip_path_stretch_p95": "95th percentile of the same",
+    "ip_unreachable_fraction": "samples with no working path where the oracle had one",
+    "ip_routes_mean": "routes in a node's main table, mean over nodes and samples",
+    "ip_routes_max": "largest main table of a node in any sample",
+    "probe_sent": "probe datagrams sent while a path existed (all pairs)",
+    "probe_loss_ratio": "of those, the fraction lost",
+    "probe_loss_windows": "runs of consecutive lost probe datagrams",
+    "probe_outage_p50_s": "median outage of a loss window (scenario s)",
+    "probe_outage_max_s": "longest outage of a loss window (scenario s)",
+    "probe_outage_total_s": "sum of the outages (scenario s, all pairs)",
+}
+
+
+def _percentile(values: Iterable[float], q: float) -> float | None:
+    v = sorted(values)
+    if not v:
+        return None
+    pos = (len(v) - 1) * q / 100.0
+    lo = int(math.floor(pos))
+    hi = min(lo + 1, len(v) - 1)
+    return v[lo] + (v[hi] - v[lo]) * (pos - lo)
+
+
+def _r(x: float | None, nd: int = 3) -> float | None:
+    return None if x is None else round(x, nd)
+
+
+def _optimal(s: dict[str, Any], tolerance: float) -> bool:
+    od, d = s.get("oracle_delay_s"), s.get("delay_s")
+    if od is None:
+        return True  # nothing can reach it now
+    if d is None:
+        return False
+    return bool(d <= od * (1.0 + tolerance) + 1e-6)
+
+
+def path_metrics(lines: list[dict[str, Any]], tolerance: float) -> dict[str, Any]:
+    """Convergence, stretch, reachability and table sizes from ``paths.jsonl`` lines."""
+    changes = sorted({float(x["t_s"]) for x in lines if x.get("kind") == "change"})
+    by_pair: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for x in lines:
+        if x.get("kind") == "path":
+            by_pair.setdefault((x["src"], x["dst"]), []).append(x)
+    conv: list[float] = []
+    disturbed = unconverged = 0
+    stretch: list[float] = []
+    unreachable = total = 0
+    for samples in by_pair.values():
+        samples.sort(key=lambda s: s["t_s"])
+        for s in samples:
+            total += 1
+            if s.get("oracle_delay_s") is not None and s.get("delay_s") is None:
+                unreachable += 1
+            od, d = s.get("oracle_delay_s"), s.get("delay_s")
+            if od and d is not None:
+                stretch.append(d / od)
+        for i, tc in enumerate(changes):
+            tn = changes[i + 1] if i + 1 < len(changes) else math.inf
+            window = [s for s in samples if tc <= s["t_s"] < tn]
+            ok = [_optimal(s, tolerance) for s in window]
+            if not window or all(ok):
+                continue
+            disturbed += 1
+            last_bad = max(k for k, good in enumerate(ok) if not good)
+            if last_bad == len(window) - 1:
+                unconverged += 1
+                if math.isfinite(tn):
+                    conv.append(tn - tc)
+                continue
+            conv.append(window[last_bad + 1]["t_s"] - tc)
+    routes = [x for x in lines if x.get("kind") == "routes"]
+    return {
+        "ip_convergence_p50_s": _r(_percentile(conv, 50)),
+        "ip_convergence_p95_s": _r(_percentile(conv, 95)),
+        "ip_convergence_max_s": _r(max(conv)) if conv else None,
+        "ip_convergence_events": disturbed if by_pair else None,
+        "ip_unconverged": unconverged if by_pair else None,
+        "ip_path_stretch_p50": _r(_percentile(stretch, 50), 4),
+        "ip_path_stretch_p95": _r(_percentile(stretch, 95), 4),
+        "ip_unreachable_fraction": _r(unreachable / total, 4) if total else None,
+        "ip_routes_mean": _r(sum(x["mean"] for x in routes) / len(routes), 1) if routes
+        else None,
+        "ip_routes_max": max(x["max"] for x in routes) if routes else None,
+    }
+
+
+def _read_log(p: Path) -> list[tuple[int, float]]:
+    out = []
+    for line in p.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            out.append((int(parts[0]), float(parts[1])))
+    return out
+
+
+def probe_metrics(probe_dir: Path,
+                  no_path: dict[tuple[str, str], list[tuple[float, bool]]] | None = None
+                  ) -> dict[str, Any]:
+    """Loss and loss windows from each pair's ``.sent`` / ``.recv`` logs; ``no_path``:
+    per pair, (sample time, whether the oracle had no path) in time order. Datagrams
+    sent in the last second are left out (they may still be in flight)."""
+    sent_n = lost_n = 0
+    outages: list[float] = []
+    try:
+        pairs = json.loads((probe_dir / "pairs.json").read_text())
+    except (OSError, ValueError):
+        pairs = {}
+    for tag, (src, dst) in sorted(pairs.items()):
+        sent_p = probe_dir / f"{tag}.sent"
+        sent = _read_log(sent_p) if sent_p.exists() else []
+        recv_p = sent_p.with_suffix(".recv")
+        got = {seq for seq, _t in _read_log(recv_p)} if recv_p.exists() else set()
+        if not sent:
+            continue
+        cutoff = sent[-1][1] - 1.0
+        gaps = (no_path or {}).get((src, dst), [])
+        times = [t for t, _gap in gaps]
+        start: float | None = None
+        last_t = 0.0
+        for q, t in sent:
+            if t > cutoff:
+                break
+            last_t = t
+            if times and gaps[max(0, bisect.bisect_right(times, t) - 1)][1]:
+                if start is not None:  # no path from here on: the window ends
+                    outages.append(t - start)
+                    start = None
+                continue
+            sent_n += 1
+            if q not in got:
+                lost_n += 1
+                if start is None:
+                    start = t
+            elif start is not None:
+                outages.append(t - start)
+                start = None
+        if start is not None:
+            outages.append(last_t - start)
+    if not sent_n:
+        return {k: None for k in DOCS if k.startswith("probe_")}
+    return {
+        "probe_sent": sent_n,
+        "probe_loss_ratio": round(lost_n / sent_n, 5),
+        "probe_loss_windows": len(outages),
+        "probe_outage_p50_s": _r(_percentile(outages, 50)),
+        "probe_outage_max_s": _r(max(outages)) if outages else 0.0,
+        "probe_outage_total_s": _r(sum(outages)),
+    }
+
+
+def iproute_metrics(iproute_dir: Path, *, tolerance: float = 0.05) -> dict[str, Any]:
+    """Every figure of :data:`DOCS` (None where the run measured nothing)."""
+    out: dict[str, Any] = {k: None for k in DOCS}
+    paths = iproute_dir / "paths.jsonl"
+    lines = []
+    if paths.exists():
+        for raw in paths.read_text().splitlines():
+            try:
+                lines.append(json.loads(raw))
+            except json.JSONDecodeError:
+                continue  # a line cut by the end of the run
+        out.update(path_metrics(lines, tolerance))
+    no_path: dict[tuple[str, str], list[tuple[float, bool]]] = {}
+    for x in lines:
+        if x.get("kind") == "path":
+            no_path.setdefault((x["src"], x["dst"]), []).append(
+                (float(x["t_s"]), x.get("oracle_delay_s") is None))
+    for v in no_path.values():
+        v.sort()
+    if (iproute_dir / "probes").is_dir():
+        out.update(probe_metrics(iproute_dir / "probes", no_path))
+    return out
