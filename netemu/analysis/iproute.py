@@ -13,6 +13,10 @@
   one. Datagrams sent while no path existed at all are not counted: no routing could
   have carried them.
 - **Routes**: routes in each node's main table, mean and largest over the samples.
+
+The routes' *bring-up* (``ip_initial_convergence_s``: from the first sample to the first
+moment every pair's path is optimal) is left out of the figures above: a protocol's
+first adjacencies are not a reaction to a topology change.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 DOCS: dict[str, str] = {
+    "ip_initial_convergence_s": "from the first path sample until every probe pair's path "
+                                "was optimal at once (the routes' bring-up, scenario s)",
     "ip_convergence_p50_s": "median time after a topology change until a probe pair's path "
                             "is within the tolerance of the oracle's (pairs it disturbed)",
     "ip_convergence_p95_s": "95th percentile of the same",
@@ -68,12 +74,29 @@ def _optimal(s: dict[str, Any], tolerance: float) -> bool:
     return bool(d <= od * (1.0 + tolerance) + 1e-6)
 
 
+def warm_up_end(lines: list[dict[str, Any]], tolerance: float) -> float | None:
+    """The first sample time at which every pair's latest path is optimal (None: never)."""
+    latest: dict[tuple[str, str], bool] = {}
+    pairs = {(x["src"], x["dst"]) for x in lines if x.get("kind") == "path"}
+    for x in sorted((x for x in lines if x.get("kind") == "path"), key=lambda x: x["t_s"]):
+        latest[(x["src"], x["dst"])] = _optimal(x, tolerance)
+        if len(latest) == len(pairs) and all(latest.values()):
+            return float(x["t_s"])
+    return None
+
+
 def path_metrics(lines: list[dict[str, Any]], tolerance: float) -> dict[str, Any]:
-    """Convergence, stretch, reachability and table sizes from ``paths.jsonl`` lines."""
-    changes = sorted({float(x["t_s"]) for x in lines if x.get("kind") == "change"})
+    """Convergence, stretch, reachability and table sizes from ``paths.jsonl`` lines
+    (those after the bring-up: :func:`warm_up_end`)."""
+    samples_all = [x for x in lines if x.get("kind") == "path"]
+    t_first = min((float(x["t_s"]) for x in samples_all), default=None)
+    t_warm = warm_up_end(lines, tolerance)
+    start = t_warm if t_warm is not None else math.inf
+    changes = sorted({float(x["t_s"]) for x in lines
+                      if x.get("kind") == "change" and float(x["t_s"]) >= start})
     by_pair: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for x in lines:
-        if x.get("kind") == "path":
+    for x in samples_all:
+        if float(x["t_s"]) >= start:
             by_pair.setdefault((x["src"], x["dst"]), []).append(x)
     conv: list[float] = []
     disturbed = unconverged = 0
@@ -104,11 +127,13 @@ def path_metrics(lines: list[dict[str, Any]], tolerance: float) -> dict[str, Any
             conv.append(window[last_bad + 1]["t_s"] - tc)
     routes = [x for x in lines if x.get("kind") == "routes"]
     return {
+        "ip_initial_convergence_s": _r(t_warm - t_first) if t_warm is not None
+        and t_first is not None else None,
         "ip_convergence_p50_s": _r(_percentile(conv, 50)),
         "ip_convergence_p95_s": _r(_percentile(conv, 95)),
         "ip_convergence_max_s": _r(max(conv)) if conv else None,
-        "ip_convergence_events": disturbed if by_pair else None,
-        "ip_unconverged": unconverged if by_pair else None,
+        "ip_convergence_events": disturbed if samples_all else None,
+        "ip_unconverged": unconverged if samples_all else None,
         "ip_path_stretch_p50": _r(_percentile(stretch, 50), 4),
         "ip_path_stretch_p95": _r(_percentile(stretch, 95), 4),
         "ip_unreachable_fraction": _r(unreachable / total, 4) if total else None,
@@ -128,11 +153,12 @@ def _read_log(p: Path) -> list[tuple[int, float]]:
 
 
 def probe_metrics(probe_dir: Path,
-                  no_path: dict[tuple[str, str], list[tuple[float, bool]]] | None = None
-                  ) -> dict[str, Any]:
+                  no_path: dict[tuple[str, str], list[tuple[float, bool]]] | None = None,
+                  *, after_s: float = -math.inf) -> dict[str, Any]:
     """Loss and loss windows from each pair's ``.sent`` / ``.recv`` logs; ``no_path``:
     per pair, (sample time, whether the oracle had no path) in time order. Datagrams
-    sent in the last second are left out (they may still be in flight)."""
+    sent before ``after_s`` (the bring-up) or in the last second (they may still be in
+    flight) are left out."""
     sent_n = lost_n = 0
     outages: list[float] = []
     try:
@@ -154,6 +180,8 @@ def probe_metrics(probe_dir: Path,
         for q, t in sent:
             if t > cutoff:
                 break
+            if t < after_s:
+                continue
             last_t = t
             if times and gaps[max(0, bisect.bisect_right(times, t) - 1)][1]:
                 if start is not None:  # no path from here on: the window ends
@@ -202,5 +230,7 @@ def iproute_metrics(iproute_dir: Path, *, tolerance: float = 0.05) -> dict[str, 
     for v in no_path.values():
         v.sort()
     if (iproute_dir / "probes").is_dir():
-        out.update(probe_metrics(iproute_dir / "probes", no_path))
+        warm = warm_up_end(lines, tolerance) if lines else None
+        out.update(probe_metrics(iproute_dir / "probes", no_path,
+                                 after_s=warm if warm is not None else -math.inf))
     return out

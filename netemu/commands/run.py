@@ -17,6 +17,7 @@ from typing import Any
 
 from netemu.commands._args import number, seconds
 from netemu.emulator import Emulation
+from netemu.emulator.emulation import vtysh_shell_function
 from netemu.emulator.events import RouteEvent
 from netemu.emulator.frr import OspfSettings, frr_missing
 from netemu.emulator.hosts import EmuCLI, EmuHost, EmuNet
@@ -201,9 +202,12 @@ def attach(run_name: str) -> int:
     if not addrs:
         raise InputError(f"run {run_name!r} is still starting; try again in a moment")
     clock_env = dict(info.meta.get("clock", {}))
+    frr_dir = info.meta.get("frr_dir")  # FRR daemons: vtysh reaches each node's
     hosts = [EmuHost(n, netns=f"{run_name}-{n}", node_ip=a,
                      env={**clock_env, **HostEnv(run=run_name, node=n, node_addr=a).to_env()},
-                     wait=False) for n, a in addrs.items()]
+                     wait=False,
+                     init=vtysh_shell_function(Path(frr_dir) / n) if frr_dir else "")
+             for n, a in addrs.items()]
     reg = Registry(run_name)
     try:
         for h in hosts:

@@ -86,6 +86,11 @@ def _mem_available() -> int:
     return 1 << 62
 
 
+def vtysh_shell_function(sockets: str | os.PathLike[str]) -> str:
+    """A shell function that makes ``vtysh`` in a host's shell reach its node's daemons."""
+    return f'vtysh() {{ command vtysh --vty_socket {sockets} "$@"; }}'
+
+
 def new_run_name(prefix: str = "n") -> str:
     for _ in range(100):
         name = prefix + "".join(random.choices(string.ascii_lowercase + string.digits, k=4))
@@ -255,6 +260,8 @@ class Emulation:
         meta = self.registry.read_meta()
         meta.update(clock=self.clock.to_env(), node_addr=self.layout.node_addr,
                     shaper=self.shaper_reason)
+        if self.frr is not None:
+            meta["frr_dir"] = str(self.frr.state_dir)
         self.registry.write_meta(meta)
         self.timings.update(self.net.timings)
         self.timings.update(build_s=t1 - t0, shaper_s=t2 - t1, initial_state_s=t3 - t2,
@@ -493,10 +500,7 @@ class Emulation:
         return str(r.stdout) + str(r.stderr)
 
     def _shell_init(self, node: str) -> str:
-        """What a host's shell runs first: ``vtysh`` reaching this node's daemons."""
-        if self.frr is None:
-            return ""
-        return f"vtysh() {{ command vtysh --vty_socket {self.frr.node_dir(node)} \"$@\"; }}"
+        return vtysh_shell_function(self.frr.node_dir(node)) if self.frr is not None else ""
 
     def _route_error(self, t_s: float, message: str) -> None:
         self._notify(self._route_subs, [RouteEvent("error", t_s, message=message)])

@@ -452,10 +452,15 @@ class ScenarioRun:
         opt = self.opts.ip_routing
         if opt is None:
             ipr = sc.ip_routing
-        elif isinstance(opt, IpRouting):
-            ipr = opt
         else:
-            ipr = parse_ip_routing_option(opt)
+            ipr = opt if isinstance(opt, IpRouting) else parse_ip_routing_option(opt)
+            own = sc.ip_routing
+            if ipr.mode == own.mode and ipr.mode != "plugin":
+                ipr = own  # the same mode: the scenario's settings (timers) hold
+            else:  # another mode, measured as the scenario says (side by side)
+                ipr = dc_replace(ipr, probes=own.probes, probe_interval_s=own.probe_interval_s,
+                                 sample_s=own.sample_s,
+                                 convergence_tolerance=own.convergence_tolerance)
         fn = None
         if ipr.daemons:
             why = frr_missing()

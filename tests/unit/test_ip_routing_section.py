@@ -149,3 +149,58 @@ def test_graph_carries_delays_rates_kinds_and_time() -> None:
     assert g.nodes["s1"]["addr"].count(".") == 3
     assert g.edges["s1", "s2"] == {"delay_s": 0.01, "rate_bps": 1e6, "kind": "isl"}
     assert sorted(g.neighbors("s1")) == ["s2", "s4"]
+
+
+# --- mode frr and the measurement keys ------------------------------------------------
+
+
+def test_frr_section_with_timers_and_probes(tmp_path) -> None:
+    sc = load_scenario(_scenario(tmp_path, "ip_routing:\n  mode: frr\n  hello_s: 2\n"
+                                 "  bfd: true\n  probes: [sat-0:kashi]\n  sample_s: 0.5\n"))
+    ipr = sc.ip_routing
+    assert ipr.mode == "frr" and ipr.daemons and not ipr.installs_routes and ipr.reaches_nodes
+    assert (ipr.hello_s, ipr.dead_s, ipr.bfd) == (2, 8, True)  # dead: 4 hellos by default
+    assert ipr.probes == (("sat-0", "kashi"),) and ipr.sample_s == 0.5
+    assert ipr.describe() == "frr/ospf with BFD"
+    assert parse_ip_routing_option("frr") == IpRouting("frr")
+
+
+@pytest.mark.parametrize("extra, words, field", [
+    ("ip_routing: {mode: frr, hello_s: 5, dead_s: 5}\n", "more than hello_s",
+     "ip_routing.dead_s"),
+    ("ip_routing: {mode: frr, protocol: ospff}\n", "did you mean 'ospf'", "ip_routing.protocol"),
+    ("ip_routing: {mode: oracle, hello_s: 2}\n", "is for mode frr", "ip_routing.hello_s"),
+    ("ip_routing: {mode: frr, spf_hold_ms: 500, spf_max_hold_ms: 100}\n", "at least",
+     "ip_routing.spf_max_hold_ms"),
+    ("ip_routing: {probes: [sat-0:kahsi]}\n", "did you mean 'kashi'", "ip_routing.probes"),
+    ("ip_routing: {probes: [sat-0]}\n", "SRC:DST", "ip_routing.probes"),
+    ("ip_routing: {probes: [sat-0:sat-1], sample_s: 0}\n", "≥ 0.01", "ip_routing.sample_s"),
+])
+def test_bad_frr_or_probe_keys(tmp_path, extra, words, field) -> None:
+    with pytest.raises(InputError) as e:
+        load_scenario(_scenario(tmp_path, extra))
+    assert words in str(e.value) and e.value.field == field and e.value.line
+
+
+def test_ospf_config_covers_every_interface_point_to_point() -> None:
+    from netemu.emulator.frr import OspfSettings, ospf_config, zebra_config
+
+    conf = ospf_config("sat-1", "10.0.0.2", ["sat-1-eth0", "sat-1-eth1"],
+                       OspfSettings(hello_s=2, dead_s=9, spf_delay_ms=10, bfd=True))
+    for ifn in ("sat-1-eth0", "sat-1-eth1"):
+        block = conf.split(f"interface {ifn}\n")[1].split("!")[0]
+        assert "ip ospf network point-to-point" in block and "ip ospf area 0" in block
+        assert "hello-interval 2" in block and "dead-interval 9" in block
+        assert "ip ospf bfd" in block
+    assert "interface lo\n ip ospf area 0\n ip ospf passive" in conf
+    assert "ospf router-id 10.0.0.2" in conf and "timers throttle spf 10 50 1000" in conf
+    assert "set src 10.0.0.2" in zebra_config("sat-1", "10.0.0.2")
+
+
+def test_override_keeps_the_scenarios_measurements_for_a_side_by_side_run(tmp_path) -> None:
+    p = _scenario(tmp_path, "ip_routing: {mode: frr, hello_s: 3, probes: [sat-0:kashi]}\n"
+                  "emulation: {duration_s: 60}\n")
+    other = ScenarioRun(RunOptions(p, echo=lambda s: None, ip_routing="oracle")).prepare()
+    assert other.ip_routing.mode == "oracle" and other.ip_routing.probes == (("sat-0", "kashi"),)
+    same = ScenarioRun(RunOptions(p, echo=lambda s: None, ip_routing="frr")).prepare()
+    assert same.ip_routing.hello_s == 3  # the scenario's timers hold
