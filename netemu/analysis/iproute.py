@@ -126,12 +126,14 @@ def path_metrics(lines: list[dict[str, Any]], tolerance: float) -> dict[str, Any
                 continue
             conv.append(window[last_bad + 1]["t_s"] - tc)
     routes = [x for x in lines if x.get("kind") == "routes"]
+    zero = 0.0 if t_warm is not None else None
     return {
         "ip_initial_convergence_s": _r(t_warm - t_first) if t_warm is not None
         and t_first is not None else None,
-        "ip_convergence_p50_s": _r(_percentile(conv, 50)),
-        "ip_convergence_p95_s": _r(_percentile(conv, 95)),
-        "ip_convergence_max_s": _r(max(conv)) if conv else None,
+        # sampled, and no change disturbed a pair for a whole sample: 0
+        "ip_convergence_p50_s": _r(_percentile(conv, 50)) if conv else zero,
+        "ip_convergence_p95_s": _r(_percentile(conv, 95)) if conv else zero,
+        "ip_convergence_max_s": _r(max(conv)) if conv else zero,
         "ip_convergence_events": disturbed if samples_all else None,
         "ip_unconverged": unconverged if samples_all else None,
         "ip_path_stretch_p50": _r(_percentile(stretch, 50), 4),

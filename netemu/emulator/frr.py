@@ -43,12 +43,13 @@ class OspfSettings:
     spf_hold_ms: int = 50
     spf_max_hold_ms: int = 1000
     bfd: bool = False
+    retransmit_s: int = 5
 
     @classmethod
     def of(cls, ipr: IpRouting) -> OspfSettings:
         """The settings of an ``ip_routing:`` section in mode frr."""
         return cls(ipr.hello_s, ipr.dead_s, ipr.spf_delay_ms, ipr.spf_hold_ms,
-                   ipr.spf_max_hold_ms, ipr.bfd)
+                   ipr.spf_max_hold_ms, ipr.bfd, ipr.retransmit_s)
 
 
 def frr_missing() -> str | None:
@@ -75,7 +76,8 @@ def ospf_config(node: str, router_id: str, ifnames: Sequence[str], s: OspfSettin
     for ifn in ifnames:
         lines += [f"interface {ifn}", " ip ospf network point-to-point", " ip ospf area 0",
                   f" ip ospf hello-interval {s.hello_s}",
-                  f" ip ospf dead-interval {s.dead_s}"]
+                  f" ip ospf dead-interval {s.dead_s}",
+                  f" ip ospf retransmit-interval {s.retransmit_s}"]
         if s.bfd:
             lines.append(" ip ospf bfd")
         lines.append("!")

@@ -9,6 +9,7 @@
       protocol: ospf
       hello_s: 1                # OSPF hello and dead intervals (whole seconds)
       dead_s: 4
+      retransmit_s: 5           # LSA and database-description retransmission (FRR's 5)
       spf_delay_ms: 0           # SPF throttle: initial delay, hold, maximum hold
       spf_hold_ms: 50
       spf_max_hold_ms: 1000
@@ -43,7 +44,7 @@ WORDS = ("oracle", "none", "frr")
 """The modes that need nothing else, written as a single word."""
 FRR_PROTOCOLS = ("ospf",)
 MEASURE_KEYS = ("probes", "probe_interval_s", "sample_s", "convergence_tolerance")
-FRR_KEYS = ("protocol", "hello_s", "dead_s", "spf_delay_ms", "spf_hold_ms", "spf_max_hold_ms",
+FRR_KEYS = ("protocol", "hello_s", "dead_s", "retransmit_s", "spf_delay_ms", "spf_hold_ms", "spf_max_hold_ms",
             "bfd")
 
 _REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -63,6 +64,7 @@ class IpRouting:
     spf_hold_ms: int = 50
     spf_max_hold_ms: int = 1000
     bfd: bool = False
+    retransmit_s: int = 5
     probes: tuple[tuple[str, str], ...] = ()
     probe_interval_s: float = 0.05
     sample_s: float = 0.2
@@ -141,9 +143,10 @@ def parse_ip_routing(section: Fields | Any, *, source: str = "scenario",
                       "spf_max_hold_ms")
     protocol = f.enum("protocol", FRR_PROTOCOLS, default="ospf")
     bfd = f.boolean("bfd", default=False)
-    assert protocol is not None and bfd is not None
-    return replace(IpRouting("frr", None, protocol, hello, dead, delay, hold, max_hold, bfd),
-                   **measure)
+    retransmit = f.integer("retransmit_s", default=d.retransmit_s, lo=1, hi=65535)
+    assert protocol is not None and bfd is not None and retransmit is not None
+    return replace(IpRouting("frr", None, protocol, hello, dead, delay, hold, max_hold, bfd,
+                             retransmit), **measure)
 
 
 def _measure(f: Fields, nodes: Sequence[str] | None) -> dict[str, Any]:

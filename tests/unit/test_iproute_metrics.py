@@ -49,6 +49,7 @@ def test_the_bring_up_is_its_own_figure_and_left_out_of_the_rest() -> None:
     m = path_metrics(lines, tolerance=0.05)
     assert m["ip_initial_convergence_s"] == pytest.approx(3.0)
     assert m["ip_convergence_events"] == 0 and m["ip_unreachable_fraction"] == 0.0
+    assert m["ip_convergence_p95_s"] == 0.0  # sampled, nothing disturbed: not "no data"
 
 
 def test_probe_outages_count_only_while_a_path_existed(tmp_path: Path) -> None:
@@ -77,3 +78,4 @@ def test_probe_outages_count_only_while_a_path_existed(tmp_path: Path) -> None:
 def test_nothing_measured_gives_nulls(tmp_path: Path) -> None:
     m = iproute_metrics(tmp_path / "iproute")
     assert m["ip_convergence_p95_s"] is None and m["probe_loss_ratio"] is None
+    assert m["ip_initial_convergence_s"] is None
