@@ -19,7 +19,7 @@ from netemu.commands._args import number, seconds
 from netemu.emulator import Emulation
 from netemu.emulator.emulation import vtysh_shell_function
 from netemu.emulator.events import RouteEvent
-from netemu.emulator.frr import OspfSettings, frr_missing
+from netemu.emulator.frr import FrrSettings, frr_missing
 from netemu.emulator.hosts import EmuCLI, EmuHost, EmuNet
 from netemu.emulator.iproute_plugin import load_route_function
 from netemu.emulator.registry import Registry, list_runs, proc_start_time
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     ipr, route_function = _ip_routing(args, source)
     emu = Emulation(plan, shaper=args.shaper, time_scale=scale,
                     ip_routing=ipr.installs_routes, route_function=route_function,
-                    frr=OspfSettings.of(ipr) if ipr.daemons else None,
+                    frr=FrrSettings.of(ipr) if ipr.daemons else None,
                     run_name=args.run_name,
                     start_s=args.start_s, duration_s=args.duration_s, tick_s=args.tick_s,
                     relay_workers=args.relay_workers, relay_gso=args.relay_gso,

@@ -47,7 +47,7 @@ from netemu.plan.faults import Fault
 from netemu.runtime.clock import ScenarioClock
 
 if TYPE_CHECKING:
-    from netemu.emulator.frr import FrrDaemons, OspfSettings
+    from netemu.emulator.frr import FrrDaemons, FrrSettings
     from netemu.emulator.iproute import RouteInstaller
     from netemu.emulator.iproute_plugin import PluginRoutes, RouteFunction
     from netemu.routing.iproutes import RouteComputer
@@ -121,7 +121,7 @@ class Emulation:
         clock_lead_s: float = 0.0,
         faults: Sequence[Fault] = (),
         route_function: RouteFunction | str | None = None,
-        frr: OspfSettings | None = None,
+        frr: FrrSettings | None = None,
         routing_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         if not time_scale > 0:
@@ -470,7 +470,7 @@ class Emulation:
         self.stats.route_changes += changed
         self._notify(self._route_subs, [RouteEvent("installed", t_s, changed)])
 
-    def _start_frr(self, settings: OspfSettings) -> None:
+    def _start_frr(self, settings: FrrSettings) -> None:
         from netemu.emulator.frr import FrrDaemons
 
         t0 = time.monotonic()

@@ -34,8 +34,9 @@ FRR_USER = "frr"
 
 
 @dataclass(frozen=True)
-class OspfSettings:
-    """OSPF timers of every interface and router, as the scenario gives them."""
+class FrrSettings:
+    """The protocol (``ospf``: the only one so far) and its timers, as the scenario gives
+    them."""
 
     hello_s: int = 1
     dead_s: int = 4
@@ -44,12 +45,13 @@ class OspfSettings:
     spf_max_hold_ms: int = 1000
     bfd: bool = False
     retransmit_s: int = 5
+    protocol: str = "ospf"
 
     @classmethod
-    def of(cls, ipr: IpRouting) -> OspfSettings:
+    def of(cls, ipr: IpRouting) -> FrrSettings:
         """The settings of an ``ip_routing:`` section in mode frr."""
         return cls(ipr.hello_s, ipr.dead_s, ipr.spf_delay_ms, ipr.spf_hold_ms,
-                   ipr.spf_max_hold_ms, ipr.bfd, ipr.retransmit_s)
+                   ipr.spf_max_hold_ms, ipr.bfd, ipr.retransmit_s, ipr.protocol)
 
 
 def frr_missing() -> str | None:
@@ -70,7 +72,7 @@ def zebra_config(node: str, node_addr: str, protocol: str = "ospf") -> str:
             f"ip protocol {protocol} route-map NODE-SRC\n!\n")
 
 
-def ospf_config(node: str, router_id: str, ifnames: Sequence[str], s: OspfSettings) -> str:
+def ospf_config(node: str, router_id: str, ifnames: Sequence[str], s: FrrSettings) -> str:
     """ospfd's configuration: every link interface point-to-point, the loopback passive."""
     lines = ["frr defaults traditional", f"hostname {node}", "!"]
     for ifn in ifnames:
@@ -104,7 +106,7 @@ class FrrDaemons:
     configurations and logs to ``log_dir/<node>/`` when one is given."""
 
     def __init__(self, nodes: dict[str, tuple[str, list[str]]], state_dir: Path,
-                 settings: OspfSettings, spawn: Spawn, *, log_dir: Path | None = None) -> None:
+                 settings: FrrSettings, spawn: Spawn, *, log_dir: Path | None = None) -> None:
         """``nodes``: node → (its node address, also the router id; its link interfaces)."""
         self.nodes = nodes
         self.state_dir = state_dir

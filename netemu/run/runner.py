@@ -59,7 +59,7 @@ from netemu.analysis import metrics as metrics_mod
 from netemu.analysis import report as report_mod
 from netemu.config import Fields
 from netemu.emulator import Emulation
-from netemu.emulator.frr import OspfSettings, frr_missing
+from netemu.emulator.frr import FrrSettings, frr_missing
 from netemu.emulator.netns import ns_path
 from netemu.errors import InputError, NetemuError
 from netemu.plan.contacts import ContactPlan
@@ -676,7 +676,7 @@ class ScenarioRun:
         emu = Emulation(p.plan, shaper=w.shaper, time_scale=w.time_scale,
                         ip_routing=p.ip_routing.installs_routes,
                         route_function=p.route_function,
-                        frr=OspfSettings.of(p.ip_routing) if p.ip_routing.daemons else None,
+                        frr=FrrSettings.of(p.ip_routing) if p.ip_routing.daemons else None,
                         routing_dir=rd.path / "frr" if p.ip_routing.daemons else None,
                         run_name=run, start_s=w.start_s, duration_s=w.duration_s,
                         tick_s=w.tick_s, clock_lead_s=lead_s, faults=p.faults)

@@ -15,7 +15,7 @@ from test_emulator import EPOCH, assert_clean, nodes, pair
 from test_ip_routing_plugin import hops
 
 from netemu.emulator import Emulation
-from netemu.emulator.frr import OspfSettings, frr_missing
+from netemu.emulator.frr import FrrSettings, frr_missing
 from netemu.emulator.registry import RUN_ROOT
 from netemu.plan.contacts import ContactPlan
 
@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.integration,
 RING = ["s1", "s2", "s3", "s4"]
 # A dead interval far longer than the test's waits: what the test sees happen comes from
 # the interface going down, not from missed hellos.
-SLOW_DEAD = OspfSettings(hello_s=2, dead_s=60)
+SLOW_DEAD = FrrSettings(hello_s=2, dead_s=60)
 
 
 def ring(s1_s2_end_s: float = 600.0) -> ContactPlan:
@@ -92,7 +92,7 @@ def test_adjacencies_come_up_and_traffic_goes_round_the_other_way_after_an_isl_e
 def test_failing_test_body_leaves_no_daemon():
     pids: list[int] = []
     with pytest.raises(RuntimeError), Emulation(ring(), run_name="tffail",
-                                                frr=OspfSettings()) as emu:
+                                                frr=FrrSettings()) as emu:
         pids = daemon_pids(emu)
         assert len(pids) == 8
         raise RuntimeError("test body failed")
@@ -106,8 +106,8 @@ def test_netemu_clean_kills_the_daemons_of_a_crashed_run(tmp_path):
         f"sys.path.insert(0, {os.path.dirname(__file__)!r})\n"
         "from test_frr_ospf import ring\n"
         "from netemu.emulator import Emulation\n"
-        "from netemu.emulator.frr import OspfSettings\n"
-        "emu = Emulation(ring(), run_name='tfcrash', frr=OspfSettings()).start()\n"
+        "from netemu.emulator.frr import FrrSettings\n"
+        "emu = Emulation(ring(), run_name='tfcrash', frr=FrrSettings()).start()\n"
         "print(' '.join(str(p.pid) for ps in emu.frr.procs.values() for p in ps), flush=True)\n"
         "time.sleep(600)\n")
     p = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE)

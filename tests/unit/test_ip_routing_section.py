@@ -183,10 +183,10 @@ def test_bad_frr_or_probe_keys(tmp_path, extra, words, field) -> None:
 
 
 def test_ospf_config_covers_every_interface_point_to_point() -> None:
-    from netemu.emulator.frr import OspfSettings, ospf_config, zebra_config
+    from netemu.emulator.frr import FrrSettings, ospf_config, zebra_config
 
     conf = ospf_config("sat-1", "10.0.0.2", ["sat-1-eth0", "sat-1-eth1"],
-                       OspfSettings(hello_s=2, dead_s=9, spf_delay_ms=10, bfd=True))
+                       FrrSettings(hello_s=2, dead_s=9, spf_delay_ms=10, bfd=True))
     for ifn in ("sat-1-eth0", "sat-1-eth1"):
         block = conf.split(f"interface {ifn}\n")[1].split("!")[0]
         assert "ip ospf network point-to-point" in block and "ip ospf area 0" in block
@@ -204,3 +204,4 @@ def test_override_keeps_the_scenarios_measurements_for_a_side_by_side_run(tmp_pa
     assert other.ip_routing.mode == "oracle" and other.ip_routing.probes == (("sat-0", "kashi"),)
     same = ScenarioRun(RunOptions(p, echo=lambda s: None, ip_routing="frr")).prepare()
     assert same.ip_routing.hello_s == 3  # the scenario's timers hold
+
