@@ -126,3 +126,19 @@ def test_netemu_clean_kills_the_daemons_of_a_crashed_run(tmp_path):
             p.wait()
         subprocess.run([sys.executable, "-m", "netemu", "clean", "--quiet", "--run", "tfcrash"],
                        capture_output=True)
+
+
+def test_netemu_run_cli_reaches_a_nodes_daemons_with_vtysh(tmp_path):
+    """`netemu run plan --ip-routing frr --cli`: `s1 vtysh -c '...'` talks to s1's ospfd."""
+    path = tmp_path / "plan.json"
+    path.write_text(ring().to_json())
+    cmds = "sh sleep 4\ns1 vtysh -c 'show ip ospf neighbor'\ns1 ping -c 1 -W 2 s3\n"
+    r = subprocess.run([sys.executable, "-m", "netemu", "run", str(path), "--cli",
+                        "--ip-routing", "frr", "--run-name", "tfcli"], input=cmds,
+                       capture_output=True, text=True, timeout=120)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-800:]
+    assert "IP routing frr/ospf" in out
+    assert out.count("Full/") == 2, out[-1500:]  # s1's two ring neighbours
+    assert "1 received" in out, out[-800:]
+    assert_clean("tfcli")
