@@ -94,6 +94,11 @@ def path_metrics(lines: list[dict[str, Any]], tolerance: float) -> dict[str, Any
     start = t_warm if t_warm is not None else math.inf
     changes = sorted({float(x["t_s"]) for x in lines
                       if x.get("kind") == "change" and float(x["t_s"]) >= start})
+    kinds: dict[float, set[str]] = {}  # change time → the kinds of link that changed
+    for x in lines:
+        if x.get("kind") == "change":
+            kinds.setdefault(float(x["t_s"]), set()).add(str(x.get("link") or "other"))
+    by_link: dict[str, list[float]] = {}
     by_pair: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for x in samples_all:
         if float(x["t_s"]) >= start:
@@ -121,10 +126,14 @@ def path_metrics(lines: list[dict[str, Any]], tolerance: float) -> dict[str, Any
             last_bad = max(k for k, good in enumerate(ok) if not good)
             if last_bad == len(window) - 1:
                 unconverged += 1
-                if math.isfinite(tn):
-                    conv.append(tn - tc)
-                continue
-            conv.append(window[last_bad + 1]["t_s"] - tc)
+                if not math.isfinite(tn):
+                    continue
+                c = tn - tc
+            else:
+                c = window[last_bad + 1]["t_s"] - tc
+            conv.append(c)
+            for k in kinds.get(tc, ()):
+                by_link.setdefault(k, []).append(c)
     routes = [x for x in lines if x.get("kind") == "routes"]
     zero = 0.0 if t_warm is not None else None
     return {
@@ -136,6 +145,9 @@ def path_metrics(lines: list[dict[str, Any]], tolerance: float) -> dict[str, Any
         "ip_convergence_max_s": _r(max(conv)) if conv else zero,
         "ip_convergence_events": disturbed if samples_all else None,
         "ip_unconverged": unconverged if samples_all else None,
+        "ip_convergence_by_link": {
+            k: {"events": len(v), "p50_s": _r(_percentile(v, 50)),
+                "p95_s": _r(_percentile(v, 95))} for k, v in sorted(by_link.items())} or None,
         "ip_path_stretch_p50": _r(_percentile(stretch, 50), 4),
         "ip_path_stretch_p95": _r(_percentile(stretch, 95), 4),
         "ip_unreachable_fraction": _r(unreachable / total, 4) if total else None,

@@ -17,6 +17,7 @@ interval later.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -114,6 +115,7 @@ class FrrDaemons:
         self.settings = settings
         self.spawn = spawn
         self.procs: dict[str, list[subprocess.Popen]] = {}
+        self.final_usage: dict[str, float] = {}
 
     def daemons(self) -> list[str]:
         return ["zebra", "ospfd"] + (["bfdd"] if self.settings.bfd else [])
@@ -180,9 +182,27 @@ class FrrDaemons:
                     out.append(f"{node}:{daemon}")
         return out
 
+    def usage(self) -> dict[str, float]:
+        """CPU seconds and proportional set size (PSS) of the running daemons, summed."""
+        tick = os.sysconf("SC_CLK_TCK")
+        cpu = pss_kib = 0.0
+        n = 0
+        for p in (p for ps in self.procs.values() for p in ps):
+            try:
+                stat = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                cpu += (int(stat[11]) + int(stat[12])) / tick  # utime, stime
+                for line in Path(f"/proc/{p.pid}/smaps_rollup").read_text().splitlines():
+                    if line.startswith("Pss:"):
+                        pss_kib += int(line.split()[1])
+                n += 1
+            except (OSError, IndexError, ValueError):
+                continue  # exited
+        return {"daemons": n, "cpu_s": round(cpu, 2), "pss_bytes": int(pss_kib * 1024)}
+
     def stop(self) -> None:
         """SIGTERM to all, then SIGKILL to what is left after 2 s; the configurations and
         logs copied to the log directory."""
+        self.final_usage = self.usage()
         procs = [p for ps in self.procs.values() for p in ps]
         for p in procs:
             if p.poll() is None:

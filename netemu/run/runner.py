@@ -705,6 +705,9 @@ class ScenarioRun:
         echo(f"netemu: building {len(p.plan.nodes)} hosts and their links ...")
         emu.start()
         self._mark("emulation_up")
+        if emu.frr is not None:  # the daemons' CPU and memory as they stop (run.json),
+            frr = emu.frr  # recorded after the emulation's stop (a stack runs backwards)
+            stack.callback(lambda: meta.__setitem__("frr_usage", frr.final_usage))
         stack.callback(self._cleanup_step("the emulation", emu.stop))
         clock_box["clock"] = emu.clock
         if p.ip_routing.probes:

@@ -17,7 +17,8 @@ def _sample(t: float, delay: float | None, oracle: float | None, pair=("a", "b")
 
 
 def test_convergence_is_the_time_from_the_change_to_the_first_good_sample() -> None:
-    lines = [{"kind": "change", "t_s": 10.0}, {"kind": "change", "t_s": 20.0}]
+    lines = [{"kind": "change", "t_s": 10.0, "link": "isl"},
+             {"kind": "change", "t_s": 20.0, "link": "gsl"}]
     lines += [_sample(t, 0.01, 0.01) for t in (9.0, 9.5)]
     # after 10 s: no path for 2 s, then a 50 % longer path, the best one from 13 s on
     lines += [_sample(10.5, None, 0.01), _sample(11.5, None, 0.01),
@@ -27,6 +28,7 @@ def test_convergence_is_the_time_from_the_change_to_the_first_good_sample() -> N
     m = path_metrics(lines, tolerance=0.05)
     assert m["ip_convergence_events"] == 1 and m["ip_unconverged"] == 0
     assert m["ip_convergence_p50_s"] == pytest.approx(3.0)
+    assert m["ip_convergence_by_link"] == {"isl": {"events": 1, "p50_s": 3.0, "p95_s": 3.0}}
     assert m["ip_unreachable_fraction"] == pytest.approx(2 / 9, abs=1e-4)
     assert m["ip_path_stretch_p95"] > 1.3 and m["ip_path_stretch_p50"] == pytest.approx(1.0)
     # with a 60 % tolerance the longer path counts as converged
