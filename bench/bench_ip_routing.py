@@ -4,7 +4,8 @@
         [--duration-s 600] [--time-scale 1] [--modes oracle,frr] [--json]
 
 For each mode the same generated scenario (a ``planes`` × ``sats`` Walker delta shell at
-550 km, 53°, plus-grid ISLs; ``gateways`` stations with two antennas each; no bundle
+550 km, 53°, plus-grid ISLs where the Earth leaves them a line of sight (a plane needs 10
+satellites or more for its own ring); ``gateways`` stations with two antennas each; no bundle
 agents) runs through the scenario runner (``netemu test``'s) with probe flows between
 every pair of gateways and across the shell, measured as ``ip_routing.probes`` measures
 them (docs/routing-protocols.md). Figures per mode (``--json``: one JSON object, a key
@@ -53,7 +54,7 @@ satellites:
   - name_prefix: w
     walker: {{planes: {a.planes}, sats_per_plane: {a.sats}, altitude_km: 550,
               inclination_deg: 53, phasing: 1, pattern: delta}}
-isl: {{topology: plus-grid, max_range_km: 5016, earth_clearance_km: 80}}
+isl: {{topology: plus-grid, max_range_km: 10000, earth_clearance_km: 80}}
 ground_stations:
 {stations}
 links:

@@ -11,7 +11,8 @@
   latest sample before) and not received; a *loss window* is a run of consecutive lost
   datagrams, its *outage* the scenario time from the first lost one to the next received
   one. Datagrams sent while no path existed at all are not counted: no routing could
-  have carried them.
+  have carried them (from the topology change that took the last path away, when a
+  sample finds none).
 - **Routes**: routes in each node's main table, mean and largest over the samples.
 
 The routes' *bring-up* (``ip_initial_convergence_s``: from the first sample to the first
@@ -241,8 +242,17 @@ def iproute_metrics(iproute_dir: Path, *, tolerance: float = 0.05) -> dict[str, 
         if x.get("kind") == "path":
             no_path.setdefault((x["src"], x["dst"]), []).append(
                 (float(x["t_s"]), x.get("oracle_delay_s") is None))
-    for v in no_path.values():
+    # a path gone at a change is gone from the change on, not from the next sample
+    change_times = sorted(float(x["t_s"]) for x in lines if x.get("kind") == "change")
+    for key, v in no_path.items():
         v.sort()
+        extra = []
+        for (t0, gap0), (t1, gap1) in zip(v, v[1:], strict=False):
+            if gap1 and not gap0:
+                k = bisect.bisect_right(change_times, t1) - 1
+                if k >= 0 and change_times[k] > t0:
+                    extra.append((change_times[k], True))
+        no_path[key] = sorted(v + extra)
     if (iproute_dir / "probes").is_dir():
         warm = warm_up_end(lines, tolerance) if lines else None
         out.update(probe_metrics(iproute_dir / "probes", no_path,

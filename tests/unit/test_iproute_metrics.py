@@ -81,3 +81,20 @@ def test_nothing_measured_gives_nulls(tmp_path: Path) -> None:
     m = iproute_metrics(tmp_path / "iproute")
     assert m["ip_convergence_p95_s"] is None and m["probe_loss_ratio"] is None
     assert m["ip_initial_convergence_s"] is None
+
+
+def test_losses_from_the_change_that_took_the_last_path_away_are_not_counted(tmp_path):
+    d = tmp_path / "iproute"
+    (d / "probes").mkdir(parents=True)
+    (d / "probes" / "pairs.json").write_text(json.dumps({"0": ["a", "b"]}))
+    sent = [(q, q * 0.5) for q in range(20)]  # 0 .. 9.5 s
+    lost = {7, 8, 9, 10}  # 3.5 - 5.0 s: the station out of reach from 3.4 s
+    (d / "probes" / "0.sent").write_text("".join(f"{q} {t}\n" for q, t in sent))
+    (d / "probes" / "0.recv").write_text("".join(f"{q} {t}\n" for q, t in sent
+                                                 if q not in lost))
+    lines = [_sample(0.0, 0.01, 0.01), _sample(3.0, 0.01, 0.01),
+             {"kind": "change", "t_s": 3.4, "link": "gsl"}, _sample(4.0, None, None),
+             _sample(5.2, 0.01, 0.01)]
+    (d / "paths.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    m = iproute_metrics(d)
+    assert m["probe_loss_windows"] == 0 and m["probe_loss_ratio"] == 0.0
