@@ -14,6 +14,8 @@
   have carried them (from the topology change that took the last path away, when a
   sample finds none).
 - **Routes**: routes in each node's main table, mean and largest over the samples.
+- **Control traffic**: bytes of the protocol's own packets the nodes sent
+  (``control.json``), per link and wall second of link-up time.
 
 The routes' *bring-up* (``ip_initial_convergence_s``: from the first sample to the first
 moment every pair's path is optimal) is left out of the figures above: a protocol's
@@ -43,6 +45,8 @@ DOCS: dict[str, str] = {
     "ip_unreachable_fraction": "samples with no working path where the oracle had one",
     "ip_routes_mean": "routes in a node's main table, mean over nodes and samples",
     "ip_routes_max": "largest main table of a node in any sample",
+    "ip_control_bytes": "bytes of routing-protocol packets (OSPF, BFD) the nodes sent",
+    "ip_control_bytes_per_link_s": "the same per link and per wall second of link-up time",
     "probe_sent": "probe datagrams sent while a path existed (all pairs)",
     "probe_loss_ratio": "of those, the fraction lost",
     "probe_loss_windows": "runs of consecutive lost probe datagrams",
@@ -225,6 +229,18 @@ def probe_metrics(probe_dir: Path,
     }
 
 
+def control_metrics(iproute_dir: Path, lines: list[dict[str, Any]]) -> dict[str, Any]:
+    """Routing control traffic from ``control.json`` and the sampler's link-up time."""
+    try:
+        c = json.loads((iproute_dir / "control.json").read_text())
+        total = int(c.get("ospf_bytes", 0)) + int(c.get("bfd_bytes", 0))
+    except (OSError, ValueError, AttributeError):
+        return {}
+    link_s = sum(float(x.get("link_wall_s", 0.0)) for x in lines if x.get("kind") == "links")
+    return {"ip_control_bytes": total,
+            "ip_control_bytes_per_link_s": round(total / link_s, 2) if link_s > 0 else None}
+
+
 def iproute_metrics(iproute_dir: Path, *, tolerance: float = 0.05) -> dict[str, Any]:
     """Every figure of :data:`DOCS` (None where the run measured nothing)."""
     out: dict[str, Any] = {k: None for k in DOCS}
@@ -253,6 +269,7 @@ def iproute_metrics(iproute_dir: Path, *, tolerance: float = 0.05) -> dict[str, 
                 if k >= 0 and change_times[k] > t0:
                     extra.append((change_times[k], True))
         no_path[key] = sorted(v + extra)
+    out.update(control_metrics(iproute_dir, lines))
     if (iproute_dir / "probes").is_dir():
         warm = warm_up_end(lines, tolerance) if lines else None
         out.update(probe_metrics(iproute_dir / "probes", no_path,

@@ -7,6 +7,8 @@
   routing table; and every topology change. One JSON line each, in ``paths.jsonl``.
 - probe flows (:mod:`netemu.emulator.udpprobe`): UDP at a fixed rate between the same
   pairs, through the data plane; each side logs what it sent and received.
+- :class:`ControlCounters`: nftables counters, in every node, of the routing protocol's
+  own packets (OSPF, BFD) sent, into ``control.json``.
 
 :mod:`netemu.analysis.iproute` turns both into convergence, stretch and loss figures.
 """
@@ -59,6 +61,8 @@ class PathSampler:
         self._lock = threading.Lock()
         self._unsub = emu.subscribe(self._on_link)
         self.samples = 0
+        self.link_wall_s = 0.0  # link-up time summed over links, wall seconds
+        self._last_wall: float | None = None
         self._thread = threading.Thread(target=self._loop, daemon=True,
                                         name=f"netemu-paths-{emu.run}")
 
@@ -71,6 +75,7 @@ class PathSampler:
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
         self._unsub()
+        self._write({"kind": "links", "link_wall_s": round(self.link_wall_s, 3)})
         with self._lock:
             self._f.close()
         for nl in self.nl.values():
@@ -96,6 +101,10 @@ class PathSampler:
     def sample(self) -> None:
         t_s = self.emu.now_s()
         links = self.emu.links_now()
+        now = time.monotonic()
+        if self._last_wall is not None:
+            self.link_wall_s += len(links) * (now - self._last_wall)
+        self._last_wall = now
         delay: dict[tuple[int, int], float] = {}
         for (u, v), (w, _a, _b) in links.items():
             delay[(u, v)] = delay[(v, u)] = w
@@ -185,3 +194,48 @@ class Probes:
         for p in self.procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 p.wait(timeout=2)
+
+
+CONTROL_NFT = """table ip netemu_ctl {
+  counter ospf { }
+  counter bfd { }
+  chain out {
+    type filter hook output priority 0; policy accept;
+    ip protocol 89 counter name "ospf"
+    udp dport { 3784, 3785, 4784 } counter name "bfd"
+  }
+}
+"""
+"""Counts what a node sends of OSPF (IP protocol 89) and BFD (UDP 3784/3785/4784)."""
+
+
+class ControlCounters:
+    """The routing protocol's packets sent by every node, counted by nftables in its
+    namespace; :meth:`stop` sums them into ``out/control.json``."""
+
+    def __init__(self, emu: Emulation, out: Path) -> None:
+        self.emu = emu
+        self.path = out / "control.json"
+
+    def start(self) -> None:
+        assert self.emu.net is not None
+        for n in self.emu.layout.nodes:
+            subprocess.run(self.emu.net.exec_argv(n, ["nft", "-f", "-"]), input=CONTROL_NFT,
+                           text=True, check=True, capture_output=True, timeout=30)
+
+    def stop(self) -> None:
+        net = self.emu.net
+        if net is None:
+            return
+        total = {"ospf_bytes": 0, "ospf_packets": 0, "bfd_bytes": 0, "bfd_packets": 0}
+        for n in self.emu.layout.nodes:
+            r = subprocess.run(net.exec_argv(n, ["nft", "-j", "list", "counters", "table", "ip",
+                                                 "netemu_ctl"]),
+                               text=True, capture_output=True, timeout=30)
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                for item in json.loads(r.stdout)["nftables"]:
+                    c = item.get("counter")
+                    if c and c.get("name") in ("ospf", "bfd"):
+                        total[f"{c['name']}_bytes"] += int(c["bytes"])
+                        total[f"{c['name']}_packets"] += int(c["packets"])
+        self.path.write_text(json.dumps(total) + "\n")

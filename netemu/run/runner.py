@@ -569,7 +569,7 @@ class ScenarioRun:
                           stack: contextlib.ExitStack, meta: dict[str, Any]) -> None:
         """Path samples and UDP probe flows between ``ip_routing.probes`` pairs, into
         ``iproute/`` (netemu.emulator.ipmeasure); stopped before the emulation."""
-        from netemu.emulator.ipmeasure import PathSampler, Probes
+        from netemu.emulator.ipmeasure import ControlCounters, PathSampler, Probes
 
         ipr = p.ip_routing
         out = rd.path / "iproute"
@@ -580,6 +580,9 @@ class ScenarioRun:
         probes = Probes(emu, ipr.probes, out, interval_s=ipr.probe_interval_s)
         stack.callback(self._cleanup_step("the probe flows", probes.stop))
         probes.start()
+        control = ControlCounters(emu, out)
+        control.start()
+        stack.callback(self._cleanup_step("the control-traffic counters", control.stop))
         sampler = PathSampler(emu, ipr.probes, out, sample_s=ipr.sample_s).start()
         stack.callback(self._cleanup_step("the path sampler", sampler.stop))
         self.echo(f"netemu: measuring IP routes between {len(ipr.probes)} pairs "

@@ -98,3 +98,13 @@ def test_losses_from_the_change_that_took_the_last_path_away_are_not_counted(tmp
     (d / "paths.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     m = iproute_metrics(d)
     assert m["probe_loss_windows"] == 0 and m["probe_loss_ratio"] == 0.0
+
+
+def test_control_traffic_per_link_second(tmp_path: Path) -> None:
+    d = tmp_path / "iproute"
+    d.mkdir()
+    (d / "control.json").write_text(json.dumps({"ospf_bytes": 9000, "ospf_packets": 100,
+                                                "bfd_bytes": 1000, "bfd_packets": 20}))
+    (d / "paths.jsonl").write_text(json.dumps({"kind": "links", "link_wall_s": 50.0}) + "\n")
+    m = iproute_metrics(d)
+    assert m["ip_control_bytes"] == 10000 and m["ip_control_bytes_per_link_s"] == 200.0
