@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from netemu.emulator.events import LinkEvent
 from netemu.emulator.netlink import Netlink
 from netemu.emulator.netns import entered
+from netemu.errors import NetemuError
 from netemu.routing.iproutes import RouteComputer
 
 if TYPE_CHECKING:
@@ -181,7 +182,13 @@ class Probes:
         for i, (_src, dst) in enumerate(self.pairs):  # a port per pair
             self.procs.append(self.emu.popen(dst, [*py, "recv", str(40000 + i),
                                                    str(self.dir / f"{i}.recv")]))
-        time.sleep(0.3)  # the receivers bind before the first probe leaves
+        # the first probe leaves once every receiver is bound (it opens its log then):
+        # on a busy machine a Python process can take seconds to start
+        deadline = time.monotonic() + 60
+        while not all((self.dir / f"{i}.recv").exists() for i in range(len(self.pairs))):
+            if time.monotonic() > deadline:
+                raise NetemuError("the probe receivers did not start within 60 s")
+            time.sleep(0.05)
         for i, (src, dst) in enumerate(self.pairs):
             self.procs.append(self.emu.popen(src, [
                 *py, "send", self.emu.node_addr(dst), str(40000 + i), str(self.interval_s),
