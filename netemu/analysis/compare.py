@@ -14,6 +14,14 @@ Each item reads ``metric(router) op factor × metric(than)`` (``factor`` 1 by de
 ``netemu test`` runs the scenario once per router (its ``expect:`` items hold for every
 run), checks these across the runs and prints the routers' figures side by side
 (:func:`table`), also written as ``compare.json`` and ``compare.html``.
+
+IP routing modes compare the same way, with ``ip_routing:`` instead of ``routers:``
+(``router:`` and ``than:`` then name modes)::
+
+    compare:
+      ip_routing: [oracle, frr]
+      expect:
+        - {metric: probe_loss_ratio, router: frr, op: "<=", than: oracle, factor: 20}
 """
 
 from __future__ import annotations
@@ -27,13 +35,18 @@ from typing import Any
 from netemu.analysis.expect import OPS, Expectation, Outcome, lookup, validate
 from netemu.config import Fields, suggest
 from netemu.errors import InputError
+from netemu.plan.iprouting import parse_ip_routing_option
 
-SECTION_KEYS = ("routers", "expect", "metrics")
+SECTION_KEYS = ("routers", "ip_routing", "expect", "metrics")
 ITEM_KEYS = ("metric", "router", "op", "than", "factor")
 DEFAULT_METRICS = ("traffic.sent", "traffic.delivered", "traffic.delivery_ratio",
                    "traffic.latency_s.p50", "traffic.latency_s.p95", "link_bytes_total",
                    "bundles_expired", "node_counters.by_kind.satellite.stored_bundles_peak")
 """The figures shown side by side when the section names none (``metrics:``)."""
+IP_DEFAULT_METRICS = ("probe_loss_ratio", "probe_loss_windows", "probe_outage_max_s",
+                      "ip_convergence_p50_s", "ip_convergence_p95_s", "ip_unconverged",
+                      "ip_path_stretch_p95", "ip_control_bytes_per_link_s", "ip_routes_mean")
+"""The same for IP routing modes."""
 
 
 @dataclass(frozen=True)
@@ -55,9 +68,14 @@ class CrossCheck:
 
 @dataclass(frozen=True)
 class Comparison:
-    routers: tuple[str, ...]
+    routers: tuple[str, ...]  # the routers, or the IP routing modes (axis "ip_routing")
     checks: tuple[CrossCheck, ...]
     metrics: tuple[str, ...]
+    axis: str = "routing"
+
+    def dirname(self, variant: str) -> str:
+        """The variant's run directory name (a plug-in's colons replaced)."""
+        return variant.replace(":", "_")
 
 
 def _canonical(name: str) -> str:
@@ -70,20 +88,27 @@ def parse(section: Fields) -> Comparison | None:
     """The ``compare:`` section (None without one); errors name file, line and field."""
     if section.is_none():
         return None
-    section.check_keys(SECTION_KEYS, required=("routers",))
+    section.check_keys(SECTION_KEYS)
+    axis = "ip_routing" if "ip_routing" in section else "routing"
+    key = "ip_routing" if axis == "ip_routing" else "routers"
+    if "routers" in section and "ip_routing" in section:
+        raise section.error("compare routers or ip_routing modes, not both", "ip_routing")
+    if key not in section:
+        raise section.error("name the routers: (or ip_routing: modes) to compare", "routers")
+    canonical = _canonical if axis == "routing" else _ip_mode
     routers: list[str] = []
-    for item in section.items("routers", non_empty=True):
+    for item in section.items(key, non_empty=True):
         if not isinstance(item.value, str):
-            raise item.error(f"expected a router name, got {item.value!r}")
+            raise item.error(f"expected a name, got {item.value!r}")
         try:
-            name = _canonical(item.value)
+            name = canonical(item.value)
         except InputError as e:
             raise item.error(e.message) from None
         if name in routers:
-            raise item.error(f"router {name!r} is listed twice")
+            raise item.error(f"{name!r} is listed twice")
         routers.append(name)
     if len(routers) < 2:
-        raise section.error("name at least two routers to compare", "routers")
+        raise section.error(f"name at least two {key} to compare", key)
     checks = []
     for item in section.items("expect"):
         item.check_keys(ITEM_KEYS, required=("metric", "router", "op", "than"))
@@ -96,7 +121,7 @@ def parse(section: Fields) -> Comparison | None:
             given = item.string(key, required=True)
             assert given is not None
             try:
-                canon = _canonical(given)
+                canon = canonical(given)
             except InputError:
                 canon = given
             if canon not in routers:
@@ -107,11 +132,18 @@ def parse(section: Fields) -> Comparison | None:
         assert metric is not None and op is not None and factor is not None
         checks.append(CrossCheck(metric, pair[0], op, pair[1], factor, item.source,
                                  item.line, item.path))
-    shown = section.string_list("metrics", default=DEFAULT_METRICS)
+    shown = section.string_list("metrics", default=DEFAULT_METRICS if axis == "routing"
+                                else IP_DEFAULT_METRICS)
     validate([Expectation(c.metric, ">=", 0.0, c.source, c.line, c.field) for c in checks]
              + [Expectation(m, ">=", 0.0, section.source, section.line_of("metrics"),
                             section.field("metrics")) for m in shown])
-    return Comparison(tuple(routers), tuple(checks), tuple(shown))
+    return Comparison(tuple(routers), tuple(checks), tuple(shown), axis)
+
+
+def _ip_mode(name: str) -> str:
+    """An IP routing mode as ``--ip-routing`` takes it (checked)."""
+    parse_ip_routing_option(name, option="compare.ip_routing")
+    return name
 
 
 def _number(metrics: Mapping[str, Any] | None, name: str) -> float | None:

@@ -38,7 +38,7 @@ OPS: dict[str, Callable[[float, float], bool]] = {
     "==": lambda a, b: math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9),
     "!=": lambda a, b: not math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9),
 }
-_DETAIL_ROOTS = ("link_use", "apps", "eo_filter_by_node", "faults")
+_DETAIL_ROOTS = ("link_use", "apps", "eo_filter_by_node", "faults", "ip_convergence_by_link")
 # Objects whose paths are known in advance; a NAME/KIND level stands for any key there.
 _SCHEMA_ROOTS = {"traffic": "NAME", "node_counters": "KIND"}
 

@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from netemu.analysis.counters import counter_metrics, scan
+from netemu.analysis.iproute import DOCS as IPROUTE_DOCS
+from netemu.analysis.iproute import iproute_metrics
 from netemu.analysis.traffic import traffic_metrics, write_csv
 from netemu.errors import InputError
 from netemu.runtime.rundir import RunDir
@@ -73,6 +75,7 @@ METRIC_DOCS: dict[str, str] = {
     "apps_failed": "app instances that exited with an error status",
     "apps_max_rss_bytes": "largest resident memory of one app instance",
     "faults_count": "faults (faults: section) that started in the window",
+    **IPROUTE_DOCS,
 }
 
 CONTACT_SLACK_S = 1.0
@@ -622,9 +625,19 @@ def compute(run_dir: str | Path, *, traffic_rows: list[dict[str, Any]] | None = 
         faults[fid]["rerouted"] = n
     m["faults"] = faults or None
     m["faults_count"] = len(faults)
+    m.update(iproute_metrics(run / "iproute", tolerance=_ip_tolerance(run)))
     for key in METRIC_DOCS:
         m.setdefault(key, None)
     return m
+
+
+def _ip_tolerance(run: Path) -> float:
+    """The convergence tolerance the run was measured with (``run.json``)."""
+    try:
+        meta = json.loads(RunDir(run).run_json.read_text())
+        return float(meta.get("ip_measure", {}).get("convergence_tolerance", 0.05))
+    except (OSError, ValueError, AttributeError, TypeError):
+        return 0.05
 
 
 def write(run_dir: str | Path) -> Path:

@@ -39,6 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-isl", action="store_true",
                    help="drop every inter-satellite link (compare against the same run with ISLs)")
     p.add_argument("--shaper", choices=("auto", "netem", "relay"), help="link shaping backend")
+    p.add_argument("--ip-routing", metavar="MODE",
+                   help="IP routes: oracle, none, frr or plugin:MODULE:FUNCTION instead of the "
+                   "scenario's ip_routing:")
     p.add_argument("--no-apps", action="store_true", help="agents and links only")
     p.add_argument("--agent-hosts", type=_agent_hosts, metavar="N|per-node|auto",
                    help="run the agents in N node-host processes, one process per node, or "
@@ -102,6 +105,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         time_scale=args.time_scale,
         isl=False if args.no_isl else None,
         shaper=args.shaper,
+        ip_routing=args.ip_routing,
         apps=not args.no_apps,
         report=not args.no_report,
         run_name=args.run_name,

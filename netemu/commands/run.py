@@ -13,14 +13,20 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from netemu.commands._args import number, seconds
 from netemu.commands._view import LiveViewForEmulation, add_view_args
 from netemu.emulator import Emulation
+from netemu.emulator.emulation import vtysh_shell_function
+from netemu.emulator.events import RouteEvent
+from netemu.emulator.frr import FrrSettings, frr_missing
 from netemu.emulator.hosts import EmuCLI, EmuHost, EmuNet
+from netemu.emulator.iproute_plugin import load_route_function
 from netemu.emulator.registry import Registry, list_runs, proc_start_time
 from netemu.errors import InputError
 from netemu.plan.faults import EMULATOR_KINDS, schedule_faults
+from netemu.plan.iprouting import IpRouting, parse_ip_routing_option
 from netemu.plan.source import PlanSource
 from netemu.runtime.env import HostEnv
 
@@ -39,8 +45,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--start-s", type=seconds(lo=0), default=0.0, help="scenario time to start at")
     p.add_argument("--duration-s", type=seconds(lo=0, lo_open=True), help="scenario seconds to run (default: all)")
     p.add_argument("--tick-s", type=seconds(lo=0, lo_open=True), default=0.1, help="driver tick, wall seconds")
+    p.add_argument("--ip-routing", metavar="MODE",
+                   help="IP routes: oracle (shortest delay), none (run your own daemons), frr "
+                   "(OSPF daemons in every node) or plugin:MODULE:FUNCTION (default: the scenario's ip_routing:, else oracle)")
     p.add_argument("--no-ip-routing", action="store_true",
-                   help="install no routes (run your own routing daemon in the hosts)")
+                   help="the same as --ip-routing none")
     p.add_argument("--run-name", help="name of this run (namespaces <run>-<node>); default random")
     p.add_argument("--cli", action="store_true", help="open Mininet's CLI on the running network")
     p.add_argument("--relay-workers", type=int, help="relay processes (default: CPUs, max 4)")
@@ -75,11 +84,21 @@ def run(args: argparse.Namespace) -> int:
             print("netemu run: node_crash faults left out: no bundle agents run here "
                   "(netemu test and netemu demo run them)", file=sys.stderr)
         faults = [f for f in faults if f.kind in EMULATOR_KINDS]
+    ipr, route_function = _ip_routing(args, source)
     emu = Emulation(plan, shaper=args.shaper, time_scale=scale,
-                    ip_routing=not args.no_ip_routing, run_name=args.run_name,
+                    ip_routing=ipr.installs_routes, route_function=route_function,
+                    frr=FrrSettings.of(ipr) if ipr.daemons else None,
+                    run_name=args.run_name,
                     start_s=args.start_s, duration_s=args.duration_s, tick_s=args.tick_s,
                     relay_workers=args.relay_workers, relay_gso=args.relay_gso,
                     faults=faults)
+
+    def on_route(ev: RouteEvent) -> None:
+        if ev.kind == "error":
+            print(f"\nnetemu run: t={ev.t_s:.1f} s: {ev.message}; the routes in place stay",
+                  file=sys.stderr, flush=True)
+
+    emu.subscribe_routes(on_route)
     emu.subscribe_faults(lambda ev: print(
         f"\nnetemu run: fault {ev.fault.id} ({ev.fault.kind}, {', '.join(ev.fault.nodes)}) "
         f"{ev.kind} at t={ev.t_s:.1f} s", flush=True))
@@ -99,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         if view is not None:
             view.clock_started()
         print(f"shaper: {emu.shaper_reason}; up in {emu.timings['up_s']:.1f} s; time scale "
-              f"{scale:g}; IP routing {'on' if emu.ip_routing else 'off'}", flush=True)
+              f"{scale:g}; IP routing {ipr.describe()}", flush=True)
         if args.cli:
             emu.cli()
         elif args.quiet or not sys.stdout.isatty():
@@ -154,6 +173,34 @@ def _live(emu: Emulation) -> None:
             live.update(render())
 
 
+def _ip_routing(args: argparse.Namespace, source: PlanSource) -> tuple[IpRouting, Any]:
+    """``--ip-routing`` (``--no-ip-routing``: none), else the scenario's ``ip_routing:``;
+    a plug-in's function imported now."""
+    if args.no_ip_routing:
+        if args.ip_routing not in (None, "none"):
+            raise InputError("--no-ip-routing and --ip-routing contradict each other",
+                             field="--ip-routing")
+        return IpRouting("none"), None
+    sc = source.scenario
+    section = sc.section("ip_routing") if sc is not None else None
+    if args.ip_routing is not None:
+        ipr = parse_ip_routing_option(args.ip_routing)
+    else:
+        ipr = sc.ip_routing if sc is not None else IpRouting()
+    if ipr.daemons and frr_missing():
+        raise InputError(str(frr_missing()), field="ip_routing")
+    if ipr.mode != "plugin":
+        return ipr, None
+    assert ipr.plugin is not None
+    from_scenario = args.ip_routing is None and section is not None
+    fn = load_route_function(ipr.plugin, search=[Path(args.scenario).parent.resolve()],
+                             source=section.source if from_scenario and section else None,
+                             line=section.line_of("plugin") if from_scenario and section
+                             else None,
+                             field="ip_routing.plugin" if from_scenario else "--ip-routing")
+    return ipr, fn
+
+
 def attach(run_name: str) -> int:
     """Mininet's CLI over the hosts of a live run (its shells are ours; its network is not:
     leaving the CLI leaves the run as it was)."""
@@ -164,9 +211,12 @@ def attach(run_name: str) -> int:
     if not addrs:
         raise InputError(f"run {run_name!r} is still starting; try again in a moment")
     clock_env = dict(info.meta.get("clock", {}))
+    frr_dir = info.meta.get("frr_dir")  # FRR daemons: vtysh reaches each node's
     hosts = [EmuHost(n, netns=f"{run_name}-{n}", node_ip=a,
                      env={**clock_env, **HostEnv(run=run_name, node=n, node_addr=a).to_env()},
-                     wait=False) for n, a in addrs.items()]
+                     wait=False,
+                     init=vtysh_shell_function(Path(frr_dir) / n) if frr_dir else "")
+             for n, a in addrs.items()]
     reg = Registry(run_name)
     try:
         for h in hosts:

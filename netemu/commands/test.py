@@ -48,6 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "namespaces and MQTT topics); default: random")
     p.add_argument("--routing", metavar="ALGORITHM",
                    help="route with this algorithm instead of the scenario's routing:")
+    p.add_argument("--ip-routing", metavar="MODE",
+                   help="IP routes: oracle, none, frr or plugin:MODULE:FUNCTION instead of the "
+                   "scenario's ip_routing:")
     p.add_argument("--baseline", type=Path, metavar="DIR",
                    help="compare with the baselines in DIR (<scenario name>.json) within "
                    "the tolerances of the expect: items with baseline:")
@@ -97,13 +100,18 @@ def _cmd_test(args: argparse.Namespace) -> int:
             scenario=sc, profile="test", duration_s=args.duration_s,
             time_scale=args.time_scale, report=not args.no_report, routing=args.routing,
             view=args.view, view_host=args.view_host, view_port=args.view_port,
+            ip_routing=args.ip_routing,
             run_name=f"{args.run_name}{i}" if args.run_name and len(args.scenarios) > 1
             else args.run_name))
         p = run.prepare()
         checks = baseline_mod.parse(p.scenario.section("expect"))
         cmp = compare_mod.parse(p.scenario.section("compare"))
-        if cmp is not None and args.routing is not None:
+        if cmp is not None and args.routing is not None and cmp.axis == "routing":
             print(f"netemu test: {sc}: --routing {args.routing}: its compare: section is left out")
+            cmp = None
+        if cmp is not None and args.ip_routing is not None and cmp.axis == "ip_routing":
+            print(f"netemu test: {sc}: --ip-routing {args.ip_routing}: its compare: section "
+                  "is left out")
             cmp = None
         if not p.expectations and not checks and cmp is None:
             print(f"netemu test: {sc}: no expect: section (nothing to check; it still runs)")
@@ -179,27 +187,35 @@ def _run_routers(args: argparse.Namespace, sc: Path, run: ScenarioRun, p: Any,
     done: list[Done] = []
     by_router: dict[str, dict[str, Any] | None] = {}
     for k, router in enumerate(cmp.routers):
-        routing = p.routing if p.routing["algorithm"] == router else {"algorithm": router}
-        opts = dc_replace(run.opts, routing=router, out=out / router,
-                          run_name=f"{run.opts.run_name[:7]}{k}" if run.opts.run_name else None)
-        variant = ScenarioRun(opts)
-        variant.prepared = dc_replace(p, routing=routing)
+        run_name = f"{run.opts.run_name[:7]}{k}" if run.opts.run_name else None
+        if cmp.axis == "ip_routing":  # prepared again: the mode decides what is checked
+            opts = dc_replace(run.opts, ip_routing=router, out=out / cmp.dirname(router),
+                              run_name=run_name)
+            variant = ScenarioRun(opts)
+            variant.prepare()
+        else:
+            routing = p.routing if p.routing["algorithm"] == router else {"algorithm": router}
+            opts = dc_replace(run.opts, routing=router, out=out / router, run_name=run_name)
+            variant = ScenarioRun(opts)
+            variant.prepared = dc_replace(p, routing=routing)
+        assert variant.prepared is not None
         d = _run_one(args, sc, variant, variant.prepared, checks,
                      suite=f"{p.scenario.name}[{router}]",
-                     baseline_name=f"{p.scenario.name}--{router}")
+                     baseline_name=f"{p.scenario.name}--{cmp.dirname(router)}")
         done.append(d)
         by_router[router] = d.metrics
     outcomes = compare_mod.evaluate(cmp, by_router)
     rows = compare_mod.table(cmp, by_router)
-    print(f"== {sc}: {len(cmp.routers)} routers side by side")
+    what = "IP routing modes" if cmp.axis == "ip_routing" else "routers"
+    print(f"== {sc}: {len(cmp.routers)} {what} side by side")
     print(compare_mod.text_table(rows))
     print(expect_mod.summary(outcomes) if outcomes else "(no checks across routers)")
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.json").write_text(json.dumps(
         compare_mod.to_obj(cmp, by_router, outcomes), indent=1) + "\n")
-    links = {r: f"{r}/report/index.html" for r in cmp.routers}
+    links = {r: f"{cmp.dirname(r)}/report/index.html" for r in cmp.routers}
     (out / "compare.html").write_text(compare_mod.to_html(
-        f"{p.scenario.name}: routers compared", rows, outcomes, links))
+        f"{p.scenario.name}: {what} compared", rows, outcomes, links))
     done.append(Done(expect_mod.junit_xml(outcomes, suite=f"{p.scenario.name}[routers]"),
                      sum(not o.passed for o in outcomes), 0))
     return done

@@ -30,9 +30,10 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from netemu.emulator.events import FaultEvent, LinkEvent, Neighbour
+from netemu.emulator.events import FaultEvent, LinkEvent, Neighbour, RouteEvent
 from netemu.emulator.faults import FaultTimeline
 from netemu.emulator.layout import Layout, check_run_name, estimate_memory_bytes, plan_layout
 from netemu.emulator.network import Network
@@ -46,7 +47,9 @@ from netemu.plan.faults import Fault
 from netemu.runtime.clock import ScenarioClock
 
 if TYPE_CHECKING:
+    from netemu.emulator.frr import FrrDaemons, FrrSettings
     from netemu.emulator.iproute import RouteInstaller
+    from netemu.emulator.iproute_plugin import PluginRoutes, RouteFunction
     from netemu.routing.iproutes import RouteComputer
 
 
@@ -83,6 +86,11 @@ def _mem_available() -> int:
     return 1 << 62
 
 
+def vtysh_shell_function(sockets: str | os.PathLike[str]) -> str:
+    """A shell function that makes ``vtysh`` in a host's shell reach its node's daemons."""
+    return f'vtysh() {{ command vtysh --vty_socket {sockets} "$@"; }}'
+
+
 def new_run_name(prefix: str = "n") -> str:
     for _ in range(100):
         name = prefix + "".join(random.choices(string.ascii_lowercase + string.digits, k=4))
@@ -112,6 +120,9 @@ class Emulation:
         ground: Sequence[str] | None = None,
         clock_lead_s: float = 0.0,
         faults: Sequence[Fault] = (),
+        route_function: RouteFunction | str | None = None,
+        frr: FrrSettings | None = None,
+        routing_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         if not time_scale > 0:
             raise InputError("time scale must be > 0", field="time_scale")
@@ -126,11 +137,28 @@ class Emulation:
         self.shaper_kind = shaper
         self.time_scale = float(time_scale)
         self.ip_routing = ip_routing
+        # a routing plug-in instead of the oracle (netemu.emulator.iproute_plugin)
+        if isinstance(route_function, str):
+            from netemu.emulator.iproute_plugin import load_route_function
+
+            self.route_function_name: str | None = route_function
+            route_function = load_route_function(route_function, field="route_function")
+        else:
+            self.route_function_name = (None if route_function is None else
+                                        getattr(route_function, "__qualname__", "plug-in"))
+        self.route_function = route_function
+        # FRR daemons in every node instead of netemu's routes (netemu.emulator.frr)
+        self.frr_settings = frr
+        self.routing_dir = Path(routing_dir) if routing_dir is not None else None
+        self.frr: FrrDaemons | None = None
+        if frr is not None:
+            self.ip_routing = False
         self.run = check_run_name(run_name) if run_name else new_run_name()
         self.start_s = float(start_s)
         self.tick_s = float(tick_s)
         self.relay_opts = {"workers": relay_workers, "gso": relay_gso, "qlimit_s": queue_limit_s}
         self.layout: Layout = plan_layout(plan)
+        self._node_index = {n: i for i, n in enumerate(self.layout.nodes)}
         end = max((c.end_s for c in plan.contacts), default=self.start_s)
         self.end_s = self.start_s + duration_s if duration_s is not None else end
         self.ground = set(ground) if ground is not None else {
@@ -153,6 +181,7 @@ class Emulation:
         self.timings: dict[str, float] = {}
         self._subs: list[Callable[[LinkEvent], None]] = []
         self._fault_subs: list[Callable[[FaultEvent], None]] = []
+        self._route_subs: list[Callable[[RouteEvent], None]] = []
         self._hosts: dict[str, object] = {}
         self._procs: list[subprocess.Popen] = []
         self._thread: threading.Thread | None = None
@@ -160,7 +189,7 @@ class Emulation:
         self._done = threading.Event()
         self._lock = threading.RLock()
         self._up: set[int] = set()
-        self._routes: tuple[RouteComputer, RouteInstaller] | None = None
+        self._routes: tuple[RouteComputer | PluginRoutes, RouteInstaller] | None = None
         self._router: threading.Thread | None = None
         self._route_wake = threading.Event()
         self._route_gen = 0
@@ -207,11 +236,19 @@ class Emulation:
         t2 = time.monotonic()
         if self.ip_routing:
             from netemu.emulator.iproute import RouteInstaller
+            from netemu.emulator.iproute_plugin import PluginRoutes
             from netemu.routing.iproutes import RouteComputer
 
-            self._routes = (RouteComputer(self.layout.nodes, self.ground),
-                            RouteInstaller(self.layout, self.net.nl, self.net.ifindex))
+            comp: RouteComputer | PluginRoutes
+            if self.route_function is not None:
+                comp = PluginRoutes(self.route_function, self.route_function_name or "",
+                                    self.layout, self.plan, self._route_error)
+            else:
+                comp = RouteComputer(self.layout.nodes, self.ground)
+            self._routes = (comp, RouteInstaller(self.layout, self.net.nl, self.net.ifindex))
         self._apply(self.timeline.advance(self.start_s))
+        if self.frr_settings is not None:
+            self._start_frr(self.frr_settings)
         # The kernel activates a device's queue shortly after carrier-on (linkwatch); let
         # the first links settle so the first packets of a run are not lost.
         time.sleep(0.1 if self._up else 0.0)
@@ -223,6 +260,8 @@ class Emulation:
         meta = self.registry.read_meta()
         meta.update(clock=self.clock.to_env(), node_addr=self.layout.node_addr,
                     shaper=self.shaper_reason)
+        if self.frr is not None:
+            meta["frr_dir"] = str(self.frr.state_dir)
         self.registry.write_meta(meta)
         self.timings.update(self.net.timings)
         self.timings.update(build_s=t1 - t0, shaper_s=t2 - t1, initial_state_s=t3 - t2,
@@ -257,6 +296,9 @@ class Emulation:
         for h in list(self._hosts.values()):
             with contextlib.suppress(Exception):
                 h.terminate()  # type: ignore[attr-defined]
+        if self.frr is not None:
+            with contextlib.suppress(Exception):
+                self.frr.stop()
         pids = [p.pid for p in self._procs if p.poll() is None]
         if self.shaper is not None:
             with contextlib.suppress(Exception):
@@ -409,11 +451,75 @@ class Emulation:
                         cb(ev)
 
     def _install_routes(self) -> None:
+        from netemu.emulator.iproute_plugin import PluginRoutes
+
         assert self._routes is not None
         comp, inst = self._routes
         with self._lock:
             links = self._route_links()
-        self.stats.route_changes += inst.install(comp.compute(links))
+            t_s = self.timeline.t_s
+            info = self._route_info() if isinstance(comp, PluginRoutes) else None
+        if isinstance(comp, PluginRoutes):
+            assert info is not None
+            table = comp.compute(links, info, t_s)
+            if table is None:  # the plug-in failed (reported): the routes in place stay
+                return
+        else:
+            table = comp.compute(links)
+        changed = inst.install(table)
+        self.stats.route_changes += changed
+        self._notify(self._route_subs, [RouteEvent("installed", t_s, changed)])
+
+    def _start_frr(self, settings: FrrSettings) -> None:
+        from netemu.emulator.frr import FrrDaemons
+
+        t0 = time.monotonic()
+        lay = self.layout
+        nodes = {n: (lay.node_addr[n], [lay.endpoints[e].ifname for e in lay.node_endpoints[n]])
+                 for n in lay.nodes}
+
+        def spawn(node: str, argv: list[str], log: Path) -> subprocess.Popen:
+            assert self.net is not None
+            with open(log, "wb") as out:  # before the clock starts: no clock variables
+                p = subprocess.Popen(self.net.exec_argv(node, argv), stdout=out,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self._procs.append(p)
+            self.registry.add_pid(p.pid, f"frr:{node}")
+            return p
+
+        self.frr = FrrDaemons(nodes, self.registry.path / "frr", settings, spawn,
+                              log_dir=self.routing_dir)
+        self.frr.start()
+        self.timings["frr_start_s"] = time.monotonic() - t0
+
+    def vtysh(self, node: str, *args: str, timeout: float = 30) -> str:
+        """``vtysh ARGS`` on ``node``'s FRR daemons (``vtysh(n, "-c", "show ip route")``)."""
+        if self.frr is None:
+            raise NetemuError("no FRR daemons run here (ip_routing mode frr)")
+        r = self.run_cmd(node, self.frr.vtysh_argv(node, *args), timeout=timeout)
+        return str(r.stdout) + str(r.stderr)
+
+    def _shell_init(self, node: str) -> str:
+        return vtysh_shell_function(self.frr.node_dir(node)) if self.frr is not None else ""
+
+    def _route_error(self, t_s: float, message: str) -> None:
+        self._notify(self._route_subs, [RouteEvent("error", t_s, message=message)])
+
+    def _route_info(self) -> dict[tuple[int, int], tuple[float, str]]:
+        """(rate_bps of the slower direction, link kind) per node pair linked now."""
+        index = self._node_index
+        rate: dict[int, float] = {}
+        for ci, (_d, r, _loss) in self.timeline.applied.items():
+            pi = self.layout.contact_period[ci]
+            rate[pi] = min(r, rate.get(pi, r))
+        out: dict[tuple[int, int], tuple[float, str]] = {}
+        for pi in self._up:
+            p = self.layout.periods[pi]
+            u, v = sorted((index[p.a], index[p.b]))
+            r = rate.get(pi, 0.0)
+            if (u, v) not in out or r > out[(u, v)][0]:
+                out[(u, v)] = (r, p.kind)
+        return out
 
     def _route_loop(self) -> None:
         """Routes are recomputed off the driver thread, so a topology change never
@@ -450,7 +556,9 @@ class Emulation:
             nl.neigh_del(oif, lay.node_addr[peer])
 
     def _route_links(self) -> dict[tuple[int, int], tuple[float, int, int]]:
-        comp = self._routes[0]  # type: ignore[index]
+        """The links up now: (u, v) node indices (layout order, u < v) → (delay_s, endpoint
+        at u, endpoint at v), the lightest link where a pair has several."""
+        index = self._node_index
         delay: dict[int, float] = {}
         tl = self.timeline
         for ci in tl.active:
@@ -461,7 +569,7 @@ class Emulation:
         out: dict[tuple[int, int], tuple[float, int, int]] = {}
         for pi in self._up:
             p = self.layout.periods[pi]
-            u, v = comp.index[p.a], comp.index[p.b]
+            u, v = index[p.a], index[p.b]
             w = delay.get(pi, 0.0)
             if u < v:
                 key, val = (u, v), (w, p.ep_a, p.ep_b)
@@ -470,6 +578,11 @@ class Emulation:
             if key not in out or w < out[key][0]:
                 out[key] = val
         return out
+
+    def links_now(self) -> dict[tuple[int, int], tuple[float, int, int]]:
+        """:meth:`_route_links` under the driver's lock (for measurements)."""
+        with self._lock:
+            return self._route_links()
 
     def _peer_of(self, e: int) -> tuple[str, str] | None:
         for pi in self._up:
@@ -529,6 +642,17 @@ class Emulation:
 
         return unsubscribe
 
+    def subscribe_routes(self, callback: Callable[[RouteEvent], None]) -> Callable[[], None]:
+        """Call ``callback(RouteEvent)`` when routes are installed or a routing plug-in
+        fails (from the route thread)."""
+        self._route_subs.append(callback)
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                self._route_subs.remove(callback)
+
+        return unsubscribe
+
     def env(self, node: str) -> dict[str, str]:
         """Environment for processes in ``node``: the clock and who/where they are."""
         assert self.clock is not None, "start() first"
@@ -572,7 +696,7 @@ class Emulation:
 
             assert self.net is not None, "start() first"
             h = EmuHost(node, netns=self.net.host_ns[node], node_ip=self.layout.node_addr[node],
-                        env=self.env(node))
+                        env=self.env(node), init=self._shell_init(node))
             self._hosts[node] = h
             self.registry.add_pid(h.pid, f"shell:{node}")
         return h
@@ -584,7 +708,8 @@ class Emulation:
         assert self.net is not None, "start() first"
         missing = [n for n in self.layout.nodes if n not in self._hosts]
         started = [EmuHost(n, netns=self.net.host_ns[n], node_ip=self.layout.node_addr[n],
-                           env=self.env(n), wait=False) for n in missing]
+                           env=self.env(n), wait=False, init=self._shell_init(n))
+                   for n in missing]
         for h in started:
             h.finish_start()
             self._hosts[h.name] = h

@@ -51,3 +51,15 @@ class FaultEvent:
     kind: str
     t_s: float
     fault: Fault
+
+
+@dataclass(frozen=True)
+class RouteEvent:
+    """The IP routes at scenario time ``t_s``: ``"installed"`` (``changed`` entries sent to
+    the kernel) or ``"error"`` (a routing plug-in failed: ``message`` says how; the routes
+    in place stay)."""
+
+    kind: str
+    t_s: float
+    changed: int = 0
+    message: str = ""

@@ -46,8 +46,11 @@ class EmuHost(Host):
     """A Mininet host living in namespace ``netns`` (created by netemu)."""
 
     def __init__(self, name: str, *, netns: str, node_ip: str, env: dict[str, str] | None = None,
-                 wait: bool = True) -> None:
+                 wait: bool = True, init: str = "") -> None:
+        """``init``: shell lines run once the shell is up (e.g. a ``vtysh`` function that
+        reaches this node's routing daemons)."""
         self.netns = netns
+        self.init = init
         self.node_ip = node_ip
         self.extra_env = dict(env or {})
         self._wait = wait
@@ -87,6 +90,8 @@ class EmuHost(Host):
             self.pollOut.poll()
         self.waiting = False
         self.cmd("unset HISTFILE; stty -echo; set +m")
+        if self.init:
+            self.cmd(self.init)
 
     def mountPrivateDirs(self) -> None:  # noqa: N802
         pass

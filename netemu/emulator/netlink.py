@@ -32,13 +32,13 @@ NLM_F_CREATE = 0x400
 
 RTM_NEWLINK, RTM_GETLINK = 16, 18
 RTM_NEWADDR = 20
-RTM_NEWROUTE, RTM_DELROUTE = 24, 25
+RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 RTM_NEWNEIGH, RTM_DELNEIGH = 28, 29
 
 IFF_UP = 0x1
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU = 1, 3, 4
 IFA_ADDRESS, IFA_LOCAL = 1, 2
-RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PREFSRC, RTA_TABLE = 1, 4, 5, 7, 15
+RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PREFSRC, RTA_MULTIPATH, RTA_TABLE = 1, 4, 5, 7, 9, 15
 NDA_DST, NDA_LLADDR = 1, 2
 NUD_PERMANENT = 0x80
 RT_TABLE_MAIN = 254
@@ -282,6 +282,69 @@ class Netlink:
                 off += (ln + 3) & ~3
                 if ln == 0:
                     break
+
+
+    def route_get(self, dst: str) -> tuple[str | None, int] | None:
+        """The kernel's choice for ``dst`` (``ip route get``): (gateway or None for a
+        direct route, output ifindex); None when there is no route."""
+        self._seq += 1
+        seq = self._seq
+        body = _RTMSG.pack(socket.AF_INET, 32, 0, 0, 0, 0, 0, 0, 0) + _attr(RTA_DST, _ip4(dst))
+        self.sock.send(_HDR.pack(16 + len(body), RTM_GETROUTE, NLM_F_REQUEST, seq, 0) + body)
+        while True:
+            data = self.sock.recv(1 << 16)
+            off = 0
+            while off + 16 <= len(data):
+                ln, mtype, _f, mseq, _p = _HDR.unpack_from(data, off)
+                if mseq == seq and mtype == NLMSG_ERROR:
+                    return None  # ENETUNREACH, EHOSTUNREACH, ...
+                if mseq == seq and mtype == RTM_NEWROUTE:
+                    gw: str | None = None
+                    oif = 0
+                    for atype, val in _attrs(data, off + 16 + _RTMSG.size, off + ln):
+                        if atype == RTA_GATEWAY:
+                            gw = socket.inet_ntoa(val)
+                        elif atype == RTA_OIF:
+                            (oif,) = _I32.unpack(val)
+                    return gw, oif
+                off += (ln + 3) & ~3
+                if ln == 0:
+                    break
+
+    def route_count(self) -> int:
+        """IPv4 routes in the main table of this socket's namespace."""
+        self._seq += 1
+        seq = self._seq
+        body = _RTMSG.pack(socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)
+        self.sock.send(_HDR.pack(16 + len(body), RTM_GETROUTE, NLM_F_REQUEST | NLM_F_DUMP,
+                                 seq, 0) + body)
+        n = 0
+        while True:
+            data = self.sock.recv(1 << 20)
+            off = 0
+            while off + 16 <= len(data):
+                ln, mtype, _f, mseq, _p = _HDR.unpack_from(data, off)
+                if mtype == NLMSG_DONE and mseq == seq:
+                    return n
+                if mtype == NLMSG_ERROR and mseq == seq:
+                    (code,) = _I32.unpack_from(data, off + 16)
+                    raise NetlinkError(f"{self.label}: route dump: {os.strerror(-code)}", -code)
+                if mtype == RTM_NEWROUTE and mseq == seq and data[off + 16 + 4] == RT_TABLE_MAIN:
+                    n += 1
+                off += (ln + 3) & ~3
+                if ln == 0:
+                    break
+
+
+def _attrs(data: bytes, a: int, end: int) -> list[tuple[int, bytes]]:
+    out = []
+    while a + 4 <= end:
+        alen, atype = _RTA.unpack_from(data, a)
+        if alen < 4:
+            break
+        out.append((atype, data[a + 4:a + alen]))
+        a += (alen + 3) & ~3
+    return out
 
 
 def ip_str(addr: int) -> str:

@@ -5,8 +5,9 @@ constellations or TLE/OMM files), the ground stations, the ISL topology and the 
 models. Sections that other parts of netemu read (``routing``, ``apps``, ``expect``,
 ``emulation``, ``telemetry``, ``capture``, ``traffic``, ``faults``) are kept raw in
 :attr:`Scenario.sections`, with the line of each of their keys in
-:attr:`Scenario.section_lines`; ``traffic`` and ``faults`` are also checked here, into
-:attr:`Scenario.traffic` and :attr:`Scenario.faults`.
+:attr:`Scenario.section_lines`; ``traffic``, ``faults``, ``compute`` and ``ip_routing`` are also checked
+here, into :attr:`Scenario.traffic`, :attr:`Scenario.faults`, :attr:`Scenario.compute` and
+:attr:`Scenario.ip_routing`.
 
 Every error names the file, the line and the field, and suggests the right key for a
 misspelt one (``InputError``). The file format is documented in docs/scenarios.md.
@@ -31,6 +32,7 @@ from netemu.errors import InputError
 from netemu.plan import orbit
 from netemu.plan.compute import ComputeSpec, parse_compute
 from netemu.plan.faults import FaultSpec, parse_faults
+from netemu.plan.iprouting import IpRouting, parse_ip_routing
 from netemu.plan.linkmodel import DEFAULT_LINK_MODELS, LinkBudget, LinkModel
 from netemu.plan.traffic import TrafficSpec, parse_traffic
 
@@ -186,6 +188,8 @@ class Scenario:
     """The ``faults:`` section (:mod:`netemu.plan.faults`), checked; empty without one."""
     compute: ComputeSpec | None = None
     """The ``compute:`` section (each node kind's compute, :mod:`netemu.plan.compute`)."""
+    ip_routing: IpRouting = field(default_factory=IpRouting)
+    """The ``ip_routing:`` section (who sets the IP routes, :mod:`netemu.plan.iprouting`)."""
 
     @property
     def satellites(self) -> list[Satellite]:
@@ -553,4 +557,6 @@ def scenario_from_dict(doc: Any, *, path: Path | None = None) -> Scenario:
         scenario.faults = parse_faults(scenario.section("faults"), scenario.node_names(),
                                        [g.name for g in scenario.ground_stations])
     scenario.compute = parse_compute(scenario.section("compute"))
+    scenario.ip_routing = parse_ip_routing(scenario.section("ip_routing"),
+                                           nodes=scenario.node_names())
     return scenario

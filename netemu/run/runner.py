@@ -24,8 +24,9 @@ The scenario's ``emulation:`` section picks the window and speed::
 
 ``routing:`` (``cgr`` by default, or ``{algorithm: NAME, ...}``) is what every node's
 agent routes with. ``ip_routing:`` is ``oracle`` (the default: shortest-delay routes to
-every node address, recomputed at each topology change) or ``none`` (only the direct
-links; the agents need no more). ``traffic:`` flows are sent and taken by the agents.
+every node address, recomputed at each topology change), ``none`` (only the direct
+links; the agents need no more) or ``{plugin: module:function}``
+(:mod:`netemu.plan.iprouting`). ``traffic:`` flows are sent and taken by the agents.
 """
 
 from __future__ import annotations
@@ -56,12 +57,14 @@ from netemu.agent.traffic import DEFAULT_SERVICE, TrafficTable
 from netemu.analysis import expect as expect_mod
 from netemu.analysis import metrics as metrics_mod
 from netemu.analysis import report as report_mod
-from netemu.config import Fields, suggest
+from netemu.config import Fields
 from netemu.emulator import Emulation
+from netemu.emulator.frr import FrrSettings, frr_missing
 from netemu.emulator.netns import ns_path
 from netemu.errors import InputError, NetemuError
 from netemu.plan.contacts import ContactPlan
 from netemu.plan.faults import Fault, schedule_faults
+from netemu.plan.iprouting import IpRouting, parse_ip_routing_option
 from netemu.plan.scenario import load_scenario
 from netemu.plan.schedule import compute_plan
 from netemu.plan.selectors import NodeIndex, node_set
@@ -100,7 +103,6 @@ AGENT_READY_S_PER_NODE = 0.1  # more time for thousands of nodes (stores, socket
 PER_NODE_AGENTS_MAX = 32
 """Up to this many agents run one ``netemu agent`` process each by default; more run in
 node hosts, one per CPU (``agent_hosts:``)."""
-IP_ROUTING = ("oracle", "none")
 
 
 class RunInterrupted(NetemuError):
@@ -219,19 +221,6 @@ def _agent_hosts(f: Fields) -> tuple[int | None, bool]:
                   "agent_hosts")
 
 
-def ip_routing_mode(section: Fields | Any, *, source: str = "scenario",
-                    line: int | None = None) -> str:
-    """The scenario's ``ip_routing:``: ``oracle`` (default) or ``none``."""
-    f = section if isinstance(section, Fields) else Fields(section, source=source,
-                                                            path="ip_routing", line=line)
-    if f.is_none():
-        return "oracle"
-    if f.value not in IP_ROUTING:
-        raise f.error(f"must be one of {', '.join(IP_ROUTING)}, got {f.value!r}"
-                      f"{suggest(str(f.value), IP_ROUTING)}")
-    return str(f.value)
-
-
 HOSTED_KEEPALIVE_S = 60
 """The TCPCL keepalive of agents in node hosts (a single agent's default is 15 s). Each
 keepalive is a TLS record and a send: with thousands of sessions a process, 15-s
@@ -309,7 +298,8 @@ class RunOptions:
     time_scale: float | None = None
     isl: bool | None = None
     shaper: str | None = None
-    ip_routing: str | None = None  # "oracle" or "none" (default: the scenario's)
+    ip_routing: str | IpRouting | None = None  # "oracle", "none", "plugin:M:F" (default:
+    # the scenario's)
     routing: str | None = None  # a routing algorithm instead of the scenario's
     agents: bool | None = None  # False: no agents; True: on every node (traffic: for all)
     traffic: Any = None  # a TrafficSpec instead of the scenario's traffic: section
@@ -350,7 +340,8 @@ class Prepared:
     routing: dict[str, Any]
     source: str
     captures: list[tuple[str, str]] = field(default_factory=list)
-    ip_routing: str = "oracle"
+    ip_routing: IpRouting = field(default_factory=IpRouting)
+    route_function: Any = None  # the plug-in's function (ip_routing mode plugin)
     traffic: Any = None  # the scenario's TrafficSpec, or None
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
     faults: list[Fault] = field(default_factory=list)  # scheduled, in the window's plan
@@ -425,10 +416,7 @@ class ScenarioRun:
             # another algorithm: the scenario's parameters were for its own
             routing = routing_config(self.opts.routing, source="--routing")
         telemetry = parse_telemetry(sc.section("telemetry"))
-        ip_routing = self.opts.ip_routing or ip_routing_mode(sc.section("ip_routing"))
-        if ip_routing not in IP_ROUTING:
-            raise InputError(f"ip_routing must be one of {', '.join(IP_ROUTING)}, got "
-                             f"{ip_routing!r}", field="ip_routing")
+        ip_routing, route_function = self._ip_routing(sc, path)
         traffic = self.opts.traffic or getattr(sc, "traffic", None)
         if traffic is not None:
             _check_traffic_agents(sc, traffic, window)
@@ -464,8 +452,43 @@ class ScenarioRun:
                                  window.end_s, source=src)
         _check_crash_agents(sc, faults, window)
         self.prepared = Prepared(sc, window, plan, instances, expectations, routing, src,
-                                 captures, ip_routing, traffic, telemetry, faults)
+                                 captures, ip_routing, route_function, traffic, telemetry,
+                                 faults)
         return self.prepared
+
+    def _ip_routing(self, sc: Any, path: Path) -> tuple[IpRouting, Any]:
+        """The scenario's ``ip_routing:`` (or the override), and a plug-in's function,
+        imported now so that a broken one is refused before anything is built."""
+        section = sc.section("ip_routing")
+        opt = self.opts.ip_routing
+        if opt is None:
+            ipr = sc.ip_routing
+        else:
+            ipr = opt if isinstance(opt, IpRouting) else parse_ip_routing_option(opt)
+            own = sc.ip_routing
+            if ipr.mode == own.mode and ipr.mode != "plugin":
+                ipr = own  # the same mode: the scenario's settings (timers) hold
+            else:  # another mode, measured as the scenario says (side by side)
+                ipr = dc_replace(ipr, probes=own.probes, probe_interval_s=own.probe_interval_s,
+                                 sample_s=own.sample_s,
+                                 convergence_tolerance=own.convergence_tolerance)
+        fn = None
+        if ipr.daemons:
+            why = frr_missing()
+            if why:
+                raise InputError(why, source=section.source if opt is None else None,
+                                 line=section.line if opt is None else None,
+                                 field="ip_routing" if opt is None else "--ip-routing")
+        if ipr.mode == "plugin":
+            assert ipr.plugin is not None
+            from netemu.emulator.iproute_plugin import load_route_function
+
+            fn = load_route_function(ipr.plugin, search=[path.parent.resolve()],
+                                     source=section.source if opt is None else None,
+                                     line=section.line_of("plugin") if opt is None else None,
+                                     field="ip_routing.plugin" if opt is None
+                                     else "--ip-routing")
+        return ipr, fn
 
     # --- the run itself --------------------------------------------------------------
 
@@ -501,7 +524,7 @@ class ScenarioRun:
             "run": run, "scenario": p.scenario.name, "scenario_path": p.source,
             "window": {"start_s": p.window.start_s, "duration_s": p.window.duration_s,
                        "time_scale": p.window.time_scale, "isl": p.window.isl},
-            "routing": p.routing, "ip_routing": p.ip_routing,
+            "routing": p.routing, "ip_routing": p.ip_routing.describe(),
             "apps": [i.key for i in p.apps],
             "faults": [f.to_obj() for f in p.faults],
             "started_utc": datetime.now(timezone.utc).isoformat(),
@@ -552,6 +575,30 @@ class ScenarioRun:
         meta["phases_s"] = self.phases_s
         self._write_meta(rd, meta)
         return result
+
+    def _start_ip_measure(self, p: Prepared, emu: Emulation, rd: RunDir,
+                          stack: contextlib.ExitStack, meta: dict[str, Any]) -> None:
+        """Path samples and UDP probe flows between ``ip_routing.probes`` pairs, into
+        ``iproute/`` (netemu.emulator.ipmeasure); stopped before the emulation."""
+        from netemu.emulator.ipmeasure import ControlCounters, PathSampler, Probes
+
+        ipr = p.ip_routing
+        out = rd.path / "iproute"
+        meta["ip_measure"] = {"probes": [f"{a}:{b}" for a, b in ipr.probes],
+                              "probe_interval_s": ipr.probe_interval_s,
+                              "sample_s": ipr.sample_s,
+                              "convergence_tolerance": ipr.convergence_tolerance}
+        probes = Probes(emu, ipr.probes, out, interval_s=ipr.probe_interval_s)
+        stack.callback(self._cleanup_step("the probe flows", probes.stop))
+        probes.start()
+        control = ControlCounters(emu, out)
+        control.start()
+        stack.callback(self._cleanup_step("the control-traffic counters", control.stop))
+        sampler = PathSampler(emu, ipr.probes, out, sample_s=ipr.sample_s).start()
+        stack.callback(self._cleanup_step("the path sampler", sampler.stop))
+        self.echo(f"netemu: measuring IP routes between {len(ipr.probes)} pairs "
+                  f"(probes every {ipr.probe_interval_s:g} s, paths every {ipr.sample_s:g} s)"
+                  f" into {out}")
 
     @staticmethod
     def _write_meta(rd: RunDir, meta: dict[str, Any]) -> None:
@@ -654,7 +701,10 @@ class ScenarioRun:
             lead_s = self.opts.lead_s
         meta["clock_lead_s"] = round(lead_s, 1)
         emu = Emulation(p.plan, shaper=w.shaper, time_scale=w.time_scale,
-                        ip_routing=p.ip_routing == "oracle",
+                        ip_routing=p.ip_routing.installs_routes,
+                        route_function=p.route_function,
+                        frr=FrrSettings.of(p.ip_routing) if p.ip_routing.daemons else None,
+                        routing_dir=rd.path / "frr" if p.ip_routing.daemons else None,
                         run_name=run, start_s=w.start_s, duration_s=w.duration_s,
                         tick_s=w.tick_s, clock_lead_s=lead_s, faults=p.faults)
 
@@ -664,11 +714,27 @@ class ScenarioRun:
         def on_fault(ev: Any) -> None:
             publisher.publish(*fault_message(ev.fault, ev.kind, ev.t_s))
 
+        route_errors = [0]
+
+        def on_route(ev: Any) -> None:
+            if ev.kind != "error":
+                return
+            publisher.publish("iproute/error", {"event": "error", "t_s": ev.t_s,
+                                                "message": ev.message})
+            route_errors[0] += 1
+            if route_errors[0] <= 3:  # the rest are in events.jsonl
+                echo(f"netemu: WARNING at t={ev.t_s:.1f} s: {ev.message}; the routes in "
+                     "place stay")
+
         emu.subscribe(on_link)
         emu.subscribe_faults(on_fault)
+        emu.subscribe_routes(on_route)
         echo(f"netemu: building {len(p.plan.nodes)} hosts and their links ...")
         emu.start()
         self._mark("emulation_up")
+        if emu.frr is not None:  # the daemons' CPU and memory as they stop (run.json),
+            frr = emu.frr  # recorded after the emulation's stop (a stack runs backwards)
+            stack.callback(lambda: meta.__setitem__("frr_usage", frr.final_usage))
         stack.callback(self._cleanup_step("the emulation", emu.stop))
         if view is not None:
             # the page may pause the run: every process reads the clock through a clock
@@ -680,6 +746,8 @@ class ScenarioRun:
             emu.clock = pauser.clock
             view.timeline.pause_control = pauser
         clock_box["clock"] = emu.clock
+        if p.ip_routing.probes:
+            self._start_ip_measure(p, emu, rd, stack, meta)
         if broker.pid is not None:  # so that `netemu clean` stops it after a crash too
             with contextlib.suppress(Exception):
                 emu.registry.add_pid(broker.pid, "mosquitto")
@@ -805,7 +873,7 @@ class ScenarioRun:
         # with oracle routes a node address reaches any node; the agents dial the direct
         # link's own addresses while it is up either way
         addresses = ({n: emu.node_addr(n) for n in p.plan.nodes}
-                     if p.ip_routing == "oracle" else {})
+                     if p.ip_routing.reaches_nodes else {})
         peers = plan_peers(p.plan)  # one pass over the contacts for all nodes
         links = direct_links(emu.layout, set(nodes))
         traffic = str(rd.traffic_json) if p.traffic is not None else None

@@ -83,3 +83,30 @@ def test_bad_sections_name_file_line_and_field(text, line, field, words):
         compare.parse(section(text))
     assert (e.value.source, e.value.line, e.value.field) == ("sc.yaml", line, field), str(e.value)
     assert words in str(e.value)
+
+
+def test_ip_routing_modes_compare_side_by_side():
+    cmp = compare.parse(section(
+        "  ip_routing: [oracle, frr, 'plugin:my_routes:compute']\n"
+        "  expect:\n"
+        "    - {metric: probe_loss_ratio, router: frr, op: '<=', than: oracle, factor: 20}\n"))
+    assert cmp is not None and cmp.axis == "ip_routing"
+    assert cmp.routers == ("oracle", "frr", "plugin:my_routes:compute")
+    assert cmp.dirname("plugin:my_routes:compute") == "plugin_my_routes_compute"
+    assert "probe_loss_ratio" in cmp.metrics and "ip_convergence_p95_s" in cmp.metrics
+    runs = {"oracle": {"probe_loss_ratio": 0.001}, "frr": {"probe_loss_ratio": 0.012},
+            "plugin:my_routes:compute": {"probe_loss_ratio": 0.5}}
+    assert [o.passed for o in compare.evaluate(cmp, runs)] == [True]
+    assert compare.table(cmp, runs)[0] == ["metric", "oracle", "frr",
+                                           "plugin:my_routes:compute"]
+
+
+@pytest.mark.parametrize("text, words", [
+    ("  ip_routing: [oracle, orcale]\n", "did you mean 'oracle'"),
+    ("  ip_routing: [oracle]\n", "at least two ip_routing"),
+    ("  routers: [cgr, epidemic]\n  ip_routing: [oracle, frr]\n", "not both"),
+    ("  expect: []\n", "name the routers"),
+])
+def test_bad_ip_routing_comparisons(text, words):
+    with pytest.raises(InputError, match=words):
+        compare.parse(section(text))

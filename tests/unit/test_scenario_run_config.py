@@ -25,7 +25,6 @@ from netemu.run.runner import (
     ScenarioRun,
     direct_links,
     emulation_window,
-    ip_routing_mode,
     link_message,
     routing_config,
     split_nodes,
@@ -139,16 +138,6 @@ def test_demo_options_choose_node_hosts_and_the_clock_lead() -> None:
         r = subprocess.run([sys.executable, "-m", "netemu", "demo", *bad], capture_output=True,
                            text=True)
         assert r.returncode == 2 and bad[0] in r.stderr, r.stderr
-
-
-def test_ip_routing_is_oracle_or_none(tmp_path) -> None:
-    assert ip_routing_mode(None) == "oracle"
-    assert ip_routing_mode("none") == "none" and ip_routing_mode("oracle") == "oracle"
-    path = tmp_path / "s.yaml"
-    path.write_text("name: x\nip_routing: orcale\n")
-    with pytest.raises(InputError) as e:
-        ip_routing_mode(Fields.load(path).child("ip_routing"))
-    assert e.value.line == 2 and "did you mean 'oracle'" in str(e.value)
 
 
 def test_direct_links_give_each_node_its_neighbours_link_ends_by_time() -> None:

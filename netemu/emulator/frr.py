@@ -1,0 +1,222 @@
+"""FRR routing daemons on every node (``ip_routing: {daemon: frr, protocol: ospf}``).
+
+Each node runs zebra and ospfd (and bfdd with ``bfd: true``) inside its namespace, from
+Debian's FRR 8.x, with its own generated configuration. Many instances coexist because
+every path a daemon uses is given on its command line: the zebra socket (``-z``), the vty
+sockets (``--vty_socket``), the pid files (``-i``) and the log (``--log file:``) all live
+in the node's state directory; vty TCP ports are off (``-P 0``). ``vtysh --vty_socket DIR``
+reaches them (:meth:`FrrDaemons.vtysh_argv`).
+
+The configuration covers every interface of the node — its ISL interfaces and its GSL
+slots, whichever peer a slot has now — as OSPF point-to-point links in area 0. Their /32
+addresses make them unnumbered links (ospfd installs its next hops *onlink*). The node
+address on the loopback is advertised as a passive stub. Carrier changes reach ospfd
+through zebra as interface up/down, so an adjacency drops when its link ends, not a dead
+interval later.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from netemu.errors import NetemuError
+from netemu.plan.iprouting import IpRouting
+
+FRR_DIR = Path("/usr/lib/frr")
+"""Where Debian's ``frr`` package puts its daemons."""
+FRR_USER = "frr"
+"""The user the daemons run as (Debian's package creates it, in the ``frrvty`` group)."""
+
+
+@dataclass(frozen=True)
+class FrrSettings:
+    """The protocol (``ospf``: the only one so far) and its timers, as the scenario gives
+    them."""
+
+    hello_s: int = 1
+    dead_s: int = 4
+    spf_delay_ms: int = 0
+    spf_hold_ms: int = 50
+    spf_max_hold_ms: int = 1000
+    bfd: bool = False
+    retransmit_s: int = 5
+    protocol: str = "ospf"
+
+    @classmethod
+    def of(cls, ipr: IpRouting) -> FrrSettings:
+        """The settings of an ``ip_routing:`` section in mode frr."""
+        return cls(ipr.hello_s, ipr.dead_s, ipr.spf_delay_ms, ipr.spf_hold_ms,
+                   ipr.spf_max_hold_ms, ipr.bfd, ipr.retransmit_s, ipr.protocol)
+
+
+def frr_missing() -> str | None:
+    """Why FRR cannot run here (None when it can)."""
+    for exe in ("zebra", "ospfd"):
+        if not (FRR_DIR / exe).is_file():
+            return f"FRR is not installed ({FRR_DIR / exe} missing; apt-get install frr)"
+    if shutil.which("vtysh") is None:
+        return "vtysh is not installed (apt-get install frr)"
+    return None
+
+
+def zebra_config(node: str, node_addr: str, protocol: str = "ospf") -> str:
+    """zebra's configuration: routes from the protocol get the node address as their
+    source, so that replies find their way back (interface addresses are not advertised)."""
+    return (f"frr defaults traditional\nhostname {node}\nno ipv6 forwarding\n!\n"
+            f"route-map NODE-SRC permit 10\n set src {node_addr}\n!\n"
+            f"ip protocol {protocol} route-map NODE-SRC\n!\n")
+
+
+def ospf_config(node: str, router_id: str, ifnames: Sequence[str], s: FrrSettings) -> str:
+    """ospfd's configuration: every link interface point-to-point, the loopback passive."""
+    lines = ["frr defaults traditional", f"hostname {node}", "!"]
+    for ifn in ifnames:
+        lines += [f"interface {ifn}", " ip ospf network point-to-point", " ip ospf area 0",
+                  f" ip ospf hello-interval {s.hello_s}",
+                  f" ip ospf dead-interval {s.dead_s}",
+                  f" ip ospf retransmit-interval {s.retransmit_s}"]
+        if s.bfd:
+            lines.append(" ip ospf bfd")
+        lines.append("!")
+    lines += ["interface lo", " ip ospf area 0", " ip ospf passive", "!",
+              "router ospf", f" ospf router-id {router_id}",
+              f" timers throttle spf {s.spf_delay_ms} {s.spf_hold_ms} {s.spf_max_hold_ms}",
+              " timers throttle lsa all 0", " timers lsa min-arrival 0", "!"]
+    return "\n".join(lines) + "\n"
+
+
+def bfd_config(node: str) -> str:
+    return f"frr defaults traditional\nhostname {node}\n!\n"
+
+
+Spawn = Callable[[str, list[str], Path], subprocess.Popen]
+"""``spawn(node, argv, log)``: start ``argv`` in ``node``'s namespace, output to ``log``."""
+
+
+class FrrDaemons:
+    """zebra + ospfd (+ bfdd) per node. ``state_dir/<node>/`` holds each node's
+    configurations, sockets, pid files and logs while they run (short paths: a Unix
+    socket's path has at most 107 bytes; a directory the ``frr`` user can reach, which a
+    run directory under a private home may not be). :meth:`stop` copies the
+    configurations and logs to ``log_dir/<node>/`` when one is given."""
+
+    def __init__(self, nodes: dict[str, tuple[str, list[str]]], state_dir: Path,
+                 settings: FrrSettings, spawn: Spawn, *, log_dir: Path | None = None) -> None:
+        """``nodes``: node → (its node address, also the router id; its link interfaces)."""
+        self.nodes = nodes
+        self.state_dir = state_dir
+        self.log_dir = log_dir
+        self.settings = settings
+        self.spawn = spawn
+        self.procs: dict[str, list[subprocess.Popen]] = {}
+        self.final_usage: dict[str, float] = {}
+
+    def daemons(self) -> list[str]:
+        return ["zebra", "ospfd"] + (["bfdd"] if self.settings.bfd else [])
+
+    def node_dir(self, node: str) -> Path:
+        """Where ``node``'s sockets are (``vtysh --vty_socket``)."""
+        return self.state_dir / node
+
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        """Write the configurations, start every zebra, then (once each zebra's socket
+        exists: a client that finds none retries only 10 s later) the protocol daemons."""
+        why = frr_missing()
+        if why:
+            raise NetemuError(why)
+        for node, (rid, ifnames) in self.nodes.items():
+            d = self.node_dir(node)
+            d.mkdir(parents=True, exist_ok=True)
+            shutil.chown(d, FRR_USER, FRR_USER)  # the daemons drop to this user
+            (d / "zebra.conf").write_text(zebra_config(node, rid))
+            (d / "ospfd.conf").write_text(ospf_config(node, rid, ifnames, self.settings))
+            if self.settings.bfd:
+                (d / "bfdd.conf").write_text(bfd_config(node))
+            self.procs[node] = [self._spawn(node, "zebra")]
+        deadline = time.monotonic() + timeout_s
+        waiting = set(self.nodes)
+        while waiting:
+            waiting = {n for n in waiting if not (self.node_dir(n) / "zserv.api").exists()}
+            dead = self.dead()
+            if dead:
+                raise NetemuError(f"FRR daemons exited at start: {', '.join(dead[:5])} "
+                                  f"(see {self.state_dir}/<node>/*.out)")
+            if waiting and time.monotonic() > deadline:
+                raise NetemuError(f"zebra did not open its socket in {timeout_s:g} s on "
+                                  f"{', '.join(sorted(waiting)[:5])}")
+            if waiting:
+                time.sleep(0.02)
+        for node in self.nodes:
+            for daemon in self.daemons()[1:]:
+                self.procs[node].append(self._spawn(node, daemon))
+
+    def _spawn(self, node: str, daemon: str) -> subprocess.Popen:
+        d = logs = self.node_dir(node)
+        argv = [str(FRR_DIR / daemon), "-f", str(logs / f"{daemon}.conf"),
+                "-i", str(d / f"{daemon}.pid"), "--vty_socket", str(d),
+                "-P", "0", "-u", FRR_USER, "-g", FRR_USER,
+                "--log", f"file:{logs / f'{daemon}.log'}", "--log-level", "info"]
+        if daemon in ("zebra", "ospfd", "bfdd"):
+            argv += ["-z", str(d / "zserv.api")]
+        if daemon == "bfdd":
+            argv += ["--bfdctl", str(d / "bfdd.sock")]
+        return self.spawn(node, argv, logs / f"{daemon}.out")
+
+    def vtysh_argv(self, node: str, *args: str) -> list[str]:
+        """``vtysh`` reaching ``node``'s daemons (run it in the node's namespace)."""
+        return ["vtysh", "--vty_socket", str(self.node_dir(node)), *args]
+
+    def dead(self) -> list[str]:
+        """``node:daemon`` for every daemon that has exited."""
+        out = []
+        for node, procs in self.procs.items():
+            for daemon, p in zip(self.daemons(), procs, strict=False):
+                if p.poll() is not None:
+                    out.append(f"{node}:{daemon}")
+        return out
+
+    def usage(self) -> dict[str, float]:
+        """CPU seconds and proportional set size (PSS) of the running daemons, summed."""
+        tick = os.sysconf("SC_CLK_TCK")
+        cpu = pss_kib = 0.0
+        n = 0
+        for p in (p for ps in self.procs.values() for p in ps):
+            try:
+                stat = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                cpu += (int(stat[11]) + int(stat[12])) / tick  # utime, stime
+                for line in Path(f"/proc/{p.pid}/smaps_rollup").read_text().splitlines():
+                    if line.startswith("Pss:"):
+                        pss_kib += int(line.split()[1])
+                n += 1
+            except (OSError, IndexError, ValueError):
+                continue  # exited
+        return {"daemons": n, "cpu_s": round(cpu, 2), "pss_bytes": int(pss_kib * 1024)}
+
+    def stop(self) -> None:
+        """SIGTERM to all, then SIGKILL to what is left after 2 s; the configurations and
+        logs copied to the log directory."""
+        self.final_usage = self.usage()
+        procs = [p for ps in self.procs.values() for p in ps]
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=2)
+        if self.log_dir is not None:
+            for node in self.procs:
+                out = self.log_dir / node
+                out.mkdir(parents=True, exist_ok=True)
+                for f in self.node_dir(node).iterdir():
+                    if f.suffix in (".conf", ".log", ".out") and f.is_file():
+                        shutil.copyfile(f, out / f.name)
