@@ -23,7 +23,9 @@ RUN=/tmp/netemu-demo-run
   # this machine's Python for it takes ~7 minutes here
   NETEMU_BASE_IMAGE=$(podman load -q -i "$ROOT/build/vm-base-image.tar" | sed -n 's/^Loaded image: //p')
   echo "guest: base image ${NETEMU_BASE_IMAGE:-not loaded}"
-  export NETEMU_BASE_IMAGE MPLCONFIGDIR="$ROOT/build/vm-mpl"
+  # matplotlib's font cache, built by the host too (it wants the directory writable)
+  cp -r "$ROOT/build/vm-mpl" /tmp/mpl 2>/dev/null
+  export NETEMU_BASE_IMAGE MPLCONFIGDIR=/tmp/mpl
   t0=$(cut -d' ' -f1 /proc/uptime)
   # one node host for the 16 agents (one Python start instead of 16), and ten minutes for
   # them and the 31 apps to start before the window opens (here everything is ~10x slower)

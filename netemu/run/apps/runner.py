@@ -62,6 +62,10 @@ def base_environment() -> dict[str, str]:
 _JOIN_SH = 'while [ "$1" != "--" ]; do echo $$ > "$1" || exit 126; shift; done; shift; exec "$@"'
 
 
+PODMAN_STOP_MAX_S = 120.0
+"""How long past an app's grace to wait for a ``podman stop`` that is still at work."""
+
+
 # PID 1 of a container gets no default signal actions: an app that relies on SIGTERM's
 # default would ignore `podman stop` and be killed 137. This shim (no init binary needed)
 # passes SIGTERM/SIGINT on and exits with the app's own status.
@@ -85,6 +89,7 @@ class RunningApp:
     exit_status: int | None = None
     finished_wall: float | None = None
     stopped_by_runner: bool = False
+    stopper: subprocess.Popen | None = None  # the ``podman stop`` of a container
     finished: bool = False
     _files: list[Any] = field(default_factory=list)
 
@@ -256,8 +261,9 @@ class AppRunner:
             return
         ra.stopped_by_runner = True
         if ra.container:
-            subprocess.Popen(podman_argv("stop", "-t", str(int(max(1, grace_s))), ra.container),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            ra.stopper = subprocess.Popen(
+                podman_argv("stop", "-t", str(int(max(1, grace_s))), ra.container),
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         else:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(ra.pid, signal.SIGTERM)
@@ -265,8 +271,19 @@ class AppRunner:
     def stop(self, ra: RunningApp, grace_s: float = 5.0) -> None:
         """SIGTERM (podman stop for containers), wait ``grace_s``, then kill the group."""
         self._terminate(ra, grace_s)
-        deadline = time.monotonic() + grace_s + (10 if ra.container else 0)
-        while ra.poll() is None and time.monotonic() < deadline:
+        now = time.monotonic()
+        deadline = now + grace_s + (10 if ra.container else 0)
+        # podman stop kills a container that outlives its grace itself, and the exit status
+        # then says so; where podman is slow to get there (many containers stopping at once,
+        # a VM under a software CPU), wait for it rather than kill the app for podman's delay
+        podman_deadline = now + grace_s + PODMAN_STOP_MAX_S
+
+        def waiting() -> bool:
+            t = time.monotonic()
+            return t < deadline or (ra.stopper is not None and ra.stopper.poll() is None
+                                    and t < podman_deadline)
+
+        while ra.poll() is None and waiting():
             time.sleep(0.05)
         if ra.poll() is None:
             with contextlib.suppress(ProcessLookupError):
