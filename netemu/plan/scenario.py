@@ -31,7 +31,7 @@ from netemu.errors import InputError
 from netemu.plan import orbit
 from netemu.plan.compute import ComputeSpec, parse_compute
 from netemu.plan.faults import FaultSpec, parse_faults
-from netemu.plan.linkmodel import DEFAULT_LINK_MODELS, LinkBudget, LinkModel
+from netemu.plan.linkmodel import DEFAULT_LINK_MODELS, MODCODS, LinkBudget, LinkModel
 from netemu.plan.traffic import TrafficSpec, parse_traffic
 
 MAX_NAME_LEN = 15
@@ -154,12 +154,15 @@ class ScheduleConfig:
 
     ``step_s``: coarse sampling step (contacts are then refined to < 1 ms);
     ``gsl_sample_s`` / ``isl_sample_s``: longest spacing of the light-time samples in a
-    contact (they are placed where linear interpolation needs them, see docs/schedule.md).
+    contact (they are placed where linear interpolation needs them, see docs/schedule.md);
+    ``rate_sample_s``: spacing of the rate samples along a ground contact with a link
+    budget.
     """
 
     step_s: float = 30.0
     gsl_sample_s: float = 120.0
     isl_sample_s: float = 600.0
+    rate_sample_s: float = 10.0
 
 
 @dataclass
@@ -289,8 +292,8 @@ STATION_KEYS = ("name", "lat_deg", "lon_deg", "alt_m", "min_elevation_deg", "max
 ISL_KEYS = ("topology", "seam", "max_range_km", "earth_clearance_km", "cross_plane_max_lat_deg")
 LINK_KEYS = ("rate_bps", "budget", "loss")
 BUDGET_KEYS = ("frequency_hz", "eirp_dbw", "gt_dbk", "bandwidth_hz", "other_losses_db",
-               "efficiency", "max_rate_bps")
-SCHEDULE_KEYS = ("step_s", "gsl_sample_s", "isl_sample_s")
+               "efficiency", "max_rate_bps", "modcod", "rolloff", "zenith_atmos_db")
+SCHEDULE_KEYS = ("step_s", "gsl_sample_s", "isl_sample_s", "rate_sample_s")
 
 
 def _parse_isl(f: Fields, base: IslConfig) -> IslConfig:
@@ -433,6 +436,9 @@ def _parse_link_model(f: Fields) -> LinkModel:
         other_losses_db=b.number("other_losses_db", default=0.0),  # type: ignore[arg-type]
         efficiency=b.number("efficiency", default=1.0, lo=0, hi=1, lo_open=True),  # type: ignore[arg-type]
         max_rate_bps=b.number("max_rate_bps", default=None, lo=0, lo_open=True),
+        modcod=b.enum("modcod", MODCODS, default="shannon"),  # type: ignore[arg-type]
+        rolloff=b.number("rolloff", default=0.2, lo=0, hi=1),  # type: ignore[arg-type]
+        zenith_atmos_db=b.number("zenith_atmos_db", default=0.0, lo=0, hi=100),  # type: ignore[arg-type]
     )
     return LinkModel(budget=budget, loss=loss)  # type: ignore[arg-type]
 
@@ -443,6 +449,7 @@ def _parse_schedule(f: Fields) -> ScheduleConfig:
         step_s=f.number("step_s", default=30.0, lo=1, hi=60),  # type: ignore[arg-type]
         gsl_sample_s=f.number("gsl_sample_s", default=120.0, lo=0.1, lo_open=True),  # type: ignore[arg-type]
         isl_sample_s=f.number("isl_sample_s", default=600.0, lo=0.1, lo_open=True),  # type: ignore[arg-type]
+        rate_sample_s=f.number("rate_sample_s", default=10.0, lo=0.1, hi=3600),  # type: ignore[arg-type]
     )
 
 

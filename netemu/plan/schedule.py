@@ -34,7 +34,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from netemu.errors import InputError
-from netemu.plan.contacts import C_KM_S, Contact, ContactPlan, Node
+from netemu.plan.contacts import C_KM_S, Contact, ContactPlan, Node, mean_rate_bps
+from netemu.plan.linkmodel import LinkBudget
 from netemu.plan.orbit import (
     DAY_S,
     R_EARTH_KM,
@@ -764,6 +765,65 @@ def _owlt_samples(range_fn: Callable[[np.ndarray, np.ndarray], np.ndarray],
 
 
 # --------------------------------------------------------------------------------------
+# Rate samples
+
+RATE_QUANTUM = 1.01
+"""Shannon rates are rounded down to a power of this (1 % steps), so that a pass keeps
+only the samples where its rate changes by a step."""
+
+
+def gsl_rate_samples(fn: _Gsl, budget: LinkBudget, pairs: np.ndarray, starts: np.ndarray,
+                     ends: np.ndarray, every_s: float, origin_s: float
+                     ) -> list[tuple[tuple[float, float], ...]]:
+    """Rate samples of each ground contact: a step function ``(t_s, rate_bps)``.
+
+    Range and elevation are computed at both ends and every ``every_s`` inside; the rate
+    over each interval is the lower of its two ends' (a pass's elevation rises then
+    falls, so the lower end is the interval's worst point and the plan never promises
+    more than the link gives). Consecutive equal rates are merged."""
+    if len(pairs) == 0:
+        return []
+    times, off, _ = _sample_times(starts, ends, every_s, origin_s)
+    idx = np.repeat(np.arange(len(pairs)), np.diff(off))
+    rng = np.empty(len(times))
+    sin_el = np.empty(len(times))
+    step = 1_000_000
+    for a in range(0, len(times), step):
+        p = pairs[idx[a:a + step]]
+        g = p % fn.n_st
+        d = fn.eph.ecef(p // fn.n_st, times[a:a + step]) - fn.pos[g]
+        r = np.sqrt(np.einsum("ij,ij->i", d, d))
+        rng[a:a + step] = r
+        sin_el[a:a + step] = np.einsum("ij,ij->i", d, fn.up[g]) / r
+    rate = budget.rates_bps(rng, sin_el)
+    if budget.modcod == "shannon":
+        with np.errstate(divide="ignore"):
+            q = np.floor(np.log(np.maximum(rate, 1e-300)) / math.log(RATE_QUANTUM) + 1e-9)
+        capped = budget.max_rate_bps is not None and rate >= budget.max_rate_bps
+        rate = np.where(capped | (rate <= 0), rate, RATE_QUANTUM ** q)
+    # interval k (from sample k to k+1 of the same contact): the lower end's rate
+    lo = np.minimum(rate[:-1], rate[1:])
+    same = idx[:-1] == idx[1:]
+    # each interval starts at its first sample; the last sample of a contact starts none
+    iv_t = times[:-1][same]
+    iv_r = lo[same]
+    iv_i = idx[:-1][same]
+    first = np.ones(len(iv_t), dtype=bool)
+    first[1:] = (iv_i[1:] != iv_i[:-1]) | (iv_r[1:] != iv_r[:-1])
+    kt, kr, ki = iv_t[first], iv_r[first], iv_i[first]
+    koff = np.searchsorted(ki, np.arange(len(pairs) + 1))
+    tl, rl = kt.tolist(), kr.tolist()
+    out: list[tuple[tuple[float, float], ...]] = []
+    for i in range(len(pairs)):
+        a, b = int(koff[i]), int(koff[i + 1])
+        if a == b:  # a contact of no length: its one rate
+            out.append(((float(starts[i]), float(rate[off[i]])),))
+        else:
+            out.append(tuple(zip(tl[a:b], rl[a:b], strict=True)))
+    return out
+
+
+# --------------------------------------------------------------------------------------
 
 
 def plan_nodes(scenario: Scenario) -> dict[str, Node]:
@@ -1005,12 +1065,19 @@ def _compute_plan(scenario: Scenario, start_s: float, duration_s: float,
         samples = _owlt_samples(gfn.range_km, gfn.range_grid, eph, pr,
                                 np.array([w[2] for w in gw]), np.array([w[3] for w in gw]),
                                 scenario.schedule.gsl_sample_s, False)
-        for (g, s, a, b), (smp, rmax) in zip(gw, samples, strict=True):
-            rate = gsl_model.contact_rate(rmax)
+        rates: list[tuple[tuple[float, float], ...]] = [()] * len(gw)
+        if gsl_model.budget is not None:
+            rates = gsl_rate_samples(gfn, gsl_model.budget, pr, np.array([w[2] for w in gw]),
+                                     np.array([w[3] for w in gw]),
+                                     scenario.schedule.rate_sample_s, eph.t0_s)
+        for (g, s, a, b), (smp, rmax), rs in zip(gw, samples, rates, strict=True):
+            rate = mean_rate_bps(rs, a, b) if rs else gsl_model.contact_rate(rmax)
             owlt = rmax / C_KM_S
             st, sat = stations[g].name, names[s]
-            contacts.append(Contact(sat, st, a, b, rate, owlt, "gsl", gsl_model.loss, 1.0, smp))
-            contacts.append(Contact(st, sat, a, b, rate, owlt, "gsl", gsl_model.loss, 1.0, smp))
+            contacts.append(Contact(sat, st, a, b, rate, owlt, "gsl", gsl_model.loss, 1.0, smp,
+                                    rs))
+            contacts.append(Contact(st, sat, a, b, rate, owlt, "gsl", gsl_model.loss, 1.0, smp,
+                                    rs))
     iw = [w for w in iw if w[2] - w[1] >= MIN_CONTACT_S]
     if iw:
         pr = np.array([w[0] for w in iw], dtype=np.int64)
