@@ -180,6 +180,41 @@ def test_iperf3_throughput_within_5_percent_of_link_rate(cleanup_check):
     assert abs(got - rate) / rate <= 0.05, f"{got / 1e6:.2f} Mbit/s through a 20 Mbit/s link"
 
 
+def _iperf3_bps(emu: Emulation, server: str, client: str, seconds: int) -> float:
+    srv = emu.popen(server, ["iperf3", "-s", "-1"], stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    r = emu.run_cmd(client, ["iperf3", "-c", emu.node_addr(server), "-t", str(seconds),
+                             "-O", "1", "-J"], timeout=30)
+    srv.wait(timeout=10)
+    return float(json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"])
+
+
+@pytest.mark.skipif(shutil.which("iperf3") is None, reason="iperf3 not installed")
+def test_iperf3_follows_the_modcod_steps_of_a_pass(cleanup_check):
+    from netemu.plan.linkmodel import LinkBudget
+
+    # a narrow DVB-S2 carrier: low in the sky QPSK, higher up 16APSK (rates of a few Mbit/s,
+    # which the relay shapes well)
+    b = LinkBudget(8.2e9, 0, 25, 3.6e6, other_losses_db=3, modcod="dvb-s2",
+                   zenith_atmos_db=0.4)
+    low, high = (2400.0, 0.17), (1500.0, 0.35)
+    assert b.modcod_name(*low) == "QPSK 5/6" and b.modcod_name(*high) == "16APSK 3/4"
+    rates = ((0.0, b.rate_bps(*low)), (10.0, b.rate_bps(*high)))
+    contacts = [Contact(x, y, 0, 40, b.rate_bps(*low), 0.008, "gsl", rate_samples=rates)
+                for x, y in (("gs1", "sat1"), ("sat1", "gs1"))]
+    emu = Emulation(ContactPlan(EPOCH, nodes("gs1", "sat1"), contacts), run_name="temodcod")
+    cleanup_check.append(emu)
+    emu.start()
+    first = _iperf3_bps(emu, "sat1", "gs1", 5)
+    assert emu.clock is not None and emu.clock.now_s() < 10.0
+    emu.wait(until_s=10.5)
+    second = _iperf3_bps(emu, "sat1", "gs1", 5)
+    for got, (_, want) in zip((first, second), rates, strict=True):
+        assert abs(got - want) / want <= 0.05, \
+            f"{got / 1e6:.2f} Mbit/s through a {want / 1e6:.2f} Mbit/s step"
+
+
 def test_configured_loss_is_observed(cleanup_check):
     loss, n = 0.2, 400
     contacts = [Contact("gs1", "sat1", 0, 60, 1e9, 0.001, "gsl", loss),
