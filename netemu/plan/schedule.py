@@ -1067,9 +1067,13 @@ def _compute_plan(scenario: Scenario, start_s: float, duration_s: float,
                                 scenario.schedule.gsl_sample_s, False)
         rates: list[tuple[tuple[float, float], ...]] = [()] * len(gw)
         if gsl_model.budget is not None:
+            if progress:
+                progress("rate samples", done["v"])
             rates = gsl_rate_samples(gfn, gsl_model.budget, pr, np.array([w[2] for w in gw]),
                                      np.array([w[3] for w in gw]),
                                      scenario.schedule.rate_sample_s, eph.t0_s)
+        if progress:
+            progress("light-time samples", done["v"])
         for (g, s, a, b), (smp, rmax), rs in zip(gw, samples, rates, strict=True):
             rate = mean_rate_bps(rs, a, b) if rs else gsl_model.contact_rate(rmax)
             owlt = rmax / C_KM_S
