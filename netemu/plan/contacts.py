@@ -526,7 +526,7 @@ def _check_contact(c: Contact, *, source: str, field_: str) -> None:
     if any(not (math.isfinite(t) and math.isfinite(r) and r >= 0) for t, r in c.rate_samples):
         raise InputError("rate_samples must be finite numbers, rates ≥ 0", source=source,
                          field=field_)
-    if any(b[0] < a[0] for a, b in zip(c.rate_samples, c.rate_samples[1:])):
+    if any(b[0] < a[0] for a, b in zip(c.rate_samples, c.rate_samples[1:], strict=False)):
         raise InputError("rate_samples must be in time order", source=source, field=field_)
     if c.end_s < c.start_s:
         raise InputError("end_s must be ≥ start_s (finite)", source=source, field=field_)
