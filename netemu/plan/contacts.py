@@ -42,7 +42,7 @@ class Node:
     ``ipn`` is its ``ipn`` node number (DTN endpoint ``ipn:<ipn>.<service>``);
     ``kind`` is ``"satellite"``, ``"ground"`` or ``"other"`` (plans read from ION);
     ``max_links`` is how many links of kind GSL it can hold at once (a ground station's
-    antennas), 0 meaning no limit.
+    antennas, a satellite's beams), 0 meaning no limit.
     """
 
     name: str

@@ -97,6 +97,8 @@ class IslConfig:
     this far above the Earth (a sphere of the equatorial radius).
     ``cross_plane_max_lat_deg``: cross-plane links go down while either end is above
     this latitude (Iridium turns them off near the poles), None for never.
+    ``acquisition_s``: how long a laser terminal takes to acquire its peer once geometry
+    allows; a new ISL carries data only after it.
     """
 
     topology: str = "none"
@@ -104,18 +106,21 @@ class IslConfig:
     max_range_km: float = 5000.0
     earth_clearance_km: float = 80.0
     cross_plane_max_lat_deg: float | None = None
+    acquisition_s: float = 0.0
 
 
 @dataclass
 class Satellite:
     """One satellite: its node name, its group, its plane/slot when known, its SGP4
-    element set (an ``sgp4.api.Satrec``)."""
+    element set (an ``sgp4.api.Satrec``), and how many ground links (beams) it can hold
+    at once (``max_gsl``, 0 = no limit)."""
 
     name: str
     group: int
     plane: int | None
     slot: int | None
     satrec: Any = field(repr=False)
+    max_gsl: int = 0
 
 
 @dataclass
@@ -287,9 +292,10 @@ WALKER_KEYS = (
     "planes", "sats_per_plane", "altitude_km", "inclination_deg", "phasing", "pattern",
     "raan0_deg", "arg_lat0_deg", "phase_span_deg", "eccentricity",
 )
-GROUP_KEYS = ("walker", "tle", "omm", "name_prefix", "isl", "plane_tolerance_deg")
+GROUP_KEYS = ("walker", "tle", "omm", "name_prefix", "isl", "plane_tolerance_deg", "max_gsl")
 STATION_KEYS = ("name", "lat_deg", "lon_deg", "alt_m", "min_elevation_deg", "max_links", "ipn")
-ISL_KEYS = ("topology", "seam", "max_range_km", "earth_clearance_km", "cross_plane_max_lat_deg")
+ISL_KEYS = ("topology", "seam", "max_range_km", "earth_clearance_km", "cross_plane_max_lat_deg",
+            "acquisition_s")
 LINK_KEYS = ("rate_bps", "budget", "loss")
 BUDGET_KEYS = ("frequency_hz", "eirp_dbw", "gt_dbk", "bandwidth_hz", "other_losses_db",
                "efficiency", "max_rate_bps", "modcod", "rolloff", "zenith_atmos_db")
@@ -305,6 +311,7 @@ def _parse_isl(f: Fields, base: IslConfig) -> IslConfig:
         earth_clearance_km=f.number("earth_clearance_km", default=base.earth_clearance_km, lo=0),  # type: ignore[arg-type]
         cross_plane_max_lat_deg=f.number("cross_plane_max_lat_deg",
                                          default=base.cross_plane_max_lat_deg, lo=0, hi=90),
+        acquisition_s=f.number("acquisition_s", default=base.acquisition_s, lo=0, hi=3600),  # type: ignore[arg-type]
     )
 
 
@@ -359,13 +366,15 @@ def _parse_group(f: Fields, index: int, base_dir: Path, epoch: datetime,
     if prefix is not None:
         _check_name(f, "name_prefix")
     group_isl = _parse_isl(f.child("isl"), isl) if "isl" in f else isl
+    max_gsl = f.integer("max_gsl", default=0, lo=0)
+    assert max_gsl is not None
     sats: list[Satellite] = []
     if kind == "walker":
         spec = _parse_walker(f.child("walker"))
         pfx = prefix or "sat"
         for (p, s), rec in orbit.walker_satrecs(spec, epoch, first_satnum=1):
             name = f"{pfx}-{p}-{s}" if spec.planes > 1 else f"{pfx}-{s}"
-            sats.append(Satellite(name, index, p, s, rec))
+            sats.append(Satellite(name, index, p, s, rec, max_gsl))
         if group_isl.seam is None:
             group_isl = _with_seam(group_isl, spec.pattern == "star")
         group = SatelliteGroup(index, kind, sats, spec.planes, group_isl, walker=spec, line=line)
@@ -385,7 +394,7 @@ def _parse_group(f: Fields, index: int, base_dir: Path, epoch: datetime,
         plane_of, slot_of, planes = orbit.assign_planes([r for _, r in elements], epoch, tol)  # type: ignore[arg-type]
         for i, (objname, rec) in enumerate(elements):
             name = f"{prefix}-{i}" if prefix else _sanitize(objname) or f"sat-{rec.satnum}"
-            sats.append(Satellite(name, index, plane_of[i], slot_of[i], rec))
+            sats.append(Satellite(name, index, plane_of[i], slot_of[i], rec, max_gsl))
         if group_isl.seam is None:
             group_isl = _with_seam(group_isl, False)
         group = SatelliteGroup(index, kind, sats, planes, group_isl, source=str(path), line=line)

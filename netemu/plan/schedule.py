@@ -443,12 +443,17 @@ def _max_overlap(ws: list[tuple[int, float, float]]) -> int:
 
 
 def apply_tracking_limits(
-    windows: list[tuple[int, int, float, float]], capacity: list[int]
+    windows: list[tuple[int, int, float, float]], capacity: list[int],
+    sat_capacity: list[int] | None = None,
 ) -> list[tuple[int, int, float, float]]:
     """Pick the GSLs each station actually holds, given how many satellites it can track
-    at once (0 = no limit). When a slot is free the station takes, among the satellites
-    in view and not yet tracked, the one that sets last (longest remaining pass; ties →
-    lower satellite index) and keeps it until it sets."""
+    at once (0 = no limit) and, with ``sat_capacity``, how many ground links each
+    satellite can hold (its beams, 0 = no limit). When a slot is free the station takes,
+    among the satellites in view, not yet tracked and with a beam free, the one that sets
+    last (longest remaining pass; ties → lower satellite index) and keeps it until it
+    sets."""
+    if sat_capacity is not None and any(c > 0 for c in sat_capacity):
+        return _joint_limits(windows, capacity, sat_capacity)
     by_station: dict[int, list[tuple[int, float, float]]] = {}
     for g, s, a, b in windows:
         by_station.setdefault(g, []).append((s, a, b))
@@ -481,6 +486,52 @@ def apply_tracking_limits(
                     continue  # set already (or about to)
                 out.append((g, s_, t, -nb))
                 heapq.heappush(busy, -nb)
+    out.sort(key=lambda w: (w[2], w[0], w[1]))
+    return out
+
+
+def _joint_limits(windows: list[tuple[int, int, float, float]], st_cap: list[int],
+                  sat_cap: list[int]) -> list[tuple[int, int, float, float]]:
+    """Tracking limits on both sides: one pass through time over every station at once,
+    as a satellite's beams are shared between the stations that see it. At each rise, and
+    at each release while some link waits, the links in view are offered longest
+    remaining first; one whose station or satellite is full waits for the next event."""
+    ws = sorted(windows, key=lambda w: (w[2], w[0], w[1]))
+    n_st = [0] * len(st_cap)
+    n_sat = [0] * len(sat_cap)
+    busy: list[tuple[float, int, int]] = []  # (set, station, satellite) of held links
+    waiting: list[tuple[float, int, int]] = []  # (-set, satellite, station): in view, not held
+    out: list[tuple[int, int, float, float]] = []
+    i, n_ws, inf = 0, len(ws), math.inf
+    while True:
+        t_rise = ws[i][2] if i < n_ws else inf
+        t_free = busy[0][0] if busy and waiting else inf
+        t = min(t_rise, t_free)
+        if t == inf:
+            break
+        while busy and busy[0][0] <= t:
+            _, g, s_ = heapq.heappop(busy)
+            n_st[g] -= 1
+            n_sat[s_] -= 1
+        while i < n_ws and ws[i][2] <= t:
+            g, s_, _a, b_ = ws[i]
+            heapq.heappush(waiting, (-b_, s_, g))
+            i += 1
+        blocked = []
+        while waiting:
+            nb, s_, g = heapq.heappop(waiting)
+            if -nb - t < MIN_CONTACT_S:
+                continue  # set already (or about to)
+            if (st_cap[g] <= 0 or n_st[g] < st_cap[g]) and (
+                    sat_cap[s_] <= 0 or n_sat[s_] < sat_cap[s_]):
+                out.append((g, s_, t, -nb))
+                heapq.heappush(busy, (-nb, g, s_))
+                n_st[g] += 1
+                n_sat[s_] += 1
+            else:
+                blocked.append((nb, s_, g))
+        for w in blocked:
+            heapq.heappush(waiting, w)
     out.sort(key=lambda w: (w[2], w[0], w[1]))
     return out
 
@@ -638,6 +689,20 @@ def isl_windows(scenario: Scenario, eph: Ephemeris, pairs: list[IslPair], *, t_e
     assert up_first is not None
     p, t0, t1 = _windows(fn, scan, up_first, eph, L, t_end)
     return fn, list(zip(p.tolist(), t0.tolist(), t1.tolist(), strict=True))
+
+
+def acquire(windows: list[tuple[int, float, float]], pairs: list[IslPair], start_s: float
+            ) -> list[tuple[int, float, float]]:
+    """ISL windows (pair, rise, set) from their first usable instant: a laser link that
+    comes into view carries data only after its terminals' acquisition time. A link up at
+    the plan's start was acquired before it and keeps its start."""
+    out = []
+    for p, a, b in windows:
+        acq = pairs[p].cfg.acquisition_s
+        if acq > 0 and a > start_s + 1e-6:
+            a = min(b, a + acq)
+        out.append((p, a, b))
+    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -830,7 +895,7 @@ def plan_nodes(scenario: Scenario) -> dict[str, Node]:
     """The plan's nodes: satellites then ground stations, with their ipn numbers."""
     nodes: dict[str, Node] = {}
     for s in scenario.satellites:
-        nodes[s.name] = Node(s.name, scenario.ipn[s.name], "satellite", 0)
+        nodes[s.name] = Node(s.name, scenario.ipn[s.name], "satellite", s.max_gsl)
     for g in scenario.ground_stations:
         nodes[g.name] = Node(g.name, scenario.ipn[g.name], "ground", g.max_links)
     return nodes
@@ -1041,7 +1106,7 @@ def _compute_plan(scenario: Scenario, start_s: float, duration_s: float,
     cap = [g.max_links for g in scenario.ground_stations]
     if progress:
         progress("tracking limits", done["v"])
-    gw = apply_tracking_limits(gw, cap)
+    gw = apply_tracking_limits(gw, cap, [s.max_gsl for s in sats])
 
     pairs = isl_pairs(scenario)
     isl_fn, iw = isl_windows(scenario, eph, pairs, t_end=t_end,
@@ -1082,7 +1147,7 @@ def _compute_plan(scenario: Scenario, start_s: float, duration_s: float,
                                     rs))
             contacts.append(Contact(st, sat, a, b, rate, owlt, "gsl", gsl_model.loss, 1.0, smp,
                                     rs))
-    iw = [w for w in iw if w[2] - w[1] >= MIN_CONTACT_S]
+    iw = [w for w in acquire(iw, pairs, start_s) if w[2] - w[1] >= MIN_CONTACT_S]
     if iw:
         pr = np.array([w[0] for w in iw], dtype=np.int64)
         samples = _owlt_samples(isl_fn.range_km, isl_fn.range_grid, eph, pr,
