@@ -161,13 +161,17 @@ class ScheduleConfig:
     ``gsl_sample_s`` / ``isl_sample_s``: longest spacing of the light-time samples in a
     contact (they are placed where linear interpolation needs them, see docs/schedule.md);
     ``rate_sample_s``: spacing of the rate samples along a ground contact with a link
-    budget.
+    budget; ``handover``: how stations pick satellites (see
+    ``netemu.plan.schedule.apply_tracking_limits`` and ``reassign``); ``reassign_s``: the
+    global reassignment period of the ``reassign`` policy.
     """
 
     step_s: float = 30.0
     gsl_sample_s: float = 120.0
     isl_sample_s: float = 600.0
     rate_sample_s: float = 10.0
+    handover: str = "longest-remaining"
+    reassign_s: float = 15.0
 
 
 @dataclass
@@ -299,7 +303,9 @@ ISL_KEYS = ("topology", "seam", "max_range_km", "earth_clearance_km", "cross_pla
 LINK_KEYS = ("rate_bps", "budget", "loss")
 BUDGET_KEYS = ("frequency_hz", "eirp_dbw", "gt_dbk", "bandwidth_hz", "other_losses_db",
                "efficiency", "max_rate_bps", "modcod", "rolloff", "zenith_atmos_db")
-SCHEDULE_KEYS = ("step_s", "gsl_sample_s", "isl_sample_s", "rate_sample_s")
+SCHEDULE_KEYS = ("step_s", "gsl_sample_s", "isl_sample_s", "rate_sample_s", "handover",
+                 "reassign_s")
+HANDOVER_POLICIES = ("longest-remaining", "max-elevation", "sticky", "reassign")
 
 
 def _parse_isl(f: Fields, base: IslConfig) -> IslConfig:
@@ -459,6 +465,8 @@ def _parse_schedule(f: Fields) -> ScheduleConfig:
         gsl_sample_s=f.number("gsl_sample_s", default=120.0, lo=0.1, lo_open=True),  # type: ignore[arg-type]
         isl_sample_s=f.number("isl_sample_s", default=600.0, lo=0.1, lo_open=True),  # type: ignore[arg-type]
         rate_sample_s=f.number("rate_sample_s", default=10.0, lo=0.1, hi=3600),  # type: ignore[arg-type]
+        handover=f.enum("handover", HANDOVER_POLICIES, default="longest-remaining"),  # type: ignore[arg-type]
+        reassign_s=f.number("reassign_s", default=15.0, lo=1, hi=3600),  # type: ignore[arg-type]
     )
 
 

@@ -442,42 +442,62 @@ def _max_overlap(ws: list[tuple[int, float, float]]) -> int:
     return int(np.max(np.cumsum(d[order])))
 
 
+SinEl = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+"""(station indices, satellite indices, times) → sine of the satellite's elevation."""
+
+
 def apply_tracking_limits(
     windows: list[tuple[int, int, float, float]], capacity: list[int],
-    sat_capacity: list[int] | None = None,
+    sat_capacity: list[int] | None = None, *, policy: str = "longest-remaining",
+    sin_el: SinEl | None = None,
 ) -> list[tuple[int, int, float, float]]:
     """Pick the GSLs each station actually holds, given how many satellites it can track
     at once (0 = no limit) and, with ``sat_capacity``, how many ground links each
     satellite can hold (its beams, 0 = no limit). When a slot is free the station takes,
-    among the satellites in view, not yet tracked and with a beam free, the one that sets
-    last (longest remaining pass; ties → lower satellite index) and keeps it until it
-    sets."""
-    if sat_capacity is not None and any(c > 0 for c in sat_capacity):
-        return _joint_limits(windows, capacity, sat_capacity)
+    among the satellites in view, not yet tracked and with a beam free, the one the
+    handover ``policy`` ranks first, and keeps it until it sets:
+    ``longest-remaining`` (sets last), ``max-elevation`` (highest now, needs ``sin_el``),
+    ``sticky`` (in view longest: a terminal that follows what it found first). Ties → lower
+    satellite index."""
+    joint = sat_capacity is not None and any(c > 0 for c in sat_capacity)
+    if policy == "max-elevation" and sin_el is None:
+        raise ValueError("the max-elevation policy needs sin_el")
+    if joint:
+        assert sat_capacity is not None
+        return _assign(windows, capacity, sat_capacity, policy, sin_el)
+    if policy != "longest-remaining":
+        out: list[tuple[int, int, float, float]] = []
+        by_st: dict[int, list[tuple[int, int, float, float]]] = {}
+        for w in windows:
+            by_st.setdefault(w[0], []).append(w)
+        for ws in by_st.values():
+            out += _assign(ws, capacity, [], policy, sin_el)
+        out.sort(key=lambda w: (w[2], w[0], w[1]))
+        return out
     by_station: dict[int, list[tuple[int, float, float]]] = {}
     for g, s, a, b in windows:
         by_station.setdefault(g, []).append((s, a, b))
-    out: list[tuple[int, int, float, float]] = []
-    for g, ws in by_station.items():
+    out = []
+    for g, ws3 in by_station.items():
         cap = capacity[g]
-        if cap <= 0 or len(ws) <= cap or _max_overlap(ws) <= cap:
-            out += [(g, s, a, b) for s, a, b in ws]
+        if cap <= 0 or len(ws3) <= cap or _max_overlap(ws3) <= cap:
+            out += [(g, s, a, b) for s, a, b in ws3]
             continue
-        ws.sort(key=lambda w: (w[1], w[0]))
+        ws3.sort(key=lambda w: (w[1], w[0]))
         busy: list[float] = []  # heap of end times of held links
         waiting: list[tuple[float, int]] = []  # heap of (-set, sat): in view, not held
-        i, n_ws = 0, len(ws)
+        i, n_ws = 0, len(ws3)
         inf = math.inf
         while True:
-            t_rise = ws[i][1] if i < n_ws else inf
+            t_rise = ws3[i][1] if i < n_ws else inf
             t_free = busy[0] if busy and waiting else inf
             t = min(t_rise, t_free)
             if t == inf:
                 break
             while busy and busy[0] <= t:
                 heapq.heappop(busy)
-            while i < n_ws and ws[i][1] <= t:
-                s_, _a, b_ = ws[i]
+            while i < n_ws and ws3[i][1] <= t:
+                s_, _a, b_ = ws3[i]
                 heapq.heappush(waiting, (-b_, s_))
                 i += 1
             while len(busy) < cap and waiting:
@@ -490,17 +510,19 @@ def apply_tracking_limits(
     return out
 
 
-def _joint_limits(windows: list[tuple[int, int, float, float]], st_cap: list[int],
-                  sat_cap: list[int]) -> list[tuple[int, int, float, float]]:
-    """Tracking limits on both sides: one pass through time over every station at once,
-    as a satellite's beams are shared between the stations that see it. At each rise, and
-    at each release while some link waits, the links in view are offered longest
-    remaining first; one whose station or satellite is full waits for the next event."""
+def _assign(windows: list[tuple[int, int, float, float]], st_cap: list[int],
+            sat_cap: list[int], policy: str, sin_el: SinEl | None
+            ) -> list[tuple[int, int, float, float]]:
+    """Tracking limits by one pass through time over the given windows (all stations at
+    once when satellites' beams are limited, as a satellite's beams are shared). At each
+    rise, and at each release while some link waits, the links in view are offered in
+    the policy's order; one whose station or satellite is full waits for the next
+    event."""
     ws = sorted(windows, key=lambda w: (w[2], w[0], w[1]))
-    n_st = [0] * len(st_cap)
-    n_sat = [0] * len(sat_cap)
+    n_st: dict[int, int] = {}
+    n_sat: dict[int, int] = {}
     busy: list[tuple[float, int, int]] = []  # (set, station, satellite) of held links
-    waiting: list[tuple[float, int, int]] = []  # (-set, satellite, station): in view, not held
+    waiting: list[tuple[int, int, float, float]] = []  # in view, not held
     out: list[tuple[int, int, float, float]] = []
     i, n_ws, inf = 0, len(ws), math.inf
     while True:
@@ -514,24 +536,92 @@ def _joint_limits(windows: list[tuple[int, int, float, float]], st_cap: list[int
             n_st[g] -= 1
             n_sat[s_] -= 1
         while i < n_ws and ws[i][2] <= t:
-            g, s_, _a, b_ = ws[i]
-            heapq.heappush(waiting, (-b_, s_, g))
+            waiting.append(ws[i])
             i += 1
-        blocked = []
-        while waiting:
-            nb, s_, g = heapq.heappop(waiting)
-            if -nb - t < MIN_CONTACT_S:
-                continue  # set already (or about to)
-            if (st_cap[g] <= 0 or n_st[g] < st_cap[g]) and (
-                    sat_cap[s_] <= 0 or n_sat[s_] < sat_cap[s_]):
-                out.append((g, s_, t, -nb))
-                heapq.heappush(busy, (-nb, g, s_))
-                n_st[g] += 1
-                n_sat[s_] += 1
+        waiting = [w for w in waiting if w[3] - t >= MIN_CONTACT_S]
+        if not waiting:
+            continue
+        if policy == "max-elevation":
+            assert sin_el is not None
+            g_a = np.array([w[0] for w in waiting])
+            s_a = np.array([w[1] for w in waiting])
+            el = sin_el(g_a, s_a, np.full(len(waiting), t)).tolist()
+            order = sorted(range(len(waiting)), key=lambda k: (-el[k], waiting[k][1]))
+        elif policy == "sticky":
+            order = sorted(range(len(waiting)), key=lambda k: (waiting[k][2], waiting[k][1]))
+        else:
+            order = sorted(range(len(waiting)), key=lambda k: (-waiting[k][3], waiting[k][1]))
+        left = []
+        for k in order:
+            g, s_, _a, b_ = waiting[k]
+            cg = st_cap[g] if g < len(st_cap) else 0
+            cs = sat_cap[s_] if s_ < len(sat_cap) else 0
+            if (cg <= 0 or n_st.get(g, 0) < cg) and (cs <= 0 or n_sat.get(s_, 0) < cs):
+                out.append((g, s_, t, b_))
+                heapq.heappush(busy, (b_, g, s_))
+                n_st[g] = n_st.get(g, 0) + 1
+                n_sat[s_] = n_sat.get(s_, 0) + 1
             else:
-                blocked.append((nb, s_, g))
-        for w in blocked:
-            heapq.heappush(waiting, w)
+                left.append(waiting[k])
+        waiting = left
+    out.sort(key=lambda w: (w[2], w[0], w[1]))
+    return out
+
+
+def reassign(windows: list[tuple[int, int, float, float]], st_cap: list[int],
+             sat_cap: list[int], sin_el: SinEl, start_s: float, end_s: float,
+             every_s: float) -> list[tuple[int, int, float, float]]:
+    """A global scheduler that reassigns every link every ``every_s`` (Starlink's is
+    15 s), at instants that are multiples of ``every_s`` from the scenario epoch: at each,
+    the station–satellite pairs in view are ranked by elevation and taken highest first
+    while the station has an antenna and the satellite a beam free (0 = no limit); a link
+    holds until the next instant or until it sets. A satellite that rises between two
+    instants waits for the next; a link chosen again continues as one contact."""
+    ws = sorted(windows, key=lambda w: w[2])
+    first = math.floor(start_s / every_s) * every_s
+    n = int(math.ceil((end_s - first) / every_s))
+    instants = [max(start_s, first + k * every_s) for k in range(n)] + [end_s]
+    open_: dict[tuple[int, int], list[float]] = {}  # (g, s) → [start, end] of the open link
+    out: list[tuple[int, int, float, float]] = []
+    active: list[tuple[int, int, float, float]] = []
+    i = 0
+    for e, e2 in zip(instants[:-1], instants[1:], strict=True):
+        if e2 - e < MIN_CONTACT_S:
+            continue
+        while i < len(ws) and ws[i][2] <= e:
+            active.append(ws[i])
+            i += 1
+        active = [w for w in active if w[3] - e >= MIN_CONTACT_S]
+        chosen: list[tuple[int, int, float]] = []
+        if active:
+            g_a = np.array([w[0] for w in active])
+            s_a = np.array([w[1] for w in active])
+            el = sin_el(g_a, s_a, np.full(len(active), e)).tolist()
+            n_st: dict[int, int] = {}
+            n_sat: dict[int, int] = {}
+            for k in sorted(range(len(active)), key=lambda k: (-el[k], active[k][1])):
+                g, s_, _a, b_ = active[k]
+                cg, cs = st_cap[g], sat_cap[s_] if s_ < len(sat_cap) else 0
+                if (cg <= 0 or n_st.get(g, 0) < cg) and (cs <= 0 or n_sat.get(s_, 0) < cs):
+                    n_st[g] = n_st.get(g, 0) + 1
+                    n_sat[s_] = n_sat.get(s_, 0) + 1
+                    chosen.append((g, s_, min(b_, e2)))
+        keep: dict[tuple[int, int], list[float]] = {}
+        for g, s_, end in chosen:
+            link = open_.pop((g, s_), None)
+            if link is not None and abs(link[1] - e) < 1e-9:
+                link[1] = end
+            else:
+                if link is not None:
+                    out.append((g, s_, link[0], link[1]))
+                link = [e, end]
+            keep[(g, s_)] = link
+        for (g, s_), link in open_.items():
+            out.append((g, s_, link[0], link[1]))
+        open_ = keep
+    for (g, s_), link in open_.items():
+        out.append((g, s_, link[0], link[1]))
+    out = [w for w in out if w[3] - w[2] >= MIN_CONTACT_S]
     out.sort(key=lambda w: (w[2], w[0], w[1]))
     return out
 
@@ -546,6 +636,18 @@ class IslPair:
     b: int
     cross_plane: bool
     cfg: IslConfig
+
+
+def _sin_el_fn(scenario: Scenario, eph: Ephemeris) -> SinEl:
+    """Elevation sines of satellites seen from stations, from the ephemeris."""
+    pos, up = stations_ecef(scenario.ground_stations)
+
+    def f(g: np.ndarray, s: np.ndarray, t: np.ndarray) -> np.ndarray:
+        d = eph.ecef(s, t) - pos[g]
+        out: np.ndarray = np.einsum("ij,ij->i", d, up[g]) / np.sqrt(np.einsum("ij,ij->i", d, d))
+        return out
+
+    return f
 
 
 def isl_pairs(scenario: Scenario) -> list[IslPair]:
@@ -1106,7 +1208,16 @@ def _compute_plan(scenario: Scenario, start_s: float, duration_s: float,
     cap = [g.max_links for g in scenario.ground_stations]
     if progress:
         progress("tracking limits", done["v"])
-    gw = apply_tracking_limits(gw, cap, [s.max_gsl for s in sats])
+    sat_cap = [s.max_gsl for s in sats]
+    policy = scenario.schedule.handover
+    if policy in ("max-elevation", "reassign") and gw:
+        sin_el = _sin_el_fn(scenario, eph)
+        if policy == "reassign":
+            gw = reassign(gw, cap, sat_cap, sin_el, start_s, t_end, scenario.schedule.reassign_s)
+        else:
+            gw = apply_tracking_limits(gw, cap, sat_cap, policy=policy, sin_el=sin_el)
+    else:
+        gw = apply_tracking_limits(gw, cap, sat_cap, policy=policy)
 
     pairs = isl_pairs(scenario)
     isl_fn, iw = isl_windows(scenario, eph, pairs, t_end=t_end,
