@@ -147,6 +147,9 @@ class ContactPlan:
     contacts: list[Contact]
     warnings: list[str] = field(default_factory=list, compare=False, repr=False)
     """What a reader left out or doubted (shown to the user, not an error)."""
+    weather: list[dict[str, Any]] = field(default_factory=list, compare=False, repr=False)
+    """Rain events that lowered ground links' rates: ``{"station", "start_s", "end_s",
+    "atten_db", "p_percent"}`` (attenuation at 45° elevation; see netemu/plan/weather.py)."""
 
     def __post_init__(self) -> None:
         self.contacts.sort(key=lambda c: (c.start_s, c.src, c.dst, c.end_s))
@@ -170,7 +173,9 @@ class ContactPlan:
         """The plan with only the contacts up at some time in [start_s, end_s)."""
         return ContactPlan(self.epoch, dict(self.nodes),
                            [c for c in self.contacts if c.end_s > start_s and c.start_s < end_s],
-                           list(self.warnings))
+                           list(self.warnings),
+                           [w for w in self.weather if w["end_s"] > start_s
+                            and w["start_s"] < end_s])
 
     def with_link_kinds(self) -> ContactPlan:
         """The plan with each contact of unknown kind (read from ION) marked "isl" between
@@ -223,6 +228,7 @@ class ContactPlan:
                 n.name: {"kind": n.kind, "max_links": n.max_links} for n in self.nodes.values()
             },
             "contacts": out,
+            **({"weather": self.weather} if self.weather else {}),
         }
 
     def to_json(self, *, samples: bool = True) -> str:
@@ -284,7 +290,13 @@ class ContactPlan:
                 continue
             _check_contact(c, source=source, field_=where)
             contacts.append(c)
-        return cls(epoch, nodes, contacts, _inverted_warning(inverted))
+        weather = obj.get("weather", [])
+        if not isinstance(weather, list) or not all(
+                isinstance(w, dict) and {"station", "start_s", "end_s", "atten_db"} <= w.keys()
+                for w in weather):
+            raise InputError("expected a list of {station, start_s, end_s, atten_db}",
+                             source=source, field="weather")
+        return cls(epoch, nodes, contacts, _inverted_warning(inverted), weather)
 
     # --- ION -------------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from netemu.plan.compute import ComputeSpec, parse_compute
 from netemu.plan.faults import FaultSpec, parse_faults
 from netemu.plan.linkmodel import DEFAULT_LINK_MODELS, MODCODS, LinkBudget, LinkModel
 from netemu.plan.traffic import TrafficSpec, parse_traffic
+from netemu.plan.weather import WeatherConfig
 
 MAX_NAME_LEN = 15
 """Longest node name: Linux interface names hold 15 characters (IFNAMSIZ − 1)."""
@@ -188,6 +189,7 @@ class Scenario:
     isl: IslConfig
     links: dict[str, LinkModel]
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    weather: WeatherConfig | None = None
     description: str = ""
     sections: dict[str, Any] = field(default_factory=dict)
     section_lines: dict[str, int] = field(default_factory=dict)
@@ -290,7 +292,7 @@ def _parse_epoch(f: Fields) -> datetime:
 
 TOP_KEYS = (
     "name", "description", "epoch", "duration_s", "time_scale", "satellites",
-    "ground_stations", "isl", "links", "schedule", *RESERVED_SECTIONS,
+    "ground_stations", "isl", "links", "schedule", "weather", *RESERVED_SECTIONS,
 )
 WALKER_KEYS = (
     "planes", "sats_per_plane", "altitude_km", "inclination_deg", "phasing", "pattern",
@@ -458,6 +460,22 @@ def _parse_link_model(f: Fields) -> LinkModel:
     return LinkModel(budget=budget, loss=loss)  # type: ignore[arg-type]
 
 
+WEATHER_KEYS = ("seed", "mean_event_s", "antenna_m", "antenna_efficiency")
+
+
+def _parse_weather(f: Fields) -> WeatherConfig:
+    if f.value is None:
+        return WeatherConfig()
+    f.check_keys(WEATHER_KEYS)
+    return WeatherConfig(
+        seed=f.integer("seed", default=1, lo=0),  # type: ignore[arg-type]
+        mean_event_s=f.number("mean_event_s", default=1800.0, lo=1, hi=1e7),  # type: ignore[arg-type]
+        antenna_m=f.number("antenna_m", default=1.0, lo=0.05, hi=100),  # type: ignore[arg-type]
+        antenna_efficiency=f.number("antenna_efficiency", default=0.65, lo=0, hi=1,  # type: ignore[arg-type]
+                                    lo_open=True),
+    )
+
+
 def _parse_schedule(f: Fields) -> ScheduleConfig:
     f.check_keys(SCHEDULE_KEYS)
     return ScheduleConfig(
@@ -517,6 +535,13 @@ def scenario_from_dict(doc: Any, *, path: Path | None = None) -> Scenario:
             links[kind] = _parse_link_model(lf.child(kind))
 
     sched = _parse_schedule(f.child("schedule")) if "schedule" in f else ScheduleConfig()
+    weather = None
+    if "weather" in f:
+        if links["gsl"].budget is None:
+            raise InputError("weather needs a link budget for ground links (links.gsl.budget): "
+                             "it lowers the rate the budget gives", source=source,
+                             line=f.line_of("weather"), field="weather")
+        weather = _parse_weather(f.child("weather"))
 
     sections = {k: f.get(k) for k in RESERVED_SECTIONS if k in f}
     section_lines = {k: f.line_of(k) or 0 for k in sections}
@@ -566,6 +591,7 @@ def scenario_from_dict(doc: Any, *, path: Path | None = None) -> Scenario:
         isl=isl,
         links=links,
         schedule=sched,
+        weather=weather,
         description=desc,
         sections=sections,
         section_lines=section_lines,

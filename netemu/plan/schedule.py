@@ -45,6 +45,7 @@ from netemu.plan.orbit import (
     teme_to_ecef,
 )
 from netemu.plan.scenario import IslConfig, Scenario
+from netemu.plan.weather import Weather, build_weather
 
 Progress = Callable[[str, float], None]
 """Progress callback: (phase description, fraction of the whole job done in [0, 1])."""
@@ -940,14 +941,16 @@ only the samples where its rate changes by a step."""
 
 
 def gsl_rate_samples(fn: _Gsl, budget: LinkBudget, pairs: np.ndarray, starts: np.ndarray,
-                     ends: np.ndarray, every_s: float, origin_s: float
+                     ends: np.ndarray, every_s: float, origin_s: float,
+                     weather: Weather | None = None
                      ) -> list[tuple[tuple[float, float], ...]]:
     """Rate samples of each ground contact: a step function ``(t_s, rate_bps)``.
 
     Range and elevation are computed at both ends and every ``every_s`` inside; the rate
     over each interval is the lower of its two ends' (a pass's elevation rises then
     falls, so the lower end is the interval's worst point and the plan never promises
-    more than the link gives). Consecutive equal rates are merged."""
+    more than the link gives). Consecutive equal rates are merged. ``weather`` adds its
+    attenuation at each sample (a rain event shows within one sample spacing)."""
     if len(pairs) == 0:
         return []
     times, off, _ = _sample_times(starts, ends, every_s, origin_s)
@@ -962,7 +965,10 @@ def gsl_rate_samples(fn: _Gsl, budget: LinkBudget, pairs: np.ndarray, starts: np
         r = np.sqrt(np.einsum("ij,ij->i", d, d))
         rng[a:a + step] = r
         sin_el[a:a + step] = np.einsum("ij,ij->i", d, fn.up[g]) / r
-    rate = budget.rates_bps(rng, sin_el)
+    extra: np.ndarray | float = 0.0
+    if weather is not None:
+        extra = weather.loss_db(pairs[idx] % fn.n_st, times, sin_el)
+    rate = budget.rates_bps(rng, sin_el, extra)
     if budget.modcod == "shannon":
         with np.errstate(divide="ignore"):
             q = np.floor(np.log(np.maximum(rate, 1e-300)) / math.log(RATE_QUANTUM) + 1e-9)
@@ -1228,6 +1234,8 @@ def _compute_plan(scenario: Scenario, start_s: float, duration_s: float,
         progress("light-time samples", done["v"])
     # (contacts are built below: both directions share one samples tuple)
     contacts: list[Contact] = []
+    events: list[dict[str, Any]] = []
+    weather: Weather | None = None
     stations = scenario.ground_stations
     G = len(stations)
     gsl_model = scenario.links["gsl"]
@@ -1243,11 +1251,19 @@ def _compute_plan(scenario: Scenario, start_s: float, duration_s: float,
                                 scenario.schedule.gsl_sample_s, False)
         rates: list[tuple[tuple[float, float], ...]] = [()] * len(gw)
         if gsl_model.budget is not None:
+            if scenario.weather is not None:
+                if progress:
+                    progress("weather", done["v"])
+                weather = scenario_weather(scenario, t_end)
+                events = [{"station": e.station, "start_s": round(e.start_s, 3),
+                           "end_s": round(e.end_s, 3), "atten_db": round(e.atten_db, 3),
+                           "p_percent": round(e.p_percent, 5)}
+                          for e in weather.events if e.end_s > start_s and e.start_s < t_end]
             if progress:
                 progress("rate samples", done["v"])
             rates = gsl_rate_samples(gfn, gsl_model.budget, pr, np.array([w[2] for w in gw]),
                                      np.array([w[3] for w in gw]),
-                                     scenario.schedule.rate_sample_s, eph.t0_s)
+                                     scenario.schedule.rate_sample_s, eph.t0_s, weather)
         if progress:
             progress("light-time samples", done["v"])
         for (g, s, a, b), (smp, rmax), rs in zip(gw, samples, rates, strict=True):
@@ -1272,4 +1288,15 @@ def _compute_plan(scenario: Scenario, start_s: float, duration_s: float,
             contacts.append(Contact(nb, na, a, b, rate, owlt, "isl", isl_model.loss, 1.0, smp))
     if progress:
         progress("done", 1.0)
-    return ContactPlan(scenario.epoch, plan_nodes(scenario), contacts)
+    return ContactPlan(scenario.epoch, plan_nodes(scenario), contacts, [], events)
+
+
+def scenario_weather(scenario: Scenario, end_s: float) -> Weather:
+    """The weather of the scenario's stations from its epoch to ``end_s`` (the scenario's
+    end at least, so every plan window sees the same events)."""
+    assert scenario.weather is not None
+    budget = scenario.links["gsl"].budget
+    assert budget is not None
+    st = scenario.ground_stations
+    return build_weather([g.name for g in st], [g.lat_deg for g in st], [g.lon_deg for g in st],
+                         budget.frequency_hz, max(end_s, scenario.duration_s), scenario.weather)
