@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from netemu.plan.linkmodel import LinkBudget, LinkModel  # noqa: E402
 from netemu.plan.scenario import GroundStation, load_scenario  # noqa: E402
+from netemu.plan.weather import WeatherConfig  # noqa: E402
 from netemu.plan.schedule import compute_plan, gsl_windows  # noqa: E402
 
 
@@ -85,12 +86,18 @@ def main() -> int:
     ap.add_argument("--pairs", type=int, default=40, help="baseline subset size")
     ap.add_argument("--budget", action="store_true",
                     help="GSLs with a Ku-band DVB-S2 link budget (rates sampled along passes)")
+    ap.add_argument("--weather", action="store_true",
+                    help="with --budget: ITU-R rain events per station (itur)")
     args = ap.parse_args()
+    if args.weather and not args.budget:
+        ap.error("--weather needs --budget (rain lowers the budget's rate)")
 
     sc = load_scenario(ROOT / "topologies" / "starlink-shell1.yaml")
     sc = replace(sc, ground_stations=stations(args.stations), duration_s=args.hours * 3600)
     if args.budget:
         sc = replace(sc, links={**sc.links, "gsl": KU_DVB_S2})
+    if args.weather:
+        sc = replace(sc, weather=WeatherConfig())
     sc.ipn.update({g.name: len(sc.satellites) + 1 + i for i, g in enumerate(sc.ground_stations)})
     n_sat, n_st = len(sc.satellites), len(sc.ground_stations)
     print(f"scenario: {n_sat} satellites (+Grid ISLs), {n_st} ground stations, {args.hours:g} h, "
@@ -120,7 +127,8 @@ def main() -> int:
     n_samples = sum(len(c.owlt_samples) for c in plan.contacts) // 2
     n_rates = sum(len(c.rate_samples) for c in plan.contacts) // 2
     print(f"netemu: {wall:.1f} s wall ({cpu:.1f} s CPU), peak RSS {peak:.2f} GiB; {n_isl} ISL and {n_gsl} GSL "
-          f"contacts (each both ways), {n_samples} light-time samples, {n_rates} rate steps")
+          f"contacts (each both ways), {n_samples} light-time samples, {n_rates} rate steps, "
+          f"{len(plan.weather)} rain events")
     for k, (w, c) in phases.items():
         print(f"  {k:<28} {w:6.1f} s wall {c:6.1f} s CPU")
     load = os.getloadavg()[0]
