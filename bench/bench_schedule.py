@@ -30,8 +30,8 @@ sys.path.insert(0, str(ROOT))
 
 from netemu.plan.linkmodel import LinkBudget, LinkModel  # noqa: E402
 from netemu.plan.scenario import GroundStation, load_scenario  # noqa: E402
-from netemu.plan.weather import WeatherConfig  # noqa: E402
 from netemu.plan.schedule import compute_plan, gsl_windows  # noqa: E402
+from netemu.plan.weather import WeatherConfig  # noqa: E402
 
 
 def stations(n: int, mask_deg: float = 25.0, max_links: int = 8) -> list[GroundStation]:
