@@ -26,13 +26,14 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from netemu.config import Fields, describe, load_yaml
+from netemu.config import Fields, describe, load_yaml, read_text
 from netemu.errors import InputError
-from netemu.plan import orbit
+from netemu.plan import orbit, trajectory
 from netemu.plan.compute import ComputeSpec, parse_compute
 from netemu.plan.faults import FaultSpec, parse_faults
 from netemu.plan.linkmodel import DEFAULT_LINK_MODELS, MODCODS, LinkBudget, LinkModel
 from netemu.plan.traffic import TrafficSpec, parse_traffic
+from netemu.plan.trajectory import Trajectory
 from netemu.plan.weather import WeatherConfig
 
 MAX_NAME_LEN = 15
@@ -152,6 +153,8 @@ class GroundStation:
     min_elevation_deg: float = 10.0
     max_links: int = 1
     ipn: int | None = None
+    trajectory: Trajectory | None = None
+    """A moving node's path (its lat/lon/alt are then the first waypoint's)."""
 
 
 @dataclass(frozen=True)
@@ -299,7 +302,9 @@ WALKER_KEYS = (
     "raan0_deg", "arg_lat0_deg", "phase_span_deg", "eccentricity",
 )
 GROUP_KEYS = ("walker", "tle", "omm", "name_prefix", "isl", "plane_tolerance_deg", "max_gsl")
-STATION_KEYS = ("name", "lat_deg", "lon_deg", "alt_m", "min_elevation_deg", "max_links", "ipn")
+STATION_KEYS = ("name", "lat_deg", "lon_deg", "alt_m", "min_elevation_deg", "max_links", "ipn",
+                "trajectory")
+TRAJECTORY_KEYS = ("waypoints", "csv", "legs")
 ISL_KEYS = ("topology", "seam", "max_range_km", "earth_clearance_km", "cross_plane_max_lat_deg",
             "acquisition_s")
 LINK_KEYS = ("rate_bps", "budget", "loss")
@@ -422,13 +427,48 @@ def _sanitize(objname: str) -> str:
     return s
 
 
-def _parse_station(f: Fields) -> GroundStation:
-    f.check_keys(STATION_KEYS, required=("name", "lat_deg", "lon_deg"))
+def _parse_trajectory(f: Fields, base_dir: Path) -> Trajectory:
+    f.check_keys(TRAJECTORY_KEYS)
+    given = [k for k in TRAJECTORY_KEYS if k in f]
+    where = f"{f.source}:{f.line_of() or 0}: {f.field()}"
+    if len(given) != 1:
+        raise f.error("a trajectory needs exactly one of 'waypoints', 'csv' or 'legs'")
+    try:
+        if "waypoints" in f:
+            rows = f.get("waypoints")
+            if not isinstance(rows, list):
+                raise f.error("expected a list of [t_s, lat_deg, lon_deg, alt_m]", "waypoints")
+            return trajectory.from_waypoints(rows, where)
+        if "csv" in f:
+            fname = f.string("csv")
+            assert fname is not None
+            path = (base_dir / fname) if not Path(fname).is_absolute() else Path(fname)
+            return trajectory.from_csv(read_text(path), str(path))
+        legs = f.mapping("legs", ("start_s", "speed_mps", "points"),
+                         required=("speed_mps", "points"))
+        pts = legs.get("points")
+        if not isinstance(pts, list):
+            raise legs.error("expected a list of [lat_deg, lon_deg, alt_m]", "points")
+        return trajectory.from_legs(
+            pts, legs.number("speed_mps", lo=0, lo_open=True, required=True),  # type: ignore[arg-type]
+            legs.number("start_s", default=0.0),  # type: ignore[arg-type]
+            where)
+    except InputError as e:
+        if e.source and e.source.endswith(".csv"):
+            raise
+        raise f.error(e.message) from None
+
+
+def _parse_station(f: Fields, base_dir: Path = Path(".")) -> GroundStation:
+    moving = "trajectory" in f
+    f.check_keys(STATION_KEYS, required=("name",) if moving else ("name", "lat_deg", "lon_deg"))
+    track = _parse_trajectory(f.child("trajectory"), base_dir) if moving else None
     return GroundStation(
         name=_check_name(f, "name"),
-        lat_deg=f.number("lat_deg", lo=-90, hi=90, required=True),  # type: ignore[arg-type]
-        lon_deg=f.number("lon_deg", lo=-180, hi=360, required=True),  # type: ignore[arg-type]
-        alt_m=f.number("alt_m", default=0.0, lo=-500, hi=9000),  # type: ignore[arg-type]
+        lat_deg=track.lat_deg[0] if track else f.number("lat_deg", lo=-90, hi=90, required=True),  # type: ignore[arg-type]
+        lon_deg=track.lon_deg[0] if track else f.number("lon_deg", lo=-180, hi=360, required=True),  # type: ignore[arg-type]
+        alt_m=track.alt_m[0] if track else f.number("alt_m", default=0.0, lo=-500, hi=9000),  # type: ignore[arg-type]
+        trajectory=track,
         min_elevation_deg=f.number("min_elevation_deg", default=10.0, lo=0, hi=89),  # type: ignore[arg-type]
         max_links=f.integer("max_links", default=1, lo=0),  # type: ignore[arg-type]
         ipn=f.integer("ipn", default=None, lo=1),
@@ -525,7 +565,7 @@ def scenario_from_dict(doc: Any, *, path: Path | None = None) -> Scenario:
     groups = [_parse_group(g, i, base_dir, epoch, isl) for i, g in enumerate(sat_items)]
 
     station_items = f.items("ground_stations")
-    stations = [_parse_station(s) for s in station_items]
+    stations = [_parse_station(s, base_dir) for s in station_items]
     station_lines = [s.line_of("name") for s in station_items]
 
     links = dict(DEFAULT_LINK_MODELS)

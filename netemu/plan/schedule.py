@@ -28,7 +28,7 @@ import heapq
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -45,6 +45,7 @@ from netemu.plan.orbit import (
     teme_to_ecef,
 )
 from netemu.plan.scenario import IslConfig, Scenario
+from netemu.plan.trajectory import Trajectory
 from netemu.plan.weather import Weather, build_weather
 
 Progress = Callable[[str, float], None]
@@ -312,10 +313,23 @@ class _Gsl:
     pos: np.ndarray  # (G,3) ECEF km
     up: np.ndarray  # (G,3)
     sin_mask: np.ndarray  # (G,)
+    moving: dict[int, Trajectory] = field(default_factory=dict)  # station → its path
 
     @property
     def n_st(self) -> int:
         return int(self.pos.shape[0])
+
+    def geometry(self, pair: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Station → satellite vectors (km) and the stations' up vectors, moving stations
+        where they are at ``t``."""
+        g = pair % self.n_st
+        pos, up = self.pos[g], self.up[g]
+        for st, track in self.moving.items():
+            m = g == st
+            if m.any():
+                pos, up = pos.copy(), up.copy()
+                pos[m], up[m] = track.ecef(t[m])
+        return self.eph.ecef(pair // self.n_st, t) - pos, up
 
     def __call__(self, pair: np.ndarray, t: np.ndarray) -> np.ndarray:
         sat = pair // self.n_st
@@ -326,14 +340,25 @@ class _Gsl:
         return f
 
     def range_km(self, pair: np.ndarray, t: np.ndarray) -> np.ndarray:
-        d = self.eph.ecef(pair // self.n_st, t) - self.pos[pair % self.n_st]
+        if self.moving:
+            d = self.geometry(pair, t)[0]
+        else:
+            d = self.eph.ecef(pair // self.n_st, t) - self.pos[pair % self.n_st]
         rng: np.ndarray = np.sqrt(np.einsum("ij,ij->i", d, d))
         return rng
 
     def range_grid(self, pair: np.ndarray, k: np.ndarray) -> np.ndarray:
         """Range at grid points ``k`` (no interpolation)."""
         r = teme_to_ecef(self.eph.r[pair // self.n_st, k], self.eph.theta[k])
-        d = r - self.pos[pair % self.n_st]
+        pos = self.pos[pair % self.n_st]
+        if self.moving:
+            g = pair % self.n_st
+            for st, track in self.moving.items():
+                m = g == st
+                if m.any():
+                    pos = pos.copy()
+                    pos[m] = track.ecef(self.eph.t0_s + k[m] * self.eph.step_s)[0]
+        d = r - pos
         rng: np.ndarray = np.sqrt(np.einsum("ij,ij->i", d, d))
         return rng
 
@@ -396,8 +421,11 @@ def gsl_windows(scenario: Scenario, eph: Ephemeris, *, t_end: float,
     if not stations or eph.r.shape[0] == 0:
         return []
     pos, up = stations_ecef(stations)
-    mask_deg = np.array([s.min_elevation_deg for s in stations])
-    sin_mask = np.sin(np.radians(mask_deg))
+    # moving stations are searched on their own (moving_gsl_windows): a mask of 90° here
+    # culls them, and a sine of 2 is never reached
+    mask_deg = np.array([90.0 if s.trajectory else s.min_elevation_deg for s in stations])
+    sin_mask = np.where([s.trajectory is not None for s in stations], 2.0,
+                        np.sin(np.radians(mask_deg)))
     fn = _Gsl(eph, pos, up, sin_mask)
     S, G = eph.r.shape[0], len(stations)
     n = eph.n_times
@@ -430,6 +458,60 @@ def gsl_windows(scenario: Scenario, eph: Ephemeris, *, t_end: float,
         (int(p % G), int(p // G), float(a), float(b))
         for p, a, b in zip(pairs.tolist(), t0.tolist(), t1.tolist(), strict=True)
     ]
+
+
+MOVING_SCAN_S = 5.0
+"""Spacing of the elevation scan for moving stations (a pass shorter than this above the
+mask can be missed)."""
+
+
+def moving_gsl_windows(track: Trajectory, mask_deg: float, eph: Ephemeris, *, start_s: float,
+                       t_end: float) -> list[tuple[int, float, float]]:
+    """Every interval a satellite is above a moving station's elevation mask:
+    (satellite index, rise_s, set_s). Elevations on a ``MOVING_SCAN_S`` grid (the station
+    where it is at each time), crossings refined by bisection to 0.5 ms."""
+    S = eph.r.shape[0]
+    if S == 0:
+        return []
+    sin_mask = math.sin(math.radians(mask_deg))
+    n = max(2, int(math.ceil((t_end - start_s) / MOVING_SCAN_S)) + 1)
+    ts = np.linspace(start_s, t_end, n)
+
+    def f(sat: np.ndarray, t: np.ndarray) -> np.ndarray:
+        pos, up = track.ecef(t)
+        d = eph.ecef(sat, t) - pos
+        v: np.ndarray = np.einsum("ij,ij->i", d, up) / np.sqrt(np.einsum("ij,ij->i", d, d))
+        return v - sin_mask
+
+    vals = np.empty((n, S))
+    sats = np.arange(S)
+    for k in range(n):
+        vals[k] = f(sats, np.full(S, ts[k]))
+    up_ = vals >= 0
+    out: list[tuple[int, float, float]] = []
+    ki, si = np.nonzero(up_[1:] != up_[:-1])  # a crossing between rows ki and ki+1
+    lo, hi = ts[ki].copy(), ts[ki + 1].copy()
+    rising = ~up_[ki, si]
+    while np.any(hi - lo > 0.5e-3):
+        mid = 0.5 * (lo + hi)
+        above = f(si, mid) >= 0
+        go_hi = above == rising  # the crossing is before mid
+        hi = np.where(go_hi, mid, hi)
+        lo = np.where(go_hi, lo, mid)
+    cross = np.where(rising, hi, lo)  # inside the visible side
+    for s_ in range(S):
+        m = si == s_
+        events = sorted(zip(cross[m].tolist(), rising[m].tolist(), strict=True))
+        t_on = start_s if up_[0, s_] else None
+        for t, r in events:
+            if r:
+                t_on = t
+            elif t_on is not None:
+                out.append((s_, t_on, t))
+                t_on = None
+        if t_on is not None:
+            out.append((s_, t_on, t_end))
+    return out
 
 
 def _max_overlap(ws: list[tuple[int, float, float]]) -> int:
@@ -643,9 +725,12 @@ def _sin_el_fn(scenario: Scenario, eph: Ephemeris) -> SinEl:
     """Elevation sines of satellites seen from stations, from the ephemeris."""
     pos, up = stations_ecef(scenario.ground_stations)
 
+    moving = {i: g.trajectory for i, g in enumerate(scenario.ground_stations) if g.trajectory}
+    fn = _Gsl(eph, pos, up, np.zeros(len(pos)), moving)
+
     def f(g: np.ndarray, s: np.ndarray, t: np.ndarray) -> np.ndarray:
-        d = eph.ecef(s, t) - pos[g]
-        out: np.ndarray = np.einsum("ij,ij->i", d, up[g]) / np.sqrt(np.einsum("ij,ij->i", d, d))
+        d, u = fn.geometry(s * fn.n_st + g, t)
+        out: np.ndarray = np.einsum("ij,ij->i", d, u) / np.sqrt(np.einsum("ij,ij->i", d, d))
         return out
 
     return f
@@ -959,12 +1044,10 @@ def gsl_rate_samples(fn: _Gsl, budget: LinkBudget, pairs: np.ndarray, starts: np
     sin_el = np.empty(len(times))
     step = 1_000_000
     for a in range(0, len(times), step):
-        p = pairs[idx[a:a + step]]
-        g = p % fn.n_st
-        d = fn.eph.ecef(p // fn.n_st, times[a:a + step]) - fn.pos[g]
+        d, up = fn.geometry(pairs[idx[a:a + step]], times[a:a + step])
         r = np.sqrt(np.einsum("ij,ij->i", d, d))
         rng[a:a + step] = r
-        sin_el[a:a + step] = np.einsum("ij,ij->i", d, fn.up[g]) / r
+        sin_el[a:a + step] = np.einsum("ij,ij->i", d, up) / r
     extra: np.ndarray | float = 0.0
     if weather is not None:
         extra = weather.loss_db(pairs[idx] % fn.n_st, times, sin_el)
@@ -1210,6 +1293,11 @@ def _compute_plan(scenario: Scenario, start_s: float, duration_s: float,
 
     gw = gsl_windows(scenario, eph, t_end=t_end,
                      progress=phase("ground-station visibility", weights["gsl"]))
+    moving = {i: g.trajectory for i, g in enumerate(scenario.ground_stations) if g.trajectory}
+    for i, track in moving.items():
+        gw += [(i, s_, a, b) for s_, a, b in moving_gsl_windows(
+            track, scenario.ground_stations[i].min_elevation_deg, eph, start_s=start_s,
+            t_end=t_end)]
     finish(weights["gsl"])
     cap = [g.max_links for g in scenario.ground_stations]
     if progress:
@@ -1244,7 +1332,7 @@ def _compute_plan(scenario: Scenario, start_s: float, duration_s: float,
     if gw:
         pos, up = stations_ecef(stations)
         sin_mask = np.sin(np.radians([s.min_elevation_deg for s in stations]))
-        gfn = _Gsl(eph, pos, up, sin_mask)
+        gfn = _Gsl(eph, pos, up, sin_mask, moving)
         pr = np.array([s * G + g for g, s, _, _ in gw], dtype=np.int64)
         samples = _owlt_samples(gfn.range_km, gfn.range_grid, eph, pr,
                                 np.array([w[2] for w in gw]), np.array([w[3] for w in gw]),
