@@ -20,6 +20,7 @@ sets ``ipn:`` itself.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
@@ -34,7 +35,7 @@ from netemu.plan.faults import FaultSpec, parse_faults
 from netemu.plan.linkmodel import DEFAULT_LINK_MODELS, MODCODS, LinkBudget, LinkModel
 from netemu.plan.traffic import TrafficSpec, parse_traffic
 from netemu.plan.trajectory import Trajectory
-from netemu.plan.weather import WeatherConfig
+from netemu.plan.weather import RainEvent, WeatherConfig
 
 MAX_NAME_LEN = 15
 """Longest node name: Linux interface names hold 15 characters (IFNAMSIZ − 1)."""
@@ -500,14 +501,31 @@ def _parse_link_model(f: Fields) -> LinkModel:
     return LinkModel(budget=budget, loss=loss)  # type: ignore[arg-type]
 
 
-WEATHER_KEYS = ("seed", "mean_event_s", "antenna_m", "antenna_efficiency")
+WEATHER_KEYS = ("seed", "mean_event_s", "antenna_m", "antenna_efficiency", "random", "events")
+RAIN_EVENT_KEYS = ("station", "start_s", "end_s", "atten_db")
 
 
-def _parse_weather(f: Fields) -> WeatherConfig:
+def _parse_weather(f: Fields, stations: list[GroundStation]) -> WeatherConfig:
     if f.value is None:
         return WeatherConfig()
     f.check_keys(WEATHER_KEYS)
+    names = [g.name for g in stations]
+    events = []
+    for e in f.items("events"):
+        e.check_keys(RAIN_EVENT_KEYS, required=RAIN_EVENT_KEYS)
+        st = e.string("station")
+        if st not in names:
+            raise e.error(f"no ground station {st!r}", "station")
+        t0 = e.number("start_s", lo=0)
+        t1 = e.number("end_s", lo=0)
+        assert t0 is not None and t1 is not None
+        if t1 <= t0:
+            raise e.error("end_s must be after start_s", "end_s")
+        events.append(RainEvent(st, t0, t1, math.nan,
+                                e.number("atten_db", lo=0, hi=200)))  # type: ignore[arg-type]
     return WeatherConfig(
+        random=f.boolean("random", default=True),  # type: ignore[arg-type]
+        events=tuple(events),
         seed=f.integer("seed", default=1, lo=0),  # type: ignore[arg-type]
         mean_event_s=f.number("mean_event_s", default=1800.0, lo=1, hi=1e7),  # type: ignore[arg-type]
         antenna_m=f.number("antenna_m", default=1.0, lo=0.05, hi=100),  # type: ignore[arg-type]
@@ -581,7 +599,7 @@ def scenario_from_dict(doc: Any, *, path: Path | None = None) -> Scenario:
             raise InputError("weather needs a link budget for ground links (links.gsl.budget): "
                              "it lowers the rate the budget gives", source=source,
                              line=f.line_of("weather"), field="weather")
-        weather = _parse_weather(f.child("weather"))
+        weather = _parse_weather(f.child("weather"), stations)
 
     sections = {k: f.get(k) for k in RESERVED_SECTIONS if k in f}
     section_lines = {k: f.line_of(k) or 0 for k in sections}

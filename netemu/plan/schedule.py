@@ -1345,7 +1345,8 @@ def _compute_plan(scenario: Scenario, start_s: float, duration_s: float,
                 weather = scenario_weather(scenario, t_end)
                 events = [{"station": e.station, "start_s": round(e.start_s, 3),
                            "end_s": round(e.end_s, 3), "atten_db": round(e.atten_db, 3),
-                           "p_percent": round(e.p_percent, 5)}
+                           "p_percent": None if math.isnan(e.p_percent)
+                           else round(e.p_percent, 5)}
                           for e in weather.events if e.end_s > start_s and e.start_s < t_end]
             if progress:
                 progress("rate samples", done["v"])

@@ -41,17 +41,6 @@ ends at 5 %); in between, interpolated in log p."""
 
 
 @dataclass(frozen=True)
-class WeatherConfig:
-    """The ``weather`` section: ``seed`` of the rain timeline, mean length of a rain
-    event (s), receiving antenna diameter (m) and efficiency (P.618 scintillation)."""
-
-    seed: int = 1
-    mean_event_s: float = 1800.0
-    antenna_m: float = 1.0
-    antenna_efficiency: float = 0.65
-
-
-@dataclass(frozen=True)
 class RainEvent:
     """Rain at ``station`` over [start_s, end_s): ``atten_db`` at the reference
     elevation, the level exceeded ``p_percent`` % of the time there."""
@@ -67,6 +56,21 @@ ITU_VERSIONS = {"itu453": 13, "itu618": 13, "itu676": 11, "itu836": 6, "itu837":
                 "itu838": 3, "itu839": 4, "itu840": 7, "itu1510": 1, "itu1511": 1}
 """The recommendation versions ITU-R's validation examples (CG-3M3J-13-ValEx) cover, and
 so the ones used here (itur 0.4 defaults to P.676-12 and P.1511-2, which they do not)."""
+
+
+@dataclass(frozen=True)
+class WeatherConfig:
+    """The ``weather`` section: ``seed`` of the rain timeline, mean length of a rain
+    event (s), receiving antenna diameter (m) and efficiency (P.618 scintillation)."""
+
+    seed: int = 1
+    mean_event_s: float = 1800.0
+    antenna_m: float = 1.0
+    antenna_efficiency: float = 0.65
+    random: bool = True
+    """Draw rain events from the statistics (else only the scheduled ``events``)."""
+    events: tuple[RainEvent, ...] = ()
+    """Scheduled events, in addition to the drawn ones."""
 
 
 def _itur() -> Any:
@@ -164,26 +168,25 @@ class Weather:
     def loss_db(self, station: np.ndarray, t_s: np.ndarray, sin_el: np.ndarray) -> np.ndarray:
         """Attenuation (dB) at stations ``station`` (indices), times ``t_s`` and elevation
         sines ``sin_el``."""
-        ref = self.clear_db[station].copy()
+        rain = np.zeros(len(station))
         for g in np.unique(station).tolist():
-            starts = self._starts[g]
-            if len(starts) == 0:
+            if len(self._starts[g]) == 0:
                 continue
-            sel = station == g
-            k = np.searchsorted(starts, t_s[sel], side="right") - 1
-            ok = k >= 0
-            kk = np.maximum(k, 0)
-            inside = ok & (t_s[sel] < self._ends[g][kk])
-            ref[sel] += np.where(inside, self._db[g][kk], 0.0)
+            sel = np.nonzero(station == g)[0]
+            t = t_s[sel]
+            worst = np.zeros(len(sel))
+            for a, b, db in zip(self._starts[g].tolist(), self._ends[g].tolist(),
+                                self._db[g].tolist(), strict=True):
+                worst = np.where((t >= a) & (t < b), np.maximum(worst, db), worst)
+            rain[sel] = worst
+        ref = self.clear_db[station] + rain  # overlapping events: the deepest counts
         out: np.ndarray = ref * atmos_path_factor(sin_el) / self._ref_factor
         return out
 
     def rain_db_at(self, station: str, t_s: float) -> float:
         """Rain attenuation at the reference elevation at ``station`` at ``t_s``."""
-        for e in self.events:
-            if e.station == station and e.start_s <= t_s < e.end_s:
-                return e.atten_db
-        return 0.0
+        return max((e.atten_db for e in self.events
+                    if e.station == station and e.start_s <= t_s < e.end_s), default=0.0)
 
 
 def build_weather(names: Sequence[str], lats: Sequence[float], lons: Sequence[float],
@@ -191,4 +194,6 @@ def build_weather(names: Sequence[str], lats: Sequence[float], lons: Sequence[fl
     """The weather of these stations from the scenario epoch to ``end_s``."""
     p0, clear, rain = station_stats(tuple(lats), tuple(lons), frequency_hz / 1e9,
                                     cfg.antenna_m, cfg.antenna_efficiency)
-    return Weather(names, clear, rain_events(names, p0, rain, end_s, cfg))
+    drawn = rain_events(names, p0, rain, end_s, cfg) if cfg.random else []
+    events = sorted(drawn + list(cfg.events), key=lambda e: (e.station, e.start_s))
+    return Weather(names, clear, events)

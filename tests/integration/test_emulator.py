@@ -215,6 +215,43 @@ def test_iperf3_follows_the_modcod_steps_of_a_pass(cleanup_check):
             f"{got / 1e6:.2f} Mbit/s through a {want / 1e6:.2f} Mbit/s step"
 
 
+@pytest.mark.skipif(shutil.which("iperf3") is None, reason="iperf3 not installed")
+def test_iperf3_drops_when_a_scheduled_rain_event_starts(cleanup_check):
+    pytest.importorskip("itur")
+    from netemu.plan.scenario import scenario_from_dict
+    from netemu.plan.schedule import compute_plan
+
+    # one satellite over one station, a narrow DVB-S2 carrier, 6 dB of rain from 35,110 s
+    # (near the top of a pass that starts at 34,934 s)
+    sc = scenario_from_dict({
+        "epoch": "2026-06-01T00:00:00Z", "duration_s": 36000,
+        "satellites": [{"walker": {"planes": 1, "sats_per_plane": 1, "altitude_km": 550,
+                                   "inclination_deg": 53}}],
+        "ground_stations": [{"name": "gs1", "lat_deg": 30.0, "lon_deg": 0.0}],
+        "links": {"gsl": {"budget": {"frequency_hz": 8.2e9, "eirp_dbw": -6, "gt_dbk": 25,
+                                     "bandwidth_hz": 3.6e6, "other_losses_db": 3,
+                                     "modcod": "dvb-s2"}}},
+        "weather": {"random": False, "events": [{"station": "gs1", "start_s": 35110,
+                                                  "end_s": 35200, "atten_db": 6}]}})
+    plan = compute_plan(sc, start_s=35000, duration_s=300)
+    up = next(c for c in plan.contacts if c.src == "gs1")  # iperf3 sends gs1 → sat-0
+    dry, wet = (35080.5, 35088.5), (35101.5, 35109.5)
+    for a, b in (dry, wet):  # one rate over each measured stretch
+        assert up.rate_at(a) == up.rate_at(b)
+    want_dry, want_wet = up.rate_at(dry[0]), up.rate_at(wet[0])
+    assert want_wet < 0.5 * want_dry and plan.weather[0]["atten_db"] == 6
+    emu = Emulation(plan, run_name="terain", start_s=35080, duration_s=60)
+    cleanup_check.append(emu)
+    emu.start()
+    first = _iperf3_bps(emu, "gs1", "sat-0", 5)
+    assert emu.clock is not None and emu.clock.now_s() < 35100
+    emu.wait(until_s=35101)
+    second = _iperf3_bps(emu, "gs1", "sat-0", 5)
+    for got, want in ((first, want_dry), (second, want_wet)):
+        assert abs(got - want) / want <= 0.05, \
+            f"{got / 1e6:.2f} Mbit/s through a {want / 1e6:.2f} Mbit/s step"
+
+
 def test_configured_loss_is_observed(cleanup_check):
     loss, n = 0.2, 400
     contacts = [Contact("gs1", "sat1", 0, 60, 1e9, 0.001, "gsl", loss),
