@@ -117,3 +117,30 @@ def test_rain_lowers_the_rate_of_a_pass_in_the_plan() -> None:
                 assert c.rate_at(t) < d.rate_at(t)
                 lowered += 1
     assert lowered >= 3
+
+
+def test_weather_section_is_checked() -> None:
+    from netemu.errors import InputError
+    from netemu.plan.scenario import scenario_from_dict
+
+    doc = {"epoch": "2026-06-01T00:00:00Z", "duration_s": 600,
+           "satellites": [{"walker": {"planes": 1, "sats_per_plane": 2, "altitude_km": 550,
+                                      "inclination_deg": 53}}],
+           "ground_stations": [{"name": "gs1", "lat_deg": 30, "lon_deg": 0}],
+           "weather": {"random": False,
+                       "events": [{"station": "gs1", "start_s": 10, "end_s": 20, "atten_db": 3}]}}
+    with pytest.raises(InputError, match="links.gsl.budget"):
+        scenario_from_dict(doc)
+    doc["links"] = {"gsl": {"budget": {"frequency_hz": 8e9, "eirp_dbw": 0, "gt_dbk": 20,
+                                       "bandwidth_hz": 1e6}}}
+    sc = scenario_from_dict(doc)
+    assert sc.weather is not None and not sc.weather.random
+    assert [(e.station, e.start_s, e.end_s, e.atten_db) for e in sc.weather.events] == \
+        [("gs1", 10.0, 20.0, 3.0)]
+    doc["weather"]["events"][0]["station"] = "gs9"
+    with pytest.raises(InputError, match="gs9") as e:
+        scenario_from_dict(doc)
+    assert "weather.events[0].station" in str(e.value)
+    doc["weather"]["events"][0].update(station="gs1", end_s=5)
+    with pytest.raises(InputError, match="end_s"):
+        scenario_from_dict(doc)
