@@ -88,6 +88,10 @@ def main() -> int:
                     help="GSLs with a Ku-band DVB-S2 link budget (rates sampled along passes)")
     ap.add_argument("--weather", action="store_true",
                     help="with --budget: ITU-R rain events per station (itur)")
+    ap.add_argument("--handover", default="longest-remaining",
+                    choices=("longest-remaining", "max-elevation", "sticky", "reassign"),
+                    help="the stations' handover policy (schedule.handover)")
+    ap.add_argument("--max-gsl", type=int, default=0, help="beams per satellite (0: no limit)")
     args = ap.parse_args()
     if args.weather and not args.budget:
         ap.error("--weather needs --budget (rain lowers the budget's rate)")
@@ -98,6 +102,11 @@ def main() -> int:
         sc = replace(sc, links={**sc.links, "gsl": KU_DVB_S2})
     if args.weather:
         sc = replace(sc, weather=WeatherConfig())
+    if args.handover != "longest-remaining":
+        sc = replace(sc, schedule=replace(sc.schedule, handover=args.handover))
+    if args.max_gsl:
+        for s in sc.satellites:
+            s.max_gsl = args.max_gsl
     sc.ipn.update({g.name: len(sc.satellites) + 1 + i for i, g in enumerate(sc.ground_stations)})
     n_sat, n_st = len(sc.satellites), len(sc.ground_stations)
     print(f"scenario: {n_sat} satellites (+Grid ISLs), {n_st} ground stations, {args.hours:g} h, "

@@ -547,6 +547,15 @@ def apply_tracking_limits(
         raise ValueError("the max-elevation policy needs sin_el")
     if joint:
         assert sat_capacity is not None
+        # the stations' own choices may already fit the satellites' beams (the joint pass
+        # offers every link at every event: far slower on a large shell)
+        alone = apply_tracking_limits(windows, capacity, policy=policy, sin_el=sin_el)
+        by_sat: dict[int, list[tuple[int, float, float]]] = {}
+        for g, s_, a, b in alone:
+            by_sat.setdefault(s_, []).append((g, a, b))
+        if all(sat_capacity[s_] <= 0 or _max_overlap(ws) <= sat_capacity[s_]
+               for s_, ws in by_sat.items()):
+            return alone
         return _assign(windows, capacity, sat_capacity, policy, sin_el)
     if policy != "longest-remaining":
         out: list[tuple[int, int, float, float]] = []
