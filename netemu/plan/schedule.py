@@ -631,21 +631,28 @@ def _assign(windows: list[tuple[int, int, float, float]], st_cap: list[int],
             waiting.append(ws[i])
             i += 1
         waiting = [w for w in waiting if w[3] - t >= MIN_CONTACT_S]
-        if not waiting:
+
+        def free(w: tuple[int, int, float, float]) -> bool:
+            cg = st_cap[w[0]] if w[0] < len(st_cap) else 0
+            cs = sat_cap[w[1]] if w[1] < len(sat_cap) else 0
+            return (cg <= 0 or n_st.get(w[0], 0) < cg) and (cs <= 0 or n_sat.get(w[1], 0) < cs)
+
+        offer = [w for w in waiting if free(w)]
+        if not offer:
             continue
         if policy == "max-elevation":
             assert sin_el is not None
-            g_a = np.array([w[0] for w in waiting])
-            s_a = np.array([w[1] for w in waiting])
-            el = sin_el(g_a, s_a, np.full(len(waiting), t)).tolist()
-            order = sorted(range(len(waiting)), key=lambda k: (-el[k], waiting[k][1]))
+            g_a = np.array([w[0] for w in offer])
+            s_a = np.array([w[1] for w in offer])
+            el = sin_el(g_a, s_a, np.full(len(offer), t)).tolist()
+            order = sorted(range(len(offer)), key=lambda k: (-el[k], offer[k][1]))
         elif policy == "sticky":
-            order = sorted(range(len(waiting)), key=lambda k: (waiting[k][2], waiting[k][1]))
+            order = sorted(range(len(offer)), key=lambda k: (offer[k][2], offer[k][1]))
         else:
-            order = sorted(range(len(waiting)), key=lambda k: (-waiting[k][3], waiting[k][1]))
-        left = []
+            order = sorted(range(len(offer)), key=lambda k: (-offer[k][3], offer[k][1]))
+        left = [w for w in waiting if not free(w)]
         for k in order:
-            g, s_, _a, b_ = waiting[k]
+            g, s_, _a, b_ = offer[k]
             cg = st_cap[g] if g < len(st_cap) else 0
             cs = sat_cap[s_] if s_ < len(sat_cap) else 0
             if (cg <= 0 or n_st.get(g, 0) < cg) and (cs <= 0 or n_sat.get(s_, 0) < cs):
@@ -654,7 +661,7 @@ def _assign(windows: list[tuple[int, int, float, float]], st_cap: list[int],
                 n_st[g] = n_st.get(g, 0) + 1
                 n_sat[s_] = n_sat.get(s_, 0) + 1
             else:
-                left.append(waiting[k])
+                left.append(offer[k])
         waiting = left
     out.sort(key=lambda w: (w[2], w[0], w[1]))
     return out
