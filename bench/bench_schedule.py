@@ -28,8 +28,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from netemu.plan.linkmodel import LinkBudget, LinkModel  # noqa: E402
 from netemu.plan.scenario import GroundStation, load_scenario  # noqa: E402
 from netemu.plan.schedule import compute_plan, gsl_windows  # noqa: E402
+from netemu.plan.weather import WeatherConfig  # noqa: E402
 
 
 def stations(n: int, mask_deg: float = 25.0, max_links: int = 8) -> list[GroundStation]:
@@ -43,6 +45,12 @@ def stations(n: int, mask_deg: float = 25.0, max_links: int = 8) -> list[GroundS
         lon = (math.degrees(golden * i) + 180) % 360 - 180
         out.append(GroundStation(f"gs-{i:03d}", round(lat, 4), round(lon, 4), 0.0, mask_deg, max_links))
     return out
+
+
+KU_DVB_S2 = LinkModel(budget=LinkBudget(
+    frequency_hz=12e9, eirp_dbw=36, gt_dbk=10, bandwidth_hz=240e6, other_losses_db=3,
+    modcod="dvb-s2", zenith_atmos_db=0.5))
+"""An assumed Ku-band downlink to a user-terminal-class station (240 MHz channel)."""
 
 
 def rss_gib() -> float:
@@ -76,10 +84,29 @@ def main() -> int:
     ap.add_argument("--hours", type=float, default=24.0)
     ap.add_argument("--stations", type=int, default=100)
     ap.add_argument("--pairs", type=int, default=40, help="baseline subset size")
+    ap.add_argument("--budget", action="store_true",
+                    help="GSLs with a Ku-band DVB-S2 link budget (rates sampled along passes)")
+    ap.add_argument("--weather", action="store_true",
+                    help="with --budget: ITU-R rain events per station (itur)")
+    ap.add_argument("--handover", default="longest-remaining",
+                    choices=("longest-remaining", "max-elevation", "sticky", "reassign"),
+                    help="the stations' handover policy (schedule.handover)")
+    ap.add_argument("--max-gsl", type=int, default=0, help="beams per satellite (0: no limit)")
     args = ap.parse_args()
+    if args.weather and not args.budget:
+        ap.error("--weather needs --budget (rain lowers the budget's rate)")
 
     sc = load_scenario(ROOT / "topologies" / "starlink-shell1.yaml")
     sc = replace(sc, ground_stations=stations(args.stations), duration_s=args.hours * 3600)
+    if args.budget:
+        sc = replace(sc, links={**sc.links, "gsl": KU_DVB_S2})
+    if args.weather:
+        sc = replace(sc, weather=WeatherConfig())
+    if args.handover != "longest-remaining":
+        sc = replace(sc, schedule=replace(sc.schedule, handover=args.handover))
+    if args.max_gsl:
+        for s in sc.satellites:
+            s.max_gsl = args.max_gsl
     sc.ipn.update({g.name: len(sc.satellites) + 1 + i for i, g in enumerate(sc.ground_stations)})
     n_sat, n_st = len(sc.satellites), len(sc.ground_stations)
     print(f"scenario: {n_sat} satellites (+Grid ISLs), {n_st} ground stations, {args.hours:g} h, "
@@ -107,8 +134,10 @@ def main() -> int:
     n_isl = sum(1 for c in plan.contacts if c.kind == "isl") // 2
     n_gsl = sum(1 for c in plan.contacts if c.kind == "gsl") // 2
     n_samples = sum(len(c.owlt_samples) for c in plan.contacts) // 2
+    n_rates = sum(len(c.rate_samples) for c in plan.contacts) // 2
     print(f"netemu: {wall:.1f} s wall ({cpu:.1f} s CPU), peak RSS {peak:.2f} GiB; {n_isl} ISL and {n_gsl} GSL "
-          f"contacts (each both ways), {n_samples} light-time samples")
+          f"contacts (each both ways), {n_samples} light-time samples, {n_rates} rate steps, "
+          f"{len(plan.weather)} rain events")
     for k, (w, c) in phases.items():
         print(f"  {k:<28} {w:6.1f} s wall {c:6.1f} s CPU")
     load = os.getloadavg()[0]

@@ -111,7 +111,7 @@ class ContactGraph:
             self.start[i], self.end[i] = c.start_s, c.end_s
             self.owlt[i] = c.owlt_s
             self.rate_Bps[i] = c.rate_bps / 8.0
-            self.volume[i] = c.rate_bps / 8.0 * (c.end_s - c.start_s)
+            self.volume[i] = c.volume_bytes  # the integral of a sampled rate
             self.confidence[i] = c.confidence
             if c.rate_bps > 0 and c.end_s > c.start_s and s != d:
                 pairs.setdefault((s, d), []).append(i)

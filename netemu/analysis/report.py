@@ -579,6 +579,28 @@ def _faults_html(m: dict) -> str:
             "router because of the fault (their logs), until 30 s after it ended.</p>")
 
 
+def _weather_html(plan: dict[str, Any] | None) -> str:
+    """The rain events of the plan (``weather:``) per station, as a table."""
+    events = (plan or {}).get("weather") or []
+    if not events:
+        return ""
+    by: dict[str, list[dict[str, Any]]] = {}
+    for e in events:
+        by.setdefault(str(e.get("station")), []).append(e)
+    rows = []
+    for st, evs in sorted(by.items()):
+        worst = max(evs, key=lambda e: float(e.get("atten_db", 0.0)))
+        rain_s = sum(float(e["end_s"]) - float(e["start_s"]) for e in evs)
+        rows.append("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
+            st, len(evs), _fmt(rain_s, "s", 6), _fmt(float(worst["atten_db"]), "dB"),
+            _fmt(float(worst["start_s"]), "s", 6), _fmt(float(worst["end_s"]), "s", 6))) + "</tr>")
+    return ("<h3>Weather</h3><table><tr><th>station</th><th>rain events</th><th>raining</th>"
+            "<th>worst attenuation</th><th>from</th><th>to</th></tr>" + "".join(rows)
+            + "</table><p class=\"note\">Rain events of the plan (ITU-R P.618 statistics, "
+            "attenuation at 45° elevation, more at lower elevation): the ground links' rates "
+            "were lowered during them, or the links dropped where no rate closed.</p>")
+
+
 def _apps_table(m: dict) -> str:
     apps = m.get("apps") or {}
     if not apps:
@@ -780,7 +802,8 @@ def build(run_dir: str | Path, *, log: Callable[[str], None] | None = None) -> P
 {img('map', 'ground tracks map', 'No map: the run has no readable scenario.yaml.')}</section>
 <section><h2>Contacts per ground station</h2>
 {img('timeline', 'contact timeline', 'No contact plan (plan.json) in this run.')}
-{_faults_html(m)}</section>
+{_faults_html(m)}
+{_weather_html(plan)}</section>
 <section><h2>Ground-to-orbit queries</h2>
 {img('query', 'query latency CDF', 'No query answers recorded.')}
 <p class="note">Latency from the query leaving the ground client to the answer arriving back, in scenario seconds.

@@ -2,7 +2,8 @@
 
 ``Timeline.advance(t_s)`` returns the changes since the previous call: link periods that
 came up or went down (carrier), directions whose parameters changed (delay by at least
-``delay_step_s``, rate, loss) and directions that stopped carrying. No sockets, no clock:
+``delay_step_s``; rate and loss at each step of a contact's rate samples) and directions
+that stopped carrying. A rate sample of 0 (no MODCOD closes) is applied as loss 1. No sockets, no clock:
 the real-time driver feeds it the scenario clock, tests feed it chosen times.
 """
 
@@ -91,8 +92,25 @@ class Timeline:
         self._last = hi - 1  # index of each contact's last sample
         self._cur = lo.copy()  # each contact's current sample index
         self._applied = np.full(n, np.nan)  # delay last reported per contact
-        self._rate = np.array([c.rate_bps for c in plan.contacts])
-        self._loss = np.array([c.loss for c in plan.contacts])
+        # rate steps, flat like the light times: contact i's at [rlo[i], rlast[i]]
+        rlo = np.zeros(n, dtype=np.int64)
+        rlast = np.zeros(n, dtype=np.int64)
+        rtimes: list[float] = []
+        rvals: list[float] = []
+        for i, c in enumerate(plan.contacts):
+            rlo[i] = len(rtimes)
+            for t, r in c.rate_samples or ((c.start_s, c.rate_bps),):
+                rtimes.append(t)
+                rvals.append(r)
+            rlast[i] = len(rtimes) - 1
+        self._RT = np.array(rtimes + [np.inf])
+        self._RV = np.array(rvals + [0.0])
+        self._rlast = rlast
+        self._rcur = rlo
+        self._base_rate = np.array([c.rate_bps for c in plan.contacts])
+        self._base_loss = np.array([c.loss for c in plan.contacts])
+        self._rate = self._base_rate.copy()  # rate and loss last reported per contact
+        self._loss = self._base_loss.copy()
         self._src = np.array([layout.endpoint_of(i, c.src) if layout.contact_period[i] >= 0
                               else -1 for i, c in enumerate(plan.contacts)], dtype=np.int64)
         self._dst = np.array([layout.endpoint_of(i, c.dst) if layout.contact_period[i] >= 0
@@ -164,6 +182,22 @@ class Timeline:
             d = v0 + (v1 - v0) * frac
             old = self._applied[ids]
             changed = np.isnan(old) | (np.abs(d - old) >= self.delay_step_s)
+            RT = self._RT
+            rcur = self._rcur[ids]
+            rlast = self._rlast[ids]
+            while True:
+                m = (rcur < rlast) & (RT[rcur + 1] <= t_s)
+                if not m.any():
+                    break
+                rcur[m] += 1
+            self._rcur[ids] = rcur
+            r = self._RV[rcur]
+            dead = r <= 0.0
+            rate = np.where(dead, self._base_rate[ids], r)
+            loss = np.where(dead, 1.0, self._base_loss[ids])
+            changed |= (rate != self._rate[ids]) | (loss != self._loss[ids])
+            self._rate[ids] = rate
+            self._loss[ids] = loss
             if changed.any():
                 sel = ids[changed]
                 dsel = d[changed]

@@ -42,7 +42,7 @@ class Node:
     ``ipn`` is its ``ipn`` node number (DTN endpoint ``ipn:<ipn>.<service>``);
     ``kind`` is ``"satellite"``, ``"ground"`` or ``"other"`` (plans read from ION);
     ``max_links`` is how many links of kind GSL it can hold at once (a ground station's
-    antennas), 0 meaning no limit.
+    antennas, a satellite's beams), 0 meaning no limit.
     """
 
     name: str
@@ -61,6 +61,12 @@ class Contact:
     the contact, for the emulator to follow the true range; ``loss`` is the frame loss
     probability in [0, 1]; ``kind`` is ``"isl"``, ``"gsl"`` or ``"plan"`` (read from a
     plan file); ``confidence`` is ION's contact confidence in (0, 1].
+
+    ``rate_samples`` (a link budget's ground contacts) make the rate a step function:
+    ``(t_s, rate_bps)`` pairs, the first at ``start_s``, each rate holding until the next
+    pair (the last until ``end_s``); a rate of 0 means the link carries nothing then.
+    ``rate_bps`` is then their mean over the contact, so that rate × duration is still
+    the contact's volume for formats with one rate per contact (ION, HDTN).
     """
 
     src: str
@@ -73,6 +79,7 @@ class Contact:
     loss: float = 0.0
     confidence: float = 1.0
     owlt_samples: tuple[tuple[float, float], ...] = field(default=(), compare=False, repr=False)
+    rate_samples: tuple[tuple[float, float], ...] = field(default=(), compare=False, repr=False)
 
     @property
     def duration_s(self) -> float:
@@ -80,8 +87,18 @@ class Contact:
 
     @property
     def volume_bytes(self) -> float:
-        """Bytes the contact can carry: rate × duration."""
-        return self.rate_bps / 8.0 * self.duration_s
+        """Bytes the contact can carry: the integral of its rate over the contact."""
+        if not self.rate_samples:
+            return self.rate_bps / 8.0 * self.duration_s
+        return rate_integral_bits(self.rate_samples, self.end_s) / 8.0
+
+    def rate_at(self, t_s: float) -> float:
+        """Rate (bit/s) at ``t_s``: the rate sample in force, else ``rate_bps``."""
+        samples = self.rate_samples
+        if not samples:
+            return self.rate_bps
+        i = bisect.bisect_right([s[0] for s in samples], t_s)
+        return samples[max(0, i - 1)][1]
 
     def active_at(self, t_s: float) -> bool:
         return self.start_s <= t_s < self.end_s
@@ -104,6 +121,23 @@ class Contact:
         return d0 + (d1 - d0) * (t_s - t0) / (t1 - t0)
 
 
+def rate_integral_bits(samples: tuple[tuple[float, float], ...], end_s: float) -> float:
+    """Bits a step-function rate (``(t_s, rate_bps)`` pairs) carries until ``end_s``."""
+    total = 0.0
+    for (t0, r), (t1, _) in zip(samples, (*samples[1:], (end_s, 0.0)), strict=True):
+        total += r * max(0.0, t1 - t0)
+    return total
+
+
+def mean_rate_bps(samples: tuple[tuple[float, float], ...], start_s: float,
+                  end_s: float) -> float:
+    """The mean of a step-function rate over [start_s, end_s] (the first sample's rate
+    for an empty contact)."""
+    if end_s <= start_s:
+        return samples[0][1] if samples else 0.0
+    return rate_integral_bits(samples, end_s) / (end_s - start_s)
+
+
 @dataclass
 class ContactPlan:
     """Nodes and their contacts, times relative to ``epoch`` (UTC)."""
@@ -113,6 +147,9 @@ class ContactPlan:
     contacts: list[Contact]
     warnings: list[str] = field(default_factory=list, compare=False, repr=False)
     """What a reader left out or doubted (shown to the user, not an error)."""
+    weather: list[dict[str, Any]] = field(default_factory=list, compare=False, repr=False)
+    """Rain events that lowered ground links' rates: ``{"station", "start_s", "end_s",
+    "atten_db", "p_percent"}`` (attenuation at 45° elevation; see netemu/plan/weather.py)."""
 
     def __post_init__(self) -> None:
         self.contacts.sort(key=lambda c: (c.start_s, c.src, c.dst, c.end_s))
@@ -136,7 +173,9 @@ class ContactPlan:
         """The plan with only the contacts up at some time in [start_s, end_s)."""
         return ContactPlan(self.epoch, dict(self.nodes),
                            [c for c in self.contacts if c.end_s > start_s and c.start_s < end_s],
-                           list(self.warnings))
+                           list(self.warnings),
+                           [w for w in self.weather if w["end_s"] > start_s
+                            and w["start_s"] < end_s])
 
     def with_link_kinds(self) -> ContactPlan:
         """The plan with each contact of unknown kind (read from ION) marked "isl" between
@@ -179,6 +218,8 @@ class ContactPlan:
             }
             if samples and c.owlt_samples:
                 d["owlt_samples"] = [[round(t, 6), round(o, 9)] for t, o in c.owlt_samples]
+            if samples and c.rate_samples:
+                d["rate_samples"] = [[round(t, 6), r] for t, r in c.rate_samples]
             out.append(d)
         return {
             "epoch": _iso(self.epoch),
@@ -187,6 +228,7 @@ class ContactPlan:
                 n.name: {"kind": n.kind, "max_links": n.max_links} for n in self.nodes.values()
             },
             "contacts": out,
+            **({"weather": self.weather} if self.weather else {}),
         }
 
     def to_json(self, *, samples: bool = True) -> str:
@@ -233,6 +275,7 @@ class ContactPlan:
                     loss=float(d.get("loss", 0.0)),
                     confidence=float(d.get("confidence", 1.0)),
                     owlt_samples=tuple((float(t), float(o)) for t, o in d.get("owlt_samples", ())),
+                    rate_samples=tuple((float(t), float(r)) for t, r in d.get("rate_samples", ())),
                 )
             except KeyError as e:
                 raise InputError(f"missing key {e.args[0]!r}", source=source, field=where) from e
@@ -247,7 +290,13 @@ class ContactPlan:
                 continue
             _check_contact(c, source=source, field_=where)
             contacts.append(c)
-        return cls(epoch, nodes, contacts, _inverted_warning(inverted))
+        weather = obj.get("weather", [])
+        if not isinstance(weather, list) or not all(
+                isinstance(w, dict) and {"station", "start_s", "end_s", "atten_db"} <= w.keys()
+                for w in weather):
+            raise InputError("expected a list of {station, start_s, end_s, atten_db}",
+                             source=source, field="weather")
+        return cls(epoch, nodes, contacts, _inverted_warning(inverted), weather)
 
     # --- ION -------------------------------------------------------------------------
 
@@ -486,6 +535,11 @@ def _check_contact(c: Contact, *, source: str, field_: str) -> None:
                              source=source, field=field_)
     if any(not (math.isfinite(t) and math.isfinite(o)) for t, o in c.owlt_samples):
         raise InputError("owlt_samples must be finite numbers", source=source, field=field_)
+    if any(not (math.isfinite(t) and math.isfinite(r) and r >= 0) for t, r in c.rate_samples):
+        raise InputError("rate_samples must be finite numbers, rates ≥ 0", source=source,
+                         field=field_)
+    if any(b[0] < a[0] for a, b in zip(c.rate_samples, c.rate_samples[1:], strict=False)):
+        raise InputError("rate_samples must be in time order", source=source, field=field_)
     if c.end_s < c.start_s:
         raise InputError("end_s must be ≥ start_s (finite)", source=source, field=field_)
     if c.rate_bps < 0 or c.owlt_s < 0:
@@ -529,7 +583,8 @@ def merge(plans: Iterable[ContactPlan]) -> ContactPlan:
             if shift:
                 c = Contact(c.src, c.dst, c.start_s + shift, c.end_s + shift, c.rate_bps,
                             c.owlt_s, c.kind, c.loss, c.confidence,
-                            tuple((t + shift, o) for t, o in c.owlt_samples))
+                            tuple((t + shift, o) for t, o in c.owlt_samples),
+                            tuple((t + shift, r) for t, r in c.rate_samples))
             contacts.append(c)
     return ContactPlan(plans[0].epoch, nodes, contacts)
 

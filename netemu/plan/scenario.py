@@ -21,20 +21,23 @@ sets ``ipn:`` itself.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from netemu.config import Fields, describe, load_yaml
+from netemu.config import Fields, describe, load_yaml, read_text
 from netemu.errors import InputError
-from netemu.plan import orbit
+from netemu.plan import orbit, trajectory
 from netemu.plan.compute import ComputeSpec, parse_compute
 from netemu.plan.faults import FaultSpec, parse_faults
 from netemu.plan.iprouting import IpRouting, parse_ip_routing
-from netemu.plan.linkmodel import DEFAULT_LINK_MODELS, LinkBudget, LinkModel
+from netemu.plan.linkmodel import DEFAULT_LINK_MODELS, MODCODS, LinkBudget, LinkModel
 from netemu.plan.traffic import TrafficSpec, parse_traffic
+from netemu.plan.trajectory import Trajectory
+from netemu.plan.weather import RainEvent, WeatherConfig
 
 MAX_NAME_LEN = 15
 """Longest node name: Linux interface names hold 15 characters (IFNAMSIZ − 1)."""
@@ -99,6 +102,8 @@ class IslConfig:
     this far above the Earth (a sphere of the equatorial radius).
     ``cross_plane_max_lat_deg``: cross-plane links go down while either end is above
     this latitude (Iridium turns them off near the poles), None for never.
+    ``acquisition_s``: how long a laser terminal takes to acquire its peer once geometry
+    allows; a new ISL carries data only after it.
     """
 
     topology: str = "none"
@@ -106,18 +111,21 @@ class IslConfig:
     max_range_km: float = 5000.0
     earth_clearance_km: float = 80.0
     cross_plane_max_lat_deg: float | None = None
+    acquisition_s: float = 0.0
 
 
 @dataclass
 class Satellite:
     """One satellite: its node name, its group, its plane/slot when known, its SGP4
-    element set (an ``sgp4.api.Satrec``)."""
+    element set (an ``sgp4.api.Satrec``), and how many ground links (beams) it can hold
+    at once (``max_gsl``, 0 = no limit)."""
 
     name: str
     group: int
     plane: int | None
     slot: int | None
     satrec: Any = field(repr=False)
+    max_gsl: int = 0
 
 
 @dataclass
@@ -148,6 +156,8 @@ class GroundStation:
     min_elevation_deg: float = 10.0
     max_links: int = 1
     ipn: int | None = None
+    trajectory: Trajectory | None = None
+    """A moving node's path (its lat/lon/alt are then the first waypoint's)."""
 
 
 @dataclass(frozen=True)
@@ -156,12 +166,19 @@ class ScheduleConfig:
 
     ``step_s``: coarse sampling step (contacts are then refined to < 1 ms);
     ``gsl_sample_s`` / ``isl_sample_s``: longest spacing of the light-time samples in a
-    contact (they are placed where linear interpolation needs them, see docs/schedule.md).
+    contact (they are placed where linear interpolation needs them, see docs/schedule.md);
+    ``rate_sample_s``: spacing of the rate samples along a ground contact with a link
+    budget; ``handover``: how stations pick satellites (see
+    ``netemu.plan.schedule.apply_tracking_limits`` and ``reassign``); ``reassign_s``: the
+    global reassignment period of the ``reassign`` policy.
     """
 
     step_s: float = 30.0
     gsl_sample_s: float = 120.0
     isl_sample_s: float = 600.0
+    rate_sample_s: float = 10.0
+    handover: str = "longest-remaining"
+    reassign_s: float = 15.0
 
 
 @dataclass
@@ -178,6 +195,7 @@ class Scenario:
     isl: IslConfig
     links: dict[str, LinkModel]
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    weather: WeatherConfig | None = None
     description: str = ""
     sections: dict[str, Any] = field(default_factory=dict)
     section_lines: dict[str, int] = field(default_factory=dict)
@@ -282,19 +300,24 @@ def _parse_epoch(f: Fields) -> datetime:
 
 TOP_KEYS = (
     "name", "description", "epoch", "duration_s", "time_scale", "satellites",
-    "ground_stations", "isl", "links", "schedule", *RESERVED_SECTIONS,
+    "ground_stations", "isl", "links", "schedule", "weather", *RESERVED_SECTIONS,
 )
 WALKER_KEYS = (
     "planes", "sats_per_plane", "altitude_km", "inclination_deg", "phasing", "pattern",
     "raan0_deg", "arg_lat0_deg", "phase_span_deg", "eccentricity",
 )
-GROUP_KEYS = ("walker", "tle", "omm", "name_prefix", "isl", "plane_tolerance_deg")
-STATION_KEYS = ("name", "lat_deg", "lon_deg", "alt_m", "min_elevation_deg", "max_links", "ipn")
-ISL_KEYS = ("topology", "seam", "max_range_km", "earth_clearance_km", "cross_plane_max_lat_deg")
+GROUP_KEYS = ("walker", "tle", "omm", "name_prefix", "isl", "plane_tolerance_deg", "max_gsl")
+STATION_KEYS = ("name", "lat_deg", "lon_deg", "alt_m", "min_elevation_deg", "max_links", "ipn",
+                "trajectory")
+TRAJECTORY_KEYS = ("waypoints", "csv", "legs")
+ISL_KEYS = ("topology", "seam", "max_range_km", "earth_clearance_km", "cross_plane_max_lat_deg",
+            "acquisition_s")
 LINK_KEYS = ("rate_bps", "budget", "loss")
 BUDGET_KEYS = ("frequency_hz", "eirp_dbw", "gt_dbk", "bandwidth_hz", "other_losses_db",
-               "efficiency", "max_rate_bps")
-SCHEDULE_KEYS = ("step_s", "gsl_sample_s", "isl_sample_s")
+               "efficiency", "max_rate_bps", "modcod", "rolloff", "zenith_atmos_db")
+SCHEDULE_KEYS = ("step_s", "gsl_sample_s", "isl_sample_s", "rate_sample_s", "handover",
+                 "reassign_s")
+HANDOVER_POLICIES = ("longest-remaining", "max-elevation", "sticky", "reassign")
 
 
 def _parse_isl(f: Fields, base: IslConfig) -> IslConfig:
@@ -306,6 +329,7 @@ def _parse_isl(f: Fields, base: IslConfig) -> IslConfig:
         earth_clearance_km=f.number("earth_clearance_km", default=base.earth_clearance_km, lo=0),  # type: ignore[arg-type]
         cross_plane_max_lat_deg=f.number("cross_plane_max_lat_deg",
                                          default=base.cross_plane_max_lat_deg, lo=0, hi=90),
+        acquisition_s=f.number("acquisition_s", default=base.acquisition_s, lo=0, hi=3600),  # type: ignore[arg-type]
     )
 
 
@@ -360,13 +384,15 @@ def _parse_group(f: Fields, index: int, base_dir: Path, epoch: datetime,
     if prefix is not None:
         _check_name(f, "name_prefix")
     group_isl = _parse_isl(f.child("isl"), isl) if "isl" in f else isl
+    max_gsl = f.integer("max_gsl", default=0, lo=0)
+    assert max_gsl is not None
     sats: list[Satellite] = []
     if kind == "walker":
         spec = _parse_walker(f.child("walker"))
         pfx = prefix or "sat"
         for (p, s), rec in orbit.walker_satrecs(spec, epoch, first_satnum=1):
             name = f"{pfx}-{p}-{s}" if spec.planes > 1 else f"{pfx}-{s}"
-            sats.append(Satellite(name, index, p, s, rec))
+            sats.append(Satellite(name, index, p, s, rec, max_gsl))
         if group_isl.seam is None:
             group_isl = _with_seam(group_isl, spec.pattern == "star")
         group = SatelliteGroup(index, kind, sats, spec.planes, group_isl, walker=spec, line=line)
@@ -386,7 +412,7 @@ def _parse_group(f: Fields, index: int, base_dir: Path, epoch: datetime,
         plane_of, slot_of, planes = orbit.assign_planes([r for _, r in elements], epoch, tol)  # type: ignore[arg-type]
         for i, (objname, rec) in enumerate(elements):
             name = f"{prefix}-{i}" if prefix else _sanitize(objname) or f"sat-{rec.satnum}"
-            sats.append(Satellite(name, index, plane_of[i], slot_of[i], rec))
+            sats.append(Satellite(name, index, plane_of[i], slot_of[i], rec, max_gsl))
         if group_isl.seam is None:
             group_isl = _with_seam(group_isl, False)
         group = SatelliteGroup(index, kind, sats, planes, group_isl, source=str(path), line=line)
@@ -406,13 +432,48 @@ def _sanitize(objname: str) -> str:
     return s
 
 
-def _parse_station(f: Fields) -> GroundStation:
-    f.check_keys(STATION_KEYS, required=("name", "lat_deg", "lon_deg"))
+def _parse_trajectory(f: Fields, base_dir: Path) -> Trajectory:
+    f.check_keys(TRAJECTORY_KEYS)
+    given = [k for k in TRAJECTORY_KEYS if k in f]
+    where = f"{f.source}:{f.line_of() or 0}: {f.field()}"
+    if len(given) != 1:
+        raise f.error("a trajectory needs exactly one of 'waypoints', 'csv' or 'legs'")
+    try:
+        if "waypoints" in f:
+            rows = f.get("waypoints")
+            if not isinstance(rows, list):
+                raise f.error("expected a list of [t_s, lat_deg, lon_deg, alt_m]", "waypoints")
+            return trajectory.from_waypoints(rows, where)
+        if "csv" in f:
+            fname = f.string("csv")
+            assert fname is not None
+            path = (base_dir / fname) if not Path(fname).is_absolute() else Path(fname)
+            return trajectory.from_csv(read_text(path), str(path))
+        legs = f.mapping("legs", ("start_s", "speed_mps", "points"),
+                         required=("speed_mps", "points"))
+        pts = legs.get("points")
+        if not isinstance(pts, list):
+            raise legs.error("expected a list of [lat_deg, lon_deg, alt_m]", "points")
+        return trajectory.from_legs(
+            pts, legs.number("speed_mps", lo=0, lo_open=True, required=True),  # type: ignore[arg-type]
+            legs.number("start_s", default=0.0),  # type: ignore[arg-type]
+            where)
+    except InputError as e:
+        if e.source and e.source.endswith(".csv"):
+            raise
+        raise f.error(e.message) from None
+
+
+def _parse_station(f: Fields, base_dir: Path = Path(".")) -> GroundStation:
+    moving = "trajectory" in f
+    f.check_keys(STATION_KEYS, required=("name",) if moving else ("name", "lat_deg", "lon_deg"))
+    track = _parse_trajectory(f.child("trajectory"), base_dir) if moving else None
     return GroundStation(
         name=_check_name(f, "name"),
-        lat_deg=f.number("lat_deg", lo=-90, hi=90, required=True),  # type: ignore[arg-type]
-        lon_deg=f.number("lon_deg", lo=-180, hi=360, required=True),  # type: ignore[arg-type]
-        alt_m=f.number("alt_m", default=0.0, lo=-500, hi=9000),  # type: ignore[arg-type]
+        lat_deg=track.lat_deg[0] if track else f.number("lat_deg", lo=-90, hi=90, required=True),  # type: ignore[arg-type]
+        lon_deg=track.lon_deg[0] if track else f.number("lon_deg", lo=-180, hi=360, required=True),  # type: ignore[arg-type]
+        alt_m=track.alt_m[0] if track else f.number("alt_m", default=0.0, lo=-500, hi=9000),  # type: ignore[arg-type]
+        trajectory=track,
         min_elevation_deg=f.number("min_elevation_deg", default=10.0, lo=0, hi=89),  # type: ignore[arg-type]
         max_links=f.integer("max_links", default=1, lo=0),  # type: ignore[arg-type]
         ipn=f.integer("ipn", default=None, lo=1),
@@ -437,8 +498,44 @@ def _parse_link_model(f: Fields) -> LinkModel:
         other_losses_db=b.number("other_losses_db", default=0.0),  # type: ignore[arg-type]
         efficiency=b.number("efficiency", default=1.0, lo=0, hi=1, lo_open=True),  # type: ignore[arg-type]
         max_rate_bps=b.number("max_rate_bps", default=None, lo=0, lo_open=True),
+        modcod=b.enum("modcod", MODCODS, default="shannon"),  # type: ignore[arg-type]
+        rolloff=b.number("rolloff", default=0.2, lo=0, hi=1),  # type: ignore[arg-type]
+        zenith_atmos_db=b.number("zenith_atmos_db", default=0.0, lo=0, hi=100),  # type: ignore[arg-type]
     )
     return LinkModel(budget=budget, loss=loss)  # type: ignore[arg-type]
+
+
+WEATHER_KEYS = ("seed", "mean_event_s", "antenna_m", "antenna_efficiency", "random", "events")
+RAIN_EVENT_KEYS = ("station", "start_s", "end_s", "atten_db")
+
+
+def _parse_weather(f: Fields, stations: list[GroundStation]) -> WeatherConfig:
+    if f.value is None:
+        return WeatherConfig()
+    f.check_keys(WEATHER_KEYS)
+    names = [g.name for g in stations]
+    events = []
+    for e in f.items("events"):
+        e.check_keys(RAIN_EVENT_KEYS, required=RAIN_EVENT_KEYS)
+        st = e.string("station")
+        if st not in names:
+            raise e.error(f"no ground station {st!r}", "station")
+        t0 = e.number("start_s", lo=0)
+        t1 = e.number("end_s", lo=0)
+        assert t0 is not None and t1 is not None
+        if t1 <= t0:
+            raise e.error("end_s must be after start_s", "end_s")
+        events.append(RainEvent(st, t0, t1, math.nan,
+                                e.number("atten_db", lo=0, hi=200)))  # type: ignore[arg-type]
+    return WeatherConfig(
+        random=f.boolean("random", default=True),  # type: ignore[arg-type]
+        events=tuple(events),
+        seed=f.integer("seed", default=1, lo=0),  # type: ignore[arg-type]
+        mean_event_s=f.number("mean_event_s", default=1800.0, lo=1, hi=1e7),  # type: ignore[arg-type]
+        antenna_m=f.number("antenna_m", default=1.0, lo=0.05, hi=100),  # type: ignore[arg-type]
+        antenna_efficiency=f.number("antenna_efficiency", default=0.65, lo=0, hi=1,  # type: ignore[arg-type]
+                                    lo_open=True),
+    )
 
 
 def _parse_schedule(f: Fields) -> ScheduleConfig:
@@ -447,6 +544,9 @@ def _parse_schedule(f: Fields) -> ScheduleConfig:
         step_s=f.number("step_s", default=30.0, lo=1, hi=60),  # type: ignore[arg-type]
         gsl_sample_s=f.number("gsl_sample_s", default=120.0, lo=0.1, lo_open=True),  # type: ignore[arg-type]
         isl_sample_s=f.number("isl_sample_s", default=600.0, lo=0.1, lo_open=True),  # type: ignore[arg-type]
+        rate_sample_s=f.number("rate_sample_s", default=10.0, lo=0.1, hi=3600),  # type: ignore[arg-type]
+        handover=f.enum("handover", HANDOVER_POLICIES, default="longest-remaining"),  # type: ignore[arg-type]
+        reassign_s=f.number("reassign_s", default=15.0, lo=1, hi=3600),  # type: ignore[arg-type]
     )
 
 
@@ -487,7 +587,7 @@ def scenario_from_dict(doc: Any, *, path: Path | None = None) -> Scenario:
     groups = [_parse_group(g, i, base_dir, epoch, isl) for i, g in enumerate(sat_items)]
 
     station_items = f.items("ground_stations")
-    stations = [_parse_station(s) for s in station_items]
+    stations = [_parse_station(s, base_dir) for s in station_items]
     station_lines = [s.line_of("name") for s in station_items]
 
     links = dict(DEFAULT_LINK_MODELS)
@@ -497,6 +597,13 @@ def scenario_from_dict(doc: Any, *, path: Path | None = None) -> Scenario:
             links[kind] = _parse_link_model(lf.child(kind))
 
     sched = _parse_schedule(f.child("schedule")) if "schedule" in f else ScheduleConfig()
+    weather = None
+    if "weather" in f:
+        if links["gsl"].budget is None:
+            raise InputError("weather needs a link budget for ground links (links.gsl.budget): "
+                             "it lowers the rate the budget gives", source=source,
+                             line=f.line_of("weather"), field="weather")
+        weather = _parse_weather(f.child("weather"), stations)
 
     sections = {k: f.get(k) for k in RESERVED_SECTIONS if k in f}
     section_lines = {k: f.line_of(k) or 0 for k in sections}
@@ -546,6 +653,7 @@ def scenario_from_dict(doc: Any, *, path: Path | None = None) -> Scenario:
         isl=isl,
         links=links,
         schedule=sched,
+        weather=weather,
         description=desc,
         sections=sections,
         section_lines=section_lines,

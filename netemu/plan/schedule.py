@@ -28,13 +28,14 @@ import heapq
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
 from netemu.errors import InputError
-from netemu.plan.contacts import C_KM_S, Contact, ContactPlan, Node
+from netemu.plan.contacts import C_KM_S, Contact, ContactPlan, Node, mean_rate_bps
+from netemu.plan.linkmodel import LinkBudget
 from netemu.plan.orbit import (
     DAY_S,
     R_EARTH_KM,
@@ -44,6 +45,8 @@ from netemu.plan.orbit import (
     teme_to_ecef,
 )
 from netemu.plan.scenario import IslConfig, Scenario
+from netemu.plan.trajectory import Trajectory
+from netemu.plan.weather import Weather, build_weather
 
 Progress = Callable[[str, float], None]
 """Progress callback: (phase description, fraction of the whole job done in [0, 1])."""
@@ -310,10 +313,23 @@ class _Gsl:
     pos: np.ndarray  # (G,3) ECEF km
     up: np.ndarray  # (G,3)
     sin_mask: np.ndarray  # (G,)
+    moving: dict[int, Trajectory] = field(default_factory=dict)  # station → its path
 
     @property
     def n_st(self) -> int:
         return int(self.pos.shape[0])
+
+    def geometry(self, pair: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Station → satellite vectors (km) and the stations' up vectors, moving stations
+        where they are at ``t``."""
+        g = pair % self.n_st
+        pos, up = self.pos[g], self.up[g]
+        for st, track in self.moving.items():
+            m = g == st
+            if m.any():
+                pos, up = pos.copy(), up.copy()
+                pos[m], up[m] = track.ecef(t[m])
+        return self.eph.ecef(pair // self.n_st, t) - pos, up
 
     def __call__(self, pair: np.ndarray, t: np.ndarray) -> np.ndarray:
         sat = pair // self.n_st
@@ -324,14 +340,25 @@ class _Gsl:
         return f
 
     def range_km(self, pair: np.ndarray, t: np.ndarray) -> np.ndarray:
-        d = self.eph.ecef(pair // self.n_st, t) - self.pos[pair % self.n_st]
+        if self.moving:
+            d = self.geometry(pair, t)[0]
+        else:
+            d = self.eph.ecef(pair // self.n_st, t) - self.pos[pair % self.n_st]
         rng: np.ndarray = np.sqrt(np.einsum("ij,ij->i", d, d))
         return rng
 
     def range_grid(self, pair: np.ndarray, k: np.ndarray) -> np.ndarray:
         """Range at grid points ``k`` (no interpolation)."""
         r = teme_to_ecef(self.eph.r[pair // self.n_st, k], self.eph.theta[k])
-        d = r - self.pos[pair % self.n_st]
+        pos = self.pos[pair % self.n_st]
+        if self.moving:
+            g = pair % self.n_st
+            for st, track in self.moving.items():
+                m = g == st
+                if m.any():
+                    pos = pos.copy()
+                    pos[m] = track.ecef(self.eph.t0_s + k[m] * self.eph.step_s)[0]
+        d = r - pos
         rng: np.ndarray = np.sqrt(np.einsum("ij,ij->i", d, d))
         return rng
 
@@ -394,8 +421,11 @@ def gsl_windows(scenario: Scenario, eph: Ephemeris, *, t_end: float,
     if not stations or eph.r.shape[0] == 0:
         return []
     pos, up = stations_ecef(stations)
-    mask_deg = np.array([s.min_elevation_deg for s in stations])
-    sin_mask = np.sin(np.radians(mask_deg))
+    # moving stations are searched on their own (moving_gsl_windows): a mask of 90° here
+    # culls them, and a sine of 2 is never reached
+    mask_deg = np.array([90.0 if s.trajectory else s.min_elevation_deg for s in stations])
+    sin_mask = np.where([s.trajectory is not None for s in stations], 2.0,
+                        np.sin(np.radians(mask_deg)))
     fn = _Gsl(eph, pos, up, sin_mask)
     S, G = eph.r.shape[0], len(stations)
     n = eph.n_times
@@ -430,6 +460,60 @@ def gsl_windows(scenario: Scenario, eph: Ephemeris, *, t_end: float,
     ]
 
 
+MOVING_SCAN_S = 5.0
+"""Spacing of the elevation scan for moving stations (a pass shorter than this above the
+mask can be missed)."""
+
+
+def moving_gsl_windows(track: Trajectory, mask_deg: float, eph: Ephemeris, *, start_s: float,
+                       t_end: float) -> list[tuple[int, float, float]]:
+    """Every interval a satellite is above a moving station's elevation mask:
+    (satellite index, rise_s, set_s). Elevations on a ``MOVING_SCAN_S`` grid (the station
+    where it is at each time), crossings refined by bisection to 0.5 ms."""
+    S = eph.r.shape[0]
+    if S == 0:
+        return []
+    sin_mask = math.sin(math.radians(mask_deg))
+    n = max(2, int(math.ceil((t_end - start_s) / MOVING_SCAN_S)) + 1)
+    ts = np.linspace(start_s, t_end, n)
+
+    def f(sat: np.ndarray, t: np.ndarray) -> np.ndarray:
+        pos, up = track.ecef(t)
+        d = eph.ecef(sat, t) - pos
+        v: np.ndarray = np.einsum("ij,ij->i", d, up) / np.sqrt(np.einsum("ij,ij->i", d, d))
+        return v - sin_mask
+
+    vals = np.empty((n, S))
+    sats = np.arange(S)
+    for k in range(n):
+        vals[k] = f(sats, np.full(S, ts[k]))
+    up_ = vals >= 0
+    out: list[tuple[int, float, float]] = []
+    ki, si = np.nonzero(up_[1:] != up_[:-1])  # a crossing between rows ki and ki+1
+    lo, hi = ts[ki].copy(), ts[ki + 1].copy()
+    rising = ~up_[ki, si]
+    while np.any(hi - lo > 0.5e-3):
+        mid = 0.5 * (lo + hi)
+        above = f(si, mid) >= 0
+        go_hi = above == rising  # the crossing is before mid
+        hi = np.where(go_hi, mid, hi)
+        lo = np.where(go_hi, lo, mid)
+    cross = np.where(rising, hi, lo)  # inside the visible side
+    for s_ in range(S):
+        m = si == s_
+        events = sorted(zip(cross[m].tolist(), rising[m].tolist(), strict=True))
+        t_on = start_s if up_[0, s_] else None
+        for t, r in events:
+            if r:
+                t_on = t
+            elif t_on is not None:
+                out.append((s_, t_on, t))
+                t_on = None
+        if t_on is not None:
+            out.append((s_, t_on, t_end))
+    return out
+
+
 def _max_overlap(ws: list[tuple[int, float, float]]) -> int:
     """Most windows open at once (a window closing at t and one opening at t overlap
     for no time)."""
@@ -441,37 +525,71 @@ def _max_overlap(ws: list[tuple[int, float, float]]) -> int:
     return int(np.max(np.cumsum(d[order])))
 
 
+SinEl = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+"""(station indices, satellite indices, times) → sine of the satellite's elevation."""
+
+
 def apply_tracking_limits(
-    windows: list[tuple[int, int, float, float]], capacity: list[int]
+    windows: list[tuple[int, int, float, float]], capacity: list[int],
+    sat_capacity: list[int] | None = None, *, policy: str = "longest-remaining",
+    sin_el: SinEl | None = None,
 ) -> list[tuple[int, int, float, float]]:
     """Pick the GSLs each station actually holds, given how many satellites it can track
-    at once (0 = no limit). When a slot is free the station takes, among the satellites
-    in view and not yet tracked, the one that sets last (longest remaining pass; ties →
-    lower satellite index) and keeps it until it sets."""
+    at once (0 = no limit) and, with ``sat_capacity``, how many ground links each
+    satellite can hold (its beams, 0 = no limit). When a slot is free the station takes,
+    among the satellites in view, not yet tracked and with a beam free, the one the
+    handover ``policy`` ranks first, and keeps it until it sets:
+    ``longest-remaining`` (sets last), ``max-elevation`` (highest now, needs ``sin_el``),
+    ``sticky`` (in view longest: a terminal that follows what it found first). Ties → lower
+    satellite index."""
+    joint = sat_capacity is not None and any(c > 0 for c in sat_capacity)
+    if policy == "max-elevation" and sin_el is None:
+        raise ValueError("the max-elevation policy needs sin_el")
+    if joint:
+        assert sat_capacity is not None
+        # the stations' own choices may already fit the satellites' beams (the joint pass
+        # offers every link at every event: far slower on a large shell)
+        alone = apply_tracking_limits(windows, capacity, policy=policy, sin_el=sin_el)
+        by_sat: dict[int, list[tuple[int, float, float]]] = {}
+        for g, s_, a, b in alone:
+            by_sat.setdefault(s_, []).append((g, a, b))
+        if all(sat_capacity[s_] <= 0 or _max_overlap(ws) <= sat_capacity[s_]
+               for s_, ws in by_sat.items()):
+            return alone
+        return _assign(windows, capacity, sat_capacity, policy, sin_el)
+    if policy != "longest-remaining":
+        out: list[tuple[int, int, float, float]] = []
+        by_st: dict[int, list[tuple[int, int, float, float]]] = {}
+        for w in windows:
+            by_st.setdefault(w[0], []).append(w)
+        for ws in by_st.values():
+            out += _assign(ws, capacity, [], policy, sin_el)
+        out.sort(key=lambda w: (w[2], w[0], w[1]))
+        return out
     by_station: dict[int, list[tuple[int, float, float]]] = {}
     for g, s, a, b in windows:
         by_station.setdefault(g, []).append((s, a, b))
-    out: list[tuple[int, int, float, float]] = []
-    for g, ws in by_station.items():
+    out = []
+    for g, ws3 in by_station.items():
         cap = capacity[g]
-        if cap <= 0 or len(ws) <= cap or _max_overlap(ws) <= cap:
-            out += [(g, s, a, b) for s, a, b in ws]
+        if cap <= 0 or len(ws3) <= cap or _max_overlap(ws3) <= cap:
+            out += [(g, s, a, b) for s, a, b in ws3]
             continue
-        ws.sort(key=lambda w: (w[1], w[0]))
+        ws3.sort(key=lambda w: (w[1], w[0]))
         busy: list[float] = []  # heap of end times of held links
         waiting: list[tuple[float, int]] = []  # heap of (-set, sat): in view, not held
-        i, n_ws = 0, len(ws)
+        i, n_ws = 0, len(ws3)
         inf = math.inf
         while True:
-            t_rise = ws[i][1] if i < n_ws else inf
+            t_rise = ws3[i][1] if i < n_ws else inf
             t_free = busy[0] if busy and waiting else inf
             t = min(t_rise, t_free)
             if t == inf:
                 break
             while busy and busy[0] <= t:
                 heapq.heappop(busy)
-            while i < n_ws and ws[i][1] <= t:
-                s_, _a, b_ = ws[i]
+            while i < n_ws and ws3[i][1] <= t:
+                s_, _a, b_ = ws3[i]
                 heapq.heappush(waiting, (-b_, s_))
                 i += 1
             while len(busy) < cap and waiting:
@@ -480,6 +598,129 @@ def apply_tracking_limits(
                     continue  # set already (or about to)
                 out.append((g, s_, t, -nb))
                 heapq.heappush(busy, -nb)
+    out.sort(key=lambda w: (w[2], w[0], w[1]))
+    return out
+
+
+def _assign(windows: list[tuple[int, int, float, float]], st_cap: list[int],
+            sat_cap: list[int], policy: str, sin_el: SinEl | None
+            ) -> list[tuple[int, int, float, float]]:
+    """Tracking limits by one pass through time over the given windows (all stations at
+    once when satellites' beams are limited, as a satellite's beams are shared). At each
+    rise, and at each release while some link waits, the links in view are offered in
+    the policy's order; one whose station or satellite is full waits for the next
+    event."""
+    ws = sorted(windows, key=lambda w: (w[2], w[0], w[1]))
+    n_st: dict[int, int] = {}
+    n_sat: dict[int, int] = {}
+    busy: list[tuple[float, int, int]] = []  # (set, station, satellite) of held links
+    waiting: list[tuple[int, int, float, float]] = []  # in view, not held
+    out: list[tuple[int, int, float, float]] = []
+    i, n_ws, inf = 0, len(ws), math.inf
+    while True:
+        t_rise = ws[i][2] if i < n_ws else inf
+        t_free = busy[0][0] if busy and waiting else inf
+        t = min(t_rise, t_free)
+        if t == inf:
+            break
+        while busy and busy[0][0] <= t:
+            _, g, s_ = heapq.heappop(busy)
+            n_st[g] -= 1
+            n_sat[s_] -= 1
+        while i < n_ws and ws[i][2] <= t:
+            waiting.append(ws[i])
+            i += 1
+        waiting = [w for w in waiting if w[3] - t >= MIN_CONTACT_S]
+
+        def free(w: tuple[int, int, float, float]) -> bool:
+            cg = st_cap[w[0]] if w[0] < len(st_cap) else 0
+            cs = sat_cap[w[1]] if w[1] < len(sat_cap) else 0
+            return (cg <= 0 or n_st.get(w[0], 0) < cg) and (cs <= 0 or n_sat.get(w[1], 0) < cs)
+
+        offer = [w for w in waiting if free(w)]
+        if not offer:
+            continue
+        if policy == "max-elevation":
+            assert sin_el is not None
+            g_a = np.array([w[0] for w in offer])
+            s_a = np.array([w[1] for w in offer])
+            el = sin_el(g_a, s_a, np.full(len(offer), t)).tolist()
+            order = sorted(range(len(offer)), key=lambda k: (-el[k], offer[k][1]))
+        elif policy == "sticky":
+            order = sorted(range(len(offer)), key=lambda k: (offer[k][2], offer[k][1]))
+        else:
+            order = sorted(range(len(offer)), key=lambda k: (-offer[k][3], offer[k][1]))
+        left = [w for w in waiting if not free(w)]
+        for k in order:
+            g, s_, _a, b_ = offer[k]
+            cg = st_cap[g] if g < len(st_cap) else 0
+            cs = sat_cap[s_] if s_ < len(sat_cap) else 0
+            if (cg <= 0 or n_st.get(g, 0) < cg) and (cs <= 0 or n_sat.get(s_, 0) < cs):
+                out.append((g, s_, t, b_))
+                heapq.heappush(busy, (b_, g, s_))
+                n_st[g] = n_st.get(g, 0) + 1
+                n_sat[s_] = n_sat.get(s_, 0) + 1
+            else:
+                left.append(offer[k])
+        waiting = left
+    out.sort(key=lambda w: (w[2], w[0], w[1]))
+    return out
+
+
+def reassign(windows: list[tuple[int, int, float, float]], st_cap: list[int],
+             sat_cap: list[int], sin_el: SinEl, start_s: float, end_s: float,
+             every_s: float) -> list[tuple[int, int, float, float]]:
+    """A global scheduler that reassigns every link every ``every_s`` (Starlink's is
+    15 s), at instants that are multiples of ``every_s`` from the scenario epoch: at each,
+    the station–satellite pairs in view are ranked by elevation and taken highest first
+    while the station has an antenna and the satellite a beam free (0 = no limit); a link
+    holds until the next instant or until it sets. A satellite that rises between two
+    instants waits for the next; a link chosen again continues as one contact."""
+    ws = sorted(windows, key=lambda w: w[2])
+    first = math.floor(start_s / every_s) * every_s
+    n = int(math.ceil((end_s - first) / every_s))
+    instants = [max(start_s, first + k * every_s) for k in range(n)] + [end_s]
+    open_: dict[tuple[int, int], list[float]] = {}  # (g, s) → [start, end] of the open link
+    out: list[tuple[int, int, float, float]] = []
+    active: list[tuple[int, int, float, float]] = []
+    i = 0
+    for e, e2 in zip(instants[:-1], instants[1:], strict=True):
+        if e2 - e < MIN_CONTACT_S:
+            continue
+        while i < len(ws) and ws[i][2] <= e:
+            active.append(ws[i])
+            i += 1
+        active = [w for w in active if w[3] - e >= MIN_CONTACT_S]
+        chosen: list[tuple[int, int, float]] = []
+        if active:
+            g_a = np.array([w[0] for w in active])
+            s_a = np.array([w[1] for w in active])
+            el = sin_el(g_a, s_a, np.full(len(active), e)).tolist()
+            n_st: dict[int, int] = {}
+            n_sat: dict[int, int] = {}
+            for k in sorted(range(len(active)), key=lambda k: (-el[k], active[k][1])):
+                g, s_, _a, b_ = active[k]
+                cg, cs = st_cap[g], sat_cap[s_] if s_ < len(sat_cap) else 0
+                if (cg <= 0 or n_st.get(g, 0) < cg) and (cs <= 0 or n_sat.get(s_, 0) < cs):
+                    n_st[g] = n_st.get(g, 0) + 1
+                    n_sat[s_] = n_sat.get(s_, 0) + 1
+                    chosen.append((g, s_, min(b_, e2)))
+        keep: dict[tuple[int, int], list[float]] = {}
+        for g, s_, end in chosen:
+            link = open_.pop((g, s_), None)
+            if link is not None and abs(link[1] - e) < 1e-9:
+                link[1] = end
+            else:
+                if link is not None:
+                    out.append((g, s_, link[0], link[1]))
+                link = [e, end]
+            keep[(g, s_)] = link
+        for (g, s_), link in open_.items():
+            out.append((g, s_, link[0], link[1]))
+        open_ = keep
+    for (g, s_), link in open_.items():
+        out.append((g, s_, link[0], link[1]))
+    out = [w for w in out if w[3] - w[2] >= MIN_CONTACT_S]
     out.sort(key=lambda w: (w[2], w[0], w[1]))
     return out
 
@@ -494,6 +735,21 @@ class IslPair:
     b: int
     cross_plane: bool
     cfg: IslConfig
+
+
+def _sin_el_fn(scenario: Scenario, eph: Ephemeris) -> SinEl:
+    """Elevation sines of satellites seen from stations, from the ephemeris."""
+    pos, up = stations_ecef(scenario.ground_stations)
+
+    moving = {i: g.trajectory for i, g in enumerate(scenario.ground_stations) if g.trajectory}
+    fn = _Gsl(eph, pos, up, np.zeros(len(pos)), moving)
+
+    def f(g: np.ndarray, s: np.ndarray, t: np.ndarray) -> np.ndarray:
+        d, u = fn.geometry(s * fn.n_st + g, t)
+        out: np.ndarray = np.einsum("ij,ij->i", d, u) / np.sqrt(np.einsum("ij,ij->i", d, d))
+        return out
+
+    return f
 
 
 def isl_pairs(scenario: Scenario) -> list[IslPair]:
@@ -639,6 +895,20 @@ def isl_windows(scenario: Scenario, eph: Ephemeris, pairs: list[IslPair], *, t_e
     return fn, list(zip(p.tolist(), t0.tolist(), t1.tolist(), strict=True))
 
 
+def acquire(windows: list[tuple[int, float, float]], pairs: list[IslPair], start_s: float
+            ) -> list[tuple[int, float, float]]:
+    """ISL windows (pair, rise, set) from their first usable instant: a laser link that
+    comes into view carries data only after its terminals' acquisition time. A link up at
+    the plan's start was acquired before it and keeps its start."""
+    out = []
+    for p, a, b in windows:
+        acq = pairs[p].cfg.acquisition_s
+        if acq > 0 and a > start_s + 1e-6:
+            a = min(b, a + acq)
+        out.append((p, a, b))
+    return out
+
+
 # --------------------------------------------------------------------------------------
 # Light-time samples
 
@@ -764,13 +1034,75 @@ def _owlt_samples(range_fn: Callable[[np.ndarray, np.ndarray], np.ndarray],
 
 
 # --------------------------------------------------------------------------------------
+# Rate samples
+
+RATE_QUANTUM = 1.01
+"""Shannon rates are rounded down to a power of this (1 % steps), so that a pass keeps
+only the samples where its rate changes by a step."""
+
+
+def gsl_rate_samples(fn: _Gsl, budget: LinkBudget, pairs: np.ndarray, starts: np.ndarray,
+                     ends: np.ndarray, every_s: float, origin_s: float,
+                     weather: Weather | None = None
+                     ) -> list[tuple[tuple[float, float], ...]]:
+    """Rate samples of each ground contact: a step function ``(t_s, rate_bps)``.
+
+    Range and elevation are computed at both ends and every ``every_s`` inside; the rate
+    over each interval is the lower of its two ends' (a pass's elevation rises then
+    falls, so the lower end is the interval's worst point and the plan never promises
+    more than the link gives). Consecutive equal rates are merged. ``weather`` adds its
+    attenuation at each sample (a rain event shows within one sample spacing)."""
+    if len(pairs) == 0:
+        return []
+    times, off, _ = _sample_times(starts, ends, every_s, origin_s)
+    idx = np.repeat(np.arange(len(pairs)), np.diff(off))
+    rng = np.empty(len(times))
+    sin_el = np.empty(len(times))
+    step = 1_000_000
+    for a in range(0, len(times), step):
+        d, up = fn.geometry(pairs[idx[a:a + step]], times[a:a + step])
+        r = np.sqrt(np.einsum("ij,ij->i", d, d))
+        rng[a:a + step] = r
+        sin_el[a:a + step] = np.einsum("ij,ij->i", d, up) / r
+    extra: np.ndarray | float = 0.0
+    if weather is not None:
+        extra = weather.loss_db(pairs[idx] % fn.n_st, times, sin_el)
+    rate = budget.rates_bps(rng, sin_el, extra)
+    if budget.modcod == "shannon":
+        with np.errstate(divide="ignore"):
+            q = np.floor(np.log(np.maximum(rate, 1e-300)) / math.log(RATE_QUANTUM) + 1e-9)
+        capped = budget.max_rate_bps is not None and rate >= budget.max_rate_bps
+        rate = np.where(capped | (rate <= 0), rate, RATE_QUANTUM ** q)
+    # interval k (from sample k to k+1 of the same contact): the lower end's rate
+    lo = np.minimum(rate[:-1], rate[1:])
+    same = idx[:-1] == idx[1:]
+    # each interval starts at its first sample; the last sample of a contact starts none
+    iv_t = times[:-1][same]
+    iv_r = lo[same]
+    iv_i = idx[:-1][same]
+    first = np.ones(len(iv_t), dtype=bool)
+    first[1:] = (iv_i[1:] != iv_i[:-1]) | (iv_r[1:] != iv_r[:-1])
+    kt, kr, ki = iv_t[first], iv_r[first], iv_i[first]
+    koff = np.searchsorted(ki, np.arange(len(pairs) + 1))
+    tl, rl = kt.tolist(), kr.tolist()
+    out: list[tuple[tuple[float, float], ...]] = []
+    for i in range(len(pairs)):
+        a, b = int(koff[i]), int(koff[i + 1])
+        if a == b:  # a contact of no length: its one rate
+            out.append(((float(starts[i]), float(rate[off[i]])),))
+        else:
+            out.append(tuple(zip(tl[a:b], rl[a:b], strict=True)))
+    return out
+
+
+# --------------------------------------------------------------------------------------
 
 
 def plan_nodes(scenario: Scenario) -> dict[str, Node]:
     """The plan's nodes: satellites then ground stations, with their ipn numbers."""
     nodes: dict[str, Node] = {}
     for s in scenario.satellites:
-        nodes[s.name] = Node(s.name, scenario.ipn[s.name], "satellite", 0)
+        nodes[s.name] = Node(s.name, scenario.ipn[s.name], "satellite", s.max_gsl)
     for g in scenario.ground_stations:
         nodes[g.name] = Node(g.name, scenario.ipn[g.name], "ground", g.max_links)
     return nodes
@@ -977,11 +1309,25 @@ def _compute_plan(scenario: Scenario, start_s: float, duration_s: float,
 
     gw = gsl_windows(scenario, eph, t_end=t_end,
                      progress=phase("ground-station visibility", weights["gsl"]))
+    moving = {i: g.trajectory for i, g in enumerate(scenario.ground_stations) if g.trajectory}
+    for i, track in moving.items():
+        gw += [(i, s_, a, b) for s_, a, b in moving_gsl_windows(
+            track, scenario.ground_stations[i].min_elevation_deg, eph, start_s=start_s,
+            t_end=t_end)]
     finish(weights["gsl"])
     cap = [g.max_links for g in scenario.ground_stations]
     if progress:
         progress("tracking limits", done["v"])
-    gw = apply_tracking_limits(gw, cap)
+    sat_cap = [s.max_gsl for s in sats]
+    policy = scenario.schedule.handover
+    if policy in ("max-elevation", "reassign") and gw:
+        sin_el = _sin_el_fn(scenario, eph)
+        if policy == "reassign":
+            gw = reassign(gw, cap, sat_cap, sin_el, start_s, t_end, scenario.schedule.reassign_s)
+        else:
+            gw = apply_tracking_limits(gw, cap, sat_cap, policy=policy, sin_el=sin_el)
+    else:
+        gw = apply_tracking_limits(gw, cap, sat_cap, policy=policy)
 
     pairs = isl_pairs(scenario)
     isl_fn, iw = isl_windows(scenario, eph, pairs, t_end=t_end,
@@ -992,6 +1338,8 @@ def _compute_plan(scenario: Scenario, start_s: float, duration_s: float,
         progress("light-time samples", done["v"])
     # (contacts are built below: both directions share one samples tuple)
     contacts: list[Contact] = []
+    events: list[dict[str, Any]] = []
+    weather: Weather | None = None
     stations = scenario.ground_stations
     G = len(stations)
     gsl_model = scenario.links["gsl"]
@@ -1000,18 +1348,38 @@ def _compute_plan(scenario: Scenario, start_s: float, duration_s: float,
     if gw:
         pos, up = stations_ecef(stations)
         sin_mask = np.sin(np.radians([s.min_elevation_deg for s in stations]))
-        gfn = _Gsl(eph, pos, up, sin_mask)
+        gfn = _Gsl(eph, pos, up, sin_mask, moving)
         pr = np.array([s * G + g for g, s, _, _ in gw], dtype=np.int64)
         samples = _owlt_samples(gfn.range_km, gfn.range_grid, eph, pr,
                                 np.array([w[2] for w in gw]), np.array([w[3] for w in gw]),
                                 scenario.schedule.gsl_sample_s, False)
-        for (g, s, a, b), (smp, rmax) in zip(gw, samples, strict=True):
-            rate = gsl_model.contact_rate(rmax)
+        rates: list[tuple[tuple[float, float], ...]] = [()] * len(gw)
+        if gsl_model.budget is not None:
+            if scenario.weather is not None:
+                if progress:
+                    progress("weather", done["v"])
+                weather = scenario_weather(scenario, t_end)
+                events = [{"station": e.station, "start_s": round(e.start_s, 3),
+                           "end_s": round(e.end_s, 3), "atten_db": round(e.atten_db, 3),
+                           "p_percent": None if math.isnan(e.p_percent)
+                           else round(e.p_percent, 5)}
+                          for e in weather.events if e.end_s > start_s and e.start_s < t_end]
+            if progress:
+                progress("rate samples", done["v"])
+            rates = gsl_rate_samples(gfn, gsl_model.budget, pr, np.array([w[2] for w in gw]),
+                                     np.array([w[3] for w in gw]),
+                                     scenario.schedule.rate_sample_s, eph.t0_s, weather)
+        if progress:
+            progress("light-time samples", done["v"])
+        for (g, s, a, b), (smp, rmax), rs in zip(gw, samples, rates, strict=True):
+            rate = mean_rate_bps(rs, a, b) if rs else gsl_model.contact_rate(rmax)
             owlt = rmax / C_KM_S
             st, sat = stations[g].name, names[s]
-            contacts.append(Contact(sat, st, a, b, rate, owlt, "gsl", gsl_model.loss, 1.0, smp))
-            contacts.append(Contact(st, sat, a, b, rate, owlt, "gsl", gsl_model.loss, 1.0, smp))
-    iw = [w for w in iw if w[2] - w[1] >= MIN_CONTACT_S]
+            contacts.append(Contact(sat, st, a, b, rate, owlt, "gsl", gsl_model.loss, 1.0, smp,
+                                    rs))
+            contacts.append(Contact(st, sat, a, b, rate, owlt, "gsl", gsl_model.loss, 1.0, smp,
+                                    rs))
+    iw = [w for w in acquire(iw, pairs, start_s) if w[2] - w[1] >= MIN_CONTACT_S]
     if iw:
         pr = np.array([w[0] for w in iw], dtype=np.int64)
         samples = _owlt_samples(isl_fn.range_km, isl_fn.range_grid, eph, pr,
@@ -1025,4 +1393,15 @@ def _compute_plan(scenario: Scenario, start_s: float, duration_s: float,
             contacts.append(Contact(nb, na, a, b, rate, owlt, "isl", isl_model.loss, 1.0, smp))
     if progress:
         progress("done", 1.0)
-    return ContactPlan(scenario.epoch, plan_nodes(scenario), contacts)
+    return ContactPlan(scenario.epoch, plan_nodes(scenario), contacts, [], events)
+
+
+def scenario_weather(scenario: Scenario, end_s: float) -> Weather:
+    """The weather of the scenario's stations from its epoch to ``end_s`` (the scenario's
+    end at least, so every plan window sees the same events)."""
+    assert scenario.weather is not None
+    budget = scenario.links["gsl"].budget
+    assert budget is not None
+    st = scenario.ground_stations
+    return build_weather([g.name for g in st], [g.lat_deg for g in st], [g.lon_deg for g in st],
+                         budget.frequency_hz, max(end_s, scenario.duration_s), scenario.weather)

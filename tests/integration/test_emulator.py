@@ -180,6 +180,78 @@ def test_iperf3_throughput_within_5_percent_of_link_rate(cleanup_check):
     assert abs(got - rate) / rate <= 0.05, f"{got / 1e6:.2f} Mbit/s through a 20 Mbit/s link"
 
 
+def _iperf3_bps(emu: Emulation, server: str, client: str, seconds: int) -> float:
+    srv = emu.popen(server, ["iperf3", "-s", "-1"], stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    r = emu.run_cmd(client, ["iperf3", "-c", emu.node_addr(server), "-t", str(seconds),
+                             "-O", "1", "-J"], timeout=30)
+    srv.wait(timeout=10)
+    return float(json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"])
+
+
+@pytest.mark.skipif(shutil.which("iperf3") is None, reason="iperf3 not installed")
+def test_iperf3_follows_the_modcod_steps_of_a_pass(cleanup_check):
+    from netemu.plan.linkmodel import LinkBudget
+
+    # a narrow DVB-S2 carrier: low in the sky QPSK, higher up 16APSK (rates of a few Mbit/s,
+    # which the relay shapes well)
+    b = LinkBudget(8.2e9, 0, 25, 3.6e6, other_losses_db=3, modcod="dvb-s2",
+                   zenith_atmos_db=0.4)
+    low, high = (2400.0, 0.17), (1500.0, 0.35)
+    assert b.modcod_name(*low) == "QPSK 5/6" and b.modcod_name(*high) == "16APSK 3/4"
+    rates = ((0.0, b.rate_bps(*low)), (10.0, b.rate_bps(*high)))
+    contacts = [Contact(x, y, 0, 40, b.rate_bps(*low), 0.008, "gsl", rate_samples=rates)
+                for x, y in (("gs1", "sat1"), ("sat1", "gs1"))]
+    emu = Emulation(ContactPlan(EPOCH, nodes("gs1", "sat1"), contacts), run_name="temodcod")
+    cleanup_check.append(emu)
+    emu.start()
+    first = _iperf3_bps(emu, "sat1", "gs1", 5)
+    assert emu.clock is not None and emu.clock.now_s() < 10.0
+    emu.wait(until_s=10.5)
+    second = _iperf3_bps(emu, "sat1", "gs1", 5)
+    for got, (_, want) in zip((first, second), rates, strict=True):
+        assert abs(got - want) / want <= 0.05, \
+            f"{got / 1e6:.2f} Mbit/s through a {want / 1e6:.2f} Mbit/s step"
+
+
+@pytest.mark.skipif(shutil.which("iperf3") is None, reason="iperf3 not installed")
+def test_iperf3_drops_when_a_scheduled_rain_event_starts(cleanup_check):
+    pytest.importorskip("itur")
+    from netemu.plan.scenario import scenario_from_dict
+    from netemu.plan.schedule import compute_plan
+
+    # one satellite over one station, a narrow DVB-S2 carrier, 6 dB of rain from 35,110 s
+    # (near the top of a pass that starts at 34,934 s)
+    sc = scenario_from_dict({
+        "epoch": "2026-06-01T00:00:00Z", "duration_s": 36000,
+        "satellites": [{"walker": {"planes": 1, "sats_per_plane": 1, "altitude_km": 550,
+                                   "inclination_deg": 53}}],
+        "ground_stations": [{"name": "gs1", "lat_deg": 30.0, "lon_deg": 0.0}],
+        "links": {"gsl": {"budget": {"frequency_hz": 8.2e9, "eirp_dbw": -6, "gt_dbk": 25,
+                                     "bandwidth_hz": 3.6e6, "other_losses_db": 3,
+                                     "modcod": "dvb-s2"}}},
+        "weather": {"random": False, "events": [{"station": "gs1", "start_s": 35110,
+                                                  "end_s": 35200, "atten_db": 6}]}})
+    plan = compute_plan(sc, start_s=35000, duration_s=300)
+    up = next(c for c in plan.contacts if c.src == "gs1")  # iperf3 sends gs1 → sat-0
+    dry, wet = (35080.5, 35088.5), (35101.5, 35109.5)
+    for a, b in (dry, wet):  # one rate over each measured stretch
+        assert up.rate_at(a) == up.rate_at(b)
+    want_dry, want_wet = up.rate_at(dry[0]), up.rate_at(wet[0])
+    assert want_wet < 0.5 * want_dry and plan.weather[0]["atten_db"] == 6
+    emu = Emulation(plan, run_name="terain", start_s=35080, duration_s=60)
+    cleanup_check.append(emu)
+    emu.start()
+    first = _iperf3_bps(emu, "gs1", "sat-0", 5)
+    assert emu.clock is not None and emu.clock.now_s() < 35100
+    emu.wait(until_s=35101)
+    second = _iperf3_bps(emu, "gs1", "sat-0", 5)
+    for got, want in ((first, want_dry), (second, want_wet)):
+        assert abs(got - want) / want <= 0.05, \
+            f"{got / 1e6:.2f} Mbit/s through a {want / 1e6:.2f} Mbit/s step"
+
+
 def test_configured_loss_is_observed(cleanup_check):
     loss, n = 0.2, 400
     contacts = [Contact("gs1", "sat1", 0, 60, 1e9, 0.001, "gsl", loss),

@@ -82,6 +82,24 @@ def test_timeline_reports_carrier_changes_and_delay_steps():
     assert len(ch.up) == 1 and ch.params[0].delay_s == pytest.approx(0.010)
 
 
+def test_timeline_applies_rate_steps_within_a_contact():
+    rates = ((0.0, 0.0), (2.0, 4e6), (5.0, 8e6), (8.0, 4e6))
+    cs = [Contact(a, b, 0, 10, 5e6, 0.01, "gsl", 0.01, rate_samples=rates)
+          for a, b in (("gs1", "s1"), ("s1", "gs1"))]
+    plan = ContactPlan(EPOCH, nodes("gs1", "s1"), cs)
+    tl = Timeline(plan, plan_layout(plan))
+    ch = tl.advance(0.0)
+    # below every MODCOD: the link is up but carries nothing
+    assert [(p.rate_bps, p.loss) for p in ch.params] == [(5e6, 1.0)] * 2
+    assert len(tl.advance(1.9)) == 0
+    ch = tl.advance(2.0)
+    assert [(p.rate_bps, p.loss, p.delay_s) for p in ch.params] == [(4e6, 0.01, 0.01)] * 2
+    assert len(tl.advance(4.0)) == 0
+    assert [p.rate_bps for p in tl.advance(6.5).params] == [8e6, 8e6]  # a step skipped over
+    assert [p.rate_bps for p in tl.advance(9.0).params] == [4e6, 4e6]
+    assert tl.applied[0][1:] == (4e6, 0.01)
+
+
 def test_one_way_contact_end_stops_only_that_direction():
     cs = [Contact("gs1", "s1", 0, 5, 1e6, 0.01, "gsl"), Contact("s1", "gs1", 0, 10, 1e6, 0.01, "gsl")]
     plan = ContactPlan(EPOCH, nodes("gs1", "s1"), cs)

@@ -126,3 +126,20 @@ def test_report_and_metrics_show_faults_and_what_they_cost(tmp_path):
     html = report.build(run).read_text()
     assert "<h3>Faults</h3>" in html and "<td>rain</td>" in html
     assert _png_ok(run / "report" / "timeline.png")
+
+
+def test_report_lists_the_plans_rain_events(run):
+    plan = json.loads((run / "plan.json").read_text())
+    plan["weather"] = [
+        {"station": "gs-1", "start_s": 100.0, "end_s": 400.0, "atten_db": 2.5, "p_percent": 0.8},
+        {"station": "gs-1", "start_s": 900.0, "end_s": 1000.0, "atten_db": 7.25, "p_percent": 0.05},
+    ]
+    (run / "plan.json").write_text(json.dumps(plan))
+    html = report.build(run).read_text()
+    assert "<h3>Weather</h3>" in html and "7.25 dB" in html
+    row = html[html.index("<td>gs-1</td>"):]
+    assert "<td>2</td>" in row[:200]  # two events at that station
+    # a plan without weather has no weather table
+    plan.pop("weather")
+    (run / "plan.json").write_text(json.dumps(plan))
+    assert "<h3>Weather</h3>" not in report.build(run).read_text()
