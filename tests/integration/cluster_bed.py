@@ -16,6 +16,7 @@ the Ray temp directories are removed; :meth:`Bed.leftovers` says what is still t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -131,10 +132,8 @@ class Bed:
         for sig in (signal.SIGTERM, signal.SIGKILL):
             pids = self.pids()
             for pid in pids:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
             deadline = time.monotonic() + 5
             while pids and time.monotonic() < deadline:
                 pids = [p for p in pids if Path(f"/proc/{p}").exists()]
