@@ -30,6 +30,7 @@ from types import TracebackType
 
 RAY = str(Path(sys.executable).with_name("ray"))
 RAY_PORT = 6379
+UNDERLAY_MTU = 1600  # VXLAN adds 50 bytes to the emulated links' 1500
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -76,13 +77,14 @@ class Bed:
 
     def start(self) -> None:
         self.root.mkdir(mode=0o700)
-        _ip("link", "add", self.bridge, "type", "bridge")
+        _ip("link", "add", self.bridge, "mtu", str(UNDERLAY_MTU), "type", "bridge")
         _ip("addr", "add", f"10.{self.net}.0.254/24", "dev", self.bridge)
         _ip("link", "set", self.bridge, "up")
         for h in self.hosts:
             _ip("netns", "add", h.ns)
             veth = f"nxc{self.tag}v{h.index}"
-            _ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", h.ns)
+            _ip("link", "add", veth, "mtu", str(UNDERLAY_MTU), "type", "veth", "peer", "name",
+                "eth0", "mtu", str(UNDERLAY_MTU), "netns", h.ns)
             _ip("link", "set", veth, "master", self.bridge, "up")
             _ip("-n", h.ns, "addr", "add", f"{h.addr}/24", "dev", "eth0")
             _ip("-n", h.ns, "link", "set", "eth0", "up")

@@ -1,0 +1,91 @@
+"""One emulation across two hosts of the test bed (cluster_bed.Bed), through Ray: a chain
+s0 – s1 – s2 – s3 split two and two, so the s1–s2 ISL crosses hosts through a VXLAN
+tunnel. A ping across it, and across a link within one host, takes 2 × range / c within
+1 ms; the clock offsets and the underlay delay are measured and recorded in run.json;
+afterwards no namespace, tunnel, Ray process, shared memory or file is left."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from cluster_bed import Bed
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytest.importorskip("ray")
+
+C_KM_S = 299_792.458
+RANGE_KM = 3000.0  # every link of the chain
+OWLT_S = RANGE_KM / C_KM_S
+
+# Runs on the head (a Ray driver must run on a node): builds the run, pings, prints JSON.
+DRIVER = """
+import json, sys
+from datetime import datetime, timezone
+from pathlib import Path
+from netemu.emulator.layout import plan_layout
+from netemu.plan.contacts import Contact, ContactPlan, Node
+from netemu.run.cluster import Cluster
+
+run, owlt, out = sys.argv[1], float(sys.argv[2]), Path(sys.argv[3])
+names = ["s0", "s1", "s2", "s3"]
+contacts = [Contact(a, b, 0.0, 86400.0, 1e8, owlt, kind="isl")
+            for x, y in zip(names, names[1:]) for a, b in ((x, y), (y, x))]
+plan = ContactPlan(datetime.now(timezone.utc), {n: Node(n, i + 1, "satellite", 0)
+                                               for i, n in enumerate(names)}, contacts)
+lay = plan_layout(plan)
+def peer_addr(a, b):  # b's interface address on the a–b link
+    p = next(p for p in lay.periods if {p.a, p.b} == {a, b})
+    return lay.endpoints[p.ep_b if p.b == b else p.ep_a].addr
+res = {}
+with Cluster("auto") as cl:
+    part = cl.start(plan, run=run)
+    res["host_of"] = part.host_of
+    res["cross"] = part.cross_links
+    for a, b in (("s1", "s2"), ("s0", "s1")):
+        rc, text = cl.run_cmd(a, ["ping", "-n", "-q", "-c", "5", "-i", "0.2",
+                                  peer_addr(a, b)])
+        res[f"{a}-{b}"] = text
+    cl.record(out / "run.json")
+    res["run_names"] = cl.run_names
+print("RESULT " + json.dumps(res))
+"""
+
+
+def _min_rtt_s(ping_text: str) -> float:
+    line = next(ln for ln in ping_text.splitlines() if "min/avg/max" in ln)
+    return float(line.split("=")[1].split("/")[0]) / 1e3
+
+
+def _left_of_runs(names: list[str]) -> list[str]:
+    left = [n for n in os.listdir("/run/netns") if n.startswith(tuple(names))]
+    left += [f"/dev/shm/{n}" for n in os.listdir("/dev/shm")
+             if n.startswith(tuple(f"netemu-{r}" for r in names))]
+    reg = Path(os.environ.get("NETEMU_REGISTRY_DIR", "/run/netemu"))
+    left += [str(reg / r) for r in names if (reg / r).exists()]
+    return left
+
+
+def test_ping_across_hosts_takes_the_links_delay(tmp_path: Path) -> None:
+    with Bed(2) as bed:
+        run = f"c{bed.tag}"
+        out = bed.root / "out"
+        out.mkdir()
+        p = bed.run([sys.executable, "-c", DRIVER, run, str(OWLT_S), str(out)], timeout=300)
+        assert p.returncode == 0, (p.stdout[-3000:], p.stderr[-3000:])
+        res = json.loads(p.stdout.split("RESULT ", 1)[1])
+        run_json = json.loads((out / "run.json").read_text())
+    assert res["cross"] == [["s1", "s2"]]
+    assert res["host_of"]["s0"] == res["host_of"]["s1"] != res["host_of"]["s2"]
+    for key in ("s1-s2", "s0-s1"):  # across hosts, and within one
+        assert abs(_min_rtt_s(res[key]) - 2 * OWLT_S) < 1e-3, res[key]
+    cl = run_json["cluster"]
+    assert len(cl["clock_offsets_s"]) == 2
+    assert all(abs(o) < 1e-3 for o in cl["clock_offsets_s"].values())
+    assert 0 < cl["underlay_delay_s"] < OWLT_S
+    assert cl["cross_host_links"] == 1
+    assert bed.leftovers() == []
+    assert _left_of_runs(res["run_names"]) == []
