@@ -57,6 +57,7 @@ class Bed:
         self.hosts = [Host(i, f"nxc{self.tag}h{i}", f"10.{self.net}.0.{i + 1}",
                            self.root / f"h{i}") for i in range(n)]
         self.ray_start_s: list[float] = []
+        self.run_prefix = f"c{self.tag}"  # emulations on the bed: run names start so
 
     @property
     def address(self) -> str:
@@ -142,17 +143,33 @@ class Bed:
                 time.sleep(0.1)
             if not pids:
                 break
-        for h in self.hosts:
+        self._clean_runs()
+        for h in self.hosts:  # the veth first: a namespace's devices go asynchronously
+            _ip("link", "del", f"nxc{self.tag}v{h.index}", check=False)
             _ip("netns", "del", h.ns, check=False)
         _ip("link", "del", self.bridge, check=False)
         shutil.rmtree(self.root, ignore_errors=True)
+
+    def _clean_runs(self) -> None:
+        """What the hosts' emulations left when their actors were killed (a failed test):
+        `netemu clean` for the runs named with this bed's prefix."""
+        from netemu.emulator.registry import clean_run, list_runs
+
+        for info in list_runs():
+            if info.run.startswith(self.run_prefix):
+                clean_run(info)
 
     def leftovers(self) -> list[str]:
         """What is still there of this bed: namespaces, links, processes, files."""
         left: list[str] = []
         names = _ip("netns", "list", check=False).stdout
         left += [line.split()[0] for line in names.splitlines()
-                 if line.startswith(f"nxc{self.tag}")]
+                 if line.startswith((f"nxc{self.tag}", self.run_prefix))]
+        left += [f"/dev/shm/{n}" for n in os.listdir("/dev/shm")
+                 if n.startswith(f"netemu-{self.run_prefix}")]
+        from netemu.emulator.registry import RUN_ROOT
+
+        left += [str(p) for p in RUN_ROOT.glob(f"{self.run_prefix}*")]
         links = _ip("-o", "link", "show", check=False).stdout
         left += [f"link {ln.split(':')[1].strip()}" for ln in links.splitlines()
                  if f"nxc{self.tag}" in ln]

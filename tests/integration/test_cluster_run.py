@@ -7,7 +7,7 @@ afterwards no namespace, tunnel, Ray process, shared memory or file is left."""
 from __future__ import annotations
 
 import json
-import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -45,6 +45,9 @@ with Cluster("auto") as cl:
     part = cl.start(plan, run=run)
     res["host_of"] = part.host_of
     res["cross"] = part.cross_links
+    if len(sys.argv) > 4:  # the driver dies mid-run: the test bed must still clean up
+        import os
+        os._exit(3)
     for a, b in (("s1", "s2"), ("s0", "s1")):
         rc, text = cl.run_cmd(a, ["ping", "-n", "-q", "-c", "5", "-i", "0.2",
                                   peer_addr(a, b)])
@@ -60,18 +63,9 @@ def _min_rtt_s(ping_text: str) -> float:
     return float(line.split("=")[1].split("/")[0]) / 1e3
 
 
-def _left_of_runs(names: list[str]) -> list[str]:
-    left = [n for n in os.listdir("/run/netns") if n.startswith(tuple(names))]
-    left += [f"/dev/shm/{n}" for n in os.listdir("/dev/shm")
-             if n.startswith(tuple(f"netemu-{r}" for r in names))]
-    reg = Path(os.environ.get("NETEMU_REGISTRY_DIR", "/run/netemu"))
-    left += [str(reg / r) for r in names if (reg / r).exists()]
-    return left
-
-
 def test_ping_across_hosts_takes_the_links_delay(tmp_path: Path) -> None:
     with Bed(2) as bed:
-        run = f"c{bed.tag}"
+        run = bed.run_prefix
         out = bed.root / "out"
         out.mkdir()
         p = bed.run([sys.executable, "-c", DRIVER, run, str(OWLT_S), str(out)], timeout=300)
@@ -88,4 +82,18 @@ def test_ping_across_hosts_takes_the_links_delay(tmp_path: Path) -> None:
     assert 0 < cl["underlay_delay_s"] < OWLT_S
     assert cl["cross_host_links"] == 1
     assert bed.leftovers() == []
-    assert _left_of_runs(res["run_names"]) == []
+    assert all(r.startswith(bed.run_prefix) for r in res["run_names"])
+
+
+def test_a_driver_dying_mid_run_leaves_nothing(tmp_path: Path) -> None:
+    with Bed(2) as bed:
+        out = bed.root / "out"
+        out.mkdir()
+        p = bed.run([sys.executable, "-c", DRIVER, bed.run_prefix, str(OWLT_S), str(out),
+                     "die"], timeout=300)
+        assert p.returncode == 3, p.stderr[-3000:]
+        built = [ln.split()[0] for ln in subprocess.run(
+            ["ip", "netns", "list"], capture_output=True, text=True).stdout.splitlines()
+            if ln.startswith(bed.run_prefix)]
+        assert built  # the hosts' namespaces were there, and outlive the driver
+    assert bed.leftovers() == []
