@@ -142,6 +142,7 @@ class Cluster:
     underlay_s: float = 0.0
     part: Partition | None = None
     run_names: list[str] = field(default_factory=list)
+    start_wall: float = 0.0
 
     def connect(self) -> Cluster:
         try:
@@ -203,13 +204,27 @@ class Cluster:
         addrs = [h["addr"] for h in self.hosts]
         plan_json = plan.to_json()
         self.run_names = [f"{run}h{i}" for i in range(len(self.actors))]
-        start_wall = time.time() + START_LEAD_S + 0.5 * len(plan.nodes) / 100
+        start_wall = self.start_wall = time.time() + START_LEAD_S + 0.5 * len(plan.nodes) / 100
         refs = [a.start.remote(plan_json, {"index": i, "host_of": self.part.host_of,
                                            "addrs": addrs, "underlay_delay_s": self.underlay_s},
                                self.run_names[i], start_wall, opts or {})
                 for i, a in enumerate(self.actors)]
         self.timings = self._get(refs, "building its share")
         return self.part
+
+    def wait(self, wall_s: float, *, check_every_s: float = 1.0) -> None:
+        """Until wall time ``wall_s``, asking every host every ``check_every_s`` whether it
+        is still there; a host that does not answer stops the wait, named."""
+        import ray
+
+        while time.time() < wall_s:
+            time.sleep(max(0.0, min(check_every_s, wall_s - time.time())))
+            for h, a in zip(self.hosts, self.actors, strict=True):
+                try:
+                    ray.get(a.time.remote(), timeout=10)
+                except Exception as e:  # the actor died, its node went away, or it hangs
+                    raise ClusterError(f"host {h['addr']} ({h['hostname']}) was lost "
+                                       f"mid-run: {type(e).__name__}") from e
 
     def host_of(self, node: str) -> int:
         assert self.part is not None

@@ -7,6 +7,8 @@ afterwards no namespace, tunnel, Ray process, shared memory or file is left."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -96,4 +98,50 @@ def test_a_driver_dying_mid_run_leaves_nothing(tmp_path: Path) -> None:
             ["ip", "netns", "list"], capture_output=True, text=True).stdout.splitlines()
             if ln.startswith(bed.run_prefix)]
         assert built  # the hosts' namespaces were there, and outlive the driver
+    assert bed.leftovers() == []
+
+
+def _write_chain_plan(path: Path) -> None:
+    from datetime import datetime, timezone
+
+    from netemu.plan.contacts import Contact, ContactPlan, Node
+
+    names = ["s0", "s1", "s2", "s3"]
+    contacts = [Contact(a, b, 0.0, 86400.0, 1e8, OWLT_S, kind="isl")
+                for x, y in zip(names, names[1:], strict=False) for a, b in ((x, y), (y, x))]
+    path.write_text(ContactPlan(datetime.now(timezone.utc),
+                                {n: Node(n, i + 1, "satellite", 0) for i, n in enumerate(names)},
+                                contacts).to_json())
+
+
+def test_netemu_run_cluster_and_a_host_lost_mid_run() -> None:
+    with Bed(2) as bed:
+        plan = bed.root / "chain.json"
+        _write_chain_plan(plan)
+        netemu = [sys.executable, "-m", "netemu", "run", str(plan), "--cluster", "auto",
+                  "--quiet", "--run-name"]
+        p = bed.run([*netemu, bed.run_prefix, "--duration-s", "3"], timeout=300)
+        assert p.returncode == 0, (p.stdout[-3000:], p.stderr[-3000:])
+        assert "over 2 hosts" in p.stdout
+        assert "nodes by host [2, 2], 1 cross-host links" in p.stdout
+        # host 1's Ray node dies mid-run: the run stops and names it
+        proc = subprocess.Popen(["ip", "netns", "exec", bed.hosts[0].ns, *netemu,
+                                 bed.run_prefix + "b", "--duration-s", "600"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=bed.env())
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                if line.startswith("up:"):
+                    break
+            for pid in subprocess.run(["ip", "netns", "pids", bed.hosts[1].ns],
+                                      capture_output=True, text=True).stdout.split():
+                os.kill(int(pid), signal.SIGKILL)
+            _out, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 1
+        assert f"host {bed.hosts[1].addr} (" in err and "was lost mid-run" in err
     assert bed.leftovers() == []
