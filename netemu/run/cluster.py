@@ -123,6 +123,23 @@ class HostAgent:
         p = self.emu.run_cmd(node, argv, timeout=timeout)
         return p.returncode, p.stdout + p.stderr
 
+    def report(self) -> dict[str, Any]:
+        """The driver's lateness and this host's memory: the actor and the processes it
+        started (relay workers), as PSS."""
+        import psutil
+
+        assert self.emu is not None
+        st = self.emu.stats
+        me = psutil.Process()
+        pss = 0
+        for p in [me, *me.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                pss += p.memory_full_info().pss
+        return {"ticks": st.ticks, "missed_ticks": st.missed_ticks,
+                "lateness_p99_s": st.p99(st.lateness_s), "pss_bytes": pss,
+                "nodes": len(self.emu.net.host_ns) if self.emu.net else 0,
+                "up_s": self.emu.timings.get("up_s", 0.0)}
+
     def stop(self) -> dict[str, float]:
         if self.emu is None:
             return {}
@@ -225,6 +242,10 @@ class Cluster:
                 except Exception as e:  # the actor died, its node went away, or it hangs
                     raise ClusterError(f"host {h['addr']} ({h['hostname']}) was lost "
                                        f"mid-run: {type(e).__name__}") from e
+
+    def reports(self) -> list[dict[str, Any]]:
+        """Every host's :meth:`HostAgent.report`, in host order."""
+        return self._get([a.report.remote() for a in self.actors], "reporting")
 
     def host_of(self, node: str) -> int:
         assert self.part is not None
