@@ -50,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no live status")
     p.add_argument("--cluster", metavar="ADDRESS", help="spread the run over a Ray cluster "
                    "(ADDRESS of its head, or auto: the one this machine is a node of); links "
-                   "only, no IP routes yet (docs/cluster.md)")
+                   "and IP routes, no agents yet (docs/cluster.md)")
     p.set_defaults(func=run)
 
 
@@ -136,7 +136,8 @@ def _run_cluster(args: argparse.Namespace, plan: ContactPlan, source: PlanSource
     end = max((c.end_s for c in plan.contacts), default=args.start_s)
     if args.duration_s is not None:
         end = args.start_s + args.duration_s
-    opts = {"time_scale": scale, "start_s": args.start_s, "duration_s": args.duration_s,
+    opts = {"ip_routing": not args.no_ip_routing,
+            "time_scale": scale, "start_s": args.start_s, "duration_s": args.duration_s,
             "tick_s": args.tick_s, "relay_workers": args.relay_workers,
             "relay_gso": args.relay_gso}
     cl = Cluster(args.cluster)
@@ -149,7 +150,8 @@ def _run_cluster(args: argparse.Namespace, plan: ContactPlan, source: PlanSource
     try:
         cl.connect()
         print(f"netemu run {run}: {len(plan.nodes)} nodes over {len(cl.hosts)} hosts "
-              f"({', '.join(h['addr'] for h in cl.hosts)}); no IP routes", flush=True)
+              f"({', '.join(h['addr'] for h in cl.hosts)}); IP routing "
+              f"{'off' if args.no_ip_routing else 'on'}", flush=True)
         part = cl.start(plan, run=run, opts=opts, plane_of=planes.get)
         summary = cl.summary()
         reg.create({"cluster": summary, "hosts": cl.run_names})

@@ -132,10 +132,6 @@ class Emulation:
         if share is not None and shaper not in ("auto", "relay"):
             raise InputError(f"--shaper {shaper}: a cluster run's tunnels go through the relay "
                              "(use auto or relay)", field="shaper")
-        if share is not None and ip_routing:
-            raise InputError("IP routes across cluster hosts are not built yet: "
-                             "use ip_routing=False (--no-ip-routes) with --cluster",
-                             field="ip_routing")
         self.plan = plan
         self.shaper_kind = shaper
         self.time_scale = float(time_scale)

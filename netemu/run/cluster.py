@@ -113,8 +113,7 @@ class HostAgent:
         plan = ContactPlan.from_json(plan_json, source="cluster plan")
         hs = HostShare(share["index"], share["host_of"], share["addrs"],
                        share["underlay_delay_s"])
-        self.emu = Emulation(plan, share=hs, run_name=run, start_wall=start_wall,
-                             ip_routing=False, **opts)
+        self.emu = Emulation(plan, share=hs, run_name=run, start_wall=start_wall, **opts)
         self.emu.start()
         return dict(self.emu.timings)
 

@@ -1,7 +1,7 @@
 """One emulation across two hosts of the test bed (cluster_bed.Bed), through Ray: a chain
 s0 – s1 – s2 – s3 split two and two, so the s1–s2 ISL crosses hosts through a VXLAN
 tunnel. A ping across it, and across a link within one host, takes 2 × range / c within
-1 ms; the clock offsets and the underlay delay are measured and recorded in run.json;
+1 ms, and from s0 to s3 by IP routes 6 × range / c; the clock offsets and the underlay delay are measured and recorded in run.json;
 afterwards no namespace, tunnel, Ray process, shared memory or file is left."""
 
 from __future__ import annotations
@@ -54,6 +54,10 @@ with Cluster("auto") as cl:
         rc, text = cl.run_cmd(a, ["ping", "-n", "-q", "-c", "5", "-i", "0.2",
                                   peer_addr(a, b)])
         res[f"{a}-{b}"] = text
+    # three hops by IP routes, two of them on host 0, one through the tunnel
+    rc, text = cl.run_cmd("s0", ["ping", "-n", "-q", "-c", "5", "-i", "0.2",
+                                 lay.node_addr["s3"]])
+    res["s0-s3"] = text
     cl.record(out / "run.json")
     res["run_names"] = cl.run_names
 print("RESULT " + json.dumps(res))
@@ -78,6 +82,7 @@ def test_ping_across_hosts_takes_the_links_delay(tmp_path: Path) -> None:
     assert res["host_of"]["s0"] == res["host_of"]["s1"] != res["host_of"]["s2"]
     for key in ("s1-s2", "s0-s1"):  # across hosts, and within one
         assert abs(_min_rtt_s(res[key]) - 2 * OWLT_S) < 1e-3, res[key]
+    assert abs(_min_rtt_s(res["s0-s3"]) - 6 * OWLT_S) < 1e-3, res["s0-s3"]
     cl = run_json["cluster"]
     assert len(cl["clock_offsets_s"]) == 2
     assert all(abs(o) < 1e-3 for o in cl["clock_offsets_s"].values())
