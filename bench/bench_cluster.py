@@ -73,7 +73,7 @@ def driver(scenario: Path, window_s: float, drive_s: float, run: str) -> dict[st
                       if s.plane is not None}
     with Cluster("auto") as cl:
         t0 = time.monotonic()
-        part = cl.start(plan, run=run, plane_of=src_planes.get)
+        part = cl.start(plan, run=run, plane_of=src_planes.get, opts={"ip_routing": False})
         up = time.monotonic() - t0
         time.sleep(drive_s)
         reports = cl.reports()
