@@ -122,6 +122,12 @@ class HostAgent:
         p = self.emu.run_cmd(node, argv, timeout=timeout)
         return p.returncode, p.stdout + p.stderr
 
+    def clean(self, named: list[str], everything: bool) -> list[str]:
+        """``netemu clean`` on this host."""
+        from netemu.emulator.registry import clean_runs
+
+        return clean_runs(named, everything=everything)
+
     def report(self) -> dict[str, Any]:
         """The driver's lateness and this host's memory: the actor and the processes it
         started (relay workers), as PSS."""
@@ -241,6 +247,11 @@ class Cluster:
                 except Exception as e:  # the actor died, its node went away, or it hangs
                     raise ClusterError(f"host {h['addr']} ({h['hostname']}) was lost "
                                        f"mid-run: {type(e).__name__}") from e
+
+    def clean(self, named: list[str], *, everything: bool = False) -> dict[str, list[str]]:
+        """``netemu clean`` on every host: its lines by host address."""
+        lines = self._get([a.clean.remote(named, everything) for a in self.actors], "cleaning")
+        return {h["addr"]: ls for h, ls in zip(self.hosts, lines, strict=True)}
 
     def reports(self) -> list[dict[str, Any]]:
         """Every host's :meth:`HostAgent.report`, in host order."""

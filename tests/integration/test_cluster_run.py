@@ -92,7 +92,7 @@ def test_ping_across_hosts_takes_the_links_delay(tmp_path: Path) -> None:
     assert all(r.startswith(bed.run_prefix) for r in res["run_names"])
 
 
-def test_a_driver_dying_mid_run_leaves_nothing(tmp_path: Path) -> None:
+def test_a_driver_dying_mid_run_is_cleaned_by_clean_cluster(tmp_path: Path) -> None:
     with Bed(2) as bed:
         out = bed.root / "out"
         out.mkdir()
@@ -103,6 +103,15 @@ def test_a_driver_dying_mid_run_leaves_nothing(tmp_path: Path) -> None:
             ["ip", "netns", "list"], capture_output=True, text=True).stdout.splitlines()
             if ln.startswith(bed.run_prefix)]
         assert built  # the hosts' namespaces were there, and outlive the driver
+        # netemu clean --cluster cleans them on every host, before the bed goes
+        c = bed.run([sys.executable, "-m", "netemu", "clean", "--cluster", "auto"],
+                    timeout=120)
+        assert c.returncode == 0, c.stderr[-2000:]
+        # (the bed's hosts share one registry, so which host cleans which run varies)
+        assert f": run {bed.run_prefix}h" in c.stdout and "removed" in c.stdout
+        assert not [ln for ln in subprocess.run(
+            ["ip", "netns", "list"], capture_output=True, text=True).stdout.splitlines()
+            if ln.startswith(bed.run_prefix)]
     assert bed.leftovers() == []
 
 
