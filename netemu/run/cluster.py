@@ -172,7 +172,13 @@ class Cluster:
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
         except ImportError as e:
             raise ClusterError("--cluster needs Ray: pip install 'netemu[cluster]'") from e
-        ray.init(address=self.address, logging_level=logging.ERROR, log_to_driver=False)
+        try:
+            ray.init(address=self.address, logging_level=logging.ERROR, log_to_driver=False)
+        except (ConnectionError, RuntimeError) as e:
+            raise ClusterError(
+                f"--cluster {self.address}: no Ray cluster to join ({e}); start one as root on "
+                "every host (`ray start --head` on one, `ray start --address=HEAD:6379` on "
+                "the others) and run netemu on one of them (docs/cluster.md)") from e
         nodes = sorted((n for n in ray.nodes() if n["Alive"]),
                        key=lambda n: n["NodeManagerAddress"])
         remote_cls = ray.remote(num_cpus=0, max_restarts=0)(HostAgent)

@@ -48,3 +48,16 @@ def test_run_cluster_refuses_what_it_cannot_spread(capsys: pytest.CaptureFixture
     assert rc != 0
     assert "--cluster: faults, --cli and --shaper netem are not supported" in \
         capsys.readouterr().err
+
+
+def test_run_cluster_without_ray_running_says_how_to_start_it(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))  # no Ray session of this machine found
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    tiny = Path(__file__).resolve().parents[2] / "topologies/tiny.yaml"
+    rc = main(["run", str(tiny), "--cluster", "auto", "--duration-s", "60"])
+    assert rc != 0
+    err = capsys.readouterr().err
+    assert "--cluster auto: no Ray cluster to join" in err and "ray start --head" in err
