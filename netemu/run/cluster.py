@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from netemu.emulator.emulation import Emulation
-from netemu.emulator.layout import plan_layout
+from netemu.emulator.layout import Layout, plan_layout
 from netemu.emulator.tunnels import HostShare, smallest_link_delay_s
 from netemu.errors import InputError, NetemuError
 from netemu.plan.contacts import ContactPlan
@@ -165,6 +165,7 @@ class Cluster:
     part: Partition | None = None
     run_names: list[str] = field(default_factory=list)
     start_wall: float = 0.0
+    layout: Layout | None = None
 
     def connect(self) -> Cluster:
         try:
@@ -222,7 +223,7 @@ class Cluster:
         if not re.fullmatch(r"[a-z][a-z0-9]{0,5}", run):
             raise InputError(f"cluster run name {run!r}: 1–6 lowercase letters or digits, "
                              "starting with a letter", field="run_name")
-        layout = plan_layout(plan)
+        layout = self.layout = plan_layout(plan)
         links = sorted({(p.a, p.b) for p in layout.periods})
         caps = [HostCapacity(h["addr"], h["cores"], h["memory_bytes"]) for h in self.hosts]
         self.part = partition(list(plan.nodes), links, caps, plane_of)

@@ -159,3 +159,45 @@ def test_netemu_run_cluster_and_a_host_lost_mid_run() -> None:
         assert proc.returncode == 1
         assert f"host {bed.hosts[1].addr} (" in err and "was lost mid-run" in err
     assert bed.leftovers() == []
+
+
+# tiny.yaml from t = 200 s: bangalore sees sat-2 (GSL slots), the satellites' plane on one
+# host and the stations on the other, so the GSL crosses hosts.
+GSL_DRIVER = """
+import json, sys, time
+from netemu.plan.source import PlanSource
+from netemu.run.cluster import Cluster
+
+run, tiny = sys.argv[1], sys.argv[2]
+src = PlanSource.open(tiny)
+plan = src.plan(start_s=200.0, duration_s=300.0)
+planes = {s.name: (s.group, s.plane) for s in src.scenario.satellites}
+res = {}
+with Cluster("auto") as cl:
+    part = cl.start(plan, run=run, plane_of=planes.get,
+                    opts={"start_s": 200.0, "duration_s": 300.0})
+    res["host_of"] = part.host_of
+    lay = cl.layout
+    rc, text = cl.run_cmd("bangalore", ["ping", "-n", "-c", "5", "-i", "0.2",
+                                        lay.node_addr["sat-2"]])
+    t_s = 200.0 + time.time() - cl.start_wall  # scenario time at the end of the pings
+    up = [c for c in plan.contacts if {c.src, c.dst} == {"bangalore", "sat-2"}]
+    res["ping"] = text
+    res["rtt_expected_s"] = [sum(c.owlt_at(t) for c in up) for t in (t_s - 2.0, t_s)]
+print("RESULT " + json.dumps(res))
+"""
+
+
+def test_ping_across_a_gsl_between_hosts() -> None:
+    tiny = Path(__file__).resolve().parents[2] / "topologies/tiny.yaml"
+    with Bed(2) as bed:
+        p = bed.run([sys.executable, "-c", GSL_DRIVER, bed.run_prefix, str(tiny)], timeout=300)
+        assert p.returncode == 0, (p.stdout[-3000:], p.stderr[-3000:])
+        res = json.loads(p.stdout.split("RESULT ", 1)[1])
+    assert res["host_of"]["bangalore"] != res["host_of"]["sat-2"]
+    lo, hi = sorted(res["rtt_expected_s"])
+    rtts = [float(ln.split("time=")[1].split()[0]) / 1e3 for ln in res["ping"].splitlines()
+            if "time=" in ln]
+    assert len(rtts) >= 4, res["ping"]
+    assert lo - 1e-3 < min(rtts) < hi + 1e-3, (rtts, lo, hi)
+    assert bed.leftovers() == []
