@@ -146,6 +146,8 @@ class Emulation:
         self.ground = set(ground) if ground is not None else {
             n.name for n in plan.nodes.values() if n.kind == "ground"}
         need = estimate_memory_bytes(self.layout, ip_routing=ip_routing)
+        if share is not None:  # this host builds its share of the nodes
+            need = need * len(share.local) // max(1, len(self.layout.nodes))
         avail = _mem_available()
         if need > 0.8 * avail:
             raise InputError(
