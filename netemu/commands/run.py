@@ -18,13 +18,14 @@ from typing import Any
 from netemu.commands._args import number, seconds
 from netemu.commands._view import LiveViewForEmulation, add_view_args
 from netemu.emulator import Emulation
-from netemu.emulator.emulation import vtysh_shell_function
+from netemu.emulator.emulation import new_run_name, vtysh_shell_function
 from netemu.emulator.events import RouteEvent
 from netemu.emulator.frr import FrrSettings, frr_missing
 from netemu.emulator.hosts import EmuCLI, EmuHost, EmuNet
 from netemu.emulator.iproute_plugin import load_route_function
 from netemu.emulator.registry import Registry, list_runs, proc_start_time
 from netemu.errors import InputError
+from netemu.plan.contacts import ContactPlan
 from netemu.plan.faults import EMULATOR_KINDS, schedule_faults
 from netemu.plan.iprouting import IpRouting, parse_ip_routing_option
 from netemu.plan.source import PlanSource
@@ -57,6 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="relay carries GSO super-frames (faster TCP; loss applies per burst)")
     p.add_argument("--quiet", action="store_true", help="no live status")
     add_view_args(p)
+    p.add_argument("--cluster", metavar="ADDRESS", help="spread the run over a Ray cluster "
+                   "(ADDRESS of its head, or auto: the one this machine is a node of); links "
+                   "and IP routes, no agents yet (docs/cluster.md)")
     p.set_defaults(func=run)
 
 
@@ -85,6 +89,12 @@ def run(args: argparse.Namespace) -> int:
                   "(netemu test and netemu demo run them)", file=sys.stderr)
         faults = [f for f in faults if f.kind in EMULATOR_KINDS]
     ipr, route_function = _ip_routing(args, source)
+    if args.cluster:
+        if faults or args.cli or args.shaper == "netem" or ipr.daemons or route_function:
+            raise InputError("--cluster: faults, --cli, --shaper netem and ip_routing frr or "
+                             "plugin are not supported across hosts yet (docs/cluster.md)",
+                             field="cluster")
+        return _run_cluster(args, plan, source, scale, ipr.installs_routes)
     emu = Emulation(plan, shaper=args.shaper, time_scale=scale,
                     ip_routing=ipr.installs_routes, route_function=route_function,
                     frr=FrrSettings.of(ipr) if ipr.daemons else None,
@@ -138,6 +148,57 @@ def run(args: argparse.Namespace) -> int:
                   f"updates, p99 tick lateness {st.p99(st.lateness_s) * 1e3:.1f} ms, "
                   f"{st.missed_ticks} missed ticks")
     return 1 if emu.driver_error else 0
+
+
+def _run_cluster(args: argparse.Namespace, plan: ContactPlan, source: PlanSource,
+                 scale: float, routes: bool) -> int:
+    """The run spread over a Ray cluster: this process coordinates, one actor per host
+    builds and drives that host's share (netemu.run.cluster)."""
+    from netemu.run.cluster import Cluster, ClusterError
+
+    run = args.run_name or new_run_name("c")[:6]
+    planes: dict[str, tuple[int, int]] = {}
+    if source.scenario is not None:
+        planes = {s.name: (s.group, s.plane) for s in source.scenario.satellites
+                  if s.plane is not None}
+    end = max((c.end_s for c in plan.contacts), default=args.start_s)
+    if args.duration_s is not None:
+        end = args.start_s + args.duration_s
+    opts = {"ip_routing": routes,
+            "time_scale": scale, "start_s": args.start_s, "duration_s": args.duration_s,
+            "tick_s": args.tick_s, "relay_workers": args.relay_workers,
+            "relay_gso": args.relay_gso}
+    cl = Cluster(args.cluster)
+
+    def on_term(*_a: object) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, on_term)
+    reg = Registry(run)
+    try:
+        cl.connect()
+        print(f"netemu run {run}: {len(plan.nodes)} nodes over {len(cl.hosts)} hosts "
+              f"({', '.join(h['addr'] for h in cl.hosts)}); IP routing "
+              f"{'on' if routes else 'off'}", flush=True)
+        part = cl.start(plan, run=run, opts=opts, plane_of=planes.get)
+        summary = cl.summary()
+        reg.create({"cluster": summary, "hosts": cl.run_names})
+        offs = max(abs(o) for o in cl.offsets_s.values())
+        print(f"up: nodes by host {part.loads()}, {len(part.cross_links)} cross-host links; "
+              f"clocks within {offs * 1e3:.3f} ms, underlay {cl.underlay_s * 1e3:.3f} ms one "
+              f"way (subtracted)", flush=True)
+        cl.wait(cl.start_wall + (end - args.start_s) / scale)
+    except ClusterError as e:
+        print(f"netemu run: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted: tearing down", file=sys.stderr)
+    finally:
+        cl.stop()
+        reg.remove()
+        signal.signal(signal.SIGTERM, old)
+    print("down")
+    return 0
 
 
 def _live(emu: Emulation) -> None:

@@ -41,6 +41,7 @@ from netemu.emulator.registry import RUN_ROOT, Registry, clean_run, list_runs
 from netemu.emulator.shaper import Shaper
 from netemu.emulator.shapers import make_shaper
 from netemu.emulator.timeline import Changes, Timeline
+from netemu.emulator.tunnels import HostShare
 from netemu.errors import InputError, NetemuError
 from netemu.plan.contacts import ContactPlan
 from netemu.plan.faults import Fault
@@ -123,6 +124,8 @@ class Emulation:
         route_function: RouteFunction | str | None = None,
         frr: FrrSettings | None = None,
         routing_dir: str | os.PathLike[str] | None = None,
+        share: HostShare | None = None,
+        start_wall: float | None = None,
     ) -> None:
         if not time_scale > 0:
             raise InputError("time scale must be > 0", field="time_scale")
@@ -133,6 +136,13 @@ class Emulation:
         # The scenario clock reaches start_s this long after the network is up: the time
         # that software started in the hosts (agents) needs before the window opens.
         self.clock_lead_s = float(clock_lead_s)
+        # A host's share of a cluster run (tunnels.py): its nodes only, the others' links
+        # through tunnels; every host's scenario clock starts at the same ``start_wall``.
+        self.share = share
+        self.start_wall = start_wall
+        if share is not None and shaper not in ("auto", "relay"):
+            raise InputError(f"--shaper {shaper}: a cluster run's tunnels go through the relay "
+                             "(use auto or relay)", field="shaper")
         self.plan = plan
         self.shaper_kind = shaper
         self.time_scale = float(time_scale)
@@ -164,6 +174,8 @@ class Emulation:
         self.ground = set(ground) if ground is not None else {
             n.name for n in plan.nodes.values() if n.kind == "ground"}
         need = estimate_memory_bytes(self.layout, ip_routing=ip_routing)
+        if share is not None:  # this host builds its share of the nodes
+            need = need * len(share.local) // max(1, len(self.layout.nodes))
         avail = _mem_available()
         if need > 0.8 * avail:
             raise InputError(
@@ -227,10 +239,11 @@ class Emulation:
     def _bring_up(self) -> None:
         t0 = time.monotonic()
         self.net = Network(self.layout, self.run, self.registry,
-                           tx_offload=bool(self.relay_opts.get("gso")))
+                           tx_offload=bool(self.relay_opts.get("gso")), share=self.share)
         self.net.build()
         t1 = time.monotonic()
-        self.shaper, self.shaper_reason = make_shaper(self.shaper_kind, self.net,
+        kind = "relay" if self.share is not None else self.shaper_kind
+        self.shaper, self.shaper_reason = make_shaper(kind, self.net,
                                                       **self.relay_opts)
         self.shaper.start()
         t2 = time.monotonic()
@@ -255,7 +268,8 @@ class Emulation:
         t3 = time.monotonic()
         self.clock = ScenarioClock.start(self.plan.epoch, time_scale=self.time_scale,
                                          t0_s=self.start_s,
-                                         wall=time.time() + self.clock_lead_s)
+                                         wall=self.start_wall if self.start_wall is not None
+                                         else time.time() + self.clock_lead_s)
         # What `netemu run --attach` needs to open a CLI on this run from another process.
         meta = self.registry.read_meta()
         meta.update(clock=self.clock.to_env(), node_addr=self.layout.node_addr,
@@ -399,10 +413,18 @@ class Emulation:
             for e in ch.stopped:
                 sh.clear_dir(e)
             scale = self.time_scale
+            share = self.share
             for dp in ch.params:
                 # Wall-clock values: at time scale k, scenario seconds pass k times faster,
                 # so delays shrink and rates grow by k (a contact still carries its volume).
-                sh.set_dir(dp.src, dp.dst, dp.delay_s / scale, dp.rate_bps * scale, dp.loss)
+                delay_s = dp.delay_s / scale
+                if share is not None:
+                    if not share.is_local_endpoint(lay, dp.src):  # shaped by its own host
+                        sh.set_dir(dp.src, dp.dst, 0.0, 0.0, 0.0)
+                        continue
+                    if not share.is_local_endpoint(lay, dp.dst):  # the tunnel adds its own
+                        delay_s = max(0.0, delay_s - share.underlay_delay_s)
+                sh.set_dir(dp.src, dp.dst, delay_s, dp.rate_bps * scale, dp.loss)
             for pi in ch.up:
                 p = lay.periods[pi]
                 self._up.add(pi)
@@ -417,7 +439,8 @@ class Emulation:
             assert net.nl_shaper is not None
             net.nl_shaper.flush()
             for n in touched:
-                net.nl[n].flush()
+                if n in net.nl:
+                    net.nl[n].flush()
             if ch.topology_changed and self._routes is not None:
                 if self._router is None:  # bring-up: routes in place before the clock starts
                     self._install_routes()
@@ -543,6 +566,8 @@ class Emulation:
         """Permanent neighbour entries and a host route to the peer's link address."""
         net, lay = self.net, self.layout
         assert net is not None
+        if node not in net.nl:  # on another host of a cluster run
+            return
         nl = net.nl[node]
         oif = net.ifindex[ep]
         pe = lay.endpoints[peer_ep]

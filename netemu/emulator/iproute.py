@@ -69,7 +69,8 @@ def route_del_messages(dst: np.ndarray) -> bytes:
 
 class RouteInstaller:
     """Diffs next-hop tables and sends the changes to each host's netlink socket, as
-    numpy-packed message blocks."""
+    numpy-packed message blocks. Nodes without a socket in ``nl`` (on another host of a
+    cluster run) are skipped: every host computes the same tables and installs its own."""
 
     def __init__(self, layout: Layout, nl: dict[str, Netlink], ifindex: dict[int, int]) -> None:
         self.layout = layout
@@ -92,9 +93,11 @@ class RouteInstaller:
         for grp in np.split(changed, cuts):
             v = int(grp[0, 0])
             ds = grp[:, 1]
+            nl = self.nl.get(self.layout.nodes[v])
+            if nl is None:  # a node on another host of a cluster run: its host installs it
+                continue
             vals = table[v, ds]
             add = vals >= 0
-            nl = self.nl[self.layout.nodes[v]]
             if add.any():
                 ep, hop = np.divmod(vals[add], n)
                 block = route_messages(self.addr[ds[add]], self.ifindex[ep], self.addr[hop],

@@ -28,6 +28,7 @@ from netemu.emulator.layout import Layout
 from netemu.emulator.netlink import Netlink
 from netemu.emulator.netns import entered, ip_batch, ns_path
 from netemu.emulator.registry import Registry, kill_pids, pids_in_namespaces, proc_start_time
+from netemu.emulator.tunnels import LINK_MTU, VXLAN_PORT, HostShare, Tunnel
 from netemu.runtime.fdlimit import raise_fd_limit
 
 SIOCETHTOOL = 0x8946
@@ -69,13 +70,17 @@ class Network:
     """The namespaces and veth pairs of one run."""
 
     def __init__(self, layout: Layout, run: str, registry: Registry, *,
-                 tx_offload: bool = False) -> None:
+                 tx_offload: bool = False, share: HostShare | None = None) -> None:
         self.layout = layout
         self.run = run
         self.registry = registry
         self.tx_offload = tx_offload
+        self.share = share  # None: every node here; else this host's nodes (tunnels.py)
         self.shaper_ns = f"{run}+sw"
-        self.host_ns = {n: f"{run}-{n}" for n in layout.nodes}
+        self.host_ns = {n: f"{run}-{n}" for n in layout.nodes
+                        if share is None or n in share.local}
+        self.local_endpoints = [ep for ep in layout.endpoints if ep.node in self.host_ns]
+        self.tunnels: list[Tunnel] = share.tunnels(layout) if share is not None else []
         self.ns_fd: dict[str, int] = {}
         self.nl: dict[str, Netlink] = {}  # node -> netlink socket in its namespace
         self.nl_shaper: Netlink | None = None
@@ -109,23 +114,41 @@ class Network:
         lines = [
             f"link add {ep.shaper_name} type veth peer name {ep.ifname} address {ep.mac} "
             f"netns {self.host_ns[ep.node]}"
-            for ep in lay.endpoints
+            for ep in self.local_endpoints
         ]
         if lines:
             ip_batch(lines, netns=self.shaper_ns)
+        if self.tunnels:
+            self._build_tunnels()
         t3 = time.monotonic()
         self._configure_hosts()
         t4 = time.monotonic()
         self.built = True
         self.timings.update(netns_s=t1 - t0, sysctl_s=t2 - t1, veth_s=t3 - t2, config_s=t4 - t3)
 
+    def _build_tunnels(self) -> None:
+        """A VXLAN device per other host, made here (its socket stays in this namespace,
+        the underlay) and moved into the shaper namespace, named ``e<i>`` (altnames) for
+        each remote endpoint ``i`` it carries (see tunnels.py)."""
+        tmp = f"{self.run}x"
+        ip_batch([f"link add {tmp}{t.peer_host} netns {self.shaper_ns} type vxlan id {t.vni} "
+                  f"local {t.local_addr} remote {t.remote_addr} dstport {VXLAN_PORT} "
+                  "nolearning" for t in self.tunnels])
+        lines: list[str] = []
+        for t in self.tunnels:
+            lines.append(f"link set {tmp}{t.peer_host} name {t.name} mtu {LINK_MTU}")
+            lines += [f"link property add dev {t.name} altname e{e}"
+                      for e in t.remote_endpoints]
+            lines.append(f"link set {t.name} up")
+        ip_batch(lines, netns=self.shaper_ns)
+
     def _configure_hosts(self) -> None:
         lay = self.layout
         assert self.nl_shaper is not None
         sh = self.nl_shaper.links()
-        for ep in lay.endpoints:
+        for ep in self.local_endpoints:
             self.shaper_ifindex[ep.index] = sh[ep.shaper_name]
-        for node in lay.nodes:
+        for node in self.host_ns:
             nl = self.nl[node]
             idx = nl.links()
             nl.link_set(idx["lo"], up=True)
@@ -150,11 +173,14 @@ class Network:
     # --- carrier ---------------------------------------------------------------------
 
     def set_carrier(self, endpoints: list[int], up: bool) -> None:
-        """Carrier of host interfaces: the shaper twin's admin state (queued)."""
+        """Carrier of host interfaces: the shaper twin's admin state (queued). A remote
+        endpoint's carrier is its own host's to switch."""
         nl = self.nl_shaper
         assert nl is not None
         for e in endpoints:
-            nl.link_set(self.shaper_ifindex[e], up=up)
+            i = self.shaper_ifindex.get(e)
+            if i is not None:
+                nl.link_set(i, up=up)
 
     # --- processes ---------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,3 +181,23 @@ def clean_run(info: RunInfo) -> dict[str, int]:
             os.unlink(f"/dev/shm/{shm}")
     shutil.rmtree(info.path, ignore_errors=True)
     return {"processes": killed, "namespaces": len(names)}
+
+
+def clean_runs(named: Sequence[str] = (), *, everything: bool = False) -> list[str]:
+    """``netemu clean`` on this machine: every crashed run (owner gone), and the runs
+    ``named`` or ``everything`` even when live; one line per run saying what was done."""
+    lines: list[str] = []
+    runs = list_runs()
+    known = {i.run for i in runs}
+    for name in named:  # named runs whose registry entry is gone: namespaces may remain
+        if name not in known and run_namespaces(name):
+            runs.append(RunInfo(name, RUN_ROOT / name, {"run": name}))
+    for info in runs:
+        forced = everything or info.run in named
+        if info.owner_alive and not forced:
+            lines.append(f"run {info.run}: live (pid {info.meta.get('pid')}), left alone")
+            continue
+        res = clean_run(info)
+        lines.append(f"run {info.run}: killed {res['processes']} processes, removed "
+                     f"{res['namespaces']} namespaces")
+    return lines

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -37,3 +38,26 @@ def test_plan_command_does_not_load_the_emulator() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_run_cluster_refuses_what_it_cannot_spread(capsys: pytest.CaptureFixture[str]) -> None:
+    # refused before anything connects to Ray or builds a namespace
+    tiny = Path(__file__).resolve().parents[2] / "topologies/tiny.yaml"
+    rc = main(["run", str(tiny), "--cluster", "auto", "--cli",
+               "--duration-s", "60"])
+    assert rc != 0
+    assert "--cluster: faults, --cli and --shaper netem are not supported" in \
+        capsys.readouterr().err
+
+
+def test_run_cluster_without_ray_running_says_how_to_start_it(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))  # no Ray session of this machine found
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    tiny = Path(__file__).resolve().parents[2] / "topologies/tiny.yaml"
+    rc = main(["run", str(tiny), "--cluster", "auto", "--duration-s", "60"])
+    assert rc != 0
+    err = capsys.readouterr().err
+    assert "--cluster auto: no Ray cluster to join" in err and "ray start --head" in err

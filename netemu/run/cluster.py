@@ -1,0 +1,315 @@
+"""One emulation across several hosts, on a Ray cluster (docs/cluster.md).
+
+The coordinator (this process, on a node of the cluster) places one :class:`HostAgent`
+actor on every alive Ray node; each reports its cores, memory and underlay address. The
+coordinator then, once:
+
+- measures each host's clock offset through Ray (the sample of least round trip of a few
+  ``time.time()`` calls) and refuses to start beyond ``max_clock_offset_s`` (1 ms);
+- measures the underlay's one-way delay (the least ping round trip between any two hosts,
+  halved, the largest over the pairs) and refuses to start when it is not below the
+  smallest delay of a link that crosses hosts;
+- splits the nodes (:mod:`netemu.plan.partition`) and hands every host its share with the
+  plan; each actor builds its nodes, its tunnels to the others and its relay, and drives
+  its links from the same plan, its scenario clock starting at the same wall time.
+
+Ray is imported only here, when a cluster run starts (the ``cluster`` extra).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from netemu.emulator.emulation import Emulation
+from netemu.emulator.layout import Layout, plan_layout
+from netemu.emulator.tunnels import HostShare, smallest_link_delay_s
+from netemu.errors import InputError, NetemuError
+from netemu.plan.contacts import ContactPlan
+from netemu.plan.partition import HostCapacity, Partition, partition
+
+MAX_CLOCK_OFFSET_S = 1e-3
+"""Hosts whose clocks differ from the coordinator's by more than this are refused."""
+CLOCK_SAMPLES = 7
+START_LEAD_S = 2.0
+"""The scenario clock starts this long after the last host is built (all at once)."""
+
+_RTT = re.compile(r"= ([\d.]+)/([\d.]+)/([\d.]+)/")
+
+
+class ClusterError(NetemuError):
+    pass
+
+
+def clock_offset(samples: Sequence[tuple[float, float, float]]) -> tuple[float, float]:
+    """(offset, round trip) from (sent, remote reading, received) samples: the sample of
+    least round trip, offset = remote − midpoint (its error is at most half the round
+    trip)."""
+    if not samples:
+        raise ValueError("no clock samples")
+    sent, remote, got = min(samples, key=lambda s: s[2] - s[0])
+    return remote - (sent + got) / 2, got - sent
+
+
+def check_clocks(offsets: dict[str, float], bound_s: float = MAX_CLOCK_OFFSET_S) -> None:
+    bad = {h: o for h, o in offsets.items() if abs(o) > bound_s}
+    if bad:
+        worst = max(bad, key=lambda h: abs(bad[h]))
+        raise ClusterError(
+            f"host {worst}'s clock is {bad[worst] * 1e3:+.3f} ms off the coordinator's "
+            f"(bound ±{bound_s * 1e3:g} ms; {len(bad)} host(s) beyond it): "
+            "synchronise the hosts' clocks (chrony, docs/cluster.md) and start again")
+
+
+def check_underlay(underlay_s: float, smallest_delay_s: float | None) -> None:
+    if smallest_delay_s is not None and underlay_s >= smallest_delay_s:
+        raise ClusterError(
+            f"the hosts' own network takes {underlay_s * 1e3:.3f} ms one way, not less than "
+            f"the smallest delay of a link between hosts ({smallest_delay_s * 1e3:.3f} ms): "
+            "that link cannot be emulated over it; use hosts on a faster network, or fewer")
+
+
+def parse_ping_min_s(text: str) -> float:
+    """The least round trip (seconds) from ``ping -q``'s summary line."""
+    m = _RTT.search(text)
+    if m is None:
+        raise ClusterError(f"no round trip in ping's output: {text.strip()[-200:]!r}")
+    return float(m.group(1)) / 1e3
+
+
+class HostAgent:
+    """The actor on one host: reports it, measures, builds and drives its share."""
+
+    def __init__(self) -> None:
+        self.emu: Emulation | None = None
+
+    def info(self) -> dict[str, Any]:
+        import psutil
+        import ray
+
+        return {"addr": ray.util.get_node_ip_address(), "cores": os.cpu_count() or 1,
+                "memory_bytes": psutil.virtual_memory().available, "hostname": os.uname()[1],
+                "pid": os.getpid()}
+
+    def time(self) -> float:
+        return time.time()
+
+    def ping_min_s(self, addr: str, count: int = 5) -> float:
+        p = subprocess.run(["ping", "-n", "-q", "-c", str(count), "-i", "0.2", "-W", "2", addr],
+                           capture_output=True, text=True, timeout=30)
+        return parse_ping_min_s(p.stdout)
+
+    def start(self, plan_json: str, share: dict[str, Any], run: str, start_wall: float,
+              opts: dict[str, Any]) -> dict[str, float]:
+        plan = ContactPlan.from_json(plan_json, source="cluster plan")
+        hs = HostShare(share["index"], share["host_of"], share["addrs"],
+                       share["underlay_delay_s"])
+        self.emu = Emulation(plan, share=hs, run_name=run, start_wall=start_wall, **opts)
+        self.emu.start()
+        return dict(self.emu.timings)
+
+    def run_cmd(self, node: str, argv: list[str], timeout: float = 60) -> tuple[int, str]:
+        assert self.emu is not None
+        p = self.emu.run_cmd(node, argv, timeout=timeout)
+        return p.returncode, p.stdout + p.stderr
+
+    def clean(self, named: list[str], everything: bool) -> list[str]:
+        """``netemu clean`` on this host."""
+        from netemu.emulator.registry import clean_runs
+
+        return clean_runs(named, everything=everything)
+
+    def report(self) -> dict[str, Any]:
+        """The driver's lateness and this host's memory: the actor and the processes it
+        started (relay workers), as PSS."""
+        import psutil
+
+        assert self.emu is not None
+        st = self.emu.stats
+        me = psutil.Process()
+        pss = 0
+        for p in [me, *me.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                pss += p.memory_full_info().pss
+        return {"ticks": st.ticks, "missed_ticks": st.missed_ticks,
+                "lateness_p99_s": st.p99(st.lateness_s), "pss_bytes": pss,
+                "nodes": len(self.emu.net.host_ns) if self.emu.net else 0,
+                "up_s": self.emu.timings.get("up_s", 0.0)}
+
+    def stop(self) -> dict[str, float]:
+        if self.emu is None:
+            return {}
+        out = self.emu.stop()
+        self.emu = None
+        return out
+
+
+@dataclass
+class Cluster:
+    """A cluster run from the coordinator's side (a context manager: stop() on exit)."""
+
+    address: str
+    actors: list[Any] = field(default_factory=list)
+    hosts: list[dict[str, Any]] = field(default_factory=list)
+    offsets_s: dict[str, float] = field(default_factory=dict)
+    underlay_s: float = 0.0
+    part: Partition | None = None
+    run_names: list[str] = field(default_factory=list)
+    start_wall: float = 0.0
+    layout: Layout | None = None
+
+    def connect(self) -> Cluster:
+        try:
+            import ray
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+        except ImportError as e:
+            raise ClusterError("--cluster needs Ray: pip install 'netemu[cluster]'") from e
+        try:
+            ray.init(address=self.address, logging_level=logging.ERROR, log_to_driver=False)
+        except (ConnectionError, RuntimeError) as e:
+            raise ClusterError(
+                f"--cluster {self.address}: no Ray cluster to join ({e}); start one as root on "
+                "every host (`ray start --head` on one, `ray start --address=HEAD:6379` on "
+                "the others) and run netemu on one of them (docs/cluster.md)") from e
+        nodes = sorted((n for n in ray.nodes() if n["Alive"]),
+                       key=lambda n: n["NodeManagerAddress"])
+        remote_cls = ray.remote(num_cpus=0, max_restarts=0)(HostAgent)
+        self.actors = [remote_cls.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+            n["NodeID"], soft=False)).remote() for n in nodes]
+        self.hosts = ray.get([a.info.remote() for a in self.actors])
+        return self
+
+    def _get(self, refs: Any, what: str) -> Any:
+        import ray
+
+        try:
+            return ray.get(refs)
+        except ray.exceptions.RayActorError as e:
+            raise ClusterError(f"a host was lost while {what}: {e}") from e
+
+    def measure(self) -> None:
+        """Clock offsets (refused beyond the bound) and the underlay's one-way delay."""
+        for host, actor in zip(self.hosts, self.actors, strict=True):
+            samples = []
+            for _ in range(CLOCK_SAMPLES):
+                t0 = time.time()
+                remote = self._get(actor.time.remote(), "reading its clock")
+                samples.append((t0, remote, time.time()))
+            self.offsets_s[host["addr"]] = clock_offset(samples)[0]
+        check_clocks(self.offsets_s)
+        one_way = [0.0]
+        for i, actor in enumerate(self.actors):
+            refs = [actor.ping_min_s.remote(h["addr"]) for j, h in enumerate(self.hosts)
+                    if j > i]
+            one_way += [rtt / 2 for rtt in self._get(refs, "measuring the underlay")]
+        self.underlay_s = max(one_way)
+
+    def start(self, plan: ContactPlan, *, run: str = "c", opts: dict[str, Any] | None = None,
+              plane_of: Callable[[str], Any] | None = None) -> Partition:
+        """Split ``plan`` over the hosts and build it: one actor per host."""
+        if not self.actors:
+            self.connect()
+        if not self.offsets_s:
+            self.measure()
+        if not re.fullmatch(r"[a-z][a-z0-9]{0,5}", run):
+            raise InputError(f"cluster run name {run!r}: 1–6 lowercase letters or digits, "
+                             "starting with a letter", field="run_name")
+        layout = self.layout = plan_layout(plan)
+        links = sorted({(p.a, p.b) for p in layout.periods})
+        caps = [HostCapacity(h["addr"], h["cores"], h["memory_bytes"]) for h in self.hosts]
+        self.part = partition(list(plan.nodes), links, caps, plane_of)
+        owlt = [min([c.owlt_s, *(d for _, d in c.owlt_samples)]) for c in plan.contacts]
+        check_underlay(self.underlay_s, smallest_link_delay_s(layout, owlt,
+                                                              self.part.host_of))
+        addrs = [h["addr"] for h in self.hosts]
+        plan_json = plan.to_json()
+        self.run_names = [f"{run}h{i}" for i in range(len(self.actors))]
+        start_wall = self.start_wall = time.time() + START_LEAD_S + 0.5 * len(plan.nodes) / 100
+        refs = [a.start.remote(plan_json, {"index": i, "host_of": self.part.host_of,
+                                           "addrs": addrs, "underlay_delay_s": self.underlay_s},
+                               self.run_names[i], start_wall, opts or {})
+                for i, a in enumerate(self.actors)]
+        self.timings = self._get(refs, "building its share")
+        return self.part
+
+    def wait(self, wall_s: float, *, check_every_s: float = 1.0) -> None:
+        """Until wall time ``wall_s``, asking every host every ``check_every_s`` whether it
+        is still there; a host that does not answer stops the wait, named."""
+        import ray
+
+        while time.time() < wall_s:
+            time.sleep(max(0.0, min(check_every_s, wall_s - time.time())))
+            for h, a in zip(self.hosts, self.actors, strict=True):
+                try:
+                    ray.get(a.time.remote(), timeout=10)
+                except Exception as e:  # the actor died, its node went away, or it hangs
+                    raise ClusterError(f"host {h['addr']} ({h['hostname']}) was lost "
+                                       f"mid-run: {type(e).__name__}") from e
+
+    def clean(self, named: list[str], *, everything: bool = False) -> dict[str, list[str]]:
+        """``netemu clean`` on every host: its lines by host address."""
+        lines = self._get([a.clean.remote(named, everything) for a in self.actors], "cleaning")
+        return {h["addr"]: ls for h, ls in zip(self.hosts, lines, strict=True)}
+
+    def reports(self) -> list[dict[str, Any]]:
+        """Every host's :meth:`HostAgent.report`, in host order."""
+        return self._get([a.report.remote() for a in self.actors], "reporting")
+
+    def host_of(self, node: str) -> int:
+        assert self.part is not None
+        return self.part.host_of[node]
+
+    def run_cmd(self, node: str, argv: list[str], timeout: float = 60) -> tuple[int, str]:
+        """Run ``argv`` in ``node``, on whichever host holds it."""
+        actor = self.actors[self.host_of(node)]
+        return self._get(actor.run_cmd.remote(node, argv, timeout), f"running in {node}")
+
+    def summary(self) -> dict[str, Any]:
+        """What run.json records of the cluster."""
+        return {"hosts": [{k: h[k] for k in ("addr", "hostname", "cores", "memory_bytes")}
+                          for h in self.hosts],
+                "clock_offsets_s": self.offsets_s,
+                "max_clock_offset_s": MAX_CLOCK_OFFSET_S,
+                "underlay_delay_s": self.underlay_s,
+                "nodes_by_host": self.part.loads() if self.part else [],
+                "cross_host_links": len(self.part.cross_links) if self.part else 0}
+
+    def record(self, run_json: Path) -> None:
+        """Add the cluster's summary to ``run_json`` (created if missing)."""
+        doc: dict[str, Any] = {}
+        with contextlib.suppress(FileNotFoundError):
+            doc = json.loads(run_json.read_text())
+        doc["cluster"] = self.summary()
+        run_json.write_text(json.dumps(doc, indent=1) + "\n")
+
+    def stop(self) -> None:
+        import ray
+
+        for a in self.actors:
+            with contextlib.suppress(Exception):
+                ray.get(a.stop.remote(), timeout=60)
+        for a in self.actors:
+            with contextlib.suppress(Exception):
+                ray.kill(a)
+        self.actors = []
+        with contextlib.suppress(Exception):
+            ray.shutdown()
+
+    def __enter__(self) -> Cluster:
+        return self.connect()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+__all__ = ["MAX_CLOCK_OFFSET_S", "Cluster", "ClusterError", "HostAgent", "check_clocks",
+           "check_underlay", "clock_offset", "parse_ping_min_s"]

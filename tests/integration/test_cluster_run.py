@@ -1,0 +1,203 @@
+"""One emulation across two hosts of the test bed (cluster_bed.Bed), through Ray: a chain
+s0 – s1 – s2 – s3 split two and two, so the s1–s2 ISL crosses hosts through a VXLAN
+tunnel. A ping across it, and across a link within one host, takes 2 × range / c within
+1 ms, and from s0 to s3 by IP routes 6 × range / c; the clock offsets and the underlay delay are measured and recorded in run.json;
+afterwards no namespace, tunnel, Ray process, shared memory or file is left."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cluster_bed import Bed
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytest.importorskip("ray")
+
+C_KM_S = 299_792.458
+RANGE_KM = 3000.0  # every link of the chain
+OWLT_S = RANGE_KM / C_KM_S
+
+# Runs on the head (a Ray driver must run on a node): builds the run, pings, prints JSON.
+DRIVER = """
+import json, sys
+from datetime import datetime, timezone
+from pathlib import Path
+from netemu.emulator.layout import plan_layout
+from netemu.plan.contacts import Contact, ContactPlan, Node
+from netemu.run.cluster import Cluster
+
+run, owlt, out = sys.argv[1], float(sys.argv[2]), Path(sys.argv[3])
+names = ["s0", "s1", "s2", "s3"]
+contacts = [Contact(a, b, 0.0, 86400.0, 1e8, owlt, kind="isl")
+            for x, y in zip(names, names[1:]) for a, b in ((x, y), (y, x))]
+plan = ContactPlan(datetime.now(timezone.utc), {n: Node(n, i + 1, "satellite", 0)
+                                               for i, n in enumerate(names)}, contacts)
+lay = plan_layout(plan)
+def peer_addr(a, b):  # b's interface address on the a–b link
+    p = next(p for p in lay.periods if {p.a, p.b} == {a, b})
+    return lay.endpoints[p.ep_b if p.b == b else p.ep_a].addr
+res = {}
+with Cluster("auto") as cl:
+    part = cl.start(plan, run=run)
+    res["host_of"] = part.host_of
+    res["cross"] = part.cross_links
+    if len(sys.argv) > 4:  # the driver dies mid-run: the test bed must still clean up
+        import os
+        os._exit(3)
+    for a, b in (("s1", "s2"), ("s0", "s1")):
+        rc, text = cl.run_cmd(a, ["ping", "-n", "-q", "-c", "5", "-i", "0.2",
+                                  peer_addr(a, b)])
+        res[f"{a}-{b}"] = text
+    # three hops by IP routes, two of them on host 0, one through the tunnel
+    rc, text = cl.run_cmd("s0", ["ping", "-n", "-q", "-c", "5", "-i", "0.2",
+                                 lay.node_addr["s3"]])
+    res["s0-s3"] = text
+    cl.record(out / "run.json")
+    res["run_names"] = cl.run_names
+print("RESULT " + json.dumps(res))
+"""
+
+
+def _min_rtt_s(ping_text: str) -> float:
+    line = next(ln for ln in ping_text.splitlines() if "min/avg/max" in ln)
+    return float(line.split("=")[1].split("/")[0]) / 1e3
+
+
+def test_ping_across_hosts_takes_the_links_delay(tmp_path: Path) -> None:
+    with Bed(2) as bed:
+        run = bed.run_prefix
+        out = bed.root / "out"
+        out.mkdir()
+        p = bed.run([sys.executable, "-c", DRIVER, run, str(OWLT_S), str(out)], timeout=300)
+        assert p.returncode == 0, (p.stdout[-3000:], p.stderr[-3000:])
+        res = json.loads(p.stdout.split("RESULT ", 1)[1])
+        run_json = json.loads((out / "run.json").read_text())
+    assert res["cross"] == [["s1", "s2"]]
+    assert res["host_of"]["s0"] == res["host_of"]["s1"] != res["host_of"]["s2"]
+    for key in ("s1-s2", "s0-s1"):  # across hosts, and within one
+        assert abs(_min_rtt_s(res[key]) - 2 * OWLT_S) < 1e-3, res[key]
+    assert abs(_min_rtt_s(res["s0-s3"]) - 6 * OWLT_S) < 1e-3, res["s0-s3"]
+    cl = run_json["cluster"]
+    assert len(cl["clock_offsets_s"]) == 2
+    assert all(abs(o) < 1e-3 for o in cl["clock_offsets_s"].values())
+    assert 0 < cl["underlay_delay_s"] < OWLT_S
+    assert cl["cross_host_links"] == 1
+    assert bed.leftovers() == []
+    assert all(r.startswith(bed.run_prefix) for r in res["run_names"])
+
+
+def test_a_driver_dying_mid_run_is_cleaned_by_clean_cluster(tmp_path: Path) -> None:
+    with Bed(2) as bed:
+        out = bed.root / "out"
+        out.mkdir()
+        p = bed.run([sys.executable, "-c", DRIVER, bed.run_prefix, str(OWLT_S), str(out),
+                     "die"], timeout=300)
+        assert p.returncode == 3, p.stderr[-3000:]
+        built = [ln.split()[0] for ln in subprocess.run(
+            ["ip", "netns", "list"], capture_output=True, text=True).stdout.splitlines()
+            if ln.startswith(bed.run_prefix)]
+        assert built  # the hosts' namespaces were there, and outlive the driver
+        # netemu clean --cluster cleans them on every host, before the bed goes
+        c = bed.run([sys.executable, "-m", "netemu", "clean", "--cluster", "auto"],
+                    timeout=120)
+        assert c.returncode == 0, c.stderr[-2000:]
+        # (the bed's hosts share one registry, so which host cleans which run varies)
+        assert f": run {bed.run_prefix}h" in c.stdout and "removed" in c.stdout
+        assert not [ln for ln in subprocess.run(
+            ["ip", "netns", "list"], capture_output=True, text=True).stdout.splitlines()
+            if ln.startswith(bed.run_prefix)]
+    assert bed.leftovers() == []
+
+
+def _write_chain_plan(path: Path) -> None:
+    from datetime import datetime, timezone
+
+    from netemu.plan.contacts import Contact, ContactPlan, Node
+
+    names = ["s0", "s1", "s2", "s3"]
+    contacts = [Contact(a, b, 0.0, 86400.0, 1e8, OWLT_S, kind="isl")
+                for x, y in zip(names, names[1:], strict=False) for a, b in ((x, y), (y, x))]
+    path.write_text(ContactPlan(datetime.now(timezone.utc),
+                                {n: Node(n, i + 1, "satellite", 0) for i, n in enumerate(names)},
+                                contacts).to_json())
+
+
+def test_netemu_run_cluster_and_a_host_lost_mid_run() -> None:
+    with Bed(2) as bed:
+        plan = bed.root / "chain.json"
+        _write_chain_plan(plan)
+        netemu = [sys.executable, "-m", "netemu", "run", str(plan), "--cluster", "auto",
+                  "--quiet", "--run-name"]
+        p = bed.run([*netemu, bed.run_prefix, "--duration-s", "3"], timeout=300)
+        assert p.returncode == 0, (p.stdout[-3000:], p.stderr[-3000:])
+        assert "over 2 hosts" in p.stdout
+        assert "nodes by host [2, 2], 1 cross-host links" in p.stdout
+        # host 1's Ray node dies mid-run: the run stops and names it
+        proc = subprocess.Popen(["ip", "netns", "exec", bed.hosts[0].ns, *netemu,
+                                 bed.run_prefix + "b", "--duration-s", "600"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=bed.env())
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                if line.startswith("up:"):
+                    break
+            for pid in subprocess.run(["ip", "netns", "pids", bed.hosts[1].ns],
+                                      capture_output=True, text=True).stdout.split():
+                os.kill(int(pid), signal.SIGKILL)
+            _out, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 1
+        assert f"host {bed.hosts[1].addr} (" in err and "was lost mid-run" in err
+    assert bed.leftovers() == []
+
+
+# tiny.yaml from t = 200 s: bangalore sees sat-2 (GSL slots), the satellites' plane on one
+# host and the stations on the other, so the GSL crosses hosts.
+GSL_DRIVER = """
+import json, sys, time
+from netemu.plan.source import PlanSource
+from netemu.run.cluster import Cluster
+
+run, tiny = sys.argv[1], sys.argv[2]
+src = PlanSource.open(tiny)
+plan = src.plan(start_s=200.0, duration_s=300.0)
+planes = {s.name: (s.group, s.plane) for s in src.scenario.satellites}
+res = {}
+with Cluster("auto") as cl:
+    part = cl.start(plan, run=run, plane_of=planes.get,
+                    opts={"start_s": 200.0, "duration_s": 300.0})
+    res["host_of"] = part.host_of
+    lay = cl.layout
+    rc, text = cl.run_cmd("bangalore", ["ping", "-n", "-c", "5", "-i", "0.2",
+                                        lay.node_addr["sat-2"]])
+    t_s = 200.0 + time.time() - cl.start_wall  # scenario time at the end of the pings
+    up = [c for c in plan.contacts if {c.src, c.dst} == {"bangalore", "sat-2"}]
+    res["ping"] = text
+    res["rtt_expected_s"] = [sum(c.owlt_at(t) for c in up) for t in (t_s - 2.0, t_s)]
+print("RESULT " + json.dumps(res))
+"""
+
+
+def test_ping_across_a_gsl_between_hosts() -> None:
+    tiny = Path(__file__).resolve().parents[2] / "topologies/tiny.yaml"
+    with Bed(2) as bed:
+        p = bed.run([sys.executable, "-c", GSL_DRIVER, bed.run_prefix, str(tiny)], timeout=300)
+        assert p.returncode == 0, (p.stdout[-3000:], p.stderr[-3000:])
+        res = json.loads(p.stdout.split("RESULT ", 1)[1])
+    assert res["host_of"]["bangalore"] != res["host_of"]["sat-2"]
+    lo, hi = sorted(res["rtt_expected_s"])
+    rtts = [float(ln.split("time=")[1].split()[0]) / 1e3 for ln in res["ping"].splitlines()
+            if "time=" in ln]
+    assert len(rtts) >= 4, res["ping"]
+    assert lo - 1e-3 < min(rtts) < hi + 1e-3, (rtts, lo, hi)
+    assert bed.leftovers() == []
