@@ -42,6 +42,10 @@ def test_clocks_beyond_the_bound_are_refused_naming_the_host() -> None:
     check_clocks({"10.0.0.1": 0.0002, "10.0.0.2": -0.0009})
     with pytest.raises(ClusterError, match=r"host 10.0.0.2's clock is -2.500 ms off.*chrony"):
         check_clocks({"10.0.0.1": 0.0002, "10.0.0.2": -0.0025})
+    # a reading 2.5 ms off whose best sample took 4 ms there and back may be 0.5 ms off
+    check_clocks({"10.0.0.2": -0.0025}, round_trips={"10.0.0.2": 0.004})
+    with pytest.raises(ClusterError, match="10.0.0.2"):
+        check_clocks({"10.0.0.2": -0.0025}, round_trips={"10.0.0.2": 0.002})
 
 
 def test_underlay_slower_than_the_smallest_crossing_link_is_refused() -> None:
