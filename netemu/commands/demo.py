@@ -50,6 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="wall seconds from bring-up to the window's start, for the agents "
                    "and apps to start (default: estimated for a machine like ours; more on "
                    "a slow one)")
+    p.add_argument("--app-grace-s", type=seconds(lo=0, lo_open=True), default=5.0, metavar="S",
+                   help="wall seconds an app has to exit after SIGTERM at the end before it "
+                   "is killed and counted as failed (default 5; more on a slow machine)")
     p.add_argument("--no-report", action="store_true", help="metrics only, no HTML report")
     p.add_argument("--mqtt-port", type=int, metavar="PORT",
                    help="also serve the run's MQTT on 127.0.0.1:PORT (same credentials)")
@@ -115,6 +118,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         view_port=args.view_port,
         agent_hosts=args.agent_hosts,
         lead_s=args.lead_s,
+        app_grace_s=args.app_grace_s,
     )
     run = ScenarioRun(opts)
     p = run.prepare()

@@ -313,6 +313,7 @@ class RunOptions:
     view_port: int = 0  # 0: any free port
     agent_hosts: str | None = None  # "per-node", "auto" or N, instead of the scenario's
     lead_s: float | None = None  # wall s from bring-up to the window (default: estimated)
+    app_grace_s: float = 5.0  # wall s an app has to exit after SIGTERM at the end
     echo: Callable[[str], None] = field(default=lambda s: print(s, flush=True))
 
 
@@ -662,7 +663,7 @@ class ScenarioRun:
             stack.callback(self._cleanup_step("the live view", view.stop))
 
         # 2. images for container apps, before the clock starts
-        runner = AppRunner(run, rd.path)
+        runner = AppRunner(run, rd.path, stop_grace_s=self.opts.app_grace_s)
         if any(i.mode == "container" for i in p.apps):
             echo("netemu: preparing container images (built locally, cached by content) ...")
             t0 = time.monotonic()

@@ -125,8 +125,9 @@ def test_agent_hosts_per_node_up_to_32_agents_by_default_a_number_or_auto() -> N
 
 
 def test_demo_options_choose_node_hosts_and_the_clock_lead() -> None:
-    """``netemu demo --agent-hosts 1 --lead-s 600`` (the VM demo): one node host for the
-    flagship's 16 agents instead of a process each, and the window 10 minutes away."""
+    """``netemu demo --agent-hosts 1 --lead-s 600 --app-grace-s 60`` (the VM demo): one node
+    host for the flagship's 16 agents instead of a process each, the window 10 minutes
+    away, a minute for the apps to exit; bad values refused naming the option."""
     scenario = Path(__file__).resolve().parents[2] / "topologies/three-body-12.yaml"
     assert ScenarioRun(RunOptions(scenario=scenario)).prepare().window.hosts_for(16) is None
     w = ScenarioRun(RunOptions(scenario=scenario, agent_hosts="1")).prepare().window
@@ -134,7 +135,7 @@ def test_demo_options_choose_node_hosts_and_the_clock_lead() -> None:
     assert ScenarioRun(RunOptions(scenario=scenario, agent_hosts="per-node")
                        ).prepare().window.hosts_for(3000) is None
     for bad in (["--agent-hosts", "0"], ["--agent-hosts", "two"], ["--lead-s", "-5"],
-                ["--lead-s", "nan"]):
+                ["--lead-s", "nan"], ["--app-grace-s", "0"]):
         r = subprocess.run([sys.executable, "-m", "netemu", "demo", *bad], capture_output=True,
                            text=True)
         assert r.returncode == 2 and bad[0] in r.stderr, r.stderr

@@ -123,8 +123,10 @@ class AppRunner:
     clock, MQTT, DTN socket, window); the app's own (app, output folder) are added here.
     """
 
-    def __init__(self, run: str, run_dir: Path, *, mounts: Sequence[str] = ()) -> None:
+    def __init__(self, run: str, run_dir: Path, *, mounts: Sequence[str] = (),
+                 stop_grace_s: float = 5.0) -> None:
         self.run = run
+        self.stop_grace_s = stop_grace_s  # after SIGTERM at the end, before SIGKILL
         self.run_dir = Path(run_dir)
         self.rundir = RunDir(self.run_dir)
         self.apps: list[RunningApp] = []
@@ -346,4 +348,4 @@ class AppRunner:
 
     def close(self) -> None:
         """Stop everything still running and remove every group (safe to call twice)."""
-        self.stop_all()
+        self.stop_all(self.stop_grace_s)
