@@ -47,16 +47,22 @@ class FrrSettings:
     bfd: bool = False
     retransmit_s: int = 5
     protocol: str = "ospf"
+    daemon: str = "frr"
+    """``frr``, or ``bird`` (:mod:`netemu.emulator.bird`: hello, dead and retransmit)."""
 
     @classmethod
     def of(cls, ipr: IpRouting) -> FrrSettings:
-        """The settings of an ``ip_routing:`` section in mode frr."""
+        """The settings of an ``ip_routing:`` section in mode frr or bird."""
         return cls(ipr.hello_s, ipr.dead_s, ipr.spf_delay_ms, ipr.spf_hold_ms,
-                   ipr.spf_max_hold_ms, ipr.bfd, ipr.retransmit_s, ipr.protocol)
+                   ipr.spf_max_hold_ms, ipr.bfd, ipr.retransmit_s, ipr.protocol, ipr.mode)
 
 
-def frr_missing() -> str | None:
-    """Why FRR cannot run here (None when it can)."""
+def frr_missing(daemon: str = "frr") -> str | None:
+    """Why FRR (or with ``daemon="bird"``, BIRD) cannot run here (None when it can)."""
+    if daemon == "bird":
+        from netemu.emulator.bird import bird_missing
+
+        return bird_missing()
     for exe in ("zebra", "ospfd"):
         if not (FRR_DIR / exe).is_file():
             return f"FRR is not installed ({FRR_DIR / exe} missing; apt-get install frr)"

@@ -474,7 +474,7 @@ class ScenarioRun:
                                  convergence_tolerance=own.convergence_tolerance)
         fn = None
         if ipr.daemons:
-            why = frr_missing()
+            why = frr_missing(ipr.mode)
             if why:
                 raise InputError(why, source=section.source if opt is None else None,
                                  line=section.line if opt is None else None,

@@ -197,6 +197,31 @@ def test_ospf_config_covers_every_interface_point_to_point() -> None:
     assert "set src 10.0.0.2" in zebra_config("sat-1", "10.0.0.2")
 
 
+def test_bird_section_takes_the_ospf_timers_only(tmp_path) -> None:
+    sc = load_scenario(_scenario(tmp_path, "ip_routing:\n  mode: bird\n  hello_s: 2\n"))
+    ipr = sc.ip_routing
+    assert ipr.mode == "bird" and ipr.daemons and not ipr.installs_routes
+    assert (ipr.hello_s, ipr.dead_s) == (2, 8) and ipr.describe() == "bird/ospf"
+    assert parse_ip_routing_option("bird") == IpRouting("bird")
+    with pytest.raises(InputError) as e:
+        load_scenario(_scenario(tmp_path, "ip_routing: {mode: bird, bfd: true}\n"))
+    assert "is for mode frr, not bird" in str(e.value) and e.value.field == "ip_routing.bfd"
+    with pytest.raises(InputError) as e:
+        load_scenario(_scenario(tmp_path, "ip_routing: brid\n"))
+    assert "did you mean 'bird'" in str(e.value)
+
+
+def test_bird_config_exports_only_other_node_addresses() -> None:
+    from netemu.emulator.bird import bird_config
+    from netemu.emulator.frr import FrrSettings
+
+    conf = bird_config("10.0.0.2", ["sat-1-eth0", "sat-1-eth1"],
+                       FrrSettings(hello_s=2, dead_s=9, daemon="bird"))
+    assert 'interface "sat-1-eth0", "sat-1-eth1" {\n      type ptp;' in conf
+    assert "hello 2;" in conf and "dead 9;" in conf and "router id 10.0.0.2;" in conf
+    assert "net != 10.0.0.2/32" in conf and "krt_prefsrc = 10.0.0.2;" in conf
+
+
 def test_override_keeps_the_scenarios_measurements_for_a_side_by_side_run(tmp_path) -> None:
     p = _scenario(tmp_path, "ip_routing: {mode: frr, hello_s: 3, probes: [sat-0:kashi]}\n"
                   "emulation: {duration_s: 60}\n")
