@@ -5,8 +5,8 @@
     ip_routing:
       plugin: mypkg.routes:compute   # your function returns the forwarding tables
     ip_routing:
-      mode: frr                 # FRR's zebra + ospfd in every node
-      protocol: ospf
+      mode: frr                 # FRR's zebra + ospfd (or isisd) in every node
+      protocol: ospf            # or isis (hello_s, dead_s, spf_hold_ms, bfd apply)
       hello_s: 1                # OSPF hello and dead intervals (whole seconds)
       dead_s: 4
       retransmit_s: 5           # LSA and database-description retransmission (FRR's 5)
@@ -47,7 +47,7 @@ MODES = ("oracle", "none", "plugin", "frr", "bird")
 
 WORDS = ("oracle", "none", "frr", "bird")
 """The modes that need nothing else, written as a single word."""
-FRR_PROTOCOLS = ("ospf",)
+FRR_PROTOCOLS = ("ospf", "isis")
 MEASURE_KEYS = ("probes", "probe_interval_s", "sample_s", "convergence_tolerance")
 FRR_KEYS = ("protocol", "hello_s", "dead_s", "retransmit_s", "spf_delay_ms", "spf_hold_ms", "spf_max_hold_ms",
             "bfd")

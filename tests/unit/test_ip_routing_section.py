@@ -197,6 +197,27 @@ def test_ospf_config_covers_every_interface_point_to_point() -> None:
     assert "set src 10.0.0.2" in zebra_config("sat-1", "10.0.0.2")
 
 
+def test_isis_config_sets_its_timers_before_the_level_and_wide_metrics() -> None:
+    from netemu.emulator.frr import FrrDaemons, FrrSettings, isis_config, isis_system_id
+
+    s = FrrSettings(hello_s=2, dead_s=9, protocol="isis", bfd=True)
+    conf = isis_config("sat-1", "10.0.0.2", ["sat-1-eth0"], s)
+    assert isis_system_id("10.0.0.2") == "0100.0000.0002"
+    assert " net 49.0001.0100.0000.0002.00" in conf
+    router = conf.split("router isis 1\n")[1].split("!")[0]
+    # an LSP regeneration scheduled with FRR's 30-s default would leave the LSPs empty
+    assert router.index("lsp-gen-interval 1") < router.index("is-type level-2-only")
+    assert "metric-style wide" in router
+    block = conf.split("interface sat-1-eth0\n")[1].split("!")[0]
+    assert "isis network point-to-point" in block and "isis hello-multiplier 5" in block
+    assert "isis bfd" in block
+    assert "interface lo\n ip router isis 1\n isis passive" in conf
+    assert FrrDaemons({}, Path("/nonexistent"), s, None).daemons() == [  # type: ignore[arg-type]
+        "zebra", "isisd", "bfdd"]
+    sc = parse_ip_routing({"mode": "frr", "protocol": "isis"})
+    assert sc.describe() == "frr/isis"
+
+
 def test_bird_section_takes_the_ospf_timers_only(tmp_path) -> None:
     sc = load_scenario(_scenario(tmp_path, "ip_routing:\n  mode: bird\n  hello_s: 2\n"))
     ipr = sc.ip_routing
