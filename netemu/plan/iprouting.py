@@ -52,6 +52,8 @@ MEASURE_KEYS = ("probes", "probe_interval_s", "sample_s", "convergence_tolerance
 FRR_KEYS = ("protocol", "hello_s", "dead_s", "retransmit_s", "spf_delay_ms", "spf_hold_ms", "spf_max_hold_ms",
             "bfd")
 BIRD_PROTOCOLS = ("ospf",)
+DAEMON_PROTOCOLS = tuple([f"frr/{p}" for p in FRR_PROTOCOLS] + [f"bird/{p}" for p in BIRD_PROTOCOLS])
+"""Option words that name the protocol too (``--ip-routing frr/isis``, a compare list)."""
 BIRD_KEYS = ("protocol", "hello_s", "dead_s", "retransmit_s")
 """What mode bird takes: BIRD's OSPF has no SPF throttle to set, and no BFD here."""
 
@@ -186,8 +188,8 @@ def _measure(f: Fields, nodes: Sequence[str] | None) -> dict[str, Any]:
 
 
 def parse_ip_routing_option(value: str, *, option: str = "--ip-routing") -> IpRouting:
-    """The command-line override: ``oracle``, ``none``, ``frr``, ``bird`` or
-    ``plugin:module:function``."""
+    """The command-line override: ``oracle``, ``none``, ``frr``, ``bird``, ``frr/isis``
+    (a daemon and its protocol) or ``plugin:module:function``."""
     if value.startswith("plugin:"):
         ref = value[len("plugin:"):]
         if not _REF.match(ref):
@@ -195,5 +197,9 @@ def parse_ip_routing_option(value: str, *, option: str = "--ip-routing") -> IpRo
         return IpRouting("plugin", ref)
     if value in WORDS:
         return IpRouting(value)
-    raise InputError(f"must be oracle, none, frr, bird or plugin:module:function, got {value!r}"
-                     f"{suggest(value, WORDS)}", field=option)
+    if value in DAEMON_PROTOCOLS:
+        mode, _, protocol = value.partition("/")
+        return IpRouting(mode, protocol=protocol)
+    raise InputError(f"must be oracle, none, frr, bird, {', '.join(DAEMON_PROTOCOLS)} or "
+                     f"plugin:module:function, got {value!r}"
+                     f"{suggest(value, (*WORDS, *DAEMON_PROTOCOLS))}", field=option)

@@ -467,7 +467,10 @@ class ScenarioRun:
             ipr = opt if isinstance(opt, IpRouting) else parse_ip_routing_option(opt)
             own = sc.ip_routing
             if ipr.mode == own.mode and ipr.mode != "plugin":
-                ipr = own  # the same mode: the scenario's settings (timers) hold
+                # the same mode: the scenario's settings (timers) hold; a protocol named
+                # with it (frr/isis) replaces the scenario's
+                named = isinstance(opt, str) and "/" in opt
+                ipr = dc_replace(own, protocol=ipr.protocol) if named else own
             else:  # another mode, measured as the scenario says (side by side)
                 ipr = dc_replace(ipr, probes=own.probes, probe_interval_s=own.probe_interval_s,
                                  sample_s=own.sample_s,

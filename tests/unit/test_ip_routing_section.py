@@ -250,4 +250,11 @@ def test_override_keeps_the_scenarios_measurements_for_a_side_by_side_run(tmp_pa
     assert other.ip_routing.mode == "oracle" and other.ip_routing.probes == (("sat-0", "kashi"),)
     same = ScenarioRun(RunOptions(p, echo=lambda s: None, ip_routing="frr")).prepare()
     assert same.ip_routing.hello_s == 3  # the scenario's timers hold
+    isis = ScenarioRun(RunOptions(p, echo=lambda s: None, ip_routing="frr/isis")).prepare()
+    assert (isis.ip_routing.protocol, isis.ip_routing.hello_s) == ("isis", 3)
+    bird = ScenarioRun(RunOptions(p, echo=lambda s: None, ip_routing="bird/ospf")).prepare()
+    assert bird.ip_routing.describe() == "bird/ospf" and bird.ip_routing.probes
+    with pytest.raises(InputError) as e:
+        parse_ip_routing_option("frr/isiss")
+    assert "did you mean 'frr/isis'" in str(e.value)
 
