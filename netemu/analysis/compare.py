@@ -74,8 +74,9 @@ class Comparison:
     axis: str = "routing"
 
     def dirname(self, variant: str) -> str:
-        """The variant's run directory name (a plug-in's colons replaced)."""
-        return variant.replace(":", "_")
+        """The variant's run directory name (a plug-in's colons and a daemon's slash, as in
+        frr/isis, replaced)."""
+        return variant.replace(":", "_").replace("/", "-")
 
 
 def _canonical(name: str) -> str:

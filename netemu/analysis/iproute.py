@@ -236,6 +236,8 @@ def control_metrics(iproute_dir: Path, lines: list[dict[str, Any]]) -> dict[str,
         total = int(c.get("ospf_bytes", 0)) + int(c.get("bfd_bytes", 0))
     except (OSError, ValueError, AttributeError):
         return {}
+    if c.get("counted") is False:  # a protocol the IP counters cannot see (IS-IS)
+        return {"ip_control_bytes": None, "ip_control_bytes_per_link_s": None}
     link_s = sum(float(x.get("link_wall_s", 0.0)) for x in lines if x.get("kind") == "links")
     return {"ip_control_bytes": total,
             "ip_control_bytes_per_link_s": round(total / link_s, 2) if link_s > 0 else None}

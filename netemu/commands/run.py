@@ -48,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tick-s", type=seconds(lo=0, lo_open=True), default=0.1, help="driver tick, wall seconds")
     p.add_argument("--ip-routing", metavar="MODE",
                    help="IP routes: oracle (shortest delay), none (run your own daemons), frr "
-                   "(OSPF daemons in every node) or plugin:MODULE:FUNCTION (default: the scenario's ip_routing:, else oracle)")
+                   "or bird (OSPF daemons in every node), frr/isis or plugin:MODULE:FUNCTION (default: the scenario's ip_routing:, else oracle)")
     p.add_argument("--no-ip-routing", action="store_true",
                    help="the same as --ip-routing none")
     p.add_argument("--run-name", help="name of this run (namespaces <run>-<node>); default random")
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     ipr, route_function = _ip_routing(args, source)
     if args.cluster:
         if faults or args.cli or args.shaper == "netem" or ipr.daemons or route_function:
-            raise InputError("--cluster: faults, --cli, --shaper netem and ip_routing frr or "
+            raise InputError("--cluster: faults, --cli, --shaper netem and ip_routing frr, bird or "
                              "plugin are not supported across hosts yet (docs/cluster.md)",
                              field="cluster")
         return _run_cluster(args, plan, source, scale, ipr.installs_routes)
@@ -248,8 +248,8 @@ def _ip_routing(args: argparse.Namespace, source: PlanSource) -> tuple[IpRouting
         ipr = parse_ip_routing_option(args.ip_routing)
     else:
         ipr = sc.ip_routing if sc is not None else IpRouting()
-    if ipr.daemons and frr_missing():
-        raise InputError(str(frr_missing()), field="ip_routing")
+    if ipr.daemons and frr_missing(ipr.mode):
+        raise InputError(str(frr_missing(ipr.mode)), field="ip_routing")
     if ipr.mode != "plugin":
         return ipr, None
     assert ipr.plugin is not None

@@ -88,8 +88,10 @@ def _mem_available() -> int:
 
 
 def vtysh_shell_function(sockets: str | os.PathLike[str]) -> str:
-    """A shell function that makes ``vtysh`` in a host's shell reach its node's daemons."""
-    return f'vtysh() {{ command vtysh --vty_socket {sockets} "$@"; }}'
+    """Shell functions that make ``vtysh`` (FRR) and ``birdc`` (BIRD) in a host's shell
+    reach its node's daemons."""
+    return (f'vtysh() {{ command vtysh --vty_socket {sockets} "$@"; }}; '
+            f'birdc() {{ command birdc -s {sockets}/bird.ctl "$@"; }}')
 
 
 def new_run_name(prefix: str = "n") -> str:
@@ -494,6 +496,7 @@ class Emulation:
         self._notify(self._route_subs, [RouteEvent("installed", t_s, changed)])
 
     def _start_frr(self, settings: FrrSettings) -> None:
+        from netemu.emulator.bird import BirdDaemons
         from netemu.emulator.frr import FrrDaemons
 
         t0 = time.monotonic()
@@ -510,15 +513,17 @@ class Emulation:
             self.registry.add_pid(p.pid, f"frr:{node}")
             return p
 
-        self.frr = FrrDaemons(nodes, self.registry.path / "frr", settings, spawn,
-                              log_dir=self.routing_dir)
+        cls = BirdDaemons if settings.daemon == "bird" else FrrDaemons
+        self.frr = cls(nodes, self.registry.path / "frr", settings, spawn,
+                       log_dir=self.routing_dir)
         self.frr.start()
         self.timings["frr_start_s"] = time.monotonic() - t0
 
     def vtysh(self, node: str, *args: str, timeout: float = 30) -> str:
-        """``vtysh ARGS`` on ``node``'s FRR daemons (``vtysh(n, "-c", "show ip route")``)."""
+        """``vtysh ARGS`` on ``node``'s FRR daemons (``vtysh(n, "-c", "show ip route")``);
+        in mode bird, ``birdc ARGS`` (``vtysh(n, "show", "protocols")``)."""
         if self.frr is None:
-            raise NetemuError("no FRR daemons run here (ip_routing mode frr)")
+            raise NetemuError("no routing daemons run here (ip_routing mode frr or bird)")
         r = self.run_cmd(node, self.frr.vtysh_argv(node, *args), timeout=timeout)
         return str(r.stdout) + str(r.stderr)
 

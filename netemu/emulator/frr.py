@@ -1,6 +1,6 @@
-"""FRR routing daemons on every node (``ip_routing: {daemon: frr, protocol: ospf}``).
+"""FRR routing daemons on every node (``ip_routing: {mode: frr, protocol: ospf | isis}``).
 
-Each node runs zebra and ospfd (and bfdd with ``bfd: true``) inside its namespace, from
+Each node runs zebra and ospfd or isisd (and bfdd with ``bfd: true``) inside its namespace, from
 Debian's FRR 8.x, with its own generated configuration. Many instances coexist because
 every path a daemon uses is given on its command line: the zebra socket (``-z``), the vty
 sockets (``--vty_socket``), the pid files (``-i``) and the log (``--log file:``) all live
@@ -10,7 +10,9 @@ reaches them (:meth:`FrrDaemons.vtysh_argv`).
 The configuration covers every interface of the node — its ISL interfaces and its GSL
 slots, whichever peer a slot has now — as OSPF point-to-point links in area 0. Their /32
 addresses make them unnumbered links (ospfd installs its next hops *onlink*). The node
-address on the loopback is advertised as a passive stub. Carrier changes reach ospfd
+address on the loopback is advertised as a passive stub. IS-IS (level 2 only, wide
+metrics) is set up the same way: point-to-point circuits, the loopback passive (the
+interface /32s are advertised too). Carrier changes reach the protocol daemon
 through zebra as interface up/down, so an adjacency drops when its link ends, not a dead
 interval later.
 """
@@ -36,7 +38,7 @@ FRR_USER = "frr"
 
 @dataclass(frozen=True)
 class FrrSettings:
-    """The protocol (``ospf``: the only one so far) and its timers, as the scenario gives
+    """The protocol (``ospf`` or ``isis``) and its timers, as the scenario gives
     them."""
 
     hello_s: int = 1
@@ -47,17 +49,23 @@ class FrrSettings:
     bfd: bool = False
     retransmit_s: int = 5
     protocol: str = "ospf"
+    daemon: str = "frr"
+    """``frr``, or ``bird`` (:mod:`netemu.emulator.bird`: hello, dead and retransmit)."""
 
     @classmethod
     def of(cls, ipr: IpRouting) -> FrrSettings:
-        """The settings of an ``ip_routing:`` section in mode frr."""
+        """The settings of an ``ip_routing:`` section in mode frr or bird."""
         return cls(ipr.hello_s, ipr.dead_s, ipr.spf_delay_ms, ipr.spf_hold_ms,
-                   ipr.spf_max_hold_ms, ipr.bfd, ipr.retransmit_s, ipr.protocol)
+                   ipr.spf_max_hold_ms, ipr.bfd, ipr.retransmit_s, ipr.protocol, ipr.mode)
 
 
-def frr_missing() -> str | None:
-    """Why FRR cannot run here (None when it can)."""
-    for exe in ("zebra", "ospfd"):
+def frr_missing(daemon: str = "frr") -> str | None:
+    """Why FRR (or with ``daemon="bird"``, BIRD) cannot run here (None when it can)."""
+    if daemon == "bird":
+        from netemu.emulator.bird import bird_missing
+
+        return bird_missing()
+    for exe in ("zebra", "ospfd", "isisd"):
         if not (FRR_DIR / exe).is_file():
             return f"FRR is not installed ({FRR_DIR / exe} missing; apt-get install frr)"
     if shutil.which("vtysh") is None:
@@ -91,6 +99,34 @@ def ospf_config(node: str, router_id: str, ifnames: Sequence[str], s: FrrSetting
     return "\n".join(lines) + "\n"
 
 
+def isis_system_id(node_addr: str) -> str:
+    """The IS-IS system id of a node address: 10.0.0.1 → 0100.0000.0001 (each octet in
+    three digits, as is customary)."""
+    digits = "".join(f"{int(o):03d}" for o in node_addr.split("."))
+    return ".".join(digits[i:i + 4] for i in range(0, 12, 4))
+
+
+def isis_config(node: str, node_addr: str, ifnames: Sequence[str], s: FrrSettings) -> str:
+    """isisd's configuration: one level-2 area, every link interface a point-to-point
+    circuit, the loopback passive. The interfaces' /32s are advertised too (8.4's
+    ``advertise-passive-only`` left them in the LSPs).
+    The router settings come before ``is-type``: its change schedules the first regeneration
+    with the interval set at that moment (FRR's default is 30 s: LSPs stay empty that long)."""
+    mult = max(2, min(100, -(-s.dead_s // s.hello_s)))  # dead interval in hellos
+    lines = ["frr defaults traditional", f"hostname {node}", "!", "router isis 1",
+             " lsp-gen-interval 1", " metric-style wide",
+             f" spf-interval {max(1, -(-s.spf_hold_ms // 1000))}",
+             f" net 49.0001.{isis_system_id(node_addr)}.00", " is-type level-2-only", "!",
+             "interface lo", " ip router isis 1", " isis passive", "!"]
+    for ifn in ifnames:
+        lines += [f"interface {ifn}", " ip router isis 1", " isis network point-to-point",
+                  f" isis hello-interval {s.hello_s}", f" isis hello-multiplier {mult}"]
+        if s.bfd:
+            lines.append(" isis bfd")
+        lines.append("!")
+    return "\n".join(lines) + "\n"
+
+
 def bfd_config(node: str) -> str:
     return f"frr defaults traditional\nhostname {node}\n!\n"
 
@@ -100,7 +136,7 @@ Spawn = Callable[[str, list[str], Path], subprocess.Popen]
 
 
 class FrrDaemons:
-    """zebra + ospfd (+ bfdd) per node. ``state_dir/<node>/`` holds each node's
+    """zebra + ospfd or isisd (+ bfdd) per node. ``state_dir/<node>/`` holds each node's
     configurations, sockets, pid files and logs while they run (short paths: a Unix
     socket's path has at most 107 bytes; a directory the ``frr`` user can reach, which a
     run directory under a private home may not be). :meth:`stop` copies the
@@ -118,7 +154,8 @@ class FrrDaemons:
         self.final_usage: dict[str, float] = {}
 
     def daemons(self) -> list[str]:
-        return ["zebra", "ospfd"] + (["bfdd"] if self.settings.bfd else [])
+        proto = "isisd" if self.settings.protocol == "isis" else "ospfd"
+        return ["zebra", proto] + (["bfdd"] if self.settings.bfd else [])
 
     def node_dir(self, node: str) -> Path:
         """Where ``node``'s sockets are (``vtysh --vty_socket``)."""
@@ -135,8 +172,11 @@ class FrrDaemons:
             d = self.node_dir(node)
             d.mkdir(parents=True, exist_ok=True)
             shutil.chown(d, FRR_USER, FRR_USER)  # the daemons drop to this user
-            (d / "zebra.conf").write_text(zebra_config(node, rid))
-            (d / "ospfd.conf").write_text(ospf_config(node, rid, ifnames, self.settings))
+            (d / "zebra.conf").write_text(zebra_config(node, rid, self.settings.protocol))
+            if self.settings.protocol == "isis":
+                (d / "isisd.conf").write_text(isis_config(node, rid, ifnames, self.settings))
+            else:
+                (d / "ospfd.conf").write_text(ospf_config(node, rid, ifnames, self.settings))
             if self.settings.bfd:
                 (d / "bfdd.conf").write_text(bfd_config(node))
             self.procs[node] = [self._spawn(node, "zebra")]
@@ -163,7 +203,7 @@ class FrrDaemons:
                 "-i", str(d / f"{daemon}.pid"), "--vty_socket", str(d),
                 "-P", "0", "-u", FRR_USER, "-g", FRR_USER,
                 "--log", f"file:{logs / f'{daemon}.log'}", "--log-level", "info"]
-        if daemon in ("zebra", "ospfd", "bfdd"):
+        if daemon in ("zebra", "ospfd", "isisd", "bfdd"):
             argv += ["-z", str(d / "zserv.api")]
         if daemon == "bfdd":
             argv += ["--bfdctl", str(d / "bfdd.sock")]

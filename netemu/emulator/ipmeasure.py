@@ -245,4 +245,8 @@ class ControlCounters:
                     if c and c.get("name") in ("ospf", "bfd"):
                         total[f"{c['name']}_bytes"] += int(c["bytes"])
                         total[f"{c['name']}_packets"] += int(c["packets"])
-        self.path.write_text(json.dumps(total) + "\n")
+        out: dict[str, object] = dict(total)
+        fs = self.emu.frr_settings
+        if fs is not None and fs.protocol == "isis":
+            out["counted"] = False  # IS-IS is not IP: its frames pass these counters by
+        self.path.write_text(json.dumps(out) + "\n")

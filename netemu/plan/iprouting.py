@@ -5,8 +5,8 @@
     ip_routing:
       plugin: mypkg.routes:compute   # your function returns the forwarding tables
     ip_routing:
-      mode: frr                 # FRR's zebra + ospfd in every node
-      protocol: ospf
+      mode: frr                 # FRR's zebra + ospfd (or isisd) in every node
+      protocol: ospf            # or isis (hello_s, dead_s, spf_hold_ms, bfd apply)
       hello_s: 1                # OSPF hello and dead intervals (whole seconds)
       dead_s: 4
       retransmit_s: 5           # LSA and database-description retransmission (FRR's 5)
@@ -14,6 +14,11 @@
       spf_hold_ms: 50
       spf_max_hold_ms: 1000
       bfd: false                # BFD on every OSPF interface (bfdd)
+    ip_routing:
+      mode: bird                # BIRD 2's OSPF in every node
+      protocol: ospf
+      hello_s: 1                # hello, dead and retransmit intervals as for frr
+      dead_s: 4
 
 Any mode may measure what its routes do (:mod:`netemu.emulator.ipmeasure`)::
 
@@ -22,8 +27,8 @@ Any mode may measure what its routes do (:mod:`netemu.emulator.ipmeasure`)::
       sample_s: 0.2             # wall seconds between path samples
       convergence_tolerance: 0.05   # a path within 5 % of the oracle's delay has converged
 
-The command-line override (``--ip-routing``) takes the same words (``frr`` with the
-defaults above), and ``plugin:M:F`` for a plug-in. Checked here, before anything is built; the plug-in's module is imported by the
+The command-line override (``--ip-routing``) takes the same words (``frr`` and ``bird``
+with the defaults above), and ``plugin:M:F`` for a plug-in. Checked here, before anything is built; the plug-in's module is imported by the
 emulator (:mod:`netemu.emulator.iproute_plugin`).
 """
 
@@ -37,15 +42,20 @@ from typing import Any
 from netemu.config.fields import Fields, suggest
 from netemu.errors import InputError
 
-MODES = ("oracle", "none", "plugin", "frr")
+MODES = ("oracle", "none", "plugin", "frr", "bird")
 """What ``ip_routing:`` may name."""
 
-WORDS = ("oracle", "none", "frr")
+WORDS = ("oracle", "none", "frr", "bird")
 """The modes that need nothing else, written as a single word."""
-FRR_PROTOCOLS = ("ospf",)
+FRR_PROTOCOLS = ("ospf", "isis")
 MEASURE_KEYS = ("probes", "probe_interval_s", "sample_s", "convergence_tolerance")
 FRR_KEYS = ("protocol", "hello_s", "dead_s", "retransmit_s", "spf_delay_ms", "spf_hold_ms", "spf_max_hold_ms",
             "bfd")
+BIRD_PROTOCOLS = ("ospf",)
+DAEMON_PROTOCOLS = tuple([f"frr/{p}" for p in FRR_PROTOCOLS] + [f"bird/{p}" for p in BIRD_PROTOCOLS])
+"""Option words that name the protocol too (``--ip-routing frr/isis``, a compare list)."""
+BIRD_KEYS = ("protocol", "hello_s", "dead_s", "retransmit_s")
+"""What mode bird takes: BIRD's OSPF has no SPF throttle to set, and no BFD here."""
 
 _REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
@@ -53,7 +63,7 @@ _REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 @dataclass(frozen=True)
 class IpRouting:
     """``mode`` is one of :data:`MODES`; ``plugin`` is ``module:function`` for a plug-in;
-    the rest configure the routing daemons (mode ``frr``)."""
+    the rest configure the routing daemons (mode ``frr``, or ``bird`` for its subset)."""
 
     mode: str = "oracle"
     plugin: str | None = None
@@ -83,13 +93,15 @@ class IpRouting:
     @property
     def daemons(self) -> bool:
         """Whether routing daemons run in the nodes."""
-        return self.mode == "frr"
+        return self.mode in ("frr", "bird")
 
     def describe(self) -> str:
         if self.mode == "plugin":
             return f"plugin {self.plugin}"
         if self.mode == "frr":
             return f"frr/{self.protocol}" + (" with BFD" if self.bfd else "")
+        if self.mode == "bird":
+            return f"bird/{self.protocol}"
         return self.mode
 
 
@@ -103,11 +115,11 @@ def parse_ip_routing(section: Fields | Any, *, source: str = "scenario",
         return IpRouting()
     if isinstance(f.value, str):
         if f.value not in WORDS:
-            raise f.error(f"must be oracle, none, frr or a mapping, got {f.value!r}"
+            raise f.error(f"must be oracle, none, frr, bird or a mapping, got {f.value!r}"
                           f"{suggest(f.value, WORDS)}")
         return IpRouting(str(f.value))
     if not isinstance(f.value, dict):
-        raise f.error(f"expected oracle, none, frr or a mapping, got "
+        raise f.error(f"expected oracle, none, frr, bird or a mapping, got "
                       f"{type(f.value).__name__}")
     f.check_keys(("mode", "plugin", *FRR_KEYS, *MEASURE_KEYS))
     measure = _measure(f, nodes)
@@ -122,12 +134,17 @@ def parse_ip_routing(section: Fields | Any, *, source: str = "scenario",
                           "plugin")
     elif ref is not None:
         raise f.error(f"plugin: is for mode plugin, not {mode}", "plugin")
-    if mode != "frr":
+    if mode not in ("frr", "bird"):
         for k in FRR_KEYS:
             if k in f:
                 raise f.error(f"{k}: is for mode frr, not {mode}", k)
         return replace(IpRouting(mode, ref), **measure)
-    d = IpRouting("frr")
+    if mode == "bird":
+        for k in FRR_KEYS:
+            if k not in BIRD_KEYS and k in f:
+                raise f.error(f"{k}: is for mode frr, not bird (bird takes "
+                              f"{', '.join(BIRD_KEYS)})", k)
+    d = IpRouting(mode)
     hello = f.integer("hello_s", default=d.hello_s, lo=1, hi=65535)
     dead = f.integer("dead_s", default=max(d.dead_s, 4 * (hello or 1)), lo=1, hi=65535)
     assert hello is not None and dead is not None
@@ -141,11 +158,12 @@ def parse_ip_routing(section: Fields | Any, *, source: str = "scenario",
     if max_hold < hold:
         raise f.error(f"must be at least spf_hold_ms ({hold}), got {max_hold}",
                       "spf_max_hold_ms")
-    protocol = f.enum("protocol", FRR_PROTOCOLS, default="ospf")
+    protocol = f.enum("protocol", BIRD_PROTOCOLS if mode == "bird" else FRR_PROTOCOLS,
+                      default="ospf")
     bfd = f.boolean("bfd", default=False)
     retransmit = f.integer("retransmit_s", default=d.retransmit_s, lo=1, hi=65535)
     assert protocol is not None and bfd is not None and retransmit is not None
-    return replace(IpRouting("frr", None, protocol, hello, dead, delay, hold, max_hold, bfd,
+    return replace(IpRouting(mode, None, protocol, hello, dead, delay, hold, max_hold, bfd,
                              retransmit), **measure)
 
 
@@ -170,7 +188,8 @@ def _measure(f: Fields, nodes: Sequence[str] | None) -> dict[str, Any]:
 
 
 def parse_ip_routing_option(value: str, *, option: str = "--ip-routing") -> IpRouting:
-    """The command-line override: ``oracle``, ``none``, ``frr`` or ``plugin:module:function``."""
+    """The command-line override: ``oracle``, ``none``, ``frr``, ``bird``, ``frr/isis``
+    (a daemon and its protocol) or ``plugin:module:function``."""
     if value.startswith("plugin:"):
         ref = value[len("plugin:"):]
         if not _REF.match(ref):
@@ -178,5 +197,9 @@ def parse_ip_routing_option(value: str, *, option: str = "--ip-routing") -> IpRo
         return IpRouting("plugin", ref)
     if value in WORDS:
         return IpRouting(value)
-    raise InputError(f"must be oracle, none, frr or plugin:module:function, got {value!r}"
-                     f"{suggest(value, WORDS)}", field=option)
+    if value in DAEMON_PROTOCOLS:
+        mode, _, protocol = value.partition("/")
+        return IpRouting(mode, protocol=protocol)
+    raise InputError(f"must be oracle, none, frr, bird, {', '.join(DAEMON_PROTOCOLS)} or "
+                     f"plugin:module:function, got {value!r}"
+                     f"{suggest(value, (*WORDS, *DAEMON_PROTOCOLS))}", field=option)

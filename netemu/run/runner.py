@@ -468,14 +468,17 @@ class ScenarioRun:
             ipr = opt if isinstance(opt, IpRouting) else parse_ip_routing_option(opt)
             own = sc.ip_routing
             if ipr.mode == own.mode and ipr.mode != "plugin":
-                ipr = own  # the same mode: the scenario's settings (timers) hold
+                # the same mode: the scenario's settings (timers) hold; a protocol named
+                # with it (frr/isis) replaces the scenario's
+                named = isinstance(opt, str) and "/" in opt
+                ipr = dc_replace(own, protocol=ipr.protocol) if named else own
             else:  # another mode, measured as the scenario says (side by side)
                 ipr = dc_replace(ipr, probes=own.probes, probe_interval_s=own.probe_interval_s,
                                  sample_s=own.sample_s,
                                  convergence_tolerance=own.convergence_tolerance)
         fn = None
         if ipr.daemons:
-            why = frr_missing()
+            why = frr_missing(ipr.mode)
             if why:
                 raise InputError(why, source=section.source if opt is None else None,
                                  line=section.line if opt is None else None,

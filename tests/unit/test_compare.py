@@ -93,6 +93,7 @@ def test_ip_routing_modes_compare_side_by_side():
     assert cmp is not None and cmp.axis == "ip_routing"
     assert cmp.routers == ("oracle", "frr", "plugin:my_routes:compute")
     assert cmp.dirname("plugin:my_routes:compute") == "plugin_my_routes_compute"
+    assert cmp.dirname("frr/isis") == "frr-isis"
     assert "probe_loss_ratio" in cmp.metrics and "ip_convergence_p95_s" in cmp.metrics
     runs = {"oracle": {"probe_loss_ratio": 0.001}, "frr": {"probe_loss_ratio": 0.012},
             "plugin:my_routes:compute": {"probe_loss_ratio": 0.5}}

@@ -197,6 +197,52 @@ def test_ospf_config_covers_every_interface_point_to_point() -> None:
     assert "set src 10.0.0.2" in zebra_config("sat-1", "10.0.0.2")
 
 
+def test_isis_config_sets_its_timers_before_the_level_and_wide_metrics() -> None:
+    from netemu.emulator.frr import FrrDaemons, FrrSettings, isis_config, isis_system_id
+
+    s = FrrSettings(hello_s=2, dead_s=9, protocol="isis", bfd=True)
+    conf = isis_config("sat-1", "10.0.0.2", ["sat-1-eth0"], s)
+    assert isis_system_id("10.0.0.2") == "0100.0000.0002"
+    assert " net 49.0001.0100.0000.0002.00" in conf
+    router = conf.split("router isis 1\n")[1].split("!")[0]
+    # an LSP regeneration scheduled with FRR's 30-s default would leave the LSPs empty
+    assert router.index("lsp-gen-interval 1") < router.index("is-type level-2-only")
+    assert "metric-style wide" in router
+    block = conf.split("interface sat-1-eth0\n")[1].split("!")[0]
+    assert "isis network point-to-point" in block and "isis hello-multiplier 5" in block
+    assert "isis bfd" in block
+    assert "interface lo\n ip router isis 1\n isis passive" in conf
+    assert FrrDaemons({}, Path("/nonexistent"), s, None).daemons() == [  # type: ignore[arg-type]
+        "zebra", "isisd", "bfdd"]
+    sc = parse_ip_routing({"mode": "frr", "protocol": "isis"})
+    assert sc.describe() == "frr/isis"
+
+
+def test_bird_section_takes_the_ospf_timers_only(tmp_path) -> None:
+    sc = load_scenario(_scenario(tmp_path, "ip_routing:\n  mode: bird\n  hello_s: 2\n"))
+    ipr = sc.ip_routing
+    assert ipr.mode == "bird" and ipr.daemons and not ipr.installs_routes
+    assert (ipr.hello_s, ipr.dead_s) == (2, 8) and ipr.describe() == "bird/ospf"
+    assert parse_ip_routing_option("bird") == IpRouting("bird")
+    with pytest.raises(InputError) as e:
+        load_scenario(_scenario(tmp_path, "ip_routing: {mode: bird, bfd: true}\n"))
+    assert "is for mode frr, not bird" in str(e.value) and e.value.field == "ip_routing.bfd"
+    with pytest.raises(InputError) as e:
+        load_scenario(_scenario(tmp_path, "ip_routing: brid\n"))
+    assert "did you mean 'bird'" in str(e.value)
+
+
+def test_bird_config_exports_only_other_node_addresses() -> None:
+    from netemu.emulator.bird import bird_config
+    from netemu.emulator.frr import FrrSettings
+
+    conf = bird_config("10.0.0.2", ["sat-1-eth0", "sat-1-eth1"],
+                       FrrSettings(hello_s=2, dead_s=9, daemon="bird"))
+    assert 'interface "sat-1-eth0", "sat-1-eth1" {\n      type ptp;' in conf
+    assert "hello 2;" in conf and "dead 9;" in conf and "router id 10.0.0.2;" in conf
+    assert "net != 10.0.0.2/32" in conf and "krt_prefsrc = 10.0.0.2;" in conf
+
+
 def test_override_keeps_the_scenarios_measurements_for_a_side_by_side_run(tmp_path) -> None:
     p = _scenario(tmp_path, "ip_routing: {mode: frr, hello_s: 3, probes: [sat-0:kashi]}\n"
                   "emulation: {duration_s: 60}\n")
@@ -204,4 +250,11 @@ def test_override_keeps_the_scenarios_measurements_for_a_side_by_side_run(tmp_pa
     assert other.ip_routing.mode == "oracle" and other.ip_routing.probes == (("sat-0", "kashi"),)
     same = ScenarioRun(RunOptions(p, echo=lambda s: None, ip_routing="frr")).prepare()
     assert same.ip_routing.hello_s == 3  # the scenario's timers hold
+    isis = ScenarioRun(RunOptions(p, echo=lambda s: None, ip_routing="frr/isis")).prepare()
+    assert (isis.ip_routing.protocol, isis.ip_routing.hello_s) == ("isis", 3)
+    bird = ScenarioRun(RunOptions(p, echo=lambda s: None, ip_routing="bird/ospf")).prepare()
+    assert bird.ip_routing.describe() == "bird/ospf" and bird.ip_routing.probes
+    with pytest.raises(InputError) as e:
+        parse_ip_routing_option("frr/isiss")
+    assert "did you mean 'frr/isis'" in str(e.value)
 

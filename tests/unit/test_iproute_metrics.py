@@ -108,3 +108,14 @@ def test_control_traffic_per_link_second(tmp_path: Path) -> None:
     (d / "paths.jsonl").write_text(json.dumps({"kind": "links", "link_wall_s": 50.0}) + "\n")
     m = iproute_metrics(d)
     assert m["ip_control_bytes"] == 10000 and m["ip_control_bytes_per_link_s"] == 200.0
+
+
+def test_control_traffic_the_counters_cannot_see_is_null_not_zero(tmp_path: Path) -> None:
+    d = tmp_path / "iproute"
+    d.mkdir()
+    (d / "control.json").write_text(json.dumps({"ospf_bytes": 0, "ospf_packets": 0,
+                                                "bfd_bytes": 0, "bfd_packets": 0,
+                                                "counted": False}))
+    (d / "paths.jsonl").write_text(json.dumps({"kind": "links", "link_wall_s": 50.0}) + "\n")
+    m = iproute_metrics(d)
+    assert m["ip_control_bytes"] is None and m["ip_control_bytes_per_link_s"] is None
