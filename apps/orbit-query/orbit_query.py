@@ -256,9 +256,13 @@ async def run_service(args, appenv, clock, tel, port, stop) -> dict:
         task = asyncio.ensure_future(answer(query, got.source, got.bundle_id, clock()))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
-    for task in list(tasks):
-        with contextlib.suppress(BaseException):
-            await asyncio.wait_for(task, 2.0)
+    # answers in flight get 2 s in all, not 2 s each: a model run holds the loop, so queued
+    # ones would otherwise each run to the end after SIGTERM (minutes on a slow CPU)
+    if tasks:
+        _done, pending = await asyncio.wait(set(tasks), timeout=2.0)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
     return {"app": "orbit-query", "role": "service", "node": appenv.node, "queries_answered": answered,
             "store": str(store), "runtime": getattr(detector, "runtime", "numpy"),
             "compute": compute.stats()}

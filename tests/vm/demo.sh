@@ -28,10 +28,10 @@ RUN=/tmp/netemu-demo-run
   export NETEMU_BASE_IMAGE MPLCONFIGDIR=/tmp/mpl
   t0=$(cut -d' ' -f1 /proc/uptime)
   # one node host for the 16 agents (one Python start instead of 16), ten minutes for them
-  # and the 31 apps to start before the window opens, and a minute for the apps to exit
+  # and the 31 apps to start before the window opens, and two minutes for the apps to exit
   # at the end (everything here is ~10x slower; 28 containers stop at once)
   "$VENV/bin/netemu" demo --quick --shaper netem --agent-hosts 1 --lead-s 600 \
-    --app-grace-s 60 --out "$RUN" "$@"
+    --app-grace-s 120 --out "$RUN" "$@"
   status=$?
   echo "guest: netemu demo exit $status after $(echo "$(cut -d' ' -f1 /proc/uptime) $t0" \
        | awk '{printf "%.0f", $1 - $2}') s"
