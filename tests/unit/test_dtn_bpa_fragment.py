@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import pytest
+from test_dtn_bpa import Net
 
 from netemu.agent.store import BundleStore
 from netemu.dtn.bpa import (
@@ -26,7 +27,6 @@ from netemu.dtn.state import BundleState
 from netemu.dtn.status import Reason
 from netemu.plan.contacts import Contact, ContactPlan, Node
 from netemu.routing.cgr import CGRRouter
-from tests.unit.test_dtn_bpa import Net
 
 PAYLOAD = bytes(range(251)) * 40  # 10,040 bytes
 
@@ -207,7 +207,7 @@ def test_the_whole_bundle_arriving_mid_reassembly_ends_it(net):
 
 def test_a_copy_the_router_keeps_is_not_split(tmp_path):
     from netemu.routing.epidemic import EpidemicRouter
-    from tests.unit.test_dtn_bpa import PLAN
+    from test_dtn_bpa import PLAN
 
     net = Net(tmp_path, router_factory=lambda n: EpidemicRouter(n, PLAN))
     try:

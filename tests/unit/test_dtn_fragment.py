@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from dtn_strategies import fuzz_settings
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -17,7 +18,6 @@ from netemu.dtn.bundle import (
     decode_bundle_strict,
 )
 from netemu.dtn.fragment import FragmentError, Reassembler, fragment, reassemble, whole_id
-from tests.unit.dtn_strategies import fuzz_settings
 
 
 def _bundle(payload: bytes, *, flags: int = 0, crc: str = "crc32c", extra: bool = True,

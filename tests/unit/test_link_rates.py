@@ -22,7 +22,7 @@ from netemu.plan.linkmodel import (
 from netemu.plan.orbit import propagate_direct, stations_ecef, teme_to_ecef, theta_gmst
 from netemu.plan.scenario import load_scenario, scenario_from_dict
 from netemu.plan.schedule import compute_plan
-from routing.cgr import ContactGraph
+from netemu.routing.cgr import ContactGraph
 
 TOPO = Path(__file__).resolve().parents[2] / "topologies"
 S2 = LinkBudget(frequency_hz=8.2e9, eirp_dbw=10, gt_dbk=25, bandwidth_hz=3e8,
