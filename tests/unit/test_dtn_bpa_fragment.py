@@ -206,8 +206,9 @@ def test_the_whole_bundle_arriving_mid_reassembly_ends_it(net):
 
 
 def test_a_copy_the_router_keeps_is_not_split(tmp_path):
-    from netemu.routing.epidemic import EpidemicRouter
     from test_dtn_bpa import PLAN
+
+    from netemu.routing.epidemic import EpidemicRouter
 
     net = Net(tmp_path, router_factory=lambda n: EpidemicRouter(n, PLAN))
     try:
