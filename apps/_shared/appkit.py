@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
-from netemu.analysis.metrics import percentile  # noqa: F401  (one definition, shared with the report)
+from netemu.analysis.stats import percentile  # noqa: F401  (one definition, shared with the report)
 from netemu.errors import InputError
 from netemu.runtime.clock import DTN_EPOCH, ScenarioClock
 from netemu.runtime.env import NETEMU_MQTT_SOCKET, HostEnv
