@@ -222,11 +222,12 @@ $("close").addEventListener("click", () => {
 
 function showReplay(r) {
   if (!r) return;
-  if (view.mode === "live") {  // a live run: pause and resume only, where the run allows
+  if (view.mode === "live") {  // a live run: pause, resume and time scale, where the run allows
     if (!r.can_pause) return;
     $("replay").hidden = false;
-    for (const id of ["slider", "speed", "rpos"]) $(id).closest("label, input, span").hidden = true;
+    for (const id of ["slider", "rpos"]) $(id).hidden = true;
     $("play").textContent = r.playing ? "pause" : "play";
+    showSpeed(r.speed);
     return;
   }
   if (view.mode !== "replay") return;
@@ -235,12 +236,15 @@ function showReplay(r) {
   s.min = r.t_min_s; s.max = r.t_max_s;
   if (!s.matches(":active") && view.t_s !== null) s.value = view.t_s;
   $("play").textContent = r.playing ? "pause" : "play";
-  const sp = $("speed"), x = String(r.speed);
-  if (document.activeElement !== sp && sp.value !== x) {
-    if (![...sp.options].some((o) => o.value === x)) sp.add(new Option(x));
-    sp.value = x;
-  }
+  showSpeed(r.speed);
   $("rpos").textContent = `${fmt(view.t_s, 0)} / ${fmt(r.t_max_s, 0)} s`;
+}
+
+function showSpeed(speed) {  // the scale the run goes at (while paused: resumes at)
+  const sp = $("speed"), x = String(speed);
+  if (speed === undefined || document.activeElement === sp || sp.value === x) return;
+  if (![...sp.options].some((o) => o.value === x)) sp.add(new Option(x));
+  sp.value = x;
 }
 
 $("slider").addEventListener("input", (e) => ws.send(JSON.stringify({type: "seek", t_s: Number(e.target.value)})));
@@ -304,6 +308,7 @@ function connect() {
       applyFrame(m);
       if (view.selected && m.nodes.includes(view.selected) && view.ticks % 4 === 0) select(view.selected);
     } else if (m.type === "node") showPanel(m);
+    else if (m.type === "error") $("status").textContent = m.message;
   };
 }
 
