@@ -201,6 +201,7 @@ class Emulation:
         self._scale_subs: list[Callable[[float, float, int], None]] = []
         self._hosts: dict[str, object] = {}
         self._procs: list[subprocess.Popen] = []
+        self._user_procs: list[subprocess.Popen] = []  # started by popen(): hosted_pids()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._done = threading.Event()
@@ -742,8 +743,28 @@ class Emulation:
         p = subprocess.Popen(self.net.exec_argv(node, list(argv)), env=full,  # type: ignore[call-overload]
                              **kwargs)
         self._procs.append(p)
+        self._user_procs.append(p)
         self.registry.add_pid(p.pid, f"popen:{node}")
         return p
+
+    def hosted_pids(self) -> list[int]:
+        """The processes that run in the hosts for the scenario: those started with
+        :meth:`popen` (bundle agents, probes, the user's) with their children, and the
+        commands run from the hosts' shells (the CLI), not the shells themselves nor the
+        routing daemons. What a paused run stops (netemu.run.pause)."""
+        import psutil
+
+        roots = [(p.pid, True) for p in self._user_procs if p.poll() is None]
+        roots += [(int(h.pid), False) for h in list(self._hosts.values())  # type: ignore[attr-defined]
+                  if getattr(h, "pid", None)]
+        out: list[int] = []
+        for pid, itself in roots:
+            try:
+                proc = psutil.Process(pid)
+                out += ([pid] if itself else []) + [c.pid for c in proc.children(recursive=True)]
+            except psutil.Error:
+                continue
+        return out
 
     def run_cmd(self, node: str, argv: Sequence[str], *, timeout: float | None = 60,
                 **kwargs: object) -> subprocess.CompletedProcess:
