@@ -92,7 +92,7 @@ function setLink(id, d) {
   let l = view.links[id];
   if (!l) {
     const [a, b] = id.split("|");
-    l = view.links[id] = {a, b, state: null, el: el("line", {class: "link", "data-link": id}, $("links"))};
+    l = view.links[id] = {a, b, state: null, el: el("path", {class: "link", "data-link": id}, $("links"))};
   }
   const changed = l.state !== d.state;
   Object.assign(l, d);
@@ -122,12 +122,31 @@ function animateFlights(now) {
   for (let i = flights.length - 1; i >= 0; i--) {
     const f = flights[i], a = view.nodes[f.a], b = view.nodes[f.b];
     const k = (now - f.t0) / FLIGHT_MS;
-    if (k >= 1 || a.lon === null || b.lon === null || Math.abs(a.lon - b.lon) > 180) {
+    if (k >= 1 || a.lon === null || b.lon === null) {
       f.dot.remove(); flights.splice(i, 1); continue;
     }
-    f.dot.setAttribute("cx", (X(a.lon) + k * (X(b.lon) - X(a.lon))).toFixed(1));
+    // the shorter way, across the date line where that is shorter
+    let lon = a.lon + k * (unwrap(a.lon, b.lon) - a.lon);
+    if (lon > 180) lon -= 360; else if (lon < -180) lon += 360;
+    f.dot.setAttribute("cx", X(lon).toFixed(1));
     f.dot.setAttribute("cy", (Y(a.lat) + k * (Y(b.lat) - Y(a.lat))).toFixed(1));
   }
+}
+
+// lonB moved by 360° where that brings it within 180° of lonA
+function unwrap(lonA, lonB) {
+  return lonB - lonA > 180 ? lonB - 360 : lonB - lonA < -180 ? lonB + 360 : lonB;
+}
+
+// A link's line on the map as [lonA, latA, lonB, latB] segments: one, or two where the
+// shorter way between its ends crosses the date line (±180°): each end to the map's
+// edge, meeting it at the latitude where the straight line crosses.
+function linkSegments(lonA, latA, lonB, latB) {
+  const lonB2 = unwrap(lonA, lonB);
+  if (lonB2 === lonB) return [[lonA, latA, lonB, latB]];
+  const edge = lonB2 > lonA ? 180 : -180;  // the edge on A's side
+  const lat = latA + (latB - latA) * (edge - lonA) / (lonB2 - lonA);
+  return [[lonA, latA, edge, lat], [-edge, lat, lonB, latB]];
 }
 
 function drawLinks() {
@@ -136,9 +155,8 @@ function drawLinks() {
     if (l.state === "down") continue;
     const a = view.nodes[l.a], b = view.nodes[l.b];
     if (!a || !b || a.lon === null || b.lon === null) continue;
-    l.el.setAttribute("x1", X(a.lon).toFixed(1)); l.el.setAttribute("y1", Y(a.lat).toFixed(1));
-    l.el.setAttribute("x2", X(b.lon).toFixed(1)); l.el.setAttribute("y2", Y(b.lat).toFixed(1));
-    l.el.classList.toggle("wrap", Math.abs(a.lon - b.lon) > 180);
+    l.el.setAttribute("d", linkSegments(a.lon, a.lat, b.lon, b.lat).map(([x1, y1, x2, y2]) =>
+      `M${X(x1).toFixed(1)} ${Y(y1).toFixed(1)}L${X(x2).toFixed(1)} ${Y(y2).toFixed(1)}`).join(""));
   }
 }
 
