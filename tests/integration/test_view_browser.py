@@ -126,7 +126,7 @@ def test_a_link_going_down_turns_its_line_down_within_2_s(page) -> None:
             ends[lid] = max(ends.get(lid, 0.0), c.end_s)
     lid, end_s = min(((k, v) for k, v in ends.items() if v > now + 2 * TIME_SCALE),
                      key=lambda kv: kv[1])
-    assert page.get_attribute(f"path[data-link='{lid}']", "data-state") == "up"
+    assert page.get_attribute(f"line[data-link='{lid}']", "data-state") == "up"
     wait_ms = (end_s - now) / TIME_SCALE * 1000 + 10000
     page.wait_for_function(
         f"window.netemuView.linkChanges.some(c => c.id === '{lid}' && c.state === 'down')",
@@ -139,7 +139,7 @@ def test_a_link_going_down_turns_its_line_down_within_2_s(page) -> None:
     due_wall = got["wall"] + (end_s - got["t_s"]) / TIME_SCALE
     late_s = got["change"]["wall_ms"] / 1000 - due_wall
     assert -0.5 <= late_s <= 2.0, json.dumps({"link": lid, "end_s": end_s, "late_s": late_s})
-    assert page.get_attribute(f"path[data-link='{lid}']", "data-state") == "down"
+    assert page.get_attribute(f"line[data-link='{lid}']", "data-state") == "down"
 
 
 def test_pause_stops_scenario_time_in_the_page_and_the_emulation(page) -> None:

@@ -54,23 +54,29 @@ def test_slider_moves_time_and_links_follow_both_ways(page) -> None:
     page.click("#play")  # pause
     page.wait_for_function("window.netemuView.time_scale === 0", timeout=5000)
     _seek(page, 150)
-    line = "path[data-link='gs-a|sat-1']"
+    line = "line[data-link='gs-a|sat-1']"
     page.wait_for_selector(f"{line}[data-state='up']", state="attached", timeout=5000)
     assert page.text_content("#utc") == "2026-01-01 00:02:30 UTC"
     _seek(page, 50)  # before the ground link came up: its line goes
     page.wait_for_selector(f"{line}[data-state='down']", state="attached", timeout=5000)
-    assert page.get_attribute("path[data-link='sat-1|sat-2']", "data-state") == "up"
+    assert page.get_attribute("line[data-link='sat-1|sat-2']", "data-state") == "up"
     # a link whose shorter way crosses the date line is drawn to both edges of the map:
     # sat-1 placed at 175°E on the equator, sat-2 at 165°W, 40°N (one script run: no
     # update from the server in between)
-    d = page.evaluate("""() => {
+    lines = page.evaluate("""() => {
         place(view.nodes['sat-1'], 175, 0); place(view.nodes['sat-2'], -165, 40);
         drawLinks();
-        return document.querySelector("path[data-link='sat-1|sat-2']").getAttribute('d');
+        const xy = (e) => ['x1', 'y1', 'x2', 'y2'].map((k) => Number(e.getAttribute(k)));
+        return [xy(document.querySelector("line[data-link='sat-1|sat-2']")),
+                xy(document.querySelector("line[data-twin='sat-1|sat-2']"))];
     }""")
     # 4 px a degree: 175°E → x 1420, the edge 1440 | 0, 165°W → x 60; the line crosses
     # 180° a quarter of the way along: at 10°N (y 320)
-    assert d == "M1420.0 360.0L1440.0 320.0M0.0 320.0L60.0 200.0"
+    assert lines == [[1420, 360, 1440, 320], [0, 320, 60, 200]]
+    assert page.evaluate("""() => {  // both ends on one side again: one line
+        place(view.nodes['sat-2'], 170, 40); drawLinks();
+        return document.querySelector("line[data-twin='sat-1|sat-2']") === null;
+    }""")
 
 
 def test_pause_stops_the_pages_scenario_time(page) -> None:

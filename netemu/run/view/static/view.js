@@ -92,7 +92,7 @@ function setLink(id, d) {
   let l = view.links[id];
   if (!l) {
     const [a, b] = id.split("|");
-    l = view.links[id] = {a, b, state: null, el: el("path", {class: "link", "data-link": id}, $("links"))};
+    l = view.links[id] = {a, b, state: null, el: el("line", {class: "link", "data-link": id}, $("links"))};
   }
   const changed = l.state !== d.state;
   Object.assign(l, d);
@@ -103,6 +103,7 @@ function setLink(id, d) {
   }
   l.el.setAttribute("stroke", linkColor(l));
   l.el.dataset.kind = d.kind || "";
+  if (l.twin) paintTwin(l);
 }
 
 // bundles in flight: a dot moving along each hop a bundle was forwarded over, for
@@ -138,6 +139,16 @@ function unwrap(lonA, lonB) {
   return lonB - lonA > 180 ? lonB - 360 : lonB - lonA < -180 ? lonB + 360 : lonB;
 }
 
+function setLine(e, [lon1, lat1, lon2, lat2]) {
+  e.setAttribute("x1", X(lon1).toFixed(1)); e.setAttribute("y1", Y(lat1).toFixed(1));
+  e.setAttribute("x2", X(lon2).toFixed(1)); e.setAttribute("y2", Y(lat2).toFixed(1));
+}
+
+function paintTwin(l) {  // the twin line shows what its link's line shows
+  l.twin.dataset.state = l.el.dataset.state;
+  l.twin.setAttribute("stroke", l.el.getAttribute("stroke"));
+}
+
 // A link's line on the map as [lonA, latA, lonB, latB] segments: one, or two where the
 // shorter way between its ends crosses the date line (±180°): each end to the map's
 // edge, meeting it at the latitude where the straight line crosses.
@@ -155,8 +166,12 @@ function drawLinks() {
     if (l.state === "down") continue;
     const a = view.nodes[l.a], b = view.nodes[l.b];
     if (!a || !b || a.lon === null || b.lon === null) continue;
-    l.el.setAttribute("d", linkSegments(a.lon, a.lat, b.lon, b.lat).map(([x1, y1, x2, y2]) =>
-      `M${X(x1).toFixed(1)} ${Y(y1).toFixed(1)}L${X(x2).toFixed(1)} ${Y(y2).toFixed(1)}`).join(""));
+    const segs = linkSegments(a.lon, a.lat, b.lon, b.lat);
+    setLine(l.el, segs[0]);
+    if (segs.length > 1) {  // across the date line: the second segment on a twin line
+      if (!l.twin) { l.twin = el("line", {class: "link twin", "data-twin": id}, $("links")); paintTwin(l); }
+      setLine(l.twin, segs[1]);
+    } else if (l.twin) { l.twin.remove(); l.twin = null; }
   }
 }
 
