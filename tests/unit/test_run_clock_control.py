@@ -98,6 +98,8 @@ def test_the_views_controls_set_the_scale_of_a_live_run(tmp_path: Path) -> None:
                 ok = (r.status, await r.json())
                 r = await s.post(url + "control", json={"type": "speed", "x": 0})
                 bad = (r.status, await r.json())
+                r = await s.post(url + "control", json={"type": "seek", "t_s": 5})
+                seek = (r.status, await r.json())
                 r = await s.post(url + "control", json={"type": "speed", "x": 5},
                                  headers={"Origin": "http://evil.example"})
                 evil = r.status
@@ -109,13 +111,14 @@ def test_the_views_controls_set_the_scale_of_a_live_run(tmp_path: Path) -> None:
                     while (t := json.loads((await ws.receive(timeout=5)).data))["type"] != "tick" \
                             or t["time_scale"] != 25:
                         pass
-                return ok, bad, evil, m, t
+                return ok, bad, seek, evil, m, t
 
-        ok, bad, evil, err, tick = asyncio.run(talk())
+        ok, bad, seek, evil, err, tick = asyncio.run(talk())
     finally:
         server.stop()
     assert ok[0] == 200 and ok[1]["time_scale"] == 50 and ok[1]["replay"]["speed"] == 50
     assert bad[0] == 400 and "time scale must be > 0" in bad[1]["error"]
+    assert seek[0] == 400 and "cannot seek" in seek[1]["error"]
     assert evil == 403
     assert "x must be a number" in err["message"]
     assert tick["replay"] == {"can_pause": True, "playing": True, "speed": 25.0}

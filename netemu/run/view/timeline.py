@@ -79,10 +79,13 @@ class LiveTimeline:
         """``pause`` and ``play`` pause and resume the run, ``{"type": "speed", "x"}``
         sets its time scale, where the run allows it (``--view``); nothing else moves a
         live run's clock. A bad scale raises :class:`InputError`."""
+        kind = msg.get("type")
+        if kind == "seek":
+            raise InputError("a live run cannot seek: its record replays with netemu view "
+                             "RUN_DIR", field="type")
         pc = self.pause_control
         if pc is None:
             return
-        kind = msg.get("type")
         if kind in ("pause", "play"):  # in a thread: stopping the processes takes a moment
             threading.Thread(target=pc.pause if kind == "pause" else pc.resume,
                              name="netemu-view-pause", daemon=True).start()
