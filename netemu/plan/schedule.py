@@ -669,15 +669,15 @@ def _assign(windows: list[tuple[int, int, float, float]], st_cap: list[int],
 
 def reassign(windows: list[tuple[int, int, float, float]], st_cap: list[int],
              sat_cap: list[int], sin_el: SinEl, start_s: float, end_s: float,
-             every_s: float) -> list[tuple[int, int, float, float]]:
+             every_s: float, offset_s: float = 0.0) -> list[tuple[int, int, float, float]]:
     """A global scheduler that reassigns every link every ``every_s`` (Starlink's is
-    15 s), at instants that are multiples of ``every_s`` from the scenario epoch: at each,
+    15 s), at instants ``offset_s`` + k × ``every_s`` from the scenario epoch: at each,
     the station–satellite pairs in view are ranked by elevation and taken highest first
     while the station has an antenna and the satellite a beam free (0 = no limit); a link
     holds until the next instant or until it sets. A satellite that rises between two
     instants waits for the next; a link chosen again continues as one contact."""
     ws = sorted(windows, key=lambda w: w[2])
-    first = math.floor(start_s / every_s) * every_s
+    first = math.floor((start_s - offset_s) / every_s) * every_s + offset_s
     n = int(math.ceil((end_s - first) / every_s))
     instants = [max(start_s, first + k * every_s) for k in range(n)] + [end_s]
     open_: dict[tuple[int, int], list[float]] = {}  # (g, s) → [start, end] of the open link
@@ -1315,6 +1315,9 @@ def _compute_plan(scenario: Scenario, start_s: float, duration_s: float,
             track, scenario.ground_stations[i].min_elevation_deg, eph, start_s=start_s,
             t_end=t_end)]
     finish(weights["gsl"])
+    no_gsl = {i for i, g in enumerate(scenario.ground_stations) if not g.gsl}
+    if no_gsl:
+        gw = [w for w in gw if w[0] not in no_gsl]
     cap = [g.max_links for g in scenario.ground_stations]
     if progress:
         progress("tracking limits", done["v"])
@@ -1323,7 +1326,8 @@ def _compute_plan(scenario: Scenario, start_s: float, duration_s: float,
     if policy in ("max-elevation", "reassign") and gw:
         sin_el = _sin_el_fn(scenario, eph)
         if policy == "reassign":
-            gw = reassign(gw, cap, sat_cap, sin_el, start_s, t_end, scenario.schedule.reassign_s)
+            gw = reassign(gw, cap, sat_cap, sin_el, start_s, t_end, scenario.schedule.reassign_s,
+                          scenario.schedule.reassign_offset_s)
         else:
             gw = apply_tracking_limits(gw, cap, sat_cap, policy=policy, sin_el=sin_el)
     else:
@@ -1391,9 +1395,21 @@ def _compute_plan(scenario: Scenario, start_s: float, duration_s: float,
             na, nb = names[pairs[p].a], names[pairs[p].b]
             contacts.append(Contact(na, nb, a, b, rate, owlt, "isl", isl_model.loss, 1.0, smp))
             contacts.append(Contact(nb, na, a, b, rate, owlt, "isl", isl_model.loss, 1.0, smp))
+    contacts += wired_contacts(scenario, start_s, t_end)
     if progress:
         progress("done", 1.0)
     return ContactPlan(scenario.epoch, plan_nodes(scenario), contacts, [], events)
+
+
+def wired_contacts(scenario: Scenario, start_s: float, end_s: float) -> list[Contact]:
+    """The stations' wired links: up over the whole window, both ways, kind "wired"."""
+    out: list[Contact] = []
+    for g in scenario.ground_stations:
+        for w in g.wired:
+            for a, b in ((g.name, w.to), (w.to, g.name)):
+                out.append(Contact(a, b, start_s, end_s, w.rate_bps, w.delay_s, "wired",
+                                   w.loss))
+    return out
 
 
 def scenario_weather(scenario: Scenario, end_s: float) -> Weather:
