@@ -134,7 +134,7 @@ def measure(args: argparse.Namespace) -> dict:
     for sp in spikes:
         sp["lost"] = sum(1 for x in lost_t if abs(x - sp["t_s"]) < 0.5)
     every, off = sc.schedule.reassign_s, sc.schedule.reassign_offset_s
-    slot = [s for s, _d in st if min((s - off) % every, every - (s - off) % every) < 0.2]
+    slot = [s for s, _d in st if min((s - off) % every, every - (s - off) % every) < 0.3]
     res = {
         "scenario": str(args.scenario), "terminal": args.terminal, "host": args.host,
         "shaper": shaper, "interval_s": args.interval_s, "window_s": [round(t0, 3), round(t1, 3)],

@@ -497,7 +497,7 @@ def _parse_station(f: Fields, base_dir: Path = Path(".")) -> GroundStation:
         min_elevation_deg=f.number("min_elevation_deg", default=10.0, lo=0, hi=89),  # type: ignore[arg-type]
         max_links=f.integer("max_links", default=1, lo=0),  # type: ignore[arg-type]
         ipn=f.integer("ipn", default=None, lo=1),
-        gsl=f.boolean("gsl", default=True),
+        gsl=f.boolean("gsl", default=True) is not False,
         wired=tuple(_parse_wired(w) for w in f.items("wired")),
     )
 
@@ -505,7 +505,7 @@ def _parse_station(f: Fields, base_dir: Path = Path(".")) -> GroundStation:
 def _parse_wired(f: Fields) -> WiredLink:
     f.check_keys(WIRED_KEYS, required=("to", "delay_s"))
     return WiredLink(
-        to=f.string("to"),
+        to=f.string("to", required=True) or "",
         delay_s=f.number("delay_s", lo=0, hi=10, required=True),  # type: ignore[arg-type]
         rate_bps=f.number("rate_bps", default=1.0e9, lo=0, lo_open=True),  # type: ignore[arg-type]
         loss=f.number("loss", default=0.0, lo=0, hi=1),  # type: ignore[arg-type]
