@@ -429,3 +429,56 @@ def test_refused_netlink_request_is_a_netemu_error_with_its_errno():
     assert isinstance(e.value, NetemuError) and not isinstance(e.value, OSError)
     assert e.value.errno == errno.ENODEV
     assert "root: link" in str(e.value)
+
+
+# --- Starlink-like access: a terminal, a satellite, the gateway, the internet ------------
+
+
+def test_a_terminal_reaches_the_internet_host_through_a_satellite_and_the_gateway(cleanup_check):
+    """topologies/starlink-access.yaml around a satellite change (42 s): the terminal's
+    route to the internet host goes to its satellite, which sends it to the gateway, which
+    hands it to its wired neighbour; the round trip is the plan's light time; after the
+    change the route follows the new satellite, and the host answers through the gateway."""
+    from pathlib import Path
+
+    from netemu.plan.scenario import load_scenario
+    from netemu.plan.schedule import compute_plan
+
+    sc = load_scenario(Path(__file__).resolve().parents[2] / "topologies" / "starlink-access.yaml")
+    # from a slot instant (:27), so the window's plan is the whole scenario's
+    plan = compute_plan(sc, start_s=27.0, duration_s=20.0)
+    emu = Emulation(plan, run_name="teacc", time_scale=1.0, start_s=38.0)
+    cleanup_check.append(emu)
+    emu.start()
+
+    def sat_at(t: float) -> str:
+        return next(c.dst for c in plan.contacts
+                    if c.src == "ut-seattle" and c.start_s <= t < c.end_s)
+
+    def via(node: str, dst: str) -> str:
+        out = emu.run_cmd(node, ["ip", "route", "get", emu.node_addr(dst)]).stdout
+        m = re.search(r"via (\S+)", out)
+        return m.group(1) if m else out
+
+    def plan_rtt_ms(t: float) -> float:
+        sat = sat_at(t)
+        legs = [("ut-seattle", sat), (sat, "gw-redmond"), ("gw-redmond", "internet")]
+        return 1e3 * sum(c.owlt_at(t) for c in plan.contacts if c.start_s <= t < c.end_s
+                         and ((c.src, c.dst) in legs or (c.dst, c.src) in legs))
+
+    whole = compute_plan(sc)
+    assert [(c.dst, c.start_s) for c in plan.contacts if c.src == "ut-seattle"] == \
+        [(c.dst, max(27.0, c.start_s)) for c in whole.contacts
+         if c.src == "ut-seattle" and c.start_s < 47.0 and c.end_s > 27.0]
+    before, after = sat_at(39.0), sat_at(44.0)
+    assert before != after
+    for t, sat in ((39.0, before), (44.0, after)):
+        emu.wait(until_s=t)
+        assert via("ut-seattle", "internet") == emu.node_addr(sat)
+        assert via(sat, "internet") == emu.node_addr("gw-redmond")
+        assert via("gw-redmond", "internet") == emu.node_addr("internet")
+        assert via("internet", "ut-seattle") == emu.node_addr("gw-redmond")
+        rtts = ping_rtts_ms(emu, "ut-seattle", "internet", count=5, interval=0.05)
+        expected = plan_rtt_ms(emu.now_s())
+        assert rtts and abs(min(rtts) - expected) < 1.0, (t, rtts, expected)
+        assert ping_rtts_ms(emu, "internet", "ut-seattle", count=3, interval=0.05)
