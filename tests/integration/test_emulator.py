@@ -222,7 +222,7 @@ def test_iperf3_drops_when_a_scheduled_rain_event_starts(cleanup_check):
     from netemu.plan.schedule import compute_plan
 
     # one satellite over one station, a narrow DVB-S2 carrier, 6 dB of rain from 35,110 s
-    # (near the top of a pass that starts at 34,934 s)
+    # (near the top of a pass that starts at 34,934 s): the rate drops at 35,110 s exactly
     sc = scenario_from_dict({
         "epoch": "2026-06-01T00:00:00Z", "duration_s": 36000,
         "satellites": [{"walker": {"planes": 1, "sats_per_plane": 1, "altitude_km": 550,
@@ -235,7 +235,7 @@ def test_iperf3_drops_when_a_scheduled_rain_event_starts(cleanup_check):
                                                   "end_s": 35200, "atten_db": 6}]}})
     plan = compute_plan(sc, start_s=35000, duration_s=300)
     up = next(c for c in plan.contacts if c.src == "gs1")  # iperf3 sends gs1 → sat-0
-    dry, wet = (35080.5, 35088.5), (35101.5, 35109.5)
+    dry, wet = (35080.5, 35088.5), (35111.5, 35119.5)
     for a, b in (dry, wet):  # one rate over each measured stretch
         assert up.rate_at(a) == up.rate_at(b)
     want_dry, want_wet = up.rate_at(dry[0]), up.rate_at(wet[0])
@@ -244,8 +244,8 @@ def test_iperf3_drops_when_a_scheduled_rain_event_starts(cleanup_check):
     cleanup_check.append(emu)
     emu.start()
     first = _iperf3_bps(emu, "gs1", "sat-0", 5)
-    assert emu.clock is not None and emu.clock.now_s() < 35100
-    emu.wait(until_s=35101)
+    assert emu.clock is not None and emu.clock.now_s() < 35110
+    emu.wait(until_s=35111)
     second = _iperf3_bps(emu, "gs1", "sat-0", 5)
     for got, want in ((first, want_dry), (second, want_wet)):
         assert abs(got - want) / want <= 0.05, \
