@@ -3,8 +3,10 @@
 At every topology change the emulator asks for the routes of the links up now, weighted by
 their current one-way delay. Satellites (and plain nodes) form the *core*: all-pairs
 shortest paths over it (scipy's Dijkstra) are recomputed only when a core link comes or
-goes. Ground stations are end systems that do not carry transit traffic; their routes
-follow from the core distances and their current attachments, so a ground-link
+goes. Ground stations are end systems that do not carry transit traffic (but for a
+station's wired neighbour, an internet host behind a gateway: it reaches the satellites
+through the gateway); their routes follow from the core distances and their current
+attachments, so a ground-link
 handover — by far the most frequent change — costs a few vector operations, not an
 all-pairs run.
 
@@ -81,44 +83,56 @@ class RouteComputer:
             hop = core[np.where(cnh >= 0, cnh, 0)]  # next-hop node indices
             e = eg[core[:, None], hop]
             out[np.ix_(core, core)] = np.where(cnh >= 0, e * n + hop, -1)
-        # attachments of ground stations: (core pos, weight, core node)
-        att: dict[int, list[tuple[int, float, int]]] = {}
+        # attachments of ground stations: (core pos, weight, core node, the node g sends
+        # to, the node the core node delivers to); a station on a wired link also reaches
+        # its neighbour's satellites through that neighbour (one wired hop: an internet
+        # host behind a gateway)
+        att: dict[int, list[tuple[int, float, int, int, int]]] = {}
         for (u, v), w in wgt.items():
             if self.is_ground[u] and not self.is_ground[v]:
-                att.setdefault(u, []).append((self.core_pos[v], w, v))
+                att.setdefault(u, []).append((self.core_pos[v], w, v, v, u))
+        wired = [(u, v, max(w, MIN_W)) for (u, v), w in wgt.items()
+                 if self.is_ground[u] and self.is_ground[v]]
+        for u, v, w in wired:
+            for p, w_s, s, _gh, _ch in att.get(v, ()):
+                if _ch == v:  # the neighbour's own satellite links only
+                    att.setdefault(u, []).append((p, w + w_s, s, v, v))
         ar = np.arange(nc)
         for g, lst in att.items():
-            pos = np.array([p for p, _w, _v in lst])
-            ws = np.array([w for _p, w, _v in lst])
+            pos = np.array([a[0] for a in lst])
+            ws = np.array([a[1] for a in lst])
+            g_hop = np.array([a[3] for a in lst])
+            c_hop = np.array([a[4] for a in lst])
             # core v -> ground g: best attachment s minimising dist(v, s) + w(s, g)
             cost = cd[:, pos] + ws[None, :]  # (nc, k)
             best = np.argmin(cost, axis=1)
             s_pos = pos[best]
             reach = np.isfinite(cost[ar, best])
             direct = s_pos == ar
-            hop = np.where(direct, g, core[np.where(cnh[ar, s_pos] >= 0, cnh[ar, s_pos], 0)])
+            hop = np.where(direct, c_hop[best],
+                           core[np.where(cnh[ar, s_pos] >= 0, cnh[ar, s_pos], 0)])
             e = eg[core, hop]
             out[core, g] = np.where(reach & (e >= 0), e * n + hop, -1)
             # ground g -> core d: best attachment s minimising w(g, s) + dist(s, d)
             cost_from = cd[pos, :] + ws[:, None]  # (k, nc)
             bestf = np.argmin(cost_from, axis=0)
-            s_node = np.array([v for _p, _w, v in lst])[bestf]
-            e = eg[g, s_node]
+            first = g_hop[bestf]
+            e = eg[g, first]
             ok = np.isfinite(cost_from[bestf, ar])
-            out[g, core] = np.where(ok, e * n + s_node, -1)
+            out[g, core] = np.where(ok, e * n + first, -1)
         # ground -> ground
         for g1, l1 in att.items():
             for g2, l2 in att.items():
                 if g1 == g2:
                     continue
-                best_c, best_s = np.inf, -1
-                for p1, w1, s1 in l1:
-                    for p2, w2, _s2 in l2:
+                best_c, best_h = np.inf, -1
+                for p1, w1, _s1, h1, _c1 in l1:
+                    for p2, w2, _s2, _h2, _c2 in l2:
                         c = w1 + cd[p1, p2] + w2
                         if c < best_c:
-                            best_c, best_s = c, s1
-                if best_s >= 0 and np.isfinite(best_c):
-                    out[g1, g2] = eg[g1, best_s] * n + best_s
+                            best_c, best_h = c, h1
+                if best_h >= 0 and np.isfinite(best_c):
+                    out[g1, g2] = eg[g1, best_h] * n + best_h
         # direct ground-ground links (no core in between)
         for (u, v), _w in wgt.items():
             if self.is_ground[u] and self.is_ground[v]:

@@ -66,7 +66,8 @@ class Contact:
     ``(t_s, rate_bps)`` pairs, the first at ``start_s``, each rate holding until the next
     pair (the last until ``end_s``); a rate of 0 means the link carries nothing then.
     ``rate_bps`` is then their mean over the contact, so that rate × duration is still
-    the contact's volume for formats with one rate per contact (ION, HDTN).
+    the contact's volume; the ION and HDTN exports split such a contact at its steps
+    (:func:`whole_second_pieces`).
     """
 
     src: str
@@ -127,6 +128,42 @@ def rate_integral_bits(samples: tuple[tuple[float, float], ...], end_s: float) -
     for (t0, r), (t1, _) in zip(samples, (*samples[1:], (end_s, 0.0)), strict=True):
         total += r * max(0.0, t1 - t0)
     return total
+
+
+def whole_second_pieces(c: Contact) -> list[tuple[int, int, float]]:
+    """``(start, end, rate_bps)`` in whole seconds for formats with one rate per contact
+    (ION, HDTN): the contact shrunk to the whole seconds inside its window and, where it
+    has rate samples, split at them: a second that a rate step falls in takes the lower
+    of the two rates, pieces of equal rate are merged, and pieces that carry nothing
+    (rate 0) are left out. Never more than the contact carries at any instant."""
+    start, end = math.ceil(c.start_s - 1e-9), math.floor(c.end_s + 1e-9)
+    if end <= start:
+        return []
+    if not c.rate_samples:
+        return [(start, end, c.rate_bps)]
+    times = [t for t, _r in c.rate_samples]
+    rates = [r for _t, r in c.rate_samples]
+    ends = [*times[1:], c.end_s]
+    pieces: dict[int, tuple[int, float]] = {}  # first second → (end second, rate)
+    for t0, t1, r in zip(times, ends, rates, strict=True):
+        a, b = max(start, math.ceil(t0 - 1e-9)), min(end, math.floor(t1 + 1e-9))
+        if a < b:
+            pieces[a] = (b, r)
+    for t in times[1:]:
+        sec = math.floor(t + 1e-9)
+        if t - sec > 1e-9 and start <= sec < end and sec not in pieces:
+            # a second with a step inside: the lowest rate in force during it
+            first = max(0, bisect.bisect_right(times, sec + 1e-9) - 1)
+            last = bisect.bisect_left(times, sec + 1 - 1e-9)
+            pieces[sec] = (sec + 1, min(rates[first:last]))
+    out: list[tuple[int, int, float]] = []
+    for a in sorted(pieces):
+        b, r = pieces[a]
+        if out and out[-1][2] == r and out[-1][1] == a:
+            out[-1] = (out[-1][0], b, r)
+        else:
+            out.append((a, b, r))
+    return [p for p in out if p[2] > 0]
 
 
 def mean_rate_bps(samples: tuple[tuple[float, float], ...], start_s: float,
@@ -305,7 +342,9 @@ class ContactPlan:
         whole seconds rounded up (ION's ``a range`` takes an integer OWLT).
 
         Contacts are shrunk to whole seconds inside their true window (start rounded up,
-        end rounded down) so a router never plans on a second the link is down.
+        end rounded down) so a router never plans on a second the link is down; a contact
+        with rate samples becomes one ``a contact`` line per rate
+        (:func:`whole_second_pieces`), with one ``a range`` over the whole contact.
         """
         lines = [f"# netemu contact plan, epoch {_iso(self.epoch)}"]
         for n in sorted(self.nodes.values(), key=lambda n: n.ipn):
@@ -316,10 +355,11 @@ class ContactPlan:
             if end <= start:
                 continue
             a, b = self.nodes[c.src].ipn, self.nodes[c.dst].ipn
-            rate = c.rate_bps / 8.0
-            rate_s = str(int(rate)) if rate == int(rate) else f"{rate:.3f}"
             conf = "" if c.confidence == 1.0 else f" {c.confidence:g}"
-            lines.append(f"a contact +{start} +{end} {a} {b} {rate_s}{conf}")
+            for p0, p1, rate_bps in whole_second_pieces(c):
+                rate = rate_bps / 8.0
+                rate_s = str(int(rate)) if rate == int(rate) else f"{rate:.3f}"
+                lines.append(f"a contact +{p0} +{p1} {a} {b} {rate_s}{conf}")
             ranges.append(f"a range +{start} +{end} {a} {b} {max(1, math.ceil(c.owlt_s - 1e-9))}")
         return "\n".join(lines + ranges) + "\n"
 
@@ -446,25 +486,24 @@ class ContactPlan:
 
     def to_hdtn_obj(self) -> dict[str, Any]:
         """HDTN's contact-plan JSON: ``{"contacts": [...]}`` with node numbers, whole
-        seconds, ``rateBitsPerSec`` and ``owlt`` in seconds."""
-        out = []
-        for i, c in enumerate(self.contacts):
-            start, end = math.ceil(c.start_s - 1e-9), math.floor(c.end_s + 1e-9)
-            if end <= start:
-                continue
+        seconds, ``rateBitsPerSec`` and ``owlt`` in seconds; a contact with rate samples
+        becomes one entry per rate (:func:`whole_second_pieces`), numbered in order."""
+        out: list[dict[str, Any]] = []
+        for c in self.contacts:
             dst_ipn = self.nodes[c.dst].ipn
-            out.append(
-                {
-                    "contact": i,
-                    "source": self.nodes[c.src].ipn,
-                    "dest": dst_ipn,
-                    "startTime": start,
-                    "endTime": end,
-                    "rateBitsPerSec": int(round(c.rate_bps)),
-                    "owlt": max(1, math.ceil(c.owlt_s - 1e-9)),
-                    "finalDestination": dst_ipn,
-                }
-            )
+            for start, end, rate_bps in whole_second_pieces(c):
+                out.append(
+                    {
+                        "contact": len(out),
+                        "source": self.nodes[c.src].ipn,
+                        "dest": dst_ipn,
+                        "startTime": start,
+                        "endTime": end,
+                        "rateBitsPerSec": int(round(rate_bps)),
+                        "owlt": max(1, math.ceil(c.owlt_s - 1e-9)),
+                        "finalDestination": dst_ipn,
+                    }
+                )
         return {"contacts": out}
 
     def to_hdtn(self) -> str:

@@ -21,6 +21,7 @@ sets ``ipn:`` itself.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from dataclasses import dataclass, field
@@ -143,6 +144,17 @@ class SatelliteGroup:
 
 
 @dataclass(frozen=True)
+class WiredLink:
+    """A terrestrial link from a station to another (a gateway's fibre to a point of
+    presence): up for the whole scenario, fixed one-way delay and rate."""
+
+    to: str
+    delay_s: float
+    rate_bps: float = 1.0e9
+    loss: float = 0.0
+
+
+@dataclass(frozen=True)
 class GroundStation:
     """A ground station: WGS84 geodetic position, elevation mask, tracking capacity.
 
@@ -158,6 +170,10 @@ class GroundStation:
     ipn: int | None = None
     trajectory: Trajectory | None = None
     """A moving node's path (its lat/lon/alt are then the first waypoint's)."""
+    gsl: bool = True
+    """False: a host on the ground with no satellite links (an internet server reached
+    over ``wired`` links only)."""
+    wired: tuple[WiredLink, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -170,7 +186,9 @@ class ScheduleConfig:
     ``rate_sample_s``: spacing of the rate samples along a ground contact with a link
     budget; ``handover``: how stations pick satellites (see
     ``netemu.plan.schedule.apply_tracking_limits`` and ``reassign``); ``reassign_s``: the
-    global reassignment period of the ``reassign`` policy.
+    global reassignment period of the ``reassign`` policy, whose instants are
+    ``reassign_offset_s`` + k × ``reassign_s`` from the epoch (Starlink's at :12, :27, :42
+    and :57 past each minute: offset 12 from an epoch on a whole minute).
     """
 
     step_s: float = 30.0
@@ -179,6 +197,7 @@ class ScheduleConfig:
     rate_sample_s: float = 10.0
     handover: str = "longest-remaining"
     reassign_s: float = 15.0
+    reassign_offset_s: float = 0.0
 
 
 @dataclass
@@ -308,7 +327,8 @@ WALKER_KEYS = (
 )
 GROUP_KEYS = ("walker", "tle", "omm", "name_prefix", "isl", "plane_tolerance_deg", "max_gsl")
 STATION_KEYS = ("name", "lat_deg", "lon_deg", "alt_m", "min_elevation_deg", "max_links", "ipn",
-                "trajectory")
+                "trajectory", "gsl", "wired")
+WIRED_KEYS = ("to", "delay_s", "rate_bps", "loss")
 TRAJECTORY_KEYS = ("waypoints", "csv", "legs")
 ISL_KEYS = ("topology", "seam", "max_range_km", "earth_clearance_km", "cross_plane_max_lat_deg",
             "acquisition_s")
@@ -316,7 +336,7 @@ LINK_KEYS = ("rate_bps", "budget", "loss")
 BUDGET_KEYS = ("frequency_hz", "eirp_dbw", "gt_dbk", "bandwidth_hz", "other_losses_db",
                "efficiency", "max_rate_bps", "modcod", "rolloff", "zenith_atmos_db")
 SCHEDULE_KEYS = ("step_s", "gsl_sample_s", "isl_sample_s", "rate_sample_s", "handover",
-                 "reassign_s")
+                 "reassign_s", "reassign_offset_s")
 HANDOVER_POLICIES = ("longest-remaining", "max-elevation", "sticky", "reassign")
 
 
@@ -477,7 +497,39 @@ def _parse_station(f: Fields, base_dir: Path = Path(".")) -> GroundStation:
         min_elevation_deg=f.number("min_elevation_deg", default=10.0, lo=0, hi=89),  # type: ignore[arg-type]
         max_links=f.integer("max_links", default=1, lo=0),  # type: ignore[arg-type]
         ipn=f.integer("ipn", default=None, lo=1),
+        gsl=f.boolean("gsl", default=True) is not False,
+        wired=tuple(_parse_wired(w) for w in f.items("wired")),
     )
+
+
+def _parse_wired(f: Fields) -> WiredLink:
+    f.check_keys(WIRED_KEYS, required=("to", "delay_s"))
+    return WiredLink(
+        to=f.string("to", required=True) or "",
+        delay_s=f.number("delay_s", lo=0, hi=10, required=True),  # type: ignore[arg-type]
+        rate_bps=f.number("rate_bps", default=1.0e9, lo=0, lo_open=True),  # type: ignore[arg-type]
+        loss=f.number("loss", default=0.0, lo=0, hi=1),  # type: ignore[arg-type]
+    )
+
+
+def _check_wired(stations: list[GroundStation], items: list[Fields]) -> None:
+    """Each wired link names another station, once per pair."""
+    names = [s.name for s in stations]
+    pairs: set[frozenset[str]] = set()
+    for st, it in zip(stations, items, strict=True):
+        for k, w in enumerate(st.wired):
+            wf = it.items("wired")[k]
+            if w.to == st.name:
+                raise wf.error(f"station {st.name!r} has a wired link to itself", "to")
+            if w.to not in names:
+                close = difflib.get_close_matches(w.to, names, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise wf.error(f"no ground station named {w.to!r}{hint} (wired links join "
+                               "ground stations)", "to")
+            pair = frozenset((st.name, w.to))
+            if pair in pairs:
+                raise wf.error(f"a second wired link between {st.name!r} and {w.to!r}", "to")
+            pairs.add(pair)
 
 
 def _parse_link_model(f: Fields) -> LinkModel:
@@ -547,6 +599,7 @@ def _parse_schedule(f: Fields) -> ScheduleConfig:
         rate_sample_s=f.number("rate_sample_s", default=10.0, lo=0.1, hi=3600),  # type: ignore[arg-type]
         handover=f.enum("handover", HANDOVER_POLICIES, default="longest-remaining"),  # type: ignore[arg-type]
         reassign_s=f.number("reassign_s", default=15.0, lo=1, hi=3600),  # type: ignore[arg-type]
+        reassign_offset_s=f.number("reassign_offset_s", default=0.0, lo=0, hi=3600),  # type: ignore[arg-type]
     )
 
 
@@ -589,6 +642,7 @@ def scenario_from_dict(doc: Any, *, path: Path | None = None) -> Scenario:
     station_items = f.items("ground_stations")
     stations = [_parse_station(s, base_dir) for s in station_items]
     station_lines = [s.line_of("name") for s in station_items]
+    _check_wired(stations, station_items)
 
     links = dict(DEFAULT_LINK_MODELS)
     if "links" in f:

@@ -669,15 +669,15 @@ def _assign(windows: list[tuple[int, int, float, float]], st_cap: list[int],
 
 def reassign(windows: list[tuple[int, int, float, float]], st_cap: list[int],
              sat_cap: list[int], sin_el: SinEl, start_s: float, end_s: float,
-             every_s: float) -> list[tuple[int, int, float, float]]:
+             every_s: float, offset_s: float = 0.0) -> list[tuple[int, int, float, float]]:
     """A global scheduler that reassigns every link every ``every_s`` (Starlink's is
-    15 s), at instants that are multiples of ``every_s`` from the scenario epoch: at each,
+    15 s), at instants ``offset_s`` + k × ``every_s`` from the scenario epoch: at each,
     the station–satellite pairs in view are ranked by elevation and taken highest first
     while the station has an antenna and the satellite a beam free (0 = no limit); a link
     holds until the next instant or until it sets. A satellite that rises between two
     instants waits for the next; a link chosen again continues as one contact."""
     ws = sorted(windows, key=lambda w: w[2])
-    first = math.floor(start_s / every_s) * every_s
+    first = math.floor((start_s - offset_s) / every_s) * every_s + offset_s
     n = int(math.ceil((end_s - first) / every_s))
     instants = [max(start_s, first + k * every_s) for k in range(n)] + [end_s]
     open_: dict[tuple[int, int], list[float]] = {}  # (g, s) → [start, end] of the open link
@@ -1050,8 +1050,10 @@ def gsl_rate_samples(fn: _Gsl, budget: LinkBudget, pairs: np.ndarray, starts: np
     Range and elevation are computed at both ends and every ``every_s`` inside; the rate
     over each interval is the lower of its two ends' (a pass's elevation rises then
     falls, so the lower end is the interval's worst point and the plan never promises
-    more than the link gives). Consecutive equal rates are merged. ``weather`` adds its
-    attenuation at each sample (a rain event shows within one sample spacing)."""
+    more than the link gives). Consecutive equal rates are merged. With ``weather``, an
+    interval that a rain event starts or ends in is split there, each part taking the
+    weather in force over it with the geometry of the interval's ends: a rain event
+    changes the rate at the instant it starts and ends, and weather never raises a rate."""
     if len(pairs) == 0:
         return []
     times, off, _ = _sample_times(starts, ends, every_s, origin_s)
@@ -1064,22 +1066,31 @@ def gsl_rate_samples(fn: _Gsl, budget: LinkBudget, pairs: np.ndarray, starts: np
         r = np.sqrt(np.einsum("ij,ij->i", d, d))
         rng[a:a + step] = r
         sin_el[a:a + step] = np.einsum("ij,ij->i", d, up) / r
-    extra: np.ndarray | float = 0.0
-    if weather is not None:
-        extra = weather.loss_db(pairs[idx] % fn.n_st, times, sin_el)
-    rate = budget.rates_bps(rng, sin_el, extra)
-    if budget.modcod == "shannon":
+
+    def quantised(rate: np.ndarray) -> np.ndarray:
+        if budget.modcod != "shannon":
+            return rate
         with np.errstate(divide="ignore"):
             q = np.floor(np.log(np.maximum(rate, 1e-300)) / math.log(RATE_QUANTUM) + 1e-9)
         capped = budget.max_rate_bps is not None and rate >= budget.max_rate_bps
-        rate = np.where(capped | (rate <= 0), rate, RATE_QUANTUM ** q)
-    # interval k (from sample k to k+1 of the same contact): the lower end's rate
-    lo = np.minimum(rate[:-1], rate[1:])
+        out: np.ndarray = np.where(capped | (rate <= 0), rate, RATE_QUANTUM ** q)
+        return out
+
     same = idx[:-1] == idx[1:]
-    # each interval starts at its first sample; the last sample of a contact starts none
-    iv_t = times[:-1][same]
-    iv_r = lo[same]
-    iv_i = idx[:-1][same]
+    if weather is None:
+        rate = quantised(budget.rates_bps(rng, sin_el))
+        # interval k (from sample k to k+1 of the same contact): the lower end's rate;
+        # each interval starts at its first sample, the last sample of a contact starts none
+        lo = np.minimum(rate[:-1], rate[1:])
+        iv_t, iv_r, iv_i = times[:-1][same], lo[same], idx[:-1][same]
+    else:
+        st = pairs[idx] % fn.n_st
+        k, iv_t, sub_end = _split_at_rain_edges(times, np.nonzero(same)[0], st, weather)
+        ref = weather.ref_db(st[k], 0.5 * (iv_t + sub_end))  # the weather over the part
+        r_a = budget.rates_bps(rng[k], sin_el[k], weather.at_elevation(ref, sin_el[k]))
+        r_b = budget.rates_bps(rng[k + 1], sin_el[k + 1],
+                               weather.at_elevation(ref, sin_el[k + 1]))
+        iv_r, iv_i = np.minimum(quantised(r_a), quantised(r_b)), idx[k]
     first = np.ones(len(iv_t), dtype=bool)
     first[1:] = (iv_i[1:] != iv_i[:-1]) | (iv_r[1:] != iv_r[:-1])
     kt, kr, ki = iv_t[first], iv_r[first], iv_i[first]
@@ -1087,12 +1098,51 @@ def gsl_rate_samples(fn: _Gsl, budget: LinkBudget, pairs: np.ndarray, starts: np
     tl, rl = kt.tolist(), kr.tolist()
     out: list[tuple[tuple[float, float], ...]] = []
     for i in range(len(pairs)):
-        a, b = int(koff[i]), int(koff[i + 1])
-        if a == b:  # a contact of no length: its one rate
-            out.append(((float(starts[i]), float(rate[off[i]])),))
+        a_, b_ = int(koff[i]), int(koff[i + 1])
+        if a_ == b_:  # a contact of no length: its one rate
+            j = off[i]
+            if weather is None:
+                r0 = float(rate[j])
+            else:
+                w_db = weather.loss_db(st[j:j + 1], times[j:j + 1], sin_el[j:j + 1])
+                r0 = float(quantised(budget.rates_bps(rng[j:j + 1], sin_el[j:j + 1], w_db))[0])
+            out.append(((float(starts[i]), r0),))
         else:
-            out.append(tuple(zip(tl[a:b], rl[a:b], strict=True)))
+            out.append(tuple(zip(tl[a_:b_], rl[a_:b_], strict=True)))
     return out
+
+
+def _split_at_rain_edges(times: np.ndarray, ks: np.ndarray, st: np.ndarray, weather: Weather
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The sample intervals ``ks`` (interval k runs from times[k] to times[k + 1]), each
+    split at the starts and ends of rain events at its station (``st[k]``) strictly
+    inside it. Returns, per part in time order: its interval k, its start and its end."""
+    part_k = [ks]
+    part_t = [times[ks]]
+    kst = st[ks]
+    for g in np.unique(kst).tolist():
+        edges = weather.edges(g)
+        if len(edges) == 0:
+            continue
+        mine = ks[kst == g]
+        lo = np.searchsorted(edges, times[mine], side="right")  # first edge after the start
+        hi = np.searchsorted(edges, times[mine + 1], side="left")  # edges before the end
+        n = np.maximum(hi - lo, 0)
+        total = int(n.sum())
+        if total == 0:
+            continue
+        which = np.repeat(np.arange(len(mine)), n)
+        j = np.arange(total) - np.repeat(np.cumsum(n) - n, n)
+        part_k.append(mine[which])
+        part_t.append(edges[lo[which] + j])
+    k = np.concatenate(part_k)
+    t = np.concatenate(part_t)
+    order = np.lexsort((t, k))
+    k, t = k[order], t[order]
+    end = times[k + 1].copy()
+    inner = k[:-1] == k[1:]
+    end[:-1][inner] = t[1:][inner]
+    return k, t, end
 
 
 # --------------------------------------------------------------------------------------
@@ -1315,6 +1365,9 @@ def _compute_plan(scenario: Scenario, start_s: float, duration_s: float,
             track, scenario.ground_stations[i].min_elevation_deg, eph, start_s=start_s,
             t_end=t_end)]
     finish(weights["gsl"])
+    no_gsl = {i for i, g in enumerate(scenario.ground_stations) if not g.gsl}
+    if no_gsl:
+        gw = [w for w in gw if w[0] not in no_gsl]
     cap = [g.max_links for g in scenario.ground_stations]
     if progress:
         progress("tracking limits", done["v"])
@@ -1323,7 +1376,8 @@ def _compute_plan(scenario: Scenario, start_s: float, duration_s: float,
     if policy in ("max-elevation", "reassign") and gw:
         sin_el = _sin_el_fn(scenario, eph)
         if policy == "reassign":
-            gw = reassign(gw, cap, sat_cap, sin_el, start_s, t_end, scenario.schedule.reassign_s)
+            gw = reassign(gw, cap, sat_cap, sin_el, start_s, t_end, scenario.schedule.reassign_s,
+                          scenario.schedule.reassign_offset_s)
         else:
             gw = apply_tracking_limits(gw, cap, sat_cap, policy=policy, sin_el=sin_el)
     else:
@@ -1391,9 +1445,21 @@ def _compute_plan(scenario: Scenario, start_s: float, duration_s: float,
             na, nb = names[pairs[p].a], names[pairs[p].b]
             contacts.append(Contact(na, nb, a, b, rate, owlt, "isl", isl_model.loss, 1.0, smp))
             contacts.append(Contact(nb, na, a, b, rate, owlt, "isl", isl_model.loss, 1.0, smp))
+    contacts += wired_contacts(scenario, start_s, t_end)
     if progress:
         progress("done", 1.0)
     return ContactPlan(scenario.epoch, plan_nodes(scenario), contacts, [], events)
+
+
+def wired_contacts(scenario: Scenario, start_s: float, end_s: float) -> list[Contact]:
+    """The stations' wired links: up over the whole window, both ways, kind "wired"."""
+    out: list[Contact] = []
+    for g in scenario.ground_stations:
+        for w in g.wired:
+            for a, b in ((g.name, w.to), (w.to, g.name)):
+                out.append(Contact(a, b, start_s, end_s, w.rate_bps, w.delay_s, "wired",
+                                   w.loss))
+    return out
 
 
 def scenario_weather(scenario: Scenario, end_s: float) -> Weather:

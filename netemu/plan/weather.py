@@ -168,6 +168,16 @@ class Weather:
     def loss_db(self, station: np.ndarray, t_s: np.ndarray, sin_el: np.ndarray) -> np.ndarray:
         """Attenuation (dB) at stations ``station`` (indices), times ``t_s`` and elevation
         sines ``sin_el``."""
+        return self.at_elevation(self.ref_db(station, t_s), sin_el)
+
+    def at_elevation(self, ref_db: np.ndarray, sin_el: np.ndarray) -> np.ndarray:
+        """A reference-elevation attenuation carried to elevation sines ``sin_el``."""
+        out: np.ndarray = ref_db * atmos_path_factor(sin_el) / self._ref_factor
+        return out
+
+    def ref_db(self, station: np.ndarray, t_s: np.ndarray) -> np.ndarray:
+        """Clear sky plus rain (dB) at the reference elevation, at stations ``station``
+        (indices) and times ``t_s``."""
         rain = np.zeros(len(station))
         for g in np.unique(station).tolist():
             if len(self._starts[g]) == 0:
@@ -179,9 +189,13 @@ class Weather:
                                 self._db[g].tolist(), strict=True):
                 worst = np.where((t >= a) & (t < b), np.maximum(worst, db), worst)
             rain[sel] = worst
-        ref = self.clear_db[station] + rain  # overlapping events: the deepest counts
-        out: np.ndarray = ref * atmos_path_factor(sin_el) / self._ref_factor
+        out: np.ndarray = self.clear_db[station] + rain  # overlapping events: the deepest
         return out
+
+    def edges(self, station: int) -> np.ndarray:
+        """Sorted start and end times of the rain events at station ``station`` (index):
+        the instants its attenuation changes."""
+        return np.unique(np.concatenate([self._starts[station], self._ends[station]]))
 
     def rain_db_at(self, station: str, t_s: float) -> float:
         """Rain attenuation at the reference elevation at ``station`` at ``t_s``."""

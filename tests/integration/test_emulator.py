@@ -258,7 +258,7 @@ def test_iperf3_drops_when_a_scheduled_rain_event_starts(cleanup_check):
     from netemu.plan.schedule import compute_plan
 
     # one satellite over one station, a narrow DVB-S2 carrier, 6 dB of rain from 35,110 s
-    # (near the top of a pass that starts at 34,934 s)
+    # (near the top of a pass that starts at 34,934 s): the rate drops at 35,110 s exactly
     sc = scenario_from_dict({
         "epoch": "2026-06-01T00:00:00Z", "duration_s": 36000,
         "satellites": [{"walker": {"planes": 1, "sats_per_plane": 1, "altitude_km": 550,
@@ -271,7 +271,7 @@ def test_iperf3_drops_when_a_scheduled_rain_event_starts(cleanup_check):
                                                   "end_s": 35200, "atten_db": 6}]}})
     plan = compute_plan(sc, start_s=35000, duration_s=300)
     up = next(c for c in plan.contacts if c.src == "gs1")  # iperf3 sends gs1 → sat-0
-    dry, wet = (35080.5, 35088.5), (35101.5, 35109.5)
+    dry, wet = (35080.5, 35088.5), (35111.5, 35119.5)
     for a, b in (dry, wet):  # one rate over each measured stretch
         assert up.rate_at(a) == up.rate_at(b)
     want_dry, want_wet = up.rate_at(dry[0]), up.rate_at(wet[0])
@@ -280,8 +280,8 @@ def test_iperf3_drops_when_a_scheduled_rain_event_starts(cleanup_check):
     cleanup_check.append(emu)
     emu.start()
     first = _iperf3_bps(emu, "gs1", "sat-0", 5)
-    assert emu.clock is not None and emu.clock.now_s() < 35100
-    emu.wait(until_s=35101)
+    assert emu.clock is not None and emu.clock.now_s() < 35110
+    emu.wait(until_s=35111)
     second = _iperf3_bps(emu, "gs1", "sat-0", 5)
     for got, want in ((first, want_dry), (second, want_wet)):
         assert abs(got - want) / want <= 0.05, \
@@ -465,3 +465,56 @@ def test_refused_netlink_request_is_a_netemu_error_with_its_errno():
     assert isinstance(e.value, NetemuError) and not isinstance(e.value, OSError)
     assert e.value.errno == errno.ENODEV
     assert "root: link" in str(e.value)
+
+
+# --- Starlink-like access: a terminal, a satellite, the gateway, the internet ------------
+
+
+def test_a_terminal_reaches_the_internet_host_through_a_satellite_and_the_gateway(cleanup_check):
+    """topologies/starlink-access.yaml around a satellite change (42 s): the terminal's
+    route to the internet host goes to its satellite, which sends it to the gateway, which
+    hands it to its wired neighbour; the round trip is the plan's light time; after the
+    change the route follows the new satellite, and the host answers through the gateway."""
+    from pathlib import Path
+
+    from netemu.plan.scenario import load_scenario
+    from netemu.plan.schedule import compute_plan
+
+    sc = load_scenario(Path(__file__).resolve().parents[2] / "topologies" / "starlink-access.yaml")
+    # from a slot instant (:27), so the window's plan is the whole scenario's
+    plan = compute_plan(sc, start_s=27.0, duration_s=20.0)
+    emu = Emulation(plan, run_name="teacc", time_scale=1.0, start_s=38.0)
+    cleanup_check.append(emu)
+    emu.start()
+
+    def sat_at(t: float) -> str:
+        return next(c.dst for c in plan.contacts
+                    if c.src == "ut-seattle" and c.start_s <= t < c.end_s)
+
+    def via(node: str, dst: str) -> str:
+        out = emu.run_cmd(node, ["ip", "route", "get", emu.node_addr(dst)]).stdout
+        m = re.search(r"via (\S+)", out)
+        return m.group(1) if m else out
+
+    def plan_rtt_ms(t: float) -> float:
+        sat = sat_at(t)
+        legs = [("ut-seattle", sat), (sat, "gw-redmond"), ("gw-redmond", "internet")]
+        return 1e3 * sum(c.owlt_at(t) for c in plan.contacts if c.start_s <= t < c.end_s
+                         and ((c.src, c.dst) in legs or (c.dst, c.src) in legs))
+
+    whole = compute_plan(sc)
+    assert [(c.dst, c.start_s) for c in plan.contacts if c.src == "ut-seattle"] == \
+        [(c.dst, max(27.0, c.start_s)) for c in whole.contacts
+         if c.src == "ut-seattle" and c.start_s < 47.0 and c.end_s > 27.0]
+    before, after = sat_at(39.0), sat_at(44.0)
+    assert before != after
+    for t, sat in ((39.0, before), (44.0, after)):
+        emu.wait(until_s=t)
+        assert via("ut-seattle", "internet") == emu.node_addr(sat)
+        assert via(sat, "internet") == emu.node_addr("gw-redmond")
+        assert via("gw-redmond", "internet") == emu.node_addr("internet")
+        assert via("internet", "ut-seattle") == emu.node_addr("gw-redmond")
+        rtts = ping_rtts_ms(emu, "ut-seattle", "internet", count=5, interval=0.05)
+        expected = plan_rtt_ms(emu.now_s())
+        assert rtts and abs(min(rtts) - expected) < 1.0, (t, rtts, expected)
+        assert ping_rtts_ms(emu, "internet", "ut-seattle", count=3, interval=0.05)

@@ -215,3 +215,30 @@ def test_contacts_ending_before_they_start_are_skipped_with_a_warning(tmp_path, 
     assert main(["route", str(f), "--from", "1", "--to", "3", "--strict-plan"]) == 2
     err_text = capsys.readouterr().err
     assert f"{f}:2" in err_text and "Traceback" not in err_text
+
+
+def test_ion_and_hdtn_split_a_contact_at_its_rate_steps():
+    """A contact whose rate steps along the pass is one ION/HDTN contact per rate, in whole
+    seconds: a second with a step takes the lower rate, a stretch at rate 0 is left out,
+    and no piece promises more than the contact carries at any instant."""
+    steps = ((10.25, 8e6), (35.5, 16e6), (60.0, 4e6), (80.3, 0.0), (90.0, 8e6))
+    c = Contact("sat-0-0", "kashi", 10.25, 100.5, 0.0, 0.005, "gsl", rate_samples=steps)
+    c = Contact("sat-0-0", "kashi", 10.25, 100.5, c.volume_bytes * 8 / c.duration_s, 0.005,
+                "gsl", rate_samples=steps)
+    nodes = {"sat-0-0": Node("sat-0-0", 1, "satellite"), "kashi": Node("kashi", 2, "ground", 2)}
+    plan = ContactPlan(EPOCH, nodes, [c])
+    want = [(11, 36, 8e6), (36, 60, 16e6), (60, 80, 4e6), (90, 100, 8e6)]
+    lines = [ln for ln in plan.to_ion().splitlines() if ln.startswith("a ")]
+    assert lines == [f"a contact +{a} +{b} 1 2 {int(r / 8)}" for a, b, r in want] + \
+        ["a range +11 +100 1 2 1"]
+    hd = plan.to_hdtn_obj()["contacts"]
+    assert [(h["contact"], h["startTime"], h["endTime"], h["rateBitsPerSec"]) for h in hd] == \
+        [(i, a, b, int(r)) for i, (a, b, r) in enumerate(want)]
+    back = ContactPlan.from_ion(plan.to_ion())
+    assert [(x.start_s, x.end_s, x.rate_bps) for x in back.contacts] == want
+    for x in back.contacts:
+        t = x.start_s
+        while t < x.end_s:
+            assert x.rate_bps <= c.rate_at(t), t
+            t += 0.05
+    assert sum(x.volume_bytes for x in back.contacts) <= c.volume_bytes

@@ -90,3 +90,33 @@ def test_only_a_core_change_recomputes_the_core():
     assert comp.core_dist is core_dist
     comp.compute(links_of(comp, {("gs", "b"): 0.02}))  # the ISL went down
     assert comp.core_dist is not core_dist and np.isinf(comp.core_dist).any()
+
+
+def test_a_wired_neighbour_is_reached_through_its_station_and_no_route_loops():
+    """An internet host (no satellite links) wired to two gateways that both have
+    satellites, and a terminal under a ring: every pair is reached by walking the next
+    hops, without a loop; the host goes out through the gateway whose satellite is
+    nearer the terminal; a gateway never goes through the host (an end system), even
+    where the fibre to the other gateway would be shorter."""
+    nodes = ["ut", "gw1", "gw2", "inet", "s0", "s1", "s2", "s3"]
+    ground = {"ut", "gw1", "gw2", "inet"}
+    comp = RouteComputer(nodes, ground)
+    w = {("s0", "s1"): 0.01, ("s1", "s2"): 0.01, ("s2", "s3"): 0.01, ("s3", "s0"): 0.01,
+         ("ut", "s0"): 0.003, ("gw1", "s1"): 0.003, ("gw2", "s2"): 0.003,
+         ("gw1", "inet"): 0.002, ("gw2", "inet"): 0.001}
+    hops = next_hops(comp.compute(links_of(comp, w)), nodes)
+    for a in nodes:
+        for b in nodes:
+            if a == b:
+                continue
+            path = [a]
+            while path[-1] != b:
+                path.append(hops[path[-1]][b])
+                assert len(path) <= len(nodes), (a, b, path)
+    assert [hops["ut"]["inet"], hops["s0"]["inet"], hops["s1"]["inet"]] == ["s0", "s1", "gw1"]
+    assert hops["inet"]["ut"] == "gw1" and hops["gw1"]["ut"] == "s1"
+    # ut -> s0 -> s1 -> gw1 -> inet: 0.018 s, against 0.027 s through gw2
+    assert hops["s2"]["inet"] == "gw2"  # its own gateway, 0.004
+    # gw1 -> inet -> gw2 -> s2 would take 0.006 s, but the host carries no transit
+    assert hops["gw1"]["s2"] == "s1" and hops["gw1"]["gw2"] == "s1"
+    assert all(hops[g][d] != "inet" for g in ("gw1", "gw2") for d in nodes if d not in (g, "inet"))

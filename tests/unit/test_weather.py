@@ -144,3 +144,33 @@ def test_weather_section_is_checked() -> None:
     doc["weather"]["events"][0].update(station="gs1", end_s=5)
     with pytest.raises(InputError, match="end_s"):
         scenario_from_dict(doc)
+
+
+def test_a_rain_event_changes_the_rate_at_its_start_and_end() -> None:
+    """A scheduled event inside a pass, off the 10 s sample grid: the rate steps down at
+    its start and back at its end, exactly there; outside it the plan is the clear-sky
+    plan's, and the event never raises a rate."""
+    from netemu.plan.weather import RainEvent
+
+    sc = load_scenario(TOPO / "tiny.yaml")
+    b = LinkBudget(frequency_hz=20e9, eirp_dbw=20, gt_dbk=25, bandwidth_hz=3e8,
+                   other_losses_db=3, efficiency=0.6)
+    sc = replace(sc, links={**sc.links, "gsl": LinkModel(budget=b)})
+    clear = compute_plan(replace(sc, weather=WeatherConfig(random=False)))
+    c0 = max((c for c in clear.contacts if c.kind == "gsl" and clear.nodes[c.dst].kind == "ground"),
+             key=lambda c: c.duration_s)
+    assert c0.duration_s > 120
+    start, end = c0.start_s + 23.4, c0.start_s + 101.7
+    ev = RainEvent(c0.dst, start, end, math.nan, 6.0)
+    wet = compute_plan(replace(sc, weather=WeatherConfig(random=False, events=(ev,))))
+    (c,) = [x for x in wet.contacts if (x.src, x.dst, x.start_s) == (c0.src, c0.dst, c0.start_s)]
+    times = [t for t, _r in c.rate_samples]
+    assert start in times and end in times
+    assert c.rate_at(start) < c.rate_at(start - 1e-3) == c0.rate_at(start - 1e-3)
+    assert c.rate_at(end) > c.rate_at(end - 1e-3)
+    for t in np.arange(c0.start_s, c0.end_s, 0.5):
+        if start <= t < end:
+            assert c.rate_at(t) < c0.rate_at(t)
+        else:
+            assert c.rate_at(t) == c0.rate_at(t), t
+    assert c.volume_bytes < c0.volume_bytes
