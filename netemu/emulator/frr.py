@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from netemu.errors import NetemuError
-from netemu.plan.iprouting import IpRouting
+from netemu.plan.iprouting import RETRANSMIT_S, IpRouting
 
 FRR_DIR = Path("/usr/lib/frr")
 """Where Debian's ``frr`` package puts its daemons."""
@@ -47,10 +47,16 @@ class FrrSettings:
     spf_hold_ms: int = 50
     spf_max_hold_ms: int = 1000
     bfd: bool = False
-    retransmit_s: int = 5
+    retransmit_s: int | None = None
+    """None: the daemon's :data:`~netemu.plan.iprouting.RETRANSMIT_S`."""
     protocol: str = "ospf"
     daemon: str = "frr"
     """``frr``, or ``bird`` (:mod:`netemu.emulator.bird`: hello, dead and retransmit)."""
+
+    @property
+    def rxmt_s(self) -> int:
+        """The retransmit interval in force."""
+        return self.retransmit_s or RETRANSMIT_S[self.daemon]
 
     @classmethod
     def of(cls, ipr: IpRouting) -> FrrSettings:
@@ -88,7 +94,7 @@ def ospf_config(node: str, router_id: str, ifnames: Sequence[str], s: FrrSetting
         lines += [f"interface {ifn}", " ip ospf network point-to-point", " ip ospf area 0",
                   f" ip ospf hello-interval {s.hello_s}",
                   f" ip ospf dead-interval {s.dead_s}",
-                  f" ip ospf retransmit-interval {s.retransmit_s}"]
+                  f" ip ospf retransmit-interval {s.rxmt_s}"]
         if s.bfd:
             lines.append(" ip ospf bfd")
         lines.append("!")

@@ -241,6 +241,27 @@ def test_bird_config_exports_only_other_node_addresses() -> None:
     assert 'interface "sat-1-eth0", "sat-1-eth1" {\n      type ptp;' in conf
     assert "hello 2;" in conf and "dead 9;" in conf and "router id 10.0.0.2;" in conf
     assert "net != 10.0.0.2/32" in conf and "krt_prefsrc = 10.0.0.2;" in conf
+    # the interface /32s stay out of the router LSA: an interface coming up must not
+    # spend BIRD's one LSA per 5 s before its adjacency is full
+    assert "stubnet 10.128.0.0/9 { hidden yes; summary yes; };" in conf
+    assert "check link yes;" in conf
+
+
+def test_bird_retransmits_after_2_s_unless_told_and_refuses_1_s(tmp_path) -> None:
+    from netemu.emulator.bird import bird_config
+    from netemu.emulator.frr import FrrSettings, ospf_config
+
+    # BIRD drops a neighbour's LSA that follows the database exchange within 1 s and waits
+    # for its retransmission: 2 s by default (FRR keeps its 5 s)
+    bird = FrrSettings.of(parse_ip_routing({"mode": "bird"}))
+    assert "retransmit 2;" in bird_config("10.0.0.2", ["e0"], bird)
+    assert "retransmit 7;" in bird_config(
+        "10.0.0.2", ["e0"], FrrSettings.of(parse_ip_routing({"mode": "bird", "retransmit_s": 7})))
+    frr = FrrSettings.of(parse_ip_routing({"mode": "frr"}))
+    assert "retransmit-interval 5" in ospf_config("s", "10.0.0.2", ["e0"], frr)
+    with pytest.raises(InputError) as e:
+        load_scenario(_scenario(tmp_path, "ip_routing: {mode: bird, retransmit_s: 1}\n"))
+    assert e.value.field == "ip_routing.retransmit_s" and e.value.line
 
 
 def test_override_keeps_the_scenarios_measurements_for_a_side_by_side_run(tmp_path) -> None:
