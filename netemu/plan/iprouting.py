@@ -6,7 +6,7 @@
       plugin: mypkg.routes:compute   # your function returns the forwarding tables
     ip_routing:
       mode: frr                 # FRR's zebra + ospfd (or isisd) in every node
-      protocol: ospf            # or isis (hello_s, dead_s, spf_hold_ms, bfd apply)
+      protocol: ospf            # or ospf6 (OSPFv3, IPv6), isis (hello_s, dead_s, spf_hold_ms, bfd apply)
       hello_s: 1                # OSPF hello and dead intervals (whole seconds)
       dead_s: 4
       retransmit_s: 5           # LSA and database-description retransmission (FRR's 5)
@@ -48,7 +48,7 @@ MODES = ("oracle", "none", "plugin", "frr", "bird")
 
 WORDS = ("oracle", "none", "frr", "bird")
 """The modes that need nothing else, written as a single word."""
-FRR_PROTOCOLS = ("ospf", "isis")
+FRR_PROTOCOLS = ("ospf", "ospf6", "isis")
 MEASURE_KEYS = ("probes", "probe_interval_s", "sample_s", "convergence_tolerance")
 FRR_KEYS = ("protocol", "hello_s", "dead_s", "retransmit_s", "spf_delay_ms", "spf_hold_ms", "spf_max_hold_ms",
             "bfd")
@@ -169,6 +169,8 @@ def parse_ip_routing(section: Fields | Any, *, source: str = "scenario",
     protocol = f.enum("protocol", BIRD_PROTOCOLS if mode == "bird" else FRR_PROTOCOLS,
                       default="ospf")
     bfd = f.boolean("bfd", default=False)
+    if bfd and protocol == "ospf6":
+        raise f.error("BFD is for ospf and isis here, not ospf6", "bfd")
     # BIRD refuses a retransmit interval of 1 s
     retransmit = f.integer("retransmit_s", default=None, lo=2 if mode == "bird" else 1,
                            hi=65535)
