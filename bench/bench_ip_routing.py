@@ -1,7 +1,9 @@
-"""IP routing protocols side by side on a Walker shell: the oracle and FRR OSPF.
+"""IP routing protocols side by side on a Walker shell: the oracle, FRR OSPF, OSPFv3 and
+IS-IS, BIRD OSPF.
 
     sudo .venv/bin/python bench/bench_ip_routing.py [--planes 22 --sats 22] [--gateways 4] \\
-        [--duration-s 600] [--time-scale 1] [--modes oracle,frr] [--json]
+        [--duration-s 600] [--time-scale 1] [--modes oracle,frr,frr/ospf6,frr/isis,bird] \\
+        [--json]
 
 For each mode the same generated scenario (a ``planes`` × ``sats`` Walker delta shell at
 550 km, 53°, plus-grid ISLs where the Earth leaves them a line of sight (a plane needs 10
@@ -46,6 +48,8 @@ def scenario_yaml(a: argparse.Namespace, mode: str) -> str:
     stations = "\n".join(
         f"  - {{name: {n}, lat_deg: {lat}, lon_deg: {lon}, alt_m: 50, min_elevation_deg: 25,"
         f" max_links: 2}}" for n, lat, lon in gws)
+    daemon, _, proto = mode.partition("/")
+    protocol = f"\n  protocol: {proto}" if proto else ""
     return f"""name: bench-ip-routing-{a.planes}x{a.sats}
 epoch: 2026-06-01T00:00:00Z
 duration_s: {a.duration_s + 600:g}
@@ -63,7 +67,7 @@ links:
 emulation: {{start_s: 0, duration_s: {a.duration_s:g}, time_scale: {a.time_scale:g},
              agents: none}}
 ip_routing:
-  mode: {mode}
+  mode: {daemon}{protocol}
   probes: [{", ".join(probes)}]
   probe_interval_s: 0.1
   sample_s: {a.sample_s:g}
@@ -71,9 +75,10 @@ ip_routing:
 
 
 def run_mode(a: argparse.Namespace, mode: str, work: Path) -> dict[str, Any]:
-    path = work / f"{mode}.yaml"
+    name = mode.replace("/", "-")
+    path = work / f"{name}.yaml"
     path.write_text(scenario_yaml(a, mode))
-    out = work / f"run-{mode}"
+    out = work / f"run-{name}"
     run = ScenarioRun(RunOptions(path, out=out, report=False,
                                  echo=lambda s: print(s, file=sys.stderr, flush=True)))
     t0 = time.monotonic()
@@ -113,7 +118,8 @@ def main() -> int:
     ap.add_argument("--time-scale", type=float, default=1.0)
     ap.add_argument("--sample-s", type=float, default=0.5,
                     help="wall seconds between path samples")
-    ap.add_argument("--modes", default="oracle,frr")
+    ap.add_argument("--modes", default="oracle,frr,frr/ospf6,frr/isis,bird",
+                    help="oracle, frr (OSPF), frr/ospf6, frr/isis, bird (OSPF), comma-separated")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     out: dict[str, Any] = {"planes": a.planes, "sats": a.sats, "gateways": a.gateways,

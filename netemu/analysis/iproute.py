@@ -46,7 +46,7 @@ DOCS: dict[str, str] = {
     "ip_unreachable_fraction": "samples with no working path where the oracle had one",
     "ip_routes_mean": "routes in a node's main table, mean over nodes and samples",
     "ip_routes_max": "largest main table of a node in any sample",
-    "ip_control_bytes": "bytes of routing-protocol packets (OSPF, BFD) the nodes sent",
+    "ip_control_bytes": "bytes of routing-protocol packets (OSPF, BFD, IS-IS) the nodes sent",
     "ip_control_bytes_per_link_s": "the same per link and per wall second of link-up time",
     "probe_sent": "probe datagrams sent while a path existed (all pairs)",
     "probe_loss_ratio": "of those, the fraction lost",
@@ -224,10 +224,10 @@ def control_metrics(iproute_dir: Path, lines: list[dict[str, Any]]) -> dict[str,
     """Routing control traffic from ``control.json`` and the sampler's link-up time."""
     try:
         c = json.loads((iproute_dir / "control.json").read_text())
-        total = int(c.get("ospf_bytes", 0)) + int(c.get("bfd_bytes", 0))
+        total = sum(int(c.get(f"{k}_bytes", 0)) for k in ("ospf", "bfd", "isis"))
     except (OSError, ValueError, AttributeError):
         return {}
-    if c.get("counted") is False:  # a protocol the IP counters cannot see (IS-IS)
+    if c.get("counted") is False:  # IS-IS in a run from before its frames were counted
         return {"ip_control_bytes": None, "ip_control_bytes_per_link_s": None}
     link_s = sum(float(x.get("link_wall_s", 0.0)) for x in lines if x.get("kind") == "links")
     return {"ip_control_bytes": total,

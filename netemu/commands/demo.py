@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="drop every inter-satellite link (compare against the same run with ISLs)")
     p.add_argument("--shaper", choices=("auto", "netem", "relay"), help="link shaping backend")
     p.add_argument("--ip-routing", metavar="MODE",
-                   help="IP routes: oracle, none, frr, bird, frr/isis or plugin:MODULE:FUNCTION instead of the "
+                   help="IP routes: oracle, none, frr, bird, frr/ospf6, frr/isis or plugin:MODULE:FUNCTION instead of the "
                    "scenario's ip_routing:")
     p.add_argument("--no-apps", action="store_true", help="agents and links only")
     p.add_argument("--agent-hosts", type=_agent_hosts, metavar="N|per-node|auto",

@@ -48,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tick-s", type=seconds(lo=0, lo_open=True), default=0.1, help="driver tick, wall seconds")
     p.add_argument("--ip-routing", metavar="MODE",
                    help="IP routes: oracle (shortest delay), none (run your own daemons), frr "
-                   "or bird (OSPF daemons in every node), frr/isis or plugin:MODULE:FUNCTION (default: the scenario's ip_routing:, else oracle)")
+                   "or bird (OSPF daemons in every node), frr/ospf6, frr/isis or plugin:MODULE:FUNCTION (default: the scenario's ip_routing:, else oracle)")
     p.add_argument("--no-ip-routing", action="store_true",
                    help="the same as --ip-routing none")
     p.add_argument("--run-name", help="name of this run (namespaces <run>-<node>); default random")

@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--routing", metavar="ALGORITHM",
                    help="route with this algorithm instead of the scenario's routing:")
     p.add_argument("--ip-routing", metavar="MODE",
-                   help="IP routes: oracle, none, frr, bird, frr/isis or plugin:MODULE:FUNCTION instead of the "
+                   help="IP routes: oracle, none, frr, bird, frr/ospf6, frr/isis or plugin:MODULE:FUNCTION instead of the "
                    "scenario's ip_routing:")
     p.add_argument("--baseline", type=Path, metavar="DIR",
                    help="compare with the baselines in DIR (<scenario name>.json) within "

@@ -21,9 +21,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from netemu.emulator.frr import FrrDaemons, FrrSettings
+from netemu.emulator.layout import IFACE_NET, ip4
 from netemu.errors import NetemuError
 
 BIRD = "/usr/sbin/bird"
+IFACE_PREFIX = f"{ip4(IFACE_NET)}/9"
+"""Where the interface addresses are: BIRD keeps them out of its router LSAs
+(:func:`bird_config`)."""
 BIRDC = "birdc"
 
 
@@ -38,7 +42,14 @@ def bird_missing() -> str | None:
 
 def bird_config(node_addr: str, ifnames: Sequence[str], s: FrrSettings) -> str:
     """bird.conf: OSPF on every link interface (point-to-point), the loopback a stub; only
-    other nodes' addresses exported to the kernel, with the node address as source."""
+    other nodes' addresses exported to the kernel, with the node address as source.
+
+    The interface /32s are hidden stub networks. Otherwise a link interface coming up
+    changes the router LSA (its stub, cost 0 while the carrier is down, gets the link's
+    cost), and BIRD 2 originates an LSA at most every MinLSInterval (5 s, built in): the
+    LSA with the new adjacency, a second later, waited out those 5 s. Nothing needs
+    them: next hops are the neighbours' addresses from their hellos, and only node
+    addresses go to the kernel."""
     ifaces = ", ".join(f'"{i}"' for i in ifnames) or '"-none-"'
     return f"""log stderr all;
 router id {node_addr};
@@ -57,13 +68,16 @@ protocol kernel {{
 }}
 protocol ospf v2 ospf0 {{
   ipv4 {{ import all; export none; }};
+  tick 1;
   area 0 {{
+    stubnet {IFACE_PREFIX} {{ hidden yes; summary yes; }};
     interface "lo" {{ stub yes; }};
     interface {ifaces} {{
       type ptp;
+      check link yes;
       hello {s.hello_s};
       dead {s.dead_s};
-      retransmit {s.retransmit_s};
+      retransmit {s.rxmt_s};
     }};
   }};
 }}

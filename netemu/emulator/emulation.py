@@ -35,7 +35,13 @@ from typing import TYPE_CHECKING, Any
 
 from netemu.emulator.events import FaultEvent, LinkEvent, Neighbour, RouteEvent
 from netemu.emulator.faults import FaultTimeline
-from netemu.emulator.layout import Layout, check_run_name, estimate_memory_bytes, plan_layout
+from netemu.emulator.layout import (
+    Layout,
+    check_run_name,
+    estimate_memory_bytes,
+    node_addr6,
+    plan_layout,
+)
 from netemu.emulator.network import Network
 from netemu.emulator.registry import RUN_ROOT, Registry, clean_run, list_runs
 from netemu.emulator.shaper import Shaper
@@ -244,8 +250,10 @@ class Emulation:
 
     def _bring_up(self) -> None:
         t0 = time.monotonic()
+        fs = self.frr_settings
         self.net = Network(self.layout, self.run, self.registry,
-                           tx_offload=bool(self.relay_opts.get("gso")), share=self.share)
+                           tx_offload=bool(self.relay_opts.get("gso")), share=self.share,
+                           ipv6=fs is not None and fs.protocol == "ospf6")
         self.net.build()
         t1 = time.monotonic()
         kind = "relay" if self.share is not None else self.shaper_kind
@@ -809,6 +817,11 @@ class Emulation:
         """The node's address: on its loopback, reachable over any path (IP routing)."""
         self._check_node(node)
         return self.layout.node_addr[node]
+
+    def node_addr6(self, node: str) -> str:
+        """The node's IPv6 address on its loopback (IPv6 is on only in OSPFv3 runs)."""
+        self._check_node(node)
+        return node_addr6(self.layout.node_addr[node])
 
     def addresses(self, node: str) -> dict[str, str]:
         """``{"node": node address, <ifname>: interface address, …}``."""

@@ -27,8 +27,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from netemu.emulator.layout import node_addr6
 from netemu.errors import NetemuError
-from netemu.plan.iprouting import IpRouting
+from netemu.plan.iprouting import RETRANSMIT_S, IpRouting
 
 FRR_DIR = Path("/usr/lib/frr")
 """Where Debian's ``frr`` package puts its daemons."""
@@ -47,10 +48,16 @@ class FrrSettings:
     spf_hold_ms: int = 50
     spf_max_hold_ms: int = 1000
     bfd: bool = False
-    retransmit_s: int = 5
+    retransmit_s: int | None = None
+    """None: the daemon's :data:`~netemu.plan.iprouting.RETRANSMIT_S`."""
     protocol: str = "ospf"
     daemon: str = "frr"
     """``frr``, or ``bird`` (:mod:`netemu.emulator.bird`: hello, dead and retransmit)."""
+
+    @property
+    def rxmt_s(self) -> int:
+        """The retransmit interval in force."""
+        return self.retransmit_s or RETRANSMIT_S[self.daemon]
 
     @classmethod
     def of(cls, ipr: IpRouting) -> FrrSettings:
@@ -65,7 +72,7 @@ def frr_missing(daemon: str = "frr") -> str | None:
         from netemu.emulator.bird import bird_missing
 
         return bird_missing()
-    for exe in ("zebra", "ospfd", "isisd"):
+    for exe in ("zebra", "ospfd", "ospf6d", "isisd"):
         if not (FRR_DIR / exe).is_file():
             return f"FRR is not installed ({FRR_DIR / exe} missing; apt-get install frr)"
     if shutil.which("vtysh") is None:
@@ -75,7 +82,12 @@ def frr_missing(daemon: str = "frr") -> str | None:
 
 def zebra_config(node: str, node_addr: str, protocol: str = "ospf") -> str:
     """zebra's configuration: routes from the protocol get the node address as their
-    source, so that replies find their way back (interface addresses are not advertised)."""
+    source, so that replies find their way back (interface addresses are not advertised).
+    OSPFv3's routes are IPv6: the source is the IPv6 node address."""
+    if protocol == "ospf6":
+        return (f"frr defaults traditional\nhostname {node}\nipv6 forwarding\n!\n"
+                f"route-map NODE-SRC permit 10\n set src {node_addr6(node_addr)}\n!\n"
+                f"ipv6 protocol ospf6 route-map NODE-SRC\n!\n")
     return (f"frr defaults traditional\nhostname {node}\nno ipv6 forwarding\n!\n"
             f"route-map NODE-SRC permit 10\n set src {node_addr}\n!\n"
             f"ip protocol {protocol} route-map NODE-SRC\n!\n")
@@ -88,7 +100,7 @@ def ospf_config(node: str, router_id: str, ifnames: Sequence[str], s: FrrSetting
         lines += [f"interface {ifn}", " ip ospf network point-to-point", " ip ospf area 0",
                   f" ip ospf hello-interval {s.hello_s}",
                   f" ip ospf dead-interval {s.dead_s}",
-                  f" ip ospf retransmit-interval {s.retransmit_s}"]
+                  f" ip ospf retransmit-interval {s.rxmt_s}"]
         if s.bfd:
             lines.append(" ip ospf bfd")
         lines.append("!")
@@ -96,6 +108,23 @@ def ospf_config(node: str, router_id: str, ifnames: Sequence[str], s: FrrSetting
               "router ospf", f" ospf router-id {router_id}",
               f" timers throttle spf {s.spf_delay_ms} {s.spf_hold_ms} {s.spf_max_hold_ms}",
               " timers throttle lsa all 0", " timers lsa min-arrival 0", "!"]
+    return "\n".join(lines) + "\n"
+
+
+def ospf6_config(node: str, router_id: str, ifnames: Sequence[str], s: FrrSettings) -> str:
+    """ospf6d's configuration (OSPFv3): as :func:`ospf_config`; the neighbours are
+    reached at their link-local addresses, the loopback (with the IPv6 node address) is
+    passive. No BFD."""
+    lines = ["frr defaults traditional", f"hostname {node}", "!"]
+    for ifn in ifnames:
+        lines += [f"interface {ifn}", " ipv6 ospf6 area 0", " ipv6 ospf6 network point-to-point",
+                  f" ipv6 ospf6 hello-interval {s.hello_s}",
+                  f" ipv6 ospf6 dead-interval {s.dead_s}",
+                  f" ipv6 ospf6 retransmit-interval {s.rxmt_s}", "!"]
+    lines += ["interface lo", " ipv6 ospf6 area 0", " ipv6 ospf6 passive", "!",
+              "router ospf6", f" ospf6 router-id {router_id}",
+              f" timers throttle spf {s.spf_delay_ms} {s.spf_hold_ms} {s.spf_max_hold_ms}",
+              " timers lsa min-arrival 0", "!"]
     return "\n".join(lines) + "\n"
 
 
@@ -154,7 +183,7 @@ class FrrDaemons:
         self.final_usage: dict[str, float] = {}
 
     def daemons(self) -> list[str]:
-        proto = "isisd" if self.settings.protocol == "isis" else "ospfd"
+        proto = {"isis": "isisd", "ospf6": "ospf6d"}.get(self.settings.protocol, "ospfd")
         return ["zebra", proto] + (["bfdd"] if self.settings.bfd else [])
 
     def node_dir(self, node: str) -> Path:
@@ -175,6 +204,8 @@ class FrrDaemons:
             (d / "zebra.conf").write_text(zebra_config(node, rid, self.settings.protocol))
             if self.settings.protocol == "isis":
                 (d / "isisd.conf").write_text(isis_config(node, rid, ifnames, self.settings))
+            elif self.settings.protocol == "ospf6":
+                (d / "ospf6d.conf").write_text(ospf6_config(node, rid, ifnames, self.settings))
             else:
                 (d / "ospfd.conf").write_text(ospf_config(node, rid, ifnames, self.settings))
             if self.settings.bfd:
@@ -203,7 +234,7 @@ class FrrDaemons:
                 "-i", str(d / f"{daemon}.pid"), "--vty_socket", str(d),
                 "-P", "0", "-u", FRR_USER, "-g", FRR_USER,
                 "--log", f"file:{logs / f'{daemon}.log'}", "--log-level", "info"]
-        if daemon in ("zebra", "ospfd", "isisd", "bfdd"):
+        if daemon in ("zebra", "ospfd", "ospf6d", "isisd", "bfdd"):
             argv += ["-z", str(d / "zserv.api")]
         if daemon == "bfdd":
             argv += ["--bfdctl", str(d / "bfdd.sock")]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from netemu.emulator.events import LinkEvent
+from netemu.emulator.layout import link_local, node_addr6
 from netemu.emulator.netlink import Netlink
 from netemu.emulator.netns import entered
 from netemu.errors import NetemuError
@@ -47,8 +49,14 @@ class PathSampler:
         lay = emu.layout
         self.nodes = list(lay.nodes)
         self.index = {n: i for i, n in enumerate(self.nodes)}
+        fs = emu.frr_settings
+        self.ipv6 = fs is not None and fs.protocol == "ospf6"
+        """OSPFv3 routes IPv6 only: the walk follows the IPv6 node addresses, and next
+        hops are the neighbours' link-local addresses."""
         self.owner = {a: n for n, a in lay.node_addr.items()}
         self.owner.update({e.addr: e.node for e in lay.endpoints})
+        if self.ipv6:
+            self.owner.update({link_local(e.mac): e.node for e in lay.endpoints})
         self.oracle = RouteComputer(self.nodes, emu.ground)
         # sockets of our own: the driver's are used from its threads
         self.nl: dict[str, Netlink] = {}
@@ -124,7 +132,8 @@ class PathSampler:
                          "oracle_path": orc if v == d else None,
                          "oracle_delay_s": self._delay(orc, delay) if v == d else None})
         if self.samples % self.routes_every == 0:
-            sizes = [self.nl[n].route_count() for n in self.nodes]
+            family = socket.AF_INET6 if self.ipv6 else socket.AF_INET
+            sizes = [self.nl[n].route_count(family) for n in self.nodes]
             self._write({"kind": "routes", "t_s": round(t_s, 4), "mean": sum(sizes) / n,
                          "max": max(sizes)})
         self.samples += 1
@@ -134,6 +143,8 @@ class PathSampler:
         (both included), following each node's kernel route; None if it is dropped (no
         route, a loop, a next hop that is not a neighbour)."""
         addr = self.emu.layout.node_addr[dst]
+        if self.ipv6:
+            addr = node_addr6(addr)
         path = [src]
         v = src
         while v != dst:
@@ -173,6 +184,8 @@ class Probes:
         self.interval_s = interval_s
         self.dir = out / "probes"
         self.procs: list[subprocess.Popen] = []
+        fs = emu.frr_settings
+        self.ipv6 = fs is not None and fs.protocol == "ospf6"  # OSPFv3: over IPv6
 
     def start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -181,7 +194,8 @@ class Probes:
         py = [sys.executable, "-m", "netemu.emulator.udpprobe"]
         for i, (_src, dst) in enumerate(self.pairs):  # a port per pair
             self.procs.append(self.emu.popen(dst, [*py, "recv", str(40000 + i),
-                                                   str(self.dir / f"{i}.recv")]))
+                                                   str(self.dir / f"{i}.recv"),
+                                                   *(["ipv6"] if self.ipv6 else [])]))
         # the first probe leaves once every receiver is bound (it opens its log then):
         # on a busy machine a Python process can take seconds to start
         deadline = time.monotonic() + 60
@@ -190,8 +204,9 @@ class Probes:
                 raise NetemuError("the probe receivers did not start within 60 s")
             time.sleep(0.05)
         for i, (src, dst) in enumerate(self.pairs):
+            addr = self.emu.node_addr6(dst) if self.ipv6 else self.emu.node_addr(dst)
             self.procs.append(self.emu.popen(src, [
-                *py, "send", self.emu.node_addr(dst), str(40000 + i), str(self.interval_s),
+                *py, "send", addr, str(40000 + i), str(self.interval_s),
                 str(self.dir / f"{i}.sent")]))
 
     def stop(self) -> None:
@@ -203,17 +218,34 @@ class Probes:
                 p.wait(timeout=2)
 
 
-CONTROL_NFT = """table ip netemu_ctl {
+CONTROL_NFT = """table inet netemu_ctl {
   counter ospf { }
   counter bfd { }
   chain out {
     type filter hook output priority 0; policy accept;
-    ip protocol 89 counter name "ospf"
+    meta l4proto 89 counter name "ospf"
     udp dport { 3784, 3785, 4784 } counter name "bfd"
   }
 }
 """
-"""Counts what a node sends of OSPF (IP protocol 89) and BFD (UDP 3784/3785/4784)."""
+"""Counts what a node sends of OSPF (IP protocol 89: OSPFv2, and OSPFv3 over IPv6) and BFD
+(UDP 3784/3785/4784), IP packets from their IP header on."""
+
+
+def isis_nft(ifnames: Sequence[str]) -> str:
+    """Counts the IS-IS frames a node sends on its link interfaces: IS-IS is not IP, so
+    the ``inet`` table never sees it; a ``netdev`` egress chain sees every frame. IS-IS
+    frames are 802.3 (a length, not an EtherType, after the addresses) with the ISO LLC
+    header FE FE 03; counted whole, Ethernet header included."""
+    devs = ", ".join(f'"{i}"' for i in ifnames)
+    return f"""table netdev netemu_ctl_l2 {{
+  counter isis {{ }}
+  chain out {{
+    type filter hook egress devices = {{ {devs} }} priority 0; policy accept;
+    @ll,96,16 < 0x0600 @ll,112,16 0xfefe counter name "isis"
+  }}
+}}
+"""
 
 
 class ControlCounters:
@@ -226,27 +258,36 @@ class ControlCounters:
 
     def start(self) -> None:
         assert self.emu.net is not None
-        for n in self.emu.layout.nodes:
-            subprocess.run(self.emu.net.exec_argv(n, ["nft", "-f", "-"]), input=CONTROL_NFT,
+        lay = self.emu.layout
+        for n in lay.nodes:
+            rules = CONTROL_NFT
+            ifnames = [lay.endpoints[e].ifname for e in lay.node_endpoints[n]]
+            if self.isis and ifnames:
+                rules += isis_nft(ifnames)
+            subprocess.run(self.emu.net.exec_argv(n, ["nft", "-f", "-"]), input=rules,
                            text=True, check=True, capture_output=True, timeout=30)
+
+    @property
+    def isis(self) -> bool:
+        fs = self.emu.frr_settings
+        return fs is not None and fs.protocol == "isis"
 
     def stop(self) -> None:
         net = self.emu.net
         if net is None:
             return
-        total = {"ospf_bytes": 0, "ospf_packets": 0, "bfd_bytes": 0, "bfd_packets": 0}
+        total = {f"{c}_{k}": 0 for c in ("ospf", "bfd", "isis") for k in ("bytes", "packets")}
+        tables = [("inet", "netemu_ctl")] + ([("netdev", "netemu_ctl_l2")] if self.isis else [])
         for n in self.emu.layout.nodes:
-            r = subprocess.run(net.exec_argv(n, ["nft", "-j", "list", "counters", "table", "ip",
-                                                 "netemu_ctl"]),
-                               text=True, capture_output=True, timeout=30)
-            with contextlib.suppress(ValueError, KeyError, TypeError):
-                for item in json.loads(r.stdout)["nftables"]:
-                    c = item.get("counter")
-                    if c and c.get("name") in ("ospf", "bfd"):
-                        total[f"{c['name']}_bytes"] += int(c["bytes"])
-                        total[f"{c['name']}_packets"] += int(c["packets"])
+            for family, table in tables:
+                r = subprocess.run(net.exec_argv(n, ["nft", "-j", "list", "counters", "table",
+                                                     family, table]),
+                                   text=True, capture_output=True, timeout=30)
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    for item in json.loads(r.stdout)["nftables"]:
+                        c = item.get("counter")
+                        if c and c.get("name") in ("ospf", "bfd", "isis"):
+                            total[f"{c['name']}_bytes"] += int(c["bytes"])
+                            total[f"{c['name']}_packets"] += int(c["packets"])
         out: dict[str, object] = dict(total)
-        fs = self.emu.frr_settings
-        if fs is not None and fs.protocol == "isis":
-            out["counted"] = False  # IS-IS is not IP: its frames pass these counters by
         self.path.write_text(json.dumps(out) + "\n")

@@ -20,6 +20,7 @@ kernel cannot realise is refused here).
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -39,6 +40,25 @@ RUN_RE = re.compile(r"^[a-z][a-z0-9]{0,7}$")
 
 def ip4(n: int) -> str:
     return f"{n >> 24 & 255}.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
+
+
+NODE_NET6 = "fd6e:656d::"
+"""A ULA /96 for IPv6 node addresses (runs with OSPFv3 only): the IPv4 node address in its
+last 32 bits, so 10.0.0.3 is fd6e:656d::a00:3."""
+
+
+def node_addr6(node_addr: str) -> str:
+    """The IPv6 node address of an IPv4 node address (:data:`NODE_NET6`)."""
+    v4 = int(ipaddress.IPv4Address(node_addr))
+    return str(ipaddress.IPv6Address(int(ipaddress.IPv6Address(NODE_NET6)) | v4))
+
+
+def link_local(mac: str) -> str:
+    """The kernel's EUI-64 link-local address of an interface with this MAC (how the
+    next hops of an OSPFv3 route name a neighbour)."""
+    o = [int(x, 16) for x in mac.split(":")]
+    eui = [o[0] ^ 2, o[1], o[2], 0xFF, 0xFE, o[3], o[4], o[5]]
+    return str(ipaddress.IPv6Address(b"\xfe\x80" + bytes(6) + bytes(eui)))
 
 
 @dataclass(frozen=True)

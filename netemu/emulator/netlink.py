@@ -68,6 +68,13 @@ def _ip4(addr: str) -> bytes:
     return socket.inet_aton(addr)
 
 
+def _ip(addr: str) -> tuple[int, bytes]:
+    """(address family, packed address) of an IPv4 or IPv6 address."""
+    if ":" in addr:
+        return socket.AF_INET6, socket.inet_pton(socket.AF_INET6, addr)
+    return socket.AF_INET, _ip4(addr)
+
+
 @functools.lru_cache(maxsize=1 << 16)
 def mac_bytes(mac: str) -> bytes:
     return bytes.fromhex(mac.replace(":", ""))
@@ -134,8 +141,9 @@ class Netlink:
 
     def addr_add(self, ifindex: int, addr: str, prefixlen: int = 32, *,
                  peer: str | None = None) -> None:
-        body = _IFADDR.pack(socket.AF_INET, prefixlen, 0, RT_SCOPE_UNIVERSE, ifindex)
-        body += _attr(IFA_LOCAL, _ip4(addr)) + _attr(IFA_ADDRESS, _ip4(peer or addr))
+        family, packed = _ip(addr)
+        body = _IFADDR.pack(family, prefixlen, 0, RT_SCOPE_UNIVERSE, ifindex)
+        body += _attr(IFA_LOCAL, packed) + _attr(IFA_ADDRESS, _ip(peer or addr)[1])
         self._push(RTM_NEWADDR, NLM_F_CREATE | NLM_F_REPLACE, body,
                    f"addr {addr}/{prefixlen} dev {ifindex}", (errno.EEXIST,))
 
@@ -285,11 +293,13 @@ class Netlink:
 
 
     def route_get(self, dst: str) -> tuple[str | None, int] | None:
-        """The kernel's choice for ``dst`` (``ip route get``): (gateway or None for a
-        direct route, output ifindex); None when there is no route."""
+        """The kernel's choice for ``dst`` (``ip route get``; IPv4 or IPv6): (gateway or
+        None for a direct route, output ifindex); None when there is no route."""
         self._seq += 1
         seq = self._seq
-        body = _RTMSG.pack(socket.AF_INET, 32, 0, 0, 0, 0, 0, 0, 0) + _attr(RTA_DST, _ip4(dst))
+        family, packed = _ip(dst)
+        body = _RTMSG.pack(family, len(packed) * 8, 0, 0, 0, 0, 0, 0, 0) + _attr(RTA_DST,
+                                                                              packed)
         self.sock.send(_HDR.pack(16 + len(body), RTM_GETROUTE, NLM_F_REQUEST, seq, 0) + body)
         while True:
             data = self.sock.recv(1 << 16)
@@ -303,7 +313,7 @@ class Netlink:
                     oif = 0
                     for atype, val in _attrs(data, off + 16 + _RTMSG.size, off + ln):
                         if atype == RTA_GATEWAY:
-                            gw = socket.inet_ntoa(val)
+                            gw = socket.inet_ntop(family, val)
                         elif atype == RTA_OIF:
                             (oif,) = _I32.unpack(val)
                     return gw, oif
@@ -311,11 +321,11 @@ class Netlink:
                 if ln == 0:
                     break
 
-    def route_count(self) -> int:
-        """IPv4 routes in the main table of this socket's namespace."""
+    def route_count(self, family: int = socket.AF_INET) -> int:
+        """IPv4 (or ``family``'s) routes in the main table of this socket's namespace."""
         self._seq += 1
         seq = self._seq
-        body = _RTMSG.pack(socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)
+        body = _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
         self.sock.send(_HDR.pack(16 + len(body), RTM_GETROUTE, NLM_F_REQUEST | NLM_F_DUMP,
                                  seq, 0) + body)
         n = 0

@@ -24,7 +24,7 @@ import socket
 import subprocess
 import time
 
-from netemu.emulator.layout import Layout
+from netemu.emulator.layout import Layout, node_addr6
 from netemu.emulator.netlink import Netlink
 from netemu.emulator.netns import entered, ip_batch, ns_path
 from netemu.emulator.registry import Registry, kill_pids, pids_in_namespaces, proc_start_time
@@ -43,6 +43,18 @@ HOST_SYSCTLS = {
     "net/ipv6/conf/all/disable_ipv6": "1",
     "net/ipv6/conf/default/disable_ipv6": "1",
 }
+IPV6_HOST_SYSCTLS = {
+    **HOST_SYSCTLS,
+    "net/ipv6/conf/all/disable_ipv6": "0",
+    "net/ipv6/conf/default/disable_ipv6": "0",
+    "net/ipv6/conf/all/forwarding": "1",
+    "net/ipv6/conf/default/forwarding": "1",
+    # no duplicate address detection: a link-local address stays tentative (unusable for
+    # OSPFv3) for a second after every carrier-up otherwise
+    "net/ipv6/conf/all/accept_dad": "0",
+    "net/ipv6/conf/default/accept_dad": "0",
+}
+"""Hosts of an OSPFv3 run: IPv6 on, every interface with its link-local address."""
 SHAPER_SYSCTLS = {
     "net/ipv6/conf/all/disable_ipv6": "1",
     "net/ipv6/conf/default/disable_ipv6": "1",
@@ -70,8 +82,12 @@ class Network:
     """The namespaces and veth pairs of one run."""
 
     def __init__(self, layout: Layout, run: str, registry: Registry, *,
-                 tx_offload: bool = False, share: HostShare | None = None) -> None:
+                 tx_offload: bool = False, share: HostShare | None = None,
+                 ipv6: bool = False) -> None:
+        """``ipv6``: IPv6 in the hosts (off otherwise), each node's IPv6 node address
+        (:func:`~netemu.emulator.layout.node_addr6`) on its loopback: for OSPFv3."""
         self.layout = layout
+        self.ipv6 = ipv6
         self.run = run
         self.registry = registry
         self.tx_offload = tx_offload
@@ -102,7 +118,8 @@ class Network:
             fd = os.open(ns_path(ns), os.O_RDONLY | os.O_CLOEXEC)
             self.ns_fd[node] = fd
             with entered(fd):
-                for key, val in (SHAPER_SYSCTLS if node == "" else HOST_SYSCTLS).items():
+                host = IPV6_HOST_SYSCTLS if self.ipv6 else HOST_SYSCTLS
+                for key, val in (SHAPER_SYSCTLS if node == "" else host).items():
                     with open(f"/proc/sys/{key}", "w") as f:
                         f.write(val)
                 nl = Netlink(label=ns)
@@ -153,6 +170,8 @@ class Network:
             idx = nl.links()
             nl.link_set(idx["lo"], up=True)
             nl.addr_add(idx["lo"], lay.node_addr[node], 32)
+            if self.ipv6:
+                nl.addr_add(idx["lo"], node_addr6(lay.node_addr[node]), 128)
             eps = lay.node_endpoints[node]
             if eps and not self.tx_offload:
                 with entered(self.ns_fd[node]):

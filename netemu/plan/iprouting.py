@@ -6,7 +6,7 @@
       plugin: mypkg.routes:compute   # your function returns the forwarding tables
     ip_routing:
       mode: frr                 # FRR's zebra + ospfd (or isisd) in every node
-      protocol: ospf            # or isis (hello_s, dead_s, spf_hold_ms, bfd apply)
+      protocol: ospf            # or ospf6 (OSPFv3, IPv6), isis (hello_s, dead_s, spf_hold_ms, bfd apply)
       hello_s: 1                # OSPF hello and dead intervals (whole seconds)
       dead_s: 4
       retransmit_s: 5           # LSA and database-description retransmission (FRR's 5)
@@ -19,6 +19,7 @@
       protocol: ospf
       hello_s: 1                # hello, dead and retransmit intervals as for frr
       dead_s: 4
+      retransmit_s: 2           # BIRD's least, the default here (RETRANSMIT_S)
 
 Any mode may measure what its routes do (:mod:`netemu.emulator.ipmeasure`)::
 
@@ -47,7 +48,7 @@ MODES = ("oracle", "none", "plugin", "frr", "bird")
 
 WORDS = ("oracle", "none", "frr", "bird")
 """The modes that need nothing else, written as a single word."""
-FRR_PROTOCOLS = ("ospf", "isis")
+FRR_PROTOCOLS = ("ospf", "ospf6", "isis")
 MEASURE_KEYS = ("probes", "probe_interval_s", "sample_s", "convergence_tolerance")
 FRR_KEYS = ("protocol", "hello_s", "dead_s", "retransmit_s", "spf_delay_ms", "spf_hold_ms", "spf_max_hold_ms",
             "bfd")
@@ -56,6 +57,12 @@ DAEMON_PROTOCOLS = tuple([f"frr/{p}" for p in FRR_PROTOCOLS] + [f"bird/{p}" for 
 """Option words that name the protocol too (``--ip-routing frr/isis``, a compare list)."""
 BIRD_KEYS = ("protocol", "hello_s", "dead_s", "retransmit_s")
 """What mode bird takes: BIRD's OSPF has no SPF throttle to set, and no BFD here."""
+RETRANSMIT_S = {"frr": 5, "bird": 2}
+"""The retransmit interval when the section gives none: FRR's default; for BIRD its
+least, 2 s. BIRD 2 drops an LSA that comes less than MinLSArrival (1 s, built in) after
+the previous instance, which happens at nearly every new adjacency (the neighbour's LSA
+from the database exchange, then its new one at its next tick); the neighbour sends it
+again only after the retransmit interval, and until then the new link is not used."""
 
 _REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
@@ -74,7 +81,8 @@ class IpRouting:
     spf_hold_ms: int = 50
     spf_max_hold_ms: int = 1000
     bfd: bool = False
-    retransmit_s: int = 5
+    retransmit_s: int | None = None
+    """None: the daemon's own choice here, :data:`RETRANSMIT_S`."""
     probes: tuple[tuple[str, str], ...] = ()
     probe_interval_s: float = 0.05
     sample_s: float = 0.2
@@ -161,8 +169,12 @@ def parse_ip_routing(section: Fields | Any, *, source: str = "scenario",
     protocol = f.enum("protocol", BIRD_PROTOCOLS if mode == "bird" else FRR_PROTOCOLS,
                       default="ospf")
     bfd = f.boolean("bfd", default=False)
-    retransmit = f.integer("retransmit_s", default=d.retransmit_s, lo=1, hi=65535)
-    assert protocol is not None and bfd is not None and retransmit is not None
+    if bfd and protocol == "ospf6":
+        raise f.error("BFD is for ospf and isis here, not ospf6", "bfd")
+    # BIRD refuses a retransmit interval of 1 s
+    retransmit = f.integer("retransmit_s", default=None, lo=2 if mode == "bird" else 1,
+                           hi=65535)
+    assert protocol is not None and bfd is not None
     return replace(IpRouting(mode, None, protocol, hello, dead, delay, hold, max_hold, bfd,
                              retransmit), **measure)
 

@@ -7,14 +7,13 @@ failed test body. Run names start with ``tb``."""
 from __future__ import annotations
 
 import pytest
+from routing_ring import RING, daemon_pids, goes_the_other_way_round, ring, ring_emulation, wait_for
 from test_emulator import assert_clean
-from test_frr_ospf import RING, ring, wait_for
 from test_ip_routing_plugin import hops
 
 from netemu.emulator import Emulation
 from netemu.emulator.bird import bird_missing
 from netemu.emulator.frr import FrrSettings
-from netemu.emulator.registry import RUN_ROOT
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(bird_missing() is not None, reason=str(bird_missing()))]
@@ -29,14 +28,8 @@ def full_neighbours(emu: Emulation, node: str) -> int:
 
 
 def test_bird_ring_adjacencies_ping_and_the_other_way_round_after_an_isl_ends(tmp_path):
-    emu = Emulation(ring(s1_s2_end_s=15.0), run_name="tbring", frr=SLOW_DEAD,
-                    routing_dir=tmp_path / "bird")
-    pids: list[int] = []
-    try:
-        emu.start()
-        assert emu.frr is not None
-        pids = [p.pid for ps in emu.frr.procs.values() for p in ps]
-        assert len(pids) == 4
+    with ring_emulation("tbring", SLOW_DEAD, tmp_path / "bird") as emu:
+        assert len(daemon_pids(emu)) == 4
         assert wait_for(lambda: all(full_neighbours(emu, n) == 2 for n in RING), 30), \
             emu.vtysh("s1", "show", "ospf", "neighbors")
         # BIRD's routes to the other node addresses, the node address their source
@@ -49,16 +42,7 @@ def test_bird_ring_adjacencies_ping_and_the_other_way_round_after_an_isl_ends(tm
         assert hops(emu, "s1", "s2") == ["s2"]
         # the Mininet shell of a host reaches its node's bird with plain birdc
         assert emu.host("s3").cmd("birdc show protocols").count("ospf0") == 1
-        assert emu.now_s() < 14.0, "bring-up took too long for the test's ISL schedule"
-        emu.wait(until_s=15.0)
-        assert wait_for(lambda: full_neighbours(emu, "s1") == 1, 10)
-        assert wait_for(lambda: hops(emu, "s1", "s2") == ["s4", "s3", "s2"], 10)
-        assert emu.now_s() < 40.0
-        assert emu.frr.dead() == []
-    finally:
-        emu.stop()
-        assert_clean(emu.run, pids)
-    assert not (RUN_ROOT / emu.run).exists()  # socket and pid file went with the run
+        goes_the_other_way_round(emu, lambda n: full_neighbours(emu, n))
     conf = (tmp_path / "bird" / "s1" / "bird.conf").read_text()
     assert 'type ptp;' in conf and "s1-eth0" in conf
     assert "<INFO> Started" in (tmp_path / "bird" / "s1" / "bird.out").read_text()

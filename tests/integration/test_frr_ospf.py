@@ -8,59 +8,29 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 import pytest
-from test_emulator import EPOCH, assert_clean, nodes, pair
+from routing_ring import RING, daemon_pids, goes_the_other_way_round, ring, ring_emulation, wait_for
+from test_emulator import assert_clean
 from test_ip_routing_plugin import hops
 
 from netemu.emulator import Emulation
 from netemu.emulator.frr import FrrSettings, frr_missing
-from netemu.emulator.registry import RUN_ROOT
-from netemu.plan.contacts import ContactPlan
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(frr_missing() is not None, reason=str(frr_missing()))]
 
-RING = ["s1", "s2", "s3", "s4"]
 # A dead interval far longer than the test's waits: what the test sees happen comes from
 # the interface going down, not from missed hellos.
 SLOW_DEAD = FrrSettings(hello_s=2, dead_s=60)
-
-
-def ring(s1_s2_end_s: float = 600.0) -> ContactPlan:
-    contacts = []
-    for i, a in enumerate(RING):
-        end = s1_s2_end_s if i == 0 else 600.0
-        contacts += pair(a, RING[(i + 1) % 4], 0, end, owlt_s=0.002, kind="isl")
-    return ContactPlan(EPOCH, nodes(*RING), contacts)
 
 
 def full_neighbours(emu: Emulation, node: str) -> int:
     return emu.vtysh(node, "-c", "show ip ospf neighbor").count("Full/")
 
 
-def wait_for(cond, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.2)
-    return cond()
-
-
-def daemon_pids(emu: Emulation) -> list[int]:
-    assert emu.frr is not None
-    return [p.pid for ps in emu.frr.procs.values() for p in ps]
-
-
 def test_adjacencies_come_up_and_traffic_goes_round_the_other_way_after_an_isl_ends(tmp_path):
-    emu = Emulation(ring(s1_s2_end_s=15.0), run_name="tfring", frr=SLOW_DEAD,
-                    routing_dir=tmp_path / "frr")
-    pids: list[int] = []
-    try:
-        emu.start()
-        pids = daemon_pids(emu) + (emu.shaper.pids() if emu.shaper else [])
+    with ring_emulation("tfring", SLOW_DEAD, tmp_path / "frr") as emu:
         assert wait_for(lambda: all(full_neighbours(emu, n) == 2 for n in RING), 30), \
             emu.vtysh("s1", "-c", "show ip ospf neighbor")
         # the routes are OSPF's (zebra's), the node address their source
@@ -71,18 +41,9 @@ def test_adjacencies_come_up_and_traffic_goes_round_the_other_way_after_an_isl_e
         assert hops(emu, "s1", "s2") == ["s2"]
         # the Mininet shell of a host reaches its node's daemons with plain vtysh
         assert emu.host("s3").cmd("vtysh -c 'show ip ospf neighbor'").count("Full/") == 2
-        assert emu.now_s() < 14.0, "bring-up took too long for the test's ISL schedule"
-        emu.wait(until_s=15.0)
         # carrier down at the contact's end: the adjacency and the route go with it,
         # 60 s of dead interval notwithstanding
-        assert wait_for(lambda: full_neighbours(emu, "s1") == 1, 10)
-        assert wait_for(lambda: hops(emu, "s1", "s2") == ["s4", "s3", "s2"], 10)
-        assert emu.now_s() < 40.0
-        assert emu.frr is not None and emu.frr.dead() == []
-    finally:
-        emu.stop()
-        assert_clean(emu.run, pids)
-    assert not (RUN_ROOT / emu.run).exists()  # sockets and pid files went with the run
+        goes_the_other_way_round(emu, lambda n: full_neighbours(emu, n))
     # the configurations and logs stay in the routing directory
     conf = (tmp_path / "frr" / "s1" / "ospfd.conf").read_text()
     assert "interface s1-eth0\n ip ospf network point-to-point" in conf
@@ -104,7 +65,7 @@ def test_netemu_clean_kills_the_daemons_of_a_crashed_run(tmp_path):
     script.write_text(
         "import sys, time\n"
         f"sys.path.insert(0, {os.path.dirname(__file__)!r})\n"
-        "from test_frr_ospf import ring\n"
+        "from routing_ring import ring\n"
         "from netemu.emulator import Emulation\n"
         "from netemu.emulator.frr import FrrSettings\n"
         "emu = Emulation(ring(), run_name='tfcrash', frr=FrrSettings()).start()\n"

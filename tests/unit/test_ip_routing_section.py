@@ -218,6 +218,43 @@ def test_isis_config_sets_its_timers_before_the_level_and_wide_metrics() -> None
     assert sc.describe() == "frr/isis"
 
 
+def test_ospf6_config_and_its_ipv6_addresses(tmp_path) -> None:
+    from netemu.emulator.frr import FrrDaemons, FrrSettings, ospf6_config, zebra_config
+    from netemu.emulator.layout import link_local, node_addr6
+
+    s = FrrSettings(hello_s=2, dead_s=9, protocol="ospf6")
+    conf = ospf6_config("sat-1", "10.0.0.2", ["sat-1-eth0"], s)
+    block = conf.split("interface sat-1-eth0\n")[1].split("!")[0]
+    assert "ipv6 ospf6 network point-to-point" in block and "ipv6 ospf6 area 0" in block
+    assert "hello-interval 2" in block and "dead-interval 9" in block
+    assert "interface lo\n ipv6 ospf6 area 0\n ipv6 ospf6 passive" in conf
+    assert "ospf6 router-id 10.0.0.2" in conf
+    # the IPv6 node address carries the IPv4 one; routes get it as their source
+    assert node_addr6("10.0.1.3") == "fd6e:656d::a00:103"
+    z = zebra_config("sat-1", "10.0.1.3", "ospf6")
+    assert "set src fd6e:656d::a00:103" in z and "ipv6 protocol ospf6 route-map NODE-SRC" in z
+    assert "no ipv6 forwarding" not in z
+    # next hops are link-local (EUI-64 from the MAC), how the sampler names neighbours
+    assert link_local("02:00:00:00:01:0a") == "fe80::ff:fe00:10a"
+    assert FrrDaemons({}, Path("/nonexistent"), s, None).daemons() == [  # type: ignore[arg-type]
+        "zebra", "ospf6d"]
+    sc = load_scenario(_scenario(tmp_path, "ip_routing: {mode: frr, protocol: ospf6}\n"))
+    assert sc.ip_routing.describe() == "frr/ospf6"
+    assert parse_ip_routing_option("frr/ospf6").protocol == "ospf6"
+    with pytest.raises(InputError) as e:
+        load_scenario(_scenario(tmp_path, "ip_routing: {mode: frr, protocol: ospf6, bfd: true}\n"))
+    assert e.value.field == "ip_routing.bfd" and "not ospf6" in str(e.value)
+
+
+def test_isis_frames_are_counted_on_the_link_interfaces() -> None:
+    from netemu.emulator.ipmeasure import CONTROL_NFT, isis_nft
+
+    rules = isis_nft(["sat-1-eth0", "sat-1-eth1"])
+    assert 'hook egress devices = { "sat-1-eth0", "sat-1-eth1" }' in rules
+    assert "@ll,112,16 0xfefe" in rules  # the ISO LLC header, not an EtherType
+    assert "meta l4proto 89" in CONTROL_NFT  # OSPFv2 and OSPFv3 alike
+
+
 def test_bird_section_takes_the_ospf_timers_only(tmp_path) -> None:
     sc = load_scenario(_scenario(tmp_path, "ip_routing:\n  mode: bird\n  hello_s: 2\n"))
     ipr = sc.ip_routing
@@ -241,6 +278,27 @@ def test_bird_config_exports_only_other_node_addresses() -> None:
     assert 'interface "sat-1-eth0", "sat-1-eth1" {\n      type ptp;' in conf
     assert "hello 2;" in conf and "dead 9;" in conf and "router id 10.0.0.2;" in conf
     assert "net != 10.0.0.2/32" in conf and "krt_prefsrc = 10.0.0.2;" in conf
+    # the interface /32s stay out of the router LSA: an interface coming up must not
+    # spend BIRD's one LSA per 5 s before its adjacency is full
+    assert "stubnet 10.128.0.0/9 { hidden yes; summary yes; };" in conf
+    assert "check link yes;" in conf
+
+
+def test_bird_retransmits_after_2_s_unless_told_and_refuses_1_s(tmp_path) -> None:
+    from netemu.emulator.bird import bird_config
+    from netemu.emulator.frr import FrrSettings, ospf_config
+
+    # BIRD drops a neighbour's LSA that follows the database exchange within 1 s and waits
+    # for its retransmission: 2 s by default (FRR keeps its 5 s)
+    bird = FrrSettings.of(parse_ip_routing({"mode": "bird"}))
+    assert "retransmit 2;" in bird_config("10.0.0.2", ["e0"], bird)
+    assert "retransmit 7;" in bird_config(
+        "10.0.0.2", ["e0"], FrrSettings.of(parse_ip_routing({"mode": "bird", "retransmit_s": 7})))
+    frr = FrrSettings.of(parse_ip_routing({"mode": "frr"}))
+    assert "retransmit-interval 5" in ospf_config("s", "10.0.0.2", ["e0"], frr)
+    with pytest.raises(InputError) as e:
+        load_scenario(_scenario(tmp_path, "ip_routing: {mode: bird, retransmit_s: 1}\n"))
+    assert e.value.field == "ip_routing.retransmit_s" and e.value.line
 
 
 def test_override_keeps_the_scenarios_measurements_for_a_side_by_side_run(tmp_path) -> None:

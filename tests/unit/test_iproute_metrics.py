@@ -108,9 +108,12 @@ def test_control_traffic_per_link_second(tmp_path: Path) -> None:
     (d / "paths.jsonl").write_text(json.dumps({"kind": "links", "link_wall_s": 50.0}) + "\n")
     m = iproute_metrics(d)
     assert m["ip_control_bytes"] == 10000 and m["ip_control_bytes_per_link_s"] == 200.0
+    (d / "control.json").write_text(json.dumps({"ospf_bytes": 0, "bfd_bytes": 0,
+                                                "isis_bytes": 5000, "isis_packets": 50}))
+    assert iproute_metrics(d)["ip_control_bytes_per_link_s"] == 100.0  # IS-IS counts too
 
 
-def test_control_traffic_the_counters_cannot_see_is_null_not_zero(tmp_path: Path) -> None:
+def test_control_traffic_of_an_older_isis_run_is_null_not_zero(tmp_path: Path) -> None:
     d = tmp_path / "iproute"
     d.mkdir()
     (d / "control.json").write_text(json.dumps({"ospf_bytes": 0, "ospf_packets": 0,
