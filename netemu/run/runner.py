@@ -748,7 +748,7 @@ class ScenarioRun:
             pauser = RunPause(Path(access.socket_path).parent / "clock", emu.clock,
                               processes=list,
                               publish=lambda payload: publisher.publish("clock", payload))
-            emu.clock = pauser.clock
+            emu.use_clock(pauser.clock)
             view.timeline.pause_control = pauser
         clock_box["clock"] = emu.clock
         # run.json says how the run's clock went: its start now (`netemu capture RUN_DIR`
