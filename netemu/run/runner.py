@@ -754,6 +754,7 @@ class ScenarioRun:
         # run.json says how the run's clock went: its start now (`netemu capture RUN_DIR`
         # reads it), every pause and change of scale at the end (after the pauser's close)
         start_clock = emu.clock
+        assert start_clock is not None  # started above
         meta["clock"] = clock_record(start_clock)
         self._write_meta(rd, meta)
         stack.callback(lambda: meta.__setitem__("clock", clock_record(
