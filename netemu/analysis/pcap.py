@@ -12,9 +12,11 @@ link and carries the scenario clock.
 - :func:`outside_contacts_from_captures`: DTN bytes seen on a link while the plan says the
   link was down (for the ``traffic_outside_contacts_bytes`` metric).
 
-Times: pcap timestamps are wall clock; they become scenario seconds through the clock in
-the sidecar (``epoch``, ``time_scale``, ``t0_wall``, ``t0_s``), else through a fit of the
-run's events.jsonl (which carries both clocks).
+Times: pcap timestamps are wall clock; they become scenario seconds through the run's
+clock segments (``run.json``'s ``clock``: every pause, resume and change of time scale of
+a ``--view`` run), else the clock in the sidecar (``epoch``, ``time_scale``, ``t0_wall``,
+``t0_s``: the run's first mapping), else a fit of the run's events.jsonl (which carries
+both clocks).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from netemu.errors import NetemuError
-from netemu.runtime.clock import DTN_EPOCH
+from netemu.runtime.clock import DTN_EPOCH, ClockSegment, scenario_s_at
 from netemu.runtime.rundir import RunDir, read_events
 
 TCPCL_PORT = 4556
@@ -245,9 +247,13 @@ def _event_clock_pairs(events_path: Path) -> list[tuple[float, float]]:
 
 def wall_to_scenario(clock: dict[str, Any] | None, events_path: Path | None,
                      run_dir: Path | None = None) -> Callable[[float], float]:
-    """Wall → scenario seconds: the sidecar clock; else a least-squares fit of the
-    agents' (wall, scenario) log stamps (exact); else of events.jsonl (wall at receipt);
-    else identity."""
+    """Wall → scenario seconds: the clock's ``segments`` (run.json's clock: exact across
+    pauses and changes of scale); else its one mapping (a sidecar's clock); else a
+    least-squares fit of the agents' (wall, scenario) log stamps (exact); else of
+    events.jsonl (wall at receipt); else identity."""
+    segs = _segments(clock)
+    if segs:
+        return lambda w: scenario_s_at(segs, w)
     if clock and "t0_wall" in clock:
         t0w = float(clock["t0_wall"])
         t0s = float(clock.get("t0_s", 0.0))
@@ -272,11 +278,36 @@ def wall_to_scenario(clock: dict[str, Any] | None, events_path: Path | None,
     return lambda x: x
 
 
+def _segments(clock: dict[str, Any] | None) -> list[ClockSegment]:
+    """A clock record's segments in order; [] without them (or when one is malformed)."""
+    raw = (clock or {}).get("segments")
+    if not isinstance(raw, list) or not raw:
+        return []
+    try:
+        return [ClockSegment.from_obj(s) for s in raw]
+    except (ValueError, AttributeError):
+        return []
+
+
 # --------------------------------------------------------------------------- runs
 
 
+def run_clock(run: Path) -> dict[str, Any] | None:
+    """``run.json``'s ``clock`` when it has the run's segments (written by the runner),
+    else None."""
+    try:
+        meta = json.loads(RunDir(run).run_json.read_text())
+    except (OSError, ValueError):
+        return None
+    clock = meta.get("clock") if isinstance(meta, dict) else None
+    return clock if isinstance(clock, dict) and _segments(clock) else None
+
+
 def _captures(run: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """Each capture with its sidecar; the sidecar's ``clock`` becomes the run's (with its
+    segments) when ``run.json`` has one: a sidecar keeps the mapping of its start only."""
     out = []
+    clock = run_clock(run)
     for p in RunDir(run).pcaps():
         side = {}
         sp = sidecar_path(p)
@@ -285,6 +316,8 @@ def _captures(run: Path) -> list[tuple[Path, dict[str, Any]]]:
                 side = json.loads(sp.read_text())
             except json.JSONDecodeError:
                 side = {}
+        if clock is not None:
+            side["clock"] = clock
         out.append((p, side))
     return out
 

@@ -74,7 +74,7 @@ class LiveViewForEmulation:
         if pub is not None:
             self._unsubscribe_scale = self.emu.subscribe_scale(
                 lambda t_s, x, n: pub.publish("clock", shaped_message(t_s, x, n)))
-        self.emu.clock = pauser.clock
+        self.emu.use_clock(pauser.clock)
         pauser.enabled = True
         self.pauser = pauser
         self.server.timeline.pause_control = pauser

@@ -90,6 +90,9 @@ def run(args: argparse.Namespace) -> int:
         faults = [f for f in faults if f.kind in EMULATOR_KINDS]
     ipr, route_function = _ip_routing(args, source)
     if args.cluster:
+        if args.view:
+            raise InputError("--view and --cluster: a run spread over a cluster has no live "
+                             "view yet; leave out --view (docs/view.md)", field="--view")
         if faults or args.cli or args.shaper == "netem" or ipr.daemons or route_function:
             raise InputError("--cluster: faults, --cli, --shaper netem and ip_routing frr, bird or "
                              "plugin are not supported across hosts yet (docs/cluster.md)",

@@ -43,7 +43,7 @@ from netemu.emulator.layout import (
     plan_layout,
 )
 from netemu.emulator.network import Network
-from netemu.emulator.registry import RUN_ROOT, Registry, clean_run, list_runs
+from netemu.emulator.registry import RUN_ROOT, Registry, clean_run, list_runs, pid_alive
 from netemu.emulator.shaper import Shaper
 from netemu.emulator.shapers import make_shaper
 from netemu.emulator.timeline import Changes, DirParams, Timeline
@@ -758,21 +758,34 @@ class Emulation:
     def hosted_pids(self) -> list[int]:
         """The processes that run in the hosts for the scenario: those started with
         :meth:`popen` (bundle agents, probes, the user's) with their children, and the
-        commands run from the hosts' shells (the CLI), not the shells themselves nor the
-        routing daemons. What a paused run stops (netemu.run.pause)."""
+        commands run from the hosts' shells (the CLI, also ``netemu run --attach``'s in
+        another process), not the shells themselves nor the routing daemons. What a paused
+        run stops (netemu.run.pause)."""
         import psutil
 
         roots = [(p.pid, True) for p in self._user_procs if p.poll() is None]
         roots += [(int(h.pid), False) for h in list(self._hosts.values())  # type: ignore[attr-defined]
                   if getattr(h, "pid", None)]
+        # the shells of `netemu run --attach` (another process) are in the registry
+        roots += [(pid, False) for pid, start, kind in self.registry.pids()
+                  if kind.startswith("shell:") and pid_alive(pid, start)]
         out: list[int] = []
-        for pid, itself in roots:
+        for pid, itself in dict.fromkeys(roots):
             try:
                 proc = psutil.Process(pid)
                 out += ([pid] if itself else []) + [c.pid for c in proc.children(recursive=True)]
             except psutil.Error:
                 continue
         return out
+
+    def use_clock(self, clock: ScenarioClock) -> None:
+        """Read scenario time through ``clock`` from now on (the run's pausable clock,
+        netemu.run.pause): the driver, the processes started after, and those of
+        ``netemu run --attach`` (the registry's clock) get it."""
+        self.clock = clock
+        meta = self.registry.read_meta()
+        meta["clock"] = clock.to_env()
+        self.registry.write_meta(meta)
 
     def run_cmd(self, node: str, argv: Sequence[str], *, timeout: float | None = 60,
                 **kwargs: object) -> subprocess.CompletedProcess:

@@ -85,6 +85,11 @@ class Registry:
         with open(self.path / "pids", "a") as f:
             f.write(f"{pid} {proc_start_time(pid) or 0} {kind}\n")
 
+    def pids(self) -> list[tuple[int, int, str]]:
+        """``(pid, start time, kind)`` of every process the run registered, also those of
+        other processes (the shells of ``netemu run --attach``)."""
+        return _read_pids(self.path)
+
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
 

@@ -11,7 +11,9 @@ A change of time scale writes "``t`` at wall time now, at the new scale": every 
 goes on from ``t`` at the new pace; timers that slept in wall time read the clock again
 within ``RECHECK_S`` (netemu.runtime.clock), and the emulator's driver shapes every link
 anew at its next tick. Each pause, resume and change of scale is published on the
-``clock`` topic.
+``clock`` topic with the new segment's wall time (``wall``), so that the record maps any
+wall time of the run to its scenario time (:attr:`RunPause.segments`, ``run.json``'s
+``clock``; a packet capture's timestamps are read through them).
 
 A sleep that was under way in a stopped process when the run paused ends early after the
 resume (its wall-clock timer ran on), by at most its own length; its clock reading is
@@ -31,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from netemu.errors import InputError
-from netemu.runtime.clock import ClockFile, ScenarioClock
+from netemu.runtime.clock import NETEMU_EPOCH, ClockFile, ClockSegment, ScenarioClock
 
 MAX_TIME_SCALE = 1e6
 """The largest time scale a run may be set to (a year of scenario time in 30 s)."""
@@ -46,7 +48,9 @@ class RunPause:
                  processes: Callable[[], Iterable[int]],
                  publish: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.file = ClockFile(path, create=True)
-        self.file.write(clock.t0_wall, clock.t0_s, clock.time_scale, paused=False)
+        self.segments: list[ClockSegment] = []
+        """Every mapping the clock file held, in order (the first is the run's start)."""
+        self._write(ClockSegment(clock.t0_wall, clock.t0_s, clock.time_scale))
         self.clock = replace(clock, clock_file=str(path))
         self.processes = processes
         self.publish = publish
@@ -60,12 +64,13 @@ class RunPause:
         with self._lock:
             if not self.enabled or self.paused_at_s is not None:
                 return False
-            t = self.clock.now_s()
-            self.file.write(time.time(), t, self.clock.scale_now(), paused=True)
+            wall = time.time()
+            t = self.clock.now_s(wall)
+            seg = self._write(ClockSegment(wall, t, self.clock.scale_now(), paused=True))
             self.paused_at_s = t
             self._stopped = _signal_all(self.processes(), signal.SIGSTOP)
         if self.publish is not None:
-            self.publish({"event": "paused", "t_s": t, "processes": len(self._stopped)})
+            self.publish({"event": "paused", **_fields(seg), "processes": len(self._stopped)})
         return True
 
     def resume(self) -> bool:
@@ -74,9 +79,9 @@ class RunPause:
             t = self.paused_at_s
             if t is None:
                 return False
-            self.file.write(time.time(), t, self.clock.scale_now(), paused=False)
+            seg = self._write(ClockSegment(time.time(), t, self.clock.scale_now()))
             if self.publish is not None:  # before the processes publish again
-                self.publish({"event": "resumed", "t_s": t})
+                self.publish({"event": "resumed", **_fields(seg)})
             _signal_all(self._stopped, signal.SIGCONT)
             self._stopped = []
             self.paused_at_s = None
@@ -92,17 +97,47 @@ class RunPause:
         with self._lock:
             if not self.enabled:
                 return False
-            t = self.clock.now_s()
-            self.file.write(time.time(), t, float(time_scale),
-                            paused=self.paused_at_s is not None)
+            wall = time.time()
+            seg = self._write(ClockSegment(wall, self.clock.now_s(wall), float(time_scale),
+                                           paused=self.paused_at_s is not None))
         if self.publish is not None:
-            self.publish({"event": "scale", "t_s": t, "time_scale": float(time_scale)})
+            self.publish({"event": "scale", **_fields(seg)})
         return True
+
+    def _write(self, seg: ClockSegment) -> ClockSegment:
+        self.file.write(seg.t0_wall, seg.t0_s, seg.time_scale, paused=seg.paused)
+        self.segments.append(seg)
+        return seg
 
     def close(self) -> None:
         """At teardown: never leave a process stopped (it could not take its SIGTERM)."""
         self.enabled = False
         self.resume()
+
+
+def clock_record(clock: ScenarioClock, segments: list[ClockSegment] | None = None,
+                 *, end_wall: float | None = None) -> dict[str, Any]:
+    """``run.json``'s ``clock``: the run's first mapping (``epoch``, ``time_scale``,
+    ``t0_wall``, ``t0_s``, as a capture's sidecar has it), every segment it went through
+    (``segments``: one for a run that never paused nor changed its scale), the scale it
+    ended at and the wall seconds it stood paused up to ``end_wall`` (default: now). What
+    a finished run tells about its pace; readers map wall times through the segments."""
+    segs = segments or [ClockSegment(clock.t0_wall, clock.t0_s, clock.time_scale)]
+    end = time.time() if end_wall is None else end_wall
+    paused_s = sum(max(0.0, min(nxt, end) - s.t0_wall) for s, nxt in
+                   zip(segs, [x.t0_wall for x in segs[1:]] + [end], strict=True)
+                   if s.paused)
+    first = segs[0]
+    return {"epoch": clock.to_env()[NETEMU_EPOCH], "time_scale": first.time_scale,
+            "t0_wall": first.t0_wall, "t0_s": first.t0_s,
+            "time_scale_end": segs[-1].time_scale, "paused_wall_s": round(paused_s, 3),
+            "segments": [s.to_obj() for s in segs]}
+
+
+def _fields(seg: ClockSegment) -> dict[str, Any]:
+    """A ``clock`` message's fields: the new segment (``wall`` is its ``t0_wall``)."""
+    return {"t_s": seg.t0_s, "wall": seg.t0_wall, "time_scale": seg.time_scale,
+            "paused": seg.paused}
 
 
 def tree_pids(pid: int) -> list[int]:

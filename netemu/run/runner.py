@@ -80,7 +80,7 @@ from netemu.run.apps import (
 )
 from netemu.run.broker import Broker, Recorder
 from netemu.run.capture import parse_capture_section, start_scenario_captures
-from netemu.run.pause import RunPause, cgroup_pids, tree_pids
+from netemu.run.pause import RunPause, cgroup_pids, clock_record, tree_pids
 from netemu.run.pki import RunCA, run_tls_mode, secure_run_agent
 from netemu.run.telemetry_config import TelemetrySettings, parse_telemetry
 from netemu.runtime.env import (
@@ -748,9 +748,17 @@ class ScenarioRun:
             pauser = RunPause(Path(access.socket_path).parent / "clock", emu.clock,
                               processes=list,
                               publish=lambda payload: publisher.publish("clock", payload))
-            emu.clock = pauser.clock
+            emu.use_clock(pauser.clock)
             view.timeline.pause_control = pauser
         clock_box["clock"] = emu.clock
+        # run.json says how the run's clock went: its start now (`netemu capture RUN_DIR`
+        # reads it), every pause and change of scale at the end (after the pauser's close)
+        start_clock = emu.clock
+        assert start_clock is not None  # started above
+        meta["clock"] = clock_record(start_clock)
+        self._write_meta(rd, meta)
+        stack.callback(lambda: meta.__setitem__("clock", clock_record(
+            start_clock, pauser.segments if pauser is not None else None)))
         if p.ip_routing.probes:
             self._start_ip_measure(p, emu, rd, stack, meta)
         if broker.pid is not None:  # so that `netemu clean` stops it after a crash too

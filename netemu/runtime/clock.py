@@ -107,6 +107,54 @@ class ClockFile:
 
 
 @dataclass(frozen=True)
+class ClockSegment:
+    """One piece of a run's mapping from wall to scenario time: from wall time
+    ``t0_wall`` on, scenario time is ``t0_s`` plus ``time_scale`` times the wall seconds
+    since (stands at ``t0_s`` while ``paused``). A run that never pauses nor changes its
+    scale has one; each pause, resume and change of scale starts another (what the clock
+    file holds in turn), so a record of them maps any wall time of the run, e.g. a packet
+    capture's timestamps."""
+
+    t0_wall: float
+    t0_s: float
+    time_scale: float
+    paused: bool = False
+
+    def now_s(self, wall: float) -> float:
+        return self.t0_s if self.paused else self.t0_s + (wall - self.t0_wall) * self.time_scale
+
+    def to_obj(self) -> dict[str, float | bool]:
+        return {"t0_wall": self.t0_wall, "t0_s": self.t0_s, "time_scale": self.time_scale,
+                "paused": self.paused}
+
+    @classmethod
+    def from_obj(cls, obj: Mapping[str, object]) -> ClockSegment:
+        """From :meth:`to_obj`'s dict; :class:`ValueError` when a field is missing or not a
+        number."""
+        try:
+            vals = [float(obj[k]) for k in ("t0_wall", "t0_s", "time_scale")]  # type: ignore[arg-type]
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"not a clock segment: {obj!r}") from e
+        if not vals[2] > 0:
+            raise ValueError(f"clock segment with time scale {vals[2]!r}")
+        return cls(vals[0], vals[1], vals[2], bool(obj.get("paused", False)))
+
+
+def scenario_s_at(segments: list[ClockSegment], wall: float) -> float:
+    """Scenario time at wall time ``wall`` through a run's clock segments (in the order
+    they started): the last segment started by then; before the first, the first one's
+    mapping extended backwards."""
+    if not segments:
+        raise ValueError("no clock segments")
+    seg = segments[0]
+    for s in segments[1:]:
+        if s.t0_wall > wall:
+            break
+        seg = s
+    return seg.now_s(wall)
+
+
+@dataclass(frozen=True)
 class ScenarioClock:
     """Maps wall time (Unix seconds) to scenario time (seconds from ``epoch``)."""
 

@@ -7,6 +7,7 @@ takes seconds. Run names start with ``te``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -144,7 +145,7 @@ def test_a_new_time_scale_reshapes_the_links_and_a_pause_stops_hosted_processes(
     emu.start()
     assert emu.clock is not None
     pc = RunPause(tmp_path / "clock", emu.clock, processes=emu.hosted_pids)
-    emu.clock = pc.clock
+    emu.use_clock(pc.clock)
     pc.enabled = True
     assert abs(min(ping_rtts_ms(emu, "gs1", "sat1", count=3)) - 200.0) < 5.0
     pc.set_scale(4.0)
@@ -158,11 +159,44 @@ def test_a_new_time_scale_reshapes_the_links_and_a_pause_stops_hosted_processes(
     assert pc.pause()
 
     def state(pid: int) -> str:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
+        """The process's state once a signal sent to it has been taken (a loaded machine
+        shows a stopped process running for a moment)."""
+        deadline = time.monotonic() + 2.0
+        while True:
+            with open(f"/proc/{pid}/stat") as f:
+                st = f.read().rsplit(")", 1)[1].split()[0]
+            if st in ("T", "S") or time.monotonic() > deadline:
+                return st
+            time.sleep(0.01)
 
     assert state(sleeper.pid) == "T"
     assert pc.resume() and state(sleeper.pid) in ("S", "R")
+    # a command started from `netemu run --attach` (another process) reads the run's
+    # clock file and is stopped by a pause too
+    import psutil
+
+    attach = subprocess.Popen([sys.executable, "-m", "netemu", "run", "--attach", "tescale"],
+                              stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert attach.stdin is not None
+        attach.stdin.write("gs1 sleep 61 &\n")
+        attach.stdin.flush()
+        theirs = None
+        deadline = time.monotonic() + 20
+        while theirs is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+            with contextlib.suppress(psutil.Error):
+                theirs = next((p for p in psutil.Process(attach.pid).children(recursive=True)
+                               if p.cmdline() == ["sleep", "61"]), None)
+        assert theirs is not None, "the attached CLI did not start the command"
+        assert theirs.environ().get("NETEMU_CLOCK_FILE") == str(tmp_path / "clock")
+        assert pc.pause()
+        assert state(theirs.pid) == "T"
+        assert pc.resume() and state(theirs.pid) in ("S", "R")
+        theirs.kill()
+    finally:
+        attach.communicate(timeout=30)  # stdin closed: the CLI ends, its shells with it
 
 
 # --- handover --------------------------------------------------------------------------

@@ -143,6 +143,12 @@ def test_pause_and_time_scale_from_the_page_reach_every_process(tmp_path: Path) 
     assert clock["resumed"]["payload"]["t_s"] == t_pause
     assert abs(t_pause - paused_t) < 1.0
     assert w_resume - w_pause > 2.5
+    # run.json says at what pace the run went: x10, paused, x10 again, then x30
+    rec = json.loads((tmp_path / "runs" / "tiny" / "run.json").read_text())["clock"]
+    assert [(s["time_scale"], s["paused"]) for s in rec["segments"]] == \
+        [(scale, False), (scale, True), (scale, False), (fast, False)]
+    assert rec["time_scale_end"] == fast and rec["paused_wall_s"] > 2.5
+    assert rec["segments"][1]["t0_wall"] == clock["paused"]["payload"]["wall"]
 
     def own(e: dict) -> bool:
         return not e["topic"].endswith(("/clock", "/recorder"))

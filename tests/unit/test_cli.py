@@ -53,6 +53,16 @@ def test_run_cluster_refuses_what_it_cannot_spread(capsys: pytest.CaptureFixture
     assert rc != 0 and "ip_routing frr, bird or plugin are not supported" in capsys.readouterr().err
 
 
+def test_run_cluster_refuses_a_live_view(capsys: pytest.CaptureFixture[str]) -> None:
+    # said, not ignored: the run would go on without the page the user asked for
+    tiny = Path(__file__).resolve().parents[2] / "topologies/tiny.yaml"
+    rc = main(["run", str(tiny), "--cluster", "auto", "--view", "--duration-s", "60"])
+    assert rc != 0
+    err = capsys.readouterr().err
+    assert "--view and --cluster: a run spread over a cluster has no live view yet" in err
+    assert "--view" in err.split("yet", 1)[1]  # and it says which option to drop
+
+
 def test_run_cluster_without_ray_running_says_how_to_start_it(
         capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
         tmp_path: Path) -> None:

@@ -16,11 +16,11 @@ import aiohttp
 import pytest
 
 from netemu.errors import InputError
-from netemu.run.pause import RunPause
+from netemu.run.pause import RunPause, clock_record
 from netemu.run.view.geo import Positions
 from netemu.run.view.server import ViewServer
 from netemu.run.view.timeline import LiveTimeline
-from netemu.runtime.clock import ScenarioClock
+from netemu.runtime.clock import ClockSegment, ScenarioClock, scenario_s_at
 
 EPOCH = datetime(2026, 6, 1, tzinfo=timezone.utc)
 
@@ -43,7 +43,8 @@ def test_a_new_time_scale_reaches_every_clock_of_the_run_without_a_jump(tmp_path
     after = other.now_s()
     assert other.scale_now() == 1000.0 and other.time_scale == 10.0
     assert before <= msgs[-1]["t_s"] <= after < msgs[-1]["t_s"] + 5.0  # went on from there
-    assert msgs[-1] == {"event": "scale", "t_s": msgs[-1]["t_s"], "time_scale": 1000.0}
+    assert msgs[-1] == {"event": "scale", "t_s": msgs[-1]["t_s"], "time_scale": 1000.0,
+                        "wall": pc.segments[-1].t0_wall, "paused": False}
     w = time.time()
     assert other.wall_at(other.now_s(w) + 500.0) == pytest.approx(w + 0.5)
 
@@ -66,6 +67,37 @@ def test_a_paused_run_stays_paused_at_a_new_scale_and_resumes_at_it(tmp_path: Pa
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_the_runs_record_maps_wall_time_across_a_pause_and_a_change_of_scale(
+        tmp_path: Path) -> None:
+    """Every mapping the clock file held is kept (run.json's clock), so a wall time taken
+    during the run (a packet's) maps to the scenario time the run's clocks read then."""
+    msgs: list[dict[str, Any]] = []
+    pc = pauser(tmp_path, msgs)
+    seen: list[tuple[float, float]] = []  # (wall, what the run's clock read)
+
+    def look() -> None:
+        w = time.time()
+        seen.append((w, pc.clock.now_s(w)))
+
+    look()
+    assert pc.pause()
+    time.sleep(0.05)
+    look()
+    assert pc.resume() and pc.set_scale(1000.0)
+    time.sleep(0.02)
+    look()
+    record = clock_record(pc.clock, pc.segments)
+    segs = [ClockSegment.from_obj(s) for s in record["segments"]]
+    assert [s.paused for s in segs] == [False, True, False, False]
+    assert record["time_scale"] == 10.0 and record["time_scale_end"] == 1000.0
+    assert record["paused_wall_s"] >= 0.05
+    for w, t in seen:
+        assert scenario_s_at(segs, w) == pytest.approx(t, abs=1e-6)
+    # the clock messages carry the same segments
+    assert [(m["wall"], m["t_s"], m["time_scale"], m["paused"]) for m in msgs] == \
+        [(s.t0_wall, s.t0_s, s.time_scale, s.paused) for s in segs[1:]]
 
 
 @pytest.mark.parametrize("x", [0, -1.0, 1e9, float("nan")])

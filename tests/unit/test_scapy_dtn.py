@@ -246,3 +246,29 @@ def test_clock_from_agent_logs_beats_event_receipt_times(tmp_path):
         json.dumps({"t_s": 10.0 * k, "wall": 1000.5 + k}) for k in range(5)))
     assert pcap.wall_to_scenario(None, run / "events.jsonl", run)(1002.0) == pytest.approx(20.0)
     assert pcap.wall_to_scenario(None, run / "events.jsonl")(1002.0) == pytest.approx(15.0)
+
+
+def test_capture_times_follow_the_runs_pauses_and_changes_of_scale(tmp_path):
+    """A run paused and sped up (``--view``): its captures' sidecars keep the first
+    mapping, run.json has every segment; a packet's scenario time comes from the segments
+    (netemu capture --paths, the report's link use)."""
+    from netemu.run.pause import clock_record
+    from netemu.runtime.clock import ClockSegment, ScenarioClock
+
+    run, b = _run_with_captures(tmp_path)  # sidecars: x1 from t0_wall = 1.8e9 at 0 s
+    w0 = 1_800_000_000.0
+    segs = [ClockSegment(w0, 0.0, 1.0),
+            ClockSegment(w0 + 50, 50.0, 1.0, paused=True),  # paused 30 s of wall time
+            ClockSegment(w0 + 80, 50.0, 1.0),
+            ClockSegment(w0 + 90, 60.0, 4.0)]  # then x4: wall +100 is 60 + 10 * 4 = 100 s
+    record = clock_record(ScenarioClock(EPOCH, 1.0, w0, 0.0), segs, end_wall=w0 + 400)
+    assert record["paused_wall_s"] == 30.0 and record["time_scale_end"] == 4.0
+    (run / "run.json").write_text(json.dumps({"run": "r", "clock": record}))
+    hops = pcap.bundle_paths_from_run(run)[b.id]
+    # hop 1 at wall +100 s: 60 + 10 * 4 = 100 s; hop 2 at wall +350 s: 60 + 260 * 4 = 1100 s
+    assert hops[0]["first_t_s"] == pytest.approx(100.04, abs=0.05)
+    assert hops[1]["first_t_s"] == pytest.approx(1100.04, abs=0.2)
+    assert hops[1]["waited_s"] == pytest.approx(1000.0, abs=0.2)
+    # without run.json's segments: the sidecar's mapping (350 s), as before
+    (run / "run.json").write_text(json.dumps({"run": "r"}))
+    assert pcap.bundle_paths_from_run(run)[b.id][1]["first_t_s"] == pytest.approx(350.04, abs=0.2)
