@@ -1,7 +1,7 @@
 """Benchmark: what a burst of bundles costs a node host per bundle per hop.
 
     sudo .venv/bin/python bench/bench_hop_burst.py [--nodes 6] [--bundles 400] \\
-        [--size 1000] [--tls both|on|off] [--json]
+        [--size 1000] [--tls both|on|off] [--json] [--profile PREFIX]
 
 A chain of ``--nodes`` nodes (n0 — n1 — … , one network namespace each, veth pairs
 between neighbours, no IP routes) served by ONE node host, as in a run. Every contact is
@@ -132,8 +132,8 @@ def write_configs(chain: Chain, tmp: Path, tls: bool, start_s: float) -> Path:
     return tmp / "host.json"
 
 
-async def one_run(chain: Chain, tmp: Path, bundles: int, size: int, tls: bool
-                  ) -> dict[str, Any]:
+async def one_run(chain: Chain, tmp: Path, bundles: int, size: int, tls: bool,
+                  profile: Path | None = None) -> dict[str, Any]:
     t_host = time.monotonic()
     host_cfg = write_configs(chain, tmp, tls, LEAD_S)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -163,12 +163,20 @@ async def one_run(chain: Chain, tmp: Path, bundles: int, size: int, tls: bool
         if wait_s < 0.5:
             raise SystemExit(f"the burst was not queued {LEAD_S} s after the host's start "
                              "(a loaded machine?): raise LEAD_S")
+        spy = None
+        if profile is not None:  # py-spy needs a moment to attach
+            spy = subprocess.Popen(["py-spy", "record", "--pid", str(proc.pid), "--rate",
+                                    "200", "--format", "raw", "--output", str(profile)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         await asyncio.sleep(wait_s - 0.3)
         c0, t0 = cpu_s(proc.pid), time.perf_counter()
         for _ in range(bundles):
             await rx.recv(timeout_s=120)
         wall = time.perf_counter() - t0 - 0.3  # the contact starts 0.3 s after t0
         cpu = cpu_s(proc.pid) - c0
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(30)
         for c in (tx, warm, rx):
             await c.close()
     finally:
@@ -194,6 +202,8 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=1000, help="payload bytes")
     ap.add_argument("--tls", choices=("both", "on", "off"), default="both")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--profile", metavar="PREFIX", help="record the node host with py-spy "
+                    "(on PATH) over the burst into PREFIX-tls-{on,off}.txt (collapsed stacks)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("needs root (network namespaces)", file=sys.stderr)
@@ -207,7 +217,9 @@ def main() -> int:
     with Chain(args.nodes) as chain:
         for tls in modes:
             with tempfile.TemporaryDirectory(prefix="netemu-bench-hop-") as d:
-                r = asyncio.run(one_run(chain, Path(d), args.bundles, args.size, tls))
+                prof = (Path(f"{args.profile}-tls-{'on' if tls else 'off'}.txt").resolve()
+                        if args.profile else None)
+                r = asyncio.run(one_run(chain, Path(d), args.bundles, args.size, tls, prof))
             out["tls_on" if tls else "tls_off"] = r
             if not args.json:
                 print(f"tls {'on ' if tls else 'off'}: {r['cpu_ms_per_bundle_hop']:.3f} CPU ms "
