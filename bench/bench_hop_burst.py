@@ -1,7 +1,7 @@
 """Benchmark: what a burst of bundles costs a node host per bundle per hop.
 
     sudo .venv/bin/python bench/bench_hop_burst.py [--nodes 6] [--bundles 400] \\
-        [--size 1000] [--tls both|on|off] [--json] [--profile PREFIX]
+        [--size 1000] [--tls both|on|off] [--repeat 3] [--json] [--profile PREFIX]
 
 A chain of ``--nodes`` nodes (n0 — n1 — … , one network namespace each, veth pairs
 between neighbours, no IP routes) served by ONE node host, as in a run. Every contact is
@@ -11,7 +11,8 @@ store, then leave together when the contact starts and cross the chain as a burs
 bundles that waited at a ground station for a pass do in a constellation run. The other
 sessions are set up (and warmed by one bundle) before the contact starts.
 
-Timed part: from the contact's start to the last bundle's delivery. Figures per TLS mode
+Timed part: from the contact's start to the last bundle's delivery. Each TLS mode runs
+``--repeat`` times (a new node host each time); figures are medians over the runs, per TLS mode
 (``--json``: one object, ``{"tls_off": {...}, "tls_on": {...}, "config": {...}}``):
 
 - ``cpu_ms_per_bundle_hop``: the node host's CPU time (user + system, all its threads,
@@ -21,7 +22,8 @@ Timed part: from the contact's start to the last bundle's delivery. Figures per 
   hops of the chain share the host's one event loop, so this is what one hop gets while
   ``hops`` hops of the same host carry the burst at once;
 - ``bundle_hops_per_s``: ``hop_rate_per_s`` × hops, the host's whole rate;
-- ``wall_s``, ``cpu_s``, ``hops``, ``bundles``.
+- ``wall_s``, ``cpu_s``, ``hops``, ``bundles``, ``runs``; ``cpu_ms_per_bundle_hop_each``:
+  the CPU figure of each run.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import json
 import os
 import secrets
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -195,12 +198,21 @@ async def one_run(chain: Chain, tmp: Path, bundles: int, size: int, tls: bool,
             "bundle_hops_per_s": round(bundles * hops / wall, 1)}
 
 
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each figure's median over the runs (and the CPU figure of every run: the spread)."""
+    out = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    out["runs"] = len(runs)
+    out["cpu_ms_per_bundle_hop_each"] = [r["cpu_ms_per_bundle_hop"] for r in runs]
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nodes", type=int, default=6)
     ap.add_argument("--bundles", type=int, default=400)
     ap.add_argument("--size", type=int, default=1000, help="payload bytes")
     ap.add_argument("--tls", choices=("both", "on", "off"), default="both")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per TLS mode (medians)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--profile", metavar="PREFIX", help="record the node host with py-spy "
                     "(on PATH) over the burst into PREFIX-tls-{on,off}.txt (collapsed stacks)")
@@ -216,16 +228,20 @@ def main() -> int:
                                       "size": args.size}}
     with Chain(args.nodes) as chain:
         for tls in modes:
-            with tempfile.TemporaryDirectory(prefix="netemu-bench-hop-") as d:
-                prof = (Path(f"{args.profile}-tls-{'on' if tls else 'off'}.txt").resolve()
-                        if args.profile else None)
-                r = asyncio.run(one_run(chain, Path(d), args.bundles, args.size, tls, prof))
-            out["tls_on" if tls else "tls_off"] = r
+            runs = []
+            for i in range(args.repeat):
+                with tempfile.TemporaryDirectory(prefix="netemu-bench-hop-") as d:
+                    prof = (Path(f"{args.profile}-tls-{'on' if tls else 'off'}.txt").resolve()
+                            if args.profile and i == 0 else None)
+                    runs.append(asyncio.run(one_run(chain, Path(d), args.bundles, args.size,
+                                                    tls, prof)))
+            out["tls_on" if tls else "tls_off"] = r = median_run(runs)
             if not args.json:
                 print(f"tls {'on ' if tls else 'off'}: {r['cpu_ms_per_bundle_hop']:.3f} CPU ms "
                       f"a bundle-hop, {r['hop_rate_per_s']:.0f} bundles/s a hop "
                       f"({r['bundle_hops_per_s']:.0f} bundle-hops/s; {r['bundles']} bundles, "
-                      f"{r['hops']} hops, {r['wall_s']:.2f} s, CPU {r['cpu_s']:.2f} s)")
+                      f"{r['hops']} hops, {r['wall_s']:.2f} s, CPU {r['cpu_s']:.2f} s; medians of "
+                      f"{r['runs']} runs, CPU ms each {r['cpu_ms_per_bundle_hop_each']})")
     if args.json:
         print(json.dumps(out))
     return 0
