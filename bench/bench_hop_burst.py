@@ -51,6 +51,7 @@ from netemu.run.pki import RunCA  # noqa: E402
 
 PORT = 4556
 LEAD_S = 10.0  # host start, sessions, warm-up and the burst's sends fit in this
+IDLE_LEAD_S = 0.03  # and each idle node's start
 
 
 def cpu_s(pid: int) -> float:
@@ -101,16 +102,18 @@ class Chain:
             subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
-def write_configs(chain: Chain, tmp: Path, tls: bool, start_s: float) -> Path:
+def write_configs(chain: Chain, tmp: Path, tls: bool, start_s: float, idle: int = 0) -> Path:
     """The plan (n0 → n1 from ``start_s``, the rest always up), each node's agent config
-    and the node host's config; returns the host's."""
+    and the node host's config (with ``idle`` more nodes, without contacts, in the host's
+    own namespace); returns the host's."""
     epoch = datetime.now(timezone.utc) - timedelta(seconds=30)
     contacts = []
     for (a, b) in chain.addr:
         begin = 30.0 + start_s if (a, b) == ("n0", "n1") else 0.0
         contacts.append({"from": a, "to": b, "start_s": begin, "end_s": 86400,
                          "rate_bps": 1e9, "owlt_s": 0.001})
-    ipn = {x: i + 1 for i, x in enumerate(chain.nodes)}
+    idle_nodes = [f"idle{i}" for i in range(idle)]
+    ipn = {x: i + 1 for i, x in enumerate(chain.nodes + idle_nodes)}
     (tmp / "plan.json").write_text(json.dumps({
         "epoch": epoch.isoformat().replace("+00:00", "Z"), "nodes": ipn,
         "contacts": contacts}))
@@ -131,18 +134,26 @@ def write_configs(chain: Chain, tmp: Path, tls: bool, start_s: float) -> Path:
         (tmp / f"{x}.json").write_text(json.dumps(cfg))
         entries.append({"config": str(tmp / f"{x}.json"),
                         "netns": f"/run/netns/{chain.ns[x]}"})
+    for x in idle_nodes:
+        (tmp / f"{x}.json").write_text(json.dumps({
+            "node": x, "ipn": ipn[x], "listen": {"tcpcl": [], "udpcl": []},
+            "app_socket": str(tmp / x / "bp.sock"), "store": str(tmp / x / "store.sqlite"),
+            "contact_plan": str(tmp / "plan.json"), "neighbours": []}))
+        entries.append({"config": str(tmp / f"{x}.json"), "netns": None})
     (tmp / "host.json").write_text(json.dumps({"nodes": entries}))
     return tmp / "host.json"
 
 
 async def one_run(chain: Chain, tmp: Path, bundles: int, size: int, tls: bool,
-                  profile: Path | None = None) -> dict[str, Any]:
+                  profile: Path | None = None, idle: int = 0) -> dict[str, Any]:
     t_host = time.monotonic()
-    host_cfg = write_configs(chain, tmp, tls, LEAD_S)
+    lead_s = LEAD_S + idle * IDLE_LEAD_S
+    host_cfg = write_configs(chain, tmp, tls, lead_s, idle)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    err = open(tmp / "host.stderr", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "netemu.agent.nodehost", "--config",
-                             str(host_cfg)], env=env, stdout=subprocess.DEVNULL, stderr=err)
+    with open(tmp / "host.stderr", "wb") as err:  # (the child keeps its own copy)
+        proc = subprocess.Popen([sys.executable, "-m", "netemu.agent.nodehost", "--config",
+                                 str(host_cfg)], env=env, stdout=subprocess.DEVNULL,
+                                stderr=err)
     last, first = chain.nodes[-1], chain.nodes[1]
     dst = f"ipn:{len(chain.nodes)}.1"
     try:
@@ -162,9 +173,9 @@ async def one_run(chain: Chain, tmp: Path, bundles: int, size: int, tls: bool,
         payload = b"x" * size
         for i in range(0, bundles, 100):
             await tx.send_many([{"dst": dst, "payload": payload}] * min(100, bundles - i))
-        wait_s = t_host + LEAD_S - time.monotonic()
+        wait_s = t_host + lead_s - time.monotonic()
         if wait_s < 0.5:
-            raise SystemExit(f"the burst was not queued {LEAD_S} s after the host's start "
+            raise SystemExit(f"the burst was not queued {lead_s} s after the host's start "
                              "(a loaded machine?): raise LEAD_S")
         spy = None
         if profile is not None:  # py-spy needs a moment to attach
@@ -189,7 +200,6 @@ async def one_run(chain: Chain, tmp: Path, bundles: int, size: int, tls: bool,
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
-        err.close()
     hops = len(chain.nodes) - 1
     return {"bundles": bundles, "hops": hops, "wall_s": round(wall, 3),
             "cpu_s": round(cpu, 3),
@@ -212,6 +222,8 @@ def main() -> int:
     ap.add_argument("--bundles", type=int, default=400)
     ap.add_argument("--size", type=int, default=1000, help="payload bytes")
     ap.add_argument("--tls", choices=("both", "on", "off"), default="both")
+    ap.add_argument("--idle-nodes", type=int, default=0, help="more nodes served by the "
+                    "host, without contacts: the steady work of a host's other nodes")
     ap.add_argument("--repeat", type=int, default=3, help="runs per TLS mode (medians)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--profile", metavar="PREFIX", help="record the node host with py-spy "
@@ -225,7 +237,7 @@ def main() -> int:
         return 2
     modes = {"both": (False, True), "on": (True,), "off": (False,)}[args.tls]
     out: dict[str, Any] = {"config": {"nodes": args.nodes, "bundles": args.bundles,
-                                      "size": args.size}}
+                                      "size": args.size, "idle_nodes": args.idle_nodes}}
     with Chain(args.nodes) as chain:
         for tls in modes:
             runs = []
@@ -234,7 +246,7 @@ def main() -> int:
                     prof = (Path(f"{args.profile}-tls-{'on' if tls else 'off'}.txt").resolve()
                             if args.profile and i == 0 else None)
                     runs.append(asyncio.run(one_run(chain, Path(d), args.bundles, args.size,
-                                                    tls, prof)))
+                                                    tls, prof, args.idle_nodes)))
             out["tls_on" if tls else "tls_off"] = r = median_run(runs)
             if not args.json:
                 print(f"tls {'on ' if tls else 'off'}: {r['cpu_ms_per_bundle_hop']:.3f} CPU ms "
