@@ -491,9 +491,11 @@ def test_handle_many_routes_received_and_waiting_bundles_like_handle_one_by_one(
     one, many = _cgr_agent(), _cgr_agent()
     calls = []
     route_many = many.router.route_many
-    monkey = lambda bundles, now_s, nbs: calls.append(len(bundles)) or route_many(  # noqa: E731
-        bundles, now_s, nbs)
-    many.router.route_many = monkey
+
+    def counted(bundles, now_s, nbs):
+        calls.append(len(bundles))
+        return route_many(bundles, now_s, nbs)
+    many.router.route_many = counted
     want = [one.handle(ev) for ev in events]
     got = many.handle_many(events)
     for g, w in zip(got, want, strict=True):  # Forwards come last in a batch: same set
