@@ -111,6 +111,10 @@ class AppSend:
     hop_limit: int | None = None
 
 
+_BATCHED = (AppSend, BundleReceived)
+"""Events whose bundles :meth:`BundleAgent.handle_many` routes together (a stretch)."""
+
+
 @dataclass(slots=True)
 class AppDelivered:
     """The application has taken (and acknowledged) local bundle ``bundle_id``."""
@@ -604,18 +608,19 @@ class BundleAgent:
                     ) -> list[list[Action]]:
         """:meth:`handle` for each event in turn; one action list per event.
 
-        Why: bundles that applications send in a row (a stretch of :class:`AppSend`
-        events at one time) are routed together, with one ``router.route_many`` call,
-        after the stretch; their Forward actions come at the end of their events' lists.
-        Any other event first routes the stretch so far, so it sees the same state as with
-        :meth:`handle`. ``on_error``: turns an exception while handling one event into
+        Why: bundles that applications send or that neighbours hand over in a row (a
+        stretch of :class:`AppSend` and :class:`BundleReceived` events at one time: a
+        burst) are routed together, with one ``router.route_many`` call, after the
+        stretch; their Forward actions come at the end of their events' lists. Any other
+        event, and a received metadata record (it changes what the router knows), first
+        routes the stretch so far, so it sees the same state as with :meth:`handle`. ``on_error``: turns an exception while handling one event into
         that event's actions and goes on (None: the exception propagates)."""
         outs: list[list[Action]] = []
         handle = self.handle
         try:
             for ev in events:
                 batch = self._batch
-                if type(ev) is AppSend:
+                if type(ev) in _BATCHED:
                     if batch is None or (batch and ev.now_ms != self._batch_ms):
                         self._route_batch()
                         self._batch = []
@@ -634,7 +639,7 @@ class BundleAgent:
         return outs
 
     def _route_batch(self) -> None:
-        """Route the bundles of the AppSend stretch (see :meth:`handle_many`)."""
+        """Route the bundles of the stretch (see :meth:`handle_many`)."""
         batch, self._batch = self._batch, None
         if not batch:
             return
@@ -810,6 +815,7 @@ class BundleAgent:
         if nb is None:
             return
         self.counters["metadata_received"] += 1
+        self._route_batch()  # the bundles before it are routed on what the router knew
         if nb not in self.neighbours:  # apply after the router has seen the contact start
             self._early_metadata[nb] = (md, ev.now_ms)
             return
@@ -1110,9 +1116,17 @@ class BundleAgent:
             out.append(ScheduleRetry(at_ms))
 
     def _route_waiting(self, now: int, out: list[Action]) -> None:
+        """Route again the bundles that wait (at a contact's start, at the retry time):
+        with one ``router.route_many`` call, as a stretch of :meth:`handle_many` is —
+        those that waited together for a contact leave together."""
+        own = self._batch is None
+        if own:
+            self._batch, self._batch_ms = [], now
         for h in list(self.held.values()):
             if h.state == BundleState.PENDING and h.waiting and not h.in_flight:
                 self._route(h, now, out)
+        if own:
+            self._route_batch()
 
     def _done(self, ev: TransmissionDone, out: list[Action]) -> None:
         h = self.held.get(ev.bundle_id)

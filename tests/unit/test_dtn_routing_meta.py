@@ -21,7 +21,7 @@ from netemu.dtn.bpa import (
     TransmissionDone,
     copies_of,
 )
-from netemu.dtn.bundle import BlockFlags, decode_bundle
+from netemu.dtn.bundle import BlockFlags, Bundle, decode_bundle
 from netemu.plan.contacts import ContactPlan, Node
 from netemu.routing import get_router
 
@@ -162,3 +162,34 @@ def test_routers_without_copies_send_no_copies_block():
     out = a.handle(AppSend("ipn:1.1", "ipn:3.1", b"e", 600_000, now_ms(1)))
     data = [f for f in forwards(out, "B") if not decode_bundle(f.data).primary.is_admin_record]
     assert data and decode_bundle(data[0].data).block_by_type(BLOCK_COPIES) is None
+
+
+def test_a_stretch_of_received_bundles_with_metadata_in_it_routes_as_one_by_one():
+    """handle_many routes a stretch of received bundles together; the neighbour's metadata
+    arriving in the middle of the stretch is applied in its place: the bundles before it
+    wait for it as with handle(), those after it are routed on it (bundles from C, the
+    metadata from B)."""
+    def stretch():
+        a, b = core("A", "epidemic"), core("B", "epidemic")
+        t = now_ms(1)
+        a.handle(AppSend("ipn:1.1", "ipn:4.1", b"x", 600_000, t))
+        a.handle(ContactUp("B", t))
+        md = forwards(b.handle(ContactUp("A", t)), "A")
+        assert len(md) == 1
+        rx = [BundleReceived(Bundle.new("ipn:2.1", "ipn:4.1", b"y%d" % i, lifetime_ms=600_000,
+                                        creation_ms=t, seq=i).encode(), "C", t)
+              for i in range(3)]
+        return a, [rx[0], BundleReceived(md[0].data, "B", t), rx[1], rx[2]]
+
+    one, events = stretch()
+    want = [one.handle(ev) for ev in events]
+    many, events = stretch()
+    got = many.handle_many(events)
+
+    def key(a):
+        return (type(a).__name__, getattr(a, "bundle_id", None), getattr(a, "neighbour", None))
+    for g, w in zip(got, want, strict=True):
+        assert sorted(map(key, g), key=repr) == sorted(map(key, w), key=repr)
+    # to B only once B's summary vector came: the app's bundle and the first one from C
+    # then, the later ones from C as they came
+    assert [len(forwards(out, "B")) for out in got] == [0, 2, 1, 1]
