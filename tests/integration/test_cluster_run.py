@@ -201,3 +201,88 @@ def test_ping_across_a_gsl_between_hosts() -> None:
     assert len(rtts) >= 4, res["ping"]
     assert lo - 1e-3 < min(rtts) < hi + 1e-3, (rtts, lo, hi)
     assert bed.leftovers() == []
+
+
+# Two ground stations on different hosts, four satellites in two planes (one per host):
+# gsa – s0, gsb – s2, and two ways between s0 and s2: through s1 (20 ms) and through s3
+# (10 ms), each crossing hosts once. CGR chooses s3; the agents' telemetry must show the
+# bundle going that way, and the hosts' agent files must come back to the coordinator.
+BUNDLE_DRIVER = """
+import json, sys, time
+from datetime import datetime, timezone
+from pathlib import Path
+from netemu.plan.contacts import Contact, ContactPlan, Node
+from netemu.routing.cgr import best_route
+from netemu.run.cluster import Cluster
+
+run, out = sys.argv[1], Path(sys.argv[2])
+delays = {("gsa", "s0"): 0.004, ("s0", "s1"): 0.010, ("s1", "s2"): 0.010,
+          ("s0", "s3"): 0.005, ("s3", "s2"): 0.005, ("s2", "gsb"): 0.004}
+kinds = {"gsa": "ground", "s0": "satellite", "s1": "satellite", "s2": "satellite",
+         "s3": "satellite", "gsb": "ground"}
+nodes = {n: Node(n, i + 1, k) for i, (n, k) in enumerate(kinds.items())}
+contacts = [Contact(a, b, 0.0, 86400.0, 1e8, d, kind="isl")
+            for (x, y), d in delays.items() for a, b in ((x, y), (y, x))]
+plan = ContactPlan(datetime.now(timezone.utc), nodes, contacts)
+planes = {"s0": (0, 0), "s1": (0, 0), "s3": (0, 1), "s2": (0, 1)}
+res = {}
+with Cluster("auto") as cl:
+    part = cl.start(plan, run=run, plane_of=planes.get, run_dir=out,
+                    opts={"ip_routing": False},
+                    agents={"routing": {"algorithm": "cgr"}, "window_start_s": 0.0,
+                            "window_end_s": 86400.0})
+    res["host_of"] = part.host_of
+    time.sleep(max(0.0, cl.start_wall + 2.0 - time.time()))  # links up, sessions form
+    gsb = cl.actors[cl.host_of("gsb")]
+    sock_b, sock_a = cl.agent_socket("gsb"), cl.agent_socket("gsa")
+    recv = gsb.run_cmd.remote("gsb", [sys.executable, "-m", "netemu", "bp", "--socket", sock_b,
+                                      "recv", "ipn:6.1", "--count", "1", "--timeout", "60",
+                                      "--raw"], 90)
+    time.sleep(1.0)
+    t_send = time.time() - cl.start_wall
+    rc, text = cl.run_cmd("gsa", [sys.executable, "-m", "netemu", "bp", "--socket", sock_a,
+                                  "send", "ipn:6.1", "--data", "across hosts"])
+    res["send"] = [rc, text]
+    res["recv"] = cl._get(recv, "receiving")
+    res["cgr"] = list(best_route(plan, "gsa", "gsb", t_send).nodes)
+    cl.record(out / "run.json")
+res["gathered"] = {str(k): v for k, v in cl.gathered.items()}
+print("RESULT " + json.dumps(res))
+"""
+
+
+def _hops(events: list[dict], source: str, dest: str) -> list[str]:
+    """The nodes a bundle went through, from the agents' ``forwarded`` events."""
+    nxt = {e["topic"].split("/")[-1]: e["payload"]["next_hop"] for e in events
+           if "/bundle/" in e["topic"] and e["payload"].get("event") == "forwarded"}
+    path = [source]
+    while path[-1] != dest and path[-1] in nxt and len(path) < 10:
+        path.append(nxt[path[-1]])
+    return path
+
+
+def test_a_bundle_between_hosts_takes_cgrs_route() -> None:
+    from netemu.runtime.rundir import read_events
+
+    with Bed(2) as bed:
+        out = bed.root / "out"
+        p = bed.run([sys.executable, "-c", BUNDLE_DRIVER, bed.run_prefix, str(out)],
+                    timeout=300)
+        assert p.returncode == 0, (p.stdout[-3000:], p.stderr[-3000:])
+        res = json.loads(p.stdout.split("RESULT ", 1)[1])
+        events = read_events(out / "events.jsonl")
+        gathered = {n: (out / "agents" / n / "agent.jsonl").exists()
+                    for n in res["host_of"]}
+    host = res["host_of"]
+    assert host["gsa"] == host["s0"] == host["s1"] != host["gsb"] == host["s2"] == host["s3"]
+    assert res["send"][0] == 0, res["send"]
+    assert res["recv"][0] == 0 and "across hosts" in res["recv"][1], res["recv"]
+    assert res["cgr"] == ["gsa", "s0", "s3", "s2", "gsb"]
+    assert _hops(events, "gsa", "gsb") == res["cgr"]
+    delivered = [e for e in events if e["topic"].endswith("/bundle/gsb")
+                 and e["payload"].get("event") == "delivered"]
+    assert len(delivered) == 1
+    # every host's agent files came back through Ray, one host's nodes each
+    assert sorted(sum(res["gathered"].values(), [])) == sorted(host)
+    assert all(gathered.values()), gathered
+    assert bed.leftovers() == []
