@@ -284,6 +284,8 @@ class Cluster:
             if run_dir is None:
                 raise ValueError("agents need a run directory")
             self.run_dir = Path(run_dir)
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "plan.json").write_text(plan_json)  # as a local run's
             self.telemetry = RunTelemetry(run, self.run_dir, ray.util.get_node_ip_address())
             settings = self.telemetry.start(**agents).to_obj()
             lead_s += AGENT_LEAD_S + AGENT_LEAD_S_PER_NODE * max(self.part.loads())

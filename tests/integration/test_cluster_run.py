@@ -273,6 +273,11 @@ def test_a_bundle_between_hosts_takes_cgrs_route() -> None:
         events = read_events(out / "events.jsonl")
         gathered = {n: (out / "agents" / n / "agent.jsonl").exists()
                     for n in res["host_of"]}
+        # the coordinator's run directory is a run directory as a local run leaves it
+        rep = subprocess.run([sys.executable, "-m", "netemu", "report", "--metrics-only",
+                              str(out)], capture_output=True, text=True, timeout=120)
+        assert rep.returncode == 0, rep.stderr[-2000:]
+        metrics = json.loads((out / "metrics.json").read_text())
     host = res["host_of"]
     assert host["gsa"] == host["s0"] == host["s1"] != host["gsb"] == host["s2"] == host["s3"]
     assert res["send"][0] == 0, res["send"]
@@ -285,4 +290,5 @@ def test_a_bundle_between_hosts_takes_cgrs_route() -> None:
     # every host's agent files came back through Ray, one host's nodes each
     assert sorted(sum(res["gathered"].values(), [])) == sorted(host)
     assert all(gathered.values()), gathered
+    assert metrics["bundles_delivered"] == metrics["bundles_created"] == 1
     assert bed.leftovers() == []

@@ -136,3 +136,29 @@ def test_connections_without_the_run_credentials_are_refused(tmp_path, broker) -
     assert [e["payload"]["event"] for e in read_events(events)] == ["ok"]
     # the socket and password file are not world-accessible
     assert os.stat(Path(access.socket_path).parent).st_mode & 0o007 == 0
+
+
+def test_clients_on_another_host_publish_over_tcp(tmp_path, broker) -> None:
+    """A cluster run's agents reach the coordinator's broker by TCP (NETEMU_MQTT_HOST),
+    with the run's credentials; the socket path is not theirs to use."""
+    b, access = broker
+    tcp = dataclasses.replace(access, socket_path="", tcp_host="127.0.0.1")
+    events = tmp_path / "events.jsonl"
+    rec = Recorder(access, events)
+    rec.start()
+    try:
+        pub = SyncPublisher(tcp)
+        pub.publish("bundle/s1", {"event": "sent", "t_s": 1.0})
+        pub.close()
+
+        async def send() -> None:
+            async with Telemetry(tcp) as t:
+                await t.publish("bundle/s2", {"event": "received", "t_s": 2.0})
+
+        asyncio.run(send())
+        _wait(lambda: rec.count >= 2)
+        with pytest.raises(TelemetryError, match="(?i)not authori[sz]ed|refused"):
+            SyncPublisher(dataclasses.replace(tcp, password="wrong"))
+    finally:
+        rec.stop()
+    assert sorted(e["topic"].rsplit("/", 1)[1] for e in read_events(events)) == ["s1", "s2"]
