@@ -11,6 +11,8 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -261,23 +263,45 @@ def _hops(events: list[dict], source: str, dest: str) -> list[str]:
     return path
 
 
-def test_a_bundle_between_hosts_takes_cgrs_route() -> None:
+@pytest.fixture(scope="module")
+def bed2():
+    """One bed for the agents' test and the suite's (each bed costs ~12 s to build and
+    tear down); at the end nothing of it may be left."""
+    with Bed(2) as bed:
+        yield bed
+    assert bed.leftovers() == []
+
+
+def _runs_left(bed: Bed) -> list[str]:
+    """What the bed's runs left while the bed itself is up: namespaces, registry entries,
+    node hosts, brokers, suite directories."""
+    from netemu.emulator.registry import RUN_ROOT
+
+    ns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    left = [ln.split()[0] for ln in ns.splitlines() if ln.startswith(bed.run_prefix)]
+    left += [str(p) for p in RUN_ROOT.glob(f"{bed.run_prefix}*")]
+    left += [str(p) for p in Path(tempfile.gettempdir()).glob("netemu-suite-*")]
+    ps = subprocess.run(["pgrep", "-af", f"nodehost --config {RUN_ROOT}/{bed.run_prefix}|"
+                         f"mosquitto -c {RUN_ROOT}/{bed.run_prefix}"],
+                        capture_output=True, text=True).stdout
+    return left + [ln for ln in ps.splitlines() if "pgrep" not in ln]
+
+
+def test_a_bundle_between_hosts_takes_cgrs_route(bed2: Bed) -> None:
     from netemu.runtime.rundir import read_events
 
-    with Bed(2) as bed:
-        out = bed.root / "out"
-        p = bed.run([sys.executable, "-c", BUNDLE_DRIVER, bed.run_prefix, str(out)],
-                    timeout=300)
-        assert p.returncode == 0, (p.stdout[-3000:], p.stderr[-3000:])
-        res = json.loads(p.stdout.split("RESULT ", 1)[1])
-        events = read_events(out / "events.jsonl")
-        gathered = {n: (out / "agents" / n / "agent.jsonl").exists()
-                    for n in res["host_of"]}
-        # the coordinator's run directory is a run directory as a local run leaves it
-        rep = subprocess.run([sys.executable, "-m", "netemu", "report", "--metrics-only",
-                              str(out)], capture_output=True, text=True, timeout=120)
-        assert rep.returncode == 0, rep.stderr[-2000:]
-        metrics = json.loads((out / "metrics.json").read_text())
+    bed = bed2
+    out = bed.root / "out"
+    p = bed.run([sys.executable, "-c", BUNDLE_DRIVER, bed.run_prefix, str(out)], timeout=300)
+    assert p.returncode == 0, (p.stdout[-3000:], p.stderr[-3000:])
+    res = json.loads(p.stdout.split("RESULT ", 1)[1])
+    events = read_events(out / "events.jsonl")
+    gathered = {n: (out / "agents" / n / "agent.jsonl").exists() for n in res["host_of"]}
+    # the coordinator's run directory is a run directory as a local run leaves it
+    rep = subprocess.run([sys.executable, "-m", "netemu", "report", "--metrics-only",
+                          str(out)], capture_output=True, text=True, timeout=120)
+    assert rep.returncode == 0, rep.stderr[-2000:]
+    metrics = json.loads((out / "metrics.json").read_text())
     host = res["host_of"]
     assert host["gsa"] == host["s0"] == host["s1"] != host["gsb"] == host["s2"] == host["s3"]
     assert res["send"][0] == 0, res["send"]
@@ -291,4 +315,38 @@ def test_a_bundle_between_hosts_takes_cgrs_route() -> None:
     assert sorted(sum(res["gathered"].values(), [])) == sorted(host)
     assert all(gathered.values()), gathered
     assert metrics["bundles_delivered"] == metrics["bundles_created"] == 1
-    assert bed.leftovers() == []
+    assert _runs_left(bed) == []
+
+
+SUITE_WINDOW = "emulation: {start_s: 0, duration_s: 20, time_scale: 10}\nrouting: cgr\n"
+
+
+def test_netemu_test_cluster_runs_a_suite_over_the_hosts(bed2: Bed) -> None:
+    """Two tiny scenarios (2 s of wall each) over the two hosts: one on each, one JUnit
+    file; one scenario's expectation fails on purpose, and the verdict says so."""
+    bed = bed2
+    tiny = (Path(__file__).resolve().parents[2] / "topologies/tiny.yaml").read_text()
+    scs = []
+    for name, expect in (("pass", '{metric: bundles_expired, op: "==", value: 0}'),
+                         ("fail", '{metric: bundles_expired, op: ">", value: 0}')):
+        sc = bed.root / f"suite-{name}.yaml"
+        sc.write_text(tiny.replace("name: tiny", f"name: tiny-{name}", 1) + SUITE_WINDOW
+                      + f"expect:\n  - {expect}\n")
+        scs.append(str(sc))
+    out = bed.root / "suite"
+    p = bed.run([sys.executable, "-m", "netemu", "test", *scs, "--cluster", "auto",
+                 "--no-report", "--out", str(out), "--junit", str(out / "junit.xml")],
+                timeout=300)
+    assert p.returncode == 1, (p.stdout[-3000:], p.stderr[-3000:])  # one expectation failed
+    hosts = {h.addr for h in bed.hosts}
+    ran_on = {ln.split(" on ")[1].split()[0] for ln in p.stdout.splitlines()
+              if ln.startswith("== ") and " on " in ln}
+    assert ran_on == hosts, p.stdout[-3000:]
+    assert "2 scenario(s), 1 failed expectation(s), 0 run error(s): FAILED" in p.stdout
+    junit = out / "junit.xml"
+    suites = {s.get("name"): s for s in ET.parse(junit).getroot().iter("testsuite")}
+    assert set(suites) == {"tiny-pass", "tiny-fail"}
+    assert suites["tiny-pass"].get("failures") == "0" and suites["tiny-fail"].get("failures") == "1"
+    for name in ("tiny-pass", "tiny-fail"):  # each host's run directory came back
+        assert (out / name / "metrics.json").exists() and (out / name / "events.jsonl").exists()
+    assert _runs_left(bed) == []
