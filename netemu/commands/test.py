@@ -19,6 +19,7 @@ import sys
 import time
 import traceback
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from dataclasses import replace as dc_replace
@@ -318,8 +319,8 @@ def _on_cluster(args: argparse.Namespace, parent: Path, scenarios: list[Path]) -
     return _collect(args, results)
 
 
-def _collect(args: argparse.Namespace, results: list[tuple[Path, int | None, str | None]]
-             ) -> int:
+def _collect(args: argparse.Namespace,
+             results: Sequence[tuple[Path, int | None, str | None]]) -> int:
     """The scenario processes' JUnit merged (one that wrote none is an error)."""
     docs, problems, failed = [], 0, 0
     for sc, rc, doc in results:

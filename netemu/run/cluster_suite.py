@@ -122,8 +122,8 @@ def run_suite(address: str, scenarios: Sequence[Path], argvs: Sequence[list[str]
     try:
         nodes = sorted((n for n in ray.nodes() if n["Alive"]),
                        key=lambda n: n["NodeManagerAddress"])
-        cls = ray.remote(num_cpus=0, max_restarts=0)(ScenarioWorker)
-        workers = [cls.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+        cls: Any = ray.remote(num_cpus=0, max_restarts=0)(ScenarioWorker)
+        workers: list[Any] = [cls.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
             n["NodeID"], soft=False)).remote() for n in nodes]
         addrs = ray.get([w.addr.remote() for w in workers])
         echo(f"netemu test: {len(scenarios)} scenarios over {len(workers)} hosts "
