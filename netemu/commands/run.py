@@ -59,8 +59,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no live status")
     add_view_args(p)
     p.add_argument("--cluster", metavar="ADDRESS", help="spread the run over a Ray cluster "
-                   "(ADDRESS of its head, or auto: the one this machine is a node of); links "
-                   "and IP routes, no agents yet (docs/cluster.md)")
+                   "(ADDRESS of its head, or auto: the one this machine is a node of): links, "
+                   "IP routes and with --agents bundle agents (docs/cluster.md)")
+    p.add_argument("--agents", action="store_true",
+                   help="with --cluster: a bundle agent in every node (the scenario's "
+                   "routing:), telemetry and the agents' files in a run directory (--out)")
+    p.add_argument("--out", type=Path, metavar="DIR",
+                   help="with --agents: the run directory (default runs/<name>-<time>)")
     p.set_defaults(func=run)
 
 
@@ -89,6 +94,9 @@ def run(args: argparse.Namespace) -> int:
                   "(netemu test and netemu demo run them)", file=sys.stderr)
         faults = [f for f in faults if f.kind in EMULATOR_KINDS]
     ipr, route_function = _ip_routing(args, source)
+    if (args.agents or args.out) and not args.cluster:
+        raise InputError("--agents and --out go with --cluster (netemu test and netemu demo "
+                         "run agents on one machine)", field="--agents")
     if args.cluster:
         if faults or args.cli or args.shaper == "netem" or ipr.daemons or route_function:
             raise InputError("--cluster: faults, --cli, --shaper netem and ip_routing frr, bird or "
@@ -168,6 +176,20 @@ def _run_cluster(args: argparse.Namespace, plan: ContactPlan, source: PlanSource
             "time_scale": scale, "start_s": args.start_s, "duration_s": args.duration_s,
             "tick_s": args.tick_s, "relay_workers": args.relay_workers,
             "relay_gso": args.relay_gso}
+    agents, run_dir = None, None
+    if args.agents:
+        from netemu.run.runner import routing_config
+
+        sc = source.scenario
+        routing = (routing_config(sc.section("routing")) if sc is not None
+                   else {"algorithm": "cgr"})
+        agents = {"routing": routing, "window_start_s": args.start_s, "window_end_s": end}
+        name = sc.name if sc is not None else Path(args.scenario).stem
+        run_dir = (args.out or Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+                   ).resolve()
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise InputError("output directory exists and is not empty; pick another with "
+                             "--out", source=str(run_dir))
     cl = Cluster(args.cluster)
 
     def on_term(*_a: object) -> None:
@@ -180,13 +202,17 @@ def _run_cluster(args: argparse.Namespace, plan: ContactPlan, source: PlanSource
         print(f"netemu run {run}: {len(plan.nodes)} nodes over {len(cl.hosts)} hosts "
               f"({', '.join(h['addr'] for h in cl.hosts)}); IP routing "
               f"{'on' if routes else 'off'}", flush=True)
-        part = cl.start(plan, run=run, opts=opts, plane_of=planes.get)
+        part = cl.start(plan, run=run, opts=opts, plane_of=planes.get, agents=agents,
+                        run_dir=run_dir)
         summary = cl.summary()
         reg.create({"cluster": summary, "hosts": cl.run_names})
         offs = max(abs(o) for o in cl.offsets_s.values())
         print(f"up: nodes by host {part.loads()}, {len(part.cross_links)} cross-host links; "
               f"clocks within {offs * 1e3:.3f} ms, underlay {cl.underlay_s * 1e3:.3f} ms one "
               f"way (subtracted)", flush=True)
+        if run_dir is not None:
+            print(f"agents: {len(plan.nodes)} ready; telemetry and their files into "
+                  f"{run_dir}", flush=True)
         cl.wait(cl.start_wall + (end - args.start_s) / scale)
     except ClusterError as e:
         print(f"netemu run: {e}", file=sys.stderr)
@@ -194,9 +220,13 @@ def _run_cluster(args: argparse.Namespace, plan: ContactPlan, source: PlanSource
     except KeyboardInterrupt:
         print("\ninterrupted: tearing down", file=sys.stderr)
     finally:
-        cl.stop()
+        cl.stop()  # with agents: their files gathered into run_dir
+        if run_dir is not None and cl.hosts:
+            cl.record(run_dir / "run.json")
         reg.remove()
         signal.signal(signal.SIGTERM, old)
+    if run_dir is not None:
+        print(f"run directory: {run_dir} (netemu report {run_dir})")
     print("down")
     return 0
 

@@ -173,7 +173,8 @@ class HostAgents:
         rd.path.mkdir(parents=True, exist_ok=True)
         rd.plan_json.write_text(self.plan.to_json())
         ca = load_ca(s.ca_pem, s.ca_key_pem, rd.agents_dir / "pki")
-        from netemu.run.runner import direct_links  # the layout's links, as a local run
+        # the layout's links and the node hosts' open-file limit, as in a local run
+        from netemu.run.runner import direct_links, hosts_within_fd_limit
 
         peers = plan_peers(self.plan)
         links = direct_links(self.emu.layout, set(nodes))
@@ -200,7 +201,7 @@ class HostAgents:
                            counters_s=s.counters_s, bundle_events=s.bundle_events).to_env(),
                    PYTHONUNBUFFERED="1")
         rd.hosts_dir.mkdir(parents=True, exist_ok=True)
-        n = max(1, min(s.node_hosts, len(nodes)))
+        n = max(1, min(hosts_within_fd_limit(len(nodes), max(1, s.node_hosts))[0], len(nodes)))
         for i in range(n):
             group = nodes[i::n]
             host_json = rd.host_config(i)

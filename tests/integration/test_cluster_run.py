@@ -131,15 +131,27 @@ def _write_chain_plan(path: Path) -> None:
 
 
 def test_netemu_run_cluster_and_a_host_lost_mid_run() -> None:
+    from netemu.runtime.rundir import read_events
+
     with Bed(2) as bed:
         plan = bed.root / "chain.json"
         _write_chain_plan(plan)
         netemu = [sys.executable, "-m", "netemu", "run", str(plan), "--cluster", "auto",
                   "--quiet", "--run-name"]
-        p = bed.run([*netemu, bed.run_prefix, "--duration-s", "3"], timeout=300)
+        out = bed.root / "run"
+        p = bed.run([*netemu, bed.run_prefix, "--duration-s", "3", "--agents", "--out",
+                     str(out)], timeout=300)
         assert p.returncode == 0, (p.stdout[-3000:], p.stderr[-3000:])
         assert "over 2 hosts" in p.stdout
         assert "nodes by host [2, 2], 1 cross-host links" in p.stdout
+        # --agents: an agent in every node, their files and telemetry on the coordinator
+        assert "agents: 4 ready" in p.stdout
+        assert sorted(d.name for d in (out / "agents").iterdir() if d.name != "pki") == [
+            "s0", "s1", "s2", "s3"]
+        assert all((out / "agents" / n / "agent.jsonl").stat().st_size > 0
+                   for n in ("s0", "s3"))
+        assert json.loads((out / "run.json").read_text())["cluster"]["cross_host_links"] == 1
+        assert any("/counters/" in e["topic"] for e in read_events(out / "events.jsonl"))
         # host 1's Ray node dies mid-run: the run stops and names it
         proc = subprocess.Popen(["ip", "netns", "exec", bed.hosts[0].ns, *netemu,
                                  bed.run_prefix + "b", "--duration-s", "600"],
