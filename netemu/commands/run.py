@@ -94,9 +94,11 @@ def run(args: argparse.Namespace) -> int:
                   "(netemu test and netemu demo run them)", file=sys.stderr)
         faults = [f for f in faults if f.kind in EMULATOR_KINDS]
     ipr, route_function = _ip_routing(args, source)
-    if (args.agents or args.out) and not args.cluster:
-        raise InputError("--agents and --out go with --cluster (netemu test and netemu demo "
-                         "run agents on one machine)", field="--agents")
+    if args.agents and not args.cluster:
+        raise InputError("--agents goes with --cluster (netemu test and netemu demo run "
+                         "agents on one machine)", field="--agents")
+    if args.out and not args.agents:
+        raise InputError("--out is the run directory of --cluster --agents", field="--out")
     if args.cluster:
         if faults or args.cli or args.shaper == "netem" or ipr.daemons or route_function:
             raise InputError("--cluster: faults, --cli, --shaper netem and ip_routing frr, bird or "
