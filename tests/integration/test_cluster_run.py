@@ -346,9 +346,10 @@ def test_netemu_test_cluster_runs_a_suite_over_the_hosts(bed2: Bed) -> None:
                       + f"expect:\n  - {expect}\n")
         scs.append(str(sc))
     out = bed.root / "suite"
+    # runs named with the bed's prefix: what a failed test leaves, the bed cleans
     p = bed.run([sys.executable, "-m", "netemu", "test", *scs, "--cluster", "auto",
-                 "--no-report", "--out", str(out), "--junit", str(out / "junit.xml")],
-                timeout=300)
+                 "--no-report", "--out", str(out), "--junit", str(out / "junit.xml"),
+                 "--run-name", f"{bed.run_prefix}s"], timeout=300)
     assert p.returncode == 1, (p.stdout[-3000:], p.stderr[-3000:])  # one expectation failed
     hosts = {h.addr for h in bed.hosts}
     ran_on = {ln.split(" on ")[1].split()[0] for ln in p.stdout.splitlines()
