@@ -178,14 +178,26 @@ def _run_cluster(args: argparse.Namespace, plan: ContactPlan, source: PlanSource
             "time_scale": scale, "start_s": args.start_s, "duration_s": args.duration_s,
             "tick_s": args.tick_s, "relay_workers": args.relay_workers,
             "relay_gso": args.relay_gso}
-    agents, run_dir = None, None
+    agents: dict[str, Any] | None = None
+    run_dir: Path | None = None
     if args.agents:
-        from netemu.run.runner import routing_config
+        import json
+
+        from netemu.run.runner import routing_config, traffic_table
+        from netemu.run.telemetry_config import parse_telemetry
 
         sc = source.scenario
-        routing = (routing_config(sc.section("routing")) if sc is not None
-                   else {"algorithm": "cgr"})
-        agents = {"routing": routing, "window_start_s": args.start_s, "window_end_s": end}
+        agents = {"routing": {"algorithm": "cgr"}, "window_start_s": args.start_s,
+                  "window_end_s": end}
+        if sc is not None:  # as a local run reads the scenario's sections
+            tel = parse_telemetry(sc.section("telemetry"))
+            agents.update(routing=routing_config(sc.section("routing")),
+                          counters_s=tel.counters_s,
+                          bundle_events=tel.bundle_events_for(len(plan.nodes)),
+                          max_bundle_events=tel.max_bundle_events)
+            if sc.traffic is not None:
+                agents["traffic_json"] = json.dumps(traffic_table(sc.traffic, plan).to_obj(),
+                                                    separators=(",", ":"))
         name = sc.name if sc is not None else Path(args.scenario).stem
         run_dir = (args.out or Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
                    ).resolve()

@@ -63,6 +63,7 @@ class AgentSettings:
     bundle_events: bool | None = None
     addresses: dict[str, str] | None = None  # node addresses when IP routes reach them
     node_hosts: int = 1  # node-host processes per cluster host
+    traffic_json: str | None = None  # the scenario's traffic flows (traffic.json's text)
 
     def to_obj(self) -> dict[str, Any]:
         return asdict(self)
@@ -122,9 +123,14 @@ class RunTelemetry:
 
     def start(self, *, routing: dict[str, Any], window_start_s: float, window_end_s: float,
               tls: str = RUN_TLS_MODE, addresses: dict[str, str] | None = None,
-              node_hosts: int = 1, max_bundle_events: int | None = None) -> AgentSettings:
-        """Broker, recorder and CA up; what to tell every host."""
+              node_hosts: int = 1, max_bundle_events: int | None = None,
+              counters_s: float | None = None, bundle_events: bool | None = None,
+              traffic_json: str | None = None) -> AgentSettings:
+        """Broker, recorder and CA up (``traffic.json`` written when there are flows);
+        what to tell every host."""
         self.rd.path.mkdir(parents=True, exist_ok=True)
+        if traffic_json is not None:
+            self.rd.traffic_json.write_text(traffic_json)
         self.start_s = window_start_s
         port = free_tcp_port(self.addr)
         self.registry.create({"cluster_broker": f"{self.addr}:{port}"})
@@ -142,7 +148,8 @@ class RunTelemetry:
         return AgentSettings(routing=routing, broker=asdict(self.access), ca_pem=cert,
                              ca_key_pem=key, tls=tls, window_start_s=window_start_s,
                              window_end_s=window_end_s, addresses=addresses,
-                             node_hosts=node_hosts)
+                             node_hosts=node_hosts, counters_s=counters_s,
+                             bundle_events=bundle_events, traffic_json=traffic_json)
 
     def stop(self) -> None:
         if self.recorder is not None:
@@ -167,18 +174,21 @@ class HostAgents:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.sockets: dict[str, str] = {}
 
-    def start(self, nodes: list[str]) -> None:
-        """Write the configs of ``nodes`` and start their node hosts."""
+    def write_configs(self, nodes: list[str]) -> dict[str, AgentConfig]:
+        """The agent configs of ``nodes``, written as a local run writes them (plan,
+        traffic table, certificates from the run's CA)."""
+        from netemu.run.runner import direct_links  # the layout's links, as a local run
+
         s, rd = self.settings, self.rd
         rd.path.mkdir(parents=True, exist_ok=True)
         rd.plan_json.write_text(self.plan.to_json())
         ca = load_ca(s.ca_pem, s.ca_key_pem, rd.agents_dir / "pki")
-        # the layout's links and the node hosts' open-file limit, as in a local run
-        from netemu.run.runner import direct_links, hosts_within_fd_limit
-
+        configs: dict[str, AgentConfig] = {}
         peers = plan_peers(self.plan)
         links = direct_links(self.emu.layout, set(nodes))
         sock_root = rd.path / "s"
+        if s.traffic_json is not None:
+            rd.traffic_json.write_text(s.traffic_json)
         for node in nodes:
             rd.agent_dir(node).mkdir(parents=True, exist_ok=True)
             sdir = sock_root / node
@@ -189,11 +199,22 @@ class HostAgents:
                                             links=links.get(node, {}))
             cfg.store = str(rd.agent_store(node))
             cfg.log = str(rd.agent_log(node))
+            cfg.traffic = str(rd.traffic_json) if s.traffic_json is not None else None
             cfg.traffic_records = str(rd.agent_traffic(node))
             cfg.keepalive_s = HOSTED_KEEPALIVE_S
             secure_run_agent(ca, cfg, rd.agent_dir(node), s.tls)
             cfg.write(rd.agent_config(node))
             self.sockets[node] = cfg.app_socket
+            configs[node] = cfg
+        return configs
+
+    def start(self, nodes: list[str]) -> None:
+        """Write the configs of ``nodes`` and start their node hosts (as many as the
+        open-file limit needs, as in a local run)."""
+        from netemu.run.runner import hosts_within_fd_limit
+
+        self.write_configs(nodes)
+        s, rd = self.settings, self.rd
         access = BrokerAccess(**s.broker)
         env = {k: v for k, v in os.environ.items() if not k.startswith("NETEMU_")}
         env.update(HostEnv(run=access.run, mqtt=access, clock=self.emu.clock,

@@ -63,3 +63,41 @@ def test_every_host_issues_certificates_from_the_runs_one_ca(tmp_path: Path) -> 
     issued = x509.load_pem_x509_certificate(creds.cert.read_bytes())
     issued.verify_directly_issued_by(ca.cert)  # raises if another CA signed it
     assert creds.ca.read_text() == cert
+
+
+def test_a_hosts_agent_configs_are_a_local_runs(tmp_path: Path) -> None:
+    """Its own nodes only; neighbours on the other host dialled at the shared layout's
+    link addresses; the traffic flows; a certificate from the run's CA."""
+    from datetime import datetime, timezone
+    from types import SimpleNamespace
+
+    from netemu.emulator.layout import plan_layout
+    from netemu.plan.contacts import Contact, ContactPlan, Node
+    from netemu.run.cluster_agents import HostAgents
+
+    names = ["s0", "s1", "s2"]
+    contacts = [Contact(a, b, 0.0, 100.0, 1e8, 0.01, kind="isl")
+                for x, y in zip(names, names[1:], strict=False) for a, b in ((x, y), (y, x))]
+    plan = ContactPlan(datetime.now(timezone.utc),
+                       {n: Node(n, i + 1, "satellite") for i, n in enumerate(names)}, contacts)
+    lay = plan_layout(plan)
+    ca = RunCA.create(tmp_path / "coordinator")
+    cert, key = ca_pems(ca)
+    settings = AgentSettings(routing={"algorithm": "cgr"}, broker={}, ca_pem=cert,
+                             ca_key_pem=key, tls="required", window_start_s=0.0,
+                             window_end_s=100.0, traffic_json='{"flows": []}')
+    host = HostAgents(SimpleNamespace(layout=lay), plan, settings, tmp_path / "h1")
+    configs = host.write_configs(["s2"])
+    assert list(configs) == ["s2"]
+    cfg = configs["s2"]
+    s1_end = next(lay.endpoints[p.ep_a if p.a == "s1" else p.ep_b].addr for p in lay.periods
+                  if {p.a, p.b} == {"s1", "s2"})
+    assert [n.name for n in cfg.neighbours] == ["s1"]
+    assert cfg.neighbours[0].links[0][2] == f"{s1_end}:4556"
+    assert cfg.traffic == str(tmp_path / "h1/traffic.json")
+    assert (tmp_path / "h1/traffic.json").read_text() == '{"flows": []}'
+    assert cfg.tls == "required" and Path(cfg.tls_ca).read_text() == cert
+    issued = x509.load_pem_x509_certificate(Path(cfg.tls_cert).read_bytes())
+    issued.verify_directly_issued_by(ca.cert)
+    assert (tmp_path / "h1/agents/s2/agent.json").exists()
+    assert not (tmp_path / "h1/agents/s1").exists()
