@@ -227,6 +227,10 @@ def _run_cluster(args: argparse.Namespace, plan: ContactPlan, source: PlanSource
         if run_dir is not None:
             print(f"agents: {len(plan.nodes)} ready; telemetry and their files into "
                   f"{run_dir}", flush=True)
+        if cl.late_s > 0:
+            print(f"netemu run: WARNING: the last host was up {cl.late_s:.1f} s (wall) after "
+                  "the scenario clock started: the window's start ran without all of it",
+                  file=sys.stderr, flush=True)
         cl.wait(cl.start_wall + (end - args.start_s) / scale)
     except ClusterError as e:
         print(f"netemu run: {e}", file=sys.stderr)

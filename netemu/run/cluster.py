@@ -206,6 +206,7 @@ class Cluster:
     telemetry: RunTelemetry | None = None
     run_dir: Path | None = None  # the hosts' agent files are gathered here at stop()
     gathered: dict[int, list[str]] = field(default_factory=dict)  # host → nodes gathered
+    late_s: float = 0.0  # how long after the scenario clock's start the last host was up
 
     def connect(self) -> Cluster:
         try:
@@ -235,6 +236,9 @@ class Cluster:
             return ray.get(refs)
         except ray.exceptions.RayActorError as e:
             raise ClusterError(f"a host was lost while {what}: {e}") from e
+        except ray.exceptions.RayTaskError as e:  # the actor's own error, e.g. agents not up
+            cause = getattr(e, "cause", None) or e
+            raise ClusterError(f"a host failed while {what}: {cause}") from e
 
     def measure(self) -> None:
         """Clock offsets (refused beyond the bound) and the underlay's one-way delay."""
@@ -299,6 +303,7 @@ class Cluster:
                                self.run_names[i], start_wall, opts or {}, settings)
                 for i, a in enumerate(self.actors)]
         self.timings = self._get(refs, "building its share")
+        self.late_s = max(0.0, time.time() - start_wall)
         return self.part
 
     def wait(self, wall_s: float, *, check_every_s: float = 1.0) -> None:
