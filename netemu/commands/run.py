@@ -198,6 +198,13 @@ def _run_cluster(args: argparse.Namespace, plan: ContactPlan, source: PlanSource
             if sc.traffic is not None:
                 agents["traffic_json"] = json.dumps(traffic_table(sc.traffic, plan).to_obj(),
                                                     separators=(",", ":"))
+            if sc.sections.get("capture") is not None:
+                from netemu.run.capture import parse_capture_section
+
+                caps = parse_capture_section(sc.sections["capture"], source=str(sc.path))
+                for n in {n for link in caps for n in link} - set(plan.nodes):
+                    raise sc.section("capture").error(f"no node named {n!r}")
+                agents["captures"] = caps
         name = sc.name if sc is not None else Path(args.scenario).stem
         run_dir = (args.out or Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
                    ).resolve()

@@ -36,7 +36,7 @@ from netemu.emulator.netns import ns_path
 from netemu.emulator.registry import Registry
 from netemu.errors import NetemuError
 from netemu.run.broker import Broker, Recorder
-from netemu.run.pki import RUN_TLS_MODE, RunCA, secure_run_agent
+from netemu.run.pki import RunCA, run_tls_mode, secure_run_agent
 from netemu.runtime.env import HostEnv
 from netemu.runtime.rundir import RunDir
 from netemu.runtime.telemetry import BrokerAccess
@@ -44,7 +44,7 @@ from netemu.runtime.telemetry import BrokerAccess
 HOSTED_KEEPALIVE_S = 60  # as a local run's node hosts (runner.HOSTED_KEEPALIVE_S)
 READY_TIMEOUT_S = 60.0
 READY_S_PER_NODE = 0.05
-PACKED = ("agents", "hosts")
+PACKED = ("agents", "hosts", "captures")
 """What of a host's directory goes back to the coordinator."""
 
 
@@ -64,6 +64,7 @@ class AgentSettings:
     addresses: dict[str, str] | None = None  # node addresses when IP routes reach them
     node_hosts: int = 1  # node-host processes per cluster host
     traffic_json: str | None = None  # the scenario's traffic flows (traffic.json's text)
+    captures: list[tuple[str, str]] | None = None  # links (A, B) captured by A's host
 
     def to_obj(self) -> dict[str, Any]:
         return asdict(self)
@@ -122,12 +123,16 @@ class RunTelemetry:
         return self.start_s + (time.time() - self.t0_wall) * self.time_scale
 
     def start(self, *, routing: dict[str, Any], window_start_s: float, window_end_s: float,
-              tls: str = RUN_TLS_MODE, addresses: dict[str, str] | None = None,
+              tls: str | None = None, addresses: dict[str, str] | None = None,
               node_hosts: int = 1, max_bundle_events: int | None = None,
               counters_s: float | None = None, bundle_events: bool | None = None,
-              traffic_json: str | None = None) -> AgentSettings:
+              traffic_json: str | None = None,
+              captures: list[tuple[str, str]] | None = None) -> AgentSettings:
         """Broker, recorder and CA up (``traffic.json`` written when there are flows);
-        what to tell every host."""
+        what to tell every host. ``tls`` defaults as in a local run: required, off when
+        links are captured (so that the pcaps show the bundles)."""
+        if tls is None:
+            tls = run_tls_mode(bool(captures))
         self.rd.path.mkdir(parents=True, exist_ok=True)
         if traffic_json is not None:
             self.rd.traffic_json.write_text(traffic_json)
@@ -149,7 +154,8 @@ class RunTelemetry:
                              ca_key_pem=key, tls=tls, window_start_s=window_start_s,
                              window_end_s=window_end_s, addresses=addresses,
                              node_hosts=node_hosts, counters_s=counters_s,
-                             bundle_events=bundle_events, traffic_json=traffic_json)
+                             bundle_events=bundle_events, traffic_json=traffic_json,
+                             captures=captures)
 
     def stop(self) -> None:
         if self.recorder is not None:
@@ -173,6 +179,7 @@ class HostAgents:
         self.rd = RunDir(directory)
         self.procs: list[subprocess.Popen[bytes]] = []
         self.sockets: dict[str, str] = {}
+        self.captures: list[Any] = []
 
     def write_configs(self, nodes: list[str]) -> dict[str, AgentConfig]:
         """The agent configs of ``nodes``, written as a local run writes them (plan,
@@ -215,6 +222,14 @@ class HostAgents:
 
         self.write_configs(nodes)
         s, rd = self.settings, self.rd
+        mine = [(a, b) for a, b in s.captures or [] if a in nodes]
+        if mine:  # tcpdump in the node's namespace, into captures/A_B.pcap
+            from netemu.run.capture import start_scenario_captures
+
+            net = self.emu.net
+            self.captures = start_scenario_captures(mine, rd.path,
+                                                    netns_of=lambda n: net.host_ns[n],
+                                                    clock_env=self.emu.clock.to_env())
         access = BrokerAccess(**s.broker)
         env = {k: v for k, v in os.environ.items() if not k.startswith("NETEMU_")}
         env.update(HostEnv(run=access.run, mqtt=access, clock=self.emu.clock,
@@ -259,8 +274,12 @@ class HostAgents:
                               f"{', '.join(sorted(waiting)[:20])}")
 
     def stop(self, grace_s: float = 10.0) -> None:
-        """SIGTERM every node host (their agents close their stores), SIGKILL after
-        ``grace_s``."""
+        """The captures, then SIGTERM every node host (their agents close their stores),
+        SIGKILL after ``grace_s``."""
+        for c in self.captures:
+            with contextlib.suppress(Exception):
+                c.stop()
+        self.captures = []
         for p in self.procs:
             with contextlib.suppress(ProcessLookupError):
                 p.send_signal(signal.SIGTERM)
@@ -284,9 +303,10 @@ class HostAgents:
 
 
 def unpack_host_dir(data: bytes, run_dir: Path, host: int) -> list[str]:
-    """A host's packed files into the coordinator's run directory: ``agents/<node>/`` as a
-    local run has them (nodes are distinct across hosts; the CA files are the same), and
-    the host's node-host files under ``hosts/h<host>/``. Returns the nodes unpacked."""
+    """A host's packed files into the coordinator's run directory: ``agents/<node>/`` and
+    ``captures/A_B.pcap`` as a local run has them (nodes and captured links are distinct
+    across hosts; the CA files are the same), and the host's node-host files under
+    ``hosts/h<host>/``. Returns the nodes unpacked."""
     nodes: list[str] = []
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
         for m in tar.getmembers():

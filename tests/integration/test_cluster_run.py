@@ -244,7 +244,7 @@ with Cluster("auto") as cl:
     part = cl.start(plan, run=run, plane_of=planes.get, run_dir=out,
                     opts={"ip_routing": False},
                     agents={"routing": {"algorithm": "cgr"}, "window_start_s": 0.0,
-                            "window_end_s": 86400.0})
+                            "window_end_s": 86400.0, "captures": [("s0", "s3")]})
     res["host_of"] = part.host_of
     time.sleep(max(0.0, cl.start_wall + 2.0 - time.time()))  # links up, sessions form
     gsb = cl.actors[cl.host_of("gsb")]
@@ -314,6 +314,8 @@ def test_a_bundle_between_hosts_takes_cgrs_route(bed2: Bed) -> None:
                           str(out)], capture_output=True, text=True, timeout=120)
     assert rep.returncode == 0, rep.stderr[-2000:]
     metrics = json.loads((out / "metrics.json").read_text())
+    pcap = (out / "captures" / "s0_s3.pcap").read_bytes()
+    pcap_size = len(pcap)
     host = res["host_of"]
     assert host["gsa"] == host["s0"] == host["s1"] != host["gsb"] == host["s2"] == host["s3"]
     assert res["send"][0] == 0, res["send"]
@@ -327,6 +329,9 @@ def test_a_bundle_between_hosts_takes_cgrs_route(bed2: Bed) -> None:
     assert sorted(sum(res["gathered"].values(), [])) == sorted(host)
     assert all(gathered.values()), gathered
     assert metrics["bundles_delivered"] == metrics["bundles_created"] == 1
+    # the cross-host link s0–s3, captured on s0's host, came back with the run: the
+    # bundle's TCPCL session over it (TLS is off when links are captured, as on one host)
+    assert pcap_size > 24 and b"across hosts" in pcap, pcap_size
     assert _runs_left(bed) == []
 
 
