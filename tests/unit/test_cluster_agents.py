@@ -28,11 +28,13 @@ def test_a_hosts_files_land_as_a_local_runs_and_nothing_outside(tmp_path: Path) 
     run_dir = tmp_path / "run"
     data = _tar({"agents/s0/agent.jsonl": b"{}\n", "agents/gsa/store.sqlite": b"db",
                  "hosts/host-0.json": b"{}", "hosts/host-0.out": b"ok",
+                 "captures/s0_s3.pcap": b"pcap",
                  "../evil": b"x", "agents/../../evil2": b"x", "/abs": b"x",
                  "logs/other": b"x"})
     unpack_host_dir(data, run_dir, 1)
     assert (run_dir / "agents/s0/agent.jsonl").read_bytes() == b"{}\n"
     assert (run_dir / "agents/gsa/store.sqlite").read_bytes() == b"db"
+    assert (run_dir / "captures/s0_s3.pcap").read_bytes() == b"pcap"
     assert (run_dir / "hosts/h1/host-0.json").exists()  # per host: host-0 is on each
     assert not (run_dir / "hosts/host-0.json").exists()
     assert not (tmp_path / "evil").exists() and not (tmp_path / "evil2").exists()
