@@ -45,11 +45,14 @@ def peer_addr(a, b):  # b's interface address on the a–b link
     p = next(p for p in lay.periods if {p.a, p.b} == {a, b})
     return lay.endpoints[p.ep_b if p.b == b else p.ep_a].addr
 res = {}
+dies = len(sys.argv) > 4  # the driver dies mid-run, its agents up: the bed must clean up
+agents = ({"routing": {"algorithm": "cgr"}, "window_start_s": 0.0, "window_end_s": 600.0}
+          if dies else None)
 with Cluster("auto") as cl:
-    part = cl.start(plan, run=run)
+    part = cl.start(plan, run=run, agents=agents, run_dir=out / "run" if dies else None)
     res["host_of"] = part.host_of
     res["cross"] = part.cross_links
-    if len(sys.argv) > 4:  # the driver dies mid-run: the test bed must still clean up
+    if dies:
         import os
         os._exit(3)
     for a, b in (("s1", "s2"), ("s0", "s1")):
@@ -105,6 +108,10 @@ def test_a_driver_dying_mid_run_is_cleaned_by_clean_cluster(tmp_path: Path) -> N
             ["ip", "netns", "list"], capture_output=True, text=True).stdout.splitlines()
             if ln.startswith(bed.run_prefix)]
         assert built  # the hosts' namespaces were there, and outlive the driver
+        # so does the coordinator's broker (the agents' node hosts go with their actor:
+        # Ray ends a worker's child processes when it exits)
+        assert subprocess.run(["pgrep", "-f", f"mosquitto -c /run/netemu/{bed.run_prefix}m/"],
+                              capture_output=True).returncode == 0
         # netemu clean --cluster cleans them on every host, before the bed goes
         c = bed.run([sys.executable, "-m", "netemu", "clean", "--cluster", "auto"],
                     timeout=120)
@@ -114,6 +121,7 @@ def test_a_driver_dying_mid_run_is_cleaned_by_clean_cluster(tmp_path: Path) -> N
         assert not [ln for ln in subprocess.run(
             ["ip", "netns", "list"], capture_output=True, text=True).stdout.splitlines()
             if ln.startswith(bed.run_prefix)]
+        assert _runs_left(bed) == []  # node hosts, broker, registry entries: all gone
     assert bed.leftovers() == []
 
 
