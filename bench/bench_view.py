@@ -99,7 +99,7 @@ def main() -> None:
             after = page.evaluate("""() => ({ticks: netemuView.ticks, now: performance.now(),
                 cost: netemuView.tickCostMs.slice(),
                 sats: document.querySelectorAll('circle.sat').length,
-                links: document.querySelectorAll('line.link:not([data-state=down])').length})""")
+                links: document.querySelectorAll('line.link[data-link]:not([data-state=down])').length})""")
             browser.close()
     finally:
         server.stop()

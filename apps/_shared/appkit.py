@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
-from netemu.analysis.metrics import percentile  # noqa: F401  (one definition, shared with the report)
+from netemu.analysis.stats import percentile  # noqa: F401  (one definition, shared with the report)
 from netemu.errors import InputError
-from netemu.runtime.clock import DTN_EPOCH, ScenarioClock
+from netemu.runtime.clock import DTN_EPOCH, RECHECK_S, ScenarioClock
 from netemu.runtime.env import NETEMU_MQTT_SOCKET, HostEnv
 from netemu.runtime.rundir import RunDir
 
@@ -151,8 +151,29 @@ def make_clock(env: dict[str, str]) -> Callable[[], float]:
 
 
 def time_scale(env: dict[str, str]) -> float:
-    """Scenario seconds per wall second (``NETEMU_TIME_SCALE``, default 1)."""
-    return scenario_clock(env).time_scale
+    """Scenario seconds per wall second now (the run's clock file where the run may change
+    it, else ``NETEMU_TIME_SCALE``; default 1)."""
+    return scenario_clock(env).scale_now()
+
+
+async def sleep_until(t_s: float, clock: Callable[[], float], env: dict[str, str],
+                      stop: asyncio.Event | None = None) -> bool:
+    """Sleep until ``clock()`` reads scenario time ``t_s``, following the run's pauses and
+    changes of time scale (a run whose page may change them is looked at again every
+    ``RECHECK_S`` of wall time). True when ``stop`` was set first."""
+    sc = scenario_clock(env)
+    while (left := t_s - clock()) > 0:
+        wall_s = left / sc.scale_now()
+        if sc.changeable:
+            wall_s = min(wall_s, RECHECK_S)
+        if stop is None:
+            await asyncio.sleep(wall_s)
+            continue
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), wall_s)
+        if stop.is_set():
+            return True
+    return False
 
 
 async def wait_for_window(appenv: AppEnv, clock: Callable[[], float],
@@ -163,19 +184,13 @@ async def wait_for_window(appenv: AppEnv, clock: Callable[[], float],
     start_s = appenv.host.window_start_s
     if start_s is None:
         return
-    wait_s = (start_s - clock()) / time_scale(appenv.env)
-    if wait_s <= 0:
-        return
-    if stop is None:
-        await asyncio.sleep(wait_s)
-        return
-    with contextlib.suppress(asyncio.TimeoutError):  # a stop (SIGTERM) ends the wait
-        await asyncio.wait_for(stop.wait(), wait_s)
+    await sleep_until(start_s, clock, appenv.env, stop)  # a stop (SIGTERM) ends the wait
 
 
 async def sleep_scenario(seconds_s: float, env: dict[str, str]) -> None:
     """Sleep ``seconds_s`` of scenario time."""
-    await asyncio.sleep(max(0.0, seconds_s) / time_scale(env))
+    clock = scenario_clock(env).now_s
+    await sleep_until(clock() + max(0.0, seconds_s), clock, env)
 
 
 # --------------------------------------------------------------------------- compute
@@ -227,10 +242,12 @@ class Compute:
 
     def __init__(self, ops_per_s: float | None, *, clock: Callable[[], float],
                  time_scale: float = 1.0, host_ops_per_s: float = 1e10,
-                 warn_lag_s: float = 0.5, name: str = "app") -> None:
+                 warn_lag_s: float = 0.5, name: str = "app",
+                 env: dict[str, str] | None = None) -> None:
         self.ops_per_s = ops_per_s
         self.clock = clock
         self.time_scale = time_scale
+        self.env = env  # where set, waits follow the run's clock (pause, time scale)
         self.host_ops_per_s = host_ops_per_s
         self.warn_lag_s = warn_lag_s
         self.name = name
@@ -248,7 +265,7 @@ class Compute:
         if h.host_ops_per_s:
             kw["host_ops_per_s"] = h.host_ops_per_s
         return cls(h.compute_ops_per_s, clock=clock, time_scale=time_scale(appenv.env),
-                   name=appenv.app, **kw)
+                   name=appenv.app, env=appenv.env, **kw)
 
     def delay_s(self, ops: float) -> float:
         """Scenario seconds that ``ops`` operations take on this node's compute."""
@@ -283,7 +300,10 @@ class Compute:
         start, finish = self.schedule(arrival, n_ops)
         now = self.clock()
         if now < finish:
-            await asyncio.sleep((finish - now) / self.time_scale)
+            if self.env is not None:
+                await sleep_until(finish, self.clock, self.env)
+            else:
+                await asyncio.sleep((finish - now) / self.time_scale)
         rec = ComputeRecord(arrival, start, finish, max(finish, self.clock()), n_ops, host_s)
         self.compute_s_total += rec.compute_s
         if rec.lag_s > self.warn_lag_s:

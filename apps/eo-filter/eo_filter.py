@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import functools
 import json
 import os
@@ -300,9 +299,8 @@ async def run(args: argparse.Namespace, port: appkit.DtnPort | None = None) -> d
                 sender.send(dest, app.summary_payload(t_s), "summary")
                 await tel.publish("stats", **app.stats.as_dict())
                 appkit.write_json_atomic(result_path, result())
-            wait_s = start_s + index * args.interval_s - clock()  # no drift over a run
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), max(0.0, wait_s) / appkit.time_scale(env))
+            # no drift over a run
+            await appkit.sleep_until(start_s + index * args.interval_s, clock, env, stop)
         sender.send(dest, app.summary_payload(clock()), "summary")
     finally:
         await sender.close(timeout_s=args.drain_wall_s)

@@ -307,9 +307,7 @@ async def run_client(args, appenv, clock, tel, port, stop) -> dict:
             due = first_s + n * args.interval_s
             if args.duration_s and due - start_s >= args.duration_s:
                 break
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), max(0.0, due - clock()) / appkit.time_scale(appenv.env))
-            if stop.is_set():
+            if await appkit.sleep_until(due, clock, appenv.env, stop):
                 break
             target = targets[n % len(targets)]
             qid = f"{appenv.node}-{n}"
@@ -328,8 +326,7 @@ async def run_client(args, appenv, clock, tel, port, stop) -> dict:
             n += 1
         # wait for late answers (up to --drain-s scenario seconds), unless stopped
         if not stop.is_set() and args.drain_s > 0:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), args.drain_s / appkit.time_scale(appenv.env))
+            await appkit.sleep_until(clock() + args.drain_s, clock, appenv.env, stop)
     finally:
         stop.set()
         with contextlib.suppress(BaseException):

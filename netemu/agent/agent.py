@@ -412,7 +412,8 @@ class Agent:
 
     def _round_at(self, at_s: float, t_s: float) -> None:
         """A housekeeping round at scenario time ``at_s`` if it comes before the next one."""
-        scale = getattr(self.clock, "time_scale", 1.0) or 1.0
+        now_scale = getattr(self.clock, "scale_now", None)  # a test's clock may lack it
+        scale = (now_scale() if now_scale else getattr(self.clock, "time_scale", 1.0)) or 1.0
         delay = (at_s - t_s) / scale
         if 0 <= delay < HOUSEKEEPING_S and at_s not in self._end_checks:
             self._end_checks.add(at_s)

@@ -492,7 +492,7 @@ class AgentCore:
             pub.emit(p)
 
     def _schedule_tick(self, at_ms: int) -> None:
-        delay_s = max(0.0, (at_ms - self.now_ms()) / 1000.0 / self.agent.clock.time_scale)
+        delay_s = max(0.0, (at_ms - self.now_ms()) / 1000.0 / self.agent.clock.scale_now())
         if delay_s >= HOUSEKEEPING_S:
             return  # the housekeeping tick comes first
         if self._retry_handle is not None:

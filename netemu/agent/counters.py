@@ -70,16 +70,17 @@ class CountersTimer:
         """Wall seconds until the next multiple of ``interval_s`` in scenario time."""
         now = self.clock.now_s()
         self.grid_s = (math.floor(now / self.interval_s) + 1) * self.interval_s
-        return max(0.0, (self.grid_s - now) / self.clock.time_scale)
+        return self.clock.timer_s(self.grid_s)
 
     async def run(self) -> None:
         """Sample on the grid until cancelled."""
         while True:
             await asyncio.sleep(self.next_delay_s())
-            # a sleep under way when the run paused ends early after the resume: wait for
-            # the grid instant itself, so the sample is taken when its grid_s says
-            while self.grid_s is not None and (left := self.grid_s - self.clock.now_s()) > 1e-3:
-                await asyncio.sleep(left / self.clock.time_scale)
+            # a sleep under way when the run paused or changed its time scale ends early
+            # or late: wait for the grid instant itself, so the sample is taken when its
+            # grid_s says (timer_s reads a clock that may change again every RECHECK_S)
+            while self.grid_s is not None and (left := self.clock.timer_s(self.grid_s)) > 1e-3:
+                await asyncio.sleep(left)
             self.publish()
 
     def publish(self, *, final: bool = False) -> int:

@@ -173,8 +173,9 @@ class TrafficGenerator:
     def _schedule(self) -> None:
         if self._next is None:
             return
-        clock = self.agent.clock
-        delay = max(0.0, (self._next[0].t_s - clock.now_s()) / clock.time_scale)
+        # at most RECHECK_S at a time where the run may pause or change its time scale;
+        # _due sends what is due and sets the next timer
+        delay = self.agent.clock.timer_s(self._next[0].t_s)
         self._timer = asyncio.get_running_loop().call_later(delay, self._due)
 
     def _due(self) -> None:

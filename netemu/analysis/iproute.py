@@ -27,9 +27,10 @@ from __future__ import annotations
 import bisect
 import json
 import math
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from netemu.analysis.stats import percentile
 
 DOCS: dict[str, str] = {
     "ip_initial_convergence_s": "from the first path sample until every probe pair's path "
@@ -54,16 +55,6 @@ DOCS: dict[str, str] = {
     "probe_outage_max_s": "longest outage of a loss window (scenario s)",
     "probe_outage_total_s": "sum of the outages (scenario s, all pairs)",
 }
-
-
-def _percentile(values: Iterable[float], q: float) -> float | None:
-    v = sorted(values)
-    if not v:
-        return None
-    pos = (len(v) - 1) * q / 100.0
-    lo = int(math.floor(pos))
-    hi = min(lo + 1, len(v) - 1)
-    return v[lo] + (v[hi] - v[lo]) * (pos - lo)
 
 
 def _r(x: float | None, nd: int = 3) -> float | None:
@@ -145,16 +136,16 @@ def path_metrics(lines: list[dict[str, Any]], tolerance: float) -> dict[str, Any
         "ip_initial_convergence_s": _r(t_warm - t_first) if t_warm is not None
         and t_first is not None else None,
         # sampled, and no change disturbed a pair for a whole sample: 0
-        "ip_convergence_p50_s": _r(_percentile(conv, 50)) if conv else zero,
-        "ip_convergence_p95_s": _r(_percentile(conv, 95)) if conv else zero,
+        "ip_convergence_p50_s": _r(percentile(conv, 50)) if conv else zero,
+        "ip_convergence_p95_s": _r(percentile(conv, 95)) if conv else zero,
         "ip_convergence_max_s": _r(max(conv)) if conv else zero,
         "ip_convergence_events": disturbed if samples_all else None,
         "ip_unconverged": unconverged if samples_all else None,
         "ip_convergence_by_link": {
-            k: {"events": len(v), "p50_s": _r(_percentile(v, 50)),
-                "p95_s": _r(_percentile(v, 95))} for k, v in sorted(by_link.items())} or None,
-        "ip_path_stretch_p50": _r(_percentile(stretch, 50), 4),
-        "ip_path_stretch_p95": _r(_percentile(stretch, 95), 4),
+            k: {"events": len(v), "p50_s": _r(percentile(v, 50)),
+                "p95_s": _r(percentile(v, 95))} for k, v in sorted(by_link.items())} or None,
+        "ip_path_stretch_p50": _r(percentile(stretch, 50), 4),
+        "ip_path_stretch_p95": _r(percentile(stretch, 95), 4),
         "ip_unreachable_fraction": _r(unreachable / total, 4) if total else None,
         "ip_routes_mean": _r(sum(x["mean"] for x in routes) / len(routes), 1) if routes
         else None,
@@ -223,7 +214,7 @@ def probe_metrics(probe_dir: Path,
         "probe_sent": sent_n,
         "probe_loss_ratio": round(lost_n / sent_n, 5),
         "probe_loss_windows": len(outages),
-        "probe_outage_p50_s": _r(_percentile(outages, 50)),
+        "probe_outage_p50_s": _r(percentile(outages, 50)),
         "probe_outage_max_s": _r(max(outages)) if outages else 0.0,
         "probe_outage_total_s": _r(sum(outages)),
     }

@@ -27,13 +27,13 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from netemu.analysis.counters import counter_metrics, scan
 from netemu.analysis.iproute import DOCS as IPROUTE_DOCS
 from netemu.analysis.iproute import iproute_metrics
+from netemu.analysis.stats import percentile
 from netemu.analysis.traffic import traffic_metrics, write_csv
 from netemu.errors import InputError
 from netemu.runtime.rundir import RunDir
@@ -81,17 +81,6 @@ METRIC_DOCS: dict[str, str] = {
 CONTACT_SLACK_S = 1.0
 """Tolerance at contact edges when judging whether traffic was inside a contact: the
 link driver applies changes on its own tick, and packet timestamps carry clock jitter."""
-
-
-def percentile(values: Iterable[float], q: float) -> float | None:
-    """Linear-interpolated percentile (``q`` in 0..100); None for no values."""
-    v = sorted(values)
-    if not v:
-        return None
-    pos = (len(v) - 1) * q / 100.0
-    lo = int(math.floor(pos))
-    hi = min(lo + 1, len(v) - 1)
-    return v[lo] + (v[hi] - v[lo]) * (pos - lo)
 
 
 def telemetry_events(run_dir: Path) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ from typing import Any
 
 from netemu.run.broker import Broker
 from netemu.run.pause import RunPause
-from netemu.run.runner import link_message
+from netemu.run.runner import link_message, shaped_message
 from netemu.run.view.launch import live_view
 from netemu.run.view.server import DEFAULT_HOST, ViewServer
 from netemu.runtime.telemetry import SyncPublisher
@@ -45,6 +45,7 @@ class LiveViewForEmulation:
         self.server: ViewServer | None = None
         self._unsubscribe: Any = None
         self.pauser: RunPause | None = None
+        self._unsubscribe_scale: Any = None
 
     def start(self) -> str:
         emu = self.emu
@@ -60,22 +61,27 @@ class LiveViewForEmulation:
         return self.server.start()
 
     def clock_started(self) -> None:
-        """After ``emu.start()``: the page may pause the links' schedule (the emulator's
-        clock, through the run's clock file; processes started in the hosts by hand are
-        not stopped)."""
+        """After ``emu.start()``: the page may pause the run and change its time scale
+        (through the run's clock file, as ``netemu demo``/``test``); a pause stops what
+        runs in the hosts for the scenario (``Emulation.hosted_pids``: what ``--cli`` and
+        ``emu.popen`` started)."""
         if self.broker is None or self.broker.access is None or self.server is None:
             return
         pub = self.publisher
         pauser = RunPause(Path(self.broker.access.socket_path).parent / "clock",
-                          self.emu.clock, processes=list,
+                          self.emu.clock, processes=self.emu.hosted_pids,
                           publish=(lambda p: pub.publish("clock", p)) if pub else None)
+        if pub is not None:
+            self._unsubscribe_scale = self.emu.subscribe_scale(
+                lambda t_s, x, n: pub.publish("clock", shaped_message(t_s, x, n)))
         self.emu.clock = pauser.clock
         pauser.enabled = True
         self.pauser = pauser
         self.server.timeline.pause_control = pauser
 
     def stop(self) -> None:
-        for step in (getattr(self.pauser, "close", None), self._unsubscribe, getattr(self.server, "stop", None),
+        for step in (getattr(self.pauser, "close", None), self._unsubscribe,
+                     self._unsubscribe_scale, getattr(self.server, "stop", None),
                      getattr(self.publisher, "close", None), getattr(self.broker, "stop", None)):
             if step is not None:
                 with contextlib.suppress(Exception):

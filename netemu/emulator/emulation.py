@@ -40,7 +40,7 @@ from netemu.emulator.network import Network
 from netemu.emulator.registry import RUN_ROOT, Registry, clean_run, list_runs
 from netemu.emulator.shaper import Shaper
 from netemu.emulator.shapers import make_shaper
-from netemu.emulator.timeline import Changes, Timeline
+from netemu.emulator.timeline import Changes, DirParams, Timeline
 from netemu.emulator.tunnels import HostShare
 from netemu.errors import InputError, NetemuError
 from netemu.plan.contacts import ContactPlan
@@ -148,6 +148,8 @@ class Emulation:
         self.plan = plan
         self.shaper_kind = shaper
         self.time_scale = float(time_scale)
+        # the scale the links are shaped at now: the clock's, once a clock file changes it
+        self.shaped_scale = self.time_scale
         self.ip_routing = ip_routing
         # a routing plug-in instead of the oracle (netemu.emulator.iproute_plugin)
         if isinstance(route_function, str):
@@ -196,8 +198,10 @@ class Emulation:
         self._subs: list[Callable[[LinkEvent], None]] = []
         self._fault_subs: list[Callable[[FaultEvent], None]] = []
         self._route_subs: list[Callable[[RouteEvent], None]] = []
+        self._scale_subs: list[Callable[[float, float, int], None]] = []
         self._hosts: dict[str, object] = {}
         self._procs: list[subprocess.Popen] = []
+        self._user_procs: list[subprocess.Popen] = []  # started by popen(): hosted_pids()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._done = threading.Event()
@@ -368,6 +372,9 @@ class Emulation:
                     t_s = max(t_s, ev)  # rounding must not leave the event unapplied
                 t_s = min(t_s, self.end_s)
                 c0 = time.perf_counter()
+                scale = self.clock.scale_now()
+                if scale != self.shaped_scale:
+                    self._reshape(scale, t_s)
                 ch = self.timeline.advance(t_s)
                 self._apply(ch)
                 st.cost_s.append(time.perf_counter() - c0)
@@ -414,19 +421,7 @@ class Emulation:
                                         eps[p.ep_b].ifname, p.kind))
             for e in ch.stopped:
                 sh.clear_dir(e)
-            scale = self.time_scale
-            share = self.share
-            for dp in ch.params:
-                # Wall-clock values: at time scale k, scenario seconds pass k times faster,
-                # so delays shrink and rates grow by k (a contact still carries its volume).
-                delay_s = dp.delay_s / scale
-                if share is not None:
-                    if not share.is_local_endpoint(lay, dp.src):  # shaped by its own host
-                        sh.set_dir(dp.src, dp.dst, 0.0, 0.0, 0.0)
-                        continue
-                    if not share.is_local_endpoint(lay, dp.dst):  # the tunnel adds its own
-                        delay_s = max(0.0, delay_s - share.underlay_delay_s)
-                sh.set_dir(dp.src, dp.dst, delay_s, dp.rate_bps * scale, dp.loss)
+            self._shape(ch.params, self.shaped_scale)
             for pi in ch.up:
                 p = lay.periods[pi]
                 self._up.add(pi)
@@ -466,6 +461,50 @@ class Emulation:
         self._notify(self._fault_subs, started)
         self._notify(self._subs, events)
         self._notify(self._fault_subs, ended)
+
+    def _shape(self, params: Sequence[DirParams], scale: float) -> None:
+        """Set directions' shaping from their scenario values (under ``_lock``, between
+        the shaper's begin and commit)."""
+        sh, lay, share = self.shaper, self.layout, self.share
+        assert sh is not None
+        for dp in params:
+            # Wall-clock values: at time scale k, scenario seconds pass k times faster,
+            # so delays shrink and rates grow by k (a contact still carries its volume).
+            delay_s = dp.delay_s / scale
+            if share is not None:
+                if not share.is_local_endpoint(lay, dp.src):  # shaped by its own host
+                    sh.set_dir(dp.src, dp.dst, 0.0, 0.0, 0.0)
+                    continue
+                if not share.is_local_endpoint(lay, dp.dst):  # the tunnel adds its own
+                    delay_s = max(0.0, delay_s - share.underlay_delay_s)
+            sh.set_dir(dp.src, dp.dst, delay_s, dp.rate_bps * scale, dp.loss)
+
+    def _reshape(self, scale: float, t_s: float) -> None:
+        """The clock's time scale changed: every direction carrying now is shaped at the
+        new one (the same scenario delays, rates and losses in new wall-clock values)."""
+        net, sh = self.net, self.shaper
+        assert net is not None and sh is not None and net.nl_shaper is not None
+        with self._lock:
+            params = self.timeline.current_params()
+            sh.begin()
+            self._shape(params, scale)
+            sh.commit()
+            net.nl_shaper.flush()
+            self.shaped_scale = scale
+        for cb in list(self._scale_subs):
+            cb(t_s, scale, len(params))
+
+    def subscribe_scale(self, callback: Callable[[float, float, int], None]
+                        ) -> Callable[[], None]:
+        """Call ``callback(t_s, time_scale, directions)`` once the links are shaped at a
+        new time scale (the run's clock file changed it; from the driver thread)."""
+        self._scale_subs.append(callback)
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                self._scale_subs.remove(callback)
+
+        return unsubscribe
 
     @staticmethod
     def _notify(subs: list[Callable[[Any], None]], events: Sequence[object]) -> None:
@@ -637,7 +676,7 @@ class Emulation:
         target = self.end_s if until_s is None else min(until_s, self.end_s)
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.clock.now_s() < target and not self._done.is_set():
-            left = (target - self.clock.now_s()) / self.time_scale
+            left = self.clock.timer_s(target)
             if deadline is not None:
                 left = min(left, deadline - time.monotonic())
                 if left <= 0:
@@ -704,8 +743,28 @@ class Emulation:
         p = subprocess.Popen(self.net.exec_argv(node, list(argv)), env=full,  # type: ignore[call-overload]
                              **kwargs)
         self._procs.append(p)
+        self._user_procs.append(p)
         self.registry.add_pid(p.pid, f"popen:{node}")
         return p
+
+    def hosted_pids(self) -> list[int]:
+        """The processes that run in the hosts for the scenario: those started with
+        :meth:`popen` (bundle agents, probes, the user's) with their children, and the
+        commands run from the hosts' shells (the CLI), not the shells themselves nor the
+        routing daemons. What a paused run stops (netemu.run.pause)."""
+        import psutil
+
+        roots = [(p.pid, True) for p in self._user_procs if p.poll() is None]
+        roots += [(int(h.pid), False) for h in list(self._hosts.values())  # type: ignore[attr-defined]
+                  if getattr(h, "pid", None)]
+        out: list[int] = []
+        for pid, itself in roots:
+            try:
+                proc = psutil.Process(pid)
+                out += ([pid] if itself else []) + [c.pid for c in proc.children(recursive=True)]
+            except psutil.Error:
+                continue
+        return out
 
     def run_cmd(self, node: str, argv: Sequence[str], *, timeout: float | None = 60,
                 **kwargs: object) -> subprocess.CompletedProcess:

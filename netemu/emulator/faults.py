@@ -111,6 +111,17 @@ class FaultTimeline(Timeline):
         ch.params = out
         return ch
 
+    def current_params(self) -> list[DirParams]:
+        """As :meth:`Timeline.current_params`, without the periods that are out and with
+        the degradations applied."""
+        lp = self.layout.contact_period
+        out = []
+        for dp in super().current_params():
+            if lp[dp.contact] in self.effective:
+                rate, loss = self._shape(lp[dp.contact], dp.rate_bps, dp.loss)
+                out.append(DirParams(dp.src, dp.dst, dp.delay_s, rate, loss, dp.contact))
+        return out
+
     def next_event_s(self) -> float | None:
         nxt = super().next_event_s()
         if self._fcursor < len(self._fev):

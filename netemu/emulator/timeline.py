@@ -211,6 +211,17 @@ class Timeline:
         self.t_s = t_s
         return ch
 
+    def current_params(self) -> list[DirParams]:
+        """Every direction carrying now, as last reported (scenario values): what a
+        change of time scale shapes anew."""
+        out = []
+        for ci in self._ids.tolist():
+            d = float(self._applied[ci])
+            if d == d:  # not NaN: reported
+                out.append(DirParams(int(self._src[ci]), int(self._dst[ci]), d,
+                                     float(self._rate[ci]), float(self._loss[ci]), ci))
+        return out
+
     def next_event_s(self) -> float | None:
         return self.events[self.cursor][0] if self.cursor < len(self.events) else None
 

@@ -731,6 +731,7 @@ class ScenarioRun:
                      "place stay")
 
         emu.subscribe(on_link)
+        emu.subscribe_scale(lambda t_s, x, n: publisher.publish("clock", shaped_message(t_s, x, n)))
         emu.subscribe_faults(on_fault)
         emu.subscribe_routes(on_route)
         echo(f"netemu: building {len(p.plan.nodes)} hosts and their links ...")
@@ -845,7 +846,8 @@ class ScenarioRun:
 
         if pauser is not None:
             def run_processes() -> list[int]:
-                pids = [q for a in agents for q in tree_pids(a.proc.pid)]
+                # the node hosts run in the root namespace: not among the hosted ones
+                pids = [q for a in agents for q in tree_pids(a.proc.pid)] + emu.hosted_pids()
                 for ra in runner.apps:
                     pids += tree_pids(ra.proc.pid) + cgroup_pids(ra.cgroup.all_dirs)
                 return pids
@@ -1220,6 +1222,11 @@ def link_message(ev: Any) -> tuple[str, dict[str, Any]]:
         if v is not None:
             payload[k] = v
     return f"link/{ev.a}/{ev.b or '-'}", payload
+
+
+def shaped_message(t_s: float, time_scale: float, directions: int) -> dict[str, Any]:
+    """The ``clock`` message once the emulator shapes the links at a new time scale."""
+    return {"event": "shaped", "t_s": t_s, "time_scale": time_scale, "directions": directions}
 
 
 def _stop_procs(procs: Any, grace_s: float) -> None:

@@ -18,14 +18,21 @@ Processes inside emulated hosts get the clock through their environment:
 
 ``NETEMU_CLOCK_FILE``
     optional: a clock file (:class:`ClockFile`) whose mapping replaces the three above
-    while the run goes on, so that a run can be paused and resumed (``--view``)
+    while the run goes on, so that a run can be paused, resumed and change its time scale
+    (``--view``)
 
 ``ScenarioClock.from_env()`` rebuilds the clock from these; all hosts share the machine's
 wall clock, so their readings agree with the driver's.
+
+A clock whose mapping can change (one with a clock file) changes under a timer that slept
+in wall time: code that waits for a scenario time sleeps :meth:`ScenarioClock.timer_s`
+at a time (at most :data:`RECHECK_S` on such a clock) and looks at the clock again, or
+uses :func:`sleep_until`. A fixed clock's timers sleep the whole way at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import mmap
 import os
@@ -52,17 +59,23 @@ NETEMU_T0_S = "NETEMU_T0_S"
 NETEMU_CLOCK_FILE = "NETEMU_CLOCK_FILE"
 """A :class:`ClockFile` whose mapping every process of the run reads (pause, resume)."""
 
+RECHECK_S = 0.25
+"""Wall seconds a timer on a clock with a clock file sleeps at most before it reads the
+clock again: how late a wait notices a pause, a resume or a new time scale."""
+
 
 class ClockFile:
     """The run's clock mapping in a small file that every process of the run maps, so
-    that the run can pause and resume its scenario time: ``(t0_wall, t0_s, paused)``
-    behind a sequence number (odd while the writer is mid-write; readers retry).
+    that the run can pause, resume and change the pace of its scenario time: one segment
+    ``(t0_wall, t0_s, time_scale, paused)`` behind a sequence number (odd while the writer
+    is mid-write; readers retry). Each change starts a new segment where the last one
+    stands, so scenario time never jumps.
 
-    One writer (the run); any number of readers, each reading 32 bytes per clock
+    One writer (the run); any number of readers, each reading 40 bytes per clock
     reading. While ``paused``, scenario time stands at ``t0_s``.
     """
 
-    FORMAT = struct.Struct("<Qdd?7x")
+    FORMAT = struct.Struct("<Qddd?7x")
 
     def __init__(self, path: str | os.PathLike[str], *, create: bool = False) -> None:
         self.path = os.fspath(path)
@@ -77,18 +90,20 @@ class ClockFile:
         finally:
             os.close(fd)
 
-    def write(self, t0_wall: float, t0_s: float, *, paused: bool) -> None:
+    def write(self, t0_wall: float, t0_s: float, time_scale: float, *, paused: bool) -> None:
+        if not time_scale > 0:
+            raise ValueError(f"time scale must be > 0, got {time_scale!r}")
         seq = self.FORMAT.unpack_from(self._map)[0]
         struct.pack_into("<Q", self._map, 0, seq + 1)  # odd: being written
-        self.FORMAT.pack_into(self._map, 0, seq + 1, t0_wall, t0_s, paused)
+        self.FORMAT.pack_into(self._map, 0, seq + 1, t0_wall, t0_s, time_scale, paused)
         struct.pack_into("<Q", self._map, 0, seq + 2)
 
-    def read(self) -> tuple[float, float, bool] | None:
-        """``(t0_wall, t0_s, paused)``, or None before the first write."""
+    def read(self) -> tuple[float, float, float, bool] | None:
+        """``(t0_wall, t0_s, time_scale, paused)``, or None before the first write."""
         while True:
-            seq, t0_wall, t0_s, paused = self.FORMAT.unpack_from(self._map)
+            seq, t0_wall, t0_s, scale, paused = self.FORMAT.unpack_from(self._map)
             if seq % 2 == 0 and self.FORMAT.unpack_from(self._map)[0] == seq:
-                return None if seq == 0 else (t0_wall, t0_s, bool(paused))
+                return None if seq == 0 else (t0_wall, t0_s, scale, bool(paused))
 
 
 @dataclass(frozen=True)
@@ -97,6 +112,7 @@ class ScenarioClock:
 
     epoch: datetime
     time_scale: float = 1.0
+    """The scale the clock starts at; a clock file may change it: :meth:`scale_now`."""
     t0_wall: float = 0.0
     t0_s: float = 0.0
     clock_file: str | None = None
@@ -119,19 +135,30 @@ class ScenarioClock:
                                  source="environment", field=NETEMU_CLOCK_FILE) from e
         object.__setattr__(self, "_control", control)
 
-    def _mapping(self) -> tuple[float, float, bool]:
-        """``(t0_wall, t0_s, paused)`` now: the clock file's, else the fixed one."""
+    def _mapping(self) -> tuple[float, float, float, bool]:
+        """``(t0_wall, t0_s, time_scale, paused)`` now: the clock file's, else the fixed
+        one."""
         control: ClockFile | None = self._control  # type: ignore[attr-defined]
         if control is not None:
             m = control.read()
             if m is not None:
                 return m
-        return self.t0_wall, self.t0_s, False
+        return self.t0_wall, self.t0_s, self.time_scale, False
 
     @property
     def paused(self) -> bool:
         """Whether the run's scenario time stands still now (a paused run)."""
-        return self._mapping()[2]
+        return self._mapping()[3]
+
+    @property
+    def changeable(self) -> bool:
+        """Whether the mapping may change while the run goes on (a clock file)."""
+        return self._control is not None  # type: ignore[attr-defined]
+
+    def scale_now(self) -> float:
+        """Scenario seconds per wall second now (while paused: the scale the run resumes
+        at)."""
+        return self._mapping()[2] if self._control is not None else self.time_scale  # type: ignore[attr-defined]
 
     @classmethod
     def start(cls, epoch: datetime, *, time_scale: float = 1.0, t0_s: float = 0.0,
@@ -146,18 +173,29 @@ class ScenarioClock:
         w = time.time() if wall is None else wall
         if self._control is None:  # type: ignore[attr-defined]
             return self.t0_s + (w - self.t0_wall) * self.time_scale
-        t0_wall, t0_s, paused = self._mapping()
-        return t0_s if paused else t0_s + (w - t0_wall) * self.time_scale
+        t0_wall, t0_s, scale, paused = self._mapping()
+        return t0_s if paused else t0_s + (w - t0_wall) * scale
 
     def wall_at(self, t_s: float) -> float:
         """Unix wall time at which scenario time reaches ``t_s`` (infinity while paused,
         for a time still ahead)."""
         if self._control is None:  # type: ignore[attr-defined]
             return self.t0_wall + (t_s - self.t0_s) / self.time_scale
-        t0_wall, t0_s, paused = self._mapping()
+        t0_wall, t0_s, scale, paused = self._mapping()
         if paused:
             return -math.inf if t_s <= t0_s else math.inf
-        return t0_wall + (t_s - t0_s) / self.time_scale
+        return t0_wall + (t_s - t0_s) / scale
+
+    def timer_s(self, t_s: float, wall: float | None = None) -> float:
+        """Wall seconds a timer for scenario time ``t_s`` sleeps before it reads the clock
+        again: until ``t_s`` on a fixed clock; at most :data:`RECHECK_S` on one whose
+        mapping may change (it may pause, resume or change its scale meanwhile). 0 once
+        ``t_s`` is reached."""
+        w = time.time() if wall is None else wall
+        left = self.wall_at(t_s) - w
+        if left <= 0:
+            return 0.0
+        return min(left, RECHECK_S) if self._control is not None else left  # type: ignore[attr-defined]
 
     def utc_at(self, t_s: float) -> datetime:
         return self.epoch + timedelta(seconds=t_s)
@@ -223,3 +261,10 @@ class ScenarioClock:
                                  field=key) from e
         return cls(epoch, vals[NETEMU_TIME_SCALE], vals[NETEMU_T0_WALL], vals[NETEMU_T0_S],
                    env.get(NETEMU_CLOCK_FILE) or (default.clock_file if default else None))
+
+
+async def sleep_until(clock: ScenarioClock, t_s: float) -> None:
+    """Sleep until the clock reads scenario time ``t_s``, following pauses and changes of
+    time scale."""
+    while (left := clock.timer_s(t_s)) > 0:
+        await asyncio.sleep(left)

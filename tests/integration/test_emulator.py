@@ -129,6 +129,42 @@ def test_contact_end_stops_traffic_and_next_contact_resumes(cleanup_check):
     assert ("down", 4) in kinds and ("up", 8) in kinds
 
 
+def test_a_new_time_scale_reshapes_the_links_and_a_pause_stops_hosted_processes(
+        cleanup_check, tmp_path):
+    """The run's clock file goes from x1 to x4 (as the view's speed control does): the
+    same 100 ms light time is 25 ms of wall time each way. A pause stops what runs in the
+    hosts (emu.popen), a resume continues it."""
+    from netemu.run.pause import RunPause
+
+    plan = ContactPlan(EPOCH, nodes("gs1", "sat1"), pair("gs1", "sat1", 0, 3600, owlt_s=0.1))
+    emu = Emulation(plan, run_name="tescale", time_scale=1.0)
+    cleanup_check.append(emu)
+    shaped = []
+    emu.subscribe_scale(lambda t_s, x, n: shaped.append((x, n)))
+    emu.start()
+    assert emu.clock is not None
+    pc = RunPause(tmp_path / "clock", emu.clock, processes=emu.hosted_pids)
+    emu.clock = pc.clock
+    pc.enabled = True
+    assert abs(min(ping_rtts_ms(emu, "gs1", "sat1", count=3)) - 200.0) < 5.0
+    pc.set_scale(4.0)
+    deadline = time.monotonic() + 10
+    while not shaped and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert shaped == [(4.0, 2)]  # both directions of the one link
+    assert abs(min(ping_rtts_ms(emu, "gs1", "sat1", count=3)) - 50.0) < 5.0
+    sleeper = emu.popen("sat1", ["sleep", "60"])
+    time.sleep(0.2)
+    assert pc.pause()
+
+    def state(pid: int) -> str:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+
+    assert state(sleeper.pid) == "T"
+    assert pc.resume() and state(sleeper.pid) in ("S", "R")
+
+
 # --- handover --------------------------------------------------------------------------
 
 

@@ -159,3 +159,7 @@ def test_pause_stops_scenario_time_in_the_page_and_the_emulation(page) -> None:
     # from where it stood, not from where an unpaused clock would be (40 s further)
     t2 = page.evaluate("window.netemuView.t_s")
     assert t2 < t + 1.0 * TIME_SCALE, (t, t2)
+    # the speed menu sets the run's time scale: the emulation's clock goes at ×60
+    page.select_option("#speed", "60")
+    page.wait_for_function("window.netemuView.time_scale === 60", timeout=5000)
+    assert page.text_content("#scale") == "×60"

@@ -106,6 +106,35 @@ def test_work_becomes_the_same_scenario_delay_at_every_time_scale(time_scale):
         assert c.late == 0
 
 
+def test_modelled_work_follows_a_change_of_the_runs_time_scale(tmp_path):
+    """An app in a run whose page may change the time scale (a clock file): 100 scenario
+    seconds of modelled work at x1 end soon after the run goes to x1000, and an app's
+    sleep_until does the same."""
+    from netemu.runtime.clock import ClockFile
+
+    writer = ClockFile(tmp_path / "clock", create=True)
+    now = time.time()
+    writer.write(now, 0.0, 1.0, paused=False)
+    env = {**ScenarioClock(datetime(2026, 6, 1, tzinfo=timezone.utc), 1.0, now).to_env(),
+           "NETEMU_CLOCK_FILE": str(tmp_path / "clock")}
+    clock = appkit.make_clock(env)
+    c = appkit.Compute(1e12, clock=clock, time_scale=appkit.time_scale(env), env=env)
+
+    async def go():
+        work = asyncio.ensure_future(c.run(lambda: "answer", ops=100e12))
+        nap = asyncio.ensure_future(appkit.sleep_until(clock() + 150.0, clock, env))
+        await asyncio.sleep(0.05)
+        t = time.time()
+        writer.write(t, clock(), 1000.0, paused=False)
+        assert appkit.time_scale(env) == 1000.0
+        return await asyncio.wait_for(asyncio.gather(work, nap), 10.0)
+
+    (value, rec), stopped = asyncio.run(go())
+    assert value == "answer" and stopped is False
+    assert rec.released_s >= rec.finish_s == pytest.approx(rec.arrival_s + 100.0)
+    assert clock() >= 150.0
+
+
 def test_host_time_with_calibration_and_a_host_that_cannot_keep_up(capsys):
     """Work reported as host time: 20 ms at a calibration of 1e12 op/s is 2e10 ops, 0.2 s
     on a 0.1 TOPS node. At x1000 those 20 ms of host CPU are 20 scenario s: late."""

@@ -151,6 +151,32 @@ def test_degraded_link_gets_lower_rate_and_more_loss_then_its_own_again():
             if lay.contact_period[d.contact] == s23} == {(1e6, 0.0)}
 
 
+def test_a_new_time_scale_reshapes_what_carries_now_with_its_faults():
+    """What the driver shapes anew when the run's time scale changes: every direction
+    carrying now with its scenario values, none on a link that is out, degraded ones
+    degraded."""
+    out = Fault("cut", "link_outage", ("s1", "s2"), 50.0, 80.0)
+    deg = Fault("fade", "link_degraded", ("s2", "s3"), 10.0, 200.0, extra_loss=0.5,
+                rate_factor=0.25)
+    tl, lay, period = _tl([out, deg])
+    s12, s23, gsl = (period[frozenset(k)] for k in (("s1", "s2"), ("s2", "s3"), ("gs1", "s1")))
+
+    def now() -> set:
+        return {(lay.contact_period[d.contact], d.rate_bps, d.loss, d.delay_s)
+                for d in tl.current_params()}
+
+    tl.advance(0.0)
+    tl.advance(60.0)  # s1-s2 out, s2-s3 degraded
+    assert now() == {(s23, 250000.0, 0.5, 0.01)} and len(tl.current_params()) == 2
+    tl.advance(150.0)  # s1-s2 back, the pass up
+    assert now() == {(s12, 1e6, 0.0, 0.01), (s23, 250000.0, 0.5, 0.01), (gsl, 1e6, 0.0, 0.01)}
+    assert len(tl.current_params()) == 6  # both directions of each
+    plain = Timeline(plan(), lay)
+    assert plain.current_params() == []  # nothing reported yet: nothing to reshape
+    plain.advance(500.0)
+    assert {lay.contact_period[d.contact] for d in plain.current_params()} == {s12, s23}
+
+
 def test_without_faults_the_changes_are_the_plain_timelines():
     p = plan()
     lay = plan_layout(p)

@@ -60,6 +60,23 @@ def test_slider_moves_time_and_links_follow_both_ways(page) -> None:
     _seek(page, 50)  # before the ground link came up: its line goes
     page.wait_for_selector(f"{line}[data-state='down']", state="attached", timeout=5000)
     assert page.get_attribute("line[data-link='sat-1|sat-2']", "data-state") == "up"
+    # a link whose shorter way crosses the date line is drawn to both edges of the map:
+    # sat-1 placed at 175°E on the equator, sat-2 at 165°W, 40°N (one script run: no
+    # update from the server in between)
+    lines = page.evaluate("""() => {
+        place(view.nodes['sat-1'], 175, 0); place(view.nodes['sat-2'], -165, 40);
+        drawLinks();
+        const xy = (e) => ['x1', 'y1', 'x2', 'y2'].map((k) => Number(e.getAttribute(k)));
+        return [xy(document.querySelector("line[data-link='sat-1|sat-2']")),
+                xy(document.querySelector("line[data-twin='sat-1|sat-2']"))];
+    }""")
+    # 4 px a degree: 175°E → x 1420, the edge 1440 | 0, 165°W → x 60; the line crosses
+    # 180° a quarter of the way along: at 10°N (y 320)
+    assert lines == [[1420, 360, 1440, 320], [0, 320, 60, 200]]
+    assert page.evaluate("""() => {  // both ends on one side again: one line
+        place(view.nodes['sat-2'], 170, 40); drawLinks();
+        return document.querySelector("line[data-twin='sat-1|sat-2']") === null;
+    }""")
 
 
 def test_pause_stops_the_pages_scenario_time(page) -> None:

@@ -11,7 +11,9 @@ satellite's sub-satellite point at that time, the links changed since the last t
 nodes whose counters changed (with their stored bundles), the hops bundles were forwarded
 over and the headline figures. A page that connects first gets a
 ``hello`` with the whole state. The page asks for a node's panel with ``{"type": "node",
-"name"}``; a replay's page also sends ``seek``/``play``/``pause``/``speed``.
+"name"}``; it sends ``play``/``pause``/``{"type": "speed", "x"}`` (a replay's page also
+``seek``). The same controls come as a JSON body to ``POST /control`` (scripts: ``curl``),
+which answers with the clock as it is then, or 400 and the reason.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from urllib.parse import urlsplit
 from aiohttp import WSMsgType, web
 
 from netemu.analysis.coastlines import CoastlineError, polylines
-from netemu.errors import NetemuError
+from netemu.errors import InputError, NetemuError
 from netemu.run.view.geo import Positions
 
 STATIC = Path(__file__).with_name("static")
@@ -114,6 +116,7 @@ class ViewServer:
         app.router.add_get("/", self._index)
         app.router.add_get("/coastlines.json", self._coastlines)
         app.router.add_get("/ws", self._ws)
+        app.router.add_post("/control", self._control)
         app.router.add_static("/static/", STATIC)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
@@ -144,12 +147,44 @@ class ViewServer:
         except CoastlineError as e:
             return web.json_response({"error": str(e)}, status=503)
 
-    async def _ws(self, req: web.Request) -> web.StreamResponse:
-        # a page from another site may open a WebSocket to 127.0.0.1 (browsers do not
-        # stop it): only the view's own page, or a client that sends no Origin, is served
+    @staticmethod
+    def _same_origin(req: web.Request) -> None:
+        # a page from another site may open a WebSocket to 127.0.0.1 or post to it
+        # (browsers do not stop it): only the view's own page, or a client that sends no
+        # Origin, is served
         origin = req.headers.get("Origin")
         if origin is not None and urlsplit(origin).netloc != req.host:
-            raise web.HTTPForbidden(text="view: WebSocket from another origin refused")
+            raise web.HTTPForbidden(text="view: request from another origin refused")
+
+    def _apply_control(self, msg: dict[str, Any]) -> str | None:
+        """Hands a control message to the timeline; the reason it was refused, or None."""
+        try:
+            with self.timeline.lock:
+                self.timeline.control(msg)
+        except InputError as e:
+            return str(e)
+        return None
+
+    async def _control(self, req: web.Request) -> web.StreamResponse:
+        self._same_origin(req)
+        try:
+            msg = await req.json()
+        except ValueError:
+            msg = None
+        if not isinstance(msg, dict) or msg.get("type") not in ("pause", "play", "speed",
+                                                                 "seek"):
+            return web.json_response({"error": "give a JSON object with type pause, play, "
+                                      "speed (and x) or seek (and t_s)"}, status=400)
+        err = self._apply_control(msg)
+        if err is not None:
+            return web.json_response({"error": err}, status=400)
+        tl = self.timeline
+        with tl.lock:
+            out = {"t_s": tl.now_s(), "time_scale": tl.time_scale(), "replay": tl.info()}
+        return web.json_response(out, dumps=_dumps)
+
+    async def _ws(self, req: web.Request) -> web.StreamResponse:
+        self._same_origin(req)
         ws = web.WebSocketResponse(heartbeat=20.0)
         await ws.prepare(req)
         await ws.send_str(_dumps(self._hello()))
@@ -166,9 +201,8 @@ class ViewServer:
                     continue
                 if req_msg.get("type") == "node" and isinstance(req_msg.get("name"), str):
                     await ws.send_str(_dumps(self._node(req_msg["name"])))
-                else:
-                    with self.timeline.lock:
-                        self.timeline.control(req_msg)
+                elif (err := self._apply_control(req_msg)) is not None:
+                    await ws.send_str(_dumps({"type": "error", "message": err}))
         finally:
             self._clients.discard(ws)
         return ws

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from netemu.errors import InputError
 from netemu.run.view.state import ViewState
 from netemu.runtime.telemetry import BrokerAccess, TelemetryError, _connect_sync, _paho_client
 
@@ -69,27 +70,37 @@ class LiveTimeline:
         c = self.clock()
         if c is None:
             return None
-        return 0.0 if c.paused else c.time_scale
+        return 0.0 if c.paused else c.scale_now()
 
     def advance(self) -> None:
         """Nothing to do: the broker's thread applies messages as they come."""
 
     def control(self, msg: dict[str, Any]) -> None:
-        """``pause`` and ``play`` pause and resume the run where it allows it (``--view``
-        on a full run); nothing else moves a live run's clock."""
+        """``pause`` and ``play`` pause and resume the run, ``{"type": "speed", "x"}``
+        sets its time scale, where the run allows it (``--view``); nothing else moves a
+        live run's clock. A bad scale raises :class:`InputError`."""
+        kind = msg.get("type")
+        if kind == "seek":
+            raise InputError("a live run cannot seek: its record replays with netemu view "
+                             "RUN_DIR", field="type")
         pc = self.pause_control
         if pc is None:
             return
-        kind = msg.get("type")
         if kind in ("pause", "play"):  # in a thread: stopping the processes takes a moment
             threading.Thread(target=pc.pause if kind == "pause" else pc.resume,
                              name="netemu-view-pause", daemon=True).start()
+        elif kind == "speed":
+            x = msg.get("x")
+            if isinstance(x, bool) or not isinstance(x, (int, float)):
+                raise InputError(f"speed: x must be a number, got {x!r}", field="x")
+            pc.set_scale(float(x))
 
     def info(self) -> dict[str, Any]:
         pc = self.pause_control
         if pc is None:
             return {}
-        return {"can_pause": bool(pc.enabled), "playing": pc.paused_at_s is None}
+        return {"can_pause": bool(pc.enabled), "playing": pc.paused_at_s is None,
+                "speed": pc.clock.scale_now()}
 
 
 class ReplayTimeline:

@@ -103,6 +103,7 @@ function setLink(id, d) {
   }
   l.el.setAttribute("stroke", linkColor(l));
   l.el.dataset.kind = d.kind || "";
+  if (l.twin) paintTwin(l);
 }
 
 // bundles in flight: a dot moving along each hop a bundle was forwarded over, for
@@ -122,12 +123,41 @@ function animateFlights(now) {
   for (let i = flights.length - 1; i >= 0; i--) {
     const f = flights[i], a = view.nodes[f.a], b = view.nodes[f.b];
     const k = (now - f.t0) / FLIGHT_MS;
-    if (k >= 1 || a.lon === null || b.lon === null || Math.abs(a.lon - b.lon) > 180) {
+    if (k >= 1 || a.lon === null || b.lon === null) {
       f.dot.remove(); flights.splice(i, 1); continue;
     }
-    f.dot.setAttribute("cx", (X(a.lon) + k * (X(b.lon) - X(a.lon))).toFixed(1));
+    // the shorter way, across the date line where that is shorter
+    let lon = a.lon + k * (unwrap(a.lon, b.lon) - a.lon);
+    if (lon > 180) lon -= 360; else if (lon < -180) lon += 360;
+    f.dot.setAttribute("cx", X(lon).toFixed(1));
     f.dot.setAttribute("cy", (Y(a.lat) + k * (Y(b.lat) - Y(a.lat))).toFixed(1));
   }
+}
+
+// lonB moved by 360° where that brings it within 180° of lonA
+function unwrap(lonA, lonB) {
+  return lonB - lonA > 180 ? lonB - 360 : lonB - lonA < -180 ? lonB + 360 : lonB;
+}
+
+function setLine(e, [lon1, lat1, lon2, lat2]) {
+  e.setAttribute("x1", X(lon1).toFixed(1)); e.setAttribute("y1", Y(lat1).toFixed(1));
+  e.setAttribute("x2", X(lon2).toFixed(1)); e.setAttribute("y2", Y(lat2).toFixed(1));
+}
+
+function paintTwin(l) {  // the twin line shows what its link's line shows
+  l.twin.dataset.state = l.el.dataset.state;
+  l.twin.setAttribute("stroke", l.el.getAttribute("stroke"));
+}
+
+// A link's line on the map as [lonA, latA, lonB, latB] segments: one, or two where the
+// shorter way between its ends crosses the date line (±180°): each end to the map's
+// edge, meeting it at the latitude where the straight line crosses.
+function linkSegments(lonA, latA, lonB, latB) {
+  const lonB2 = unwrap(lonA, lonB);
+  if (lonB2 === lonB) return [[lonA, latA, lonB, latB]];
+  const edge = lonB2 > lonA ? 180 : -180;  // the edge on A's side
+  const lat = latA + (latB - latA) * (edge - lonA) / (lonB2 - lonA);
+  return [[lonA, latA, edge, lat], [-edge, lat, lonB, latB]];
 }
 
 function drawLinks() {
@@ -136,9 +166,12 @@ function drawLinks() {
     if (l.state === "down") continue;
     const a = view.nodes[l.a], b = view.nodes[l.b];
     if (!a || !b || a.lon === null || b.lon === null) continue;
-    l.el.setAttribute("x1", X(a.lon).toFixed(1)); l.el.setAttribute("y1", Y(a.lat).toFixed(1));
-    l.el.setAttribute("x2", X(b.lon).toFixed(1)); l.el.setAttribute("y2", Y(b.lat).toFixed(1));
-    l.el.classList.toggle("wrap", Math.abs(a.lon - b.lon) > 180);
+    const segs = linkSegments(a.lon, a.lat, b.lon, b.lat);
+    setLine(l.el, segs[0]);
+    if (segs.length > 1) {  // across the date line: the second segment on a twin line
+      if (!l.twin) { l.twin = el("line", {class: "link twin", "data-twin": id}, $("links")); paintTwin(l); }
+      setLine(l.twin, segs[1]);
+    } else if (l.twin) { l.twin.remove(); l.twin = null; }
   }
 }
 
@@ -222,11 +255,12 @@ $("close").addEventListener("click", () => {
 
 function showReplay(r) {
   if (!r) return;
-  if (view.mode === "live") {  // a live run: pause and resume only, where the run allows
+  if (view.mode === "live") {  // a live run: pause, resume and time scale, where the run allows
     if (!r.can_pause) return;
     $("replay").hidden = false;
-    for (const id of ["slider", "speed", "rpos"]) $(id).closest("label, input, span").hidden = true;
+    for (const id of ["slider", "rpos"]) $(id).hidden = true;
     $("play").textContent = r.playing ? "pause" : "play";
+    showSpeed(r.speed);
     return;
   }
   if (view.mode !== "replay") return;
@@ -235,12 +269,15 @@ function showReplay(r) {
   s.min = r.t_min_s; s.max = r.t_max_s;
   if (!s.matches(":active") && view.t_s !== null) s.value = view.t_s;
   $("play").textContent = r.playing ? "pause" : "play";
-  const sp = $("speed"), x = String(r.speed);
-  if (document.activeElement !== sp && sp.value !== x) {
-    if (![...sp.options].some((o) => o.value === x)) sp.add(new Option(x));
-    sp.value = x;
-  }
+  showSpeed(r.speed);
   $("rpos").textContent = `${fmt(view.t_s, 0)} / ${fmt(r.t_max_s, 0)} s`;
+}
+
+function showSpeed(speed) {  // the scale the run goes at (while paused: resumes at)
+  const sp = $("speed"), x = String(speed);
+  if (speed === undefined || document.activeElement === sp || sp.value === x) return;
+  if (![...sp.options].some((o) => o.value === x)) sp.add(new Option(x));
+  sp.value = x;
 }
 
 $("slider").addEventListener("input", (e) => ws.send(JSON.stringify({type: "seek", t_s: Number(e.target.value)})));
@@ -304,6 +341,7 @@ function connect() {
       applyFrame(m);
       if (view.selected && m.nodes.includes(view.selected) && view.ticks % 4 === 0) select(view.selected);
     } else if (m.type === "node") showPanel(m);
+    else if (m.type === "error") $("status").textContent = m.message;
   };
 }
 
