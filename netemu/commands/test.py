@@ -274,7 +274,9 @@ def _child_flags(args: argparse.Namespace, i: int) -> list[str]:
     """The options a scenario's own ``netemu test`` process gets (-j, --cluster)."""
     argv: list[str] = []
     for flag, value in (("--duration-s", args.duration_s), ("--time-scale", args.time_scale),
-                        ("--routing", args.routing), ("--baseline", args.baseline),
+                        ("--routing", args.routing), ("--ip-routing", args.ip_routing),
+                        # absolute: a host of --cluster runs it from another directory
+                        ("--baseline", args.baseline.resolve() if args.baseline else None),
                         ("--run-name", f"{args.run_name}{i}" if args.run_name else None)):
         if value is not None:
             argv += [flag, str(value)]

@@ -75,3 +75,22 @@ def test_a_hosts_run_directories_unpack_under_the_suites(tmp_path: Path) -> None
         tar.addfile(info, io.BytesIO(b"{}"))
     unpack_run(ok.getvalue(), tmp_path / "suite")
     assert (tmp_path / "suite/tiny/run.json").read_text() == "{}"
+
+
+def test_each_scenario_process_gets_the_suites_options(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """What -j and --cluster hand each scenario's own netemu test: the options that change
+    the run, a baseline directory that means the same from another directory, run names
+    by index."""
+    import argparse
+
+    from netemu.commands.test import _child_flags
+
+    monkeypatch.chdir(tmp_path)
+    args = argparse.Namespace(duration_s=60.0, time_scale=None, routing="cgr",
+                              ip_routing="none", baseline=Path("base"), run_name="ab",
+                              no_report=True, update_baseline=False)
+    flags = _child_flags(args, 2)
+    assert flags == ["--duration-s", "60.0", "--routing", "cgr", "--ip-routing", "none",
+                     "--baseline", str(tmp_path / "base"), "--run-name", "ab2",
+                     "--no-report"]
