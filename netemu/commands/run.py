@@ -63,7 +63,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "IP routes and with --agents bundle agents (docs/cluster.md)")
     p.add_argument("--agents", action="store_true",
                    help="with --cluster: a bundle agent in every node (the scenario's "
-                   "routing:), telemetry and the agents' files in a run directory (--out)")
+                   "routing:, traffic:, apps:, capture:), telemetry and their files in a "
+                   "run directory (--out)")
     p.add_argument("--out", type=Path, metavar="DIR",
                    help="with --agents: the run directory (default runs/<name>-<time>)")
     p.set_defaults(func=run)
@@ -180,6 +181,7 @@ def _run_cluster(args: argparse.Namespace, plan: ContactPlan, source: PlanSource
             "relay_gso": args.relay_gso}
     agents: dict[str, Any] | None = None
     run_dir: Path | None = None
+    apps: list[Any] = []
     if args.agents:
         import json
 
@@ -205,6 +207,13 @@ def _run_cluster(args: argparse.Namespace, plan: ContactPlan, source: PlanSource
                 for n in {n for link in caps for n in link} - set(plan.nodes):
                     raise sc.section("capture").error(f"no node named {n!r}")
                 agents["captures"] = caps
+            if sc.sections.get("apps"):  # each on its node's host (netemu.run.cluster_apps)
+                from netemu.run.apps import NodeInfo, find_apps_dir, plan_apps
+
+                infos = [NodeInfo(x.name, "satellite") for x in sc.satellites]
+                infos += [NodeInfo(g.name, "ground") for g in sc.ground_stations]
+                apps = plan_apps(sc.section("apps"), infos,
+                                 apps_dir=find_apps_dir(Path(args.scenario).parent))
         name = sc.name if sc is not None else Path(args.scenario).stem
         run_dir = (args.out or Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
                    ).resolve()
@@ -224,7 +233,7 @@ def _run_cluster(args: argparse.Namespace, plan: ContactPlan, source: PlanSource
               f"({', '.join(h['addr'] for h in cl.hosts)}); IP routing "
               f"{'on' if routes else 'off'}", flush=True)
         part = cl.start(plan, run=run, opts=opts, plane_of=planes.get, agents=agents,
-                        run_dir=run_dir)
+                        run_dir=run_dir, apps=apps)
         summary = cl.summary()
         reg.create({"cluster": summary, "hosts": cl.run_names})
         offs = max(abs(o) for o in cl.offsets_s.values())
@@ -232,8 +241,8 @@ def _run_cluster(args: argparse.Namespace, plan: ContactPlan, source: PlanSource
               f"clocks within {offs * 1e3:.3f} ms, underlay {cl.underlay_s * 1e3:.3f} ms one "
               f"way (subtracted)", flush=True)
         if run_dir is not None:
-            print(f"agents: {len(plan.nodes)} ready; telemetry and their files into "
-                  f"{run_dir}", flush=True)
+            print(f"agents: {len(plan.nodes)} ready, {len(apps)} app instances; telemetry "
+                  f"and their files into {run_dir}", flush=True)
         if cl.late_s > 0:
             print(f"netemu run: WARNING: the last host was up {cl.late_s:.1f} s (wall) after "
                   "the scenario clock started: the window's start ran without all of it",

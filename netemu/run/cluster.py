@@ -40,6 +40,8 @@ from netemu.errors import InputError, NetemuError
 from netemu.plan.contacts import ContactPlan
 from netemu.plan.partition import HostCapacity, Partition, partition
 from netemu.run.cluster_agents import AgentSettings, HostAgents, RunTelemetry, unpack_host_dir
+from netemu.run.cluster_apps import HostApps
+from netemu.runtime.telemetry import BrokerAccess
 
 MAX_CLOCK_OFFSET_S = 1e-3
 """Hosts whose clocks differ from the coordinator's by more than this are refused."""
@@ -104,6 +106,7 @@ class HostAgent:
     def __init__(self) -> None:
         self.emu: Emulation | None = None
         self.agents: HostAgents | None = None
+        self.apps: HostApps | None = None
 
     def info(self) -> dict[str, Any]:
         import psutil
@@ -122,8 +125,8 @@ class HostAgent:
         return parse_ping_min_s(p.stdout)
 
     def start(self, plan_json: str, share: dict[str, Any], run: str, start_wall: float,
-              opts: dict[str, Any], agents: dict[str, Any] | None = None
-              ) -> dict[str, float]:
+              opts: dict[str, Any], agents: dict[str, Any] | None = None,
+              apps: list[Any] | None = None) -> dict[str, float]:
         plan = ContactPlan.from_json(plan_json, source="cluster plan")
         hs = HostShare(share["index"], share["host_of"], share["addrs"],
                        share["underlay_delay_s"])
@@ -138,6 +141,14 @@ class HostAgent:
             self.agents.start(mine)
             self.agents.wait_ready()
             timings["agents_up_s"] = time.monotonic() - t0
+            here = [i for i in apps or [] if share["host_of"].get(i.node) == share["index"]]
+            if here:  # this host's nodes' app instances, with a bridged broker of its own
+                t0 = time.monotonic()
+                s = self.agents.settings
+                self.apps = HostApps(self.emu, self.agents.rd.path, BrokerAccess(**s.broker))
+                self.apps.start(here, self.agents.sockets, window_start_s=s.window_start_s,
+                                window_end_s=s.window_end_s)
+                timings["apps_up_s"] = time.monotonic() - t0
         return timings
 
     def agent_socket(self, node: str) -> str:
@@ -177,6 +188,9 @@ class HostAgent:
         """Agents, then the emulation; the agents' files packed (``files``) for the
         coordinator, before the emulation's registry entry (which holds them) goes."""
         out: dict[str, Any] = {}
+        if self.apps is not None:
+            self.apps.stop()
+            self.apps = None
         if self.agents is not None:
             try:
                 self.agents.stop()
@@ -259,10 +273,14 @@ class Cluster:
 
     def start(self, plan: ContactPlan, *, run: str = "c", opts: dict[str, Any] | None = None,
               plane_of: Callable[[str], Any] | None = None,
-              agents: dict[str, Any] | None = None, run_dir: Path | None = None) -> Partition:
+              agents: dict[str, Any] | None = None, run_dir: Path | None = None,
+              apps: list[Any] | None = None) -> Partition:
         """Split ``plan`` over the hosts and build it: one actor per host. ``agents``
         (:meth:`RunTelemetry.start`'s keywords: ``routing``, ``window_start_s``, ...)
-        runs a bundle agent in every node, with telemetry into ``run_dir``."""
+        runs a bundle agent in every node, with telemetry into ``run_dir``; ``apps``
+        (:class:`~netemu.run.apps.AppInstance`, with agents) run on their nodes' hosts."""
+        if apps and agents is None:
+            raise ValueError("apps need agents")
         if not self.actors:
             self.connect()
         if not self.offsets_s:
@@ -300,7 +318,8 @@ class Cluster:
             self.telemetry.time_scale = float(o.get("time_scale", 1.0))
         refs = [a.start.remote(plan_json, {"index": i, "host_of": self.part.host_of,
                                            "addrs": addrs, "underlay_delay_s": self.underlay_s},
-                               self.run_names[i], start_wall, opts or {}, settings)
+                               self.run_names[i], start_wall, opts or {}, settings,
+                               apps or None)
                 for i, a in enumerate(self.actors)]
         self.timings = self._get(refs, "building its share")
         self.late_s = max(0.0, time.time() - start_wall)

@@ -44,7 +44,7 @@ from netemu.runtime.telemetry import BrokerAccess
 HOSTED_KEEPALIVE_S = 60  # as a local run's node hosts (runner.HOSTED_KEEPALIVE_S)
 READY_TIMEOUT_S = 60.0
 READY_S_PER_NODE = 0.05
-PACKED = ("agents", "hosts", "captures")
+PACKED = ("agents", "hosts", "captures", "apps")
 """What of a host's directory goes back to the coordinator."""
 
 
@@ -303,10 +303,10 @@ class HostAgents:
 
 
 def unpack_host_dir(data: bytes, run_dir: Path, host: int) -> list[str]:
-    """A host's packed files into the coordinator's run directory: ``agents/<node>/`` and
-    ``captures/A_B.pcap`` as a local run has them (nodes and captured links are distinct
-    across hosts; the CA files are the same), and the host's node-host files under
-    ``hosts/h<host>/``. Returns the nodes unpacked."""
+    """A host's packed files into the coordinator's run directory: ``agents/<node>/``,
+    ``apps/<app>/<node>/`` and ``captures/A_B.pcap`` as a local run has them (nodes and
+    captured links are distinct across hosts; the CA files are the same), and the host's
+    node-host files under ``hosts/h<host>/``. Returns the agent nodes unpacked."""
     nodes: list[str] = []
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
         for m in tar.getmembers():
@@ -317,7 +317,7 @@ def unpack_host_dir(data: bytes, run_dir: Path, host: int) -> list[str]:
                 continue
             if parts[0] == "hosts":
                 m.name = str(Path("hosts", f"h{host}", *parts[1:]))
-            elif len(parts) == 2 and m.isdir() and parts[1] != "pki":
+            elif parts[0] == "agents" and len(parts) == 2 and m.isdir() and parts[1] != "pki":
                 nodes.append(parts[1])
             tar.extract(m, run_dir, filter="data")
     return sorted(nodes)

@@ -153,7 +153,7 @@ def test_netemu_run_cluster_and_a_host_lost_mid_run() -> None:
         assert "over 2 hosts" in p.stdout
         assert "nodes by host [2, 2], 1 cross-host links" in p.stdout
         # --agents: an agent in every node, their files and telemetry on the coordinator
-        assert "agents: 4 ready" in p.stdout
+        assert "agents: 4 ready, 0 app instances" in p.stdout
         assert sorted(d.name for d in (out / "agents").iterdir() if d.name != "pki") == [
             "s0", "s1", "s2", "s3"]
         assert all((out / "agents" / n / "agent.jsonl").stat().st_size > 0
@@ -247,9 +247,14 @@ contacts = [Contact(a, b, 0.0, 86400.0, 1e8, d, kind="isl")
             for (x, y), d in delays.items() for a, b in ((x, y), (y, x))]
 plan = ContactPlan(datetime.now(timezone.utc), nodes, contacts)
 planes = {"s0": (0, 0), "s1": (0, 0), "s3": (0, 1), "s2": (0, 1)}
+# the downlink app on gsb, the host that is not the coordinator's: its telemetry goes
+# through that host's bridged broker, its output folder comes back with the run
+from netemu.run.apps import NodeInfo, find_apps_dir, plan_apps
+apps = plan_apps([{"name": "downlink", "nodes": ["gsb"]}],
+                 [NodeInfo(n, k) for n, k in kinds.items()], apps_dir=find_apps_dir())
 res = {}
 with Cluster("auto") as cl:
-    part = cl.start(plan, run=run, plane_of=planes.get, run_dir=out,
+    part = cl.start(plan, run=run, plane_of=planes.get, run_dir=out, apps=apps,
                     opts={"ip_routing": False},
                     agents={"routing": {"algorithm": "cgr"}, "window_start_s": 0.0,
                             "window_end_s": 86400.0, "captures": [("s0", "s3")]})
@@ -323,6 +328,7 @@ def test_a_bundle_between_hosts_takes_cgrs_route(bed2: Bed) -> None:
     assert rep.returncode == 0, rep.stderr[-2000:]
     metrics = json.loads((out / "metrics.json").read_text())
     pcap = (out / "captures" / "s0_s3.pcap").read_bytes()
+    app_result = json.loads((out / "apps" / "downlink" / "gsb" / "result.json").read_text())
     pcap_size = len(pcap)
     host = res["host_of"]
     assert host["gsa"] == host["s0"] == host["s1"] != host["gsb"] == host["s2"] == host["s3"]
@@ -340,6 +346,11 @@ def test_a_bundle_between_hosts_takes_cgrs_route(bed2: Bed) -> None:
     # the cross-host link s0–s3, captured on s0's host, came back with the run: the
     # bundle's TCPCL session over it (TLS is off when links are captured, as on one host)
     assert pcap_size > 24 and b"across hosts" in pcap, pcap_size
+    # the app on the other host: its telemetry reached the coordinator, its files came back
+    app_events = [e["payload"]["event"] for e in events
+                  if e["topic"].endswith("/app/downlink/gsb")]
+    assert app_events[:1] == ["start"] and "stop" in app_events, app_events
+    assert app_result["tiles_received"] == 0
     assert _runs_left(bed) == []
 
 
