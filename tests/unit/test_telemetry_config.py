@@ -130,3 +130,15 @@ def test_a_cluster_hosts_access_is_by_tcp_and_round_trips_without_a_socket() -> 
 def test_a_cluster_broker_listens_on_the_underlay_address(tmp_path: Path) -> None:
     text = Broker("demo1", tcp_port=18831, tcp_host="10.9.0.1").config_text(tmp_path, "x")
     assert "listener 18831 10.9.0.1" in text.splitlines()
+
+
+def test_a_cluster_hosts_broker_bridges_only_the_runs_topics_out(tmp_path: Path) -> None:
+    coordinator = BrokerAccess("", "netemu", "s3cret", "run7", tcp_port=40001,
+                               tcp_host="10.9.0.1")
+    lines = Broker("run7", bridge_to=coordinator).config_text(tmp_path, "x").splitlines()
+    assert "address 10.9.0.1:40001" in lines
+    assert "remote_username netemu" in lines and "remote_password s3cret" in lines
+    assert [ln for ln in lines if ln.startswith("topic ")] == ["topic netemu/run7/# out 1"]
+    # its only listener is the socket, which the node namespaces reach
+    assert [ln for ln in lines if ln.startswith("listener ")] == [
+        f"listener 0 {tmp_path / 'mqtt.sock'}"]
