@@ -59,8 +59,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no live status")
     add_view_args(p)
     p.add_argument("--cluster", metavar="ADDRESS", help="spread the run over a Ray cluster "
-                   "(ADDRESS of its head, or auto: the one this machine is a node of); links "
-                   "and IP routes, no agents yet (docs/cluster.md)")
+                   "(ADDRESS of its head, or auto: the one this machine is a node of): links, "
+                   "IP routes and with --agents bundle agents (docs/cluster.md)")
+    p.add_argument("--agents", action="store_true",
+                   help="with --cluster: a bundle agent in every node (the scenario's "
+                   "routing:, traffic:, apps:, capture:), telemetry and their files in a "
+                   "run directory (--out)")
+    p.add_argument("--out", type=Path, metavar="DIR",
+                   help="with --agents: the run directory (default runs/<name>-<time>)")
     p.set_defaults(func=run)
 
 
@@ -89,6 +95,11 @@ def run(args: argparse.Namespace) -> int:
                   "(netemu test and netemu demo run them)", file=sys.stderr)
         faults = [f for f in faults if f.kind in EMULATOR_KINDS]
     ipr, route_function = _ip_routing(args, source)
+    if args.agents and not args.cluster:
+        raise InputError("--agents goes with --cluster (netemu test and netemu demo run "
+                         "agents on one machine)", field="--agents")
+    if args.out and not args.agents:
+        raise InputError("--out is the run directory of --cluster --agents", field="--out")
     if args.cluster:
         if args.view:
             raise InputError("--view and --cluster: a run spread over a cluster has no live "
@@ -171,6 +182,47 @@ def _run_cluster(args: argparse.Namespace, plan: ContactPlan, source: PlanSource
             "time_scale": scale, "start_s": args.start_s, "duration_s": args.duration_s,
             "tick_s": args.tick_s, "relay_workers": args.relay_workers,
             "relay_gso": args.relay_gso}
+    agents: dict[str, Any] | None = None
+    run_dir: Path | None = None
+    apps: list[Any] = []
+    if args.agents:
+        import json
+
+        from netemu.run.runner import routing_config, traffic_table
+        from netemu.run.telemetry_config import parse_telemetry
+
+        sc = source.scenario
+        agents = {"routing": {"algorithm": "cgr"}, "window_start_s": args.start_s,
+                  "window_end_s": end}
+        if sc is not None:  # as a local run reads the scenario's sections
+            tel = parse_telemetry(sc.section("telemetry"))
+            agents.update(routing=routing_config(sc.section("routing")),
+                          counters_s=tel.counters_s,
+                          bundle_events=tel.bundle_events_for(len(plan.nodes)),
+                          max_bundle_events=tel.max_bundle_events)
+            if sc.traffic is not None:
+                agents["traffic_json"] = json.dumps(traffic_table(sc.traffic, plan).to_obj(),
+                                                    separators=(",", ":"))
+            if sc.sections.get("capture") is not None:
+                from netemu.run.capture import parse_capture_section
+
+                caps = parse_capture_section(sc.sections["capture"], source=str(sc.path))
+                for n in {n for link in caps for n in link} - set(plan.nodes):
+                    raise sc.section("capture").error(f"no node named {n!r}")
+                agents["captures"] = caps
+            if sc.sections.get("apps"):  # each on its node's host (netemu.run.cluster_apps)
+                from netemu.run.apps import NodeInfo, find_apps_dir, plan_apps
+
+                infos = [NodeInfo(x.name, "satellite") for x in sc.satellites]
+                infos += [NodeInfo(g.name, "ground") for g in sc.ground_stations]
+                apps = plan_apps(sc.section("apps"), infos,
+                                 apps_dir=find_apps_dir(Path(args.scenario).parent))
+        name = sc.name if sc is not None else Path(args.scenario).stem
+        run_dir = (args.out or Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+                   ).resolve()
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise InputError("output directory exists and is not empty; pick another with "
+                             "--out", source=str(run_dir))
     cl = Cluster(args.cluster)
 
     def on_term(*_a: object) -> None:
@@ -183,13 +235,21 @@ def _run_cluster(args: argparse.Namespace, plan: ContactPlan, source: PlanSource
         print(f"netemu run {run}: {len(plan.nodes)} nodes over {len(cl.hosts)} hosts "
               f"({', '.join(h['addr'] for h in cl.hosts)}); IP routing "
               f"{'on' if routes else 'off'}", flush=True)
-        part = cl.start(plan, run=run, opts=opts, plane_of=planes.get)
+        part = cl.start(plan, run=run, opts=opts, plane_of=planes.get, agents=agents,
+                        run_dir=run_dir, apps=apps)
         summary = cl.summary()
         reg.create({"cluster": summary, "hosts": cl.run_names})
         offs = max(abs(o) for o in cl.offsets_s.values())
         print(f"up: nodes by host {part.loads()}, {len(part.cross_links)} cross-host links; "
               f"clocks within {offs * 1e3:.3f} ms, underlay {cl.underlay_s * 1e3:.3f} ms one "
               f"way (subtracted)", flush=True)
+        if run_dir is not None:
+            print(f"agents: {len(plan.nodes)} ready, {len(apps)} app instances; telemetry "
+                  f"and their files into {run_dir}", flush=True)
+        if cl.late_s > 0:
+            print(f"netemu run: WARNING: the last host was up {cl.late_s:.1f} s (wall) after "
+                  "the scenario clock started: the window's start ran without all of it",
+                  file=sys.stderr, flush=True)
         cl.wait(cl.start_wall + (end - args.start_s) / scale)
     except ClusterError as e:
         print(f"netemu run: {e}", file=sys.stderr)
@@ -197,9 +257,13 @@ def _run_cluster(args: argparse.Namespace, plan: ContactPlan, source: PlanSource
     except KeyboardInterrupt:
         print("\ninterrupted: tearing down", file=sys.stderr)
     finally:
-        cl.stop()
+        cl.stop()  # with agents: their files gathered into run_dir
+        if run_dir is not None and cl.hosts:
+            cl.record(run_dir / "run.json")
         reg.remove()
         signal.signal(signal.SIGTERM, old)
+    if run_dir is not None:
+        print(f"run directory: {run_dir} (netemu report {run_dir})")
     print("down")
     return 0
 

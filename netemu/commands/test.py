@@ -4,7 +4,8 @@ Each scenario runs as an emulation (its ``emulation.test`` profile when it has o
 its ``emulation:`` window, shortened with --duration-s); its metrics are checked against
 its expectations, and with --baseline DIR against a stored run's within the tolerances
 of its ``baseline:`` items (--update-baseline stores this run instead); a summary is
-printed and JUnit XML written (--junit). -j N runs N scenarios at once. The exit status
+printed and JUnit XML written (--junit). -j N runs N scenarios at once; --cluster ADDRESS
+runs them over the hosts of a Ray cluster, one per host at a time. The exit status
 is 1 when any expectation failed or a run failed, 0 when all passed.
 """
 
@@ -18,6 +19,7 @@ import sys
 import time
 import traceback
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from dataclasses import replace as dc_replace
@@ -58,6 +60,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="write this run's baseline into --baseline DIR instead of comparing")
     p.add_argument("-j", "--jobs", type=int, default=1, metavar="N",
                    help="run N scenarios at once (each in its own netemu process)")
+    p.add_argument("--cluster", metavar="ADDRESS",
+                   help="run the scenarios on the hosts of this Ray cluster (auto: the one "
+                   "this machine is a node of), one at a time on each; every host needs "
+                   "them at the same paths (docs/cluster.md)")
     add_view_args(p)
     p.set_defaults(func=_cmd_test)
 
@@ -88,6 +94,9 @@ def _cmd_test(args: argparse.Namespace) -> int:
         raise InputError(f"-j must be ≥ 1, got {args.jobs}")
     if args.view and args.jobs > 1:
         raise InputError("--view shows one run at a time: leave out -j")
+    if args.cluster and (args.view or args.jobs > 1):
+        raise InputError("--cluster runs one scenario per host at a time: leave out --view "
+                         "and -j", field="--cluster")
     if os.geteuid() != 0:
         raise NetemuError("the emulation builds network namespaces: run as root "
                    "(sudo .venv/bin/netemu ..., or sudo scripts/dev run)")
@@ -116,6 +125,8 @@ def _cmd_test(args: argparse.Namespace) -> int:
         if not p.expectations and not checks and cmp is None:
             print(f"netemu test: {sc}: no expect: section (nothing to check; it still runs)")
         runs.append((sc, run, p, checks, cmp))
+    if args.cluster:
+        return _on_cluster(args, parent, [sc for sc, *_ in runs])
     if args.jobs > 1 and len(runs) > 1:
         return _parallel(args, parent, [sc for sc, *_ in runs])
     docs, failed_total, problems = [], 0, 0
@@ -259,6 +270,21 @@ def _baseline(args: argparse.Namespace, sc: Path, p: Any, checks: list[Any],
     return baseline_mod.compare(checks, stored, metrics, where=f" in {args.baseline}")
 
 
+def _child_flags(args: argparse.Namespace, i: int) -> list[str]:
+    """The options a scenario's own ``netemu test`` process gets (-j, --cluster)."""
+    argv: list[str] = []
+    for flag, value in (("--duration-s", args.duration_s), ("--time-scale", args.time_scale),
+                        ("--routing", args.routing), ("--ip-routing", args.ip_routing),
+                        # absolute: a host of --cluster runs it from another directory
+                        ("--baseline", args.baseline.resolve() if args.baseline else None),
+                        ("--run-name", f"{args.run_name}{i}" if args.run_name else None)):
+        if value is not None:
+            argv += [flag, str(value)]
+    argv += ["--no-report"] if args.no_report else []
+    argv += ["--update-baseline"] if args.update_baseline else []
+    return argv
+
+
 def _parallel(args: argparse.Namespace, parent: Path, scenarios: list[Path]) -> int:
     """Each scenario in its own ``netemu test`` process, ``args.jobs`` at a time; their
     output goes to ``<out>/<scenario file>.log`` (printed as each ends), their JUnit is
@@ -269,14 +295,7 @@ def _parallel(args: argparse.Namespace, parent: Path, scenarios: list[Path]) -> 
         junit = parent / f"{sc.stem}.junit.xml"
         log = parent / f"{sc.stem}.log"
         argv = [sys.executable, "-m", "netemu", "test", str(sc), "--out", str(parent),
-                "--junit", str(junit)]
-        for flag, value in (("--duration-s", args.duration_s), ("--time-scale", args.time_scale),
-                            ("--routing", args.routing), ("--baseline", args.baseline),
-                            ("--run-name", f"{args.run_name}{i}" if args.run_name else None)):
-            if value is not None:
-                argv += [flag, str(value)]
-        argv += ["--no-report"] if args.no_report else []
-        argv += ["--update-baseline"] if args.update_baseline else []
+                "--junit", str(junit), *_child_flags(args, i)]
         with open(log, "wb") as out:
             rc = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL).returncode
@@ -287,6 +306,24 @@ def _parallel(args: argparse.Namespace, parent: Path, scenarios: list[Path]) -> 
     print(f"netemu test: {len(scenarios)} scenarios, {args.jobs} at a time", flush=True)
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         results = list(pool.map(lambda a: one(*a), enumerate(scenarios)))
+    return _collect(args, results)
+
+
+def _on_cluster(args: argparse.Namespace, parent: Path, scenarios: list[Path]) -> int:
+    """Each scenario as a ``netemu test`` process on a host of the Ray cluster, one at a
+    time on each host (netemu.run.cluster_suite); run directories and logs under
+    ``parent``, JUnit merged."""
+    from netemu.run.cluster_suite import run_suite
+
+    results = run_suite(args.cluster, scenarios,
+                        [_child_flags(args, i) for i in range(len(scenarios))], parent,
+                        echo=lambda s: print(s, flush=True))
+    return _collect(args, results)
+
+
+def _collect(args: argparse.Namespace,
+             results: Sequence[tuple[Path, int | None, str | None]]) -> int:
+    """The scenario processes' JUnit merged (one that wrote none is an error)."""
     docs, problems, failed = [], 0, 0
     for sc, rc, doc in results:
         if doc is None:

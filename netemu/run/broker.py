@@ -5,7 +5,8 @@ The broker is mosquitto listening on a Unix socket, so a client in any emulated 
 network namespace shares the filesystem) reaches it without crossing, or loading, the
 emulated links. Authentication is always on: each run gets its own random credentials, and
 an ACL confines them to the run's topics ``netemu/<run>/#``. An optional TCP listener on
-127.0.0.1 (same credentials) serves dashboards in the root namespace. Clients
+127.0.0.1 (same credentials) serves dashboards in the root namespace; a cluster run puts
+it on the coordinator's underlay address, for the agents on the other hosts. Clients
 (:class:`~netemu.runtime.telemetry.Telemetry`, ``SyncPublisher``) live in
 :mod:`netemu.runtime.telemetry`.
 
@@ -72,11 +73,16 @@ class Broker:
         *,
         log_path: Path | None = None,
         tcp_port: int | None = None,
+        tcp_host: str = "127.0.0.1",
         state_dir: Path | None = None,
+        bridge_to: BrokerAccess | None = None,
     ) -> None:
         self.run = check_run_name(run)
         self.log_path = log_path
         self.tcp_port = tcp_port
+        self.tcp_host = tcp_host  # a cluster run's: the coordinator's underlay address
+        # another host of a cluster run: the run's topics go on to the coordinator's broker
+        self.bridge_to = bridge_to
         self._state_dir_arg = state_dir
         self.state_dir: Path | None = None
         self.access: BrokerAccess | None = None
@@ -113,7 +119,16 @@ class Broker:
             f"listener 0 {state_dir / 'mqtt.sock'}",
         ]
         if self.tcp_port is not None:
-            lines.append(f"listener {self.tcp_port} 127.0.0.1")
+            lines.append(f"listener {self.tcp_port} {self.tcp_host}")
+        b = self.bridge_to
+        if b is not None and b.tcp_host:  # every message of the run, on to the coordinator
+            lines += [f"connection netemu-{self.run}-{secrets.token_hex(3)}",
+                      f"address {b.tcp_host}:{b.tcp_port or 1883}",
+                      f"remote_username {b.username}",
+                      f"remote_password {b.password}",
+                      f"topic {TOPIC_ROOT}/{self.run}/# out 1",
+                      "cleansession true",
+                      "restart_timeout 1 5"]
         return "\n".join(lines) + "\n"
 
     def start(self, timeout_s: float = 10.0) -> BrokerAccess:

@@ -11,7 +11,10 @@ coordinator then, once:
   smallest delay of a link that crosses hosts;
 - splits the nodes (:mod:`netemu.plan.partition`) and hands every host its share with the
   plan; each actor builds its nodes, its tunnels to the others and its relay, and drives
-  its links from the same plan, its scenario clock starting at the same wall time.
+  its links from the same plan, its scenario clock starting at the same wall time;
+- with agents, runs the broker, the recorder and the CA, and each actor starts the node
+  hosts of its own nodes (:mod:`netemu.run.cluster_agents`); at the end every host's
+  agent files come back through Ray into the coordinator's run directory.
 
 Ray is imported only here, when a cluster run starts (the ``cluster`` extra).
 """
@@ -36,12 +39,18 @@ from netemu.emulator.tunnels import HostShare, smallest_link_delay_s
 from netemu.errors import InputError, NetemuError
 from netemu.plan.contacts import ContactPlan
 from netemu.plan.partition import HostCapacity, Partition, partition
+from netemu.run.cluster_agents import AgentSettings, HostAgents, RunTelemetry, unpack_host_dir
+from netemu.run.cluster_apps import HostApps
+from netemu.runtime.telemetry import BrokerAccess
 
 MAX_CLOCK_OFFSET_S = 1e-3
 """Hosts whose clocks differ from the coordinator's by more than this are refused."""
 CLOCK_SAMPLES = 15
 START_LEAD_S = 2.0
 """The scenario clock starts this long after the last host is built (all at once)."""
+AGENT_LEAD_S = 5.0
+AGENT_LEAD_S_PER_NODE = 0.05
+"""With agents, the clock starts later by this plus this per node of the largest share."""
 
 _RTT = re.compile(r"= ([\d.]+)/([\d.]+)/([\d.]+)/")
 
@@ -96,6 +105,8 @@ class HostAgent:
 
     def __init__(self) -> None:
         self.emu: Emulation | None = None
+        self.agents: HostAgents | None = None
+        self.apps: HostApps | None = None
 
     def info(self) -> dict[str, Any]:
         import psutil
@@ -114,13 +125,36 @@ class HostAgent:
         return parse_ping_min_s(p.stdout)
 
     def start(self, plan_json: str, share: dict[str, Any], run: str, start_wall: float,
-              opts: dict[str, Any]) -> dict[str, float]:
+              opts: dict[str, Any], agents: dict[str, Any] | None = None,
+              apps: list[Any] | None = None) -> dict[str, float]:
         plan = ContactPlan.from_json(plan_json, source="cluster plan")
         hs = HostShare(share["index"], share["host_of"], share["addrs"],
                        share["underlay_delay_s"])
         self.emu = Emulation(plan, share=hs, run_name=run, start_wall=start_wall, **opts)
         self.emu.start()
-        return dict(self.emu.timings)
+        timings = dict(self.emu.timings)
+        if agents is not None:  # this host's nodes' agents, in plan order
+            t0 = time.monotonic()
+            mine = [n for n in plan.nodes if share["host_of"][n] == share["index"]]
+            self.agents = HostAgents(self.emu, plan, AgentSettings.from_obj(agents),
+                                     self.emu.registry.path / "rundir")
+            self.agents.start(mine)
+            self.agents.wait_ready()
+            timings["agents_up_s"] = time.monotonic() - t0
+            here = [i for i in apps or [] if share["host_of"].get(i.node) == share["index"]]
+            if here:  # this host's nodes' app instances, with a bridged broker of its own
+                t0 = time.monotonic()
+                s = self.agents.settings
+                self.apps = HostApps(self.emu, self.agents.rd.path, BrokerAccess(**s.broker))
+                self.apps.start(here, self.agents.sockets, window_start_s=s.window_start_s,
+                                window_end_s=s.window_end_s)
+                timings["apps_up_s"] = time.monotonic() - t0
+        return timings
+
+    def agent_socket(self, node: str) -> str:
+        """The app socket of ``node``'s agent (a path on this host)."""
+        assert self.agents is not None
+        return self.agents.sockets[node]
 
     def run_cmd(self, node: str, argv: list[str], timeout: float = 60) -> tuple[int, str]:
         assert self.emu is not None
@@ -150,11 +184,22 @@ class HostAgent:
                 "nodes": len(self.emu.net.host_ns) if self.emu.net else 0,
                 "up_s": self.emu.timings.get("up_s", 0.0)}
 
-    def stop(self) -> dict[str, float]:
-        if self.emu is None:
-            return {}
-        out = self.emu.stop()
-        self.emu = None
+    def stop(self) -> dict[str, Any]:
+        """Agents, then the emulation; the agents' files packed (``files``) for the
+        coordinator, before the emulation's registry entry (which holds them) goes."""
+        out: dict[str, Any] = {}
+        if self.apps is not None:
+            self.apps.stop()
+            self.apps = None
+        if self.agents is not None:
+            try:
+                self.agents.stop()
+                out["files"] = self.agents.pack()
+            finally:
+                self.agents = None
+        if self.emu is not None:
+            out.update(self.emu.stop())
+            self.emu = None
         return out
 
 
@@ -172,6 +217,10 @@ class Cluster:
     run_names: list[str] = field(default_factory=list)
     start_wall: float = 0.0
     layout: Layout | None = None
+    telemetry: RunTelemetry | None = None
+    run_dir: Path | None = None  # the hosts' agent files are gathered here at stop()
+    gathered: dict[int, list[str]] = field(default_factory=dict)  # host → nodes gathered
+    late_s: float = 0.0  # how long after the scenario clock's start the last host was up
 
     def connect(self) -> Cluster:
         try:
@@ -201,6 +250,9 @@ class Cluster:
             return ray.get(refs)
         except ray.exceptions.RayActorError as e:
             raise ClusterError(f"a host was lost while {what}: {e}") from e
+        except ray.exceptions.RayTaskError as e:  # the actor's own error, e.g. agents not up
+            cause = getattr(e, "cause", None) or e
+            raise ClusterError(f"a host failed while {what}: {cause}") from e
 
     def measure(self) -> None:
         """Clock offsets (refused beyond the bound) and the underlay's one-way delay."""
@@ -220,8 +272,15 @@ class Cluster:
         self.underlay_s = max(one_way)
 
     def start(self, plan: ContactPlan, *, run: str = "c", opts: dict[str, Any] | None = None,
-              plane_of: Callable[[str], Any] | None = None) -> Partition:
-        """Split ``plan`` over the hosts and build it: one actor per host."""
+              plane_of: Callable[[str], Any] | None = None,
+              agents: dict[str, Any] | None = None, run_dir: Path | None = None,
+              apps: list[Any] | None = None) -> Partition:
+        """Split ``plan`` over the hosts and build it: one actor per host. ``agents``
+        (:meth:`RunTelemetry.start`'s keywords: ``routing``, ``window_start_s``, ...)
+        runs a bundle agent in every node, with telemetry into ``run_dir``; ``apps``
+        (:class:`~netemu.run.apps.AppInstance`, with agents) run on their nodes' hosts."""
+        if apps and agents is None:
+            raise ValueError("apps need agents")
         if not self.actors:
             self.connect()
         if not self.offsets_s:
@@ -239,12 +298,31 @@ class Cluster:
         addrs = [h["addr"] for h in self.hosts]
         plan_json = plan.to_json()
         self.run_names = [f"{run}h{i}" for i in range(len(self.actors))]
-        start_wall = self.start_wall = time.time() + START_LEAD_S + 0.5 * len(plan.nodes) / 100
+        lead_s = START_LEAD_S + 0.5 * len(plan.nodes) / 100
+        settings = None
+        if agents is not None:
+            import ray
+
+            if run_dir is None:
+                raise ValueError("agents need a run directory")
+            self.run_dir = Path(run_dir)
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "plan.json").write_text(plan_json)  # as a local run's
+            self.telemetry = RunTelemetry(run, self.run_dir, ray.util.get_node_ip_address())
+            settings = self.telemetry.start(**agents).to_obj()
+            lead_s += AGENT_LEAD_S + AGENT_LEAD_S_PER_NODE * max(self.part.loads())
+        start_wall = self.start_wall = time.time() + lead_s
+        if self.telemetry is not None:
+            o = opts or {}
+            self.telemetry.t0_wall = start_wall
+            self.telemetry.time_scale = float(o.get("time_scale", 1.0))
         refs = [a.start.remote(plan_json, {"index": i, "host_of": self.part.host_of,
                                            "addrs": addrs, "underlay_delay_s": self.underlay_s},
-                               self.run_names[i], start_wall, opts or {})
+                               self.run_names[i], start_wall, opts or {}, settings,
+                               apps or None)
                 for i, a in enumerate(self.actors)]
         self.timings = self._get(refs, "building its share")
+        self.late_s = max(0.0, time.time() - start_wall)
         return self.part
 
     def wait(self, wall_s: float, *, check_every_s: float = 1.0) -> None:
@@ -279,6 +357,11 @@ class Cluster:
         actor = self.actors[self.host_of(node)]
         return self._get(actor.run_cmd.remote(node, argv, timeout), f"running in {node}")
 
+    def agent_socket(self, node: str) -> str:
+        """The app socket of ``node``'s agent, a path on the host that holds ``node``."""
+        actor = self.actors[self.host_of(node)]
+        return self._get(actor.agent_socket.remote(node), f"asking for {node}'s socket")
+
     def summary(self) -> dict[str, Any]:
         """What run.json records of the cluster."""
         return {"hosts": [{k: h[k] for k in ("addr", "hostname", "cores", "memory_bytes")}
@@ -299,11 +382,24 @@ class Cluster:
         run_json.write_text(json.dumps(doc, indent=1) + "\n")
 
     def stop(self) -> None:
+        """Every host's agents and share stopped, their agent files gathered into
+        ``run_dir`` (a host that cannot answer is left out), then the broker."""
         import ray
 
+        refs = []
         for a in self.actors:
             with contextlib.suppress(Exception):
-                ray.get(a.stop.remote(), timeout=60)
+                refs.append(a.stop.remote())
+        for i, ref in enumerate(refs):
+            try:
+                out = ray.get(ref, timeout=120)
+            except Exception:  # noqa: BLE001 - a lost host; `netemu clean` on it
+                continue
+            if self.run_dir is not None and out.get("files"):
+                self.gathered[i] = unpack_host_dir(out["files"], self.run_dir, i)
+        if self.telemetry is not None:
+            self.telemetry.stop()
+            self.telemetry = None
         for a in self.actors:
             with contextlib.suppress(Exception):
                 ray.kill(a)

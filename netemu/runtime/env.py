@@ -36,7 +36,7 @@ __all__ = [
     "NETEMU_BASE_IMAGE", "NETEMU_BP_SOCKET", "NETEMU_BUNDLE_EVENTS", "NETEMU_CLOCK_FILE",
     "NETEMU_COMPUTE_OPS_PER_S",
     "NETEMU_COUNTERS_S", "NETEMU_DTN_SOCKET", "NETEMU_EPOCH",
-    "NETEMU_HOST_OPS_PER_S", "NETEMU_MQTT_PASSWORD", "NETEMU_MQTT_SOCKET",
+    "NETEMU_HOST_OPS_PER_S", "NETEMU_MQTT_HOST", "NETEMU_MQTT_PASSWORD", "NETEMU_MQTT_SOCKET",
     "NETEMU_MQTT_TCP_PORT", "NETEMU_MQTT_USER", "NETEMU_NODE", "NETEMU_NODE_ADDR",
     "NETEMU_REGISTRY_DIR", "NETEMU_RUN", "NETEMU_RUN_DIR", "NETEMU_SOCKET_DIR", "NETEMU_T0_S",
     "NETEMU_T0_WALL", "NETEMU_TIME_SCALE", "NETEMU_TLE_LINE1", "NETEMU_TLE_LINE2",
@@ -87,6 +87,9 @@ NETEMU_MQTT_PASSWORD = "NETEMU_MQTT_PASSWORD"
 NETEMU_MQTT_TCP_PORT = "NETEMU_MQTT_TCP_PORT"
 """TCP port of the broker's optional listener on 127.0.0.1 (root namespace only); unset
 when there is none."""
+NETEMU_MQTT_HOST = "NETEMU_MQTT_HOST"
+"""Address of the broker's TCP listener, for clients on another host of a cluster run
+(they connect there, to ``NETEMU_MQTT_TCP_PORT``, instead of the Unix socket)."""
 NETEMU_COUNTERS_S = "NETEMU_COUNTERS_S"
 """Bundle agents: scenario seconds between two ``counters/<node>`` messages (the
 scenario's ``telemetry.counters_s``); ``0`` turns them off. Unset: every
@@ -143,7 +146,7 @@ ALL_NAMES: tuple[str, ...] = (
     NETEMU_EPOCH, NETEMU_TIME_SCALE, NETEMU_T0_WALL, NETEMU_T0_S, NETEMU_CLOCK_FILE,
     NETEMU_DTN_SOCKET, NETEMU_BP_SOCKET,
     NETEMU_MQTT_SOCKET, NETEMU_MQTT_USER, NETEMU_MQTT_PASSWORD, NETEMU_MQTT_TCP_PORT,
-    NETEMU_COUNTERS_S, NETEMU_BUNDLE_EVENTS,
+    NETEMU_MQTT_HOST, NETEMU_COUNTERS_S, NETEMU_BUNDLE_EVENTS,
     NETEMU_APP, NETEMU_APP_DIR, NETEMU_APP_PARAMS, NETEMU_WINDOW_START_S, NETEMU_WINDOW_END_S,
     NETEMU_APP_MODEL, NETEMU_COMPUTE_OPS_PER_S, NETEMU_HOST_OPS_PER_S,
     NETEMU_TLE_LINE1, NETEMU_TLE_LINE2,
@@ -151,7 +154,8 @@ ALL_NAMES: tuple[str, ...] = (
 )
 """Every variable netemu reads or writes."""
 
-_MQTT_NAMES = (NETEMU_RUN, NETEMU_MQTT_SOCKET, NETEMU_MQTT_USER, NETEMU_MQTT_PASSWORD)
+_MQTT_NAMES = (NETEMU_RUN, NETEMU_MQTT_USER, NETEMU_MQTT_PASSWORD)
+"""These and the socket or the TCP host say where the broker is."""
 
 
 def registry_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -207,8 +211,8 @@ class HostEnv:
     when its variable is not set), so the same code also runs outside netemu.
 
     ``clock`` is set when both ``NETEMU_EPOCH`` and ``NETEMU_T0_WALL`` are; ``mqtt`` when
-    all of ``NETEMU_RUN``, ``NETEMU_MQTT_SOCKET``, ``NETEMU_MQTT_USER`` and
-    ``NETEMU_MQTT_PASSWORD`` are.
+    all of ``NETEMU_RUN``, ``NETEMU_MQTT_USER``, ``NETEMU_MQTT_PASSWORD`` and
+    ``NETEMU_MQTT_SOCKET`` (or ``NETEMU_MQTT_HOST``) are.
     """
 
     run: str | None = None
@@ -249,7 +253,8 @@ class HostEnv:
         clock = None
         if env.get(NETEMU_EPOCH) and env.get(NETEMU_T0_WALL):
             clock = ScenarioClock.from_env(env)
-        mqtt = BrokerAccess.from_env(env) if all(env.get(k) for k in _MQTT_NAMES) else None
+        mqtt = (BrokerAccess.from_env(env) if all(env.get(k) for k in _MQTT_NAMES)
+                and (env.get(NETEMU_MQTT_SOCKET) or env.get(NETEMU_MQTT_HOST)) else None)
         params = None
         raw = env.get(NETEMU_APP_PARAMS)
         if raw:

@@ -28,6 +28,7 @@ from typing import Any
 from netemu.errors import InputError, NetemuError
 from netemu.runtime.clock import DTN_EPOCH, ScenarioClock
 from netemu.runtime.env import (
+    NETEMU_MQTT_HOST,
     NETEMU_MQTT_PASSWORD,
     NETEMU_MQTT_SOCKET,
     NETEMU_MQTT_TCP_PORT,
@@ -50,13 +51,21 @@ class TelemetryError(NetemuError):
 
 @dataclass(frozen=True)
 class BrokerAccess:
-    """How a client reaches the run's broker: socket path, credentials, run name."""
+    """How a client reaches the run's broker: socket path, credentials, run name; with
+    ``tcp_host`` (a cluster run's agents on other hosts) by TCP to ``tcp_host:tcp_port``
+    instead of the socket."""
 
     socket_path: str
     username: str
     password: str
     run: str
     tcp_port: int | None = None
+    tcp_host: str | None = None
+
+    @property
+    def where(self) -> str:
+        """Where clients of this access connect, for messages."""
+        return f"{self.tcp_host}:{self.tcp_port}" if self.tcp_host else self.socket_path
 
     @property
     def topic_prefix(self) -> str:
@@ -66,12 +75,15 @@ class BrokerAccess:
         """The environment variables a process in a host needs to publish."""
         env = {
             NETEMU_RUN: self.run,
-            NETEMU_MQTT_SOCKET: self.socket_path,
             NETEMU_MQTT_USER: self.username,
             NETEMU_MQTT_PASSWORD: self.password,
         }
+        if self.socket_path:
+            env[NETEMU_MQTT_SOCKET] = self.socket_path
         if self.tcp_port is not None:
             env[NETEMU_MQTT_TCP_PORT] = str(self.tcp_port)
+        if self.tcp_host is not None:
+            env[NETEMU_MQTT_HOST] = self.tcp_host
         return env
 
     @classmethod
@@ -80,11 +92,10 @@ class BrokerAccess:
         ``os.environ``); :class:`TelemetryError` names any that is missing, and a
         malformed port is an :class:`InputError`."""
         env = os.environ if env is None else env
-        missing = [
-            k
-            for k in (NETEMU_RUN, NETEMU_MQTT_SOCKET, NETEMU_MQTT_USER, NETEMU_MQTT_PASSWORD)
-            if not env.get(k)
-        ]
+        host = env.get(NETEMU_MQTT_HOST) or None
+        needed = (NETEMU_RUN, NETEMU_MQTT_USER, NETEMU_MQTT_PASSWORD) + (
+            () if host else (NETEMU_MQTT_SOCKET,))
+        missing = [k for k in needed if not env.get(k)]
         if missing:
             raise TelemetryError(
                 "telemetry: environment variables not set: "
@@ -95,12 +106,16 @@ class BrokerAccess:
         if port and not port.isdigit():
             raise InputError(f"not a port number: {port!r}", source="environment",
                              field=NETEMU_MQTT_TCP_PORT)
+        if host and not port:
+            raise InputError(f"{NETEMU_MQTT_HOST} is set, so a port is needed",
+                             source="environment", field=NETEMU_MQTT_TCP_PORT)
         return cls(
-            socket_path=env[NETEMU_MQTT_SOCKET],
+            socket_path=env.get(NETEMU_MQTT_SOCKET, ""),
             username=env[NETEMU_MQTT_USER],
             password=env[NETEMU_MQTT_PASSWORD],
             run=env[NETEMU_RUN],
             tcp_port=int(port) if port else None,
+            tcp_host=host,
         )
 
 
@@ -124,7 +139,7 @@ def _paho_client(access: BrokerAccess, client_id: str | None):
     c = mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2,
         client_id=client_id or f"netemu-{os.getpid()}-{secrets.token_hex(4)}",
-        transport="unix",
+        transport="tcp" if access.tcp_host else "unix",
     )
     c.username_pw_set(access.username, access.password)
     return c
@@ -146,13 +161,16 @@ def _connect_sync(client: Any, access: BrokerAccess, timeout_s: float) -> None:
     client.on_connect = on_connect
     client.on_disconnect = on_disconnect
     try:
-        client.connect(access.socket_path, 1883, keepalive=30)  # port unused on unix
+        if access.tcp_host:
+            client.connect(access.tcp_host, access.tcp_port or 1883, keepalive=30)
+        else:
+            client.connect(access.socket_path, 1883, keepalive=30)  # port unused on unix
     except OSError as e:
-        raise TelemetryError(f"cannot reach MQTT broker at {access.socket_path}: {e}") from e
+        raise TelemetryError(f"cannot reach MQTT broker at {access.where}: {e}") from e
     client.loop_start()
     if not done.wait(timeout_s):
         client.loop_stop()
-        raise TelemetryError(f"no answer from MQTT broker at {access.socket_path}")
+        raise TelemetryError(f"no answer from MQTT broker at {access.where}")
     rc = result.get("rc")
     if rc is None or getattr(rc, "is_failure", False) or (isinstance(rc, int) and rc != 0):
         client.loop_stop()
@@ -224,18 +242,19 @@ class Telemetry:
 
         if self._client is not None:
             return
+        a = self.access
         client = aiomqtt.Client(
-            self.access.socket_path,
-            1883,  # unused with the unix transport
-            username=self.access.username,
-            password=self.access.password,
+            a.tcp_host or a.socket_path,
+            (a.tcp_port or 1883) if a.tcp_host else 1883,  # unused with the unix transport
+            username=a.username,
+            password=a.password,
             identifier=self.client_id,
-            transport="unix",
+            transport="tcp" if a.tcp_host else "unix",
         )
         try:
             await client.__aenter__()
         except aiomqtt.MqttError as e:
-            raise TelemetryError(f"MQTT broker at {self.access.socket_path}: {e}") from e
+            raise TelemetryError(f"MQTT broker at {a.where}: {e}") from e
         self._client = client
 
     async def publish(self, topic_suffix: str, payload: Mapping[str, Any], qos: int = 1) -> None:

@@ -33,6 +33,27 @@ RAY_PORT = 6379
 UNDERLAY_MTU = 1600  # VXLAN adds 50 bytes to the emulated links' 1500
 
 
+def cgroup_mount_commands(mounts: str | None = None) -> list[str]:
+    """Shell commands that mount the cgroup file systems under /sys/fs/cgroup as this
+    machine has them (``/proc/self/mounts``: a tmpfs with v1 hierarchies, or cgroup2)."""
+    if mounts is None:
+        mounts = Path("/proc/self/mounts").read_text()
+    cmds: list[str] = []
+    for line in mounts.splitlines():
+        parts = line.split()
+        if len(parts) < 4 or not parts[1].startswith("/sys/fs/cgroup"):
+            continue
+        _dev, where, fstype, opts = parts[:4]
+        if fstype not in ("tmpfs", "cgroup", "cgroup2"):
+            continue
+        keep = [o for o in opts.split(",") if o not in ("rw", "ro", "relatime", "nosuid",
+                                                         "nodev", "noexec")
+                and not o.startswith(("mode=", "size=", "nr_inodes=", "uid=", "gid="))]
+        o = f" -o {','.join(keep)}" if keep and fstype == "cgroup" else ""
+        cmds.append(f"mkdir -p {where} && mount -t {fstype}{o} {fstype} {where}")
+    return cmds
+
+
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["ip", *args], check=check, capture_output=True, text=True)
 
@@ -101,8 +122,14 @@ class Bed:
             argv += ["--head", f"--port={RAY_PORT}", "--include-dashboard=false"]
         else:
             argv += [f"--address={self.address}"]
+        # `ip netns exec` gives the host a /sys of its own, without the cgroup file
+        # systems: mount them again there, as the machine has them, so that the Ray
+        # node's processes (apps in cgroups) find them as on a real host
+        # (best effort: where it cannot mount them, the apps' cgroups fail, not Ray)
+        script = "".join(f"({c}) 2>/dev/null || true; " for c in cgroup_mount_commands())
+        script += 'exec "$@"'
         t0 = time.monotonic()
-        p = self.exec(h.index, argv, timeout=120)
+        p = self.exec(h.index, ["sh", "-c", script, "sh", *argv], timeout=120)
         self.ray_start_s.append(time.monotonic() - t0)
         if p.returncode != 0:
             raise RuntimeError(f"ray start on {h.ns} failed: {p.stdout[-2000:]}{p.stderr[-2000:]}")

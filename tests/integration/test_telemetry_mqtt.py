@@ -136,3 +136,58 @@ def test_connections_without_the_run_credentials_are_refused(tmp_path, broker) -
     assert [e["payload"]["event"] for e in read_events(events)] == ["ok"]
     # the socket and password file are not world-accessible
     assert os.stat(Path(access.socket_path).parent).st_mode & 0o007 == 0
+
+
+def test_clients_on_another_host_publish_over_tcp(tmp_path, broker) -> None:
+    """A cluster run's agents reach the coordinator's broker by TCP (NETEMU_MQTT_HOST),
+    with the run's credentials; the socket path is not theirs to use."""
+    b, access = broker
+    tcp = dataclasses.replace(access, socket_path="", tcp_host="127.0.0.1")
+    events = tmp_path / "events.jsonl"
+    rec = Recorder(access, events)
+    rec.start()
+    try:
+        pub = SyncPublisher(tcp)
+        pub.publish("bundle/s1", {"event": "sent", "t_s": 1.0})
+        pub.close()
+
+        async def send() -> None:
+            async with Telemetry(tcp) as t:
+                await t.publish("bundle/s2", {"event": "received", "t_s": 2.0})
+
+        asyncio.run(send())
+        _wait(lambda: rec.count >= 2)
+        with pytest.raises(TelemetryError, match="(?i)not authori[sz]ed|refused"):
+            SyncPublisher(dataclasses.replace(tcp, password="wrong"))
+    finally:
+        rec.stop()
+    assert sorted(e["topic"].rsplit("/", 1)[1] for e in read_events(events)) == ["s1", "s2"]
+
+
+def test_a_hosts_bridged_broker_passes_the_runs_messages_on(tmp_path, broker) -> None:
+    """Apps on another host of a cluster run publish to their host's broker (its socket,
+    reachable from the node namespaces); it bridges the run's topics to the
+    coordinator's."""
+    b, access = broker
+    tcp = dataclasses.replace(access, socket_path="", tcp_host="127.0.0.1")
+    events = tmp_path / "events.jsonl"
+    rec = Recorder(access, events)
+    rec.start()
+    local = Broker(access.run, log_path=tmp_path / "local.log", bridge_to=tcp)
+    la = local.start()
+    try:
+        assert la.password != access.password  # the host's own credentials
+        deadline = time.monotonic() + 15
+        n = 0
+        while rec.count == 0 and time.monotonic() < deadline:  # until the bridge is up
+            pub = SyncPublisher(la)
+            pub.publish("app/downlink/gsb", {"event": "start", "t_s": float(n)})
+            pub.close()
+            n += 1
+            time.sleep(0.2)
+        _wait(lambda: rec.count >= 1)
+    finally:
+        local.stop()
+        rec.stop()
+    got = read_events(events)
+    assert got and got[0]["topic"] == f"{access.topic_prefix}/app/downlink/gsb"

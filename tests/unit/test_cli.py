@@ -74,3 +74,19 @@ def test_run_cluster_without_ray_running_says_how_to_start_it(
     assert rc != 0
     err = capsys.readouterr().err
     assert "--cluster auto: no Ray cluster to join" in err and "ray start --head" in err
+
+
+def test_agents_and_out_only_go_with_a_cluster_run(capsys: pytest.CaptureFixture[str],
+                                                   tmp_path: Path) -> None:
+    tiny = Path(__file__).resolve().parents[2] / "topologies/tiny.yaml"
+    assert main(["run", str(tiny), "--agents", "--duration-s", "60"]) != 0
+    assert "--agents goes with --cluster" in capsys.readouterr().err
+    assert main(["run", str(tiny), "--cluster", "auto", "--out", str(tmp_path / "r"),
+                 "--duration-s", "60"]) != 0
+    assert "--out is the run directory of --cluster --agents" in capsys.readouterr().err
+
+
+def test_test_cluster_refuses_view_and_jobs(capsys: pytest.CaptureFixture[str]) -> None:
+    tiny = Path(__file__).resolve().parents[2] / "topologies/tiny.yaml"
+    assert main(["test", str(tiny), str(tiny), "--cluster", "auto", "-j", "2"]) != 0
+    assert "--cluster runs one scenario per host at a time" in capsys.readouterr().err

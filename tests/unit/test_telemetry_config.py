@@ -106,3 +106,39 @@ def test_bad_telemetry_section_names_file_line_and_key(body: str, msg: str) -> N
     with pytest.raises(InputError, match=msg) as e:
         parse_telemetry(_section("name: x\ntelemetry:\n" + body))
     assert "s.yaml" in str(e.value) and ":3" in str(e.value)
+
+
+def test_a_cluster_hosts_access_is_by_tcp_and_round_trips_without_a_socket() -> None:
+    from netemu.runtime.env import HostEnv
+
+    a = BrokerAccess("", "netemu", "s3cret", "run7", tcp_port=40001, tcp_host="10.9.0.1")
+    env = a.env()
+    assert "NETEMU_MQTT_SOCKET" not in env
+    assert env["NETEMU_MQTT_HOST"] == "10.9.0.1" and env["NETEMU_MQTT_TCP_PORT"] == "40001"
+    assert BrokerAccess.from_env(env) == a
+    assert HostEnv.from_env(env).mqtt == a  # what a node host reads
+    assert a.where == "10.9.0.1:40001"
+    with pytest.raises(InputError, match="NETEMU_MQTT_TCP_PORT"):
+        BrokerAccess.from_env({k: v for k, v in env.items() if k != "NETEMU_MQTT_TCP_PORT"})
+    # neither a socket nor a host: telemetry is off for HostEnv, an error for from_env
+    no_where = {k: v for k, v in env.items() if k != "NETEMU_MQTT_HOST"}
+    assert HostEnv.from_env(no_where).mqtt is None
+    with pytest.raises(TelemetryError, match="NETEMU_MQTT_SOCKET"):
+        BrokerAccess.from_env(no_where)
+
+
+def test_a_cluster_broker_listens_on_the_underlay_address(tmp_path: Path) -> None:
+    text = Broker("demo1", tcp_port=18831, tcp_host="10.9.0.1").config_text(tmp_path, "x")
+    assert "listener 18831 10.9.0.1" in text.splitlines()
+
+
+def test_a_cluster_hosts_broker_bridges_only_the_runs_topics_out(tmp_path: Path) -> None:
+    coordinator = BrokerAccess("", "netemu", "s3cret", "run7", tcp_port=40001,
+                               tcp_host="10.9.0.1")
+    lines = Broker("run7", bridge_to=coordinator).config_text(tmp_path, "x").splitlines()
+    assert "address 10.9.0.1:40001" in lines
+    assert "remote_username netemu" in lines and "remote_password s3cret" in lines
+    assert [ln for ln in lines if ln.startswith("topic ")] == ["topic netemu/run7/# out 1"]
+    # its only listener is the socket, which the node namespaces reach
+    assert [ln for ln in lines if ln.startswith("listener ")] == [
+        f"listener 0 {tmp_path / 'mqtt.sock'}"]
