@@ -49,6 +49,19 @@ def test_a_new_time_scale_reaches_every_clock_of_the_run_without_a_jump(tmp_path
     assert other.wall_at(other.now_s(w) + 500.0) == pytest.approx(w + 0.5)
 
 
+def stopped(pid: int, wait_s: float = 2.0) -> bool:
+    """Whether the process shows as stopped within ``wait_s`` (a SIGSTOP just sent can
+    take a moment to show on a loaded machine)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "T":
+                return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+
+
 def test_a_paused_run_stays_paused_at_a_new_scale_and_resumes_at_it(tmp_path: Path) -> None:
     msgs: list[dict[str, Any]] = []
     sleeper = subprocess.Popen(["sleep", "30"])
@@ -58,8 +71,7 @@ def test_a_paused_run_stays_paused_at_a_new_scale_and_resumes_at_it(tmp_path: Pa
         t = pc.clock.now_s()
         assert pc.set_scale(2.0)
         assert pc.clock.paused and pc.clock.now_s(time.time() + 100) == t
-        with open(f"/proc/{sleeper.pid}/stat") as f:
-            assert f.read().split()[2] == "T"  # still stopped
+        assert stopped(sleeper.pid)  # still stopped
         assert pc.resume()
         assert pc.clock.scale_now() == 2.0 and not pc.clock.paused
         assert pc.clock.now_s(time.time() + 10) == pytest.approx(t + 20, abs=0.5)
