@@ -680,8 +680,9 @@ def reassign(windows: list[tuple[int, int, float, float]], st_cap: list[int],
     instants waits for the next; a link chosen again continues as one contact.
 
     ``pick="starlink"``: a station with an antenna limit instead draws its satellites
-    (seeded by ``seed`` and the instant) among those in view with a free beam, weighted by
-    elevation sine and never one it holds while another is free, so that it changes
+    (seeded by ``seed`` and the instant) among those in view with a free beam that stay in
+    view until the next instant, weighted by elevation sine and never one it holds while
+    another is free, so that it changes
     satellite at every instant as measured Starlink terminals do (a station with no limit
     takes all in view)."""
     ws = sorted(windows, key=lambda w: w[2])
@@ -770,7 +771,9 @@ def _draw(active: list[tuple[int, int, float, float]], el: list[float], st_cap: 
             cand = [k for k in ks if free(active[k][1])]
             if not cand:
                 break
-            pool = [k for k in cand if active[k][1] not in held] or cand
+            # a satellite that stays in view for the whole slot, not the held one
+            stay = [k for k in cand if active[k][3] >= e2 - 1e-9] or cand
+            pool = [k for k in stay if active[k][1] not in held] or stay
             k = rng.choices(pool, [max(el[k], 1e-6) for k in pool])[0]
             take(k)
             ks.remove(k)
