@@ -1532,8 +1532,8 @@ def access_samples(smp: tuple[tuple[float, float], ...], a: float, b: float,
     fixed part and one seeded draw for the contact) and, when ``gap_s`` > 0, a handover
     hold: the delay starts ``gap_s`` higher and falls to the light time over ``gap_s``, so
     that a frame sent at ``a`` + x leaves at ``a`` + ``gap_s`` + light time — every frame
-    sent during the gap is held and released at its end, in order (the emulator never
-    delivers a frame before an earlier one on the same direction)."""
+    sent during the gap is held and released at its end (in order with the relay shaper,
+    which never delivers a frame before an earlier one of the same direction)."""
     extra = station.access_delay_s
     if station.access_delay_var_s > 0:
         extra += random.Random(f"{seed}:{station.name}:{a:.3f}").uniform(
