@@ -3,6 +3,7 @@ behind the gateway (topologies/starlink-access.yaml), every 20 ms, through the e
 
     sudo .venv/bin/python bench/bench_starlink_rtt.py [--duration-s 240] [--interval-s 0.02]
         [--terminal ut-seattle] [--png docs/img/starlink-rtt.png] [--json]
+        [--scenario topologies/starlink-access-calibrated.yaml]
 
 Prints the RTT percentiles, the loss, the instants where the RTT steps (and whether they
 fall on the 15 s slots at :12/:27/:42/:57), the size of each step and of the largest
