@@ -1482,14 +1482,16 @@ def _compute_plan(scenario: Scenario, start_s: float, duration_s: float,
                                      scenario.schedule.rate_sample_s, eph.t0_s, weather)
         if progress:
             progress("light-time samples", done["v"])
-        handovers = _handover_starts(gw, stations)
         gap_s = scenario.schedule.handover_gap_s
+        handovers = _handover_starts(gw, stations) if gap_s > 0 else set()
         for (g, s, a, b), (smp, rmax), rs in zip(gw, samples, rates, strict=True):
             rate = mean_rate_bps(rs, a, b) if rs else gsl_model.contact_rate(rmax)
             owlt = rmax / C_KM_S
-            smp = access_samples(smp, a, b, stations[g], scenario.schedule.handover_seed,
-                                 gap_s if (g, s, a) in handovers else 0.0)
-            owlt = max(owlt, max((v for _t, v in smp), default=0.0))
+            smp2 = access_samples(smp, a, b, stations[g], scenario.schedule.handover_seed,
+                                  gap_s if (g, s, a) in handovers else 0.0)
+            if smp2 is not smp:
+                smp = smp2
+                owlt = max(owlt, max((v for _t, v in smp), default=0.0))
             st, sat = stations[g].name, names[s]
             contacts.append(Contact(sat, st, a, b, rate, owlt, "gsl", gsl_model.loss, 1.0, smp,
                                     rs))
@@ -1517,12 +1519,12 @@ def _handover_starts(gw: list[tuple[int, int, float, float]], stations: list[Gro
                      ) -> set[tuple[int, int, float]]:
     """(station, satellite, start) of the links of one-antenna stations that begin where
     the station's link to another satellite ends: a satellite change."""
-    ends: dict[int, list[tuple[float, int]]] = {}
+    ends: dict[tuple[int, int], set[int]] = {}  # (station, end in µs) → satellites
     for g, s, _a, b in gw:
         if stations[g].max_links == 1:
-            ends.setdefault(g, []).append((b, s))
+            ends.setdefault((g, round(b * 1e6)), set()).add(s)
     return {(g, s, a) for g, s, a, _b in gw if stations[g].max_links == 1
-            and any(abs(b - a) < 1e-6 and s2 != s for b, s2 in ends.get(g, ()))}
+            and ends.get((g, round(a * 1e6)), set()) - {s}}
 
 
 def access_samples(smp: tuple[tuple[float, float], ...], a: float, b: float,
@@ -1538,7 +1540,7 @@ def access_samples(smp: tuple[tuple[float, float], ...], a: float, b: float,
     if station.access_delay_var_s > 0:
         extra += random.Random(f"{seed}:{station.name}:{a:.3f}").uniform(
             0.0, station.access_delay_var_s)
-    if not smp:
+    if not smp or (extra == 0 and gap_s <= 0):
         return smp
     out = [(t, v + extra) for t, v in smp]
     gap = min(gap_s, b - a)
