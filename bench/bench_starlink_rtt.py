@@ -3,6 +3,7 @@ behind the gateway (topologies/starlink-access.yaml), every 20 ms, through the e
 
     sudo .venv/bin/python bench/bench_starlink_rtt.py [--duration-s 240] [--interval-s 0.02]
         [--terminal ut-seattle] [--png docs/img/starlink-rtt.png] [--json]
+        [--scenario topologies/starlink-access-calibrated.yaml]
 
 Prints the RTT percentiles, the loss, the instants where the RTT steps (and whether they
 fall on the 15 s slots at :12/:27/:42/:57), the size of each step and of the largest
@@ -52,15 +53,19 @@ def transmitted(out: str) -> int:
 
 
 def path_rtt_s(plan: ContactPlan, terminal: str, gateway: str, host: str, t: float) -> float:
-    """The plan's round trip at ``t``: terminal → satellite → gateway → host and back."""
+    """The plan's round trip for a packet sent at ``t``: terminal → satellite → gateway →
+    host and back, each link's delay taken when the packet reaches it (a link that holds
+    frames at a handover holds the request, not also the reply)."""
     up = [c for c in plan.contacts if c.start_s <= t < c.end_s]
     sat = next(c.dst for c in up if c.src == terminal)
-    one_way = 0.0
-    for a, b in ((terminal, sat), (sat, gateway), (gateway, host)):
-        fwd = next(c for c in up if c.src == a and c.dst == b)
-        back = next(c for c in up if c.src == b and c.dst == a)
-        one_way += fwd.owlt_at(t) + back.owlt_at(t)
-    return one_way
+    hops = [(terminal, sat), (sat, gateway), (gateway, host)]
+    now = t
+    for a, b in hops + [(b, a) for a, b in reversed(hops)]:
+        ab = [c for c in plan.contacts if c.src == a and c.dst == b]
+        c = next((c for c in ab if c.start_s <= now < c.end_s), None) or \
+            next(c for c in ab if c.start_s <= t < c.end_s)
+        now += c.owlt_at(min(now, c.end_s))
+    return now - t
 
 
 def handovers(plan: ContactPlan, terminal: str, start: float, end: float) -> list[float]:
@@ -169,7 +174,7 @@ def draw(path: str, t: np.ndarray, rtt: np.ndarray, plan_rtt: np.ndarray, ho: li
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [1.9, 1.1]})
     a.plot(t, rtt, ".", ms=1.5, color="tab:blue", label="ping (emulated)")
-    a.plot(t, plan_rtt, "-", lw=0.8, color="black", label="plan (light time)")
+    a.plot(t, plan_rtt, "-", lw=0.8, color="black", label="plan (light time + access delays)")
     for k, h in enumerate(ho):
         a.axvline(h, color="tab:red", lw=0.6, ls=":", label="satellite change" if k == 0 else None)
     a.set_xlabel("scenario time (s)")

@@ -159,6 +159,10 @@ class GroundStation:
     """A ground station: WGS84 geodetic position, elevation mask, tracking capacity.
 
     ``max_links`` is how many satellites it can track at once (antennas); 0 = no limit.
+    ``access_delay_s`` / ``access_delay_var_s``: a user terminal's access scheduling
+    delay, added to the light time of each of its satellite links (both ways): the fixed
+    part plus a seeded draw, uniform in [0, var], once per contact (with the ``starlink``
+    handover policy a contact is one reassignment slot, so the delay steps each slot).
     """
 
     name: str
@@ -174,6 +178,8 @@ class GroundStation:
     """False: a host on the ground with no satellite links (an internet server reached
     over ``wired`` links only)."""
     wired: tuple[WiredLink, ...] = ()
+    access_delay_s: float = 0.0
+    access_delay_var_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -188,7 +194,13 @@ class ScheduleConfig:
     ``netemu.plan.schedule.apply_tracking_limits`` and ``reassign``); ``reassign_s``: the
     global reassignment period of the ``reassign`` policy, whose instants are
     ``reassign_offset_s`` + k × ``reassign_s`` from the epoch (Starlink's at :12, :27, :42
-    and :57 past each minute: offset 12 from an epoch on a whole minute).
+    and :57 past each minute: offset 12 from an epoch on a whole minute). The ``starlink``
+    policy reassigns at the same instants but picks each terminal's satellite by a seeded
+    draw (``handover_seed``) among those in view, weighted by elevation and never the one
+    it holds while another is in view. ``handover_gap_s``: at each satellite change of a
+    station with ``max_links: 1`` the new link holds the frames sent in its first
+    ``handover_gap_s`` and releases them at its end, in order (no buffer limit: nothing
+    is lost; see ``netemu.plan.schedule.access_samples``).
     """
 
     step_s: float = 30.0
@@ -198,6 +210,8 @@ class ScheduleConfig:
     handover: str = "longest-remaining"
     reassign_s: float = 15.0
     reassign_offset_s: float = 0.0
+    handover_seed: int = 1
+    handover_gap_s: float = 0.0
 
 
 @dataclass
@@ -327,7 +341,7 @@ WALKER_KEYS = (
 )
 GROUP_KEYS = ("walker", "tle", "omm", "name_prefix", "isl", "plane_tolerance_deg", "max_gsl")
 STATION_KEYS = ("name", "lat_deg", "lon_deg", "alt_m", "min_elevation_deg", "max_links", "ipn",
-                "trajectory", "gsl", "wired")
+                "trajectory", "gsl", "wired", "access_delay_s", "access_delay_var_s")
 WIRED_KEYS = ("to", "delay_s", "rate_bps", "loss")
 TRAJECTORY_KEYS = ("waypoints", "csv", "legs")
 ISL_KEYS = ("topology", "seam", "max_range_km", "earth_clearance_km", "cross_plane_max_lat_deg",
@@ -336,8 +350,8 @@ LINK_KEYS = ("rate_bps", "budget", "loss")
 BUDGET_KEYS = ("frequency_hz", "eirp_dbw", "gt_dbk", "bandwidth_hz", "other_losses_db",
                "efficiency", "max_rate_bps", "modcod", "rolloff", "zenith_atmos_db")
 SCHEDULE_KEYS = ("step_s", "gsl_sample_s", "isl_sample_s", "rate_sample_s", "handover",
-                 "reassign_s", "reassign_offset_s")
-HANDOVER_POLICIES = ("longest-remaining", "max-elevation", "sticky", "reassign")
+                 "reassign_s", "reassign_offset_s", "handover_seed", "handover_gap_s")
+HANDOVER_POLICIES = ("longest-remaining", "max-elevation", "sticky", "reassign", "starlink")
 
 
 def _parse_isl(f: Fields, base: IslConfig) -> IslConfig:
@@ -499,6 +513,8 @@ def _parse_station(f: Fields, base_dir: Path = Path(".")) -> GroundStation:
         ipn=f.integer("ipn", default=None, lo=1),
         gsl=f.boolean("gsl", default=True) is not False,
         wired=tuple(_parse_wired(w) for w in f.items("wired")),
+        access_delay_s=f.number("access_delay_s", default=0.0, lo=0, hi=10),  # type: ignore[arg-type]
+        access_delay_var_s=f.number("access_delay_var_s", default=0.0, lo=0, hi=10),  # type: ignore[arg-type]
     )
 
 
@@ -600,6 +616,8 @@ def _parse_schedule(f: Fields) -> ScheduleConfig:
         handover=f.enum("handover", HANDOVER_POLICIES, default="longest-remaining"),  # type: ignore[arg-type]
         reassign_s=f.number("reassign_s", default=15.0, lo=1, hi=3600),  # type: ignore[arg-type]
         reassign_offset_s=f.number("reassign_offset_s", default=0.0, lo=0, hi=3600),  # type: ignore[arg-type]
+        handover_seed=f.integer("handover_seed", default=1, lo=0),  # type: ignore[arg-type]
+        handover_gap_s=f.number("handover_gap_s", default=0.0, lo=0, hi=10),  # type: ignore[arg-type]
     )
 
 

@@ -27,6 +27,7 @@ import gc
 import heapq
 import math
 import os
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -44,7 +45,7 @@ from netemu.plan.orbit import (
     stations_ecef,
     teme_to_ecef,
 )
-from netemu.plan.scenario import IslConfig, Scenario
+from netemu.plan.scenario import GroundStation, IslConfig, Scenario
 from netemu.plan.trajectory import Trajectory
 from netemu.plan.weather import Weather, build_weather
 
@@ -669,13 +670,21 @@ def _assign(windows: list[tuple[int, int, float, float]], st_cap: list[int],
 
 def reassign(windows: list[tuple[int, int, float, float]], st_cap: list[int],
              sat_cap: list[int], sin_el: SinEl, start_s: float, end_s: float,
-             every_s: float, offset_s: float = 0.0) -> list[tuple[int, int, float, float]]:
+             every_s: float, offset_s: float = 0.0, *, pick: str = "highest",
+             seed: int = 1) -> list[tuple[int, int, float, float]]:
     """A global scheduler that reassigns every link every ``every_s`` (Starlink's is
     15 s), at instants ``offset_s`` + k × ``every_s`` from the scenario epoch: at each,
     the station–satellite pairs in view are ranked by elevation and taken highest first
     while the station has an antenna and the satellite a beam free (0 = no limit); a link
     holds until the next instant or until it sets. A satellite that rises between two
-    instants waits for the next; a link chosen again continues as one contact."""
+    instants waits for the next; a link chosen again continues as one contact.
+
+    ``pick="starlink"``: a station with an antenna limit instead draws its satellites
+    (seeded by ``seed`` and the instant) among those in view with a free beam that stay in
+    view until the next instant, weighted by elevation sine and never one it holds while
+    another is free, so that it changes
+    satellite at every instant as measured Starlink terminals do (a station with no limit
+    takes all in view)."""
     ws = sorted(windows, key=lambda w: w[2])
     first = math.floor((start_s - offset_s) / every_s) * every_s + offset_s
     n = int(math.ceil((end_s - first) / every_s))
@@ -698,7 +707,11 @@ def reassign(windows: list[tuple[int, int, float, float]], st_cap: list[int],
             el = sin_el(g_a, s_a, np.full(len(active), e)).tolist()
             n_st: dict[int, int] = {}
             n_sat: dict[int, int] = {}
-            for k in sorted(range(len(active)), key=lambda k: (-el[k], active[k][1])):
+            if pick == "starlink":
+                chosen = _draw(active, el, st_cap, sat_cap, open_, e, e2,
+                               random.Random(f"{seed}:{e:.3f}"))
+            for k in (() if pick == "starlink" else
+                      sorted(range(len(active)), key=lambda k: (-el[k], active[k][1]))):
                 g, s_, _a, b_ = active[k]
                 cg, cs = st_cap[g], sat_cap[s_] if s_ < len(sat_cap) else 0
                 if (cg <= 0 or n_st.get(g, 0) < cg) and (cs <= 0 or n_sat.get(s_, 0) < cs):
@@ -722,6 +735,48 @@ def reassign(windows: list[tuple[int, int, float, float]], st_cap: list[int],
         out.append((g, s_, link[0], link[1]))
     out = [w for w in out if w[3] - w[2] >= MIN_CONTACT_S]
     out.sort(key=lambda w: (w[2], w[0], w[1]))
+    return out
+
+
+def _draw(active: list[tuple[int, int, float, float]], el: list[float], st_cap: list[int],
+          sat_cap: list[int], open_: dict[tuple[int, int], list[float]], e: float,
+          e2: float, rng: random.Random) -> list[tuple[int, int, float]]:
+    """The ``starlink`` pick at one instant (see :func:`reassign`): stations in index
+    order, each drawing up to its antenna limit."""
+    n_sat: dict[int, int] = {}
+    by_g: dict[int, list[int]] = {}
+    for k, w in enumerate(active):
+        by_g.setdefault(w[0], []).append(k)
+    out: list[tuple[int, int, float]] = []
+
+    def free(s_: int) -> bool:
+        cs = sat_cap[s_] if s_ < len(sat_cap) else 0
+        return cs <= 0 or n_sat.get(s_, 0) < cs
+
+    def take(k: int) -> None:
+        g, s_, _a, b_ = active[k]
+        n_sat[s_] = n_sat.get(s_, 0) + 1
+        out.append((g, s_, min(b_, e2)))
+
+    for g in sorted(by_g):
+        ks = sorted(by_g[g], key=lambda k: active[k][1])
+        cap = st_cap[g]
+        if cap <= 0:
+            for k in ks:
+                if free(active[k][1]):
+                    take(k)
+            continue
+        held = {s_ for (g2, s_), link in open_.items() if g2 == g and abs(link[1] - e) < 1e-9}
+        for _ in range(cap):
+            cand = [k for k in ks if free(active[k][1])]
+            if not cand:
+                break
+            # a satellite that stays in view for the whole slot, not the held one
+            stay = [k for k in cand if active[k][3] >= e2 - 1e-9] or cand
+            pool = [k for k in stay if active[k][1] not in held] or stay
+            k = rng.choices(pool, [max(el[k], 1e-6) for k in pool])[0]
+            take(k)
+            ks.remove(k)
     return out
 
 
@@ -1373,11 +1428,13 @@ def _compute_plan(scenario: Scenario, start_s: float, duration_s: float,
         progress("tracking limits", done["v"])
     sat_cap = [s.max_gsl for s in sats]
     policy = scenario.schedule.handover
-    if policy in ("max-elevation", "reassign") and gw:
+    if policy in ("max-elevation", "reassign", "starlink") and gw:
         sin_el = _sin_el_fn(scenario, eph)
-        if policy == "reassign":
+        if policy in ("reassign", "starlink"):
             gw = reassign(gw, cap, sat_cap, sin_el, start_s, t_end, scenario.schedule.reassign_s,
-                          scenario.schedule.reassign_offset_s)
+                          scenario.schedule.reassign_offset_s,
+                          pick="starlink" if policy == "starlink" else "highest",
+                          seed=scenario.schedule.handover_seed)
         else:
             gw = apply_tracking_limits(gw, cap, sat_cap, policy=policy, sin_el=sin_el)
     else:
@@ -1425,9 +1482,16 @@ def _compute_plan(scenario: Scenario, start_s: float, duration_s: float,
                                      scenario.schedule.rate_sample_s, eph.t0_s, weather)
         if progress:
             progress("light-time samples", done["v"])
+        gap_s = scenario.schedule.handover_gap_s
+        handovers = _handover_starts(gw, stations) if gap_s > 0 else set()
         for (g, s, a, b), (smp, rmax), rs in zip(gw, samples, rates, strict=True):
             rate = mean_rate_bps(rs, a, b) if rs else gsl_model.contact_rate(rmax)
             owlt = rmax / C_KM_S
+            smp2 = access_samples(smp, a, b, stations[g], scenario.schedule.handover_seed,
+                                  gap_s if (g, s, a) in handovers else 0.0)
+            if smp2 is not smp:
+                smp = smp2
+                owlt = max(owlt, max((v for _t, v in smp), default=0.0))
             st, sat = stations[g].name, names[s]
             contacts.append(Contact(sat, st, a, b, rate, owlt, "gsl", gsl_model.loss, 1.0, smp,
                                     rs))
@@ -1449,6 +1513,44 @@ def _compute_plan(scenario: Scenario, start_s: float, duration_s: float,
     if progress:
         progress("done", 1.0)
     return ContactPlan(scenario.epoch, plan_nodes(scenario), contacts, [], events)
+
+
+def _handover_starts(gw: list[tuple[int, int, float, float]], stations: list[GroundStation]
+                     ) -> set[tuple[int, int, float]]:
+    """(station, satellite, start) of the links of one-antenna stations that begin where
+    the station's link to another satellite ends: a satellite change."""
+    ends: dict[tuple[int, int], set[int]] = {}  # (station, end in µs) → satellites
+    for g, s, _a, b in gw:
+        if stations[g].max_links == 1:
+            ends.setdefault((g, round(b * 1e6)), set()).add(s)
+    return {(g, s, a) for g, s, a, _b in gw if stations[g].max_links == 1
+            and ends.get((g, round(a * 1e6)), set()) - {s}}
+
+
+def access_samples(smp: tuple[tuple[float, float], ...], a: float, b: float,
+                   station: GroundStation, seed: int, gap_s: float
+                   ) -> tuple[tuple[float, float], ...]:
+    """A ground link's light-time samples with the station's access delay added (its
+    fixed part and one seeded draw for the contact) and, when ``gap_s`` > 0, a handover
+    hold: the delay starts ``gap_s`` higher and falls to the light time over ``gap_s``, so
+    that a frame sent at ``a`` + x leaves at ``a`` + ``gap_s`` + light time — every frame
+    sent during the gap is held and released at its end (in order with the relay shaper,
+    which never delivers a frame before an earlier one of the same direction)."""
+    extra = station.access_delay_s
+    if station.access_delay_var_s > 0:
+        extra += random.Random(f"{seed}:{station.name}:{a:.3f}").uniform(
+            0.0, station.access_delay_var_s)
+    if not smp or (extra == 0 and gap_s <= 0):
+        return smp
+    out = [(t, v + extra) for t, v in smp]
+    gap = min(gap_s, b - a)
+    if gap > 0:
+        ts = [t for t, _v in out]
+        vs = [v for _t, v in out]
+        v0 = float(np.interp(a, ts, vs))
+        v1 = float(np.interp(a + gap, ts, vs))
+        out = [(a, v0 + gap), (a + gap, v1)] + [(t, v) for t, v in out if t > a + gap + 1e-9]
+    return tuple(out)
 
 
 def wired_contacts(scenario: Scenario, start_s: float, end_s: float) -> list[Contact]:

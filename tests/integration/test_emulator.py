@@ -552,3 +552,44 @@ def test_a_terminal_reaches_the_internet_host_through_a_satellite_and_the_gatewa
         expected = plan_rtt_ms(emu.now_s())
         assert rtts and abs(min(rtts) - expected) < 1.0, (t, rtts, expected)
         assert ping_rtts_ms(emu, "internet", "ut-seattle", count=3, interval=0.05)
+
+
+def test_a_calibrated_terminal_holds_pings_at_a_satellite_change(cleanup_check):
+    """topologies/starlink-access-calibrated.yaml across the satellite change at 42 s: the
+    pings sent in the new link's first 40 ms (`handover_gap_s`) come back that much late
+    (held, not lost), and a second later the round trip is the plan's again, access delay
+    and PoP detour included."""
+    from pathlib import Path
+
+    from netemu.plan.scenario import load_scenario
+    from netemu.plan.schedule import compute_plan
+
+    sc = load_scenario(Path(__file__).resolve().parents[2] / "topologies"
+                       / "starlink-access-calibrated.yaml")
+    plan = compute_plan(sc, start_s=27.0, duration_s=20.0)
+    sats = {c.dst: c.start_s for c in plan.contacts if c.src == "ut-seattle"}
+    assert sorted(sats.values()) == [27.0, 42.0]
+    emu = Emulation(plan, run_name="tecal", time_scale=1.0, start_s=40.0)
+    cleanup_check.append(emu)
+    emu.start()
+    emu.wait(until_s=41.0)
+    p = emu.popen("ut-seattle", ["ping", "-D", "-n", "-i", "0.01", "-w", "3", "-W", "1",
+                                 emu.node_addr("internet")], stdout=-1, stderr=-1, text=True)
+    out, _ = p.communicate(timeout=30)
+    clock = emu.clock
+    assert clock is not None
+    rows = [(clock.now_s(float(w) - float(r) / 1e3), float(r)) for w, r in
+            re.findall(r"^\[(\d+\.\d+)\].*time=([\d.]+) ms", out, re.M)]
+    held = [r for t, r in rows if 42.0 <= t < 42.02]
+    level = [r for t, r in rows if 42.5 <= t < 43.5]
+    assert held and level, out
+    hold = next(c for c in plan.contacts if c.src == "ut-seattle" and c.start_s == 42.0)
+    assert hold.owlt_at(42.0) - hold.owlt_at(42.04) == pytest.approx(0.04, abs=1e-3)
+    # sent 0-20 ms into the 40 ms gap: at least 20 ms late (timing slack below that)
+    assert max(held) - min(level) > 15.0, (held, level)
+    sat = next(s for s, t0 in sats.items() if t0 == 42.0)
+    legs = [("ut-seattle", sat), (sat, "gw-redmond"), ("gw-redmond", "internet")]
+    plan_ms = 1e3 * sum(c.owlt_at(43.0) for c in plan.contacts if c.start_s <= 43.0 < c.end_s
+                        and ((c.src, c.dst) in legs or (c.dst, c.src) in legs))
+    assert abs(min(level) - plan_ms) < 1.0, (level, plan_ms)
+    assert plan_ms > 25.0  # light time alone is under 12 ms
