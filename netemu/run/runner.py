@@ -496,6 +496,24 @@ class ScenarioRun:
 
     # --- the run itself --------------------------------------------------------------
 
+    def execute_on_cluster(self, address: str) -> RunResult:
+        """The run spread over the Ray cluster at ``address`` (netemu.run.cluster_scenario):
+        one actor per host builds its share, agents and apps; metrics, expectations and
+        the report from the gathered run directory, as for a local run."""
+        from netemu.run.cluster_scenario import check, run_prepared
+
+        p = self.prepared or self.prepare()
+        check(p)
+        if os.geteuid() != 0:
+            raise NetemuError("the emulation builds network namespaces: run as root (sudo)")
+        t0 = self._t0 = time.monotonic()
+        run = self.opts.run_name or _short_run_name()
+        result = RunResult(run_dir=self._run_dir(p.scenario).resolve(), run=run)
+        run_prepared(address, p, result, echo=self.echo)
+        self._finish(result, p)
+        result.wall_s = time.monotonic() - t0
+        return result
+
     def _run_dir(self, sc: Any) -> Path:
         if self.opts.out is not None:
             d = Path(self.opts.out)
