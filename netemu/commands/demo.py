@@ -110,12 +110,12 @@ def format_headline(result: RunResult) -> str:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    if args.cluster:
+        _check_cluster_args(args)
     if os.geteuid() != 0:
         raise NetemuError("the emulation builds network namespaces: run as root "
                    "(sudo .venv/bin/netemu ..., or sudo scripts/dev run)")
     scenario = Path(args.scenario) if args.scenario else find_default_scenario()
-    if args.cluster:
-        _check_cluster_args(args)
     opts = RunOptions(
         scenario=scenario,
         out=args.out,

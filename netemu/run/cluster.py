@@ -311,6 +311,7 @@ class Cluster:
             self.telemetry = RunTelemetry(run, self.run_dir, ray.util.get_node_ip_address())
             settings = self.telemetry.start(**agents).to_obj()
             lead_s += AGENT_LEAD_S + AGENT_LEAD_S_PER_NODE * max(self.part.loads())
+            lead_s += self.apps_lead_s(apps or [])
         start_wall = self.start_wall = time.time() + lead_s
         if self.telemetry is not None:
             o = opts or {}
@@ -324,6 +325,21 @@ class Cluster:
         self.timings = self._get(refs, "building its share")
         self.late_s = max(0.0, time.time() - start_wall)
         return self.part
+
+    def apps_lead_s(self, apps: list[Any]) -> float:
+        """Wall seconds the host slowest to start its apps needs (a host starts them
+        after its agents are up): as on one machine, by its containers, processes and
+        cores."""
+        from netemu.run.runner import app_bringup_s
+
+        assert self.part is not None
+        lead = 0.0
+        for i, h in enumerate(self.hosts):
+            here = [a for a in apps if self.part.host_of.get(a.node) == i]
+            containers = sum(1 for a in here if a.mode == "container")
+            lead = max(lead, app_bringup_s(containers, len(here) - containers,
+                                           cpus=int(h["cores"])))
+        return lead
 
     def wait(self, wall_s: float, *, check_every_s: float = 1.0) -> None:
         """Until wall time ``wall_s``, asking every host every ``check_every_s`` whether it

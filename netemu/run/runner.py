@@ -1117,14 +1117,15 @@ def agent_bringup_s(n_agents: int, n_hosts: int | None, n_sessions: int = 0) -> 
     return 3.0 + 0.06 * math.ceil(n_agents / n_hosts) + setup_s
 
 
-def app_bringup_s(n_containers: int, n_processes: int) -> float:
+def app_bringup_s(n_containers: int, n_processes: int, cpus: int | None = None) -> float:
     """Wall seconds to allow the apps to start before the window opens: about 2 s per
     container (podman and runc, then Python and onnxruntime imports under the app's CPU
     quota; podman serialises part of it) and 0.5 s per process app, shared among the
-    CPUs. Measured on 2 cores: 1.9 s for one container, alone, to load its ONNX model."""
+    CPUs (``cpus``, default this machine's). Measured on 2 cores: 1.9 s for one
+    container, alone, to load its ONNX model."""
     if n_containers + n_processes == 0:
         return 0.0
-    return (2.0 * n_containers + 0.5 * n_processes) / max(1, os.cpu_count() or 1)
+    return (2.0 * n_containers + 0.5 * n_processes) / max(1, cpus or os.cpu_count() or 1)
 
 
 def direct_links(layout: Any, nodes: set[str]
