@@ -9,15 +9,19 @@ where metrics, expectations and the report are computed as for a local run.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import signal
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace as dc_replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from netemu.errors import InputError
+from netemu.plan.faults import EMULATOR_KINDS, Fault
 from netemu.runtime.env import NETEMU_COMPUTE_OPS_PER_S, NETEMU_HOST_OPS_PER_S
 from netemu.runtime.rundir import RunDir
 
@@ -28,8 +32,10 @@ if TYPE_CHECKING:
 
 def refusal(p: Prepared) -> str | None:
     """Why ``p`` cannot run across hosts yet, or None."""
-    if p.faults:
-        return "the scenario's faults: run it on one machine"
+    crashes = [f.id for f in p.faults if f.kind not in EMULATOR_KINDS]
+    if crashes:
+        return (f"node_crash faults ({', '.join(crashes)}) restart agents from their stores: "
+                "run the scenario on one machine")
     if p.ip_routing.daemons or p.route_function is not None:
         return f"ip_routing {p.ip_routing.mode}: only oracle and none run across hosts"
     if p.window.shaper == "netem":
@@ -85,6 +91,46 @@ def agent_settings(p: Prepared) -> dict[str, Any]:
     return out
 
 
+class FaultNotices:
+    """The ``fault/<id>`` started and ended messages of a cluster run, published once, by
+    the coordinator, at the scheduled scenario times (every host applies the faults to its
+    own links from the same schedule; a local run's emulator publishes them as it applies
+    them)."""
+
+    def __init__(self, faults: list[Fault], access: Any, now_s: Callable[[], float],
+                 run: str) -> None:
+        self.events = sorted([(f.start_s, "started", f) for f in faults]
+                             + [(f.end_s, "ended", f) for f in faults
+                                if f.end_s is not None and math.isfinite(f.end_s)],
+                             key=lambda e: (e[0], e[1] != "ended"))
+        self.access, self.now_s, self.run = access, now_s, run
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="fault-notices", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        from netemu.run.runner import fault_message
+        from netemu.runtime.telemetry import SyncPublisher
+
+        pub = SyncPublisher(self.access, client_id=f"netemu-faults-{self.run}",
+                            clock=self.now_s)
+        try:
+            for t_s, what, fault in self.events:
+                while not self._stop.is_set() and self.now_s() < t_s:
+                    self._stop.wait(0.05)
+                if self._stop.is_set():
+                    return
+                pub.publish(*fault_message(fault, what, t_s))
+        finally:
+            pub.close()
+
+
 def run_prepared(address: str, p: Prepared, result: RunResult, *,
                  echo: Any = print) -> None:
     """Build ``p`` over the cluster at ``address``, run its window, gather the run
@@ -104,14 +150,15 @@ def run_prepared(address: str, p: Prepared, result: RunResult, *,
         "window": {"start_s": w.start_s, "duration_s": w.duration_s,
                    "time_scale": w.time_scale, "isl": w.isl},
         "routing": p.routing, "ip_routing": p.ip_routing.describe(),
-        "apps": [i.key for i in p.apps], "faults": [],
+        "apps": [i.key for i in p.apps], "faults": [f.to_obj() for f in p.faults],
         "started_utc": datetime.now(timezone.utc).isoformat(), "argv": sys.argv,
     }
     rd.run_json.write_text(json.dumps(meta, indent=1) + "\n")
     planes = {s.name: (s.group, s.plane) for s in p.scenario.satellites
               if s.plane is not None}
     opts = {"ip_routing": p.ip_routing.installs_routes, "time_scale": w.time_scale,
-            "start_s": w.start_s, "duration_s": w.duration_s, "tick_s": w.tick_s}
+            "start_s": w.start_s, "duration_s": w.duration_s, "tick_s": w.tick_s,
+            "faults": list(p.faults)}  # each host applies them to its own links
     t0 = time.monotonic()
     cl = Cluster(address)
 
@@ -119,6 +166,7 @@ def run_prepared(address: str, p: Prepared, result: RunResult, *,
         raise KeyboardInterrupt
 
     old = signal.signal(signal.SIGTERM, on_term)
+    notices: FaultNotices | None = None
     try:
         cl.connect()
         echo(f"netemu: {len(p.plan.nodes)} nodes over {len(cl.hosts)} hosts "
@@ -129,6 +177,9 @@ def run_prepared(address: str, p: Prepared, result: RunResult, *,
         echo(f"netemu: up in {time.monotonic() - t0:.1f} s: nodes by host {part.loads()}, "
              f"{len(part.cross_links)} cross-host links, {len(p.apps)} app instances; "
              f"underlay {cl.underlay_s * 1e3:.3f} ms one way (subtracted)")
+        if p.faults and cl.telemetry is not None and cl.telemetry.access is not None:
+            notices = FaultNotices(p.faults, cl.telemetry.access, cl.telemetry.now_s, run)
+            notices.start()
         if cl.late_s > 0:
             echo(f"netemu: WARNING: the last host was up {cl.late_s:.1f} s (wall) after the "
                  "window opened: its start ran without all of it")
@@ -141,6 +192,8 @@ def run_prepared(address: str, p: Prepared, result: RunResult, *,
         result.errors.append("interrupted")
         echo("netemu: interrupted: stopping the hosts, keeping what was measured")
     finally:
+        if notices is not None:
+            notices.stop()
         cl.stop()  # every host's files gathered into run_dir
         meta.update(errors=result.errors, interrupted=result.interrupted,
                     finished_utc=datetime.now(timezone.utc).isoformat(),
@@ -156,4 +209,4 @@ def run_prepared(address: str, p: Prepared, result: RunResult, *,
                              f"({', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''})")
 
 
-__all__ = ["agent_settings", "check", "refusal", "run_prepared", "with_compute"]
+__all__ = ["FaultNotices", "agent_settings", "check", "refusal", "run_prepared", "with_compute"]
