@@ -79,8 +79,8 @@ def _check_cluster_args(args: argparse.Namespace) -> None:
                                  ("--lead-s", args.lead_s),
                                  ("--shaper netem", args.shaper == "netem")) if on]
     if given:
-        raise InputError(f"--cluster: {', '.join(given)} do(es) not go with a run spread over "
-                         "hosts: leave it out (docs/cluster.md)", field="--cluster")
+        raise InputError(f"--cluster: leave out {', '.join(given)}: a run spread over hosts "
+                         "does not take it (docs/cluster.md)", field="--cluster")
 
 
 def find_default_scenario() -> Path:
