@@ -1,6 +1,6 @@
 """The flagship demo (``netemu demo --cluster auto``) over simulated hosts on this machine.
 
-    sudo .venv/bin/python bench/bench_cluster_demo.py [--hosts 2] [--full] [--json]
+    sudo .venv/bin/python bench/bench_cluster_demo.py [--hosts 2] [--full] [--keep DIR] [--json]
 
 The hosts are the test bed of tests/integration/cluster_bed.py (network namespaces on a
 bridge, each a Ray node); the demo runs on the head, by default its quick window
@@ -22,7 +22,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(hosts: int, full: bool) -> dict[str, Any]:
+def run(hosts: int, full: bool, keep: Path | None = None) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT / "tests/integration"))
     from cluster_bed import Bed
 
@@ -50,6 +50,11 @@ def run(hosts: int, full: bool) -> dict[str, Any]:
         exp = json.loads((run_dir / "expect.json").read_text())
         out["expectations_passed"] = exp.get("passed")
         out["expectations"] = [o.get("message") for o in exp.get("outcomes", [])]
+        if keep is not None:  # the bed's directory goes with it
+            import shutil
+
+            shutil.copytree(run_dir, keep, symlinks=True)
+            out["run_dir"] = str(keep)
     out["leftovers"] = bed.leftovers()
     return out
 
@@ -58,9 +63,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--hosts", type=int, default=2)
     ap.add_argument("--full", action="store_true", help="the whole window, not the quick one")
+    ap.add_argument("--keep", type=Path, metavar="DIR",
+                    help="copy the gathered run directory here (a new directory)")
     ap.add_argument("--json", action="store_true", help="one JSON object")
     a = ap.parse_args()
-    res = run(a.hosts, a.full)
+    res = run(a.hosts, a.full, a.keep)
     if a.json:
         print(json.dumps(res))
     else:
