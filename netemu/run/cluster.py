@@ -126,7 +126,7 @@ class HostAgent:
 
     def start(self, plan_json: str, share: dict[str, Any], run: str, start_wall: float,
               opts: dict[str, Any], agents: dict[str, Any] | None = None,
-              apps: list[Any] | None = None) -> dict[str, float]:
+              apps: list[Any] | None = None, app_grace_s: float = 5.0) -> dict[str, float]:
         plan = ContactPlan.from_json(plan_json, source="cluster plan")
         hs = HostShare(share["index"], share["host_of"], share["addrs"],
                        share["underlay_delay_s"])
@@ -145,7 +145,8 @@ class HostAgent:
             if here:  # this host's nodes' app instances, with a bridged broker of its own
                 t0 = time.monotonic()
                 s = self.agents.settings
-                self.apps = HostApps(self.emu, self.agents.rd.path, BrokerAccess(**s.broker))
+                self.apps = HostApps(self.emu, self.agents.rd.path, BrokerAccess(**s.broker),
+                                     stop_grace_s=app_grace_s)
                 self.apps.start(here, self.agents.sockets, window_start_s=s.window_start_s,
                                 window_end_s=s.window_end_s)
                 timings["apps_up_s"] = time.monotonic() - t0
@@ -274,11 +275,12 @@ class Cluster:
     def start(self, plan: ContactPlan, *, run: str = "c", opts: dict[str, Any] | None = None,
               plane_of: Callable[[str], Any] | None = None,
               agents: dict[str, Any] | None = None, run_dir: Path | None = None,
-              apps: list[Any] | None = None) -> Partition:
+              apps: list[Any] | None = None, app_grace_s: float = 5.0) -> Partition:
         """Split ``plan`` over the hosts and build it: one actor per host. ``agents``
         (:meth:`RunTelemetry.start`'s keywords: ``routing``, ``window_start_s``, ...)
         runs a bundle agent in every node, with telemetry into ``run_dir``; ``apps``
-        (:class:`~netemu.run.apps.AppInstance`, with agents) run on their nodes' hosts."""
+        (:class:`~netemu.run.apps.AppInstance`, with agents) run on their nodes' hosts,
+        each given ``app_grace_s`` to exit after SIGTERM at the end."""
         if apps and agents is None:
             raise ValueError("apps need agents")
         if not self.actors:
@@ -320,7 +322,7 @@ class Cluster:
         refs = [a.start.remote(plan_json, {"index": i, "host_of": self.part.host_of,
                                            "addrs": addrs, "underlay_delay_s": self.underlay_s},
                                self.run_names[i], start_wall, opts or {}, settings,
-                               apps or None)
+                               apps or None, app_grace_s)
                 for i, a in enumerate(self.actors)]
         self.timings = self._get(refs, "building its share")
         self.late_s = max(0.0, time.time() - start_wall)

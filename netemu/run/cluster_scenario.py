@@ -132,7 +132,7 @@ class FaultNotices:
 
 
 def run_prepared(address: str, p: Prepared, result: RunResult, *,
-                 echo: Any = print) -> None:
+                 echo: Any = print, app_grace_s: float = 5.0) -> None:
     """Build ``p`` over the cluster at ``address``, run its window, gather the run
     directory into ``result.run_dir`` (``run.json`` with the cluster's summary); problems
     go into ``result.errors``."""
@@ -173,7 +173,7 @@ def run_prepared(address: str, p: Prepared, result: RunResult, *,
              f"({', '.join(h['addr'] for h in cl.hosts)})")
         part = cl.start(p.plan, run=run, opts=opts, plane_of=planes.get,
                         agents=agent_settings(p), run_dir=run_dir,
-                        apps=with_compute(p.apps, p.scenario))
+                        apps=with_compute(p.apps, p.scenario), app_grace_s=app_grace_s)
         echo(f"netemu: up in {time.monotonic() - t0:.1f} s: nodes by host {part.loads()}, "
              f"{len(part.cross_links)} cross-host links, {len(p.apps)} app instances; "
              f"underlay {cl.underlay_s * 1e3:.3f} ms one way (subtracted)")

@@ -509,7 +509,7 @@ class ScenarioRun:
         t0 = self._t0 = time.monotonic()
         run = self.opts.run_name or _short_run_name()
         result = RunResult(run_dir=self._run_dir(p.scenario).resolve(), run=run)
-        run_prepared(address, p, result, echo=self.echo)
+        run_prepared(address, p, result, echo=self.echo, app_grace_s=self.opts.app_grace_s)
         self._finish(result, p)
         result.wall_s = time.monotonic() - t0
         return result
