@@ -15,7 +15,7 @@ from pathlib import Path
 from netemu.analysis import expect as expect_mod
 from netemu.commands._args import seconds
 from netemu.commands._view import add_view_args
-from netemu.errors import NetemuError
+from netemu.errors import InputError, NetemuError
 from netemu.run.runner import RunOptions, RunResult, ScenarioRun
 
 DEFAULT_SCENARIO = "topologies/three-body-12.yaml"
@@ -58,6 +58,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="also serve the run's MQTT on 127.0.0.1:PORT (same credentials)")
     p.add_argument("--run-name", help="short run name (1-8 lowercase letters/digits; names the "
                    "namespaces and MQTT topics); default: random")
+    p.add_argument("--cluster", metavar="ADDRESS",
+                   help="spread the run over a Ray cluster (ADDRESS of its head, or auto: the "
+                   "one this machine is a node of): agents and apps on their nodes' hosts, "
+                   "the run directory gathered here (docs/cluster.md)")
     add_view_args(p)
     p.set_defaults(func=_cmd_demo)
 
@@ -66,6 +70,17 @@ def _agent_hosts(text: str) -> str:
     if text in ("per-node", "auto") or (text.isdigit() and int(text) >= 1):
         return text
     raise argparse.ArgumentTypeError(f"per-node, auto or a whole number ≥ 1, got {text!r}")
+
+
+def _check_cluster_args(args: argparse.Namespace) -> None:
+    """The options a run spread over hosts does not take, refused before anything runs."""
+    given = [opt for opt, on in (("--view", args.view), ("--mqtt-port", args.mqtt_port),
+                                 ("--agent-hosts", args.agent_hosts),
+                                 ("--lead-s", args.lead_s),
+                                 ("--shaper netem", args.shaper == "netem")) if on]
+    if given:
+        raise InputError(f"--cluster: leave out {', '.join(given)}: a run spread over hosts "
+                         "does not take it (docs/cluster.md)", field="--cluster")
 
 
 def find_default_scenario() -> Path:
@@ -95,6 +110,8 @@ def format_headline(result: RunResult) -> str:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    if args.cluster:
+        _check_cluster_args(args)
     if os.geteuid() != 0:
         raise NetemuError("the emulation builds network namespaces: run as root "
                    "(sudo .venv/bin/netemu ..., or sudo scripts/dev run)")
@@ -127,7 +144,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
           f"contacts; window {w.start_s:g}-{w.end_s:g} s at x{w.time_scale:g} "
           f"(~{w.wall_s / 60:.1f} min of wall time){'' if w.isl else ', ISLs disabled'}; "
           f"{len(p.apps)} app instances", flush=True)
-    result = run.execute()
+    result = run.execute_on_cluster(args.cluster) if args.cluster else run.execute()
     print("", flush=True)
     print(format_headline(result), flush=True)
     if p.expectations and result.metrics is not None:

@@ -104,11 +104,11 @@ def run(args: argparse.Namespace) -> int:
         if args.view:
             raise InputError("--view and --cluster: a run spread over a cluster has no live "
                              "view yet; leave out --view (docs/view.md)", field="--view")
-        if faults or args.cli or args.shaper == "netem" or ipr.daemons or route_function:
-            raise InputError("--cluster: faults, --cli, --shaper netem and ip_routing frr, bird or "
+        if args.cli or args.shaper == "netem" or ipr.daemons or route_function:
+            raise InputError("--cluster: --cli, --shaper netem and ip_routing frr, bird or "
                              "plugin are not supported across hosts yet (docs/cluster.md)",
                              field="cluster")
-        return _run_cluster(args, plan, source, scale, ipr.installs_routes)
+        return _run_cluster(args, plan, source, scale, ipr.installs_routes, faults)
     emu = Emulation(plan, shaper=args.shaper, time_scale=scale,
                     ip_routing=ipr.installs_routes, route_function=route_function,
                     frr=FrrSettings.of(ipr) if ipr.daemons else None,
@@ -165,10 +165,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_cluster(args: argparse.Namespace, plan: ContactPlan, source: PlanSource,
-                 scale: float, routes: bool) -> int:
+                 scale: float, routes: bool, faults: list[Any]) -> int:
     """The run spread over a Ray cluster: this process coordinates, one actor per host
-    builds and drives that host's share (netemu.run.cluster)."""
+    builds and drives that host's share (netemu.run.cluster) and applies the link faults
+    to its own links."""
     from netemu.run.cluster import Cluster, ClusterError
+    from netemu.run.cluster_scenario import FaultNotices
 
     run = args.run_name or new_run_name("c")[:6]
     planes: dict[str, tuple[int, int]] = {}
@@ -181,7 +183,7 @@ def _run_cluster(args: argparse.Namespace, plan: ContactPlan, source: PlanSource
     opts = {"ip_routing": routes,
             "time_scale": scale, "start_s": args.start_s, "duration_s": args.duration_s,
             "tick_s": args.tick_s, "relay_workers": args.relay_workers,
-            "relay_gso": args.relay_gso}
+            "relay_gso": args.relay_gso, "faults": faults}
     agents: dict[str, Any] | None = None
     run_dir: Path | None = None
     apps: list[Any] = []
@@ -230,6 +232,7 @@ def _run_cluster(args: argparse.Namespace, plan: ContactPlan, source: PlanSource
 
     old = signal.signal(signal.SIGTERM, on_term)
     reg = Registry(run)
+    notices: FaultNotices | None = None
     try:
         cl.connect()
         print(f"netemu run {run}: {len(plan.nodes)} nodes over {len(cl.hosts)} hosts "
@@ -246,6 +249,9 @@ def _run_cluster(args: argparse.Namespace, plan: ContactPlan, source: PlanSource
         if run_dir is not None:
             print(f"agents: {len(plan.nodes)} ready, {len(apps)} app instances; telemetry "
                   f"and their files into {run_dir}", flush=True)
+        if faults and cl.telemetry is not None and cl.telemetry.access is not None:
+            notices = FaultNotices(faults, cl.telemetry.access, cl.telemetry.now_s, run)
+            notices.start()  # fault/<id> in events.jsonl, as a local run records them
         if cl.late_s > 0:
             print(f"netemu run: WARNING: the last host was up {cl.late_s:.1f} s (wall) after "
                   "the scenario clock started: the window's start ran without all of it",
@@ -257,6 +263,8 @@ def _run_cluster(args: argparse.Namespace, plan: ContactPlan, source: PlanSource
     except KeyboardInterrupt:
         print("\ninterrupted: tearing down", file=sys.stderr)
     finally:
+        if notices is not None:
+            notices.stop()
         cl.stop()  # with agents: their files gathered into run_dir
         if run_dir is not None and cl.hosts:
             cl.record(run_dir / "run.json")

@@ -126,7 +126,7 @@ class HostAgent:
 
     def start(self, plan_json: str, share: dict[str, Any], run: str, start_wall: float,
               opts: dict[str, Any], agents: dict[str, Any] | None = None,
-              apps: list[Any] | None = None) -> dict[str, float]:
+              apps: list[Any] | None = None, app_grace_s: float = 5.0) -> dict[str, float]:
         plan = ContactPlan.from_json(plan_json, source="cluster plan")
         hs = HostShare(share["index"], share["host_of"], share["addrs"],
                        share["underlay_delay_s"])
@@ -145,7 +145,8 @@ class HostAgent:
             if here:  # this host's nodes' app instances, with a bridged broker of its own
                 t0 = time.monotonic()
                 s = self.agents.settings
-                self.apps = HostApps(self.emu, self.agents.rd.path, BrokerAccess(**s.broker))
+                self.apps = HostApps(self.emu, self.agents.rd.path, BrokerAccess(**s.broker),
+                                     stop_grace_s=app_grace_s)
                 self.apps.start(here, self.agents.sockets, window_start_s=s.window_start_s,
                                 window_end_s=s.window_end_s)
                 timings["apps_up_s"] = time.monotonic() - t0
@@ -274,11 +275,12 @@ class Cluster:
     def start(self, plan: ContactPlan, *, run: str = "c", opts: dict[str, Any] | None = None,
               plane_of: Callable[[str], Any] | None = None,
               agents: dict[str, Any] | None = None, run_dir: Path | None = None,
-              apps: list[Any] | None = None) -> Partition:
+              apps: list[Any] | None = None, app_grace_s: float = 5.0) -> Partition:
         """Split ``plan`` over the hosts and build it: one actor per host. ``agents``
         (:meth:`RunTelemetry.start`'s keywords: ``routing``, ``window_start_s``, ...)
         runs a bundle agent in every node, with telemetry into ``run_dir``; ``apps``
-        (:class:`~netemu.run.apps.AppInstance`, with agents) run on their nodes' hosts."""
+        (:class:`~netemu.run.apps.AppInstance`, with agents) run on their nodes' hosts,
+        each given ``app_grace_s`` to exit after SIGTERM at the end."""
         if apps and agents is None:
             raise ValueError("apps need agents")
         if not self.actors:
@@ -311,6 +313,7 @@ class Cluster:
             self.telemetry = RunTelemetry(run, self.run_dir, ray.util.get_node_ip_address())
             settings = self.telemetry.start(**agents).to_obj()
             lead_s += AGENT_LEAD_S + AGENT_LEAD_S_PER_NODE * max(self.part.loads())
+            lead_s += self.apps_lead_s(apps or [])
         start_wall = self.start_wall = time.time() + lead_s
         if self.telemetry is not None:
             o = opts or {}
@@ -319,11 +322,26 @@ class Cluster:
         refs = [a.start.remote(plan_json, {"index": i, "host_of": self.part.host_of,
                                            "addrs": addrs, "underlay_delay_s": self.underlay_s},
                                self.run_names[i], start_wall, opts or {}, settings,
-                               apps or None)
+                               apps or None, app_grace_s)
                 for i, a in enumerate(self.actors)]
         self.timings = self._get(refs, "building its share")
         self.late_s = max(0.0, time.time() - start_wall)
         return self.part
+
+    def apps_lead_s(self, apps: list[Any]) -> float:
+        """Wall seconds the host slowest to start its apps needs (a host starts them
+        after its agents are up): as on one machine, by its containers, processes and
+        cores."""
+        from netemu.run.runner import app_bringup_s
+
+        assert self.part is not None
+        lead = 0.0
+        for i, h in enumerate(self.hosts):
+            here = [a for a in apps if self.part.host_of.get(a.node) == i]
+            containers = sum(1 for a in here if a.mode == "container")
+            lead = max(lead, app_bringup_s(containers, len(here) - containers,
+                                           cpus=int(h["cores"])))
+        return lead
 
     def wait(self, wall_s: float, *, check_every_s: float = 1.0) -> None:
         """Until wall time ``wall_s``, asking every host every ``check_every_s`` whether it

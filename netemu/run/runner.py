@@ -496,6 +496,24 @@ class ScenarioRun:
 
     # --- the run itself --------------------------------------------------------------
 
+    def execute_on_cluster(self, address: str) -> RunResult:
+        """The run spread over the Ray cluster at ``address`` (netemu.run.cluster_scenario):
+        one actor per host builds its share, agents and apps; metrics, expectations and
+        the report from the gathered run directory, as for a local run."""
+        from netemu.run.cluster_scenario import check, run_prepared
+
+        p = self.prepared or self.prepare()
+        check(p)
+        if os.geteuid() != 0:
+            raise NetemuError("the emulation builds network namespaces: run as root (sudo)")
+        t0 = self._t0 = time.monotonic()
+        run = self.opts.run_name or _short_run_name()
+        result = RunResult(run_dir=self._run_dir(p.scenario).resolve(), run=run)
+        run_prepared(address, p, result, echo=self.echo, app_grace_s=self.opts.app_grace_s)
+        self._finish(result, p)
+        result.wall_s = time.monotonic() - t0
+        return result
+
     def _run_dir(self, sc: Any) -> Path:
         if self.opts.out is not None:
             d = Path(self.opts.out)
@@ -1099,14 +1117,15 @@ def agent_bringup_s(n_agents: int, n_hosts: int | None, n_sessions: int = 0) -> 
     return 3.0 + 0.06 * math.ceil(n_agents / n_hosts) + setup_s
 
 
-def app_bringup_s(n_containers: int, n_processes: int) -> float:
+def app_bringup_s(n_containers: int, n_processes: int, cpus: int | None = None) -> float:
     """Wall seconds to allow the apps to start before the window opens: about 2 s per
     container (podman and runc, then Python and onnxruntime imports under the app's CPU
     quota; podman serialises part of it) and 0.5 s per process app, shared among the
-    CPUs. Measured on 2 cores: 1.9 s for one container, alone, to load its ONNX model."""
+    CPUs (``cpus``, default this machine's). Measured on 2 cores: 1.9 s for one
+    container, alone, to load its ONNX model."""
     if n_containers + n_processes == 0:
         return 0.0
-    return (2.0 * n_containers + 0.5 * n_processes) / max(1, os.cpu_count() or 1)
+    return (2.0 * n_containers + 0.5 * n_processes) / max(1, cpus or os.cpu_count() or 1)
 
 
 def direct_links(layout: Any, nodes: set[str]

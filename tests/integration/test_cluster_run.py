@@ -250,16 +250,31 @@ planes = {"s0": (0, 0), "s1": (0, 0), "s3": (0, 1), "s2": (0, 1)}
 # the downlink app on gsb, the host that is not the coordinator's: its telemetry goes
 # through that host's bridged broker, its output folder comes back with the run
 from netemu.run.apps import NodeInfo, find_apps_dir, plan_apps
-apps = plan_apps([{"name": "downlink", "nodes": ["gsb"]}],
+# (a container: its image built on that host before the clock starts)
+apps = plan_apps([{"name": "downlink", "nodes": ["gsb"], "mode": "container"}],
                  [NodeInfo(n, k) for n, k in kinds.items()], apps_dir=find_apps_dir())
+# a link fault on the cross-host link off CGR's route: each host cuts its own end
+from netemu.emulator.layout import plan_layout
+from netemu.plan.faults import Fault
+from netemu.run.cluster_scenario import FaultNotices
+faults = [Fault("cut", "link_outage", ("s1", "s2"), 0.0, 86400.0)]
+lay = plan_layout(plan)
+def peer_addr(a, b):  # b's interface address on the a–b link
+    p = next(p for p in lay.periods if {p.a, p.b} == {a, b})
+    return lay.endpoints[p.ep_b if p.b == b else p.ep_a].addr
 res = {}
 with Cluster("auto") as cl:
     part = cl.start(plan, run=run, plane_of=planes.get, run_dir=out, apps=apps,
-                    opts={"ip_routing": False},
+                    opts={"ip_routing": False, "faults": faults},
                     agents={"routing": {"algorithm": "cgr"}, "window_start_s": 0.0,
                             "window_end_s": 86400.0, "captures": [("s0", "s3")]})
     res["host_of"] = part.host_of
+    notices = FaultNotices(faults, cl.telemetry.access, cl.telemetry.now_s, run)
+    notices.start()
     time.sleep(max(0.0, cl.start_wall + 2.0 - time.time()))  # links up, sessions form
+    for a, b in (("s1", "s2"), ("s2", "s1"), ("s0", "s3")):
+        res[f"ping {a}-{b}"] = cl.run_cmd(a, ["ping", "-n", "-q", "-c", "2", "-i", "0.2",
+                                              "-W", "1", peer_addr(a, b)])[0]
     gsb = cl.actors[cl.host_of("gsb")]
     sock_b, sock_a = cl.agent_socket("gsb"), cl.agent_socket("gsa")
     recv = gsb.run_cmd.remote("gsb", [sys.executable, "-m", "netemu", "bp", "--socket", sock_b,
@@ -272,6 +287,7 @@ with Cluster("auto") as cl:
     res["send"] = [rc, text]
     res["recv"] = cl._get(recv, "receiving")
     res["cgr"] = list(best_route(plan, "gsa", "gsb", t_send).nodes)
+    notices.stop()
     cl.record(out / "run.json")
 res["gathered"] = {str(k): v for k, v in cl.gathered.items()}
 print("RESULT " + json.dumps(res))
@@ -351,6 +367,14 @@ def test_a_bundle_between_hosts_takes_cgrs_route(bed2: Bed) -> None:
                   if e["topic"].endswith("/app/downlink/gsb")]
     assert app_events[:1] == ["start"] and "stop" in app_events, app_events
     assert app_result["tiles_received"] == 0
+    usage = json.loads((out / "apps" / "downlink" / "gsb" / "usage.json").read_text())
+    assert usage["mode"] == "container" and usage["ok"], usage
+    # the fault: the cut cross-host link carries nothing either way, the other one does;
+    # its start is recorded once, by the coordinator
+    assert res["ping s1-s2"] != 0 and res["ping s2-s1"] != 0 and res["ping s0-s3"] == 0, res
+    assert [e["payload"]["event"] for e in events if e["topic"].endswith("/fault/cut")] \
+        == ["started"]
+    assert metrics["faults_count"] == 1
     assert _runs_left(bed) == []
 
 

@@ -46,7 +46,7 @@ def test_run_cluster_refuses_what_it_cannot_spread(capsys: pytest.CaptureFixture
     rc = main(["run", str(tiny), "--cluster", "auto", "--cli",
                "--duration-s", "60"])
     assert rc != 0
-    assert "--cluster: faults, --cli, --shaper netem and ip_routing frr, bird or plugin are not " \
+    assert "--cluster: --cli, --shaper netem and ip_routing frr, bird or plugin are not " \
         "supported" in capsys.readouterr().err
     rc = main(["run", str(tiny), "--cluster", "auto", "--ip-routing", "frr",
                "--duration-s", "60"])
