@@ -249,7 +249,11 @@ class AgentCore:
         self.store.close()
 
     def tick(self) -> None:
-        self.submit(bpa.Tick(self.now_ms()))
+        """Time passes for the BPA, when that changes anything (most rounds of an idle
+        node it does not: thousands of nodes in a node host each tick twice a second)."""
+        now = self.now_ms()
+        if self.bpa.tick_due(now):
+            self.submit(bpa.Tick(now))
 
     def purge(self) -> int:
         """Drop tombstones (forwarded / delivered / deleted rows) of expired bundles from the
@@ -337,7 +341,9 @@ class AgentCore:
         arrive wait for the commit's end to form the next batch (pipelined group commit)."""
         try:
             later = self._store_actions(batch)
-            if self._commit_pool is not None:
+            # (a batch that wrote nothing, e.g. a tick or acks only, commits in the loop:
+            # nothing to sync, so no thread round trip)
+            if self._commit_pool is not None and self.store.dirty():
                 self._committing = True
                 loop = asyncio.get_event_loop()
                 fut = self._commit_pool.submit(self.store.commit)
