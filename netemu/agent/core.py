@@ -254,6 +254,8 @@ class AgentCore:
         now = self.now_ms()
         if self.bpa.tick_due(now):
             self.submit(bpa.Tick(now))
+        else:
+            self._flush_channels()  # (what a tick's batch ends with)
 
     def purge(self) -> int:
         """Drop tombstones (forwarded / delivered / deleted rows) of expired bundles from the
@@ -425,6 +427,10 @@ class AgentCore:
                 self.agent.enqueue(a.neighbour, a.bundle_id, a.data)
             else:
                 self._deliver(a.bundle_id, a.endpoint, a.bundle)
+        self._flush_channels()
+
+    def _flush_channels(self) -> None:
+        """Send what the TCPCL sessions have buffered (acks, segments, keepalives)."""
         for ch in list(self.agent.channels):
             if isinstance(ch, TcpclChannel):
                 ch.flush()
