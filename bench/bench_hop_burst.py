@@ -66,7 +66,8 @@ def _ip(*args: str) -> None:
 
 
 class Chain:
-    """Namespaces n0 … n{N-1} with a veth pair between neighbours (10.79.i.1 – .2/30)."""
+    """Namespaces n0 … n{N-1} with a veth pair between neighbours (link i: 10.79.i.1 – .2/30,
+    10.80.… from i = 256)."""
 
     def __init__(self, n: int) -> None:
         tok = secrets.token_hex(2)
@@ -87,11 +88,12 @@ class Chain:
                 va, vb = f"hb{self.tok}{i}l", f"hb{self.tok}{i}r"
                 _ip("link", "add", va, "netns", self.ns[a], "type", "veth", "peer", "name",
                     vb, "netns", self.ns[b])
+                net = f"10.{79 + i // 256}.{i % 256}"
                 for node, v, host in ((a, va, 1), (b, vb, 2)):
-                    _ip("-n", self.ns[node], "addr", "add", f"10.79.{i}.{host}/30", "dev", v)
+                    _ip("-n", self.ns[node], "addr", "add", f"{net}.{host}/30", "dev", v)
                     _ip("-n", self.ns[node], "link", "set", v, "up")
-                self.addr[(a, b)] = f"10.79.{i}.2:{PORT}"
-                self.addr[(b, a)] = f"10.79.{i}.1:{PORT}"
+                self.addr[(a, b)] = f"{net}.2:{PORT}"
+                self.addr[(b, a)] = f"{net}.1:{PORT}"
         except BaseException:
             self.__exit__()
             raise

@@ -19,6 +19,9 @@ Figures (``--json``: one JSON object with these keys):
   (emulator driver, recorder), the relay, the node hosts, the broker and any apps;
   ``mem_used_rise_mib``: the largest rise, over the whole run, of the machine's memory in
   use (MemTotal − MemAvailable: processes, kernel, page cache that cannot be dropped);
+- ``cpu_cores``: cores used from every agent ready to the run's end, per kind of process
+  (``runner``: the driver and recorder; ``relay``; ``node_hosts``; ``other``: broker,
+  apps), from the processes' CPU seconds in /proc;
 - ``bundles_sent``, ``bundles_delivered`` (within the window), ``bundles_expected``
   (sends whose CGR-projected arrival falls inside the window), ``delivered_ratio``
   (delivered of the expected), ``latency_vs_projection_p95_s`` (p95 of delivery time −
@@ -101,6 +104,19 @@ def mem_used_kib() -> int:
     return info["MemTotal"] - info["MemAvailable"]
 
 
+def cpu_s_kind(pid: int) -> tuple[float, str] | None:
+    """The process's CPU seconds so far (user + system, all threads) and its kind (None:
+    it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    kind = ("runner" if pid == os.getpid() else "relay" if b"netemu.emulator.relay" in cmd
+            else "node_hosts" if b"netemu.agent.nodehost" in cmd else "other")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), kind
+
+
 class PssSampler:
     """The largest total PSS of this process and its descendants, sampled every
     ``every_s`` while ``active`` is set; and the largest rise of the machine's memory in
@@ -113,6 +129,8 @@ class PssSampler:
         self.max_procs = 0
         self.mem_base_kib = mem_used_kib()
         self.mem_rise_kib = 0
+        self.cpu: dict[int, tuple[float, float, str]] = {}  # pid -> first, last CPU s, kind
+        self.cpu_t = [0.0, 0.0]  # first and last sample, monotonic
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -132,6 +150,23 @@ class PssSampler:
                 total = sum(pss_kib(p) for p in pids)
                 if total > self.max_kib:
                     self.max_kib, self.max_procs = total, len(pids)
+                now = time.monotonic()
+                self.cpu_t[0] = self.cpu_t[0] or now
+                self.cpu_t[1] = now
+                for p in pids:
+                    got = cpu_s_kind(p)
+                    if got is not None:
+                        first = self.cpu.get(p, (got[0], got[0], got[1]))[0]
+                        self.cpu[p] = (first, got[0], got[1])
+
+    def cpu_cores(self) -> dict[str, float]:
+        """Cores used over the sampled part of the run, per kind of process (``runner``,
+        ``relay``, ``node_hosts``, ``other``): where a quiet run's CPU goes."""
+        span = self.cpu_t[1] - self.cpu_t[0]
+        out: dict[str, float] = {}
+        for first, last, kind in self.cpu.values():
+            out[kind] = out.get(kind, 0.0) + (last - first)
+        return {k: round(v / span, 3) for k, v in sorted(out.items())} if span > 0 else {}
 
 
 # --- the run ---------------------------------------------------------------------------
@@ -197,6 +232,7 @@ def run_scenario(a: argparse.Namespace, out: Path) -> dict[str, Any]:
         "pss_per_node_mib": round(pss_mib / max(1, nodes), 3),
         "pss_processes": sampler.max_procs,
         "mem_used_rise_mib": round(sampler.mem_rise_kib / 1024, 1),
+        "cpu_cores": sampler.cpu_cores(),
         "flows": tr.get("flows"),
         "bundles_sent": tr.get("sent"), "bundles_delivered": tr.get("delivered"),
         "bundles_expected": expected,

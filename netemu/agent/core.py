@@ -249,7 +249,13 @@ class AgentCore:
         self.store.close()
 
     def tick(self) -> None:
-        self.submit(bpa.Tick(self.now_ms()))
+        """Time passes for the BPA, when that changes anything (most rounds of an idle
+        node it does not: thousands of nodes in a node host each tick twice a second)."""
+        now = self.now_ms()
+        if self.bpa.tick_due(now):
+            self.submit(bpa.Tick(now))
+        else:
+            self._flush_channels()  # (what a tick's batch ends with)
 
     def purge(self) -> int:
         """Drop tombstones (forwarded / delivered / deleted rows) of expired bundles from the
@@ -337,7 +343,9 @@ class AgentCore:
         arrive wait for the commit's end to form the next batch (pipelined group commit)."""
         try:
             later = self._store_actions(batch)
-            if self._commit_pool is not None:
+            # (a batch that wrote nothing, e.g. a tick or acks only, commits in the loop:
+            # nothing to sync, so no thread round trip)
+            if self._commit_pool is not None and self.store.dirty():
                 self._committing = True
                 loop = asyncio.get_event_loop()
                 fut = self._commit_pool.submit(self.store.commit)
@@ -419,6 +427,10 @@ class AgentCore:
                 self.agent.enqueue(a.neighbour, a.bundle_id, a.data)
             else:
                 self._deliver(a.bundle_id, a.endpoint, a.bundle)
+        self._flush_channels()
+
+    def _flush_channels(self) -> None:
+        """Send what the TCPCL sessions have buffered (acks, segments, keepalives)."""
         for ch in list(self.agent.channels):
             if isinstance(ch, TcpclChannel):
                 ch.flush()

@@ -561,6 +561,13 @@ class BundleStore:
         with contextlib.suppress(sqlite3.Error, OSError):
             self._load()
 
+    def dirty(self) -> bool:
+        """Whether :meth:`commit` has work to do (writes, files or directories to sync,
+        files to unlink, segments to compact): a clean commit needs no commit thread."""
+        with self._lock:
+            return bool(self._in_tx or self._sync_fds or self._dir_dirty or self._unlink
+                        or self._sparse or self._db.in_transaction)
+
     def commit(self) -> None:
         """Make every write since the last commit durable (see the module doc)."""
         with self._lock:

@@ -1170,6 +1170,14 @@ class BundleAgent:
             self.router.delivered(self._info_of(h), self._now_s(ev.now_ms))
         self._report(h.bundle, "delivered", Reason.NO_INFO, ev.now_ms, out)
 
+    def tick_due(self, now: int) -> bool:
+        """Whether a :class:`Tick` at ``now`` would do anything (a bundle or a remembered
+        ID expires, a metadata wait or the retry time is over): an idle node's shell skips
+        the tick, and with it a batch, a store commit and a thread round trip."""
+        return bool((self._expiry and self._expiry[0][0] <= now)
+                    or (self._retry_at is not None and now >= self._retry_at)
+                    or any(t <= now for t in self._awaiting_md.values()))
+
     def _tick(self, now: int, out: list[Action]) -> None:
         while self._expiry and self._expiry[0][0] <= now:
             exp, bid = heapq.heappop(self._expiry)

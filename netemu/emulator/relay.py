@@ -39,6 +39,8 @@ import struct
 import sys
 import time
 
+import numpy as np
+
 from netemu.emulator.netns import enter_path
 from netemu.emulator.table import (
     C_BYTES,
@@ -215,18 +217,25 @@ def run_worker(netns_path: str, shm_name: str, n_endpoints: int, workers: int, i
     gen = -1.0
     qlimit = 0.1
 
+    last = np.full((n, COLS), np.nan)  # the table as last loaded (NaN: never)
+
     def reload() -> None:
-        nonlocal gen, qlimit
-        snap = table.snapshot()
+        # The driver rewrites the table up to ten times a second (light-time changes on a
+        # few links at a time): only the rows that changed are copied into the lists.
+        nonlocal gen, qlimit, last
+        snap = table.snapshot_array()
         if snap is None:
             return  # being written: next time round
-        g, flat = snap
-        for e in range(n):
-            b = e * COLS
-            peer[e] = int(flat[b])
-            delay[e] = flat[b + 1]
-            rate[e] = flat[b + 2]
-            loss[e] = flat[b + 3]
+        g, rows = snap
+        changed = np.flatnonzero((rows != last).any(axis=1))
+        if len(changed):
+            for e, (p, d, r, lo) in zip(changed.tolist(), rows[changed].tolist(),
+                                        strict=True):
+                peer[e] = int(p)
+                delay[e] = d
+                rate[e] = r
+                loss[e] = lo
+            last = rows
         qlimit = mv[H_QLIMIT_S] or 0.1
         gen = g
 
@@ -250,6 +259,7 @@ def run_worker(netns_path: str, shm_name: str, n_endpoints: int, workers: int, i
     parent = os.getppid()
     early = 0.0
     next_house = 0.0
+    counted = False  # frames seen since the counters were last written
     stopping = False
 
     def on_term(*_a: object) -> None:
@@ -268,7 +278,9 @@ def run_worker(netns_path: str, shm_name: str, n_endpoints: int, workers: int, i
             next_house = now + 0.25
             if mv[H_STOP] or os.getppid() != parent:
                 break
-            write_counters()
+            if counted:  # (an idle worker leaves the table's counters as they are)
+                write_counters()
+                counted = False
         if mv[0] != gen:
             reload()
         # Wait for frames or for the next due frame: select() on the epoll descriptor
@@ -303,6 +315,8 @@ def run_worker(netns_path: str, shm_name: str, n_endpoints: int, workers: int, i
                         break
                     except OSError:
                         break  # ENETDOWN after a carrier change: keep going
+            if batch:
+                counted = True
             for frame, t in batch:
                 if frame[mac_at:mac_at + 2] != MAC_PREFIX:
                     continue  # not from a host interface of ours
@@ -344,6 +358,7 @@ def run_worker(netns_path: str, shm_name: str, n_endpoints: int, workers: int, i
         # the send returned — the peer's stack runs inside it — minus the due time)
         # cancels the wake-up and delivery latency on average.
         if heap:
+            counted = True
             now = mono()
             limit = now + early
             head_due = heap[0][0] if timed else 0.0

@@ -91,6 +91,18 @@ class LinkTable:
             return None
         return g1, flat  # type: ignore[return-value]  # typeshed: tolist() of a "d" view is list[int]
 
+    def snapshot_array(self) -> tuple[float, np.ndarray] | None:
+        """:meth:`snapshot` as an (endpoints, COLS) array copy: one memory copy, so a worker
+        compares it with its last one and touches only the rows the driver changed."""
+        mv = self.mv
+        g1 = mv[H_GEN]
+        if int(g1) % 2:
+            return None
+        rows = self.links.copy()
+        if mv[H_GEN] != g1:
+            return None
+        return g1, rows
+
     def close(self, *, unlink: bool = False) -> None:
         self.hdr = self.links = self.counters = self.raw = None
         self.mv.release()

@@ -137,9 +137,12 @@ class Net:
         self.run(b, ContactDown(a, self.now))
 
     def tick(self, dt_ms=0):
+        """Time passes; like the agent's shell, a node is ticked only when a tick is due
+        (so every test that ticks also checks that ``tick_due`` misses nothing)."""
         self.now += dt_ms
         for n in "ABC":
-            self.run(n, Tick(self.now))
+            if self.agents[n].tick_due(self.now):
+                self.run(n, Tick(self.now))
 
     def send(self, src="A", dst="ipn:3.1", payload=b"hello", **kw):
         kw.setdefault("lifetime_ms", 60_000)
@@ -215,6 +218,18 @@ def test_expiry_deletes_with_reason_and_report(net):
     assert [d.reason for d in deletes] == [Reason.LIFETIME_EXPIRED]
     assert net.stores["B"].counts()["deleted"] == 1
     assert [r.reason for r in net.reports("A")] == [Reason.LIFETIME_EXPIRED]
+
+
+def test_an_idle_node_has_no_tick_due_until_its_bundle_expires_or_its_retry_comes(net):
+    assert not any(net.agents[n].tick_due(net.now + 10_000) for n in "ABC")
+    net.up("A", "B")
+    net.send(lifetime_ms=1000)  # held at B: C is not up
+    assert not net.agents["B"].tick_due(net.now + 999)
+    assert net.agents["B"].tick_due(net.now + 1000)
+    net.links.clear()  # A's transfer fails: A retries 500 ms later
+    net.send(src="A", dst="ipn:2.1")
+    assert not net.agents["A"].tick_due(net.now + 499)
+    assert net.agents["A"].tick_due(net.now + 500)
 
 
 def test_full_store_refuses_with_status_report(tmp_path):

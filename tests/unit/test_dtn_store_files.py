@@ -253,3 +253,20 @@ def test_drop_many_with_mixed_states_unknown_ids_and_more_than_one_chunk(tmp_pat
         assert store.held_bundles == 10 and not store.contains("ipn:9.9,1,1")
         assert sorted(r.id for r in store.by_state(BundleState.PENDING)) == sorted(
             b.id for b in bundles[290:])
+
+
+@pytest.mark.parametrize("durability", ["disk", "process"])
+def test_a_store_is_dirty_from_a_write_until_its_commit(tmp_path, durability):
+    """A clean store's commit is skipped by the agent (no commit thread): every kind of
+    write must make it dirty until the commit that makes it durable."""
+    with BundleStore(tmp_path / "s.db", durability=durability) as store:
+        assert not store.dirty()
+        b = _b(0)
+        store.add_many([_row(b)])
+        assert store.dirty()
+        store.commit()
+        assert not store.dirty()
+        store.set_state(b.id, BundleState.FORWARDED)
+        assert store.dirty()
+        store.commit()
+        assert not store.dirty()
