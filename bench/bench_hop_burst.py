@@ -104,6 +104,30 @@ class Chain:
             subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
+
+def agent_entries(chain: Chain, ipn: dict[str, int], tmp: Path, *, tls: bool,
+                  **extra: Any) -> list[dict[str, str]]:
+    """Write each chain node's agent configuration (``extra`` keys added to each) and
+    return the node host's entries for them: the configuration and the namespace."""
+    ca = RunCA.create(tmp / "pki") if tls else None
+    entries = []
+    for x in chain.nodes:
+        cfg: dict[str, Any] = {
+            "node": x, "ipn": ipn[x], **extra,
+            "listen": {"tcpcl": [f"0.0.0.0:{PORT}"]},
+            "app_socket": str(tmp / x / "bp.sock"), "store": str(tmp / x / "store.sqlite"),
+            "contact_plan": str(tmp / "plan.json"), "log": str(tmp / f"{x}.log"),
+            "neighbours": [{"name": p, "ipn": ipn[p], "address": chain.addr[(x, p)]}
+                           for p in chain.nodes if (x, p) in chain.addr]}
+        if ca is not None:
+            creds = ca.issue(x, f"ipn:{ipn[x]}.0", tmp / f"tls-{x}")
+            cfg.update(tls="required", tls_ca=str(creds.ca), tls_cert=str(creds.cert),
+                       tls_key=str(creds.key))
+        (tmp / f"{x}.json").write_text(json.dumps(cfg))
+        entries.append({"config": str(tmp / f"{x}.json"),
+                        "netns": f"/run/netns/{chain.ns[x]}"})
+    return entries
+
 def write_configs(chain: Chain, tmp: Path, tls: bool, start_s: float, idle: int = 0) -> Path:
     """The plan (n0 → n1 from ``start_s``, the rest always up), each node's agent config
     and the node host's config (with ``idle`` more nodes, without contacts, in the host's
@@ -119,23 +143,7 @@ def write_configs(chain: Chain, tmp: Path, tls: bool, start_s: float, idle: int 
     (tmp / "plan.json").write_text(json.dumps({
         "epoch": epoch.isoformat().replace("+00:00", "Z"), "nodes": ipn,
         "contacts": contacts}))
-    ca = RunCA.create(tmp / "pki") if tls else None
-    entries = []
-    for x in chain.nodes:
-        cfg: dict[str, Any] = {
-            "node": x, "ipn": ipn[x],
-            "listen": {"tcpcl": [f"0.0.0.0:{PORT}"]},
-            "app_socket": str(tmp / x / "bp.sock"), "store": str(tmp / x / "store.sqlite"),
-            "contact_plan": str(tmp / "plan.json"), "log": str(tmp / f"{x}.log"),
-            "neighbours": [{"name": p, "ipn": ipn[p], "address": chain.addr[(x, p)]}
-                           for p in chain.nodes if (x, p) in chain.addr]}
-        if ca is not None:
-            creds = ca.issue(x, f"ipn:{ipn[x]}.0", tmp / f"tls-{x}")
-            cfg.update(tls="required", tls_ca=str(creds.ca), tls_cert=str(creds.cert),
-                       tls_key=str(creds.key))
-        (tmp / f"{x}.json").write_text(json.dumps(cfg))
-        entries.append({"config": str(tmp / f"{x}.json"),
-                        "netns": f"/run/netns/{chain.ns[x]}"})
+    entries = agent_entries(chain, ipn, tmp, tls=tls)
     for x in idle_nodes:
         (tmp / f"{x}.json").write_text(json.dumps({
             "node": x, "ipn": ipn[x], "listen": {"tcpcl": [], "udpcl": []},

@@ -41,9 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_hop_burst import PORT, Chain, cpu_s  # noqa: E402
-
-from netemu.run.pki import RunCA  # noqa: E402
+from bench_hop_burst import Chain, agent_entries, cpu_s  # noqa: E402
 
 KEEPALIVE_S = 60  # what the runner gives node-host agents
 
@@ -71,23 +69,7 @@ def write_configs(chain: Chain, tmp: Path, tls: bool) -> Path:
     (tmp / "plan.json").write_text(json.dumps({
         "epoch": epoch.isoformat().replace("+00:00", "Z"), "nodes": ipn,
         "contacts": contacts}))
-    ca = RunCA.create(tmp / "pki") if tls else None
-    entries = []
-    for x in chain.nodes:
-        cfg: dict[str, Any] = {
-            "node": x, "ipn": ipn[x], "keepalive_s": KEEPALIVE_S,
-            "listen": {"tcpcl": [f"0.0.0.0:{PORT}"]},
-            "app_socket": str(tmp / x / "bp.sock"), "store": str(tmp / x / "store.sqlite"),
-            "contact_plan": str(tmp / "plan.json"), "log": str(tmp / f"{x}.log"),
-            "neighbours": [{"name": p, "ipn": ipn[p], "address": chain.addr[(x, p)]}
-                           for p in chain.nodes if (x, p) in chain.addr]}
-        if ca is not None:
-            creds = ca.issue(x, f"ipn:{ipn[x]}.0", tmp / f"tls-{x}")
-            cfg.update(tls="required", tls_ca=str(creds.ca), tls_cert=str(creds.cert),
-                       tls_key=str(creds.key))
-        (tmp / f"{x}.json").write_text(json.dumps(cfg))
-        entries.append({"config": str(tmp / f"{x}.json"),
-                        "netns": f"/run/netns/{chain.ns[x]}"})
+    entries = agent_entries(chain, ipn, tmp, tls=tls, keepalive_s=KEEPALIVE_S)
     (tmp / "host.json").write_text(json.dumps({"nodes": entries}))
     return tmp / "host.json"
 
