@@ -105,6 +105,16 @@ class Chain:
 
 
 
+def stop_host(proc: subprocess.Popen, wait_s: float) -> None:
+    """SIGTERM the node host and wait ``wait_s`` for it to close its stores; then kill."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(wait_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
 def agent_entries(chain: Chain, ipn: dict[str, int], tmp: Path, *, tls: bool,
                   **extra: Any) -> list[dict[str, str]]:
     """Write each chain node's agent configuration (``extra`` keys added to each) and
@@ -204,12 +214,7 @@ async def one_run(chain: Chain, tmp: Path, bundles: int, size: int, tls: bool,
         for c in (tx, warm, rx):
             await c.close()
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_host(proc, 30)
     hops = len(chain.nodes) - 1
     return {"bundles": bundles, "hops": hops, "wall_s": round(wall, 3),
             "cpu_s": round(cpu, 3),

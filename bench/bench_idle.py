@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_hop_burst import Chain, agent_entries, cpu_s  # noqa: E402
+from bench_hop_burst import Chain, agent_entries, cpu_s, stop_host  # noqa: E402
 
 KEEPALIVE_S = 60  # what the runner gives node-host agents
 
@@ -116,12 +116,7 @@ def one_run(chain: Chain, tmp: Path, tls: bool, settle_s: float, window_s: float
             spy.wait(30)
         ups = sessions_up(chain, tmp)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_host(proc, 60)
     n = len(chain.nodes)
     return {"nodes": n, "session_ups": ups, "tls": tls, "window_s": round(wall, 2),
             "cpu_s": round(cpu, 3), "cpu_ms_per_node_s": round(1000 * cpu / (n * wall), 4),
