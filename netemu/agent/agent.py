@@ -479,6 +479,12 @@ class Agent:
                 held = True
                 if not st.plan_up:
                     return  # the contact ended while this dial waited
+                if self._has_stream(st):
+                    # the neighbour's own dial came first while this one waited for the
+                    # gate (at a constellation's bring-up, thousands wait): a second
+                    # session would only collide, cost two more TLS handshakes and end
+                    # the session in use
+                    return
             address = st.cfg.address_at(max(self.now_s(), self._plan_from_s))
             connect = self.services.sockets.connect
             if st.cfg.cl == "tcpcl":

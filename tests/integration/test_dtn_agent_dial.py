@@ -17,7 +17,7 @@ import os
 import pytest
 from dtn_agent_harness import StubCore, free_port, wait_for
 
-from netemu.agent.agent import Agent
+from netemu.agent.agent import Agent, AgentServices
 from netemu.agent.config import AgentConfig
 from netemu.dtn import tcpcl
 
@@ -195,6 +195,45 @@ def test_both_sides_dialling_keep_the_session_the_lower_ipn_dialled(tmp_path):
             key = a.core.send("B", b"after the collision")
             await wait_for(lambda: key in a.core.sent, 30, "the bundle acknowledged")
             assert b"after the collision" in b.core.stored.values()
+        finally:
+            await a.shutdown()
+            await b.shutdown()
+
+    asyncio.run(asyncio.wait_for(go(), 90))
+
+
+def test_a_dial_waiting_for_the_gate_gives_way_to_the_peers_session(tmp_path):
+    """In a node host, dials wait for a slot of the host's dial gate (thousands at a
+    constellation's bring-up). When the neighbour's own dial brings the session up
+    meanwhile, the waiting dial must not open a second one: that would collide, cost two
+    TLS handshakes and end the session in use (seen: 3,600 collisions and 9,000 extra
+    sessions in the first minute of a 2,800-node run)."""
+
+    async def go():
+        pa, pb = free_port(), free_port()
+        gate = asyncio.Semaphore(1)
+        await gate.acquire()  # every slot taken: A's dial waits
+        a = Agent(_pair_cfg(tmp_path, "A", 1, pa, "B", 2, pb, "both"), core_factory=StubCore,
+                  services=AgentServices(dial_gate=gate))
+        b = Agent(_pair_cfg(tmp_path, "B", 2, pb, "A", 1, pa, "both"), core_factory=StubCore)
+        await a.start()
+        await wait_for(lambda: a.neighbours["B"].connecting is not None, 10, "A's dial")
+        await b.start()
+        try:
+            await wait_for(lambda: _streams(a, "B") and _streams(b, "A"), 30,
+                           "B's session")
+            kept = _streams(a, "B")[0]
+            assert kept.session.role is tcpcl.Role.PASSIVE  # B dialled it
+            gate.release()  # A's dial gets its slot now
+            await wait_for(lambda: a.neighbours["B"].connecting is None, 10,
+                           "A's dial to end")
+            await asyncio.sleep(0.5)  # a second session, had one been dialled, is up by now
+            assert _streams(a, "B") == [kept]
+            assert len(b.neighbours["A"].sessions) == 1
+            for n in "AB":
+                assert '"session_collision"' not in (tmp_path / f"{n}.log").read_text(), n
+            key = a.core.send("B", b"over the one session")
+            await wait_for(lambda: key in a.core.sent, 30, "the bundle acknowledged")
         finally:
             await a.shutdown()
             await b.shutdown()
