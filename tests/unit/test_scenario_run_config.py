@@ -185,21 +185,28 @@ def test_agent_hosts_errors_name_file_line_and_field(tmp_path, value) -> None:
     assert e.value.source == str(path) and "per-node, auto or a whole number" in str(e.value)
 
 
-def test_node_hosts_get_whole_planes_dealt_in_turn_and_the_stations_spread() -> None:
+def test_node_hosts_get_each_planes_neighbours_apart_and_the_stations_spread() -> None:
     nodes = [f"p{p}s{s}" for p in range(12) for s in range(16)] + [f"g{i}" for i in range(8)]
 
     def plane(n: str) -> str | None:
         return n.split("s")[0] if n.startswith("p") else None  # stations: no plane
 
-    groups = split_nodes(nodes, 2, plane)
-    assert sorted(sum(groups, [])) == sorted(nodes)  # all of them, once
-    order = {n: i for i, n in enumerate(nodes)}
-    assert all(g == sorted(g, key=order.__getitem__) for g in groups)  # each in plan order
-    assert [len(g) for g in groups] == [100, 100]
-    planes = [{plane(n) for n in g} - {None} for g in groups]
-    assert planes[0].isdisjoint(planes[1])  # a plane stays in one process
-    assert planes[0] == {f"p{i}" for i in range(0, 12, 2)}  # neighbouring planes apart
-    assert [sum(n.startswith("g") for n in g) for g in groups] == [4, 4]
+    for n_groups in (2, 3):
+        groups = split_nodes(nodes, n_groups, plane)
+        assert sorted(sum(groups, [])) == sorted(nodes)  # all of them, once
+        order = {n: i for i, n in enumerate(nodes)}
+        assert all(g == sorted(g, key=order.__getitem__) for g in groups)  # plan order
+        assert max(map(len, groups)) - min(map(len, groups)) <= 1
+        where = {node: i for i, g in enumerate(groups) for node in g}
+        for p in range(12):
+            for s in range(16):
+                # the next satellite of the plane, and the same slot of the next plane,
+                # are served by another process: a burst along a plane uses every core
+                assert where[f"p{p}s{s}"] != where[f"p{p}s{(s + 1) % 16}"] or s == 15
+                if p < 11:
+                    assert where[f"p{p}s{s}"] != where[f"p{p + 1}s{s}"]
+        stations = [sum(n.startswith("g") for n in g) for g in groups]
+        assert max(stations) - min(stations) <= 1
     even = split_nodes(nodes, 3)
     assert [len(g) for g in even] == [67, 67, 66] and sorted(sum(even, [])) == sorted(nodes)
     assert split_nodes(nodes[:3], 8) == [["p0s0"], ["p0s1"], ["p0s2"]]
