@@ -371,7 +371,10 @@ class Agent:
                     self._give_back(st, list(st.queue), "contact ended")
                     st.queue.clear()
             self._update_up(st)
-            if was != st.plan_up or not st.plan_up_since:
+            if was != st.plan_up or not st.plan_up_since or not dials_open:
+                # (the dial grace counts from when this process may dial: a node host
+                # starting its nodes for a minute would otherwise open its dials with
+                # every grace over, and both ends of each link would dial at once)
                 st.plan_up_since = now
             if dials_open:
                 self._maybe_dial(st, now)

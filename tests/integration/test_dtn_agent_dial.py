@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 
 import pytest
 from dtn_agent_harness import StubCore, free_port, wait_for
@@ -157,6 +158,34 @@ def test_dial_modes_decide_who_dials(tmp_path):
             st.plan_up_since = now
             assert a._should_dial(st, now) is expect_now, dial
             assert a._should_dial(st, now + 11) is expect_later, dial
+
+    asyncio.run(go())
+
+
+def test_the_dial_grace_counts_from_when_the_host_opens_its_dials(tmp_path):
+    """A node host opens its dials once all its nodes listen (a minute for a thousand
+    nodes). The higher ipn's grace must start then, not at its own start: else every
+    higher-ipn node would dial at once with the lower one, and each link would get two
+    sessions, one ended at once (two more TLS handshakes each)."""
+
+    async def go():
+        dials_open = asyncio.Event()
+        a = Agent(_pair_cfg(tmp_path, "A", 3, free_port(), "B", 2, free_port(), "lower"),
+                  core_factory=StubCore, services=AgentServices(dials_open=dials_open))
+        st = a.neighbours["B"]
+        a._housekeeping_round()
+        started = st.plan_up_since
+        assert st.plan_up and started
+        await asyncio.sleep(0.2)
+        last_closed = time.monotonic()
+        a._housekeeping_round()  # dials still closed: the grace has not started
+        assert st.plan_up_since >= last_closed > started
+        dials_open.set()
+        a._housekeeping_round()
+        assert st.plan_up_since >= last_closed  # counts from the dials' opening on
+        assert not a._should_dial(st, time.monotonic() + 5)
+        assert a._should_dial(st, st.plan_up_since + 10.5)
+        assert st.connecting is None  # the higher ipn did not dial
 
     asyncio.run(go())
 
