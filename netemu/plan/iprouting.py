@@ -87,6 +87,9 @@ class IpRouting:
     probe_interval_s: float = 0.05
     sample_s: float = 0.2
     convergence_tolerance: float = 0.05
+    explicit: frozenset[str] = frozenset()
+    """The daemon keys the section sets: the others may get scale-aware defaults
+    (:func:`netemu.emulator.frr.scaled`)."""
 
     @property
     def installs_routes(self) -> bool:
@@ -176,7 +179,8 @@ def parse_ip_routing(section: Fields | Any, *, source: str = "scenario",
                            hi=65535)
     assert protocol is not None and bfd is not None
     return replace(IpRouting(mode, None, protocol, hello, dead, delay, hold, max_hold, bfd,
-                             retransmit), **measure)
+                             retransmit, explicit=frozenset(k for k in FRR_KEYS if k in f)),
+                   **measure)
 
 
 def _measure(f: Fields, nodes: Sequence[str] | None) -> dict[str, Any]:
