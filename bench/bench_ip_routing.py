@@ -3,7 +3,7 @@ IS-IS, BIRD OSPF.
 
     sudo .venv/bin/python bench/bench_ip_routing.py [--planes 22 --sats 22] [--gateways 4] \\
         [--duration-s 600] [--time-scale 1] [--modes oracle,frr,frr/ospf6,frr/isis,bird] \\
-        [--json]
+        [--out DIR] [--json]
 
 For each mode the same generated scenario (a ``planes`` × ``sats`` Walker delta shell at
 550 km, 53°, plus-grid ISLs where the Earth leaves them a line of sight (a plane needs 10
@@ -120,13 +120,17 @@ def main() -> int:
                     help="wall seconds between path samples")
     ap.add_argument("--modes", default="oracle,frr,frr/ospf6,frr/isis,bird",
                     help="oracle, frr (OSPF), frr/ospf6, frr/isis, bird (OSPF), comma-separated")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="keep each mode's run directory (paths.jsonl, the daemons' logs) here")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     out: dict[str, Any] = {"planes": a.planes, "sats": a.sats, "gateways": a.gateways,
                            "duration_s": a.duration_s, "time_scale": a.time_scale}
     with tempfile.TemporaryDirectory(prefix="bench-ip-routing-") as tmp:
+        work = a.out or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
         for mode in a.modes.split(","):
-            out[mode] = run_mode(a, mode, Path(tmp))
+            out[mode] = run_mode(a, mode, work)
     if a.json:
         print(json.dumps(out))
     else:
