@@ -116,6 +116,7 @@ def run_mode(a: argparse.Namespace, mode: str, work: Path) -> dict[str, Any]:
     return {
         "nodes": len(run.prepared.plan.nodes) if run.prepared else None,
         "bringup_s": timings.get("up_s"),
+        "daemons_start_s": round(timings.get("frr_start_s") or 0.0, 2),
         "routes_ready_s": round(init / a.time_scale, 2) if init is not None else None,
         "routes_reach_s": round(reach / a.time_scale, 2) if reach is not None else None,
         "convergence_gsl_p50_s": (by_link.get("gsl") or {}).get("p50_s"),
@@ -128,6 +129,7 @@ def run_mode(a: argparse.Namespace, mode: str, work: Path) -> dict[str, Any]:
         "daemons_cpu_s": usage.get("cpu_s", 0.0),
         "daemons_pss_mib": round(usage.get("pss_bytes", 0) / 2**20, 1),
         "wall_s": round(time.monotonic() - t0, 1),
+        "timers": meta.get("frr_timers"),
     }
 
 

@@ -266,6 +266,14 @@ class FrrDaemons:
             self._wait_files(wave, [self._ready_file(d) for d in daemons[1:]], timeout_s)
         self.start_s = time.monotonic() - t0
 
+    def timers(self) -> dict[str, int]:
+        """The timers in force (the scenario's, or :func:`scaled` defaults)."""
+        s = self.settings
+        return {"hello_s": s.hello_s, "dead_s": s.dead_s, "retransmit_s": s.rxmt_s,
+                "spf_delay_ms": s.spf_delay_ms, "spf_hold_ms": s.spf_hold_ms,
+                "spf_max_hold_ms": s.spf_max_hold_ms, "lsa_hold_ms": s.lsa_hold_ms,
+                "tick_s": s.tick_s}
+
     def _ready_file(self, daemon: str) -> str:
         """The file a daemon creates once it is up: zebra's client socket, the others'
         vty sockets."""
