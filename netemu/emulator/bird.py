@@ -29,6 +29,10 @@ IFACE_PREFIX = f"{ip4(IFACE_NET)}/9"
 """Where the interface addresses are: BIRD keeps them out of its router LSAs
 (:func:`bird_config`)."""
 BIRDC = "birdc"
+NETLINK_RX_BYTES = 8 << 20
+"""The kernel protocol's netlink receive buffer: the default (``rmem_default``, 208 KiB)
+overflows when hundreds of nodes change routes at once (``Kernel dropped some netlink
+messages, will resync on next scan``), and the resync rewrites the table."""
 
 
 def bird_missing() -> str | None:
@@ -55,6 +59,7 @@ def bird_config(node_addr: str, ifnames: Sequence[str], s: FrrSettings) -> str:
 router id {node_addr};
 protocol device {{ scan time 60; }}
 protocol kernel {{
+  netlink rx buffer {NETLINK_RX_BYTES};
   ipv4 {{
     import none;
     export filter {{
@@ -69,6 +74,7 @@ protocol kernel {{
 protocol ospf v2 ospf0 {{
   ipv4 {{ import all; export none; }};
   tick {s.tick_s};
+  ecmp {"yes" if s.ecmp else "no"};
   area 0 {{
     stubnet {IFACE_PREFIX} {{ hidden yes; summary yes; }};
     interface "lo" {{ stub yes; }};

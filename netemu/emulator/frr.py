@@ -57,6 +57,8 @@ class FrrSettings:
     """ospfd's ``timers throttle lsa all``: least time between two originations of an LSA."""
     tick_s: int = 1
     """BIRD's ``tick``: the period of its SPF runs and LSA originations."""
+    ecmp: int = 1
+    """1: equal-cost paths as multipath routes; 0: one next hop (fewer route changes)."""
     explicit: frozenset[str] | None = None
     """The keys the scenario set; the others may be :func:`scaled`. None: every value is
     as given (a Python caller's settings)."""
@@ -76,8 +78,8 @@ class FrrSettings:
 
 SCALE_NODES = 150
 """From this many nodes on, :func:`scaled` timers replace the defaults."""
-LARGE: dict[str, int] = {"hello_s": 2, "dead_s": 8, "spf_delay_ms": 200, "spf_hold_ms": 1000,
-                         "spf_max_hold_ms": 5000, "lsa_hold_ms": 1000, "tick_s": 1}
+LARGE: dict[str, int] = {"hello_s": 2, "dead_s": 30, "spf_delay_ms": 200, "spf_hold_ms": 1000,
+                         "spf_max_hold_ms": 5000, "lsa_hold_ms": 1000, "tick_s": 2, "ecmp": 0}
 """The defaults from :data:`SCALE_NODES` nodes on (docs/routing-protocols.md says why)."""
 
 
@@ -135,7 +137,9 @@ def ospf_config(node: str, router_id: str, ifnames: Sequence[str], s: FrrSetting
     lines += ["interface lo", " ip ospf area 0", " ip ospf passive", "!",
               "router ospf", f" ospf router-id {router_id}",
               f" timers throttle spf {s.spf_delay_ms} {s.spf_hold_ms} {s.spf_max_hold_ms}",
-              f" timers throttle lsa all {s.lsa_hold_ms}", " timers lsa min-arrival 0", "!"]
+              f" timers throttle lsa all {s.lsa_hold_ms}", " timers lsa min-arrival 0"]
+    lines += [] if s.ecmp else [" maximum-paths 1"]
+    lines.append("!")
     return "\n".join(lines) + "\n"
 
 
@@ -272,7 +276,7 @@ class FrrDaemons:
         return {"hello_s": s.hello_s, "dead_s": s.dead_s, "retransmit_s": s.rxmt_s,
                 "spf_delay_ms": s.spf_delay_ms, "spf_hold_ms": s.spf_hold_ms,
                 "spf_max_hold_ms": s.spf_max_hold_ms, "lsa_hold_ms": s.lsa_hold_ms,
-                "tick_s": s.tick_s}
+                "tick_s": s.tick_s, "ecmp": s.ecmp}
 
     def _ready_file(self, daemon: str) -> str:
         """The file a daemon creates once it is up: zebra's client socket, the others'
