@@ -33,6 +33,9 @@ def test_a_large_network_gets_slower_hellos_and_spf_unless_the_scenario_sets_the
             f"{LARGE['spf_max_hold_ms']}") in conf
     assert f"timers throttle lsa all {LARGE['lsa_hold_ms']}" in conf
     assert "timers throttle lsa all 0" in ospf_config("s", "10.0.0.2", ["e0"], plain)
+    # one next hop per route: fewer route writes, each of which takes the kernel's RTNL
+    assert "maximum-paths 1" in conf
+    assert "maximum-paths" not in ospf_config("s", "10.0.0.2", ["e0"], plain)
     # the scenario's timers win; dead follows an explicit hello as the section's default
     own = scaled(FrrSettings.of(parse_ip_routing({"mode": "frr", "hello_s": 1,
                                                   "spf_hold_ms": 20})), 488)
@@ -45,6 +48,9 @@ def test_a_large_network_gets_slower_hellos_and_spf_unless_the_scenario_sets_the
     bird = scaled(FrrSettings.of(parse_ip_routing({"mode": "bird"})), 488)
     assert f"tick {LARGE['tick_s']};" in bird_config("10.0.0.2", ["e0"], bird)
     assert f"hello {LARGE['hello_s']};" in bird_config("10.0.0.2", ["e0"], bird)
+    assert "ecmp no;" in bird_config("10.0.0.2", ["e0"], bird)
+    small = bird_config("10.0.0.2", ["e0"], FrrSettings.of(parse_ip_routing({"mode": "bird"})))
+    assert "ecmp yes;" in small and "tick 1;" in small
 
 
 @pytest.mark.parametrize("cls", [FrrDaemons, BirdDaemons])
