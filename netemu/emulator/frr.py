@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from netemu.emulator.layout import node_addr6
 from netemu.errors import NetemuError
@@ -88,7 +89,7 @@ def scaled(s: FrrSettings, nodes: int) -> FrrSettings:
     :data:`SCALE_NODES` nodes or more; the scenario's own values always stay."""
     if s.explicit is None or nodes < SCALE_NODES:
         return s
-    new = {k: v for k, v in LARGE.items() if k not in s.explicit}
+    new: dict[str, Any] = {k: v for k, v in LARGE.items() if k not in s.explicit}
     if "hello_s" in s.explicit:
         new.pop("dead_s", None)  # the section's default follows its hello (4 hellos)
     elif "dead_s" in s.explicit:
