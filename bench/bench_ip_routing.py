@@ -3,7 +3,7 @@ IS-IS, BIRD OSPF.
 
     sudo .venv/bin/python bench/bench_ip_routing.py [--planes 22 --sats 22] [--gateways 4] \\
         [--duration-s 600] [--time-scale 1] [--modes oracle,frr,frr/ospf6,frr/isis,bird] \\
-        [--out DIR] [--json]
+        [--tolerance 0.05] [--out DIR] [--json]
 
 For each mode the same generated scenario (a ``planes`` × ``sats`` Walker delta shell at
 550 km, 53°, plus-grid ISLs where the Earth leaves them a line of sight (a plane needs 10
