@@ -193,6 +193,9 @@ def bfd_config(node: str) -> str:
     return f"frr defaults traditional\nhostname {node}\n!\n"
 
 
+NETLINK_RX_BYTES = 8 << 20
+"""zebra's netlink receive buffer (``-s``), as BIRD's: the kernel drops notifications
+that do not fit, and the daemon then rereads the whole table."""
 START_WAVE = 16
 """Nodes whose daemons start at a time (:meth:`FrrDaemons.start`)."""
 
@@ -311,6 +314,8 @@ class FrrDaemons:
                 "--log", f"file:{logs / f'{daemon}.log'}", "--log-level", "info"]
         if daemon in ("zebra", "ospfd", "ospf6d", "isisd", "bfdd"):
             argv += ["-z", str(d / "zserv.api")]
+        if daemon == "zebra":  # room for the route notifications of a large network
+            argv += ["-s", str(NETLINK_RX_BYTES)]
         if daemon == "bfdd":
             argv += ["--bfdctl", str(d / "bfdd.sock")]
         return self.spawn(node, argv, logs / f"{daemon}.out")
