@@ -21,6 +21,9 @@
       dead_s: 4
       retransmit_s: 2           # BIRD's least, the default here (RETRANSMIT_S)
 
+From 150 nodes on, the daemon timers a section leaves out get defaults for large
+networks (:func:`netemu.emulator.frr.scaled`); those it sets always stay.
+
 Any mode may measure what its routes do (:mod:`netemu.emulator.ipmeasure`)::
 
       probes: [sanya:miyun, tb-0:tb-6]   # UDP probe flows and path samples, src:dst
