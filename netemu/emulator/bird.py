@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from netemu.emulator.frr import FrrDaemons, FrrSettings
+from netemu.emulator.frr import START_WAVE, FrrDaemons, FrrSettings, scaled, waves
 from netemu.emulator.layout import IFACE_NET, ip4
 from netemu.errors import NetemuError
 
@@ -29,6 +29,10 @@ IFACE_PREFIX = f"{ip4(IFACE_NET)}/9"
 """Where the interface addresses are: BIRD keeps them out of its router LSAs
 (:func:`bird_config`)."""
 BIRDC = "birdc"
+NETLINK_RX_BYTES = 8 << 20
+"""The kernel protocol's netlink receive buffer: the default (``rmem_default``, 208 KiB)
+overflows when hundreds of nodes change routes at once (``Kernel dropped some netlink
+messages, will resync on next scan``), and the resync rewrites the table."""
 
 
 def bird_missing() -> str | None:
@@ -55,6 +59,7 @@ def bird_config(node_addr: str, ifnames: Sequence[str], s: FrrSettings) -> str:
 router id {node_addr};
 protocol device {{ scan time 60; }}
 protocol kernel {{
+  netlink rx buffer {NETLINK_RX_BYTES};
   ipv4 {{
     import none;
     export filter {{
@@ -68,7 +73,8 @@ protocol kernel {{
 }}
 protocol ospf v2 ospf0 {{
   ipv4 {{ import all; export none; }};
-  tick 1;
+  tick {s.tick_s};
+  ecmp {"yes" if s.ecmp else "no"};
   area 0 {{
     stubnet {IFACE_PREFIX} {{ hidden yes; summary yes; }};
     interface "lo" {{ stub yes; }};
@@ -93,29 +99,23 @@ class BirdDaemons(FrrDaemons):
         return ["bird"]
 
     def start(self, timeout_s: float = 10.0) -> None:
-        """Write the configurations and start every node's bird (it opens its control
-        socket once its configuration has been read)."""
+        """Write the configurations and start every node's bird in waves of
+        :data:`~netemu.emulator.frr.START_WAVE` (each opens its control socket once its
+        configuration has been read; the next wave starts then)."""
         why = bird_missing()
         if why:
             raise NetemuError(why)
+        t0 = time.monotonic()
+        self.settings = scaled(self.settings, len(self.nodes))
         for node, (addr, ifnames) in self.nodes.items():
             d = self.node_dir(node)
             d.mkdir(parents=True, exist_ok=True)
             (d / "bird.conf").write_text(bird_config(addr, ifnames, self.settings))
-            self.procs[node] = [self._spawn(node, "bird")]
-        deadline = time.monotonic() + timeout_s
-        waiting = set(self.nodes)
-        while waiting:
-            waiting = {n for n in waiting if not (self.node_dir(n) / "bird.ctl").exists()}
-            dead = self.dead()
-            if dead:
-                raise NetemuError(f"BIRD exited at start: {', '.join(dead[:5])} "
-                                  f"(see {self.state_dir}/<node>/bird.out)")
-            if waiting and time.monotonic() > deadline:
-                raise NetemuError(f"bird did not open its socket in {timeout_s:g} s on "
-                                  f"{', '.join(sorted(waiting)[:5])}")
-            if waiting:
-                time.sleep(0.02)
+        for wave in waves(list(self.nodes), START_WAVE):
+            for node in wave:
+                self.procs[node] = [self._spawn(node, "bird")]
+            self._wait_files(wave, ["bird.ctl"], timeout_s)
+        self.start_s = time.monotonic() - t0
 
     def _spawn(self, node: str, daemon: str) -> subprocess.Popen:
         d = self.node_dir(node)

@@ -24,8 +24,9 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from netemu.emulator.layout import node_addr6
 from netemu.errors import NetemuError
@@ -53,6 +54,15 @@ class FrrSettings:
     protocol: str = "ospf"
     daemon: str = "frr"
     """``frr``, or ``bird`` (:mod:`netemu.emulator.bird`: hello, dead and retransmit)."""
+    lsa_hold_ms: int = 0
+    """ospfd's ``timers throttle lsa all``: least time between two originations of an LSA."""
+    tick_s: int = 1
+    """BIRD's ``tick``: the period of its SPF runs and LSA originations."""
+    ecmp: int = 1
+    """1: equal-cost paths as multipath routes; 0: one next hop (fewer route changes)."""
+    explicit: frozenset[str] | None = None
+    """The keys the scenario set; the others may be :func:`scaled`. None: every value is
+    as given (a Python caller's settings)."""
 
     @property
     def rxmt_s(self) -> int:
@@ -63,7 +73,28 @@ class FrrSettings:
     def of(cls, ipr: IpRouting) -> FrrSettings:
         """The settings of an ``ip_routing:`` section in mode frr or bird."""
         return cls(ipr.hello_s, ipr.dead_s, ipr.spf_delay_ms, ipr.spf_hold_ms,
-                   ipr.spf_max_hold_ms, ipr.bfd, ipr.retransmit_s, ipr.protocol, ipr.mode)
+                   ipr.spf_max_hold_ms, ipr.bfd, ipr.retransmit_s, ipr.protocol, ipr.mode,
+                   explicit=ipr.explicit)
+
+
+SCALE_NODES = 150
+"""From this many nodes on, :func:`scaled` timers replace the defaults."""
+LARGE: dict[str, int] = {"hello_s": 2, "dead_s": 30, "spf_delay_ms": 200, "spf_hold_ms": 1000,
+                         "spf_max_hold_ms": 5000, "lsa_hold_ms": 1000, "tick_s": 2, "ecmp": 0}
+"""The defaults from :data:`SCALE_NODES` nodes on (docs/routing-protocols.md says why)."""
+
+
+def scaled(s: FrrSettings, nodes: int) -> FrrSettings:
+    """``s`` with :data:`LARGE` timers for those the scenario left out, on a network of
+    :data:`SCALE_NODES` nodes or more; the scenario's own values always stay."""
+    if s.explicit is None or nodes < SCALE_NODES:
+        return s
+    new: dict[str, Any] = {k: v for k, v in LARGE.items() if k not in s.explicit}
+    if "hello_s" in s.explicit:
+        new.pop("dead_s", None)  # the section's default follows its hello (4 hellos)
+    elif "dead_s" in s.explicit:
+        new["hello_s"] = max(1, min(new["hello_s"], s.dead_s - 1))
+    return replace(s, **new)
 
 
 def frr_missing(daemon: str = "frr") -> str | None:
@@ -107,7 +138,9 @@ def ospf_config(node: str, router_id: str, ifnames: Sequence[str], s: FrrSetting
     lines += ["interface lo", " ip ospf area 0", " ip ospf passive", "!",
               "router ospf", f" ospf router-id {router_id}",
               f" timers throttle spf {s.spf_delay_ms} {s.spf_hold_ms} {s.spf_max_hold_ms}",
-              " timers throttle lsa all 0", " timers lsa min-arrival 0", "!"]
+              f" timers throttle lsa all {s.lsa_hold_ms}", " timers lsa min-arrival 0"]
+    lines += [] if s.ecmp else [" maximum-paths 1"]
+    lines.append("!")
     return "\n".join(lines) + "\n"
 
 
@@ -160,6 +193,18 @@ def bfd_config(node: str) -> str:
     return f"frr defaults traditional\nhostname {node}\n!\n"
 
 
+NETLINK_RX_BYTES = 8 << 20
+"""zebra's netlink receive buffer (``-s``), as BIRD's: the kernel drops notifications
+that do not fit, and the daemon then rereads the whole table."""
+START_WAVE = 16
+"""Nodes whose daemons start at a time (:meth:`FrrDaemons.start`)."""
+
+
+def waves(items: Sequence[str], size: int) -> list[list[str]]:
+    """``items`` in consecutive groups of at most ``size``."""
+    return [list(items[i:i + size]) for i in range(0, len(items), size)]
+
+
 Spawn = Callable[[str, list[str], Path], subprocess.Popen]
 """``spawn(node, argv, log)``: start ``argv`` in ``node``'s namespace, output to ``log``."""
 
@@ -181,6 +226,8 @@ class FrrDaemons:
         self.spawn = spawn
         self.procs: dict[str, list[subprocess.Popen]] = {}
         self.final_usage: dict[str, float] = {}
+        self.start_s: float | None = None
+        """Wall seconds :meth:`start` took."""
 
     def daemons(self) -> list[str]:
         proto = {"isis": "isisd", "ospf6": "ospf6d"}.get(self.settings.protocol, "ospfd")
@@ -192,11 +239,17 @@ class FrrDaemons:
 
 
     def start(self, timeout_s: float = 10.0) -> None:
-        """Write the configurations, start every zebra, then (once each zebra's socket
-        exists: a client that finds none retries only 10 s later) the protocol daemons."""
+        """Write the configurations, then start the daemons in waves of :data:`START_WAVE`
+        nodes: a wave's zebras, once each one's socket exists (a client that finds none
+        retries only 10 s later) its protocol daemons, and the next wave once those have
+        opened their vty sockets. Hundreds of daemons started at once on a few cores
+        starve each other (and the emulator) for minutes; a wave at a time they come up
+        in a steady stream. ``timeout_s`` is per wave."""
         why = frr_missing()
         if why:
             raise NetemuError(why)
+        t0 = time.monotonic()
+        self.settings = scaled(self.settings, len(self.nodes))
         for node, (rid, ifnames) in self.nodes.items():
             d = self.node_dir(node)
             d.mkdir(parents=True, exist_ok=True)
@@ -210,23 +263,48 @@ class FrrDaemons:
                 (d / "ospfd.conf").write_text(ospf_config(node, rid, ifnames, self.settings))
             if self.settings.bfd:
                 (d / "bfdd.conf").write_text(bfd_config(node))
-            self.procs[node] = [self._spawn(node, "zebra")]
+        daemons = self.daemons()
+        for wave in waves(list(self.nodes), START_WAVE):
+            for node in wave:
+                self.procs[node] = [self._spawn(node, daemons[0])]
+            self._wait_files(wave, [self._ready_file(daemons[0])], timeout_s)
+            for node in wave:
+                for daemon in daemons[1:]:
+                    self.procs[node].append(self._spawn(node, daemon))
+            self._wait_files(wave, [self._ready_file(d) for d in daemons[1:]], timeout_s)
+        self.start_s = time.monotonic() - t0
+
+    def timers(self) -> dict[str, int]:
+        """The timers in force (the scenario's, or :func:`scaled` defaults)."""
+        s = self.settings
+        return {"hello_s": s.hello_s, "dead_s": s.dead_s, "retransmit_s": s.rxmt_s,
+                "spf_delay_ms": s.spf_delay_ms, "spf_hold_ms": s.spf_hold_ms,
+                "spf_max_hold_ms": s.spf_max_hold_ms, "lsa_hold_ms": s.lsa_hold_ms,
+                "tick_s": s.tick_s, "ecmp": s.ecmp}
+
+    def _ready_file(self, daemon: str) -> str:
+        """The file a daemon creates once it is up: zebra's client socket, the others'
+        vty sockets."""
+        return "zserv.api" if daemon == "zebra" else f"{daemon}.vty"
+
+    def _wait_files(self, nodes: Sequence[str], names: Sequence[str],
+                    timeout_s: float) -> None:
+        """Wait until every node's directory has all ``names``; an exited daemon or the
+        timeout raises, naming the nodes."""
         deadline = time.monotonic() + timeout_s
-        waiting = set(self.nodes)
+        waiting = set(nodes)
         while waiting:
-            waiting = {n for n in waiting if not (self.node_dir(n) / "zserv.api").exists()}
+            waiting = {n for n in waiting
+                       if not all((self.node_dir(n) / f).exists() for f in names)}
             dead = self.dead()
             if dead:
-                raise NetemuError(f"FRR daemons exited at start: {', '.join(dead[:5])} "
-                                  f"(see {self.state_dir}/<node>/*.out)")
+                raise NetemuError(f"{self.settings.daemon} daemons exited at start: "
+                                  f"{', '.join(dead[:5])} (see {self.state_dir}/<node>/*.out)")
             if waiting and time.monotonic() > deadline:
-                raise NetemuError(f"zebra did not open its socket in {timeout_s:g} s on "
-                                  f"{', '.join(sorted(waiting)[:5])}")
+                raise NetemuError(f"{' and '.join(names)} not there after {timeout_s:g} s "
+                                  f"on {', '.join(sorted(waiting)[:5])}")
             if waiting:
                 time.sleep(0.02)
-        for node in self.nodes:
-            for daemon in self.daemons()[1:]:
-                self.procs[node].append(self._spawn(node, daemon))
 
     def _spawn(self, node: str, daemon: str) -> subprocess.Popen:
         d = logs = self.node_dir(node)
@@ -236,6 +314,8 @@ class FrrDaemons:
                 "--log", f"file:{logs / f'{daemon}.log'}", "--log-level", "info"]
         if daemon in ("zebra", "ospfd", "ospf6d", "isisd", "bfdd"):
             argv += ["-z", str(d / "zserv.api")]
+        if daemon == "zebra":  # room for the route notifications of a large network
+            argv += ["-s", str(NETLINK_RX_BYTES)]
         if daemon == "bfdd":
             argv += ["--bfdctl", str(d / "bfdd.sock")]
         return self.spawn(node, argv, logs / f"{daemon}.out")

@@ -21,6 +21,9 @@
       dead_s: 4
       retransmit_s: 2           # BIRD's least, the default here (RETRANSMIT_S)
 
+From 150 nodes on, the daemon timers a section leaves out get defaults for large
+networks (:func:`netemu.emulator.frr.scaled`); those it sets always stay.
+
 Any mode may measure what its routes do (:mod:`netemu.emulator.ipmeasure`)::
 
       probes: [sanya:miyun, tb-0:tb-6]   # UDP probe flows and path samples, src:dst
@@ -87,6 +90,9 @@ class IpRouting:
     probe_interval_s: float = 0.05
     sample_s: float = 0.2
     convergence_tolerance: float = 0.05
+    explicit: frozenset[str] = frozenset()
+    """The daemon keys the section sets: the others may get scale-aware defaults
+    (:func:`netemu.emulator.frr.scaled`)."""
 
     @property
     def installs_routes(self) -> bool:
@@ -176,7 +182,8 @@ def parse_ip_routing(section: Fields | Any, *, source: str = "scenario",
                            hi=65535)
     assert protocol is not None and bfd is not None
     return replace(IpRouting(mode, None, protocol, hello, dead, delay, hold, max_hold, bfd,
-                             retransmit), **measure)
+                             retransmit, explicit=frozenset(k for k in FRR_KEYS if k in f)),
+                   **measure)
 
 
 def _measure(f: Fields, nodes: Sequence[str] | None) -> dict[str, Any]:

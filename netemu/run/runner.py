@@ -762,6 +762,7 @@ class ScenarioRun:
         self._mark("emulation_up")
         if emu.frr is not None:  # the daemons' CPU and memory as they stop (run.json),
             frr = emu.frr  # recorded after the emulation's stop (a stack runs backwards)
+            meta["frr_timers"] = frr.timers()  # those in force, scaled or the scenario's
             stack.callback(lambda: meta.__setitem__("frr_usage", frr.final_usage))
         stack.callback(self._cleanup_step("the emulation", emu.stop))
         if view is not None:
