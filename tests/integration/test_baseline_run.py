@@ -6,9 +6,9 @@ tolerance covers the change passes.
 
 The scenario: the tiny geometry with agents only and one flow, sat-1 → bangalore while
 bangalore sees sat-2 (its pass lasts from 64 s to 537 s; the window, 40-340 s, holds 46
-bundles and 40 s for the last to arrive). CGR sends each bundle over the ISL sat-1 – sat-2, then down;
-first-contact hands it to sat-1's first neighbour by name, sat-0, which passes it on to
-sat-2: three hops instead of two, so half as many link bytes again.
+bundles and 40 s for the last to arrive). CGR sends each bundle over the ISL sat-1 –
+sat-2, then down; first-contact hands it to sat-1's first neighbour by name, sat-0, which
+passes it on to sat-2: three hops instead of two, so half as many link bytes again.
 """
 
 from __future__ import annotations
