@@ -22,6 +22,7 @@ both clocks).
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -404,11 +405,15 @@ def outside_contacts_from_captures(run: Path, plan: dict[str, Any] | None) -> in
     pair was up (either direction, ±1 s); None when the run has no captures with sidecars.
 
     Only payload-carrying segments count: a sender's SYN retries towards a link that is
-    down are not traffic across the link.
+    down are not traffic across the link. Before the window opens (the agents' bring-up,
+    while the clock waits) the links hold their state at the window's start, so a packet
+    then counts as sent at that start: the sessions agents open over a contact that is up
+    when the window opens are not outside it.
     """
     caps = [(p, s) for p, s in _captures(Path(run)) if s.get("a") and s.get("b")]
     if not caps:
         return None
+    opens_s = _window_start_s(Path(run))
     windows: dict[frozenset, list[tuple[float, float]]] = defaultdict(list)
     for c in (plan or {}).get("contacts", []):
         windows[frozenset((c["from"], c["to"]))].append((float(c["start_s"]), float(c["end_s"])))
@@ -419,10 +424,20 @@ def outside_contacts_from_captures(run: Path, plan: dict[str, Any] | None) -> in
         for wall, _s, sport, _d, dport, _seq, _f, payload in _packets(pcap):
             if not payload or TCPCL_PORT not in (sport, dport):
                 continue
-            t = to_s(wall)
+            t = max(to_s(wall), opens_s)
             if not any(a - CONTACT_SLACK_S <= t <= b + CONTACT_SLACK_S for a, b in w):
                 total += len(payload)
     return total
+
+
+def _window_start_s(run: Path) -> float:
+    """The scenario time at which the run's window opened (run.json), or -inf when the
+    run directory does not say."""
+    try:
+        meta = json.loads(RunDir(run).run_json.read_text())
+        return float(meta["window"]["start_s"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return -math.inf
 
 
 def transfers_json(transfers: list[Transfer]) -> list[dict[str, Any]]:

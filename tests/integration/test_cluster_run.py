@@ -74,29 +74,6 @@ def _min_rtt_s(ping_text: str) -> float:
     return float(line.split("=")[1].split("/")[0]) / 1e3
 
 
-def test_ping_across_hosts_takes_the_links_delay(tmp_path: Path) -> None:
-    with Bed(2) as bed:
-        run = bed.run_prefix
-        out = bed.root / "out"
-        out.mkdir()
-        p = bed.run([sys.executable, "-c", DRIVER, run, str(OWLT_S), str(out)], timeout=300)
-        assert p.returncode == 0, (p.stdout[-3000:], p.stderr[-3000:])
-        res = json.loads(p.stdout.split("RESULT ", 1)[1])
-        run_json = json.loads((out / "run.json").read_text())
-    assert res["cross"] == [["s1", "s2"]]
-    assert res["host_of"]["s0"] == res["host_of"]["s1"] != res["host_of"]["s2"]
-    for key in ("s1-s2", "s0-s1"):  # across hosts, and within one
-        assert abs(_min_rtt_s(res[key]) - 2 * OWLT_S) < 1e-3, res[key]
-    assert abs(_min_rtt_s(res["s0-s3"]) - 6 * OWLT_S) < 1e-3, res["s0-s3"]
-    cl = run_json["cluster"]
-    assert len(cl["clock_offsets_s"]) == 2
-    assert all(abs(o) < 1e-3 for o in cl["clock_offsets_s"].values())
-    assert 0 < cl["underlay_delay_s"] < OWLT_S
-    assert cl["cross_host_links"] == 1
-    assert bed.leftovers() == []
-    assert all(r.startswith(bed.run_prefix) for r in res["run_names"])
-
-
 def test_a_driver_dying_mid_run_is_cleaned_by_clean_cluster(tmp_path: Path) -> None:
     with Bed(2) as bed:
         out = bed.root / "out"
@@ -183,6 +160,29 @@ def test_netemu_run_cluster_and_a_host_lost_mid_run() -> None:
     assert bed.leftovers() == []
 
 
+def test_ping_across_hosts_takes_the_links_delay(bed2: Bed) -> None:
+    bed = bed2
+    out = bed.root / "ping-out"
+    out.mkdir()
+    p = bed.run([sys.executable, "-c", DRIVER, f"{bed.run_prefix}p", str(OWLT_S), str(out)],
+                timeout=300)
+    assert p.returncode == 0, (p.stdout[-3000:], p.stderr[-3000:])
+    res = json.loads(p.stdout.split("RESULT ", 1)[1])
+    run_json = json.loads((out / "run.json").read_text())
+    assert res["cross"] == [["s1", "s2"]]
+    assert res["host_of"]["s0"] == res["host_of"]["s1"] != res["host_of"]["s2"]
+    for key in ("s1-s2", "s0-s1"):  # across hosts, and within one
+        assert abs(_min_rtt_s(res[key]) - 2 * OWLT_S) < 1e-3, res[key]
+    assert abs(_min_rtt_s(res["s0-s3"]) - 6 * OWLT_S) < 1e-3, res["s0-s3"]
+    cl = run_json["cluster"]
+    assert len(cl["clock_offsets_s"]) == 2
+    assert all(abs(o) < 1e-3 for o in cl["clock_offsets_s"].values())
+    assert 0 < cl["underlay_delay_s"] < OWLT_S
+    assert cl["cross_host_links"] == 1
+    assert _runs_left(bed) == []
+    assert all(r.startswith(bed.run_prefix) for r in res["run_names"])
+
+
 # tiny.yaml from t = 200 s: bangalore sees sat-2 (GSL slots), the satellites' plane on one
 # host and the stations on the other, so the GSL crosses hosts.
 GSL_DRIVER = """
@@ -210,19 +210,20 @@ print("RESULT " + json.dumps(res))
 """
 
 
-def test_ping_across_a_gsl_between_hosts() -> None:
+def test_ping_across_a_gsl_between_hosts(bed2: Bed) -> None:
+    bed = bed2
     tiny = Path(__file__).resolve().parents[2] / "topologies/tiny.yaml"
-    with Bed(2) as bed:
-        p = bed.run([sys.executable, "-c", GSL_DRIVER, bed.run_prefix, str(tiny)], timeout=300)
-        assert p.returncode == 0, (p.stdout[-3000:], p.stderr[-3000:])
-        res = json.loads(p.stdout.split("RESULT ", 1)[1])
+    p = bed.run([sys.executable, "-c", GSL_DRIVER, f"{bed.run_prefix}g", str(tiny)],
+                timeout=300)
+    assert p.returncode == 0, (p.stdout[-3000:], p.stderr[-3000:])
+    res = json.loads(p.stdout.split("RESULT ", 1)[1])
     assert res["host_of"]["bangalore"] != res["host_of"]["sat-2"]
     lo, hi = sorted(res["rtt_expected_s"])
     rtts = [float(ln.split("time=")[1].split()[0]) / 1e3 for ln in res["ping"].splitlines()
             if "time=" in ln]
     assert len(rtts) >= 4, res["ping"]
     assert lo - 1e-3 < min(rtts) < hi + 1e-3, (rtts, lo, hi)
-    assert bed.leftovers() == []
+    assert _runs_left(bed) == []
 
 
 # Two ground stations on different hosts, four satellites in two planes (one per host):
@@ -306,8 +307,10 @@ def _hops(events: list[dict], source: str, dest: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def bed2():
-    """One bed for the agents' test and the suite's (each bed costs ~12 s to build and
-    tear down); at the end nothing of it may be left."""
+    """One bed for the tests that leave it as they found it: the pings, the agents' test
+    and the suite's (each bed costs ~12 s to build and tear down); at the end nothing of
+    it may be left. (A driver that dies, a host lost and the bed's own tests build their
+    own.)"""
     with Bed(2) as bed:
         yield bed
     assert bed.leftovers() == []

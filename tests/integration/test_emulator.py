@@ -305,12 +305,12 @@ def test_iperf3_drops_when_a_scheduled_rain_event_starts(cleanup_check):
                                                   "end_s": 35200, "atten_db": 6}]}})
     plan = compute_plan(sc, start_s=35000, duration_s=300)
     up = next(c for c in plan.contacts if c.src == "gs1")  # iperf3 sends gs1 → sat-0
-    dry, wet = (35080.5, 35088.5), (35111.5, 35119.5)
+    dry, wet = (35095.5, 35103.5), (35111.5, 35119.5)  # the window opens at 35,095 s
     for a, b in (dry, wet):  # one rate over each measured stretch
         assert up.rate_at(a) == up.rate_at(b)
     want_dry, want_wet = up.rate_at(dry[0]), up.rate_at(wet[0])
     assert want_wet < 0.5 * want_dry and plan.weather[0]["atten_db"] == 6
-    emu = Emulation(plan, run_name="terain", start_s=35080, duration_s=60)
+    emu = Emulation(plan, run_name="terain", start_s=35095, duration_s=45)
     cleanup_check.append(emu)
     emu.start()
     first = _iperf3_bps(emu, "gs1", "sat-0", 5)

@@ -2,9 +2,12 @@
 on that link while the contact plan — what CGR routes with — still has it; a satellite
 whose agent is killed (SIGKILL) while it holds bundles forwards them after its restart.
 
-One run of the tiny geometry (3 satellites in a ring, 2 stations) with bundle agents
-on every node and two flows: bangalore → sat-0 (over bangalore–sat-2 and the ISL
-sat-2–sat-0) and sat-1 → kashi (held on sat-2 until its kashi pass at ~485 s).
+One run of topologies/node-crash.yaml (the tiny geometry: 3 satellites in a ring, 2
+stations; bundle agents on every node; bangalore → sat-0 over bangalore–sat-2 and the ISL
+sat-2–sat-0, and sat-1 → kashi, held on sat-2 until its kashi pass at ~485 s; sat-2's
+agent killed at 400 s) with an ISL outage and a capture of that ISL added. `netemu test`
+checks the scenario's own expectations (every held bundle delivered, none outside
+contacts): the regression suite leaves that scenario to this test.
 """
 
 from __future__ import annotations
@@ -20,34 +23,21 @@ import pytest
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = ROOT / "topologies" / "regression" / "tiny-dtn.yaml"
+SCENARIO = ROOT / "topologies" / "node-crash.yaml"
 OUTAGE = (150.0, 300.0)  # sat-0 – sat-2
 CRASH = (400.0, 440.0)  # sat-2's agent killed, then restarted
-
-RUN_PART = """
-emulation: {start_s: 0, duration_s: 700, time_scale: 10, agents: all}
-routing: cgr
-ip_routing: none
-capture: [sat-0:sat-2]
-traffic:
-  seed: 5
-  flows:
-    - {name: up, from: bangalore, to: sat-0, interval_s: 10, size_bytes: 2000,
-       lifetime_s: 3600, start_s: 70, end_s: 500}
-    - {name: hold, from: sat-1, to: kashi, interval_s: 10, size_bytes: 2000,
-       lifetime_s: 3600, start_s: 10, end_s: 380}
-faults:
-  - {kind: link_outage, name: isl-cut, link: [sat-0, sat-2], start_s: 150, duration_s: 150}
-  - {kind: node_crash, name: sat2-crash, node: sat-2, start_s: 400, duration_s: 40}
-"""
+CRASH_FAULT = "  - {kind: node_crash, name: sat2-crash, node: sat-2, start_s: 400, duration_s: 40}\n"
+ADDED = ("capture: [sat-0:sat-2]\nfaults:\n"
+         "  - {kind: link_outage, name: isl-cut, link: [sat-0, sat-2], start_s: 150, "
+         "duration_s: 150}\n")
 
 
 def _scenario(tmp_path: Path) -> Path:
-    text = TINY.read_text()
-    geometry = text[:text.index("# --- the run and its expectations")]
+    text = SCENARIO.read_text()
+    assert "faults:\n" + CRASH_FAULT in text  # the scenario's crash, with the outage added
     p = tmp_path / "faults.yaml"
-    p.write_text(geometry.replace("name: regression-tiny-dtn", "name: faults-tiny")
-                 + RUN_PART)
+    p.write_text(text.replace("name: node-crash", "name: faults-tiny")
+                 .replace("faults:\n", ADDED))
     return p
 
 
@@ -71,6 +61,18 @@ def faulty_run(tmp_path_factory) -> tuple[Path, str]:
     assert _leftovers(run) == []
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-3000:]
     return out, r.stdout
+
+
+def test_the_scenarios_expectations_pass_with_the_outage_added(faulty_run) -> None:
+    run, stdout = faulty_run
+    results = json.loads((run / "expect.json").read_text())
+    checked = {o["metric"]: o["passed"] for o in results["outcomes"]}
+    assert checked == {"traffic.by_name.hold.sent": True,
+                       "traffic.by_name.hold.delivery_ratio": True,
+                       "faults.sat2-crash.in_transit": True,
+                       "faults.sat2-crash.undelivered": True,
+                       "traffic_outside_contacts_bytes": True}, results
+    assert "5 passed, 0 failed" in stdout
 
 
 def _events(run: Path) -> list[dict]:

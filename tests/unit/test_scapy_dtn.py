@@ -9,7 +9,7 @@ import subprocess
 from datetime import datetime, timezone
 
 import pytest
-from scapy.all import IP, TCP, Ether, raw, wrpcap
+from scapy.all import IP, TCP, Ether, raw, rdpcap, wrpcap
 
 from netemu.analysis import pcap
 from netemu.analysis.scapy_dtn import (
@@ -186,6 +186,29 @@ def test_traffic_outside_contacts_from_captures(tmp_path):
     # the stray session has no SESS_INIT from its receiver, whose address is not in the plan
     assert sum(u["bundles"] for k, u in m["link_use"].items() if k.startswith("sat-1->")) == 2
     assert m["link_use"]["sat-2->sat-1"]["bytes"] == len(_bundle(seq=1, size=200, t_s=40.0).encode())
+
+
+def test_bring_up_sessions_over_a_contact_up_at_the_window_start_are_inside_it(tmp_path):
+    # the agents connect while the clock waits (t < 0): over the ISL, up from the window's
+    # start, that is within its contact; over the GSL, whose contact starts at 300 s, not
+    run, _ = _run_with_captures(tmp_path)
+    (run / "run.json").write_text(json.dumps({"window": {"start_s": 0.0}}))
+    plan = json.loads((run / "plan.json").read_text())
+    stray = sum(len(m) for m in _session_bytes(1, [_bundle(seq=9)]))
+    early_isl = _flow("10.0.0.2", "10.0.0.1", _session_bytes(2, []), 1_800_000_000.0 - 15.0,
+                      reverse_init=1, sport=40002)
+    early_gsl = _flow("10.0.0.1", "10.0.0.101", _session_bytes(1, []), 1_800_000_000.0 - 10.0,
+                      sport=40003)
+    cap = run / "captures"
+    wrpcap(str(cap / "isl.pcap"), early_isl + list(rdpcap(str(cap / "isl.pcap"))))
+    wrpcap(str(cap / "gsl.pcap"), early_gsl + list(rdpcap(str(cap / "gsl.pcap"))))
+    gsl_init = sum(len(m) for m in _session_bytes(1, []))
+    assert gsl_init > 0
+    assert pcap.outside_contacts_from_captures(run, plan) == stray + gsl_init
+    # without the window in run.json, a packet before t = 0 is outside every contact
+    (run / "run.json").unlink()
+    isl_init = sum(len(m) for m in _session_bytes(2, []))
+    assert pcap.outside_contacts_from_captures(run, plan) >= stray + gsl_init + isl_init
 
 
 def test_parse_and_resolve_links(tmp_path):
