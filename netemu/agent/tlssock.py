@@ -147,6 +147,8 @@ class TlsSocketTransport(asyncio.Transport):
                 n += len(data)
         except ssl.SSLWantReadError:
             pass
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):  # (close_notify after ours)
+            eof = True
         except ssl.SSLWantWriteError:  # (a TLS 1.3 KeyUpdate answer waits for room)
             self._read_wants_write = True
             self._watch_write()
