@@ -1,5 +1,6 @@
 """TCPCL's TLS transport (OpenSSL on the socket, netemu.agent.tlssock): a peer that sends
-junk where the TLS handshake belongs is refused while the agent goes on serving others;
+junk, or nothing, where the TLS handshake belongs is refused while the agent goes on
+serving others;
 a bulk transfer through a small socket buffer (OpenSSL's write retries, the writer paused
 and resumed) arrives whole, and close() ends both sides with close_notify."""
 
@@ -31,7 +32,25 @@ def _tls(creds) -> dict:
             "tls_key": str(creds.key)}
 
 
-def test_junk_instead_of_a_client_hello_is_refused_and_the_agent_serves_on(tmp_path, pki):
+async def _after_contact_headers(port: int, then: bytes) -> bytes:
+    """Offer TLS in a contact header, send ``then`` where the ClientHello belongs, and
+    return what the agent sent until it hung up (after its own contact header)."""
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.write(tcpcl.ContactHeader(flags=tcpcl.FLAG_CAN_TLS).encode())
+    header = await asyncio.wait_for(r.readexactly(6), 10)
+    assert tcpcl.decode_contact_header(header).flags & tcpcl.FLAG_CAN_TLS
+    if then:
+        w.write(then)
+    try:
+        rest = await asyncio.wait_for(r.read(), 15)
+    except ConnectionResetError:
+        rest = b""
+    w.close()
+    return rest
+
+
+def test_junk_or_silence_instead_of_a_client_hello_is_refused_and_the_agent_serves_on(
+        tmp_path, pki):
     async def go():
         pa = free_port()
         a = Agent(agent_config(tmp_path, "A", 1, pa, [{"name": "B", "ipn": 2, "cl": "tcpcl",
@@ -40,20 +59,15 @@ def test_junk_instead_of_a_client_hello_is_refused_and_the_agent_serves_on(tmp_p
         a.core.send("B", b"for B")
         await a.start()
         try:
-            r, w = await asyncio.open_connection("127.0.0.1", pa)
-            w.write(tcpcl.ContactHeader(flags=tcpcl.FLAG_CAN_TLS).encode())
-            header = await asyncio.wait_for(r.readexactly(6), 10)
-            assert tcpcl.decode_contact_header(header).flags & tcpcl.FLAG_CAN_TLS
-            w.write(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n" * 8)  # not a TLS record
-            try:
-                rest = await asyncio.wait_for(r.read(), 10)
-            except ConnectionResetError:
-                rest = b""
-            w.close()
-            assert b"for B" not in rest  # the agent hung up, nothing in the clear
-            await wait_for(lambda: log_events(a, "peer_refused"), 10, "refusal logged")
-            reason = log_events(a, "peer_refused")[0]["reason"]
-            assert reason.startswith("TLS handshake failed"), reason
+            # junk (not a TLS record), and a peer that stops after its contact header:
+            # the agent hangs up on both (the silent one after the session set-up time)
+            junk, silent = await asyncio.gather(
+                _after_contact_headers(pa, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n" * 8),
+                _after_contact_headers(pa, b""))
+            assert b"for B" not in junk and b"for B" not in silent
+            reasons = [e["reason"] for e in log_events(a, "peer_refused")]
+            assert reasons and all(r.startswith("TLS handshake failed") for r in reasons), reasons
+            assert len(reasons) + len(log_events(a, "session_setup_timeout")) >= 2
             # the agent goes on: B, with its certificate, gets a session and the bundle
             got = await hostile_session(pa, "ipn:2.0", read_s=3.0, tls=client_context(
                 pki[1].ca, pki[2].cert, pki[2].key))
