@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from netemu.agent import tlssock
 from netemu.agent.config import NeighbourConfig, split_host_port
 from netemu.agent.sockopt import SEND_BUFFER_BYTES, big_send_buffer
 from netemu.agent.tls import peer_node_ids
@@ -101,7 +102,6 @@ class TcpclChannel(asyncio.Protocol, Channel):
         self.neighbour = neighbour
         self.peer_cert_ids: frozenset[str] = frozenset()  # node IDs its TLS certificate names
         self._tls_task: asyncio.Task | None = None
-        self._early: list[bytes] = []  # plaintext that came before start_tls returned
         self._rx_mark = 0  # session.rx_data_bytes when the incoming transfer last moved
         self._rx_moved = 0.0
         self.transport: asyncio.Transport | None = None
@@ -128,11 +128,6 @@ class TcpclChannel(asyncio.Protocol, Channel):
 
     def data_received(self, data: bytes) -> None:
         self.last_rx = time.monotonic()
-        if self._tls_task is not None and self.session.state is tcpcl.SessionState.TLS:
-            # (the TLS layer hands over the peer's first plaintext, its SESS_INIT, as
-            # soon as the handshake is done: before start_tls returns to us)
-            self._early.append(data)
-            return
         try:
             events = self.session.receive_data(data)
         except tcpcl.TcpclRefused as e:
@@ -197,36 +192,34 @@ class TcpclChannel(asyncio.Protocol, Channel):
 
     def _start_tls(self, server_side: bool) -> None:
         """Both sides offered TLS: stop reading (the next bytes are the handshake's), and
-        hand the socket to asyncio's TLS layer once the contact header is out."""
+        hand the socket to the TLS transport once the contact header is out."""
         assert self.transport is not None
         self.transport.pause_reading()
         self._tls_task = asyncio.get_event_loop().create_task(self._tls_handshake(server_side))
 
     async def _tls_handshake(self, server_side: bool) -> None:
-        tls, raw = self.agent.tls, self.transport
-        assert tls is not None and raw is not None
+        tls = self.agent.tls
+        assert tls is not None and self.transport is not None
         self.flush()  # the passive side's contact header, in the clear
         try:
-            secure = await asyncio.get_running_loop().start_tls(
-                raw, self, tls.server if server_side else tls.client, server_side=server_side,
-                ssl_handshake_timeout=SESSION_SETUP_TIMEOUT_S)
-        except (ssl.SSLError, OSError, asyncio.TimeoutError, RuntimeError) as e:
+            self.transport = secure = await tlssock.take_over(
+                self.transport, self, tls.server if server_side else tls.client,
+                server_side=server_side, timeout_s=SESSION_SETUP_TIMEOUT_S)
+            await secure.handshake(max(0.1, SESSION_SETUP_TIMEOUT_S
+                                       - (time.monotonic() - self.opened)))
+        except (ssl.SSLError, OSError, asyncio.TimeoutError) as e:
             self.agent.peer_refused(self, f"TLS handshake failed: {e or type(e).__name__}")
-            raw.abort()
+            if self.transport is not None:
+                self.transport.abort()
             return
-        if secure is None or self.session.state is not tcpcl.SessionState.TLS:
-            raw.abort()
+        if self.session.state is not tcpcl.SessionState.TLS:
+            secure.abort()
             return
-        self.transport = secure
-        # (asyncio's TLS layer pauses its writer at 512 KiB: each 1 MB bundle would stop
-        # the pump once; with the kernel's 4 MiB buffer behind it, this limit matches)
+        # (the kernel's 4 MiB send buffer is behind it: a 1 MB bundle does not stop the pump)
         secure.set_write_buffer_limits(high=SEND_BUFFER_BYTES)
         self.peer_cert_ids = peer_node_ids(secure.get_extra_info("ssl_object"))
         self.session.tls_established()
         self.flush()
-        early, self._early = b"".join(self._early), []
-        if early:
-            self.data_received(early)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.session.connection_lost()

@@ -10,7 +10,6 @@ session then accepts the peer only if the node ID of its SESS_INIT is one of tho
 
 from __future__ import annotations
 
-import asyncio.sslproto
 import ssl
 from dataclasses import dataclass
 
@@ -21,13 +20,6 @@ from netemu.errors import NetemuError
 
 ID_ON_BUNDLE_EID = x509.ObjectIdentifier("1.3.6.1.5.5.7.8.11")
 HANDSHAKE_TIMEOUT_S = 10.0
-TLS_READ_BUFFER_BYTES = 32 * 1024
-"""asyncio's TLS layer gives each connection a zero-filled read buffer of its
-``SSLProtocol.max_size`` (256 KiB), resident for the session's life: 3.2 GiB for the
-13,000 session ends of a 1,594-node run. A TLS record is at most 16 KiB, so 32 KiB reads
-lose nothing but a few more calls on bulk transfers; set for the agent processes, which
-import this module."""
-asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER_BYTES  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -71,7 +63,7 @@ def _context(cfg: AgentConfig, purpose: ssl.Purpose) -> ssl.SSLContext:
     return ctx
 
 
-def peer_node_ids(ssl_object: ssl.SSLObject | None) -> frozenset[str]:
+def peer_node_ids(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> frozenset[str]:
     """The node IDs the peer's (already verified) certificate names."""
     if ssl_object is None:
         return frozenset()
