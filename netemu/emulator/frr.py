@@ -238,13 +238,15 @@ class FrrDaemons:
         return self.state_dir / node
 
 
-    def start(self, timeout_s: float = 10.0) -> None:
+    def start(self, timeout_s: float = 60.0) -> None:
         """Write the configurations, then start the daemons in waves of :data:`START_WAVE`
         nodes: a wave's zebras, once each one's socket exists (a client that finds none
         retries only 10 s later) its protocol daemons, and the next wave once those have
         opened their vty sockets. Hundreds of daemons started at once on a few cores
         starve each other (and the emulator) for minutes; a wave at a time they come up
-        in a steady stream. ``timeout_s`` is per wave."""
+        in a steady stream. ``timeout_s`` is per wave: generous, since a wave's zebras wait for
+        the kernel's RTNL lock behind every other namespace's route writes (10 s was too
+        short for IS-IS at 488 nodes)."""
         why = frr_missing()
         if why:
             raise NetemuError(why)
