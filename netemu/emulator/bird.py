@@ -20,7 +20,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from netemu.emulator.frr import START_WAVE, FrrDaemons, FrrSettings, scaled, waves
+from netemu.emulator.frr import (
+    START_WAVE,
+    WAVE_TIMEOUT_S,
+    FrrDaemons,
+    FrrSettings,
+    scaled,
+    waves,
+)
 from netemu.emulator.layout import IFACE_NET, ip4
 from netemu.errors import NetemuError
 
@@ -98,7 +105,7 @@ class BirdDaemons(FrrDaemons):
     def daemons(self) -> list[str]:
         return ["bird"]
 
-    def start(self, timeout_s: float = 10.0) -> None:
+    def start(self, timeout_s: float = WAVE_TIMEOUT_S) -> None:
         """Write the configurations and start every node's bird in waves of
         :data:`~netemu.emulator.frr.START_WAVE` (each opens its control socket once its
         configuration has been read; the next wave starts then)."""

@@ -198,6 +198,10 @@ NETLINK_RX_BYTES = 8 << 20
 that do not fit, and the daemon then rereads the whole table."""
 START_WAVE = 16
 """Nodes whose daemons start at a time (:meth:`FrrDaemons.start`)."""
+WAVE_TIMEOUT_S = 60.0
+"""How long a wave's daemons may take to open their sockets: a wave's zebras (and birds)
+wait for the kernel's RTNL lock behind every other namespace's route writes (10 s was
+too short for IS-IS at 488 nodes)."""
 
 
 def waves(items: Sequence[str], size: int) -> list[list[str]]:
@@ -238,15 +242,13 @@ class FrrDaemons:
         return self.state_dir / node
 
 
-    def start(self, timeout_s: float = 60.0) -> None:
+    def start(self, timeout_s: float = WAVE_TIMEOUT_S) -> None:
         """Write the configurations, then start the daemons in waves of :data:`START_WAVE`
         nodes: a wave's zebras, once each one's socket exists (a client that finds none
         retries only 10 s later) its protocol daemons, and the next wave once those have
         opened their vty sockets. Hundreds of daemons started at once on a few cores
         starve each other (and the emulator) for minutes; a wave at a time they come up
-        in a steady stream. ``timeout_s`` is per wave: generous, since a wave's zebras wait for
-        the kernel's RTNL lock behind every other namespace's route writes (10 s was too
-        short for IS-IS at 488 nodes)."""
+        in a steady stream. ``timeout_s`` is per wave (:data:`WAVE_TIMEOUT_S`)."""
         why = frr_missing()
         if why:
             raise NetemuError(why)
